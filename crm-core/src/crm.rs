@@ -1,0 +1,257 @@
+//! The `Crm` handle: one per app, cheap to clone, holding the pool, the master key,
+//! the lead rules and the clock. Services hang off a workspace:
+//! `crm.workspace(id).leads()`; `crm.leads()` is the default workspace's.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::{micros, Clock, SystemClock};
+use crate::db::{self, with_pool, Pool, Ts};
+use crate::events::Event;
+use crate::ids::{EventId, WorkspaceId};
+use crate::leads::parse::LeadRules;
+use crate::leads::{AllowedValues, Leads};
+use crate::seal::{MasterKey, Sealer};
+use crate::store::Repo;
+use crate::{Error, Result};
+
+/// The crm handle. Clone it freely: clones share one pool.
+#[derive(Clone)]
+pub struct Crm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    sealer: Option<Sealer>,
+    clock: Arc<dyn Clock>,
+    rules: LeadRules,
+}
+
+impl fmt::Debug for Crm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Crm")
+            .field("pool", &self.inner.pool)
+            .field("sealer", &self.inner.sealer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Crm {
+    /// A builder; see [`CrmBuilder`].
+    pub fn builder() -> CrmBuilder {
+        CrmBuilder::default()
+    }
+
+    /// Connects to `url` with every other setting at its default (no master key).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder().database_url(url).connect().await
+    }
+
+    /// The services of workspace `id`. Reads in a workspace that does not exist find
+    /// nothing; writes fail with `NotFound { entity: "workspace" }`.
+    pub fn workspace(&self, id: WorkspaceId) -> Workspace {
+        Workspace {
+            crm: self.clone(),
+            id,
+        }
+    }
+
+    /// The lead service of the default workspace.
+    pub fn leads(&self) -> Leads {
+        self.workspace(WorkspaceId::DEFAULT).leads()
+    }
+
+    /// Creates a workspace (tenant) named `name` (1–200 characters).
+    pub async fn create_workspace(&self, name: &str) -> Result<WorkspaceId> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
+            return Err(Error::invalid("name", "must be 1-200 characters"));
+        }
+        let id = WorkspaceId::new();
+        let now = Ts(self.now());
+        with_pool!(self.pool(), |p, DB| Repo::<DB>::create_workspace(
+            p, id, name, now
+        )
+        .await)?;
+        Ok(id)
+    }
+
+    /// The sealer built from the master key; `Config` error when none was given.
+    pub fn sealer(&self) -> Result<&Sealer> {
+        self.inner
+            .sealer
+            .as_ref()
+            .ok_or_else(|| Error::Config("no master key was given to the Crm builder".into()))
+    }
+
+    /// The current time from the configured clock, truncated to microseconds.
+    pub fn now(&self) -> DateTime<Utc> {
+        micros(self.inner.clock.now())
+    }
+
+    /// Closes the pool; pending work finishes first.
+    pub async fn close(&self) {
+        with_pool!(self.pool(), |p, DB| p.close().await)
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn rules(&self) -> &LeadRules {
+        &self.inner.rules
+    }
+}
+
+/// The services of one workspace; from [`Crm::workspace`].
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    crm: Crm,
+    id: WorkspaceId,
+}
+
+impl Workspace {
+    /// The workspace id.
+    pub fn id(&self) -> WorkspaceId {
+        self.id
+    }
+
+    /// Its lead service.
+    pub fn leads(&self) -> Leads {
+        Leads::new(self.crm.clone(), self.id)
+    }
+
+    /// Its events (the outbox), oldest first: at most `limit` (1–1000) after `after`.
+    pub async fn events(&self, after: Option<EventId>, limit: u32) -> Result<Vec<Event>> {
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 1000"));
+        }
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::events(
+            p, self.id, after, limit
+        )
+        .await)
+    }
+}
+
+/// Settings of a [`Crm`]; finish with [`CrmBuilder::connect`].
+pub struct CrmBuilder {
+    url: String,
+    max_connections: u32,
+    master_key: Option<MasterKey>,
+    retired_keys: Vec<MasterKey>,
+    clock: Arc<dyn Clock>,
+    rules: LeadRules,
+}
+
+impl Default for CrmBuilder {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://crm.db".into(),
+            max_connections: 10,
+            master_key: None,
+            retired_keys: Vec::new(),
+            clock: Arc::new(SystemClock),
+            rules: LeadRules::default(),
+        }
+    }
+}
+
+impl fmt::Debug for CrmBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a database password.
+        f.debug_struct("CrmBuilder")
+            .field("max_connections", &self.max_connections)
+            .field("master_key", &self.master_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CrmBuilder {
+    /// The database: `sqlite://path/to/file.db` (created when missing),
+    /// `sqlite::memory:`, or `postgres://user:pass@host/db`. Default `sqlite://crm.db`.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// Pool size (default 10; an in-memory SQLite database always uses one connection).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// The master key that seals secrets at rest. Needed by the services that store
+    /// secrets to read back (webhooks, notification channels); keep it outside the
+    /// database, e.g. in an environment variable.
+    pub fn master_key(mut self, key: MasterKey) -> Self {
+        self.master_key = Some(key);
+        self
+    }
+
+    /// A former master key, still used to open values sealed before a rotation.
+    pub fn retired_master_key(mut self, key: MasterKey) -> Self {
+        self.retired_keys.push(key);
+        self
+    }
+
+    /// The clock (default: the system clock). Tests pass a [`crate::ManualClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The values budget, project type and source may take (defaults:
+    /// [`AllowedValues::default`]).
+    pub fn allowed_values(mut self, allowed: AllowedValues) -> Self {
+        self.rules.allowed = allowed;
+        self
+    }
+
+    /// Reads phone numbers written without `+` or `00` as national numbers of this
+    /// country calling code (e.g. 34). Without it such numbers are refused.
+    pub fn default_country_code(mut self, code: u16) -> Self {
+        self.rules.default_country_code = Some(code);
+        self
+    }
+
+    /// Checks the settings, connects, and runs the embedded migrations.
+    pub async fn connect(self) -> Result<Crm> {
+        let a = &self.rules.allowed;
+        for (name, list) in [
+            ("budgets", &a.budgets),
+            ("project_types", &a.project_types),
+            ("sources", &a.sources),
+        ] {
+            if list.is_empty()
+                || list
+                    .iter()
+                    .any(|v| v.trim() != v || v.is_empty() || v.chars().count() > 64)
+            {
+                return Err(Error::Config(format!(
+                    "allowed {name} must be a non-empty list of trimmed values of 1-64 characters"
+                )));
+            }
+        }
+        if let Some(cc) = self.rules.default_country_code {
+            if !(1..=999).contains(&cc) {
+                return Err(Error::Config("default country code must be 1-999".into()));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(Error::Config("max_connections must be at least 1".into()));
+        }
+        let pool = db::connect(&self.url, self.max_connections).await?;
+        let sealer = self.master_key.map(|k| Sealer::new(k, self.retired_keys));
+        Ok(Crm {
+            inner: Arc::new(Inner {
+                pool,
+                sealer,
+                clock: self.clock,
+                rules: self.rules,
+            }),
+        })
+    }
+}

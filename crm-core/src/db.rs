@@ -1,0 +1,292 @@
+//! Storage: one pool per `Crm`, SQLite or Postgres, chosen by the URL.
+//!
+//! The SQL is written once, generic over the backend ([`Dialect`]), using `$n`
+//! placeholders that both drivers accept. Only what the dialects really disagree on
+//! lives in the two `Dialect` impls: how full-text search and tag filters are
+//! phrased, and how a write transaction starts. Timestamps go through [`Ts`], stored
+//! as `timestamptz` on Postgres and as integer microseconds on SQLite (so they sort
+//! and compare as numbers rather than as text).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::{Database, Decode, Encode, Type};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("crm-core needs at least one storage feature: `sqlite` or `postgres`");
+
+/// The connection pool of one `Crm`.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool and `$db` to its database type.
+macro_rules! with_pool {
+    ($pool:expr, |$p:ident, $db:ident| $body:expr) => {
+        match $pool {
+            #[cfg(feature = "sqlite")]
+            $crate::db::Pool::Sqlite($p) => {
+                #[allow(unused)]
+                type $db = sqlx::Sqlite;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            $crate::db::Pool::Postgres($p) => {
+                #[allow(unused)]
+                type $db = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Connects and runs the embedded migrations of the backend the URL names.
+pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<Pool> {
+    if url.starts_with("sqlite:") {
+        #[cfg(feature = "sqlite")]
+        return connect_sqlite(url, max_connections).await;
+        #[cfg(not(feature = "sqlite"))]
+        return Err(Error::Config(
+            "a sqlite: URL needs the `sqlite` feature".into(),
+        ));
+    }
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        #[cfg(feature = "postgres")]
+        return connect_postgres(url, max_connections).await;
+        #[cfg(not(feature = "postgres"))]
+        return Err(Error::Config(
+            "a postgres: URL needs the `postgres` feature".into(),
+        ));
+    }
+    Err(Error::Config(
+        "database URL must start with sqlite: or postgres:".into(),
+    ))
+}
+
+#[cfg(feature = "sqlite")]
+async fn connect_sqlite(url: &str, max_connections: u32) -> Result<Pool> {
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|_| Error::Config("database URL is not a valid sqlite: URL".into()))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    // An in-memory database lives as long as its one connection: keep exactly one,
+    // forever, or the data would vanish with a recycled connection.
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let pool_opts = if in_memory {
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        SqlitePoolOptions::new().max_connections(max_connections)
+    };
+    let pool = pool_opts.connect_with(opts).await?;
+    sqlx::migrate!("./migrations/sqlite")
+        .run(&pool)
+        .await
+        .map_err(Error::Migration)?;
+    Ok(Pool::Sqlite(pool))
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str, max_connections: u32) -> Result<Pool> {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|_| Error::Config("database URL is not a valid postgres: URL".into()))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(opts)
+        .await?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .map_err(Error::Migration)?;
+    Ok(Pool::Postgres(pool))
+}
+
+/// What the two SQL dialects disagree on.
+pub(crate) trait Dialect: Database {
+    /// Starts a transaction that will write. SQLite takes the write lock up front
+    /// (`BEGIN IMMEDIATE`) so a read-then-write transaction waits for the lock under
+    /// the busy timeout instead of failing with `SQLITE_BUSY` when it upgrades.
+    const BEGIN_WRITE: &'static str;
+
+    /// Appended to a `SELECT` inside a write transaction to lock the rows it reads.
+    /// Empty on SQLite, where `BEGIN IMMEDIATE` already holds the one write lock.
+    const FOR_UPDATE: &'static str;
+
+    /// Pushes a condition: lead `l` matches every search term (prefix match).
+    fn push_search(sql: &mut Sql, terms: &[String]);
+
+    /// Pushes a condition: lead `l` carries `tag`.
+    fn push_has_tag(sql: &mut Sql, tag: String);
+}
+
+#[cfg(feature = "sqlite")]
+impl Dialect for sqlx::Sqlite {
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const FOR_UPDATE: &'static str = "";
+
+    fn push_search(sql: &mut Sql, terms: &[String]) {
+        // FTS5 query: every term as a quoted prefix ("term"*), implicitly ANDed. Terms
+        // hold letters and digits only, so they cannot carry FTS5 syntax.
+        let fts: Vec<String> = terms.iter().map(|t| format!("\"{t}\"*")).collect();
+        sql.push("l.seq IN (SELECT rowid FROM crm_leads_fts WHERE crm_leads_fts MATCH ")
+            .bind(Bind::Text(fts.join(" ")))
+            .push(")");
+    }
+
+    fn push_has_tag(sql: &mut Sql, tag: String) {
+        sql.push("EXISTS (SELECT 1 FROM json_each(l.tags) WHERE json_each.value = ")
+            .bind(Bind::Text(tag))
+            .push(")");
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Dialect for sqlx::Postgres {
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+
+    fn push_search(sql: &mut Sql, terms: &[String]) {
+        // Same tokens as on SQLite (the `search` column strips everything that is not
+        // a letter or digit); `term:*` is a prefix match.
+        let q: Vec<String> = terms.iter().map(|t| format!("{t}:*")).collect();
+        sql.push("l.search @@ to_tsquery('simple', ")
+            .bind(Bind::Text(q.join(" & ")))
+            .push(")");
+    }
+
+    fn push_has_tag(sql: &mut Sql, tag: String) {
+        sql.push("l.tags ? ").bind(Bind::Text(tag));
+    }
+}
+
+/// A value bound to a [`Sql`] placeholder.
+#[derive(Debug, Clone)]
+pub(crate) enum Bind {
+    Uuid(Uuid),
+    Text(String),
+    Ts(Ts),
+}
+
+/// SQL assembled at run time (filters that come and go) with `$n` placeholders, which
+/// both drivers accept. The binds are applied in order by the caller; this replaces
+/// sqlx's `QueryBuilder`, whose borrowed arguments cannot be executed from code that
+/// is generic over the database.
+#[derive(Debug, Default)]
+pub(crate) struct Sql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+}
+
+impl Sql {
+    pub(crate) fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            binds: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    pub(crate) fn bind(&mut self, value: Bind) -> &mut Self {
+        self.binds.push(value);
+        self.text.push('$');
+        self.text.push_str(&self.binds.len().to_string());
+        self
+    }
+}
+
+/// A UTC timestamp as stored: `timestamptz` on Postgres, integer microseconds since
+/// the Unix epoch on SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Ts(pub DateTime<Utc>);
+
+#[cfg(feature = "sqlite")]
+mod ts_sqlite {
+    use super::*;
+    use sqlx::sqlite::{SqliteTypeInfo, SqliteValueRef};
+    use sqlx::Sqlite;
+
+    impl Type<Sqlite> for Ts {
+        fn type_info() -> SqliteTypeInfo {
+            <i64 as Type<Sqlite>>::type_info()
+        }
+        fn compatible(ty: &SqliteTypeInfo) -> bool {
+            <i64 as Type<Sqlite>>::compatible(ty)
+        }
+    }
+
+    impl<'q> Encode<'q, Sqlite> for Ts {
+        fn encode_by_ref(
+            &self,
+            buf: &mut <Sqlite as Database>::ArgumentBuffer<'q>,
+        ) -> Result<IsNull, BoxDynError> {
+            <i64 as Encode<'q, Sqlite>>::encode(self.0.timestamp_micros(), buf)
+        }
+    }
+
+    impl<'r> Decode<'r, Sqlite> for Ts {
+        fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+            let micros = <i64 as Decode<'r, Sqlite>>::decode(value)?;
+            DateTime::from_timestamp_micros(micros)
+                .map(Ts)
+                .ok_or_else(|| "timestamp out of range".into())
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod ts_postgres {
+    use super::*;
+    use sqlx::postgres::{PgTypeInfo, PgValueRef};
+    use sqlx::Postgres;
+
+    impl Type<Postgres> for Ts {
+        fn type_info() -> PgTypeInfo {
+            <DateTime<Utc> as Type<Postgres>>::type_info()
+        }
+        fn compatible(ty: &PgTypeInfo) -> bool {
+            <DateTime<Utc> as Type<Postgres>>::compatible(ty)
+        }
+    }
+
+    impl<'q> Encode<'q, Postgres> for Ts {
+        fn encode_by_ref(
+            &self,
+            buf: &mut <Postgres as Database>::ArgumentBuffer<'q>,
+        ) -> Result<IsNull, BoxDynError> {
+            <DateTime<Utc> as Encode<'q, Postgres>>::encode_by_ref(&self.0, buf)
+        }
+    }
+
+    impl<'r> Decode<'r, Postgres> for Ts {
+        fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+            <DateTime<Utc> as Decode<'r, Postgres>>::decode(value).map(Ts)
+        }
+    }
+}

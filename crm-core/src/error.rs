@@ -1,0 +1,191 @@
+//! One error type for every service. Each variant has a meaning a caller can act on;
+//! the HTTP router and the Python module map it once each (to RFC 9457 problem details
+//! and to the `crm.CrmError` hierarchy). Display strings never carry database text or
+//! secrets: the underlying cause stays in [`std::error::Error::source`] for tracing.
+
+use std::fmt;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One invalid field of an input, named as the caller spelled it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// The input field (`email`, `tags[3]`, `cursor`, …).
+    pub field: String,
+    /// What is wrong with it, in a sentence a user can act on.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Everything a crm service can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input was refused; every invalid field is listed, and nothing was written.
+    #[error("invalid input: {}", join(errors))]
+    Validation {
+        /// One entry per invalid field.
+        errors: Vec<FieldError>,
+    },
+    /// The entity does not exist in this workspace (or never existed).
+    #[error("{entity} not found")]
+    NotFound {
+        /// What was looked for (`lead`, `workspace`, …).
+        entity: &'static str,
+    },
+    /// The write would break a uniqueness rule.
+    #[error("{message}")]
+    Conflict {
+        /// What clashed, e.g. "a lead with this email already exists".
+        message: String,
+        /// The field that clashed, when one did.
+        field: Option<&'static str>,
+        /// The id of the existing entity, where there is one.
+        existing_id: Option<Uuid>,
+    },
+    /// Missing or bad credentials.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Valid credentials without the right to do this.
+    #[error("forbidden")]
+    Forbidden,
+    /// Too many requests; try again after `retry_after`.
+    #[error("rate limited, retry after {} s", retry_after.as_secs())]
+    RateLimited {
+        /// How long the caller should wait.
+        retry_after: Duration,
+    },
+    /// A third-party provider failed.
+    #[error("integration error: {0}")]
+    Integration(String),
+    /// The `Crm` was built or connected with an unusable configuration.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The database failed. The text of the cause is kept out of `Display`.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// Running the embedded migrations failed.
+    #[error("database migration failed")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+    /// Sealed data could not be opened (wrong master key, or corrupted).
+    #[error("sealed secret could not be opened")]
+    Unseal,
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// A validation error with a single field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation {
+            errors: vec![FieldError::new(field, message)],
+        }
+    }
+
+    /// The field errors of a [`Error::Validation`], empty for any other variant.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            Self::Validation { errors } => errors,
+            _ => &[],
+        }
+    }
+
+    /// A stable snake_case code for this error, for APIs and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } => "validation_failed",
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict { .. } => "conflict",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Integration(_) => "integration_failed",
+            Self::Config(_) => "configuration_error",
+            Self::Database(_) | Self::Migration(_) | Self::Unseal => "internal_error",
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    /// The one place where database errors get a meaning: a unique-constraint
+    /// violation is a [`Error::Conflict`], a foreign-key violation means the parent
+    /// (in practice the workspace) does not exist, anything else is [`Error::Database`].
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            if db.is_unique_violation() {
+                return Self::Conflict {
+                    message: "an entity with these unique values already exists".into(),
+                    field: None,
+                    existing_id: None,
+                };
+            }
+            if db.is_foreign_key_violation() {
+                return Self::NotFound {
+                    entity: "workspace",
+                };
+            }
+        }
+        Self::Database(err)
+    }
+}
+
+/// Collects field errors while an input is parsed, so that every problem is reported
+/// together instead of the first one alone.
+#[derive(Debug, Default)]
+pub(crate) struct Errors(Vec<FieldError>);
+
+impl Errors {
+    pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// Keeps the value of `r`, or records its error under `field`.
+    pub(crate) fn take<T>(&mut self, field: &str, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.add(field, message);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation { errors: self.0 })
+        }
+    }
+}
+
+impl Errors {
+    pub(crate) fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|f| f.field.as_str())
+    }
+}

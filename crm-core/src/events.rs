@@ -1,0 +1,99 @@
+//! Domain events: the outbox.
+//!
+//! Every change to a lead writes its event row in the same transaction as the change
+//! itself, so an event exists exactly when its change does. Webhook delivery and
+//! notifications fan out from these rows. The payload is what receivers get:
+//! `{"type", "timestamp", "data"}`, where `data` holds the `lead` (its state after the
+//! change, or before a delete) and, per type, `changed` (field names),
+//! `old_status`/`new_status`, or the `activity` added.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::ids::{EventId, LeadId, WorkspaceId};
+use crate::macros::string_enum;
+
+string_enum!(
+    /// What happened.
+    EventType, "event type" {
+        /// A lead was created (directly or by `capture`).
+        LeadCreated => "lead.created",
+        /// Fields of a lead changed; `data.changed` names them.
+        LeadUpdated => "lead.updated",
+        /// The status changed; also reported as `lead.updated`.
+        LeadStatusChanged => "lead.status_changed",
+        /// A lead was deleted; `data.lead` is its last state.
+        LeadDeleted => "lead.deleted",
+        /// An activity was added by a caller (or a form submission by `capture`).
+        LeadActivityAdded => "lead.activity_added",
+    }
+);
+
+impl EventType {
+    /// Whether a subscription filter (`lead.created`, `lead.*` or `*`) covers this type.
+    pub fn matches(self, filter: &str) -> bool {
+        let name = self.as_str();
+        filter == "*"
+            || filter == name
+            || filter
+                .strip_suffix(".*")
+                .is_some_and(|prefix| name.split_once('.').is_some_and(|(p, _)| p == prefix))
+    }
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Its id (UUIDv7), used as the webhook message id.
+    pub id: EventId,
+    /// The workspace it happened in.
+    pub workspace_id: WorkspaceId,
+    /// What happened.
+    pub event_type: EventType,
+    /// The lead it concerns.
+    pub lead_id: Option<LeadId>,
+    /// The payload receivers get: `{"type", "timestamp", "data"}`.
+    pub payload: Value,
+    /// When it happened (UTC).
+    pub created_at: DateTime<Utc>,
+}
+
+impl Event {
+    pub(crate) fn new(
+        workspace_id: WorkspaceId,
+        event_type: EventType,
+        lead_id: Option<LeadId>,
+        data: Value,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: EventId::new(),
+            workspace_id,
+            event_type,
+            lead_id,
+            payload: json!({
+                "type": event_type.as_str(),
+                "timestamp": now.to_rfc3339_opts(SecondsFormat::Micros, true),
+                "data": data,
+            }),
+            created_at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_by_name_prefix_or_star() {
+        let t = EventType::LeadStatusChanged;
+        assert!(t.matches("*"));
+        assert!(t.matches("lead.*"));
+        assert!(t.matches("lead.status_changed"));
+        assert!(!t.matches("lead.created"));
+        assert!(!t.matches("lea.*"));
+        assert!(!t.matches("webhook.*"));
+    }
+}

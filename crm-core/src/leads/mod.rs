@@ -1,0 +1,203 @@
+//! The lead service: create, capture, read, list, update, delete, and the activity
+//! timeline, each write in one transaction together with its events.
+//!
+//! Two ways in for a new lead: [`Leads::create`] refuses a duplicate email or phone
+//! with [`Error::Conflict`] naming the existing lead (what an API client or an admin
+//! typing a lead wants), while [`Leads::capture`] — the path for contact forms and
+//! inbound channels, where the same person writing twice is normal — merges into the
+//! existing lead and records a `form_submission` activity. Merging fills blanks and
+//! adds tags and custom fields; it never overwrites what the lead already has.
+
+pub(crate) mod cursor;
+mod model;
+pub(crate) mod parse;
+mod values;
+
+pub use model::{
+    Activity, Captured, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, NewActivity, NewLead,
+    SortField, SortOrder,
+};
+pub use parse::{
+    AllowedValues, ACTOR_MAX, CUSTOM_MAX_BYTES, MESSAGE_MAX, NAME_MAX, NOTES_MAX, RAW_INPUT_MAX,
+    SEARCH_TERMS_MAX, TAGS_MAX, TAG_MAX,
+};
+pub use values::{ActivityKind, Email, LeadStatus, Phone};
+
+use crate::db::with_pool;
+use crate::ids::LeadId;
+use crate::store::{Ctx, Repo};
+use crate::{Crm, Result, WorkspaceId};
+use cursor::Cursor;
+
+/// The lead service of one workspace; from [`crate::Workspace::leads`].
+///
+/// An `actor` set with [`Leads::with_actor`] is written on the activities this
+/// handle records (status changes, form submissions, added activities).
+#[derive(Clone, Debug)]
+pub struct Leads {
+    crm: Crm,
+    ws: WorkspaceId,
+    actor: Option<String>,
+}
+
+impl Leads {
+    pub(crate) fn new(crm: Crm, ws: WorkspaceId) -> Self {
+        Self {
+            crm,
+            ws,
+            actor: None,
+        }
+    }
+
+    /// The same service, recording `actor` (a user id, `api_key:…`, `whatsapp`, …,
+    /// up to 200 characters) on the activities it writes.
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    fn ctx(&self) -> Result<Ctx<'_>> {
+        if let Some(a) = &self.actor {
+            parse::actor(Some(a))?;
+        }
+        Ok(Ctx {
+            ws: self.ws,
+            now: self.crm.now(),
+            actor: self.actor.as_deref(),
+        })
+    }
+
+    /// Creates a lead. Fails with `Validation` listing every bad field, or with
+    /// `Conflict` (naming the existing lead) when its email or phone is taken.
+    pub async fn create(&self, input: NewLead) -> Result<Lead> {
+        let fields = parse::new_lead(input, self.crm.rules())?;
+        let ctx = self.ctx()?;
+        retry_race(|| async {
+            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create(
+                p,
+                &ctx,
+                fields.clone()
+            )
+            .await)
+        })
+        .await
+    }
+
+    /// Creates a lead, or merges the input into the lead that already has its email
+    /// (checked first) or phone. Either way a `form_submission` activity records the
+    /// submission (its description is the message).
+    pub async fn capture(&self, input: NewLead) -> Result<Captured> {
+        let fields = parse::new_lead(input, self.crm.rules())?;
+        let ctx = self.ctx()?;
+        let (lead, created) = retry_race(|| async {
+            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::capture(
+                p,
+                &ctx,
+                fields.clone()
+            )
+            .await)
+        })
+        .await?;
+        Ok(Captured { lead, created })
+    }
+
+    /// A lead with its activities, oldest first.
+    pub async fn get(&self, id: LeadId) -> Result<LeadDetail> {
+        let (lead, activities) =
+            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get(p, self.ws, id)
+                .await)?;
+        Ok(LeadDetail { lead, activities })
+    }
+
+    /// One page of leads matching `query`, sorted with the id as tie-breaker.
+    /// Pages are keyset-based: page 500 costs what page 1 costs, and a lead written
+    /// between two calls neither repeats nor hides another.
+    pub async fn list(&self, query: &LeadQuery) -> Result<LeadPage> {
+        let q = parse::query(query)?;
+        let fingerprint = q.fingerprint();
+        let after = query
+            .cursor
+            .as_deref()
+            .map(|c| Cursor::decode(c, query.sort, query.order, &fingerprint))
+            .transpose()?;
+        let (mut items, total) = with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::list(
+                p,
+                self.ws,
+                &q,
+                query.sort,
+                query.order,
+                after,
+                query.include_total,
+            )
+            .await
+        })?;
+        let next_cursor = if items.len() > q.limit as usize {
+            items.truncate(q.limit as usize);
+            items
+                .last()
+                .map(|last| Cursor::after(last, query.sort, query.order, &fingerprint).encode())
+        } else {
+            None
+        };
+        Ok(LeadPage {
+            items,
+            next_cursor,
+            total,
+        })
+    }
+
+    /// Changes the fields the patch sets. A status change writes a `status_change`
+    /// activity and a `lead.status_changed` event; any change writes `lead.updated`
+    /// naming the changed fields. A patch that changes nothing writes nothing.
+    pub async fn update(&self, id: LeadId, patch: LeadPatch) -> Result<Lead> {
+        let patch = parse::patch(patch, self.crm.rules())?;
+        let ctx = self.ctx()?;
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::update(
+            p, &ctx, id, patch
+        )
+        .await)
+    }
+
+    /// Deletes the lead and its activities for good (a `lead.deleted` event keeps its
+    /// last state for subscribers).
+    pub async fn delete(&self, id: LeadId) -> Result<()> {
+        let ctx = self.ctx()?;
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::delete(p, &ctx, id)
+            .await)
+    }
+
+    /// Adds an activity to the lead's timeline.
+    pub async fn add_activity(&self, id: LeadId, input: NewActivity) -> Result<Activity> {
+        let (kind, description) = parse::activity(input)?;
+        let ctx = self.ctx()?;
+        with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::add_activity(p, &ctx, id, kind, description).await
+        })
+    }
+
+    /// The lead's activities, oldest first. `NotFound` when the lead does not exist.
+    pub async fn activities(&self, id: LeadId) -> Result<Vec<Activity>> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::activities(
+            p, self.ws, id
+        )
+        .await)
+    }
+}
+
+/// Runs a create or capture again when it lost a race: two transactions that both saw
+/// no lead with an email and both inserted one end with a unique violation in the
+/// second, which carries no lead id. The retry sees the committed lead, so `create`
+/// reports it in its `Conflict` and `capture` merges into it.
+async fn retry_race<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    match attempt().await {
+        Err(crate::Error::Conflict {
+            existing_id: None, ..
+        }) => attempt().await,
+        r => r,
+    }
+}

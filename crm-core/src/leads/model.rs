@@ -1,0 +1,260 @@
+//! The lead service's public data: what goes in (raw, as a form or API sends it) and
+//! what comes out (typed, valid).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use super::values::{ActivityKind, Email, LeadStatus, Phone};
+use crate::ids::{ActivityId, LeadId, WorkspaceId};
+
+/// A lead as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lead {
+    /// Its id (UUIDv7).
+    pub id: LeadId,
+    /// The workspace it belongs to.
+    pub workspace_id: WorkspaceId,
+    /// The person's name.
+    pub name: String,
+    /// Email, unique (case-insensitively) within the workspace.
+    pub email: Option<Email>,
+    /// Phone in E.164, unique within the workspace.
+    pub phone: Option<Phone>,
+    /// Company.
+    pub company: Option<String>,
+    /// Budget, one of the `Crm`'s allowed budgets.
+    pub budget: Option<String>,
+    /// Project type, one of the `Crm`'s allowed project types.
+    pub project_type: Option<String>,
+    /// The message the lead sent.
+    pub message: Option<String>,
+    /// Where the lead came from, one of the `Crm`'s allowed sources.
+    pub source: Option<String>,
+    /// Pipeline status.
+    pub status: LeadStatus,
+    /// Internal notes.
+    pub notes: Option<String>,
+    /// Tags, unique, in the order given.
+    pub tags: Vec<String>,
+    /// Custom fields (a JSON object).
+    pub custom: Map<String, Value>,
+    /// The raw text the lead was parsed from, when it was.
+    pub raw_input: Option<String>,
+    /// Whether an AI parser produced the fields.
+    pub ai_parsed: bool,
+    /// When it was created (UTC).
+    pub created_at: DateTime<Utc>,
+    /// When it last changed (UTC).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An entry on a lead's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Its id.
+    pub id: ActivityId,
+    /// The lead it belongs to.
+    pub lead_id: LeadId,
+    /// What kind of entry it is.
+    pub kind: ActivityKind,
+    /// What happened.
+    pub description: Option<String>,
+    /// For `status_change`: the status before.
+    pub old_status: Option<LeadStatus>,
+    /// For `status_change`: the status after.
+    pub new_status: Option<LeadStatus>,
+    /// Who did it (a user, an API key, `system`), as the caller named it.
+    pub actor: Option<String>,
+    /// When (UTC).
+    pub created_at: DateTime<Utc>,
+}
+
+/// A lead with its timeline, oldest activity first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeadDetail {
+    /// The lead.
+    #[serde(flatten)]
+    pub lead: Lead,
+    /// Its activities, oldest first.
+    pub activities: Vec<Activity>,
+}
+
+/// The input of a new lead, as a form or API sends it; checked by `create` and `capture`.
+///
+/// Text is trimmed and an empty optional text counts as absent. `name` is required;
+/// so is one of `email` or `phone`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewLead {
+    /// Required, 1–200 characters.
+    pub name: String,
+    /// An email address.
+    pub email: Option<String>,
+    /// A phone number with country code (or national, when the `Crm` has a default).
+    pub phone: Option<String>,
+    /// Up to 200 characters.
+    pub company: Option<String>,
+    /// One of the allowed budgets.
+    pub budget: Option<String>,
+    /// One of the allowed project types.
+    pub project_type: Option<String>,
+    /// Up to 5,000 characters.
+    pub message: Option<String>,
+    /// One of the allowed sources.
+    pub source: Option<String>,
+    /// A status name; `new` when absent.
+    pub status: Option<String>,
+    /// Up to 10,000 characters.
+    pub notes: Option<String>,
+    /// Up to 20 tags of 1–50 characters; duplicates are dropped.
+    pub tags: Vec<String>,
+    /// A JSON object of at most 16 KiB.
+    pub custom: Option<Map<String, Value>>,
+    /// Up to 20,000 characters.
+    pub raw_input: Option<String>,
+    /// Whether an AI parser produced the fields.
+    pub ai_parsed: bool,
+}
+
+/// A partial update. A field left `None` is unchanged; for clearable fields,
+/// `Some(None)` (JSON `null`) clears it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeadPatch {
+    /// A new name.
+    pub name: Option<String>,
+    /// Set or clear the email (a lead keeps at least one of email and phone).
+    #[serde(deserialize_with = "nullable")]
+    pub email: Option<Option<String>>,
+    /// Set or clear the phone.
+    #[serde(deserialize_with = "nullable")]
+    pub phone: Option<Option<String>>,
+    /// Set or clear the company.
+    #[serde(deserialize_with = "nullable")]
+    pub company: Option<Option<String>>,
+    /// Set or clear the budget.
+    #[serde(deserialize_with = "nullable")]
+    pub budget: Option<Option<String>>,
+    /// Set or clear the project type.
+    #[serde(deserialize_with = "nullable")]
+    pub project_type: Option<Option<String>>,
+    /// Set or clear the message.
+    #[serde(deserialize_with = "nullable")]
+    pub message: Option<Option<String>>,
+    /// Set or clear the source.
+    #[serde(deserialize_with = "nullable")]
+    pub source: Option<Option<String>>,
+    /// A new status; a change writes a `status_change` activity.
+    pub status: Option<String>,
+    /// Set or clear the notes.
+    #[serde(deserialize_with = "nullable")]
+    pub notes: Option<Option<String>>,
+    /// Replace the tags.
+    pub tags: Option<Vec<String>>,
+    /// Replace the custom fields.
+    pub custom: Option<Map<String, Value>>,
+}
+
+/// Missing field → `None` (through `#[serde(default)]`), `null` → `Some(None)`.
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A new activity on a lead's timeline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewActivity {
+    /// An activity kind name (`note`, `call`, …); `status_change` is written by crm
+    /// itself and refused here.
+    pub kind: String,
+    /// Up to 5,000 characters.
+    pub description: Option<String>,
+}
+
+/// What [`crate::Leads::capture`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Captured {
+    /// The lead as it is now.
+    pub lead: Lead,
+    /// `true` when a new lead was made, `false` when the input merged into an existing one.
+    pub created: bool,
+}
+
+/// A field leads can be sorted by. Ties are broken by id, in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortField {
+    /// Creation time (the default).
+    #[default]
+    CreatedAt,
+    /// Last change.
+    UpdatedAt,
+    /// Name, by bytes (so `Zoe` comes before `adam`), the same on every backend.
+    Name,
+    /// Status name, alphabetically.
+    Status,
+}
+
+impl SortField {
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::UpdatedAt => "updated_at",
+            Self::Name => "name",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    /// Smallest first.
+    Asc,
+    /// Largest (newest) first (the default).
+    #[default]
+    Desc,
+}
+
+/// Filters, sort and page of a lead listing. Every filter narrows the result (AND).
+#[derive(Debug, Clone, Default)]
+pub struct LeadQuery {
+    /// Only these statuses (any of them); empty = all. Status names, checked.
+    pub status: Vec<String>,
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only leads carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Only leads created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only leads created before this time.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Free text: each word must prefix-match a word of the name, email, company,
+    /// message or notes. Words are runs of letters and digits; up to 8 are used.
+    pub q: Option<String>,
+    /// Sort field.
+    pub sort: SortField,
+    /// Sort direction.
+    pub order: SortOrder,
+    /// Page size, 1–100; 20 when absent.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page, with the same filters and sort.
+    pub cursor: Option<String>,
+    /// Also count every match (one more query; leave off when not shown).
+    pub include_total: bool,
+}
+
+/// One page of leads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeadPage {
+    /// The leads on this page.
+    pub items: Vec<Lead>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+    /// Every match across all pages, when `include_total` was asked for.
+    pub total: Option<u64>,
+}

@@ -1,0 +1,765 @@
+//! The SQL of the lead service and the outbox, written once for both backends.
+//!
+//! Each write is one transaction: the lead row, its activities and its event rows
+//! commit together or not at all. Reads are plain queries. Every statement filters by
+//! `workspace_id`, which is how a workspace handle never sees another's rows.
+
+use std::marker::PhantomData;
+
+use serde_json::{json, Map, Value};
+use sqlx::types::Json;
+use sqlx::{Encode, Executor, FromRow, IntoArguments, Type};
+use uuid::Uuid;
+
+use crate::db::{Bind, Dialect, Sql, Ts};
+use crate::events::{Event, EventType};
+use crate::ids::{ActivityId, EventId, LeadId, WorkspaceId};
+use crate::leads::cursor::{Cursor, Key};
+use crate::leads::parse::{Fields, Patch, Query, CUSTOM_MAX_BYTES, TAGS_MAX};
+use crate::leads::{Activity, ActivityKind, Email, Lead, LeadStatus, Phone, SortField, SortOrder};
+use crate::{Error, Result};
+
+const LEAD_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.email, l.phone, l.company, l.budget, \
+    l.project_type, l.message, l.source, l.status, l.notes, l.tags, l.custom, l.raw_input, \
+    l.ai_parsed, l.created_at, l.updated_at";
+
+const ACTIVITY_COLUMNS: &str =
+    "id, lead_id, kind, description, old_status, new_status, actor, created_at";
+
+#[derive(FromRow)]
+pub(crate) struct LeadRow {
+    id: LeadId,
+    workspace_id: WorkspaceId,
+    name: String,
+    email: Option<String>,
+    phone: Option<String>,
+    company: Option<String>,
+    budget: Option<String>,
+    project_type: Option<String>,
+    message: Option<String>,
+    source: Option<String>,
+    status: String,
+    notes: Option<String>,
+    tags: Json<Vec<String>>,
+    custom: Json<Map<String, Value>>,
+    raw_input: Option<String>,
+    ai_parsed: bool,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+#[derive(FromRow)]
+pub(crate) struct ActivityRow {
+    id: ActivityId,
+    lead_id: LeadId,
+    kind: String,
+    description: Option<String>,
+    old_status: Option<String>,
+    new_status: Option<String>,
+    actor: Option<String>,
+    created_at: Ts,
+}
+
+#[derive(FromRow)]
+pub(crate) struct EventRow {
+    id: EventId,
+    workspace_id: WorkspaceId,
+    event_type: String,
+    lead_id: Option<LeadId>,
+    payload: Json<Value>,
+    created_at: Ts,
+}
+
+/// A stored value that no longer parses: the database was changed behind crm's back.
+fn corrupt(what: &str) -> Error {
+    Error::Database(sqlx::Error::Decode(
+        format!("stored {what} is not valid").into(),
+    ))
+}
+
+impl LeadRow {
+    fn into_lead(self) -> Result<Lead> {
+        Ok(Lead {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            name: self.name,
+            email: self
+                .email
+                .map(|e| Email::parse(&e).map_err(|_| corrupt("email")))
+                .transpose()?,
+            phone: self
+                .phone
+                .map(|p| Phone::parse(&p).map_err(|_| corrupt("phone")))
+                .transpose()?,
+            company: self.company,
+            budget: self.budget,
+            project_type: self.project_type,
+            message: self.message,
+            source: self.source,
+            status: self.status.parse().map_err(|_| corrupt("status"))?,
+            notes: self.notes,
+            tags: self.tags.0,
+            custom: self.custom.0,
+            raw_input: self.raw_input,
+            ai_parsed: self.ai_parsed,
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+        })
+    }
+}
+
+impl ActivityRow {
+    fn into_activity(self) -> Result<Activity> {
+        let status = |s: Option<String>| -> Result<Option<LeadStatus>> {
+            s.map(|s| s.parse().map_err(|_| corrupt("status")))
+                .transpose()
+        };
+        Ok(Activity {
+            id: self.id,
+            lead_id: self.lead_id,
+            kind: self.kind.parse().map_err(|_| corrupt("activity kind"))?,
+            description: self.description,
+            old_status: status(self.old_status)?,
+            new_status: status(self.new_status)?,
+            actor: self.actor,
+            created_at: self.created_at.0,
+        })
+    }
+}
+
+impl EventRow {
+    fn into_event(self) -> Result<Event> {
+        Ok(Event {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            event_type: self.event_type.parse().map_err(|_| corrupt("event type"))?,
+            lead_id: self.lead_id,
+            payload: self.payload.0,
+            created_at: self.created_at.0,
+        })
+    }
+}
+
+/// The names of the fields that differ between two states of a lead.
+fn diff(old: &Lead, new: &Lead) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! cmp {
+        ($($f:ident),+) => {$( if old.$f != new.$f { changed.push(stringify!($f)); } )+};
+    }
+    cmp!(
+        name,
+        email,
+        phone,
+        company,
+        budget,
+        project_type,
+        message,
+        source,
+        status,
+        notes,
+        tags,
+        custom,
+        raw_input
+    );
+    changed
+}
+
+fn conflict(field: &'static str, existing: LeadId) -> Error {
+    Error::Conflict {
+        message: format!("a lead with this {field} already exists"),
+        field: Some(field),
+        existing_id: Some(existing.0),
+    }
+}
+
+fn no_contact() -> Error {
+    Error::invalid("email", "a lead needs an email or a phone")
+}
+
+/// Who and when, for one call.
+pub(crate) struct Ctx<'a> {
+    pub ws: WorkspaceId,
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub actor: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    fn activity(
+        &self,
+        lead_id: LeadId,
+        kind: ActivityKind,
+        description: Option<String>,
+    ) -> Activity {
+        Activity {
+            id: ActivityId::new(),
+            lead_id,
+            kind,
+            description,
+            old_status: None,
+            new_status: None,
+            actor: self.actor.map(str::to_owned),
+            created_at: self.now,
+        }
+    }
+
+    fn event(&self, t: EventType, lead_id: LeadId, data: Value) -> Event {
+        Event::new(self.ws, t, Some(lead_id), data, self.now)
+    }
+}
+
+/// The store over one backend; see the module docs.
+pub(crate) struct Repo<DB>(PhantomData<DB>);
+
+impl<DB> Repo<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> LeadRow: FromRow<'r, DB::Row>,
+    for<'r> ActivityRow: FromRow<'r, DB::Row>,
+    for<'r> EventRow: FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB>,
+    for<'q> Ts: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<Value>: Encode<'q, DB> + Type<DB>,
+{
+    async fn fetch_lead(
+        conn: &mut DB::Connection,
+        ws: WorkspaceId,
+        id: LeadId,
+        lock: bool,
+    ) -> Result<Lead> {
+        let sql = format!(
+            "SELECT {LEAD_COLUMNS} FROM crm_leads l WHERE l.workspace_id = $1 AND l.id = $2{}",
+            if lock { DB::FOR_UPDATE } else { "" }
+        );
+        sqlx::query_as::<DB, LeadRow>(&sql)
+            .bind(ws)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(Error::NotFound { entity: "lead" })?
+            .into_lead()
+    }
+
+    /// Leads of the workspace holding this email (case-insensitively) or phone.
+    async fn find_by_contact(
+        conn: &mut DB::Connection,
+        ws: WorkspaceId,
+        email: Option<&Email>,
+        phone: Option<&Phone>,
+    ) -> Result<Vec<Lead>> {
+        if email.is_none() && phone.is_none() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {LEAD_COLUMNS} FROM crm_leads l \
+             WHERE l.workspace_id = $1 AND (l.email_key = $2 OR l.phone = $3){}",
+            DB::FOR_UPDATE
+        );
+        let rows = sqlx::query_as::<DB, LeadRow>(&sql)
+            .bind(ws)
+            .bind(email.map(Email::key))
+            .bind(phone.map(|p| p.as_str().to_owned()))
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.into_iter().map(LeadRow::into_lead).collect()
+    }
+
+    /// Fails with `Conflict` when another lead (not `except`) holds the lead's email or phone.
+    async fn check_unique(
+        conn: &mut DB::Connection,
+        lead: &Lead,
+        except: Option<LeadId>,
+    ) -> Result<()> {
+        let others = Self::find_by_contact(
+            conn,
+            lead.workspace_id,
+            lead.email.as_ref(),
+            lead.phone.as_ref(),
+        )
+        .await?;
+        let key = lead.email.as_ref().map(Email::key);
+        match others.iter().find(|o| Some(o.id) != except) {
+            Some(o) if key.is_some() && o.email.as_ref().map(Email::key) == key => {
+                Err(conflict("email", o.id))
+            }
+            Some(o) => Err(conflict("phone", o.id)),
+            None => Ok(()),
+        }
+    }
+
+    async fn insert_lead(conn: &mut DB::Connection, l: &Lead) -> Result<()> {
+        sqlx::query::<DB>(
+            "INSERT INTO crm_leads (id, workspace_id, name, email, email_key, phone, company, budget, \
+             project_type, message, source, status, notes, tags, custom, raw_input, ai_parsed, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        )
+        .bind(l.id)
+        .bind(l.workspace_id)
+        .bind(l.name.as_str())
+        .bind(l.email.as_ref().map(Email::as_str))
+        .bind(l.email.as_ref().map(Email::key))
+        .bind(l.phone.as_ref().map(Phone::as_str))
+        .bind(l.company.as_deref())
+        .bind(l.budget.as_deref())
+        .bind(l.project_type.as_deref())
+        .bind(l.message.as_deref())
+        .bind(l.source.as_deref())
+        .bind(l.status.as_str())
+        .bind(l.notes.as_deref())
+        .bind(Json(json!(l.tags)))
+        .bind(Json(Value::Object(l.custom.clone())))
+        .bind(l.raw_input.as_deref())
+        .bind(l.ai_parsed)
+        .bind(Ts(l.created_at))
+        .bind(Ts(l.updated_at))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn write_lead(conn: &mut DB::Connection, l: &Lead) -> Result<()> {
+        sqlx::query::<DB>(
+            "UPDATE crm_leads SET name = $3, email = $4, email_key = $5, phone = $6, company = $7, \
+             budget = $8, project_type = $9, message = $10, source = $11, status = $12, notes = $13, \
+             tags = $14, custom = $15, raw_input = $16, updated_at = $17 \
+             WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(l.workspace_id)
+        .bind(l.id)
+        .bind(l.name.as_str())
+        .bind(l.email.as_ref().map(Email::as_str))
+        .bind(l.email.as_ref().map(Email::key))
+        .bind(l.phone.as_ref().map(Phone::as_str))
+        .bind(l.company.as_deref())
+        .bind(l.budget.as_deref())
+        .bind(l.project_type.as_deref())
+        .bind(l.message.as_deref())
+        .bind(l.source.as_deref())
+        .bind(l.status.as_str())
+        .bind(l.notes.as_deref())
+        .bind(Json(json!(l.tags)))
+        .bind(Json(Value::Object(l.custom.clone())))
+        .bind(l.raw_input.as_deref())
+        .bind(Ts(l.updated_at))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_activity(
+        conn: &mut DB::Connection,
+        ws: WorkspaceId,
+        a: &Activity,
+    ) -> Result<()> {
+        sqlx::query::<DB>(
+            "INSERT INTO crm_activities (id, workspace_id, lead_id, kind, description, old_status, \
+             new_status, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(a.id)
+        .bind(ws)
+        .bind(a.lead_id)
+        .bind(a.kind.as_str())
+        .bind(a.description.as_deref())
+        .bind(a.old_status.map(LeadStatus::as_str))
+        .bind(a.new_status.map(LeadStatus::as_str))
+        .bind(a.actor.as_deref())
+        .bind(Ts(a.created_at))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes an event into the outbox, inside the caller's transaction.
+    async fn insert_event(conn: &mut DB::Connection, e: &Event) -> Result<()> {
+        sqlx::query::<DB>(
+            "INSERT INTO crm_events (id, workspace_id, event_type, lead_id, payload, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(e.id)
+        .bind(e.workspace_id)
+        .bind(e.event_type.as_str())
+        .bind(e.lead_id.map(Uuid::from))
+        .bind(Json(e.payload.clone()))
+        .bind(Ts(e.created_at))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Adds an activity and its `lead.activity_added` event.
+    async fn record_activity(conn: &mut DB::Connection, ctx: &Ctx<'_>, a: &Activity) -> Result<()> {
+        Self::insert_activity(conn, ctx.ws, a).await?;
+        let event = ctx.event(
+            EventType::LeadActivityAdded,
+            a.lead_id,
+            json!({ "lead_id": a.lead_id, "activity": a }),
+        );
+        Self::insert_event(conn, &event).await
+    }
+
+    pub(crate) async fn create(
+        pool: &sqlx::Pool<DB>,
+        ctx: &Ctx<'_>,
+        fields: Fields,
+    ) -> Result<Lead> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let lead = fields.into_lead(ctx.ws, ctx.now);
+        Self::check_unique(&mut tx, &lead, None).await?;
+        Self::insert_lead(&mut tx, &lead).await?;
+        Self::insert_event(
+            &mut tx,
+            &ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(lead)
+    }
+
+    /// Creates the lead, or merges it into the lead that already has its email (first)
+    /// or phone; either way records a `form_submission` activity.
+    pub(crate) async fn capture(
+        pool: &sqlx::Pool<DB>,
+        ctx: &Ctx<'_>,
+        fields: Fields,
+    ) -> Result<(Lead, bool)> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let matches = Self::find_by_contact(
+            &mut tx,
+            ctx.ws,
+            fields.email.as_ref(),
+            fields.phone.as_ref(),
+        )
+        .await?;
+        let email_key = fields.email.as_ref().map(Email::key);
+        let existing = matches
+            .iter()
+            .find(|m| email_key.is_some() && m.email.as_ref().map(Email::key) == email_key)
+            .or_else(|| {
+                matches
+                    .iter()
+                    .find(|m| m.phone.is_some() && m.phone == fields.phone)
+            });
+        let description = fields.message.clone();
+        let (lead, created) = match existing {
+            None => {
+                let lead = fields.into_lead(ctx.ws, ctx.now);
+                Self::insert_lead(&mut tx, &lead).await?;
+                Self::insert_event(
+                    &mut tx,
+                    &ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead })),
+                )
+                .await?;
+                (lead, true)
+            }
+            Some(old) => {
+                let mut new = merge(old, fields, &matches);
+                let changed = diff(old, &new);
+                if !changed.is_empty() {
+                    new.updated_at = ctx.now;
+                    Self::write_lead(&mut tx, &new).await?;
+                    let data = json!({ "lead": new, "changed": changed });
+                    Self::insert_event(&mut tx, &ctx.event(EventType::LeadUpdated, new.id, data))
+                        .await?;
+                }
+                (new, false)
+            }
+        };
+        let activity = ctx.activity(lead.id, ActivityKind::FormSubmission, description);
+        Self::record_activity(&mut tx, ctx, &activity).await?;
+        tx.commit().await?;
+        Ok((lead, created))
+    }
+
+    pub(crate) async fn get(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: LeadId,
+    ) -> Result<(Lead, Vec<Activity>)> {
+        let mut conn = pool.acquire().await?;
+        let lead = Self::fetch_lead(&mut conn, ws, id, false).await?;
+        let activities = Self::activities_of(&mut conn, ws, id).await?;
+        Ok((lead, activities))
+    }
+
+    pub(crate) async fn update(
+        pool: &sqlx::Pool<DB>,
+        ctx: &Ctx<'_>,
+        id: LeadId,
+        patch: Patch,
+    ) -> Result<Lead> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let old = Self::fetch_lead(&mut tx, ctx.ws, id, true).await?;
+        let mut new = patch.apply(&old);
+        if new.email.is_none() && new.phone.is_none() {
+            return Err(no_contact());
+        }
+        let changed = diff(&old, &new);
+        if changed.is_empty() {
+            return Ok(old);
+        }
+        if changed.contains(&"email") || changed.contains(&"phone") {
+            Self::check_unique(&mut tx, &new, Some(id)).await?;
+        }
+        new.updated_at = ctx.now;
+        Self::write_lead(&mut tx, &new).await?;
+        if old.status != new.status {
+            let activity = Activity {
+                old_status: Some(old.status),
+                new_status: Some(new.status),
+                ..ctx.activity(id, ActivityKind::StatusChange, None)
+            };
+            Self::insert_activity(&mut tx, ctx.ws, &activity).await?;
+            let data = json!({ "lead": new, "old_status": old.status, "new_status": new.status });
+            Self::insert_event(&mut tx, &ctx.event(EventType::LeadStatusChanged, id, data)).await?;
+        }
+        let data = json!({ "lead": new, "changed": changed });
+        Self::insert_event(&mut tx, &ctx.event(EventType::LeadUpdated, id, data)).await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    pub(crate) async fn delete(pool: &sqlx::Pool<DB>, ctx: &Ctx<'_>, id: LeadId) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let old = Self::fetch_lead(&mut tx, ctx.ws, id, true).await?;
+        sqlx::query::<DB>("DELETE FROM crm_leads WHERE workspace_id = $1 AND id = $2")
+            .bind(ctx.ws)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_event(
+            &mut tx,
+            &ctx.event(EventType::LeadDeleted, id, json!({ "lead": old })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn add_activity(
+        pool: &sqlx::Pool<DB>,
+        ctx: &Ctx<'_>,
+        id: LeadId,
+        kind: ActivityKind,
+        description: Option<String>,
+    ) -> Result<Activity> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        Self::fetch_lead(&mut tx, ctx.ws, id, true).await?;
+        let activity = ctx.activity(id, kind, description);
+        Self::record_activity(&mut tx, ctx, &activity).await?;
+        tx.commit().await?;
+        Ok(activity)
+    }
+
+    async fn activities_of(
+        conn: &mut DB::Connection,
+        ws: WorkspaceId,
+        id: LeadId,
+    ) -> Result<Vec<Activity>> {
+        let sql = format!(
+            "SELECT {ACTIVITY_COLUMNS} FROM crm_activities WHERE workspace_id = $1 AND lead_id = $2 \
+             ORDER BY created_at, id"
+        );
+        let rows = sqlx::query_as::<DB, ActivityRow>(&sql)
+            .bind(ws)
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.into_iter().map(ActivityRow::into_activity).collect()
+    }
+
+    pub(crate) async fn activities(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: LeadId,
+    ) -> Result<Vec<Activity>> {
+        let mut conn = pool.acquire().await?;
+        Self::fetch_lead(&mut conn, ws, id, false).await?;
+        Self::activities_of(&mut conn, ws, id).await
+    }
+
+    fn push_filters(sql: &mut Sql, ws: WorkspaceId, q: &Query) {
+        sql.push(" WHERE l.workspace_id = ").bind(Bind::Uuid(ws.0));
+        for (i, s) in q.statuses.iter().enumerate() {
+            sql.push(if i == 0 { " AND l.status IN (" } else { ", " })
+                .bind(Bind::Text(s.as_str().to_owned()));
+        }
+        if !q.statuses.is_empty() {
+            sql.push(")");
+        }
+        if let Some(source) = &q.source {
+            sql.push(" AND l.source = ")
+                .bind(Bind::Text(source.clone()));
+        }
+        for tag in &q.tags {
+            sql.push(" AND ");
+            DB::push_has_tag(sql, tag.clone());
+        }
+        if let Some(t) = q.created_after {
+            sql.push(" AND l.created_at >= ").bind(Bind::Ts(Ts(t)));
+        }
+        if let Some(t) = q.created_before {
+            sql.push(" AND l.created_at < ").bind(Bind::Ts(Ts(t)));
+        }
+        if !q.terms.is_empty() {
+            sql.push(" AND ");
+            DB::push_search(sql, &q.terms);
+        }
+    }
+
+    async fn fetch_all<T>(pool: &sqlx::Pool<DB>, sql: &Sql) -> Result<Vec<T>>
+    where
+        T: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+    {
+        let mut query = sqlx::query_as::<DB, T>(&sql.text);
+        for b in &sql.binds {
+            query = match b {
+                Bind::Uuid(v) => query.bind(*v),
+                Bind::Text(v) => query.bind(v.as_str()),
+                Bind::Ts(v) => query.bind(*v),
+            };
+        }
+        Ok(query.fetch_all(pool).await?)
+    }
+
+    /// One page (`limit + 1` rows are read to know whether another page follows) and,
+    /// when asked, the total.
+    pub(crate) async fn list(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        q: &Query,
+        sort: SortField,
+        order: SortOrder,
+        after: Option<Cursor>,
+        include_total: bool,
+    ) -> Result<(Vec<Lead>, Option<u64>)> {
+        let col = sort.column();
+        let (dir, op) = match order {
+            SortOrder::Asc => ("ASC", ">"),
+            SortOrder::Desc => ("DESC", "<"),
+        };
+        let mut sql = Sql::new(format!("SELECT {LEAD_COLUMNS} FROM crm_leads l"));
+        Self::push_filters(&mut sql, ws, q);
+        if let Some(c) = after {
+            let key = match c.key {
+                Key::Time(micros) => chrono::DateTime::from_timestamp_micros(micros)
+                    .map(|t| Bind::Ts(Ts(t)))
+                    .ok_or_else(|| Error::invalid("cursor", "is not a cursor of this listing"))?,
+                Key::Text(s) => Bind::Text(s),
+            };
+            sql.push(&format!(" AND (l.{col}, l.id) {op} ("))
+                .bind(key)
+                .push(", ")
+                .bind(Bind::Uuid(c.id.0))
+                .push(")");
+        }
+        sql.push(&format!(
+            " ORDER BY l.{col} {dir}, l.id {dir} LIMIT {}",
+            q.limit + 1
+        ));
+        let rows: Vec<LeadRow> = Self::fetch_all(pool, &sql).await?;
+        let leads = rows
+            .into_iter()
+            .map(LeadRow::into_lead)
+            .collect::<Result<Vec<_>>>()?;
+
+        let total = if include_total {
+            let mut sql = Sql::new("SELECT COUNT(*) FROM crm_leads l");
+            Self::push_filters(&mut sql, ws, q);
+            let rows: Vec<(i64,)> = Self::fetch_all(pool, &sql).await?;
+            Some(
+                rows.first()
+                    .map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)),
+            )
+        } else {
+            None
+        };
+        Ok((leads, total))
+    }
+
+    /// Events of the workspace after `after` (by id, so in the order they were written
+    /// within one process), at most `limit`.
+    pub(crate) async fn events(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let mut sql = Sql::new(
+            "SELECT id, workspace_id, event_type, lead_id, payload, created_at FROM crm_events \
+             WHERE workspace_id = ",
+        );
+        sql.bind(Bind::Uuid(ws.0));
+        if let Some(after) = after {
+            sql.push(" AND id > ").bind(Bind::Uuid(after.0));
+        }
+        sql.push(&format!(" ORDER BY id LIMIT {limit}"));
+        let rows: Vec<EventRow> = Self::fetch_all(pool, &sql).await?;
+        rows.into_iter().map(EventRow::into_event).collect()
+    }
+
+    pub(crate) async fn create_workspace(
+        pool: &sqlx::Pool<DB>,
+        id: WorkspaceId,
+        name: &str,
+        now: Ts,
+    ) -> Result<()> {
+        sqlx::query::<DB>("INSERT INTO crm_workspaces (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(name)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The state of `old` after a capture of `input`: blanks are filled, tags and custom
+/// fields are added to, and nothing `old` already has is overwritten. An email or
+/// phone that another lead (in `matches`) holds is not taken over.
+fn merge(old: &Lead, input: Fields, matches: &[Lead]) -> Lead {
+    let mut new = old.clone();
+    let held_by_other = |f: &dyn Fn(&Lead) -> bool| matches.iter().any(|m| m.id != old.id && f(m));
+    if new.email.is_none() {
+        let key = input.email.as_ref().map(Email::key);
+        if !held_by_other(&|m| m.email.as_ref().map(Email::key) == key) {
+            new.email = input.email;
+        }
+    }
+    if new.phone.is_none() && !held_by_other(&|m| m.phone.is_some() && m.phone == input.phone) {
+        new.phone = input.phone;
+    }
+    macro_rules! fill {
+        ($($f:ident),+) => {$( if new.$f.is_none() { new.$f = input.$f; } )+};
+    }
+    fill!(
+        company,
+        budget,
+        project_type,
+        message,
+        source,
+        notes,
+        raw_input
+    );
+    for tag in input.tags {
+        if new.tags.len() < TAGS_MAX && !new.tags.contains(&tag) {
+            new.tags.push(tag);
+        }
+    }
+    let mut custom = new.custom.clone();
+    for (k, v) in input.custom {
+        custom.entry(k).or_insert(v);
+    }
+    if serde_json::to_string(&custom).is_ok_and(|s| s.len() <= CUSTOM_MAX_BYTES) {
+        new.custom = custom;
+    }
+    new
+}

@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use crm_core::*;
+
+/// The mountable axum router (feature `http`).
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use crm_http as http;
+
+/// Provider plugins, one feature each (`discord`, `telegram`, `email`, `whatsapp`, `calcom`, `openai`).
+#[cfg(any(
+    feature = "discord",
+    feature = "telegram",
+    feature = "email",
+    feature = "whatsapp",
+    feature = "calcom",
+    feature = "openai"
+))]
+pub use crm_integrations as integrations;
