@@ -160,7 +160,7 @@ mod tests {
             ("%%%", SortField::Name, SortOrder::Asc, "f"),
             ("AAAA", SortField::Name, SortOrder::Asc, "f"),
         ] {
-            let err = Cursor::decode(s, sort, order, f).unwrap_err();
+            let err = Cursor::decode(s, sort, order, f).expect_err("must fail");
             assert_eq!(err.field_errors()[0].field, "cursor");
         }
     }

@@ -2,7 +2,7 @@
 //! timeline, each write in one transaction together with its events.
 //!
 //! Two ways in for a new lead: [`Leads::create`] refuses a duplicate email or phone
-//! with [`Error::Conflict`] naming the existing lead (what an API client or an admin
+//! with [`crate::Error::Conflict`] naming the existing lead (what an API client or an admin
 //! typing a lead wants), while [`Leads::capture`] — the path for contact forms and
 //! inbound channels, where the same person writing twice is normal — merges into the
 //! existing lead and records a `form_submission` activity. Merging fills blanks and

@@ -483,7 +483,7 @@ mod tests {
             tags: vec!["ok".into(), "".into(), "t".repeat(TAG_MAX + 1)],
             ..Default::default()
         };
-        let err = new_lead(input, &LeadRules::default()).unwrap_err();
+        let err = new_lead(input, &LeadRules::default()).expect_err("must fail");
         let fields: Vec<&str> = err
             .field_errors()
             .iter()
@@ -515,7 +515,7 @@ mod tests {
             },
             &LeadRules::default(),
         )
-        .unwrap_err();
+        .expect_err("must fail");
         assert_eq!(err.field_errors()[0].field, "email");
         let err = new_lead(
             NewLead {
@@ -525,7 +525,7 @@ mod tests {
             },
             &LeadRules::default(),
         )
-        .unwrap_err();
+        .expect_err("must fail");
         assert_eq!(err.field_errors()[0].field, "name");
         let mut custom = Map::new();
         custom.insert("k".into(), Value::String("\0".into()));
@@ -538,7 +538,7 @@ mod tests {
             },
             &LeadRules::default(),
         )
-        .unwrap_err();
+        .expect_err("must fail");
         assert_eq!(err.field_errors()[0].field, "custom");
     }
 

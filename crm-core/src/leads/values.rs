@@ -227,7 +227,6 @@ impl Default for LeadStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
 
     #[test]
     fn emails_normalise_and_refuse_junk() {
@@ -285,7 +284,7 @@ mod tests {
         for s in LeadStatus::ALL {
             assert_eq!(s.as_str().parse::<LeadStatus>(), Ok(*s));
         }
-        let err = "open".parse::<LeadStatus>().unwrap_err();
+        let err = "open".parse::<LeadStatus>().expect_err("must fail");
         assert!(err.contains("new, contacted"), "{err}");
         assert!("Note".parse::<ActivityKind>().is_err());
     }

@@ -1,0 +1,184 @@
+//! Test databases: a fresh one per test, SQLite (a file in a temp dir, so WAL and
+//! several connections are real) or Postgres (a new database in the server named by
+//! `CRM_TEST_PG_URL`, which `scripts/test.sh` provides).
+
+#![allow(dead_code)]
+
+use chrono::{TimeZone, Utc};
+use crm::{Crm, CrmBuilder, ManualClock, MasterKey};
+use sqlx::Connection;
+
+pub enum Backend {
+    Sqlite,
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pub clock: ManualClock,
+    _dir: Option<tempfile::TempDir>,
+    admin: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+        Self {
+            backend: Backend::Sqlite,
+            url,
+            clock: clock(),
+            _dir: Some(dir),
+            admin: None,
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub async fn postgres() -> Self {
+        let base = std::env::var("CRM_TEST_PG_URL").expect(
+            "CRM_TEST_PG_URL is not set: run scripts/test.sh, which starts a throwaway Postgres",
+        );
+        let name = format!("crm_test_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("connect to CRM_TEST_PG_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let (head, tail) = base
+            .split_once('?')
+            .map_or((base.as_str(), None), |(h, t)| (h, Some(t)));
+        let prefix = head.rsplit_once('/').map_or(head, |(p, _)| p);
+        let url = match tail {
+            Some(t) => format!("{prefix}/{name}?{t}"),
+            None => format!("{prefix}/{name}"),
+        };
+        Self {
+            backend: Backend::Postgres,
+            url,
+            clock: clock(),
+            _dir: None,
+            admin: Some((base, name)),
+        }
+    }
+
+    /// A builder on this database with the test clock and a master key.
+    pub fn builder(&self) -> CrmBuilder {
+        Crm::builder()
+            .database_url(&self.url)
+            .clock(self.clock.clone())
+            .master_key(MasterKey::generate("test").expect("key"))
+    }
+
+    pub async fn crm(&self) -> Crm {
+        self.builder().connect().await.expect("connect")
+    }
+
+    /// Runs raw SQL (test set-up such as a failing trigger), outside crm.
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
+            }
+        }
+    }
+
+    /// `SELECT COUNT(*) FROM {table}`, read outside crm.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(&sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("count")
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(&sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("count")
+            }
+        }
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self.backend, Backend::Sqlite)
+    }
+
+    /// Drops the Postgres test database (the SQLite one goes with its temp dir).
+    pub async fn cleanup(self) {
+        if let Some((base, name)) = &self.admin {
+            if let Ok(mut admin) = sqlx::PgConnection::connect(base).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        }
+    }
+}
+
+fn clock() -> ManualClock {
+    ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0)
+            .single()
+            .expect("valid date"),
+    )
+}
+
+/// Generates, for every listed `async fn name(db: &TestDb)`, a test on SQLite and (with
+/// the `postgres` feature) one on Postgres, each on a fresh database.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = $crate::common::TestDb::sqlite().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )+
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = $crate::common::TestDb::postgres().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )+
+        }
+    };
+}
+
+impl TestDb {
+    /// The test clock's time, as crm stores it.
+    pub fn clock_now(&self) -> chrono::DateTime<Utc> {
+        use crm::Clock;
+        self.clock.now()
+    }
+}

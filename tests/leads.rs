@@ -1,0 +1,1172 @@
+//! The lead service's conformance suite: every test runs on SQLite and on Postgres.
+
+mod common;
+
+use chrono::Duration;
+use common::TestDb;
+use crm::events::EventType;
+use crm::leads::{
+    ActivityKind, LeadPatch, LeadQuery, LeadStatus, NewActivity, NewLead, SortField, SortOrder,
+};
+use crm::{Crm, Error, LeadId, WorkspaceId};
+
+conformance!(
+    create_normalises_and_get_returns_the_timeline,
+    bad_input_reports_every_field_and_writes_nothing,
+    duplicates_conflict_and_name_the_existing_lead,
+    capture_creates_then_merges,
+    update_is_partial_and_status_changes_are_recorded,
+    delete_removes_the_lead_and_its_activities,
+    activities_are_checked_and_listed,
+    listing_filters_sorts_and_pages_by_keyset,
+    cursors_are_tamper_evident,
+    search_matches_words_by_prefix,
+    workspaces_are_isolated,
+    events_exist_exactly_when_their_change_does,
+    concurrent_writes_neither_fail_nor_duplicate,
+);
+
+fn lead(name: &str, email: &str) -> NewLead {
+    NewLead {
+        name: name.into(),
+        email: Some(email.into()),
+        ..Default::default()
+    }
+}
+
+fn fields(err: &Error) -> Vec<&str> {
+    err.field_errors()
+        .iter()
+        .map(|f| f.field.as_str())
+        .collect()
+}
+
+async fn event_types(crm: &Crm, ws: WorkspaceId) -> Vec<EventType> {
+    let events = crm.workspace(ws).events(None, 1000).await.expect("events");
+    events.iter().map(|e| e.event_type).collect()
+}
+
+async fn create_normalises_and_get_returns_the_timeline(db: &TestDb) {
+    let crm = db.crm().await;
+    let created = crm
+        .leads()
+        .create(NewLead {
+            name: "  Ana López ".into(),
+            email: Some(" Ana.Lopez@Example.COM ".into()),
+            phone: Some("0034 (600) 12-34-56".into()),
+            company: Some("Panadería López".into()),
+            budget: Some("5k_15k".into()),
+            project_type: Some("website".into()),
+            message: Some("A new site, please".into()),
+            source: Some("website".into()),
+            tags: vec!["vip".into(), "es".into(), "vip".into()],
+            custom: Some(
+                serde_json::json!({"utm": "spring"})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+            ),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    assert_eq!(created.name, "Ana López");
+    assert_eq!(
+        created.email.as_ref().map(|e| e.as_str()),
+        Some("Ana.Lopez@example.com")
+    );
+    assert_eq!(
+        created.phone.as_ref().map(|p| p.as_str()),
+        Some("+34600123456")
+    );
+    assert_eq!(created.status, LeadStatus::New);
+    assert_eq!(created.tags, ["vip", "es"]);
+    assert_eq!(created.created_at, db.clock_now());
+    assert_eq!(created.workspace_id, WorkspaceId::DEFAULT);
+
+    let detail = crm.leads().get(created.id).await.expect("get");
+    assert_eq!(
+        detail.lead, created,
+        "what is read back equals what was written"
+    );
+    assert!(detail.activities.is_empty());
+
+    let events = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .events(None, 10)
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, EventType::LeadCreated);
+    assert_eq!(events[0].lead_id, Some(created.id));
+    assert_eq!(events[0].payload["type"], "lead.created");
+    assert_eq!(
+        events[0].payload["data"]["lead"]["email"],
+        "Ana.Lopez@example.com"
+    );
+    assert_eq!(
+        events[0].payload["timestamp"],
+        "2026-01-01T09:00:00.000000Z"
+    );
+
+    let missing = crm.leads().get(LeadId::new()).await.expect_err("must fail");
+    assert!(
+        matches!(missing, Error::NotFound { entity: "lead" }),
+        "{missing:?}"
+    );
+}
+
+async fn bad_input_reports_every_field_and_writes_nothing(db: &TestDb) {
+    let crm = db.crm().await;
+    let err = crm
+        .leads()
+        .create(NewLead {
+            name: "".into(),
+            email: Some("ana@".into()),
+            phone: Some("12 34".into()),
+            status: Some("open".into()),
+            budget: Some("lots".into()),
+            project_type: Some("rocket".into()),
+            source: Some("carrier pigeon".into()),
+            message: Some("x".repeat(5_001)),
+            notes: Some("\0".into()),
+            tags: (0..21).map(|i| format!("t{i}")).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("must fail");
+    assert_eq!(
+        fields(&err),
+        [
+            "name",
+            "email",
+            "phone",
+            "budget",
+            "project_type",
+            "message",
+            "source",
+            "status",
+            "notes",
+            "tags"
+        ]
+    );
+    let err = crm
+        .leads()
+        .create(NewLead {
+            name: "No contact".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("must fail");
+    assert_eq!(fields(&err), ["email"]);
+    let err = crm
+        .leads()
+        .capture(NewLead {
+            name: "Bad".into(),
+            email: Some("nope".into()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("must fail");
+    assert_eq!(fields(&err), ["email"]);
+
+    assert_eq!(db.count("crm_leads").await, 0);
+    assert_eq!(db.count("crm_events").await, 0);
+    assert_eq!(db.count("crm_activities").await, 0);
+}
+
+async fn duplicates_conflict_and_name_the_existing_lead(db: &TestDb) {
+    let crm = db.crm().await;
+    let first = crm
+        .leads()
+        .create(NewLead {
+            phone: Some("+1 415 555 0100".into()),
+            ..lead("Ana", "ana@example.com")
+        })
+        .await
+        .expect("create");
+
+    let err = crm
+        .leads()
+        .create(lead("Other Ana", "ANA@EXAMPLE.com"))
+        .await
+        .expect_err("must fail");
+    match err {
+        Error::Conflict {
+            field, existing_id, ..
+        } => {
+            assert_eq!(field, Some("email"));
+            assert_eq!(existing_id, Some(first.id.0));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let err = crm
+        .leads()
+        .create(NewLead {
+            name: "Phone twin".into(),
+            phone: Some("+14155550100".into()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(err, Error::Conflict { field: Some("phone"), existing_id: Some(id), .. } if id == first.id.0)
+    );
+    assert_eq!(db.count("crm_leads").await, 1);
+    assert_eq!(db.count("crm_events").await, 1);
+}
+
+async fn capture_creates_then_merges(db: &TestDb) {
+    let crm = db.crm().await;
+    let leads = crm.leads().with_actor("contact-form");
+    let first = leads
+        .capture(NewLead {
+            message: Some("Hello".into()),
+            tags: vec!["web".into()],
+            ..lead("Ana", "ana@example.com")
+        })
+        .await
+        .expect("capture");
+    assert!(first.created);
+
+    db.clock.advance(Duration::minutes(5));
+    let second = leads
+        .capture(NewLead {
+            name: "Ana L.".into(),
+            email: Some("Ana@Example.com".into()),
+            phone: Some("+34600000001".into()),
+            company: Some("Acme".into()),
+            message: Some("Second message".into()),
+            tags: vec!["web".into(), "repeat".into()],
+            status: Some("won".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("capture again");
+    assert!(!second.created);
+    let merged = second.lead;
+    assert_eq!(merged.id, first.lead.id);
+    assert_eq!(merged.name, "Ana", "what the lead has is not overwritten");
+    assert_eq!(merged.message.as_deref(), Some("Hello"));
+    assert_eq!(merged.status, LeadStatus::New);
+    assert_eq!(
+        merged.phone.as_ref().map(|p| p.as_str()),
+        Some("+34600000001"),
+        "blanks are filled"
+    );
+    assert_eq!(merged.company.as_deref(), Some("Acme"));
+    assert_eq!(merged.tags, ["web", "repeat"]);
+    assert_eq!(merged.updated_at, db.clock_now());
+
+    // Known by phone only: merges into the same lead.
+    let third = leads
+        .capture(NewLead {
+            name: "Ana".into(),
+            phone: Some("+34 600 000 001".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("capture by phone");
+    assert!(!third.created);
+    assert_eq!(third.lead.id, first.lead.id);
+
+    let detail = leads.get(first.lead.id).await.expect("get");
+    let kinds: Vec<_> = detail.activities.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [ActivityKind::FormSubmission; 3]);
+    assert_eq!(
+        detail.activities[1].description.as_deref(),
+        Some("Second message")
+    );
+    assert_eq!(detail.activities[0].actor.as_deref(), Some("contact-form"));
+    assert_eq!(db.count("crm_leads").await, 1);
+    assert_eq!(
+        event_types(&crm, WorkspaceId::DEFAULT).await,
+        [
+            EventType::LeadCreated,
+            EventType::LeadActivityAdded,
+            EventType::LeadUpdated,
+            EventType::LeadActivityAdded,
+            EventType::LeadActivityAdded,
+        ]
+    );
+}
+
+async fn update_is_partial_and_status_changes_are_recorded(db: &TestDb) {
+    let crm = db.crm().await;
+    let leads = crm.leads().with_actor("user:7");
+    let a = leads
+        .create(NewLead {
+            company: Some("Acme".into()),
+            phone: Some("+4930123456".into()),
+            ..lead("Ana", "ana@example.com")
+        })
+        .await
+        .expect("create");
+    let b = leads
+        .create(lead("Bo", "bo@example.com"))
+        .await
+        .expect("create");
+    db.clock.advance(Duration::hours(1));
+
+    let updated = leads
+        .update(
+            a.id,
+            LeadPatch {
+                status: Some("contacted".into()),
+                company: Some(None),
+                notes: Some(Some("called back".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.status, LeadStatus::Contacted);
+    assert_eq!(updated.company, None);
+    assert_eq!(updated.notes.as_deref(), Some("called back"));
+    assert_eq!(updated.name, "Ana", "fields not in the patch stay");
+    assert_eq!(updated.updated_at, db.clock_now());
+    assert_eq!(updated.created_at, a.created_at);
+
+    let detail = leads.get(a.id).await.expect("get");
+    assert_eq!(detail.activities.len(), 1);
+    let change = &detail.activities[0];
+    assert_eq!(change.kind, ActivityKind::StatusChange);
+    assert_eq!(
+        (change.old_status, change.new_status),
+        (Some(LeadStatus::New), Some(LeadStatus::Contacted))
+    );
+    assert_eq!(change.actor.as_deref(), Some("user:7"));
+
+    let events = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .events(None, 100)
+        .await
+        .expect("events");
+    let status_event = events
+        .iter()
+        .find(|e| e.event_type == EventType::LeadStatusChanged)
+        .expect("status event");
+    assert_eq!(status_event.payload["data"]["old_status"], "new");
+    assert_eq!(status_event.payload["data"]["new_status"], "contacted");
+    let updated_event = events
+        .iter()
+        .find(|e| e.event_type == EventType::LeadUpdated)
+        .expect("updated event");
+    assert_eq!(
+        updated_event.payload["data"]["changed"],
+        serde_json::json!(["company", "status", "notes"])
+    );
+
+    // A patch that changes nothing writes nothing.
+    let before = db.count("crm_events").await;
+    let same = leads
+        .update(
+            a.id,
+            LeadPatch {
+                name: Some("Ana".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("no-op");
+    assert_eq!(same.updated_at, updated.updated_at);
+    assert_eq!(db.count("crm_events").await, before);
+
+    // Bad patches: every field named, nothing written.
+    let err = leads
+        .update(
+            a.id,
+            LeadPatch {
+                status: Some("archived".into()),
+                name: Some(" ".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("must fail");
+    assert_eq!(fields(&err), ["name", "status"]);
+    let err = leads
+        .update(
+            a.id,
+            LeadPatch {
+                email: Some(None),
+                phone: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("must fail");
+    assert_eq!(fields(&err), ["email"]);
+    let err = leads
+        .update(
+            b.id,
+            LeadPatch {
+                email: Some(Some("ANA@example.com".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("must fail");
+    assert!(matches!(err, Error::Conflict { existing_id: Some(id), .. } if id == a.id.0));
+    let err = leads
+        .update(LeadId::new(), LeadPatch::default())
+        .await
+        .expect_err("must fail");
+    assert!(matches!(err, Error::NotFound { .. }));
+    assert_eq!(db.count("crm_events").await, before);
+    assert_eq!(leads.get(a.id).await.expect("get").lead, updated);
+
+    // Clearing one contact while the other stays is fine.
+    let no_email = leads
+        .update(
+            a.id,
+            LeadPatch {
+                email: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("clear email");
+    assert_eq!(no_email.email, None);
+}
+
+async fn delete_removes_the_lead_and_its_activities(db: &TestDb) {
+    let crm = db.crm().await;
+    let a = crm
+        .leads()
+        .create(lead("Ana", "ana@example.com"))
+        .await
+        .expect("create");
+    let keep = crm
+        .leads()
+        .create(lead("Bo", "bo@example.com"))
+        .await
+        .expect("create");
+    for kind in ["note", "call"] {
+        crm.leads()
+            .add_activity(
+                a.id,
+                NewActivity {
+                    kind: kind.into(),
+                    description: None,
+                },
+            )
+            .await
+            .expect("activity");
+    }
+    crm.leads()
+        .add_activity(
+            keep.id,
+            NewActivity {
+                kind: "note".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect("activity");
+    crm.leads().delete(a.id).await.expect("delete");
+
+    assert!(matches!(
+        crm.leads().get(a.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        crm.leads().activities(a.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        crm.leads().delete(a.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        db.count("crm_activities").await,
+        1,
+        "only the other lead's activity is left"
+    );
+    let events = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .events(None, 100)
+        .await
+        .expect("events");
+    let deleted = events.last().expect("an event");
+    assert_eq!(deleted.event_type, EventType::LeadDeleted);
+    assert_eq!(deleted.payload["data"]["lead"]["name"], "Ana");
+    // The email is free again.
+    crm.leads()
+        .create(lead("Ana again", "ana@example.com"))
+        .await
+        .expect("create again");
+}
+
+async fn activities_are_checked_and_listed(db: &TestDb) {
+    let crm = db.crm().await;
+    let a = crm
+        .leads()
+        .create(lead("Ana", "ana@example.com"))
+        .await
+        .expect("create");
+    let added = crm
+        .leads()
+        .with_actor("user:1")
+        .add_activity(
+            a.id,
+            NewActivity {
+                kind: "meeting".into(),
+                description: Some("  Kick-off ".into()),
+            },
+        )
+        .await
+        .expect("add");
+    assert_eq!(added.kind, ActivityKind::Meeting);
+    assert_eq!(added.description.as_deref(), Some("Kick-off"));
+    db.clock.advance(Duration::seconds(1));
+    crm.leads()
+        .add_activity(
+            a.id,
+            NewActivity {
+                kind: "booking".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect("add");
+
+    for (kind, desc) in [
+        ("status_change", None),
+        ("lunch", None),
+        ("note", Some("x".repeat(5_001))),
+    ] {
+        let err = crm
+            .leads()
+            .add_activity(
+                a.id,
+                NewActivity {
+                    kind: kind.into(),
+                    description: desc.clone(),
+                },
+            )
+            .await
+            .expect_err("must fail");
+        assert!(!fields(&err).is_empty(), "{kind}: {err:?}");
+    }
+    let err = crm
+        .leads()
+        .add_activity(
+            LeadId::new(),
+            NewActivity {
+                kind: "note".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect_err("must fail");
+    assert!(matches!(err, Error::NotFound { entity: "lead" }));
+    let err = crm
+        .leads()
+        .with_actor("a".repeat(201))
+        .add_activity(
+            a.id,
+            NewActivity {
+                kind: "note".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect_err("must fail");
+    assert_eq!(fields(&err), ["actor"]);
+
+    let list = crm.leads().activities(a.id).await.expect("list");
+    let kinds: Vec<_> = list.iter().map(|x| x.kind).collect();
+    assert_eq!(kinds, [ActivityKind::Meeting, ActivityKind::Booking]);
+    assert_eq!(list[0], added);
+    assert_eq!(db.count("crm_activities").await, 2);
+}
+
+/// Creates 30 leads a minute apart: statuses cycle, sources alternate, every third is tagged.
+async fn seed(db: &TestDb, crm: &Crm) -> Vec<crm::leads::Lead> {
+    let mut out = Vec::new();
+    for i in 0..30 {
+        db.clock.advance(Duration::minutes(1));
+        let status = LeadStatus::ALL[i % LeadStatus::ALL.len()];
+        let created = crm
+            .leads()
+            .create(NewLead {
+                name: format!("lead {:02}", (i * 7) % 30),
+                email: Some(format!("l{i}@example.com")),
+                status: Some(status.as_str().into()),
+                source: Some(if i % 2 == 0 { "website" } else { "referral" }.into()),
+                tags: if i % 3 == 0 {
+                    vec!["hot".into(), "q1".into()]
+                } else {
+                    vec!["q1".into()]
+                },
+                ..Default::default()
+            })
+            .await
+            .expect("seed");
+        out.push(created);
+    }
+    out
+}
+
+/// Walks every page of `q` and returns the ids in order.
+async fn walk(crm: &Crm, q: &LeadQuery) -> Vec<LeadId> {
+    let mut ids = Vec::new();
+    let mut q = q.clone();
+    loop {
+        let page = crm.leads().list(&q).await.expect("list");
+        assert!(page.items.len() <= q.limit.unwrap_or(20) as usize);
+        ids.extend(page.items.iter().map(|l| l.id));
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => return ids,
+        }
+    }
+}
+
+async fn listing_filters_sorts_and_pages_by_keyset(db: &TestDb) {
+    let crm = db.crm().await;
+    let all = seed(db, &crm).await;
+
+    // Default: newest first, 20 a page.
+    let first = crm.leads().list(&LeadQuery::default()).await.expect("list");
+    assert_eq!(first.items.len(), 20);
+    assert_eq!(first.items[0].id, all[29].id);
+    assert_eq!(first.total, None);
+
+    for sort in [
+        SortField::CreatedAt,
+        SortField::UpdatedAt,
+        SortField::Name,
+        SortField::Status,
+    ] {
+        for order in [SortOrder::Asc, SortOrder::Desc] {
+            let q = LeadQuery {
+                sort,
+                order,
+                limit: Some(7),
+                ..Default::default()
+            };
+            let got = walk(&crm, &q).await;
+            let mut want = all.clone();
+            want.sort_by(|a, b| {
+                let key = match sort {
+                    SortField::CreatedAt => a.created_at.cmp(&b.created_at),
+                    SortField::UpdatedAt => a.updated_at.cmp(&b.updated_at),
+                    SortField::Name => a.name.cmp(&b.name),
+                    SortField::Status => a.status.as_str().cmp(b.status.as_str()),
+                };
+                key.then(a.id.cmp(&b.id))
+            });
+            if order == SortOrder::Desc {
+                want.reverse();
+            }
+            let want: Vec<LeadId> = want.iter().map(|l| l.id).collect();
+            assert_eq!(got, want, "{sort:?} {order:?}");
+        }
+    }
+
+    // Filters narrow together; the total counts every page.
+    let q = LeadQuery {
+        status: vec!["new".into(), "won".into()],
+        source: Some("website".into()),
+        tags: vec!["hot".into()],
+        limit: Some(2),
+        include_total: true,
+        ..Default::default()
+    };
+    let want: Vec<LeadId> = all
+        .iter()
+        .rev()
+        .filter(|l| matches!(l.status, LeadStatus::New | LeadStatus::Won))
+        .filter(|l| l.source.as_deref() == Some("website") && l.tags.contains(&"hot".to_string()))
+        .map(|l| l.id)
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(walk(&crm, &q).await, want);
+    assert_eq!(
+        crm.leads().list(&q).await.expect("list").total,
+        Some(want.len() as u64)
+    );
+
+    let q = LeadQuery {
+        created_after: Some(all[10].created_at),
+        created_before: Some(all[15].created_at),
+        sort: SortField::CreatedAt,
+        order: SortOrder::Asc,
+        ..Default::default()
+    };
+    let want: Vec<LeadId> = all[10..15].iter().map(|l| l.id).collect();
+    assert_eq!(walk(&crm, &q).await, want);
+
+    // A page written between two calls neither repeats nor hides a lead.
+    let q = LeadQuery {
+        limit: Some(10),
+        order: SortOrder::Asc,
+        ..Default::default()
+    };
+    let page = crm.leads().list(&q).await.expect("list");
+    db.clock.advance(Duration::minutes(1));
+    crm.leads()
+        .create(lead("late", "late@example.com"))
+        .await
+        .expect("create");
+    let rest = walk(
+        &crm,
+        &LeadQuery {
+            cursor: page.next_cursor.clone(),
+            ..q.clone()
+        },
+    )
+    .await;
+    assert_eq!(rest.len(), 21);
+
+    // Bad listing input.
+    for bad in [
+        LeadQuery {
+            limit: Some(0),
+            ..Default::default()
+        },
+        LeadQuery {
+            limit: Some(101),
+            ..Default::default()
+        },
+        LeadQuery {
+            status: vec!["archived".into()],
+            ..Default::default()
+        },
+        LeadQuery {
+            tags: vec!["".into()],
+            ..Default::default()
+        },
+        LeadQuery {
+            q: Some("!!!".into()),
+            ..Default::default()
+        },
+        LeadQuery {
+            created_after: Some(all[5].created_at),
+            created_before: Some(all[1].created_at),
+            ..Default::default()
+        },
+    ] {
+        let err = crm.leads().list(&bad).await.expect_err("must fail");
+        assert!(matches!(err, Error::Validation { .. }), "{bad:?}: {err:?}");
+    }
+}
+
+async fn cursors_are_tamper_evident(db: &TestDb) {
+    let crm = db.crm().await;
+    seed(db, &crm).await;
+    let q = LeadQuery {
+        limit: Some(5),
+        ..Default::default()
+    };
+    let cursor = crm
+        .leads()
+        .list(&q)
+        .await
+        .expect("list")
+        .next_cursor
+        .expect("more pages");
+
+    let mut flipped = cursor.clone().into_bytes();
+    flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).expect("ascii");
+    let cases = [
+        LeadQuery {
+            cursor: Some(flipped),
+            ..q.clone()
+        },
+        LeadQuery {
+            cursor: Some("not a cursor".into()),
+            ..q.clone()
+        },
+        LeadQuery {
+            cursor: Some(cursor.clone()),
+            sort: SortField::Name,
+            ..q.clone()
+        },
+        LeadQuery {
+            cursor: Some(cursor.clone()),
+            order: SortOrder::Asc,
+            ..q.clone()
+        },
+        LeadQuery {
+            cursor: Some(cursor.clone()),
+            source: Some("website".into()),
+            ..q.clone()
+        },
+    ];
+    for bad in cases {
+        let err = crm.leads().list(&bad).await.expect_err("must fail");
+        assert_eq!(fields(&err), ["cursor"], "{bad:?}");
+    }
+    crm.leads()
+        .list(&LeadQuery {
+            cursor: Some(cursor),
+            ..q
+        })
+        .await
+        .expect("the untouched cursor works");
+}
+
+async fn search_matches_words_by_prefix(db: &TestDb) {
+    let crm = db.crm().await;
+    let ana = crm
+        .leads()
+        .create(NewLead {
+            company: Some("Blue Harbor Bakery".into()),
+            message: Some("Need a shop for sourdough".into()),
+            ..lead("Ana López", "ana.lopez@harbor-mail.com")
+        })
+        .await
+        .expect("create");
+    let bo = crm
+        .leads()
+        .create(NewLead {
+            notes: Some("Prefers calls; budget approved".into()),
+            ..lead("Bo Chen", "bo@example.com")
+        })
+        .await
+        .expect("create");
+    crm.leads()
+        .create(lead("Cy Diaz", "cy@example.org"))
+        .await
+        .expect("create");
+
+    let search = |q: &str| {
+        let crm = crm.clone();
+        let q = q.to_owned();
+        async move {
+            let page = crm
+                .leads()
+                .list(&LeadQuery {
+                    q: Some(q),
+                    include_total: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("search");
+            let mut ids: Vec<LeadId> = page.items.iter().map(|l| l.id).collect();
+            ids.sort();
+            assert_eq!(page.total, Some(ids.len() as u64));
+            ids
+        }
+    };
+    assert_eq!(search("bakery").await, [ana.id]);
+    assert_eq!(search("BAK").await, [ana.id], "prefix, case-insensitive");
+    assert_eq!(search("sourdough").await, [ana.id], "message");
+    assert_eq!(search("harbor-mail").await, [ana.id], "email words");
+    assert_eq!(
+        search("ana.lopez@harbor-mail.com").await,
+        [ana.id],
+        "a whole email"
+    );
+    assert_eq!(search("approved").await, [bo.id], "notes");
+    assert_eq!(
+        search("ana bo").await,
+        Vec::<LeadId>::new(),
+        "every word must match"
+    );
+    let mut both = vec![ana.id, bo.id];
+    both.sort();
+    assert_eq!(
+        search("a").await.len(),
+        2,
+        "prefix 'a' matches Ana and approved"
+    );
+    assert_eq!(search("a").await, both);
+    assert!(search("zebra").await.is_empty());
+    assert!(
+        search("\" OR * ( NEAR").await.is_empty(),
+        "query syntax is not interpreted"
+    );
+
+    // The index follows updates and deletes.
+    crm.leads()
+        .update(
+            bo.id,
+            LeadPatch {
+                notes: Some(Some("zebra crossing".into())),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(search("zebra").await, [bo.id]);
+    assert!(search("approved").await.is_empty());
+    crm.leads().delete(bo.id).await.expect("delete");
+    assert!(search("zebra").await.is_empty());
+
+    // Search combines with filters and pages.
+    let page = crm
+        .leads()
+        .list(&LeadQuery {
+            q: Some("example".into()),
+            status: vec!["won".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    assert!(page.items.is_empty());
+}
+
+async fn workspaces_are_isolated(db: &TestDb) {
+    let crm = db.crm().await;
+    let a = crm.create_workspace("A").await.expect("workspace");
+    let b = crm.create_workspace("B").await.expect("workspace");
+    let in_a = crm
+        .workspace(a)
+        .leads()
+        .create(lead("Ana", "ana@example.com"))
+        .await
+        .expect("create");
+    let leads_b = crm.workspace(b).leads();
+
+    assert!(matches!(
+        leads_b.get(in_a.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        leads_b
+            .update(
+                in_a.id,
+                LeadPatch {
+                    name: Some("Stolen".into()),
+                    ..Default::default()
+                }
+            )
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        leads_b.delete(in_a.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        leads_b
+            .add_activity(
+                in_a.id,
+                NewActivity {
+                    kind: "note".into(),
+                    description: None
+                }
+            )
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        leads_b.activities(in_a.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    let listed = leads_b
+        .list(&LeadQuery {
+            include_total: true,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(listed.items.is_empty());
+    assert_eq!(listed.total, Some(0));
+    let searched = leads_b
+        .list(&LeadQuery {
+            q: Some("ana".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    assert!(searched.items.is_empty());
+    assert!(
+        crm.leads()
+            .list(&LeadQuery::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "nor the default workspace"
+    );
+
+    // The same email is a different lead in another workspace; capture there creates.
+    let captured = leads_b
+        .capture(lead("Ana B", "ana@example.com"))
+        .await
+        .expect("capture");
+    assert!(captured.created);
+    assert_ne!(captured.lead.id, in_a.id);
+    assert!(crm
+        .workspace(b)
+        .events(None, 10)
+        .await
+        .expect("events")
+        .iter()
+        .all(|e| e.workspace_id == b));
+
+    // A's lead is untouched.
+    let detail = crm.workspace(a).leads().get(in_a.id).await.expect("get");
+    assert_eq!(detail.lead, in_a);
+    assert!(detail.activities.is_empty());
+
+    // Writes into a workspace that does not exist fail and write nothing.
+    let ghost = crm.workspace(WorkspaceId::new()).leads();
+    assert!(matches!(
+        ghost.create(lead("X", "x@example.com")).await,
+        Err(Error::NotFound {
+            entity: "workspace"
+        })
+    ));
+    assert!(matches!(
+        crm.create_workspace(" ").await,
+        Err(Error::Validation { .. })
+    ));
+}
+
+async fn events_exist_exactly_when_their_change_does(db: &TestDb) {
+    let crm = db.crm().await;
+    // Make the outbox refuse `lead.updated` rows: the update must then leave no trace.
+    match db.backend {
+        common::Backend::Sqlite => {
+            db.execute(
+                "CREATE TRIGGER refuse_updates BEFORE INSERT ON crm_events WHEN NEW.event_type = 'lead.updated' \
+                 BEGIN SELECT RAISE(ABORT, 'outbox refused'); END;",
+            )
+            .await
+        }
+        #[cfg(feature = "postgres")]
+        common::Backend::Postgres => {
+            db.execute(
+                "CREATE FUNCTION refuse_updates() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.event_type = 'lead.updated' THEN RAISE EXCEPTION 'outbox refused'; END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER refuse_updates BEFORE INSERT ON crm_events FOR EACH ROW EXECUTE FUNCTION refuse_updates();",
+            )
+            .await
+        }
+    }
+    let a = crm
+        .leads()
+        .create(lead("Ana", "ana@example.com"))
+        .await
+        .expect("create");
+    assert_eq!(db.count("crm_events").await, 1);
+
+    let err = crm
+        .leads()
+        .update(
+            a.id,
+            LeadPatch {
+                status: Some("won".into()),
+                name: Some("Changed".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("must fail");
+    assert!(matches!(err, Error::Database(_)), "{err:?}");
+    assert!(
+        !err.to_string().contains("outbox refused"),
+        "no database text in Display"
+    );
+    let after = crm.leads().get(a.id).await.expect("get");
+    assert_eq!(after.lead, a, "the lead change rolled back with its event");
+    assert!(
+        after.activities.is_empty(),
+        "and so did the status_change activity"
+    );
+    assert_eq!(
+        db.count("crm_events").await,
+        1,
+        "no lead.status_changed either"
+    );
+
+    // Capture that would merge also needs lead.updated: nothing of it stays.
+    let err = crm
+        .leads()
+        .capture(NewLead {
+            company: Some("Acme".into()),
+            ..lead("Ana", "ana@example.com")
+        })
+        .await
+        .expect_err("must fail");
+    assert!(matches!(err, Error::Database(_)));
+    assert_eq!(db.count("crm_activities").await, 0);
+    assert_eq!(crm.leads().get(a.id).await.expect("get").lead.company, None);
+
+    // Writes whose events are allowed go through, one event each.
+    crm.leads()
+        .add_activity(
+            a.id,
+            NewActivity {
+                kind: "note".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect("note");
+    crm.leads().delete(a.id).await.expect("delete");
+    assert_eq!(
+        event_types(&crm, WorkspaceId::DEFAULT).await,
+        [
+            EventType::LeadCreated,
+            EventType::LeadActivityAdded,
+            EventType::LeadDeleted
+        ]
+    );
+}
+
+async fn concurrent_writes_neither_fail_nor_duplicate(db: &TestDb) {
+    let crm = db
+        .builder()
+        .max_connections(8)
+        .connect()
+        .await
+        .expect("connect");
+    // Distinct leads from many tasks at once (the futures are Send: they run on the pool's runtime).
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let crm = crm.clone();
+        tasks.push(tokio::spawn(async move {
+            crm.leads()
+                .create(lead("L", &format!("c{i}@example.com")))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("create");
+    }
+    // The same person submitting the form from many tabs at once: one lead.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let crm = crm.clone();
+        tasks.push(tokio::spawn(async move {
+            crm.leads()
+                .capture(NewLead {
+                    message: Some(format!("try {i}")),
+                    ..lead("Same", "same@example.com")
+                })
+                .await
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("capture").created {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(db.count("crm_leads").await, 25);
+    let page = crm
+        .leads()
+        .list(&LeadQuery {
+            q: Some("same".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        crm.leads()
+            .activities(page.items[0].id)
+            .await
+            .expect("activities")
+            .len(),
+        12
+    );
+}
