@@ -33,7 +33,7 @@ struct Inner {
 impl fmt::Debug for Crm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Crm")
-            .field("pool", &self.inner.pool)
+            .field("backend", &self.inner.pool.backend())
             .field("sealer", &self.inner.sealer)
             .finish_non_exhaustive()
     }

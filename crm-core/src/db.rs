@@ -30,6 +30,18 @@ pub(crate) enum Pool {
     Postgres(sqlx::PgPool),
 }
 
+impl Pool {
+    /// The backend's name, for `Debug` output that never shows a URL.
+    pub(crate) fn backend(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+}
+
 /// Runs `$body` with `$pool` bound to the concrete pool and `$db` to its database type.
 macro_rules! with_pool {
     ($pool:expr, |$p:ident, $db:ident| $body:expr) => {

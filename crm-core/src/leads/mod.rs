@@ -7,6 +7,26 @@
 //! inbound channels, where the same person writing twice is normal — merges into the
 //! existing lead and records a `form_submission` activity. Merging fills blanks and
 //! adds tags and custom fields; it never overwrites what the lead already has.
+//!
+//! Decisions where the design is silent, taken as a user of Stripe's or Twenty's API
+//! would expect:
+//! - **Identity.** `name` is required. Emails keep the local part's case for display
+//!   but are unique case-insensitively (`Ana@x.com` and `ana@x.com` are one lead).
+//!   Phones are stored in E.164; a national number needs the builder's
+//!   `default_country_code`.
+//! - **Capture** matches by email first, then phone. An email or phone that another
+//!   lead holds is not copied onto the matched lead. A lost race between two
+//!   captures of the same new person is retried, so they end as one lead.
+//! - **Listing.** Filters combine with AND; `status` is any-of, `tags` is all-of.
+//!   `q` splits into words (runs of letters and digits, lower-cased, at most 8),
+//!   each of which must prefix-match a word of name, email, company, message or
+//!   notes; query syntax is never interpreted. Name and status sort by bytes, the
+//!   same on both backends. The cursor is bound to its sort and filters; reusing it
+//!   with others is a validation error on `cursor`.
+//! - **Events.** A status change emits `lead.status_changed` and `lead.updated`;
+//!   activities crm writes itself (`status_change`) do not emit
+//!   `lead.activity_added`, those added by callers and by `capture` do. An update
+//!   that changes nothing writes nothing and emits nothing.
 
 pub(crate) mod cursor;
 mod model;
