@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::api_keys::{format::valid_prefix, ApiKeys, KeyCache};
+use crate::audit::AuditEntry;
 use crate::clock::{micros, Clock, SystemClock};
 use crate::db::{self, with_pool, Pool, Ts};
 use crate::events::Event;
-use crate::ids::{EventId, WorkspaceId};
+use crate::ids::{AuditId, EventId, WorkspaceId};
 use crate::leads::parse::LeadRules;
 use crate::leads::{AllowedValues, Leads};
+use crate::ratelimit::{Policy, RateLimiter};
 use crate::seal::{MasterKey, Sealer};
 use crate::store::Repo;
 use crate::{Error, Result};
@@ -28,6 +31,9 @@ struct Inner {
     sealer: Option<Sealer>,
     clock: Arc<dyn Clock>,
     rules: LeadRules,
+    api_key_prefix: String,
+    key_cache: KeyCache,
+    limiter: RateLimiter,
 }
 
 impl fmt::Debug for Crm {
@@ -104,6 +110,20 @@ impl Crm {
     pub(crate) fn rules(&self) -> &LeadRules {
         &self.inner.rules
     }
+
+    pub(crate) fn api_key_prefix(&self) -> &str {
+        &self.inner.api_key_prefix
+    }
+
+    pub(crate) fn key_cache(&self) -> &KeyCache {
+        &self.inner.key_cache
+    }
+
+    /// The rate limiter: shared through the database on Postgres (every instance on
+    /// one budget), in this process's memory on SQLite.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
 }
 
 /// The services of one workspace; from [`Crm::workspace`].
@@ -122,6 +142,22 @@ impl Workspace {
     /// Its lead service.
     pub fn leads(&self) -> Leads {
         Leads::new(self.crm.clone(), self.id)
+    }
+
+    /// Its API-key service.
+    pub fn api_keys(&self) -> ApiKeys {
+        ApiKeys::new(self.crm.clone(), self.id)
+    }
+
+    /// Its audit log, oldest first: at most `limit` (1–1000) entries after `after`.
+    pub async fn audit_log(&self, after: Option<AuditId>, limit: u32) -> Result<Vec<AuditEntry>> {
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 1000"));
+        }
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_audit(
+            p, self.id, after, limit
+        )
+        .await)
     }
 
     /// Its events (the outbox), oldest first: at most `limit` (1–1000) after `after`.
@@ -144,6 +180,9 @@ pub struct CrmBuilder {
     retired_keys: Vec<MasterKey>,
     clock: Arc<dyn Clock>,
     rules: LeadRules,
+    api_key_prefix: String,
+    api_key_cache_ttl: std::time::Duration,
+    policies: Vec<(String, Policy)>,
 }
 
 impl Default for CrmBuilder {
@@ -155,6 +194,9 @@ impl Default for CrmBuilder {
             retired_keys: Vec::new(),
             clock: Arc::new(SystemClock),
             rules: LeadRules::default(),
+            api_key_prefix: "crm".into(),
+            api_key_cache_ttl: std::time::Duration::from_secs(10),
+            policies: Vec::new(),
         }
     }
 }
@@ -217,8 +259,43 @@ impl CrmBuilder {
         self
     }
 
+    /// The prefix of new API keys (default `crm`): 2–16 lower-case letters and
+    /// digits, starting with a letter. Keys with another prefix do not verify.
+    pub fn api_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.api_key_prefix = prefix.into();
+        self
+    }
+
+    /// How long a verified API key is trusted without asking the database (default and
+    /// maximum 10 s; zero turns the cache off). Bounds how late another process sees
+    /// a revoke.
+    pub fn api_key_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.api_key_cache_ttl = ttl;
+        self
+    }
+
+    /// Sets (or replaces) a named rate-limit policy. The defaults are `api_key`
+    /// 100/min, `anonymous_ip` 10/min and `login` 5 per 15 min.
+    pub fn rate_limit_policy(mut self, name: impl Into<String>, policy: Policy) -> Self {
+        self.policies.push((name.into(), policy));
+        self
+    }
+
     /// Checks the settings, connects, and runs the embedded migrations.
     pub async fn connect(self) -> Result<Crm> {
+        if !valid_prefix(&self.api_key_prefix) {
+            return Err(Error::Config(
+                "API key prefix must be 2-16 lower-case letters and digits, starting with a letter"
+                    .into(),
+            ));
+        }
+        if self.api_key_cache_ttl > std::time::Duration::from_secs(10) {
+            return Err(Error::Config(
+                "API key cache TTL must be at most 10 s".into(),
+            ));
+        }
+        let cache_ttl = chrono::Duration::from_std(self.api_key_cache_ttl)
+            .map_err(|_| Error::Config("API key cache TTL out of range".into()))?;
         let a = &self.rules.allowed;
         for (name, list) in [
             ("budgets", &a.budgets),
@@ -245,12 +322,16 @@ impl CrmBuilder {
         }
         let pool = db::connect(&self.url, self.max_connections).await?;
         let sealer = self.master_key.map(|k| Sealer::new(k, self.retired_keys));
+        let limiter = RateLimiter::new(&pool, self.clock.clone(), self.policies)?;
         Ok(Crm {
             inner: Arc::new(Inner {
                 pool,
                 sealer,
                 clock: self.clock,
                 rules: self.rules,
+                api_key_prefix: self.api_key_prefix,
+                key_cache: KeyCache::new(cache_ttl),
+                limiter,
             }),
         })
     }

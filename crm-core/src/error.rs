@@ -62,9 +62,13 @@ pub enum Error {
         /// The id of the existing entity, where there is one.
         existing_id: Option<Uuid>,
     },
-    /// Missing or bad credentials.
-    #[error("unauthorized")]
-    Unauthorized,
+    /// Missing or bad credentials; `reason` says which, for logs and for API clients
+    /// that own the credential (a login never says more than `InvalidCredentials`).
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        /// Why the credential was refused.
+        reason: AuthFailure,
+    },
     /// Valid credentials without the right to do this.
     #[error("forbidden")]
     Forbidden,
@@ -89,6 +93,34 @@ pub enum Error {
     /// Sealed data could not be opened (wrong master key, or corrupted).
     #[error("sealed secret could not be opened")]
     Unseal,
+}
+
+/// Why a credential was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// The API key does not have the key format or its checksum fails; the database
+    /// was not consulted.
+    #[error("malformed API key")]
+    MalformedKey,
+    /// No such API key.
+    #[error("unknown API key")]
+    UnknownKey,
+    /// The API key was revoked.
+    #[error("revoked API key")]
+    RevokedKey,
+    /// The API key expired (or its rotation grace period ended).
+    #[error("expired API key")]
+    ExpiredKey,
+    /// Wrong user name or password, or any other credential that must not say more.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+}
+
+impl Error {
+    pub(crate) fn unauthorized(reason: AuthFailure) -> Self {
+        Self::Unauthorized { reason }
+    }
 }
 
 fn join(errors: &[FieldError]) -> String {
@@ -121,7 +153,7 @@ impl Error {
             Self::Validation { .. } => "validation_failed",
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
             Self::Integration(_) => "integration_failed",

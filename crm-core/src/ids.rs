@@ -77,6 +77,15 @@ id_type!(
     EventId
 );
 
+id_type!(
+    /// An API key.
+    ApiKeyId
+);
+id_type!(
+    /// An audit-log entry.
+    AuditId
+);
+
 impl WorkspaceId {
     /// The workspace that exists from the first migration on, for single-tenant apps.
     /// It is the nil UUID, so it is the same in every database.

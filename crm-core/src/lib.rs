@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod api_keys;
+pub mod audit;
 mod clock;
 mod crm;
 mod db;
@@ -9,12 +11,15 @@ pub mod events;
 mod ids;
 pub mod leads;
 mod macros;
+pub mod ratelimit;
 pub mod seal;
+mod secret;
 mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crm::{Crm, CrmBuilder, Workspace};
-pub use error::{Error, FieldError, Result};
-pub use ids::{ActivityId, EventId, LeadId, WorkspaceId};
+pub use error::{AuthFailure, Error, FieldError, Result};
+pub use ids::{ActivityId, ApiKeyId, AuditId, EventId, LeadId, WorkspaceId};
 pub use leads::Leads;
 pub use seal::{MasterKey, Sealer};
+pub use secret::SecretString;

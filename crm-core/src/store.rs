@@ -11,9 +11,11 @@ use sqlx::types::Json;
 use sqlx::{Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
+use crate::api_keys::{ApiKey, Scope};
+use crate::audit::AuditEntry;
 use crate::db::{Bind, Dialect, Sql, Ts};
 use crate::events::{Event, EventType};
-use crate::ids::{ActivityId, EventId, LeadId, WorkspaceId};
+use crate::ids::{ActivityId, ApiKeyId, AuditId, EventId, LeadId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
 use crate::leads::parse::{Fields, Patch, Query, CUSTOM_MAX_BYTES, TAGS_MAX};
 use crate::leads::{Activity, ActivityKind, Email, Lead, LeadStatus, Phone, SortField, SortOrder};
@@ -68,6 +70,87 @@ pub(crate) struct EventRow {
     lead_id: Option<LeadId>,
     payload: Json<Value>,
     created_at: Ts,
+}
+
+const API_KEY_COLUMNS: &str =
+    "id, workspace_id, name, display_prefix, scopes, created_by, created_at, \
+    updated_at, expires_at, revoked_at, last_used_at, replaced_by";
+
+#[derive(FromRow)]
+pub(crate) struct ApiKeyRow {
+    id: ApiKeyId,
+    workspace_id: WorkspaceId,
+    name: String,
+    display_prefix: String,
+    scopes: Json<Vec<String>>,
+    created_by: Option<String>,
+    created_at: Ts,
+    updated_at: Ts,
+    expires_at: Option<Ts>,
+    revoked_at: Option<Ts>,
+    last_used_at: Option<Ts>,
+    replaced_by: Option<ApiKeyId>,
+}
+
+impl ApiKeyRow {
+    fn into_key(self) -> Result<ApiKey> {
+        Ok(ApiKey {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            name: self.name,
+            display_prefix: self.display_prefix,
+            scopes: self
+                .scopes
+                .0
+                .iter()
+                .map(|s| Scope::parse(s).map_err(|_| corrupt("scope")))
+                .collect::<Result<_>>()?,
+            created_by: self.created_by,
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+            expires_at: self.expires_at.map(|t| t.0),
+            revoked_at: self.revoked_at.map(|t| t.0),
+            last_used_at: self.last_used_at.map(|t| t.0),
+            replaced_by: self.replaced_by,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct AuditRow {
+    id: AuditId,
+    workspace_id: WorkspaceId,
+    actor: Option<String>,
+    action: String,
+    target_type: Option<String>,
+    target_id: Option<String>,
+    ip: Option<String>,
+    details: Json<Value>,
+    created_at: Ts,
+}
+
+impl AuditRow {
+    fn into_entry(self) -> AuditEntry {
+        AuditEntry {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            actor: self.actor,
+            action: self.action,
+            target_type: self.target_type,
+            target_id: self.target_id,
+            ip: self.ip,
+            details: self.details.0,
+            created_at: self.created_at.0,
+        }
+    }
+}
+
+/// What a change to an API key writes: the key's new state, maybe a new key (with
+/// its hash), and the audit entry.
+pub(crate) struct KeyChange {
+    pub key: ApiKey,
+    pub new_key: Option<(ApiKey, String)>,
+    pub audit: AuditEntry,
 }
 
 /// A stored value that no longer parses: the database was changed behind crm's back.
@@ -219,6 +302,10 @@ where
     for<'r> ActivityRow: FromRow<'r, DB::Row>,
     for<'r> EventRow: FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> ApiKeyRow: FromRow<'r, DB::Row>,
+    for<'r> AuditRow: FromRow<'r, DB::Row>,
+    for<'q> Option<Ts>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Uuid: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
@@ -704,6 +791,182 @@ where
         sql.push(&format!(" ORDER BY id LIMIT {limit}"));
         let rows: Vec<EventRow> = Self::fetch_all(pool, &sql).await?;
         rows.into_iter().map(EventRow::into_event).collect()
+    }
+
+    async fn insert_audit(conn: &mut DB::Connection, a: &AuditEntry) -> Result<()> {
+        sqlx::query::<DB>(
+            "INSERT INTO crm_audit_log (id, workspace_id, actor, action, target_type, target_id, ip, \
+             details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(a.id.0)
+        .bind(a.workspace_id)
+        .bind(a.actor.as_deref())
+        .bind(a.action.as_str())
+        .bind(a.target_type.as_deref())
+        .bind(a.target_id.as_deref())
+        .bind(a.ip.as_deref())
+        .bind(Json(a.details.clone()))
+        .bind(Ts(a.created_at))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Audit entries of the workspace after `after`, oldest first, at most `limit`.
+    pub(crate) async fn list_audit(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        after: Option<AuditId>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let mut sql = Sql::new(
+            "SELECT id, workspace_id, actor, action, target_type, target_id, ip, details, created_at \
+             FROM crm_audit_log WHERE workspace_id = ",
+        );
+        sql.bind(Bind::Uuid(ws.0));
+        if let Some(after) = after {
+            sql.push(" AND id > ").bind(Bind::Uuid(after.0));
+        }
+        sql.push(&format!(" ORDER BY id LIMIT {limit}"));
+        let rows: Vec<AuditRow> = Self::fetch_all(pool, &sql).await?;
+        Ok(rows.into_iter().map(AuditRow::into_entry).collect())
+    }
+
+    async fn insert_api_key(conn: &mut DB::Connection, k: &ApiKey, hash: &str) -> Result<()> {
+        sqlx::query::<DB>(
+            "INSERT INTO crm_api_keys (id, workspace_id, name, key_hash, display_prefix, scopes, \
+             created_by, created_at, updated_at, expires_at, revoked_at, last_used_at, replaced_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, NULL)",
+        )
+        .bind(k.id.0)
+        .bind(k.workspace_id)
+        .bind(k.name.as_str())
+        .bind(hash)
+        .bind(k.display_prefix.as_str())
+        .bind(Json(json!(k.scopes)))
+        .bind(k.created_by.as_deref())
+        .bind(Ts(k.created_at))
+        .bind(Ts(k.updated_at))
+        .bind(k.expires_at.map(Ts))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn create_api_key(
+        pool: &sqlx::Pool<DB>,
+        k: &ApiKey,
+        hash: &str,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        Self::insert_api_key(&mut tx, k, hash).await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fetch_api_key(
+        conn: &mut DB::Connection,
+        ws: WorkspaceId,
+        id: ApiKeyId,
+        lock: bool,
+    ) -> Result<ApiKey> {
+        let sql = format!(
+            "SELECT {API_KEY_COLUMNS} FROM crm_api_keys WHERE workspace_id = $1 AND id = $2{}",
+            if lock { DB::FOR_UPDATE } else { "" }
+        );
+        sqlx::query_as::<DB, ApiKeyRow>(&sql)
+            .bind(ws)
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(Error::NotFound { entity: "api key" })?
+            .into_key()
+    }
+
+    pub(crate) async fn get_api_key(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: ApiKeyId,
+    ) -> Result<ApiKey> {
+        let mut conn = pool.acquire().await?;
+        Self::fetch_api_key(&mut conn, ws, id, false).await
+    }
+
+    pub(crate) async fn list_api_keys(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+    ) -> Result<Vec<ApiKey>> {
+        let mut sql = Sql::new(format!(
+            "SELECT {API_KEY_COLUMNS} FROM crm_api_keys WHERE workspace_id = "
+        ));
+        sql.bind(Bind::Uuid(ws.0)).push(" ORDER BY id");
+        let rows: Vec<ApiKeyRow> = Self::fetch_all(pool, &sql).await?;
+        rows.into_iter().map(ApiKeyRow::into_key).collect()
+    }
+
+    /// Looks a key up by the hex SHA-256 of the whole key, in any workspace.
+    pub(crate) async fn find_api_key(pool: &sqlx::Pool<DB>, hash: &str) -> Result<Option<ApiKey>> {
+        let mut sql = Sql::new(format!(
+            "SELECT {API_KEY_COLUMNS} FROM crm_api_keys WHERE key_hash = "
+        ));
+        sql.bind(Bind::Text(hash.to_owned()));
+        let rows: Vec<ApiKeyRow> = Self::fetch_all(pool, &sql).await?;
+        rows.into_iter().next().map(ApiKeyRow::into_key).transpose()
+    }
+
+    /// Reads the key under a lock, lets `f` decide the change, and writes it with its
+    /// audit entry (and the new key of a rotation) in one transaction.
+    pub(crate) async fn change_api_key<F>(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: ApiKeyId,
+        f: F,
+    ) -> Result<(ApiKey, Option<ApiKey>)>
+    where
+        F: FnOnce(ApiKey) -> Result<KeyChange> + Send,
+    {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let old = Self::fetch_api_key(&mut tx, ws, id, true).await?;
+        let change = f(old)?;
+        let k = &change.key;
+        if let Some((new, hash)) = &change.new_key {
+            Self::insert_api_key(&mut tx, new, hash).await?;
+        }
+        sqlx::query::<DB>(
+            "UPDATE crm_api_keys SET name = $3, scopes = $4, updated_at = $5, expires_at = $6, \
+             revoked_at = $7, replaced_by = $8 WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(ws)
+        .bind(id.0)
+        .bind(k.name.as_str())
+        .bind(Json(json!(k.scopes)))
+        .bind(Ts(k.updated_at))
+        .bind(k.expires_at.map(Ts))
+        .bind(k.revoked_at.map(Ts))
+        .bind(k.replaced_by.map(|r| r.0))
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_audit(&mut tx, &change.audit).await?;
+        tx.commit().await?;
+        Ok((change.key, change.new_key.map(|(k, _)| k)))
+    }
+
+    /// Records a use; never moves `last_used_at` backwards.
+    pub(crate) async fn touch_api_key(
+        pool: &sqlx::Pool<DB>,
+        id: ApiKeyId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        sqlx::query::<DB>(
+            "UPDATE crm_api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+        )
+        .bind(id.0)
+        .bind(Ts(now))
+        .execute(pool)
+        .await?;
+        Ok(())
     }
 
     pub(crate) async fn create_workspace(

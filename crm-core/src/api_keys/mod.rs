@@ -1,0 +1,554 @@
+//! API keys: scoped, stored as SHA-256 hashes, shown once, verified fast.
+//!
+//! Verification first checks the key's format and checksum (no database), then a
+//! small in-process cache of recently verified keys (at most the builder's
+//! `api_key_cache_ttl`, 10 s by default and at most), then the database. Revoking or
+//! rotating a key clears this process's cache entry at once; other processes see the
+//! revoke when their entry ages out, within the TTL. An expiry is checked on every
+//! verify, cached or not. `last_used_at` is written at most once a minute per key, in
+//! a spawned task, never on the request path.
+//!
+//! Rotation issues a new key with the same name, scopes and expiry; the old key stays
+//! valid for a grace period (24 h by default) and then stops, as if expired.
+
+pub mod format;
+pub mod scope;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use scope::{allows, Scope, ACTIONS, RESOURCES};
+
+use crate::audit::AuditEntry;
+use crate::db::with_pool;
+use crate::error::{AuthFailure, Errors};
+use crate::ids::{ApiKeyId, WorkspaceId};
+use crate::leads::parse::ACTOR_MAX;
+use crate::secret::SecretString;
+use crate::store::{KeyChange, Repo};
+use crate::{Crm, Error, Result};
+
+/// Longest key name, in characters.
+pub const NAME_MAX: usize = 100;
+/// Most scopes on a key.
+pub const SCOPES_MAX: usize = 32;
+/// Default rotation grace period.
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::hours(24);
+
+/// An API key's metadata. The secret is never part of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKey {
+    /// Its id.
+    pub id: ApiKeyId,
+    /// The workspace it acts in.
+    pub workspace_id: WorkspaceId,
+    /// A name for people.
+    pub name: String,
+    /// `{prefix}_` and the first 8 random characters, to recognise the key.
+    pub display_prefix: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Who made it.
+    pub created_by: Option<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When its name or scopes last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When it stops working (after a rotation: the end of the grace period).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it was last used, to the minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// The key that replaced it in a rotation.
+    pub replaced_by: Option<ApiKeyId>,
+}
+
+/// A key just made: its metadata and the secret, which is shown this once.
+#[derive(Debug, Clone)]
+pub struct CreatedApiKey {
+    /// The key's metadata.
+    pub key: ApiKey,
+    /// The full key. It is not stored and cannot be shown again.
+    pub secret: SecretString,
+}
+
+/// Input of [`ApiKeys::create`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewApiKey {
+    /// 1–100 characters.
+    pub name: String,
+    /// At least one scope (see [`Scope::parse`]).
+    pub scopes: Vec<String>,
+    /// Optional expiry, in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Input of [`ApiKeys::update`]: fields left `None` stay.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiKeyPatch {
+    /// A new name.
+    pub name: Option<String>,
+    /// New scopes (replacing the old ones).
+    pub scopes: Option<Vec<String>>,
+}
+
+/// What a verified key may do; cheap to clone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedKey {
+    /// The key's id.
+    pub key_id: ApiKeyId,
+    /// The workspace the key acts in.
+    pub workspace_id: WorkspaceId,
+    /// Its scopes.
+    pub scopes: Arc<[Scope]>,
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl VerifiedKey {
+    /// Whether the key may do `required` (`resource:action`).
+    pub fn allows(&self, required: &str) -> bool {
+        allows(&self.scopes, required)
+    }
+
+    /// `Ok` when the key may do `required`, else [`Error::Forbidden`].
+    pub fn require(&self, required: &str) -> Result<()> {
+        if self.allows(required) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+}
+
+/// Most keys the verify cache holds; past it, aged entries go, then all.
+const CACHE_MAX: usize = 10_000;
+
+struct Cached {
+    key: VerifiedKey,
+    cached_at: DateTime<Utc>,
+    touched_at: Option<DateTime<Utc>>,
+}
+
+/// The positive cache of verified keys, keyed by the SHA-256 of the key.
+pub(crate) struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+impl KeyCache {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Cached>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh entry, and whether `last_used_at` is due (then marked as written).
+    fn get(&self, hash: &[u8; 32], now: DateTime<Utc>) -> Option<(VerifiedKey, bool)> {
+        let mut entries = self.lock();
+        let e = entries.get_mut(hash)?;
+        if now - e.cached_at >= self.ttl || now < e.cached_at {
+            entries.remove(hash);
+            return None;
+        }
+        let due = touch_due(e.touched_at, now);
+        if due {
+            e.touched_at = Some(now);
+        }
+        Some((e.key.clone(), due))
+    }
+
+    fn insert(
+        &self,
+        hash: [u8; 32],
+        key: VerifiedKey,
+        now: DateTime<Utc>,
+        touched_at: Option<DateTime<Utc>>,
+    ) {
+        let mut entries = self.lock();
+        if entries.len() >= CACHE_MAX {
+            let ttl = self.ttl;
+            entries.retain(|_, e| now - e.cached_at < ttl);
+            if entries.len() >= CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            hash,
+            Cached {
+                key,
+                cached_at: now,
+                touched_at,
+            },
+        );
+    }
+
+    pub(crate) fn forget(&self, id: ApiKeyId) {
+        self.lock().retain(|_, e| e.key.key_id != id);
+    }
+}
+
+/// `last_used_at` is written at most once a minute per key.
+fn touch_due(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    last.is_none_or(|t| now - t >= Duration::minutes(1))
+}
+
+fn check_name(e: &mut Errors, name: &str) -> Option<String> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > NAME_MAX || n.contains('\0') {
+        e.add("name", format!("must be 1-{NAME_MAX} characters"));
+        return None;
+    }
+    Some(n.to_owned())
+}
+
+fn check_scopes(e: &mut Errors, scopes: &[String]) -> Vec<Scope> {
+    if scopes.is_empty() {
+        e.add("scopes", "at least one scope is required");
+    }
+    if scopes.len() > SCOPES_MAX {
+        e.add("scopes", format!("at most {SCOPES_MAX} scopes"));
+        return Vec::new();
+    }
+    let mut out: Vec<Scope> = Vec::new();
+    for (i, s) in scopes.iter().enumerate() {
+        if let Some(s) = e.take(&format!("scopes[{i}]"), Scope::parse(s)) {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// The API-key service of one workspace; from [`crate::Workspace::api_keys`].
+#[derive(Clone, Debug)]
+pub struct ApiKeys {
+    crm: Crm,
+    ws: WorkspaceId,
+    actor: Option<String>,
+}
+
+impl ApiKeys {
+    pub(crate) fn new(crm: Crm, ws: WorkspaceId) -> Self {
+        Self {
+            crm,
+            ws,
+            actor: None,
+        }
+    }
+
+    /// The same service, recording `actor` (up to 200 characters) as `created_by` and
+    /// in the audit log.
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    fn actor(&self) -> Result<Option<&str>> {
+        match &self.actor {
+            Some(a) if a.trim().is_empty() || a.chars().count() > ACTOR_MAX || a.contains('\0') => {
+                Err(Error::invalid(
+                    "actor",
+                    format!("must be 1-{ACTOR_MAX} characters"),
+                ))
+            }
+            a => Ok(a.as_deref()),
+        }
+    }
+
+    fn audit(
+        &self,
+        action: &str,
+        key: &ApiKey,
+        details: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<AuditEntry> {
+        Ok(AuditEntry::new(
+            self.ws,
+            self.actor()?,
+            action,
+            ("api_key", key.id.to_string()),
+            details,
+            now,
+        ))
+    }
+
+    /// Makes a key. Its secret is in the result and nowhere else.
+    pub async fn create(&self, input: NewApiKey) -> Result<CreatedApiKey> {
+        let now = self.crm.now();
+        let mut e = Errors::default();
+        let name = check_name(&mut e, &input.name);
+        let scopes = check_scopes(&mut e, &input.scopes);
+        if input.expires_at.is_some_and(|t| t <= now) {
+            e.add("expires_at", "must be in the future");
+        }
+        let actor = self.actor();
+        e.finish()?;
+        let (key, secret, hash) = self.new_key(
+            name.unwrap_or_default(),
+            scopes,
+            input.expires_at,
+            actor?,
+            now,
+        );
+        let audit = self.audit(
+            "api_key.created",
+            &key,
+            json!({ "name": key.name, "scopes": key.scopes }),
+            now,
+        )?;
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_api_key(
+            p, &key, &hash, &audit
+        )
+        .await)?;
+        Ok(CreatedApiKey { key, secret })
+    }
+
+    fn new_key(
+        &self,
+        name: String,
+        scopes: Vec<Scope>,
+        expires_at: Option<DateTime<Utc>>,
+        actor: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> (ApiKey, SecretString, String) {
+        let prefix = self.crm.api_key_prefix();
+        let secret = format::generate(prefix);
+        let key = ApiKey {
+            id: ApiKeyId::new(),
+            workspace_id: self.ws,
+            name,
+            display_prefix: format::display_prefix(&secret, prefix),
+            scopes,
+            created_by: actor.map(str::to_owned),
+            created_at: now,
+            updated_at: now,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+            replaced_by: None,
+        };
+        let hash = format::hex(&format::hash(&secret));
+        (key, SecretString::new(secret), hash)
+    }
+
+    /// Every key of the workspace, oldest first, without secrets.
+    pub async fn list(&self) -> Result<Vec<ApiKey>> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_api_keys(
+            p, self.ws
+        )
+        .await)
+    }
+
+    /// One key.
+    pub async fn get(&self, id: ApiKeyId) -> Result<ApiKey> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_api_key(
+            p, self.ws, id
+        )
+        .await)
+    }
+
+    /// Renames or re-scopes a key. A scope change applies to this process at once and
+    /// to others within the cache TTL.
+    pub async fn update(&self, id: ApiKeyId, patch: ApiKeyPatch) -> Result<ApiKey> {
+        let mut e = Errors::default();
+        let name = patch.name.as_deref().and_then(|n| check_name(&mut e, n));
+        let scopes = patch.scopes.as_deref().map(|s| check_scopes(&mut e, s));
+        let actor = self.actor();
+        e.finish()?;
+        actor?;
+        let now = self.crm.now();
+        let key = self
+            .change(id, |mut k| {
+                if let Some(n) = name {
+                    k.name = n;
+                }
+                if let Some(s) = scopes {
+                    k.scopes = s;
+                }
+                k.updated_at = now;
+                let audit = self.audit(
+                    "api_key.updated",
+                    &k,
+                    json!({ "name": k.name, "scopes": k.scopes }),
+                    now,
+                )?;
+                Ok(KeyChange {
+                    key: k,
+                    new_key: None,
+                    audit,
+                })
+            })
+            .await?;
+        Ok(key.0)
+    }
+
+    /// Revokes a key: it stops working at once in this process and within the cache
+    /// TTL elsewhere. Revoking a revoked key changes nothing.
+    pub async fn revoke(&self, id: ApiKeyId) -> Result<ApiKey> {
+        self.actor()?;
+        let now = self.crm.now();
+        let (key, _) = self
+            .change(id, |mut k| {
+                k.revoked_at.get_or_insert(now);
+                let audit = self.audit("api_key.revoked", &k, json!({ "name": k.name }), now)?;
+                Ok(KeyChange {
+                    key: k,
+                    new_key: None,
+                    audit,
+                })
+            })
+            .await?;
+        Ok(key)
+    }
+
+    /// Issues a new key with the same name, scopes and expiry; the old one keeps
+    /// working for `grace` (default 24 h; zero stops it at once). Returns the new key.
+    pub async fn rotate(&self, id: ApiKeyId, grace: Option<Duration>) -> Result<CreatedApiKey> {
+        let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE);
+        if grace < Duration::zero() || grace > Duration::days(30) {
+            return Err(Error::invalid("grace", "must be between 0 and 30 days"));
+        }
+        let actor = self.actor()?;
+        let now = self.crm.now();
+        let mut secret = None;
+        let (_, new_key) = self
+            .change(id, |mut old| {
+                if old.revoked_at.is_some() {
+                    return Err(Error::Conflict {
+                        message: "a revoked key cannot be rotated".into(),
+                        field: None,
+                        existing_id: None,
+                    });
+                }
+                let (new, s, hash) = self.new_key(
+                    old.name.clone(),
+                    old.scopes.clone(),
+                    old.expires_at,
+                    actor,
+                    now,
+                );
+                let end = now + grace;
+                old.expires_at = Some(old.expires_at.map_or(end, |t| t.min(end)));
+                old.replaced_by = Some(new.id);
+                secret = Some(s);
+                let audit = self.audit(
+                    "api_key.rotated",
+                    &old,
+                    json!({ "new_key_id": new.id, "grace_seconds": grace.num_seconds() }),
+                    now,
+                )?;
+                Ok(KeyChange {
+                    key: old,
+                    new_key: Some((new, hash)),
+                    audit,
+                })
+            })
+            .await?;
+        match (new_key, secret) {
+            (Some(key), Some(secret)) => Ok(CreatedApiKey { key, secret }),
+            _ => Err(Error::Config("rotation produced no key".into())),
+        }
+    }
+
+    async fn change<F>(&self, id: ApiKeyId, f: F) -> Result<(ApiKey, Option<ApiKey>)>
+    where
+        F: FnOnce(ApiKey) -> Result<KeyChange> + Send,
+    {
+        let r = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::change_api_key(
+            p, self.ws, id, f
+        )
+        .await);
+        // Whatever happened, this process forgets the key; the next verify reads it anew.
+        self.crm.key_cache().forget(id);
+        r
+    }
+}
+
+impl Crm {
+    /// Verifies an API key: its workspace, id and scopes, or
+    /// [`Error::Unauthorized`] with [`AuthFailure::MalformedKey`] (decided without
+    /// the database), `UnknownKey`, `RevokedKey` or `ExpiredKey`.
+    pub async fn verify_api_key(&self, key: &str) -> Result<VerifiedKey> {
+        if !format::well_formed(key, self.api_key_prefix()) {
+            return Err(Error::unauthorized(AuthFailure::MalformedKey));
+        }
+        let hash = format::hash(key);
+        let now = self.now();
+        let cache = self.key_cache();
+        if let Some((verified, touch)) = cache.get(&hash, now) {
+            if verified.expires_at.is_some_and(|t| t <= now) {
+                return Err(Error::unauthorized(AuthFailure::ExpiredKey));
+            }
+            if touch {
+                self.touch_api_key(verified.key_id, now);
+            }
+            return Ok(verified);
+        }
+        let hex = format::hex(&hash);
+        let stored = with_pool!(self.pool(), |p, DB| Repo::<DB>::find_api_key(p, &hex).await)?
+            .ok_or(Error::unauthorized(AuthFailure::UnknownKey))?;
+        if stored.revoked_at.is_some() {
+            return Err(Error::unauthorized(AuthFailure::RevokedKey));
+        }
+        if stored.expires_at.is_some_and(|t| t <= now) {
+            return Err(Error::unauthorized(AuthFailure::ExpiredKey));
+        }
+        let verified = VerifiedKey {
+            key_id: stored.id,
+            workspace_id: stored.workspace_id,
+            scopes: stored.scopes.into(),
+            expires_at: stored.expires_at,
+        };
+        let touch = touch_due(stored.last_used_at, now);
+        cache.insert(
+            hash,
+            verified.clone(),
+            now,
+            if touch {
+                Some(now)
+            } else {
+                stored.last_used_at
+            },
+        );
+        if touch {
+            self.touch_api_key(verified.key_id, now);
+        }
+        Ok(verified)
+    }
+
+    /// What a key may do (for `GET /api/v1/me`): its metadata, after verifying it.
+    pub async fn api_key_me(&self, key: &str) -> Result<ApiKey> {
+        let v = self.verify_api_key(key).await?;
+        self.workspace(v.workspace_id)
+            .api_keys()
+            .get(v.key_id)
+            .await
+    }
+
+    /// Writes `last_used_at` in a task of its own, so verify never waits for it. A
+    /// failure is logged and otherwise ignored: the next due verify writes again.
+    fn touch_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) {
+        let crm = self.clone();
+        tokio::spawn(async move {
+            let r = with_pool!(crm.pool(), |p, DB| Repo::<DB>::touch_api_key(p, id, now)
+                .await);
+            if let Err(err) = r {
+                tracing::warn!(key_id = %id, error = %err, "could not record API key use");
+            }
+        });
+    }
+}

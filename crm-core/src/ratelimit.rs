@@ -1,0 +1,441 @@
+//! Rate limiting with GCRA (the generic cell rate algorithm): one timestamp per key,
+//! the "theoretical arrival time" (TAT), instead of a counter and a window. A policy
+//! of `limit` per `period` admits a burst of `limit` and then one request every
+//! `period / limit`; there are no window edges at which twice the budget gets through.
+//!
+//! Two stores behind [`RateLimitStore`]: [`MemoryStore`] (one process, bounded, idle
+//! keys evicted) and, with the `postgres` feature, [`PostgresStore`], where each
+//! decision is one atomic `INSERT … ON CONFLICT DO UPDATE … WHERE` so every app
+//! instance on the database draws from the same budget. A `Crm` on Postgres uses the
+//! Postgres store; on SQLite, the memory store (SQLite is one machine; several
+//! processes on one SQLite file each keep their own budget).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::db::Pool;
+use crate::{Error, Result};
+
+/// `limit` requests per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Requests admitted in a burst, and per period on average.
+    pub limit: u32,
+    /// The period.
+    pub period: Duration,
+}
+
+impl Policy {
+    /// `limit` per `period`; `None` unless `limit ≥ 1` and the period is at least
+    /// one microsecond per request.
+    pub fn new(limit: u32, period: Duration) -> Option<Self> {
+        let p = Self { limit, period };
+        (limit >= 1 && p.emission_micros() >= 1).then_some(p)
+    }
+
+    /// `limit` per minute.
+    pub fn per_minute(limit: u32) -> Option<Self> {
+        Self::new(limit, Duration::from_secs(60))
+    }
+
+    fn period_micros(self) -> i64 {
+        i64::try_from(self.period.as_micros()).unwrap_or(i64::MAX / 4)
+    }
+
+    fn emission_micros(self) -> i64 {
+        self.period_micros() / i64::from(self.limit.max(1))
+    }
+}
+
+/// The default policies: `api_key` 100/min, `anonymous_ip` 10/min, `login` 5 per 15 min.
+pub fn default_policies() -> Vec<(String, Policy)> {
+    vec![
+        (
+            "api_key".into(),
+            Policy {
+                limit: 100,
+                period: Duration::from_secs(60),
+            },
+        ),
+        (
+            "anonymous_ip".into(),
+            Policy {
+                limit: 10,
+                period: Duration::from_secs(60),
+            },
+        ),
+        (
+            "login".into(),
+            Policy {
+                limit: 5,
+                period: Duration::from_secs(15 * 60),
+            },
+        ),
+    ]
+}
+
+/// One decision, with what an HTTP layer puts in `X-RateLimit-*` and `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may go ahead.
+    pub allowed: bool,
+    /// The policy's limit.
+    pub limit: u32,
+    /// Requests left right now (0 when refused).
+    pub remaining: u32,
+    /// When the full budget is back.
+    pub reset_at: DateTime<Utc>,
+    /// When a refused request may try again (`None` when allowed).
+    pub retry_after: Option<Duration>,
+}
+
+/// A boxed future, so stores can sit behind `dyn RateLimitStore`.
+pub type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<(bool, i64)>> + Send + 'a>>;
+
+/// Where GCRA state lives.
+pub trait RateLimitStore: Send + Sync + 'static {
+    /// One atomic GCRA step for `key` at `now` (µs since the epoch), with emission
+    /// interval `t` and period `p` (µs): when `max(tat, now) + t - p <= now` the
+    /// request is admitted and the stored TAT becomes `max(tat, now) + t`. Returns
+    /// whether it was admitted and the TAT after the step (`max(tat, now)` when not).
+    fn step<'a>(&'a self, key: &'a str, now: i64, t: i64, p: i64) -> StoreFuture<'a>;
+}
+
+fn gcra(stored: Option<i64>, now: i64, t: i64, p: i64) -> (bool, i64) {
+    let tat = stored.map_or(now, |s| s.max(now));
+    let next = tat.saturating_add(t);
+    if next - p <= now {
+        (true, next)
+    } else {
+        (false, tat)
+    }
+}
+
+/// In-process GCRA state: at most `max_keys` keys; keys whose TAT has passed hold no
+/// information (a fresh key behaves the same) and are evicted first.
+#[derive(Debug)]
+pub struct MemoryStore {
+    max_keys: usize,
+    tats: Mutex<HashMap<String, i64>>,
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_keys` keys (at least 1).
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            max_keys: max_keys.max(1),
+            tats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keys currently held.
+    pub fn len(&self) -> usize {
+        self.tats.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(100_000)
+    }
+}
+
+impl RateLimitStore for MemoryStore {
+    fn step<'a>(&'a self, key: &'a str, now: i64, t: i64, p: i64) -> StoreFuture<'a> {
+        let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
+        if !tats.contains_key(key) && tats.len() >= self.max_keys {
+            tats.retain(|_, tat| *tat > now);
+            if tats.len() >= self.max_keys {
+                // Still full of live keys: drop the one closest to a full budget.
+                if let Some(k) = tats
+                    .iter()
+                    .min_by_key(|(_, tat)| **tat)
+                    .map(|(k, _)| k.clone())
+                {
+                    tats.remove(&k);
+                }
+            }
+        }
+        let (allowed, tat) = gcra(tats.get(key).copied(), now, t, p);
+        if allowed {
+            tats.insert(key.to_owned(), tat);
+        }
+        Box::pin(std::future::ready(Ok((allowed, tat))))
+    }
+}
+
+/// GCRA state in the `crm_rate_limits` table, shared by every process on the database.
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: sqlx::PgPool,
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresStore {
+    /// A store on `pool` (whose database has crm's migrations).
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Deletes keys whose TAT has passed (they hold no information); returns how many.
+    pub async fn purge_idle(&self, now: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM crm_rate_limits WHERE tat < $1")
+            .bind(now.timestamp_micros())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl RateLimitStore for PostgresStore {
+    fn step<'a>(&'a self, key: &'a str, now: i64, t: i64, p: i64) -> StoreFuture<'a> {
+        Box::pin(async move {
+            // One statement: admit-and-advance under the row lock, or read the TAT to
+            // say when to retry.
+            let row: (bool, i64) = sqlx::query_as(
+                "WITH up AS ( \
+                     INSERT INTO crm_rate_limits AS r (key, tat) VALUES ($1, $2 + $3) \
+                     ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, $2) + $3 \
+                     WHERE GREATEST(r.tat, $2) + $3 - $4 <= $2 \
+                     RETURNING tat) \
+                 SELECT true, tat FROM up \
+                 UNION ALL \
+                 SELECT false, GREATEST(tat, $2) FROM crm_rate_limits \
+                 WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM up)",
+            )
+            .bind(key)
+            .bind(now)
+            .bind(t)
+            .bind(p)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(row)
+        })
+    }
+}
+
+/// Named policies over one store; from [`crate::Crm::rate_limiter`], or built
+/// directly with [`RateLimiter::with_store`].
+#[derive(Clone)]
+pub struct RateLimiter {
+    policies: Arc<HashMap<String, Policy>>,
+    store: Arc<dyn RateLimitStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("policies", &self.policies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Longest rate-limit key, in bytes.
+pub const KEY_MAX: usize = 256;
+
+impl RateLimiter {
+    pub(crate) fn new(
+        pool: &Pool,
+        clock: Arc<dyn Clock>,
+        overrides: Vec<(String, Policy)>,
+    ) -> Result<Self> {
+        let store: Arc<dyn RateLimitStore> = match pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => Arc::new(MemoryStore::default()),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => Arc::new(PostgresStore::new(p.clone())),
+        };
+        Self::with_store(store, clock, overrides)
+    }
+
+    /// A limiter over `store` with the default policies, replaced or extended by
+    /// `policies`. Policy names are 1–64 characters without `:`.
+    pub fn with_store(
+        store: Arc<dyn RateLimitStore>,
+        clock: Arc<dyn Clock>,
+        policies: Vec<(String, Policy)>,
+    ) -> Result<Self> {
+        let mut all: HashMap<String, Policy> = default_policies().into_iter().collect();
+        for (name, p) in policies {
+            if name.is_empty() || name.len() > 64 || name.contains(':') {
+                return Err(Error::Config(format!(
+                    "rate-limit policy name {name:?} must be 1-64 characters without ':'"
+                )));
+            }
+            if Policy::new(p.limit, p.period).is_none() {
+                return Err(Error::Config(format!(
+                    "rate-limit policy {name:?} needs a limit of at least 1"
+                )));
+            }
+            all.insert(name, p);
+        }
+        Ok(Self {
+            policies: Arc::new(all),
+            store,
+            clock,
+        })
+    }
+
+    /// The policy named `name`.
+    pub fn policy(&self, name: &str) -> Option<Policy> {
+        self.policies.get(name).copied()
+    }
+
+    /// Decides one request for `key` (an API key id, an IP, an account) under the
+    /// policy `policy`. Each policy counts separately. An unknown policy is a
+    /// `Config` error; an empty key or one over 256 bytes a `Validation` error.
+    pub async fn check(&self, policy: &str, key: &str) -> Result<Decision> {
+        let p = self
+            .policy(policy)
+            .ok_or_else(|| Error::Config(format!("unknown rate-limit policy {policy:?}")))?;
+        if key.is_empty() || key.len() > KEY_MAX {
+            return Err(Error::invalid("key", format!("must be 1-{KEY_MAX} bytes")));
+        }
+        let now_t = crate::clock::micros(self.clock.now());
+        let now = now_t.timestamp_micros();
+        let (t, period) = (p.emission_micros(), p.period_micros());
+        let full_key = format!("{policy}:{key}");
+        let (allowed, tat) = self.store.step(&full_key, now, t, period).await?;
+        let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
+        let reset_at = now_t + chrono::Duration::microseconds(tat - now);
+        Ok(if allowed {
+            Decision {
+                allowed,
+                limit: p.limit,
+                remaining: u32::try_from((period - (tat - now)) / t)
+                    .unwrap_or(0)
+                    .min(p.limit),
+                reset_at,
+                retry_after: None,
+            }
+        } else {
+            Decision {
+                allowed,
+                limit: p.limit,
+                remaining: 0,
+                reset_at,
+                retry_after: Some(micros(tat + t - period - now)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+    use chrono::TimeZone;
+
+    fn limiter(clock: &ManualClock, store: Arc<dyn RateLimitStore>) -> RateLimiter {
+        let policies = vec![(
+            "test".to_string(),
+            Policy {
+                limit: 3,
+                period: Duration::from_secs(60),
+            },
+        )];
+        RateLimiter::with_store(store, Arc::new(clock.clone()), policies).expect("limiter")
+    }
+
+    fn clock() -> ManualClock {
+        ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+                .single()
+                .expect("date"),
+        )
+    }
+
+    #[tokio::test]
+    async fn burst_then_one_per_interval() {
+        let clock = clock();
+        let l = limiter(&clock, Arc::new(MemoryStore::default()));
+        let remaining: Vec<u32> = {
+            let mut v = Vec::new();
+            for _ in 0..3 {
+                let d = l.check("test", "k").await.expect("check");
+                assert!(d.allowed);
+                v.push(d.remaining);
+            }
+            v
+        };
+        assert_eq!(remaining, [2, 1, 0]);
+        let refused = l.check("test", "k").await.expect("check");
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(20)));
+        assert_eq!(
+            refused.reset_at,
+            clock.now() + chrono::Duration::seconds(60)
+        );
+        // One microsecond before the next slot: still refused; at the slot: admitted.
+        clock.advance(chrono::Duration::seconds(20) - chrono::Duration::microseconds(1));
+        assert!(!l.check("test", "k").await.expect("check").allowed);
+        clock.advance(chrono::Duration::microseconds(1));
+        let d = l.check("test", "k").await.expect("check");
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 0);
+        // Other keys and other policies have their own budgets.
+        assert!(l.check("test", "other").await.expect("check").allowed);
+        assert_eq!(l.check("login", "k").await.expect("check").remaining, 4);
+        // A long pause restores the whole burst, not more.
+        clock.advance(chrono::Duration::hours(1));
+        assert_eq!(l.check("test", "k").await.expect("check").remaining, 2);
+    }
+
+    #[tokio::test]
+    async fn bad_input() {
+        let clock = clock();
+        let l = limiter(&clock, Arc::new(MemoryStore::default()));
+        assert!(matches!(l.check("nope", "k").await, Err(Error::Config(_))));
+        assert!(matches!(
+            l.check("test", "").await,
+            Err(Error::Validation { .. })
+        ));
+        assert!(matches!(
+            l.check("test", &"k".repeat(257)).await,
+            Err(Error::Validation { .. })
+        ));
+        let zero = vec![(
+            "z".to_string(),
+            Policy {
+                limit: 0,
+                period: Duration::from_secs(1),
+            },
+        )];
+        assert!(
+            RateLimiter::with_store(Arc::new(MemoryStore::default()), Arc::new(clock), zero)
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_and_idle_keys_go_first() {
+        let clock = clock();
+        let store = Arc::new(MemoryStore::new(10));
+        let l = limiter(&clock, store.clone());
+        for i in 0..10 {
+            l.check("test", &format!("old{i}")).await.expect("check");
+        }
+        clock.advance(chrono::Duration::minutes(5));
+        l.check("test", "live").await.expect("check");
+        assert_eq!(store.len(), 1, "idle keys were evicted to make room");
+        for i in 0..50 {
+            l.check("test", &format!("k{i}")).await.expect("check");
+        }
+        assert!(store.len() <= 10);
+    }
+}
