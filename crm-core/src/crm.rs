@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 
 use crate::api_keys::{format::valid_prefix, ApiKeys, KeyCache};
 use crate::audit::AuditEntry;
+use crate::auth::password::Passwords;
+use crate::auth::{Auth, AuthConfig, Mailer};
 use crate::clock::{micros, Clock, SystemClock};
 use crate::db::{self, with_pool, Pool, Ts};
 use crate::events::Event;
@@ -34,6 +36,9 @@ struct Inner {
     api_key_prefix: String,
     key_cache: KeyCache,
     limiter: RateLimiter,
+    passwords: Passwords,
+    auth: AuthConfig,
+    mailer: Option<Arc<dyn Mailer>>,
 }
 
 impl fmt::Debug for Crm {
@@ -119,6 +124,21 @@ impl Crm {
         &self.inner.key_cache
     }
 
+    pub(crate) fn passwords(&self) -> &Passwords {
+        &self.inner.passwords
+    }
+
+    pub(crate) fn auth_config(&self) -> &AuthConfig {
+        &self.inner.auth
+    }
+
+    pub(crate) fn mailer(&self) -> Result<&dyn Mailer> {
+        self.inner
+            .mailer
+            .as_deref()
+            .ok_or_else(|| Error::Config("no mailer was given to the Crm builder".into()))
+    }
+
     /// The rate limiter: shared through the database on Postgres (every instance on
     /// one budget), in this process's memory on SQLite.
     pub fn rate_limiter(&self) -> &RateLimiter {
@@ -142,6 +162,11 @@ impl Workspace {
     /// Its lead service.
     pub fn leads(&self) -> Leads {
         Leads::new(self.crm.clone(), self.id)
+    }
+
+    /// Its auth service.
+    pub fn auth(&self) -> Auth {
+        Auth::new(self.crm.clone(), self.id)
     }
 
     /// Its API-key service.
@@ -183,6 +208,8 @@ pub struct CrmBuilder {
     api_key_prefix: String,
     api_key_cache_ttl: std::time::Duration,
     policies: Vec<(String, Policy)>,
+    auth: AuthConfig,
+    mailer: Option<Arc<dyn Mailer>>,
 }
 
 impl Default for CrmBuilder {
@@ -197,6 +224,8 @@ impl Default for CrmBuilder {
             api_key_prefix: "crm".into(),
             api_key_cache_ttl: std::time::Duration::from_secs(10),
             policies: Vec::new(),
+            auth: AuthConfig::default(),
+            mailer: None,
         }
     }
 }
@@ -281,6 +310,18 @@ impl CrmBuilder {
         self
     }
 
+    /// Lifetimes, lockouts and Argon2 parameters of the auth service.
+    pub fn auth_config(mut self, config: AuthConfig) -> Self {
+        self.auth = config;
+        self
+    }
+
+    /// The mailer for password-reset and verification mails.
+    pub fn mailer(mut self, mailer: impl Mailer) -> Self {
+        self.mailer = Some(Arc::new(mailer));
+        self
+    }
+
     /// Checks the settings, connects, and runs the embedded migrations.
     pub async fn connect(self) -> Result<Crm> {
         if !valid_prefix(&self.api_key_prefix) {
@@ -320,6 +361,7 @@ impl CrmBuilder {
         if self.max_connections == 0 {
             return Err(Error::Config("max_connections must be at least 1".into()));
         }
+        let passwords = Passwords::new(self.auth.password)?;
         let pool = db::connect(&self.url, self.max_connections).await?;
         let sealer = self.master_key.map(|k| Sealer::new(k, self.retired_keys));
         let limiter = RateLimiter::new(&pool, self.clock.clone(), self.policies)?;
@@ -332,6 +374,9 @@ impl CrmBuilder {
                 api_key_prefix: self.api_key_prefix,
                 key_cache: KeyCache::new(cache_ttl),
                 limiter,
+                passwords,
+                auth: self.auth,
+                mailer: self.mailer,
             }),
         })
     }

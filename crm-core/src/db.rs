@@ -147,6 +147,9 @@ pub(crate) trait Dialect: Database {
     /// Empty on SQLite, where `BEGIN IMMEDIATE` already holds the one write lock.
     const FOR_UPDATE: &'static str;
 
+    /// Rows a statement changed.
+    fn rows_affected(r: &Self::QueryResult) -> u64;
+
     /// Pushes a condition: lead `l` matches every search term (prefix match).
     fn push_search(sql: &mut Sql, terms: &[String]);
 
@@ -158,6 +161,10 @@ pub(crate) trait Dialect: Database {
 impl Dialect for sqlx::Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const FOR_UPDATE: &'static str = "";
+
+    fn rows_affected(r: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        r.rows_affected()
+    }
 
     fn push_search(sql: &mut Sql, terms: &[String]) {
         // FTS5 query: every term as a quoted prefix ("term"*), implicitly ANDed. Terms
@@ -179,6 +186,10 @@ impl Dialect for sqlx::Sqlite {
 impl Dialect for sqlx::Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+
+    fn rows_affected(r: &sqlx::postgres::PgQueryResult) -> u64 {
+        r.rows_affected()
+    }
 
     fn push_search(sql: &mut Sql, terms: &[String]) {
         // Same tokens as on SQLite (the `search` column strips everything that is not

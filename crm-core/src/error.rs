@@ -112,6 +112,12 @@ pub enum AuthFailure {
     /// The API key expired (or its rotation grace period ended).
     #[error("expired API key")]
     ExpiredKey,
+    /// A session or single-use token that is not 43 base64url characters.
+    #[error("malformed token")]
+    MalformedToken,
+    /// A session or single-use token that is unknown, expired or already used.
+    #[error("invalid or expired token")]
+    InvalidToken,
     /// Wrong user name or password, or any other credential that must not say more.
     #[error("invalid credentials")]
     InvalidCredentials,

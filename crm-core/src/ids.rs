@@ -86,6 +86,15 @@ id_type!(
     AuditId
 );
 
+id_type!(
+    /// A user.
+    UserId
+);
+id_type!(
+    /// A login session.
+    SessionId
+);
+
 impl WorkspaceId {
     /// The workspace that exists from the first migration on, for single-tenant apps.
     /// It is the nil UUID, so it is the same in every database.

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod auth;
 mod clock;
 mod crm;
 mod db;
@@ -19,7 +20,7 @@ mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crm::{Crm, CrmBuilder, Workspace};
 pub use error::{AuthFailure, Error, FieldError, Result};
-pub use ids::{ActivityId, ApiKeyId, AuditId, EventId, LeadId, WorkspaceId};
+pub use ids::{ActivityId, ApiKeyId, AuditId, EventId, LeadId, SessionId, UserId, WorkspaceId};
 pub use leads::Leads;
 pub use seal::{MasterKey, Sealer};
 pub use secret::SecretString;

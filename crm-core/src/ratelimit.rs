@@ -53,9 +53,18 @@ impl Policy {
     }
 }
 
-/// The default policies: `api_key` 100/min, `anonymous_ip` 10/min, `login` 5 per 15 min.
+/// The default policies: `api_key` 100/min, `anonymous_ip` 10/min, `login` 5 per 15
+/// min (failed logins per account, see the auth service), `login_ip` 20/min (login
+/// attempts per client IP).
 pub fn default_policies() -> Vec<(String, Policy)> {
     vec![
+        (
+            "login_ip".into(),
+            Policy {
+                limit: 20,
+                period: Duration::from_secs(60),
+            },
+        ),
         (
             "api_key".into(),
             Policy {

@@ -13,9 +13,10 @@ use uuid::Uuid;
 
 use crate::api_keys::{ApiKey, Scope};
 use crate::audit::AuditEntry;
+use crate::auth::{Session, Throttle, User, RESET, VERIFY};
 use crate::db::{Bind, Dialect, Sql, Ts};
 use crate::events::{Event, EventType};
-use crate::ids::{ActivityId, ApiKeyId, AuditId, EventId, LeadId, WorkspaceId};
+use crate::ids::{ActivityId, ApiKeyId, AuditId, EventId, LeadId, SessionId, UserId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
 use crate::leads::parse::{Fields, Patch, Query, CUSTOM_MAX_BYTES, TAGS_MAX};
 use crate::leads::{Activity, ActivityKind, Email, Lead, LeadStatus, Phone, SortField, SortOrder};
@@ -143,6 +144,84 @@ impl AuditRow {
             created_at: self.created_at.0,
         }
     }
+}
+
+const USER_COLUMNS: &str =
+    "id, workspace_id, email, display_name, role, password_hash, email_verified_at, created_at, updated_at";
+const SESSION_COLUMNS: &str =
+    "id, workspace_id, user_id, remember, ip, created_at, last_seen_at, expires_at, \
+    absolute_expires_at";
+
+#[derive(FromRow)]
+pub(crate) struct UserRow {
+    id: UserId,
+    workspace_id: WorkspaceId,
+    email: String,
+    display_name: String,
+    role: String,
+    password_hash: String,
+    email_verified_at: Option<Ts>,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl UserRow {
+    fn into_user(self) -> Result<(User, String)> {
+        let user = User {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            email: Email::parse(&self.email).map_err(|_| corrupt("email"))?,
+            display_name: self.display_name,
+            role: self.role.parse().map_err(|_| corrupt("role"))?,
+            email_verified_at: self.email_verified_at.map(|t| t.0),
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+        };
+        Ok((user, self.password_hash))
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct SessionRow {
+    id: SessionId,
+    workspace_id: WorkspaceId,
+    user_id: UserId,
+    remember: bool,
+    ip: Option<String>,
+    created_at: Ts,
+    last_seen_at: Ts,
+    expires_at: Ts,
+    absolute_expires_at: Ts,
+}
+
+impl SessionRow {
+    fn into_session(self) -> Session {
+        Session {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            user_id: self.user_id,
+            remember: self.remember,
+            ip: self.ip,
+            created_at: self.created_at.0,
+            last_seen_at: self.last_seen_at.0,
+            expires_at: self.expires_at.0,
+            absolute_expires_at: self.absolute_expires_at.0,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct ThrottleRow {
+    failures: i64,
+    window_start: Ts,
+    lockouts: i64,
+    locked_until: Option<Ts>,
+}
+
+#[derive(FromRow)]
+pub(crate) struct TokenOwner {
+    workspace_id: WorkspaceId,
+    user_id: UserId,
 }
 
 /// What a change to an API key writes: the key's new state, maybe a new key (with
@@ -304,6 +383,10 @@ where
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> ApiKeyRow: FromRow<'r, DB::Row>,
     for<'r> AuditRow: FromRow<'r, DB::Row>,
+    for<'r> UserRow: FromRow<'r, DB::Row>,
+    for<'r> SessionRow: FromRow<'r, DB::Row>,
+    for<'r> ThrottleRow: FromRow<'r, DB::Row>,
+    for<'r> TokenOwner: FromRow<'r, DB::Row>,
     for<'q> Option<Ts>: Encode<'q, DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Uuid: Encode<'q, DB> + Type<DB>,
@@ -967,6 +1050,443 @@ where
         .execute(pool)
         .await?;
         Ok(())
+    }
+
+    async fn insert_user(conn: &mut DB::Connection, u: &User, hash: &str) -> Result<()> {
+        sqlx::query::<DB>(
+            "INSERT INTO crm_users (id, workspace_id, email, email_key, display_name, role, password_hash, \
+             email_verified_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(u.id.0)
+        .bind(u.workspace_id)
+        .bind(u.email.as_str())
+        .bind(u.email.key())
+        .bind(u.display_name.as_str())
+        .bind(u.role.as_str())
+        .bind(hash)
+        .bind(u.email_verified_at.map(Ts))
+        .bind(Ts(u.created_at))
+        .bind(Ts(u.updated_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| match Error::from(e) {
+            Error::Conflict { .. } => Error::Conflict {
+                message: "a user with this email already exists".into(),
+                field: Some("email"),
+                existing_id: None,
+            },
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    /// Inserts a user (and first its new workspace, for a registration) with its audit entry.
+    pub(crate) async fn create_user(
+        pool: &sqlx::Pool<DB>,
+        new_workspace: Option<&str>,
+        u: &User,
+        hash: &str,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        if let Some(name) = new_workspace {
+            sqlx::query::<DB>(
+                "INSERT INTO crm_workspaces (id, name, created_at) VALUES ($1, $2, $3)",
+            )
+            .bind(u.workspace_id)
+            .bind(name)
+            .bind(Ts(u.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Self::insert_user(&mut tx, u, hash).await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fetch_user(
+        conn: &mut DB::Connection,
+        ws: WorkspaceId,
+        id: UserId,
+    ) -> Result<(User, String)> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = $1 AND id = $2{}",
+            DB::FOR_UPDATE
+        );
+        sqlx::query_as::<DB, UserRow>(&sql)
+            .bind(ws)
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(Error::NotFound { entity: "user" })?
+            .into_user()
+    }
+
+    pub(crate) async fn get_user(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: UserId,
+    ) -> Result<(User, String)> {
+        let mut sql = Sql::new(format!(
+            "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = "
+        ));
+        sql.bind(Bind::Uuid(ws.0))
+            .push(" AND id = ")
+            .bind(Bind::Uuid(id.0));
+        let rows: Vec<UserRow> = Self::fetch_all(pool, &sql).await?;
+        rows.into_iter()
+            .next()
+            .ok_or(Error::NotFound { entity: "user" })?
+            .into_user()
+    }
+
+    pub(crate) async fn list_users(pool: &sqlx::Pool<DB>, ws: WorkspaceId) -> Result<Vec<User>> {
+        let mut sql = Sql::new(format!(
+            "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = "
+        ));
+        sql.bind(Bind::Uuid(ws.0)).push(" ORDER BY id");
+        let rows: Vec<UserRow> = Self::fetch_all(pool, &sql).await?;
+        rows.into_iter()
+            .map(|r| r.into_user().map(|(u, _)| u))
+            .collect()
+    }
+
+    async fn write_user(conn: &mut DB::Connection, u: &User, hash: &str) -> Result<()> {
+        sqlx::query::<DB>(
+            "UPDATE crm_users SET display_name = $3, role = $4, password_hash = $5, email_verified_at = $6, \
+             updated_at = $7 WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(u.workspace_id)
+        .bind(u.id.0)
+        .bind(u.display_name.as_str())
+        .bind(u.role.as_str())
+        .bind(hash)
+        .bind(u.email_verified_at.map(Ts))
+        .bind(Ts(u.updated_at))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_sessions(
+        conn: &mut DB::Connection,
+        u: &User,
+        only: Option<SessionId>,
+        except: Option<SessionId>,
+    ) -> Result<u64> {
+        let mut sql = Sql::new("DELETE FROM crm_sessions WHERE workspace_id = ");
+        sql.bind(Bind::Uuid(u.workspace_id.0))
+            .push(" AND user_id = ")
+            .bind(Bind::Uuid(u.id.0));
+        if let Some(id) = only {
+            sql.push(" AND id = ").bind(Bind::Uuid(id.0));
+        }
+        if let Some(id) = except {
+            sql.push(" AND id <> ").bind(Bind::Uuid(id.0));
+        }
+        let mut q = sqlx::query::<DB>(&sql.text);
+        for b in &sql.binds {
+            if let Bind::Uuid(v) = b {
+                q = q.bind(*v);
+            }
+        }
+        Ok(sqlx::Executor::execute(&mut *conn, q)
+            .await
+            .map(|r| DB::rows_affected(&r))?)
+    }
+
+    /// Saves a user with an audit entry; `end_sessions: Some(keep)` also ends every
+    /// session of the user but `keep`.
+    pub(crate) async fn save_user(
+        pool: &sqlx::Pool<DB>,
+        u: &User,
+        hash: &str,
+        end_sessions: Option<Option<SessionId>>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        Self::write_user(&mut tx, u, hash).await?;
+        if let Some(keep) = end_sessions {
+            Self::delete_sessions(&mut tx, u, None, keep).await?;
+        }
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The throttle state of an email and its user, if any.
+    pub(crate) async fn login_lookup(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        email_key: &str,
+    ) -> Result<(Option<Throttle>, Option<(User, String)>)> {
+        let mut conn = pool.acquire().await?;
+        let t = sqlx::query_as::<DB, ThrottleRow>(
+            "SELECT failures, window_start, lockouts, locked_until FROM crm_login_throttle \
+             WHERE workspace_id = $1 AND email_key = $2",
+        )
+        .bind(ws)
+        .bind(email_key)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| Throttle {
+            failures: r.failures,
+            window_start: r.window_start.0,
+            lockouts: r.lockouts,
+            locked_until: r.locked_until.map(|t| t.0),
+        });
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = $1 AND email_key = $2"
+        );
+        let user = sqlx::query_as::<DB, UserRow>(&sql)
+            .bind(ws)
+            .bind(email_key)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(UserRow::into_user)
+            .transpose()?;
+        Ok((t, user))
+    }
+
+    pub(crate) async fn login_failed(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        email_key: &str,
+        t: &Throttle,
+        audits: &[AuditEntry],
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        sqlx::query::<DB>(
+            "INSERT INTO crm_login_throttle (workspace_id, email_key, failures, window_start, lockouts, locked_until) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, email_key) DO UPDATE SET \
+             failures = $3, window_start = $4, lockouts = $5, locked_until = $6",
+        )
+        .bind(ws)
+        .bind(email_key)
+        .bind(t.failures)
+        .bind(Ts(t.window_start))
+        .bind(t.lockouts)
+        .bind(t.locked_until.map(Ts))
+        .execute(&mut *tx)
+        .await?;
+        for a in audits {
+            Self::insert_audit(&mut tx, a).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn clear_throttle(
+        conn: &mut DB::Connection,
+        ws: WorkspaceId,
+        email_key: &str,
+    ) -> Result<()> {
+        sqlx::query::<DB>(
+            "DELETE FROM crm_login_throttle WHERE workspace_id = $1 AND email_key = $2",
+        )
+        .bind(ws)
+        .bind(email_key)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn login_succeeded(
+        pool: &sqlx::Pool<DB>,
+        u: &User,
+        email_key: &str,
+        rehash: Option<&str>,
+        s: &Session,
+        token_hash: &str,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        Self::clear_throttle(&mut tx, u.workspace_id, email_key).await?;
+        if let Some(hash) = rehash {
+            sqlx::query::<DB>(
+                "UPDATE crm_users SET password_hash = $3 WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(u.workspace_id)
+            .bind(u.id.0)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query::<DB>(
+            "INSERT INTO crm_sessions (id, workspace_id, user_id, token_hash, remember, ip, created_at, \
+             last_seen_at, expires_at, absolute_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(s.id.0)
+        .bind(s.workspace_id)
+        .bind(s.user_id.0)
+        .bind(token_hash)
+        .bind(s.remember)
+        .bind(s.ip.as_deref())
+        .bind(Ts(s.created_at))
+        .bind(Ts(s.last_seen_at))
+        .bind(Ts(s.expires_at))
+        .bind(Ts(s.absolute_expires_at))
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn find_session(
+        pool: &sqlx::Pool<DB>,
+        token_hash: &str,
+    ) -> Result<Option<Session>> {
+        let mut sql = Sql::new(format!(
+            "SELECT {SESSION_COLUMNS} FROM crm_sessions WHERE token_hash = "
+        ));
+        sql.bind(Bind::Text(token_hash.to_owned()));
+        let rows: Vec<SessionRow> = Self::fetch_all(pool, &sql).await?;
+        Ok(rows.into_iter().next().map(SessionRow::into_session))
+    }
+
+    pub(crate) async fn refresh_session(pool: &sqlx::Pool<DB>, s: &Session) -> Result<()> {
+        sqlx::query::<DB>(
+            "UPDATE crm_sessions SET last_seen_at = $2, expires_at = $3 WHERE id = $1",
+        )
+        .bind(s.id.0)
+        .bind(Ts(s.last_seen_at))
+        .bind(Ts(s.expires_at))
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends one session (`only`) or all of the user's, with an audit entry.
+    pub(crate) async fn end_sessions(
+        pool: &sqlx::Pool<DB>,
+        u: &User,
+        only: Option<SessionId>,
+        except: Option<SessionId>,
+        audit: &AuditEntry,
+    ) -> Result<u64> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let n = Self::delete_sessions(&mut tx, u, only, except).await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub(crate) async fn cleanup_auth(
+        pool: &sqlx::Pool<DB>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64> {
+        let a = sqlx::query::<DB>(
+            "DELETE FROM crm_sessions WHERE expires_at <= $1 OR absolute_expires_at <= $1",
+        )
+        .bind(Ts(now))
+        .execute(pool)
+        .await?;
+        let b = sqlx::query::<DB>(
+            "DELETE FROM crm_auth_tokens WHERE used_at IS NOT NULL OR expires_at <= $1",
+        )
+        .bind(Ts(now))
+        .execute(pool)
+        .await?;
+        Ok(DB::rows_affected(&a) + DB::rows_affected(&b))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn insert_token(
+        pool: &sqlx::Pool<DB>,
+        u: &User,
+        purpose: &str,
+        token_hash: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        sqlx::query::<DB>(
+            "INSERT INTO crm_auth_tokens (id, workspace_id, user_id, purpose, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(u.workspace_id)
+        .bind(u.id.0)
+        .bind(purpose)
+        .bind(token_hash)
+        .bind(Ts(now))
+        .bind(Ts(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks an unused, unexpired token of `purpose` used and returns its user, locked.
+    async fn consume_token(
+        conn: &mut DB::Connection,
+        token_hash: &str,
+        purpose: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(User, String)> {
+        let owner = sqlx::query_as::<DB, TokenOwner>(
+            "UPDATE crm_auth_tokens SET used_at = $3 WHERE token_hash = $1 AND purpose = $2 \
+             AND used_at IS NULL AND expires_at > $3 RETURNING workspace_id, user_id",
+        )
+        .bind(token_hash)
+        .bind(purpose)
+        .bind(Ts(now))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::unauthorized(crate::AuthFailure::InvalidToken))?;
+        Self::fetch_user(conn, owner.workspace_id, owner.user_id).await
+    }
+
+    pub(crate) async fn reset_password(
+        pool: &sqlx::Pool<DB>,
+        token_hash: &str,
+        new_hash: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<User> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let (mut u, _) = Self::consume_token(&mut tx, token_hash, RESET, now).await?;
+        u.updated_at = now;
+        Self::write_user(&mut tx, &u, new_hash).await?;
+        Self::delete_sessions(&mut tx, &u, None, None).await?;
+        Self::clear_throttle(&mut tx, u.workspace_id, &u.email.key()).await?;
+        let audit = AuditEntry::new(
+            u.workspace_id,
+            None,
+            "password.reset",
+            ("user", u.id.to_string()),
+            json!({}),
+            now,
+        );
+        Self::insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(u)
+    }
+
+    pub(crate) async fn verify_email(
+        pool: &sqlx::Pool<DB>,
+        token_hash: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<User> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let (mut u, hash) = Self::consume_token(&mut tx, token_hash, VERIFY, now).await?;
+        u.email_verified_at.get_or_insert(now);
+        u.updated_at = now;
+        Self::write_user(&mut tx, &u, &hash).await?;
+        let audit = AuditEntry::new(
+            u.workspace_id,
+            None,
+            "email.verified",
+            ("user", u.id.to_string()),
+            json!({}),
+            now,
+        );
+        Self::insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(u)
     }
 
     pub(crate) async fn create_workspace(

@@ -1,0 +1,883 @@
+//! Auth: users, Argon2id passwords, sessions, throttling and lockout, password reset,
+//! email verification, and the audit trail of all of it. A library API; the HTTP
+//! router puts cookies and routes on top.
+//!
+//! Decisions where the design is silent:
+//! - **Scope.** Users belong to one workspace and are unique by email within it
+//!   (case-insensitively); [`Auth`] is a workspace's service (`crm.auth()` is the
+//!   default workspace's). [`Crm::register`] makes a new workspace with its owner;
+//!   session tokens and reset/verification tokens identify their workspace.
+//! - **Throttling.** Failed logins are counted per (workspace, email) whether or not
+//!   the account exists, in `crm_login_throttle`, so a lockout reveals nothing about
+//!   which accounts exist. The `login` rate-limit policy (5 per 15 min) sets how many
+//!   failures open a lockout; lockouts last 15 min, doubling with each lockout, capped
+//!   at 24 h; a successful login or a password reset clears the count. A locked
+//!   account answers `RateLimited` before the password is looked at. The caller's
+//!   IP, when given, draws on the `login_ip` policy (20 per minute) for every attempt.
+//! - **Sessions** last 24 h (30 days with remember-me) from their last use, refreshed
+//!   at most once a minute, and never beyond 7 days (90 with remember-me) from login.
+//! - **Mail.** Reset and verification mails go through the [`Mailer`] registered on the
+//!   builder, sent in a task of their own so the neutral answer of a reset request
+//!   does not wait on (or time) the mail provider.
+
+pub mod password;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use rand::RngCore;
+use serde::Serialize;
+use serde_json::json;
+
+pub use password::{check_policy, PasswordParams};
+
+use crate::api_keys::format::{hash as sha256, hex};
+use crate::audit::AuditEntry;
+use crate::db::with_pool;
+use crate::error::{AuthFailure, Errors};
+use crate::ids::{SessionId, UserId, WorkspaceId};
+use crate::leads::Email;
+use crate::macros::string_enum;
+use crate::secret::SecretString;
+use crate::store::Repo;
+use crate::{Crm, Error, Result};
+
+string_enum!(
+    /// What a user may do in their workspace.
+    Role, "role" {
+        /// Everything, including the workspace itself; registration makes one.
+        Owner => "owner",
+        /// Everything in the workspace: users, keys, webhooks, settings.
+        Admin => "admin",
+        /// Day-to-day work on leads.
+        Member => "member",
+    }
+);
+
+impl Role {
+    /// Whether this role may administer the workspace (owner or admin).
+    pub fn is_admin(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// A user. The password hash never leaves the store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    /// Its id.
+    pub id: UserId,
+    /// Its workspace.
+    pub workspace_id: WorkspaceId,
+    /// Email (unique case-insensitively within the workspace).
+    pub email: Email,
+    /// Name shown to people.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// When the email was verified.
+    pub email_verified_at: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Input for a new user. `Debug` hides the password.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewUser {
+    /// Email.
+    pub email: String,
+    /// 1–200 characters.
+    pub display_name: String,
+    /// A role name; `member` when absent (ignored by registration and bootstrap,
+    /// which make owners).
+    pub role: Option<String>,
+    /// A password meeting [`check_policy`].
+    pub password: String,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("email", &self.email)
+            .field("display_name", &self.display_name)
+            .field("role", &self.role)
+            .field("password", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A login attempt. `Debug` hides the password.
+#[derive(Clone, Default)]
+pub struct Login {
+    /// Email.
+    pub email: String,
+    /// Password.
+    pub password: String,
+    /// A longer session (30 days instead of 24 h).
+    pub remember_me: bool,
+    /// The client's IP, for the per-IP budget and the audit log.
+    pub ip: Option<String>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("email", &self.email)
+            .field("password", &"[redacted]")
+            .field("remember_me", &self.remember_me)
+            .field("ip", &self.ip)
+            .finish()
+    }
+}
+
+/// A session (its token is only ever in [`LoggedIn`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Session {
+    /// Its id.
+    pub id: SessionId,
+    /// Its workspace.
+    pub workspace_id: WorkspaceId,
+    /// Its user.
+    pub user_id: UserId,
+    /// Whether remember-me was asked for.
+    pub remember: bool,
+    /// The IP it was opened from.
+    pub ip: Option<String>,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+    /// When it was last used (to the minute).
+    pub last_seen_at: DateTime<Utc>,
+    /// When it ends unless used again.
+    pub expires_at: DateTime<Utc>,
+    /// When it ends however much it is used.
+    pub absolute_expires_at: DateTime<Utc>,
+}
+
+/// A successful login: the session token (shown this once), the session and the user.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    /// The session token for the cookie. Only its SHA-256 is stored.
+    pub token: SecretString,
+    /// The session.
+    pub session: Session,
+    /// The user.
+    pub user: User,
+}
+
+/// A session that checked out, and its user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUser {
+    /// The session (with its refreshed expiry).
+    pub session: Session,
+    /// Its user.
+    pub user: User,
+}
+
+/// A mail the auth service asks the [`Mailer`] to send.
+#[derive(Debug, Clone)]
+pub enum AuthMail {
+    /// A password-reset link or code.
+    PasswordReset {
+        /// The recipient.
+        user: User,
+        /// The single-use token to put in the link.
+        token: SecretString,
+        /// When the token stops working.
+        expires_at: DateTime<Utc>,
+    },
+    /// An email-verification link or code.
+    EmailVerification {
+        /// The recipient.
+        user: User,
+        /// The single-use token to put in the link.
+        token: SecretString,
+        /// When the token stops working.
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// Sends auth mails; the email integration implements it. A failure is logged.
+pub trait Mailer: Send + Sync + 'static {
+    /// Sends one mail.
+    fn send(&self, mail: AuthMail) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
+}
+
+/// Lifetimes and limits of the auth service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Argon2id parameters.
+    pub password: PasswordParams,
+    /// Idle lifetime of a session.
+    pub session_ttl: Duration,
+    /// Idle lifetime of a remember-me session.
+    pub remember_ttl: Duration,
+    /// Longest life of a session, used or not.
+    pub session_cap: Duration,
+    /// Longest life of a remember-me session.
+    pub remember_cap: Duration,
+    /// Lifetime of reset and verification tokens.
+    pub token_ttl: Duration,
+    /// First lockout; each further one doubles.
+    pub lockout_base: Duration,
+    /// Longest lockout.
+    pub lockout_cap: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            password: PasswordParams::default(),
+            session_ttl: Duration::hours(24),
+            remember_ttl: Duration::days(30),
+            session_cap: Duration::days(7),
+            remember_cap: Duration::days(90),
+            token_ttl: Duration::hours(1),
+            lockout_base: Duration::minutes(15),
+            lockout_cap: Duration::hours(24),
+        }
+    }
+}
+
+/// Purposes of single-use tokens.
+pub(crate) const RESET: &str = "password_reset";
+pub(crate) const VERIFY: &str = "email_verification";
+
+/// Failed-login state of one (workspace, email).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Throttle {
+    pub failures: i64,
+    pub window_start: DateTime<Utc>,
+    pub lockouts: i64,
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+impl Throttle {
+    /// The state after one more failure, and whether it opened a lockout.
+    fn after_failure(
+        prev: Option<Throttle>,
+        now: DateTime<Utc>,
+        limit: i64,
+        window: Duration,
+        cfg: &AuthConfig,
+    ) -> (Throttle, bool) {
+        let mut t = prev.unwrap_or(Throttle {
+            failures: 0,
+            window_start: now,
+            lockouts: 0,
+            locked_until: None,
+        });
+        if now - t.window_start >= window {
+            t.failures = 0;
+            t.window_start = now;
+        }
+        t.failures += 1;
+        if t.failures < limit {
+            return (t, false);
+        }
+        let factor = 1i32 << t.lockouts.clamp(0, 20);
+        let lock = (cfg.lockout_base * factor).min(cfg.lockout_cap);
+        t.locked_until = Some(now + lock);
+        t.lockouts += 1;
+        t.failures = 0;
+        t.window_start = now;
+        (t, true)
+    }
+}
+
+/// 32 random bytes, base64url without padding (43 characters).
+fn new_token() -> (SecretString, String) {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let hash = hex(&sha256(&token));
+    (SecretString::new(token), hash)
+}
+
+/// The stored hash of a token, or `MalformedToken` when it is not 43 base64url characters.
+fn token_hash(token: &str) -> Result<String> {
+    let ok = token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok || URL_SAFE_NO_PAD.decode(token).map(|b| b.len()) != Ok(32) {
+        return Err(Error::unauthorized(AuthFailure::MalformedToken));
+    }
+    Ok(hex(&sha256(token)))
+}
+
+fn invalid_credentials() -> Error {
+    Error::unauthorized(AuthFailure::InvalidCredentials)
+}
+
+fn display_name(e: &mut Errors, v: &str) -> String {
+    let v = v.trim();
+    if v.is_empty() || v.chars().count() > 200 || v.contains('\0') {
+        e.add("display_name", "must be 1-200 characters");
+    }
+    v.to_owned()
+}
+
+/// The auth service of one workspace; from [`crate::Workspace::auth`] or [`Crm::auth`].
+#[derive(Clone, Debug)]
+pub struct Auth {
+    crm: Crm,
+    ws: WorkspaceId,
+}
+
+impl Auth {
+    pub(crate) fn new(crm: Crm, ws: WorkspaceId) -> Self {
+        Self { crm, ws }
+    }
+
+    fn audit(
+        &self,
+        actor: Option<&str>,
+        action: &str,
+        user: Option<&User>,
+        ip: Option<&str>,
+    ) -> AuditEntry {
+        let target = user.map_or(("user", String::new()), |u| ("user", u.id.to_string()));
+        let mut a = AuditEntry::new(self.ws, actor, action, target, json!({}), self.crm.now());
+        if user.is_none() {
+            a.target_type = None;
+            a.target_id = None;
+        }
+        a.ip = ip.map(str::to_owned);
+        a
+    }
+
+    /// Checks a new user's input and hashes the password.
+    async fn prepare(&self, input: NewUser, role: Option<Role>) -> Result<(User, String)> {
+        let mut e = Errors::default();
+        let email = e.take("email", Email::parse(&input.email));
+        let name = display_name(&mut e, &input.display_name);
+        let role = match (role, input.role.as_deref()) {
+            (Some(r), _) => Some(r),
+            (None, Some(r)) => e.take("role", r.trim().parse::<Role>()),
+            (None, None) => Some(Role::Member),
+        };
+        if let Err(err) = check_policy(&input.password) {
+            for f in err.field_errors() {
+                e.add(f.field.clone(), f.message.clone());
+            }
+        }
+        e.finish()?;
+        let (Some(email), Some(role)) = (email, role) else {
+            return Err(Error::invalid("email", "is required"));
+        };
+        let hash = self.crm.passwords().hash(&input.password).await?;
+        let now = self.crm.now();
+        let user = User {
+            id: UserId::new(),
+            workspace_id: self.ws,
+            email,
+            display_name: name,
+            role,
+            email_verified_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok((user, hash))
+    }
+
+    /// Creates a user in this workspace (`Conflict` when the email is taken).
+    pub async fn create_user(&self, input: NewUser, actor: Option<&str>) -> Result<User> {
+        let (user, hash) = self.prepare(input, None).await?;
+        let audit = self.audit(actor, "user.created", Some(&user), None);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_user(
+            p, None, &user, &hash, &audit
+        )
+        .await)?;
+        Ok(user)
+    }
+
+    /// Creates the first owner of this workspace when it has none; returns `None` when
+    /// an owner already exists (the server example calls this at every start).
+    pub async fn bootstrap_owner(&self, input: NewUser) -> Result<Option<User>> {
+        let users = self.users().await?;
+        if users.iter().any(|u| u.role == Role::Owner) {
+            return Ok(None);
+        }
+        let (user, hash) = self.prepare(input, Some(Role::Owner)).await?;
+        let audit = self.audit(Some("bootstrap"), "user.created", Some(&user), None);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_user(
+            p, None, &user, &hash, &audit
+        )
+        .await)?;
+        Ok(Some(user))
+    }
+
+    /// The workspace's users, oldest first.
+    pub async fn users(&self) -> Result<Vec<User>> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_users(p, self.ws)
+            .await)
+    }
+
+    /// One user.
+    pub async fn user(&self, id: UserId) -> Result<User> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_user(
+            p, self.ws, id
+        )
+        .await)
+        .map(|(u, _)| u)
+    }
+
+    /// Changes a user's role.
+    pub async fn set_role(&self, id: UserId, role: &str, actor: Option<&str>) -> Result<User> {
+        let role: Role = role
+            .trim()
+            .parse()
+            .map_err(|m: String| Error::invalid("role", m))?;
+        let (mut user, hash) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_user(
+            p, self.ws, id
+        )
+        .await)?;
+        if user.role == role {
+            return Ok(user);
+        }
+        let mut audit = self.audit(actor, "user.role_changed", Some(&user), None);
+        audit.details = json!({ "old_role": user.role, "new_role": role });
+        user.role = role;
+        user.updated_at = self.crm.now();
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_user(
+            p, &user, &hash, None, &audit
+        )
+        .await)?;
+        Ok(user)
+    }
+
+    /// Logs in: a new session on success; `Unauthorized(InvalidCredentials)` for an
+    /// unknown email and a wrong password alike (both verify a hash); `RateLimited`
+    /// while the email is locked out or the IP is over its budget.
+    pub async fn login(&self, login: Login) -> Result<LoggedIn> {
+        let email = Email::parse(&login.email).map_err(|m| Error::invalid("email", m))?;
+        if login.password.is_empty() || login.password.len() > password::MAX_BYTES {
+            return Err(invalid_credentials());
+        }
+        if let Some(ip) = login.ip.as_deref() {
+            let d = self.crm.rate_limiter().check("login_ip", ip).await?;
+            if let Some(retry_after) = d.retry_after {
+                return Err(Error::RateLimited { retry_after });
+            }
+        }
+        let key = email.key();
+        let now = self.crm.now();
+        let (throttle, found) = with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::login_lookup(p, self.ws, &key).await
+        })?;
+        if let Some(until) = throttle.and_then(|t| t.locked_until).filter(|u| *u > now) {
+            let retry_after = (until - now).to_std().unwrap_or_default();
+            return Err(Error::RateLimited { retry_after });
+        }
+        let passwords = self.crm.passwords();
+        let ok = match &found {
+            Some((_, hash)) => passwords.verify(&login.password, hash).await?,
+            None => {
+                passwords.verify_dummy(&login.password).await?;
+                false
+            }
+        };
+        let ip = login.ip.as_deref();
+        let Some((user, hash)) = found.filter(|_| ok) else {
+            let policy =
+                self.crm
+                    .rate_limiter()
+                    .policy("login")
+                    .unwrap_or(crate::ratelimit::Policy {
+                        limit: 5,
+                        period: std::time::Duration::from_secs(900),
+                    });
+            let window = Duration::from_std(policy.period).unwrap_or(Duration::minutes(15));
+            let cfg = self.crm.auth_config();
+            let (t, locked) =
+                Throttle::after_failure(throttle, now, i64::from(policy.limit), window, cfg);
+            let mut audits = vec![self.audit(None, "login.failed", None, ip)];
+            audits[0].details = json!({ "email": key });
+            if locked {
+                let mut a = self.audit(None, "login.locked", None, ip);
+                a.details = json!({ "email": key, "until": t.locked_until });
+                audits.push(a);
+            }
+            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::login_failed(
+                p, self.ws, &key, &t, &audits
+            )
+            .await)?;
+            return Err(invalid_credentials());
+        };
+        let rehash = if passwords.needs_rehash(&hash) {
+            Some(passwords.hash(&login.password).await?)
+        } else {
+            None
+        };
+        let cfg = self.crm.auth_config();
+        let (ttl, cap) = if login.remember_me {
+            (cfg.remember_ttl, cfg.remember_cap)
+        } else {
+            (cfg.session_ttl, cfg.session_cap)
+        };
+        let (token, token_hash) = new_token();
+        let session = Session {
+            id: SessionId::new(),
+            workspace_id: self.ws,
+            user_id: user.id,
+            remember: login.remember_me,
+            ip: ip.map(str::to_owned),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + ttl.min(cap),
+            absolute_expires_at: now + cap,
+        };
+        let audit = self.audit(
+            Some(&user.id.to_string()),
+            "login.succeeded",
+            Some(&user),
+            ip,
+        );
+        with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::login_succeeded(
+                p,
+                &user,
+                &key,
+                rehash.as_deref(),
+                &session,
+                &token_hash,
+                &audit,
+            )
+            .await
+        })?;
+        Ok(LoggedIn {
+            token,
+            session,
+            user,
+        })
+    }
+
+    /// Changes a password after checking the current one; ends the user's other
+    /// sessions (all but `keep`, the session making the change).
+    pub async fn change_password(
+        &self,
+        id: UserId,
+        current: &str,
+        new: &str,
+        keep: Option<SessionId>,
+    ) -> Result<()> {
+        check_policy(new)?;
+        let (user, hash) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_user(
+            p, self.ws, id
+        )
+        .await)?;
+        if !self.crm.passwords().verify(current, &hash).await? {
+            return Err(invalid_credentials());
+        }
+        let new_hash = self.crm.passwords().hash(new).await?;
+        let mut u = user.clone();
+        u.updated_at = self.crm.now();
+        let audit = self.audit(
+            Some(&user.id.to_string()),
+            "password.changed",
+            Some(&user),
+            None,
+        );
+        with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::save_user(p, &u, &new_hash, Some(keep), &audit).await
+        })
+    }
+
+    /// Starts a password reset. Always answers `Ok(())` for a well-formed email, known
+    /// or not; for a known one a single-use token (1 h) goes to the [`Mailer`].
+    /// `Config` error when no mailer is registered (said before any lookup).
+    pub async fn request_password_reset(&self, email: &str) -> Result<()> {
+        let email = Email::parse(email).map_err(|m| Error::invalid("email", m))?;
+        self.crm.mailer()?;
+        let found = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::login_lookup(
+            p,
+            self.ws,
+            &email.key()
+        )
+        .await)?
+        .1;
+        if let Some((user, _)) = found {
+            self.send_token(user, RESET).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a verification mail to a user.
+    pub async fn request_email_verification(&self, id: UserId) -> Result<()> {
+        self.crm.mailer()?;
+        let user = self.user(id).await?;
+        self.send_token(user, VERIFY).await
+    }
+
+    async fn send_token(&self, user: User, purpose: &'static str) -> Result<()> {
+        let now = self.crm.now();
+        let expires_at = now + self.crm.auth_config().token_ttl;
+        let (token, hash) = new_token();
+        let mut audit = self.audit(
+            None,
+            if purpose == RESET {
+                "password.reset_requested"
+            } else {
+                "email.verification_requested"
+            },
+            Some(&user),
+            None,
+        );
+        audit.details = json!({ "expires_at": expires_at });
+        with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::insert_token(p, &user, purpose, &hash, now, expires_at, &audit).await
+        })?;
+        let mail = if purpose == RESET {
+            AuthMail::PasswordReset {
+                user,
+                token,
+                expires_at,
+            }
+        } else {
+            AuthMail::EmailVerification {
+                user,
+                token,
+                expires_at,
+            }
+        };
+        let crm = self.crm.clone();
+        tokio::spawn(async move {
+            if let Ok(mailer) = crm.mailer() {
+                if let Err(err) = mailer.send(mail).await {
+                    tracing::warn!(error = %err, "auth mail was not sent");
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Crm {
+    /// The default workspace's auth service.
+    pub fn auth(&self) -> Auth {
+        self.workspace(WorkspaceId::DEFAULT).auth()
+    }
+
+    /// Registration: a new workspace named `workspace_name` and its owner, in one
+    /// transaction.
+    pub async fn register(&self, workspace_name: &str, owner: NewUser) -> Result<User> {
+        let name = workspace_name.trim();
+        let ws = WorkspaceId::new();
+        let auth = Auth::new(self.clone(), ws);
+        let mut e = Errors::default();
+        if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
+            e.add("workspace_name", "must be 1-200 characters");
+        }
+        let prepared = auth.prepare(owner, Some(Role::Owner)).await;
+        if let Err(Error::Validation { errors }) = &prepared {
+            for f in errors {
+                e.add(f.field.clone(), f.message.clone());
+            }
+        }
+        e.finish()?;
+        let (user, hash) = prepared?;
+        let audit = auth.audit(Some("registration"), "user.registered", Some(&user), None);
+        with_pool!(self.pool(), |p, DB| {
+            Repo::<DB>::create_user(p, Some(name), &user, &hash, &audit).await
+        })?;
+        Ok(user)
+    }
+
+    /// Checks a session token: its session (refreshed when used a minute or more after
+    /// the last refresh) and user, or `Unauthorized` (`MalformedToken` for a token of
+    /// the wrong length or alphabet, `InvalidToken` for an unknown or expired one).
+    pub async fn authenticate_session(&self, token: &str) -> Result<SessionUser> {
+        let hash = token_hash(token)?;
+        let now = self.now();
+        let found = with_pool!(self.pool(), |p, DB| Repo::<DB>::find_session(p, &hash)
+            .await)?;
+        let Some(mut session) = found.filter(|s| s.expires_at > now && s.absolute_expires_at > now)
+        else {
+            return Err(Error::unauthorized(AuthFailure::InvalidToken));
+        };
+        let cfg = self.auth_config();
+        if now - session.last_seen_at >= Duration::minutes(1) {
+            let ttl = if session.remember {
+                cfg.remember_ttl
+            } else {
+                cfg.session_ttl
+            };
+            session.last_seen_at = now;
+            session.expires_at = (now + ttl).min(session.absolute_expires_at);
+            with_pool!(self.pool(), |p, DB| Repo::<DB>::refresh_session(
+                p, &session
+            )
+            .await)?;
+        }
+        let (user, _) = with_pool!(self.pool(), |p, DB| {
+            Repo::<DB>::get_user(p, session.workspace_id, session.user_id).await
+        })?;
+        Ok(SessionUser { session, user })
+    }
+
+    /// Logs a session out. An unknown or malformed token is `Unauthorized`.
+    pub async fn logout(&self, token: &str) -> Result<()> {
+        let su = self.authenticate_session(token).await?;
+        let audit = Auth::new(self.clone(), su.user.workspace_id).audit(
+            Some(&su.user.id.to_string()),
+            "session.revoked",
+            Some(&su.user),
+            None,
+        );
+        with_pool!(self.pool(), |p, DB| {
+            Repo::<DB>::end_sessions(p, &su.user, Some(su.session.id), None, &audit).await
+        })
+        .map(|_| ())
+    }
+
+    /// Ends every session of the token's user ("log out everywhere").
+    pub async fn logout_everywhere(&self, token: &str) -> Result<u64> {
+        let su = self.authenticate_session(token).await?;
+        let audit = Auth::new(self.clone(), su.user.workspace_id).audit(
+            Some(&su.user.id.to_string()),
+            "session.revoked_all",
+            Some(&su.user),
+            None,
+        );
+        with_pool!(self.pool(), |p, DB| Repo::<DB>::end_sessions(
+            p, &su.user, None, None, &audit
+        )
+        .await)
+    }
+
+    /// Deletes expired sessions and used or expired tokens; returns how many rows went.
+    pub async fn cleanup_auth(&self) -> Result<u64> {
+        let now = self.now();
+        with_pool!(self.pool(), |p, DB| Repo::<DB>::cleanup_auth(p, now).await)
+    }
+
+    /// Completes a password reset: checks the policy, consumes the token, sets the
+    /// password, ends every session and lifts any lockout of the email.
+    pub async fn confirm_password_reset(&self, token: &str, new_password: &str) -> Result<User> {
+        let hash = token_hash(token)?;
+        check_policy(new_password)?;
+        let new_hash = self.passwords().hash(new_password).await?;
+        let now = self.now();
+        with_pool!(self.pool(), |p, DB| Repo::<DB>::reset_password(
+            p, &hash, &new_hash, now
+        )
+        .await)
+    }
+
+    /// Completes an email verification: consumes the token and marks the email verified.
+    pub async fn confirm_email(&self, token: &str) -> Result<User> {
+        let hash = token_hash(token)?;
+        let now = self.now();
+        with_pool!(self.pool(), |p, DB| Repo::<DB>::verify_email(p, &hash, now)
+            .await)
+    }
+
+    /// Password verifications this `Crm` has run, for unknown accounts too (a metric,
+    /// and how tests show that unknown accounts cost a verify).
+    pub fn password_verifications(&self) -> u64 {
+        self.passwords().verifications()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn lockouts_grow_and_cap() {
+        let cfg = AuthConfig::default();
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("date");
+        let mut t: Option<Throttle> = None;
+        let mut locks = Vec::new();
+        let mut now = t0;
+        for _ in 0..40 {
+            let (next, locked) = Throttle::after_failure(t, now, 5, Duration::minutes(15), &cfg);
+            if locked {
+                locks.push(next.locked_until.expect("locked") - now);
+                now = next.locked_until.expect("locked");
+            }
+            t = Some(next);
+        }
+        let minutes: Vec<i64> = locks.iter().map(|d| d.num_minutes()).collect();
+        assert_eq!(minutes, [15, 30, 60, 120, 240, 480, 960, 1440]);
+    }
+
+    #[test]
+    fn failures_outside_the_window_start_over() {
+        let cfg = AuthConfig::default();
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("date");
+        let mut t = None;
+        for i in 0..4 {
+            t = Some(
+                Throttle::after_failure(
+                    t,
+                    t0 + Duration::minutes(i),
+                    5,
+                    Duration::minutes(15),
+                    &cfg,
+                )
+                .0,
+            );
+        }
+        let (after, locked) = Throttle::after_failure(
+            t,
+            t0 + Duration::minutes(20),
+            5,
+            Duration::minutes(15),
+            &cfg,
+        );
+        assert!(!locked);
+        assert_eq!(after.failures, 1);
+    }
+
+    #[test]
+    fn tokens_have_one_shape() {
+        let (t, h) = new_token();
+        assert_eq!(t.expose().len(), 43);
+        assert_eq!(token_hash(t.expose()).expect("valid"), h);
+        for bad in [
+            "",
+            "short",
+            &format!("{}=", &t.expose()[..42]),
+            &format!("{}!", &t.expose()[..42]),
+            &format!("{}A", t.expose()),
+        ] {
+            assert!(
+                matches!(
+                    token_hash(bad),
+                    Err(Error::Unauthorized {
+                        reason: AuthFailure::MalformedToken
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let l = Login {
+            email: "a@x.com".into(),
+            password: "Sup3r-Secret-Pw".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{l:?}").contains("Sup3r"));
+        let u = NewUser {
+            password: "Sup3r-Secret-Pw".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{u:?}").contains("Sup3r"));
+    }
+}
