@@ -182,3 +182,30 @@ impl TestDb {
         self.clock.now()
     }
 }
+
+impl TestDb {
+    /// One text value read with raw SQL, outside crm.
+    pub async fn scalar_text(&self, sql: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("scalar")
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("scalar")
+            }
+        }
+    }
+}

@@ -1,0 +1,838 @@
+//! The auth service's conformance suite, on SQLite and Postgres.
+
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use common::TestDb;
+use crm::auth::{AuthMail, Login, Mailer, NewUser, Role};
+use crm::{AuthFailure, Crm, Error, WorkspaceId};
+
+conformance!(
+    registration_makes_a_workspace_and_its_owner,
+    bad_input_names_the_rule_and_writes_nothing,
+    login_is_generic_and_costs_a_verify_either_way,
+    lockout_grows_and_reveals_nothing,
+    sessions_slide_cap_and_end,
+    password_change_and_reset_end_other_sessions,
+    email_verification_marks_the_user,
+    weaker_hashes_are_upgraded_on_login,
+    roles_and_bootstrap,
+    secrets_stay_out_of_debug_and_the_audit_log,
+);
+
+const PW: &str = "Correct-Horse-9-Battery";
+const PW2: &str = "Another-Strong-7-Phrase";
+
+/// A mailer that keeps what it was asked to send.
+#[derive(Clone, Default)]
+struct Outbox(Arc<Mutex<Vec<AuthMail>>>);
+
+impl Mailer for Outbox {
+    fn send(&self, mail: AuthMail) -> Pin<Box<dyn Future<Output = crm::Result<()>> + Send + '_>> {
+        self.0.lock().expect("lock").push(mail);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Outbox {
+    /// Waits (up to 5 s) for the `n`-th mail: mails are sent from a spawned task.
+    async fn nth(&self, n: usize) -> AuthMail {
+        for _ in 0..500 {
+            if let Some(m) = self.0.lock().expect("lock").get(n) {
+                return m.clone();
+            }
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+        panic!("mail {n} never came");
+    }
+
+    fn token(mail: &AuthMail) -> String {
+        match mail {
+            AuthMail::PasswordReset { token, .. } | AuthMail::EmailVerification { token, .. } => {
+                token.expose().to_owned()
+            }
+        }
+    }
+}
+
+async fn crm_with_mail(db: &TestDb) -> (Crm, Outbox) {
+    let outbox = Outbox::default();
+    let crm = db
+        .builder()
+        .mailer(outbox.clone())
+        .connect()
+        .await
+        .expect("connect");
+    (crm, outbox)
+}
+
+fn user(email: &str) -> NewUser {
+    NewUser {
+        email: email.into(),
+        display_name: "Ana".into(),
+        role: None,
+        password: PW.into(),
+    }
+}
+
+fn login(email: &str, password: &str) -> Login {
+    Login {
+        email: email.into(),
+        password: password.into(),
+        remember_me: false,
+        ip: None,
+    }
+}
+
+fn reason<T: std::fmt::Debug>(r: crm::Result<T>) -> AuthFailure {
+    match r {
+        Err(Error::Unauthorized { reason }) => reason,
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+}
+
+async fn actions(crm: &Crm, ws: WorkspaceId) -> Vec<String> {
+    crm.workspace(ws)
+        .audit_log(None, 1000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|a| a.action)
+        .collect()
+}
+
+async fn registration_makes_a_workspace_and_its_owner(db: &TestDb) {
+    let crm = db.crm().await;
+    let owner = crm
+        .register("Acme", user("Ana@Example.com"))
+        .await
+        .expect("register");
+    assert_eq!(owner.role, Role::Owner);
+    assert_ne!(owner.workspace_id, WorkspaceId::DEFAULT);
+    assert_eq!(owner.email.as_str(), "Ana@example.com");
+    let auth = crm.workspace(owner.workspace_id).auth();
+    assert_eq!(auth.users().await.expect("users"), std::slice::from_ref(&owner));
+    // The new workspace is a real tenant: leads can be written in it.
+    crm.workspace(owner.workspace_id)
+        .leads()
+        .create(crm::leads::NewLead {
+            name: "L".into(),
+            email: Some("l@x.com".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("lead in the new workspace");
+
+    let member = auth
+        .create_user(
+            NewUser {
+                role: Some("admin".into()),
+                ..user("bo@example.com")
+            },
+            Some("user:ana"),
+        )
+        .await
+        .expect("create user");
+    assert_eq!(member.role, Role::Admin);
+    let dup = auth
+        .create_user(user("ANA@example.com"), None)
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(
+            dup,
+            Error::Conflict {
+                field: Some("email"),
+                ..
+            }
+        ),
+        "{dup:?}"
+    );
+    // The same email may exist in another workspace.
+    crm.auth()
+        .create_user(user("ana@example.com"), None)
+        .await
+        .expect("default workspace");
+    assert_eq!(
+        actions(&crm, owner.workspace_id).await,
+        ["user.registered", "user.created"]
+    );
+    assert_eq!(db.count("crm_workspaces").await, 2);
+}
+
+async fn bad_input_names_the_rule_and_writes_nothing(db: &TestDb) {
+    let crm = db.crm().await;
+    let err = crm
+        .register(
+            " ",
+            NewUser {
+                email: "nope".into(),
+                display_name: "".into(),
+                role: None,
+                password: "password".into(),
+            },
+        )
+        .await
+        .expect_err("must fail");
+    let fields: Vec<(String, String)> = err
+        .field_errors()
+        .iter()
+        .map(|f| (f.field.clone(), f.message.clone()))
+        .collect();
+    assert!(
+        fields.contains(&("workspace_name".into(), "must be 1-200 characters".into())),
+        "{fields:?}"
+    );
+    assert!(fields.contains(&(
+        "email".into(),
+        "must be an email address like name@example.com".into()
+    )));
+    assert!(fields.contains(&("display_name".into(), "must be 1-200 characters".into())));
+    for rule in [
+        "must be at least 12 characters",
+        "must contain an upper-case letter",
+        "must contain a digit",
+        "must contain a symbol",
+        "is too common",
+    ] {
+        assert!(
+            fields.contains(&("password".into(), rule.into())),
+            "{rule}: {fields:?}"
+        );
+    }
+    let err = crm
+        .auth()
+        .create_user(
+            NewUser {
+                role: Some("god".into()),
+                ..user("a@example.com")
+            },
+            None,
+        )
+        .await
+        .expect_err("must fail");
+    assert_eq!(err.field_errors()[0].field, "role");
+    assert_eq!(db.count("crm_users").await, 0);
+    assert_eq!(db.count("crm_workspaces").await, 1);
+    assert_eq!(db.count("crm_audit_log").await, 0);
+
+    // Malformed credentials and tokens.
+    assert!(matches!(
+        crm.auth().login(login("not an email", PW)).await,
+        Err(Error::Validation { .. })
+    ));
+    for bad in [
+        "",
+        "x",
+        &"A".repeat(44),
+        &format!("{}!", "A".repeat(42)),
+        &"A".repeat(43),
+    ] {
+        let r = reason(crm.authenticate_session(bad).await);
+        assert!(
+            matches!(r, AuthFailure::MalformedToken | AuthFailure::InvalidToken),
+            "{bad:?}: {r:?}"
+        );
+    }
+    assert_eq!(
+        reason(crm.authenticate_session("short").await),
+        AuthFailure::MalformedToken
+    );
+    assert_eq!(
+        reason(crm.confirm_password_reset("short", PW2).await),
+        AuthFailure::MalformedToken
+    );
+    assert_eq!(
+        reason(crm.confirm_email(&"A".repeat(43)).await),
+        AuthFailure::InvalidToken
+    );
+    assert!(
+        matches!(
+            crm.auth().request_password_reset("a@example.com").await,
+            Err(Error::Config(_))
+        ),
+        "no mailer"
+    );
+}
+
+async fn login_is_generic_and_costs_a_verify_either_way(db: &TestDb) {
+    let crm = db.crm().await;
+    let ana = crm
+        .auth()
+        .create_user(user("ana@example.com"), None)
+        .await
+        .expect("user");
+    let before = crm.password_verifications();
+    let unknown = crm.auth().login(login("ghost@example.com", PW)).await;
+    assert_eq!(
+        crm.password_verifications(),
+        before + 1,
+        "an unknown account still verifies a hash"
+    );
+    let wrong = crm
+        .auth()
+        .login(login("ana@example.com", "Wrong-Password-1!"))
+        .await;
+    assert_eq!(crm.password_verifications(), before + 2);
+    let (a, b) = (
+        unknown.expect_err("must fail"),
+        wrong.expect_err("must fail"),
+    );
+    assert_eq!(a.to_string(), b.to_string(), "one generic answer");
+    assert!(matches!(
+        a,
+        Error::Unauthorized {
+            reason: AuthFailure::InvalidCredentials
+        }
+    ));
+
+    let ok = crm
+        .auth()
+        .login(Login {
+            email: "ANA@example.com".into(),
+            password: PW.into(),
+            remember_me: false,
+            ip: Some("198.51.100.7".into()),
+        })
+        .await
+        .expect("login");
+    assert_eq!(ok.user, ana);
+    assert_eq!(ok.token.expose().len(), 43);
+    let audit = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 100)
+        .await
+        .expect("audit");
+    let last = audit.last().expect("entry");
+    assert_eq!(last.action, "login.succeeded");
+    assert_eq!(last.ip.as_deref(), Some("198.51.100.7"));
+    assert_eq!(
+        audit.iter().filter(|a| a.action == "login.failed").count(),
+        2
+    );
+
+    // The per-IP budget (login_ip, 20/min) counts every attempt.
+    let ip = Some("203.0.113.50".to_string());
+    for _ in 0..20 {
+        let _ = crm
+            .auth()
+            .login(Login {
+                ip: ip.clone(),
+                ..login(&format!("x{}@example.com", 1), "x")
+            })
+            .await;
+    }
+    let limited = crm
+        .auth()
+        .login(Login {
+            ip,
+            ..login("ana@example.com", PW)
+        })
+        .await;
+    assert!(
+        matches!(limited, Err(Error::RateLimited { .. })),
+        "{limited:?}"
+    );
+}
+
+async fn lockout_grows_and_reveals_nothing(db: &TestDb) {
+    let (crm, outbox) = crm_with_mail(db).await;
+    crm.auth()
+        .create_user(user("ana@example.com"), None)
+        .await
+        .expect("user");
+    let retry_after = |r: crm::Result<crm::auth::LoggedIn>| match r {
+        Err(Error::RateLimited { retry_after }) => retry_after,
+        other => panic!("expected RateLimited, got {other:?}"),
+    };
+    // Known and unknown accounts behave the same: 5 failures, then locked for 15 min.
+    for email in ["ana@example.com", "ghost@example.com"] {
+        for _ in 0..5 {
+            assert_eq!(
+                reason(crm.auth().login(login(email, "Wrong-Password-1!")).await),
+                AuthFailure::InvalidCredentials
+            );
+        }
+        assert_eq!(
+            retry_after(crm.auth().login(login(email, PW)).await),
+            StdDuration::from_secs(15 * 60),
+            "{email}"
+        );
+    }
+    // The right password does not get through a lockout.
+    db.clock.advance(Duration::minutes(14));
+    assert!(matches!(
+        crm.auth().login(login("ana@example.com", PW)).await,
+        Err(Error::RateLimited { .. })
+    ));
+    // After it, five more failures lock for twice as long.
+    db.clock.advance(Duration::minutes(1));
+    for _ in 0..5 {
+        let _ = crm
+            .auth()
+            .login(login("ana@example.com", "Wrong-Password-1!"))
+            .await;
+    }
+    assert_eq!(
+        retry_after(crm.auth().login(login("ana@example.com", PW)).await),
+        StdDuration::from_secs(30 * 60)
+    );
+    assert!(
+        actions(&crm, WorkspaceId::DEFAULT)
+            .await
+            .iter()
+            .filter(|a| *a == "login.locked")
+            .count()
+            == 3
+    );
+
+    // A password reset lifts the lockout.
+    crm.auth()
+        .request_password_reset("ana@example.com")
+        .await
+        .expect("request");
+    let token = Outbox::token(&outbox.nth(0).await);
+    crm.confirm_password_reset(&token, PW2)
+        .await
+        .expect("reset");
+    crm.auth()
+        .login(login("ana@example.com", PW2))
+        .await
+        .expect("login after reset");
+    // Failures spread over more than the window never lock.
+    for _ in 0..4 {
+        let _ = crm
+            .auth()
+            .login(login("ana@example.com", "Wrong-Password-1!"))
+            .await;
+        db.clock.advance(Duration::minutes(5));
+    }
+    let _ = crm
+        .auth()
+        .login(login("ana@example.com", "Wrong-Password-1!"))
+        .await;
+    crm.auth()
+        .login(login("ana@example.com", PW2))
+        .await
+        .expect("not locked");
+}
+
+async fn sessions_slide_cap_and_end(db: &TestDb) {
+    let crm = db.crm().await;
+    crm.auth()
+        .create_user(user("ana@example.com"), None)
+        .await
+        .expect("user");
+    let s = crm
+        .auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("login");
+    let token = s.token.expose().to_owned();
+    assert_eq!(
+        s.session.expires_at,
+        s.session.created_at + Duration::hours(24)
+    );
+    assert_eq!(
+        s.session.absolute_expires_at,
+        s.session.created_at + Duration::days(7)
+    );
+    assert_eq!(
+        crm.authenticate_session(&token)
+            .await
+            .expect("valid")
+            .user
+            .email
+            .as_str(),
+        "ana@example.com"
+    );
+
+    // Used every 20 hours, it lives on, up to the 7-day cap.
+    for _ in 0..8 {
+        db.clock.advance(Duration::hours(20));
+        let su = crm.authenticate_session(&token).await.expect("slides");
+        assert!(su.session.expires_at <= s.session.absolute_expires_at);
+    }
+    db.clock.advance(Duration::hours(8)); // 7 days after login
+    assert_eq!(
+        reason(crm.authenticate_session(&token).await),
+        AuthFailure::InvalidToken,
+        "capped"
+    );
+
+    // Unused for 24 h: gone. Remember-me: 30 days.
+    let short = crm
+        .auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("login");
+    let long = crm
+        .auth()
+        .login(Login {
+            remember_me: true,
+            ..login("ana@example.com", PW)
+        })
+        .await
+        .expect("login");
+    assert_ne!(
+        short.token.expose(),
+        long.token.expose(),
+        "a new session on every login"
+    );
+    db.clock.advance(Duration::hours(24));
+    assert_eq!(
+        reason(crm.authenticate_session(short.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+    crm.authenticate_session(long.token.expose())
+        .await
+        .expect("remember-me");
+
+    // Cleanup removes the dead sessions (the capped one and the short one), not the live.
+    assert_eq!(db.count("crm_sessions").await, 3);
+    assert_eq!(crm.cleanup_auth().await.expect("cleanup"), 2);
+    assert_eq!(db.count("crm_sessions").await, 1);
+
+    // Logout ends one session; logout everywhere ends all.
+    let a = crm
+        .auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("login");
+    let b = crm
+        .auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("login");
+    crm.logout(a.token.expose()).await.expect("logout");
+    assert_eq!(
+        reason(crm.authenticate_session(a.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+    crm.authenticate_session(b.token.expose())
+        .await
+        .expect("other session");
+    assert_eq!(
+        crm.logout_everywhere(b.token.expose())
+            .await
+            .expect("everywhere"),
+        2
+    );
+    assert_eq!(
+        reason(crm.authenticate_session(long.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+    assert_eq!(db.count("crm_sessions").await, 0);
+    let acts = actions(&crm, WorkspaceId::DEFAULT).await;
+    assert!(
+        acts.contains(&"session.revoked".to_string())
+            && acts.contains(&"session.revoked_all".to_string())
+    );
+}
+
+async fn password_change_and_reset_end_other_sessions(db: &TestDb) {
+    let (crm, outbox) = crm_with_mail(db).await;
+    let ana = crm
+        .auth()
+        .create_user(user("ana@example.com"), None)
+        .await
+        .expect("user");
+    let here = crm
+        .auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("login");
+    let elsewhere = crm
+        .auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("login");
+
+    let wrong = crm
+        .auth()
+        .change_password(ana.id, "Wrong-Password-1!", PW2, Some(here.session.id))
+        .await;
+    assert_eq!(reason(wrong), AuthFailure::InvalidCredentials);
+    let weak = crm
+        .auth()
+        .change_password(ana.id, PW, "weak", Some(here.session.id))
+        .await
+        .expect_err("must fail");
+    assert!(matches!(weak, Error::Validation { .. }));
+    crm.auth()
+        .change_password(ana.id, PW, PW2, Some(here.session.id))
+        .await
+        .expect("change");
+    crm.authenticate_session(here.token.expose())
+        .await
+        .expect("the session that changed it stays");
+    assert_eq!(
+        reason(crm.authenticate_session(elsewhere.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+    assert_eq!(
+        reason(crm.auth().login(login("ana@example.com", PW)).await),
+        AuthFailure::InvalidCredentials
+    );
+
+    // Reset: neutral for unknown emails, single use, 1 h, ends every session.
+    crm.auth()
+        .request_password_reset("ghost@example.com")
+        .await
+        .expect("neutral");
+    crm.auth()
+        .request_password_reset("Ana@Example.com")
+        .await
+        .expect("neutral");
+    let mail = outbox.nth(0).await;
+    assert!(matches!(&mail, AuthMail::PasswordReset { user, .. } if user.id == ana.id));
+    tokio::time::sleep(StdDuration::from_millis(50)).await;
+    assert_eq!(
+        outbox.0.lock().expect("lock").len(),
+        1,
+        "no mail for an unknown email"
+    );
+    let token = Outbox::token(&mail);
+    assert!(matches!(
+        crm.confirm_password_reset(&token, "weak").await,
+        Err(Error::Validation { .. })
+    ));
+    crm.confirm_password_reset(&token, "Third-Strong-5-Phrase")
+        .await
+        .expect("reset");
+    assert_eq!(
+        reason(
+            crm.confirm_password_reset(&token, "Fourth-Strong-5-Phrase")
+                .await
+        ),
+        AuthFailure::InvalidToken,
+        "single use"
+    );
+    assert_eq!(
+        reason(crm.authenticate_session(here.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+    crm.auth()
+        .login(login("ana@example.com", "Third-Strong-5-Phrase"))
+        .await
+        .expect("new password");
+
+    crm.auth()
+        .request_password_reset("ana@example.com")
+        .await
+        .expect("request");
+    let late = Outbox::token(&outbox.nth(1).await);
+    db.clock.advance(Duration::hours(1));
+    assert_eq!(
+        reason(
+            crm.confirm_password_reset(&late, "Fifth-Strong-5-Phrase")
+                .await
+        ),
+        AuthFailure::InvalidToken,
+        "expired"
+    );
+    let acts = actions(&crm, WorkspaceId::DEFAULT).await;
+    assert!(
+        acts.contains(&"password.changed".to_string())
+            && acts.contains(&"password.reset".to_string())
+    );
+}
+
+async fn email_verification_marks_the_user(db: &TestDb) {
+    let (crm, outbox) = crm_with_mail(db).await;
+    let ana = crm
+        .auth()
+        .create_user(user("ana@example.com"), None)
+        .await
+        .expect("user");
+    assert_eq!(ana.email_verified_at, None);
+    crm.auth()
+        .request_email_verification(ana.id)
+        .await
+        .expect("request");
+    let mail = outbox.nth(0).await;
+    assert!(matches!(mail, AuthMail::EmailVerification { .. }));
+    let token = Outbox::token(&mail);
+    assert_eq!(
+        reason(crm.confirm_password_reset(&token, PW2).await),
+        AuthFailure::InvalidToken,
+        "tokens have one purpose"
+    );
+    let verified = crm.confirm_email(&token).await.expect("verify");
+    assert_eq!(verified.email_verified_at, Some(crm.now()));
+    assert_eq!(
+        reason(crm.confirm_email(&token).await),
+        AuthFailure::InvalidToken
+    );
+    assert_eq!(
+        crm.auth()
+            .user(ana.id)
+            .await
+            .expect("user")
+            .email_verified_at,
+        Some(crm.now())
+    );
+}
+
+async fn weaker_hashes_are_upgraded_on_login(db: &TestDb) {
+    let crm = db.crm().await;
+    crm.auth()
+        .create_user(user("ana@example.com"), None)
+        .await
+        .expect("user");
+    let stronger = crm::auth::AuthConfig {
+        password: crm::auth::PasswordParams {
+            iterations: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let upgraded = db
+        .builder()
+        .auth_config(stronger)
+        .connect()
+        .await
+        .expect("connect");
+    upgraded
+        .auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("old hash verifies");
+    db.execute("CREATE TABLE hashes AS SELECT password_hash FROM crm_users")
+        .await;
+    // The stored hash now carries t=3; the old instance still verifies it.
+    crm.auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("login");
+    assert_eq!(db.count("hashes").await, 1);
+    let bad = db.builder().auth_config(crm::auth::AuthConfig {
+        password: crm::auth::PasswordParams {
+            memory_kib: 4096,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    assert!(
+        matches!(bad.connect().await, Err(Error::Config(_))),
+        "parameters cannot go below OWASP's"
+    );
+    let phc = db.scalar_text("SELECT password_hash FROM hashes").await;
+    assert!(phc.contains("m=19456,t=3,p=1"), "{phc}");
+}
+
+async fn roles_and_bootstrap(db: &TestDb) {
+    let crm = db.crm().await;
+    let owner = crm
+        .auth()
+        .bootstrap_owner(user("root@example.com"))
+        .await
+        .expect("bootstrap")
+        .expect("created");
+    assert_eq!(owner.role, Role::Owner);
+    assert!(crm
+        .auth()
+        .bootstrap_owner(user("other@example.com"))
+        .await
+        .expect("bootstrap")
+        .is_none());
+    let bo = crm
+        .auth()
+        .create_user(user("bo@example.com"), Some("user:root"))
+        .await
+        .expect("user");
+    assert_eq!(bo.role, Role::Member);
+    assert!(!bo.role.is_admin());
+    let admin = crm
+        .auth()
+        .set_role(bo.id, "admin", Some("user:root"))
+        .await
+        .expect("role");
+    assert!(admin.role.is_admin());
+    assert!(matches!(
+        crm.auth().set_role(bo.id, "boss", None).await,
+        Err(Error::Validation { .. })
+    ));
+    let audit = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 100)
+        .await
+        .expect("audit");
+    let change = audit
+        .iter()
+        .find(|a| a.action == "user.role_changed")
+        .expect("entry");
+    assert_eq!(change.details["new_role"], "admin");
+    assert_eq!(change.actor.as_deref(), Some("user:root"));
+    // Cursor pagination over the audit log.
+    let first = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 2)
+        .await
+        .expect("page");
+    let rest = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(Some(first[1].id), 100)
+        .await
+        .expect("page");
+    assert_eq!(first.len() + rest.len(), audit.len());
+    assert_eq!(rest[0].id, audit[2].id);
+    // Another workspace sees none of it.
+    let other = crm.create_workspace("Other").await.expect("ws");
+    assert!(crm
+        .workspace(other)
+        .auth()
+        .users()
+        .await
+        .expect("users")
+        .is_empty());
+    assert!(matches!(
+        crm.workspace(other).auth().user(bo.id).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn secrets_stay_out_of_debug_and_the_audit_log(db: &TestDb) {
+    let (crm, outbox) = crm_with_mail(db).await;
+    crm.auth()
+        .create_user(user("ana@example.com"), None)
+        .await
+        .expect("user");
+    let s = crm
+        .auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("login");
+    let debug = format!("{s:?} {:?}", login("ana@example.com", PW));
+    assert!(
+        !debug.contains(s.token.expose()) && !debug.contains(PW),
+        "{debug}"
+    );
+    crm.auth()
+        .request_password_reset("ana@example.com")
+        .await
+        .expect("request");
+    let mail = outbox.nth(0).await;
+    let token = Outbox::token(&mail);
+    assert!(!format!("{mail:?}").contains(&token));
+    let audit = serde_json::to_string(
+        &crm.workspace(WorkspaceId::DEFAULT)
+            .audit_log(None, 100)
+            .await
+            .expect("audit"),
+    )
+    .expect("json");
+    assert!(
+        !audit.contains(&token)
+            && !audit.contains(s.token.expose())
+            && !audit.contains(PW)
+            && !audit.contains("argon2")
+    );
+    let users = serde_json::to_string(&crm.auth().users().await.expect("users")).expect("json");
+    assert!(!users.contains("argon2"), "the hash never leaves the store");
+}
