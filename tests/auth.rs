@@ -116,7 +116,10 @@ async fn registration_makes_a_workspace_and_its_owner(db: &TestDb) {
     assert_ne!(owner.workspace_id, WorkspaceId::DEFAULT);
     assert_eq!(owner.email.as_str(), "Ana@example.com");
     let auth = crm.workspace(owner.workspace_id).auth();
-    assert_eq!(auth.users().await.expect("users"), std::slice::from_ref(&owner));
+    assert_eq!(
+        auth.users().await.expect("users"),
+        std::slice::from_ref(&owner)
+    );
     // The new workspace is a real tenant: leads can be written in it.
     crm.workspace(owner.workspace_id)
         .leads()

@@ -777,6 +777,27 @@ impl Crm {
             .await)
     }
 
+    /// Hashes a password (Argon2id, the configured parameters) on the blocking pool.
+    /// The policy is not applied here; see [`check_policy`].
+    pub async fn hash_password(&self, password: &str) -> Result<String> {
+        if password.len() > password::MAX_BYTES {
+            return Err(Error::invalid(
+                "password",
+                format!("must be at most {} bytes", password::MAX_BYTES),
+            ));
+        }
+        self.passwords().hash(password).await
+    }
+
+    /// Whether `password` matches a PHC string from [`Crm::hash_password`]; a
+    /// malformed PHC string never matches.
+    pub async fn verify_password(&self, password: &str, phc: &str) -> Result<bool> {
+        if password.len() > password::MAX_BYTES {
+            return Ok(false);
+        }
+        self.passwords().verify(password, phc).await
+    }
+
     /// Password verifications this `Crm` has run, for unknown accounts too (a metric,
     /// and how tests show that unknown accounts cost a verify).
     pub fn password_verifications(&self) -> u64 {
