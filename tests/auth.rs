@@ -394,6 +394,24 @@ async fn lockout_grows_and_reveals_nothing(db: &TestDb) {
             == 3
     );
 
+    // Failures sent in parallel each count: no burst slips past the lockout.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let crm = crm.clone();
+        tasks.push(tokio::spawn(async move {
+            crm.auth()
+                .login(login("carl@example.com", "Wrong-Password-1!"))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.expect("join").is_err());
+    }
+    assert!(matches!(
+        crm.auth().login(login("carl@example.com", PW)).await,
+        Err(Error::RateLimited { .. })
+    ));
+
     // A password reset lifts the lockout.
     crm.auth()
         .request_password_reset("ana@example.com")

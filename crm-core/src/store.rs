@@ -1215,6 +1215,30 @@ where
         Ok(())
     }
 
+    async fn fetch_throttle(
+        conn: &mut DB::Connection,
+        ws: WorkspaceId,
+        email_key: &str,
+        lock: bool,
+    ) -> Result<Option<Throttle>> {
+        let sql = format!(
+            "SELECT failures, window_start, lockouts, locked_until FROM crm_login_throttle \
+             WHERE workspace_id = $1 AND email_key = $2{}",
+            if lock { DB::FOR_UPDATE } else { "" }
+        );
+        let row = sqlx::query_as::<DB, ThrottleRow>(&sql)
+            .bind(ws)
+            .bind(email_key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(row.map(|r| Throttle {
+            failures: r.failures,
+            window_start: r.window_start.0,
+            lockouts: r.lockouts,
+            locked_until: r.locked_until.map(|t| t.0),
+        }))
+    }
+
     /// The throttle state of an email and its user, if any.
     pub(crate) async fn login_lookup(
         pool: &sqlx::Pool<DB>,
@@ -1222,20 +1246,7 @@ where
         email_key: &str,
     ) -> Result<(Option<Throttle>, Option<(User, String)>)> {
         let mut conn = pool.acquire().await?;
-        let t = sqlx::query_as::<DB, ThrottleRow>(
-            "SELECT failures, window_start, lockouts, locked_until FROM crm_login_throttle \
-             WHERE workspace_id = $1 AND email_key = $2",
-        )
-        .bind(ws)
-        .bind(email_key)
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|r| Throttle {
-            failures: r.failures,
-            window_start: r.window_start.0,
-            lockouts: r.lockouts,
-            locked_until: r.locked_until.map(|t| t.0),
-        });
+        let t = Self::fetch_throttle(&mut conn, ws, email_key, false).await?;
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = $1 AND email_key = $2"
         );
@@ -1249,14 +1260,20 @@ where
         Ok((t, user))
     }
 
-    pub(crate) async fn login_failed(
+    /// Records a failed login: `f` turns the current throttle state (read under the
+    /// write lock, so concurrent failures each count) into the next and its audit entries.
+    pub(crate) async fn login_failed<F>(
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
         email_key: &str,
-        t: &Throttle,
-        audits: &[AuditEntry],
-    ) -> Result<()> {
+        f: F,
+    ) -> Result<()>
+    where
+        F: FnOnce(Option<Throttle>) -> (Throttle, Vec<AuditEntry>) + Send,
+    {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let current = Self::fetch_throttle(&mut tx, ws, email_key, true).await?;
+        let (t, audits) = f(current);
         sqlx::query::<DB>(
             "INSERT INTO crm_login_throttle (workspace_id, email_key, failures, window_start, lockouts, locked_until) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, email_key) DO UPDATE SET \
@@ -1270,7 +1287,7 @@ where
         .bind(t.locked_until.map(Ts))
         .execute(&mut *tx)
         .await?;
-        for a in audits {
+        for a in &audits {
             Self::insert_audit(&mut tx, a).await?;
         }
         tx.commit().await?;

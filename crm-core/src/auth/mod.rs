@@ -493,20 +493,28 @@ impl Auth {
                         period: std::time::Duration::from_secs(900),
                     });
             let window = Duration::from_std(policy.period).unwrap_or(Duration::minutes(15));
-            let cfg = self.crm.auth_config();
-            let (t, locked) =
-                Throttle::after_failure(throttle, now, i64::from(policy.limit), window, cfg);
-            let mut audits = vec![self.audit(None, "login.failed", None, ip)];
-            audits[0].details = json!({ "email": key });
-            if locked {
-                let mut a = self.audit(None, "login.locked", None, ip);
-                a.details = json!({ "email": key, "until": t.locked_until });
-                audits.push(a);
-            }
-            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::login_failed(
-                p, self.ws, &key, &t, &audits
-            )
-            .await)?;
+            let cfg = *self.crm.auth_config();
+            let failed = self.audit(None, "login.failed", None, ip);
+            let locked_audit = self.audit(None, "login.locked", None, ip);
+            let email_key = key.clone();
+            let record = move |current: Option<Throttle>| {
+                let limit = i64::from(policy.limit);
+                let (t, locked) = Throttle::after_failure(current, now, limit, window, &cfg);
+                let mut audits = vec![AuditEntry {
+                    details: json!({ "email": email_key }),
+                    ..failed
+                }];
+                if locked {
+                    audits.push(AuditEntry {
+                        details: json!({ "email": email_key, "until": t.locked_until }),
+                        ..locked_audit
+                    });
+                }
+                (t, audits)
+            };
+            with_pool!(self.crm.pool(), |p, DB| {
+                Repo::<DB>::login_failed(p, self.ws, &key, record).await
+            })?;
             return Err(invalid_credentials());
         };
         let rehash = if passwords.needs_rehash(&hash) {
