@@ -90,6 +90,9 @@ pub enum Error {
     /// Running the embedded migrations failed.
     #[error("database migration failed")]
     Migration(#[source] sqlx::migrate::MigrateError),
+    /// An inbound webhook's signature did not verify.
+    #[error("webhook verification failed: {0}")]
+    WebhookVerification(#[from] crate::webhooks::signing::VerifyError),
     /// Sealed data could not be opened (wrong master key, or corrupted).
     #[error("sealed secret could not be opened")]
     Unseal,
@@ -163,6 +166,7 @@ impl Error {
             Self::Forbidden => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
             Self::Integration(_) => "integration_failed",
+            Self::WebhookVerification(_) => "webhook_verification_failed",
             Self::Config(_) => "configuration_error",
             Self::Database(_) | Self::Migration(_) | Self::Unseal => "internal_error",
         }

@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod seal;
 mod secret;
 mod store;
+pub mod webhooks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crm::{Crm, CrmBuilder, Workspace};
