@@ -20,6 +20,8 @@ use crate::leads::{AllowedValues, Leads};
 use crate::ratelimit::{Policy, RateLimiter};
 use crate::seal::{MasterKey, Sealer};
 use crate::store::Repo;
+use crate::webhooks::ssrf::IpNet;
+use crate::webhooks::Webhooks;
 use crate::{Error, Result};
 
 /// The crm handle. Clone it freely: clones share one pool.
@@ -39,6 +41,7 @@ struct Inner {
     passwords: Passwords,
     auth: AuthConfig,
     mailer: Option<Arc<dyn Mailer>>,
+    webhook_allow: Vec<IpNet>,
 }
 
 impl fmt::Debug for Crm {
@@ -132,6 +135,10 @@ impl Crm {
         &self.inner.auth
     }
 
+    pub(crate) fn webhook_allow(&self) -> &[IpNet] {
+        &self.inner.webhook_allow
+    }
+
     pub(crate) fn mailer(&self) -> Result<&dyn Mailer> {
         self.inner
             .mailer
@@ -167,6 +174,11 @@ impl Workspace {
     /// Its auth service.
     pub fn auth(&self) -> Auth {
         Auth::new(self.crm.clone(), self.id)
+    }
+
+    /// Its webhook service.
+    pub fn webhooks(&self) -> Webhooks {
+        Webhooks::new(self.crm.clone(), self.id)
     }
 
     /// Its API-key service.
@@ -210,6 +222,7 @@ pub struct CrmBuilder {
     policies: Vec<(String, Policy)>,
     auth: AuthConfig,
     mailer: Option<Arc<dyn Mailer>>,
+    webhook_allow: Vec<String>,
 }
 
 impl Default for CrmBuilder {
@@ -226,6 +239,7 @@ impl Default for CrmBuilder {
             policies: Vec::new(),
             auth: AuthConfig::default(),
             mailer: None,
+            webhook_allow: Vec::new(),
         }
     }
 }
@@ -322,6 +336,19 @@ impl CrmBuilder {
         self
     }
 
+    /// Networks webhooks may reach although they are not public (`127.0.0.1`,
+    /// `10.0.0.0/8`, …): for tests and internal deployments. The SSRF guard refuses
+    /// every other non-public address.
+    pub fn webhook_allow_networks<I, S>(mut self, networks: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.webhook_allow
+            .extend(networks.into_iter().map(Into::into));
+        self
+    }
+
     /// Checks the settings, connects, and runs the embedded migrations.
     pub async fn connect(self) -> Result<Crm> {
         if !valid_prefix(&self.api_key_prefix) {
@@ -362,6 +389,11 @@ impl CrmBuilder {
             return Err(Error::Config("max_connections must be at least 1".into()));
         }
         let passwords = Passwords::new(self.auth.password)?;
+        let webhook_allow = self
+            .webhook_allow
+            .iter()
+            .map(|n| n.parse::<IpNet>().map_err(Error::Config))
+            .collect::<Result<Vec<_>>>()?;
         let pool = db::connect(&self.url, self.max_connections).await?;
         let sealer = self.master_key.map(|k| Sealer::new(k, self.retired_keys));
         let limiter = RateLimiter::new(&pool, self.clock.clone(), self.policies)?;
@@ -377,6 +409,7 @@ impl CrmBuilder {
                 passwords,
                 auth: self.auth,
                 mailer: self.mailer,
+                webhook_allow,
             }),
         })
     }

@@ -95,6 +95,11 @@ id_type!(
     SessionId
 );
 
+id_type!(
+    /// A webhook endpoint.
+    EndpointId
+);
+
 impl WorkspaceId {
     /// The workspace that exists from the first migration on, for single-tenant apps.
     /// It is the nil UUID, so it is the same in every database.

@@ -21,7 +21,9 @@ pub mod webhooks;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crm::{Crm, CrmBuilder, Workspace};
 pub use error::{AuthFailure, Error, FieldError, Result};
-pub use ids::{ActivityId, ApiKeyId, AuditId, EventId, LeadId, SessionId, UserId, WorkspaceId};
+pub use ids::{
+    ActivityId, ApiKeyId, AuditId, EndpointId, EventId, LeadId, SessionId, UserId, WorkspaceId,
+};
 pub use leads::Leads;
 pub use seal::{MasterKey, Sealer};
 pub use secret::SecretString;

@@ -16,10 +16,14 @@ use crate::audit::AuditEntry;
 use crate::auth::{Session, Throttle, User, RESET, VERIFY};
 use crate::db::{Bind, Dialect, Sql, Ts};
 use crate::events::{Event, EventType};
-use crate::ids::{ActivityId, ApiKeyId, AuditId, EventId, LeadId, SessionId, UserId, WorkspaceId};
+use crate::ids::{
+    ActivityId, ApiKeyId, AuditId, EndpointId, EventId, LeadId, SessionId, UserId, WorkspaceId,
+};
 use crate::leads::cursor::{Cursor, Key};
 use crate::leads::parse::{Fields, Patch, Query, CUSTOM_MAX_BYTES, TAGS_MAX};
 use crate::leads::{Activity, ActivityKind, Email, Lead, LeadStatus, Phone, SortField, SortOrder};
+use crate::webhooks::endpoints::SealedSecrets;
+use crate::webhooks::Endpoint;
 use crate::{Error, Result};
 
 const LEAD_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.email, l.phone, l.company, l.budget, \
@@ -224,6 +228,58 @@ pub(crate) struct TokenOwner {
     user_id: UserId,
 }
 
+const ENDPOINT_COLUMNS: &str = "id, workspace_id, url, description, event_types, enabled, secret, \
+    previous_secret, previous_secret_until, rate_limit_per_minute, consecutive_failures, last_success_at, \
+    last_failure_at, disabled_reason, created_at, updated_at";
+
+#[derive(FromRow)]
+pub(crate) struct EndpointRow {
+    id: EndpointId,
+    workspace_id: WorkspaceId,
+    url: String,
+    description: Option<String>,
+    event_types: Json<Vec<String>>,
+    enabled: bool,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_until: Option<Ts>,
+    rate_limit_per_minute: Option<i64>,
+    consecutive_failures: i64,
+    last_success_at: Option<Ts>,
+    last_failure_at: Option<Ts>,
+    disabled_reason: Option<String>,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl EndpointRow {
+    fn into_endpoint(self) -> (Endpoint, SealedSecrets) {
+        let ep = Endpoint {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            url: self.url,
+            description: self.description,
+            event_types: self.event_types.0,
+            enabled: self.enabled,
+            rate_limit_per_minute: self
+                .rate_limit_per_minute
+                .and_then(|l| u32::try_from(l).ok()),
+            consecutive_failures: u32::try_from(self.consecutive_failures).unwrap_or(u32::MAX),
+            last_success_at: self.last_success_at.map(|t| t.0),
+            last_failure_at: self.last_failure_at.map(|t| t.0),
+            disabled_reason: self.disabled_reason,
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+        };
+        let sealed = SealedSecrets {
+            current: self.secret,
+            previous: self.previous_secret,
+            previous_until: self.previous_secret_until.map(|t| t.0),
+        };
+        (ep, sealed)
+    }
+}
+
 /// What a change to an API key writes: the key's new state, maybe a new key (with
 /// its hash), and the audit entry.
 pub(crate) struct KeyChange {
@@ -387,6 +443,9 @@ where
     for<'r> SessionRow: FromRow<'r, DB::Row>,
     for<'r> ThrottleRow: FromRow<'r, DB::Row>,
     for<'r> TokenOwner: FromRow<'r, DB::Row>,
+    for<'r> EndpointRow: FromRow<'r, DB::Row>,
+    for<'r> (Uuid, Json<Vec<String>>): FromRow<'r, DB::Row>,
+    for<'q> Option<i64>: Encode<'q, DB>,
     for<'q> Option<Ts>: Encode<'q, DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Uuid: Encode<'q, DB> + Type<DB>,
@@ -548,8 +607,35 @@ where
         Ok(())
     }
 
-    /// Writes an event into the outbox, inside the caller's transaction.
+    /// Writes an event into the outbox, inside the caller's transaction, with one
+    /// pending job per enabled webhook endpoint of the workspace whose filter matches.
     async fn insert_event(conn: &mut DB::Connection, e: &Event) -> Result<()> {
+        Self::insert_event_row(conn, e).await?;
+        let endpoints = sqlx::query_as::<DB, (Uuid, Json<Vec<String>>)>(
+            "SELECT id, event_types FROM crm_webhook_endpoints WHERE workspace_id = $1 AND enabled",
+        )
+        .bind(e.workspace_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (endpoint, filter) in endpoints {
+            if filter.0.iter().any(|f| e.event_type.matches(f)) {
+                sqlx::query::<DB>(
+                    "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
+                     created_at, updated_at) VALUES ($1, $2, 'webhook', $3, $4, 'pending', 0, $5, $5, $5)",
+                )
+                .bind(Uuid::now_v7())
+                .bind(e.workspace_id)
+                .bind(endpoint)
+                .bind(e.id.0)
+                .bind(Ts(e.created_at))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert_event_row(conn: &mut DB::Connection, e: &Event) -> Result<()> {
         sqlx::query::<DB>(
             "INSERT INTO crm_events (id, workspace_id, event_type, lead_id, payload, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1504,6 +1590,138 @@ where
         Self::insert_audit(&mut tx, &audit).await?;
         tx.commit().await?;
         Ok(u)
+    }
+
+    async fn write_endpoint(conn: &mut DB::Connection, ep: &Endpoint) -> Result<()> {
+        sqlx::query::<DB>(
+            "UPDATE crm_webhook_endpoints SET url = $3, description = $4, event_types = $5, enabled = $6, \
+             rate_limit_per_minute = $7, consecutive_failures = $8, disabled_reason = $9, updated_at = $10 \
+             WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(ep.workspace_id)
+        .bind(ep.id.0)
+        .bind(ep.url.as_str())
+        .bind(ep.description.as_deref())
+        .bind(Json(json!(ep.event_types)))
+        .bind(ep.enabled)
+        .bind(ep.rate_limit_per_minute.map(i64::from))
+        .bind(i64::from(ep.consecutive_failures))
+        .bind(ep.disabled_reason.as_deref())
+        .bind(Ts(ep.updated_at))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn create_endpoint(
+        pool: &sqlx::Pool<DB>,
+        ep: &Endpoint,
+        sealed: &str,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        sqlx::query::<DB>(
+            "INSERT INTO crm_webhook_endpoints (id, workspace_id, url, description, event_types, enabled, secret, \
+             rate_limit_per_minute, consecutive_failures, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10)",
+        )
+        .bind(ep.id.0)
+        .bind(ep.workspace_id)
+        .bind(ep.url.as_str())
+        .bind(ep.description.as_deref())
+        .bind(Json(json!(ep.event_types)))
+        .bind(ep.enabled)
+        .bind(sealed)
+        .bind(ep.rate_limit_per_minute.map(i64::from))
+        .bind(Ts(ep.created_at))
+        .bind(Ts(ep.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn list_endpoints(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+    ) -> Result<Vec<Endpoint>> {
+        let mut sql = Sql::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM crm_webhook_endpoints WHERE workspace_id = "
+        ));
+        sql.bind(Bind::Uuid(ws.0)).push(" ORDER BY id");
+        let rows: Vec<EndpointRow> = Self::fetch_all(pool, &sql).await?;
+        Ok(rows.into_iter().map(|r| r.into_endpoint().0).collect())
+    }
+
+    pub(crate) async fn get_endpoint(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: EndpointId,
+    ) -> Result<(Endpoint, SealedSecrets)> {
+        let mut sql = Sql::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM crm_webhook_endpoints WHERE workspace_id = "
+        ));
+        sql.bind(Bind::Uuid(ws.0))
+            .push(" AND id = ")
+            .bind(Bind::Uuid(id.0));
+        let rows: Vec<EndpointRow> = Self::fetch_all(pool, &sql).await?;
+        rows.into_iter()
+            .next()
+            .map(EndpointRow::into_endpoint)
+            .ok_or(Error::NotFound {
+                entity: "webhook endpoint",
+            })
+    }
+
+    /// Saves an endpoint with its audit entry; `rotation` = (new sealed secret,
+    /// previous sealed secret, end of the overlap).
+    pub(crate) async fn save_endpoint(
+        pool: &sqlx::Pool<DB>,
+        ep: &Endpoint,
+        rotation: Option<&(String, String, chrono::DateTime<chrono::Utc>)>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        Self::write_endpoint(&mut tx, ep).await?;
+        if let Some((new, previous, until)) = rotation {
+            sqlx::query::<DB>(
+                "UPDATE crm_webhook_endpoints SET secret = $3, previous_secret = $4, previous_secret_until = $5 \
+                 WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(ep.workspace_id)
+            .bind(ep.id.0)
+            .bind(new.as_str())
+            .bind(previous.as_str())
+            .bind(Ts(*until))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_endpoint(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: EndpointId,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        sqlx::query::<DB>("DELETE FROM crm_jobs WHERE workspace_id = $1 AND target_id = $2")
+            .bind(ws)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query::<DB>("DELETE FROM crm_webhook_endpoints WHERE workspace_id = $1 AND id = $2")
+            .bind(ws)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(crate) async fn create_workspace(

@@ -1,0 +1,392 @@
+//! Webhook endpoints: where events go. Each has a URL (SSRF-checked when it is set
+//! and again at delivery), an event filter, a signing secret sealed at rest, and its
+//! delivery health. Every change goes to the audit log.
+//!
+//! Writing an event creates, in the same transaction, one job per enabled endpoint of
+//! the workspace whose filter matches (`crm_jobs`, the queue that the dispatcher
+//! drains; notification channels will use the same queue).
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::signing::WebhookSecret;
+use super::ssrf;
+use crate::audit::AuditEntry;
+use crate::db::with_pool;
+use crate::error::Errors;
+use crate::events::EventType;
+use crate::ids::{EndpointId, WorkspaceId};
+use crate::secret::SecretString;
+use crate::store::Repo;
+use crate::{Crm, Error, Result};
+
+/// How long the previous secret keeps signing after a rotation.
+pub const ROTATION_OVERLAP: Duration = Duration::hours(24);
+/// Most entries in an event filter.
+pub const FILTER_MAX: usize = 32;
+
+/// A webhook endpoint (without its secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    /// Its id.
+    pub id: EndpointId,
+    /// Its workspace.
+    pub workspace_id: WorkspaceId,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// For people.
+    pub description: Option<String>,
+    /// Event types it receives: names, `lead.*`, or `*`.
+    pub event_types: Vec<String>,
+    /// Whether it receives deliveries.
+    pub enabled: bool,
+    /// Most deliveries per minute, when limited.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// Last successful delivery.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Last failed attempt.
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Why crm disabled it (410 Gone, too many failures), when it did.
+    pub disabled_reason: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Input of [`Webhooks::create`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewEndpoint {
+    /// An `http(s)` URL whose host resolves to public addresses only.
+    pub url: String,
+    /// Up to 500 characters.
+    pub description: Option<String>,
+    /// Event filter; `["*"]` when empty.
+    pub event_types: Vec<String>,
+    /// `true` when absent.
+    pub enabled: Option<bool>,
+    /// 1–10,000 deliveries per minute, or no limit.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Bring your own `whsec_…` secret (24–64 bytes); one is generated otherwise.
+    pub secret: Option<String>,
+}
+
+/// Input of [`Webhooks::update`]; fields left `None` stay.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointPatch {
+    /// A new URL.
+    pub url: Option<String>,
+    /// A new description (`Some(None)` clears it).
+    pub description: Option<Option<String>>,
+    /// A new event filter.
+    pub event_types: Option<Vec<String>>,
+    /// Enable or disable; enabling clears the failure count and `disabled_reason`.
+    pub enabled: Option<bool>,
+    /// A new limit (`Some(None)` removes it).
+    pub rate_limit_per_minute: Option<Option<u32>>,
+}
+
+/// An endpoint just made, with its secret (also readable later with [`Webhooks::secret`]).
+#[derive(Debug, Clone)]
+pub struct CreatedEndpoint {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// Its signing secret, `whsec_…`.
+    pub secret: SecretString,
+}
+
+/// Checks an event filter: event type names, `lead.*`, or `*`.
+pub(crate) fn check_filter(e: &mut Errors, types: &[String]) -> Vec<String> {
+    if types.len() > FILTER_MAX {
+        e.add("event_types", format!("at most {FILTER_MAX} entries"));
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        let t = t.trim();
+        let known = t == "*"
+            || EventType::ALL
+                .iter()
+                .any(|k| k.as_str() == t || k.matches(t) && t.ends_with(".*"));
+        if !known {
+            let names: Vec<&str> = EventType::ALL.iter().map(|k| k.as_str()).collect();
+            e.add(
+                format!("event_types[{i}]"),
+                format!(
+                    "unknown event type; expected *, lead.* or one of {}",
+                    names.join(", ")
+                ),
+            );
+        } else if !out.iter().any(|o| o == t) {
+            out.push(t.to_owned());
+        }
+    }
+    if out.is_empty() && types.is_empty() {
+        out.push("*".into());
+    }
+    out
+}
+
+fn check_limit(e: &mut Errors, limit: Option<u32>) -> Option<u32> {
+    if let Some(l) = limit {
+        if !(1..=10_000).contains(&l) {
+            e.add("rate_limit_per_minute", "must be between 1 and 10000");
+        }
+    }
+    limit
+}
+
+fn check_description(e: &mut Errors, d: Option<&str>) -> Option<String> {
+    let d = d.map(str::trim).filter(|d| !d.is_empty())?;
+    if d.chars().count() > 500 || d.contains('\0') {
+        e.add("description", "must be at most 500 characters");
+    }
+    Some(d.to_owned())
+}
+
+/// The webhook service of one workspace; from [`crate::Workspace::webhooks`].
+#[derive(Clone, Debug)]
+pub struct Webhooks {
+    crm: Crm,
+    ws: WorkspaceId,
+    actor: Option<String>,
+}
+
+impl Webhooks {
+    pub(crate) fn new(crm: Crm, ws: WorkspaceId) -> Self {
+        Self {
+            crm,
+            ws,
+            actor: None,
+        }
+    }
+
+    /// The same service, recording `actor` in the audit log.
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    fn audit(&self, action: &str, ep: &Endpoint) -> AuditEntry {
+        let details =
+            json!({ "url": ep.url, "event_types": ep.event_types, "enabled": ep.enabled });
+        AuditEntry::new(
+            self.ws,
+            self.actor.as_deref(),
+            action,
+            ("webhook_endpoint", ep.id.to_string()),
+            details,
+            self.crm.now(),
+        )
+    }
+
+    fn aad(id: EndpointId) -> Vec<u8> {
+        format!("webhook_endpoint:{id}").into_bytes()
+    }
+
+    async fn check_url(&self, e: &mut Errors, raw: &str) -> String {
+        match ssrf::check_url_shape(raw) {
+            Ok(u) => {
+                if let Err(m) = ssrf::resolve_checked(&u, self.crm.webhook_allow()).await {
+                    e.add("url", m);
+                }
+                u.to_string()
+            }
+            Err(m) => {
+                e.add("url", m);
+                String::new()
+            }
+        }
+    }
+
+    /// Creates an endpoint. Its secret is returned here (and by [`Webhooks::secret`]).
+    pub async fn create(&self, input: NewEndpoint) -> Result<CreatedEndpoint> {
+        let sealer = self.crm.sealer()?;
+        let mut e = Errors::default();
+        let url = self.check_url(&mut e, &input.url).await;
+        let description = check_description(&mut e, input.description.as_deref());
+        let event_types = check_filter(&mut e, &input.event_types);
+        let limit = check_limit(&mut e, input.rate_limit_per_minute);
+        let secret = match input.secret.as_deref() {
+            Some(s) => e.take("secret", WebhookSecret::parse(s)),
+            None => Some(WebhookSecret::generate()),
+        };
+        e.finish()?;
+        let secret = secret.ok_or_else(|| Error::invalid("secret", "is required"))?;
+        let now = self.crm.now();
+        let ep = Endpoint {
+            id: EndpointId::new(),
+            workspace_id: self.ws,
+            url,
+            description,
+            event_types,
+            enabled: input.enabled.unwrap_or(true),
+            rate_limit_per_minute: limit,
+            consecutive_failures: 0,
+            last_success_at: None,
+            last_failure_at: None,
+            disabled_reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let sealed = sealer.seal(secret.expose().expose().as_bytes(), &Self::aad(ep.id))?;
+        let audit = self.audit("webhook_endpoint.created", &ep);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_endpoint(
+            p, &ep, &sealed, &audit
+        )
+        .await)?;
+        Ok(CreatedEndpoint {
+            endpoint: ep,
+            secret: secret.expose(),
+        })
+    }
+
+    /// The workspace's endpoints, oldest first.
+    pub async fn list(&self) -> Result<Vec<Endpoint>> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_endpoints(
+            p, self.ws
+        )
+        .await)
+    }
+
+    /// One endpoint.
+    pub async fn get(&self, id: EndpointId) -> Result<Endpoint> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
+            p, self.ws, id
+        )
+        .await)
+        .map(|(e, _)| e)
+    }
+
+    /// The endpoint's current signing secret.
+    pub async fn secret(&self, id: EndpointId) -> Result<SecretString> {
+        let (_, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
+            p, self.ws, id
+        )
+        .await)?;
+        let bytes = self.crm.sealer()?.open(&sealed.current, &Self::aad(id))?;
+        Ok(SecretString::new(
+            String::from_utf8(bytes).map_err(|_| Error::Unseal)?,
+        ))
+    }
+
+    /// Changes an endpoint.
+    pub async fn update(&self, id: EndpointId, patch: EndpointPatch) -> Result<Endpoint> {
+        let mut e = Errors::default();
+        let url = match patch.url.as_deref() {
+            Some(u) => Some(self.check_url(&mut e, u).await),
+            None => None,
+        };
+        let description = patch
+            .description
+            .as_ref()
+            .map(|d| check_description(&mut e, d.as_deref()));
+        let event_types = patch
+            .event_types
+            .as_deref()
+            .map(|t| check_filter(&mut e, t));
+        if patch.event_types.as_ref().is_some_and(Vec::is_empty) {
+            e.add("event_types", "must not be empty");
+        }
+        let limit = patch.rate_limit_per_minute.map(|l| check_limit(&mut e, l));
+        e.finish()?;
+        let (mut ep, _) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
+            p, self.ws, id
+        )
+        .await)?;
+        if let Some(u) = url {
+            ep.url = u;
+        }
+        if let Some(d) = description {
+            ep.description = d;
+        }
+        if let Some(t) = event_types {
+            ep.event_types = t;
+        }
+        if let Some(l) = limit {
+            ep.rate_limit_per_minute = l;
+        }
+        if let Some(enabled) = patch.enabled {
+            if enabled && !ep.enabled {
+                ep.consecutive_failures = 0;
+                ep.disabled_reason = None;
+            }
+            ep.enabled = enabled;
+        }
+        ep.updated_at = self.crm.now();
+        let audit = self.audit("webhook_endpoint.updated", &ep);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_endpoint(
+            p, &ep, None, &audit
+        )
+        .await)?;
+        Ok(ep)
+    }
+
+    /// Deletes an endpoint and its pending jobs.
+    pub async fn delete(&self, id: EndpointId) -> Result<()> {
+        let ep = self.get(id).await?;
+        let audit = self.audit("webhook_endpoint.deleted", &ep);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::delete_endpoint(
+            p, self.ws, id, &audit
+        )
+        .await)
+    }
+
+    /// A new signing secret; the old one keeps signing beside it for 24 h, so receivers
+    /// can switch without losing a delivery. Returns the new secret.
+    pub async fn rotate_secret(&self, id: EndpointId) -> Result<SecretString> {
+        let sealer = self.crm.sealer()?;
+        let (mut ep, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
+            p, self.ws, id
+        )
+        .await)?;
+        let secret = WebhookSecret::generate();
+        let new_sealed = sealer.seal(secret.expose().expose().as_bytes(), &Self::aad(id))?;
+        let now = self.crm.now();
+        ep.updated_at = now;
+        let audit = self.audit("webhook_endpoint.secret_rotated", &ep);
+        let rotation = (new_sealed, sealed.current, now + ROTATION_OVERLAP);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_endpoint(
+            p,
+            &ep,
+            Some(&rotation),
+            &audit
+        )
+        .await)?;
+        Ok(secret.expose())
+    }
+
+    /// The secrets that sign a delivery now: the current one, and the previous one
+    /// while its overlap lasts.
+    pub async fn signing_secrets(&self, id: EndpointId) -> Result<Vec<WebhookSecret>> {
+        let (_, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
+            p, self.ws, id
+        )
+        .await)?;
+        let sealer = self.crm.sealer()?;
+        let open = |s: &str| -> Result<WebhookSecret> {
+            let bytes = sealer.open(s, &Self::aad(id))?;
+            WebhookSecret::parse(std::str::from_utf8(&bytes).map_err(|_| Error::Unseal)?)
+                .map_err(|_| Error::Unseal)
+        };
+        let mut out = vec![open(&sealed.current)?];
+        if let (Some(prev), Some(until)) = (&sealed.previous, sealed.previous_until) {
+            if until > self.crm.now() {
+                out.push(open(prev)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The sealed secrets of an endpoint as stored.
+pub(crate) struct SealedSecrets {
+    pub current: String,
+    pub previous: Option<String>,
+    pub previous_until: Option<DateTime<Utc>>,
+}
