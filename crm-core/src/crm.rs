@@ -42,6 +42,7 @@ struct Inner {
     auth: AuthConfig,
     mailer: Option<Arc<dyn Mailer>>,
     webhook_allow: Vec<IpNet>,
+    dispatch_wake: tokio::sync::Notify,
 }
 
 impl fmt::Debug for Crm {
@@ -133,6 +134,10 @@ impl Crm {
 
     pub(crate) fn auth_config(&self) -> &AuthConfig {
         &self.inner.auth
+    }
+
+    pub(crate) fn dispatch_wake(&self) -> &tokio::sync::Notify {
+        &self.inner.dispatch_wake
     }
 
     pub(crate) fn webhook_allow(&self) -> &[IpNet] {
@@ -410,6 +415,7 @@ impl CrmBuilder {
                 auth: self.auth,
                 mailer: self.mailer,
                 webhook_allow,
+                dispatch_wake: tokio::sync::Notify::new(),
             }),
         })
     }

@@ -147,6 +147,10 @@ pub(crate) trait Dialect: Database {
     /// Empty on SQLite, where `BEGIN IMMEDIATE` already holds the one write lock.
     const FOR_UPDATE: &'static str;
 
+    /// Appended to the subquery that picks jobs to claim: Postgres skips rows another
+    /// worker is claiming; SQLite needs nothing (one writer at a time).
+    const SKIP_LOCKED: &'static str;
+
     /// Rows a statement changed.
     fn rows_affected(r: &Self::QueryResult) -> u64;
 
@@ -161,6 +165,7 @@ pub(crate) trait Dialect: Database {
 impl Dialect for sqlx::Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const FOR_UPDATE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
 
     fn rows_affected(r: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         r.rows_affected()
@@ -186,6 +191,7 @@ impl Dialect for sqlx::Sqlite {
 impl Dialect for sqlx::Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     fn rows_affected(r: &sqlx::postgres::PgQueryResult) -> u64 {
         r.rows_affected()

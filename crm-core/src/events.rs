@@ -27,6 +27,8 @@ string_enum!(
         LeadDeleted => "lead.deleted",
         /// An activity was added by a caller (or a form submission by `capture`).
         LeadActivityAdded => "lead.activity_added",
+        /// A sample event sent by a webhook test-send; never fanned out.
+        WebhookTest => "webhook.test",
     }
 );
 

@@ -312,6 +312,22 @@ impl RateLimiter {
         let p = self
             .policy(policy)
             .ok_or_else(|| Error::Config(format!("unknown rate-limit policy {policy:?}")))?;
+        self.check_with(policy, p, key).await
+    }
+
+    /// Decides one request for `key` under an ad-hoc policy `p` (e.g. a per-endpoint
+    /// limit), counted under the name `name` (1–64 characters without `:`).
+    pub async fn check_with(&self, name: &str, p: Policy, key: &str) -> Result<Decision> {
+        let policy = name;
+        if Policy::new(p.limit, p.period).is_none()
+            || name.is_empty()
+            || name.len() > 64
+            || name.contains(':')
+        {
+            return Err(Error::Config(format!(
+                "rate-limit policy {name:?} is not valid"
+            )));
+        }
         if key.is_empty() || key.len() > KEY_MAX {
             return Err(Error::invalid("key", format!("must be 1-{KEY_MAX} bytes")));
         }

@@ -280,6 +280,63 @@ impl EndpointRow {
     }
 }
 
+/// A job a dispatcher holds the lease of.
+#[derive(Debug, Clone, FromRow)]
+pub(crate) struct ClaimedJob {
+    pub id: Uuid,
+    pub workspace_id: WorkspaceId,
+    pub target_id: Uuid,
+    pub event_id: Uuid,
+    pub attempts: i64,
+}
+
+/// A recorded delivery attempt.
+#[derive(FromRow)]
+pub(crate) struct AttemptRow {
+    id: Uuid,
+    job_id: Uuid,
+    endpoint_id: EndpointId,
+    event_id: EventId,
+    attempt: i64,
+    status_code: Option<i64>,
+    response_body: Option<String>,
+    duration_ms: i64,
+    error_kind: Option<String>,
+    next_attempt_at: Option<Ts>,
+    created_at: Ts,
+}
+
+impl AttemptRow {
+    fn into_attempt(self) -> crate::webhooks::Attempt {
+        crate::webhooks::Attempt {
+            id: self.id,
+            job_id: self.job_id,
+            endpoint_id: self.endpoint_id,
+            event_id: self.event_id,
+            attempt: u32::try_from(self.attempt).unwrap_or(u32::MAX),
+            status_code: self.status_code.and_then(|c| u16::try_from(c).ok()),
+            response_body: self.response_body,
+            duration_ms: u64::try_from(self.duration_ms).unwrap_or(0),
+            error_kind: self.error_kind,
+            next_attempt_at: self.next_attempt_at.map(|t| t.0),
+            created_at: self.created_at.0,
+        }
+    }
+}
+
+/// What a finished attempt writes.
+pub(crate) struct Finish<'a> {
+    pub job: &'a ClaimedJob,
+    pub token: Uuid,
+    pub attempt: &'a crate::webhooks::Attempt,
+    /// `pending` (retry at `next_attempt_at`), `delivered` or `failed`.
+    pub job_status: &'static str,
+    pub success: bool,
+    /// Disable the endpoint, with this reason.
+    pub disable: Option<String>,
+    pub disable_after: u32,
+}
+
 /// What a change to an API key writes: the key's new state, maybe a new key (with
 /// its hash), and the audit entry.
 pub(crate) struct KeyChange {
@@ -444,6 +501,8 @@ where
     for<'r> ThrottleRow: FromRow<'r, DB::Row>,
     for<'r> TokenOwner: FromRow<'r, DB::Row>,
     for<'r> EndpointRow: FromRow<'r, DB::Row>,
+    for<'r> ClaimedJob: FromRow<'r, DB::Row>,
+    for<'r> AttemptRow: FromRow<'r, DB::Row>,
     for<'r> (Uuid, Json<Vec<String>>): FromRow<'r, DB::Row>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'q> Option<Ts>: Encode<'q, DB>,
@@ -1720,6 +1779,211 @@ where
             .execute(&mut *tx)
             .await?;
         Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the lease of up to `n` due jobs: pending, due, and not leased (or leased
+    /// by a worker whose lease ran out). Postgres skips rows another worker is claiming;
+    /// SQLite's write lock serialises claims.
+    pub(crate) async fn claim_jobs(
+        pool: &sqlx::Pool<DB>,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+        token: Uuid,
+        n: usize,
+    ) -> Result<Vec<ClaimedJob>> {
+        let sql = format!(
+            "UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM crm_jobs WHERE status = 'pending' AND run_at <= $3 \
+             AND (lease_until IS NULL OR lease_until < $3) ORDER BY run_at, id LIMIT {n}{}) \
+             RETURNING id, workspace_id, target_id, event_id, attempts",
+            DB::SKIP_LOCKED
+        );
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let jobs = sqlx::query_as::<DB, ClaimedJob>(&sql)
+            .bind(Ts(lease_until))
+            .bind(token)
+            .bind(Ts(now))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    /// Gives a claimed job back untried (its attempt is not counted), to run at `run_at`.
+    pub(crate) async fn release_job(
+        pool: &sqlx::Pool<DB>,
+        id: Uuid,
+        token: Uuid,
+        run_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        sqlx::query::<DB>(
+            "UPDATE crm_jobs SET lease_until = NULL, lease_token = NULL, attempts = attempts - 1, run_at = $3 \
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(Ts(run_at))
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends a job without an attempt (its endpoint is gone or disabled).
+    pub(crate) async fn cancel_job(pool: &sqlx::Pool<DB>, id: Uuid, token: Uuid) -> Result<()> {
+        sqlx::query::<DB>(
+            "UPDATE crm_jobs SET status = 'cancelled', lease_until = NULL, lease_token = NULL WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn event_by_id(pool: &sqlx::Pool<DB>, id: Uuid) -> Result<Option<Event>> {
+        let mut sql = Sql::new("SELECT id, workspace_id, event_type, lead_id, payload, created_at FROM crm_events WHERE id = ");
+        sql.bind(Bind::Uuid(id));
+        let rows: Vec<EventRow> = Self::fetch_all(pool, &sql).await?;
+        rows.into_iter()
+            .next()
+            .map(EventRow::into_event)
+            .transpose()
+    }
+
+    /// Records an attempt and moves the job and the endpoint's health on, in one
+    /// transaction. The job only moves if this worker still holds its lease.
+    pub(crate) async fn finish_job(
+        pool: &sqlx::Pool<DB>,
+        f: &Finish<'_>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
+        let a = f.attempt;
+        let now = a.created_at;
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        sqlx::query::<DB>(
+            "INSERT INTO crm_delivery_attempts (id, workspace_id, job_id, endpoint_id, event_id, attempt, status_code, \
+             response_body, duration_ms, error_kind, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(a.id)
+        .bind(f.job.workspace_id)
+        .bind(a.job_id)
+        .bind(a.endpoint_id.0)
+        .bind(a.event_id.0)
+        .bind(i64::from(a.attempt))
+        .bind(a.status_code.map(i64::from))
+        .bind(a.response_body.as_deref())
+        .bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
+        .bind(a.error_kind.as_deref())
+        .bind(a.next_attempt_at.map(Ts))
+        .bind(Ts(now))
+        .execute(&mut *tx)
+        .await?;
+        let moved = sqlx::query::<DB>(
+            "UPDATE crm_jobs SET status = $3, run_at = COALESCE($4, run_at), lease_until = NULL, lease_token = NULL, \
+             updated_at = $5 WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(a.job_id)
+        .bind(f.token)
+        .bind(f.job_status)
+        .bind(a.next_attempt_at.map(Ts))
+        .bind(Ts(now))
+        .execute(&mut *tx)
+        .await?;
+        if f.success {
+            sqlx::query::<DB>(
+                "UPDATE crm_webhook_endpoints SET consecutive_failures = 0, last_success_at = $2 WHERE id = $1",
+            )
+            .bind(a.endpoint_id.0)
+            .bind(Ts(now))
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query::<DB>(
+                "UPDATE crm_webhook_endpoints SET consecutive_failures = consecutive_failures + 1, last_failure_at = $2 \
+                 WHERE id = $1",
+            )
+            .bind(a.endpoint_id.0)
+            .bind(Ts(now))
+            .execute(&mut *tx)
+            .await?;
+            // Disabled for a 410, or once the failures reach the limit.
+            let disabled = sqlx::query::<DB>(
+                "UPDATE crm_webhook_endpoints SET enabled = $2, disabled_reason = $3, updated_at = $4 \
+                 WHERE id = $1 AND enabled AND ($5 OR consecutive_failures >= $6)",
+            )
+            .bind(a.endpoint_id.0)
+            .bind(false)
+            .bind(f.disable.clone().unwrap_or_else(|| format!("{} consecutive failed attempts", f.disable_after)))
+            .bind(Ts(now))
+            .bind(f.disable.is_some())
+            .bind(i64::from(f.disable_after))
+            .execute(&mut *tx)
+            .await?;
+            if DB::rows_affected(&disabled) == 1 {
+                if let Some(audit) = audit {
+                    Self::insert_audit(&mut tx, audit).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(DB::rows_affected(&moved) == 1)
+    }
+
+    /// Attempts of an endpoint (`event` narrows to one message), oldest first, after `after`.
+    pub(crate) async fn list_attempts(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        endpoint: EndpointId,
+        event: Option<EventId>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<crate::webhooks::Attempt>> {
+        let mut sql = Sql::new(
+            "SELECT id, job_id, endpoint_id, event_id, attempt, status_code, response_body, duration_ms, error_kind, \
+             next_attempt_at, created_at FROM crm_delivery_attempts WHERE workspace_id = ",
+        );
+        sql.bind(Bind::Uuid(ws.0))
+            .push(" AND endpoint_id = ")
+            .bind(Bind::Uuid(endpoint.0));
+        if let Some(e) = event {
+            sql.push(" AND event_id = ").bind(Bind::Uuid(e.0));
+        }
+        if let Some(a) = after {
+            sql.push(" AND id > ").bind(Bind::Uuid(a));
+        }
+        sql.push(&format!(" ORDER BY id LIMIT {limit}"));
+        let rows: Vec<AttemptRow> = Self::fetch_all(pool, &sql).await?;
+        Ok(rows.into_iter().map(AttemptRow::into_attempt).collect())
+    }
+
+    /// Queues one job for `endpoint` and `event` (resend, test-send); `test_event`
+    /// is written first when given (a sample event that no filter fans out).
+    pub(crate) async fn enqueue(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        endpoint: EndpointId,
+        event: EventId,
+        test_event: Option<&Event>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        if let Some(e) = test_event {
+            Self::insert_event_row(&mut tx, e).await?;
+        }
+        sqlx::query::<DB>(
+            "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
+             created_at, updated_at) VALUES ($1, $2, 'webhook', $3, $4, 'pending', 0, $5, $5, $5)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(ws)
+        .bind(endpoint.0)
+        .bind(event.0)
+        .bind(Ts(now))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use chrono::{TimeZone, Utc};
 use crm::{Crm, CrmBuilder, ManualClock, MasterKey};
 use sqlx::Connection;
@@ -15,6 +17,8 @@ pub enum Backend {
 }
 
 pub struct TestDb {
+    /// One master key for every `Crm` a test opens on this database.
+    key: MasterKey,
     pub backend: Backend,
     pub url: String,
     pub clock: ManualClock,
@@ -27,6 +31,7 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("crm.db").display());
         Self {
+            key: MasterKey::generate("test").expect("key"),
             backend: Backend::Sqlite,
             url,
             clock: clock(),
@@ -57,6 +62,7 @@ impl TestDb {
             None => format!("{prefix}/{name}"),
         };
         Self {
+            key: MasterKey::generate("test").expect("key"),
             backend: Backend::Postgres,
             url,
             clock: clock(),
@@ -70,7 +76,7 @@ impl TestDb {
         Crm::builder()
             .database_url(&self.url)
             .clock(self.clock.clone())
-            .master_key(MasterKey::generate("test").expect("key"))
+            .master_key(self.key.clone())
     }
 
     pub async fn crm(&self) -> Crm {

@@ -1,5 +1,5 @@
 -- Webhook endpoints, and the job queue that fans events out to them (notification
--- channels will use the same queue).
+-- channels will use the same queue), and the log of every delivery attempt.
 
 CREATE TABLE crm_webhook_endpoints (
     id                    uuid PRIMARY KEY,
@@ -33,9 +33,29 @@ CREATE TABLE crm_jobs (
     attempts      bigint NOT NULL DEFAULT 0,
     run_at        timestamptz NOT NULL,
     lease_until   timestamptz,
+    lease_token   uuid,
     created_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL
 );
 
 CREATE INDEX crm_jobs_due ON crm_jobs (status, run_at);
 CREATE INDEX crm_jobs_target ON crm_jobs (target_id, id);
+
+-- Every delivery attempt: what was sent, what came back, what happens next.
+CREATE TABLE crm_delivery_attempts (
+    id               uuid PRIMARY KEY,
+    workspace_id     uuid NOT NULL REFERENCES crm_workspaces (id) ON DELETE CASCADE,
+    job_id           uuid NOT NULL,
+    endpoint_id      uuid NOT NULL,
+    event_id         uuid NOT NULL,
+    attempt          bigint NOT NULL,
+    status_code      bigint,
+    response_body    text,
+    duration_ms      bigint NOT NULL,
+    error_kind       text,
+    next_attempt_at  timestamptz,
+    created_at       timestamptz NOT NULL
+);
+
+CREATE INDEX crm_delivery_attempts_endpoint ON crm_delivery_attempts (endpoint_id, id);
+CREATE INDEX crm_delivery_attempts_event ON crm_delivery_attempts (event_id, id);

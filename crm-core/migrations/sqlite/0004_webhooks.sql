@@ -1,5 +1,5 @@
 -- Webhook endpoints, and the job queue that fans events out to them (notification
--- channels will use the same queue).
+-- channels will use the same queue), and the log of every delivery attempt.
 
 CREATE TABLE crm_webhook_endpoints (
     id                    BLOB PRIMARY KEY NOT NULL,
@@ -33,9 +33,29 @@ CREATE TABLE crm_jobs (
     attempts      INTEGER NOT NULL DEFAULT 0,
     run_at        INTEGER NOT NULL,
     lease_until   INTEGER,
+    lease_token   BLOB,
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL
 );
 
 CREATE INDEX crm_jobs_due ON crm_jobs (status, run_at);
 CREATE INDEX crm_jobs_target ON crm_jobs (target_id, id);
+
+-- Every delivery attempt: what was sent, what came back, what happens next.
+CREATE TABLE crm_delivery_attempts (
+    id               BLOB PRIMARY KEY NOT NULL,
+    workspace_id     BLOB NOT NULL REFERENCES crm_workspaces (id) ON DELETE CASCADE,
+    job_id           BLOB NOT NULL,
+    endpoint_id      BLOB NOT NULL,
+    event_id         BLOB NOT NULL,
+    attempt          INTEGER NOT NULL,
+    status_code      INTEGER,
+    response_body    TEXT,
+    duration_ms      INTEGER NOT NULL,
+    error_kind       TEXT,
+    next_attempt_at  INTEGER,
+    created_at       INTEGER NOT NULL
+);
+
+CREATE INDEX crm_delivery_attempts_endpoint ON crm_delivery_attempts (endpoint_id, id);
+CREATE INDEX crm_delivery_attempts_event ON crm_delivery_attempts (event_id, id);

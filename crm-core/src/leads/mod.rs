@@ -76,6 +76,14 @@ impl Leads {
         self
     }
 
+    /// Wakes the dispatchers after a write (its events may have queued deliveries).
+    fn written<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_ok() {
+            self.crm.wake_dispatchers();
+        }
+        r
+    }
+
     fn ctx(&self) -> Result<Ctx<'_>> {
         if let Some(a) = &self.actor {
             parse::actor(Some(a))?;
@@ -92,15 +100,13 @@ impl Leads {
     pub async fn create(&self, input: NewLead) -> Result<Lead> {
         let fields = parse::new_lead(input, self.crm.rules())?;
         let ctx = self.ctx()?;
-        retry_race(|| async {
-            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create(
-                p,
-                &ctx,
-                fields.clone()
-            )
-            .await)
+        let r = retry_race(|| async {
+            with_pool!(self.crm.pool(), |p, DB| {
+                Repo::<DB>::create(p, &ctx, fields.clone()).await
+            })
         })
-        .await
+        .await;
+        self.written(r)
     }
 
     /// Creates a lead, or merges the input into the lead that already has its email
@@ -109,15 +115,13 @@ impl Leads {
     pub async fn capture(&self, input: NewLead) -> Result<Captured> {
         let fields = parse::new_lead(input, self.crm.rules())?;
         let ctx = self.ctx()?;
-        let (lead, created) = retry_race(|| async {
-            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::capture(
-                p,
-                &ctx,
-                fields.clone()
-            )
-            .await)
+        let r = retry_race(|| async {
+            with_pool!(self.crm.pool(), |p, DB| {
+                Repo::<DB>::capture(p, &ctx, fields.clone()).await
+            })
         })
-        .await?;
+        .await;
+        let (lead, created) = self.written(r)?;
         Ok(Captured { lead, created })
     }
 
@@ -173,27 +177,29 @@ impl Leads {
     pub async fn update(&self, id: LeadId, patch: LeadPatch) -> Result<Lead> {
         let patch = parse::patch(patch, self.crm.rules())?;
         let ctx = self.ctx()?;
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::update(
-            p, &ctx, id, patch
-        )
-        .await)
+        let r = with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::update(p, &ctx, id, patch).await
+        });
+        self.written(r)
     }
 
     /// Deletes the lead and its activities for good (a `lead.deleted` event keeps its
     /// last state for subscribers).
     pub async fn delete(&self, id: LeadId) -> Result<()> {
         let ctx = self.ctx()?;
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::delete(p, &ctx, id)
-            .await)
+        let r = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::delete(p, &ctx, id)
+            .await);
+        self.written(r)
     }
 
     /// Adds an activity to the lead's timeline.
     pub async fn add_activity(&self, id: LeadId, input: NewActivity) -> Result<Activity> {
         let (kind, description) = parse::activity(input)?;
         let ctx = self.ctx()?;
-        with_pool!(self.crm.pool(), |p, DB| {
+        let r = with_pool!(self.crm.pool(), |p, DB| {
             Repo::<DB>::add_activity(p, &ctx, id, kind, description).await
-        })
+        });
+        self.written(r)
     }
 
     /// The lead's activities, oldest first. `NotFound` when the lead does not exist.

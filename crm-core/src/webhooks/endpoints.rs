@@ -16,7 +16,7 @@ use crate::audit::AuditEntry;
 use crate::db::with_pool;
 use crate::error::Errors;
 use crate::events::EventType;
-use crate::ids::{EndpointId, WorkspaceId};
+use crate::ids::{EndpointId, EventId, WorkspaceId};
 use crate::secret::SecretString;
 use crate::store::Repo;
 use crate::{Crm, Error, Result};
@@ -359,6 +359,85 @@ impl Webhooks {
         )
         .await)?;
         Ok(secret.expose())
+    }
+
+    /// Delivery attempts to an endpoint, oldest first: at most `limit` (1–1000) after
+    /// the attempt id `after` (cursor).
+    pub async fn attempts(
+        &self,
+        id: EndpointId,
+        after: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> Result<Vec<super::Attempt>> {
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 1000"));
+        }
+        self.get(id).await?;
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_attempts(
+            p, self.ws, id, None, after, limit
+        )
+        .await)
+    }
+
+    /// Every attempt to deliver one message (event) to an endpoint.
+    pub async fn message_attempts(
+        &self,
+        id: EndpointId,
+        event: EventId,
+    ) -> Result<Vec<super::Attempt>> {
+        self.get(id).await?;
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_attempts(
+            p,
+            self.ws,
+            id,
+            Some(event),
+            None,
+            1000
+        )
+        .await)
+    }
+
+    /// Sends a message again to an endpoint (a new job; the `webhook-id` stays the
+    /// event's, so the receiver can tell it is the same message).
+    pub async fn resend(&self, id: EndpointId, event: EventId) -> Result<()> {
+        self.get(id).await?;
+        let found = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::event_by_id(p, event.0)
+            .await)?;
+        if found.is_none_or(|e| e.workspace_id != self.ws) {
+            return Err(Error::NotFound { entity: "event" });
+        }
+        let now = self.crm.now();
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::enqueue(
+            p, self.ws, id, event, None, now
+        )
+        .await)?;
+        self.crm.wake_dispatchers();
+        Ok(())
+    }
+
+    /// Queues a sample `webhook.test` event for one endpoint (even a disabled one is
+    /// not sent to: enable it first). Returns the event id, which is its `webhook-id`.
+    pub async fn test(&self, id: EndpointId) -> Result<EventId> {
+        self.get(id).await?;
+        let now = self.crm.now();
+        let event = crate::events::Event::new(
+            self.ws,
+            EventType::WebhookTest,
+            None,
+            json!({ "message": "This is a test event from crm.", "endpoint_id": id }),
+            now,
+        );
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::enqueue(
+            p,
+            self.ws,
+            id,
+            event.id,
+            Some(&event),
+            now
+        )
+        .await)?;
+        self.crm.wake_dispatchers();
+        Ok(event.id)
     }
 
     /// The secrets that sign a delivery now: the current one, and the previous one

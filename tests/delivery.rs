@@ -1,0 +1,535 @@
+//! Webhook delivery through the dispatcher, to local receivers on real sockets, on
+//! SQLite and Postgres.
+
+mod common;
+
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use common::receiver::{Receiver, Reply};
+use common::TestDb;
+use crm::leads::NewLead;
+use crm::webhooks::signing::WebhookSecret;
+use crm::webhooks::{message_id, Attempt, DispatcherConfig, NewEndpoint};
+use crm::{Crm, EndpointId, WorkspaceId};
+use tokio_util::sync::CancellationToken;
+
+conformance!(
+    a_write_delivers_one_signed_message_per_matching_endpoint,
+    failures_retry_on_the_schedule_with_the_same_id,
+    gone_and_repeated_failures_disable_the_endpoint,
+    retry_after_is_honoured_and_redirects_are_not_followed,
+    timeouts_and_resets_are_failed_attempts,
+    the_ssrf_guard_holds_at_delivery,
+    rotation_signs_with_both_secrets,
+    resend_and_test_send,
+    a_crashed_worker_loses_no_job,
+);
+
+fn cfg() -> DispatcherConfig {
+    DispatcherConfig {
+        poll_interval: StdDuration::from_millis(20),
+        jitter: 0.0,
+        timeout: StdDuration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.expect("dispatcher stops");
+    }
+}
+
+async fn crm(db: &TestDb) -> Crm {
+    db.builder()
+        .webhook_allow_networks(["127.0.0.1"])
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn start(crm: &Crm, cfg: DispatcherConfig) -> Running {
+    let stop = CancellationToken::new();
+    let handle = crm.start_dispatcher(cfg, stop.clone()).expect("start");
+    Running { stop, handle }
+}
+
+async fn endpoint(crm: &Crm, url: &str, types: &[&str]) -> (EndpointId, String) {
+    let created = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .webhooks()
+        .create(NewEndpoint {
+            url: url.into(),
+            event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("endpoint");
+    (created.endpoint.id, created.secret.expose().to_owned())
+}
+
+async fn new_lead(crm: &Crm, email: &str) -> crm::leads::Lead {
+    crm.leads()
+        .create(NewLead {
+            name: "Ana".into(),
+            email: Some(email.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("lead")
+}
+
+/// Waits (up to 10 s) until the endpoint has `n` recorded attempts.
+async fn attempts(crm: &Crm, ep: EndpointId, n: usize) -> Vec<Attempt> {
+    for _ in 0..1000 {
+        let got = crm
+            .workspace(WorkspaceId::DEFAULT)
+            .webhooks()
+            .attempts(ep, None, 1000)
+            .await
+            .expect("attempts");
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    panic!("expected {n} attempts to {ep}");
+}
+
+fn verify(secret: &str, req: &common::receiver::Request) {
+    let signer = WebhookSecret::parse(secret).expect("secret").signer();
+    let h = |k: &str| req.headers.get(k).map(String::as_str).unwrap_or_default();
+    let ts: i64 = h("webhook-timestamp").parse().expect("timestamp");
+    signer
+        .verify(
+            h("webhook-id"),
+            h("webhook-timestamp"),
+            h("webhook-signature"),
+            &req.body,
+            ts,
+        )
+        .expect("signature verifies");
+}
+
+async fn a_write_delivers_one_signed_message_per_matching_endpoint(db: &TestDb) {
+    let crm = crm(db).await;
+    let (all, other) = (Receiver::ok().await, Receiver::ok().await);
+    let (ep_all, secret) = endpoint(&crm, &all.url, &["lead.*"]).await;
+    let (ep_other, _) = endpoint(&crm, &other.url, &["lead.deleted"]).await;
+    let running = start(&crm, cfg());
+    let lead = new_lead(&crm, "ana@example.com").await;
+
+    let got = all.wait_for(1).await;
+    let req = &got[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/hook");
+    assert_eq!(req.headers["content-type"], "application/json");
+    assert!(req.headers["user-agent"].starts_with("crm-webhooks/"));
+    verify(&secret, req);
+    let payload: serde_json::Value = serde_json::from_slice(&req.body).expect("json");
+    assert_eq!(payload["type"], "lead.created");
+    assert_eq!(payload["data"]["lead"]["id"], lead.id.to_string());
+    let events = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .events(None, 10)
+        .await
+        .expect("events");
+    assert_eq!(req.headers["webhook-id"], message_id(events[0].id));
+
+    let a = attempts(&crm, ep_all, 1).await;
+    assert_eq!(
+        (a[0].status_code, a[0].error_kind.as_deref(), a[0].attempt),
+        (Some(200), None, 1)
+    );
+    assert_eq!(a[0].response_body.as_deref(), Some("ok"));
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    assert_eq!(all.requests().len(), 1, "exactly one delivery");
+    assert!(other.requests().is_empty(), "the filter did not match");
+    assert!(crm
+        .workspace(WorkspaceId::DEFAULT)
+        .webhooks()
+        .attempts(ep_other, None, 10)
+        .await
+        .expect("attempts")
+        .is_empty());
+    assert_eq!(db.count("crm_jobs WHERE status = 'delivered'").await, 1);
+    let ep = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .webhooks()
+        .get(ep_all)
+        .await
+        .expect("get");
+    assert!(ep.last_success_at.is_some());
+    running.stop().await;
+}
+
+async fn failures_retry_on_the_schedule_with_the_same_id(db: &TestDb) {
+    let crm = crm(db).await;
+    let rx = Receiver::start(
+        vec![
+            Reply::Status(500, vec![], "boom".into()),
+            Reply::Status(502, vec![], "".into()),
+        ],
+        Reply::Status(204, vec![], "".into()),
+    )
+    .await;
+    let (ep, _) = endpoint(&crm, &rx.url, &["*"]).await;
+    let running = start(&crm, cfg());
+    new_lead(&crm, "ana@example.com").await;
+    let t0 = crm.now();
+    let a = attempts(&crm, ep, 1).await;
+    assert_eq!(a[0].status_code, Some(500));
+    assert_eq!(a[0].error_kind.as_deref(), Some("http_status"));
+    assert_eq!(a[0].next_attempt_at, Some(t0 + Duration::minutes(1)));
+    // Not before it is due.
+    tokio::time::sleep(StdDuration::from_millis(150)).await;
+    assert_eq!(rx.requests().len(), 1);
+    db.clock.advance(Duration::minutes(1));
+    let a = attempts(&crm, ep, 2).await;
+    assert_eq!(a[1].attempt, 2);
+    assert_eq!(
+        a[1].next_attempt_at,
+        Some(t0 + Duration::minutes(1) + Duration::minutes(5))
+    );
+    db.clock.advance(Duration::minutes(5));
+    let a = attempts(&crm, ep, 3).await;
+    assert_eq!(
+        (a[2].attempt, a[2].status_code, a[2].next_attempt_at),
+        (3, Some(204), None)
+    );
+    let ids: Vec<String> = rx
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "the same webhook-id on every retry"
+    );
+    let ep = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .webhooks()
+        .get(ep)
+        .await
+        .expect("get");
+    assert_eq!(ep.consecutive_failures, 0, "a success resets the count");
+    running.stop().await;
+}
+
+async fn gone_and_repeated_failures_disable_the_endpoint(db: &TestDb) {
+    let crm = crm(db).await;
+    let gone = Receiver::start(vec![], Reply::Status(410, vec![], "gone".into())).await;
+    let failing = Receiver::start(vec![], Reply::Status(500, vec![], "".into())).await;
+    let (ep_gone, _) = endpoint(&crm, &gone.url, &["*"]).await;
+    let (ep_fail, _) = endpoint(&crm, &failing.url, &["*"]).await;
+    let config = DispatcherConfig {
+        disable_after: 3,
+        schedule: vec![StdDuration::ZERO; 10],
+        ..cfg()
+    };
+    let running = start(&crm, config);
+    new_lead(&crm, "ana@example.com").await;
+    attempts(&crm, ep_gone, 1).await;
+    attempts(&crm, ep_fail, 3).await;
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    let hooks = crm.workspace(WorkspaceId::DEFAULT).webhooks();
+    let g = hooks.get(ep_gone).await.expect("get");
+    assert!(!g.enabled);
+    assert_eq!(
+        g.disabled_reason.as_deref(),
+        Some("the endpoint answered 410 Gone")
+    );
+    let f = hooks.get(ep_fail).await.expect("get");
+    assert!(!f.enabled);
+    assert_eq!(
+        f.disabled_reason.as_deref(),
+        Some("3 consecutive failed attempts")
+    );
+    assert_eq!(
+        failing.requests().len(),
+        3,
+        "no attempt after the endpoint was disabled"
+    );
+    let audit = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 100)
+        .await
+        .expect("audit");
+    let disabled: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == "webhook_endpoint.disabled")
+        .collect();
+    assert_eq!(disabled.len(), 2);
+    // A disabled endpoint gets no new jobs.
+    new_lead(&crm, "bo@example.com").await;
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    assert_eq!(gone.requests().len(), 1);
+    running.stop().await;
+}
+
+async fn retry_after_is_honoured_and_redirects_are_not_followed(db: &TestDb) {
+    let crm = crm(db).await;
+    let target = Receiver::ok().await;
+    let limited = Receiver::start(
+        vec![Reply::Status(
+            429,
+            vec![("retry-after".into(), "120".into())],
+            "".into(),
+        )],
+        Reply::Status(200, vec![], "".into()),
+    )
+    .await;
+    let redirect = Receiver::start(
+        vec![],
+        Reply::Status(
+            302,
+            vec![("location".into(), target.url.clone())],
+            "".into(),
+        ),
+    )
+    .await;
+    let (ep_limited, _) = endpoint(&crm, &limited.url, &["*"]).await;
+    let (ep_redirect, _) = endpoint(&crm, &redirect.url, &["*"]).await;
+    let running = start(&crm, cfg());
+    new_lead(&crm, "ana@example.com").await;
+    let t0 = crm.now();
+    let a = attempts(&crm, ep_limited, 1).await;
+    assert_eq!(a[0].status_code, Some(429));
+    assert_eq!(
+        a[0].next_attempt_at,
+        Some(t0 + Duration::seconds(120)),
+        "Retry-After, not the 1 min schedule"
+    );
+    let r = attempts(&crm, ep_redirect, 1).await;
+    assert_eq!(
+        (r[0].status_code, r[0].error_kind.as_deref()),
+        (Some(302), Some("redirect"))
+    );
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    assert!(
+        target.requests().is_empty(),
+        "the redirect was not followed"
+    );
+    db.clock.advance(Duration::seconds(120));
+    let a = attempts(&crm, ep_limited, 2).await;
+    assert_eq!(a[1].status_code, Some(200));
+    running.stop().await;
+}
+
+async fn timeouts_and_resets_are_failed_attempts(db: &TestDb) {
+    let crm = crm(db).await;
+    let hang = Receiver::start(vec![], Reply::Hang(StdDuration::from_secs(30))).await;
+    let reset = Receiver::start(vec![], Reply::Reset).await;
+    let garbage = Receiver::start(
+        vec![],
+        Reply::Status(200, vec![], "\u{0}\u{1}not json at all".into()),
+    )
+    .await;
+    let (ep_hang, _) = endpoint(&crm, &hang.url, &["*"]).await;
+    let (ep_reset, _) = endpoint(&crm, &reset.url, &["*"]).await;
+    let (ep_garbage, _) = endpoint(&crm, &garbage.url, &["*"]).await;
+    let running = start(
+        &crm,
+        DispatcherConfig {
+            timeout: StdDuration::from_millis(300),
+            ..cfg()
+        },
+    );
+    new_lead(&crm, "ana@example.com").await;
+    let h = attempts(&crm, ep_hang, 1).await;
+    assert_eq!(
+        (h[0].status_code, h[0].error_kind.as_deref()),
+        (None, Some("timeout"))
+    );
+    let r = attempts(&crm, ep_reset, 1).await;
+    assert!(
+        matches!(r[0].error_kind.as_deref(), Some("network" | "connect")),
+        "{:?}",
+        r[0]
+    );
+    let g = attempts(&crm, ep_garbage, 1).await;
+    assert_eq!(
+        g[0].error_kind, None,
+        "a 2xx is a success whatever its body"
+    );
+    // The dispatcher keeps going.
+    new_lead(&crm, "bo@example.com").await;
+    attempts(&crm, ep_garbage, 2).await;
+    running.stop().await;
+}
+
+async fn the_ssrf_guard_holds_at_delivery(db: &TestDb) {
+    let allowed = crm(db).await;
+    let rx = Receiver::ok().await;
+    let (ep, _) = endpoint(&allowed, &rx.url, &["*"]).await;
+    let by_name = rx.url.replace("127.0.0.1", "localhost");
+    let (ep_name, _) = endpoint(&allowed, &by_name, &["*"]).await;
+    // Another instance without the allow-list runs the dispatcher: loopback is refused.
+    let strict = db.crm().await;
+    let running = start(&strict, cfg());
+    new_lead(&allowed, "ana@example.com").await;
+    strict.wake_dispatchers();
+    let a = attempts(&strict, ep, 1).await;
+    assert_eq!(a[0].error_kind.as_deref(), Some("ssrf_refused"));
+    let n = attempts(&strict, ep_name, 1).await;
+    assert_eq!(
+        n[0].error_kind.as_deref(),
+        Some("ssrf_refused"),
+        "a name resolving to loopback too"
+    );
+    assert!(rx.requests().is_empty());
+    running.stop().await;
+}
+
+async fn rotation_signs_with_both_secrets(db: &TestDb) {
+    let crm = crm(db).await;
+    let rx = Receiver::ok().await;
+    let (ep, old) = endpoint(&crm, &rx.url, &["*"]).await;
+    let new = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .webhooks()
+        .rotate_secret(ep)
+        .await
+        .expect("rotate");
+    let running = start(&crm, cfg());
+    new_lead(&crm, "ana@example.com").await;
+    let req = &rx.wait_for(1).await[0];
+    assert_eq!(req.headers["webhook-signature"].split(' ').count(), 2);
+    verify(&old, req);
+    verify(new.expose(), req);
+    db.clock.advance(Duration::hours(25));
+    new_lead(&crm, "bo@example.com").await;
+    let req = &rx.wait_for(2).await[1];
+    assert_eq!(
+        req.headers["webhook-signature"].split(' ').count(),
+        1,
+        "the overlap is over"
+    );
+    verify(new.expose(), req);
+    running.stop().await;
+}
+
+async fn resend_and_test_send(db: &TestDb) {
+    let crm = crm(db).await;
+    let rx = Receiver::ok().await;
+    let (ep, secret) = endpoint(&crm, &rx.url, &["lead.created"]).await;
+    let running = start(&crm, cfg());
+    new_lead(&crm, "ana@example.com").await;
+    let first = rx.wait_for(1).await[0].clone();
+    let event = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .events(None, 1)
+        .await
+        .expect("events")[0]
+        .id;
+    let hooks = crm.workspace(WorkspaceId::DEFAULT).webhooks();
+    hooks.resend(ep, event).await.expect("resend");
+    let again = rx.wait_for(2).await[1].clone();
+    assert_eq!(again.headers["webhook-id"], first.headers["webhook-id"]);
+    assert_eq!(again.body, first.body);
+    attempts(&crm, ep, 2).await;
+    assert_eq!(
+        hooks
+            .message_attempts(ep, event)
+            .await
+            .expect("attempts")
+            .len(),
+        2
+    );
+
+    let test_event = hooks.test(ep).await.expect("test");
+    let t = rx.wait_for(3).await[2].clone();
+    verify(&secret, &t);
+    assert_eq!(t.headers["webhook-id"], message_id(test_event));
+    let payload: serde_json::Value = serde_json::from_slice(&t.body).expect("json");
+    assert_eq!(payload["type"], "webhook.test");
+    assert!(matches!(
+        hooks.resend(ep, crm::EventId::new()).await,
+        Err(crm::Error::NotFound { .. })
+    ));
+    running.stop().await;
+}
+
+async fn a_crashed_worker_loses_no_job(db: &TestDb) {
+    let crm = crm(db).await;
+    let rx = Receiver::start(
+        vec![Reply::Hang(StdDuration::from_secs(60))],
+        Reply::Status(200, vec![], "".into()),
+    )
+    .await;
+    let (ep, _) = endpoint(&crm, &rx.url, &["lead.created"]).await;
+    // Worker A takes the job, then dies mid-delivery (its task is aborted).
+    let a = start(
+        &crm,
+        DispatcherConfig {
+            timeout: StdDuration::from_secs(60),
+            ..cfg()
+        },
+    );
+    new_lead(&crm, "ana@example.com").await;
+    let first = rx.wait_for(1).await[0].clone();
+    a.handle.abort();
+    // Worker B cannot take it while A's lease lasts...
+    let b = start(&crm, cfg());
+    tokio::time::sleep(StdDuration::from_millis(150)).await;
+    assert_eq!(rx.requests().len(), 1);
+    // ...and takes it once the lease has run out.
+    db.clock.advance(Duration::seconds(61));
+    let second = rx.wait_for(2).await[1].clone();
+    assert_eq!(second.headers["webhook-id"], first.headers["webhook-id"]);
+    let done = attempts(&crm, ep, 1).await;
+    assert_eq!(done[0].status_code, Some(200));
+    assert_eq!(done[0].attempt, 2, "the lost attempt counts");
+    b.stop().await;
+}
+
+/// Two dispatchers (two instances, two pools) on one Postgres deliver 1,000 events:
+/// every one arrives, and no attempt is made twice.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_dispatchers_deliver_every_event_once() {
+    let db = TestDb::postgres().await;
+    let one = crm(&db).await;
+    let two = crm(&db).await;
+    let rx = Receiver::ok().await;
+    let (ep, _) = endpoint(&one, &rx.url, &["lead.created"]).await;
+    let config = DispatcherConfig {
+        concurrency: 16,
+        per_endpoint: 8,
+        ..cfg()
+    };
+    let (a, b) = (start(&one, config.clone()), start(&two, config));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let crm = if w % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                new_lead(&crm, &format!("l{w}-{i}@example.com")).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    let got = rx.wait_for(1000).await;
+    let ids: std::collections::HashSet<&str> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 1000, "every event arrived");
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    assert_eq!(rx.requests().len(), 1000, "none twice");
+    assert_eq!(attempts(&one, ep, 1000).await.len(), 1000);
+    assert_eq!(db.count("crm_jobs WHERE status = 'delivered'").await, 1000);
+    a.stop().await;
+    b.stop().await;
+    db.cleanup().await;
+}
