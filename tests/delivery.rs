@@ -24,6 +24,7 @@ conformance!(
     rotation_signs_with_both_secrets,
     resend_and_test_send,
     a_crashed_worker_loses_no_job,
+    a_per_endpoint_rate_limit_spreads_deliveries,
 );
 
 fn cfg() -> DispatcherConfig {
@@ -532,4 +533,39 @@ async fn postgres_two_dispatchers_deliver_every_event_once() {
     a.stop().await;
     b.stop().await;
     db.cleanup().await;
+}
+
+async fn a_per_endpoint_rate_limit_spreads_deliveries(db: &TestDb) {
+    let crm = crm(db).await;
+    let rx = Receiver::ok().await;
+    let created = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .webhooks()
+        .create(NewEndpoint {
+            url: rx.url.clone(),
+            event_types: vec!["lead.created".into()],
+            rate_limit_per_minute: Some(2),
+            ..Default::default()
+        })
+        .await
+        .expect("endpoint");
+    let running = start(&crm, cfg());
+    for i in 0..3 {
+        new_lead(&crm, &format!("l{i}@example.com")).await;
+    }
+    rx.wait_for(2).await;
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    assert_eq!(
+        rx.requests().len(),
+        2,
+        "a burst of two per minute, then wait"
+    );
+    db.clock.advance(Duration::seconds(30));
+    rx.wait_for(3).await;
+    let a = attempts(&crm, created.endpoint.id, 3).await;
+    assert!(
+        a.iter().all(|x| x.attempt == 1),
+        "waiting for the limit is not a failed attempt"
+    );
+    running.stop().await;
 }
