@@ -8,6 +8,6 @@ pub mod signing;
 pub mod ssrf;
 
 pub use dispatcher::{message_id, Attempt, DispatcherConfig};
+pub use endpoints::{CreatedEndpoint, Endpoint, EndpointPatch, NewEndpoint, Webhooks};
 /// The token that stops a dispatcher (re-exported from `tokio-util`).
 pub use tokio_util::sync::CancellationToken;
-pub use endpoints::{CreatedEndpoint, Endpoint, EndpointPatch, NewEndpoint, Webhooks};
