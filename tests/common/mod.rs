@@ -102,28 +102,37 @@ impl TestDb {
         }
     }
 
-    /// `SELECT COUNT(*) FROM {table}`, read outside crm.
+    /// `SELECT COUNT(*) FROM {table}` (a table name, optionally with a `WHERE`), read
+    /// outside crm.
     pub async fn count(&self, table: &str) -> i64 {
-        let sql = format!("SELECT COUNT(*) FROM {table}");
+        self.scalar(&format!("SELECT COUNT(*) FROM {table}")).await
+    }
+
+    /// One text value read with raw SQL, outside crm.
+    pub async fn scalar_text(&self, sql: &str) -> String {
+        self.scalar(sql).await
+    }
+
+    async fn scalar<T: Cell>(&self, sql: &str) -> T {
         match self.backend {
             Backend::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&self.url)
                     .await
                     .expect("connect");
-                sqlx::query_scalar(&sql)
+                sqlx::query_scalar(sql)
                     .fetch_one(&mut c)
                     .await
-                    .expect("count")
+                    .expect("scalar")
             }
             #[cfg(feature = "postgres")]
             Backend::Postgres => {
                 let mut c = sqlx::PgConnection::connect(&self.url)
                     .await
                     .expect("connect");
-                sqlx::query_scalar(&sql)
+                sqlx::query_scalar(sql)
                     .fetch_one(&mut c)
                     .await
-                    .expect("count")
+                    .expect("scalar")
             }
         }
     }
@@ -134,6 +143,7 @@ impl TestDb {
 
     /// Drops the Postgres test database (the SQLite one goes with its temp dir).
     pub async fn cleanup(self) {
+        #[cfg(feature = "postgres")]
         if let Some((base, name)) = &self.admin {
             if let Ok(mut admin) = sqlx::PgConnection::connect(base).await {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -143,6 +153,26 @@ impl TestDb {
         }
     }
 }
+
+/// A value `scalar` can read from every backend compiled in.
+#[cfg(feature = "postgres")]
+pub trait Cell:
+    Send
+    + Unpin
+    + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+    + sqlx::Type<sqlx::Sqlite>
+    + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+{
+}
+/// A value `scalar` can read from every backend compiled in.
+#[cfg(not(feature = "postgres"))]
+pub trait Cell:
+    Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>
+{
+}
+impl Cell for i64 {}
+impl Cell for String {}
 
 fn clock() -> ManualClock {
     ManualClock::new(
@@ -186,32 +216,5 @@ impl TestDb {
     pub fn clock_now(&self) -> chrono::DateTime<Utc> {
         use crm::Clock;
         self.clock.now()
-    }
-}
-
-impl TestDb {
-    /// One text value read with raw SQL, outside crm.
-    pub async fn scalar_text(&self, sql: &str) -> String {
-        match self.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("scalar")
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("scalar")
-            }
-        }
     }
 }
