@@ -232,14 +232,13 @@ async fn gone_and_repeated_failures_disable_the_endpoint(db: &TestDb) {
     let (ep_gone, _) = endpoint(&crm, &gone.url, &["*"]).await;
     let (ep_fail, _) = endpoint(&crm, &failing.url, &["*"]).await;
     let config = DispatcherConfig {
-        disable_after: 3,
-        schedule: vec![StdDuration::ZERO; 10],
+        schedule: vec![StdDuration::ZERO; 12],
         ..cfg()
     };
     let running = start(&crm, config);
     new_lead(&crm, "ana@example.com").await;
     attempts(&crm, ep_gone, 1).await;
-    attempts(&crm, ep_fail, 3).await;
+    attempts(&crm, ep_fail, 10).await;
     tokio::time::sleep(StdDuration::from_millis(200)).await;
     let hooks = crm.workspace(WorkspaceId::DEFAULT).webhooks();
     let g = hooks.get(ep_gone).await.expect("get");
@@ -252,11 +251,11 @@ async fn gone_and_repeated_failures_disable_the_endpoint(db: &TestDb) {
     assert!(!f.enabled);
     assert_eq!(
         f.disabled_reason.as_deref(),
-        Some("3 consecutive failed attempts")
+        Some("10 consecutive failed attempts")
     );
     assert_eq!(
         failing.requests().len(),
-        3,
+        10,
         "no attempt after the endpoint was disabled"
     );
     let audit = crm
@@ -337,6 +336,8 @@ async fn timeouts_and_resets_are_failed_attempts(db: &TestDb) {
     let (ep_hang, _) = endpoint(&crm, &hang.url, &["*"]).await;
     let (ep_reset, _) = endpoint(&crm, &reset.url, &["*"]).await;
     let (ep_garbage, _) = endpoint(&crm, &garbage.url, &["*"]).await;
+    let not_http = Receiver::start(vec![], Reply::Raw(b"garbage\r\n\r\n")).await;
+    let (ep_not_http, _) = endpoint(&crm, &not_http.url, &["*"]).await;
     let running = start(
         &crm,
         DispatcherConfig {
@@ -360,6 +361,13 @@ async fn timeouts_and_resets_are_failed_attempts(db: &TestDb) {
     assert_eq!(
         g[0].error_kind, None,
         "a 2xx is a success whatever its body"
+    );
+    let n = attempts(&crm, ep_not_http, 1).await;
+    assert_eq!(
+        (n[0].status_code, n[0].error_kind.as_deref()),
+        (None, Some("network")),
+        "{:?}",
+        n[0]
     );
     // The dispatcher keeps going.
     new_lead(&crm, "bo@example.com").await;

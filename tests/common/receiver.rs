@@ -23,6 +23,8 @@ pub enum Reply {
     Status(u16, Vec<(String, String)>, String),
     Hang(Duration),
     Reset,
+    /// Bytes that are not an HTTP response.
+    Raw(&'static [u8]),
 }
 
 #[derive(Clone)]
@@ -75,6 +77,10 @@ impl Receiver {
                         }
                         Reply::Hang(d) => tokio::time::sleep(d).await,
                         Reply::Reset => drop(sock),
+                        Reply::Raw(bytes) => {
+                            let _ = sock.write_all(bytes).await;
+                            let _ = sock.shutdown().await;
+                        }
                     }
                 });
             }
