@@ -1411,12 +1411,24 @@ where
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
         email_key: &str,
+        now: chrono::DateTime<chrono::Utc>,
         f: F,
     ) -> Result<()>
     where
         F: FnOnce(Option<Throttle>) -> (Throttle, Vec<AuditEntry>) + Send,
     {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        // Make sure the row exists, so the locking read below serialises even the
+        // first failures of an email (two inserts racing would each count one).
+        sqlx::query::<DB>(
+            "INSERT INTO crm_login_throttle (workspace_id, email_key, failures, window_start, lockouts, locked_until) \
+             VALUES ($1, $2, 0, $3, 0, NULL) ON CONFLICT (workspace_id, email_key) DO NOTHING",
+        )
+        .bind(ws)
+        .bind(email_key)
+        .bind(Ts(now))
+        .execute(&mut *tx)
+        .await?;
         let current = Self::fetch_throttle(&mut tx, ws, email_key, true).await?;
         let (t, audits) = f(current);
         sqlx::query::<DB>(

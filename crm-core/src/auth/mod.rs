@@ -280,7 +280,11 @@ impl Throttle {
             return (t, false);
         }
         let factor = 1i32 << t.lockouts.clamp(0, 20);
-        let lock = (cfg.lockout_base * factor).min(cfg.lockout_cap);
+        let lock = cfg
+            .lockout_base
+            .checked_mul(factor)
+            .unwrap_or(cfg.lockout_cap)
+            .min(cfg.lockout_cap);
         t.locked_until = Some(now + lock);
         t.lockouts += 1;
         t.failures = 0;
@@ -513,7 +517,7 @@ impl Auth {
                 (t, audits)
             };
             with_pool!(self.crm.pool(), |p, DB| {
-                Repo::<DB>::login_failed(p, self.ws, &key, record).await
+                Repo::<DB>::login_failed(p, self.ws, &key, now, record).await
             })?;
             return Err(invalid_credentials());
         };
