@@ -295,7 +295,7 @@ pub(crate) struct ClaimedJob {
 pub(crate) struct AttemptRow {
     id: Uuid,
     job_id: Uuid,
-    endpoint_id: EndpointId,
+    target_id: EndpointId,
     event_id: EventId,
     attempt: i64,
     status_code: Option<i64>,
@@ -311,7 +311,7 @@ impl AttemptRow {
         crate::webhooks::Attempt {
             id: self.id,
             job_id: self.job_id,
-            endpoint_id: self.endpoint_id,
+            endpoint_id: self.target_id,
             event_id: self.event_id,
             attempt: u32::try_from(self.attempt).unwrap_or(u32::MAX),
             status_code: self.status_code.and_then(|c| u16::try_from(c).ok()),
@@ -1875,9 +1875,9 @@ where
         let now = a.created_at;
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
         sqlx::query::<DB>(
-            "INSERT INTO crm_delivery_attempts (id, workspace_id, job_id, endpoint_id, event_id, attempt, status_code, \
+            "INSERT INTO crm_delivery_attempts (id, workspace_id, job_id, kind, target_id, event_id, attempt, status_code, \
              response_body, duration_ms, error_kind, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             VALUES ($1, $2, $3, 'webhook', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(a.id)
         .bind(f.job.workspace_id)
@@ -1954,11 +1954,11 @@ where
         limit: u32,
     ) -> Result<Vec<crate::webhooks::Attempt>> {
         let mut sql = Sql::new(
-            "SELECT id, job_id, endpoint_id, event_id, attempt, status_code, response_body, duration_ms, error_kind, \
+            "SELECT id, job_id, target_id, event_id, attempt, status_code, response_body, duration_ms, error_kind, \
              next_attempt_at, created_at FROM crm_delivery_attempts WHERE workspace_id = ",
         );
         sql.bind(Bind::Uuid(ws.0))
-            .push(" AND endpoint_id = ")
+            .push(" AND kind = 'webhook' AND target_id = ")
             .bind(Bind::Uuid(endpoint.0));
         if let Some(e) = event {
             sql.push(" AND event_id = ").bind(Bind::Uuid(e.0));

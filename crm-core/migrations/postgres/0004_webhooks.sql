@@ -46,7 +46,9 @@ CREATE TABLE crm_delivery_attempts (
     id               uuid PRIMARY KEY,
     workspace_id     uuid NOT NULL REFERENCES crm_workspaces (id) ON DELETE CASCADE,
     job_id           uuid NOT NULL,
-    endpoint_id      uuid NOT NULL,
+    -- what was delivered to: a webhook endpoint (kind webhook), later a notification channel
+    kind             text NOT NULL,
+    target_id        uuid NOT NULL,
     event_id         uuid NOT NULL,
     attempt          bigint NOT NULL,
     status_code      bigint,
@@ -57,5 +59,5 @@ CREATE TABLE crm_delivery_attempts (
     created_at       timestamptz NOT NULL
 );
 
-CREATE INDEX crm_delivery_attempts_endpoint ON crm_delivery_attempts (endpoint_id, id);
+CREATE INDEX crm_delivery_attempts_target ON crm_delivery_attempts (target_id, id);
 CREATE INDEX crm_delivery_attempts_event ON crm_delivery_attempts (event_id, id);

@@ -46,7 +46,9 @@ CREATE TABLE crm_delivery_attempts (
     id               BLOB PRIMARY KEY NOT NULL,
     workspace_id     BLOB NOT NULL REFERENCES crm_workspaces (id) ON DELETE CASCADE,
     job_id           BLOB NOT NULL,
-    endpoint_id      BLOB NOT NULL,
+    -- what was delivered to: a webhook endpoint (kind webhook), later a notification channel
+    kind             TEXT NOT NULL,
+    target_id        BLOB NOT NULL,
     event_id         BLOB NOT NULL,
     attempt          INTEGER NOT NULL,
     status_code      INTEGER,
@@ -57,5 +59,5 @@ CREATE TABLE crm_delivery_attempts (
     created_at       INTEGER NOT NULL
 );
 
-CREATE INDEX crm_delivery_attempts_endpoint ON crm_delivery_attempts (endpoint_id, id);
+CREATE INDEX crm_delivery_attempts_target ON crm_delivery_attempts (target_id, id);
 CREATE INDEX crm_delivery_attempts_event ON crm_delivery_attempts (event_id, id);
