@@ -468,6 +468,17 @@ async fn resend_and_test_send(db: &TestDb) {
 }
 
 async fn a_crashed_worker_loses_no_job(db: &TestDb) {
+    let bad = DispatcherConfig {
+        lease: StdDuration::from_secs(5),
+        ..cfg()
+    };
+    assert!(
+        db.crm()
+            .await
+            .start_dispatcher(bad, CancellationToken::new())
+            .is_err(),
+        "lease must outlast the timeout"
+    );
     let crm = crm(db).await;
     let rx = Receiver::start(
         vec![Reply::Hang(StdDuration::from_secs(60))],
@@ -479,7 +490,7 @@ async fn a_crashed_worker_loses_no_job(db: &TestDb) {
     let a = start(
         &crm,
         DispatcherConfig {
-            timeout: StdDuration::from_secs(60),
+            timeout: StdDuration::from_secs(30),
             ..cfg()
         },
     );

@@ -456,6 +456,13 @@ impl Crm {
                 "dispatcher needs concurrency, per_endpoint and a schedule".into(),
             ));
         }
+        // A lease shorter than a delivery could hand a job to a second worker while
+        // the first is still sending it.
+        if config.lease <= config.timeout {
+            return Err(Error::Config(
+                "the dispatcher's lease must be longer than its timeout".into(),
+            ));
+        }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
@@ -484,28 +491,28 @@ impl Crm {
 
 async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(w.cfg.concurrency));
-    let wake = w.crm.clone();
+    let crm = w.crm.clone();
     loop {
+        // Listen before claiming, so a wake-up sent while claiming is not lost.
+        let notified = crm.dispatch_wake().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
         let free = slots.available_permits();
         if free > 0 {
             match w.claim(free).await {
                 Ok(jobs) => {
                     for job in jobs {
+                        // Only this loop takes permits, and it claimed no more than were free.
+                        let Ok(permit) = slots.clone().try_acquire_owned() else {
+                            release(&w, &job).await;
+                            continue;
+                        };
                         if !w.per_endpoint.try_take(job.target_id, w.cfg.per_endpoint) {
                             // Over this endpoint's cap: give it back for a moment.
-                            let at = w.crm.now();
-                            let r = with_pool!(w.crm.pool(), |p, DB| Repo::<DB>::release_job(
-                                p, job.id, w.token, at
-                            )
-                            .await);
-                            if let Err(err) = r {
-                                tracing::warn!(error = %err, "could not release a webhook job");
-                            }
+                            release(&w, &job).await;
                             continue;
                         }
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            break;
-                        };
                         let w2 = w.clone();
                         tokio::spawn(async move {
                             let target = job.target_id;
@@ -521,10 +528,9 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
                 Err(err) => tracing::warn!(error = %err, "could not claim webhook jobs"),
             }
         }
-        let notified = wake.dispatch_wake().notified();
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = notified => {}
+            () = &mut notified => {}
             () = tokio::time::sleep(w.cfg.poll_interval) => {}
         }
     }
@@ -532,4 +538,16 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
     let _ = slots
         .acquire_many(u32::try_from(w.cfg.concurrency).unwrap_or(u32::MAX))
         .await;
+}
+
+/// Gives a claimed job back untried, due now.
+async fn release(w: &Worker, job: &ClaimedJob) {
+    let at = w.crm.now();
+    let r = with_pool!(w.crm.pool(), |p, DB| Repo::<DB>::release_job(
+        p, job.id, w.token, at
+    )
+    .await);
+    if let Err(err) = r {
+        tracing::warn!(error = %err, "could not release a webhook job");
+    }
 }
