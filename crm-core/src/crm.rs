@@ -17,6 +17,7 @@ use crate::events::Event;
 use crate::ids::{AuditId, EventId, WorkspaceId};
 use crate::leads::parse::LeadRules;
 use crate::leads::{AllowedValues, Leads};
+use crate::notify::{Notifications, Notifier};
 use crate::ratelimit::{Policy, RateLimiter};
 use crate::seal::{MasterKey, Sealer};
 use crate::store::Repo;
@@ -43,6 +44,7 @@ struct Inner {
     mailer: Option<Arc<dyn Mailer>>,
     webhook_allow: Vec<IpNet>,
     dispatch_wake: tokio::sync::Notify,
+    notifiers: Vec<Arc<dyn Notifier>>,
 }
 
 impl fmt::Debug for Crm {
@@ -136,6 +138,15 @@ impl Crm {
         &self.inner.auth
     }
 
+    /// The registered plugin of `kind`.
+    pub(crate) fn notifier(&self, kind: &str) -> Option<&dyn Notifier> {
+        self.inner
+            .notifiers
+            .iter()
+            .find(|n| n.kind() == kind)
+            .map(|n| n.as_ref())
+    }
+
     pub(crate) fn dispatch_wake(&self) -> &tokio::sync::Notify {
         &self.inner.dispatch_wake
     }
@@ -179,6 +190,11 @@ impl Workspace {
     /// Its auth service.
     pub fn auth(&self) -> Auth {
         Auth::new(self.crm.clone(), self.id)
+    }
+
+    /// Its notification service.
+    pub fn notifications(&self) -> Notifications {
+        Notifications::new(self.crm.clone(), self.id)
     }
 
     /// Its webhook service.
@@ -228,6 +244,7 @@ pub struct CrmBuilder {
     auth: AuthConfig,
     mailer: Option<Arc<dyn Mailer>>,
     webhook_allow: Vec<String>,
+    notifiers: Vec<Arc<dyn Notifier>>,
 }
 
 impl Default for CrmBuilder {
@@ -245,6 +262,7 @@ impl Default for CrmBuilder {
             auth: AuthConfig::default(),
             mailer: None,
             webhook_allow: Vec::new(),
+            notifiers: Vec::new(),
         }
     }
 }
@@ -354,6 +372,14 @@ impl CrmBuilder {
         self
     }
 
+    /// Registers a notification plugin; a later plugin of the same kind replaces it.
+    pub fn notifier(mut self, plugin: impl Notifier) -> Self {
+        let kind = plugin.kind();
+        self.notifiers.retain(|n| n.kind() != kind);
+        self.notifiers.push(Arc::new(plugin));
+        self
+    }
+
     /// Checks the settings, connects, and runs the embedded migrations.
     pub async fn connect(self) -> Result<Crm> {
         if !valid_prefix(&self.api_key_prefix) {
@@ -416,6 +442,7 @@ impl CrmBuilder {
                 mailer: self.mailer,
                 webhook_allow,
                 dispatch_wake: tokio::sync::Notify::new(),
+                notifiers: self.notifiers,
             }),
         })
     }

@@ -99,6 +99,10 @@ id_type!(
     /// A webhook endpoint.
     EndpointId
 );
+id_type!(
+    /// A notification channel.
+    ChannelId
+);
 
 impl WorkspaceId {
     /// The workspace that exists from the first migration on, for single-tenant apps.

@@ -12,6 +12,7 @@ pub mod events;
 mod ids;
 pub mod leads;
 mod macros;
+pub mod notify;
 pub mod ratelimit;
 pub mod seal;
 mod secret;
@@ -22,7 +23,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use crm::{Crm, CrmBuilder, Workspace};
 pub use error::{AuthFailure, Error, FieldError, Result};
 pub use ids::{
-    ActivityId, ApiKeyId, AuditId, EndpointId, EventId, LeadId, SessionId, UserId, WorkspaceId,
+    ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, LeadId, SessionId, UserId,
+    WorkspaceId,
 };
 pub use leads::Leads;
 pub use seal::{MasterKey, Sealer};

@@ -17,11 +17,13 @@ use crate::auth::{Session, Throttle, User, RESET, VERIFY};
 use crate::db::{Bind, Dialect, Sql, Ts};
 use crate::events::{Event, EventType};
 use crate::ids::{
-    ActivityId, ApiKeyId, AuditId, EndpointId, EventId, LeadId, SessionId, UserId, WorkspaceId,
+    ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, LeadId, SessionId, UserId,
+    WorkspaceId,
 };
 use crate::leads::cursor::{Cursor, Key};
 use crate::leads::parse::{Fields, Patch, Query, CUSTOM_MAX_BYTES, TAGS_MAX};
 use crate::leads::{Activity, ActivityKind, Email, Lead, LeadStatus, Phone, SortField, SortOrder};
+use crate::notify::Channel;
 use crate::webhooks::endpoints::SealedSecrets;
 use crate::webhooks::Endpoint;
 use crate::{Error, Result};
@@ -280,10 +282,43 @@ impl EndpointRow {
     }
 }
 
+const CHANNEL_COLUMNS: &str =
+    "id, workspace_id, kind, name, config, event_types, enabled, created_at, updated_at";
+
+#[derive(FromRow)]
+pub(crate) struct ChannelRow {
+    id: ChannelId,
+    workspace_id: WorkspaceId,
+    kind: String,
+    name: String,
+    config: String,
+    event_types: Json<Vec<String>>,
+    enabled: bool,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl ChannelRow {
+    fn into_channel(self) -> (Channel, String) {
+        let c = Channel {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            kind: self.kind,
+            name: self.name,
+            event_types: self.event_types.0,
+            enabled: self.enabled,
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+        };
+        (c, self.config)
+    }
+}
+
 /// A job a dispatcher holds the lease of.
 #[derive(Debug, Clone, FromRow)]
 pub(crate) struct ClaimedJob {
     pub id: Uuid,
+    pub kind: String,
     pub workspace_id: WorkspaceId,
     pub target_id: Uuid,
     pub event_id: Uuid,
@@ -295,7 +330,8 @@ pub(crate) struct ClaimedJob {
 pub(crate) struct AttemptRow {
     id: Uuid,
     job_id: Uuid,
-    target_id: EndpointId,
+    kind: String,
+    target_id: Uuid,
     event_id: EventId,
     attempt: i64,
     status_code: Option<i64>,
@@ -311,7 +347,8 @@ impl AttemptRow {
         crate::webhooks::Attempt {
             id: self.id,
             job_id: self.job_id,
-            endpoint_id: self.target_id,
+            kind: self.kind,
+            target_id: self.target_id,
             event_id: self.event_id,
             attempt: u32::try_from(self.attempt).unwrap_or(u32::MAX),
             status_code: self.status_code.and_then(|c| u16::try_from(c).ok()),
@@ -503,6 +540,7 @@ where
     for<'r> EndpointRow: FromRow<'r, DB::Row>,
     for<'r> ClaimedJob: FromRow<'r, DB::Row>,
     for<'r> AttemptRow: FromRow<'r, DB::Row>,
+    for<'r> ChannelRow: FromRow<'r, DB::Row>,
     for<'r> (Uuid, Json<Vec<String>>): FromRow<'r, DB::Row>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'q> Option<Ts>: Encode<'q, DB>,
@@ -667,7 +705,8 @@ where
     }
 
     /// Writes an event into the outbox, inside the caller's transaction, with one
-    /// pending job per enabled webhook endpoint of the workspace whose filter matches.
+    /// pending job per enabled webhook endpoint and notification channel of the
+    /// workspace whose filter matches.
     async fn insert_event(conn: &mut DB::Connection, e: &Event) -> Result<()> {
         Self::insert_event_row(conn, e).await?;
         let endpoints = sqlx::query_as::<DB, (Uuid, Json<Vec<String>>)>(
@@ -676,15 +715,26 @@ where
         .bind(e.workspace_id)
         .fetch_all(&mut *conn)
         .await?;
-        for (endpoint, filter) in endpoints {
+        let channels = sqlx::query_as::<DB, (Uuid, Json<Vec<String>>)>(
+            "SELECT id, event_types FROM crm_notification_channels WHERE workspace_id = $1 AND enabled",
+        )
+        .bind(e.workspace_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let targets = endpoints
+            .into_iter()
+            .map(|t| ("webhook", t))
+            .chain(channels.into_iter().map(|t| ("notification", t)));
+        for (kind, (target, filter)) in targets {
             if filter.0.iter().any(|f| e.event_type.matches(f)) {
                 sqlx::query::<DB>(
                     "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
-                     created_at, updated_at) VALUES ($1, $2, 'webhook', $3, $4, 'pending', 0, $5, $5, $5)",
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
                 )
                 .bind(Uuid::now_v7())
                 .bind(e.workspace_id)
-                .bind(endpoint)
+                .bind(kind)
+                .bind(target)
                 .bind(e.id.0)
                 .bind(Ts(e.created_at))
                 .execute(&mut *conn)
@@ -1809,7 +1859,7 @@ where
             "UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
              WHERE id IN (SELECT id FROM crm_jobs WHERE status = 'pending' AND run_at <= $3 \
              AND (lease_until IS NULL OR lease_until < $3) ORDER BY run_at, id LIMIT {n}{}) \
-             RETURNING id, workspace_id, target_id, event_id, attempts",
+             RETURNING id, kind, workspace_id, target_id, event_id, attempts",
             DB::SKIP_LOCKED
         );
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
@@ -1877,12 +1927,13 @@ where
         sqlx::query::<DB>(
             "INSERT INTO crm_delivery_attempts (id, workspace_id, job_id, kind, target_id, event_id, attempt, status_code, \
              response_body, duration_ms, error_kind, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, 'webhook', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(a.id)
         .bind(f.job.workspace_id)
         .bind(a.job_id)
-        .bind(a.endpoint_id.0)
+        .bind(a.kind.as_str())
+        .bind(a.target_id)
         .bind(a.event_id.0)
         .bind(i64::from(a.attempt))
         .bind(a.status_code.map(i64::from))
@@ -1904,11 +1955,13 @@ where
         .bind(Ts(now))
         .execute(&mut *tx)
         .await?;
-        if f.success {
+        if a.kind != "webhook" {
+            // Channels keep no delivery health; their attempts are in the log.
+        } else if f.success {
             sqlx::query::<DB>(
                 "UPDATE crm_webhook_endpoints SET consecutive_failures = 0, last_success_at = $2 WHERE id = $1",
             )
-            .bind(a.endpoint_id.0)
+            .bind(a.target_id)
             .bind(Ts(now))
             .execute(&mut *tx)
             .await?;
@@ -1917,7 +1970,7 @@ where
                 "UPDATE crm_webhook_endpoints SET consecutive_failures = consecutive_failures + 1, last_failure_at = $2 \
                  WHERE id = $1",
             )
-            .bind(a.endpoint_id.0)
+            .bind(a.target_id)
             .bind(Ts(now))
             .execute(&mut *tx)
             .await?;
@@ -1926,7 +1979,7 @@ where
                 "UPDATE crm_webhook_endpoints SET enabled = $2, disabled_reason = $3, updated_at = $4 \
                  WHERE id = $1 AND enabled AND ($5 OR consecutive_failures >= $6)",
             )
-            .bind(a.endpoint_id.0)
+            .bind(a.target_id)
             .bind(false)
             .bind(f.disable.clone().unwrap_or_else(|| format!("{} consecutive failed attempts", f.disable_after)))
             .bind(Ts(now))
@@ -1948,18 +2001,21 @@ where
     pub(crate) async fn list_attempts(
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
-        endpoint: EndpointId,
+        kind: &str,
+        target: Uuid,
         event: Option<EventId>,
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<crate::webhooks::Attempt>> {
         let mut sql = Sql::new(
-            "SELECT id, job_id, target_id, event_id, attempt, status_code, response_body, duration_ms, error_kind, \
+            "SELECT id, job_id, kind, target_id, event_id, attempt, status_code, response_body, duration_ms, error_kind, \
              next_attempt_at, created_at FROM crm_delivery_attempts WHERE workspace_id = ",
         );
         sql.bind(Bind::Uuid(ws.0))
-            .push(" AND kind = 'webhook' AND target_id = ")
-            .bind(Bind::Uuid(endpoint.0));
+            .push(" AND kind = ")
+            .bind(Bind::Text(kind.to_owned()))
+            .push(" AND target_id = ")
+            .bind(Bind::Uuid(target));
         if let Some(e) = event {
             sql.push(" AND event_id = ").bind(Bind::Uuid(e.0));
         }
@@ -1976,7 +2032,8 @@ where
     pub(crate) async fn enqueue(
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
-        endpoint: EndpointId,
+        kind: &str,
+        target: Uuid,
         event: EventId,
         test_event: Option<&Event>,
         now: chrono::DateTime<chrono::Utc>,
@@ -1987,15 +2044,119 @@ where
         }
         sqlx::query::<DB>(
             "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
-             created_at, updated_at) VALUES ($1, $2, 'webhook', $3, $4, 'pending', 0, $5, $5, $5)",
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
         )
         .bind(Uuid::now_v7())
         .bind(ws)
-        .bind(endpoint.0)
+        .bind(kind)
+        .bind(target)
         .bind(event.0)
         .bind(Ts(now))
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts (`insert`) or updates a channel with its audit entry; `sealed` replaces
+    /// the configuration when given (always on insert).
+    pub(crate) async fn save_channel(
+        pool: &sqlx::Pool<DB>,
+        c: &Channel,
+        sealed: Option<&str>,
+        insert: bool,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        if insert {
+            sqlx::query::<DB>(
+                "INSERT INTO crm_notification_channels (id, workspace_id, kind, name, config, event_types, enabled, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(c.id.0)
+            .bind(c.workspace_id)
+            .bind(c.kind.as_str())
+            .bind(c.name.as_str())
+            .bind(sealed.unwrap_or_default())
+            .bind(Json(json!(c.event_types)))
+            .bind(c.enabled)
+            .bind(Ts(c.created_at))
+            .bind(Ts(c.updated_at))
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query::<DB>(
+                "UPDATE crm_notification_channels SET name = $3, config = COALESCE($4, config), event_types = $5, \
+                 enabled = $6, updated_at = $7 WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(c.workspace_id)
+            .bind(c.id.0)
+            .bind(c.name.as_str())
+            .bind(sealed)
+            .bind(Json(json!(c.event_types)))
+            .bind(c.enabled)
+            .bind(Ts(c.updated_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn list_channels(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+    ) -> Result<Vec<Channel>> {
+        let mut sql = Sql::new(format!(
+            "SELECT {CHANNEL_COLUMNS} FROM crm_notification_channels WHERE workspace_id = "
+        ));
+        sql.bind(Bind::Uuid(ws.0)).push(" ORDER BY id");
+        let rows: Vec<ChannelRow> = Self::fetch_all(pool, &sql).await?;
+        Ok(rows.into_iter().map(|r| r.into_channel().0).collect())
+    }
+
+    /// A channel and its sealed configuration.
+    pub(crate) async fn get_channel(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: ChannelId,
+    ) -> Result<(Channel, String)> {
+        let mut sql = Sql::new(format!(
+            "SELECT {CHANNEL_COLUMNS} FROM crm_notification_channels WHERE workspace_id = "
+        ));
+        sql.bind(Bind::Uuid(ws.0))
+            .push(" AND id = ")
+            .bind(Bind::Uuid(id.0));
+        let rows: Vec<ChannelRow> = Self::fetch_all(pool, &sql).await?;
+        rows.into_iter()
+            .next()
+            .map(ChannelRow::into_channel)
+            .ok_or(Error::NotFound {
+                entity: "notification channel",
+            })
+    }
+
+    pub(crate) async fn delete_channel(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: ChannelId,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        sqlx::query::<DB>("DELETE FROM crm_jobs WHERE workspace_id = $1 AND target_id = $2 AND status = 'pending'")
+            .bind(ws)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query::<DB>(
+            "DELETE FROM crm_notification_channels WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(ws)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }

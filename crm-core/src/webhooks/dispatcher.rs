@@ -1,4 +1,5 @@
-//! The dispatcher: background tasks that drain `crm_jobs` and deliver webhooks.
+//! The dispatcher: background tasks that drain `crm_jobs`: webhook deliveries, and
+//! notifications through their channels' plugins (see [`crate::notify`]).
 //!
 //! Jobs are claimed with a lease (Postgres: `FOR UPDATE SKIP LOCKED`; SQLite: one
 //! `UPDATE … RETURNING` under the write lock), so any number of dispatchers in any
@@ -32,6 +33,7 @@ use super::ssrf::{self, IpNet};
 use crate::audit::AuditEntry;
 use crate::db::with_pool;
 use crate::ids::{EndpointId, EventId};
+use crate::notify::Outcome;
 use crate::ratelimit::Policy;
 use crate::store::{ClaimedJob, Finish, Repo};
 use crate::{Crm, Error, Result};
@@ -83,10 +85,12 @@ impl Default for DispatcherConfig {
 pub struct Attempt {
     /// Its id.
     pub id: Uuid,
-    /// The job (one message to one endpoint).
+    /// The job (one message to one endpoint or channel).
     pub job_id: Uuid,
-    /// The endpoint.
-    pub endpoint_id: EndpointId,
+    /// `webhook` or `notification`.
+    pub kind: String,
+    /// The webhook endpoint or notification channel.
+    pub target_id: Uuid,
     /// The event (its id is the `webhook-id`).
     pub event_id: EventId,
     /// 1 for the first attempt of the job.
@@ -97,8 +101,9 @@ pub struct Attempt {
     pub response_body: Option<String>,
     /// How long the attempt took.
     pub duration_ms: u64,
-    /// Why it failed: `http_status`, `redirect`, `timeout`, `connect`, `network`,
-    /// `ssrf_refused`, `payload_too_large`; `None` on success.
+    /// Why it failed: for webhooks `http_status`, `redirect`, `timeout`, `connect`,
+    /// `network`, `ssrf_refused` or `payload_too_large`; for notifications the plugin's
+    /// reason. `None` on success.
     pub error_kind: Option<String>,
     /// When the next attempt is due, when there is one.
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -296,6 +301,114 @@ impl Worker {
     }
 
     async fn deliver(&self, job: ClaimedJob) -> Result<()> {
+        match job.kind.as_str() {
+            "webhook" => self.deliver_webhook(job).await,
+            "notification" => self.notify(job).await,
+            _ => with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
+                p, job.id, self.token
+            )
+            .await),
+        }
+    }
+
+    /// The next try after a failed attempt, or `None` when the schedule is spent.
+    fn next_try(
+        &self,
+        job: &ClaimedJob,
+        now: DateTime<Utc>,
+        hint: Option<Duration>,
+    ) -> Option<DateTime<Utc>> {
+        self.next_delay(job.attempts, hint)
+            .map(|d| now + chrono::Duration::from_std(d).unwrap_or_default())
+    }
+
+    /// Sends one notification through its channel's plugin.
+    async fn notify(&self, job: ClaimedJob) -> Result<()> {
+        let service = self.crm.workspace(job.workspace_id).notifications();
+        let id = crate::ids::ChannelId(job.target_id);
+        let cancel = || async {
+            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
+                p, job.id, self.token
+            )
+            .await)
+        };
+        let channel = match service.get(id).await {
+            Ok(c) if c.enabled => c,
+            Ok(_) | Err(Error::NotFound { .. }) => return cancel().await,
+            Err(e) => return Err(e),
+        };
+        let Some(event) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::event_by_id(
+            p,
+            job.event_id
+        )
+        .await)?
+        else {
+            return cancel().await;
+        };
+        let config = service.config(id).await?;
+        let notification = crate::notify::Notification::from_event(&event);
+        let now = self.crm.now();
+        let started = Instant::now();
+        let outcome = match self.crm.notifier(&channel.kind) {
+            None => Outcome::Permanent(format!(
+                "no notification plugin of kind {:?} is registered",
+                channel.kind
+            )),
+            Some(plugin) => {
+                match tokio::time::timeout(self.cfg.timeout, plugin.send(&config, &notification))
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(_) => Outcome::Retry {
+                        after: None,
+                        reason: "timeout".into(),
+                    },
+                }
+            }
+        };
+        let (status, next, error) = match outcome {
+            Outcome::Sent => ("delivered", None, None),
+            Outcome::Permanent(why) => ("failed", None, Some(why)),
+            Outcome::Retry { after, reason } => {
+                let hint =
+                    after.map(|d| d.clamp(Duration::from_secs(1), Duration::from_secs(24 * 3600)));
+                match self.next_try(&job, now, hint) {
+                    Some(at) => ("pending", Some(at), Some(reason)),
+                    None => ("failed", None, Some(reason)),
+                }
+            }
+        };
+        let attempt = Attempt {
+            id: Uuid::now_v7(),
+            job_id: job.id,
+            kind: "notification".into(),
+            target_id: job.target_id,
+            event_id: event.id,
+            attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),
+            status_code: None,
+            response_body: None,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error_kind: error.map(|e| e.chars().take(500).collect()),
+            next_attempt_at: next,
+            created_at: now,
+        };
+        let finish = Finish {
+            job: &job,
+            token: self.token,
+            attempt: &attempt,
+            job_status: status,
+            success: status == "delivered",
+            disable: None,
+            disable_after: self.cfg.disable_after,
+        };
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_job(
+            p, &finish, None
+        )
+        .await)?;
+        Ok(())
+    }
+
+    async fn deliver_webhook(&self, job: ClaimedJob) -> Result<()> {
         let hooks = self.crm.workspace(job.workspace_id).webhooks();
         let endpoint_id = EndpointId(job.target_id);
         let ep = match hooks.get(endpoint_id).await {
@@ -401,7 +514,8 @@ impl Worker {
         let attempt = Attempt {
             id: Uuid::now_v7(),
             job_id: job.id,
-            endpoint_id: ep.id,
+            kind: "webhook".into(),
+            target_id: ep.id.0,
             event_id: event.id,
             attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),
             status_code: sent.status,

@@ -374,7 +374,7 @@ impl Webhooks {
         }
         self.get(id).await?;
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_attempts(
-            p, self.ws, id, None, after, limit
+            p, self.ws, "webhook", id.0, None, after, limit
         )
         .await)
     }
@@ -389,7 +389,8 @@ impl Webhooks {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_attempts(
             p,
             self.ws,
-            id,
+            "webhook",
+            id.0,
             Some(event),
             None,
             1000
@@ -408,7 +409,7 @@ impl Webhooks {
         }
         let now = self.crm.now();
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::enqueue(
-            p, self.ws, id, event, None, now
+            p, self.ws, "webhook", id.0, event, None, now
         )
         .await)?;
         self.crm.wake_dispatchers();
@@ -430,7 +431,8 @@ impl Webhooks {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::enqueue(
             p,
             self.ws,
-            id,
+            "webhook",
+            id.0,
             event.id,
             Some(&event),
             now

@@ -1,0 +1,398 @@
+//! Notifications: lead events sent to people through channels (chat, email, …).
+//!
+//! crm-core names no provider. A provider is a [`Notifier`] plugin registered on the
+//! `Crm` builder; a channel is a configured instance of one (its configuration —
+//! tokens, chat ids — sealed at rest), subscribed to event types. Writing an event
+//! queues one job per matching enabled channel in the event's transaction, in the same
+//! queue as webhooks (`crm_jobs`, kind `notification`); the dispatcher sends them, so a
+//! slow or failing provider never slows or fails the lead write. The plugin's
+//! [`Outcome`] decides what happens next: done, retry (after the provider's hint when
+//! it gave one, else on the dispatcher's schedule), or a permanent failure. Every
+//! attempt is recorded.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::audit::AuditEntry;
+use crate::db::with_pool;
+use crate::error::{Errors, FieldError};
+use crate::events::{Event, EventType};
+use crate::ids::{ChannelId, EventId, WorkspaceId};
+use crate::leads::LeadStatus;
+use crate::store::Repo;
+use crate::webhooks::endpoints::check_filter;
+use crate::{Crm, Error, Result};
+
+/// What a plugin sends: one event, rendered into provider-neutral parts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    /// The event (stable across retries: a plugin can derive an idempotency key from it).
+    pub event_id: EventId,
+    /// What happened.
+    pub event_type: EventType,
+    /// A one-line title, e.g. "New lead: Ana López".
+    pub title: String,
+    /// Labelled values (Name, Email, Phone, Company, …), user-supplied and unescaped.
+    pub fields: Vec<(String, String)>,
+    /// The lead's status, when the event concerns a lead.
+    pub status: Option<LeadStatus>,
+    /// When it happened.
+    pub timestamp: DateTime<Utc>,
+    /// The full event payload, as webhooks receive it.
+    pub payload: Value,
+}
+
+impl Notification {
+    /// Renders an event.
+    pub fn from_event(event: &Event) -> Self {
+        let data = &event.payload["data"];
+        let lead = &data["lead"];
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        let name = text(&lead["name"]).unwrap_or_else(|| "a lead".into());
+        let title = match event.event_type {
+            EventType::LeadCreated => format!("New lead: {name}"),
+            EventType::LeadUpdated => format!("Lead updated: {name}"),
+            EventType::LeadStatusChanged => format!(
+                "{name}: {} → {}",
+                data["old_status"].as_str().unwrap_or("?"),
+                data["new_status"].as_str().unwrap_or("?")
+            ),
+            EventType::LeadDeleted => format!("Lead deleted: {name}"),
+            EventType::LeadActivityAdded => {
+                format!(
+                    "New {} on a lead",
+                    data["activity"]["kind"].as_str().unwrap_or("activity")
+                )
+            }
+            EventType::WebhookTest => "Test notification from crm".into(),
+        };
+        let mut fields = Vec::new();
+        for (label, key) in [
+            ("Name", "name"),
+            ("Email", "email"),
+            ("Phone", "phone"),
+            ("Company", "company"),
+            ("Budget", "budget"),
+            ("Project type", "project_type"),
+            ("Source", "source"),
+            ("Status", "status"),
+            ("Message", "message"),
+        ] {
+            if let Some(v) = text(&lead[key]) {
+                fields.push((label.to_owned(), v));
+            }
+        }
+        if let Some(d) = text(&data["activity"]["description"]) {
+            fields.push(("Activity".to_owned(), d));
+        }
+        Self {
+            event_id: event.id,
+            event_type: event.event_type,
+            title,
+            fields,
+            status: lead["status"].as_str().and_then(|s| s.parse().ok()),
+            timestamp: event.created_at,
+            payload: event.payload.clone(),
+        }
+    }
+}
+
+/// What a plugin reports after one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered.
+    Sent,
+    /// Not delivered, worth retrying: after `after` when the provider said so
+    /// (`Retry-After`, `retry_after`), else on the dispatcher's schedule.
+    Retry {
+        /// The provider's hint.
+        after: Option<Duration>,
+        /// What went wrong, for the attempt log (no secrets).
+        reason: String,
+    },
+    /// Not delivered and never will be as configured (a 4xx other than 429).
+    Permanent(String),
+}
+
+/// A boxed future, so plugins can sit behind `dyn Notifier`.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// A provider plugin.
+pub trait Notifier: Send + Sync + 'static {
+    /// The channel kind it serves (`discord`, …), 1–32 lower-case characters.
+    fn kind(&self) -> &'static str;
+
+    /// Checks a channel's configuration when the channel is created or changed, so a
+    /// missing chat id is refused then and not at the first lead. Errors name
+    /// `config.<field>`.
+    fn check_config(&self, config: &Value) -> std::result::Result<(), Vec<FieldError>>;
+
+    /// Sends one notification with a channel's configuration.
+    fn send<'a>(&'a self, config: &'a Value, notification: &'a Notification) -> SendFuture<'a>;
+}
+
+/// A notification channel (its configuration is only read back with
+/// [`Notifications::config`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Channel {
+    /// Its id.
+    pub id: ChannelId,
+    /// Its workspace.
+    pub workspace_id: WorkspaceId,
+    /// The plugin kind.
+    pub kind: String,
+    /// A name for people.
+    pub name: String,
+    /// Event types it receives: names, `lead.*`, or `*`.
+    pub event_types: Vec<String>,
+    /// Whether it receives notifications.
+    pub enabled: bool,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Input of [`Notifications::create`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewChannel {
+    /// The plugin kind; a plugin of that kind must be registered.
+    pub kind: String,
+    /// 1–100 characters.
+    pub name: String,
+    /// The plugin's configuration (a JSON object), checked by the plugin.
+    pub config: Value,
+    /// Event filter; `["*"]` when empty.
+    pub event_types: Vec<String>,
+    /// `true` when absent.
+    pub enabled: Option<bool>,
+}
+
+/// Input of [`Notifications::update`]; fields left `None` stay.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelPatch {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new configuration (checked by the plugin).
+    pub config: Option<Value>,
+    /// A new event filter.
+    pub event_types: Option<Vec<String>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
+
+fn aad(id: ChannelId) -> Vec<u8> {
+    format!("notification_channel:{id}").into_bytes()
+}
+
+/// The notification service of one workspace; from [`crate::Workspace::notifications`].
+#[derive(Clone, Debug)]
+pub struct Notifications {
+    crm: Crm,
+    ws: WorkspaceId,
+}
+
+impl Notifications {
+    pub(crate) fn new(crm: Crm, ws: WorkspaceId) -> Self {
+        Self { crm, ws }
+    }
+
+    fn audit(&self, action: &str, c: &Channel) -> AuditEntry {
+        let details = json!({ "kind": c.kind, "name": c.name, "event_types": c.event_types, "enabled": c.enabled });
+        AuditEntry::new(
+            self.ws,
+            None,
+            action,
+            ("notification_channel", c.id.to_string()),
+            details,
+            self.crm.now(),
+        )
+    }
+
+    fn check_config(&self, e: &mut Errors, kind: &str, config: &Value) {
+        let Some(plugin) = self.crm.notifier(kind) else {
+            e.add(
+                "kind",
+                format!("no notification plugin of kind {kind:?} is registered"),
+            );
+            return;
+        };
+        if !config.is_object() {
+            e.add("config", "must be a JSON object");
+        } else if let Err(errors) = plugin.check_config(config) {
+            for f in errors {
+                e.add(f.field, f.message);
+            }
+        }
+    }
+
+    fn check_name(e: &mut Errors, name: &str) -> String {
+        let n = name.trim();
+        if n.is_empty() || n.chars().count() > 100 || n.contains('\0') {
+            e.add("name", "must be 1-100 characters");
+        }
+        n.to_owned()
+    }
+
+    /// Creates a channel after its plugin checked the configuration.
+    pub async fn create(&self, input: NewChannel) -> Result<Channel> {
+        let sealer = self.crm.sealer()?;
+        let mut e = Errors::default();
+        self.check_config(&mut e, &input.kind, &input.config);
+        let name = Self::check_name(&mut e, &input.name);
+        let event_types = check_filter(&mut e, &input.event_types);
+        e.finish()?;
+        let now = self.crm.now();
+        let c = Channel {
+            id: ChannelId::new(),
+            workspace_id: self.ws,
+            kind: input.kind,
+            name,
+            event_types,
+            enabled: input.enabled.unwrap_or(true),
+            created_at: now,
+            updated_at: now,
+        };
+        let sealed = sealer.seal(input.config.to_string().as_bytes(), &aad(c.id))?;
+        let audit = self.audit("notification_channel.created", &c);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_channel(
+            p,
+            &c,
+            Some(&sealed),
+            true,
+            &audit
+        )
+        .await)?;
+        Ok(c)
+    }
+
+    /// The workspace's channels, oldest first.
+    pub async fn list(&self) -> Result<Vec<Channel>> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_channels(
+            p, self.ws
+        )
+        .await)
+    }
+
+    /// One channel.
+    pub async fn get(&self, id: ChannelId) -> Result<Channel> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_channel(
+            p, self.ws, id
+        )
+        .await)
+        .map(|(c, _)| c)
+    }
+
+    /// A channel's configuration, opened.
+    pub async fn config(&self, id: ChannelId) -> Result<Value> {
+        let (_, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_channel(
+            p, self.ws, id
+        )
+        .await)?;
+        let bytes = self.crm.sealer()?.open(&sealed, &aad(id))?;
+        serde_json::from_slice(&bytes).map_err(|_| Error::Unseal)
+    }
+
+    /// Changes a channel.
+    pub async fn update(&self, id: ChannelId, patch: ChannelPatch) -> Result<Channel> {
+        let mut c = self.get(id).await?;
+        let mut e = Errors::default();
+        if let Some(config) = &patch.config {
+            self.check_config(&mut e, &c.kind, config);
+        }
+        let name = patch.name.as_deref().map(|n| Self::check_name(&mut e, n));
+        let event_types = patch
+            .event_types
+            .as_deref()
+            .map(|t| check_filter(&mut e, t));
+        e.finish()?;
+        if let Some(n) = name {
+            c.name = n;
+        }
+        if let Some(t) = event_types {
+            c.event_types = t;
+        }
+        if let Some(en) = patch.enabled {
+            c.enabled = en;
+        }
+        c.updated_at = self.crm.now();
+        let sealed = match &patch.config {
+            Some(config) => Some(
+                self.crm
+                    .sealer()?
+                    .seal(config.to_string().as_bytes(), &aad(id))?,
+            ),
+            None => None,
+        };
+        let audit = self.audit("notification_channel.updated", &c);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_channel(
+            p,
+            &c,
+            sealed.as_deref(),
+            false,
+            &audit
+        )
+        .await)?;
+        Ok(c)
+    }
+
+    /// Deletes a channel and its pending jobs.
+    pub async fn delete(&self, id: ChannelId) -> Result<()> {
+        let c = self.get(id).await?;
+        let audit = self.audit("notification_channel.deleted", &c);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::delete_channel(
+            p, self.ws, id, &audit
+        )
+        .await)
+    }
+
+    /// Queues a test notification for one channel; returns its event id.
+    pub async fn test(&self, id: ChannelId) -> Result<EventId> {
+        self.get(id).await?;
+        let now = self.crm.now();
+        let event = Event::new(
+            self.ws,
+            EventType::WebhookTest,
+            None,
+            json!({ "channel_id": id }),
+            now,
+        );
+        with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::enqueue(
+                p,
+                self.ws,
+                "notification",
+                id.0,
+                event.id,
+                Some(&event),
+                now,
+            )
+            .await
+        })?;
+        self.crm.wake_dispatchers();
+        Ok(event.id)
+    }
+
+    /// Attempts to send to a channel, oldest first: at most `limit` (1–1000) after `after`.
+    pub async fn attempts(
+        &self,
+        id: ChannelId,
+        after: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> Result<Vec<crate::webhooks::Attempt>> {
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 1000"));
+        }
+        self.get(id).await?;
+        with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::list_attempts(p, self.ws, "notification", id.0, None, after, limit).await
+        })
+    }
+}

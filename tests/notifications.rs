@@ -1,0 +1,362 @@
+//! Notification channels through the shared job queue, with a plugin written here that
+//! checks its configuration and answers as its configuration says.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use common::TestDb;
+use crm::leads::NewLead;
+use crm::notify::{ChannelPatch, NewChannel, Notification, Notifier, Outcome, SendFuture};
+use crm::webhooks::{CancellationToken, DispatcherConfig};
+use crm::{ChannelId, Crm, Error, FieldError, WorkspaceId};
+use serde_json::{json, Value};
+
+conformance!(
+    channels_check_and_seal_their_configuration,
+    a_lead_event_notifies_matching_channels,
+    retries_follow_the_plugin_and_permanent_failures_stop,
+    a_slow_channel_does_not_hold_up_the_others,
+);
+
+/// Records what it sent, per chat id.
+#[derive(Clone, Default)]
+struct TestPlugin(Arc<Mutex<Vec<(String, Notification)>>>);
+
+impl Notifier for TestPlugin {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+
+    fn check_config(&self, config: &Value) -> Result<(), Vec<FieldError>> {
+        match config["chat_id"].as_str() {
+            Some(id) if !id.is_empty() => Ok(()),
+            _ => Err(vec![FieldError::new("config.chat_id", "is required")]),
+        }
+    }
+
+    fn send<'a>(&'a self, config: &'a Value, n: &'a Notification) -> SendFuture<'a> {
+        Box::pin(async move {
+            let chat = config["chat_id"].as_str().unwrap_or_default().to_owned();
+            match config["mode"].as_str().unwrap_or("ok") {
+                "permanent" => Outcome::Permanent("chat not found".into()),
+                "retry" => Outcome::Retry {
+                    after: Some(StdDuration::from_secs(30)),
+                    reason: "429".into(),
+                },
+                "slow" => {
+                    tokio::time::sleep(StdDuration::from_secs(2)).await;
+                    self.0.lock().expect("lock").push((chat, n.clone()));
+                    Outcome::Sent
+                }
+                _ => {
+                    self.0.lock().expect("lock").push((chat, n.clone()));
+                    Outcome::Sent
+                }
+            }
+        })
+    }
+}
+
+impl TestPlugin {
+    fn sent(&self, chat: &str) -> Vec<Notification> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(c, _)| c == chat)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    async fn wait(&self, chat: &str, n: usize) -> Vec<Notification> {
+        for _ in 0..1000 {
+            let got = self.sent(chat);
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+        panic!("{chat}: expected {n} notifications");
+    }
+}
+
+async fn setup(db: &TestDb) -> (Crm, TestPlugin) {
+    let plugin = TestPlugin::default();
+    let crm = db
+        .builder()
+        .notifier(plugin.clone())
+        .connect()
+        .await
+        .expect("connect");
+    (crm, plugin)
+}
+
+fn channel(chat: &str, mode: &str, types: &[&str]) -> NewChannel {
+    NewChannel {
+        kind: "test".into(),
+        name: format!("chat {chat}"),
+        config: json!({ "chat_id": chat, "mode": mode, "token": "secret-token-123" }),
+        event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+        enabled: None,
+    }
+}
+
+fn dispatcher(crm: &Crm) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let cfg = DispatcherConfig {
+        poll_interval: StdDuration::from_millis(20),
+        jitter: 0.0,
+        ..Default::default()
+    };
+    let handle = crm.start_dispatcher(cfg, stop.clone()).expect("start");
+    (stop, handle)
+}
+
+async fn lead(crm: &Crm, email: &str) {
+    crm.leads()
+        .create(NewLead {
+            name: "Ana López".into(),
+            email: Some(email.into()),
+            company: Some("<Acme & Co>".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("lead");
+}
+
+async fn attempts(crm: &Crm, id: ChannelId, n: usize) -> Vec<crm::webhooks::Attempt> {
+    for _ in 0..1000 {
+        let got = crm
+            .workspace(WorkspaceId::DEFAULT)
+            .notifications()
+            .attempts(id, None, 100)
+            .await
+            .expect("attempts");
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    panic!("expected {n} attempts");
+}
+
+async fn channels_check_and_seal_their_configuration(db: &TestDb) {
+    let (crm, _) = setup(db).await;
+    let service = crm.workspace(WorkspaceId::DEFAULT).notifications();
+    let err = service
+        .create(NewChannel {
+            kind: "test".into(),
+            name: " ".into(),
+            config: json!({}),
+            event_types: vec!["lead.nope".into()],
+            enabled: None,
+        })
+        .await
+        .expect_err("must fail");
+    let fields: Vec<&str> = err
+        .field_errors()
+        .iter()
+        .map(|f| f.field.as_str())
+        .collect();
+    assert_eq!(fields, ["config.chat_id", "name", "event_types[0]"]);
+    let err = service
+        .create(NewChannel {
+            kind: "pigeon".into(),
+            ..channel("1", "ok", &[])
+        })
+        .await
+        .expect_err("must fail");
+    assert_eq!(err.field_errors()[0].field, "kind");
+    assert_eq!(db.count("crm_notification_channels").await, 0);
+
+    let c = service
+        .create(channel("42", "ok", &[]))
+        .await
+        .expect("create");
+    assert_eq!(c.event_types, ["*"]);
+    assert_eq!(
+        service.config(c.id).await.expect("config")["token"],
+        "secret-token-123"
+    );
+    assert!(!serde_json::to_string(&service.list().await.expect("list"))
+        .expect("json")
+        .contains("secret-token-123"));
+    db.execute("CREATE TABLE configs AS SELECT config FROM crm_notification_channels")
+        .await;
+    assert!(
+        !db.scalar_text("SELECT config FROM configs")
+            .await
+            .contains("secret-token-123"),
+        "sealed at rest"
+    );
+
+    let bad = service
+        .update(
+            c.id,
+            ChannelPatch {
+                config: Some(json!({ "mode": "ok" })),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(bad, Err(Error::Validation { .. })));
+    let renamed = service
+        .update(
+            c.id,
+            ChannelPatch {
+                name: Some("Sales chat".into()),
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(
+        (renamed.name.as_str(), renamed.enabled),
+        ("Sales chat", false)
+    );
+    assert_eq!(
+        service.config(c.id).await.expect("config")["chat_id"],
+        "42",
+        "config kept"
+    );
+    service.delete(c.id).await.expect("delete");
+    assert!(matches!(
+        service.get(c.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    let actions: Vec<String> = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 10)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "notification_channel.created",
+            "notification_channel.updated",
+            "notification_channel.deleted"
+        ]
+    );
+}
+
+async fn a_lead_event_notifies_matching_channels(db: &TestDb) {
+    let (crm, plugin) = setup(db).await;
+    let service = crm.workspace(WorkspaceId::DEFAULT).notifications();
+    let created_only = service
+        .create(channel("new", "ok", &["lead.created"]))
+        .await
+        .expect("create");
+    service
+        .create(channel("deleted", "ok", &["lead.deleted"]))
+        .await
+        .expect("create");
+    service
+        .create(NewChannel {
+            enabled: Some(false),
+            ..channel("off", "ok", &["*"])
+        })
+        .await
+        .expect("create");
+    let (stop, handle) = dispatcher(&crm);
+    lead(&crm, "ana@example.com").await;
+
+    let got = plugin.wait("new", 1).await;
+    assert_eq!(got[0].title, "New lead: Ana López");
+    assert!(
+        got[0]
+            .fields
+            .contains(&("Company".to_string(), "<Acme & Co>".to_string())),
+        "values reach the plugin unescaped"
+    );
+    assert!(got[0]
+        .fields
+        .contains(&("Email".to_string(), "ana@example.com".to_string())));
+    let a = attempts(&crm, created_only.id, 1).await;
+    assert_eq!(
+        (a[0].kind.as_str(), a[0].error_kind.as_deref()),
+        ("notification", None)
+    );
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    assert!(plugin.sent("deleted").is_empty() && plugin.sent("off").is_empty());
+    assert_eq!(plugin.sent("new").len(), 1, "exactly one");
+
+    service.test(created_only.id).await.expect("test-send");
+    let got = plugin.wait("new", 2).await;
+    assert_eq!(got[1].title, "Test notification from crm");
+    stop.cancel();
+    handle.await.expect("stop");
+}
+
+async fn retries_follow_the_plugin_and_permanent_failures_stop(db: &TestDb) {
+    let (crm, _) = setup(db).await;
+    let service = crm.workspace(WorkspaceId::DEFAULT).notifications();
+    let retry = service
+        .create(channel("r", "retry", &["lead.created"]))
+        .await
+        .expect("create");
+    let dead = service
+        .create(channel("p", "permanent", &["lead.created"]))
+        .await
+        .expect("create");
+    let (stop, handle) = dispatcher(&crm);
+    lead(&crm, "ana@example.com").await;
+    let t0 = crm.now();
+    let r = attempts(&crm, retry.id, 1).await;
+    assert_eq!(r[0].error_kind.as_deref(), Some("429"));
+    assert_eq!(
+        r[0].next_attempt_at,
+        Some(t0 + Duration::seconds(30)),
+        "the provider's hint"
+    );
+    let p = attempts(&crm, dead.id, 1).await;
+    assert_eq!(
+        (p[0].error_kind.as_deref(), p[0].next_attempt_at),
+        (Some("chat not found"), None)
+    );
+    db.clock.advance(Duration::seconds(30));
+    let r = attempts(&crm, retry.id, 2).await;
+    assert_eq!(r[1].attempt, 2);
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    assert_eq!(
+        attempts(&crm, dead.id, 1).await.len(),
+        1,
+        "a permanent failure is not retried"
+    );
+    assert_eq!(
+        db.count("crm_jobs WHERE kind = 'notification' AND status = 'failed'")
+            .await,
+        1
+    );
+    stop.cancel();
+    handle.await.expect("stop");
+}
+
+async fn a_slow_channel_does_not_hold_up_the_others(db: &TestDb) {
+    let (crm, plugin) = setup(db).await;
+    let service = crm.workspace(WorkspaceId::DEFAULT).notifications();
+    service
+        .create(channel("slow", "slow", &["lead.created"]))
+        .await
+        .expect("create");
+    service
+        .create(channel("fast", "ok", &["lead.created"]))
+        .await
+        .expect("create");
+    let (stop, handle) = dispatcher(&crm);
+    lead(&crm, "ana@example.com").await;
+    plugin.wait("fast", 1).await;
+    assert!(
+        plugin.sent("slow").is_empty(),
+        "the fast channel was served while the slow one was still sending"
+    );
+    plugin.wait("slow", 1).await;
+    stop.cancel();
+    handle.await.expect("stop");
+}
