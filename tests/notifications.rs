@@ -360,3 +360,42 @@ async fn a_slow_channel_does_not_hold_up_the_others(db: &TestDb) {
     stop.cancel();
     handle.await.expect("stop");
 }
+
+/// End to end with the Discord plugin: a lead created → one embed at the (local) Discord.
+#[cfg(feature = "discord")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_receives_one_embed_per_new_lead() {
+    use common::receiver::Receiver;
+    use crm::integrations::discord::Discord;
+
+    let db = TestDb::sqlite().await;
+    let rx = Receiver::ok().await;
+    let base = rx.url.replace("/hook", "/api/webhooks/");
+    let crm = db
+        .builder()
+        .notifier(Discord::new().with_base_url(&base))
+        .connect()
+        .await
+        .expect("connect");
+    crm.workspace(WorkspaceId::DEFAULT)
+        .notifications()
+        .create(NewChannel {
+            kind: "discord".into(),
+            name: "Sales".into(),
+            config: json!({ "webhook_url": format!("{base}1/token") }),
+            event_types: vec!["lead.created".into()],
+            enabled: None,
+        })
+        .await
+        .expect("channel");
+    let (stop, handle) = dispatcher(&crm);
+    lead(&crm, "ana@example.com").await;
+    let req = rx.wait_for(1).await[0].clone();
+    let body: Value = serde_json::from_slice(&req.body).expect("json");
+    assert_eq!(body["embeds"][0]["title"], "New lead: Ana López");
+    assert_eq!(req.path, "/api/webhooks/1/token?wait=true");
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    assert_eq!(rx.requests().len(), 1);
+    stop.cancel();
+    handle.await.expect("stop");
+}

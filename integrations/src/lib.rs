@@ -1,4 +1,12 @@
 //! crm-integrations: provider plugins for crm, one cargo feature each (`discord`,
-//! `telegram`, `email`, `whatsapp`, `calcom`, `openai`, `full`). Each will implement a
-//! trait that crm-core defines (`Notifier`, `LeadParser`, `InboundSource`); the plugins
-//! land with the integrations issue and until then this crate exports nothing.
+//! `telegram`, `email`, `whatsapp`, `calcom`, `openai`, `full`). Each implements a
+//! trait that crm-core defines and is registered on the `Crm` builder, e.g.
+//! `Crm::builder().notifier(crm_integrations::discord::Discord::new())`.
+//!
+//! So far: Discord. The other providers land with the rest of the integrations issue;
+//! their features exist and add nothing yet.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "discord")]
+#[cfg_attr(docsrs, doc(cfg(feature = "discord")))]
+pub mod discord;
