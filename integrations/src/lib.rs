@@ -3,10 +3,14 @@
 //! trait that crm-core defines and is registered on the `Crm` builder, e.g.
 //! `Crm::builder().notifier(crm_integrations::discord::Discord::new())`.
 //!
-//! So far: Discord. The other providers land with the rest of the integrations issue;
+//! So far: Discord and Telegram. The other providers land with the rest of the integrations issue;
 //! their features exist and add nothing yet.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "discord")]
 #[cfg_attr(docsrs, doc(cfg(feature = "discord")))]
 pub mod discord;
+
+#[cfg(feature = "telegram")]
+#[cfg_attr(docsrs, doc(cfg(feature = "telegram")))]
+pub mod telegram;
