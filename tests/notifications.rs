@@ -361,41 +361,89 @@ async fn a_slow_channel_does_not_hold_up_the_others(db: &TestDb) {
     handle.await.expect("stop");
 }
 
-/// End to end with the Discord plugin: a lead created → one embed at the (local) Discord.
-#[cfg(feature = "discord")]
+/// End to end with the provider plugins: a lead created → the Discord, Telegram and
+/// email channels each receive exactly one well-formed message, while a channel whose
+/// provider hangs does not hold them up.
+#[cfg(all(feature = "discord", feature = "telegram", feature = "email"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discord_receives_one_embed_per_new_lead() {
+async fn providers_each_receive_one_message_per_new_lead() {
     use common::receiver::Receiver;
-    use crm::integrations::discord::Discord;
+    use crm::integrations::{discord::Discord, email::Resend, telegram::Telegram};
 
     let db = TestDb::sqlite().await;
-    let rx = Receiver::ok().await;
-    let base = rx.url.replace("/hook", "/api/webhooks/");
+    let (discord, telegram, resend) = (
+        Receiver::ok().await,
+        Receiver::start(
+            vec![],
+            common::receiver::Reply::Status(200, vec![], "{\"ok\":true}".into()),
+        )
+        .await,
+        Receiver::ok().await,
+    );
+    let discord_base = discord.url.replace("/hook", "/api/webhooks/");
+    let slow = TestPlugin::default();
     let crm = db
         .builder()
-        .notifier(Discord::new().with_base_url(&base))
+        .notifier(Discord::new().with_base_url(&discord_base))
+        .notifier(Telegram::new().with_base_url(telegram.url.replace("/hook", "")))
+        .notifier(
+            Resend::new("re_key", "CRM <crm@example.com>")
+                .with_base_url(resend.url.replace("/hook", "")),
+        )
+        .notifier(slow.clone())
         .connect()
         .await
         .expect("connect");
-    crm.workspace(WorkspaceId::DEFAULT)
-        .notifications()
-        .create(NewChannel {
-            kind: "discord".into(),
-            name: "Sales".into(),
-            config: json!({ "webhook_url": format!("{base}1/token") }),
+    let service = crm.workspace(WorkspaceId::DEFAULT).notifications();
+    for (kind, config) in [
+        (
+            "discord",
+            json!({ "webhook_url": format!("{discord_base}1/token") }),
+        ),
+        (
+            "telegram",
+            json!({ "bot_token": "123:abc", "chat_id": "-100" }),
+        ),
+        ("email", json!({ "to": ["sales@example.com"] })),
+        ("test", json!({ "chat_id": "down", "mode": "slow" })),
+    ] {
+        let c = NewChannel {
+            kind: kind.into(),
+            name: kind.into(),
+            config,
             event_types: vec!["lead.created".into()],
             enabled: None,
-        })
-        .await
-        .expect("channel");
+        };
+        service.create(c).await.expect("channel");
+    }
     let (stop, handle) = dispatcher(&crm);
     lead(&crm, "ana@example.com").await;
-    let req = rx.wait_for(1).await[0].clone();
-    let body: Value = serde_json::from_slice(&req.body).expect("json");
-    assert_eq!(body["embeds"][0]["title"], "New lead: Ana López");
-    assert_eq!(req.path, "/api/webhooks/1/token?wait=true");
-    tokio::time::sleep(StdDuration::from_millis(100)).await;
-    assert_eq!(rx.requests().len(), 1);
+    let d = discord.wait_for(1).await[0].clone();
+    let t = telegram.wait_for(1).await[0].clone();
+    let e = resend.wait_for(1).await[0].clone();
+    assert!(
+        slow.sent("down").is_empty(),
+        "the hanging provider is still sending"
+    );
+    let d: Value = serde_json::from_slice(&d.body).expect("json");
+    assert_eq!(d["embeds"][0]["title"], "New lead: Ana López");
+    let t: Value = serde_json::from_slice(&t.body).expect("json");
+    assert!(t["text"]
+        .as_str()
+        .expect("text")
+        .contains("&lt;Acme &amp; Co&gt;"));
+    let e: Value = serde_json::from_slice(&e.body).expect("json");
+    assert_eq!(e["subject"], "New lead: Ana López");
+    tokio::time::sleep(StdDuration::from_millis(150)).await;
+    assert_eq!(
+        (
+            discord.requests().len(),
+            telegram.requests().len(),
+            resend.requests().len()
+        ),
+        (1, 1, 1)
+    );
+    slow.wait("down", 1).await;
     stop.cancel();
     handle.await.expect("stop");
 }

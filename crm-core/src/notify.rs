@@ -31,8 +31,11 @@ use crate::{Crm, Error, Result};
 /// What a plugin sends: one event, rendered into provider-neutral parts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Notification {
-    /// The event (stable across retries: a plugin can derive an idempotency key from it).
+    /// The event (stable across retries: a plugin can derive an idempotency key from
+    /// it and the channel).
     pub event_id: EventId,
+    /// The channel it is sent through.
+    pub channel_id: ChannelId,
     /// What happened.
     pub event_type: EventType,
     /// A one-line title, e.g. "New lead: Ana López".
@@ -48,8 +51,8 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// Renders an event.
-    pub fn from_event(event: &Event) -> Self {
+    /// Renders an event for a channel.
+    pub fn from_event(event: &Event, channel_id: ChannelId) -> Self {
         let data = &event.payload["data"];
         let lead = &data["lead"];
         let text = |v: &Value| v.as_str().map(str::to_owned);
@@ -92,6 +95,7 @@ impl Notification {
         }
         Self {
             event_id: event.id,
+            channel_id,
             event_type: event.event_type,
             title,
             fields,

@@ -29,3 +29,10 @@ impl fmt::Display for SecretString {
         f.write_str("[redacted]")
     }
 }
+
+impl From<String> for SecretString {
+    /// Wraps a secret the caller holds (an API key from the environment, say).
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}

@@ -3,7 +3,7 @@
 //! trait that crm-core defines and is registered on the `Crm` builder, e.g.
 //! `Crm::builder().notifier(crm_integrations::discord::Discord::new())`.
 //!
-//! So far: Discord and Telegram. The other providers land with the rest of the integrations issue;
+//! So far: Discord, Telegram and email (Resend). The other providers land with the rest of the integrations issue;
 //! their features exist and add nothing yet.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -14,3 +14,7 @@ pub mod discord;
 #[cfg(feature = "telegram")]
 #[cfg_attr(docsrs, doc(cfg(feature = "telegram")))]
 pub mod telegram;
+
+#[cfg(feature = "email")]
+#[cfg_attr(docsrs, doc(cfg(feature = "email")))]
+pub mod email;

@@ -10,7 +10,7 @@ use chrono::TimeZone;
 use crm_core::events::EventType;
 use crm_core::leads::LeadStatus;
 use crm_core::notify::{Notification, Notifier, Outcome};
-use crm_core::EventId;
+use crm_core::{ChannelId, EventId};
 use crm_integrations::discord::Discord;
 use receiver::{Receiver, Reply};
 use serde_json::{json, Value};
@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 fn notification(fields: Vec<(String, String)>) -> Notification {
     Notification {
         event_id: EventId::new(),
+        channel_id: ChannelId::new(),
         event_type: EventType::LeadCreated,
         title: "New lead: Ana López".into(),
         fields,

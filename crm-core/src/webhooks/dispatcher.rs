@@ -346,7 +346,7 @@ impl Worker {
             return cancel().await;
         };
         let config = service.config(id).await?;
-        let notification = crate::notify::Notification::from_event(&event);
+        let notification = crate::notify::Notification::from_event(&event, id);
         let now = self.crm.now();
         let started = Instant::now();
         let outcome = match self.crm.notifier(&channel.kind) {

@@ -1,0 +1,278 @@
+//! Email through Resend: notifications to a channel's recipients, and the auth
+//! service's mails (password reset, email verification) as its [`Mailer`].
+//!
+//! Each mail is `POST /emails` with the API key as a Bearer token, a `User-Agent`, an
+//! HTML body and a plain-text alternative (every value HTML-escaped in the HTML), and
+//! an `Idempotency-Key`: for a notification it is derived from the event and the
+//! channel, so a retry after a timeout never sends twice; for an auth mail from a hash
+//! of the token. 429 is retried after `Retry-After`; 5xx and network errors on the
+//! dispatcher's schedule; other 4xx are permanent (Resend's message is kept).
+//!
+//! Channel configuration: `{"to": ["sales@example.com", …]}` (1–50 addresses). The API
+//! key and the sender are the plugin's: `Resend::new(api_key, "CRM <crm@example.com>")`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crm_core::auth::{AuthMail, Mailer};
+use crm_core::leads::Email;
+use crm_core::notify::{Notification, Notifier, Outcome, SendFuture};
+use crm_core::{Error, FieldError, SecretString};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Resend's API base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.resend.com";
+const RECIPIENTS_MAX: usize = 50;
+
+/// The email plugin (`kind` = `email`) and auth mailer.
+#[derive(Clone)]
+pub struct Resend {
+    base_url: String,
+    client: reqwest::Client,
+    api_key: SecretString,
+    from: String,
+    reset_url: Option<String>,
+    verify_url: Option<String>,
+}
+
+impl std::fmt::Debug for Resend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resend")
+            .field("base_url", &self.base_url)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resend {
+    /// Sends as `from` (e.g. `CRM <crm@example.com>`) with this API key.
+    pub fn new(api_key: impl Into<String>, from: impl Into<String>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("crm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self {
+            base_url: DEFAULT_BASE_URL.into(),
+            client,
+            api_key: crm_core::SecretString::from(api_key.into()),
+            from: from.into(),
+            reset_url: None,
+            verify_url: None,
+        }
+    }
+
+    /// Talks to another server (tests).
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Links for auth mails; `{token}` is replaced by the token, e.g.
+    /// `https://app.example.com/reset?token={token}`. Without them the mail carries
+    /// the token as a code to paste.
+    pub fn with_links(
+        mut self,
+        reset_url: impl Into<String>,
+        verify_url: impl Into<String>,
+    ) -> Self {
+        self.reset_url = Some(reset_url.into());
+        self.verify_url = Some(verify_url.into());
+        self
+    }
+
+    async fn post(&self, body: Value, idempotency_key: &str) -> Outcome {
+        let resp = self
+            .client
+            .post(format!("{}/emails", self.base_url))
+            .bearer_auth(self.api_key.expose())
+            .header("Idempotency-Key", idempotency_key)
+            .json(&body)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Outcome::Retry {
+                    after: None,
+                    reason: "timeout".into(),
+                }
+            }
+            Err(_) => {
+                return Outcome::Retry {
+                    after: None,
+                    reason: "network error".into(),
+                }
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Outcome::Sent;
+        }
+        let after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(86_400)));
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        let message = answer["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .to_owned();
+        if status.as_u16() == 429 {
+            return Outcome::Retry {
+                after,
+                reason: format!("429: {message}"),
+            };
+        }
+        if status.is_server_error() {
+            return Outcome::Retry {
+                after: None,
+                reason: format!("{status}: {message}"),
+            };
+        }
+        Outcome::Permanent(format!("{status}: {message}"))
+    }
+}
+
+/// Escapes text for HTML (`&`, `<`, `>`, `"`, `'`).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The HTML and plain-text bodies of a notification.
+pub fn render(n: &Notification) -> (String, String) {
+    let mut html = format!(
+        "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>{}</h2><table>",
+        escape(&n.title)
+    );
+    let mut text = format!("{}\n\n", n.title);
+    for (label, value) in &n.fields {
+        html.push_str(&format!(
+            "<tr><th align=\"left\" style=\"padding-right:12px\">{}</th><td>{}</td></tr>",
+            escape(label),
+            escape(value).replace('\n', "<br>")
+        ));
+        text.push_str(&format!("{label}: {value}\n"));
+    }
+    html.push_str("</table></body></html>");
+    (html, text)
+}
+
+fn recipients(config: &Value) -> Result<Vec<String>, String> {
+    let list = config["to"]
+        .as_array()
+        .ok_or("must be a list of email addresses")?;
+    if list.is_empty() || list.len() > RECIPIENTS_MAX {
+        return Err(format!("must hold 1 to {RECIPIENTS_MAX} addresses"));
+    }
+    list.iter()
+        .map(|v| {
+            v.as_str()
+                .and_then(|s| Email::parse(s).ok())
+                .map(|e| e.as_str().to_owned())
+                .ok_or("holds an address that is not valid".to_string())
+        })
+        .collect()
+}
+
+impl Notifier for Resend {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    fn check_config(&self, config: &Value) -> Result<(), Vec<FieldError>> {
+        recipients(config)
+            .map(|_| ())
+            .map_err(|m| vec![FieldError::new("config.to", m)])
+    }
+
+    fn send<'a>(&'a self, config: &'a Value, n: &'a Notification) -> SendFuture<'a> {
+        Box::pin(async move {
+            let to = match recipients(config) {
+                Ok(to) => to,
+                Err(m) => return Outcome::Permanent(format!("config.to {m}")),
+            };
+            let (html, text) = render(n);
+            let body = json!({ "from": self.from, "to": to, "subject": n.title, "html": html, "text": text });
+            let key = format!("crm-notification/{}/{}", n.event_id, n.channel_id);
+            self.post(body, &key).await
+        })
+    }
+}
+
+impl Mailer for Resend {
+    fn send(
+        &self,
+        mail: AuthMail,
+    ) -> Pin<Box<dyn Future<Output = crm_core::Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            let (user, token, expires_at, subject, link, what) = match &mail {
+                AuthMail::PasswordReset {
+                    user,
+                    token,
+                    expires_at,
+                } => (
+                    user,
+                    token,
+                    expires_at,
+                    "Reset your password",
+                    &self.reset_url,
+                    "reset your password",
+                ),
+                AuthMail::EmailVerification {
+                    user,
+                    token,
+                    expires_at,
+                } => (
+                    user,
+                    token,
+                    expires_at,
+                    "Verify your email",
+                    &self.verify_url,
+                    "verify your email",
+                ),
+            };
+            let until = expires_at.format("%Y-%m-%d %H:%M UTC");
+            let (html_action, text_action) = match link {
+                Some(template) => {
+                    let url = template.replace("{token}", token.expose());
+                    (format!("<p><a href=\"{0}\">{0}</a></p>", escape(&url)), url)
+                }
+                None => (
+                    format!("<p><code>{}</code></p>", escape(token.expose())),
+                    token.expose().to_owned(),
+                ),
+            };
+            let html = format!(
+                "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Hello {},</p><p>To {what}, use this before {until}:</p>{html_action}<p>If you did not ask for this, ignore this mail.</p></body></html>",
+                escape(&user.display_name)
+            );
+            let text = format!("Hello {},\n\nTo {what}, use this before {until}:\n\n{text_action}\n\nIf you did not ask for this, ignore this mail.\n", user.display_name);
+            let body = json!({ "from": self.from, "to": [user.email.as_str()], "subject": subject, "html": html, "text": text });
+            let digest = Sha256::digest(token.expose().as_bytes());
+            let key: String = format!("crm-auth/{:x}", digest).chars().take(64).collect();
+            match self.post(body, &key).await {
+                Outcome::Sent => Ok(()),
+                Outcome::Retry { reason, .. } | Outcome::Permanent(reason) => {
+                    Err(Error::Integration(reason))
+                }
+            }
+        })
+    }
+}
