@@ -795,8 +795,23 @@ where
         pool: &sqlx::Pool<DB>,
         ctx: &Ctx<'_>,
         fields: Fields,
-    ) -> Result<(Lead, bool)> {
+        activity: (ActivityKind, Option<String>),
+        receipt: Option<(&str, &str)>,
+    ) -> Result<Option<(Lead, bool)>> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        if let Some((source, external_id)) = receipt {
+            let seen = sqlx::query_as::<DB, (i64,)>(
+                "SELECT COUNT(*) FROM crm_inbound_receipts WHERE workspace_id = $1 AND source = $2 AND external_id = $3",
+            )
+            .bind(ctx.ws)
+            .bind(source)
+            .bind(external_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if seen.0 > 0 {
+                return Ok(None);
+            }
+        }
         let matches = Self::find_by_contact(
             &mut tx,
             ctx.ws,
@@ -813,7 +828,6 @@ where
                     .iter()
                     .find(|m| m.phone.is_some() && m.phone == fields.phone)
             });
-        let description = fields.message.clone();
         let (lead, created) = match existing {
             None => {
                 let lead = fields.into_lead(ctx.ws, ctx.now);
@@ -838,10 +852,23 @@ where
                 (new, false)
             }
         };
-        let activity = ctx.activity(lead.id, ActivityKind::FormSubmission, description);
+        let activity = ctx.activity(lead.id, activity.0, activity.1);
         Self::record_activity(&mut tx, ctx, &activity).await?;
+        if let Some((source, external_id)) = receipt {
+            sqlx::query::<DB>(
+                "INSERT INTO crm_inbound_receipts (workspace_id, source, external_id, lead_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(ctx.ws)
+            .bind(source)
+            .bind(external_id)
+            .bind(lead.id)
+            .bind(Ts(ctx.now))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok((lead, created))
+        Ok(Some((lead, created)))
     }
 
     pub(crate) async fn get(

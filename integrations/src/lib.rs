@@ -3,7 +3,7 @@
 //! trait that crm-core defines and is registered on the `Crm` builder, e.g.
 //! `Crm::builder().notifier(crm_integrations::discord::Discord::new())`.
 //!
-//! So far: Discord, Telegram and email (Resend). The other providers land with the rest of the integrations issue;
+//! So far: Discord, Telegram, email (Resend) and WhatsApp. The other providers land with the rest of the integrations issue;
 //! their features exist and add nothing yet.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -18,3 +18,7 @@ pub mod telegram;
 #[cfg(feature = "email")]
 #[cfg_attr(docsrs, doc(cfg(feature = "email")))]
 pub mod email;
+
+#[cfg(feature = "whatsapp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "whatsapp")))]
+pub mod whatsapp;

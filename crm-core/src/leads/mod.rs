@@ -113,16 +113,68 @@ impl Leads {
     /// (checked first) or phone. Either way a `form_submission` activity records the
     /// submission (its description is the message).
     pub async fn capture(&self, input: NewLead) -> Result<Captured> {
+        let description = input.message.clone();
+        let captured = self
+            .capture_with(input, ActivityKind::FormSubmission, description, None)
+            .await?;
+        captured.ok_or_else(|| {
+            crate::Error::Config("capture without a receipt cannot be a duplicate".into())
+        })
+    }
+
+    /// Capture for inbound channels: like [`Leads::capture`], but the activity is of
+    /// `kind` with `description`, and the message is identified by
+    /// (`source`, `external_id`) — a WhatsApp message id, a Cal.com booking uid and
+    /// trigger. A message already captured returns `Ok(None)` and writes nothing, so a
+    /// provider's redelivery changes nothing.
+    pub async fn capture_inbound(
+        &self,
+        source: &str,
+        external_id: &str,
+        input: NewLead,
+        kind: ActivityKind,
+        description: Option<String>,
+    ) -> Result<Option<Captured>> {
+        let mut e = crate::error::Errors::default();
+        for (field, v) in [("source", source), ("external_id", external_id)] {
+            if v.is_empty() || v.len() > 200 || v.contains('\0') {
+                e.add(field, "must be 1-200 bytes");
+            }
+        }
+        e.finish()?;
+        self.capture_with(input, kind, description, Some((source, external_id)))
+            .await
+    }
+
+    async fn capture_with(
+        &self,
+        input: NewLead,
+        kind: ActivityKind,
+        description: Option<String>,
+        receipt: Option<(&str, &str)>,
+    ) -> Result<Option<Captured>> {
         let fields = parse::new_lead(input, self.crm.rules())?;
+        let (_, description) = parse::activity(NewActivity {
+            kind: kind.as_str().into(),
+            description,
+        })?;
         let ctx = self.ctx()?;
         let r = retry_race(|| async {
             with_pool!(self.crm.pool(), |p, DB| {
-                Repo::<DB>::capture(p, &ctx, fields.clone()).await
+                Repo::<DB>::capture(
+                    p,
+                    &ctx,
+                    fields.clone(),
+                    (kind, description.clone()),
+                    receipt,
+                )
+                .await
             })
         })
         .await;
-        let (lead, created) = self.written(r)?;
-        Ok(Captured { lead, created })
+        Ok(self
+            .written(r)?
+            .map(|(lead, created)| Captured { lead, created }))
     }
 
     /// A lead with its activities, oldest first.

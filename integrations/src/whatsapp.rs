@@ -1,0 +1,298 @@
+//! WhatsApp Cloud API: outbound notifications, and inbound messages as leads.
+//!
+//! **Outbound** (`kind` = `whatsapp`): a text message to the channel's recipient, or a
+//! template message when the channel names one — free text only reaches a person who
+//! wrote to the business in the last 24 hours; Meta's error 131047 says so and is
+//! reported as a permanent, explained failure. Configuration:
+//! `{"access_token", "phone_number_id", "to": "+34600000000", "template": {"name", "language"}?}`.
+//!
+//! **Inbound**: [`handshake`] answers Meta's `GET` verification (`hub.mode`,
+//! `hub.verify_token`, `hub.challenge`); [`receive`] checks `X-Hub-Signature-256` over
+//! the raw body, then turns each text message into a lead captured by phone (created
+//! if new, source `whatsapp`) with a `message` activity. A redelivered message (same
+//! `wamid`) changes nothing; status updates are accepted and ignored.
+
+use std::time::Duration;
+
+use crm_core::leads::{ActivityKind, Leads, NewLead};
+use crm_core::notify::{Notification, Notifier, Outcome, SendFuture};
+use crm_core::webhooks::signing::{verify_whatsapp, VerifyError};
+use crm_core::{Error, FieldError, LeadId};
+use serde_json::{json, Value};
+
+/// The Graph API base URL.
+pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com/v21.0";
+const TEXT_MAX: usize = 4096;
+
+/// The WhatsApp plugin.
+#[derive(Debug, Clone)]
+pub struct WhatsApp {
+    base_url: String,
+    client: reqwest::Client,
+}
+
+impl Default for WhatsApp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WhatsApp {
+    /// Sends through the Graph API with a client that has a 10 s timeout.
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            base_url: DEFAULT_BASE_URL.into(),
+            client,
+        }
+    }
+
+    /// Talks to another server (tests).
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into().trim_end_matches('/').to_owned();
+        self
+    }
+}
+
+fn text_body(n: &Notification) -> String {
+    let mut out = n.title.clone();
+    for (label, value) in &n.fields {
+        out.push_str(&format!("\n{label}: {value}"));
+    }
+    if out.chars().count() > TEXT_MAX {
+        out = out.chars().take(TEXT_MAX - 1).collect::<String>() + "…";
+    }
+    out
+}
+
+fn str_field<'a>(config: &'a Value, key: &str) -> Option<&'a str> {
+    config[key].as_str().filter(|s| !s.trim().is_empty())
+}
+
+impl Notifier for WhatsApp {
+    fn kind(&self) -> &'static str {
+        "whatsapp"
+    }
+
+    fn check_config(&self, config: &Value) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if str_field(config, "access_token").is_none() {
+            errors.push(FieldError::new("config.access_token", "is required"));
+        }
+        if !str_field(config, "phone_number_id")
+            .is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit()))
+        {
+            errors.push(FieldError::new(
+                "config.phone_number_id",
+                "must be the numeric phone number id",
+            ));
+        }
+        if str_field(config, "to")
+            .and_then(|t| crm_core::leads::Phone::parse(t).ok())
+            .is_none()
+        {
+            errors.push(FieldError::new(
+                "config.to",
+                "must be a phone number with country code",
+            ));
+        }
+        if !config["template"].is_null()
+            && (str_field(&config["template"], "name").is_none()
+                || str_field(&config["template"], "language").is_none())
+        {
+            errors.push(FieldError::new(
+                "config.template",
+                "needs a name and a language",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn send<'a>(&'a self, config: &'a Value, n: &'a Notification) -> SendFuture<'a> {
+        Box::pin(async move {
+            let (Some(token), Some(number_id), Some(to)) = (
+                str_field(config, "access_token"),
+                str_field(config, "phone_number_id"),
+                str_field(config, "to"),
+            ) else {
+                return Outcome::Permanent("the channel's configuration is incomplete".into());
+            };
+            let Ok(to) = crm_core::leads::Phone::parse(to) else {
+                return Outcome::Permanent("config.to is not a phone number".into());
+            };
+            let to = to.as_str().trim_start_matches('+');
+            let body = if config["template"].is_object() {
+                json!({
+                    "messaging_product": "whatsapp",
+                    "to": to,
+                    "type": "template",
+                    "template": {
+                        "name": config["template"]["name"],
+                        "language": { "code": config["template"]["language"] },
+                        "components": [{ "type": "body", "parameters": [{ "type": "text", "text": n.title }] }],
+                    },
+                })
+            } else {
+                json!({ "messaging_product": "whatsapp", "to": to, "type": "text", "text": { "preview_url": false, "body": text_body(n) } })
+            };
+            let url = format!("{}/{number_id}/messages", self.base_url);
+            let resp = match self
+                .client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if e.is_timeout() => {
+                    return Outcome::Retry {
+                        after: None,
+                        reason: "timeout".into(),
+                    }
+                }
+                Err(_) => {
+                    return Outcome::Retry {
+                        after: None,
+                        reason: "network error".into(),
+                    }
+                }
+            };
+            let status = resp.status();
+            if status.is_success() {
+                return Outcome::Sent;
+            }
+            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            let code = answer["error"]["code"].as_i64();
+            let message = answer["error"]["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_owned();
+            if code == Some(131047) {
+                return Outcome::Permanent(
+                    "131047: more than 24 hours since the recipient last wrote; free text cannot be sent, configure a template".into(),
+                );
+            }
+            if status.as_u16() == 429
+                || code == Some(130429)
+                || code == Some(131056)
+                || status.is_server_error()
+            {
+                return Outcome::Retry {
+                    after: None,
+                    reason: format!("{status}: {message}"),
+                };
+            }
+            Outcome::Permanent(format!("{status}: {message}"))
+        })
+    }
+}
+
+/// Answers Meta's verification `GET`: the challenge when the mode is `subscribe` and
+/// the token matches, else `Unauthorized`.
+pub fn handshake(
+    mode: Option<&str>,
+    token: Option<&str>,
+    challenge: Option<&str>,
+    verify_token: &str,
+) -> crm_core::Result<String> {
+    match (mode, token, challenge) {
+        (Some("subscribe"), Some(t), Some(c))
+            if !verify_token.is_empty() && t == verify_token && c.len() <= 256 =>
+        {
+            Ok(c.to_owned())
+        }
+        _ => Err(Error::Unauthorized {
+            reason: crm_core::AuthFailure::InvalidCredentials,
+        }),
+    }
+}
+
+/// What [`receive`] did with a payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Leads created or updated, one per new message.
+    pub captured: Vec<LeadId>,
+    /// Messages seen before (same `wamid`), skipped.
+    pub duplicates: usize,
+    /// Status updates and non-text messages, accepted and ignored.
+    pub ignored: usize,
+}
+
+/// Handles an inbound `POST`: verifies `X-Hub-Signature-256` (`signature`) over the raw
+/// `body` with the app secret, then captures each text message. A bad signature is a
+/// `WebhookVerification` error, a body that is not a WhatsApp payload a `Validation`
+/// error; neither writes anything.
+pub async fn receive(
+    leads: &Leads,
+    app_secret: &str,
+    signature: Option<&str>,
+    body: &[u8],
+) -> crm_core::Result<Received> {
+    let header = signature.ok_or(Error::WebhookVerification(VerifyError::MissingHeader(
+        "x-hub-signature-256",
+    )))?;
+    verify_whatsapp(app_secret, body, header)?;
+    let payload: Value =
+        serde_json::from_slice(body).map_err(|_| Error::invalid("body", "is not JSON"))?;
+    if payload["object"] != "whatsapp_business_account" || !payload["entry"].is_array() {
+        return Err(Error::invalid(
+            "body",
+            "is not a WhatsApp Business Account payload",
+        ));
+    }
+    let mut out = Received::default();
+    let values = payload["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["changes"].as_array().into_iter().flatten())
+        .map(|c| &c["value"]);
+    for value in values {
+        out.ignored += value["statuses"].as_array().map_or(0, Vec::len);
+        let names: Vec<(&str, &str)> = value["contacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c["wa_id"].as_str()?, c["profile"]["name"].as_str()?)))
+            .collect();
+        for m in value["messages"].as_array().into_iter().flatten() {
+            let (Some(id), Some(from)) = (m["id"].as_str(), m["from"].as_str()) else {
+                return Err(Error::invalid("body", "a message lacks its id or sender"));
+            };
+            let Some(text) = m["text"]["body"].as_str().filter(|_| m["type"] == "text") else {
+                out.ignored += 1;
+                continue;
+            };
+            let phone = format!("+{from}");
+            let name = names
+                .iter()
+                .find(|(wa, _)| *wa == from)
+                .map_or(phone.clone(), |(_, n)| (*n).to_owned());
+            let message: String = text.chars().take(crm_core::leads::MESSAGE_MAX).collect();
+            let input = NewLead {
+                name,
+                phone: Some(phone),
+                source: Some("whatsapp".into()),
+                message: Some(message.clone()),
+                ..Default::default()
+            };
+            match leads
+                .capture_inbound("whatsapp", id, input, ActivityKind::Message, Some(message))
+                .await?
+            {
+                Some(c) => out.captured.push(c.lead.id),
+                None => out.duplicates += 1,
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,221 @@
+//! WhatsApp: inbound payloads (the shared vector, redeliveries, bad signatures, odd
+//! shapes) into a real SQLite store, and outbound messages against a local Graph API
+//! stand-in that records the exact request.
+
+#[path = "../../tests/common/receiver.rs"]
+mod receiver;
+
+use chrono::TimeZone;
+use crm_core::events::EventType;
+use crm_core::leads::{ActivityKind, LeadQuery, LeadStatus};
+use crm_core::notify::{Notification, Notifier, Outcome};
+use crm_core::{ChannelId, Crm, Error, EventId};
+use crm_integrations::whatsapp::{handshake, receive, WhatsApp};
+use hmac::{Hmac, Mac};
+use receiver::{Receiver, Reply};
+use serde_json::{json, Value};
+
+fn vector() -> (String, String, String) {
+    let path = format!(
+        "{}/../../shared/vectors/whatsapp.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("vectors")).expect("json");
+    let c = &doc["cases"][0];
+    let s = |k: &str| c[k].as_str().expect("field").to_owned();
+    (s("app_secret"), s("body"), s("header"))
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
+    m.update(body);
+    let hex: String = m
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+async fn crm() -> (Crm, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("wa.db").display());
+    (Crm::connect(&url).await.expect("connect"), dir)
+}
+
+#[tokio::test]
+async fn inbound_messages_become_leads_once() {
+    let (crm, _dir) = crm().await;
+    let (secret, body, header) = vector();
+    let got = receive(&crm.leads(), &secret, Some(&header), body.as_bytes())
+        .await
+        .expect("receive");
+    assert_eq!(got.captured.len(), 1);
+    let lead = crm.leads().get(got.captured[0]).await.expect("lead");
+    assert_eq!(lead.lead.name, "Ana Souza");
+    assert_eq!(
+        lead.lead.phone.as_ref().map(|p| p.as_str()),
+        Some("+5511999990000")
+    );
+    assert_eq!(lead.lead.source.as_deref(), Some("whatsapp"));
+    assert_eq!(lead.lead.status, LeadStatus::New);
+    assert_eq!(lead.activities.len(), 1);
+    assert_eq!(lead.activities[0].kind, ActivityKind::Message);
+
+    // Meta redelivers: nothing changes.
+    let again = receive(&crm.leads(), &secret, Some(&header), body.as_bytes())
+        .await
+        .expect("receive");
+    assert_eq!((again.captured.len(), again.duplicates), (0, 1));
+    assert_eq!(
+        crm.leads()
+            .get(got.captured[0])
+            .await
+            .expect("lead")
+            .activities
+            .len(),
+        1
+    );
+
+    // A new message from the same number: the same lead, one more activity.
+    let second = body
+        .replace("wamid.TEST1", "wamid.TEST2")
+        .replace("budget around 30k", "any news?");
+    let r = receive(
+        &crm.leads(),
+        &secret,
+        Some(&sign(&secret, second.as_bytes())),
+        second.as_bytes(),
+    )
+    .await
+    .expect("receive");
+    assert_eq!(r.captured, got.captured);
+    assert_eq!(
+        crm.leads()
+            .get(got.captured[0])
+            .await
+            .expect("lead")
+            .activities
+            .len(),
+        2
+    );
+
+    // Status updates are accepted and ignored.
+    let statuses = json!({"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":[{"id":"wamid.X","status":"delivered"}]}}]}]}).to_string();
+    let r = receive(
+        &crm.leads(),
+        &secret,
+        Some(&sign(&secret, statuses.as_bytes())),
+        statuses.as_bytes(),
+    )
+    .await
+    .expect("receive");
+    assert_eq!((r.captured.len(), r.ignored), (0, 1));
+}
+
+#[tokio::test]
+async fn bad_payloads_write_nothing() {
+    let (crm, _dir) = crm().await;
+    let (secret, body, header) = vector();
+    for (sig, body) in [
+        (Some(header.as_str()), body.replace("quote", "QUOTE")),
+        (None, body.clone()),
+        (Some("sha256=00"), body.clone()),
+    ] {
+        let err = receive(&crm.leads(), &secret, sig, body.as_bytes())
+            .await
+            .expect_err("must fail");
+        assert!(matches!(err, Error::WebhookVerification(_)), "{err:?}");
+    }
+    for odd in ["not json", "{\"object\":\"page\",\"entry\":[]}", "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":[{\"value\":{\"messages\":[{\"type\":\"text\"}]}}]}]}"] {
+        let err = receive(&crm.leads(), &secret, Some(&sign(&secret, odd.as_bytes())), odd.as_bytes()).await.expect_err("must fail");
+        assert!(matches!(err, Error::Validation { .. }), "{odd}: {err:?}");
+    }
+    assert!(crm
+        .leads()
+        .list(&LeadQuery::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty());
+}
+
+#[test]
+fn handshake_answers_only_the_right_token() {
+    assert_eq!(
+        handshake(Some("subscribe"), Some("tok"), Some("1158201444"), "tok").expect("ok"),
+        "1158201444"
+    );
+    assert!(handshake(Some("subscribe"), Some("nope"), Some("1"), "tok").is_err());
+    assert!(handshake(Some("unsubscribe"), Some("tok"), Some("1"), "tok").is_err());
+    assert!(
+        handshake(Some("subscribe"), Some(""), Some("1"), "").is_err(),
+        "an empty verify token never matches"
+    );
+}
+
+fn notification() -> Notification {
+    Notification {
+        event_id: EventId::new(),
+        channel_id: ChannelId::new(),
+        event_type: EventType::LeadCreated,
+        title: "New lead: Ana".into(),
+        fields: vec![("Phone".into(), "+34600000000".into())],
+        status: Some(LeadStatus::New),
+        timestamp: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 22, 10, 30, 0)
+            .single()
+            .expect("date"),
+        payload: json!({}),
+    }
+}
+
+#[tokio::test]
+async fn outbound_text_template_and_the_24_hour_window() {
+    let rx = Receiver::start(
+        vec![],
+        Reply::Status(
+            200,
+            vec![],
+            "{\"messages\":[{\"id\":\"wamid.OUT\"}]}".into(),
+        ),
+    )
+    .await;
+    let plugin = WhatsApp::new().with_base_url(rx.url.replace("/hook", ""));
+    let config = json!({ "access_token": "EAAG-token", "phone_number_id": "1234567890", "to": "+34 600 000 000" });
+    assert!(plugin.check_config(&config).is_ok());
+    assert_eq!(plugin.send(&config, &notification()).await, Outcome::Sent);
+    let req = &rx.requests()[0];
+    assert_eq!(req.path, "/1234567890/messages");
+    assert_eq!(req.headers["authorization"], "Bearer EAAG-token");
+    let body: Value = serde_json::from_slice(&req.body).expect("json");
+    assert_eq!(
+        body,
+        json!({ "messaging_product": "whatsapp", "to": "34600000000", "type": "text", "text": { "preview_url": false, "body": "New lead: Ana\nPhone: +34600000000" } })
+    );
+
+    let with_template = json!({ "access_token": "t", "phone_number_id": "1", "to": "+34600000000", "template": { "name": "new_lead", "language": "en_US" } });
+    assert_eq!(
+        plugin.send(&with_template, &notification()).await,
+        Outcome::Sent
+    );
+    let body: Value = serde_json::from_slice(&rx.requests()[1].body).expect("json");
+    assert_eq!(body["type"], "template");
+    assert_eq!(body["template"]["name"], "new_lead");
+
+    let window = Receiver::start(vec![], Reply::Status(400, vec![], "{\"error\":{\"message\":\"Re-engagement message\",\"type\":\"OAuthException\",\"code\":131047}}".into())).await;
+    let p = WhatsApp::new().with_base_url(window.url.replace("/hook", ""));
+    assert!(
+        matches!(p.send(&config, &notification()).await, Outcome::Permanent(m) if m.contains("24 hours"))
+    );
+    let errs = plugin
+        .check_config(&json!({ "phone_number_id": "abc", "to": "nope" }))
+        .expect_err("must fail");
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["config.access_token", "config.phone_number_id", "config.to"]
+    );
+}
