@@ -3,7 +3,7 @@
 //! trait that crm-core defines and is registered on the `Crm` builder, e.g.
 //! `Crm::builder().notifier(crm_integrations::discord::Discord::new())`.
 //!
-//! So far: Discord, Telegram, email (Resend) and WhatsApp. The other providers land with the rest of the integrations issue;
+//! So far: Discord, Telegram, email (Resend), WhatsApp and Cal.com. The other providers land with the rest of the integrations issue;
 //! their features exist and add nothing yet.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -22,3 +22,7 @@ pub mod email;
 #[cfg(feature = "whatsapp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "whatsapp")))]
 pub mod whatsapp;
+
+#[cfg(feature = "calcom")]
+#[cfg_attr(docsrs, doc(cfg(feature = "calcom")))]
+pub mod calcom;

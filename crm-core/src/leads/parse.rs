@@ -67,7 +67,7 @@ impl Default for AllowedValues {
                 "website",
                 "contact_form",
                 "whatsapp",
-                "calcom",
+                "cal_com",
                 "email",
                 "phone",
                 "referral",
