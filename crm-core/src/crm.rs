@@ -16,6 +16,7 @@ use crate::db::{self, with_pool, Pool, Ts};
 use crate::events::Event;
 use crate::ids::{AuditId, EventId, WorkspaceId};
 use crate::leads::parse::LeadRules;
+use crate::leads::parser::{BuiltinParser, LeadParser};
 use crate::leads::{AllowedValues, Leads};
 use crate::notify::{Notifications, Notifier};
 use crate::ratelimit::{Policy, RateLimiter};
@@ -45,6 +46,7 @@ struct Inner {
     webhook_allow: Vec<IpNet>,
     dispatch_wake: tokio::sync::Notify,
     notifiers: Vec<Arc<dyn Notifier>>,
+    lead_parser: Arc<dyn LeadParser>,
 }
 
 impl fmt::Debug for Crm {
@@ -136,6 +138,10 @@ impl Crm {
 
     pub(crate) fn auth_config(&self) -> &AuthConfig {
         &self.inner.auth
+    }
+
+    pub(crate) fn lead_parser(&self) -> &dyn LeadParser {
+        self.inner.lead_parser.as_ref()
     }
 
     /// The registered plugin of `kind`.
@@ -245,6 +251,7 @@ pub struct CrmBuilder {
     mailer: Option<Arc<dyn Mailer>>,
     webhook_allow: Vec<String>,
     notifiers: Vec<Arc<dyn Notifier>>,
+    lead_parser: Arc<dyn LeadParser>,
 }
 
 impl Default for CrmBuilder {
@@ -263,6 +270,7 @@ impl Default for CrmBuilder {
             mailer: None,
             webhook_allow: Vec::new(),
             notifiers: Vec::new(),
+            lead_parser: Arc::new(BuiltinParser),
         }
     }
 }
@@ -372,6 +380,12 @@ impl CrmBuilder {
         self
     }
 
+    /// The lead parser behind `Leads::parse` (default: the offline `BuiltinParser`).
+    pub fn lead_parser(mut self, parser: impl LeadParser) -> Self {
+        self.lead_parser = Arc::new(parser);
+        self
+    }
+
     /// Registers a notification plugin; a later plugin of the same kind replaces it.
     pub fn notifier(mut self, plugin: impl Notifier) -> Self {
         let kind = plugin.kind();
@@ -443,6 +457,7 @@ impl CrmBuilder {
                 webhook_allow,
                 dispatch_wake: tokio::sync::Notify::new(),
                 notifiers: self.notifiers,
+                lead_parser: self.lead_parser,
             }),
         })
     }

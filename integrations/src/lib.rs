@@ -1,10 +1,9 @@
 //! crm-integrations: provider plugins for crm, one cargo feature each (`discord`,
 //! `telegram`, `email`, `whatsapp`, `calcom`, `openai`, `full`). Each implements a
 //! trait that crm-core defines and is registered on the `Crm` builder, e.g.
-//! `Crm::builder().notifier(crm_integrations::discord::Discord::new())`.
-//!
-//! So far: Discord, Telegram, email (Resend), WhatsApp and Cal.com. The other providers land with the rest of the integrations issue;
-//! their features exist and add nothing yet.
+//! `Crm::builder().notifier(crm_integrations::discord::Discord::new())`, or is a plain
+//! function over (headers, raw body) for inbound sources (WhatsApp, Cal.com), so the
+//! HTTP router and the Python bindings can both call it.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "discord")]
@@ -26,3 +25,7 @@ pub mod whatsapp;
 #[cfg(feature = "calcom")]
 #[cfg_attr(docsrs, doc(cfg(feature = "calcom")))]
 pub mod calcom;
+
+#[cfg(feature = "openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
+pub mod openai;

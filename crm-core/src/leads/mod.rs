@@ -31,6 +31,7 @@
 pub(crate) mod cursor;
 mod model;
 pub(crate) mod parse;
+pub mod parser;
 mod values;
 
 pub use model::{
@@ -177,6 +178,45 @@ impl Leads {
             .map(|(lead, created)| Captured { lead, created }))
     }
 
+    /// Parses free text (1–5,000 characters) into lead fields with the `Crm`'s
+    /// [`parser::LeadParser`] (the offline [`parser::BuiltinParser`] unless one was
+    /// registered). With `auto_save` the lead is also created, with the text as
+    /// `raw_input`, `ai_parsed = true` and source `ai` unless the parser set one; a
+    /// lead without a name is named after its email or phone.
+    pub async fn parse(&self, text: &str, auto_save: bool) -> Result<Parsed> {
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > MESSAGE_MAX || text.contains('\0') {
+            return Err(crate::Error::invalid(
+                "text",
+                format!("must be 1-{MESSAGE_MAX} characters"),
+            ));
+        }
+        let parsed = self
+            .crm
+            .lead_parser()
+            .parse(text, &self.crm.rules().allowed)
+            .await?;
+        let lead = if auto_save {
+            let mut input = parsed.fields.clone();
+            if input.name.trim().is_empty() {
+                input.name = input
+                    .email
+                    .as_deref()
+                    .and_then(|e| e.split('@').next())
+                    .or(input.phone.as_deref())
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+            input.raw_input = Some(text.to_owned());
+            input.ai_parsed = true;
+            input.source = input.source.or_else(|| Some("ai".into()));
+            Some(self.create(input).await?)
+        } else {
+            None
+        };
+        Ok(Parsed { parsed, lead })
+    }
+
     /// A lead with its activities, oldest first.
     pub async fn get(&self, id: LeadId) -> Result<LeadDetail> {
         let (lead, activities) =
@@ -278,4 +318,14 @@ where
         }) => attempt().await,
         r => r,
     }
+}
+
+/// What [`Leads::parse`] returns.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Parsed {
+    /// What the parser found.
+    #[serde(flatten)]
+    pub parsed: parser::ParsedLead,
+    /// The lead, when `auto_save` created it.
+    pub lead: Option<Lead>,
 }

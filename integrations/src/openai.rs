@@ -1,0 +1,210 @@
+//! OpenAI lead parsing: chat completions with a strict `json_schema` response format,
+//! whose `budget` and `project_type` enums are the `Crm`'s allowed values, so the
+//! model can only answer with values crm accepts.
+//!
+//! Register with `Crm::builder().lead_parser(OpenAi::new(api_key))`; then
+//! `leads.parse(text, auto_save)` uses it. Input is at most 5,000 characters (checked
+//! by `Leads::parse`). A refusal, an answer cut off at the token limit, an answer that
+//! is not the schema's JSON, and any HTTP error are `Error::Integration`, with no key
+//! or input in the text.
+
+use std::time::Duration;
+
+use crm_core::leads::parser::{LeadParser, ParseFuture, ParsedLead};
+use crm_core::leads::{AllowedValues, NewLead};
+use crm_core::{Error, SecretString};
+use serde_json::{json, Value};
+
+/// OpenAI's API base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// The default model.
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+const FIELDS: [&str; 7] = [
+    "name",
+    "email",
+    "phone",
+    "company",
+    "budget",
+    "project_type",
+    "message",
+];
+
+/// The OpenAI lead parser.
+#[derive(Clone)]
+pub struct OpenAi {
+    base_url: String,
+    model: String,
+    api_key: SecretString,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAi")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAi {
+    /// A parser using `gpt-4o-mini` with this API key and a 30 s timeout.
+    pub fn new(api_key: impl Into<String>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            base_url: DEFAULT_BASE_URL.into(),
+            model: DEFAULT_MODEL.into(),
+            api_key: SecretString::from(api_key.into()),
+            client,
+        }
+    }
+
+    /// Talks to another server (tests, a compatible gateway).
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Uses another model.
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = model.into();
+        self
+    }
+}
+
+fn nullable_enum(values: &[String]) -> Value {
+    let mut e: Vec<Value> = values.iter().map(|v| Value::String(v.clone())).collect();
+    e.push(Value::Null);
+    json!({ "type": ["string", "null"], "enum": e })
+}
+
+/// The request body for `text`.
+pub fn request(model: &str, text: &str, allowed: &AllowedValues) -> Value {
+    let s = json!({ "type": ["string", "null"] });
+    let mut required: Vec<&str> = FIELDS.to_vec();
+    required.push("confidence");
+    json!({
+        "model": model,
+        "temperature": 0,
+        "messages": [
+            { "role": "system", "content": "Extract a sales lead from the user's text. Use null for anything the text does not say. Phone numbers with their country code. budget and project_type only from the allowed values. confidence: how sure you are that this is a lead with these details, from 0 to 1." },
+            { "role": "user", "content": text },
+        ],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "lead",
+                "strict": true,
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "name": s, "email": s, "phone": s, "company": s,
+                        "budget": nullable_enum(&allowed.budgets),
+                        "project_type": nullable_enum(&allowed.project_types),
+                        "message": s,
+                        "confidence": { "type": "number" },
+                    },
+                    "required": required,
+                },
+            },
+        },
+    })
+}
+
+/// Reads a chat-completions answer into a parsed lead.
+pub fn read_answer(answer: &Value, allowed: &AllowedValues) -> crm_core::Result<ParsedLead> {
+    let choice = &answer["choices"][0];
+    if let Some(refusal) = choice["message"]["refusal"].as_str() {
+        return Err(Error::Integration(format!(
+            "the model refused: {}",
+            refusal.chars().take(200).collect::<String>()
+        )));
+    }
+    if choice["finish_reason"] == "length" {
+        return Err(Error::Integration(
+            "the model's answer was cut off at the token limit".into(),
+        ));
+    }
+    let content = choice["message"]["content"]
+        .as_str()
+        .ok_or_else(|| Error::Integration("the answer has no content".into()))?;
+    let v: Value = serde_json::from_str(content)
+        .map_err(|_| Error::Integration("the model's answer is not the expected JSON".into()))?;
+    if !v.is_object() {
+        return Err(Error::Integration(
+            "the model's answer is not the expected JSON".into(),
+        ));
+    }
+    let text = |k: &str| {
+        v[k].as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let one_of = |k: &str, list: &[String]| text(k).filter(|x| list.contains(x));
+    let fields = NewLead {
+        name: text("name").unwrap_or_default(),
+        email: text("email"),
+        phone: text("phone"),
+        company: text("company"),
+        budget: one_of("budget", &allowed.budgets),
+        project_type: one_of("project_type", &allowed.project_types),
+        message: text("message"),
+        ..Default::default()
+    };
+    let found = FIELDS
+        .iter()
+        .filter(|k| match **k {
+            "budget" => fields.budget.is_some(),
+            "project_type" => fields.project_type.is_some(),
+            k => text(k).is_some(),
+        })
+        .map(|k| (*k).to_owned())
+        .collect();
+    let confidence = v["confidence"]
+        .as_f64()
+        .filter(|c| c.is_finite())
+        .unwrap_or(0.0)
+        .clamp(0.0, 1.0) as f32;
+    Ok(ParsedLead {
+        fields,
+        found,
+        confidence,
+    })
+}
+
+impl LeadParser for OpenAi {
+    fn parse<'a>(&'a self, text: &'a str, allowed: &'a AllowedValues) -> ParseFuture<'a> {
+        Box::pin(async move {
+            let resp = self
+                .client
+                .post(format!("{}/chat/completions", self.base_url))
+                .bearer_auth(self.api_key.expose())
+                .json(&request(&self.model, text, allowed))
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::Integration(if e.is_timeout() {
+                        "OpenAI timed out".into()
+                    } else {
+                        "OpenAI could not be reached".into()
+                    })
+                })?;
+            let status = resp.status();
+            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                let message = answer["error"]["message"].as_str().unwrap_or("no message");
+                return Err(Error::Integration(format!(
+                    "OpenAI answered {status}: {}",
+                    message.chars().take(200).collect::<String>()
+                )));
+            }
+            read_answer(&answer, allowed)
+        })
+    }
+}
