@@ -486,17 +486,23 @@ async fn a_crashed_worker_loses_no_job(db: &TestDb) {
     )
     .await;
     let (ep, _) = endpoint(&crm, &rx.url, &["lead.created"]).await;
-    // Worker A takes the job, then dies mid-delivery (its task is aborted).
+    // Worker A (another instance, as another process would be) takes the job, then
+    // dies mid-delivery: its task is aborted and its connections closed, which is what
+    // a crash leaves behind.
+    let crashed = self::crm(db).await;
     let a = start(
-        &crm,
+        &crashed,
         DispatcherConfig {
             timeout: StdDuration::from_secs(30),
             ..cfg()
         },
     );
     new_lead(&crm, "ana@example.com").await;
+    crashed.wake_dispatchers();
     let first = rx.wait_for(1).await[0].clone();
     a.handle.abort();
+    let _ = a.handle.await;
+    crashed.close().await;
     // Worker B cannot take it while A's lease lasts...
     let b = start(&crm, cfg());
     tokio::time::sleep(StdDuration::from_millis(150)).await;
