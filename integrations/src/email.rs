@@ -71,6 +71,12 @@ impl Resend {
         self
     }
 
+    /// Uses this HTTP client.
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = client;
+        self
+    }
+
     /// Links for auth mails; `{token}` is replaced by the token, e.g.
     /// `https://app.example.com/reset?token={token}`. Without them the mail carries
     /// the token as a code to paste.

@@ -69,6 +69,12 @@ impl OpenAi {
         self
     }
 
+    /// Uses this HTTP client.
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = client;
+        self
+    }
+
     /// Uses another model.
     pub fn with_model(mut self, model: impl Into<String>) -> Self {
         self.model = model.into();

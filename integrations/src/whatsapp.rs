@@ -56,6 +56,12 @@ impl WhatsApp {
         self.base_url = base_url.into().trim_end_matches('/').to_owned();
         self
     }
+
+    /// Uses this HTTP client.
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = client;
+        self
+    }
 }
 
 fn text_body(n: &Notification) -> String {
