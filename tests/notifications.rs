@@ -176,7 +176,11 @@ async fn channels_check_and_seal_their_configuration(db: &TestDb) {
         .create(channel("42", "ok", &[]))
         .await
         .expect("create");
-    assert_eq!(c.event_types, ["*"]);
+    assert_eq!(
+        c.event_types,
+        ["lead.created"],
+        "channels default to new leads"
+    );
     assert_eq!(
         service.config(c.id).await.expect("config")["token"],
         "secret-token-123"

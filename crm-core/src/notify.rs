@@ -172,7 +172,8 @@ pub struct NewChannel {
     pub name: String,
     /// The plugin's configuration (a JSON object), checked by the plugin.
     pub config: Value,
-    /// Event filter; `["*"]` when empty.
+    /// Event filter; `["lead.created"]` when empty (people want to hear about new
+    /// leads, not every edit; webhooks, for machines, default to `*`).
     pub event_types: Vec<String>,
     /// `true` when absent.
     pub enabled: Option<bool>,
@@ -251,7 +252,11 @@ impl Notifications {
         let mut e = Errors::default();
         self.check_config(&mut e, &input.kind, &input.config);
         let name = Self::check_name(&mut e, &input.name);
-        let event_types = check_filter(&mut e, &input.event_types);
+        let event_types = if input.event_types.is_empty() {
+            vec![EventType::LeadCreated.as_str().to_owned()]
+        } else {
+            check_filter(&mut e, &input.event_types)
+        };
         e.finish()?;
         let now = self.crm.now();
         let c = Channel {
