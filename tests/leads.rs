@@ -24,6 +24,7 @@ conformance!(
     workspaces_are_isolated,
     events_exist_exactly_when_their_change_does,
     concurrent_writes_neither_fail_nor_duplicate,
+    cancelled_writes_leave_the_store_usable,
 );
 
 fn lead(name: &str, email: &str) -> NewLead {
@@ -1169,4 +1170,35 @@ async fn concurrent_writes_neither_fail_nor_duplicate(db: &TestDb) {
             .len(),
         12
     );
+}
+
+/// A write whose future is dropped part-way (a client that hangs up, an aborted task)
+/// must not leave a transaction or a lock behind for the next write.
+async fn cancelled_writes_leave_the_store_usable(db: &TestDb) {
+    let crm = db
+        .builder()
+        .max_connections(3)
+        .connect()
+        .await
+        .expect("connect");
+    for i in 0..120u64 {
+        let c = crm.clone();
+        let task = tokio::spawn(async move {
+            c.leads()
+                .create(lead("Gone", &format!("gone{i}@example.com")))
+                .await
+        });
+        tokio::time::sleep(std::time::Duration::from_micros((i * 37) % 900)).await;
+        task.abort();
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            crm.leads()
+                .create(lead("Next", &format!("next{i}@example.com"))),
+        )
+        .await
+        .expect("the next write does not wait for a leaked lock");
+        next.unwrap_or_else(|e| panic!("write {i} after a cancelled one failed: {e:?}"));
+    }
+    // Every lead that exists has its event: no half-written transaction survived.
+    assert_eq!(db.count("crm_leads").await, db.count("crm_events").await);
 }

@@ -111,6 +111,25 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<Pool> {
     } else {
         SqlitePoolOptions::new().max_connections(max_connections)
     };
+    // A write whose future is dropped mid-transaction (a cancelled request, an aborted
+    // task) can hand its connection back still inside `BEGIN IMMEDIATE`: it would keep
+    // SQLite's one write lock and confuse the next transaction on it. Such a connection
+    // is rolled back before it is reused (closed if that fails), which also keeps an
+    // in-memory database, whose one connection must never close.
+    let pool_opts = pool_opts.after_release(|conn, _| {
+        Box::pin(async move {
+            use sqlx::sqlite::SqliteTransactionManager as Tm;
+            use sqlx::{Connection, TransactionManager};
+            let depth = Tm::get_transaction_depth(conn);
+            if depth > 0 {
+                for _ in 0..depth {
+                    Tm::start_rollback(conn);
+                }
+                conn.ping().await?;
+            }
+            Ok(Tm::get_transaction_depth(conn) == 0)
+        })
+    });
     let pool = pool_opts.connect_with(opts).await?;
     sqlx::migrate!("./migrations/sqlite")
         .run(&pool)
