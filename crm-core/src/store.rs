@@ -1007,6 +1007,28 @@ where
         }
     }
 
+    /// Rows of a workspace-owned `table` (`id` narrows to one), oldest first.
+    async fn owned_rows<R>(
+        pool: &sqlx::Pool<DB>,
+        columns: &str,
+        table: &str,
+        ws: WorkspaceId,
+        id: Option<Uuid>,
+    ) -> Result<Vec<R>>
+    where
+        R: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
+    {
+        let mut sql = Sql::new(format!(
+            "SELECT {columns} FROM {table} WHERE workspace_id = "
+        ));
+        sql.bind(Bind::Uuid(ws.0));
+        if let Some(id) = id {
+            sql.push(" AND id = ").bind(Bind::Uuid(id));
+        }
+        sql.push(" ORDER BY id");
+        Self::fetch_all(pool, &sql).await
+    }
+
     async fn fetch_all<T>(pool: &sqlx::Pool<DB>, sql: &Sql) -> Result<Vec<T>>
     where
         T: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
@@ -1203,11 +1225,8 @@ where
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
     ) -> Result<Vec<ApiKey>> {
-        let mut sql = Sql::new(format!(
-            "SELECT {API_KEY_COLUMNS} FROM crm_api_keys WHERE workspace_id = "
-        ));
-        sql.bind(Bind::Uuid(ws.0)).push(" ORDER BY id");
-        let rows: Vec<ApiKeyRow> = Self::fetch_all(pool, &sql).await?;
+        let rows: Vec<ApiKeyRow> =
+            Self::owned_rows(pool, API_KEY_COLUMNS, "crm_api_keys", ws, None).await?;
         rows.into_iter().map(ApiKeyRow::into_key).collect()
     }
 
@@ -1350,13 +1369,8 @@ where
         ws: WorkspaceId,
         id: UserId,
     ) -> Result<(User, String)> {
-        let mut sql = Sql::new(format!(
-            "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = "
-        ));
-        sql.bind(Bind::Uuid(ws.0))
-            .push(" AND id = ")
-            .bind(Bind::Uuid(id.0));
-        let rows: Vec<UserRow> = Self::fetch_all(pool, &sql).await?;
+        let rows: Vec<UserRow> =
+            Self::owned_rows(pool, USER_COLUMNS, "crm_users", ws, Some(id.0)).await?;
         rows.into_iter()
             .next()
             .ok_or(Error::NotFound { entity: "user" })?
@@ -1364,11 +1378,8 @@ where
     }
 
     pub(crate) async fn list_users(pool: &sqlx::Pool<DB>, ws: WorkspaceId) -> Result<Vec<User>> {
-        let mut sql = Sql::new(format!(
-            "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = "
-        ));
-        sql.bind(Bind::Uuid(ws.0)).push(" ORDER BY id");
-        let rows: Vec<UserRow> = Self::fetch_all(pool, &sql).await?;
+        let rows: Vec<UserRow> =
+            Self::owned_rows(pool, USER_COLUMNS, "crm_users", ws, None).await?;
         rows.into_iter()
             .map(|r| r.into_user().map(|(u, _)| u))
             .collect()
@@ -1794,11 +1805,8 @@ where
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
     ) -> Result<Vec<Endpoint>> {
-        let mut sql = Sql::new(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM crm_webhook_endpoints WHERE workspace_id = "
-        ));
-        sql.bind(Bind::Uuid(ws.0)).push(" ORDER BY id");
-        let rows: Vec<EndpointRow> = Self::fetch_all(pool, &sql).await?;
+        let rows: Vec<EndpointRow> =
+            Self::owned_rows(pool, ENDPOINT_COLUMNS, "crm_webhook_endpoints", ws, None).await?;
         Ok(rows.into_iter().map(|r| r.into_endpoint().0).collect())
     }
 
@@ -1807,19 +1815,18 @@ where
         ws: WorkspaceId,
         id: EndpointId,
     ) -> Result<(Endpoint, SealedSecrets)> {
-        let mut sql = Sql::new(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM crm_webhook_endpoints WHERE workspace_id = "
-        ));
-        sql.bind(Bind::Uuid(ws.0))
-            .push(" AND id = ")
-            .bind(Bind::Uuid(id.0));
-        let rows: Vec<EndpointRow> = Self::fetch_all(pool, &sql).await?;
-        rows.into_iter()
-            .next()
-            .map(EndpointRow::into_endpoint)
-            .ok_or(Error::NotFound {
-                entity: "webhook endpoint",
-            })
+        let rows: Vec<EndpointRow> = Self::owned_rows(
+            pool,
+            ENDPOINT_COLUMNS,
+            "crm_webhook_endpoints",
+            ws,
+            Some(id.0),
+        )
+        .await?;
+        let row = rows.into_iter().next().ok_or(Error::NotFound {
+            entity: "webhook endpoint",
+        })?;
+        Ok(row.into_endpoint())
     }
 
     /// Saves an endpoint with its audit entry; `rotation` = (new sealed secret,
@@ -2135,11 +2142,8 @@ where
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
     ) -> Result<Vec<Channel>> {
-        let mut sql = Sql::new(format!(
-            "SELECT {CHANNEL_COLUMNS} FROM crm_notification_channels WHERE workspace_id = "
-        ));
-        sql.bind(Bind::Uuid(ws.0)).push(" ORDER BY id");
-        let rows: Vec<ChannelRow> = Self::fetch_all(pool, &sql).await?;
+        let rows: Vec<ChannelRow> =
+            Self::owned_rows(pool, CHANNEL_COLUMNS, "crm_notification_channels", ws, None).await?;
         Ok(rows.into_iter().map(|r| r.into_channel().0).collect())
     }
 
@@ -2149,19 +2153,18 @@ where
         ws: WorkspaceId,
         id: ChannelId,
     ) -> Result<(Channel, String)> {
-        let mut sql = Sql::new(format!(
-            "SELECT {CHANNEL_COLUMNS} FROM crm_notification_channels WHERE workspace_id = "
-        ));
-        sql.bind(Bind::Uuid(ws.0))
-            .push(" AND id = ")
-            .bind(Bind::Uuid(id.0));
-        let rows: Vec<ChannelRow> = Self::fetch_all(pool, &sql).await?;
-        rows.into_iter()
-            .next()
-            .map(ChannelRow::into_channel)
-            .ok_or(Error::NotFound {
-                entity: "notification channel",
-            })
+        let rows: Vec<ChannelRow> = Self::owned_rows(
+            pool,
+            CHANNEL_COLUMNS,
+            "crm_notification_channels",
+            ws,
+            Some(id.0),
+        )
+        .await?;
+        let row = rows.into_iter().next().ok_or(Error::NotFound {
+            entity: "notification channel",
+        })?;
+        Ok(row.into_channel())
     }
 
     pub(crate) async fn delete_channel(

@@ -42,11 +42,7 @@ impl Default for Discord {
 impl Discord {
     /// Posts to Discord with a client that has a 10 s timeout.
     pub fn new() -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let client = crate::http_client(10);
         Self {
             base_url: DEFAULT_BASE_URL.into(),
             client,

@@ -49,12 +49,7 @@ impl std::fmt::Debug for Resend {
 impl Resend {
     /// Sends as `from` (e.g. `CRM <crm@example.com>`) with this API key.
     pub fn new(api_key: impl Into<String>, from: impl Into<String>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("crm/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let client = crate::http_client(10);
         Self {
             base_url: DEFAULT_BASE_URL.into(),
             client,

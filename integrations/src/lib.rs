@@ -6,6 +6,25 @@
 //! HTTP router and the Python bindings can both call it.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The HTTP client every plugin starts with: a timeout, no redirects (a provider
+/// that redirects is misconfigured, and following could leak a token), crm's
+/// user agent.
+#[cfg(any(
+    feature = "discord",
+    feature = "telegram",
+    feature = "email",
+    feature = "whatsapp",
+    feature = "openai"
+))]
+fn http_client(timeout_secs: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(timeout_secs))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("crm/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
 #[cfg(feature = "discord")]
 #[cfg_attr(docsrs, doc(cfg(feature = "discord")))]
 pub mod discord;

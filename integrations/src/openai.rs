@@ -8,8 +8,6 @@
 //! is not the schema's JSON, and any HTTP error are `Error::Integration`, with no key
 //! or input in the text.
 
-use std::time::Duration;
-
 use crm_core::leads::parser::{LeadParser, ParseFuture, ParsedLead};
 use crm_core::leads::{AllowedValues, NewLead};
 use crm_core::{Error, SecretString};
@@ -50,11 +48,7 @@ impl std::fmt::Debug for OpenAi {
 impl OpenAi {
     /// A parser using `gpt-4o-mini` with this API key and a 30 s timeout.
     pub fn new(api_key: impl Into<String>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let client = crate::http_client(30);
         Self {
             base_url: DEFAULT_BASE_URL.into(),
             model: DEFAULT_MODEL.into(),

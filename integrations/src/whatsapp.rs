@@ -12,8 +12,6 @@
 //! if new, source `whatsapp`) with a `message` activity. A redelivered message (same
 //! `wamid`) changes nothing; status updates are accepted and ignored.
 
-use std::time::Duration;
-
 use crm_core::leads::{ActivityKind, Leads, NewLead};
 use crm_core::notify::{Notification, Notifier, Outcome, SendFuture};
 use crm_core::webhooks::signing::{verify_whatsapp, VerifyError};
@@ -40,11 +38,7 @@ impl Default for WhatsApp {
 impl WhatsApp {
     /// Sends through the Graph API with a client that has a 10 s timeout.
     pub fn new() -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let client = crate::http_client(10);
         Self {
             base_url: DEFAULT_BASE_URL.into(),
             client,
