@@ -151,18 +151,7 @@ impl Notifier for Discord {
                 .await
             {
                 Ok(r) => r,
-                Err(e) if e.is_timeout() => {
-                    return Outcome::Retry {
-                        after: None,
-                        reason: "timeout".into(),
-                    }
-                }
-                Err(_) => {
-                    return Outcome::Retry {
-                        after: None,
-                        reason: "network error".into(),
-                    }
-                }
+                Err(e) => return crate::unanswered(&e),
             };
             let status = resp.status();
             if status.is_success() {

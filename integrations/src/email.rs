@@ -60,17 +60,7 @@ impl Resend {
         }
     }
 
-    /// Talks to another server (tests).
-    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = base_url.into().trim_end_matches('/').to_owned();
-        self
-    }
-
-    /// Uses this HTTP client.
-    pub fn with_client(mut self, client: reqwest::Client) -> Self {
-        self.client = client;
-        self
-    }
+    crate::http_builders!();
 
     /// Links for auth mails; `{token}` is replaced by the token, e.g.
     /// `https://app.example.com/reset?token={token}`. Without them the mail carries
@@ -96,18 +86,7 @@ impl Resend {
             .await;
         let resp = match resp {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Outcome::Retry {
-                    after: None,
-                    reason: "timeout".into(),
-                }
-            }
-            Err(_) => {
-                return Outcome::Retry {
-                    after: None,
-                    reason: "network error".into(),
-                }
-            }
+            Err(e) => return crate::unanswered(&e),
         };
         let status = resp.status();
         if status.is_success() {

@@ -6,6 +6,56 @@
 //! HTTP router and the Python bindings can both call it.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The outcome of a request that got no response. reqwest's own error text is not
+/// used: it carries the URL, which for some providers holds a token.
+#[cfg(any(
+    feature = "discord",
+    feature = "telegram",
+    feature = "email",
+    feature = "whatsapp"
+))]
+fn unanswered(e: &reqwest::Error) -> crm_core::notify::Outcome {
+    let reason = if e.is_timeout() {
+        "timeout"
+    } else {
+        "network error"
+    };
+    crm_core::notify::Outcome::Retry {
+        after: None,
+        reason: reason.into(),
+    }
+}
+
+/// `with_base_url` and `with_client` for a plugin with `base_url` and `client` fields.
+#[cfg(any(
+    feature = "telegram",
+    feature = "email",
+    feature = "whatsapp",
+    feature = "openai"
+))]
+macro_rules! http_builders {
+    () => {
+        /// Talks to another server (tests, a proxy, a compatible gateway).
+        pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+            self.base_url = base_url.into().trim_end_matches('/').to_owned();
+            self
+        }
+
+        /// Uses this HTTP client.
+        pub fn with_client(mut self, client: reqwest::Client) -> Self {
+            self.client = client;
+            self
+        }
+    };
+}
+#[cfg(any(
+    feature = "telegram",
+    feature = "email",
+    feature = "whatsapp",
+    feature = "openai"
+))]
+use http_builders;
+
 /// The HTTP client every plugin starts with: a timeout, no redirects (a provider
 /// that redirects is misconfigured, and following could leak a token), crm's
 /// user agent.

@@ -57,17 +57,7 @@ impl OpenAi {
         }
     }
 
-    /// Talks to another server (tests, a compatible gateway).
-    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = base_url.into().trim_end_matches('/').to_owned();
-        self
-    }
-
-    /// Uses this HTTP client.
-    pub fn with_client(mut self, client: reqwest::Client) -> Self {
-        self.client = client;
-        self
-    }
+    crate::http_builders!();
 
     /// Uses another model.
     pub fn with_model(mut self, model: impl Into<String>) -> Self {

@@ -44,17 +44,7 @@ impl Telegram {
         }
     }
 
-    /// Sends to another Bot API server (tests, a local Bot API server).
-    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = base_url.into().trim_end_matches('/').to_owned();
-        self
-    }
-
-    /// Uses this HTTP client.
-    pub fn with_client(mut self, client: reqwest::Client) -> Self {
-        self.client = client;
-        self
-    }
+    crate::http_builders!();
 }
 
 /// Escapes `&`, `<` and `>` for Telegram's HTML mode.
@@ -161,19 +151,7 @@ impl Notifier for Telegram {
             });
             let resp = match self.client.post(&url).json(&body).send().await {
                 Ok(r) => r,
-                // reqwest's error text would carry the URL, and with it the token.
-                Err(e) if e.is_timeout() => {
-                    return Outcome::Retry {
-                        after: None,
-                        reason: "timeout".into(),
-                    }
-                }
-                Err(_) => {
-                    return Outcome::Retry {
-                        after: None,
-                        reason: "network error".into(),
-                    }
-                }
+                Err(e) => return crate::unanswered(&e),
             };
             let status = resp.status();
             let answer: Value = resp.json().await.unwrap_or(Value::Null);

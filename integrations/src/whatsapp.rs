@@ -45,17 +45,7 @@ impl WhatsApp {
         }
     }
 
-    /// Talks to another server (tests).
-    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = base_url.into().trim_end_matches('/').to_owned();
-        self
-    }
-
-    /// Uses this HTTP client.
-    pub fn with_client(mut self, client: reqwest::Client) -> Self {
-        self.client = client;
-        self
-    }
+    crate::http_builders!();
 }
 
 fn text_body(n: &Notification) -> String {
@@ -153,18 +143,7 @@ impl Notifier for WhatsApp {
                 .await
             {
                 Ok(r) => r,
-                Err(e) if e.is_timeout() => {
-                    return Outcome::Retry {
-                        after: None,
-                        reason: "timeout".into(),
-                    }
-                }
-                Err(_) => {
-                    return Outcome::Retry {
-                        after: None,
-                        reason: "network error".into(),
-                    }
-                }
+                Err(e) => return crate::unanswered(&e),
             };
             let status = resp.status();
             if status.is_success() {
