@@ -411,8 +411,8 @@ impl Worker {
     async fn deliver_webhook(&self, job: ClaimedJob) -> Result<()> {
         let hooks = self.crm.workspace(job.workspace_id).webhooks();
         let endpoint_id = EndpointId(job.target_id);
-        let ep = match hooks.get(endpoint_id).await {
-            Ok(ep) if ep.enabled => ep,
+        let (ep, secrets) = match hooks.with_secrets(endpoint_id).await {
+            Ok((ep, secrets)) if ep.enabled => (ep, secrets),
             Ok(_) | Err(Error::NotFound { .. }) => {
                 return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
                     p, job.id, self.token
@@ -448,7 +448,6 @@ impl Worker {
         };
         let body =
             serde_json::to_vec(&event.payload).map_err(|_| Error::Config("payload".into()))?;
-        let secrets = hooks.signing_secrets(ep.id).await?;
         let now = self.crm.now();
         let ts = now.timestamp();
         let msg = message_id(event.id);

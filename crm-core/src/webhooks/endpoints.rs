@@ -445,7 +445,15 @@ impl Webhooks {
     /// The secrets that sign a delivery now: the current one, and the previous one
     /// while its overlap lasts.
     pub async fn signing_secrets(&self, id: EndpointId) -> Result<Vec<WebhookSecret>> {
-        let (_, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
+        self.with_secrets(id).await.map(|(_, secrets)| secrets)
+    }
+
+    /// An endpoint and its signing secrets, from one read.
+    pub(crate) async fn with_secrets(
+        &self,
+        id: EndpointId,
+    ) -> Result<(Endpoint, Vec<WebhookSecret>)> {
+        let (ep, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
             p, self.ws, id
         )
         .await)?;
@@ -455,13 +463,13 @@ impl Webhooks {
             WebhookSecret::parse(std::str::from_utf8(&bytes).map_err(|_| Error::Unseal)?)
                 .map_err(|_| Error::Unseal)
         };
-        let mut out = vec![open(&sealed.current)?];
+        let mut secrets = vec![open(&sealed.current)?];
         if let (Some(prev), Some(until)) = (&sealed.previous, sealed.previous_until) {
             if until > self.crm.now() {
-                out.push(open(prev)?);
+                secrets.push(open(prev)?);
             }
         }
-        Ok(out)
+        Ok((ep, secrets))
     }
 }
 
