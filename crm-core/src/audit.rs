@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::ids::{AuditId, WorkspaceId};
 
 /// One audit-log entry.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
     /// Its id (UUIDv7, so ids sort by time).

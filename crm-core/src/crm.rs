@@ -85,10 +85,7 @@ impl Crm {
 
     /// Creates a workspace (tenant) named `name` (1–200 characters).
     pub async fn create_workspace(&self, name: &str) -> Result<WorkspaceId> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
-            return Err(Error::invalid("name", "must be 1-200 characters"));
-        }
+        let name = workspace_name(name)?;
         let id = WorkspaceId::new();
         let now = Ts(self.now());
         with_pool!(self.pool(), |p, DB| Repo::<DB>::create_workspace(
@@ -213,6 +210,34 @@ impl Workspace {
         ApiKeys::new(self.crm.clone(), self.id)
     }
 
+    /// Its idempotency-key store.
+    pub fn idempotency(&self) -> crate::idempotency::Idempotency {
+        crate::idempotency::Idempotency::new(self.crm.clone(), self.id)
+    }
+
+    /// Its name and creation time; `NotFound` when the workspace does not exist.
+    pub async fn info(&self) -> Result<WorkspaceInfo> {
+        let row = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_workspace(
+            p, self.id
+        )
+        .await)?;
+        Ok(WorkspaceInfo {
+            id: self.id,
+            name: row.name,
+            created_at: row.created_at.0,
+        })
+    }
+
+    /// Renames it (1–200 characters).
+    pub async fn rename(&self, name: &str) -> Result<WorkspaceInfo> {
+        let name = workspace_name(name)?;
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::rename_workspace(
+            p, self.id, name
+        )
+        .await)?;
+        self.info().await
+    }
+
     /// Its audit log, oldest first: at most `limit` (1–1000) entries after `after`.
     pub async fn audit_log(&self, after: Option<AuditId>, limit: u32) -> Result<Vec<AuditEntry>> {
         if !(1..=1000).contains(&limit) {
@@ -234,6 +259,26 @@ impl Workspace {
         )
         .await)
     }
+}
+
+/// A workspace's name and creation time.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkspaceInfo {
+    /// Its id.
+    pub id: WorkspaceId,
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+fn workspace_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
+        return Err(Error::invalid("name", "must be 1-200 characters"));
+    }
+    Ok(name)
 }
 
 /// Settings of a [`Crm`]; finish with [`CrmBuilder::connect`].

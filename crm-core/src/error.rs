@@ -12,6 +12,7 @@ use uuid::Uuid;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// One invalid field of an input, named as the caller spelled it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FieldError {
     /// The input field (`email`, `tags[3]`, `cursor`, …).

@@ -14,6 +14,9 @@ macro_rules! id_type {
         #[sqlx(transparent)]
         pub struct $name(pub Uuid);
 
+        #[cfg(feature = "openapi")]
+        crate::macros::string_schema!($name, Some("uuid"), "A UUID.");
+
         impl $name {
             /// A new time-ordered (UUIDv7) id.
             pub fn new() -> Self {

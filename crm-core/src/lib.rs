@@ -9,6 +9,7 @@ mod crm;
 mod db;
 mod error;
 pub mod events;
+pub mod idempotency;
 mod ids;
 pub mod leads;
 mod macros;
@@ -20,7 +21,7 @@ mod store;
 pub mod webhooks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use crm::{Crm, CrmBuilder, Workspace};
+pub use crm::{Crm, CrmBuilder, Workspace, WorkspaceInfo};
 pub use error::{AuthFailure, Error, FieldError, Result};
 pub use ids::{
     ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, LeadId, SessionId, UserId,

@@ -22,6 +22,19 @@ macro_rules! string_enum {
             }
         }
 
+        #[cfg(feature = "openapi")]
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                ::utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(::utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($s),+]))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl ::utoipa::ToSchema for $name {}
+
         impl ::std::str::FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
@@ -56,3 +69,28 @@ macro_rules! string_enum {
     };
 }
 pub(crate) use string_enum;
+
+/// The OpenAPI schema of a type serialised as a plain string (`format` as OpenAPI
+/// names it, or `None`).
+#[cfg(feature = "openapi")]
+macro_rules! string_schema {
+    ($name:ty, $format:expr, $description:literal) => {
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                let format: Option<&str> = $format;
+                ::utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(::utoipa::openapi::schema::Type::String)
+                    .format(
+                        format
+                            .map(|f| ::utoipa::openapi::schema::SchemaFormat::Custom(f.to_owned())),
+                    )
+                    .description(Some($description))
+                    .into()
+            }
+        }
+
+        impl ::utoipa::ToSchema for $name {}
+    };
+}
+#[cfg(feature = "openapi")]
+pub(crate) use string_schema;

@@ -142,6 +142,7 @@ pub trait Notifier: Send + Sync + 'static {
 
 /// A notification channel (its configuration is only read back with
 /// [`Notifications::config`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Channel {
     /// Its id.
@@ -163,6 +164,7 @@ pub struct Channel {
 }
 
 /// Input of [`Notifications::create`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewChannel {
@@ -180,6 +182,7 @@ pub struct NewChannel {
 }
 
 /// Input of [`Notifications::update`]; fields left `None` stay.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelPatch {

@@ -36,6 +36,19 @@ const ACTIVITY_COLUMNS: &str =
     "id, lead_id, kind, description, old_status, new_status, actor, created_at";
 
 #[derive(FromRow)]
+pub(crate) struct IdempotencyRow {
+    pub fingerprint: String,
+    pub status_code: Option<i64>,
+    pub response: Option<String>,
+}
+
+#[derive(FromRow)]
+pub(crate) struct WorkspaceRow {
+    pub name: String,
+    pub created_at: Ts,
+}
+
+#[derive(FromRow)]
 pub(crate) struct LeadRow {
     id: LeadId,
     workspace_id: WorkspaceId,
@@ -541,6 +554,8 @@ where
     for<'r> ClaimedJob: FromRow<'r, DB::Row>,
     for<'r> AttemptRow: FromRow<'r, DB::Row>,
     for<'r> ChannelRow: FromRow<'r, DB::Row>,
+    for<'r> IdempotencyRow: FromRow<'r, DB::Row>,
+    for<'r> WorkspaceRow: FromRow<'r, DB::Row>,
     for<'r> (Uuid, Json<Vec<String>>): FromRow<'r, DB::Row>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'q> Option<Ts>: Encode<'q, DB>,
@@ -2188,6 +2203,133 @@ where
         .await?;
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims `key`: a row older than `expired_before` (or still running and older
+    /// than `stale_before`) is dropped first. Returns `None` when the claim is new,
+    /// else the existing row's fingerprint, status and response.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn claim_idempotency(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: Ts,
+        expired_before: Ts,
+        stale_before: Ts,
+    ) -> Result<Option<IdempotencyRow>> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        sqlx::query::<DB>(
+            "DELETE FROM crm_idempotency_keys WHERE workspace_id = $1 AND scope = $2 AND idem_key = $3 \
+             AND (created_at < $4 OR (status_code IS NULL AND created_at < $5))",
+        )
+        .bind(ws)
+        .bind(scope)
+        .bind(key)
+        .bind(expired_before)
+        .bind(stale_before)
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query::<DB>(
+            "INSERT INTO crm_idempotency_keys (workspace_id, scope, idem_key, fingerprint, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(ws)
+        .bind(scope)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let existing = if DB::rows_affected(&inserted) == 1 {
+            None
+        } else {
+            let row: IdempotencyRow = sqlx::query_as(
+                "SELECT fingerprint, status_code, response FROM crm_idempotency_keys \
+                 WHERE workspace_id = $1 AND scope = $2 AND idem_key = $3",
+            )
+            .bind(ws)
+            .bind(scope)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            Some(row)
+        };
+        tx.commit().await?;
+        Ok(existing)
+    }
+
+    /// Stores the response of a claimed key (`Some`), or gives the claim up (`None`).
+    pub(crate) async fn finish_idempotency(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        scope: &str,
+        key: &str,
+        response: Option<(i64, &str)>,
+    ) -> Result<()> {
+        let q = match response {
+            Some((status, body)) => sqlx::query::<DB>(
+                "UPDATE crm_idempotency_keys SET status_code = $4, response = $5 \
+                 WHERE workspace_id = $1 AND scope = $2 AND idem_key = $3 AND status_code IS NULL",
+            )
+            .bind(ws)
+            .bind(scope)
+            .bind(key)
+            .bind(status)
+            .bind(body),
+            None => sqlx::query::<DB>(
+                "DELETE FROM crm_idempotency_keys \
+                 WHERE workspace_id = $1 AND scope = $2 AND idem_key = $3 AND status_code IS NULL",
+            )
+            .bind(ws)
+            .bind(scope)
+            .bind(key),
+        };
+        q.execute(pool).await?;
+        Ok(())
+    }
+
+    /// Deletes idempotency rows created before `before`.
+    pub(crate) async fn purge_idempotency(pool: &sqlx::Pool<DB>, before: Ts) -> Result<u64> {
+        let r = sqlx::query::<DB>("DELETE FROM crm_idempotency_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(pool)
+            .await?;
+        Ok(DB::rows_affected(&r))
+    }
+
+    pub(crate) async fn get_workspace(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+    ) -> Result<WorkspaceRow> {
+        sqlx::query_as::<DB, WorkspaceRow>(
+            "SELECT name, created_at FROM crm_workspaces WHERE id = $1",
+        )
+        .bind(ws)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound {
+            entity: "workspace",
+        })
+    }
+
+    pub(crate) async fn rename_workspace(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        name: &str,
+    ) -> Result<()> {
+        let r = sqlx::query::<DB>("UPDATE crm_workspaces SET name = $2 WHERE id = $1")
+            .bind(ws)
+            .bind(name)
+            .execute(pool)
+            .await?;
+        if DB::rows_affected(&r) == 0 {
+            return Err(Error::NotFound {
+                entity: "workspace",
+            });
+        }
         Ok(())
     }
 

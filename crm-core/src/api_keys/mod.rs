@@ -40,6 +40,7 @@ pub const SCOPES_MAX: usize = 32;
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::hours(24);
 
 /// An API key's metadata. The secret is never part of it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApiKey {
     /// Its id.
@@ -78,6 +79,7 @@ pub struct CreatedApiKey {
 }
 
 /// Input of [`ApiKeys::create`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewApiKey {
@@ -90,6 +92,7 @@ pub struct NewApiKey {
 }
 
 /// Input of [`ApiKeys::update`]: fields left `None` stay.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiKeyPatch {

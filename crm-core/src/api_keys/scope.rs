@@ -23,6 +23,13 @@ pub const ACTIONS: &[&str] = &["read", "write", "delete"];
 #[serde(try_from = "String", into = "String")]
 pub struct Scope(String);
 
+#[cfg(feature = "openapi")]
+crate::macros::string_schema!(
+    Scope,
+    None,
+    "`resource:action` (`leads:read`, `leads:write`, `leads:delete`), with `*` for any."
+);
+
 impl Scope {
     /// Parses `*`, `resource:*` or `resource:action` with a known resource and action
     /// (lower case, no spaces).

@@ -65,6 +65,7 @@ impl Role {
 }
 
 /// A user. The password hash never leaves the store.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct User {
     /// Its id.
@@ -86,6 +87,7 @@ pub struct User {
 }
 
 /// Input for a new user. `Debug` hides the password.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewUser {
@@ -136,6 +138,7 @@ impl std::fmt::Debug for Login {
 }
 
 /// A session (its token is only ever in [`LoggedIn`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Session {
     /// Its id.

@@ -321,6 +321,7 @@ where
 }
 
 /// What [`Leads::parse`] returns.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Parsed {
     /// What the parser found.

@@ -9,6 +9,7 @@ use super::values::{ActivityKind, Email, LeadStatus, Phone};
 use crate::ids::{ActivityId, LeadId, WorkspaceId};
 
 /// A lead as stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lead {
     /// Its id (UUIDv7).
@@ -38,6 +39,7 @@ pub struct Lead {
     /// Tags, unique, in the order given.
     pub tags: Vec<String>,
     /// Custom fields (a JSON object).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub custom: Map<String, Value>,
     /// The raw text the lead was parsed from, when it was.
     pub raw_input: Option<String>,
@@ -50,6 +52,7 @@ pub struct Lead {
 }
 
 /// An entry on a lead's timeline.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
     /// Its id.
@@ -71,6 +74,7 @@ pub struct Activity {
 }
 
 /// A lead with its timeline, oldest activity first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeadDetail {
     /// The lead.
@@ -84,6 +88,7 @@ pub struct LeadDetail {
 ///
 /// Text is trimmed and an empty optional text counts as absent. `name` is required;
 /// so is one of `email` or `phone`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewLead {
@@ -110,6 +115,7 @@ pub struct NewLead {
     /// Up to 20 tags of 1–50 characters; duplicates are dropped.
     pub tags: Vec<String>,
     /// A JSON object of at most 16 KiB.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub custom: Option<Map<String, Value>>,
     /// Up to 20,000 characters.
     pub raw_input: Option<String>,
@@ -119,6 +125,7 @@ pub struct NewLead {
 
 /// A partial update. A field left `None` is unchanged; for clearable fields,
 /// `Some(None)` (JSON `null`) clears it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeadPatch {
@@ -153,6 +160,7 @@ pub struct LeadPatch {
     /// Replace the tags.
     pub tags: Option<Vec<String>>,
     /// Replace the custom fields.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub custom: Option<Map<String, Value>>,
 }
 
@@ -164,6 +172,7 @@ fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 }
 
 /// A new activity on a lead's timeline.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewActivity {
@@ -175,6 +184,7 @@ pub struct NewActivity {
 }
 
 /// What [`crate::Leads::capture`] did.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Captured {
     /// The lead as it is now.
@@ -184,6 +194,7 @@ pub struct Captured {
 }
 
 /// A field leads can be sorted by. Ties are broken by id, in the same direction.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SortField {
@@ -210,6 +221,7 @@ impl SortField {
 }
 
 /// Sort direction.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SortOrder {
@@ -249,6 +261,7 @@ pub struct LeadQuery {
 }
 
 /// One page of leads.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeadPage {
     /// The leads on this page.

@@ -18,6 +18,7 @@ use super::values::{Email, Phone};
 use crate::Result;
 
 /// What a parser found.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ParsedLead {
     /// The fields, ready for `create` (checked there like any input).

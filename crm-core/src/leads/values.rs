@@ -12,6 +12,9 @@ use crate::macros::string_enum;
 #[serde(try_from = "String", into = "String")]
 pub struct Email(String);
 
+#[cfg(feature = "openapi")]
+crate::macros::string_schema!(Email, Some("email"), "An email address.");
+
 impl Email {
     /// Parses an address: one `@`, a local part of 1–64 characters without spaces or
     /// control characters, a domain of dot-separated labels of letters, digits and
@@ -97,6 +100,13 @@ impl fmt::Debug for Email {
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Phone(String);
+
+#[cfg(feature = "openapi")]
+crate::macros::string_schema!(
+    Phone,
+    None,
+    "A phone number in E.164 (`+` and up to 15 digits)."
+);
 
 impl Phone {
     /// Parses a number written in international form.

@@ -81,6 +81,7 @@ impl Default for DispatcherConfig {
 }
 
 /// One recorded delivery attempt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attempt {
     /// Its id.

@@ -27,6 +27,7 @@ pub const ROTATION_OVERLAP: Duration = Duration::hours(24);
 pub const FILTER_MAX: usize = 32;
 
 /// A webhook endpoint (without its secret).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Endpoint {
     /// Its id.
@@ -58,6 +59,7 @@ pub struct Endpoint {
 }
 
 /// Input of [`Webhooks::create`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewEndpoint {
@@ -76,6 +78,7 @@ pub struct NewEndpoint {
 }
 
 /// Input of [`Webhooks::update`]; fields left `None` stay.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EndpointPatch {

@@ -1,0 +1,127 @@
+//! Idempotency keys for API writes, stored in the database so that every instance on
+//! one database sees the same keys (Stripe's `Idempotency-Key` contract).
+//!
+//! The first request with a key claims it; its response is stored and replayed for
+//! 24 hours to a request with the same key and the same fingerprint (a hash of what
+//! the request asked for). A different fingerprint is a mismatch; a second request
+//! while the first still runs is told so. A claim whose request fails without a
+//! response worth keeping (a server error) is given up, so a retry runs again; a claim
+//! left by a process that died is taken over after [`STALE_AFTER`].
+
+use chrono::Duration;
+
+use crate::db::{with_pool, Ts};
+use crate::ids::WorkspaceId;
+use crate::store::Repo;
+use crate::{Crm, Error, Result};
+
+/// How long a stored response is replayed.
+pub const REPLAY_FOR: Duration = Duration::hours(24);
+/// How long a claim may run before another request may take it over.
+pub const STALE_AFTER: Duration = Duration::minutes(5);
+/// Longest key, in bytes.
+pub const KEY_MAX: usize = 255;
+
+/// What [`Idempotency::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new: run the request, then [`Idempotency::complete`] or
+    /// [`Idempotency::release`] it.
+    New,
+    /// The key was used with the same fingerprint: answer with this stored response.
+    Replay {
+        /// The stored status code.
+        status: u16,
+        /// The stored body.
+        body: String,
+    },
+    /// The first request with this key has not finished yet.
+    InFlight,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+/// The idempotency-key store of one workspace; from [`crate::Workspace::idempotency`].
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    crm: Crm,
+    ws: WorkspaceId,
+}
+
+/// Checks a key as a client sent it: 1–255 visible ASCII characters.
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > KEY_MAX || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "Idempotency-Key",
+            format!("must be 1-{KEY_MAX} visible ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl Idempotency {
+    pub(crate) fn new(crm: Crm, ws: WorkspaceId) -> Self {
+        Self { crm, ws }
+    }
+
+    /// Claims `key` within `scope` (e.g. an API key id) for a request with
+    /// `fingerprint`. A malformed key is a `Validation` error naming `Idempotency-Key`.
+    pub async fn claim(&self, scope: &str, key: &str, fingerprint: &str) -> Result<Claim> {
+        check_key(key)?;
+        let now = self.crm.now();
+        let found = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::claim_idempotency(
+            p,
+            self.ws,
+            scope,
+            key,
+            fingerprint,
+            Ts(now),
+            Ts(now - REPLAY_FOR),
+            Ts(now - STALE_AFTER),
+        )
+        .await)?;
+        Ok(match found {
+            None => Claim::New,
+            Some(row) if row.fingerprint != fingerprint => Claim::Mismatch,
+            Some(row) => match (row.status_code, row.response) {
+                (Some(status), Some(body)) => Claim::Replay {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                },
+                _ => Claim::InFlight,
+            },
+        })
+    }
+
+    /// Stores the response of a claimed key for replay.
+    pub async fn complete(&self, scope: &str, key: &str, status: u16, body: &str) -> Result<()> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_idempotency(
+            p,
+            self.ws,
+            scope,
+            key,
+            Some((i64::from(status), body))
+        )
+        .await)
+    }
+
+    /// Gives a claim up without a response, so the next request with the key runs.
+    pub async fn release(&self, scope: &str, key: &str) -> Result<()> {
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_idempotency(
+            p, self.ws, scope, key, None
+        )
+        .await)
+    }
+}
+
+impl Crm {
+    /// Deletes stored idempotency keys older than [`REPLAY_FOR`], in every workspace
+    /// (run it now and then; an expired key is also replaced when it is used again).
+    pub async fn purge_idempotency_keys(&self) -> Result<u64> {
+        let before = Ts(self.now() - REPLAY_FOR);
+        with_pool!(self.pool(), |p, DB| Repo::<DB>::purge_idempotency(
+            p, before
+        )
+        .await)
+    }
+}
