@@ -95,6 +95,16 @@ impl Crm {
         Ok(id)
     }
 
+    /// Runs a trivial query: `Ok` when the database answers (for health checks).
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self.pool(), |p, DB| Repo::<DB>::ping(p).await)
+    }
+
+    /// The budgets, project types and sources leads are checked against.
+    pub fn allowed_values(&self) -> &crate::leads::AllowedValues {
+        &self.rules().allowed
+    }
+
     /// The sealer built from the master key; `Config` error when none was given.
     pub fn sealer(&self) -> Result<&Sealer> {
         self.inner

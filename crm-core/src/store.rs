@@ -2300,6 +2300,11 @@ where
         Ok(DB::rows_affected(&r))
     }
 
+    pub(crate) async fn ping(pool: &sqlx::Pool<DB>) -> Result<()> {
+        sqlx::query::<DB>("SELECT 1").execute(pool).await?;
+        Ok(())
+    }
+
     pub(crate) async fn get_workspace(
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,

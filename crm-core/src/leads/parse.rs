@@ -33,7 +33,8 @@ pub const SEARCH_TERMS_MAX: usize = 8;
 
 /// The values budget, project type and source may take. The defaults suit an agency
 /// or freelancer; an app replaces them on the `Crm` builder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AllowedValues {
     /// Allowed budgets.
     pub budgets: Vec<String>,

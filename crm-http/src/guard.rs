@@ -1,0 +1,330 @@
+//! The guards of the route families, as middleware: each authenticates (or not),
+//! checks the family's rate limit and puts `X-RateLimit-*` on the response.
+//!
+//! | family | who | limit key | policy |
+//! |---|---|---|---|
+//! | public (contact form, login, reset, …) | anyone | client IP | `anonymous_ip` |
+//! | inbound webhooks | a provider (signature checked by the handler) | client IP | `inbound` |
+//! | API | `Authorization: Bearer <key>` | key id | `api_key` |
+//! | session (`/api/auth/me`, `/api/admin/*`) | session cookie | user id | `session` |
+//!
+//! `GET /api/v1/health` and the OpenAPI document are not limited (probes and tools).
+//! State-changing requests of the public auth routes and of session routes must pass
+//! the CSRF check: an allowed (or same-host) `Origin`, or the `X-CRM-CSRF` header.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use crm_core::idempotency::Claim;
+use crm_core::ratelimit::{Decision, Policy};
+use crm_core::Error;
+use sha2::{Digest, Sha256};
+
+use crate::extract::{ApiKey, ClientIp, SessionUser};
+use crate::problem::{problem_of, retry_secs, ApiError, Problem};
+use crate::{AppState, CSRF_HEADER};
+
+fn set_rate_headers(h: &mut HeaderMap, d: &Decision) {
+    h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(d.reset_at.timestamp().max(0)),
+    );
+}
+
+/// Checks one rate limit; the refusal is a finished 429 response.
+async fn limit(
+    s: &AppState,
+    policy: &str,
+    custom: Option<Policy>,
+    key: &str,
+) -> Result<Decision, Response> {
+    let limiter = s.crm.rate_limiter();
+    let decided = match custom {
+        Some(p) => limiter.check_with(policy, p, key).await,
+        None => limiter.check(policy, key).await,
+    };
+    let d = decided.map_err(|e| problem_of(&e).into_response())?;
+    if d.allowed {
+        return Ok(d);
+    }
+    let retry_after = d.retry_after.unwrap_or_default();
+    let mut res = problem_of(&Error::RateLimited { retry_after }).into_response();
+    set_rate_headers(res.headers_mut(), &d);
+    res.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_secs(retry_after)),
+    );
+    Err(res)
+}
+
+async fn run_limited(d: Decision, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    set_rate_headers(res.headers_mut(), &d);
+    res
+}
+
+fn client_ip(s: &AppState, req: Request) -> (ClientIp, Request) {
+    let (parts, body) = req.into_parts();
+    let ip = ClientIp::of(&parts, s.cfg.trust_proxy_headers);
+    (ip, Request::from_parts(parts, body))
+}
+
+/// Public routes: `anonymous_ip` per client IP.
+pub(crate) async fn public(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let (ip, req) = client_ip(&s, req);
+    match limit(&s, "anonymous_ip", None, ip.key()).await {
+        Ok(d) => run_limited(d, req, next).await,
+        Err(res) => res,
+    }
+}
+
+/// Public auth routes: the CSRF check, then `anonymous_ip` per client IP.
+pub(crate) async fn public_auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Err(p) = csrf(&s, &req) {
+        return p.into_response();
+    }
+    public(State(s), req, next).await
+}
+
+/// Inbound webhooks: the `inbound` policy per client IP.
+pub(crate) async fn inbound(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let (ip, req) = client_ip(&s, req);
+    match limit(&s, "inbound", Some(s.cfg.inbound_policy), ip.key()).await {
+        Ok(d) => run_limited(d, req, next).await,
+        Err(res) => res,
+    }
+}
+
+fn bearer(h: &HeaderMap) -> Result<&str, ApiError> {
+    let missing = || -> ApiError {
+        Problem::field(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authorization",
+            "must be `Bearer <API key>`",
+        )
+        .into()
+    };
+    let v = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(missing)?;
+    let (scheme, key) = v.split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || key.trim().is_empty() {
+        return Err(missing());
+    }
+    Ok(key.trim())
+}
+
+/// API routes: the key, then `api_key` per key, then idempotency for `POST`s.
+pub(crate) async fn api_key(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let key = match bearer(req.headers()) {
+        Ok(k) => k,
+        Err(p) => return with_challenge(p.into_response()),
+    };
+    let verified = match s.crm.verify_api_key(key).await {
+        Ok(v) => v,
+        Err(e) => return with_challenge(problem_of(&e).into_response()),
+    };
+    let d = match limit(&s, "api_key", None, &verified.key_id.to_string()).await {
+        Ok(d) => d,
+        Err(res) => return res,
+    };
+    req.extensions_mut().insert(ApiKey(verified.clone()));
+    let mut res = if req.method() == Method::POST && req.headers().contains_key("idempotency-key") {
+        idempotent(&s, &verified, req, next).await
+    } else {
+        next.run(req).await
+    };
+    set_rate_headers(res.headers_mut(), &d);
+    res
+}
+
+fn with_challenge(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
+}
+
+/// Runs a `POST` under its `Idempotency-Key`: a replay answers the stored response, a
+/// different request with the key 422, one while the first runs 409. Responses under
+/// 500 (except 429) are stored; anything else gives the claim up so a retry runs.
+async fn idempotent(
+    s: &AppState,
+    key: &crm_core::api_keys::VerifiedKey,
+    req: Request,
+    next: Next,
+) -> Response {
+    let idem = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, s.cfg.json_limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body must be at most {} bytes", s.cfg.json_limit),
+            )
+            .into_response()
+        }
+    };
+    let mut h = Sha256::new();
+    h.update(parts.uri.path().as_bytes());
+    h.update([0]);
+    h.update(&bytes);
+    let fingerprint: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let store = s.crm.workspace(key.workspace_id).idempotency();
+    let scope = key.key_id.to_string();
+    match store.claim(&scope, &idem, &fingerprint).await {
+        Err(e) => return problem_of(&e).into_response(),
+        Ok(Claim::Mismatch) => {
+            return Problem::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency-Key",
+                "was used with a different request",
+            )
+            .into_response()
+        }
+        Ok(Claim::InFlight) => {
+            return Problem::field(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "Idempotency-Key",
+                "a request with this key is still running",
+            )
+            .into_response()
+        }
+        Ok(Claim::Replay { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut res = (status, body).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(if status.is_success() {
+                    "application/json"
+                } else {
+                    crate::problem::PROBLEM_JSON
+                }),
+            );
+            res.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return res;
+        }
+        Ok(Claim::New) => {}
+    }
+    let res = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let status = res.status();
+    let (rparts, rbody) = res.into_parts();
+    // Handlers answer small JSON; a body that cannot be buffered is not kept.
+    let stored = match to_bytes(rbody, 1 << 20).await {
+        Ok(b) => b,
+        Err(_) => {
+            let _ = store.release(&scope, &idem).await;
+            return Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+            )
+            .into_response();
+        }
+    };
+    let keep = status.as_u16() < 500 && status != StatusCode::TOO_MANY_REQUESTS;
+    let text = std::str::from_utf8(&stored).ok();
+    let outcome = match (keep, text) {
+        (true, Some(t)) => store.complete(&scope, &idem, status.as_u16(), t).await,
+        _ => store.release(&scope, &idem).await,
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "could not record an idempotency key");
+    }
+    Response::from_parts(rparts, Body::from(stored))
+}
+
+/// The session cookie's value, if the request carries one.
+pub(crate) fn session_token<'a>(s: &AppState, h: &'a HeaderMap) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == s.cfg.cookie_name)
+        .map(|(_, v)| v)
+}
+
+/// Session routes: the cookie, the CSRF check for state-changing methods, then the
+/// `session` policy per user.
+pub(crate) async fn session(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(token) = session_token(&s, req.headers()) else {
+        return Problem::field(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Cookie",
+            "sign in first: no session cookie",
+        )
+        .into_response();
+    };
+    let user = match s.crm.authenticate_session(token).await {
+        Ok(u) => u,
+        Err(e) => return problem_of(&e).into_response(),
+    };
+    if let Err(p) = csrf(&s, &req) {
+        return p.into_response();
+    }
+    let d = match limit(
+        &s,
+        "session",
+        Some(s.cfg.session_policy),
+        &user.user.id.to_string(),
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(res) => return res,
+    };
+    req.extensions_mut().insert(SessionUser(user));
+    run_limited(d, req, next).await
+}
+
+/// Refuses a state-changing request that neither comes from an allowed (or the same)
+/// origin nor carries the CSRF header.
+fn csrf(s: &AppState, req: &Request) -> Result<(), ApiError> {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let h = req.headers();
+    if h.contains_key(CSRF_HEADER) {
+        return Ok(());
+    }
+    if let Some(origin) = h.get(header::ORIGIN) {
+        if s.cfg.allowed_origins.iter().any(|o| o == origin) {
+            return Ok(());
+        }
+        let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest);
+        if host.is_some() && origin_host == host {
+            return Ok(());
+        }
+    }
+    Err(Problem::field(
+        StatusCode::FORBIDDEN,
+        "csrf_failed",
+        "Origin",
+        "a state-changing request must come from an allowed origin or carry X-CRM-CSRF",
+    )
+    .into())
+}

@@ -1,0 +1,257 @@
+//! Session routes under `/api/auth`: login sets the session cookie (HttpOnly, Secure,
+//! SameSite=Lax), logout clears it.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use crm_core::auth::{Login, NewUser, Session, User};
+use crm_core::{WorkspaceId, WorkspaceInfo};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::extract::{ClientIp, Json, SessionUser};
+use crate::guard::session_token;
+use crate::problem::ApiResult;
+use crate::AppState;
+
+/// A signed-in user and their session.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Me {
+    /// The user.
+    user: User,
+    /// The session (the token is only in the cookie).
+    session: Session,
+}
+
+/// Input of `POST /api/auth/login`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginInput {
+    email: String,
+    password: String,
+    /// A 30-day session instead of 24 hours.
+    #[serde(default)]
+    remember_me: bool,
+    /// The user's workspace; the router's public workspace when absent.
+    #[serde(default)]
+    workspace_id: Option<WorkspaceId>,
+}
+
+fn cookie(s: &AppState, value: &str, max_age: Option<i64>) -> HeaderValue {
+    let mut c = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax",
+        s.cfg.cookie_name
+    );
+    if s.cfg.cookie_secure {
+        c.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    // The value is base64url and the name is the configured one: always a valid header.
+    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Sign in; sets the session cookie.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginInput,
+    responses((status = 200, description = "Signed in; the session cookie is set", body = Me)))]
+pub(crate) async fn login(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    Json(input): Json<LoginInput>,
+) -> ApiResult<Response> {
+    let ws = input.workspace_id.unwrap_or(s.cfg.public_workspace);
+    let done = s
+        .crm
+        .workspace(ws)
+        .auth()
+        .login(Login {
+            email: input.email,
+            password: input.password,
+            remember_me: input.remember_me,
+            ip: ip.0,
+        })
+        .await?;
+    let max_age = done
+        .session
+        .remember
+        .then(|| (done.session.absolute_expires_at - done.session.created_at).num_seconds());
+    let set = cookie(&s, done.token.expose(), max_age);
+    let me = Me {
+        user: done.user,
+        session: done.session,
+    };
+    let mut res = axum::Json(me).into_response();
+    res.headers_mut().insert(header::SET_COOKIE, set);
+    Ok(res)
+}
+
+/// Sign out (ends the session when the cookie names one) and clear the cookie.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    responses((status = 204, description = "Signed out")))]
+pub(crate) async fn logout(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if let Some(token) = session_token(&s, &headers) {
+        // An unknown or expired session is already signed out.
+        match s.crm.logout(token).await {
+            Ok(()) | Err(crm_core::Error::Unauthorized { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut()
+        .insert(header::SET_COOKIE, cookie(&s, "", Some(0)));
+    Ok(res)
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth",
+    responses((status = 200, description = "The user and session", body = Me)))]
+pub(crate) async fn me(SessionUser(u): SessionUser) -> axum::Json<Me> {
+    axum::Json(Me {
+        user: u.user,
+        session: u.session,
+    })
+}
+
+/// Input of `POST /api/auth/change-password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// Change the password; ends the user's other sessions.
+#[utoipa::path(post, path = "/api/auth/change-password", tag = "auth", request_body = ChangePassword,
+    responses((status = 204, description = "Changed")))]
+pub(crate) async fn change_password(
+    State(s): State<AppState>,
+    SessionUser(u): SessionUser,
+    Json(input): Json<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    s.crm
+        .workspace(u.user.workspace_id)
+        .auth()
+        .change_password(
+            u.user.id,
+            &input.current_password,
+            &input.new_password,
+            Some(u.session.id),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Input of `POST /api/auth/password-reset`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetRequest {
+    email: String,
+    /// The user's workspace; the router's public workspace when absent.
+    #[serde(default)]
+    workspace_id: Option<WorkspaceId>,
+}
+
+/// Ask for a password-reset mail. Answers the same whether or not the email is known.
+#[utoipa::path(post, path = "/api/auth/password-reset", tag = "auth", request_body = ResetRequest,
+    responses((status = 202, description = "A mail is on its way if the email is known")))]
+pub(crate) async fn password_reset(
+    State(s): State<AppState>,
+    Json(input): Json<ResetRequest>,
+) -> ApiResult<StatusCode> {
+    let ws = input.workspace_id.unwrap_or(s.cfg.public_workspace);
+    s.crm
+        .workspace(ws)
+        .auth()
+        .request_password_reset(&input.email)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Input of `POST /api/auth/password-reset/confirm`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetConfirm {
+    /// The token from the mail.
+    token: String,
+    new_password: String,
+}
+
+/// Set a new password with the token from the mail; ends every session.
+#[utoipa::path(post, path = "/api/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
+    responses((status = 200, description = "The user, with the new password set", body = User)))]
+pub(crate) async fn password_reset_confirm(
+    State(s): State<AppState>,
+    Json(input): Json<ResetConfirm>,
+) -> ApiResult<axum::Json<User>> {
+    let user = s
+        .crm
+        .confirm_password_reset(&input.token, &input.new_password)
+        .await?;
+    Ok(axum::Json(user))
+}
+
+/// Input of `POST /api/auth/verify-email`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyEmail {
+    /// The token from the mail.
+    token: String,
+}
+
+/// Confirm an email address with the token from the mail.
+#[utoipa::path(post, path = "/api/auth/verify-email", tag = "auth", request_body = VerifyEmail,
+    responses((status = 200, description = "The user, verified", body = User)))]
+pub(crate) async fn verify_email(
+    State(s): State<AppState>,
+    Json(input): Json<VerifyEmail>,
+) -> ApiResult<axum::Json<User>> {
+    Ok(axum::Json(s.crm.confirm_email(&input.token).await?))
+}
+
+/// Input of `POST /api/auth/register`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Register {
+    /// The new workspace's name.
+    workspace_name: String,
+    email: String,
+    display_name: String,
+    password: String,
+}
+
+/// A new workspace and its owner.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Registered {
+    /// The workspace (sign in with its id).
+    workspace: WorkspaceInfo,
+    /// The owner.
+    user: User,
+}
+
+/// Sign up: a new workspace and its owner (only when the app enables registration).
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = Register,
+    responses((status = 201, description = "Registered; sign in next", body = Registered)))]
+pub(crate) async fn register(
+    State(s): State<AppState>,
+    Json(input): Json<Register>,
+) -> ApiResult<Response> {
+    let user = s
+        .crm
+        .register(
+            &input.workspace_name,
+            NewUser {
+                email: input.email,
+                display_name: input.display_name,
+                role: None,
+                password: input.password,
+            },
+        )
+        .await?;
+    let workspace = s.crm.workspace(user.workspace_id).info().await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Registered { workspace, user }),
+    )
+        .into_response())
+}

@@ -1,0 +1,280 @@
+//! Lead routes, served twice: under `/api/v1` for API keys (scopes enforced) and under
+//! `/api/admin` for signed-in users (any role). Plus the public contact form.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use crm_core::leads::{
+    Activity, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, NewActivity, NewLead, Parsed,
+    SortField, SortOrder,
+};
+use crm_core::{LeadId, Leads};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::extract::{Caller, Json, JsonOrForm, Path, Query};
+use crate::problem::{ApiResult, Problem};
+use crate::AppState;
+
+/// The lead routes, relative to `/api/v1` or `/api/admin`.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_leads, create_lead))
+        .routes(routes!(get_lead, update_lead, delete_lead))
+        .routes(routes!(add_activity))
+        .routes(routes!(parse_lead))
+}
+
+fn leads(s: &AppState, c: &Caller) -> Leads {
+    s.crm
+        .workspace(c.workspace_id())
+        .leads()
+        .with_actor(c.actor())
+}
+
+/// Query of `GET /leads`. Lists are comma-separated.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Statuses, any of them (`new,contacted`).
+    status: Option<String>,
+    /// One source.
+    source: Option<String>,
+    /// Tags, all of them (`vip,2026`).
+    tags: Option<String>,
+    /// Created at or after (RFC 3339).
+    created_after: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    created_before: Option<DateTime<Utc>>,
+    /// Free text: every word must prefix-match a word of name, email, company, message or notes.
+    q: Option<String>,
+    /// Sort field (default `created_at`).
+    sort: Option<SortField>,
+    /// Sort direction (default `desc`).
+    order: Option<SortOrder>,
+    /// Page size, 1–100 (default 20).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page (same filters and sort).
+    cursor: Option<String>,
+    /// Also count every match.
+    include_total: Option<bool>,
+}
+
+fn list_of(v: Option<String>) -> Vec<String> {
+    v.map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// List leads (filters, search, sort, cursor pagination).
+#[utoipa::path(get, path = "/leads", tag = "leads", params(ListParams),
+    responses((status = 200, description = "One page of leads", body = LeadPage)))]
+pub(crate) async fn list_leads(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(p): Query<ListParams>,
+) -> ApiResult<axum::Json<LeadPage>> {
+    c.require("leads:read")?;
+    let q = LeadQuery {
+        status: list_of(p.status),
+        source: p.source,
+        tags: list_of(p.tags),
+        created_after: p.created_after,
+        created_before: p.created_before,
+        q: p.q,
+        sort: p.sort.unwrap_or_default(),
+        order: p.order.unwrap_or_default(),
+        limit: p.limit,
+        cursor: p.cursor,
+        include_total: p.include_total.unwrap_or(false),
+    };
+    Ok(axum::Json(leads(&s, &c).list(&q).await?))
+}
+
+/// Create a lead (409 with the existing id when the email or phone is taken).
+#[utoipa::path(post, path = "/leads", tag = "leads", request_body = NewLead,
+    responses((status = 201, description = "The new lead", body = Lead)))]
+pub(crate) async fn create_lead(
+    State(s): State<AppState>,
+    c: Caller,
+    Json(input): Json<NewLead>,
+) -> ApiResult<impl IntoResponse> {
+    c.require("leads:write")?;
+    let lead = leads(&s, &c).create(input).await?;
+    Ok((StatusCode::CREATED, axum::Json(lead)))
+}
+
+/// Get a lead with its activities.
+#[utoipa::path(get, path = "/leads/{id}", tag = "leads",
+    params(("id" = LeadId, Path, description = "The lead id")),
+    responses((status = 200, description = "The lead and its timeline", body = LeadDetail)))]
+pub(crate) async fn get_lead(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<LeadId>,
+) -> ApiResult<axum::Json<LeadDetail>> {
+    c.require("leads:read")?;
+    Ok(axum::Json(leads(&s, &c).get(id).await?))
+}
+
+/// Change some fields of a lead (`null` clears a clearable field).
+#[utoipa::path(patch, path = "/leads/{id}", tag = "leads", request_body = LeadPatch,
+    params(("id" = LeadId, Path, description = "The lead id")),
+    responses((status = 200, description = "The lead as it is now", body = Lead)))]
+pub(crate) async fn update_lead(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<LeadId>,
+    Json(patch): Json<LeadPatch>,
+) -> ApiResult<axum::Json<Lead>> {
+    c.require("leads:write")?;
+    Ok(axum::Json(leads(&s, &c).update(id, patch).await?))
+}
+
+/// Delete a lead and its activities.
+#[utoipa::path(delete, path = "/leads/{id}", tag = "leads",
+    params(("id" = LeadId, Path, description = "The lead id")),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn delete_lead(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<LeadId>,
+) -> ApiResult<StatusCode> {
+    c.require("leads:delete")?;
+    leads(&s, &c).delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Add an activity (note, call, email, meeting, …) to a lead's timeline.
+#[utoipa::path(post, path = "/leads/{id}/activities", tag = "leads", request_body = NewActivity,
+    params(("id" = LeadId, Path, description = "The lead id")),
+    responses((status = 201, description = "The new activity", body = Activity)))]
+pub(crate) async fn add_activity(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<LeadId>,
+    Json(input): Json<NewActivity>,
+) -> ApiResult<impl IntoResponse> {
+    c.require("leads:write")?;
+    let a = leads(&s, &c).add_activity(id, input).await?;
+    Ok((StatusCode::CREATED, axum::Json(a)))
+}
+
+/// Input of `POST /leads/parse`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ParseInput {
+    /// Free text (an email, a chat message), up to 5,000 characters.
+    text: String,
+    /// Also create the lead from what was found.
+    #[serde(default)]
+    auto_save: bool,
+}
+
+/// Turn free text into lead fields with the configured parser (optionally saving it).
+#[utoipa::path(post, path = "/leads/parse", tag = "leads", request_body = ParseInput,
+    responses((status = 200, description = "What the parser found, and the lead when saved", body = Parsed)))]
+pub(crate) async fn parse_lead(
+    State(s): State<AppState>,
+    c: Caller,
+    Json(input): Json<ParseInput>,
+) -> ApiResult<axum::Json<Parsed>> {
+    c.require("leads:read")?;
+    if input.auto_save {
+        c.require("leads:write")?;
+    }
+    Ok(axum::Json(
+        leads(&s, &c).parse(&input.text, input.auto_save).await?,
+    ))
+}
+
+/// The public contact form. `website` is a honeypot: people leave it empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ContactForm {
+    /// Required.
+    name: String,
+    /// Email or phone is required.
+    email: Option<String>,
+    /// With country code.
+    phone: Option<String>,
+    company: Option<String>,
+    /// One of the allowed budgets.
+    budget: Option<String>,
+    /// One of the allowed project types.
+    project_type: Option<String>,
+    message: Option<String>,
+    /// One of the allowed sources.
+    source: Option<String>,
+    /// Leave empty (bots fill it in).
+    website: Option<String>,
+}
+
+/// What the contact form answers, honeypot or not.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Received {
+    /// Always `received`.
+    status: &'static str,
+}
+
+/// Submit the contact form (JSON or an HTML form). Merges into a lead with the same
+/// email or phone. Answers the same whether or not the lead existed.
+#[utoipa::path(post, path = "/api/leads", tag = "public",
+    request_body(content(
+        (ContactForm = "application/json"),
+        (ContactForm = "application/x-www-form-urlencoded")
+    )),
+    responses((status = 202, description = "Received", body = Received)))]
+pub(crate) async fn contact(
+    State(s): State<AppState>,
+    JsonOrForm(form): JsonOrForm<ContactForm>,
+) -> ApiResult<impl IntoResponse> {
+    let received = (
+        StatusCode::ACCEPTED,
+        axum::Json(Received { status: "received" }),
+    );
+    if form
+        .website
+        .as_deref()
+        .is_some_and(|w| !w.trim().is_empty())
+    {
+        tracing::info!("contact form honeypot filled; nothing written");
+        return Ok(received);
+    }
+    if form.name.len() > 10_000 {
+        return Err(Problem::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "name",
+            "is too long",
+        )
+        .into());
+    }
+    let input = NewLead {
+        name: form.name,
+        email: form.email,
+        phone: form.phone,
+        company: form.company,
+        budget: form.budget,
+        project_type: form.project_type,
+        message: form.message,
+        source: form.source,
+        ..NewLead::default()
+    };
+    s.crm
+        .workspace(s.cfg.public_workspace)
+        .leads()
+        .with_actor("contact_form")
+        .capture(input)
+        .await?;
+    Ok(received)
+}

@@ -1,0 +1,109 @@
+//! The route families and their guards (see `guard.rs`). Handlers take the input,
+//! call one service method and map the result.
+
+use axum::extract::State;
+use axum::middleware::from_fn_with_state;
+use chrono::{DateTime, Utc};
+use crm_core::api_keys::ApiKey as ApiKeyInfo;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::extract::ApiKey;
+use crate::problem::ApiResult;
+use crate::{guard, AppState};
+
+pub(crate) mod admin;
+pub(crate) mod auth;
+#[cfg(any(feature = "whatsapp", feature = "calcom"))]
+pub(crate) mod inbound;
+pub(crate) mod leads;
+
+/// Every route, each family behind its guard.
+pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<AppState> {
+    let public = OpenApiRouter::new()
+        .routes(routes!(leads::contact))
+        .route_layer(from_fn_with_state(s.clone(), guard::public));
+    let mut public_auth = OpenApiRouter::new()
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::password_reset))
+        .routes(routes!(auth::password_reset_confirm))
+        .routes(routes!(auth::verify_email));
+    if s.cfg.registration {
+        public_auth = public_auth.routes(routes!(auth::register));
+    }
+    let public_auth = public_auth.route_layer(from_fn_with_state(s.clone(), guard::public_auth));
+    let api = OpenApiRouter::new()
+        .nest("/api/v1", leads::router().routes(routes!(me)))
+        .route_layer(from_fn_with_state(s.clone(), guard::api_key));
+    let session = OpenApiRouter::new()
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::change_password))
+        .nest("/api/admin", leads::router().merge(admin::router()))
+        .route_layer(from_fn_with_state(s.clone(), guard::session));
+    let root = root
+        .routes(routes!(health))
+        .merge(public)
+        .merge(public_auth)
+        .merge(api)
+        .merge(session);
+    #[cfg(any(feature = "whatsapp", feature = "calcom"))]
+    let root = root.merge(inbound::router(s));
+    root
+}
+
+/// What `GET /api/v1/health` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok`, or `degraded` when the database does not answer.
+    status: &'static str,
+    /// The crm version.
+    version: &'static str,
+    /// The server's time (UTC).
+    timestamp: DateTime<Utc>,
+    /// Whether the database answered.
+    database: bool,
+}
+
+/// Liveness and database reachability (not rate limited). 503 when the database
+/// does not answer.
+#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+    responses((status = 200, description = "Up", body = Health),
+              (status = 503, description = "The database does not answer", body = Health)))]
+pub(crate) async fn health(
+    State(s): State<AppState>,
+) -> (axum::http::StatusCode, axum::Json<Health>) {
+    let database = s.crm.ping().await.is_ok();
+    let status = if database {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(Health {
+            status: if database { "ok" } else { "degraded" },
+            version: env!("CARGO_PKG_VERSION"),
+            timestamp: s.crm.now(),
+            database,
+        }),
+    )
+}
+
+/// The calling API key's metadata.
+#[utoipa::path(get, path = "/me", tag = "leads",
+    responses((status = 200, description = "The key (never its secret)", body = ApiKeyInfo)))]
+pub(crate) async fn me(
+    State(s): State<AppState>,
+    ApiKey(k): ApiKey,
+) -> ApiResult<axum::Json<ApiKeyInfo>> {
+    let key = s
+        .crm
+        .workspace(k.workspace_id)
+        .api_keys()
+        .get(k.key_id)
+        .await?;
+    Ok(axum::Json(key))
+}

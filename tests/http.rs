@@ -1,0 +1,1388 @@
+//! The router end to end: every route family through `oneshot`, on SQLite and
+//! Postgres, plus a real socket where the network matters (client IPs, request ids).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use common::TestDb;
+use crm::api_keys::NewApiKey;
+use crm::auth::NewUser;
+use crm::http::Config;
+use crm::leads::parser::{LeadParser, ParseFuture, ParsedLead};
+use crm::leads::{AllowedValues, NewLead};
+use crm::ratelimit::Policy;
+use crm::{Crm, SecretString, WorkspaceId};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tower::ServiceExt;
+
+const ORIGIN: &str = "https://app.example";
+const WA_SECRET: &str = "wa-app-secret-for-tests";
+const WA_TOKEN: &str = "wa-verify-token";
+const CAL_SECRET: &str = "cal-secret-for-tests";
+const PASSWORD: &str = "Correct-Horse-42!";
+const NEW_PASSWORD: &str = "Another-Horse-43!";
+
+fn config() -> Config {
+    Config::new()
+        .allow_origin(ORIGIN)
+        .registration(true)
+        .whatsapp(
+            SecretString::from(WA_SECRET.to_owned()),
+            SecretString::from(WA_TOKEN.to_owned()),
+        )
+        .calcom(SecretString::from(CAL_SECRET.to_owned()))
+}
+
+struct App {
+    crm: Crm,
+    router: Router,
+}
+
+struct Res {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Res {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts a problem body with this status and code.
+    fn problem(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        assert_eq!(self.body["code"], code, "{}", self.text);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["title"].is_string() && self.body["type"].is_string());
+        self
+    }
+
+    fn field(&self) -> &str {
+        self.body["errors"][0]["field"].as_str().unwrap_or("")
+    }
+}
+
+impl App {
+    async fn new(db: &TestDb) -> Self {
+        Self::with(db, |b| b, config()).await
+    }
+
+    async fn with(
+        db: &TestDb,
+        f: impl FnOnce(crm::CrmBuilder) -> crm::CrmBuilder,
+        cfg: Config,
+    ) -> Self {
+        let crm = f(db.builder()).connect().await.expect("connect");
+        let router = cfg.router(crm.clone());
+        Self { crm, router }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Res {
+        let res = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 22)
+            .await
+            .expect("body");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Res {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    async fn key(&self, scopes: &[&str]) -> String {
+        let k = self
+            .crm
+            .workspace(WorkspaceId::DEFAULT)
+            .api_keys()
+            .create(NewApiKey {
+                name: "test".into(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                expires_at: None,
+            })
+            .await
+            .expect("key");
+        k.secret.expose().to_owned()
+    }
+
+    async fn user(&self, email: &str, role: &str) {
+        self.crm
+            .workspace(WorkspaceId::DEFAULT)
+            .auth()
+            .create_user(
+                NewUser {
+                    email: email.into(),
+                    display_name: "Test User".into(),
+                    role: Some(role.into()),
+                    password: PASSWORD.into(),
+                },
+                None,
+            )
+            .await
+            .expect("user");
+    }
+
+    /// Signs in and returns the `Cookie` header value.
+    async fn login(&self, email: &str) -> String {
+        let r = self
+            .send(post_json(
+                "/api/auth/login",
+                json!({"email": email, "password": PASSWORD}),
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.header("set-cookie")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    async fn admin(&self) -> String {
+        self.user("owner@example.com", "owner").await;
+        self.login("owner@example.com").await
+    }
+}
+
+fn req(method: Method, path: &str) -> axum::http::request::Builder {
+    Request::builder().method(method).uri(path)
+}
+
+fn json_body(b: axum::http::request::Builder, v: Value) -> Request<Body> {
+    b.header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(v.to_string()))
+        .expect("request")
+}
+
+fn get(path: &str) -> Request<Body> {
+    req(Method::GET, path).body(Body::empty()).expect("request")
+}
+
+/// A browser-like JSON POST from the allowed origin.
+fn post_json(path: &str, v: Value) -> Request<Body> {
+    json_body(req(Method::POST, path).header(header::ORIGIN, ORIGIN), v)
+}
+
+fn bearer(b: axum::http::request::Builder, key: &str) -> axum::http::request::Builder {
+    b.header(header::AUTHORIZATION, format!("Bearer {key}"))
+}
+
+fn with_cookie(b: axum::http::request::Builder, cookie: &str) -> axum::http::request::Builder {
+    b.header(header::COOKIE, cookie)
+        .header(header::ORIGIN, ORIGIN)
+}
+
+conformance!(
+    health_and_the_openapi_document_list_every_route,
+    api_key_routes_enforce_keys_and_scopes,
+    bad_input_gets_a_problem_and_writes_nothing,
+    rate_limit_headers_and_429,
+    idempotency_keys_replay_refuse_and_wait,
+    contact_form_honeypot_and_cors,
+    sessions_csrf_expiry_and_lockout,
+    admin_routes_manage_keys_webhooks_users_and_settings,
+    inbound_webhooks_verify_and_capture_once,
+    registration_makes_a_workspace_to_sign_in_to,
+);
+
+async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
+    let app = App::new(db).await;
+    let r = app.send(get("/api/v1/health")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "ok");
+    assert_eq!(r.body["database"], true);
+    assert!(r.body["version"].is_string() && r.body["timestamp"].is_string());
+    assert!(!r.header("x-request-id").is_empty());
+
+    let doc = app.send(get("/api/openapi.json")).await.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut listed = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            listed.insert(format!("{} {path}", method.to_uppercase()));
+            assert!(op["operationId"].is_string(), "{method} {path}");
+            assert!(op["responses"]["500"].is_object(), "{method} {path}");
+        }
+    }
+    // What the router serves, as the issue lists it.
+    let mut expected: BTreeSet<String> = [
+        "GET /api/v1/health",
+        "POST /api/leads",
+        "GET /api/v1/leads",
+        "POST /api/v1/leads",
+        "GET /api/v1/leads/{id}",
+        "PATCH /api/v1/leads/{id}",
+        "DELETE /api/v1/leads/{id}",
+        "POST /api/v1/leads/{id}/activities",
+        "POST /api/v1/leads/parse",
+        "GET /api/v1/me",
+        "POST /api/auth/login",
+        "POST /api/auth/logout",
+        "GET /api/auth/me",
+        "POST /api/auth/change-password",
+        "POST /api/auth/password-reset",
+        "POST /api/auth/password-reset/confirm",
+        "POST /api/auth/verify-email",
+        "POST /api/auth/register",
+        "GET /api/admin/api-keys",
+        "POST /api/admin/api-keys",
+        "PATCH /api/admin/api-keys/{id}",
+        "DELETE /api/admin/api-keys/{id}",
+        "POST /api/admin/api-keys/{id}/rotate",
+        "GET /api/admin/webhooks",
+        "POST /api/admin/webhooks",
+        "PATCH /api/admin/webhooks/{id}",
+        "DELETE /api/admin/webhooks/{id}",
+        "POST /api/admin/webhooks/{id}/test",
+        "POST /api/admin/webhooks/{id}/rotate-secret",
+        "GET /api/admin/webhooks/{id}/deliveries",
+        "POST /api/admin/webhooks/{id}/deliveries/{msg}/resend",
+        "GET /api/admin/notifications",
+        "POST /api/admin/notifications",
+        "PATCH /api/admin/notifications/{id}",
+        "DELETE /api/admin/notifications/{id}",
+        "POST /api/admin/notifications/{id}/test",
+        "GET /api/admin/settings",
+        "PATCH /api/admin/settings",
+        "GET /api/admin/users",
+        "POST /api/admin/users",
+        "PATCH /api/admin/users/{id}",
+        "GET /api/admin/audit",
+        "POST /api/webhooks/cal",
+        "GET /api/webhooks/whatsapp",
+        "POST /api/webhooks/whatsapp",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    for lead_route in [
+        "GET /leads",
+        "POST /leads",
+        "GET /leads/{id}",
+        "PATCH /leads/{id}",
+        "DELETE /leads/{id}",
+        "POST /leads/{id}/activities",
+        "POST /leads/parse",
+    ] {
+        let (m, p) = lead_route.split_once(' ').expect("route");
+        expected.insert(format!("{m} /api/admin{p}"));
+    }
+    assert_eq!(listed, expected);
+
+    // Every documented operation is served (not the router's 404/405), and a path
+    // the document does not list is not.
+    let id = uuid::Uuid::now_v7();
+    for route in &listed {
+        let (m, p) = route.split_once(' ').expect("route");
+        let path = p.replace("{id}", &id.to_string()).replace("{msg}", "msg_x");
+        let method: Method = m.parse().expect("method");
+        let r = app
+            .send(req(method, &path).body(Body::empty()).expect("request"))
+            .await;
+        assert!(
+            !matches!(
+                r.body["code"].as_str(),
+                Some("route_not_found" | "method_not_allowed")
+            ),
+            "{route}: {}",
+            r.text
+        );
+    }
+    app.send(get("/api/v2/leads"))
+        .await
+        .problem(404, "route_not_found");
+    app.send(
+        req(Method::PUT, "/api/v1/leads")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await
+    .problem(405, "method_not_allowed");
+
+    // Every schema reference resolves.
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    let text = doc.to_string();
+    let unresolved: BTreeSet<&str> = text
+        .split("\"$ref\":\"#/components/schemas/")
+        .skip(1)
+        .filter_map(|piece| piece.split('"').next())
+        .filter(|name| !schemas.contains_key(*name))
+        .collect();
+    assert!(unresolved.is_empty(), "unresolved $ref: {unresolved:?}");
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+    assert_eq!(
+        doc["paths"]["/api/v1/leads"]["get"]["security"][0]["api_key"],
+        json!([])
+    );
+    // The same document as `crm::http::openapi`.
+    let direct = serde_json::to_value(crm::http::openapi(app.crm.clone(), config())).expect("json");
+    assert_eq!(direct, doc);
+}
+
+async fn api_key_routes_enforce_keys_and_scopes(db: &TestDb) {
+    let app = App::new(db).await;
+    let r = app.send(get("/api/v1/leads")).await;
+    r.problem(401, "unauthorized");
+    assert_eq!(r.header("www-authenticate"), "Bearer");
+    assert_eq!(r.field(), "Authorization");
+    app.send(
+        bearer(req(Method::GET, "/api/v1/leads"), "crm_nope")
+            .body(Body::empty())
+            .expect("r"),
+    )
+    .await
+    .problem(401, "unauthorized");
+
+    let reader = app.key(&["leads:read"]).await;
+    let writer = app.key(&["leads:*"]).await;
+    let lead = json!({"name": "Ada Lovelace", "email": "ada@example.com", "tags": ["vip"]});
+    app.send(json_body(
+        bearer(req(Method::POST, "/api/v1/leads"), &reader),
+        lead.clone(),
+    ))
+    .await
+    .problem(403, "forbidden");
+    assert_eq!(db.count("crm_leads").await, 0);
+
+    let r = app
+        .send(json_body(
+            bearer(req(Method::POST, "/api/v1/leads"), &writer),
+            lead.clone(),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(r.body["email"], "ada@example.com");
+    assert_eq!(r.body["status"], "new");
+
+    let dup = app
+        .send(json_body(
+            bearer(req(Method::POST, "/api/v1/leads"), &writer),
+            lead,
+        ))
+        .await;
+    dup.problem(409, "conflict");
+    assert_eq!(dup.body["existing_id"], id.as_str());
+
+    let list = app
+        .send(
+            bearer(
+                req(
+                    Method::GET,
+                    "/api/v1/leads?status=new,contacted&tags=vip&q=ada&limit=10&include_total=true",
+                ),
+                &reader,
+            )
+            .body(Body::empty())
+            .expect("r"),
+        )
+        .await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert_eq!(list.body["items"][0]["id"], id.as_str());
+    assert_eq!(list.body["total"], 1);
+
+    let path = format!("/api/v1/leads/{id}");
+    let patch = app
+        .send(json_body(
+            bearer(req(Method::PATCH, &path), &writer),
+            json!({"status": "contacted", "company": null}),
+        ))
+        .await;
+    assert_eq!(patch.status, 200, "{}", patch.text);
+    assert_eq!(patch.body["status"], "contacted");
+    let act = app
+        .send(json_body(
+            bearer(req(Method::POST, &format!("{path}/activities")), &writer),
+            json!({"kind": "call", "description": "Called back"}),
+        ))
+        .await;
+    assert_eq!(act.status, 201, "{}", act.text);
+    let detail = app
+        .send(
+            bearer(req(Method::GET, &path), &reader)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(detail.status, 200);
+    let kinds: Vec<&str> = detail.body["activities"]
+        .as_array()
+        .expect("activities")
+        .iter()
+        .filter_map(|a| a["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["status_change", "call"]);
+    assert_eq!(
+        detail.body["activities"][1]["actor"]
+            .as_str()
+            .expect("actor")
+            .split(':')
+            .next(),
+        Some("api_key")
+    );
+
+    let parsed = app
+        .send(json_body(
+            bearer(req(Method::POST, "/api/v1/leads/parse"), &reader),
+            json!({"text": "Hi, I'm Grace Hopper, grace@example.com, budget $20k"}),
+        ))
+        .await;
+    assert_eq!(parsed.status, 200, "{}", parsed.text);
+    assert_eq!(parsed.body["lead"], Value::Null);
+    assert!(parsed.body["found"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty()));
+    app.send(json_body(
+        bearer(req(Method::POST, "/api/v1/leads/parse"), &reader),
+        json!({"text": "grace@example.com", "auto_save": true}),
+    ))
+    .await
+    .problem(403, "forbidden");
+
+    let me = app
+        .send(
+            bearer(req(Method::GET, "/api/v1/me"), &reader)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.body["scopes"], json!(["leads:read"]));
+    assert!(!me.text.contains(&reader), "the key is never shown again");
+
+    app.send(
+        bearer(req(Method::DELETE, &path), &reader)
+            .body(Body::empty())
+            .expect("r"),
+    )
+    .await
+    .problem(403, "forbidden");
+    let del = app
+        .send(
+            bearer(req(Method::DELETE, &path), &writer)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(del.status, 204);
+    app.send(
+        bearer(req(Method::GET, &path), &reader)
+            .body(Body::empty())
+            .expect("r"),
+    )
+    .await
+    .problem(404, "not_found");
+}
+
+async fn bad_input_gets_a_problem_and_writes_nothing(db: &TestDb) {
+    let app = App::new(db).await;
+    let key = app.key(&["leads:*"]).await;
+    let post = |body: Body, ct: &str| {
+        bearer(req(Method::POST, "/api/v1/leads"), &key)
+            .header(header::CONTENT_TYPE, ct)
+            .body(body)
+            .expect("request")
+    };
+    let json_ct = "application/json";
+    app.send(post(Body::from("{\"name\": "), json_ct))
+        .await
+        .problem(400, "malformed_json");
+    let r = app
+        .send(post(
+            Body::from(r#"{"name": 42, "email": "a@b.co"}"#),
+            json_ct,
+        ))
+        .await;
+    r.problem(422, "invalid_body");
+    assert_eq!(r.field(), "name");
+    let r = app
+        .send(post(
+            Body::from(r#"{"name": "A", "email": "a@b.co", "tags": ["x", 3]}"#),
+            json_ct,
+        ))
+        .await;
+    r.problem(422, "invalid_body");
+    assert_eq!(r.field(), "tags[1]");
+    let r = app
+        .send(post(
+            Body::from(r#"{"name": "A", "email": "a@b.co", "admin": true}"#),
+            json_ct,
+        ))
+        .await;
+    r.problem(422, "invalid_body");
+    assert!(r.body["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("unknown field")));
+    app.send(post(Body::from("name=A"), "text/plain"))
+        .await
+        .problem(415, "unsupported_media_type");
+    let huge = format!(
+        r#"{{"name": "A", "email": "a@b.co", "notes": "{}"}}"#,
+        "x".repeat(70_000)
+    );
+    app.send(post(Body::from(huge), json_ct))
+        .await
+        .problem(413, "body_too_large");
+    let r = app
+        .send(post(
+            Body::from(r#"{"name": "", "email": "not-an-email", "status": "bogus"}"#),
+            json_ct,
+        ))
+        .await;
+    r.problem(422, "validation_failed");
+    let fields: BTreeSet<&str> = r.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert!(
+        fields.is_superset(&BTreeSet::from(["name", "email", "status"])),
+        "{fields:?}"
+    );
+
+    let get_q = |q: &str| {
+        bearer(req(Method::GET, &format!("/api/v1/leads{q}")), &key)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let r = app.send(get_q("/not-a-uuid")).await;
+    r.problem(400, "invalid_path_parameter");
+    assert_eq!(r.field(), "id");
+    let r = app.send(get_q("?limit=abc")).await;
+    r.problem(400, "invalid_query_parameter");
+    assert_eq!(r.field(), "limit");
+    app.send(get_q("?frobnicate=1"))
+        .await
+        .problem(400, "invalid_query_parameter");
+    let r = app.send(get_q("?cursor=garbage")).await;
+    r.problem(422, "validation_failed");
+    assert_eq!(r.field(), "cursor");
+    let r = app.send(get_q("?limit=1000")).await;
+    r.problem(422, "validation_failed");
+    app.send(get_q("?sort=shoe_size"))
+        .await
+        .problem(400, "invalid_query_parameter");
+    app.send(get_q("?created_after=yesterday"))
+        .await
+        .problem(400, "invalid_query_parameter");
+    let unknown = uuid::Uuid::now_v7();
+    app.send(json_body(
+        bearer(
+            req(Method::PATCH, &format!("/api/v1/leads/{unknown}")),
+            &key,
+        ),
+        json!({"name": "B"}),
+    ))
+    .await
+    .problem(404, "not_found");
+    assert_eq!(db.count("crm_leads").await, 0);
+    assert_eq!(db.count("crm_events").await, 0);
+}
+
+async fn rate_limit_headers_and_429(db: &TestDb) {
+    let app = App::with(
+        db,
+        |b| b.rate_limit_policy("api_key", Policy::per_minute(3).expect("policy")),
+        config(),
+    )
+    .await;
+    let key = app.key(&["leads:read"]).await;
+    let call = || {
+        bearer(req(Method::GET, "/api/v1/leads"), &key)
+            .body(Body::empty())
+            .expect("r")
+    };
+    for left in ["2", "1", "0"] {
+        let r = app.send(call()).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-ratelimit-limit"), "3");
+        assert_eq!(r.header("x-ratelimit-remaining"), left);
+        let reset: i64 = r.header("x-ratelimit-reset").parse().expect("reset");
+        assert!(reset > db.clock_now().timestamp());
+    }
+    let r = app.send(call()).await;
+    r.problem(429, "rate_limited");
+    assert_eq!(r.header("retry-after"), "20");
+    assert_eq!(r.header("x-ratelimit-remaining"), "0");
+    assert_eq!(r.body["retry_after"], 20);
+    // Another key has its own budget; time refills this one.
+    let other = app.key(&["leads:read"]).await;
+    let r = app
+        .send(
+            bearer(req(Method::GET, "/api/v1/leads"), &other)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    db.clock.advance(chrono::Duration::seconds(20));
+    assert_eq!(app.send(call()).await.status, 200);
+}
+
+/// A parser that waits until the test lets it go, to hold a request in flight.
+struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl LeadParser for Gate {
+    fn parse<'a>(&'a self, text: &'a str, _: &'a AllowedValues) -> ParseFuture<'a> {
+        Box::pin(async move {
+            let _permit = self.0.acquire().await;
+            Ok(ParsedLead {
+                fields: NewLead {
+                    name: "Gated".into(),
+                    email: Some(format!("{}@example.com", text.len())),
+                    ..NewLead::default()
+                },
+                found: vec!["name".into()],
+                confidence: 1.0,
+            })
+        })
+    }
+}
+
+async fn idempotency_keys_replay_refuse_and_wait(db: &TestDb) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let app = App::with(db, |b| b.lead_parser(Gate(gate.clone())), config()).await;
+    let key = app.key(&["leads:*"]).await;
+    let create = |idem: &str, body: Value| {
+        json_body(
+            bearer(req(Method::POST, "/api/v1/leads"), &key).header("idempotency-key", idem),
+            body,
+        )
+    };
+    let body = json!({"name": "Ada", "email": "ada@example.com"});
+    let first = app.send(create("k-1", body.clone())).await;
+    assert_eq!(first.status, 201);
+    let again = app.send(create("k-1", body.clone())).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(db.count("crm_leads").await, 1);
+    app.send(create(
+        "k-1",
+        json!({"name": "Bob", "email": "bob@example.com"}),
+    ))
+    .await
+    .problem(422, "idempotency_key_reused");
+    // A stored failure replays too; a new key runs.
+    app.send(create("k-2", body.clone()))
+        .await
+        .problem(409, "conflict");
+    app.send(create("k-2", body.clone()))
+        .await
+        .problem(409, "conflict");
+    // Scoped per API key.
+    let other = app.key(&["leads:*"]).await;
+    let r = app
+        .send(json_body(
+            bearer(req(Method::POST, "/api/v1/leads"), &other).header("idempotency-key", "k-1"),
+            json!({"name": "Eve", "email": "eve@example.com"}),
+        ))
+        .await;
+    assert_eq!(r.status, 201);
+    // While the first request with a key runs, a second one is told so.
+    let parse = || {
+        json_body(
+            bearer(req(Method::POST, "/api/v1/leads/parse"), &key)
+                .header("idempotency-key", "slow"),
+            json!({"text": "hello", "auto_save": true}),
+        )
+    };
+    let router = app.router.clone();
+    let running = tokio::spawn(router.oneshot(parse()));
+    // Wait until the first request holds the key (it then waits at the gate).
+    for _ in 0..500 {
+        let held = db
+            .scalar_text("SELECT COUNT(*) || '' FROM crm_idempotency_keys WHERE idem_key = 'slow'")
+            .await;
+        if held == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.send(parse())
+        .await
+        .problem(409, "idempotency_key_in_use");
+    gate.add_permits(10);
+    let done = running.await.expect("task").expect("response");
+    assert_eq!(done.status(), 200);
+    let replay = app.send(parse()).await;
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.header("idempotent-replayed"), "true");
+    assert_eq!(db.count("crm_leads").await, 3);
+    app.send(create(&"x".repeat(300), body))
+        .await
+        .problem(422, "validation_failed");
+}
+
+async fn contact_form_honeypot_and_cors(db: &TestDb) {
+    let app = App::new(db).await;
+    let form = |body: &str| {
+        req(Method::POST, "/api/leads")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_owned()))
+            .expect("request")
+    };
+    let r = app
+        .send(json_body(
+            req(Method::POST, "/api/leads"),
+            json!({"name": "Ada", "email": "ada@example.com", "message": "Hello"}),
+        ))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body, json!({"status": "received"}));
+    let r = app
+        .send(form(
+            "name=Ada+L&email=ADA%40example.com&phone=%2B14155550100&company=Engines",
+        ))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(db.count("crm_leads").await, 1, "merged by email");
+    assert_eq!(
+        db.scalar_text("SELECT company FROM crm_leads").await,
+        "Engines"
+    );
+    let honeypot = app
+        .send(form(
+            "name=Bot&email=bot%40spam.example&website=http%3A%2F%2Fspam",
+        ))
+        .await;
+    assert_eq!(honeypot.status, 202);
+    assert_eq!(honeypot.body, r.body);
+    assert_eq!(db.count("crm_leads").await, 1);
+    let bad = app.send(form("name=&email=nope")).await;
+    bad.problem(422, "validation_failed");
+    app.send(form("name=A&email=a%40b.co&is_admin=1"))
+        .await
+        .problem(422, "invalid_body");
+
+    // CORS: the configured origin gets a preflight answer, another does not.
+    let preflight = |origin: &str| {
+        req(Method::OPTIONS, "/api/leads")
+            .header(header::ORIGIN, origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .body(Body::empty())
+            .expect("request")
+    };
+    let ok = app.send(preflight(ORIGIN)).await;
+    assert!(ok.status.is_success());
+    assert_eq!(ok.header("access-control-allow-origin"), ORIGIN);
+    assert_eq!(ok.header("access-control-allow-credentials"), "true");
+    let other = app.send(preflight("https://evil.example")).await;
+    assert_eq!(other.header("access-control-allow-origin"), "");
+
+    // anonymous_ip: 10 a minute for one client (5 used above).
+    let mut last = None;
+    for i in 0..6 {
+        last = Some(
+            app.send(form(&format!("name=N&email=n{i}%40example.com")))
+                .await,
+        );
+    }
+    let last = last.expect("response");
+    last.problem(429, "rate_limited");
+    assert!(!last.header("retry-after").is_empty());
+}
+
+async fn sessions_csrf_expiry_and_lockout(db: &TestDb) {
+    let app = App::new(db).await;
+    app.user("member@example.com", "member").await;
+    let bad = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "member@example.com", "password": "wrong-Password-1!"}),
+        ))
+        .await;
+    bad.problem(401, "unauthorized");
+    assert_eq!(bad.body["detail"], "invalid credentials");
+    let unknown = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "ghost@example.com", "password": PASSWORD}),
+        ))
+        .await;
+    assert_eq!(
+        unknown.body, bad.body,
+        "the same answer for an unknown email"
+    );
+
+    let r = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "member@example.com", "password": PASSWORD, "remember_me": true}),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let set = r.header("set-cookie").to_owned();
+    assert!(set.starts_with("__Host-crm_session="), "{set}");
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age="] {
+        assert!(set.contains(attr), "{set} lacks {attr}");
+    }
+    assert!(!r
+        .text
+        .contains(set.split(['=', ';']).nth(1).expect("token")));
+    let cookie = set.split(';').next().expect("cookie").to_owned();
+
+    let me = |cookie: &str| {
+        req(Method::GET, "/api/auth/me")
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let r = app.send(me(&cookie)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["user"]["email"], "member@example.com");
+    assert!(r.header("x-ratelimit-limit") == "300");
+    app.send(get("/api/auth/me"))
+        .await
+        .problem(401, "unauthorized");
+
+    // CSRF: no Origin, a foreign Origin → 403; the custom header or the allowed origin pass.
+    let change = |b: axum::http::request::Builder| {
+        json_body(
+            b.header(header::COOKIE, &cookie),
+            json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}),
+        )
+    };
+    app.send(change(req(Method::POST, "/api/auth/change-password")))
+        .await
+        .problem(403, "csrf_failed");
+    app.send(change(
+        req(Method::POST, "/api/auth/change-password")
+            .header(header::ORIGIN, "https://evil.example"),
+    ))
+    .await
+    .problem(403, "csrf_failed");
+    let r = app
+        .send(change(
+            req(Method::POST, "/api/auth/change-password").header("x-crm-csrf", "1"),
+        ))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+
+    // A member is not an admin.
+    app.send(
+        with_cookie(req(Method::GET, "/api/admin/api-keys"), &cookie)
+            .body(Body::empty())
+            .expect("r"),
+    )
+    .await
+    .problem(403, "forbidden");
+    // But works with leads.
+    let r = app
+        .send(json_body(
+            with_cookie(req(Method::POST, "/api/admin/leads"), &cookie),
+            json!({"name": "Lin", "phone": "+14155550123"}),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // Logout ends the session and clears the cookie.
+    let out = app
+        .send(
+            with_cookie(req(Method::POST, "/api/auth/logout"), &cookie)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(out.status, 204);
+    assert!(out.header("set-cookie").contains("Max-Age=0"));
+    app.send(me(&cookie)).await.problem(401, "unauthorized");
+
+    // Expiry: a 24-hour session is gone after a day without use.
+    let r = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "member@example.com", "password": NEW_PASSWORD}),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cookie = r
+        .header("set-cookie")
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_owned();
+    assert_eq!(app.send(me(&cookie)).await.status, 200);
+    db.clock.advance(chrono::Duration::hours(25));
+    app.send(me(&cookie)).await.problem(401, "unauthorized");
+
+    // Lockout: after 5 failures even the right password is refused for a while.
+    for _ in 0..5 {
+        app.send(post_json(
+            "/api/auth/login",
+            json!({"email": "member@example.com", "password": "Wrong-password-9!"}),
+        ))
+        .await
+        .problem(401, "unauthorized");
+    }
+    let locked = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "member@example.com", "password": NEW_PASSWORD}),
+        ))
+        .await;
+    locked.problem(429, "rate_limited");
+    assert!(locked.header("retry-after").parse::<u64>().expect("retry") > 0);
+}
+
+async fn admin_routes_manage_keys_webhooks_users_and_settings(db: &TestDb) {
+    let app = App::with(db, |b| b.webhook_allow_networks(["127.0.0.1/32"]), config()).await;
+    let cookie = app.admin().await;
+    let send = |m: Method, path: &str, body: Option<Value>| {
+        let b = with_cookie(req(m, path), &cookie);
+        match body {
+            Some(v) => json_body(b, v),
+            None => b.body(Body::empty()).expect("request"),
+        }
+    };
+
+    // API keys: the secret once, then never.
+    let r = app
+        .send(send(
+            Method::POST,
+            "/api/admin/api-keys",
+            Some(json!({"name": "zapier", "scopes": ["leads:read"]})),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let secret = r.body["secret"].as_str().expect("secret").to_owned();
+    let id = r.body["id"].as_str().expect("id").to_owned();
+    let list = app
+        .send(send(Method::GET, "/api/admin/api-keys", None))
+        .await;
+    assert_eq!(list.body.as_array().map(Vec::len), Some(1));
+    assert!(!list.text.contains(&secret));
+    let r = app
+        .send(send(
+            Method::PATCH,
+            &format!("/api/admin/api-keys/{id}"),
+            Some(json!({"scopes": ["leads:*"]})),
+        ))
+        .await;
+    assert_eq!(r.body["scopes"], json!(["leads:*"]));
+    let rotated = app
+        .send(send(
+            Method::POST,
+            &format!("/api/admin/api-keys/{id}/rotate"),
+            Some(json!({"grace_seconds": 0})),
+        ))
+        .await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text);
+    let new_secret = rotated.body["secret"].as_str().expect("secret").to_owned();
+    let me = |k: &str| {
+        bearer(req(Method::GET, "/api/v1/me"), k)
+            .body(Body::empty())
+            .expect("r")
+    };
+    assert_eq!(app.send(me(&secret)).await.status, 401);
+    assert_eq!(app.send(me(&new_secret)).await.status, 200);
+    let new_id = rotated.body["id"].as_str().expect("id").to_owned();
+    let r = app
+        .send(send(
+            Method::DELETE,
+            &format!("/api/admin/api-keys/{new_id}"),
+            None,
+        ))
+        .await;
+    assert!(r.body["revoked_at"].is_string());
+    assert_eq!(app.send(me(&new_secret)).await.status, 401);
+    app.send(send(
+        Method::POST,
+        "/api/admin/api-keys",
+        Some(json!({"name": "x", "scopes": ["root"]})),
+    ))
+    .await
+    .problem(422, "validation_failed");
+
+    // Webhooks.
+    let r = app
+        .send(send(
+            Method::POST,
+            "/api/admin/webhooks",
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.body["secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("whsec_")));
+    let wh = r.body["id"].as_str().expect("id").to_owned();
+    app.send(send(
+        Method::POST,
+        "/api/admin/webhooks",
+        Some(json!({"url": "http://10.0.0.1/hook"})),
+    ))
+    .await
+    .problem(422, "validation_failed");
+    let t = app
+        .send(send(
+            Method::POST,
+            &format!("/api/admin/webhooks/{wh}/test"),
+            None,
+        ))
+        .await;
+    assert_eq!(t.status, 202, "{}", t.text);
+    let event = t.body["event_id"].as_str().expect("event").to_owned();
+    let r = app
+        .send(send(
+            Method::POST,
+            &format!(
+                "/api/admin/webhooks/{wh}/deliveries/msg_{}/resend",
+                event.replace('-', "")
+            ),
+            None,
+        ))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    app.send(send(
+        Method::POST,
+        &format!("/api/admin/webhooks/{wh}/deliveries/nonsense/resend"),
+        None,
+    ))
+    .await
+    .problem(400, "invalid_path_parameter");
+    let d = app
+        .send(send(
+            Method::GET,
+            &format!("/api/admin/webhooks/{wh}/deliveries?limit=10"),
+            None,
+        ))
+        .await;
+    assert_eq!(d.status, 200);
+    assert_eq!(d.body, json!([]), "nothing delivered without a dispatcher");
+    let r = app
+        .send(send(
+            Method::POST,
+            &format!("/api/admin/webhooks/{wh}/rotate-secret"),
+            None,
+        ))
+        .await;
+    assert!(r.body["secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("whsec_")));
+    let r = app
+        .send(send(
+            Method::PATCH,
+            &format!("/api/admin/webhooks/{wh}"),
+            Some(json!({"enabled": false})),
+        ))
+        .await;
+    assert_eq!(r.body["enabled"], false);
+    assert!(!app
+        .send(send(Method::GET, "/api/admin/webhooks", None))
+        .await
+        .text
+        .contains("whsec_"));
+    assert_eq!(
+        app.send(send(
+            Method::DELETE,
+            &format!("/api/admin/webhooks/{wh}"),
+            None
+        ))
+        .await
+        .status,
+        204
+    );
+
+    // Notification channels need a registered plugin kind.
+    app.send(send(
+        Method::POST,
+        "/api/admin/notifications",
+        Some(json!({"kind": "pigeon", "name": "x", "config": {}})),
+    ))
+    .await
+    .problem(422, "validation_failed");
+    assert_eq!(
+        app.send(send(Method::GET, "/api/admin/notifications", None))
+            .await
+            .body,
+        json!([])
+    );
+    let missing = uuid::Uuid::now_v7();
+    app.send(send(
+        Method::POST,
+        &format!("/api/admin/notifications/{missing}/test"),
+        None,
+    ))
+    .await
+    .problem(404, "not_found");
+
+    // Settings: secrets masked; the workspace name can change.
+    let s = app
+        .send(send(Method::GET, "/api/admin/settings", None))
+        .await;
+    assert_eq!(s.status, 200);
+    assert!(!s.text.contains(WA_SECRET) && !s.text.contains(CAL_SECRET));
+    assert_eq!(s.body["whatsapp"]["configured"], true);
+    assert_eq!(s.body["whatsapp"]["secret"], "••••ests");
+    assert_eq!(s.body["allowed_origins"], json!([ORIGIN]));
+    let s = app
+        .send(send(
+            Method::PATCH,
+            "/api/admin/settings",
+            Some(json!({"workspace_name": "Acme"})),
+        ))
+        .await;
+    assert_eq!(s.body["workspace"]["name"], "Acme");
+    app.send(send(
+        Method::PATCH,
+        "/api/admin/settings",
+        Some(json!({"workspace_name": " "})),
+    ))
+    .await
+    .problem(422, "validation_failed");
+
+    // Users.
+    let u = app
+        .send(send(
+            Method::POST,
+            "/api/admin/users",
+            Some(json!({"email": "new@example.com", "display_name": "New", "password": PASSWORD})),
+        ))
+        .await;
+    assert_eq!(u.status, 201, "{}", u.text);
+    assert_eq!(u.body["role"], "member");
+    assert!(!u.text.contains("argon2"));
+    let uid = u.body["id"].as_str().expect("id").to_owned();
+    let u = app
+        .send(send(
+            Method::PATCH,
+            &format!("/api/admin/users/{uid}"),
+            Some(json!({"role": "admin"})),
+        ))
+        .await;
+    assert_eq!(u.body["role"], "admin");
+    let users = app.send(send(Method::GET, "/api/admin/users", None)).await;
+    assert_eq!(users.body.as_array().map(Vec::len), Some(2));
+
+    // Audit log.
+    let a = app
+        .send(send(Method::GET, "/api/admin/audit?limit=500", None))
+        .await;
+    let actions: BTreeSet<&str> = a
+        .body
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in ["api_key.created", "api_key.revoked", "user.created"] {
+        assert!(actions.contains(action), "{actions:?}");
+    }
+    assert!(!a.text.contains(&secret));
+    app.send(send(Method::GET, "/api/admin/audit?limit=0", None))
+        .await
+        .problem(422, "validation_failed");
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    m.update(body);
+    m.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn inbound_webhooks_verify_and_capture_once(db: &TestDb) {
+    let app = App::new(db).await;
+    let hs = |token: &str| {
+        get(&format!(
+            "/api/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444"
+        ))
+    };
+    let r = app.send(hs(WA_TOKEN)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text, "1158201444");
+    app.send(hs("wrong")).await.problem(401, "unauthorized");
+
+    let payload = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "contacts": [{"wa_id": "14155550199", "profile": {"name": "Wanda"}}],
+            "messages": [{"id": "wamid.A1", "from": "14155550199", "timestamp": "1767225600",
+                          "type": "text", "text": {"body": "I need a website"}}]
+        }}]}]
+    })
+    .to_string();
+    let wa = |sig: &str| {
+        req(Method::POST, "/api/webhooks/whatsapp")
+            .header("x-hub-signature-256", sig)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(payload.clone()))
+            .expect("request")
+    };
+    let good = format!("sha256={}", hmac_hex(WA_SECRET, payload.as_bytes()));
+    app.send(wa("sha256=00"))
+        .await
+        .problem(401, "webhook_verification_failed");
+    app.send(wa("nonsense"))
+        .await
+        .problem(401, "webhook_verification_failed");
+    assert_eq!(db.count("crm_leads").await, 0);
+    let r = app.send(wa(&good)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["captured"], 1);
+    let r = app.send(wa(&good)).await;
+    assert_eq!(r.body["duplicates"], 1);
+    assert_eq!(db.count("crm_leads").await, 1);
+    assert_eq!(
+        db.scalar_text("SELECT phone FROM crm_leads").await,
+        "+14155550199"
+    );
+
+    let booking = json!({
+        "triggerEvent": "BOOKING_CREATED",
+        "payload": {"uid": "bk-1", "title": "Intro call", "startTime": "2026-01-02T10:00:00Z",
+                    "attendees": [{"name": "Cal Person", "email": "cal@example.com"}]}
+    })
+    .to_string();
+    let cal = |sig: &str| {
+        req(Method::POST, "/api/webhooks/cal")
+            .header("x-cal-signature-256", sig)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(booking.clone()))
+            .expect("request")
+    };
+    app.send(cal(&hmac_hex("other", booking.as_bytes())))
+        .await
+        .problem(401, "webhook_verification_failed");
+    let r = app
+        .send(cal(&hmac_hex(CAL_SECRET, booking.as_bytes())))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["captured"], 1);
+    assert_eq!(db.count("crm_leads").await, 2);
+    let big = "x".repeat(300 * 1024);
+    app.send(
+        req(Method::POST, "/api/webhooks/cal")
+            .header("x-cal-signature-256", hmac_hex(CAL_SECRET, big.as_bytes()))
+            .body(Body::from(big))
+            .expect("request"),
+    )
+    .await
+    .problem(413, "body_too_large");
+
+    // Not configured: 503, nothing written.
+    let bare = App::with(db, |b| b, Config::new()).await;
+    bare.send(wa(&good))
+        .await
+        .problem(503, "configuration_error");
+}
+
+async fn registration_makes_a_workspace_to_sign_in_to(db: &TestDb) {
+    let app = App::new(db).await;
+    let r = app
+        .send(post_json(
+            "/api/auth/register",
+            json!({"workspace_name": "Acme", "email": "founder@acme.example", "display_name": "Founder", "password": PASSWORD}),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["user"]["role"], "owner");
+    let ws = r.body["workspace"]["id"].as_str().expect("ws").to_owned();
+    app.send(post_json(
+        "/api/auth/register",
+        json!({"workspace_name": "Acme", "email": "x@acme.example", "display_name": "X", "password": "short"}),
+    ))
+    .await
+    .problem(422, "validation_failed");
+    // Signing in needs the workspace; the default one does not know this user.
+    app.send(post_json(
+        "/api/auth/login",
+        json!({"email": "founder@acme.example", "password": PASSWORD}),
+    ))
+    .await
+    .problem(401, "unauthorized");
+    let r = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "founder@acme.example", "password": PASSWORD, "workspace_id": ws}),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Without registration enabled the route is not served.
+    let closed = App::with(db, |b| b, Config::new()).await;
+    closed
+        .send(post_json("/api/auth/register", json!({})))
+        .await
+        .problem(404, "route_not_found");
+}
+
+/// Over a real socket: the peer address is the rate-limit key, and every response
+/// carries a request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_socket_clients_are_limited_by_their_address() {
+    let db = TestDb::sqlite().await;
+    let crm = db.crm().await;
+    let app: Router = Router::new()
+        .route("/", axum::routing::get(|| async { "host" }))
+        .nest("/crm", Config::new().router(crm.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { s.cancelled().await })
+        .await
+    });
+    let client = reqwest::Client::new();
+    let host = client
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(host.text().await.expect("text"), "host");
+    let mut statuses = Vec::new();
+    for i in 0..11 {
+        let r = client
+            .post(format!("http://{addr}/crm/api/leads"))
+            .json(&json!({"name": "Sock", "email": format!("s{i}@example.com")}))
+            .send()
+            .await
+            .expect("post");
+        assert!(r.headers().contains_key("x-request-id"));
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses[..10], [202; 10]);
+    assert_eq!(statuses[10], 429);
+    let limited = db.count("crm_leads").await;
+    assert_eq!(limited, 10);
+    let health = client
+        .get(format!("http://{addr}/crm/api/v1/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    stop.cancel();
+    server.await.expect("join").expect("serve");
+    crm.close().await;
+}
