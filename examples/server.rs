@@ -1,0 +1,231 @@
+//! cargo run --release --example server --features full
+//!
+//! The whole CRM as one server, with no set-up: the embedded SQLite store in a data
+//! directory (`CRM_DATA_DIR`, default `./crm-data`), a master key generated on first
+//! run and kept there (`master.key`, mode 0600), the owner account bootstrapped from
+//! `CRM_ADMIN_EMAIL` / `CRM_ADMIN_PASSWORD` (or a generated password printed once),
+//! the delivery dispatcher, and the router on `CRM_ADDR` (default 127.0.0.1:3000).
+//!
+//! `DATABASE_URL=postgres://…` switches to Postgres. Integrations switch on from the
+//! environment (with their cargo features): `RESEND_API_KEY` + `RESEND_FROM` (email
+//! notifications and auth mail), `OPENAI_API_KEY` (lead parsing), `WHATSAPP_APP_SECRET`
+//! with `WHATSAPP_VERIFY_TOKEN` (inbound), `CALCOM_WEBHOOK_SECRET` (inbound); Discord,
+//! Telegram and WhatsApp channels are available to create from the admin API.
+//! Also: `CRM_ALLOWED_ORIGINS` (comma-separated), `CRM_REGISTRATION=1`,
+//! `CRM_INSECURE_COOKIE=1` (plain-HTTP development: cookie `crm_session`, not Secure),
+//! `CRM_TRUST_PROXY=1`, and `CRM_API_KEY_PER_MINUTE` / `CRM_ANON_PER_MINUTE` to change
+//! the rate limits (the benchmark script raises them).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine;
+use crm::auth::NewUser;
+use crm::http::Config;
+use crm::ratelimit::Policy;
+use crm::webhooks::{CancellationToken, DispatcherConfig};
+use crm::{Crm, MasterKey, SecretString, WorkspaceId};
+use rand::RngCore;
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn flag(name: &str) -> bool {
+    env(name).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// The master key from `CRM_MASTER_KEY`, or from `dir/master.key`, made on first run.
+fn master_key(dir: &Path) -> anyhow::Result<MasterKey> {
+    if let Some(k) = env("CRM_MASTER_KEY") {
+        return Ok(MasterKey::from_base64("k1", &k)?);
+    }
+    let path = dir.join("master.key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        return Ok(MasterKey::from_base64("k1", &k)?);
+    }
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    write_private(&path, &encoded)?;
+    println!(
+        "generated a master key in {} (keep it: sealed secrets need it)",
+        path.display()
+    );
+    Ok(MasterKey::new("k1", bytes)?)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    std::fs::write(path, content).with_context(|| format!("creating {}", path.display()))
+}
+
+fn per_minute(name: &str) -> anyhow::Result<Option<Policy>> {
+    env(name)
+        .map(|v| {
+            let n: u32 = v
+                .parse()
+                .with_context(|| format!("{name} must be a number"))?;
+            Policy::per_minute(n).with_context(|| format!("{name} must be at least 1"))
+        })
+        .transpose()
+}
+
+#[allow(unused_mut)]
+fn integrations(mut b: crm::CrmBuilder, mut cfg: Config) -> (crm::CrmBuilder, Config) {
+    #[cfg(feature = "discord")]
+    {
+        b = b.notifier(crm::integrations::discord::Discord::new());
+    }
+    #[cfg(feature = "telegram")]
+    {
+        b = b.notifier(crm::integrations::telegram::Telegram::new());
+    }
+    #[cfg(feature = "whatsapp")]
+    {
+        b = b.notifier(crm::integrations::whatsapp::WhatsApp::new());
+        if let (Some(secret), Some(token)) =
+            (env("WHATSAPP_APP_SECRET"), env("WHATSAPP_VERIFY_TOKEN"))
+        {
+            cfg = cfg.whatsapp(SecretString::from(secret), SecretString::from(token));
+            println!("WhatsApp inbound on /api/webhooks/whatsapp");
+        }
+    }
+    #[cfg(feature = "calcom")]
+    if let Some(secret) = env("CALCOM_WEBHOOK_SECRET") {
+        cfg = cfg.calcom(SecretString::from(secret));
+        println!("Cal.com inbound on /api/webhooks/cal");
+    }
+    #[cfg(feature = "email")]
+    if let (Some(key), Some(from)) = (env("RESEND_API_KEY"), env("RESEND_FROM")) {
+        let resend = crm::integrations::email::Resend::new(key, from);
+        b = b.notifier(resend.clone()).mailer(resend);
+        println!("email via Resend");
+    }
+    #[cfg(feature = "openai")]
+    if let Some(key) = env("OPENAI_API_KEY") {
+        b = b.lead_parser(crm::integrations::openai::OpenAi::new(key));
+        println!("lead parsing via OpenAI");
+    }
+    (b, cfg)
+}
+
+/// Makes the owner account on the first run.
+async fn bootstrap(crm: &Crm) -> anyhow::Result<()> {
+    let email = env("CRM_ADMIN_EMAIL").unwrap_or_else(|| "admin@localhost.localdomain".into());
+    let (password, generated) = match env("CRM_ADMIN_PASSWORD") {
+        Some(p) => (p, false),
+        None => {
+            let mut bytes = [0u8; 18];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            // The policy wants every character class; the random part is the strength.
+            (format!("Crm-{p}-1"), true)
+        }
+    };
+    let owner = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .auth()
+        .bootstrap_owner(NewUser {
+            email: email.clone(),
+            display_name: "Owner".into(),
+            role: None,
+            password: password.clone(),
+        })
+        .await
+        .context("creating the owner account")?;
+    if owner.is_some() {
+        if generated {
+            println!("owner account: {email} / {password}   (shown once; change it)");
+        } else {
+            println!("owner account: {email}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false)
+        .init();
+    let dir = PathBuf::from(env("CRM_DATA_DIR").unwrap_or_else(|| "crm-data".into()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let url =
+        env("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}", dir.join("crm.db").display()));
+
+    let mut cfg = Config::new()
+        .registration(flag("CRM_REGISTRATION"))
+        .trust_proxy_headers(flag("CRM_TRUST_PROXY"));
+    if flag("CRM_INSECURE_COOKIE") {
+        cfg = cfg.insecure_cookie("crm_session");
+    }
+    for origin in env("CRM_ALLOWED_ORIGINS").unwrap_or_default().split(',') {
+        if !origin.trim().is_empty() {
+            cfg = cfg.allow_origin(origin.trim());
+        }
+    }
+    let mut b = Crm::builder()
+        .database_url(&url)
+        .master_key(master_key(&dir)?);
+    if let Some(p) = per_minute("CRM_API_KEY_PER_MINUTE")? {
+        b = b.rate_limit_policy("api_key", p);
+    }
+    if let Some(p) = per_minute("CRM_ANON_PER_MINUTE")? {
+        b = b.rate_limit_policy("anonymous_ip", p);
+    }
+    let (b, cfg) = integrations(b, cfg);
+    let crm = b.connect().await.context("opening the database")?;
+    bootstrap(&crm).await?;
+
+    let stop = CancellationToken::new();
+    let dispatcher = crm.start_dispatcher(DispatcherConfig::default(), stop.clone())?;
+    let app = cfg.router::<()>(crm.clone());
+    let addr: SocketAddr = env("CRM_ADDR")
+        .unwrap_or_else(|| "127.0.0.1:3000".into())
+        .parse()
+        .context("CRM_ADDR must be host:port")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    println!(
+        "crm listening on http://{}  (database: {}, API docs: /api/openapi.json)",
+        listener.local_addr()?,
+        if url.starts_with("postgres") {
+            "Postgres"
+        } else {
+            "SQLite"
+        }
+    );
+    let shutdown = stop.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down");
+        shutdown.cancel();
+    })
+    .await?;
+    stop.cancel();
+    let _ = dispatcher.await;
+    crm.close().await;
+    Ok(())
+}
