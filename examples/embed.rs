@@ -1,6 +1,6 @@
 //! cargo run --example embed
 //!
-//! The main job until the HTTP server lands: open the embedded SQLite store
+//! The library alone, no HTTP: open the embedded SQLite store
 //! (`crm-embed.db` in the current directory, or the path in `CRM_DATABASE_URL`) and
 //! walk one lead through its life: capture from a form, a second submission merged
 //! into it, a note, status changes, a search, and the events a webhook would carry.

@@ -91,6 +91,7 @@ pub(crate) async fn public_auth(State(s): State<AppState>, req: Request, next: N
 }
 
 /// Inbound webhooks: the `inbound` policy per client IP.
+#[cfg(any(feature = "whatsapp", feature = "calcom"))]
 pub(crate) async fn inbound(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let (ip, req) = client_ip(&s, req);
     match limit(&s, "inbound", Some(s.cfg.inbound_policy), ip.key()).await {

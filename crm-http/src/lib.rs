@@ -45,6 +45,7 @@ pub struct Config {
     pub(crate) session_policy: Policy,
     pub(crate) inbound_policy: Policy,
     pub(crate) json_limit: usize,
+    #[cfg_attr(not(any(feature = "whatsapp", feature = "calcom")), allow(dead_code))]
     pub(crate) inbound_limit: usize,
     pub(crate) whatsapp: Option<(SecretString, SecretString)>,
     pub(crate) calcom: Option<SecretString>,

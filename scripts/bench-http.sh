@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The HTTP benchmark: the release server (examples/server.rs) on SQLite and on a
+# throwaway Postgres, driven by wrk at 64 connections:
+#   GET  /api/v1/health           (the floor: routing, middleware, one `SELECT 1`)
+#   POST /api/v1/leads            (API key, rate limiter, one write transaction)
+#   GET  /api/v1/leads?limit=20   (API key, rate limiter, one keyset page)
+# Prints requests/s and p50/p99 latency per backend. The API-key rate limit is raised
+# so that the benchmark measures the work, not 429s (non-2xx answers are reported).
+#
+#   scripts/bench-http.sh [seconds per run, default 10]
+#
+# Needs wrk (installed with apt-get when missing) and, for Postgres, the server
+# binaries scripts/pg-throwaway.sh uses. Client and server share the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+
+if ! command -v wrk >/dev/null; then
+    apt-get install -y wrk >/dev/null
+fi
+cargo build --release --example server --features full
+server=target/release/examples/server
+password='Bench-Password-123!'
+port=3917
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+run() { # label, lua script or "", path
+    local label=$1 script=$2 path=$3 out
+    if [ -n "$script" ]; then
+        out=$(wrk -t2 -c64 -d"${secs}s" --latency -s "$script" "http://127.0.0.1:$port$path")
+    else
+        out=$(wrk -t2 -c64 -d"${secs}s" --latency "http://127.0.0.1:$port$path")
+    fi
+    local rps p50 p99 errors
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+    printf '%-10s %-28s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n' \
+        "$backend" "$label" "$rps" "$p50" "$p99" "${errors:-0}"
+}
+
+bench_backend() { # backend name, DATABASE_URL or ""
+    backend=$1
+    local dir="$work/$backend"
+    mkdir -p "$dir"
+    DATABASE_URL=$2 CRM_DATA_DIR=$dir CRM_ADDR=127.0.0.1:$port \
+        CRM_ADMIN_EMAIL=bench@example.com CRM_ADMIN_PASSWORD=$password \
+        CRM_API_KEY_PER_MINUTE=100000000 CRM_ANON_PER_MINUTE=100000000 \
+        "$server" >"$dir/server.log" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 100); do
+        curl -fs "http://127.0.0.1:$port/api/v1/health" >/dev/null && break
+        sleep 0.1
+    done
+    local cookie key
+    cookie=$(curl -fs -i -X POST "http://127.0.0.1:$port/api/auth/login" \
+        -H 'content-type: application/json' -H 'x-crm-csrf: 1' \
+        -d "{\"email\":\"bench@example.com\",\"password\":\"$password\"}" |
+        grep -io '__Host-crm_session=[^;]*')
+    key=$(curl -fs -X POST "http://127.0.0.1:$port/api/admin/api-keys" \
+        -H "cookie: $cookie" -H 'x-crm-csrf: 1' -H 'content-type: application/json' \
+        -d '{"name":"bench","scopes":["leads:*"]}' |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+    export CRM_KEY=$key
+    run "GET /api/v1/health" "" /api/v1/health
+    run "POST /api/v1/leads" scripts/bench/create-lead.lua /api/v1/leads
+    run "GET /api/v1/leads?limit=20" scripts/bench/auth-get.lua "/api/v1/leads?limit=20"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
+echo "wrk -t2 -c64 -d${secs}s, $(nproc) cores shared by client and server"
+bench_backend sqlite ""
+if [ -z "${CRM_TEST_PG_URL:-}" ]; then
+    # shellcheck source=scripts/pg-throwaway.sh
+    source scripts/pg-throwaway.sh >/dev/null
+    trap 'cleanup; crm_pg_stop' EXIT
+fi
+bench_backend postgres "$CRM_TEST_PG_URL"
