@@ -52,10 +52,11 @@ bench_backend() { # backend name, DATABASE_URL or ""
     mkdir -p "$dir"
     DATABASE_URL=$2 CRM_DATA_DIR=$dir CRM_ADDR=127.0.0.1:$port \
         CRM_ADMIN_EMAIL=bench@example.com CRM_ADMIN_PASSWORD=$password \
-        CRM_API_KEY_PER_MINUTE=100000000 CRM_ANON_PER_MINUTE=100000000 \
+        CRM_API_KEY_PER_MINUTE=10000000 CRM_ANON_PER_MINUTE=10000000 \
         "$server" >"$dir/server.log" 2>&1 &
     local pid=$!
     pids+=("$pid")
+    trap 'cat "$dir/server.log" >&2' ERR
     for _ in $(seq 100); do
         curl -fs "http://127.0.0.1:$port/api/v1/health" >/dev/null && break
         sleep 0.1
