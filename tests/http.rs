@@ -332,6 +332,22 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         doc["paths"]["/api/v1/leads"]["get"]["security"][0]["api_key"],
         json!([])
     );
+    assert_eq!(
+        doc["paths"]["/api/admin/leads"]["get"]["security"][0]["session"],
+        json!([])
+    );
+    assert_eq!(doc["paths"]["/api/leads"]["post"]["security"], Value::Null);
+    let ids: Vec<&str> = text
+        .split("\"operationId\":\"")
+        .skip(1)
+        .filter_map(|p| p.split('"').next())
+        .collect();
+    assert_eq!(ids.len(), listed.len());
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        ids.len(),
+        "operation ids are unique"
+    );
     // The same document as `crm::http::openapi`.
     let direct = serde_json::to_value(crm::http::openapi(app.crm.clone(), config())).expect("json");
     assert_eq!(direct, doc);

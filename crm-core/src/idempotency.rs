@@ -9,6 +9,7 @@
 //! left by a process that died is taken over after [`STALE_AFTER`].
 
 use chrono::Duration;
+use sha2::{Digest, Sha256};
 
 use crate::db::{with_pool, Ts};
 use crate::ids::WorkspaceId;
@@ -64,17 +65,26 @@ impl Idempotency {
         Self { crm, ws }
     }
 
-    /// Claims `key` within `scope` (e.g. an API key id) for a request with
-    /// `fingerprint`. A malformed key is a `Validation` error naming `Idempotency-Key`.
-    pub async fn claim(&self, scope: &str, key: &str, fingerprint: &str) -> Result<Claim> {
+    /// Claims `key` within `scope` (e.g. an API key id) for a request made of the
+    /// byte strings `request` (say its path and body): a later claim replays only when
+    /// they are equal, compared by SHA-256. A malformed key is a `Validation` error
+    /// naming `Idempotency-Key`.
+    pub async fn claim(&self, scope: &str, key: &str, request: &[&[u8]]) -> Result<Claim> {
         check_key(key)?;
+        let mut h = Sha256::new();
+        for part in request {
+            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        let fingerprint = crate::api_keys::format::hex(&h.finalize().into());
         let now = self.crm.now();
         let found = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::claim_idempotency(
             p,
             self.ws,
             scope,
             key,
-            fingerprint,
+            &fingerprint,
             Ts(now),
             Ts(now - REPLAY_FOR),
             Ts(now - STALE_AFTER),

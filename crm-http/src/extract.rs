@@ -241,10 +241,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 pub struct ClientIp(pub Option<String>);
 
 impl ClientIp {
-    pub(crate) fn of(parts: &Parts, trust_proxy: bool) -> Self {
+    pub(crate) fn of(
+        headers: &axum::http::HeaderMap,
+        extensions: &axum::http::Extensions,
+        trust_proxy: bool,
+    ) -> Self {
         if trust_proxy {
-            let forwarded = parts
-                .headers
+            let forwarded = headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split(',').next())
@@ -254,8 +257,7 @@ impl ClientIp {
                 return Self(Some(ip.to_string()));
             }
         }
-        let peer = parts
-            .extensions
+        let peer = extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string());
         Self(peer)
@@ -271,7 +273,11 @@ impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self::of(parts, s.cfg.trust_proxy_headers))
+        Ok(Self::of(
+            &parts.headers,
+            &parts.extensions,
+            s.cfg.trust_proxy_headers,
+        ))
     }
 }
 

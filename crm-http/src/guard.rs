@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use crm_core::idempotency::Claim;
 use crm_core::ratelimit::{Decision, Policy};
 use crm_core::Error;
-use sha2::{Digest, Sha256};
 
 use crate::extract::{ApiKey, ClientIp, SessionUser};
 use crate::problem::{problem_of, retry_secs, ApiError, Problem};
@@ -67,15 +66,13 @@ async fn run_limited(d: Decision, req: Request, next: Next) -> Response {
     res
 }
 
-fn client_ip(s: &AppState, req: Request) -> (ClientIp, Request) {
-    let (parts, body) = req.into_parts();
-    let ip = ClientIp::of(&parts, s.cfg.trust_proxy_headers);
-    (ip, Request::from_parts(parts, body))
+fn client_ip(s: &AppState, req: &Request) -> ClientIp {
+    ClientIp::of(req.headers(), req.extensions(), s.cfg.trust_proxy_headers)
 }
 
 /// Public routes: `anonymous_ip` per client IP.
 pub(crate) async fn public(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let (ip, req) = client_ip(&s, req);
+    let ip = client_ip(&s, &req);
     match limit(&s, "anonymous_ip", None, ip.key()).await {
         Ok(d) => run_limited(d, req, next).await,
         Err(res) => res,
@@ -93,7 +90,7 @@ pub(crate) async fn public_auth(State(s): State<AppState>, req: Request, next: N
 /// Inbound webhooks: the `inbound` policy per client IP.
 #[cfg(any(feature = "whatsapp", feature = "calcom"))]
 pub(crate) async fn inbound(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let (ip, req) = client_ip(&s, req);
+    let ip = client_ip(&s, &req);
     match limit(&s, "inbound", Some(s.cfg.inbound_policy), ip.key()).await {
         Ok(d) => run_limited(d, req, next).await,
         Err(res) => res,
@@ -178,14 +175,12 @@ async fn idempotent(
             .into_response()
         }
     };
-    let mut h = Sha256::new();
-    h.update(parts.uri.path().as_bytes());
-    h.update([0]);
-    h.update(&bytes);
-    let fingerprint: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let store = s.crm.workspace(key.workspace_id).idempotency();
     let scope = key.key_id.to_string();
-    match store.claim(&scope, &idem, &fingerprint).await {
+    match store
+        .claim(&scope, &idem, &[parts.uri.path().as_bytes(), &bytes])
+        .await
+    {
         Err(e) => return problem_of(&e).into_response(),
         Ok(Claim::Mismatch) => {
             return Problem::field(

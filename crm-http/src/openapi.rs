@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document. Operations come from the handlers (`#[utoipa::path]`),
 //! schemas from the types; what depends on the route family — the security scheme
-//! and the error responses — is added here once, from the same rules the guards
-//! follow, instead of being repeated on every handler.
+//! and the error responses — is added by [`mark`] where `routes::all` puts a family
+//! behind its guard, so the document and the guards cannot disagree.
 
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -14,7 +14,9 @@ use utoipa::{PartialSchema, ToSchema};
 use crm_core::leads::{SortField, SortOrder};
 
 use crate::problem::{Problem, PROBLEM_JSON};
-use crate::Config;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{AppState, Config};
 
 pub(crate) fn base() -> OpenApi {
     OpenApiBuilder::new()
@@ -31,24 +33,52 @@ pub(crate) fn base() -> OpenApi {
         .build()
 }
 
-/// Which guard a path is behind.
+/// Which guard a family of routes is behind.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
+pub(crate) enum Family {
+    /// No guard (health).
     Open,
+    /// `anonymous_ip` (the contact form, the public auth routes).
     Public,
+    /// Provider signatures.
     Inbound,
+    /// API keys.
     Api,
+    /// Session cookies.
     Session,
 }
 
-fn family(path: &str) -> Family {
-    match path {
-        "/api/v1/health" | "/api/openapi.json" => Family::Open,
-        "/api/auth/me" | "/api/auth/change-password" => Family::Session,
-        p if p.starts_with("/api/v1/") => Family::Api,
-        p if p.starts_with("/api/admin/") => Family::Session,
-        p if p.starts_with("/api/webhooks/") => Family::Inbound,
-        _ => Family::Public,
+/// Adds the family's security requirement and error responses to every operation of `r`.
+pub(crate) fn mark(mut r: OpenApiRouter<AppState>, fam: Family) -> OpenApiRouter<AppState> {
+    for_each_operation(r.get_openapi_mut(), |op, path, method| {
+        finish_operation(op, path, method, fam)
+    });
+    r
+}
+
+/// Prefixes every operation id of `r` (for routes served twice).
+pub(crate) fn prefix_ids(mut r: OpenApiRouter<AppState>, prefix: &str) -> OpenApiRouter<AppState> {
+    for_each_operation(r.get_openapi_mut(), |op, _, _| {
+        if let Some(id) = &op.operation_id {
+            op.operation_id = Some(format!("{prefix}{id}"));
+        }
+    });
+    r
+}
+
+fn for_each_operation(doc: &mut OpenApi, mut f: impl FnMut(&mut Operation, &str, &str)) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, op) in [
+            ("get", &mut item.get),
+            ("post", &mut item.post),
+            ("patch", &mut item.patch),
+            ("delete", &mut item.delete),
+            ("put", &mut item.put),
+        ] {
+            if let Some(op) = op.as_mut() {
+                f(op, path, method);
+            }
+        }
     }
 }
 
@@ -141,30 +171,10 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
         }
         Family::Open => {}
     }
-    // Lead routes are served twice (API keys and sessions): keep operation ids unique.
-    if fam == Family::Session && path.starts_with("/api/admin/leads") {
-        if let Some(id) = &op.operation_id {
-            op.operation_id = Some(format!("session_{id}"));
-        }
-    }
 }
 
-/// Adds security schemes, per-family security and error responses.
+/// Adds the security schemes and the schemas the operations refer to by name.
 pub(crate) fn finish(mut doc: OpenApi, cfg: &Config) -> OpenApi {
-    for (path, item) in doc.paths.paths.iter_mut() {
-        let fam = family(path);
-        for (method, op) in [
-            ("get", &mut item.get),
-            ("post", &mut item.post),
-            ("patch", &mut item.patch),
-            ("delete", &mut item.delete),
-            ("put", &mut item.put),
-        ] {
-            if let Some(op) = op.as_mut() {
-                finish_operation(op, path, method, fam);
-            }
-        }
-    }
     let components = doc.components.get_or_insert_with(Components::new);
     let mut schemas = vec![(Problem::name().into_owned(), Problem::schema())];
     Problem::schemas(&mut schemas);

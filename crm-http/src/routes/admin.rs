@@ -11,7 +11,7 @@ use crm_core::leads::AllowedValues;
 use crm_core::notify::{Channel, ChannelPatch, NewChannel};
 use crm_core::webhooks::{Attempt, CreatedEndpoint, Endpoint, EndpointPatch, NewEndpoint};
 use crm_core::{
-    ApiKeyId, AuditId, ChannelId, EndpointId, EventId, UserId, Workspace, WorkspaceInfo,
+    ApiKeyId, AuditId, ChannelId, EndpointId, Error, EventId, UserId, Workspace, WorkspaceInfo,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -154,19 +154,14 @@ pub(crate) async fn rotate_key(
     Path(id): Path<ApiKeyId>,
     Json(input): Json<Rotate>,
 ) -> ApiResult<impl IntoResponse> {
-    let grace = match input.grace_seconds {
-        Some(secs) if !(0..=30 * 86_400).contains(&secs) => {
-            return Err(Problem::field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                "grace_seconds",
-                "must be between 0 and 2592000",
-            )
-            .into())
-        }
-        Some(secs) => Some(chrono::Duration::seconds(secs)),
-        None => None,
-    };
+    // The service checks the range (0–30 days); this only keeps the conversion total.
+    let grace = input
+        .grace_seconds
+        .map(|secs| {
+            chrono::Duration::try_seconds(secs)
+                .ok_or_else(|| Error::invalid("grace_seconds", "is out of range"))
+        })
+        .transpose()?;
     let created = ws(&s, &a)
         .api_keys()
         .with_actor(actor(&a))

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::extract::{Caller, Json, JsonOrForm, Path, Query};
-use crate::problem::{ApiResult, Problem};
+use crate::problem::ApiResult;
 use crate::AppState;
 
 /// The lead routes, relative to `/api/v1` or `/api/admin`.
@@ -249,15 +249,6 @@ pub(crate) async fn contact(
     {
         tracing::info!("contact form honeypot filled; nothing written");
         return Ok(received);
-    }
-    if form.name.len() > 10_000 {
-        return Err(Problem::field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            "name",
-            "is too long",
-        )
-        .into());
     }
     let input = NewLead {
         name: form.name,

@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::extract::ApiKey;
+use crate::openapi::{self, mark, Family};
 use crate::problem::ApiResult;
 use crate::{guard, AppState};
 
@@ -38,19 +39,24 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
     let api = OpenApiRouter::new()
         .nest("/api/v1", leads::router().routes(routes!(me)))
         .route_layer(from_fn_with_state(s.clone(), guard::api_key));
+    // The lead routes are served twice: their operation ids must stay unique.
+    let session_leads = openapi::prefix_ids(leads::router(), "session_");
     let session = OpenApiRouter::new()
         .routes(routes!(auth::me))
         .routes(routes!(auth::change_password))
-        .nest("/api/admin", leads::router().merge(admin::router()))
+        .nest("/api/admin", session_leads.merge(admin::router()))
         .route_layer(from_fn_with_state(s.clone(), guard::session));
     let root = root
-        .routes(routes!(health))
-        .merge(public)
-        .merge(public_auth)
-        .merge(api)
-        .merge(session);
+        .merge(mark(
+            OpenApiRouter::new().routes(routes!(health)),
+            Family::Open,
+        ))
+        .merge(mark(public, Family::Public))
+        .merge(mark(public_auth, Family::Public))
+        .merge(mark(api, Family::Api))
+        .merge(mark(session, Family::Session));
     #[cfg(any(feature = "whatsapp", feature = "calcom"))]
-    let root = root.merge(inbound::router(s));
+    let root = root.merge(mark(inbound::router(s), Family::Inbound));
     root
 }
 
@@ -93,7 +99,7 @@ pub(crate) async fn health(
 }
 
 /// The calling API key's metadata.
-#[utoipa::path(get, path = "/me", tag = "leads",
+#[utoipa::path(get, path = "/me", tag = "leads", operation_id = "api_key_me",
     responses((status = 200, description = "The key (never its secret)", body = ApiKeyInfo)))]
 pub(crate) async fn me(
     State(s): State<AppState>,
