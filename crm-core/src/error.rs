@@ -197,6 +197,16 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// The message of a JSON (de)serialization error without serde_json's trailing
+/// " at line 1 column 7": callers name the field by its path instead, which says where.
+pub fn json_message(err: &serde_json::Error) -> String {
+    let msg = err.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg,
+    }
+}
+
 /// Collects field errors while an input is parsed, so that every problem is reported
 /// together instead of the first one alone.
 #[derive(Debug, Default)]

@@ -7,7 +7,7 @@ pub mod auth;
 mod clock;
 mod crm;
 mod db;
-mod error;
+pub mod error;
 pub mod events;
 pub mod idempotency;
 mod ids;

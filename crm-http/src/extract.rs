@@ -42,7 +42,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_body",
                     &field,
-                    strip_position(&inner.to_string()),
+                    crm_core::error::json_message(&inner),
                 )
                 .into())
             } else {
@@ -50,19 +50,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     StatusCode::BAD_REQUEST,
                     "malformed_json",
                     "body",
-                    strip_position(&inner.to_string()),
+                    crm_core::error::json_message(&inner),
                 )
                 .into())
             }
         }
-    }
-}
-
-/// serde_json appends " at line 1 column 7"; the field path says where already.
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
     }
 }
 

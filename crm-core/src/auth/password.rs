@@ -94,19 +94,65 @@ pub(crate) struct Passwords {
     dummy: OnceCell<String>,
 }
 
+/// Argon2 parameters for `p`, refusing anything below the defaults.
+fn argon_params(p: PasswordParams) -> Result<Params> {
+    let min = PasswordParams::default();
+    if p.memory_kib < min.memory_kib
+        || p.iterations < min.iterations
+        || p.parallelism < min.parallelism
+    {
+        return Err(Error::Config(
+            "password parameters may be raised above the defaults, not lowered".into(),
+        ));
+    }
+    Params::new(p.memory_kib, p.iterations, p.parallelism, None)
+        .map_err(|_| Error::Config("invalid Argon2 parameters".into()))
+}
+
+fn argon(params: Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes `password` into an Argon2id PHC string with `params` and a fresh random salt.
+///
+/// This is CPU-bound work (tens of milliseconds at the defaults) on the calling thread:
+/// async code should use [`crate::Crm::hash_password`], which runs it on the blocking
+/// pool. A password longer than [`MAX_BYTES`] is a validation error; parameters below
+/// the defaults are a configuration error.
+pub fn hash(password: &str, params: PasswordParams) -> Result<String> {
+    if password.len() > MAX_BYTES {
+        return Err(Error::invalid(
+            "password",
+            format!("must be at most {MAX_BYTES} bytes"),
+        ));
+    }
+    hash_with(password, argon_params(params)?)
+}
+
+fn hash_with(password: &str, params: Params) -> Result<String> {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|_| Error::Config("salt".into()))?;
+    argon(params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| Error::Config("password hashing failed".into()))
+}
+
+/// Whether `password` matches the PHC string `phc`, verified with the parameters the
+/// hash was made with. A malformed PHC string never matches. CPU-bound, like [`hash`].
+pub fn verify(password: &str, phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
+}
+
 impl Passwords {
     pub(crate) fn new(p: PasswordParams) -> Result<Self> {
-        let min = PasswordParams::default();
-        if p.memory_kib < min.memory_kib
-            || p.iterations < min.iterations
-            || p.parallelism < min.parallelism
-        {
-            return Err(Error::Config(
-                "password parameters may be raised above the defaults, not lowered".into(),
-            ));
-        }
-        let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
-            .map_err(|_| Error::Config("invalid Argon2 parameters".into()))?;
+        let params = argon_params(p)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             params,
@@ -114,10 +160,6 @@ impl Passwords {
             verifications: AtomicU64::new(0),
             dummy: OnceCell::new(),
         })
-    }
-
-    fn argon(params: Params) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
     }
 
     /// Runs CPU-heavy work on the blocking pool, at most one job per core at a time.
@@ -139,16 +181,7 @@ impl Passwords {
     pub(crate) async fn hash(&self, password: &str) -> Result<String> {
         let password = password.to_owned();
         let params = self.params.clone();
-        let mut salt = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        self.blocking(move || {
-            let salt = SaltString::encode_b64(&salt).map_err(|_| Error::Config("salt".into()))?;
-            Self::argon(params)
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|_| Error::Config("password hashing failed".into()))
-        })
-        .await?
+        self.blocking(move || hash_with(&password, params)).await?
     }
 
     /// Whether `password` matches the PHC string `phc` (a malformed string never does).
@@ -156,16 +189,7 @@ impl Passwords {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         let password = password.to_owned();
         let phc = phc.to_owned();
-        self.blocking(move || {
-            let Ok(parsed) = PasswordHash::new(&phc) else {
-                return false;
-            };
-            // Verify with the parameters the hash was made with.
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .await
+        self.blocking(move || verify(&password, &phc)).await
     }
 
     /// The same work as [`Passwords::verify`] against a hash of nothing, so that an

@@ -1,0 +1,106 @@
+"""crm: an embeddable CRM core (leads, auth, API keys, webhooks, notifications)
+over SQLite or Postgres, shared with Rust apps on the same database.
+
+Async services::
+
+    client = await crm.Crm.connect("sqlite://crm.db?mode=rwc", master_key=KEY)
+    lead = await client.leads.create("Ada", email="ada@example.com")
+    other = client.workspace(workspace_id)
+
+Synchronous helpers (no database, GIL released): :mod:`crm.webhooks`,
+:mod:`crm.whatsapp`, :mod:`crm.calcom`, :mod:`crm.passwords`. Every error is a
+:class:`CrmError`.
+"""
+
+from . import calcom, passwords, webhooks, whatsapp
+from ._native import __version__
+from .client import (
+    DEFAULT_WORKSPACE,
+    UNSET,
+    ApiKeys,
+    Auth,
+    Crm,
+    Leads,
+    Notifications,
+    Webhooks,
+    Workspace,
+)
+from .errors import (
+    ConflictError,
+    CrmError,
+    FieldError,
+    ForbiddenError,
+    IntegrationError,
+    NotFoundError,
+    RateLimitedError,
+    UnauthorizedError,
+    ValidationError,
+    WebhookVerificationError,
+)
+from .models import (
+    Activity,
+    ApiKey,
+    Captured,
+    Channel,
+    CreatedApiKey,
+    CreatedEndpoint,
+    Endpoint,
+    Lead,
+    LeadDetail,
+    LeadPage,
+    LoggedIn,
+    Model,
+    ParsedLead,
+    Received,
+    Session,
+    SessionUser,
+    User,
+    VerifiedKey,
+    WorkspaceInfo,
+)
+
+__all__ = [
+    "__version__",
+    "calcom",
+    "passwords",
+    "webhooks",
+    "whatsapp",
+    "DEFAULT_WORKSPACE",
+    "UNSET",
+    "Crm",
+    "Workspace",
+    "Leads",
+    "Auth",
+    "ApiKeys",
+    "Webhooks",
+    "Notifications",
+    "CrmError",
+    "FieldError",
+    "ValidationError",
+    "NotFoundError",
+    "ConflictError",
+    "UnauthorizedError",
+    "ForbiddenError",
+    "RateLimitedError",
+    "IntegrationError",
+    "WebhookVerificationError",
+    "Model",
+    "Lead",
+    "Activity",
+    "LeadDetail",
+    "LeadPage",
+    "Captured",
+    "ParsedLead",
+    "User",
+    "Session",
+    "LoggedIn",
+    "SessionUser",
+    "ApiKey",
+    "CreatedApiKey",
+    "VerifiedKey",
+    "Endpoint",
+    "CreatedEndpoint",
+    "Channel",
+    "WorkspaceInfo",
+    "Received",
+]

@@ -1,0 +1,566 @@
+"""The async API: :class:`Crm` and the services hanging off each workspace.
+
+Every method is a coroutine (``async def``), so it can be awaited, passed to
+``asyncio.create_task`` or run in a ``TaskGroup``. The work runs on the module's
+own tokio runtime, off the event loop; awaiting never blocks the loop.
+"""
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from . import _native
+from .errors import ValidationError
+from .models import (
+    Activity,
+    ApiKey,
+    Captured,
+    Channel,
+    CreatedApiKey,
+    CreatedEndpoint,
+    Endpoint,
+    Lead,
+    LeadDetail,
+    LeadPage,
+    LoggedIn,
+    ParsedLead,
+    SessionUser,
+    User,
+    VerifiedKey,
+    WorkspaceInfo,
+)
+
+__all__ = [
+    "DEFAULT_WORKSPACE",
+    "UNSET",
+    "Crm",
+    "Workspace",
+    "Leads",
+    "Auth",
+    "ApiKeys",
+    "Webhooks",
+    "Notifications",
+]
+
+#: The workspace of single-tenant apps (the nil UUID).
+DEFAULT_WORKSPACE = "00000000-0000-0000-0000-000000000000"
+
+Id = Union[str, uuid.UUID]
+
+
+class _Unset:
+    """The value of an update argument that was not given (``None`` clears a field)."""
+
+    _instance: Optional["_Unset"] = None
+
+    def __new__(cls) -> "_Unset":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: Default of update arguments: the field stays as it is.
+UNSET: Any = _Unset()
+
+
+def _when(value: Optional[datetime], field: str) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ValidationError(f"invalid input: {field}: must be a datetime", [(field, "must be a datetime")])
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"invalid input: {field}: must be timezone-aware", [(field, "must be timezone-aware")]
+        )
+    return value.isoformat()
+
+
+def _given(**fields: Any) -> Dict[str, Any]:
+    """The arguments that were given (not ``None``)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _changed(**fields: Any) -> Dict[str, Any]:
+    """The update arguments that were given (not ``UNSET``); ``None`` clears."""
+    return {k: v for k, v in fields.items() if v is not UNSET}
+
+
+class _Service:
+    __slots__ = ("_native", "_ws")
+
+    def __init__(self, native: "_native.Client", workspace: str) -> None:
+        self._native = native
+        self._ws = workspace
+
+    async def _call(self, op: str, id: Optional[Id] = None, payload: Optional[Mapping[str, Any]] = None) -> Any:
+        raw = await self._native.call(
+            self._ws, op, None if id is None else str(id), json.dumps(payload or {})
+        )
+        return json.loads(raw)
+
+
+class Leads(_Service):
+    """Leads of one workspace: fields, statuses, activities, search, cursor pages, dedup."""
+
+    __slots__ = ()
+
+    async def create(
+        self,
+        name: str,
+        *,
+        email: Optional[str] = None,
+        phone: Optional[str] = None,
+        company: Optional[str] = None,
+        budget: Optional[str] = None,
+        project_type: Optional[str] = None,
+        message: Optional[str] = None,
+        source: Optional[str] = None,
+        status: Optional[str] = None,
+        notes: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        custom: Optional[Mapping[str, Any]] = None,
+        raw_input: Optional[str] = None,
+        ai_parsed: bool = False,
+    ) -> Lead:
+        """Creates a lead (``ConflictError`` with ``existing_id`` when the email or
+        phone is taken). Email and phone are normalised; status defaults to ``new``."""
+        payload = _given(
+            name=name, email=email, phone=phone, company=company, budget=budget,
+            project_type=project_type, message=message, source=source, status=status,
+            notes=notes, tags=None if tags is None else list(tags),
+            custom=None if custom is None else dict(custom), raw_input=raw_input,
+        )
+        payload["ai_parsed"] = ai_parsed
+        return Lead.from_dict(await self._call("leads.create", None, payload))
+
+    async def capture(
+        self,
+        name: str,
+        *,
+        email: Optional[str] = None,
+        phone: Optional[str] = None,
+        company: Optional[str] = None,
+        budget: Optional[str] = None,
+        project_type: Optional[str] = None,
+        message: Optional[str] = None,
+        source: Optional[str] = None,
+        notes: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        custom: Optional[Mapping[str, Any]] = None,
+    ) -> Captured:
+        """Creates the lead, or merges into the one with this email (then phone) and
+        records a ``form_submission`` activity; ``created`` says which."""
+        payload = _given(
+            name=name, email=email, phone=phone, company=company, budget=budget,
+            project_type=project_type, message=message, source=source, notes=notes,
+            tags=None if tags is None else list(tags), custom=None if custom is None else dict(custom),
+        )
+        return Captured.from_dict(await self._call("leads.capture", None, payload))
+
+    async def get(self, id: Id) -> LeadDetail:
+        """The lead with its activities (``NotFoundError`` when absent)."""
+        return LeadDetail.from_dict(await self._call("leads.get", id))
+
+    async def list(
+        self,
+        *,
+        status: Union[str, Sequence[str], None] = None,
+        source: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+        q: Optional[str] = None,
+        sort: str = "created_at",
+        order: str = "desc",
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+        include_total: bool = False,
+    ) -> LeadPage:
+        """One page (``limit`` 1–100, default 20): any of ``status``, that ``source``,
+        all ``tags``, created in ``[created_after, created_before)``, every word of ``q``
+        prefix-matching; sorted by ``created_at``, ``updated_at``, ``name`` or
+        ``status``. The cursor is bound to the filters and sort it came from."""
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        payload = _given(
+            status=statuses, source=source, tags=list(tags or []),
+            created_after=_when(created_after, "created_after"),
+            created_before=_when(created_before, "created_before"),
+            q=q, sort=sort, order=order, limit=limit, cursor=cursor, include_total=include_total,
+        )
+        return LeadPage.from_dict(await self._call("leads.list", None, payload))
+
+    async def update(
+        self,
+        id: Id,
+        *,
+        name: Any = UNSET,
+        email: Any = UNSET,
+        phone: Any = UNSET,
+        company: Any = UNSET,
+        budget: Any = UNSET,
+        project_type: Any = UNSET,
+        message: Any = UNSET,
+        source: Any = UNSET,
+        status: Any = UNSET,
+        notes: Any = UNSET,
+        tags: Any = UNSET,
+        custom: Any = UNSET,
+    ) -> Lead:
+        """Changes the given fields only; ``None`` clears an optional one. A status
+        change records a ``status_change`` activity."""
+        payload = _changed(
+            name=name, email=email, phone=phone, company=company, budget=budget,
+            project_type=project_type, message=message, source=source, status=status,
+            notes=notes, tags=tags if tags is UNSET or tags is None else list(tags),
+            custom=custom if custom is UNSET or custom is None else dict(custom),
+        )
+        return Lead.from_dict(await self._call("leads.update", id, payload))
+
+    async def delete(self, id: Id) -> None:
+        """Deletes the lead and its activities (``NotFoundError`` when absent)."""
+        await self._call("leads.delete", id)
+
+    async def add_activity(self, id: Id, kind: str, description: Optional[str] = None) -> Activity:
+        """Adds an activity (``note``, ``call``, ``email``, ``meeting``, ``message``, …)."""
+        payload = _given(kind=kind, description=description)
+        return Activity.from_dict(await self._call("leads.add_activity", id, payload))
+
+    async def activities(self, id: Id) -> List[Activity]:
+        """The lead's activities, newest first."""
+        return [Activity.from_dict(a) for a in await self._call("leads.activities", id)]
+
+    async def parse(self, text: str, *, auto_save: bool = False) -> ParsedLead:
+        """Reads a lead out of free text with the configured parser (the built-in one
+        unless the app set another); with ``auto_save`` creates it too."""
+        return ParsedLead.from_dict(
+            await self._call("leads.parse", None, {"text": text, "auto_save": auto_save})
+        )
+
+
+class Auth(_Service):
+    """Users, logins and passwords of one workspace (Argon2id, lockout, audit)."""
+
+    __slots__ = ()
+
+    async def create_user(
+        self, email: str, display_name: str, password: str, *, role: Optional[str] = None
+    ) -> User:
+        """Adds a user (``role`` ``member`` unless given); the password must pass the policy."""
+        payload = _given(email=email, display_name=display_name, password=password, role=role)
+        return User.from_dict(await self._call("auth.create_user", None, payload))
+
+    async def users(self) -> List[User]:
+        """Every user of the workspace."""
+        return [User.from_dict(u) for u in await self._call("auth.users")]
+
+    async def user(self, id: Id) -> User:
+        """One user."""
+        return User.from_dict(await self._call("auth.user", id))
+
+    async def set_role(self, id: Id, role: str) -> User:
+        """Changes a user's role (the last owner cannot be demoted)."""
+        return User.from_dict(await self._call("auth.set_role", id, {"role": role}))
+
+    async def login(
+        self, email: str, password: str, *, remember_me: bool = False, ip: Optional[str] = None
+    ) -> LoggedIn:
+        """Signs in. Wrong email or password is ``UnauthorizedError`` with reason
+        ``invalid_credentials`` either way; too many failures ``RateLimitedError``."""
+        payload = _given(email=email, password=password, remember_me=remember_me, ip=ip)
+        return LoggedIn.from_dict(await self._call("auth.login", None, payload))
+
+    async def change_password(self, user_id: Id, current: str, new: str) -> None:
+        """Changes a password after checking the current one; other sessions end."""
+        await self._call("auth.change_password", user_id, {"current": current, "new": new})
+
+    async def request_password_reset(self, email: str) -> None:
+        """Mails a reset token when the account exists (says nothing either way)."""
+        await self._call("auth.request_password_reset", None, {"email": email})
+
+    async def request_email_verification(self, user_id: Id) -> None:
+        """Mails a verification token to the user."""
+        await self._call("auth.request_email_verification", user_id)
+
+
+class ApiKeys(_Service):
+    """Scoped API keys of one workspace, stored hashed and shown once."""
+
+    __slots__ = ()
+
+    async def create(
+        self, name: str, scopes: Sequence[str], *, expires_at: Optional[datetime] = None
+    ) -> CreatedApiKey:
+        """A new key; ``secret`` on the result is the key, shown this once."""
+        payload = _given(name=name, scopes=list(scopes), expires_at=_when(expires_at, "expires_at"))
+        return CreatedApiKey.from_dict(await self._call("api_keys.create", None, payload))
+
+    async def list(self) -> List[ApiKey]:
+        """Every key's record (never the key)."""
+        return [ApiKey.from_dict(k) for k in await self._call("api_keys.list")]
+
+    async def get(self, id: Id) -> ApiKey:
+        """One key's record."""
+        return ApiKey.from_dict(await self._call("api_keys.get", id))
+
+    async def update(
+        self, id: Id, *, name: Optional[str] = None, scopes: Optional[Sequence[str]] = None
+    ) -> ApiKey:
+        """Renames a key or replaces its scopes."""
+        payload = _given(name=name, scopes=None if scopes is None else list(scopes))
+        return ApiKey.from_dict(await self._call("api_keys.update", id, payload))
+
+    async def revoke(self, id: Id) -> ApiKey:
+        """Revokes a key at once (cached verifications are dropped too)."""
+        return ApiKey.from_dict(await self._call("api_keys.revoke", id))
+
+    async def rotate(self, id: Id, *, grace_seconds: Optional[int] = None) -> CreatedApiKey:
+        """A replacement key; the old one keeps working for ``grace_seconds`` (24 h by default)."""
+        payload = _given(grace_seconds=grace_seconds)
+        return CreatedApiKey.from_dict(await self._call("api_keys.rotate", id, payload))
+
+    async def verify(self, key: str, *, scope: Optional[str] = None) -> VerifiedKey:
+        """Checks a presented key: ``UnauthorizedError`` when it is malformed, unknown
+        (or of another workspace), revoked or expired; ``ForbiddenError`` when
+        ``scope`` is given and the key lacks it."""
+        payload = _given(key=key, scope=scope)
+        return VerifiedKey.from_dict(await self._call("api_keys.verify", None, payload))
+
+
+class Webhooks(_Service):
+    """Outgoing webhook endpoints of one workspace (Standard Webhooks, durable outbox)."""
+
+    __slots__ = ()
+
+    async def create_endpoint(
+        self,
+        url: str,
+        *,
+        description: Optional[str] = None,
+        event_types: Optional[Sequence[str]] = None,
+        enabled: Optional[bool] = None,
+        rate_limit_per_minute: Optional[int] = None,
+        secret: Optional[str] = None,
+    ) -> CreatedEndpoint:
+        """A new endpoint (HTTPS, public address unless allowed); ``secret`` on the
+        result is its signing secret. ``event_types`` default to every event."""
+        payload = _given(
+            url=url, description=description,
+            event_types=None if event_types is None else list(event_types),
+            enabled=enabled, rate_limit_per_minute=rate_limit_per_minute, secret=secret,
+        )
+        return CreatedEndpoint.from_dict(await self._call("webhooks.create_endpoint", None, payload))
+
+    async def list_endpoints(self) -> List[Endpoint]:
+        """Every endpoint."""
+        return [Endpoint.from_dict(e) for e in await self._call("webhooks.list_endpoints")]
+
+    async def get_endpoint(self, id: Id) -> Endpoint:
+        """One endpoint."""
+        return Endpoint.from_dict(await self._call("webhooks.get_endpoint", id))
+
+    async def update_endpoint(
+        self,
+        id: Id,
+        *,
+        url: Any = UNSET,
+        description: Any = UNSET,
+        event_types: Any = UNSET,
+        enabled: Any = UNSET,
+        rate_limit_per_minute: Any = UNSET,
+    ) -> Endpoint:
+        """Changes the given fields; ``None`` clears ``description`` or the rate limit.
+        Enabling an endpoint resets its failure count."""
+        payload = _changed(
+            url=url, description=description,
+            event_types=event_types if event_types is UNSET else list(event_types),
+            enabled=enabled, rate_limit_per_minute=rate_limit_per_minute,
+        )
+        return Endpoint.from_dict(await self._call("webhooks.update_endpoint", id, payload))
+
+    async def delete_endpoint(self, id: Id) -> None:
+        """Deletes the endpoint and its pending deliveries."""
+        await self._call("webhooks.delete_endpoint", id)
+
+    async def endpoint_secret(self, id: Id) -> str:
+        """The endpoint's current signing secret (``whsec_…``)."""
+        secret: str = await self._call("webhooks.endpoint_secret", id)
+        return secret
+
+    async def rotate_secret(self, id: Id) -> str:
+        """A new signing secret; the old one still signs for 24 hours."""
+        secret: str = await self._call("webhooks.rotate_secret", id)
+        return secret
+
+    async def test(self, id: Id) -> str:
+        """Queues a ``webhook.test`` event for this endpoint only; its event id."""
+        event: str = await self._call("webhooks.test", id)
+        return event
+
+    async def resend(self, id: Id, event_id: Id) -> None:
+        """Queues the event again for this endpoint (same ``webhook-id``)."""
+        await self._call("webhooks.resend", id, {"event_id": str(event_id)})
+
+
+class Notifications(_Service):
+    """Notification channels of one workspace (``discord``, ``telegram``, ``whatsapp``)."""
+
+    __slots__ = ()
+
+    async def create_channel(
+        self,
+        kind: str,
+        name: str,
+        config: Mapping[str, Any],
+        *,
+        event_types: Optional[Sequence[str]] = None,
+        enabled: Optional[bool] = None,
+    ) -> Channel:
+        """A new channel; the plugin of ``kind`` checks ``config`` (which is stored
+        sealed). ``event_types`` default to ``["lead.created"]``."""
+        payload = _given(
+            kind=kind, name=name, config=dict(config),
+            event_types=None if event_types is None else list(event_types), enabled=enabled,
+        )
+        return Channel.from_dict(await self._call("notifications.create_channel", None, payload))
+
+    async def list_channels(self) -> List[Channel]:
+        """Every channel."""
+        return [Channel.from_dict(c) for c in await self._call("notifications.list_channels")]
+
+    async def get_channel(self, id: Id) -> Channel:
+        """One channel."""
+        return Channel.from_dict(await self._call("notifications.get_channel", id))
+
+    async def delete_channel(self, id: Id) -> None:
+        """Deletes the channel."""
+        await self._call("notifications.delete_channel", id)
+
+    async def test_channel(self, id: Id) -> str:
+        """Queues a test notification to this channel only; its event id."""
+        event: str = await self._call("notifications.test_channel", id)
+        return event
+
+
+class Workspace:
+    """One tenant's services. Cheap to make; holds no connection of its own."""
+
+    __slots__ = ("_native", "id", "leads", "auth", "api_keys", "webhooks", "notifications")
+
+    def __init__(self, native: "_native.Client", id: Id) -> None:
+        ws = str(id)
+        try:
+            uuid.UUID(ws)
+        except ValueError:
+            raise ValidationError(
+                "invalid input: workspace_id: must be a UUID", [("workspace_id", "must be a UUID")]
+            ) from None
+        self._native = native
+        self.id = ws
+        self.leads = Leads(native, ws)
+        self.auth = Auth(native, ws)
+        self.api_keys = ApiKeys(native, ws)
+        self.webhooks = Webhooks(native, ws)
+        self.notifications = Notifications(native, ws)
+
+    async def info(self) -> WorkspaceInfo:
+        """Its id, name and creation time (``NotFoundError`` if it does not exist)."""
+        return WorkspaceInfo.from_dict(await self.leads._call("workspace.info"))
+
+    async def rename(self, name: str) -> WorkspaceInfo:
+        """Renames it (1–200 characters)."""
+        return WorkspaceInfo.from_dict(await self.leads._call("workspace.rename", None, {"name": name}))
+
+    def __repr__(self) -> str:
+        return f"Workspace({self.id!r})"
+
+
+class Crm(Workspace):
+    """A connected crm; itself the default workspace (``client.leads`` …), with
+    ``workspace(id)`` for the others.
+
+    Make one per process (in FastAPI, in the lifespan) and share it: it holds the
+    connection pool. ``async with`` closes it.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str = "sqlite://crm.db?mode=rwc",
+        *,
+        master_key: Optional[str] = None,
+        master_key_id: str = "k1",
+        max_connections: Optional[int] = None,
+    ) -> "Crm":
+        """Opens (and migrates) the database: ``sqlite://path?mode=rwc`` (SQLite, the
+        default) or ``postgres://…``. ``master_key`` (base64 of 32 bytes) seals
+        webhook and channel secrets; without one those services refuse to work."""
+        native = await _native.Client.connect(
+            url, master_key=master_key, master_key_id=master_key_id, max_connections=max_connections
+        )
+        return cls(native, DEFAULT_WORKSPACE)
+
+    def workspace(self, id: Id) -> Workspace:
+        """The services of workspace ``id`` (``ValidationError`` if not a UUID)."""
+        return Workspace(self._native, id)
+
+    async def create_workspace(self, name: str) -> Workspace:
+        """A new, empty workspace."""
+        id: str = await self.leads._call("crm.create_workspace", None, {"name": name})
+        return self.workspace(id)
+
+    async def register(self, workspace_name: str, email: str, display_name: str, password: str) -> User:
+        """A new workspace and its owner, in one transaction (does not sign in)."""
+        payload = {
+            "workspace_name": workspace_name, "email": email,
+            "display_name": display_name, "password": password,
+        }
+        return User.from_dict(await self.leads._call("crm.register", None, payload))
+
+    async def authenticate_session(self, token: str) -> SessionUser:
+        """The session and user of a session token (``UnauthorizedError`` when it is
+        malformed, unknown or expired); extends a sliding session."""
+        return SessionUser.from_dict(await self.leads._call("crm.authenticate_session", None, {"token": token}))
+
+    async def logout(self, token: str) -> None:
+        """Ends the session (an unknown token is fine)."""
+        await self.leads._call("crm.logout", None, {"token": token})
+
+    async def confirm_password_reset(self, token: str, new_password: str) -> User:
+        """Sets a new password with a reset token; every session of the user ends."""
+        payload = {"token": token, "new_password": new_password}
+        return User.from_dict(await self.leads._call("crm.confirm_password_reset", None, payload))
+
+    async def confirm_email(self, token: str) -> User:
+        """Marks the user's email verified with a verification token."""
+        return User.from_dict(await self.leads._call("crm.confirm_email", None, {"token": token}))
+
+    async def ping(self) -> None:
+        """Checks the database answers (``CrmError`` when it does not)."""
+        await self.leads._call("crm.ping")
+
+    def start_dispatcher(self) -> None:
+        """Delivers webhooks and notifications from this process until :meth:`close`.
+        Any number of processes may run one against the same database."""
+        self._native.start_dispatcher()
+
+    async def close(self) -> None:
+        """Stops the dispatcher (letting deliveries in flight finish) and closes the pool."""
+        await self._native.close()
+
+    async def __aenter__(self) -> "Crm":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return "Crm()"

@@ -1,0 +1,320 @@
+"""What crm returns: frozen dataclasses whose attributes are the Rust fields.
+
+Ids are UUID strings, datetimes are timezone-aware (UTC). ``to_dict()`` gives the
+JSON shape the HTTP API serves (datetimes as RFC 3339 strings), ready for a JSON
+response. Secrets (a session token, a new API key, an endpoint's signing secret)
+are attributes of the one result that carries them and never appear in ``repr``.
+"""
+
+import dataclasses
+import re
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union, get_type_hints
+
+__all__ = [
+    "Model",
+    "Lead",
+    "Activity",
+    "LeadDetail",
+    "LeadPage",
+    "Captured",
+    "ParsedLead",
+    "User",
+    "Session",
+    "LoggedIn",
+    "SessionUser",
+    "ApiKey",
+    "CreatedApiKey",
+    "VerifiedKey",
+    "Endpoint",
+    "CreatedEndpoint",
+    "Channel",
+    "WorkspaceInfo",
+    "Received",
+]
+
+M = TypeVar("M", bound="Model")
+
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def parse_datetime(text: str) -> datetime:
+    """An RFC 3339 timestamp as crm writes it (``…Z``, 0–9 fraction digits) as an
+    aware ``datetime``; ``fromisoformat`` before Python 3.11 takes neither form."""
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _converter(hint: Any) -> Callable[[Any], Any]:
+    """How one JSON value becomes the attribute typed ``hint``."""
+    args = getattr(hint, "__args__", ())
+    if getattr(hint, "__origin__", None) is Union and type(None) in args:
+        inner = _converter(next(a for a in args if a is not type(None)))
+        return lambda v: None if v is None else inner(v)
+    if hint is datetime:
+        return parse_datetime
+    if isinstance(hint, type) and issubclass(hint, Model):
+        return hint.from_dict
+    if getattr(hint, "__origin__", None) is list and args:
+        item = _converter(args[0])
+        return lambda v: [item(x) for x in v]
+    return lambda v: v
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Model):
+        return value.to_dict()
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class Model:
+    """Base of every result."""
+
+    __slots__ = ()
+    _converters: Dict[str, Callable[[Any], Any]]
+
+    @classmethod
+    def from_dict(cls: Type[M], data: Dict[str, Any]) -> M:
+        """Builds the result from its JSON shape (unknown keys are ignored)."""
+        conv = cls.__dict__.get("_converters")
+        if conv is None:
+            hints = get_type_hints(cls)
+            conv = {f.name: _converter(hints[f.name]) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            setattr(cls, "_converters", conv)
+        return cls(**{k: c(data.get(k)) for k, c in conv.items()})
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON shape (as the HTTP API serves it)."""
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+        }
+
+
+_model = dataclasses.dataclass(frozen=True)
+
+
+@_model
+class Lead(Model):
+    """A lead."""
+
+    id: str
+    workspace_id: str
+    name: str
+    email: Optional[str]
+    phone: Optional[str]
+    company: Optional[str]
+    budget: Optional[str]
+    project_type: Optional[str]
+    message: Optional[str]
+    source: Optional[str]
+    status: str
+    notes: Optional[str]
+    tags: List[str]
+    custom: Dict[str, Any]
+    raw_input: Optional[str]
+    ai_parsed: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@_model
+class Activity(Model):
+    """One entry of a lead's timeline (``kind``: ``note``, ``message``, ``status_change``, …)."""
+
+    id: str
+    lead_id: str
+    kind: str
+    description: Optional[str]
+    old_status: Optional[str]
+    new_status: Optional[str]
+    actor: Optional[str]
+    created_at: datetime
+
+
+@_model
+class LeadDetail(Lead):
+    """A lead with its activities, newest first."""
+
+    activities: List[Activity]
+
+
+@_model
+class LeadPage(Model):
+    """One page of leads; pass ``next_cursor`` back for the next (``None`` at the end).
+    ``total`` is set when it was asked for."""
+
+    items: List[Lead]
+    next_cursor: Optional[str]
+    total: Optional[int]
+
+
+@_model
+class Captured(Model):
+    """The lead a capture created (``created``) or merged into."""
+
+    lead: Lead
+    created: bool
+
+
+@_model
+class ParsedLead(Model):
+    """What the lead parser found in free text: ``fields`` (the input for
+    ``leads.create``), the names of the ``found`` fields, a ``confidence`` in 0–1,
+    and the ``lead`` when ``auto_save`` created it."""
+
+    fields: Dict[str, Any]
+    found: List[str]
+    confidence: float
+    lead: Optional[Lead]
+
+
+@_model
+class User(Model):
+    """A user (``role``: ``owner``, ``admin`` or ``member``)."""
+
+    id: str
+    workspace_id: str
+    email: str
+    display_name: str
+    role: str
+    email_verified_at: Optional[datetime]
+    created_at: datetime
+    updated_at: datetime
+
+
+@_model
+class Session(Model):
+    """A sign-in session (its token is only in :class:`LoggedIn`)."""
+
+    id: str
+    workspace_id: str
+    user_id: str
+    remember: bool
+    ip: Optional[str]
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    absolute_expires_at: datetime
+
+
+@_model
+class LoggedIn(Model):
+    """A successful login: the session ``token`` to hand the client (shown once, never
+    in ``repr``), the session and the user."""
+
+    token: str = dataclasses.field(repr=False)
+    session: Session
+    user: User
+
+
+@_model
+class SessionUser(Model):
+    """Who a session token belongs to."""
+
+    session: Session
+    user: User
+
+
+@_model
+class ApiKey(Model):
+    """An API key's record; the key itself is never stored."""
+
+    id: str
+    workspace_id: str
+    name: str
+    display_prefix: str
+    scopes: List[str]
+    created_by: Optional[str]
+    created_at: datetime
+    updated_at: datetime
+    expires_at: Optional[datetime]
+    revoked_at: Optional[datetime]
+    last_used_at: Optional[datetime]
+    replaced_by: Optional[str]
+
+
+@_model
+class CreatedApiKey(Model):
+    """A new API key: ``secret`` is the key, shown this once (never in ``repr``)."""
+
+    key: ApiKey
+    secret: str = dataclasses.field(repr=False)
+
+
+@_model
+class VerifiedKey(Model):
+    """A valid API key: its id, workspace, scopes and expiry."""
+
+    key_id: str
+    workspace_id: str
+    scopes: List[str]
+    expires_at: Optional[datetime]
+
+
+@_model
+class Endpoint(Model):
+    """A webhook endpoint."""
+
+    id: str
+    workspace_id: str
+    url: str
+    description: Optional[str]
+    event_types: List[str]
+    enabled: bool
+    rate_limit_per_minute: Optional[int]
+    consecutive_failures: int
+    last_success_at: Optional[datetime]
+    last_failure_at: Optional[datetime]
+    disabled_reason: Optional[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+@_model
+class CreatedEndpoint(Model):
+    """A new endpoint and its signing ``secret`` (``whsec_…``, never in ``repr``)."""
+
+    endpoint: Endpoint
+    secret: str = dataclasses.field(repr=False)
+
+
+@_model
+class Channel(Model):
+    """A notification channel (its configuration stays sealed in the database)."""
+
+    id: str
+    workspace_id: str
+    kind: str
+    name: str
+    event_types: List[str]
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@_model
+class WorkspaceInfo(Model):
+    """A workspace's id, name and creation time."""
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+@_model
+class Received(Model):
+    """What an inbound WhatsApp payload did: the ids of the leads ``captured`` (one per
+    new message), the messages seen before (``duplicates``), and status updates or
+    non-text messages ``ignored``."""
+
+    captured: List[str]
+    duplicates: int
+    ignored: int

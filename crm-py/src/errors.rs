@@ -1,0 +1,98 @@
+//! `crm_core::Error` → the `crm.CrmError` hierarchy, mapped once.
+//!
+//! The exception classes are written in Python (`crm/errors.py`): they carry typed
+//! attributes (`errors`, `existing_id`, `retry_after`, …), pickle, and need no stubs
+//! of their own. This module only picks the class and its arguments.
+
+use crm_core::webhooks::signing::VerifyError;
+use crm_core::Error;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyList;
+
+/// `crm.errors`, imported once.
+fn errors_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    MODULE
+        .get_or_try_init(py, || py.import("crm.errors").map(Bound::unbind))
+        .map(|m| m.bind(py))
+}
+
+/// Builds the exception for `err`. Display strings of `crm_core::Error` never carry
+/// database text or secrets, so they are safe as messages.
+pub(crate) fn to_py(py: Python<'_>, err: &Error) -> PyErr {
+    build(py, err).unwrap_or_else(|e| e)
+}
+
+fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
+    let m = errors_module(py)?;
+    let msg = err.to_string();
+    let exc = match err {
+        Error::Validation { errors } => {
+            let list = PyList::empty(py);
+            for e in errors {
+                list.append((e.field.as_str(), e.message.as_str()))?;
+            }
+            m.getattr("ValidationError")?.call1((msg, list))?
+        }
+        Error::NotFound { entity } => m.getattr("NotFoundError")?.call1((msg, *entity))?,
+        Error::Conflict {
+            field, existing_id, ..
+        } => m.getattr("ConflictError")?.call1((
+            msg,
+            existing_id.map(|id| id.to_string()),
+            *field,
+        ))?,
+        Error::Unauthorized { reason } => m
+            .getattr("UnauthorizedError")?
+            .call1((msg, reason_code(*reason)))?,
+        Error::Forbidden => m.getattr("ForbiddenError")?.call1((msg,))?,
+        Error::RateLimited { retry_after } => m
+            .getattr("RateLimitedError")?
+            .call1((msg, retry_after.as_secs_f64()))?,
+        Error::Integration(_) => m.getattr("IntegrationError")?.call1((msg,))?,
+        Error::WebhookVerification(v) => return verification(py, *v),
+        other => m.getattr("CrmError")?.call1((msg, other.code()))?,
+    };
+    Ok(PyErr::from_value(exc))
+}
+
+/// `crm.WebhookVerificationError` for a signature that did not verify.
+pub(crate) fn verification(py: Python<'_>, err: VerifyError) -> PyResult<PyErr> {
+    let exc = errors_module(py)?
+        .getattr("WebhookVerificationError")?
+        .call1((err.to_string(), err.kind()))?;
+    Ok(PyErr::from_value(exc))
+}
+
+/// A `ValidationError` on one field, for input refused before any service sees it.
+pub(crate) fn invalid(py: Python<'_>, field: &str, message: &str) -> PyErr {
+    to_py(py, &Error::invalid(field, message))
+}
+
+fn reason_code(r: crm_core::AuthFailure) -> &'static str {
+    use crm_core::AuthFailure as A;
+    match r {
+        A::MalformedKey => "malformed_key",
+        A::UnknownKey => "unknown_key",
+        A::RevokedKey => "revoked_key",
+        A::ExpiredKey => "expired_key",
+        A::MalformedToken => "malformed_token",
+        A::InvalidToken => "invalid_token",
+        A::InvalidCredentials => "invalid_credentials",
+        _ => "unauthorized",
+    }
+}
+
+/// A `CrmError` for a failure inside crm itself (a panic caught before it reached
+/// Python, a poisoned lock); the detail goes nowhere near the caller.
+pub(crate) fn internal(py: Python<'_>) -> PyErr {
+    let made = errors_module(py).and_then(|m| {
+        m.getattr("CrmError")?
+            .call1(("internal error", "internal_error"))
+    });
+    match made {
+        Ok(e) => PyErr::from_value(e),
+        Err(e) => e,
+    }
+}
