@@ -7,6 +7,7 @@
 use crm_core::webhooks::signing::VerifyError;
 use crm_core::Error;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
@@ -95,4 +96,41 @@ pub(crate) fn internal(py: Python<'_>) -> PyErr {
         Ok(e) => PyErr::from_value(e),
         Err(e) => e,
     }
+}
+
+/// Raises what the mapping makes of a sample error of kind `code` (a
+/// [`crm_core::Error::code`], or `webhook_verification_failed`). For the test of the
+/// mapping: some kinds (an integration failure, a broken database) cannot be caused
+/// on demand from Python. Not part of the public API.
+#[pyfunction]
+pub(crate) fn sample_error(py: Python<'_>, code: PyBackedStr) -> PyResult<()> {
+    use crm_core::AuthFailure;
+    use std::time::Duration;
+    let err = match &*code {
+        "validation_failed" => Error::Validation {
+            errors: vec![
+                crm_core::FieldError::new("email", "is not an email"),
+                crm_core::FieldError::new("tags[1]", "is empty"),
+            ],
+        },
+        "not_found" => Error::NotFound { entity: "lead" },
+        "conflict" => Error::Conflict {
+            message: "a lead with this email already exists".into(),
+            field: Some("email"),
+            existing_id: Some(uuid::Uuid::nil()),
+        },
+        "unauthorized" => Error::Unauthorized {
+            reason: AuthFailure::RevokedKey,
+        },
+        "forbidden" => Error::Forbidden,
+        "rate_limited" => Error::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        },
+        "integration_failed" => Error::Integration("discord: 500".into()),
+        "webhook_verification_failed" => Error::WebhookVerification(VerifyError::InvalidTimestamp),
+        "configuration_error" => Error::Config("no master key".into()),
+        "internal_error" => Error::Unseal,
+        _ => return Err(invalid(py, "code", "unknown error code")),
+    };
+    Err(to_py(py, &err))
 }

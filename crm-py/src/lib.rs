@@ -23,5 +23,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sync::password_hash, m)?)?;
     m.add_function(wrap_pyfunction!(sync::password_verify, m)?)?;
     m.add_function(wrap_pyfunction!(sync::password_check_policy, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::sample_error, m)?)?;
     Ok(())
 }

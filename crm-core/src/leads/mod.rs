@@ -30,6 +30,7 @@
 
 pub(crate) mod cursor;
 mod model;
+pub(crate) use model::nullable;
 pub(crate) mod parse;
 pub mod parser;
 mod values;

@@ -165,7 +165,7 @@ pub struct LeadPatch {
 }
 
 /// Missing field → `None` (through `#[serde(default)]`), `null` → `Some(None)`.
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub(crate) fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

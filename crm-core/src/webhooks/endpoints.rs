@@ -84,13 +84,15 @@ pub struct NewEndpoint {
 pub struct EndpointPatch {
     /// A new URL.
     pub url: Option<String>,
-    /// A new description (`Some(None)` clears it).
+    /// A new description (`Some(None)`, JSON `null`, clears it).
+    #[serde(deserialize_with = "crate::leads::nullable")]
     pub description: Option<Option<String>>,
     /// A new event filter.
     pub event_types: Option<Vec<String>>,
     /// Enable or disable; enabling clears the failure count and `disabled_reason`.
     pub enabled: Option<bool>,
-    /// A new limit (`Some(None)` removes it).
+    /// A new limit (`Some(None)`, JSON `null`, removes it).
+    #[serde(deserialize_with = "crate::leads::nullable")]
     pub rate_limit_per_minute: Option<Option<u32>>,
 }
 
@@ -481,4 +483,22 @@ pub(crate) struct SealedSecrets {
     pub current: String,
     pub previous: Option<String>,
     pub previous_until: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EndpointPatch;
+
+    #[test]
+    fn null_clears_and_absent_keeps() -> serde_json::Result<()> {
+        let p: EndpointPatch =
+            serde_json::from_str(r#"{"description": null, "rate_limit_per_minute": null}"#)?;
+        assert_eq!(
+            (p.description, p.rate_limit_per_minute),
+            (Some(None), Some(None))
+        );
+        let p: EndpointPatch = serde_json::from_str(r#"{"enabled": true}"#)?;
+        assert_eq!((p.description, p.rate_limit_per_minute), (None, None));
+        Ok(())
+    }
 }

@@ -1,0 +1,168 @@
+"""The lead service through Python, on both backends."""
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import crm
+
+
+async def count(client: crm.Workspace) -> int:
+    page = await client.leads.list(include_total=True, limit=1)
+    assert page.total is not None
+    return page.total
+
+
+async def test_create_get_and_typed_results(client: crm.Crm) -> None:
+    lead = await client.leads.create(
+        "Ada Lovelace", email="ADA@Example.com", phone="+44 20 7946 0958", tags=["vip"],
+        custom={"plan": "pro"}, source="website",
+    )
+    assert isinstance(lead, crm.Lead)
+    assert lead.email == "ADA@example.com" and lead.status == "new" and lead.tags == ["vip"]
+    assert lead.custom == {"plan": "pro"} and lead.workspace_id == crm.DEFAULT_WORKSPACE
+    assert lead.created_at.tzinfo is not None
+    assert abs(lead.created_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    detail = await client.leads.get(lead.id)
+    assert isinstance(detail, crm.LeadDetail) and detail.id == lead.id and detail.activities == []
+    d = lead.to_dict()
+    assert d["id"] == lead.id and d["created_at"].endswith("Z") and d["tags"] == ["vip"]
+    assert crm.Lead.from_dict(d) == lead
+
+
+async def test_update_clears_and_records_status_change(client: crm.Crm) -> None:
+    lead = await client.leads.create("Bo", email="bo@example.com", company="Acme", notes="n")
+    updated = await client.leads.update(lead.id, status="contacted", company=None)
+    assert updated.status == "contacted" and updated.company is None
+    assert updated.notes == "n" and updated.email == "bo@example.com"  # not given: kept
+    acts = await client.leads.activities(lead.id)
+    assert [(a.kind, a.old_status, a.new_status) for a in acts] == [("status_change", "new", "contacted")]
+
+
+async def test_activities_and_delete(client: crm.Crm) -> None:
+    lead = await client.leads.create("Cy", phone="+15551234567")
+    act = await client.leads.add_activity(lead.id, "note", "called back")
+    assert isinstance(act, crm.Activity) and act.lead_id == lead.id and act.description == "called back"
+    assert [a.id for a in (await client.leads.get(lead.id)).activities] == [act.id]
+    await client.leads.delete(lead.id)
+    with pytest.raises(crm.NotFoundError) as e:
+        await client.leads.get(lead.id)
+    assert e.value.entity == "lead" and e.value.code == "not_found"
+    with pytest.raises(crm.NotFoundError):
+        await client.leads.delete(lead.id)
+    with pytest.raises(crm.NotFoundError):
+        await client.leads.add_activity(lead.id, "note")
+
+
+async def test_capture_merges_by_email(client: crm.Crm) -> None:
+    first = await client.leads.capture("Di", email="di@example.com", message="hi")
+    again = await client.leads.capture("Di", email="di@example.com", message="again")
+    assert first.created and not again.created and again.lead.id == first.lead.id
+    kinds = [a.kind for a in await client.leads.activities(first.lead.id)]
+    assert kinds.count("form_submission") == 2
+
+
+async def test_list_filters_cursor_and_total(client: crm.Crm) -> None:
+    for i in range(5):
+        await client.leads.create(f"Lead {i}", email=f"l{i}@example.com", tags=["t"] if i % 2 else [],
+                                  source="website" if i < 3 else "referral")
+    page = await client.leads.list(limit=2, sort="name", order="asc", include_total=True)
+    assert [lead.name for lead in page.items] == ["Lead 0", "Lead 1"] and page.total == 5
+    assert page.next_cursor
+    seen = [lead.name for lead in page.items]
+    while page.next_cursor:
+        page = await client.leads.list(limit=2, sort="name", order="asc", cursor=page.next_cursor)
+        seen += [lead.name for lead in page.items]
+    assert seen == [f"Lead {i}" for i in range(5)]
+    assert {lead.name for lead in (await client.leads.list(source="referral")).items} == {"Lead 3", "Lead 4"}
+    assert {lead.name for lead in (await client.leads.list(tags=["t"])).items} == {"Lead 1", "Lead 3"}
+    assert [lead.name for lead in (await client.leads.list(q="lead 4")).items] == ["Lead 4"]
+    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert (await client.leads.list(created_after=future)).items == []
+    assert len((await client.leads.list(created_before=future)).items) == 5
+    assert len((await client.leads.list(status=["new", "won"])).items) == 5
+
+
+async def test_bad_input_is_a_typed_error_and_writes_nothing(client: crm.Crm) -> None:
+    cases = [
+        (lambda: client.leads.create("", email="not-an-email"), {"name", "email"}),
+        (lambda: client.leads.create("X", status="bogus"), {"status"}),
+        (lambda: client.leads.create("X", phone="12"), {"phone"}),
+        (lambda: client.leads.create("X", custom={"k": 1}, tags=["ok", ""]), {"tags[1]"}),
+        (lambda: client.leads.create(123), {"name"}),  # type: ignore[arg-type]
+        (lambda: client.leads.list(limit=0), {"limit"}),
+        (lambda: client.leads.list(limit=-1), {"limit"}),
+        (lambda: client.leads.list(cursor="garbage"), {"cursor"}),
+        (lambda: client.leads.list(sort="nope"), {"sort"}),
+        (lambda: client.leads.list(created_after=datetime(2026, 1, 1)), {"created_after"}),
+        (lambda: client.leads.get("not-a-uuid"), {"id"}),
+        (lambda: client.leads.update("not-a-uuid", name="x"), {"id"}),
+        (lambda: client.leads.add_activity("00000000-0000-7000-8000-000000000000", ""), {"kind"}),
+    ]
+    for call, fields in cases:
+        with pytest.raises(crm.ValidationError) as e:
+            await call()
+        assert {f.field for f in e.value.errors} >= fields, (fields, e.value.errors)
+        assert e.value.code == "validation_failed"
+    assert await count(client) == 0
+    lead = await client.leads.create("Kept", email="kept@example.com")
+    with pytest.raises(crm.ValidationError):
+        await client.leads.update(lead.id, email="broken")
+    assert (await client.leads.get(lead.id)).email == "kept@example.com"
+
+
+async def test_conflict_carries_the_existing_id(client: crm.Crm) -> None:
+    lead = await client.leads.create("Ed", email="ed@example.com")
+    with pytest.raises(crm.ConflictError) as e:
+        await client.leads.create("Ed again", email="ed@example.com")
+    assert e.value.existing_id == lead.id and e.value.field == "email"
+    assert await count(client) == 1
+
+
+async def test_workspaces_are_isolated(client: crm.Crm) -> None:
+    other = await client.create_workspace("Other")
+    assert (await other.info()).name == "Other"
+    assert (await other.rename("Renamed")).name == "Renamed"
+    lead = await other.leads.create("Fi", email="fi@example.com")
+    assert (await client.leads.list()).items == []
+    with pytest.raises(crm.NotFoundError):
+        await client.leads.get(lead.id)
+    assert (await client.workspace(other.id).leads.get(lead.id)).name == "Fi"
+    with pytest.raises(crm.ValidationError):
+        client.workspace("nope")
+    with pytest.raises(crm.NotFoundError):
+        await client.workspace("00000000-0000-7000-8000-000000000001").leads.create("Gi", phone="+15550001111")
+
+
+async def test_parse_with_builtin_parser(client: crm.Crm) -> None:
+    parsed = await client.leads.parse("Hi, I'm Hal, hal@example.com, +1 555 010 9999", auto_save=True)
+    assert isinstance(parsed, crm.ParsedLead) and "email" in parsed.found
+    assert parsed.lead is not None and parsed.lead.email == "hal@example.com"
+    assert (await client.leads.parse("nothing here")).lead is None
+
+
+async def test_results_are_real_coroutines(client: crm.Crm) -> None:
+    coro = client.leads.create("Ivy", email="ivy@example.com")
+    assert asyncio.iscoroutine(coro)
+    task = asyncio.create_task(coro)
+    others = await asyncio.gather(*(client.leads.create(f"P{i}", email=f"p{i}@example.com") for i in range(10)))
+    assert (await task).name == "Ivy" and len({lead.id for lead in others}) == 10
+    assert await count(client) == 11
+
+
+async def test_ping_and_close(database_url: str) -> None:
+    async with await crm.Crm.connect(database_url) as c:
+        await c.ping()
+        assert repr(c) == "Crm()"
+    with pytest.raises(crm.CrmError):
+        await c.ping()
+
+
+async def test_connect_errors(tmp_path: object) -> None:
+    with pytest.raises(crm.ValidationError) as e:
+        await crm.Crm.connect("sqlite::memory:", master_key="short")
+    assert e.value.errors[0].field == "master_key"
+    with pytest.raises(crm.CrmError) as c:
+        await crm.Crm.connect("mysql://nope")
+    assert c.value.code == "configuration_error"
