@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: everything CI runs, from a fresh clone.
 #   fmt, clippy (all features, -D warnings), rustdoc (-D warnings),
-#   the tests on SQLite and on Postgres (CRM_TEST_PG_URL, or a throwaway cluster).
+#   the tests on SQLite and on Postgres (CRM_TEST_PG_URL, or a throwaway cluster),
+#   then the Python module: built by `pip install ./crm-py` into a fresh virtualenv
+#   (.venv), its pytest suite (both backends, the FastAPI example) and mypy.stubtest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,21 @@ fi
 
 step "tests (SQLite and Postgres)"
 cargo test --workspace --all-features --locked
+
+step "Python: a fresh virtualenv with crm built from ./crm-py"
+rm -rf .venv
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r crm-py/requirements-test.txt
+.venv/bin/python -m pip install -q ./crm-py
+
+step "Python: pytest (SQLite and Postgres, the FastAPI example)"
+# Any non-zero exit fails the run, 5 (no tests collected) included.
+(cd crm-py && ../.venv/bin/python -m pytest -q -p no:cacheprovider)
+
+step "Python: the stubs match the module (mypy.stubtest), and type-check"
+.venv/bin/python -m mypy.stubtest crm
+.venv/bin/python -m mypy --strict crm-py/python/crm examples/fastapi/app.py
 
 echo
 echo "all checks passed"

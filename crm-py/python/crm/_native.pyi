@@ -4,6 +4,19 @@ from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any, Optional, Union, final
 
+__all__ = [
+    "__version__",
+    "Client",
+    "Webhook",
+    "whatsapp_verify_signature",
+    "whatsapp_handshake",
+    "calcom_verify_signature",
+    "password_hash",
+    "password_verify",
+    "password_check_policy",
+    "sample_error",
+]
+
 __version__: str
 
 @final

@@ -7,6 +7,7 @@ are attributes of the one result that carries them and never appear in ``repr``.
 """
 
 import dataclasses
+from dataclasses import dataclass
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union, get_type_hints
@@ -98,10 +99,9 @@ class Model:
         }
 
 
-_model = dataclasses.dataclass(frozen=True)
 
 
-@_model
+@dataclass(frozen=True)
 class Lead(Model):
     """A lead."""
 
@@ -125,7 +125,7 @@ class Lead(Model):
     updated_at: datetime
 
 
-@_model
+@dataclass(frozen=True)
 class Activity(Model):
     """One entry of a lead's timeline (``kind``: ``note``, ``message``, ``status_change``, …)."""
 
@@ -139,14 +139,14 @@ class Activity(Model):
     created_at: datetime
 
 
-@_model
+@dataclass(frozen=True)
 class LeadDetail(Lead):
     """A lead with its activities, newest first."""
 
     activities: List[Activity]
 
 
-@_model
+@dataclass(frozen=True)
 class LeadPage(Model):
     """One page of leads; pass ``next_cursor`` back for the next (``None`` at the end).
     ``total`` is set when it was asked for."""
@@ -156,7 +156,7 @@ class LeadPage(Model):
     total: Optional[int]
 
 
-@_model
+@dataclass(frozen=True)
 class Captured(Model):
     """The lead a capture created (``created``) or merged into."""
 
@@ -164,7 +164,7 @@ class Captured(Model):
     created: bool
 
 
-@_model
+@dataclass(frozen=True)
 class ParsedLead(Model):
     """What the lead parser found in free text: ``fields`` (the input for
     ``leads.create``), the names of the ``found`` fields, a ``confidence`` in 0–1,
@@ -176,7 +176,7 @@ class ParsedLead(Model):
     lead: Optional[Lead]
 
 
-@_model
+@dataclass(frozen=True)
 class User(Model):
     """A user (``role``: ``owner``, ``admin`` or ``member``)."""
 
@@ -190,7 +190,7 @@ class User(Model):
     updated_at: datetime
 
 
-@_model
+@dataclass(frozen=True)
 class Session(Model):
     """A sign-in session (its token is only in :class:`LoggedIn`)."""
 
@@ -205,7 +205,7 @@ class Session(Model):
     absolute_expires_at: datetime
 
 
-@_model
+@dataclass(frozen=True)
 class LoggedIn(Model):
     """A successful login: the session ``token`` to hand the client (shown once, never
     in ``repr``), the session and the user."""
@@ -215,7 +215,7 @@ class LoggedIn(Model):
     user: User
 
 
-@_model
+@dataclass(frozen=True)
 class SessionUser(Model):
     """Who a session token belongs to."""
 
@@ -223,7 +223,7 @@ class SessionUser(Model):
     user: User
 
 
-@_model
+@dataclass(frozen=True)
 class ApiKey(Model):
     """An API key's record; the key itself is never stored."""
 
@@ -241,7 +241,7 @@ class ApiKey(Model):
     replaced_by: Optional[str]
 
 
-@_model
+@dataclass(frozen=True)
 class CreatedApiKey(Model):
     """A new API key: ``secret`` is the key, shown this once (never in ``repr``)."""
 
@@ -249,7 +249,7 @@ class CreatedApiKey(Model):
     secret: str = dataclasses.field(repr=False)
 
 
-@_model
+@dataclass(frozen=True)
 class VerifiedKey(Model):
     """A valid API key: its id, workspace, scopes and expiry."""
 
@@ -259,7 +259,7 @@ class VerifiedKey(Model):
     expires_at: Optional[datetime]
 
 
-@_model
+@dataclass(frozen=True)
 class Endpoint(Model):
     """A webhook endpoint."""
 
@@ -278,7 +278,7 @@ class Endpoint(Model):
     updated_at: datetime
 
 
-@_model
+@dataclass(frozen=True)
 class CreatedEndpoint(Model):
     """A new endpoint and its signing ``secret`` (``whsec_…``, never in ``repr``)."""
 
@@ -286,7 +286,7 @@ class CreatedEndpoint(Model):
     secret: str = dataclasses.field(repr=False)
 
 
-@_model
+@dataclass(frozen=True)
 class Channel(Model):
     """A notification channel (its configuration stays sealed in the database)."""
 
@@ -300,7 +300,7 @@ class Channel(Model):
     updated_at: datetime
 
 
-@_model
+@dataclass(frozen=True)
 class WorkspaceInfo(Model):
     """A workspace's id, name and creation time."""
 
@@ -309,7 +309,7 @@ class WorkspaceInfo(Model):
     created_at: datetime
 
 
-@_model
+@dataclass(frozen=True)
 class Received(Model):
     """What an inbound WhatsApp payload did: the ids of the leads ``captured`` (one per
     new message), the messages seen before (``duplicates``), and status updates or
