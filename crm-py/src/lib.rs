@@ -2,9 +2,9 @@
 //!
 //! Python code imports `crm`, never this module: the package's Python half holds the
 //! typed API (`crm.Crm`, the services, dataclass results, the exception hierarchy)
-//! and calls in here. [`client`] is the async bridge to crm-core's services on one
-//! tokio runtime; [`sync`] has the CPU-only helpers (webhook signatures, passwords)
-//! that release the GIL; [`errors`] maps `crm_core::Error` to `crm.CrmError` once.
+//! and calls in here. `client` is the async bridge to crm-core's services on one
+//! tokio runtime; `sync` has the CPU-only helpers (webhook signatures, passwords)
+//! that release the GIL; `errors` maps `crm_core::Error` to `crm.CrmError` once.
 
 use pyo3::prelude::*;
 
