@@ -52,18 +52,19 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             .getattr("RateLimitedError")?
             .call1((msg, retry_after.as_secs_f64()))?,
         Error::Integration(_) => m.getattr("IntegrationError")?.call1((msg,))?,
-        Error::WebhookVerification(v) => return verification(py, *v),
+        Error::WebhookVerification(v) => return Ok(verification(py, *v)),
         other => m.getattr("CrmError")?.call1((msg, other.code()))?,
     };
     Ok(PyErr::from_value(exc))
 }
 
 /// `crm.WebhookVerificationError` for a signature that did not verify.
-pub(crate) fn verification(py: Python<'_>, err: VerifyError) -> PyResult<PyErr> {
-    let exc = errors_module(py)?
-        .getattr("WebhookVerificationError")?
-        .call1((err.to_string(), err.kind()))?;
-    Ok(PyErr::from_value(exc))
+pub(crate) fn verification(py: Python<'_>, err: VerifyError) -> PyErr {
+    let made = errors_module(py).and_then(|m| {
+        m.getattr("WebhookVerificationError")?
+            .call1((err.to_string(), err.kind()))
+    });
+    made.map_or_else(|e| e, PyErr::from_value)
 }
 
 /// A `ValidationError` on one field, for input refused before any service sees it.

@@ -141,9 +141,9 @@ impl Webhook {
         let signer = &self.signer;
         let now = now.unwrap_or_else(now_secs);
         hashing(py, payload.len(), || {
-            signer.verify(&id, &ts, &sig, &payload, now)
+            signer.verify(id, ts, sig, &payload, now)
         })
-        .map_err(|e| verification(py, e).unwrap_or_else(|e| e))?;
+        .map_err(|e| verification(py, e))?;
         if json_parse {
             json_loads(py)?.call1((data,))
         } else {
@@ -194,8 +194,8 @@ impl Headers {
         Ok(found)
     }
 
-    fn get(&self, i: usize) -> String {
-        self.0[i].clone().unwrap_or_default()
+    fn get(&self, i: usize) -> &str {
+        self.0[i].as_deref().unwrap_or_default()
     }
 }
 
@@ -267,7 +267,7 @@ fn hex_check(
     } else {
         hashing(py, payload.len(), || check(&payload, header))
     };
-    result.map_err(|e| verification(py, e).unwrap_or_else(|e| e))
+    result.map_err(|e| verification(py, e))
 }
 
 /// `crm.whatsapp.handshake`: the challenge to echo when Meta's verification request
