@@ -6,7 +6,7 @@ use serde_json::Value;
 
 fn vectors(name: &str) -> Vec<Value> {
     let path = format!(
-        "{}/../shared/vectors/{name}.json",
+        "{}/tests/vectors/{name}.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path)

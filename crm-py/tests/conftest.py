@@ -16,11 +16,11 @@ import pytest
 import crm
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT.parent / "shared" / "vectors"
+VECTORS = ROOT / "tests" / "vectors"
 
 
 def vectors(name: str) -> List[Dict[str, Any]]:
-    """The cases of ``../shared/vectors/<name>.json``; a missing file fails the test."""
+    """The cases of ``tests/vectors/<name>.json`` (the project's copy, shared with the Rust tests); a missing file fails the test."""
     path = VECTORS / f"{name}.json"
     cases: List[Dict[str, Any]] = json.loads(path.read_text())["cases"]
     assert cases, f"no cases in {path}"

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 fn vector() -> (String, String, String) {
     let path = format!(
-        "{}/../../shared/vectors/calcom.json",
+        "{}/../tests/vectors/calcom.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let doc: Value =

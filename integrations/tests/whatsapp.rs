@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 fn vector() -> (String, String, String) {
     let path = format!(
-        "{}/../../shared/vectors/whatsapp.json",
+        "{}/../tests/vectors/whatsapp.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let doc: Value =
