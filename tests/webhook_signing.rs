@@ -5,10 +5,7 @@ use crm::webhooks::signing::{verify_calcom, verify_whatsapp, WebhookSecret};
 use serde_json::Value;
 
 fn vectors(name: &str) -> Vec<Value> {
-    let path = format!(
-        "{}/tests/vectors/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/vectors/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("the test vectors must be at {path}: {e}"));
     let doc: Value = serde_json::from_str(&text).expect("vector JSON");

@@ -34,6 +34,7 @@ pub struct Crm {
 
 struct Inner {
     pool: Pool,
+    schema: Option<String>,
     sealer: Option<Sealer>,
     clock: Arc<dyn Clock>,
     rules: LeadRules,
@@ -118,7 +119,23 @@ impl Crm {
         micros(self.inner.clock.now())
     }
 
-    /// Closes the pool; pending work finishes first.
+    /// Brings crm's tables to this library's version and returns the migration
+    /// versions it applied (empty when there was nothing to do). [`CrmBuilder::connect`]
+    /// does this unless [`CrmBuilder::migrate`] turned it off, for a host that runs
+    /// migrations at a moment of its choosing (a deploy step, before its own).
+    ///
+    /// crm's migration history lives in its own table, `_crm_migrations`, never in
+    /// sqlx's `_sqlx_migrations`, so a host's `sqlx::migrate!` and crm's can run on one
+    /// database in either order. Pending migrations run in one transaction under a
+    /// lock (instances starting together apply each once). A database whose crm
+    /// schema is newer than this library fails with [`Error::Migration`] naming both
+    /// versions, and nothing is changed.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        crate::migrate::run(self.pool(), self.inner.schema.as_deref()).await
+    }
+
+    /// Closes the pool; pending work finishes first. On a pool the host handed over
+    /// ([`CrmBuilder::pool`]) this closes the host's pool too.
     pub async fn close(&self) {
         with_pool!(self.pool(), |p, DB| p.close().await)
     }
@@ -294,6 +311,9 @@ fn workspace_name(name: &str) -> Result<&str> {
 /// Settings of a [`Crm`]; finish with [`CrmBuilder::connect`].
 pub struct CrmBuilder {
     url: String,
+    host_pool: Option<Result<Pool>>,
+    migrate: bool,
+    schema: Option<String>,
     max_connections: u32,
     master_key: Option<MasterKey>,
     retired_keys: Vec<MasterKey>,
@@ -313,6 +333,9 @@ impl Default for CrmBuilder {
     fn default() -> Self {
         Self {
             url: "sqlite://crm.db".into(),
+            host_pool: None,
+            migrate: true,
+            schema: None,
             max_connections: 10,
             master_key: None,
             retired_keys: Vec::new(),
@@ -335,6 +358,9 @@ impl fmt::Debug for CrmBuilder {
         // The URL may carry a database password.
         f.debug_struct("CrmBuilder")
             .field("max_connections", &self.max_connections)
+            .field("host_pool", &self.host_pool.is_some())
+            .field("migrate", &self.migrate)
+            .field("schema", &self.schema)
             .field("master_key", &self.master_key)
             .finish_non_exhaustive()
     }
@@ -345,6 +371,38 @@ impl CrmBuilder {
     /// `sqlite::memory:`, or `postgres://user:pass@host/db`. Default `sqlite://crm.db`.
     pub fn database_url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
+        self
+    }
+
+    /// Runs on the host app's own pool instead of opening one from
+    /// [`database_url`](Self::database_url): a `sqlx::SqlitePool` or `sqlx::PgPool`
+    /// (sqlx 0.8, the version crm uses). crm's tables (prefixed `crm_`) and its
+    /// migration history (`_crm_migrations`) then live beside the host's; on Postgres
+    /// they go to the first schema of the pool's `search_path`. A pool of a backend this
+    /// build of crm lacks (a `PgPool` without the `postgres` feature, a MySQL pool)
+    /// makes [`connect`](Self::connect) fail with [`Error::Config`].
+    ///
+    /// crm's own SQLite pools use WAL, `synchronous = NORMAL`, foreign keys and a 5 s
+    /// busy timeout, and roll back a connection that a cancelled write returned inside
+    /// a transaction; give a host pool the same settings (foreign keys are required).
+    pub fn pool<DB: sqlx::Database>(mut self, pool: sqlx::Pool<DB>) -> Self {
+        self.host_pool = Some(db::from_host(pool));
+        self
+    }
+
+    /// Whether [`connect`](Self::connect) runs crm's migrations (default `true`). With
+    /// `false` the host runs them when it chooses, through [`Crm::migrate`].
+    pub fn migrate(mut self, run: bool) -> Self {
+        self.migrate = run;
+        self
+    }
+
+    /// Postgres only: keeps crm's tables in this schema (created by the migrations
+    /// when missing) by making it the `search_path` of crm's connections. 1–63
+    /// lower-case ASCII letters, digits and `_`, starting with a letter or `_`. For a
+    /// host pool ([`pool`](Self::pool)) set the `search_path` on the pool instead.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
         self
     }
 
@@ -449,7 +507,8 @@ impl CrmBuilder {
         self
     }
 
-    /// Checks the settings, connects, and runs the embedded migrations.
+    /// Checks the settings, connects (or takes the host's pool), and runs crm's
+    /// embedded migrations unless [`migrate(false)`](Self::migrate) was set.
     pub async fn connect(self) -> Result<Crm> {
         if !valid_prefix(&self.api_key_prefix) {
             return Err(Error::Config(
@@ -494,12 +553,37 @@ impl CrmBuilder {
             .iter()
             .map(|n| n.parse::<IpNet>().map_err(Error::Config))
             .collect::<Result<Vec<_>>>()?;
-        let pool = db::connect(&self.url, self.max_connections).await?;
+        if let Some(schema) = &self.schema {
+            let valid = schema.len() <= 63
+                && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && schema
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                return Err(Error::Config(
+                    "schema must be 1-63 lower-case letters, digits and _, not starting with a digit"
+                        .into(),
+                ));
+            }
+        }
+        let pool = match self.host_pool {
+            Some(_) if self.schema.is_some() => {
+                return Err(Error::Config(
+                    "a schema cannot be set on the host's pool: set its search_path instead".into(),
+                ))
+            }
+            Some(pool) => pool?,
+            None => db::connect(&self.url, self.max_connections, self.schema.as_deref()).await?,
+        };
+        if self.migrate {
+            crate::migrate::run(&pool, self.schema.as_deref()).await?;
+        }
         let sealer = self.master_key.map(|k| Sealer::new(k, self.retired_keys));
         let limiter = RateLimiter::new(&pool, self.clock.clone(), self.policies)?;
         Ok(Crm {
             inner: Arc::new(Inner {
                 pool,
+                schema: self.schema,
                 sealer,
                 clock: self.clock,
                 rules: self.rules,

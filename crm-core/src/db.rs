@@ -63,9 +63,16 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
-/// Connects and runs the embedded migrations of the backend the URL names.
-pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<Pool> {
+/// Connects to the backend the URL names (no migrations: see [`crate::migrate`]).
+/// `schema` (Postgres only) becomes the connections' `search_path`, so crm's tables
+/// live there.
+pub(crate) async fn connect(url: &str, max_connections: u32, schema: Option<&str>) -> Result<Pool> {
     if url.starts_with("sqlite:") {
+        if schema.is_some() {
+            return Err(Error::Config(
+                "a schema is a Postgres setting; SQLite has none".into(),
+            ));
+        }
         #[cfg(feature = "sqlite")]
         return connect_sqlite(url, max_connections).await;
         #[cfg(not(feature = "sqlite"))]
@@ -75,7 +82,7 @@ pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<Pool> {
     }
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         #[cfg(feature = "postgres")]
-        return connect_postgres(url, max_connections).await;
+        return connect_postgres(url, max_connections, schema).await;
         #[cfg(not(feature = "postgres"))]
         return Err(Error::Config(
             "a postgres: URL needs the `postgres` feature".into(),
@@ -84,6 +91,37 @@ pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<Pool> {
     Err(Error::Config(
         "database URL must start with sqlite: or postgres:".into(),
     ))
+}
+
+/// The host's own pool, when its backend is one this build of crm supports; a
+/// `Config` error naming the backend and the missing feature otherwise.
+pub(crate) fn from_host<DB: sqlx::Database>(pool: sqlx::Pool<DB>) -> Result<Pool> {
+    #[allow(unused_mut)]
+    let mut any: Box<dyn std::any::Any> = Box::new(pool);
+    #[cfg(feature = "sqlite")]
+    {
+        any = match any.downcast::<sqlx::SqlitePool>() {
+            Ok(p) => return Ok(Pool::Sqlite(*p)),
+            Err(other) => other,
+        };
+    }
+    #[cfg(feature = "postgres")]
+    {
+        any = match any.downcast::<sqlx::PgPool>() {
+            Ok(p) => return Ok(Pool::Postgres(*p)),
+            Err(other) => other,
+        };
+    }
+    drop(any);
+    let feature = match DB::NAME {
+        "SQLite" => "crm was built without its `sqlite` feature",
+        "PostgreSQL" => "crm was built without its `postgres` feature",
+        _ => "crm stores its data in SQLite or Postgres only",
+    };
+    Err(Error::Config(format!(
+        "the host's pool is a {} pool, but {feature}",
+        DB::NAME
+    )))
 }
 
 #[cfg(feature = "sqlite")]
@@ -131,27 +169,22 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<Pool> {
         })
     });
     let pool = pool_opts.connect_with(opts).await?;
-    sqlx::migrate!("./migrations/sqlite")
-        .run(&pool)
-        .await
-        .map_err(Error::Migration)?;
     Ok(Pool::Sqlite(pool))
 }
 
 #[cfg(feature = "postgres")]
-async fn connect_postgres(url: &str, max_connections: u32) -> Result<Pool> {
+async fn connect_postgres(url: &str, max_connections: u32, schema: Option<&str>) -> Result<Pool> {
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-    let opts = PgConnectOptions::from_str(url)
+    let mut opts = PgConnectOptions::from_str(url)
         .map_err(|_| Error::Config("database URL is not a valid postgres: URL".into()))?;
+    if let Some(schema) = schema {
+        opts = opts.options([("search_path", schema)]);
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .connect_with(opts)
         .await?;
-    sqlx::migrate!("./migrations/postgres")
-        .run(&pool)
-        .await
-        .map_err(Error::Migration)?;
     Ok(Pool::Postgres(pool))
 }
 
@@ -336,5 +369,30 @@ mod ts_postgres {
         fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
             <DateTime<Utc> as Decode<'r, Postgres>>::decode(value).map(Ts)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Crm, Error};
+
+    /// A host pool of a backend crm does not store in (sqlx's `Any` driver stands in
+    /// for MySQL, or for Postgres in a build without the `postgres` feature: the check
+    /// is the same) is a configuration error that names it, before any connection.
+    #[tokio::test]
+    async fn a_host_pool_of_another_backend_is_a_configuration_error() {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .connect_lazy("sqlite::memory:")
+            .expect("lazy pool");
+        let err = Crm::builder()
+            .pool(pool)
+            .connect()
+            .await
+            .expect_err("an Any pool");
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("Any") && m.contains("SQLite or Postgres")),
+            "{err:?}"
+        );
     }
 }

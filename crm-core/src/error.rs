@@ -85,12 +85,21 @@ pub enum Error {
     /// The `Crm` was built or connected with an unusable configuration.
     #[error("configuration error: {0}")]
     Config(String),
-    /// The database failed. The text of the cause is kept out of `Display`.
+    /// The database failed. The text of the cause is kept out of `Display`; it is the
+    /// [`std::error::Error::source`] of this error, for logs.
     #[error("database error")]
-    Database(#[source] sqlx::Error),
-    /// Running the embedded migrations failed.
-    #[error("database migration failed")]
-    Migration(#[source] sqlx::migrate::MigrateError),
+    Database(#[source] DatabaseError),
+    /// crm's migrations could not run, or the database's crm schema does not match
+    /// this library (newer, or an applied migration that differs). Nothing was
+    /// changed; `message` names the versions.
+    #[error("{message}")]
+    Migration {
+        /// What went wrong, naming the migration versions involved.
+        message: String,
+        /// The database failure behind it, when there was one.
+        #[source]
+        source: Option<DatabaseError>,
+    },
     /// An inbound webhook's signature did not verify.
     #[error("webhook verification failed: {0}")]
     WebhookVerification(#[from] crate::webhooks::signing::VerifyError),
@@ -169,11 +178,39 @@ impl Error {
             Self::Integration(_) => "integration_failed",
             Self::WebhookVerification(_) => "webhook_verification_failed",
             Self::Config(_) => "configuration_error",
-            Self::Database(_) | Self::Migration(_) | Self::Unseal => "internal_error",
+            Self::Database(_) | Self::Migration { .. } | Self::Unseal => "internal_error",
         }
     }
 }
 
+/// A failure of the database driver, kept opaque so that the driver (sqlx) is not part
+/// of crm's public API: its `Display` is the driver's message and its
+/// [`std::error::Error::source`] the driver's own cause, for logs. Never show it to an
+/// end user: it can name tables, columns and values.
+#[derive(Debug)]
+pub struct DatabaseError(sqlx::Error);
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl DatabaseError {
+    pub(crate) fn new(err: sqlx::Error) -> Self {
+        Self(err)
+    }
+}
+
+// Hidden: the crate's own `?` on driver results goes through it; it is not a promise
+// to callers, whose code should not depend on sqlx's error type through crm.
+#[doc(hidden)]
 impl From<sqlx::Error> for Error {
     /// The one place where database errors get a meaning: a unique-constraint
     /// violation is a [`Error::Conflict`], a foreign-key violation means the parent
@@ -193,7 +230,7 @@ impl From<sqlx::Error> for Error {
                 };
             }
         }
-        Self::Database(err)
+        Self::Database(DatabaseError(err))
     }
 }
 

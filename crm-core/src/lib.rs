@@ -13,6 +13,7 @@ pub mod idempotency;
 mod ids;
 pub mod leads;
 mod macros;
+mod migrate;
 pub mod notify;
 pub mod ratelimit;
 pub mod seal;

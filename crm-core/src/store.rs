@@ -397,9 +397,9 @@ pub(crate) struct KeyChange {
 
 /// A stored value that no longer parses: the database was changed behind crm's back.
 fn corrupt(what: &str) -> Error {
-    Error::Database(sqlx::Error::Decode(
+    Error::Database(crate::error::DatabaseError::new(sqlx::Error::Decode(
         format!("stored {what} is not valid").into(),
-    ))
+    )))
 }
 
 impl LeadRow {

@@ -108,6 +108,11 @@ impl TestDb {
         self.scalar(&format!("SELECT COUNT(*) FROM {table}")).await
     }
 
+    /// One integer read with raw SQL, outside crm.
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        self.scalar(sql).await
+    }
+
     /// One text value read with raw SQL, outside crm.
     pub async fn scalar_text(&self, sql: &str) -> String {
         self.scalar(sql).await
