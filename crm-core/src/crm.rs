@@ -102,7 +102,7 @@ impl Crm {
     }
 
     /// The budgets, project types and sources leads are checked against.
-    pub fn allowed_values(&self) -> &crate::leads::AllowedValues {
+    pub fn allowed_values(&self) -> &AllowedValues {
         &self.rules().allowed
     }
 

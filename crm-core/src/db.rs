@@ -8,7 +8,6 @@
 //! and compare as numbers rather than as text).
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::encode::IsNull;
@@ -95,7 +94,7 @@ pub(crate) async fn connect(url: &str, max_connections: u32, schema: Option<&str
 
 /// The host's own pool, when its backend is one this build of crm supports; a
 /// `Config` error naming the backend and the missing feature otherwise.
-pub(crate) fn from_host<DB: sqlx::Database>(pool: sqlx::Pool<DB>) -> Result<Pool> {
+pub(crate) fn from_host<DB: Database>(pool: sqlx::Pool<DB>) -> Result<Pool> {
     #[allow(unused_mut)]
     let mut any: Box<dyn std::any::Any> = Box::new(pool);
     #[cfg(feature = "sqlite")]
@@ -135,7 +134,7 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<Pool> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5))
+        .busy_timeout(std::time::Duration::from_secs(5))
         .foreign_keys(true);
     // An in-memory database lives as long as its one connection: keep exactly one,
     // forever, or the data would vanish with a recycled connection.

@@ -16,6 +16,7 @@
 //! refused with [`Error::Migration`] before anything changes.
 
 use sqlx::migrate::{Migration, Migrator};
+use sqlx::Executor;
 
 use crate::db::Pool;
 use crate::error::DatabaseError;
@@ -103,6 +104,55 @@ fn failed(version: i64) -> impl FnOnce(sqlx::Error) -> Error {
     }
 }
 
+/// Inside the locked transaction `conn`: creates the history table (with the
+/// dialect's column types), reads it, and applies what is pending.
+async fn apply<DB>(
+    conn: &mut DB::Connection,
+    embedded: &[Migration],
+    (bytes, time, now): (&str, &str, &str),
+) -> Result<Vec<i64>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'r> (i64, Vec<u8>): sqlx::FromRow<'r, DB::Row>,
+    for<'q> i64: sqlx::Type<DB> + sqlx::Encode<'q, DB>,
+    for<'q> &'q str: sqlx::Type<DB> + sqlx::Encode<'q, DB>,
+    for<'q> &'q [u8]: sqlx::Type<DB> + sqlx::Encode<'q, DB>,
+{
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+            version BIGINT PRIMARY KEY,
+            description TEXT NOT NULL,
+            checksum {bytes} NOT NULL,
+            installed_on {time} NOT NULL DEFAULT {now}
+        )"
+    );
+    conn.execute(create.as_str()).await?;
+    let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
+        "SELECT version, checksum FROM {MIGRATIONS_TABLE} ORDER BY version"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let insert = format!(
+        "INSERT INTO {MIGRATIONS_TABLE} (version, description, checksum) VALUES ($1, $2, $3)"
+    );
+    let mut done = Vec::new();
+    for m in pending(embedded, &applied)? {
+        conn.execute(m.sql.as_ref())
+            .await
+            .map_err(failed(m.version))?;
+        sqlx::query(&insert)
+            .bind(m.version)
+            .bind(m.description.as_ref())
+            .bind(m.checksum.as_ref())
+            .execute(&mut *conn)
+            .await?;
+        done.push(m.version);
+    }
+    Ok(done)
+}
+
 /// Brings crm's tables to this library's version; returns the versions it applied.
 /// `schema` (Postgres only) is created first when it does not exist.
 pub(crate) async fn run(pool: &Pool, schema: Option<&str>) -> Result<Vec<i64>> {
@@ -115,7 +165,7 @@ pub(crate) async fn run(pool: &Pool, schema: Option<&str>) -> Result<Vec<i64>> {
             // migrations applied.
             let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
             let done =
-                apply::<sqlx::Sqlite>(&mut tx, embedded, "BLOB", "TEXT", "CURRENT_TIMESTAMP")
+                apply::<sqlx::Sqlite>(&mut tx, embedded, ("BLOB", "TEXT", "CURRENT_TIMESTAMP"))
                     .await?;
             tx.commit().await?;
             Ok(done)
@@ -129,69 +179,16 @@ pub(crate) async fn run(pool: &Pool, schema: Option<&str>) -> Result<Vec<i64>> {
                 .await?;
             if let Some(schema) = schema {
                 // `schema` was checked by the builder: lower-case letters, digits, `_`.
-                sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                    .execute(&mut *tx)
-                    .await?;
+                let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+                tx.execute(create.as_str()).await?;
             }
             let done =
-                apply::<sqlx::Postgres>(&mut tx, embedded, "BYTEA", "TIMESTAMPTZ", "now()").await?;
+                apply::<sqlx::Postgres>(&mut tx, embedded, ("BYTEA", "TIMESTAMPTZ", "now()"))
+                    .await?;
             tx.commit().await?;
             Ok(done)
         }
     }
-}
-
-/// Inside the locked transaction `conn`: creates the history table (with the
-/// dialect's column types), reads it, and applies what is pending.
-async fn apply<DB>(
-    conn: &mut DB::Connection,
-    embedded: &[Migration],
-    bytes: &str,
-    time: &str,
-    now: &str,
-) -> Result<Vec<i64>>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    i64: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB>,
-    Vec<u8>: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
-    for<'q> &'q str: sqlx::Type<DB> + sqlx::Encode<'q, DB>,
-    for<'q> &'q [u8]: sqlx::Type<DB> + sqlx::Encode<'q, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    let create = format!(
-        "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
-            version BIGINT PRIMARY KEY,
-            description TEXT NOT NULL,
-            checksum {bytes} NOT NULL,
-            installed_on {time} NOT NULL DEFAULT {now}
-        )"
-    );
-    sqlx::raw_sql(&create).execute(&mut *conn).await?;
-    let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
-        "SELECT version, checksum FROM {MIGRATIONS_TABLE} ORDER BY version"
-    ))
-    .fetch_all(&mut *conn)
-    .await?;
-    let insert = format!(
-        "INSERT INTO {MIGRATIONS_TABLE} (version, description, checksum) VALUES ($1, $2, $3)"
-    );
-    let mut done = Vec::new();
-    for m in pending(embedded, &applied)? {
-        sqlx::raw_sql(&m.sql)
-            .execute(&mut *conn)
-            .await
-            .map_err(failed(m.version))?;
-        sqlx::query(&insert)
-            .bind(m.version)
-            .bind(m.description.as_ref())
-            .bind(m.checksum.as_ref())
-            .execute(&mut *conn)
-            .await?;
-        done.push(m.version);
-    }
-    Ok(done)
 }
 
 #[cfg(all(test, feature = "sqlite"))]

@@ -1439,7 +1439,7 @@ where
                 q = q.bind(*v);
             }
         }
-        Ok(sqlx::Executor::execute(&mut *conn, q)
+        Ok(Executor::execute(&mut *conn, q)
             .await
             .map(|r| DB::rows_affected(&r))?)
     }
@@ -1903,11 +1903,15 @@ where
         lease_until: chrono::DateTime<chrono::Utc>,
         token: Uuid,
         n: usize,
+        only_kind: Option<&'static str>,
     ) -> Result<Vec<ClaimedJob>> {
+        let kind = only_kind
+            .map(|k| format!(" AND kind = '{k}'"))
+            .unwrap_or_default();
         let sql = format!(
             "UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
              WHERE id IN (SELECT id FROM crm_jobs WHERE status = 'pending' AND run_at <= $3 \
-             AND (lease_until IS NULL OR lease_until < $3) ORDER BY run_at, id LIMIT {n}{}) \
+             AND (lease_until IS NULL OR lease_until < $3){kind} ORDER BY run_at, id LIMIT {n}{}) \
              RETURNING id, kind, workspace_id, target_id, event_id, attempts",
             DB::SKIP_LOCKED
         );

@@ -227,7 +227,7 @@ fn unix_seconds(py: Python<'_>, t: &Bound<'_, PyAny>) -> PyResult<i64> {
 /// or the header is malformed or missing (`None`).
 #[pyfunction]
 #[pyo3(signature = (app_secret, body, header))]
-pub fn whatsapp_verify_signature(
+pub(crate) fn whatsapp_verify_signature(
     py: Python<'_>,
     app_secret: PyBackedStr,
     body: &Bound<'_, PyAny>,
@@ -242,7 +242,7 @@ pub fn whatsapp_verify_signature(
 /// webhook secret; as [`whatsapp_verify_signature`].
 #[pyfunction]
 #[pyo3(signature = (secret, body, header))]
-pub fn calcom_verify_signature(
+pub(crate) fn calcom_verify_signature(
     py: Python<'_>,
     secret: PyBackedStr,
     body: &Bound<'_, PyAny>,
@@ -275,7 +275,7 @@ fn hex_check(
 /// `UnauthorizedError` otherwise.
 #[pyfunction]
 #[pyo3(signature = (mode, token, challenge, verify_token))]
-pub fn whatsapp_handshake(
+pub(crate) fn whatsapp_handshake(
     py: Python<'_>,
     mode: Option<PyBackedStr>,
     token: Option<PyBackedStr>,
@@ -294,7 +294,7 @@ pub fn whatsapp_handshake(
 /// `crm.passwords.hash`: an Argon2id PHC string, with the GIL released while hashing.
 #[pyfunction]
 #[pyo3(signature = (password, *, memory_kib = 19_456, iterations = 2, parallelism = 1))]
-pub fn password_hash(
+pub(crate) fn password_hash(
     py: Python<'_>,
     password: PyBackedStr,
     memory_kib: u32,
@@ -313,13 +313,13 @@ pub fn password_hash(
 /// `crm.passwords.verify`: whether `password` matches the PHC string (a malformed
 /// string never matches), with the GIL released.
 #[pyfunction]
-pub fn password_verify(py: Python<'_>, password: PyBackedStr, phc: PyBackedStr) -> bool {
+pub(crate) fn password_verify(py: Python<'_>, password: PyBackedStr, phc: PyBackedStr) -> bool {
     py.detach(|| auth::password::verify(&password, &phc))
 }
 
 /// `crm.passwords.check_policy`: raises `ValidationError` listing every rule the
 /// password breaks.
 #[pyfunction]
-pub fn password_check_policy(py: Python<'_>, password: PyBackedStr) -> PyResult<()> {
+pub(crate) fn password_check_policy(py: Python<'_>, password: PyBackedStr) -> PyResult<()> {
     auth::check_policy(&password).map_err(|e| to_py(py, &e))
 }

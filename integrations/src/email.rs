@@ -53,7 +53,7 @@ impl Resend {
         Self {
             base_url: DEFAULT_BASE_URL.into(),
             client,
-            api_key: crm_core::SecretString::from(api_key.into()),
+            api_key: SecretString::from(api_key.into()),
             from: from.into(),
             reset_url: None,
             verify_url: None,

@@ -4,19 +4,19 @@
 
 #![allow(dead_code)]
 
-pub mod receiver;
+pub(crate) mod receiver;
 
 use chrono::{TimeZone, Utc};
 use crm::{Crm, CrmBuilder, ManualClock, MasterKey};
 use sqlx::Connection;
 
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     #[cfg(feature = "postgres")]
     Postgres,
 }
 
-pub struct TestDb {
+pub(crate) struct TestDb {
     /// One master key for every `Crm` a test opens on this database.
     key: MasterKey,
     pub backend: Backend,
@@ -27,7 +27,7 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    pub async fn sqlite() -> Self {
+    pub(crate) async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("crm.db").display());
         Self {
@@ -41,7 +41,7 @@ impl TestDb {
     }
 
     #[cfg(feature = "postgres")]
-    pub async fn postgres() -> Self {
+    pub(crate) async fn postgres() -> Self {
         let base = std::env::var("CRM_TEST_PG_URL").expect(
             "CRM_TEST_PG_URL is not set: run scripts/test.sh, which starts a throwaway Postgres",
         );
@@ -72,19 +72,19 @@ impl TestDb {
     }
 
     /// A builder on this database with the test clock and a master key.
-    pub fn builder(&self) -> CrmBuilder {
+    pub(crate) fn builder(&self) -> CrmBuilder {
         Crm::builder()
             .database_url(&self.url)
             .clock(self.clock.clone())
             .master_key(self.key.clone())
     }
 
-    pub async fn crm(&self) -> Crm {
+    pub(crate) async fn crm(&self) -> Crm {
         self.builder().connect().await.expect("connect")
     }
 
     /// Runs raw SQL (test set-up such as a failing trigger), outside crm.
-    pub async fn execute(&self, sql: &str) {
+    pub(crate) async fn execute(&self, sql: &str) {
         match self.backend {
             Backend::Sqlite => {
                 let mut c = sqlx::SqliteConnection::connect(&self.url)
@@ -104,17 +104,17 @@ impl TestDb {
 
     /// `SELECT COUNT(*) FROM {table}` (a table name, optionally with a `WHERE`), read
     /// outside crm.
-    pub async fn count(&self, table: &str) -> i64 {
+    pub(crate) async fn count(&self, table: &str) -> i64 {
         self.scalar(&format!("SELECT COUNT(*) FROM {table}")).await
     }
 
     /// One integer read with raw SQL, outside crm.
-    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+    pub(crate) async fn scalar_i64(&self, sql: &str) -> i64 {
         self.scalar(sql).await
     }
 
     /// One text value read with raw SQL, outside crm.
-    pub async fn scalar_text(&self, sql: &str) -> String {
+    pub(crate) async fn scalar_text(&self, sql: &str) -> String {
         self.scalar(sql).await
     }
 
@@ -142,12 +142,12 @@ impl TestDb {
         }
     }
 
-    pub fn is_sqlite(&self) -> bool {
+    pub(crate) fn is_sqlite(&self) -> bool {
         matches!(self.backend, Backend::Sqlite)
     }
 
     /// Drops the Postgres test database (the SQLite one goes with its temp dir).
-    pub async fn cleanup(self) {
+    pub(crate) async fn cleanup(self) {
         #[cfg(feature = "postgres")]
         if let Some((base, name)) = &self.admin {
             if let Ok(mut admin) = sqlx::PgConnection::connect(base).await {
@@ -161,7 +161,7 @@ impl TestDb {
 
 /// A value `scalar` can read from every backend compiled in.
 #[cfg(feature = "postgres")]
-pub trait Cell:
+pub(crate) trait Cell:
     Send
     + Unpin
     + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
@@ -218,7 +218,7 @@ macro_rules! conformance {
 
 impl TestDb {
     /// The test clock's time, as crm stores it.
-    pub fn clock_now(&self) -> chrono::DateTime<Utc> {
+    pub(crate) fn clock_now(&self) -> chrono::DateTime<Utc> {
         use crm::Clock;
         self.clock.now()
     }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     pub path: String,
     pub headers: HashMap<String, String>,
@@ -19,7 +19,7 @@ pub struct Request {
 }
 
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     Status(u16, Vec<(String, String)>, String),
     Hang(Duration),
     Reset,
@@ -28,7 +28,7 @@ pub enum Reply {
 }
 
 #[derive(Clone)]
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub url: String,
     requests: Arc<Mutex<Vec<Request>>>,
     script: Arc<Mutex<Vec<Reply>>>,
@@ -37,7 +37,7 @@ pub struct Receiver {
 
 impl Receiver {
     /// A receiver answering `fallback` once `script` (used in order) runs out.
-    pub async fn start(script: Vec<Reply>, fallback: Reply) -> Self {
+    pub(crate) async fn start(script: Vec<Reply>, fallback: Reply) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let r = Self {
@@ -88,16 +88,16 @@ impl Receiver {
         r
     }
 
-    pub async fn ok() -> Self {
+    pub(crate) async fn ok() -> Self {
         Self::start(vec![], Reply::Status(200, vec![], "ok".into())).await
     }
 
-    pub fn requests(&self) -> Vec<Request> {
+    pub(crate) fn requests(&self) -> Vec<Request> {
         self.requests.lock().expect("lock").clone()
     }
 
     /// Waits (up to 10 s) until `n` requests arrived.
-    pub async fn wait_for(&self, n: usize) -> Vec<Request> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Request> {
         for _ in 0..1000 {
             let got = self.requests();
             if got.len() >= n {

@@ -17,24 +17,21 @@
 //! audit log says why. Every attempt is recorded.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::ssrf::{self, IpNet};
-use crate::audit::AuditEntry;
+#[cfg(feature = "webhooks")]
+use super::delivery;
 use crate::db::with_pool;
-use crate::ids::{EndpointId, EventId};
+use crate::ids::EventId;
 use crate::notify::Outcome;
-use crate::ratelimit::Policy;
 use crate::store::{ClaimedJob, Finish, Repo};
 use crate::{Crm, Error, Result};
 
@@ -117,128 +114,6 @@ pub fn message_id(event: EventId) -> String {
     format!("msg_{}", event.0.simple())
 }
 
-/// The resolver's refusal, recognised in the error chain as `ssrf_refused`.
-#[derive(Debug)]
-struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} resolves to a refused address", self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-/// A DNS resolver that refuses names resolving to non-public addresses, so the
-/// connection goes to the checked address and no second lookup can differ.
-struct GuardedResolver {
-    allow: Arc<Vec<IpNet>>,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow = self.allow.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if addrs.is_empty() || addrs.iter().any(|a| !ssrf::allowed(a.ip(), &allow)) {
-                return Err(Box::new(Refused(host)) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            let iter: reqwest::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(iter)
-        })
-    }
-}
-
-struct Sent {
-    status: Option<u16>,
-    body: Option<String>,
-    error: Option<&'static str>,
-    retry_after: Option<Duration>,
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs.clamp(1, 24 * 3600)))
-}
-
-async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    headers: [(&'static str, String); 3],
-    body: Vec<u8>,
-) -> Sent {
-    let mut req = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json");
-    for (name, value) in headers {
-        req = req.header(name, value);
-    }
-    match req.body(body).send().await {
-        Ok(mut resp) => {
-            let status = resp.status();
-            let hint = if status.as_u16() == 429 || status.as_u16() == 503 {
-                retry_after(resp.headers())
-            } else {
-                None
-            };
-            let mut kept = Vec::new();
-            while kept.len() < RESPONSE_BODY_MAX {
-                match resp.chunk().await {
-                    Ok(Some(chunk)) => kept.extend_from_slice(
-                        &chunk[..chunk.len().min(RESPONSE_BODY_MAX - kept.len())],
-                    ),
-                    _ => break,
-                }
-            }
-            let error = if status.is_success() {
-                None
-            } else if status.is_redirection() {
-                Some("redirect")
-            } else {
-                Some("http_status")
-            };
-            Sent {
-                status: Some(status.as_u16()),
-                // Postgres text cannot hold NUL, and a receiver may send anything.
-                body: Some(String::from_utf8_lossy(&kept).replace('\0', "\u{fffd}")),
-                error,
-                retry_after: hint,
-            }
-        }
-        Err(e) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            let mut refused = false;
-            while let Some(err) = source {
-                refused |= err.downcast_ref::<Refused>().is_some();
-                source = err.source();
-            }
-            let kind = if refused {
-                "ssrf_refused"
-            } else if e.is_timeout() {
-                "timeout"
-            } else if e.is_connect() {
-                "connect"
-            } else {
-                "network"
-            };
-            Sent {
-                status: None,
-                body: None,
-                error: Some(kind),
-                retry_after: None,
-            }
-        }
-    }
-}
-
 /// In-flight deliveries per endpoint.
 #[derive(Default)]
 struct PerEndpoint(Mutex<HashMap<Uuid, usize>>);
@@ -265,11 +140,12 @@ impl PerEndpoint {
     }
 }
 
-struct Worker {
-    crm: Crm,
-    cfg: DispatcherConfig,
-    client: reqwest::Client,
-    token: Uuid,
+pub(super) struct Worker {
+    pub(super) crm: Crm,
+    pub(super) cfg: DispatcherConfig,
+    #[cfg(feature = "webhooks")]
+    pub(super) client: reqwest::Client,
+    pub(super) token: Uuid,
     per_endpoint: PerEndpoint,
 }
 
@@ -281,13 +157,19 @@ impl Worker {
 
     async fn claim(&self, n: usize) -> Result<Vec<ClaimedJob>> {
         let (now, until, token) = (self.crm.now(), self.lease_until(), self.token);
+        // Without the `webhooks` feature this process cannot deliver webhooks: it
+        // leaves those jobs to a process that can.
+        #[cfg(feature = "webhooks")]
+        let only = None;
+        #[cfg(not(feature = "webhooks"))]
+        let only = Some("notification");
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::claim_jobs(
-            p, now, until, token, n
+            p, now, until, token, n, only
         )
         .await)
     }
 
-    fn next_delay(&self, attempt: i64, hint: Option<Duration>) -> Option<Duration> {
+    pub(super) fn next_delay(&self, attempt: i64, hint: Option<Duration>) -> Option<Duration> {
         if let Some(h) = hint {
             return Some(h);
         }
@@ -303,6 +185,7 @@ impl Worker {
 
     async fn deliver(&self, job: ClaimedJob) -> Result<()> {
         match job.kind.as_str() {
+            #[cfg(feature = "webhooks")]
             "webhook" => self.deliver_webhook(job).await,
             "notification" => self.notify(job).await,
             _ => with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
@@ -408,152 +291,6 @@ impl Worker {
         .await)?;
         Ok(())
     }
-
-    async fn deliver_webhook(&self, job: ClaimedJob) -> Result<()> {
-        let hooks = self.crm.workspace(job.workspace_id).webhooks();
-        let endpoint_id = EndpointId(job.target_id);
-        let (ep, secrets) = match hooks.with_secrets(endpoint_id).await {
-            Ok((ep, secrets)) if ep.enabled => (ep, secrets),
-            Ok(_) | Err(Error::NotFound { .. }) => {
-                return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
-                    p, job.id, self.token
-                )
-                .await);
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some(limit) = ep.rate_limit_per_minute.and_then(Policy::per_minute) {
-            let d = self
-                .crm
-                .rate_limiter()
-                .check_with("webhook_endpoint", limit, &ep.id.to_string())
-                .await?;
-            if let Some(wait) = d.retry_after {
-                let at = self.crm.now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::release_job(
-                    p, job.id, self.token, at
-                )
-                .await);
-            }
-        }
-        let Some(event) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::event_by_id(
-            p,
-            job.event_id
-        )
-        .await)?
-        else {
-            return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
-                p, job.id, self.token
-            )
-            .await);
-        };
-        let body =
-            serde_json::to_vec(&event.payload).map_err(|_| Error::Config("payload".into()))?;
-        let now = self.crm.now();
-        let ts = now.timestamp();
-        let msg = message_id(event.id);
-        let signature = secrets
-            .iter()
-            .map(|s| s.signer().sign(&msg, ts, &body))
-            .collect::<Vec<_>>()
-            .join(" ");
-
-        let started = Instant::now();
-        let refused = match ssrf::check_url_shape(&ep.url) {
-            Err(m) => Some(m),
-            // Names are checked by the resolver as they are looked up; literal
-            // addresses never reach it, so they are checked here.
-            Ok(u) => match u.host() {
-                Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {
-                    ssrf::resolve_checked(&u, self.crm.webhook_allow())
-                        .await
-                        .err()
-                }
-                _ => None,
-            },
-        };
-        let sent = if body.len() > PAYLOAD_MAX {
-            Sent {
-                status: None,
-                body: None,
-                error: Some("payload_too_large"),
-                retry_after: None,
-            }
-        } else if let Some(why) = refused {
-            Sent {
-                status: None,
-                body: Some(why),
-                error: Some("ssrf_refused"),
-                retry_after: None,
-            }
-        } else {
-            let headers = [
-                ("webhook-id", msg.clone()),
-                ("webhook-timestamp", ts.to_string()),
-                ("webhook-signature", signature),
-            ];
-            send(&self.client, &ep.url, headers, body).await
-        };
-        let elapsed = started.elapsed();
-
-        let success = sent.error.is_none();
-        let gone = sent.status == Some(410);
-        let (status, next) = if success {
-            ("delivered", None)
-        } else if gone {
-            ("failed", None)
-        } else {
-            match self.next_delay(job.attempts, sent.retry_after) {
-                Some(d) => (
-                    "pending",
-                    Some(now + chrono::Duration::from_std(d).unwrap_or_default()),
-                ),
-                None => ("failed", None),
-            }
-        };
-        let attempt = Attempt {
-            id: Uuid::now_v7(),
-            job_id: job.id,
-            kind: "webhook".into(),
-            target_id: ep.id.0,
-            event_id: event.id,
-            attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),
-            status_code: sent.status,
-            response_body: sent.body,
-            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            error_kind: sent.error.map(str::to_owned),
-            next_attempt_at: next,
-            created_at: now,
-        };
-        let disable = gone.then(|| "the endpoint answered 410 Gone".to_string());
-        let reason = disable
-            .clone()
-            .unwrap_or_else(|| format!("{} consecutive failed attempts", self.cfg.disable_after));
-        let audit = AuditEntry::new(
-            job.workspace_id,
-            Some("dispatcher"),
-            "webhook_endpoint.disabled",
-            ("webhook_endpoint", ep.id.to_string()),
-            json!({ "reason": reason, "url": ep.url }),
-            now,
-        );
-        let finish = Finish {
-            job: &job,
-            token: self.token,
-            attempt: &attempt,
-            job_status: status,
-            success,
-            disable,
-            disable_after: self.cfg.disable_after,
-        };
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_job(
-            p,
-            &finish,
-            Some(&audit)
-        )
-        .await)?;
-        Ok(())
-    }
 }
 
 impl Crm {
@@ -577,20 +314,11 @@ impl Crm {
                 "the dispatcher's lease must be longer than its timeout".into(),
             ));
         }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow: Arc::new(self.webhook_allow().to_vec()),
-            }))
-            .user_agent(concat!("crm-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|_| Error::Config("could not build the HTTP client".into()))?;
         let worker = Arc::new(Worker {
+            #[cfg(feature = "webhooks")]
+            client: delivery::client(config.timeout, self.webhook_allow())?,
             crm: self.clone(),
             cfg: config,
-            client,
             token: Uuid::now_v7(),
             per_endpoint: PerEndpoint::default(),
         });

@@ -2,6 +2,8 @@
 //! endpoints with the fan-out of events into delivery jobs ([`endpoints`]), and the
 //! dispatcher that delivers them ([`dispatcher`]).
 
+#[cfg(feature = "webhooks")]
+mod delivery;
 pub mod dispatcher;
 pub mod endpoints;
 pub mod signing;

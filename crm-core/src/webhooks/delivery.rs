@@ -1,0 +1,307 @@
+//! Sending one webhook over HTTP (feature `webhooks`, on by default): the reqwest
+//! client with the SSRF-guarded resolver, no proxy and no redirects, and the reading
+//! of one response. Without the feature crm-core does not compile reqwest or rustls,
+//! and its dispatchers leave webhook jobs to a process built with it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::dispatcher::{message_id, Attempt, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX};
+use super::ssrf::{self, IpNet};
+use crate::audit::AuditEntry;
+use crate::db::with_pool;
+use crate::ids::EndpointId;
+use crate::ratelimit::Policy;
+use crate::store::{ClaimedJob, Finish, Repo};
+use crate::{Error, Result};
+
+/// The HTTP client of one dispatcher: `timeout` per delivery, names resolved through
+/// the SSRF guard (with `allow` as its allow-list).
+pub(super) fn client(timeout: Duration, allow: &[IpNet]) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver {
+            allow: Arc::new(allow.to_vec()),
+        }))
+        .user_agent(concat!("crm-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|_| Error::Config("could not build the HTTP client".into()))
+}
+
+/// The resolver's refusal, recognised in the error chain as `ssrf_refused`.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} resolves to a refused address", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A DNS resolver that refuses names resolving to non-public addresses, so the
+/// connection goes to the checked address and no second lookup can differ.
+struct GuardedResolver {
+    allow: Arc<Vec<IpNet>>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addrs.is_empty() || addrs.iter().any(|a| !ssrf::allowed(a.ip(), &allow)) {
+                return Err(Box::new(Refused(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let iter: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(iter)
+        })
+    }
+}
+
+pub(super) struct Sent {
+    pub(super) status: Option<u16>,
+    pub(super) body: Option<String>,
+    pub(super) error: Option<&'static str>,
+    pub(super) retry_after: Option<Duration>,
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.clamp(1, 24 * 3600)))
+}
+
+pub(super) async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    headers: [(&'static str, String); 3],
+    body: Vec<u8>,
+) -> Sent {
+    let mut req = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    match req.body(body).send().await {
+        Ok(mut resp) => {
+            let status = resp.status();
+            let hint = if status.as_u16() == 429 || status.as_u16() == 503 {
+                retry_after(resp.headers())
+            } else {
+                None
+            };
+            let mut kept = Vec::new();
+            while kept.len() < RESPONSE_BODY_MAX {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => kept.extend_from_slice(
+                        &chunk[..chunk.len().min(RESPONSE_BODY_MAX - kept.len())],
+                    ),
+                    _ => break,
+                }
+            }
+            let error = if status.is_success() {
+                None
+            } else if status.is_redirection() {
+                Some("redirect")
+            } else {
+                Some("http_status")
+            };
+            Sent {
+                status: Some(status.as_u16()),
+                // Postgres text cannot hold NUL, and a receiver may send anything.
+                body: Some(String::from_utf8_lossy(&kept).replace('\0', "\u{fffd}")),
+                error,
+                retry_after: hint,
+            }
+        }
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut refused = false;
+            while let Some(err) = source {
+                refused |= err.downcast_ref::<Refused>().is_some();
+                source = err.source();
+            }
+            let kind = if refused {
+                "ssrf_refused"
+            } else if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else {
+                "network"
+            };
+            Sent {
+                status: None,
+                body: None,
+                error: Some(kind),
+                retry_after: None,
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Delivers one webhook job: signs the event for the endpoint, sends it, and
+    /// records the attempt (and the next try, or the endpoint's disabling).
+    pub(super) async fn deliver_webhook(&self, job: ClaimedJob) -> Result<()> {
+        let hooks = self.crm.workspace(job.workspace_id).webhooks();
+        let endpoint_id = EndpointId(job.target_id);
+        let (ep, secrets) = match hooks.with_secrets(endpoint_id).await {
+            Ok((ep, secrets)) if ep.enabled => (ep, secrets),
+            Ok(_) | Err(Error::NotFound { .. }) => {
+                return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
+                    p, job.id, self.token
+                )
+                .await);
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(limit) = ep.rate_limit_per_minute.and_then(Policy::per_minute) {
+            let d = self
+                .crm
+                .rate_limiter()
+                .check_with("webhook_endpoint", limit, &ep.id.to_string())
+                .await?;
+            if let Some(wait) = d.retry_after {
+                let at = self.crm.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::release_job(
+                    p, job.id, self.token, at
+                )
+                .await);
+            }
+        }
+        let Some(event) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::event_by_id(
+            p,
+            job.event_id
+        )
+        .await)?
+        else {
+            return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
+                p, job.id, self.token
+            )
+            .await);
+        };
+        let body =
+            serde_json::to_vec(&event.payload).map_err(|_| Error::Config("payload".into()))?;
+        let now = self.crm.now();
+        let ts = now.timestamp();
+        let msg = message_id(event.id);
+        let signature = secrets
+            .iter()
+            .map(|s| s.signer().sign(&msg, ts, &body))
+            .collect::<Vec<_>>()
+            .join(" ");
+
+        let started = Instant::now();
+        let refused = match ssrf::check_url_shape(&ep.url) {
+            Err(m) => Some(m),
+            // Names are checked by the resolver as they are looked up; literal
+            // addresses never reach it, so they are checked here.
+            Ok(u) => match u.host() {
+                Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {
+                    ssrf::resolve_checked(&u, self.crm.webhook_allow())
+                        .await
+                        .err()
+                }
+                _ => None,
+            },
+        };
+        let sent = if body.len() > PAYLOAD_MAX {
+            Sent {
+                status: None,
+                body: None,
+                error: Some("payload_too_large"),
+                retry_after: None,
+            }
+        } else if let Some(why) = refused {
+            Sent {
+                status: None,
+                body: Some(why),
+                error: Some("ssrf_refused"),
+                retry_after: None,
+            }
+        } else {
+            let headers = [
+                ("webhook-id", msg.clone()),
+                ("webhook-timestamp", ts.to_string()),
+                ("webhook-signature", signature),
+            ];
+            send(&self.client, &ep.url, headers, body).await
+        };
+        let elapsed = started.elapsed();
+
+        let success = sent.error.is_none();
+        let gone = sent.status == Some(410);
+        let (status, next) = if success {
+            ("delivered", None)
+        } else if gone {
+            ("failed", None)
+        } else {
+            match self.next_delay(job.attempts, sent.retry_after) {
+                Some(d) => (
+                    "pending",
+                    Some(now + chrono::Duration::from_std(d).unwrap_or_default()),
+                ),
+                None => ("failed", None),
+            }
+        };
+        let attempt = Attempt {
+            id: Uuid::now_v7(),
+            job_id: job.id,
+            kind: "webhook".into(),
+            target_id: ep.id.0,
+            event_id: event.id,
+            attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),
+            status_code: sent.status,
+            response_body: sent.body,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            error_kind: sent.error.map(str::to_owned),
+            next_attempt_at: next,
+            created_at: now,
+        };
+        let disable = gone.then(|| "the endpoint answered 410 Gone".to_string());
+        let reason = disable
+            .clone()
+            .unwrap_or_else(|| format!("{} consecutive failed attempts", self.cfg.disable_after));
+        let audit = AuditEntry::new(
+            job.workspace_id,
+            Some("dispatcher"),
+            "webhook_endpoint.disabled",
+            ("webhook_endpoint", ep.id.to_string()),
+            json!({ "reason": reason, "url": ep.url }),
+            now,
+        );
+        let finish = Finish {
+            job: &job,
+            token: self.token,
+            attempt: &attempt,
+            job_status: status,
+            success,
+            disable,
+            disable_after: self.cfg.disable_after,
+        };
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_job(
+            p,
+            &finish,
+            Some(&audit)
+        )
+        .await)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Every crate and every feature builds on its own, without warnings, on the declared
+# minimum Rust version (MSRV, `rust-version` in Cargo.toml). The equivalent of
+# `cargo hack check --each-feature` for the published crates, with a storage backend
+# added where the crate needs one, plus a Postgres-only build of everything; the
+# feature lists come from `cargo metadata`, so a new feature is checked without
+# editing this file. Then the whole workspace (all features, all targets) on the MSRV.
+#   scripts/check-features.sh            # with the MSRV toolchain (installed by rustup if missing)
+#   TOOLCHAIN=stable scripts/check-features.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+toolchain=${TOOLCHAIN:-$msrv}
+if ! rustup run "$toolchain" rustc --version >/dev/null 2>&1; then
+    rustup toolchain install "$toolchain" --profile minimal
+fi
+# Its own target directory: a second compiler cannot reuse the first one's artifacts,
+# and must not evict them.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/msrv-$toolchain
+export RUSTFLAGS="-D warnings"
+check() {
+    echo "  cargo +$toolchain check $*"
+    cargo "+$toolchain" check --locked --quiet "$@"
+}
+
+cargo metadata --format-version 1 --no-deps --locked | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] in ("crm", "crm-core", "crm-http", "crm-integrations"):
+        print(p["name"], " ".join(sorted(f for f in p["features"] if f != "default")))
+' | while read -r pkg features; do
+    echo "$pkg"
+    check -p "$pkg"
+    backend=""
+    case " $features " in *" sqlite "*) backend="sqlite" ;; esac
+    postgres_only=()
+    for f in $features; do
+        case "$f" in
+            sqlite) check -p "$pkg" --no-default-features --features sqlite ;;
+            postgres) check -p "$pkg" --no-default-features --features postgres ;;
+            *) check -p "$pkg" --no-default-features --features "${backend:+$backend,}$f"
+               [ "$f" = full ] || postgres_only+=("$f") ;;
+        esac
+    done
+    case " $features " in
+        *" postgres "*)
+            extra=$(IFS=,; echo "${postgres_only[*]:-}")
+            check -p "$pkg" --no-default-features --features "postgres${extra:+,$extra}" ;;
+    esac
+done
+
+echo "workspace, all features and targets"
+check --workspace --all-features --all-targets
