@@ -30,7 +30,7 @@ struct Store {
 
 fn new_lead(i: usize) -> NewLead {
     // Every 100th lead mentions "zephyr": a search term that matches 1% of them.
-    let extra = if i % 100 == 0 { " zephyr" } else { "" };
+    let extra = if i.is_multiple_of(100) { " zephyr" } else { "" };
     NewLead {
         name: format!("Person {i}"),
         email: Some(format!("person{i}@example{}.com", i % 97)),
@@ -41,7 +41,7 @@ fn new_lead(i: usize) -> NewLead {
             WORDS[(i / 12) % 12],
             WORDS[(i / 144) % 12]
         )),
-        source: Some(if i % 2 == 0 { "website" } else { "referral" }.into()),
+        source: Some(if i.is_multiple_of(2) { "website" } else { "referral" }.into()),
         ..Default::default()
     }
 }

@@ -27,7 +27,7 @@ check() {
 cargo metadata --format-version 1 --no-deps --locked | python3 -c '
 import json, sys
 for p in json.load(sys.stdin)["packages"]:
-    if p["name"] in ("crm", "crm-core", "crm-http", "crm-integrations"):
+    if p["name"] in ("crmkit", "crm-core", "crm-http", "crm-integrations"):
         print(p["name"], " ".join(sorted(f for f in p["features"] if f != "default")))
 ' | while read -r pkg features; do
     echo "$pkg"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: everything CI runs, from a fresh clone.
 #   fmt, clippy (all features, -D warnings), rustdoc (-D warnings),
+#   every crate and feature alone on the minimum Rust version (scripts/check-features.sh),
+#   cargo deny (licenses, bans, sources; built from crates.io into target/tools),
 #   the tests on SQLite and on Postgres (CRM_TEST_PG_URL, or a throwaway cluster),
 #   then the Python module: built by `pip install ./crm-py` into a fresh virtualenv
 #   (.venv), its pytest suite (both backends, the FastAPI example) and mypy.stubtest.
@@ -22,6 +24,18 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
+
+step "each crate and feature alone, on the minimum Rust version"
+scripts/check-features.sh
+
+step "cargo deny check licenses bans sources"
+# Advisories are left out: their database is fetched from GitHub, which CI cannot reach.
+deny_version=0.20.2
+deny="target/tools/bin/cargo-deny"
+if ! "$deny" --version 2>/dev/null | grep -q "$deny_version"; then
+    cargo install --quiet --locked --root target/tools cargo-deny --version "$deny_version"
+fi
+"$deny" check --hide-inclusion-graph licenses bans sources
 
 if [ -z "${CRM_TEST_PG_URL:-}" ]; then
     step "throwaway Postgres"
