@@ -41,7 +41,14 @@ fn new_lead(i: usize) -> NewLead {
             WORDS[(i / 12) % 12],
             WORDS[(i / 144) % 12]
         )),
-        source: Some(if i.is_multiple_of(2) { "website" } else { "referral" }.into()),
+        source: Some(
+            if i.is_multiple_of(2) {
+                "website"
+            } else {
+                "referral"
+            }
+            .into(),
+        ),
         ..Default::default()
     }
 }
