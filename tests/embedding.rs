@@ -14,8 +14,34 @@ conformance!(
     crm_then_host_migrations,
     migrate_false_leaves_the_database_alone_until_asked,
     a_newer_crm_schema_is_refused_and_nothing_changes,
+    an_edited_migration_is_refused,
     instances_migrating_at_once_apply_each_migration_once,
 );
+
+/// The newest migration version of this library for `db`'s backend, read off a fresh
+/// database of the same kind.
+async fn library_version(db: &TestDb) -> i64 {
+    let fresh = if db.is_sqlite() {
+        TestDb::sqlite().await
+    } else {
+        #[cfg(feature = "postgres")]
+        {
+            TestDb::postgres().await
+        }
+        #[cfg(not(feature = "postgres"))]
+        unreachable!()
+    };
+    let crm = fresh
+        .builder()
+        .migrate(false)
+        .connect()
+        .await
+        .expect("connect");
+    let applied = crm.migrate().await.expect("migrate");
+    crm.close().await;
+    fresh.cleanup().await;
+    applied.into_iter().max().expect("crm has migrations")
+}
 
 /// The host app's pool on the test database.
 #[derive(Clone)]
@@ -206,6 +232,8 @@ async fn a_newer_crm_schema_is_refused_and_nothing_changes(db: &TestDb) {
         panic!("expected a migration error, got {err:?}");
     };
     assert!(message.contains("9999"), "{message}");
+    let library = library_version(db).await;
+    assert!(message.contains(&format!("version {library}")), "{message}");
     let probe = db
         .builder()
         .migrate(false)
@@ -219,20 +247,59 @@ async fn a_newer_crm_schema_is_refused_and_nothing_changes(db: &TestDb) {
 }
 
 async fn instances_migrating_at_once_apply_each_migration_once(db: &TestDb) {
-    let (a, b, c) = tokio::join!(
-        db.builder().connect(),
-        db.builder().connect(),
-        db.builder().connect()
-    );
-    for crm in [a, b, c] {
-        a_lead_round_trip_unique(&crm.expect("each instance connects")).await;
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(
+            db.builder()
+                .migrate(false)
+                .connect()
+                .await
+                .expect("connect"),
+        );
     }
-    let versions = db
-        .scalar_i64("SELECT COUNT(DISTINCT version) FROM _crm_migrations")
-        .await;
-    assert_eq!(crm_migrations(db).await, versions);
+    let (a, b, c) = tokio::join!(
+        instances[0].migrate(),
+        instances[1].migrate(),
+        instances[2].migrate()
+    );
+    let mut applied: Vec<i64> = [a, b, c]
+        .into_iter()
+        .flat_map(|r| r.expect("each instance migrates"))
+        .collect();
+    let total = applied.len();
+    applied.sort_unstable();
+    applied.dedup();
+    assert_eq!(total, applied.len(), "a version was applied twice");
+    assert_eq!(applied.last().copied(), Some(library_version(db).await));
+    assert_eq!(crm_migrations(db).await, total as i64);
+    for crm in &instances {
+        a_lead_round_trip_unique(crm).await;
+    }
 }
 
+async fn an_edited_migration_is_refused(db: &TestDb) {
+    db.crm().await;
+    // As if crm migration 1 had been edited after this database ran it.
+    let other = if db.is_sqlite() {
+        "X'00'"
+    } else {
+        "'\\x00'::bytea"
+    };
+    db.execute(&format!(
+        "UPDATE _crm_migrations SET checksum = {other} WHERE version = 1"
+    ))
+    .await;
+    let err = db
+        .builder()
+        .connect()
+        .await
+        .expect_err("an edited migration");
+    assert!(
+        matches!(&err, Error::Migration { message, .. }
+            if message.contains("migration 1 ") && message.contains("differs")),
+        "{err:?}"
+    );
+}
 async fn a_lead_round_trip_unique(crm: &Crm) {
     let email = format!("{}@example.com", uuid::Uuid::now_v7().simple());
     crm.leads()
@@ -252,16 +319,21 @@ async fn a_schema_is_checked_before_connecting() {
         "Crm",
         "1crm",
         "crm-data",
+        "pg_catalog",
         "crm\"; DROP TABLE x; --",
         &"a".repeat(64),
     ] {
+        // Nothing listens on port 1: a bad name is refused before any connection.
         let err = Crm::builder()
-            .database_url("sqlite::memory:")
+            .database_url("postgres://crm@127.0.0.1:1/crm")
             .schema(bad)
             .connect()
             .await
             .expect_err(bad);
-        assert!(matches!(err, Error::Config(_)), "{bad}: {err:?}");
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("lower-case letters")),
+            "{bad}: {err:?}"
+        );
     }
     let err = Crm::builder()
         .database_url("sqlite::memory:")

@@ -382,9 +382,12 @@ impl CrmBuilder {
     /// build of crm lacks (a `PgPool` without the `postgres` feature, a MySQL pool)
     /// makes [`connect`](Self::connect) fail with [`Error::Config`].
     ///
-    /// crm's own SQLite pools use WAL, `synchronous = NORMAL`, foreign keys and a 5 s
-    /// busy timeout, and roll back a connection that a cancelled write returned inside
-    /// a transaction; give a host pool the same settings (foreign keys are required).
+    /// [`database_url`](Self::database_url) and [`max_connections`](Self::max_connections)
+    /// are then unused, and [`Crm::close`] closes the host's pool. crm's own SQLite
+    /// pools use WAL, `synchronous = NORMAL`, foreign keys and a 5 s busy timeout: give
+    /// a host pool the same settings (foreign keys are required). They also roll back
+    /// a connection that a cancelled write handed back inside a transaction, a hook a
+    /// host pool does not get.
     pub fn pool<DB: sqlx::Database>(mut self, pool: sqlx::Pool<DB>) -> Self {
         self.host_pool = Some(db::from_host(pool));
         self
@@ -399,8 +402,10 @@ impl CrmBuilder {
 
     /// Postgres only: keeps crm's tables in this schema (created by the migrations
     /// when missing) by making it the `search_path` of crm's connections. 1–63
-    /// lower-case ASCII letters, digits and `_`, starting with a letter or `_`. For a
-    /// host pool ([`pool`](Self::pool)) set the `search_path` on the pool instead.
+    /// lower-case ASCII letters, digits and `_`, starting with a letter or `_` (not
+    /// `pg_`). Connecting fails with [`Error::Config`] when the server (or a pooler in
+    /// front of it) does not keep that `search_path`. For a host pool
+    /// ([`pool`](Self::pool)) set the `search_path` on the pool instead.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = Some(schema.into());
         self
@@ -555,13 +560,14 @@ impl CrmBuilder {
             .collect::<Result<Vec<_>>>()?;
         if let Some(schema) = &self.schema {
             let valid = schema.len() <= 63
+                && !schema.starts_with("pg_")
                 && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
                 && schema
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if !valid {
                 return Err(Error::Config(
-                    "schema must be 1-63 lower-case letters, digits and _, not starting with a digit"
+                    "schema must be 1-63 lower-case letters, digits and _, not starting with a digit or pg_"
                         .into(),
                 ));
             }

@@ -112,13 +112,13 @@ pub(crate) fn from_host<DB: Database>(pool: sqlx::Pool<DB>) -> Result<Pool> {
         };
     }
     drop(any);
-    let feature = match DB::NAME {
-        "SQLite" => "crm was built without its `sqlite` feature",
-        "PostgreSQL" => "crm was built without its `postgres` feature",
-        _ => "crm stores its data in SQLite or Postgres only",
+    let why = match DB::NAME {
+        "SQLite" => "this build of crm lacks its `sqlite` feature",
+        "PostgreSQL" => "this build of crm lacks its `postgres` feature",
+        _ => "crm takes a sqlx::SqlitePool or sqlx::PgPool only",
     };
     Err(Error::Config(format!(
-        "the host's pool is a {} pool, but {feature}",
+        "the host's pool uses sqlx's {} driver, but {why}",
         DB::NAME
     )))
 }
@@ -184,6 +184,19 @@ async fn connect_postgres(url: &str, max_connections: u32, schema: Option<&str>)
         .max_connections(max_connections)
         .connect_with(opts)
         .await?;
+    if let Some(schema) = schema {
+        // A connection pooler (PgBouncer, Supavisor) may drop startup options: the
+        // tables would then land in `public` without a word.
+        let path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+            .fetch_one(&pool)
+            .await?;
+        if path.trim_matches('"') != schema {
+            return Err(Error::Config(format!(
+                "the server did not keep search_path = {schema} (it is {path:?}); behind a \
+                 connection pooler, set the schema there or on the database role"
+            )));
+        }
+    }
     Ok(Pool::Postgres(pool))
 }
 

@@ -46,7 +46,14 @@ fn migrations(pool: &Pool) -> &'static [Migration] {
 }
 
 fn last_version(embedded: &[Migration]) -> i64 {
-    embedded.iter().map(|m| m.version).max().unwrap_or(0)
+    ups(embedded).map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The migrations that move forward (a `.down.sql` file is never run by crm).
+fn ups(embedded: &[Migration]) -> impl Iterator<Item = &Migration> {
+    embedded
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
 }
 
 /// Which embedded migrations still need to run, given the applied `(version,
@@ -69,7 +76,7 @@ fn pending<'m>(
         }
     }
     for (version, checksum) in applied {
-        match embedded.iter().find(|m| m.version == *version) {
+        match ups(embedded).find(|m| m.version == *version) {
             Some(m) if m.checksum.as_ref() == checksum.as_slice() => {}
             Some(_) => {
                 return Err(Error::Migration {
@@ -91,10 +98,21 @@ fn pending<'m>(
             }
         }
     }
-    Ok(embedded
-        .iter()
+    let todo: Vec<&Migration> = ups(embedded)
         .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
-        .collect())
+        .collect();
+    if let Some(m) = todo.iter().find(|m| m.no_tx) {
+        // All of crm's migrations run in one transaction, so that a failure changes
+        // nothing; a statement that cannot run in one has no place among them.
+        return Err(Error::Migration {
+            message: format!(
+                "crm migration {} must run outside a transaction, which crm does not do",
+                m.version
+            ),
+            source: None,
+        });
+    }
+    Ok(todo)
 }
 
 fn failed(version: i64) -> impl FnOnce(sqlx::Error) -> Error {
@@ -110,6 +128,7 @@ async fn apply<DB>(
     conn: &mut DB::Connection,
     embedded: &[Migration],
     (bytes, time, now): (&str, &str, &str),
+    create_history: bool,
 ) -> Result<Vec<i64>>
 where
     DB: sqlx::Database,
@@ -128,7 +147,9 @@ where
             installed_on {time} NOT NULL DEFAULT {now}
         )"
     );
-    conn.execute(create.as_str()).await?;
+    if create_history {
+        conn.execute(create.as_str()).await?;
+    }
     let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
         "SELECT version, checksum FROM {MIGRATIONS_TABLE} ORDER BY version"
     ))
@@ -157,38 +178,73 @@ where
 /// `schema` (Postgres only) is created first when it does not exist.
 pub(crate) async fn run(pool: &Pool, schema: Option<&str>) -> Result<Vec<i64>> {
     let embedded = migrations(pool);
-    match pool {
+    let ran = match pool {
         #[cfg(feature = "sqlite")]
         Pool::Sqlite(p) => {
             let _ = schema;
             // The write lock up front: a second instance waits here, then finds the
             // migrations applied.
             let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-            let done =
-                apply::<sqlx::Sqlite>(&mut tx, embedded, ("BLOB", "TEXT", "CURRENT_TIMESTAMP"))
-                    .await?;
+            let done = apply::<sqlx::Sqlite>(
+                &mut tx,
+                embedded,
+                ("BLOB", "TEXT", "CURRENT_TIMESTAMP"),
+                true,
+            )
+            .await?;
             tx.commit().await?;
             Ok(done)
         }
         #[cfg(feature = "postgres")]
-        Pool::Postgres(p) => {
-            let mut tx = p.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_LOCK_KEY)
-                .execute(&mut *tx)
+        Pool::Postgres(p) => run_postgres(p, embedded, schema).await,
+    };
+    // A failure to lock or to read the history is a migration failure too.
+    ran.map_err(|e| match e {
+        Error::Database(cause) => Error::Migration {
+            message: "crm's migrations could not run (nothing was changed)".into(),
+            source: Some(cause),
+        },
+        other => other,
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn run_postgres(
+    p: &sqlx::PgPool,
+    embedded: &'static [Migration],
+    schema: Option<&str>,
+) -> Result<Vec<i64>> {
+    let mut tx = p.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PG_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    // DDL only when something is missing: `CREATE … IF NOT EXISTS` still needs the
+    // CREATE privilege, which an app's role may lack once the tables exist.
+    if let Some(schema) = schema {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(schema)
+                .fetch_one(&mut *tx)
                 .await?;
-            if let Some(schema) = schema {
-                // `schema` was checked by the builder: lower-case letters, digits, `_`.
-                let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
-                tx.execute(create.as_str()).await?;
-            }
-            let done =
-                apply::<sqlx::Postgres>(&mut tx, embedded, ("BYTEA", "TIMESTAMPTZ", "now()"))
-                    .await?;
-            tx.commit().await?;
-            Ok(done)
+        if !exists {
+            // `schema` was checked by the builder: lower-case letters, digits, `_`.
+            let create = format!("CREATE SCHEMA \"{schema}\"");
+            tx.execute(create.as_str()).await?;
         }
     }
+    let has_history: bool = sqlx::query_scalar("SELECT to_regclass('_crm_migrations') IS NOT NULL")
+        .fetch_one(&mut *tx)
+        .await?;
+    let done = apply::<sqlx::Postgres>(
+        &mut tx,
+        embedded,
+        ("BYTEA", "TIMESTAMPTZ", "now()"),
+        !has_history,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(done)
 }
 
 #[cfg(all(test, feature = "sqlite"))]
@@ -223,6 +279,14 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&(library + 2).to_string()), "{text}");
         assert!(text.contains(&library.to_string()), "{text}");
+    }
+
+    #[test]
+    fn every_embedded_migration_moves_forward_in_a_transaction() {
+        for m in SQLITE.migrations.iter() {
+            assert!(!m.migration_type.is_down_migration(), "{}", m.version);
+            assert!(!m.no_tx, "{}", m.version);
+        }
     }
 
     #[test]

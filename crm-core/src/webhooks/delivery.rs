@@ -1,7 +1,7 @@
 //! Sending one webhook over HTTP (feature `webhooks`, on by default): the reqwest
 //! client with the SSRF-guarded resolver, no proxy and no redirects, and the reading
-//! of one response. Without the feature crm-core does not compile reqwest or rustls,
-//! and its dispatchers leave webhook jobs to a process built with it.
+//! of one response. Without the feature crm-core does not compile reqwest, and its
+//! dispatchers leave webhook jobs to a process built with it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

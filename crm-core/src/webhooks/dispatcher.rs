@@ -296,7 +296,9 @@ impl Worker {
 impl Crm {
     /// Starts a dispatcher on the current tokio runtime. It runs until `shutdown` is
     /// cancelled, then stops claiming and waits for the deliveries in flight (each
-    /// bounded by the timeout) before the returned handle completes.
+    /// bounded by the timeout) before the returned handle completes. Built without
+    /// the `webhooks` feature it sends notifications only and leaves webhook jobs
+    /// pending for a process that has it (and says so in a warning).
     pub fn start_dispatcher(
         &self,
         config: DispatcherConfig,
@@ -314,6 +316,11 @@ impl Crm {
                 "the dispatcher's lease must be longer than its timeout".into(),
             ));
         }
+        #[cfg(not(feature = "webhooks"))]
+        tracing::warn!(
+            "crm was built without its `webhooks` feature: this dispatcher sends \
+             notifications only and leaves webhook deliveries to a process built with it"
+        );
         let worker = Arc::new(Worker {
             #[cfg(feature = "webhooks")]
             client: delivery::client(config.timeout, self.webhook_allow())?,
