@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use crm::auth::{Login, NewUser};
+use crm::auth::{Actor, Login, NewUser};
 use crm::Crm;
 use tokio::runtime::Runtime;
 
@@ -90,7 +90,7 @@ fn main() {
         role: None,
         password: PW.into(),
     };
-    rt.block_on(crm.auth().create_user(user, None))
+    rt.block_on(crm.auth().create_user(user, Actor::App(None)))
         .expect("user");
 
     let mut c = Criterion::default().configure_from_args();

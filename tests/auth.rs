@@ -9,7 +9,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use common::TestDb;
-use crm::auth::{AuthMail, Login, Mailer, NewUser, Role};
+use crm::auth::{Actor, AuthMail, Login, Mailer, NewUser, Role};
 use crm::{AuthFailure, Crm, Error, WorkspaceId};
 
 conformance!(
@@ -22,6 +22,10 @@ conformance!(
     email_verification_marks_the_user,
     weaker_hashes_are_upgraded_on_login,
     roles_and_bootstrap,
+    an_admin_cannot_take_over_the_workspace,
+    members_manage_nobody_and_nobody_changes_their_own_role,
+    the_last_owner_cannot_be_demoted,
+    owners_demoting_each_other_at_once_leave_an_owner,
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
@@ -137,13 +141,13 @@ async fn registration_makes_a_workspace_and_its_owner(db: &TestDb) {
                 role: Some("admin".into()),
                 ..user("bo@example.com")
             },
-            Some("user:ana"),
+            Actor::App(Some("user:ana")),
         )
         .await
         .expect("create user");
     assert_eq!(member.role, Role::Admin);
     let dup = auth
-        .create_user(user("ANA@example.com"), None)
+        .create_user(user("ANA@example.com"), Actor::App(None))
         .await
         .expect_err("must fail");
     assert!(
@@ -158,7 +162,7 @@ async fn registration_makes_a_workspace_and_its_owner(db: &TestDb) {
     );
     // The same email may exist in another workspace.
     crm.auth()
-        .create_user(user("ana@example.com"), None)
+        .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("default workspace");
     assert_eq!(
@@ -215,7 +219,7 @@ async fn bad_input_names_the_rule_and_writes_nothing(db: &TestDb) {
                 role: Some("god".into()),
                 ..user("a@example.com")
             },
-            None,
+            Actor::App(None),
         )
         .await
         .expect_err("must fail");
@@ -267,7 +271,7 @@ async fn login_is_generic_and_costs_a_verify_either_way(db: &TestDb) {
     let crm = db.crm().await;
     let ana = crm
         .auth()
-        .create_user(user("ana@example.com"), None)
+        .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
     let before = crm.password_verifications();
@@ -346,7 +350,7 @@ async fn login_is_generic_and_costs_a_verify_either_way(db: &TestDb) {
 async fn lockout_grows_and_reveals_nothing(db: &TestDb) {
     let (crm, outbox) = crm_with_mail(db).await;
     crm.auth()
-        .create_user(user("ana@example.com"), None)
+        .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
     let retry_after = |r: crm::Result<crm::auth::LoggedIn>| match r {
@@ -446,7 +450,7 @@ async fn lockout_grows_and_reveals_nothing(db: &TestDb) {
 async fn sessions_slide_cap_and_end(db: &TestDb) {
     let crm = db.crm().await;
     crm.auth()
-        .create_user(user("ana@example.com"), None)
+        .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
     let s = crm
@@ -560,7 +564,7 @@ async fn password_change_and_reset_end_other_sessions(db: &TestDb) {
     let (crm, outbox) = crm_with_mail(db).await;
     let ana = crm
         .auth()
-        .create_user(user("ana@example.com"), None)
+        .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
     let here = crm
@@ -668,7 +672,7 @@ async fn email_verification_marks_the_user(db: &TestDb) {
     let (crm, outbox) = crm_with_mail(db).await;
     let ana = crm
         .auth()
-        .create_user(user("ana@example.com"), None)
+        .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
     assert_eq!(ana.email_verified_at, None);
@@ -703,7 +707,7 @@ async fn email_verification_marks_the_user(db: &TestDb) {
 async fn weaker_hashes_are_upgraded_on_login(db: &TestDb) {
     let crm = db.crm().await;
     crm.auth()
-        .create_user(user("ana@example.com"), None)
+        .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
     let stronger = crm::auth::AuthConfig {
@@ -764,19 +768,19 @@ async fn roles_and_bootstrap(db: &TestDb) {
         .is_none());
     let bo = crm
         .auth()
-        .create_user(user("bo@example.com"), Some("user:root"))
+        .create_user(user("bo@example.com"), Actor::App(Some("user:root")))
         .await
         .expect("user");
     assert_eq!(bo.role, Role::Member);
     assert!(!bo.role.is_admin());
     let admin = crm
         .auth()
-        .set_role(bo.id, "admin", Some("user:root"))
+        .set_role(bo.id, "admin", Actor::App(Some("user:root")))
         .await
         .expect("role");
     assert!(admin.role.is_admin());
     assert!(matches!(
-        crm.auth().set_role(bo.id, "boss", None).await,
+        crm.auth().set_role(bo.id, "boss", Actor::App(None)).await,
         Err(Error::Validation { .. })
     ));
     let audit = crm
@@ -821,7 +825,7 @@ async fn roles_and_bootstrap(db: &TestDb) {
 async fn secrets_stay_out_of_debug_and_the_audit_log(db: &TestDb) {
     let (crm, outbox) = crm_with_mail(db).await;
     crm.auth()
-        .create_user(user("ana@example.com"), None)
+        .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
     let s = crm
@@ -856,4 +860,212 @@ async fn secrets_stay_out_of_debug_and_the_audit_log(db: &TestDb) {
     );
     let users = serde_json::to_string(&crm.auth().users().await.expect("users")).expect("json");
     assert!(!users.contains("argon2"), "the hash never leaves the store");
+}
+
+fn with_role(email: &str, role: &str) -> NewUser {
+    NewUser {
+        role: Some(role.into()),
+        ..user(email)
+    }
+}
+
+/// The reported takeover: an admin demoted the owner, then made themselves owner, and
+/// could create owners. Each step is now refused where the role is written.
+async fn an_admin_cannot_take_over_the_workspace(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let app = Actor::App(None);
+    let owner = auth
+        .create_user(with_role("o@example.com", "owner"), app)
+        .await
+        .expect("owner");
+    let admin = auth
+        .create_user(with_role("a@example.com", "admin"), app)
+        .await
+        .expect("admin");
+    let member = auth
+        .create_user(user("m@example.com"), app)
+        .await
+        .expect("member");
+    let by_admin = Actor::User(admin.id);
+
+    for (target, role) in [
+        (owner.id, "member"),
+        (owner.id, "admin"),
+        (admin.id, "owner"),
+        (member.id, "owner"),
+    ] {
+        let err = auth.set_role(target, role, by_admin).await.expect_err(role);
+        assert!(matches!(err, Error::Forbidden), "{role}: {err:?}");
+    }
+    let err = auth
+        .create_user(with_role("x@example.com", "owner"), by_admin)
+        .await
+        .expect_err("an admin creates an owner");
+    assert!(matches!(err, Error::Forbidden), "{err:?}");
+    assert_eq!(auth.user(owner.id).await.expect("owner").role, Role::Owner);
+    assert_eq!(auth.user(admin.id).await.expect("admin").role, Role::Admin);
+    assert!(auth
+        .users()
+        .await
+        .expect("users")
+        .iter()
+        .all(|u| u.email.as_str() != "x@example.com"));
+
+    // What an admin may do: manage members and admins.
+    let promoted = auth
+        .set_role(member.id, "admin", by_admin)
+        .await
+        .expect("member to admin");
+    assert_eq!(promoted.role, Role::Admin);
+    auth.set_role(member.id, "member", by_admin)
+        .await
+        .expect("back to member");
+    auth.create_user(with_role("n@example.com", "admin"), by_admin)
+        .await
+        .expect("an admin");
+    // What only an owner may do.
+    let by_owner = Actor::User(owner.id);
+    auth.set_role(admin.id, "owner", by_owner)
+        .await
+        .expect("owner grants owner");
+    auth.set_role(admin.id, "admin", by_owner)
+        .await
+        .expect("owner removes owner");
+    auth.create_user(with_role("p@example.com", "owner"), by_owner)
+        .await
+        .expect("owner adds owner");
+    let log = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 100)
+        .await
+        .expect("audit");
+    assert!(log.iter().any(|a| a.action == "user.role_changed"
+        && a.actor.as_deref() == Some(format!("user:{}", owner.id).as_str())));
+}
+
+async fn members_manage_nobody_and_nobody_changes_their_own_role(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let app = Actor::App(None);
+    let owner = auth
+        .create_user(with_role("o@example.com", "owner"), app)
+        .await
+        .expect("owner");
+    auth.create_user(with_role("o2@example.com", "owner"), app)
+        .await
+        .expect("owner 2");
+    let member = auth
+        .create_user(user("m@example.com"), app)
+        .await
+        .expect("member");
+    let other = auth
+        .create_user(user("m2@example.com"), app)
+        .await
+        .expect("member 2");
+    let by_member = Actor::User(member.id);
+    assert!(matches!(
+        auth.set_role(other.id, "admin", by_member).await,
+        Err(Error::Forbidden)
+    ));
+    assert!(matches!(
+        auth.set_role(member.id, "admin", by_member).await,
+        Err(Error::Forbidden)
+    ));
+    assert!(matches!(
+        auth.create_user(user("m3@example.com"), by_member).await,
+        Err(Error::Forbidden)
+    ));
+    // Not even an owner changes their own role (another owner must).
+    assert!(matches!(
+        auth.set_role(owner.id, "admin", Actor::User(owner.id))
+            .await,
+        Err(Error::Forbidden)
+    ));
+    // A user of another workspace is nobody here.
+    let ws = crm.create_workspace("Other").await.expect("workspace");
+    let stranger = crm
+        .workspace(ws)
+        .auth()
+        .create_user(with_role("s@example.com", "owner"), app)
+        .await
+        .expect("stranger");
+    assert!(matches!(
+        auth.set_role(other.id, "admin", Actor::User(stranger.id))
+            .await,
+        Err(Error::Forbidden)
+    ));
+    assert_eq!(auth.user(other.id).await.expect("user").role, Role::Member);
+}
+
+async fn the_last_owner_cannot_be_demoted(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let app = Actor::App(Some("cli"));
+    let owner = auth
+        .create_user(with_role("o@example.com", "owner"), app)
+        .await
+        .expect("owner");
+    let err = auth
+        .set_role(owner.id, "admin", app)
+        .await
+        .expect_err("last owner");
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                field: Some("role"),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(auth.user(owner.id).await.expect("owner").role, Role::Owner);
+    // With a second owner, the first may go.
+    let second = auth
+        .create_user(with_role("o2@example.com", "owner"), app)
+        .await
+        .expect("owner 2");
+    auth.set_role(owner.id, "admin", Actor::User(second.id))
+        .await
+        .expect("demoted");
+}
+
+/// Two owners demote each other at the same moment: each sees two owners before it
+/// writes, unless the owners are locked where the rule is checked.
+async fn owners_demoting_each_other_at_once_leave_an_owner(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let app = Actor::App(None);
+    for round in 0..5 {
+        let a = auth
+            .create_user(with_role(&format!("a{round}@example.com"), "owner"), app)
+            .await
+            .expect("a");
+        let b = auth
+            .create_user(with_role(&format!("b{round}@example.com"), "owner"), app)
+            .await
+            .expect("b");
+        // Only these two are owners in this round.
+        for u in auth.users().await.expect("users") {
+            if u.role == Role::Owner && u.id != a.id && u.id != b.id {
+                auth.set_role(u.id, "member", Actor::User(a.id))
+                    .await
+                    .expect("clear");
+            }
+        }
+        let (x, y) = tokio::join!(
+            auth.set_role(a.id, "member", Actor::User(b.id)),
+            auth.set_role(b.id, "member", Actor::User(a.id))
+        );
+        let owners = auth
+            .users()
+            .await
+            .expect("users")
+            .iter()
+            .filter(|u| u.role == Role::Owner)
+            .count();
+        assert_eq!(owners, 1, "round {round}: {x:?} / {y:?}");
+        assert!(x.is_ok() != y.is_ok(), "exactly one wins: {x:?} / {y:?}");
+    }
 }

@@ -134,7 +134,7 @@ impl App {
                     role: Some(role.into()),
                     password: PASSWORD.into(),
                 },
-                None,
+                crm::auth::Actor::App(None),
             )
             .await
             .expect("user");
@@ -199,6 +199,8 @@ conformance!(
     contact_form_honeypot_and_cors,
     sessions_csrf_expiry_and_lockout,
     admin_routes_manage_keys_webhooks_users_and_settings,
+    an_admin_cannot_seize_the_workspace_over_http,
+    parsing_kelvin_signs_answers_instead_of_panicking,
     inbound_webhooks_verify_and_capture_once,
     registration_makes_a_workspace_to_sign_in_to,
 );
@@ -1401,4 +1403,106 @@ async fn over_a_socket_clients_are_limited_by_their_address() {
     stop.cancel();
     server.await.expect("join").expect("serve");
     crm.close().await;
+}
+
+/// The takeover reproduced against the release server: as an admin, demote the owner,
+/// promote oneself, create an owner. Every step now answers 403 and changes nothing;
+/// the owner keeps every admin route.
+async fn an_admin_cannot_seize_the_workspace_over_http(db: &TestDb) {
+    let app = App::new(db).await;
+    let owner_cookie = app.admin().await;
+    app.user("admin@example.com", "admin").await;
+    let cookie = app.login("admin@example.com").await;
+    let users = app
+        .send(
+            with_cookie(req(Method::GET, "/api/admin/users"), &cookie)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    let id_of = |email: &str| {
+        users
+            .body
+            .as_array()
+            .expect("users")
+            .iter()
+            .find(|u| u["email"] == email)
+            .and_then(|u| u["id"].as_str())
+            .expect("user")
+            .to_owned()
+    };
+    let (owner_id, admin_id) = (id_of("owner@example.com"), id_of("admin@example.com"));
+    let patch = |id: &str, role: &str| {
+        json_body(
+            with_cookie(
+                req(Method::PATCH, &format!("/api/admin/users/{id}")),
+                &cookie,
+            ),
+            json!({ "role": role }),
+        )
+    };
+    app.send(patch(&owner_id, "member"))
+        .await
+        .problem(403, "forbidden");
+    app.send(patch(&admin_id, "owner"))
+        .await
+        .problem(403, "forbidden");
+    app.send(json_body(
+        with_cookie(req(Method::POST, "/api/admin/users"), &cookie),
+        json!({"email": "mole@example.com", "display_name": "Mole", "role": "owner", "password": PASSWORD}),
+    ))
+    .await
+    .problem(403, "forbidden");
+    // The owner is still the owner, and still reaches the admin routes.
+    let r = app
+        .send(
+            with_cookie(req(Method::GET, "/api/admin/users"), &owner_cookie)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let roles: Vec<(&str, &str)> = r
+        .body
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| {
+            (
+                u["email"].as_str().unwrap_or(""),
+                u["role"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("owner@example.com", "owner"),
+            ("admin@example.com", "admin")
+        ]
+    );
+}
+
+/// The reported remote panic: the builtin parser sliced the original line at an offset
+/// found in its lower-cased copy. `K` (U+212A) shrinks from 3 bytes to 1 when
+/// lower-cased, so the offset fell inside a character and the handler panicked (500).
+async fn parsing_kelvin_signs_answers_instead_of_panicking(db: &TestDb) {
+    let app = App::new(db).await;
+    let key = app.key(&["leads:read"]).await;
+    let r = app
+        .send(json_body(
+            bearer(req(Method::POST, "/api/v1/leads/parse"), &key),
+            json!({ "text": "\u{212A}\u{212A}\u{212A}\u{212A} name: Ana" }),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.body["found"]
+            .as_array()
+            .expect("found")
+            .iter()
+            .any(|f| f == "name"),
+        "{}",
+        r.text
+    );
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::api_keys::{ApiKey, Scope};
 use crate::audit::AuditEntry;
-use crate::auth::{Session, Throttle, User, RESET, VERIFY};
+use crate::auth::{Role, Session, Throttle, User, RESET, VERIFY};
 use crate::db::{Bind, Dialect, Sql, Ts};
 use crate::events::{Event, EventType};
 use crate::ids::{
@@ -393,6 +393,15 @@ pub(crate) struct KeyChange {
     pub key: ApiKey,
     pub new_key: Option<(ApiKey, String)>,
     pub audit: AuditEntry,
+}
+
+/// The acting user's row: one that is not in the workspace may do nothing there.
+fn actor_row(found: Result<(User, String)>) -> Result<User> {
+    match found {
+        Ok((u, _)) => Ok(u),
+        Err(Error::NotFound { .. }) => Err(Error::Forbidden),
+        Err(e) => Err(e),
+    }
 }
 
 /// A stored value that no longer parses: the database was changed behind crm's back.
@@ -1361,6 +1370,92 @@ where
         Ok(())
     }
 
+    /// Creates a user on behalf of `by` (a user of the workspace, read and locked in
+    /// the same transaction; `None`: the app), when `check` allows it.
+    pub(crate) async fn create_user_by(
+        pool: &sqlx::Pool<DB>,
+        u: &User,
+        hash: &str,
+        audit: &AuditEntry,
+        by: Option<UserId>,
+        check: impl FnOnce(Option<&User>) -> Result<()>,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let actor = match by {
+            Some(a) => Some(actor_row(
+                Self::fetch_user(&mut tx, u.workspace_id, a).await,
+            )?),
+            None => None,
+        };
+        check(actor.as_ref())?;
+        Self::insert_user(&mut tx, u, hash).await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Changes one user's role when `check(actor, target, owners)` allows it: the
+    /// target, the actor and every owner of the workspace are read and locked in one
+    /// statement (in id order, so two such changes cannot deadlock), the role column
+    /// alone is written, and the audit entry goes in the same transaction. Returns
+    /// the user as it is now.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn set_role(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: UserId,
+        role: Role,
+        by: Option<UserId>,
+        now: Ts,
+        check: impl FnOnce(Option<&User>, &User, usize) -> Result<()>,
+        audit: impl FnOnce(&User) -> AuditEntry,
+    ) -> Result<User> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = $1 \
+             AND (id = $2 OR id = $3 OR role = 'owner') ORDER BY id{}",
+            DB::FOR_UPDATE
+        );
+        let rows = sqlx::query_as::<DB, UserRow>(&sql)
+            .bind(ws)
+            .bind(id.0)
+            .bind(by.map_or(id.0, |a| a.0))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| r.into_user().map(|(u, _)| u))
+            .collect::<Result<Vec<User>>>()?;
+        let mut target = rows
+            .iter()
+            .find(|u| u.id == id)
+            .cloned()
+            .ok_or(Error::NotFound { entity: "user" })?;
+        let actor = match by {
+            Some(a) => Some(rows.iter().find(|u| u.id == a).ok_or(Error::Forbidden)?),
+            None => None,
+        };
+        let owners = rows.iter().filter(|u| u.role == Role::Owner).count();
+        check(actor, &target, owners)?;
+        if target.role == role {
+            return Ok(target);
+        }
+        let entry = audit(&target);
+        sqlx::query::<DB>(
+            "UPDATE crm_users SET role = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(ws)
+        .bind(id.0)
+        .bind(role.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_audit(&mut tx, &entry).await?;
+        tx.commit().await?;
+        target.role = role;
+        target.updated_at = now.0;
+        Ok(target)
+    }
+
     async fn fetch_user(
         conn: &mut DB::Connection,
         ws: WorkspaceId,
@@ -1905,9 +2000,11 @@ where
         n: usize,
         only_kind: Option<&'static str>,
     ) -> Result<Vec<ClaimedJob>> {
-        let kind = only_kind
-            .map(|k| format!(" AND kind = '{k}'"))
-            .unwrap_or_default();
+        let kind = if only_kind.is_some() {
+            " AND kind = $4"
+        } else {
+            ""
+        };
         let sql = format!(
             "UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
              WHERE id IN (SELECT id FROM crm_jobs WHERE status = 'pending' AND run_at <= $3 \
@@ -1916,12 +2013,14 @@ where
             DB::SKIP_LOCKED
         );
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        let jobs = sqlx::query_as::<DB, ClaimedJob>(&sql)
+        let mut query = sqlx::query_as::<DB, ClaimedJob>(&sql)
             .bind(Ts(lease_until))
             .bind(token)
-            .bind(Ts(now))
-            .fetch_all(&mut *tx)
-            .await?;
+            .bind(Ts(now));
+        if let Some(k) = only_kind {
+            query = query.bind(k);
+        }
+        let jobs = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(jobs)
     }

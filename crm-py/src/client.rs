@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use crm_core::api_keys::{ApiKeyPatch, NewApiKey};
-use crm_core::auth::{Login, NewUser};
+use crm_core::auth::{Actor, Login, NewUser};
 use crm_core::leads::{LeadPatch, LeadQuery, NewActivity, NewLead, SortField, SortOrder};
 use crm_core::notify::NewChannel;
 use crm_core::webhooks::{DispatcherConfig, EndpointPatch, NewEndpoint};
@@ -418,13 +418,17 @@ async fn dispatch(
         }
 
         // Auth.
-        "auth.create_user" => to_value(w.auth().create_user(input(payload)?, None).await?),
+        "auth.create_user" => to_value(
+            w.auth()
+                .create_user(input(payload)?, Actor::App(None))
+                .await?,
+        ),
         "auth.users" => to_value(w.auth().users().await?),
         "auth.user" => to_value(w.auth().user(parse_id(id()?, "id")?).await?),
         "auth.set_role" => {
             let user = parse_id(id()?, "id")?;
             let a: Role = input(payload)?;
-            to_value(w.auth().set_role(user, &a.role, None).await?)
+            to_value(w.auth().set_role(user, &a.role, Actor::App(None)).await?)
         }
         "auth.login" => {
             let a: LoginArgs = input(payload)?;

@@ -36,7 +36,7 @@ pub use password::{check_policy, PasswordParams};
 
 use crate::api_keys::format::{hash as sha256, hex};
 use crate::audit::AuditEntry;
-use crate::db::with_pool;
+use crate::db::{with_pool, Ts};
 use crate::error::{AuthFailure, Errors};
 use crate::ids::{SessionId, UserId, WorkspaceId};
 use crate::leads::Email;
@@ -61,6 +61,71 @@ impl Role {
     /// Whether this role may administer the workspace (owner or admin).
     pub fn is_admin(self) -> bool {
         matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// Who asks for a change to a workspace's users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor<'a> {
+    /// A user of the workspace (e.g. signed in to the admin routes). The service
+    /// checks their current role against the rules of roles, inside the transaction
+    /// that makes the change: owners manage everyone, admins manage members and
+    /// admins, members manage nobody, and nobody changes their own role.
+    User(UserId),
+    /// The embedding app itself (its own code, a CLI, the Python module): trusted
+    /// with any change but the removal of the last owner. The name, when given, goes
+    /// to the audit log as the actor.
+    App(Option<&'a str>),
+}
+
+impl Actor<'_> {
+    /// The actor as the audit log names it.
+    fn audit_name(&self) -> Option<String> {
+        match self {
+            Actor::User(id) => Some(format!("user:{id}")),
+            Actor::App(name) => name.map(str::to_owned),
+        }
+    }
+}
+
+/// Whether `actor` (`None`: the app) may give `target` the role `role`, in a
+/// workspace that has `owners` owners. Pure: the store calls it with the rows it
+/// locked.
+pub(crate) fn may_set_role(
+    actor: Option<&User>,
+    target: &User,
+    role: Role,
+    owners: usize,
+) -> Result<()> {
+    if let Some(a) = actor {
+        if a.id == target.id {
+            return Err(Error::Forbidden);
+        }
+        let owner_involved = target.role == Role::Owner || role == Role::Owner;
+        if !a.role.is_admin() || (owner_involved && a.role != Role::Owner) {
+            return Err(Error::Forbidden);
+        }
+    }
+    if target.role == Role::Owner && role != Role::Owner && owners <= 1 {
+        return Err(last_owner());
+    }
+    Ok(())
+}
+
+/// Whether `actor` (`None`: the app) may add a user with `role`.
+pub(crate) fn may_create(actor: Option<&User>, role: Role) -> Result<()> {
+    match actor {
+        Some(a) if !a.role.is_admin() => Err(Error::Forbidden),
+        Some(a) if role == Role::Owner && a.role != Role::Owner => Err(Error::Forbidden),
+        _ => Ok(()),
+    }
+}
+
+fn last_owner() -> Error {
+    Error::Conflict {
+        message: "a workspace keeps at least one owner: make another user owner first".into(),
+        field: Some("role"),
+        existing_id: None,
     }
 }
 
@@ -393,11 +458,28 @@ impl Auth {
     }
 
     /// Creates a user in this workspace (`Conflict` when the email is taken).
-    pub async fn create_user(&self, input: NewUser, actor: Option<&str>) -> Result<User> {
+    /// `Forbidden` unless `actor` may add a user of that role (see [`Actor`]): only an
+    /// owner (or the app) adds an owner; members add nobody.
+    pub async fn create_user(&self, input: NewUser, actor: Actor<'_>) -> Result<User> {
         let (user, hash) = self.prepare(input, None).await?;
-        let audit = self.audit(actor, "user.created", Some(&user), None);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_user(
-            p, None, &user, &hash, &audit
+        let audit = self.audit(
+            actor.audit_name().as_deref(),
+            "user.created",
+            Some(&user),
+            None,
+        );
+        let by = match actor {
+            Actor::User(id) => Some(id),
+            Actor::App(_) => None,
+        };
+        let role = user.role;
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_user_by(
+            p,
+            &user,
+            &hash,
+            &audit,
+            by,
+            |a| may_create(a, role)
         )
         .await)?;
         Ok(user)
@@ -434,28 +516,36 @@ impl Auth {
         .map(|(u, _)| u)
     }
 
-    /// Changes a user's role.
-    pub async fn set_role(&self, id: UserId, role: &str, actor: Option<&str>) -> Result<User> {
+    /// Changes a user's role, checked against the rules of roles inside the
+    /// transaction that writes it (see [`Actor`]): `Forbidden` for a change the actor
+    /// may not make, `Conflict` for the demotion of the workspace's last owner.
+    pub async fn set_role(&self, id: UserId, role: &str, actor: Actor<'_>) -> Result<User> {
         let role: Role = role
             .trim()
             .parse()
             .map_err(|m: String| Error::invalid("role", m))?;
-        let (mut user, hash) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_user(
-            p, self.ws, id
+        let by = match actor {
+            Actor::User(a) => Some(a),
+            Actor::App(_) => None,
+        };
+        let now = self.crm.now();
+        let name = actor.audit_name();
+        let audit = |u: &User| {
+            let mut a = self.audit(name.as_deref(), "user.role_changed", Some(u), None);
+            a.details = json!({ "old_role": u.role, "new_role": role });
+            a
+        };
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::set_role(
+            p,
+            self.ws,
+            id,
+            role,
+            by,
+            Ts(now),
+            |a, t, owners| may_set_role(a, t, role, owners),
+            &audit
         )
-        .await)?;
-        if user.role == role {
-            return Ok(user);
-        }
-        let mut audit = self.audit(actor, "user.role_changed", Some(&user), None);
-        audit.details = json!({ "old_role": user.role, "new_role": role });
-        user.role = role;
-        user.updated_at = self.crm.now();
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_user(
-            p, &user, &hash, None, &audit
-        )
-        .await)?;
-        Ok(user)
+        .await)
     }
 
     /// Logs in: a new session on success; `Unauthorized(InvalidCredentials)` for an
@@ -824,6 +914,56 @@ impl Crm {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    fn someone(role: Role) -> User {
+        User {
+            id: UserId::new(),
+            workspace_id: WorkspaceId::DEFAULT,
+            email: Email::parse("u@example.com").expect("email"),
+            display_name: "U".into(),
+            role,
+            email_verified_at: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    /// The rules of roles, every (actor, target, new role) combination.
+    #[test]
+    fn who_may_set_which_role() {
+        use Role::{Admin, Member, Owner};
+        let allowed = |actor: Option<Role>, target: Role, role: Role, owners: usize| {
+            let a = actor.map(someone);
+            may_set_role(a.as_ref(), &someone(target), role, owners).is_ok()
+        };
+        for target in [Owner, Admin, Member] {
+            for role in [Owner, Admin, Member] {
+                let owner_involved = target == Owner || role == Owner;
+                assert!(
+                    allowed(Some(Owner), target, role, 2),
+                    "{target:?}->{role:?}"
+                );
+                assert_eq!(allowed(Some(Admin), target, role, 2), !owner_involved);
+                assert!(!allowed(Some(Member), target, role, 2));
+                assert!(allowed(None, target, role, 2));
+            }
+        }
+        // The last owner stays, whoever asks; keeping the role is no demotion.
+        assert!(!allowed(None, Owner, Admin, 1));
+        assert!(!allowed(Some(Owner), Owner, Member, 1));
+        assert!(allowed(None, Owner, Owner, 1));
+        // Nobody changes their own role.
+        let me = someone(Owner);
+        assert!(matches!(
+            may_set_role(Some(&me), &me, Admin, 3),
+            Err(Error::Forbidden)
+        ));
+        assert!(may_create(Some(&someone(Admin)), Owner).is_err());
+        assert!(may_create(Some(&someone(Admin)), Admin).is_ok());
+        assert!(may_create(Some(&someone(Member)), Member).is_err());
+        assert!(may_create(Some(&someone(Owner)), Owner).is_ok());
+        assert!(may_create(None, Owner).is_ok());
+    }
 
     #[test]
     fn lockouts_grow_and_cap() {

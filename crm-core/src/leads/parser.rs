@@ -139,10 +139,8 @@ fn project_type(text: &str, allowed: &AllowedValues) -> Option<String> {
 
 fn name(text: &str) -> Option<String> {
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let lower = line.to_lowercase();
         for prefix in ["name:", "my name is ", "i'm ", "i am ", "this is "] {
-            if let Some(pos) = lower.find(prefix) {
-                let rest = &line[pos + prefix.len()..];
+            if let Some(rest) = after_ascii_ci(line, prefix) {
                 let words: Vec<&str> = rest
                     .split(|c: char| !(c.is_alphabetic() || c == '-' || c == '\''))
                     .filter(|w| !w.is_empty())
@@ -164,6 +162,19 @@ fn name(text: &str) -> Option<String> {
                     .all(|c| c.is_alphabetic() || c == '-' || c == '\'')
         });
     looks_like_name.then(|| words.join(" "))
+}
+
+/// What follows the first occurrence of the ASCII `needle` in `line`, ignoring ASCII
+/// case. It searches `line` itself: an offset found in `line.to_lowercase()` is not
+/// an offset of `line`, whose characters may lower-case to another length (the
+/// Kelvin sign `K`, 3 bytes, becomes `k`, 1 byte), and slicing with it panics.
+fn after_ascii_ci<'a>(line: &'a str, needle: &str) -> Option<&'a str> {
+    line.char_indices().find_map(|(i, _)| {
+        let end = i.checked_add(needle.len())?;
+        line.get(i..end)
+            .filter(|s| s.eq_ignore_ascii_case(needle))
+            .and_then(|_| line.get(end..))
+    })
 }
 
 fn phone(text: &str) -> Option<Phone> {
@@ -249,6 +260,29 @@ mod tests {
             ["name", "email", "phone", "budget", "project_type"]
         );
         assert!((p.confidence - 1.0).abs() < f32::EPSILON);
+    }
+
+    /// The reported remote panic: U+212A lower-cases from 3 bytes to 1, so an offset
+    /// found in the lower-cased line pointed inside a character of the original.
+    #[tokio::test]
+    async fn kelvin_signs_before_a_name_prefix_do_not_panic() {
+        for text in [
+            "\u{212A}\u{212A}\u{212A}\u{212A} name: Ana",
+            "\u{212A} NAME: Ana",
+            "\u{130}\u{130} my name is Bo Chen",
+            "\u{212A}\u{212A}\u{212A}\u{212A}\u{212A}\u{212A} i'm",
+        ] {
+            let p = BuiltinParser
+                .parse(text, &AllowedValues::default())
+                .await
+                .expect("parse");
+            if text.ends_with("Ana") {
+                assert_eq!(p.fields.name, "Ana", "{text}");
+            }
+            if text.ends_with("Chen") {
+                assert_eq!(p.fields.name, "Bo Chen", "{text}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use crm_core::api_keys::{ApiKey, ApiKeyPatch, CreatedApiKey, NewApiKey};
 use crm_core::audit::AuditEntry;
-use crm_core::auth::{NewUser, User};
+use crm_core::auth::{Actor, NewUser, User};
 use crm_core::leads::AllowedValues;
 use crm_core::notify::{Channel, ChannelPatch, NewChannel};
 use crm_core::webhooks::{Attempt, CreatedEndpoint, Endpoint, EndpointPatch, NewEndpoint};
@@ -541,7 +541,7 @@ pub(crate) async fn create_user(
 ) -> ApiResult<impl IntoResponse> {
     let u = ws(&s, &a)
         .auth()
-        .create_user(input, Some(&actor(&a)))
+        .create_user(input, Actor::User(a.0.user.id))
         .await?;
     Ok((StatusCode::CREATED, axum::Json(u)))
 }
@@ -566,7 +566,7 @@ pub(crate) async fn update_user(
 ) -> ApiResult<axum::Json<User>> {
     let u = ws(&s, &a)
         .auth()
-        .set_role(id, &patch.role, Some(&actor(&a)))
+        .set_role(id, &patch.role, Actor::User(a.0.user.id))
         .await?;
     Ok(axum::Json(u))
 }
