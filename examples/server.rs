@@ -32,6 +32,16 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A secret from the environment: `None` when unset, an error when set but blank (an
+/// empty key would make every signature check meaningless).
+fn secret_env(name: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => anyhow::bail!("{name} is set but blank"),
+        Ok(v) => Ok(Some(v)),
+        Err(_) => Ok(None),
+    }
+}
+
 fn flag(name: &str) -> bool {
     env(name).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
@@ -87,7 +97,10 @@ fn per_minute(name: &str) -> anyhow::Result<Option<Policy>> {
 }
 
 #[allow(unused_mut)]
-fn integrations(mut b: crm::CrmBuilder, mut cfg: Config) -> (crm::CrmBuilder, Config) {
+fn integrations(
+    mut b: crm::CrmBuilder,
+    mut cfg: Config,
+) -> anyhow::Result<(crm::CrmBuilder, Config)> {
     #[cfg(feature = "discord")]
     {
         b = b.notifier(crm::integrations::discord::Discord::new());
@@ -99,15 +112,16 @@ fn integrations(mut b: crm::CrmBuilder, mut cfg: Config) -> (crm::CrmBuilder, Co
     #[cfg(feature = "whatsapp")]
     {
         b = b.notifier(crm::integrations::whatsapp::WhatsApp::new());
-        if let (Some(secret), Some(token)) =
-            (env("WHATSAPP_APP_SECRET"), env("WHATSAPP_VERIFY_TOKEN"))
-        {
+        if let (Some(secret), Some(token)) = (
+            secret_env("WHATSAPP_APP_SECRET")?,
+            secret_env("WHATSAPP_VERIFY_TOKEN")?,
+        ) {
             cfg = cfg.whatsapp(SecretString::from(secret), SecretString::from(token));
             println!("WhatsApp inbound on /api/webhooks/whatsapp");
         }
     }
     #[cfg(feature = "calcom")]
-    if let Some(secret) = env("CALCOM_WEBHOOK_SECRET") {
+    if let Some(secret) = secret_env("CALCOM_WEBHOOK_SECRET")? {
         cfg = cfg.calcom(SecretString::from(secret));
         println!("Cal.com inbound on /api/webhooks/cal");
     }
@@ -122,7 +136,7 @@ fn integrations(mut b: crm::CrmBuilder, mut cfg: Config) -> (crm::CrmBuilder, Co
         b = b.lead_parser(crm::integrations::openai::OpenAi::new(key));
         println!("lead parsing via OpenAI");
     }
-    (b, cfg)
+    Ok((b, cfg))
 }
 
 /// Makes the owner account on the first run.
@@ -190,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(p) = per_minute("CRM_ANON_PER_MINUTE")? {
         b = b.rate_limit_policy("anonymous_ip", p);
     }
-    let (b, cfg) = integrations(b, cfg);
+    let (b, cfg) = integrations(b, cfg)?;
     let crm = b.connect().await.context("opening the database")?;
     bootstrap(&crm).await?;
 

@@ -26,6 +26,7 @@ conformance!(
     members_manage_nobody_and_nobody_changes_their_own_role,
     the_last_owner_cannot_be_demoted,
     owners_demoting_each_other_at_once_leave_an_owner,
+    login_to_an_unknown_workspace_looks_like_a_wrong_password,
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
@@ -1067,5 +1068,32 @@ async fn owners_demoting_each_other_at_once_leave_an_owner(db: &TestDb) {
             .count();
         assert_eq!(owners, 1, "round {round}: {x:?} / {y:?}");
         assert!(x.is_ok() != y.is_ok(), "exactly one wins: {x:?} / {y:?}");
+    }
+}
+
+/// Issue 15, item 9: a login to a workspace id that does not exist answered 404 (the
+/// failed attempt could not be recorded against a missing workspace), which told an
+/// attacker which workspace ids exist. It now answers like a wrong password.
+async fn login_to_an_unknown_workspace_looks_like_a_wrong_password(db: &TestDb) {
+    let crm = db.crm().await;
+    crm.auth()
+        .create_user(user("ana@example.com"), Actor::App(None))
+        .await
+        .expect("user");
+    let nowhere = crm.workspace(WorkspaceId::new()).auth();
+    for password in [PW, "wrong-Password-1!"] {
+        let err = nowhere
+            .login(login("ana@example.com", password))
+            .await
+            .expect_err("no such workspace");
+        assert!(
+            matches!(
+                err,
+                Error::Unauthorized {
+                    reason: AuthFailure::InvalidCredentials
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

@@ -201,6 +201,7 @@ conformance!(
     admin_routes_manage_keys_webhooks_users_and_settings,
     an_admin_cannot_seize_the_workspace_over_http,
     parsing_kelvin_signs_answers_instead_of_panicking,
+    a_body_with_bytes_after_the_document_is_refused,
     inbound_webhooks_verify_and_capture_once,
     registration_makes_a_workspace_to_sign_in_to,
 );
@@ -1505,4 +1506,39 @@ async fn parsing_kelvin_signs_answers_instead_of_panicking(db: &TestDb) {
         "{}",
         r.text
     );
+}
+
+/// Issue 15, item 19: `{"name":"a","email":"t@example.org"} xx` created the lead (the
+/// bytes after the document were never looked at). Now 400, and nothing is written.
+async fn a_body_with_bytes_after_the_document_is_refused(db: &TestDb) {
+    let app = App::new(db).await;
+    let key = app.key(&["leads:write"]).await;
+    for body in [
+        r#"{"name":"a","email":"t@example.org"} xx"#,
+        r#"{"name":"a","email":"t@example.org"}{"name":"b"}"#,
+        r#"{"name":"a","email":"t@example.org"}]"#,
+    ] {
+        let r = app
+            .send(
+                bearer(req(Method::POST, "/api/v1/leads"), &key)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                    .expect("request"),
+            )
+            .await;
+        r.problem(400, "malformed_json");
+    }
+    assert_eq!(db.count("crm_leads").await, 0);
+    // Whitespace after the document is still fine.
+    let r = app
+        .send(
+            bearer(req(Method::POST, "/api/v1/leads"), &key)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    "{\"name\":\"a\",\"email\":\"t@example.org\"}\n \t",
+                ))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
 }

@@ -145,7 +145,11 @@ async fn attempts(crm: &Crm, id: ChannelId, n: usize) -> Vec<crm::webhooks::Atte
 
 async fn channels_check_and_seal_their_configuration(db: &TestDb) {
     let (crm, _) = setup(db).await;
-    let service = crm.workspace(WorkspaceId::DEFAULT).notifications();
+    // Issue 15, item 22: channel changes name their actor, like every admin change.
+    let service = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .notifications()
+        .with_actor("user:admin-1");
     let err = service
         .create(NewChannel {
             kind: "test".into(),
@@ -232,14 +236,12 @@ async fn channels_check_and_seal_their_configuration(db: &TestDb) {
         service.get(c.id).await,
         Err(Error::NotFound { .. })
     ));
-    let actions: Vec<String> = crm
+    let log = crm
         .workspace(WorkspaceId::DEFAULT)
         .audit_log(None, 10)
         .await
-        .expect("audit")
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
+        .expect("audit");
+    let actions: Vec<&str> = log.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(
         actions,
         [
@@ -247,6 +249,11 @@ async fn channels_check_and_seal_their_configuration(db: &TestDb) {
             "notification_channel.updated",
             "notification_channel.deleted"
         ]
+    );
+    assert!(
+        log.iter()
+            .all(|a| a.actor.as_deref() == Some("user:admin-1")),
+        "{log:?}"
     );
 }
 

@@ -165,6 +165,17 @@ async fn bad_endpoints_are_refused_and_write_nothing(db: &TestDb) {
         let err = hooks.create(endpoint(url, &[])).await.expect_err(why);
         assert_eq!(err.field_errors()[0].field, "url", "{why}");
     }
+    // The SSRF refusal says "not a public address", never which address the name
+    // resolved to (the operator's internal DNS answers stay private).
+    let err = hooks
+        .create(endpoint("http://localhost:9/", &[]))
+        .await
+        .expect_err("loopback by name");
+    let message = &err.field_errors()[0].message;
+    assert!(message.contains("not a public address"), "{message}");
+    for leaked in ["127.0.0.1", "::1"] {
+        assert!(!message.contains(leaked), "{message}");
+    }
     let err = hooks
         .create(NewEndpoint {
             url: "http://127.0.0.1/".into(),

@@ -403,7 +403,7 @@ mod tests {
             .await
             .expect_err("an Any pool");
         assert!(
-            matches!(&err, Error::Config(m) if m.contains("Any") && m.contains("SQLite or Postgres")),
+            matches!(&err, Error::Config(m) if m.contains("Any") && m.contains("SqlitePool or sqlx::PgPool")),
             "{err:?}"
         );
     }

@@ -205,18 +205,30 @@ fn aad(id: ChannelId) -> Vec<u8> {
 pub struct Notifications {
     crm: Crm,
     ws: WorkspaceId,
+    actor: Option<String>,
 }
 
 impl Notifications {
     pub(crate) fn new(crm: Crm, ws: WorkspaceId) -> Self {
-        Self { crm, ws }
+        Self {
+            crm,
+            ws,
+            actor: None,
+        }
+    }
+
+    /// The same service, recording `actor` in the audit log (like
+    /// [`crate::webhooks::Webhooks::with_actor`]).
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
     }
 
     fn audit(&self, action: &str, c: &Channel) -> AuditEntry {
         let details = json!({ "kind": c.kind, "name": c.name, "event_types": c.event_types, "enabled": c.enabled });
         AuditEntry::new(
             self.ws,
-            None,
+            self.actor.as_deref(),
             action,
             ("notification_channel", c.id.to_string()),
             details,

@@ -30,9 +30,20 @@ fn body_rejection(r: axum::extract::rejection::BytesRejection) -> Problem {
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        // One JSON document and nothing after it (whitespace aside): `{…} xx` is
+        // malformed, not a lead.
+        Ok(v) => match de.end() {
+            Ok(()) => Ok(v),
+            Err(e) => Err(Problem::field(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "body",
+                crm_core::error::json_message(&e),
+            )
+            .into()),
+        },
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();

@@ -154,6 +154,17 @@ def test_hex_signatures_refuse_malformed_headers() -> None:
             crm.calcom.verify_signature("s", body, bad)
 
 
+def test_an_empty_secret_never_verifies() -> None:
+    """Issue 15, item 14: an HMAC made with an empty key verified against an unset secret."""
+    body = b'{"object":"whatsapp_business_account","entry":[]}'
+    for secret in ("", "  "):
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        with pytest.raises(crm.WebhookVerificationError):
+            crm.whatsapp.verify_signature(secret, body, "sha256=" + digest)
+        with pytest.raises(crm.WebhookVerificationError):
+            crm.calcom.verify_signature(secret, body, digest)
+
+
 def test_whatsapp_handshake() -> None:
     assert crm.whatsapp.handshake("subscribe", "tok", "12345", "tok") == "12345"
     for args in (("subscribe", "nope", "1"), ("unsubscribe", "tok", "1"), (None, None, None),

@@ -185,7 +185,9 @@ pub fn handshake(
 ) -> crm_core::Result<String> {
     match (mode, token, challenge) {
         (Some("subscribe"), Some(t), Some(c))
-            if !verify_token.is_empty() && t == verify_token && c.len() <= 256 =>
+            if !verify_token.trim().is_empty()
+                && same_secret(t, verify_token)
+                && c.len() <= 256 =>
         {
             Ok(c.to_owned())
         }
@@ -193,6 +195,18 @@ pub fn handshake(
             reason: crm_core::AuthFailure::InvalidCredentials,
         }),
     }
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ:
+/// their SHA-256 digests are compared, so a timing difference can only tell an
+/// attacker about a digest, which they cannot steer.
+fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
 }
 
 /// What [`receive`] did with a payload.

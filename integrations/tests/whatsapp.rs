@@ -154,6 +154,12 @@ fn handshake_answers_only_the_right_token() {
         handshake(Some("subscribe"), Some(""), Some("1"), "").is_err(),
         "an empty verify token never matches"
     );
+    assert!(
+        handshake(Some("subscribe"), Some("  "), Some("1"), "  ").is_err(),
+        "nor does a blank one"
+    );
+    assert!(handshake(Some("subscribe"), Some("tok "), Some("1"), "tok").is_err());
+    assert!(handshake(Some("subscribe"), Some("to"), Some("1"), "tok").is_err());
 }
 
 fn notification() -> Notification {

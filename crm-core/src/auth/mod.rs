@@ -609,10 +609,16 @@ impl Auth {
                 }
                 (t, audits)
             };
-            with_pool!(self.crm.pool(), |p, DB| {
+            let recorded = with_pool!(self.crm.pool(), |p, DB| {
                 Repo::<DB>::login_failed(p, self.ws, &key, now, record).await
-            })?;
-            return Err(invalid_credentials());
+            });
+            return match recorded {
+                // A workspace that does not exist has no throttle row to write: the
+                // answer is the same as for a wrong password (no 404 telling which
+                // workspace ids exist).
+                Ok(()) | Err(Error::NotFound { .. }) => Err(invalid_credentials()),
+                Err(e) => Err(e),
+            };
         };
         let rehash = if passwords.needs_rehash(&hash) {
             Some(passwords.hash(&login.password).await?)

@@ -218,7 +218,8 @@ impl Signer {
         let ts: i64 = timestamp
             .parse()
             .map_err(|_| VerifyError::InvalidTimestamp)?;
-        if (now - ts).abs() > TOLERANCE_SECS {
+        // `now` comes from the caller: `now - ts` could overflow at the ends of i64.
+        if now.abs_diff(ts) > TOLERANCE_SECS.unsigned_abs() {
             return Err(VerifyError::TimestampOutOfTolerance);
         }
         let expected = self.mac(id, ts, body);
@@ -248,6 +249,10 @@ pub fn verify_hex_hmac(
     header: &str,
     prefix: &str,
 ) -> Result<(), VerifyError> {
+    // An empty key is a key anyone knows: HMAC with it proves nothing.
+    if secret.iter().all(u8::is_ascii_whitespace) {
+        return Err(VerifyError::NoMatchingSignature);
+    }
     let header = header.trim();
     if header.is_empty() {
         return Err(VerifyError::MissingHeader("signature"));
@@ -294,6 +299,54 @@ pub fn verify_calcom(secret: &str, body: &[u8], header: &str) -> Result<(), Veri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15, item 23: `(now - ts).abs()` overflowed (a panic in debug builds, a
+    /// wrapped comparison in release) when the caller's `now` sat at an end of i64.
+    #[test]
+    fn extreme_clocks_are_out_of_tolerance_not_an_overflow() {
+        let s = WebhookSecret::generate();
+        let sig = s.signer().sign("msg_1", 1_700_000_000, b"{}");
+        for now in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            assert_eq!(
+                s.signer().verify("msg_1", "1700000000", &sig, b"{}", now),
+                Err(VerifyError::TimestampOutOfTolerance),
+                "{now}"
+            );
+        }
+        assert_eq!(
+            s.signer()
+                .verify("msg_1", "1700000000", &sig, b"{}", 1_700_000_299),
+            Ok(())
+        );
+    }
+
+    /// Issue 15, item 14: WhatsApp accepted an HMAC made with an empty app secret (and
+    /// so would any signature check handed an unset secret). A blank key never verifies.
+    #[test]
+    fn a_signature_made_with_an_empty_secret_never_verifies() {
+        use hmac::{Hmac, Mac};
+        let body = br#"{"object":"whatsapp_business_account","entry":[]}"#;
+        for secret in ["", " ", "\t\n"] {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+            mac.update(body);
+            let hex: String = mac
+                .finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                verify_whatsapp(secret, body, &format!("sha256={hex}")),
+                Err(VerifyError::NoMatchingSignature),
+                "{secret:?}"
+            );
+            assert_eq!(
+                verify_calcom(secret, body, &hex),
+                Err(VerifyError::NoMatchingSignature),
+                "{secret:?}"
+            );
+        }
+    }
 
     #[test]
     fn digits_match_display() {

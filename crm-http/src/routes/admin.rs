@@ -384,7 +384,11 @@ pub(crate) async fn create_channel(
     a: Admin,
     Json(input): Json<NewChannel>,
 ) -> ApiResult<impl IntoResponse> {
-    let c = ws(&s, &a).notifications().create(input).await?;
+    let c = ws(&s, &a)
+        .notifications()
+        .with_actor(actor(&a))
+        .create(input)
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(c)))
 }
 
@@ -399,7 +403,11 @@ pub(crate) async fn update_channel(
     Json(patch): Json<ChannelPatch>,
 ) -> ApiResult<axum::Json<Channel>> {
     Ok(axum::Json(
-        ws(&s, &a).notifications().update(id, patch).await?,
+        ws(&s, &a)
+            .notifications()
+            .with_actor(actor(&a))
+            .update(id, patch)
+            .await?,
     ))
 }
 
@@ -412,7 +420,11 @@ pub(crate) async fn delete_channel(
     a: Admin,
     Path(id): Path<ChannelId>,
 ) -> ApiResult<StatusCode> {
-    ws(&s, &a).notifications().delete(id).await?;
+    ws(&s, &a)
+        .notifications()
+        .with_actor(actor(&a))
+        .delete(id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
