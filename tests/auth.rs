@@ -27,6 +27,8 @@ conformance!(
     the_last_owner_cannot_be_demoted,
     owners_demoting_each_other_at_once_leave_an_owner,
     login_to_an_unknown_workspace_looks_like_a_wrong_password,
+    a_new_password_ends_earlier_reset_and_verification_tokens,
+    a_role_change_racing_a_password_change_is_kept,
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
@@ -1095,5 +1097,106 @@ async fn login_to_an_unknown_workspace_looks_like_a_wrong_password(db: &TestDb) 
             ),
             "{err:?}"
         );
+    }
+}
+
+/// Issue 15, item 3: reset and verification links mailed before a password change or
+/// a reset kept working afterwards (a stolen mailbox outlived the new password).
+async fn a_new_password_ends_earlier_reset_and_verification_tokens(db: &TestDb) {
+    let (crm, outbox) = crm_with_mail(db).await;
+    let ana = crm
+        .auth()
+        .create_user(user("ana@example.com"), Actor::App(None))
+        .await
+        .expect("user");
+    crm.auth()
+        .request_password_reset("ana@example.com")
+        .await
+        .expect("reset 1");
+    let reset_1 = Outbox::token(&outbox.nth(0).await);
+    crm.auth()
+        .request_email_verification(ana.id)
+        .await
+        .expect("verify");
+    let verify = Outbox::token(&outbox.nth(1).await);
+    crm.auth()
+        .change_password(ana.id, PW, PW2, None)
+        .await
+        .expect("change");
+    assert_eq!(
+        reason(
+            crm.confirm_password_reset(&reset_1, "Third-Strong-5-Phrase")
+                .await
+        ),
+        AuthFailure::InvalidToken
+    );
+    assert_eq!(
+        reason(crm.confirm_email(&verify).await),
+        AuthFailure::InvalidToken
+    );
+
+    // A reset ends the other reset links too.
+    crm.auth()
+        .request_password_reset("ana@example.com")
+        .await
+        .expect("reset 2");
+    let reset_2 = Outbox::token(&outbox.nth(2).await);
+    crm.auth()
+        .request_password_reset("ana@example.com")
+        .await
+        .expect("reset 3");
+    let reset_3 = Outbox::token(&outbox.nth(3).await);
+    crm.confirm_password_reset(&reset_3, "Third-Strong-5-Phrase")
+        .await
+        .expect("reset");
+    assert_eq!(
+        reason(
+            crm.confirm_password_reset(&reset_2, "Fourth-Strong-5-Phrase")
+                .await
+        ),
+        AuthFailure::InvalidToken
+    );
+    crm.auth()
+        .login(login("ana@example.com", "Third-Strong-5-Phrase"))
+        .await
+        .expect("the reset password");
+}
+
+/// Issue 14, item 4: `change_password` read the user, hashed for ~100 ms, then wrote
+/// the whole row back, so a role change in between was silently undone. Now only the
+/// hash is written, conditionally.
+async fn a_role_change_racing_a_password_change_is_kept(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let app = Actor::App(None);
+    auth.create_user(with_role("o@example.com", "owner"), app)
+        .await
+        .expect("owner");
+    let bo = auth
+        .create_user(user("bo@example.com"), app)
+        .await
+        .expect("bo");
+    let mut passwords = [PW, PW2];
+    for round in 0..4 {
+        let role = if round % 2 == 0 { "admin" } else { "member" };
+        let (changed, promoted) = tokio::join!(
+            auth.change_password(bo.id, passwords[0], passwords[1], None),
+            async {
+                // Inside the hashing window of the password change.
+                tokio::time::sleep(StdDuration::from_millis(5)).await;
+                auth.set_role(bo.id, role, app).await
+            }
+        );
+        changed.expect("password changed");
+        promoted.expect("role changed");
+        passwords.swap(0, 1);
+        assert_eq!(
+            auth.user(bo.id).await.expect("bo").role.as_str(),
+            role,
+            "round {round}"
+        );
+        auth.login(login("bo@example.com", passwords[0]))
+            .await
+            .expect("the new password");
     }
 }

@@ -1495,20 +1495,42 @@ where
             .collect()
     }
 
-    async fn write_user(conn: &mut DB::Connection, u: &User, hash: &str) -> Result<()> {
-        sqlx::query::<DB>(
-            "UPDATE crm_users SET display_name = $3, role = $4, password_hash = $5, email_verified_at = $6, \
-             updated_at = $7 WHERE workspace_id = $1 AND id = $2",
-        )
-        .bind(u.workspace_id)
-        .bind(u.id.0)
-        .bind(u.display_name.as_str())
-        .bind(u.role.as_str())
-        .bind(hash)
-        .bind(u.email_verified_at.map(Ts))
-        .bind(Ts(u.updated_at))
-        .execute(&mut *conn)
-        .await?;
+    /// Writes a new password hash (and `updated_at`), nothing else of the row. With
+    /// `only_if` it is one conditional UPDATE: it writes only while the stored hash is
+    /// still that one, and says whether it did.
+    async fn write_password(
+        conn: &mut DB::Connection,
+        u: &User,
+        hash: &str,
+        only_if: Option<&str>,
+        now: Ts,
+    ) -> Result<bool> {
+        let sql = if only_if.is_some() {
+            "UPDATE crm_users SET password_hash = $3, updated_at = $4 \
+             WHERE workspace_id = $1 AND id = $2 AND password_hash = $5"
+        } else {
+            "UPDATE crm_users SET password_hash = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2"
+        };
+        let mut q = sqlx::query::<DB>(sql)
+            .bind(u.workspace_id)
+            .bind(u.id.0)
+            .bind(hash)
+            .bind(now);
+        if let Some(old) = only_if {
+            q = q.bind(old);
+        }
+        let done = Executor::execute(&mut *conn, q).await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    /// Ends every reset and verification token of the user (a new password makes the
+    /// links mailed before it worthless).
+    async fn end_tokens(conn: &mut DB::Connection, u: &User) -> Result<()> {
+        sqlx::query::<DB>("DELETE FROM crm_auth_tokens WHERE workspace_id = $1 AND user_id = $2")
+            .bind(u.workspace_id)
+            .bind(u.id.0)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 
@@ -1539,23 +1561,28 @@ where
             .map(|r| DB::rows_affected(&r))?)
     }
 
-    /// Saves a user with an audit entry; `end_sessions: Some(keep)` also ends every
-    /// session of the user but `keep`.
-    pub(crate) async fn save_user(
+    /// Changes a password the caller verified against `old_hash`: one conditional
+    /// UPDATE of the hash alone (`false` when the password changed meanwhile, and
+    /// nothing is written), then every session but `keep` and every reset and
+    /// verification token end, with the audit entry, in the same transaction.
+    pub(crate) async fn change_password(
         pool: &sqlx::Pool<DB>,
         u: &User,
-        hash: &str,
-        end_sessions: Option<Option<SessionId>>,
+        old_hash: &str,
+        new_hash: &str,
+        keep: Option<SessionId>,
+        now: Ts,
         audit: &AuditEntry,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        Self::write_user(&mut tx, u, hash).await?;
-        if let Some(keep) = end_sessions {
-            Self::delete_sessions(&mut tx, u, None, keep).await?;
+        if !Self::write_password(&mut tx, u, new_hash, Some(old_hash), now).await? {
+            return Ok(false);
         }
+        Self::delete_sessions(&mut tx, u, None, keep).await?;
+        Self::end_tokens(&mut tx, u).await?;
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn fetch_throttle(
@@ -1668,12 +1695,20 @@ where
         pool: &sqlx::Pool<DB>,
         u: &User,
         email_key: &str,
+        verified_hash: &str,
         rehash: Option<&str>,
         s: &Session,
         token_hash: &str,
         audit: &AuditEntry,
     ) -> Result<()> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        // The password verified outside this transaction (Argon2 is slow) must still
+        // be the user's: a change or reset meanwhile ended every session, and a login
+        // with the old password must not start a new one.
+        let (_, current) = Self::fetch_user(&mut tx, u.workspace_id, u.id).await?;
+        if current != verified_hash {
+            return Err(Error::unauthorized(crate::AuthFailure::InvalidCredentials));
+        }
         Self::clear_throttle(&mut tx, u.workspace_id, email_key).await?;
         if let Some(hash) = rehash {
             sqlx::query::<DB>(
@@ -1822,8 +1857,9 @@ where
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
         let (mut u, _) = Self::consume_token(&mut tx, token_hash, RESET, now).await?;
         u.updated_at = now;
-        Self::write_user(&mut tx, &u, new_hash).await?;
+        Self::write_password(&mut tx, &u, new_hash, None, Ts(now)).await?;
         Self::delete_sessions(&mut tx, &u, None, None).await?;
+        Self::end_tokens(&mut tx, &u).await?;
         Self::clear_throttle(&mut tx, u.workspace_id, &u.email.key()).await?;
         let audit = AuditEntry::new(
             u.workspace_id,
@@ -1844,10 +1880,19 @@ where
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<User> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        let (mut u, hash) = Self::consume_token(&mut tx, token_hash, VERIFY, now).await?;
+        let (mut u, _) = Self::consume_token(&mut tx, token_hash, VERIFY, now).await?;
         u.email_verified_at.get_or_insert(now);
         u.updated_at = now;
-        Self::write_user(&mut tx, &u, &hash).await?;
+        sqlx::query::<DB>(
+            "UPDATE crm_users SET email_verified_at = $3, updated_at = $4 \
+             WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(u.workspace_id)
+        .bind(u.id.0)
+        .bind(u.email_verified_at.map(Ts))
+        .bind(Ts(now))
+        .execute(&mut *tx)
+        .await?;
         let audit = AuditEntry::new(
             u.workspace_id,
             None,

@@ -654,6 +654,7 @@ impl Auth {
                 p,
                 &user,
                 &key,
+                &hash,
                 rehash.as_deref(),
                 &session,
                 &token_hash,
@@ -686,17 +687,23 @@ impl Auth {
             return Err(invalid_credentials());
         }
         let new_hash = self.crm.passwords().hash(new).await?;
-        let mut u = user.clone();
-        u.updated_at = self.crm.now();
+        let now = Ts(self.crm.now());
         let audit = self.audit(
             Some(&user.id.to_string()),
             "password.changed",
             Some(&user),
             None,
         );
-        with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::save_user(p, &u, &new_hash, Some(keep), &audit).await
-        })
+        // Only the hash is written, and only while it is still the one verified above:
+        // a role change or a reset meanwhile is never overwritten.
+        let changed = with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::change_password(p, &user, &hash, &new_hash, keep, now, &audit).await
+        })?;
+        if changed {
+            Ok(())
+        } else {
+            Err(invalid_credentials())
+        }
     }
 
     /// Starts a password reset. Always answers `Ok(())` for a well-formed email, known
