@@ -3,7 +3,8 @@
 //!
 //! | family | who | limit key | policy |
 //! |---|---|---|---|
-//! | public (contact form, login, reset, …) | anyone | client IP | `anonymous_ip` |
+//! | public: the contact form | anyone | client IP | `anonymous_ip` |
+//! | public: login, reset, verify, register | anyone | client IP (a bucket of its own) | `anonymous_ip` |
 //! | inbound webhooks | a provider (signature checked by the handler) | client IP | `inbound` |
 //! | API | `Authorization: Bearer <key>` | key id | `api_key` |
 //! | session (`/api/auth/me`, `/api/admin/*`) | session cookie | user id | `session` |
@@ -70,21 +71,30 @@ fn client_ip(s: &AppState, req: &Request) -> ClientIp {
     ClientIp::of(req.headers(), req.extensions(), s.cfg.trust_proxy_headers)
 }
 
-/// Public routes: `anonymous_ip` per client IP.
-pub(crate) async fn public(State(s): State<AppState>, req: Request, next: Next) -> Response {
+/// `anonymous_ip` per client IP, in the bucket of one family of public routes: the
+/// contact form and the auth routes each have their own, so ten form posts from an
+/// office (one address) do not lock that office out of signing in.
+async fn per_ip(s: AppState, bucket: &str, req: Request, next: Next) -> Response {
     let ip = client_ip(&s, &req);
-    match limit(&s, "anonymous_ip", None, ip.key()).await {
+    let key = format!("{bucket}:{}", ip.key());
+    match limit(&s, "anonymous_ip", None, &key).await {
         Ok(d) => run_limited(d, req, next).await,
         Err(res) => res,
     }
 }
 
-/// Public auth routes: the CSRF check, then `anonymous_ip` per client IP.
+/// Public routes (the contact form): `anonymous_ip` per client IP.
+pub(crate) async fn public(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    per_ip(s, "form", req, next).await
+}
+
+/// Public auth routes: the CSRF check, then `anonymous_ip` per client IP, in a bucket
+/// apart from the contact form's.
 pub(crate) async fn public_auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if let Err(p) = csrf(&s, &req) {
         return p.into_response();
     }
-    public(State(s), req, next).await
+    per_ip(s, "auth", req, next).await
 }
 
 /// Inbound webhooks: the `inbound` policy per client IP.
