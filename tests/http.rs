@@ -1158,7 +1158,9 @@ async fn admin_routes_manage_keys_webhooks_users_and_settings(db: &TestDb) {
     assert_eq!(s.status, 200);
     assert!(!s.text.contains(WA_SECRET) && !s.text.contains(CAL_SECRET));
     assert_eq!(s.body["whatsapp"]["configured"], true);
-    assert_eq!(s.body["whatsapp"]["secret"], "••••ests");
+    // Issue 15, item 21: no part of the operator's secret (it showed "••••ests").
+    assert_eq!(s.body["whatsapp"]["secret"], "••••");
+    assert_eq!(s.body["calcom"]["secret"], "••••");
     assert_eq!(s.body["allowed_origins"], json!([ORIGIN]));
     let s = app
         .send(send(

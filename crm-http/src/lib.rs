@@ -39,6 +39,7 @@ pub struct Config {
     pub(crate) allowed_origins: Vec<HeaderValue>,
     pub(crate) trust_proxy_headers: bool,
     pub(crate) registration: bool,
+    pub(crate) secret_tails: bool,
     pub(crate) cookie_name: String,
     pub(crate) cookie_secure: bool,
     pub(crate) public_workspace: WorkspaceId,
@@ -57,6 +58,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             trust_proxy_headers: false,
             registration: false,
+            secret_tails: false,
             cookie_name: SESSION_COOKIE.into(),
             cookie_secure: true,
             public_workspace: WorkspaceId::DEFAULT,
@@ -103,6 +105,14 @@ impl Config {
     /// Serves `POST /api/auth/register` (self-service sign-up: a new workspace and its owner).
     pub fn registration(mut self, yes: bool) -> Self {
         self.registration = yes;
+        self
+    }
+
+    /// Lets the admin settings show the last four characters of the inbound secrets
+    /// (`••••abcd`), to tell which secret is configured. Off by default: a tenant
+    /// admin sees `••••` only, no part of a secret that belongs to the operator.
+    pub fn secret_tails_in_settings(mut self, yes: bool) -> Self {
+        self.secret_tails = yes;
         self
     }
 

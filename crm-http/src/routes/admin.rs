@@ -448,7 +448,8 @@ pub(crate) async fn test_channel(
 pub(crate) struct InboundSettings {
     /// Whether the route accepts requests.
     configured: bool,
-    /// The signing secret, masked (`••••` and its last 4 characters).
+    /// The signing secret, masked: `••••` (with its last 4 characters only when the
+    /// operator allowed it, `Config::secret_tails_in_settings`).
     secret: Option<String>,
 }
 
@@ -469,10 +470,10 @@ pub(crate) struct Settings {
     calcom: InboundSettings,
 }
 
-/// `••••` and the last 4 characters (all masked when the secret is short).
-fn mask(secret: &str) -> String {
+/// `••••`, and with `tail` its last 4 characters (all masked when the secret is short).
+fn mask(secret: &str, tail: bool) -> String {
     let n = secret.chars().count();
-    if n <= 8 {
+    if !tail || n <= 8 {
         return "••••".into();
     }
     let tail: String = secret.chars().skip(n - 4).collect();
@@ -482,7 +483,7 @@ fn mask(secret: &str) -> String {
 async fn settings(s: &AppState, a: &Admin) -> ApiResult<Settings> {
     let inbound = |secret: Option<&crm_core::SecretString>| InboundSettings {
         configured: secret.is_some(),
-        secret: secret.map(|x| mask(x.expose())),
+        secret: secret.map(|x| mask(x.expose(), s.cfg.secret_tails)),
     };
     Ok(Settings {
         workspace: ws(s, a).info().await?,
@@ -606,4 +607,16 @@ pub(crate) async fn audit_log(
         .audit_log(p.after, p.limit.unwrap_or(100))
         .await?;
     Ok(axum::Json(list))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn secrets_show_no_part_unless_the_operator_opts_in() {
+        assert_eq!(mask("wa-secret-for-tests", false), "••••");
+        assert_eq!(mask("wa-secret-for-tests", true), "••••ests");
+        assert_eq!(mask("short", true), "••••");
+    }
 }
