@@ -13,7 +13,8 @@
 //! Telegram and WhatsApp channels are available to create from the admin API.
 //! Also: `CRM_ALLOWED_ORIGINS` (comma-separated), `CRM_REGISTRATION=1`,
 //! `CRM_INSECURE_COOKIE=1` (plain-HTTP development: cookie `crm_session`, not Secure),
-//! `CRM_TRUST_PROXY=1`, and `CRM_API_KEY_PER_MINUTE` / `CRM_ANON_PER_MINUTE` to change
+//! `CRM_TRUST_PROXY` (comma-separated CIDRs of the reverse proxies whose
+//! `X-Forwarded-For` is believed, e.g. `127.0.0.1/32,10.0.0.0/8`), and `CRM_API_KEY_PER_MINUTE` / `CRM_ANON_PER_MINUTE` to change
 //! the rate limits (the benchmark script raises them).
 
 use std::net::SocketAddr;
@@ -40,6 +41,20 @@ fn secret_env(name: &str) -> anyhow::Result<Option<String>> {
         Ok(v) => Ok(Some(v)),
         Err(_) => Ok(None),
     }
+}
+
+/// `CRM_TRUST_PROXY`: the networks of the reverse proxies in front of the server.
+fn proxies() -> anyhow::Result<Vec<crm::http::IpNet>> {
+    env("CRM_TRUST_PROXY")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse()
+                .map_err(|e| anyhow::anyhow!("CRM_TRUST_PROXY: {e}"))
+        })
+        .collect()
 }
 
 fn flag(name: &str) -> bool {
@@ -186,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut cfg = Config::new()
         .registration(flag("CRM_REGISTRATION"))
-        .trust_proxy_headers(flag("CRM_TRUST_PROXY"));
+        .trusted_proxies(proxies()?);
     if flag("CRM_INSECURE_COOKIE") {
         cfg = cfg.insecure_cookie("crm_session");
     }

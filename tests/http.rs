@@ -202,6 +202,7 @@ conformance!(
     an_admin_cannot_seize_the_workspace_over_http,
     parsing_kelvin_signs_answers_instead_of_panicking,
     a_body_with_bytes_after_the_document_is_refused,
+    forged_forwarded_for_cannot_escape_the_per_ip_limit,
     inbound_webhooks_verify_and_capture_once,
     registration_makes_a_workspace_to_sign_in_to,
 );
@@ -1548,4 +1549,33 @@ async fn a_body_with_bytes_after_the_document_is_refused(db: &TestDb) {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
+}
+
+/// Issue 15, item 10, end to end: behind a trusted proxy, a client that writes a new
+/// `X-Forwarded-For` entry on every request still spends one bucket (its own address,
+/// as the proxy appended it).
+async fn forged_forwarded_for_cannot_escape_the_per_ip_limit(db: &TestDb) {
+    let cfg = config().trusted_proxies(["127.0.0.0/8".parse().expect("net")]);
+    let app = App::with(db, |b| b, cfg).await;
+    let proxy: std::net::SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let mut statuses = Vec::new();
+    for i in 0..11 {
+        let mut r = req(Method::POST, "/api/leads")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", format!("198.51.100.{i}, 203.0.113.9"))
+            .body(Body::from(format!("name=N&email=f{i}%40example.com")))
+            .expect("request");
+        r.extensions_mut().insert(axum::extract::ConnectInfo(proxy));
+        statuses.push(app.send(r).await.status.as_u16());
+    }
+    assert!(statuses[..10].iter().all(|s| *s < 300), "{statuses:?}");
+    assert_eq!(statuses[10], 429, "{statuses:?}");
+    // Another client behind the same proxy has a budget of its own.
+    let mut r = req(Method::POST, "/api/leads")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", "203.0.113.10")
+        .body(Body::from("name=N&email=other%40example.com"))
+        .expect("request");
+    r.extensions_mut().insert(axum::extract::ConnectInfo(proxy));
+    assert!(app.send(r).await.status.is_success());
 }

@@ -6,13 +6,14 @@
 //! [`Caller`] (either of the first two) read what the route family's guard found (see
 //! `guard.rs`), so a handler cannot forget to authenticate.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use bytes::Bytes;
 use crm_core::api_keys::VerifiedKey;
+use crm_core::webhooks::ssrf::IpNet;
 use crm_core::{Error, WorkspaceId};
 use serde::de::DeserializeOwned;
 
@@ -238,37 +239,83 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 }
 
 /// The client's IP: the socket peer (when the server was started with
-/// `into_make_service_with_connect_info`), or the first `X-Forwarded-For` entry when
-/// the router was told to trust a proxy. `None` when neither is known.
+/// `into_make_service_with_connect_info`), or, when that peer is a trusted proxy
+/// ([`crate::Config::trusted_proxies`]), the right-most `X-Forwarded-For` entry that is
+/// not a trusted proxy: entries to its left were written by the client and prove
+/// nothing. `None` when the peer is unknown.
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub Option<String>);
+
+/// Whether the router already said that it runs without the peer address.
+static NO_PEER_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl ClientIp {
     pub(crate) fn of(
         headers: &axum::http::HeaderMap,
         extensions: &axum::http::Extensions,
-        trust_proxy: bool,
+        trusted: &[IpNet],
     ) -> Self {
-        if trust_proxy {
-            let forwarded = headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .and_then(|v| v.parse::<std::net::IpAddr>().ok());
-            if let Some(ip) = forwarded {
-                return Self(Some(ip.to_string()));
-            }
-        }
-        let peer = extensions
+        let Some(peer) = extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        Self(peer)
+            .map(|c| c.0.ip())
+        else {
+            if !NO_PEER_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "crm's router runs without the client's address (serve it with \
+                     into_make_service_with_connect_info::<SocketAddr>()): every client \
+                     shares one per-IP rate-limit bucket"
+                );
+            }
+            return Self(None);
+        };
+        Self(Some(Self::client(peer, headers, trusted).to_string()))
     }
 
-    /// The rate-limit key: the IP, or `unknown` for every client without one.
-    pub(crate) fn key(&self) -> &str {
-        self.0.as_deref().unwrap_or("unknown")
+    /// Walks `X-Forwarded-For` from the right past trusted proxies, starting at the
+    /// socket peer. An entry that is not an IP address ends the walk at the proxy
+    /// that wrote it.
+    fn client(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
+        let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+        if !is_trusted(peer) {
+            return peer;
+        }
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        let mut client = peer;
+        for entry in entries.iter().rev() {
+            let Ok(ip) = entry.parse::<IpAddr>() else {
+                break;
+            };
+            client = ip;
+            if !is_trusted(ip) {
+                break;
+            }
+        }
+        client
+    }
+
+    /// The rate-limit key: the IPv4 address, the /64 network of an IPv6 address (one
+    /// host gets a whole /64 and could otherwise use a new address per request), or
+    /// `unknown` for every client without one.
+    pub(crate) fn key(&self) -> String {
+        let Some(ip) = self.0.as_deref() else {
+            return "unknown".into();
+        };
+        match ip.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                    format!("{}/64", std::net::Ipv6Addr::from(bits))
+                }
+            },
+            _ => ip.to_owned(),
+        }
     }
 }
 
@@ -279,7 +326,7 @@ impl FromRequestParts<AppState> for ClientIp {
         Ok(Self::of(
             &parts.headers,
             &parts.extensions,
-            s.cfg.trust_proxy_headers,
+            &s.cfg.trusted_proxies,
         ))
     }
 }
@@ -389,5 +436,69 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             return Ok(Self::User(u.clone()));
         }
         Err(unauthenticated())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    /// Issue 15, item 10: the first, client-written entry was taken, so a client chose
+    /// its own rate-limit bucket (and the IP in sessions and the audit log).
+    #[test]
+    fn forged_forwarded_for_entries_are_not_believed() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let client = |peer: &str, h: &[&str]| ClientIp::client(ip(peer), &xff(h), &proxies);
+        // The proxy appended the real client; the client wrote the rest.
+        assert_eq!(
+            client("10.0.0.1", &["6.6.6.6, 203.0.113.9"]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client("10.0.0.1", &["6.6.6.6", "203.0.113.9, 10.0.0.2"]),
+            ip("203.0.113.9"),
+            "two headers, a chain of proxies"
+        );
+        // A peer that is not a trusted proxy: its header is ignored.
+        assert_eq!(client("198.51.100.7", &["6.6.6.6"]), ip("198.51.100.7"));
+        // Junk ends the walk at the proxy that passed it on.
+        assert_eq!(client("10.0.0.1", &["203.0.113.9, junk"]), ip("10.0.0.1"));
+        // Nothing but proxies: the left-most.
+        assert_eq!(client("10.0.0.1", &["10.1.1.1, 10.2.2.2"]), ip("10.1.1.1"));
+        assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));
+        // Without trusted proxies, never.
+        assert_eq!(
+            ClientIp::client(ip("10.0.0.1"), &xff(&["6.6.6.6"]), &[]),
+            ip("10.0.0.1")
+        );
+    }
+
+    /// Issue 15, item 11: one IPv6 host owns a /64 and could take a new address (and a
+    /// fresh bucket) for every request.
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let key = |s: &str| ClientIp(Some(s.into())).key();
+        assert_eq!(
+            key("2001:db8:1:2:aaaa::1"),
+            key("2001:db8:1:2:bbbb:cccc:dddd:2")
+        );
+        assert_eq!(key("2001:db8:1:2::9"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(key("192.0.2.1"), "192.0.2.1");
+        assert_eq!(ClientIp(None).key(), "unknown");
     }
 }

@@ -68,7 +68,7 @@ async fn run_limited(d: Decision, req: Request, next: Next) -> Response {
 }
 
 fn client_ip(s: &AppState, req: &Request) -> ClientIp {
-    ClientIp::of(req.headers(), req.extensions(), s.cfg.trust_proxy_headers)
+    ClientIp::of(req.headers(), req.extensions(), &s.cfg.trusted_proxies)
 }
 
 /// `anonymous_ip` per client IP, in the bucket of one family of public routes: the
@@ -101,7 +101,7 @@ pub(crate) async fn public_auth(State(s): State<AppState>, req: Request, next: N
 #[cfg(any(feature = "whatsapp", feature = "calcom"))]
 pub(crate) async fn inbound(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let ip = client_ip(&s, &req);
-    match limit(&s, "inbound", Some(s.cfg.inbound_policy), ip.key()).await {
+    match limit(&s, "inbound", Some(s.cfg.inbound_policy), &ip.key()).await {
         Ok(d) => run_limited(d, req, next).await,
         Err(res) => res,
     }

@@ -21,6 +21,7 @@ mod openapi;
 pub mod problem;
 mod routes;
 
+pub use crm_core::webhooks::ssrf::IpNet;
 pub use extract::{Admin, ApiKey, Caller, ClientIp, SessionUser};
 pub use problem::{ApiError, Problem};
 
@@ -37,7 +38,7 @@ pub const CSRF_HEADER: &str = "x-crm-csrf";
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) allowed_origins: Vec<HeaderValue>,
-    pub(crate) trust_proxy_headers: bool,
+    pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) registration: bool,
     pub(crate) secret_tails: bool,
     pub(crate) cookie_name: String,
@@ -56,7 +57,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             allowed_origins: Vec::new(),
-            trust_proxy_headers: false,
+            trusted_proxies: Vec::new(),
             registration: false,
             secret_tails: false,
             cookie_name: SESSION_COOKIE.into(),
@@ -95,10 +96,13 @@ impl Config {
         self
     }
 
-    /// Takes the client IP from the first `X-Forwarded-For` entry (only behind a proxy
-    /// that sets it; otherwise clients could pick their own rate-limit bucket).
-    pub fn trust_proxy_headers(mut self, yes: bool) -> Self {
-        self.trust_proxy_headers = yes;
+    /// The networks of the reverse proxies in front of the router (e.g.
+    /// `"10.0.0.0/8".parse()?`). When the socket peer is one of them, the client is the
+    /// right-most `X-Forwarded-For` entry that is not: a client can write entries of
+    /// its own to the left, never to the right of what its proxy appends. Without
+    /// trusted proxies `X-Forwarded-For` is ignored.
+    pub fn trusted_proxies(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+        self.trusted_proxies.extend(networks);
         self
     }
 
