@@ -81,6 +81,25 @@ fn master_key(dir: &Path) -> anyhow::Result<MasterKey> {
     Ok(MasterKey::new("k1", bytes)?)
 }
 
+/// The data directory, created 0700 (the database and the master key live there).
+#[cfg(unix)]
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -195,9 +214,19 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     let dir = PathBuf::from(env("CRM_DATA_DIR").unwrap_or_else(|| "crm-data".into()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let url =
-        env("DATABASE_URL").unwrap_or_else(|| format!("sqlite://{}", dir.join("crm.db").display()));
+    private_dir(&dir)?;
+    let url = match env("DATABASE_URL") {
+        Some(url) => url,
+        None => {
+            // Created here, 0600, before SQLite opens it: its -wal and -shm files take
+            // the database file's permissions.
+            let db = dir.join("crm.db");
+            if !db.exists() {
+                write_private(&db, "")?;
+            }
+            format!("sqlite://{}", db.display())
+        }
+    };
 
     let mut cfg = Config::new()
         .registration(flag("CRM_REGISTRATION"))
