@@ -130,16 +130,17 @@ fn gcra(stored: Option<i64>, now: i64, t: i64, p: i64) -> (bool, i64) {
 /// information (a fresh key behaves the same) and are evicted first.
 #[derive(Debug)]
 pub struct MemoryStore {
-    max_keys: usize,
-    tats: Mutex<HashMap<String, i64>>,
+    tats: Mutex<lru::LruCache<String, i64>>,
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_keys` keys (at least 1).
+    /// A store holding at most `max_keys` keys (at least 1). When it is full, the key
+    /// used least recently goes (its client starts again with a full budget): one
+    /// decision costs O(1) however many keys are held.
     pub fn new(max_keys: usize) -> Self {
+        let cap = std::num::NonZeroUsize::new(max_keys).unwrap_or(std::num::NonZeroUsize::MIN);
         Self {
-            max_keys: max_keys.max(1),
-            tats: Mutex::new(HashMap::new()),
+            tats: Mutex::new(lru::LruCache::new(cap)),
         }
     }
 
@@ -163,22 +164,11 @@ impl Default for MemoryStore {
 impl RateLimitStore for MemoryStore {
     fn step<'a>(&'a self, key: &'a str, now: i64, t: i64, p: i64) -> StoreFuture<'a> {
         let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
-        if !tats.contains_key(key) && tats.len() >= self.max_keys {
-            tats.retain(|_, tat| *tat > now);
-            if tats.len() >= self.max_keys {
-                // Still full of live keys: drop the one closest to a full budget.
-                if let Some(k) = tats
-                    .iter()
-                    .min_by_key(|(_, tat)| **tat)
-                    .map(|(k, _)| k.clone())
-                {
-                    tats.remove(&k);
-                }
-            }
-        }
+        // `get` marks the key as just used; `put` evicts the least recently used key
+        // when the store is full. Both are O(1): no scan under the lock.
         let (allowed, tat) = gcra(tats.get(key).copied(), now, t, p);
         if allowed {
-            tats.insert(key.to_owned(), tat);
+            tats.put(key.to_owned(), tat);
         }
         Box::pin(std::future::ready(Ok((allowed, tat))))
     }
@@ -452,15 +442,20 @@ mod tests {
         let clock = clock();
         let store = Arc::new(MemoryStore::new(10));
         let l = limiter(&clock, store.clone());
-        for i in 0..10 {
-            l.check("test", &format!("old{i}")).await.expect("check");
+        // A client that spends its budget and keeps asking stays tracked (still
+        // refused) while fifty others come and go around it.
+        for _ in 0..3 {
+            l.check("test", "busy").await.expect("check");
         }
-        clock.advance(chrono::Duration::minutes(5));
-        l.check("test", "live").await.expect("check");
-        assert_eq!(store.len(), 1, "idle keys were evicted to make room");
+        assert!(!l.check("test", "busy").await.expect("check").allowed);
         for i in 0..50 {
             l.check("test", &format!("k{i}")).await.expect("check");
+            assert!(store.len() <= 10);
+            assert!(!l.check("test", "busy").await.expect("check").allowed, "{i}");
         }
-        assert!(store.len() <= 10);
+        assert_eq!(store.len(), 10);
+        // The least recently used keys went first: the early ones, not the late ones.
+        clock.advance(chrono::Duration::seconds(1));
+        assert_eq!(l.check("test", "k0").await.expect("check").remaining, 2);
     }
 }
