@@ -29,6 +29,7 @@ conformance!(
     login_to_an_unknown_workspace_looks_like_a_wrong_password,
     a_new_password_ends_earlier_reset_and_verification_tokens,
     a_role_change_racing_a_password_change_is_kept,
+    only_admins_lift_a_lockout,
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
@@ -1199,4 +1200,49 @@ async fn a_role_change_racing_a_password_change_is_kept(db: &TestDb) {
             .await
             .expect("the new password");
     }
+}
+
+/// Issue 15, item 8: a locked-out owner is not stuck until the lock runs out.
+async fn only_admins_lift_a_lockout(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let app = Actor::App(None);
+    let owner = auth
+        .create_user(with_role("o@example.com", "owner"), app)
+        .await
+        .expect("owner");
+    let admin = auth
+        .create_user(with_role("a@example.com", "admin"), app)
+        .await
+        .expect("admin");
+    let member = auth
+        .create_user(user("m@example.com"), app)
+        .await
+        .expect("member");
+    for _ in 0..5 {
+        let _ = auth
+            .login(login("o@example.com", "Wrong-Password-1!"))
+            .await;
+    }
+    assert!(matches!(
+        auth.login(login("o@example.com", PW)).await,
+        Err(Error::RateLimited { .. })
+    ));
+    assert!(matches!(
+        auth.lift_lockout(owner.id, Actor::User(member.id)).await,
+        Err(Error::Forbidden)
+    ));
+    assert!(matches!(
+        auth.login(login("o@example.com", PW)).await,
+        Err(Error::RateLimited { .. })
+    ));
+    auth.lift_lockout(owner.id, Actor::User(admin.id))
+        .await
+        .expect("lift");
+    auth.login(login("o@example.com", PW))
+        .await
+        .expect("in again");
+    assert!(actions(&crm, WorkspaceId::DEFAULT)
+        .await
+        .contains(&"login.unlocked".to_owned()));
 }

@@ -269,6 +269,7 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "GET /api/admin/users",
         "POST /api/admin/users",
         "PATCH /api/admin/users/{id}",
+        "DELETE /api/admin/users/{id}/lockout",
         "GET /api/admin/audit",
         "POST /api/webhooks/cal",
         "GET /api/webhooks/whatsapp",
@@ -968,6 +969,46 @@ async fn sessions_csrf_expiry_and_lockout(db: &TestDb) {
         .await;
     locked.problem(429, "rate_limited");
     assert!(locked.header("retry-after").parse::<u64>().expect("retry") > 0);
+
+    // Issue 15, item 8: an admin lifts the lock; the member signs in at once.
+    let admin = app.admin().await;
+    let users = app
+        .send(
+            with_cookie(req(Method::GET, "/api/admin/users"), &admin)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    let member_id = users
+        .body
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["email"] == "member@example.com")
+        .and_then(|u| u["id"].as_str())
+        .expect("member")
+        .to_owned();
+    let r = app
+        .send(
+            with_cookie(
+                req(
+                    Method::DELETE,
+                    &format!("/api/admin/users/{member_id}/lockout"),
+                ),
+                &admin,
+            )
+            .body(Body::empty())
+            .expect("request"),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "member@example.com", "password": NEW_PASSWORD}),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 async fn admin_routes_manage_keys_webhooks_users_and_settings(db: &TestDb) {

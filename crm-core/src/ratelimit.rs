@@ -451,7 +451,10 @@ mod tests {
         for i in 0..50 {
             l.check("test", &format!("k{i}")).await.expect("check");
             assert!(store.len() <= 10);
-            assert!(!l.check("test", "busy").await.expect("check").allowed, "{i}");
+            assert!(
+                !l.check("test", "busy").await.expect("check").allowed,
+                "{i}"
+            );
         }
         assert_eq!(store.len(), 10);
         // The least recently used keys went first: the early ones, not the late ones.

@@ -1691,6 +1691,28 @@ where
         Ok(())
     }
 
+    /// Forgets the login failures and any lockout of `u`, when `check` allows `by`.
+    pub(crate) async fn lift_lockout(
+        pool: &sqlx::Pool<DB>,
+        u: &User,
+        by: Option<UserId>,
+        check: impl FnOnce(Option<&User>) -> Result<()>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let actor = match by {
+            Some(a) => Some(actor_row(
+                Self::fetch_user(&mut tx, u.workspace_id, a).await,
+            )?),
+            None => None,
+        };
+        check(actor.as_ref())?;
+        Self::clear_throttle(&mut tx, u.workspace_id, &u.email.key()).await?;
+        Self::insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(crate) async fn login_succeeded(
         pool: &sqlx::Pool<DB>,
         u: &User,

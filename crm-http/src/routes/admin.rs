@@ -40,6 +40,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_settings, update_settings))
         .routes(routes!(list_users, create_user))
         .routes(routes!(update_user))
+        .routes(routes!(lift_lockout))
         .routes(routes!(audit_log))
 }
 
@@ -582,6 +583,22 @@ pub(crate) async fn update_user(
         .set_role(id, &patch.role, Actor::User(a.0.user.id))
         .await?;
     Ok(axum::Json(u))
+}
+
+/// Lift a user's login lockout (and forget their failed attempts).
+#[utoipa::path(delete, path = "/users/{id}/lockout", tag = "admin",
+    params(("id" = UserId, Path, description = "The user id")),
+    responses((status = 204, description = "The lockout is lifted")))]
+pub(crate) async fn lift_lockout(
+    State(s): State<AppState>,
+    a: Admin,
+    Path(id): Path<UserId>,
+) -> ApiResult<StatusCode> {
+    ws(&s, &a)
+        .auth()
+        .lift_lockout(id, Actor::User(a.0.user.id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A page of the audit log.
