@@ -245,21 +245,15 @@ async fn capture_creates_then_merges(db: &TestDb) {
         .await
         .expect("capture again");
     assert!(!second.created);
-    let merged = second.lead;
-    assert_eq!(merged.id, first.lead.id);
-    assert_eq!(merged.name, "Ana", "what the lead has is not overwritten");
-    assert_eq!(merged.message.as_deref(), Some("Hello"));
-    assert_eq!(merged.status, LeadStatus::New);
-    assert_eq!(
-        merged.phone.as_ref().map(|p| p.as_str()),
-        Some("+34600000001"),
-        "blanks are filled"
-    );
-    assert_eq!(merged.company.as_deref(), Some("Acme"));
-    assert_eq!(merged.tags, ["web", "repeat"]);
-    assert_eq!(merged.updated_at, db.clock_now());
+    // Issue 15, item 18: an anonymous form names a known lead's email and brings an
+    // attacker's phone and company: the lead keeps what it had, blanks included.
+    let kept = second.lead;
+    assert_eq!(kept, first.lead, "a known lead is not changed by a form");
+    assert_eq!(kept.phone, None);
+    assert_eq!(kept.company, None);
+    assert_eq!(kept.tags, ["web"]);
 
-    // Known by phone only: merges into the same lead.
+    // The phone was not attached: a capture by it alone is a new lead.
     let third = leads
         .capture(NewLead {
             name: "Ana".into(),
@@ -268,28 +262,52 @@ async fn capture_creates_then_merges(db: &TestDb) {
         })
         .await
         .expect("capture by phone");
-    assert!(!third.created);
-    assert_eq!(third.lead.id, first.lead.id);
+    assert!(third.created);
+    assert_ne!(third.lead.id, first.lead.id);
 
     let detail = leads.get(first.lead.id).await.expect("get");
     let kinds: Vec<_> = detail.activities.iter().map(|a| a.kind).collect();
-    assert_eq!(kinds, [ActivityKind::FormSubmission; 3]);
-    assert_eq!(
-        detail.activities[1].description.as_deref(),
-        Some("Second message")
+    assert_eq!(kinds, [ActivityKind::FormSubmission; 2]);
+    // What was submitted is on the timeline, for a person to review.
+    let recorded = detail.activities[1].description.as_deref().unwrap_or("");
+    assert!(
+        recorded.starts_with("Second message\n\nSubmitted: {"),
+        "{recorded}"
     );
+    for value in ["+34600000001", "Acme", "Ana L.", "repeat"] {
+        assert!(recorded.contains(value), "{value} in {recorded}");
+    }
     assert_eq!(detail.activities[0].actor.as_deref(), Some("contact-form"));
-    assert_eq!(db.count("crm_leads").await, 1);
+    assert_eq!(db.count("crm_leads").await, 2);
     assert_eq!(
         event_types(&crm, WorkspaceId::DEFAULT).await,
         [
             EventType::LeadCreated,
             EventType::LeadActivityAdded,
-            EventType::LeadUpdated,
             EventType::LeadActivityAdded,
+            EventType::LeadCreated,
             EventType::LeadActivityAdded,
         ]
     );
+
+    // Inbound messages verified by their provider still fill blanks.
+    let inbound = leads
+        .capture_inbound(
+            "test",
+            "m-1",
+            NewLead {
+                company: Some("Acme".into()),
+                ..lead("Ana", "ana@example.com")
+            },
+            ActivityKind::Message,
+            None,
+        )
+        .await
+        .expect("inbound")
+        .expect("first delivery");
+    assert!(!inbound.created);
+    assert_eq!(inbound.lead.company.as_deref(), Some("Acme"));
+    assert_eq!(inbound.lead.name, "Ana");
 }
 
 async fn update_is_partial_and_status_changes_are_recorded(db: &TestDb) {
@@ -1078,13 +1096,20 @@ async fn events_exist_exactly_when_their_change_does(db: &TestDb) {
         "no lead.status_changed either"
     );
 
-    // Capture that would merge also needs lead.updated: nothing of it stays.
+    // An inbound capture that would fill a blank also needs lead.updated: nothing of
+    // it stays.
     let err = crm
         .leads()
-        .capture(NewLead {
-            company: Some("Acme".into()),
-            ..lead("Ana", "ana@example.com")
-        })
+        .capture_inbound(
+            "test",
+            "m-1",
+            NewLead {
+                company: Some("Acme".into()),
+                ..lead("Ana", "ana@example.com")
+            },
+            ActivityKind::Message,
+            None,
+        )
         .await
         .expect_err("must fail");
     assert!(matches!(err, Error::Database(_)));

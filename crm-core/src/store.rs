@@ -395,6 +395,16 @@ pub(crate) struct KeyChange {
     pub audit: AuditEntry,
 }
 
+/// What a capture does to a lead that already has the input's email or phone.
+#[derive(Debug, Clone)]
+pub(crate) enum OnKnown {
+    /// Fills the lead's blank fields (inbound messages verified by their provider).
+    Fill,
+    /// Changes nothing of the lead; the activity gets this description instead
+    /// (anonymous submissions, which must not attach anything to a known lead).
+    Record(Option<String>),
+}
+
 /// The acting user's row: one that is not in the workspace may do nothing there.
 fn actor_row(found: Result<(User, String)>) -> Result<User> {
     match found {
@@ -820,8 +830,10 @@ where
         ctx: &Ctx<'_>,
         fields: Fields,
         activity: (ActivityKind, Option<String>),
+        on_known: OnKnown,
         receipt: Option<(&str, &str)>,
     ) -> Result<Option<(Lead, bool)>> {
+        let mut activity = activity;
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
         if let Some((source, external_id)) = receipt {
             let seen = sqlx::query_as::<DB, (i64,)>(
@@ -862,6 +874,12 @@ where
                 )
                 .await?;
                 (lead, true)
+            }
+            Some(old) if matches!(on_known, OnKnown::Record(_)) => {
+                if let OnKnown::Record(description) = on_known {
+                    activity.1 = description;
+                }
+                (old.clone(), false)
             }
             Some(old) => {
                 let mut new = merge(old, fields, &matches);

@@ -55,12 +55,15 @@ async def test_activities_and_delete(client: crm.Crm) -> None:
         await client.leads.add_activity(lead.id, "note")
 
 
-async def test_capture_merges_by_email(client: crm.Crm) -> None:
+async def test_capture_records_on_the_known_lead_without_changing_it(client: crm.Crm) -> None:
     first = await client.leads.capture("Di", email="di@example.com", message="hi")
-    again = await client.leads.capture("Di", email="di@example.com", message="again")
+    again = await client.leads.capture("Di", email="di@example.com", message="again",
+                                       phone="+14155550100", company="Mallory Inc")
     assert first.created and not again.created and again.lead.id == first.lead.id
-    kinds = [a.kind for a in await client.leads.activities(first.lead.id)]
-    assert kinds.count("form_submission") == 2
+    assert again.lead.phone is None and again.lead.company is None
+    activities = await client.leads.activities(first.lead.id)
+    assert [a.kind for a in activities].count("form_submission") == 2
+    assert "Mallory Inc" in (activities[-1].description or "")
 
 
 async def test_list_filters_cursor_and_total(client: crm.Crm) -> None:

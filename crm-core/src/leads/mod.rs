@@ -47,7 +47,7 @@ pub use values::{ActivityKind, Email, LeadStatus, Phone};
 
 use crate::db::with_pool;
 use crate::ids::LeadId;
-use crate::store::{Ctx, Repo};
+use crate::store::{Ctx, OnKnown, Repo};
 use crate::{Crm, Result, WorkspaceId};
 use cursor::Cursor;
 
@@ -111,20 +111,32 @@ impl Leads {
         self.written(r)
     }
 
-    /// Creates a lead, or merges the input into the lead that already has its email
-    /// (checked first) or phone. Either way a `form_submission` activity records the
-    /// submission (its description is the message).
+    /// Creates a lead from an anonymous submission (a contact form), or, when a lead
+    /// already has its email (checked first) or phone, records the submission on that
+    /// lead without changing any of its fields: anyone can type a customer's email
+    /// into a form, and must not attach their own phone or company to that customer.
+    /// Either way a `form_submission` activity records it: its description is the
+    /// message, and on a known lead also what was submitted (`Submitted: {json}`).
+    /// Inbound messages verified by their provider fill blanks instead
+    /// ([`Leads::capture_inbound`]).
     pub async fn capture(&self, input: NewLead) -> Result<Captured> {
         let description = input.message.clone();
         let captured = self
-            .capture_with(input, ActivityKind::FormSubmission, description, None)
+            .capture_with(
+                input,
+                ActivityKind::FormSubmission,
+                description,
+                false,
+                None,
+            )
             .await?;
         captured.ok_or_else(|| {
             crate::Error::Config("capture without a receipt cannot be a duplicate".into())
         })
     }
 
-    /// Capture for inbound channels: like [`Leads::capture`], but the activity is of
+    /// Capture for inbound channels: like [`Leads::capture`], but a known lead's blank
+    /// fields are filled from the input (the provider verified it), the activity is of
     /// `kind` with `description`, and the message is identified by
     /// (`source`, `external_id`) — a WhatsApp message id, a Cal.com booking uid and
     /// trigger. A message already captured returns `Ok(None)` and writes nothing, so a
@@ -144,7 +156,7 @@ impl Leads {
             }
         }
         e.finish()?;
-        self.capture_with(input, kind, description, Some((source, external_id)))
+        self.capture_with(input, kind, description, true, Some((source, external_id)))
             .await
     }
 
@@ -153,6 +165,7 @@ impl Leads {
         input: NewLead,
         kind: ActivityKind,
         description: Option<String>,
+        fill: bool,
         receipt: Option<(&str, &str)>,
     ) -> Result<Option<Captured>> {
         let fields = parse::new_lead(input, self.crm.rules())?;
@@ -160,6 +173,11 @@ impl Leads {
             kind: kind.as_str().into(),
             description,
         })?;
+        let on_known = if fill {
+            OnKnown::Fill
+        } else {
+            OnKnown::Record(Some(submission(description.as_deref(), &fields)))
+        };
         let ctx = self.ctx()?;
         let r = retry_race(|| async {
             with_pool!(self.crm.pool(), |p, DB| {
@@ -168,6 +186,7 @@ impl Leads {
                     &ctx,
                     fields.clone(),
                     (kind, description.clone()),
+                    on_known.clone(),
                     receipt,
                 )
                 .await
@@ -304,10 +323,30 @@ impl Leads {
     }
 }
 
+/// The description of an anonymous submission on a lead that already exists: the
+/// message, then every value submitted, as JSON, for a person to review.
+fn submission(message: Option<&str>, f: &parse::Fields) -> String {
+    let submitted = serde_json::json!({
+        "name": f.name,
+        "email": f.email,
+        "phone": f.phone,
+        "company": f.company,
+        "budget": f.budget,
+        "project_type": f.project_type,
+        "source": f.source,
+        "tags": f.tags,
+        "custom": f.custom,
+    });
+    match message {
+        Some(m) => format!("{m}\n\nSubmitted: {submitted}"),
+        None => format!("Submitted: {submitted}"),
+    }
+}
+
 /// Runs a create or capture again when it lost a race: two transactions that both saw
 /// no lead with an email and both inserted one end with a unique violation in the
 /// second, which carries no lead id. The retry sees the committed lead, so `create`
-/// reports it in its `Conflict` and `capture` merges into it.
+/// reports it in its `Conflict` and `capture` records on it.
 async fn retry_race<T, F, Fut>(mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,

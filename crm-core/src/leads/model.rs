@@ -189,7 +189,8 @@ pub struct NewActivity {
 pub struct Captured {
     /// The lead as it is now.
     pub lead: Lead,
-    /// `true` when a new lead was made, `false` when the input merged into an existing one.
+    /// `true` when a new lead was made, `false` when the lead existed (a form capture
+    /// left it unchanged; an inbound capture filled its blanks).
     pub created: bool,
 }
 

@@ -155,8 +155,10 @@ class Leads(_Service):
         tags: Optional[Sequence[str]] = None,
         custom: Optional[Mapping[str, Any]] = None,
     ) -> Captured:
-        """Creates the lead, or merges into the one with this email (then phone) and
-        records a ``form_submission`` activity; ``created`` says which."""
+        """Creates the lead from an anonymous submission (a contact form), or, when a lead
+        has this email (then phone), records the submission on it without changing any
+        of its fields; either way a ``form_submission`` activity records it (on a known
+        lead with what was submitted). ``created`` says which."""
         payload = _given(
             name=name, email=email, phone=phone, company=company, budget=budget,
             project_type=project_type, message=message, source=source, notes=notes,

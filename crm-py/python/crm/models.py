@@ -158,7 +158,7 @@ class LeadPage(Model):
 
 @dataclass(frozen=True)
 class Captured(Model):
-    """The lead a capture created (``created``) or merged into."""
+    """The lead a capture created (``created``) or recorded the submission on."""
 
     lead: Lead
     created: bool
