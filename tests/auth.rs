@@ -30,6 +30,10 @@ conformance!(
     a_new_password_ends_earlier_reset_and_verification_tokens,
     a_role_change_racing_a_password_change_is_kept,
     only_admins_lift_a_lockout,
+    fifty_concurrent_wrong_logins_reach_argon2_at_most_the_limit,
+    change_password_guesses_are_throttled,
+    a_refused_reset_token_costs_no_hash,
+    reset_requests_cannot_bomb_a_mailbox,
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
@@ -1245,4 +1249,111 @@ async fn only_admins_lift_a_lockout(db: &TestDb) {
     assert!(actions(&crm, WorkspaceId::DEFAULT)
         .await
         .contains(&"login.unlocked".to_owned()));
+}
+
+/// Issue 15, item 4: 50 wrong passwords at once all read "not locked" before any was
+/// counted, so all 50 were verified. Attempts are now counted before the verify.
+async fn fifty_concurrent_wrong_logins_reach_argon2_at_most_the_limit(db: &TestDb) {
+    let crm = db.crm().await;
+    crm.auth()
+        .create_user(user("ana@example.com"), Actor::App(None))
+        .await
+        .expect("user");
+    let before = crm.password_verifications();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let auth = crm.auth();
+        tasks.push(tokio::spawn(async move {
+            auth.login(login("ana@example.com", &format!("Wrong-Password-{i}!")))
+                .await
+        }));
+    }
+    let (mut refused, mut limited) = (0, 0);
+    for t in tasks {
+        match t.await.expect("task") {
+            Err(Error::Unauthorized { .. }) => refused += 1,
+            Err(Error::RateLimited { .. }) => limited += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let verified = crm.password_verifications() - before;
+    assert!(verified <= 5, "{verified} verified");
+    assert_eq!(
+        refused, verified,
+        "every verified attempt was a wrong password"
+    );
+    assert_eq!(refused + limited, 50);
+    assert!(matches!(
+        crm.auth().login(login("ana@example.com", PW)).await,
+        Err(Error::RateLimited { .. })
+    ));
+}
+
+/// Issue 15, item 5: with a stolen session, `change-password` was an unthrottled oracle
+/// for the current password.
+async fn change_password_guesses_are_throttled(db: &TestDb) {
+    let crm = db.crm().await;
+    let ana = crm
+        .auth()
+        .create_user(user("ana@example.com"), Actor::App(None))
+        .await
+        .expect("user");
+    for i in 0..5 {
+        let r = crm
+            .auth()
+            .change_password(ana.id, &format!("Guess-Number-{i}!"), PW2, None)
+            .await;
+        assert_eq!(reason(r), AuthFailure::InvalidCredentials);
+    }
+    let before = crm.password_verifications();
+    assert!(matches!(
+        crm.auth().change_password(ana.id, PW, PW2, None).await,
+        Err(Error::RateLimited { .. })
+    ));
+    assert_eq!(
+        crm.password_verifications(),
+        before,
+        "no verify while locked"
+    );
+    assert!(actions(&crm, WorkspaceId::DEFAULT)
+        .await
+        .contains(&"password.change_failed".to_owned()));
+}
+
+/// Issue 15, item 6: a reset confirmation hashed the new password before it looked
+/// at the token, so guessed tokens cost Argon2 each.
+async fn a_refused_reset_token_costs_no_hash(db: &TestDb) {
+    let crm = db.crm().await;
+    let before = crm.password_hashes();
+    assert_eq!(
+        reason(crm.confirm_password_reset(&"A".repeat(43), PW2).await),
+        AuthFailure::InvalidToken
+    );
+    assert_eq!(crm.password_hashes(), before);
+}
+
+/// Issue 15, item 7: every reset request for an account sent a mail.
+async fn reset_requests_cannot_bomb_a_mailbox(db: &TestDb) {
+    let (crm, outbox) = crm_with_mail(db).await;
+    crm.auth()
+        .create_user(user("ana@example.com"), Actor::App(None))
+        .await
+        .expect("user");
+    for _ in 0..10 {
+        crm.auth()
+            .request_password_reset("ana@example.com")
+            .await
+            .expect("neutral");
+        crm.auth()
+            .request_password_reset("nobody@example.com")
+            .await
+            .expect("neutral");
+    }
+    outbox.nth(4).await;
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    assert_eq!(
+        outbox.0.lock().expect("lock").len(),
+        5,
+        "5 an hour per account"
+    );
 }

@@ -55,7 +55,7 @@ impl Policy {
 
 /// The default policies: `api_key` 100/min, `anonymous_ip` 10/min, `login` 5 per 15
 /// min (failed logins per account, see the auth service), `login_ip` 20/min (login
-/// attempts per client IP).
+/// attempts per client IP), `password_reset` 5/hour (reset mails per account).
 pub fn default_policies() -> Vec<(String, Policy)> {
     vec![
         (
@@ -84,6 +84,13 @@ pub fn default_policies() -> Vec<(String, Policy)> {
             Policy {
                 limit: 5,
                 period: Duration::from_secs(15 * 60),
+            },
+        ),
+        (
+            "password_reset".into(),
+            Policy {
+                limit: 5,
+                period: Duration::from_secs(60 * 60),
             },
         ),
     ]

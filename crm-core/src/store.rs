@@ -1582,7 +1582,8 @@ where
     /// Changes a password the caller verified against `old_hash`: one conditional
     /// UPDATE of the hash alone (`false` when the password changed meanwhile, and
     /// nothing is written), then every session but `keep` and every reset and
-    /// verification token end, with the audit entry, in the same transaction.
+    /// verification token end and the failed attempts are forgotten, with the audit
+    /// entry, in the same transaction.
     pub(crate) async fn change_password(
         pool: &sqlx::Pool<DB>,
         u: &User,
@@ -1598,6 +1599,7 @@ where
         }
         Self::delete_sessions(&mut tx, u, None, keep).await?;
         Self::end_tokens(&mut tx, u).await?;
+        Self::clear_throttle(&mut tx, u.workspace_id, &u.email.key()).await?;
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
@@ -1650,7 +1652,11 @@ where
 
     /// Records a failed login: `f` turns the current throttle state (read under the
     /// write lock, so concurrent failures each count) into the next and its audit entries.
-    pub(crate) async fn login_failed<F>(
+    /// Counts one password attempt on `email_key` before the password is checked:
+    /// `f` gets the locked throttle row and returns its next state, or an error (the
+    /// account is locked) that writes nothing. N attempts at once are counted one
+    /// after the other, so no more than the policy allows reach the password check.
+    pub(crate) async fn count_attempt<F>(
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
         email_key: &str,
@@ -1658,11 +1664,11 @@ where
         f: F,
     ) -> Result<()>
     where
-        F: FnOnce(Option<Throttle>) -> (Throttle, Vec<AuditEntry>) + Send,
+        F: FnOnce(Option<Throttle>) -> Result<Throttle> + Send,
     {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
         // Make sure the row exists, so the locking read below serialises even the
-        // first failures of an email (two inserts racing would each count one).
+        // first attempts of an email (two inserts racing would each count one).
         sqlx::query::<DB>(
             "INSERT INTO crm_login_throttle (workspace_id, email_key, failures, window_start, lockouts, locked_until) \
              VALUES ($1, $2, 0, $3, 0, NULL) ON CONFLICT (workspace_id, email_key) DO NOTHING",
@@ -1673,11 +1679,10 @@ where
         .execute(&mut *tx)
         .await?;
         let current = Self::fetch_throttle(&mut tx, ws, email_key, true).await?;
-        let (t, audits) = f(current);
+        let t = f(current)?;
         sqlx::query::<DB>(
-            "INSERT INTO crm_login_throttle (workspace_id, email_key, failures, window_start, lockouts, locked_until) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, email_key) DO UPDATE SET \
-             failures = $3, window_start = $4, lockouts = $5, locked_until = $6",
+            "UPDATE crm_login_throttle SET failures = $3, window_start = $4, lockouts = $5, locked_until = $6 \
+             WHERE workspace_id = $1 AND email_key = $2",
         )
         .bind(ws)
         .bind(email_key)
@@ -1687,7 +1692,14 @@ where
         .bind(t.locked_until.map(Ts))
         .execute(&mut *tx)
         .await?;
-        for a in &audits {
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes audit entries on their own (in one transaction).
+    pub(crate) async fn insert_audits(pool: &sqlx::Pool<DB>, entries: &[AuditEntry]) -> Result<()> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        for a in entries {
             Self::insert_audit(&mut tx, a).await?;
         }
         tx.commit().await?;
@@ -1885,6 +1897,25 @@ where
         .await?
         .ok_or(Error::unauthorized(crate::AuthFailure::InvalidToken))?;
         Self::fetch_user(conn, owner.workspace_id, owner.user_id).await
+    }
+
+    /// Whether an unused, unexpired token of `purpose` has this hash (a read only).
+    pub(crate) async fn token_is_live(
+        pool: &sqlx::Pool<DB>,
+        token_hash: &str,
+        purpose: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        let n = sqlx::query_as::<DB, (i64,)>(
+            "SELECT COUNT(*) FROM crm_auth_tokens WHERE token_hash = $1 AND purpose = $2 \
+             AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(purpose)
+        .bind(Ts(now))
+        .fetch_one(pool)
+        .await?;
+        Ok(n.0 > 0)
     }
 
     pub(crate) async fn reset_password(

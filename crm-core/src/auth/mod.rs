@@ -579,6 +579,83 @@ impl Auth {
         .await)
     }
 
+    /// Counts a password attempt on `email_key` before the password is checked, and
+    /// answers `RateLimited` when the account is locked: attempts made at the same
+    /// moment are counted one after the other, so at most the `login` policy's limit of
+    /// them reach Argon2 before the lock. Returns the end of the lockout this attempt
+    /// opened, if it did (its audit entry waits for the verdict).
+    async fn count_attempt(
+        &self,
+        email_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let policy = self
+            .crm
+            .rate_limiter()
+            .policy("login")
+            .unwrap_or(crate::ratelimit::Policy {
+                limit: 5,
+                period: std::time::Duration::from_secs(900),
+            });
+        let window = Duration::from_std(policy.period).unwrap_or(Duration::minutes(15));
+        let cfg = *self.crm.auth_config();
+        let mut opened = None;
+        let step = |current: Option<Throttle>| {
+            if let Some(until) = current
+                .as_ref()
+                .and_then(|t| t.locked_until)
+                .filter(|u| *u > now)
+            {
+                let retry_after = (until - now).to_std().unwrap_or_default();
+                return Err(Error::RateLimited { retry_after });
+            }
+            let (t, locked) =
+                Throttle::after_failure(current, now, i64::from(policy.limit), window, &cfg);
+            if locked {
+                opened = t.locked_until;
+            }
+            Ok(t)
+        };
+        let counted = with_pool!(self.crm.pool(), |p, DB| {
+            Repo::<DB>::count_attempt(p, self.ws, email_key, now, step).await
+        });
+        match counted {
+            // A workspace that does not exist has no throttle row to write: the
+            // attempt goes on to the same verdict as a wrong password (no 404 telling
+            // which workspace ids exist).
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(opened),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Audits a counted attempt whose password was wrong (and the lockout it opened).
+    async fn attempt_failed(
+        &self,
+        action: &str,
+        email_key: &str,
+        ip: Option<&str>,
+        opened: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let mut audits = vec![AuditEntry {
+            details: json!({ "email": email_key }),
+            ..self.audit(None, action, None, ip)
+        }];
+        if let Some(until) = opened {
+            audits.push(AuditEntry {
+                details: json!({ "email": email_key, "until": until }),
+                ..self.audit(None, "login.locked", None, ip)
+            });
+        }
+        match with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::insert_audits(
+            p, &audits
+        )
+        .await)
+        {
+            Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Logs in: a new session on success; `Unauthorized(InvalidCredentials)` for an
     /// unknown email and a wrong password alike (both verify a hash); `RateLimited`
     /// while the email is locked out or the IP is over its budget.
@@ -602,6 +679,8 @@ impl Auth {
             let retry_after = (until - now).to_std().unwrap_or_default();
             return Err(Error::RateLimited { retry_after });
         }
+        let ip = login.ip.as_deref();
+        let opened = self.count_attempt(&key, now).await?;
         let passwords = self.crm.passwords();
         let ok = match &found {
             Some((_, hash)) => passwords.verify(&login.password, hash).await?,
@@ -610,46 +689,10 @@ impl Auth {
                 false
             }
         };
-        let ip = login.ip.as_deref();
         let Some((user, hash)) = found.filter(|_| ok) else {
-            let policy =
-                self.crm
-                    .rate_limiter()
-                    .policy("login")
-                    .unwrap_or(crate::ratelimit::Policy {
-                        limit: 5,
-                        period: std::time::Duration::from_secs(900),
-                    });
-            let window = Duration::from_std(policy.period).unwrap_or(Duration::minutes(15));
-            let cfg = *self.crm.auth_config();
-            let failed = self.audit(None, "login.failed", None, ip);
-            let locked_audit = self.audit(None, "login.locked", None, ip);
-            let email_key = key.clone();
-            let record = move |current: Option<Throttle>| {
-                let limit = i64::from(policy.limit);
-                let (t, locked) = Throttle::after_failure(current, now, limit, window, &cfg);
-                let mut audits = vec![AuditEntry {
-                    details: json!({ "email": email_key }),
-                    ..failed
-                }];
-                if locked {
-                    audits.push(AuditEntry {
-                        details: json!({ "email": email_key, "until": t.locked_until }),
-                        ..locked_audit
-                    });
-                }
-                (t, audits)
-            };
-            let recorded = with_pool!(self.crm.pool(), |p, DB| {
-                Repo::<DB>::login_failed(p, self.ws, &key, now, record).await
-            });
-            return match recorded {
-                // A workspace that does not exist has no throttle row to write: the
-                // answer is the same as for a wrong password (no 404 telling which
-                // workspace ids exist).
-                Ok(()) | Err(Error::NotFound { .. }) => Err(invalid_credentials()),
-                Err(e) => Err(e),
-            };
+            self.attempt_failed("login.failed", &key, ip, opened)
+                .await?;
+            return Err(invalid_credentials());
         };
         let rehash = if passwords.needs_rehash(&hash) {
             Some(passwords.hash(&login.password).await?)
@@ -700,7 +743,9 @@ impl Auth {
     }
 
     /// Changes a password after checking the current one; ends the user's other
-    /// sessions (all but `keep`, the session making the change).
+    /// sessions (all but `keep`, the session making the change) and every reset and
+    /// verification link mailed before. Wrong current passwords count against the
+    /// account like failed logins (`RateLimited` once it is locked).
     pub async fn change_password(
         &self,
         id: UserId,
@@ -713,7 +758,13 @@ impl Auth {
             p, self.ws, id
         )
         .await)?;
+        // Throttled like a login, on the same count: a stolen session cookie must not
+        // be a way to guess the current password at the speed of Argon2.
+        let key = user.email.key();
+        let opened = self.count_attempt(&key, self.crm.now()).await?;
         if !self.crm.passwords().verify(current, &hash).await? {
+            self.attempt_failed("password.change_failed", &key, None, opened)
+                .await?;
             return Err(invalid_credentials());
         }
         let new_hash = self.crm.passwords().hash(new).await?;
@@ -737,15 +788,39 @@ impl Auth {
     }
 
     /// Starts a password reset. Always answers `Ok(())` for a well-formed email, known
-    /// or not; for a known one a single-use token (1 h) goes to the [`Mailer`].
-    /// `Config` error when no mailer is registered (said before any lookup).
+    /// or not, and at once: the lookup, the token and the mail happen in a task of
+    /// their own, so neither the answer nor its timing tells whether the account
+    /// exists. For a known account a single-use token (1 h) goes to the [`Mailer`], at
+    /// most as often as the `password_reset` policy allows per account (5 an hour by
+    /// default; more requests are dropped silently: no mail bombing). `Config` error
+    /// when no mailer is registered (said before any lookup).
     pub async fn request_password_reset(&self, email: &str) -> Result<()> {
         let email = Email::parse(email).map_err(|m| Error::invalid("email", m))?;
         self.crm.mailer()?;
+        let auth = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = auth.send_reset(&email).await {
+                tracing::warn!(error = %err, "password reset was not sent");
+            }
+        });
+        Ok(())
+    }
+
+    /// The work behind [`Auth::request_password_reset`], off the caller's path.
+    async fn send_reset(&self, email: &Email) -> Result<()> {
+        let key = email.key();
+        let budget = format!("{}:{key}", self.ws);
+        if !self
+            .crm
+            .rate_limiter()
+            .check("password_reset", &budget)
+            .await?
+            .allowed
+        {
+            return Ok(());
+        }
         let found = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::login_lookup(
-            p,
-            self.ws,
-            &email.key()
+            p, self.ws, &key
         )
         .await)?
         .1;
@@ -909,8 +984,17 @@ impl Crm {
     pub async fn confirm_password_reset(&self, token: &str, new_password: &str) -> Result<User> {
         let hash = token_hash(token)?;
         check_policy(new_password)?;
-        let new_hash = self.passwords().hash(new_password).await?;
+        // The token first: a guessed or spent token must not cost an Argon2 hash. It
+        // is consumed below, in the transaction that sets the password.
         let now = self.now();
+        let live = with_pool!(self.pool(), |p, DB| Repo::<DB>::token_is_live(
+            p, &hash, RESET, now
+        )
+        .await)?;
+        if !live {
+            return Err(Error::unauthorized(AuthFailure::InvalidToken));
+        }
+        let new_hash = self.passwords().hash(new_password).await?;
         with_pool!(self.pool(), |p, DB| Repo::<DB>::reset_password(
             p, &hash, &new_hash, now
         )
@@ -950,6 +1034,12 @@ impl Crm {
     /// and how tests show that unknown accounts cost a verify).
     pub fn password_verifications(&self) -> u64 {
         self.passwords().verifications()
+    }
+
+    /// Passwords this `Crm` has hashed (a metric; tests show that a refused reset
+    /// token costs no hash).
+    pub fn password_hashes(&self) -> u64 {
+        self.passwords().hashes()
     }
 }
 

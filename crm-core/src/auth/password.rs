@@ -91,6 +91,7 @@ pub(crate) struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
     verifications: AtomicU64,
+    hashes: AtomicU64,
     dummy: OnceCell<String>,
 }
 
@@ -158,6 +159,7 @@ impl Passwords {
             params,
             permits: Arc::new(Semaphore::new(cores)),
             verifications: AtomicU64::new(0),
+            hashes: AtomicU64::new(0),
             dummy: OnceCell::new(),
         })
     }
@@ -167,18 +169,26 @@ impl Passwords {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
+        // The permit moves into the blocking job: a caller that goes away (a client
+        // that disconnects mid-hash drops the request future) cannot free it while the
+        // hash still runs, so the cap holds.
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::Config("password hasher closed".into()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|_| Error::Config("password hashing task failed".into()))
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .map_err(|_| Error::Config("password hashing task failed".into()))
     }
 
     /// A PHC string for `password` with the current parameters.
     pub(crate) async fn hash(&self, password: &str) -> Result<String> {
+        self.hashes.fetch_add(1, Ordering::Relaxed);
         let password = password.to_owned();
         let params = self.params.clone();
         self.blocking(move || hash_with(&password, params)).await?
@@ -220,6 +230,11 @@ impl Passwords {
             }
             Err(_) => true,
         }
+    }
+
+    /// Passwords hashed so far.
+    pub(crate) fn hashes(&self) -> u64 {
+        self.hashes.load(Ordering::Relaxed)
     }
 
     /// Password verifications run so far (known and unknown accounts alike).
