@@ -143,27 +143,40 @@ struct Cached {
 /// The positive cache of verified keys, keyed by the SHA-256 of the key.
 pub(crate) struct KeyCache {
     ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], Cached>>,
+    entries: Mutex<Entries>,
+}
+
+/// The cached keys, and a generation that every `forget` moves on: a verify that read
+/// the database before a revoke cannot cache what it read after the revoke forgot it.
+#[derive(Default)]
+struct Entries {
+    generation: u64,
+    keys: HashMap<[u8; 32], Cached>,
 }
 
 impl KeyCache {
     pub(crate) fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Cached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The generation to hand back to [`KeyCache::insert`], read before the database.
+    fn generation(&self) -> u64 {
+        self.lock().generation
     }
 
     /// A fresh entry, and whether `last_used_at` is due (then marked as written).
     fn get(&self, hash: &[u8; 32], now: DateTime<Utc>) -> Option<(VerifiedKey, bool)> {
         let mut entries = self.lock();
-        let e = entries.get_mut(hash)?;
+        let e = entries.keys.get_mut(hash)?;
         if now - e.cached_at >= self.ttl || now < e.cached_at {
-            entries.remove(hash);
+            entries.keys.remove(hash);
             return None;
         }
         let due = touch_due(e.touched_at, now);
@@ -173,22 +186,28 @@ impl KeyCache {
         Some((e.key.clone(), due))
     }
 
+    /// Caches what a verify read, unless a key was forgotten since `generation` was
+    /// read (the read may predate a revoke; the next verify reads anew).
     fn insert(
         &self,
+        generation: u64,
         hash: [u8; 32],
         key: VerifiedKey,
         now: DateTime<Utc>,
         touched_at: Option<DateTime<Utc>>,
     ) {
         let mut entries = self.lock();
-        if entries.len() >= CACHE_MAX {
+        if entries.generation != generation {
+            return;
+        }
+        if entries.keys.len() >= CACHE_MAX {
             let ttl = self.ttl;
-            entries.retain(|_, e| now - e.cached_at < ttl);
-            if entries.len() >= CACHE_MAX {
-                entries.clear();
+            entries.keys.retain(|_, e| now - e.cached_at < ttl);
+            if entries.keys.len() >= CACHE_MAX {
+                entries.keys.clear();
             }
         }
-        entries.insert(
+        entries.keys.insert(
             hash,
             Cached {
                 key,
@@ -199,7 +218,9 @@ impl KeyCache {
     }
 
     pub(crate) fn forget(&self, id: ApiKeyId) {
-        self.lock().retain(|_, e| e.key.key_id != id);
+        let mut entries = self.lock();
+        entries.generation = entries.generation.wrapping_add(1);
+        entries.keys.retain(|_, e| e.key.key_id != id);
     }
 }
 
@@ -501,6 +522,7 @@ impl Crm {
             }
             return Ok(verified);
         }
+        let generation = cache.generation();
         let hex = format::hex(&hash);
         let stored = with_pool!(self.pool(), |p, DB| Repo::<DB>::find_api_key(p, &hex).await)?
             .ok_or(Error::unauthorized(AuthFailure::UnknownKey))?;
@@ -518,6 +540,7 @@ impl Crm {
         };
         let touch = touch_due(stored.last_used_at, now);
         cache.insert(
+            generation,
             hash,
             verified.clone(),
             now,
@@ -553,5 +576,34 @@ impl Crm {
                 tracing::warn!(key_id = %id, error = %err, "could not record API key use");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15, item 23: a verify that read the key just before a revoke cached it
+    /// just after the revoke cleared the cache, so the revoked key kept working for
+    /// the cache's TTL. What was read before a `forget` is not cached any more.
+    #[test]
+    fn a_verify_that_read_before_a_revoke_cannot_cache_the_key() {
+        let cache = KeyCache::new(Duration::seconds(10));
+        let now = Utc::now();
+        let key = VerifiedKey {
+            key_id: ApiKeyId::new(),
+            workspace_id: WorkspaceId::DEFAULT,
+            scopes: Arc::from(Vec::new()),
+            expires_at: None,
+        };
+        let hash = [7u8; 32];
+        let read_at = cache.generation(); // the verify reads the database…
+        cache.forget(key.key_id); // …the revoke commits and forgets…
+        cache.insert(read_at, hash, key.clone(), now, None); // …then the verify caches
+        assert!(cache.get(&hash, now).is_none(), "the revoked key was cached");
+        // Without a revoke in between, the key is cached as before.
+        let read_at = cache.generation();
+        cache.insert(read_at, hash, key, now, None);
+        assert!(cache.get(&hash, now).is_some());
     }
 }
