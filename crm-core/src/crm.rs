@@ -35,6 +35,7 @@ pub struct Crm {
 struct Inner {
     pool: Pool,
     schema: Option<String>,
+    cursor_key: [u8; 32],
     sealer: Option<Sealer>,
     clock: Arc<dyn Clock>,
     rules: LeadRules,
@@ -142,6 +143,11 @@ impl Crm {
 
     pub(crate) fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// The key lead cursors are signed with (derived from the master key).
+    pub(crate) fn cursor_key(&self) -> &[u8; 32] {
+        &self.inner.cursor_key
     }
 
     pub(crate) fn rules(&self) -> &LeadRules {
@@ -584,12 +590,19 @@ impl CrmBuilder {
         if self.migrate {
             crate::migrate::run(&pool, self.schema.as_deref()).await?;
         }
+        let cursor_key = self
+            .master_key
+            .as_ref()
+            .map_or(crate::leads::cursor::PUBLIC_KEY, |k| {
+                k.derive("crm lead cursor")
+            });
         let sealer = self.master_key.map(|k| Sealer::new(k, self.retired_keys));
         let limiter = RateLimiter::new(&pool, self.clock.clone(), self.policies)?;
         Ok(Crm {
             inner: Arc::new(Inner {
                 pool,
                 schema: self.schema,
+                cursor_key,
                 sealer,
                 clock: self.clock,
                 rules: self.rules,

@@ -26,6 +26,9 @@ const NONCE_LEN: usize = 12;
 pub struct MasterKey {
     id: String,
     cipher: Aes256Gcm,
+    /// HMAC-SHA256 of the key under a fixed label: the root of the keys derived for
+    /// other purposes ([`MasterKey::derive`]), so the raw key is not kept.
+    mac_root: [u8; 32],
 }
 
 impl MasterKey {
@@ -45,6 +48,7 @@ impl MasterKey {
         Ok(Self {
             id: id.to_owned(),
             cipher: Aes256Gcm::new(&key.into()),
+            mac_root: hmac_sha256(&key, b"crm master key: derived keys v1"),
         })
     }
 
@@ -66,10 +70,26 @@ impl MasterKey {
         Self::new(id, key)
     }
 
+    /// A 256-bit key for one purpose (`label`), derived from this one: cursors are
+    /// signed with one, never with the master key itself.
+    pub(crate) fn derive(&self, label: &str) -> [u8; 32] {
+        hmac_sha256(&self.mac_root, label.as_bytes())
+    }
+
     /// The key's id.
     pub fn id(&self) -> &str {
         &self.id
     }
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    // HMAC takes a key of any length; this cannot fail.
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 impl fmt::Debug for MasterKey {

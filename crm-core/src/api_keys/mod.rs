@@ -600,7 +600,10 @@ mod tests {
         let read_at = cache.generation(); // the verify reads the database…
         cache.forget(key.key_id); // …the revoke commits and forgets…
         cache.insert(read_at, hash, key.clone(), now, None); // …then the verify caches
-        assert!(cache.get(&hash, now).is_none(), "the revoked key was cached");
+        assert!(
+            cache.get(&hash, now).is_none(),
+            "the revoked key was cached"
+        );
         // Without a revoke in between, the key is cached as before.
         let read_at = cache.generation();
         cache.insert(read_at, hash, key, now, None);

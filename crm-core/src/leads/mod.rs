@@ -254,7 +254,15 @@ impl Leads {
         let after = query
             .cursor
             .as_deref()
-            .map(|c| Cursor::decode(c, query.sort, query.order, &fingerprint))
+            .map(|c| {
+                Cursor::decode(
+                    c,
+                    query.sort,
+                    query.order,
+                    &fingerprint,
+                    self.crm.cursor_key(),
+                )
+            })
             .transpose()?;
         let (mut items, total) = with_pool!(self.crm.pool(), |p, DB| {
             Repo::<DB>::list(
@@ -270,9 +278,10 @@ impl Leads {
         })?;
         let next_cursor = if items.len() > q.limit as usize {
             items.truncate(q.limit as usize);
-            items
-                .last()
-                .map(|last| Cursor::after(last, query.sort, query.order, &fingerprint).encode())
+            items.last().map(|last| {
+                Cursor::after(last, query.sort, query.order, &fingerprint)
+                    .encode(self.crm.cursor_key())
+            })
         } else {
             None
         };
