@@ -216,7 +216,9 @@ pub struct Received {
     pub captured: Vec<LeadId>,
     /// Messages seen before (same `wamid`), skipped.
     pub duplicates: usize,
-    /// Status updates and non-text messages, accepted and ignored.
+    /// Status updates, non-text messages and messages crm refuses (a sender that is
+    /// not a phone number, text it cannot store): accepted and ignored, so one bad
+    /// message does not make the provider redeliver the whole batch for ever.
     pub ignored: usize,
 }
 
@@ -278,12 +280,22 @@ pub async fn receive(
                 message: Some(message.clone()),
                 ..Default::default()
             };
+            // Each message is one transaction (lead, activity, receipt): written whole
+            // or not at all. A message crm refuses is skipped, not the batch; a database
+            // failure stops here, and the provider's redelivery finds the messages
+            // already written by their receipts.
             match leads
                 .capture_inbound("whatsapp", id, input, ActivityKind::Message, Some(message))
-                .await?
+                .await
             {
-                Some(c) => out.captured.push(c.lead.id),
-                None => out.duplicates += 1,
+                Ok(Some(c)) => out.captured.push(c.lead.id),
+                Ok(None) => out.duplicates += 1,
+                Err(Error::Validation { errors }) => {
+                    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                    tracing::warn!(?fields, "a WhatsApp message was refused and skipped");
+                    out.ignored += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -225,3 +225,55 @@ async fn outbound_text_template_and_the_24_hour_window() {
         ["config.access_token", "config.phone_number_id", "config.to"]
     );
 }
+
+/// Issue 15, item 17: a batch whose second message crm refuses (a sender that is not a
+/// phone number) failed after the first was written, so Meta redelivered the batch
+/// for ever and the third message was never read. Each message is now written whole
+/// or skipped, and a redelivery changes nothing.
+#[tokio::test]
+async fn a_batch_is_all_or_nothing_per_message() {
+    let (crm, _dir) = crm().await;
+    let secret = "batch-secret";
+    let msg = |id: &str, from: &str, text: &str| json!({"from": from, "id": id, "timestamp": "1700000000", "type": "text", "text": {"body": text}});
+    let body = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "contacts": [{"wa_id": "5511999990001", "profile": {"name": "Bia"}}],
+            "messages": [
+                msg("wamid.1", "5511999990001", "first"),
+                msg("wamid.2", "not-a-phone", "second"),
+                msg("wamid.3", "5511999990003", "third"),
+            ]
+        }}]}]
+    })
+    .to_string();
+    let header = sign(secret, body.as_bytes());
+    let got = receive(&crm.leads(), secret, Some(&header), body.as_bytes())
+        .await
+        .expect("the batch is accepted");
+    assert_eq!((got.captured.len(), got.duplicates, got.ignored), (2, 0, 1));
+    let page = crm.leads().list(&Default::default()).await.expect("list");
+    assert_eq!(page.items.len(), 2);
+    for id in &got.captured {
+        let d = crm.leads().get(*id).await.expect("lead");
+        assert_eq!(d.activities.len(), 1, "lead and activity together");
+    }
+
+    let again = receive(&crm.leads(), secret, Some(&header), body.as_bytes())
+        .await
+        .expect("redelivery");
+    assert_eq!(
+        (again.captured.len(), again.duplicates, again.ignored),
+        (0, 2, 1)
+    );
+    assert_eq!(
+        crm.leads()
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        2
+    );
+}
