@@ -34,6 +34,7 @@ conformance!(
     change_password_guesses_are_throttled,
     a_refused_reset_token_costs_no_hash,
     reset_requests_cannot_bomb_a_mailbox,
+    nul_bytes_in_library_inputs_are_validation_errors,
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
@@ -1356,4 +1357,54 @@ async fn reset_requests_cannot_bomb_a_mailbox(db: &TestDb) {
         5,
         "5 an hour per account"
     );
+}
+
+/// Issue 15, item 19: text with a NUL that reached Postgres failed as a database error
+/// (a 500, and for a notification's failure reason a job sent again and again). Inputs
+/// of the library API are now refused as validation errors, or made storable.
+async fn nul_bytes_in_library_inputs_are_validation_errors(db: &TestDb) {
+    let crm = db.crm().await;
+    crm.auth()
+        .create_user(user("ana@example.com"), Actor::App(None))
+        .await
+        .expect("user");
+    let err = crm
+        .auth()
+        .login(Login {
+            ip: Some("203.0.113.7\0".into()),
+            ..login("ana@example.com", PW)
+        })
+        .await
+        .expect_err("an ip with a NUL");
+    assert_eq!(err.field_errors()[0].field, "ip");
+    let err = crm
+        .rate_limiter()
+        .check("api_key", "a\0b")
+        .await
+        .expect_err("a key with a NUL");
+    assert_eq!(err.field_errors()[0].field, "key");
+    let idem = crm.workspace(WorkspaceId::DEFAULT).idempotency();
+    let err = idem
+        .claim("scope\0", "key-1", &[b"x"])
+        .await
+        .expect_err("a scope with a NUL");
+    assert_eq!(err.field_errors()[0].field, "scope");
+    let err = idem
+        .complete("scope", "key-1", 200, "a\0b")
+        .await
+        .expect_err("a body with a NUL");
+    assert_eq!(err.field_errors()[0].field, "body");
+    // An app's actor label with a NUL is stored, made storable.
+    crm.auth()
+        .create_user(user("bo@example.com"), Actor::App(Some("cli\0tool")))
+        .await
+        .expect("stored");
+    let log = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 100)
+        .await
+        .expect("audit");
+    assert!(log
+        .iter()
+        .any(|a| a.actor.as_deref() == Some("cli\u{fffd}tool")));
 }

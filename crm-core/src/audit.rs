@@ -45,7 +45,9 @@ impl AuditEntry {
         Self {
             id: AuditId::new(),
             workspace_id,
-            actor: actor.map(str::to_owned),
+            // The actor is the caller's label (`with_actor`, `Actor::App`): stored as
+            // text, which on Postgres holds no NUL.
+            actor: actor.map(|a| a.replace('\0', "\u{fffd}")),
             action: action.to_owned(),
             target_type: Some(target.0.to_owned()),
             target_id: Some(target.1),

@@ -60,6 +60,16 @@ fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+fn check_scope(scope: &str) -> Result<()> {
+    if scope.is_empty() || scope.len() > KEY_MAX || scope.contains('\0') {
+        return Err(Error::invalid(
+            "scope",
+            format!("must be 1-{KEY_MAX} bytes without NUL"),
+        ));
+    }
+    Ok(())
+}
+
 impl Idempotency {
     pub(crate) fn new(crm: Crm, ws: WorkspaceId) -> Self {
         Self { crm, ws }
@@ -71,6 +81,7 @@ impl Idempotency {
     /// naming `Idempotency-Key`.
     pub async fn claim(&self, scope: &str, key: &str, request: &[&[u8]]) -> Result<Claim> {
         check_key(key)?;
+        check_scope(scope)?;
         let mut h = Sha256::new();
         for part in request {
             // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
@@ -105,6 +116,11 @@ impl Idempotency {
 
     /// Stores the response of a claimed key for replay.
     pub async fn complete(&self, scope: &str, key: &str, status: u16, body: &str) -> Result<()> {
+        check_key(key)?;
+        check_scope(scope)?;
+        if body.contains('\0') {
+            return Err(Error::invalid("body", "must not contain NUL characters"));
+        }
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_idempotency(
             p,
             self.ws,
@@ -117,6 +133,8 @@ impl Idempotency {
 
     /// Gives a claim up without a response, so the next request with the key runs.
     pub async fn release(&self, scope: &str, key: &str) -> Result<()> {
+        check_key(key)?;
+        check_scope(scope)?;
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_idempotency(
             p, self.ws, scope, key, None
         )

@@ -325,8 +325,12 @@ impl RateLimiter {
                 "rate-limit policy {name:?} is not valid"
             )));
         }
-        if key.is_empty() || key.len() > KEY_MAX {
-            return Err(Error::invalid("key", format!("must be 1-{KEY_MAX} bytes")));
+        // No NUL: Postgres text cannot hold it (the key is a column of crm_rate_limits).
+        if key.is_empty() || key.len() > KEY_MAX || key.contains('\0') {
+            return Err(Error::invalid(
+                "key",
+                format!("must be 1-{KEY_MAX} bytes without NUL"),
+            ));
         }
         let now_t = crate::clock::micros(self.clock.now());
         let now = now_t.timestamp_micros();

@@ -665,6 +665,11 @@ impl Auth {
             return Err(invalid_credentials());
         }
         if let Some(ip) = login.ip.as_deref() {
+            // An address, nothing else: it becomes a rate-limit key, a session column
+            // and an audit field.
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::invalid("ip", "must be an IP address"));
+            }
             let d = self.crm.rate_limiter().check("login_ip", ip).await?;
             if let Some(retry_after) = d.retry_after {
                 return Err(Error::RateLimited { retry_after });

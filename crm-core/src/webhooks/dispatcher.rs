@@ -272,7 +272,14 @@ impl Worker {
             status_code: None,
             response_body: None,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            error_kind: error.map(|e| e.chars().take(500).collect()),
+            // A provider's text, kept short and storable (Postgres text holds no NUL; a
+            // failed write would leave the job to be claimed and sent again and again).
+            error_kind: error.map(|e| {
+                e.chars()
+                    .take(500)
+                    .collect::<String>()
+                    .replace('\0', "\u{fffd}")
+            }),
             next_attempt_at: next,
             created_at: now,
         };
