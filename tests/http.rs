@@ -270,6 +270,7 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /api/admin/users",
         "PATCH /api/admin/users/{id}",
         "DELETE /api/admin/users/{id}/lockout",
+        "POST /api/auth/logout-everywhere",
         "GET /api/admin/audit",
         "POST /api/webhooks/cal",
         "GET /api/webhooks/whatsapp",
@@ -944,6 +945,36 @@ async fn sessions_csrf_expiry_and_lockout(db: &TestDb) {
     assert_eq!(out.status, 204);
     assert!(out.header("set-cookie").contains("Max-Age=0"));
     app.send(me(&cookie)).await.problem(401, "unauthorized");
+
+    // Issue 15, item 2 (in part): sign out everywhere ends the user's other sessions.
+    let sign_in = || async {
+        let r = app
+            .send(post_json(
+                "/api/auth/login",
+                json!({"email": "member@example.com", "password": NEW_PASSWORD}),
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.header("set-cookie")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let phone = sign_in().await;
+    let laptop = sign_in().await;
+    assert_eq!(app.send(me(&phone)).await.status, 200);
+    let out = app
+        .send(
+            with_cookie(req(Method::POST, "/api/auth/logout-everywhere"), &laptop)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(out.status, 204, "{}", out.text);
+    assert!(out.header("set-cookie").contains("Max-Age=0"));
+    app.send(me(&phone)).await.problem(401, "unauthorized");
+    app.send(me(&laptop)).await.problem(401, "unauthorized");
 
     // Expiry: a 24-hour session is gone after a day without use.
     let r = app

@@ -103,6 +103,24 @@ pub(crate) async fn logout(State(s): State<AppState>, headers: HeaderMap) -> Api
     Ok(res)
 }
 
+/// Sign out everywhere: ends every session of the signed-in user (this one too) and
+/// clears the cookie.
+#[utoipa::path(post, path = "/api/auth/logout-everywhere", tag = "auth",
+    responses((status = 204, description = "Every session of the user ended")))]
+pub(crate) async fn logout_everywhere(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    _user: SessionUser,
+) -> ApiResult<Response> {
+    if let Some(token) = session_token(&s, &headers) {
+        s.crm.logout_everywhere(token).await?;
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut()
+        .insert(header::SET_COOKIE, cookie(&s, "", Some(0)));
+    Ok(res)
+}
+
 /// The signed-in user.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
     responses((status = 200, description = "The user and session", body = Me)))]

@@ -44,6 +44,7 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
     let session = OpenApiRouter::new()
         .routes(routes!(auth::me))
         .routes(routes!(auth::change_password))
+        .routes(routes!(auth::logout_everywhere))
         .nest("/api/admin", session_leads.merge(admin::router()))
         .route_layer(from_fn_with_state(s.clone(), guard::session));
     let root = root
