@@ -35,6 +35,7 @@ conformance!(
     a_refused_reset_token_costs_no_hash,
     reset_requests_cannot_bomb_a_mailbox,
     nul_bytes_in_library_inputs_are_validation_errors,
+    a_correct_password_after_four_failures_signs_in,
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
@@ -1241,12 +1242,34 @@ async fn only_admins_lift_a_lockout(db: &TestDb) {
         auth.login(login("o@example.com", PW)).await,
         Err(Error::RateLimited { .. })
     ));
-    auth.lift_lockout(owner.id, Actor::User(admin.id))
+    // An admin may not lift an owner's lock: between rounds of guessing the owner's
+    // password that would be a way from admin to owner.
+    assert!(matches!(
+        auth.lift_lockout(owner.id, Actor::User(admin.id)).await,
+        Err(Error::Forbidden)
+    ));
+    let second = auth
+        .create_user(with_role("o2@example.com", "owner"), app)
         .await
-        .expect("lift");
+        .expect("owner 2");
+    auth.lift_lockout(owner.id, Actor::User(second.id))
+        .await
+        .expect("another owner lifts it");
     auth.login(login("o@example.com", PW))
         .await
         .expect("in again");
+    // An admin lifts a member's lock.
+    for _ in 0..5 {
+        let _ = auth
+            .login(login("m@example.com", "Wrong-Password-1!"))
+            .await;
+    }
+    auth.lift_lockout(member.id, Actor::User(admin.id))
+        .await
+        .expect("admin lifts a member's lock");
+    auth.login(login("m@example.com", PW))
+        .await
+        .expect("member in again");
     assert!(actions(&crm, WorkspaceId::DEFAULT)
         .await
         .contains(&"login.unlocked".to_owned()));
@@ -1407,4 +1430,37 @@ async fn nul_bytes_in_library_inputs_are_validation_errors(db: &TestDb) {
     assert!(log
         .iter()
         .any(|a| a.actor.as_deref() == Some("cli\u{fffd}tool")));
+}
+
+/// Every attempt is counted before its verify; a correct one must still sign in (and
+/// clear the count) when it is the one that reaches the policy's limit.
+async fn a_correct_password_after_four_failures_signs_in(db: &TestDb) {
+    let crm = db.crm().await;
+    crm.auth()
+        .create_user(user("ana@example.com"), Actor::App(None))
+        .await
+        .expect("user");
+    for _ in 0..4 {
+        let r = crm
+            .auth()
+            .login(login("ana@example.com", "Wrong-Password-1!"))
+            .await;
+        assert_eq!(reason(r), AuthFailure::InvalidCredentials);
+    }
+    crm.auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("the fifth attempt is right");
+    // The count is gone: four more failures do not lock.
+    for _ in 0..4 {
+        let r = crm
+            .auth()
+            .login(login("ana@example.com", "Wrong-Password-1!"))
+            .await;
+        assert_eq!(reason(r), AuthFailure::InvalidCredentials);
+    }
+    crm.auth()
+        .login(login("ana@example.com", PW))
+        .await
+        .expect("still not locked");
 }

@@ -53,8 +53,25 @@ impl Policy {
     }
 }
 
+/// The rate-limit key of a client address: an IPv4 address as it is, the /64 network
+/// of an IPv6 address (one host gets a whole /64 and could take a new address, and a
+/// fresh budget, for every request), an IPv4-mapped IPv6 address as IPv4. Text that is
+/// not an address is returned unchanged.
+pub fn ip_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(bits))
+            }
+        },
+        _ => ip.to_owned(),
+    }
+}
+
 /// The default policies: `api_key` 100/min, `anonymous_ip` 10/min, `login` 5 per 15
-/// min (failed logins per account, see the auth service), `login_ip` 20/min (login
+/// min (login attempts per account, see the auth service), `login_ip` 20/min (login
 /// attempts per client IP), `password_reset` 5/hour (reset mails per account).
 pub fn default_policies() -> Vec<(String, Policy)> {
     vec![

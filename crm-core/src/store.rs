@@ -823,8 +823,9 @@ where
         Ok(lead)
     }
 
-    /// Creates the lead, or merges it into the lead that already has its email (first)
-    /// or phone; either way records a `form_submission` activity.
+    /// Creates the lead, or finds the lead that already has its email (first) or phone
+    /// and, as `on_known` says, fills its blanks or leaves it as it is; either way
+    /// records the activity (and the inbound receipt, when there is one).
     pub(crate) async fn capture(
         pool: &sqlx::Pool<DB>,
         ctx: &Ctx<'_>,
@@ -1650,8 +1651,6 @@ where
         Ok((t, user))
     }
 
-    /// Records a failed login: `f` turns the current throttle state (read under the
-    /// write lock, so concurrent failures each count) into the next and its audit entries.
     /// Counts one password attempt on `email_key` before the password is checked:
     /// `f` gets the locked throttle row and returns its next state, or an error (the
     /// account is locked) that writes nothing. N attempts at once are counted one
@@ -1680,9 +1679,12 @@ where
         .await?;
         let current = Self::fetch_throttle(&mut tx, ws, email_key, true).await?;
         let t = f(current)?;
+        // An upsert, not an UPDATE: a success clearing the row since the read above
+        // must not make this attempt go uncounted.
         sqlx::query::<DB>(
-            "UPDATE crm_login_throttle SET failures = $3, window_start = $4, lockouts = $5, locked_until = $6 \
-             WHERE workspace_id = $1 AND email_key = $2",
+            "INSERT INTO crm_login_throttle (workspace_id, email_key, failures, window_start, lockouts, locked_until) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, email_key) DO UPDATE SET \
+             failures = $3, window_start = $4, lockouts = $5, locked_until = $6",
         )
         .bind(ws)
         .bind(email_key)
@@ -1721,22 +1723,39 @@ where
         Ok(())
     }
 
-    /// Forgets the login failures and any lockout of `u`, when `check` allows `by`.
+    /// Forgets the counted attempts and any lockout of `u`, when `check(actor, target)`
+    /// allows `by` (both rows read and locked here).
     pub(crate) async fn lift_lockout(
         pool: &sqlx::Pool<DB>,
         u: &User,
         by: Option<UserId>,
-        check: impl FnOnce(Option<&User>) -> Result<()>,
+        check: impl FnOnce(Option<&User>, &User) -> Result<()>,
         audit: &AuditEntry,
     ) -> Result<()> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        let actor = match by {
-            Some(a) => Some(actor_row(
-                Self::fetch_user(&mut tx, u.workspace_id, a).await,
-            )?),
-            None => None,
-        };
-        check(actor.as_ref())?;
+        // Both rows locked in id order, like `set_role`, so two lifts cannot deadlock.
+        let mut ids = vec![u.id];
+        ids.extend(by.filter(|a| *a != u.id));
+        ids.sort_by_key(|id| id.0);
+        let mut rows = Vec::new();
+        for id in ids {
+            rows.push(Self::fetch_user(&mut tx, u.workspace_id, id).await);
+        }
+        let mut target = None;
+        let mut actor = None;
+        for row in rows {
+            match row {
+                Ok((user, _)) if user.id == u.id => {
+                    if by == Some(u.id) {
+                        actor = Some(user.clone());
+                    }
+                    target = Some(user);
+                }
+                found => actor = Some(actor_row(found)?),
+            }
+        }
+        let target = target.ok_or(Error::NotFound { entity: "user" })?;
+        check(actor.as_ref(), &target)?;
         Self::clear_throttle(&mut tx, u.workspace_id, &u.email.key()).await?;
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
@@ -1886,17 +1905,31 @@ where
         purpose: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(User, String)> {
+        let invalid = || Error::unauthorized(crate::AuthFailure::InvalidToken);
+        // The user row first, then the token: the order a password change takes
+        // (user, then its tokens), so the two cannot deadlock on Postgres.
         let owner = sqlx::query_as::<DB, TokenOwner>(
+            "SELECT workspace_id, user_id FROM crm_auth_tokens WHERE token_hash = $1 AND purpose = $2",
+        )
+        .bind(token_hash)
+        .bind(purpose)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(invalid)?;
+        let user = Self::fetch_user(conn, owner.workspace_id, owner.user_id).await?;
+        let used = sqlx::query::<DB>(
             "UPDATE crm_auth_tokens SET used_at = $3 WHERE token_hash = $1 AND purpose = $2 \
-             AND used_at IS NULL AND expires_at > $3 RETURNING workspace_id, user_id",
+             AND used_at IS NULL AND expires_at > $3",
         )
         .bind(token_hash)
         .bind(purpose)
         .bind(Ts(now))
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(Error::unauthorized(crate::AuthFailure::InvalidToken))?;
-        Self::fetch_user(conn, owner.workspace_id, owner.user_id).await
+        .execute(&mut *conn)
+        .await?;
+        if DB::rows_affected(&used) != 1 {
+            return Err(invalid());
+        }
+        Ok(user)
     }
 
     /// Whether an unused, unexpired token of `purpose` has this hash (a read only).

@@ -246,6 +246,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub Option<String>);
 
+/// One `X-Forwarded-For` entry: an address, or an address with a port (`1.2.3.4:5`,
+/// `[2001:db8::1]:5`).
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// Whether the router already said that it runs without the peer address.
 static NO_PEER_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -279,16 +289,16 @@ impl ClientIp {
         if !is_trusted(peer) {
             return peer;
         }
-        let entries: Vec<&str> = headers
+        // Split the raw bytes: a client's non-ASCII junk on the left must not make the
+        // whole line unreadable (nginx appends the real address to the same line).
+        let entries: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .collect();
         let mut client = peer;
         for entry in entries.iter().rev() {
-            let Ok(ip) = entry.parse::<IpAddr>() else {
+            let Some(ip) = std::str::from_utf8(entry).ok().and_then(parse_hop) else {
                 break;
             };
             client = ip;
@@ -303,19 +313,9 @@ impl ClientIp {
     /// host gets a whole /64 and could otherwise use a new address per request), or
     /// `unknown` for every client without one.
     pub(crate) fn key(&self) -> String {
-        let Some(ip) = self.0.as_deref() else {
-            return "unknown".into();
-        };
-        match ip.parse::<IpAddr>() {
-            Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None => {
-                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                    format!("{}/64", std::net::Ipv6Addr::from(bits))
-                }
-            },
-            _ => ip.to_owned(),
-        }
+        self.0
+            .as_deref()
+            .map_or_else(|| "unknown".into(), crm_core::ratelimit::ip_key)
     }
 }
 
@@ -476,6 +476,22 @@ mod tests {
         assert_eq!(client("198.51.100.7", &["6.6.6.6"]), ip("198.51.100.7"));
         // Junk ends the walk at the proxy that passed it on.
         assert_eq!(client("10.0.0.1", &["203.0.113.9, junk"]), ip("10.0.0.1"));
+        // Non-ASCII junk on the left does not hide the address the proxy appended,
+        // and entries with ports are addresses too.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes("\u{e9}t\u{e9}, 203.0.113.9".as_bytes()).expect("value"),
+        );
+        assert_eq!(
+            ClientIp::client(ip("10.0.0.1"), &h, &proxies),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client("10.0.0.1", &["203.0.113.9:4711"]), ip("203.0.113.9"));
+        assert_eq!(
+            client("10.0.0.1", &["[2001:db8::7]:4711"]),
+            ip("2001:db8::7")
+        );
         // Nothing but proxies: the left-most.
         assert_eq!(client("10.0.0.1", &["10.1.1.1, 10.2.2.2"]), ip("10.1.1.1"));
         assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));

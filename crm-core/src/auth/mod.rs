@@ -9,8 +9,10 @@
 //!   session tokens and reset/verification tokens identify their workspace.
 //! - **Throttling.** Failed logins are counted per (workspace, email) whether or not
 //!   the account exists, in `crm_login_throttle`, so a lockout reveals nothing about
-//!   which accounts exist. The `login` rate-limit policy (5 per 15 min) sets how many
-//!   failures open a lockout; lockouts last 15 min, doubling with each lockout, and the
+//!   which accounts exist. Every attempt is counted before its password is checked
+//!   (so attempts made at once cannot all slip through), and a success clears the
+//!   count. The `login` rate-limit policy (5 per 15 min) sets how many attempts open a
+//!   lockout; lockouts last 15 min, doubling with each lockout, and the
 //!   escalation stops at 1 h (`AuthConfig::lockout_cap`): someone guessing an owner's
 //!   password can keep them out for at most an hour at a time, never for good. A
 //!   successful login or a password reset clears the count, and an admin lifts a lock
@@ -113,6 +115,16 @@ pub(crate) fn may_set_role(
         return Err(last_owner());
     }
     Ok(())
+}
+
+/// Whether `actor` (`None`: the app) may lift `target`'s login lockout: the rules of
+/// roles again (an owner's lock is an owner's business).
+pub(crate) fn may_lift_lockout(actor: Option<&User>, target: &User) -> Result<()> {
+    match actor {
+        Some(a) if !a.role.is_admin() => Err(Error::Forbidden),
+        Some(a) if target.role == Role::Owner && a.role != Role::Owner => Err(Error::Forbidden),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `actor` (`None`: the app) may add a user with `role`.
@@ -551,9 +563,11 @@ impl Auth {
         .await)
     }
 
-    /// Lifts a login lockout of the user (and forgets their failed attempts), on
-    /// behalf of `actor`: an admin or owner of the workspace, or the app. `Forbidden`
-    /// for anyone else. Audited as `login.unlocked`.
+    /// Lifts a login lockout of the user (and forgets their counted attempts), on
+    /// behalf of `actor`: an admin or owner of the workspace, or the app; an owner's
+    /// lock only by another owner (or the app), else an admin could guess an owner's
+    /// password and lift the lock between rounds. `Forbidden` for anyone else.
+    /// Audited as `login.unlocked`.
     pub async fn lift_lockout(&self, id: UserId, actor: Actor<'_>) -> Result<()> {
         let user = self.user(id).await?;
         let by = match actor {
@@ -570,10 +584,7 @@ impl Auth {
             p,
             &user,
             by,
-            |a| match a {
-                Some(a) if !a.role.is_admin() => Err(Error::Forbidden),
-                _ => Ok(()),
-            },
+            may_lift_lockout,
             &audit
         )
         .await)
@@ -670,7 +681,11 @@ impl Auth {
             if ip.parse::<std::net::IpAddr>().is_err() {
                 return Err(Error::invalid("ip", "must be an IP address"));
             }
-            let d = self.crm.rate_limiter().check("login_ip", ip).await?;
+            let d = self
+                .crm
+                .rate_limiter()
+                .check("login_ip", &crate::ratelimit::ip_key(ip))
+                .await?;
             if let Some(retry_after) = d.retry_after {
                 return Err(Error::RateLimited { retry_after });
             }
@@ -814,7 +829,8 @@ impl Auth {
     /// The work behind [`Auth::request_password_reset`], off the caller's path.
     async fn send_reset(&self, email: &Email) -> Result<()> {
         let key = email.key();
-        let budget = format!("{}:{key}", self.ws);
+        // Hashed: an email of any length makes a key within the limiter's bound.
+        let budget = format!("{}:{}", self.ws, hex(&sha256(&key)));
         if !self
             .crm
             .rate_limiter()

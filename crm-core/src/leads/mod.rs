@@ -3,10 +3,12 @@
 //!
 //! Two ways in for a new lead: [`Leads::create`] refuses a duplicate email or phone
 //! with [`crate::Error::Conflict`] naming the existing lead (what an API client or an admin
-//! typing a lead wants), while [`Leads::capture`] — the path for contact forms and
-//! inbound channels, where the same person writing twice is normal — merges into the
-//! existing lead and records a `form_submission` activity. Merging fills blanks and
-//! adds tags and custom fields; it never overwrites what the lead already has.
+//! typing a lead wants), while [`Leads::capture`] — the path for contact forms, where
+//! the same person writing twice is normal — records a `form_submission` activity on
+//! the existing lead and changes none of its fields (anyone can type a customer's
+//! email into a form). [`Leads::capture_inbound`], for messages a provider verified
+//! (WhatsApp, Cal.com), fills the existing lead's blanks and adds tags and custom
+//! fields; it never overwrites what the lead already has.
 //!
 //! Decisions where the design is silent, taken as a user of Stripe's or Twenty's API
 //! would expect:

@@ -226,8 +226,9 @@ pub(crate) struct Received {
     status: &'static str,
 }
 
-/// Submit the contact form (JSON or an HTML form). Merges into a lead with the same
-/// email or phone. Answers the same whether or not the lead existed.
+/// Submit the contact form (JSON or an HTML form). A lead with the same email or phone
+/// gets the submission on its timeline and keeps its fields. Answers the same whether
+/// or not the lead existed.
 #[utoipa::path(post, path = "/api/leads", tag = "public",
     request_body(content(
         (ContactForm = "application/json"),

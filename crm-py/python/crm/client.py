@@ -274,16 +274,20 @@ class Auth(_Service):
         self, email: str, password: str, *, remember_me: bool = False, ip: Optional[str] = None
     ) -> LoggedIn:
         """Signs in. Wrong email or password is ``UnauthorizedError`` with reason
-        ``invalid_credentials`` either way; too many failures ``RateLimitedError``."""
+        ``invalid_credentials`` either way; too many attempts ``RateLimitedError``;
+        an ``ip`` that is not an IP address ``ValidationError``."""
         payload = _given(email=email, password=password, remember_me=remember_me, ip=ip)
         return LoggedIn.from_dict(await self._call("auth.login", None, payload))
 
     async def change_password(self, user_id: Id, current: str, new: str) -> None:
-        """Changes a password after checking the current one; other sessions end."""
+        """Changes a password after checking the current one; other sessions and earlier
+        reset and verification links end. Wrong current passwords count like failed
+        logins (``RateLimitedError`` once the account is locked)."""
         await self._call("auth.change_password", user_id, {"current": current, "new": new})
 
     async def request_password_reset(self, email: str) -> None:
-        """Mails a reset token when the account exists (says nothing either way)."""
+        """Mails a reset token when the account exists, in the background and at most 5
+        times an hour per account (says nothing either way)."""
         await self._call("auth.request_password_reset", None, {"email": email})
 
     async def request_email_verification(self, user_id: Id) -> None:
