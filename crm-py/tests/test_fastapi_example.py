@@ -41,8 +41,10 @@ def test_the_example_refuses_to_start_with_a_blank_secret(db: str) -> None:
     """Issue 15, item 14: the example defaulted the app secret to "" (any HMAC made with
     an empty key would have verified)."""
     for secret, token in (("", TOKEN), ("  ", TOKEN), (SECRET, "")):
-        with pytest.raises(RuntimeError):
-            load_example().create_app(db, app_secret=secret, verify_token=token)
+        app = load_example().create_app(db, app_secret=secret, verify_token=token)
+        with pytest.raises(RuntimeError, match="must be set"):
+            with TestClient(app):
+                pass
 
 
 def message(wamid: str, text: str, phone: str = "15551234567", name: str = "Grace") -> bytes:

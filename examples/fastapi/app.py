@@ -66,13 +66,13 @@ def create_app(
     url = database_url or os.environ.get("DATABASE_URL", "sqlite://crm.db?mode=rwc")
     secret = app_secret if app_secret is not None else os.environ.get("WHATSAPP_APP_SECRET", "")
     token = verify_token if verify_token is not None else os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
-    # An empty app secret would make every signature check meaningless (HMAC with a
-    # key anyone knows): refuse to start instead.
-    if not secret.strip() or not token.strip():
-        raise RuntimeError("WHATSAPP_APP_SECRET and WHATSAPP_VERIFY_TOKEN must be set and not blank")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # An empty app secret would make every signature check meaningless (HMAC with
+        # a key anyone knows): the app refuses to start instead.
+        if not secret.strip() or not token.strip():
+            raise RuntimeError("WHATSAPP_APP_SECRET and WHATSAPP_VERIFY_TOKEN must be set and not blank")
         client = await crm.Crm.connect(url, master_key=os.environ.get("CRM_MASTER_KEY"))
         app.state.crm = client
         try:
