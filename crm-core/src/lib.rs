@@ -15,6 +15,8 @@ pub mod leads;
 mod macros;
 mod migrate;
 pub mod notify;
+#[cfg(test)]
+mod props;
 pub mod ratelimit;
 pub mod seal;
 mod secret;
