@@ -517,4 +517,69 @@ mod tests {
         assert_eq!(key("192.0.2.1"), "192.0.2.1");
         assert_eq!(ClientIp(None).key(), "unknown");
     }
+
+    /// Every body and query the routes parse, fed arbitrary bytes through the real
+    /// extractors: a typed rejection or a value, never a panic (issue 15, fuzzing).
+    mod props {
+        use axum::body::Body;
+        use axum::extract::{FromRequest, FromRequestParts, Request};
+        use proptest::prelude::*;
+
+        use super::super::{Json, JsonOrForm, Query};
+        use crate::routes::{admin, auth, leads};
+
+        fn body(ct: &str, bytes: Vec<u8>) -> Request {
+            Request::builder()
+                .method("POST")
+                .uri("/")
+                .header("content-type", ct)
+                .body(Body::from(bytes))
+                .unwrap_or_else(|e| panic!("request: {e}"))
+        }
+
+        fn run<F: std::future::Future>(f: F) -> F::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap_or_else(|e| panic!("runtime: {e}"))
+                .block_on(f)
+        }
+
+        proptest! {
+            #[test]
+            fn bodies_parse_or_are_refused(bytes in prop_oneof![
+                any::<Vec<u8>>(),
+                "[\\[\\]{}\",:0-9a-z \\\\u.\\-]{0,200}".prop_map(String::into_bytes),
+            ]) {
+                run(async {
+                    let j = "application/json";
+                    let _ = Json::<auth::LoginInput>::from_request(body(j, bytes.clone()), &()).await;
+                    let _ = Json::<auth::Register>::from_request(body(j, bytes.clone()), &()).await;
+                    let _ = Json::<auth::ChangePassword>::from_request(body(j, bytes.clone()), &()).await;
+                    let _ = Json::<auth::ResetRequest>::from_request(body(j, bytes.clone()), &()).await;
+                    let _ = Json::<auth::ResetConfirm>::from_request(body(j, bytes.clone()), &()).await;
+                    let _ = Json::<auth::VerifyEmail>::from_request(body(j, bytes.clone()), &()).await;
+                    let _ = Json::<admin::UserPatch>::from_request(body(j, bytes.clone()), &()).await;
+                    let _ = Json::<admin::SettingsPatch>::from_request(body(j, bytes.clone()), &()).await;
+                    let _ = Json::<admin::Rotate>::from_request(body(j, bytes.clone()), &()).await;
+                    let _ = Json::<leads::ParseInput>::from_request(body(j, bytes.clone()), &()).await;
+                    for ct in [j, "application/x-www-form-urlencoded"] {
+                        let _ = JsonOrForm::<leads::ContactForm>::from_request(body(ct, bytes.clone()), &()).await;
+                    }
+                });
+            }
+
+            #[test]
+            fn queries_parse_or_are_refused(q in "[a-z_=&%0-9\\[\\]+.,:\\-]{0,120}") {
+                let Ok(req) = Request::builder().uri(format!("/?{q}")).body(Body::empty()) else {
+                    return Ok(());
+                };
+                let (mut parts, _) = req.into_parts();
+                run(async {
+                    let _ = Query::<leads::ListParams>::from_request_parts(&mut parts, &()).await;
+                    let _ = Query::<admin::Page>::from_request_parts(&mut parts, &()).await;
+                    let _ = Query::<admin::AuditPage>::from_request_parts(&mut parts, &()).await;
+                });
+            }
+        }
+    }
 }
