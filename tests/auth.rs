@@ -872,6 +872,26 @@ async fn secrets_stay_out_of_debug_and_the_audit_log(db: &TestDb) {
     assert!(!users.contains("argon2"), "the hash never leaves the store");
 }
 
+/// An owner (`o@`), an admin (`a@`) and a member (`m@`), made by the app.
+async fn team(auth: &crm::auth::Auth) -> (crm::auth::User, crm::auth::User, crm::auth::User) {
+    let mut made = Vec::new();
+    for (email, role) in [
+        ("o@example.com", "owner"),
+        ("a@example.com", "admin"),
+        ("m@example.com", "member"),
+    ] {
+        made.push(
+            auth.create_user(with_role(email, role), Actor::App(None))
+                .await
+                .expect(role),
+        );
+    }
+    let member = made.pop().expect("member");
+    let admin = made.pop().expect("admin");
+    let owner = made.pop().expect("owner");
+    (owner, admin, member)
+}
+
 fn with_role(email: &str, role: &str) -> NewUser {
     NewUser {
         role: Some(role.into()),
@@ -884,19 +904,7 @@ fn with_role(email: &str, role: &str) -> NewUser {
 async fn an_admin_cannot_take_over_the_workspace(db: &TestDb) {
     let crm = db.crm().await;
     let auth = crm.auth();
-    let app = Actor::App(None);
-    let owner = auth
-        .create_user(with_role("o@example.com", "owner"), app)
-        .await
-        .expect("owner");
-    let admin = auth
-        .create_user(with_role("a@example.com", "admin"), app)
-        .await
-        .expect("admin");
-    let member = auth
-        .create_user(user("m@example.com"), app)
-        .await
-        .expect("member");
+    let (owner, admin, member) = team(&auth).await;
     let by_admin = Actor::User(admin.id);
 
     for (target, role) in [
@@ -1213,18 +1221,7 @@ async fn only_admins_lift_a_lockout(db: &TestDb) {
     let crm = db.crm().await;
     let auth = crm.auth();
     let app = Actor::App(None);
-    let owner = auth
-        .create_user(with_role("o@example.com", "owner"), app)
-        .await
-        .expect("owner");
-    let admin = auth
-        .create_user(with_role("a@example.com", "admin"), app)
-        .await
-        .expect("admin");
-    let member = auth
-        .create_user(user("m@example.com"), app)
-        .await
-        .expect("member");
+    let (owner, admin, member) = team(&auth).await;
     for _ in 0..5 {
         let _ = auth
             .login(login("o@example.com", "Wrong-Password-1!"))

@@ -1413,6 +1413,40 @@ where
         Ok(())
     }
 
+    /// The users a change by `by` to user `id` involves, read and locked in one
+    /// statement in id order (so two such changes cannot deadlock): the target, the
+    /// actor (`Forbidden` when they are not a user of the workspace) and the number of
+    /// the workspace's owners.
+    async fn lock_parties(
+        conn: &mut DB::Connection,
+        ws: WorkspaceId,
+        id: UserId,
+        by: Option<UserId>,
+    ) -> Result<(User, Option<User>, usize)> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = $1 \
+             AND (id = $2 OR id = $3 OR role = 'owner') ORDER BY id{}",
+            DB::FOR_UPDATE
+        );
+        let rows = sqlx::query_as::<DB, UserRow>(&sql)
+            .bind(ws)
+            .bind(id.0)
+            .bind(by.map_or(id.0, |a| a.0))
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| r.into_user().map(|(u, _)| u))
+            .collect::<Result<Vec<User>>>()?;
+        let find = |want: UserId| rows.iter().find(|u| u.id == want).cloned();
+        let target = find(id).ok_or(Error::NotFound { entity: "user" })?;
+        let actor = match by {
+            Some(a) => Some(find(a).ok_or(Error::Forbidden)?),
+            None => None,
+        };
+        let owners = rows.iter().filter(|u| u.role == Role::Owner).count();
+        Ok((target, actor, owners))
+    }
+
     /// Changes one user's role when `check(actor, target, owners)` allows it: the
     /// target, the actor and every owner of the workspace are read and locked in one
     /// statement (in id order, so two such changes cannot deadlock), the role column
@@ -1430,31 +1464,8 @@ where
         audit: impl FnOnce(&User) -> AuditEntry,
     ) -> Result<User> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = $1 \
-             AND (id = $2 OR id = $3 OR role = 'owner') ORDER BY id{}",
-            DB::FOR_UPDATE
-        );
-        let rows = sqlx::query_as::<DB, UserRow>(&sql)
-            .bind(ws)
-            .bind(id.0)
-            .bind(by.map_or(id.0, |a| a.0))
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| r.into_user().map(|(u, _)| u))
-            .collect::<Result<Vec<User>>>()?;
-        let mut target = rows
-            .iter()
-            .find(|u| u.id == id)
-            .cloned()
-            .ok_or(Error::NotFound { entity: "user" })?;
-        let actor = match by {
-            Some(a) => Some(rows.iter().find(|u| u.id == a).ok_or(Error::Forbidden)?),
-            None => None,
-        };
-        let owners = rows.iter().filter(|u| u.role == Role::Owner).count();
-        check(actor, &target, owners)?;
+        let (mut target, actor, owners) = Self::lock_parties(&mut tx, ws, id, by).await?;
+        check(actor.as_ref(), &target, owners)?;
         if target.role == role {
             return Ok(target);
         }
@@ -1724,7 +1735,7 @@ where
     }
 
     /// Forgets the counted attempts and any lockout of `u`, when `check(actor, target)`
-    /// allows `by` (both rows read and locked here).
+    /// allows `by` (the rows read and locked as for `set_role`).
     pub(crate) async fn lift_lockout(
         pool: &sqlx::Pool<DB>,
         u: &User,
@@ -1733,28 +1744,7 @@ where
         audit: &AuditEntry,
     ) -> Result<()> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        // Both rows locked in id order, like `set_role`, so two lifts cannot deadlock.
-        let mut ids = vec![u.id];
-        ids.extend(by.filter(|a| *a != u.id));
-        ids.sort_by_key(|id| id.0);
-        let mut rows = Vec::new();
-        for id in ids {
-            rows.push(Self::fetch_user(&mut tx, u.workspace_id, id).await);
-        }
-        let mut target = None;
-        let mut actor = None;
-        for row in rows {
-            match row {
-                Ok((user, _)) if user.id == u.id => {
-                    if by == Some(u.id) {
-                        actor = Some(user.clone());
-                    }
-                    target = Some(user);
-                }
-                found => actor = Some(actor_row(found)?),
-            }
-        }
-        let target = target.ok_or(Error::NotFound { entity: "user" })?;
+        let (target, actor, _) = Self::lock_parties(&mut tx, u.workspace_id, u.id, by).await?;
         check(actor.as_ref(), &target)?;
         Self::clear_throttle(&mut tx, u.workspace_id, &u.email.key()).await?;
         Self::insert_audit(&mut tx, audit).await?;

@@ -84,6 +84,14 @@ pub enum Actor<'a> {
 }
 
 impl Actor<'_> {
+    /// The acting user, when it is one.
+    fn user_id(&self) -> Option<UserId> {
+        match self {
+            Actor::User(id) => Some(*id),
+            Actor::App(_) => None,
+        }
+    }
+
     /// The actor as the audit log names it.
     fn audit_name(&self) -> Option<String> {
         match self {
@@ -483,10 +491,7 @@ impl Auth {
             Some(&user),
             None,
         );
-        let by = match actor {
-            Actor::User(id) => Some(id),
-            Actor::App(_) => None,
-        };
+        let by = actor.user_id();
         let role = user.role;
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_user_by(
             p,
@@ -539,10 +544,7 @@ impl Auth {
             .trim()
             .parse()
             .map_err(|m: String| Error::invalid("role", m))?;
-        let by = match actor {
-            Actor::User(a) => Some(a),
-            Actor::App(_) => None,
-        };
+        let by = actor.user_id();
         let now = self.crm.now();
         let name = actor.audit_name();
         let audit = |u: &User| {
@@ -570,10 +572,7 @@ impl Auth {
     /// Audited as `login.unlocked`.
     pub async fn lift_lockout(&self, id: UserId, actor: Actor<'_>) -> Result<()> {
         let user = self.user(id).await?;
-        let by = match actor {
-            Actor::User(a) => Some(a),
-            Actor::App(_) => None,
-        };
+        let by = actor.user_id();
         let audit = self.audit(
             actor.audit_name().as_deref(),
             "login.unlocked",
