@@ -36,6 +36,12 @@ conformance!(
     reset_requests_cannot_bomb_a_mailbox,
     nul_bytes_in_library_inputs_are_validation_errors,
     a_correct_password_after_four_failures_signs_in,
+    a_disabled_user_loses_every_way_in,
+    admins_cannot_disable_or_delete_owners_or_themselves,
+    the_last_active_owner_cannot_be_disabled_or_deleted,
+    a_deleted_user_is_gone_with_their_sessions,
+    users_list_and_end_their_own_sessions_only,
+    admins_end_a_members_sessions,
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
@@ -100,6 +106,7 @@ fn login(email: &str, password: &str) -> Login {
         password: password.into(),
         remember_me: false,
         ip: None,
+        user_agent: None,
     }
 }
 
@@ -315,6 +322,7 @@ async fn login_is_generic_and_costs_a_verify_either_way(db: &TestDb) {
             password: PW.into(),
             remember_me: false,
             ip: Some("198.51.100.7".into()),
+            user_agent: None,
         })
         .await
         .expect("login");
@@ -1460,4 +1468,248 @@ async fn a_correct_password_after_four_failures_signs_in(db: &TestDb) {
         .login(login("ana@example.com", PW))
         .await
         .expect("still not locked");
+}
+
+/// Item 2: access could not be revoked. A disabled user's session, mailed links and
+/// password stop working in the transaction that disables them, and a login answers
+/// as for a wrong password.
+async fn a_disabled_user_loses_every_way_in(db: &TestDb) {
+    let (crm, outbox) = crm_with_mail(db).await;
+    let auth = crm.auth();
+    let (owner, _admin, member) = team(&auth).await;
+    let session = auth.login(login("m@example.com", PW)).await.expect("login");
+    auth.request_password_reset("m@example.com")
+        .await
+        .expect("reset");
+    let reset = Outbox::token(&outbox.nth(0).await);
+    auth.request_email_verification(member.id)
+        .await
+        .expect("verify");
+    let verify = Outbox::token(&outbox.nth(1).await);
+
+    let disabled = auth
+        .disable_user(member.id, Actor::User(owner.id))
+        .await
+        .expect("disable");
+    assert!(disabled.disabled_at.is_some());
+    assert_eq!(
+        reason(crm.authenticate_session(session.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+    assert_eq!(
+        reason(auth.login(login("m@example.com", PW)).await),
+        AuthFailure::InvalidCredentials
+    );
+    assert_eq!(
+        reason(crm.confirm_password_reset(&reset, PW2).await),
+        AuthFailure::InvalidToken
+    );
+    assert_eq!(
+        reason(crm.confirm_email(&verify).await),
+        AuthFailure::InvalidToken
+    );
+    // A new reset request sends nothing for a disabled user.
+    auth.request_password_reset("m@example.com")
+        .await
+        .expect("answers the same");
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    assert_eq!(outbox.0.lock().expect("lock").len(), 2);
+    assert!(auth.sessions(member.id).await.expect("sessions").is_empty());
+    assert!(actions(&crm, WorkspaceId::DEFAULT)
+        .await
+        .contains(&"user.disabled".to_owned()));
+
+    // Enabled again, the password works; the old session stays ended.
+    auth.enable_user(member.id, Actor::User(owner.id))
+        .await
+        .expect("enable");
+    assert_eq!(auth.user(member.id).await.expect("user").disabled_at, None);
+    auth.login(login("m@example.com", PW))
+        .await
+        .expect("login again");
+    assert_eq!(
+        reason(crm.authenticate_session(session.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+}
+
+/// Item 2 under the rules of roles: an admin acting on an owner or on themselves is
+/// refused where the change is written; members act on nobody.
+async fn admins_cannot_disable_or_delete_owners_or_themselves(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let (owner, admin, member) = team(&auth).await;
+    auth.create_user(with_role("o2@example.com", "owner"), Actor::App(None))
+        .await
+        .expect("second owner");
+    let by_admin = Actor::User(admin.id);
+    let by_member = Actor::User(member.id);
+    for (target, by) in [
+        (owner.id, by_admin),
+        (admin.id, by_admin),
+        (admin.id, by_member),
+        (member.id, by_member),
+    ] {
+        let e = auth.disable_user(target, by).await.expect_err("disable");
+        assert!(matches!(e, Error::Forbidden), "{e:?}");
+        let e = auth.delete_user(target, by).await.expect_err("delete");
+        assert!(matches!(e, Error::Forbidden), "{e:?}");
+    }
+    let e = auth
+        .end_user_sessions(owner.id, by_admin)
+        .await
+        .expect_err("an owner's sessions");
+    assert!(matches!(e, Error::Forbidden), "{e:?}");
+    let e = auth
+        .disable_user(owner.id, Actor::User(owner.id))
+        .await
+        .expect_err("oneself");
+    assert!(matches!(e, Error::Forbidden), "{e:?}");
+    for u in auth.users().await.expect("users") {
+        assert_eq!(u.disabled_at, None, "{}", u.email.as_str());
+    }
+    // What an admin may do: disable a member.
+    auth.disable_user(member.id, by_admin)
+        .await
+        .expect("admin disables member");
+}
+
+/// Item 1/2: the last owner who can sign in stays, whoever asks, the app included; a
+/// disabled owner does not count as one.
+async fn the_last_active_owner_cannot_be_disabled_or_deleted(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let app = Actor::App(None);
+    let owner = auth
+        .create_user(with_role("o@example.com", "owner"), app)
+        .await
+        .expect("owner");
+    let second = auth
+        .create_user(with_role("o2@example.com", "owner"), app)
+        .await
+        .expect("owner 2");
+    auth.disable_user(second.id, Actor::User(owner.id))
+        .await
+        .expect("one of two");
+    for e in [
+        auth.disable_user(owner.id, app).await.map(|_| ()),
+        auth.delete_user(owner.id, app).await,
+        auth.set_role(owner.id, "admin", app).await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(
+                e,
+                Err(Error::Conflict {
+                    field: Some("role"),
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+    }
+    let o = auth.user(owner.id).await.expect("owner");
+    assert_eq!((o.role, o.disabled_at), (Role::Owner, None));
+}
+
+async fn a_deleted_user_is_gone_with_their_sessions(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let (owner, admin, member) = team(&auth).await;
+    let s = auth.login(login("m@example.com", PW)).await.expect("login");
+    auth.delete_user(member.id, Actor::User(admin.id))
+        .await
+        .expect("delete");
+    assert!(matches!(
+        auth.user(member.id).await,
+        Err(Error::NotFound { entity: "user" })
+    ));
+    assert_eq!(
+        reason(crm.authenticate_session(s.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+    assert!(matches!(
+        auth.delete_user(member.id, Actor::User(owner.id)).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        db.count("crm_sessions").await,
+        0,
+        "the sessions went in the same transaction"
+    );
+    assert!(actions(&crm, WorkspaceId::DEFAULT)
+        .await
+        .contains(&"user.deleted".to_owned()));
+}
+
+/// Sessions list with their user agent and IP, never a token; a session of another
+/// user cannot be ended through one's own list (404, and it lives on).
+async fn users_list_and_end_their_own_sessions_only(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let (owner, _admin, member) = team(&auth).await;
+    let mut phone = login("m@example.com", PW);
+    phone.user_agent = Some("Phone\u{7}Browser/1.0".into());
+    phone.ip = Some("2001:db8::1".into());
+    let a = auth.login(phone).await.expect("phone");
+    let b = auth
+        .login(login("m@example.com", PW))
+        .await
+        .expect("laptop");
+    let o = auth.login(login("o@example.com", PW)).await.expect("owner");
+    let list = auth.sessions(member.id).await.expect("sessions");
+    assert_eq!(list.len(), 2);
+    let phone = list
+        .iter()
+        .find(|s| s.id == a.session.id)
+        .expect("phone session");
+    assert_eq!(phone.user_agent.as_deref(), Some("PhoneBrowser/1.0"));
+    assert_eq!(phone.ip.as_deref(), Some("2001:db8::1"));
+    let json = serde_json::to_string(&list).expect("json");
+    assert!(!json.contains(a.token.expose()) && !json.contains(b.token.expose()));
+
+    let e = auth
+        .end_session(member.id, o.session.id)
+        .await
+        .expect_err("another user's session");
+    assert!(matches!(e, Error::NotFound { entity: "session" }), "{e:?}");
+    crm.authenticate_session(o.token.expose())
+        .await
+        .expect("the owner's session lives");
+    auth.end_session(member.id, a.session.id)
+        .await
+        .expect("end phone");
+    assert_eq!(
+        reason(crm.authenticate_session(a.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+    crm.authenticate_session(b.token.expose())
+        .await
+        .expect("the laptop stays");
+    assert_eq!(auth.sessions(owner.id).await.expect("owner's").len(), 1);
+}
+
+async fn admins_end_a_members_sessions(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let (_owner, admin, member) = team(&auth).await;
+    let a = auth.login(login("m@example.com", PW)).await.expect("1");
+    let b = auth.login(login("m@example.com", PW)).await.expect("2");
+    let n = auth
+        .end_user_sessions(member.id, Actor::User(admin.id))
+        .await
+        .expect("end");
+    assert_eq!(n, 2);
+    for t in [a.token, b.token] {
+        assert_eq!(
+            reason(crm.authenticate_session(t.expose()).await),
+            AuthFailure::InvalidToken
+        );
+    }
+    let log = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 100)
+        .await
+        .expect("audit");
+    assert!(log.iter().any(|e| e.action == "session.revoked_all"
+        && e.actor.as_deref() == Some(format!("user:{}", admin.id).as_str())));
 }

@@ -192,6 +192,7 @@ fn with_cookie(b: axum::http::request::Builder, cookie: &str) -> axum::http::req
 
 conformance!(
     health_and_the_openapi_document_list_every_route,
+    sessions_are_listed_and_ended_and_users_disabled_over_http,
     api_key_routes_enforce_keys_and_scopes,
     bad_input_gets_a_problem_and_writes_nothing,
     rate_limit_headers_and_429,
@@ -270,7 +271,13 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /api/admin/users",
         "PATCH /api/admin/users/{id}",
         "DELETE /api/admin/users/{id}/lockout",
+        "DELETE /api/admin/users/{id}",
+        "POST /api/admin/users/{id}/disable",
+        "POST /api/admin/users/{id}/enable",
+        "DELETE /api/admin/users/{id}/sessions",
         "POST /api/auth/logout-everywhere",
+        "GET /api/auth/sessions",
+        "DELETE /api/auth/sessions/{id}",
         "GET /api/admin/audit",
         "POST /api/webhooks/cal",
         "GET /api/webhooks/whatsapp",
@@ -1661,4 +1668,183 @@ async fn forged_forwarded_for_cannot_escape_the_per_ip_limit(db: &TestDb) {
         .expect("request");
     r.extensions_mut().insert(axum::extract::ConnectInfo(proxy));
     assert!(app.send(r).await.status.is_success());
+}
+
+/// Item 2 over HTTP: a user lists their sessions (user agent, IP, which is this one,
+/// never a token) and ends one; an admin disables, enables and deletes a member and
+/// ends their sessions; an admin acting on an owner gets 403.
+async fn sessions_are_listed_and_ended_and_users_disabled_over_http(db: &TestDb) {
+    let app = App::new(db).await;
+    let owner = app.admin().await;
+    app.user("admin@example.com", "admin").await;
+    app.user("member@example.com", "member").await;
+    let admin = app.login("admin@example.com").await;
+    let signin = || {
+        json_body(
+            req(Method::POST, "/api/auth/login")
+                .header(header::ORIGIN, ORIGIN)
+                .header(header::USER_AGENT, "TestPhone/2.0"),
+            json!({"email": "member@example.com", "password": PASSWORD}),
+        )
+    };
+    let r = app.send(signin()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let phone = r
+        .header("set-cookie")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let token = phone
+        .split_once('=')
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or_default();
+    let laptop = app.login("member@example.com").await;
+
+    let list = app
+        .send(
+            with_cookie(req(Method::GET, "/api/auth/sessions"), &laptop)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let items = list.body.as_array().expect("list");
+    assert_eq!(items.len(), 2);
+    assert!(!list.text.contains(&token), "never a token");
+    let phone_row = items
+        .iter()
+        .find(|s| s["user_agent"] == "TestPhone/2.0")
+        .expect("the phone session");
+    assert_eq!(phone_row["current"], false);
+    assert!(items.iter().any(|s| s["current"] == true));
+    let phone_id = phone_row["id"].as_str().expect("id").to_owned();
+
+    // End the phone's session from the laptop; the laptop stays signed in.
+    let r = app
+        .send(
+            with_cookie(
+                req(Method::DELETE, &format!("/api/auth/sessions/{phone_id}")),
+                &laptop,
+            )
+            .body(Body::empty())
+            .expect("r"),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let me = |c: &str| {
+        with_cookie(req(Method::GET, "/api/auth/me"), c)
+            .body(Body::empty())
+            .expect("r")
+    };
+    app.send(me(&phone)).await.problem(401, "unauthorized");
+    assert_eq!(app.send(me(&laptop)).await.status, 200);
+    // Someone else's session id is not found through one's own list.
+    let owner_me = app.send(me(&owner)).await;
+    let owner_session = owner_me.body["session"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.send(
+        with_cookie(
+            req(
+                Method::DELETE,
+                &format!("/api/auth/sessions/{owner_session}"),
+            ),
+            &laptop,
+        )
+        .body(Body::empty())
+        .expect("r"),
+    )
+    .await
+    .problem(404, "not_found");
+    assert_eq!(app.send(me(&owner)).await.status, 200);
+
+    let users = app
+        .send(
+            with_cookie(req(Method::GET, "/api/admin/users"), &owner)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await
+        .body;
+    let id_of = |email: &str| {
+        users
+            .as_array()
+            .expect("users")
+            .iter()
+            .find(|u| u["email"] == email)
+            .and_then(|u| u["id"].as_str())
+            .expect("user")
+            .to_owned()
+    };
+    let (owner_id, member_id) = (id_of("owner@example.com"), id_of("member@example.com"));
+    let post = |path: String, c: &str| {
+        with_cookie(req(Method::POST, &path), c)
+            .body(Body::empty())
+            .expect("r")
+    };
+    let delete = |path: String, c: &str| {
+        with_cookie(req(Method::DELETE, &path), c)
+            .body(Body::empty())
+            .expect("r")
+    };
+
+    // An admin acts on no owner.
+    for r in [
+        app.send(post(format!("/api/admin/users/{owner_id}/disable"), &admin))
+            .await,
+        app.send(delete(format!("/api/admin/users/{owner_id}"), &admin))
+            .await,
+        app.send(delete(
+            format!("/api/admin/users/{owner_id}/sessions"),
+            &admin,
+        ))
+        .await,
+    ] {
+        r.problem(403, "forbidden");
+    }
+    assert_eq!(app.send(me(&owner)).await.status, 200);
+    // The last owner cannot disable themselves (oneself: 403).
+    app.send(post(format!("/api/admin/users/{owner_id}/disable"), &owner))
+        .await
+        .problem(403, "forbidden");
+
+    // An admin disables the member: the laptop session ends, login answers 401.
+    let r = app
+        .send(post(
+            format!("/api/admin/users/{member_id}/disable"),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body["disabled_at"].is_string());
+    app.send(me(&laptop)).await.problem(401, "unauthorized");
+    app.send(post_json(
+        "/api/auth/login",
+        json!({"email": "member@example.com", "password": PASSWORD}),
+    ))
+    .await
+    .problem(401, "unauthorized");
+    let r = app
+        .send(post(format!("/api/admin/users/{member_id}/enable"), &admin))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body["disabled_at"].is_null());
+    let again = app.login("member@example.com").await;
+    let r = app
+        .send(delete(
+            format!("/api/admin/users/{member_id}/sessions"),
+            &admin,
+        ))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    app.send(me(&again)).await.problem(401, "unauthorized");
+    let r = app
+        .send(delete(format!("/api/admin/users/{member_id}"), &admin))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    app.send(delete(format!("/api/admin/users/{member_id}"), &admin))
+        .await
+        .problem(404, "not_found");
 }

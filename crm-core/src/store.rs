@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::api_keys::{ApiKey, Scope};
 use crate::audit::AuditEntry;
-use crate::auth::{Role, Session, Throttle, User, RESET, VERIFY};
+use crate::auth::{Role, Session, Throttle, User, UserAccess, RESET, VERIFY};
 use crate::db::{Bind, Dialect, Sql, Ts};
 use crate::events::{Event, EventType};
 use crate::ids::{
@@ -166,9 +166,10 @@ impl AuditRow {
 }
 
 const USER_COLUMNS: &str =
-    "id, workspace_id, email, display_name, role, password_hash, email_verified_at, created_at, updated_at";
+    "id, workspace_id, email, display_name, role, password_hash, email_verified_at, disabled_at, \
+    created_at, updated_at";
 const SESSION_COLUMNS: &str =
-    "id, workspace_id, user_id, remember, ip, created_at, last_seen_at, expires_at, \
+    "id, workspace_id, user_id, remember, ip, user_agent, created_at, last_seen_at, expires_at, \
     absolute_expires_at";
 
 #[derive(FromRow)]
@@ -180,6 +181,7 @@ pub(crate) struct UserRow {
     role: String,
     password_hash: String,
     email_verified_at: Option<Ts>,
+    disabled_at: Option<Ts>,
     created_at: Ts,
     updated_at: Ts,
 }
@@ -193,6 +195,7 @@ impl UserRow {
             display_name: self.display_name,
             role: self.role.parse().map_err(|_| corrupt("role"))?,
             email_verified_at: self.email_verified_at.map(|t| t.0),
+            disabled_at: self.disabled_at.map(|t| t.0),
             created_at: self.created_at.0,
             updated_at: self.updated_at.0,
         };
@@ -207,6 +210,7 @@ pub(crate) struct SessionRow {
     user_id: UserId,
     remember: bool,
     ip: Option<String>,
+    user_agent: Option<String>,
     created_at: Ts,
     last_seen_at: Ts,
     expires_at: Ts,
@@ -221,6 +225,7 @@ impl SessionRow {
             user_id: self.user_id,
             remember: self.remember,
             ip: self.ip,
+            user_agent: self.user_agent,
             created_at: self.created_at.0,
             last_seen_at: self.last_seen_at.0,
             expires_at: self.expires_at.0,
@@ -1443,7 +1448,11 @@ where
             Some(a) => Some(find(a).ok_or(Error::Forbidden)?),
             None => None,
         };
-        let owners = rows.iter().filter(|u| u.role == Role::Owner).count();
+        // Owners who can still sign in: a disabled owner keeps no workspace running.
+        let owners = rows
+            .iter()
+            .filter(|u| u.role == Role::Owner && u.disabled_at.is_none())
+            .count();
         Ok((target, actor, owners))
     }
 
@@ -1484,6 +1493,91 @@ where
         target.role = role;
         target.updated_at = now.0;
         Ok(target)
+    }
+
+    /// Disables, enables or deletes user `id`, or ends their sessions, on behalf of
+    /// `by` when `check(actor, target, active_owners)` allows it: the parties are
+    /// locked as for [`Self::set_role`]. Disabling and deleting end the user's
+    /// sessions and reset/verification tokens and forget their failed attempts, with
+    /// the audit entry, in the same transaction. Returns the user as it is now and
+    /// how many sessions ended.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn user_access(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: UserId,
+        by: Option<UserId>,
+        access: UserAccess,
+        now: Ts,
+        check: impl FnOnce(Option<&User>, &User, usize) -> Result<()>,
+        audit: impl FnOnce(&User) -> AuditEntry,
+    ) -> Result<(User, u64)> {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let (mut target, actor, owners) = Self::lock_parties(&mut tx, ws, id, by).await?;
+        check(actor.as_ref(), &target, owners)?;
+        let ended = match access {
+            UserAccess::EndSessions => Self::delete_sessions(&mut tx, &target, None, None).await?,
+            UserAccess::Enable => {
+                if target.disabled_at.is_none() {
+                    return Ok((target, 0));
+                }
+                target.disabled_at = None;
+                0
+            }
+            UserAccess::Disable | UserAccess::Delete => {
+                let n = Self::delete_sessions(&mut tx, &target, None, None).await?;
+                Self::end_tokens(&mut tx, &target).await?;
+                Self::clear_throttle(&mut tx, ws, &target.email.key()).await?;
+                if access == UserAccess::Disable {
+                    target.disabled_at.get_or_insert(now.0);
+                }
+                n
+            }
+        };
+        let entry = audit(&target);
+        if access == UserAccess::Delete {
+            sqlx::query::<DB>("DELETE FROM crm_users WHERE workspace_id = $1 AND id = $2")
+                .bind(ws)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+        } else if access != UserAccess::EndSessions {
+            target.updated_at = now.0;
+            sqlx::query::<DB>(
+                "UPDATE crm_users SET disabled_at = $3, updated_at = $4 \
+                 WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(ws)
+            .bind(id.0)
+            .bind(target.disabled_at.map(Ts))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Self::insert_audit(&mut tx, &entry).await?;
+        tx.commit().await?;
+        Ok((target, ended))
+    }
+
+    /// A user's live sessions, newest first.
+    pub(crate) async fn list_sessions(
+        pool: &sqlx::Pool<DB>,
+        u: &User,
+        now: Ts,
+    ) -> Result<Vec<Session>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM crm_sessions WHERE workspace_id = $1 AND user_id = $2 \
+             AND expires_at > $3 AND absolute_expires_at > $3 ORDER BY created_at DESC, id DESC"
+        );
+        Ok(sqlx::query_as::<DB, SessionRow>(&sql)
+            .bind(u.workspace_id)
+            .bind(u.id.0)
+            .bind(now)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(SessionRow::into_session)
+            .collect())
     }
 
     async fn fetch_user(
@@ -1765,8 +1859,8 @@ where
         // The password verified outside this transaction (Argon2 is slow) must still
         // be the user's: a change or reset meanwhile ended every session, and a login
         // with the old password must not start a new one.
-        let (_, current) = Self::fetch_user(&mut tx, u.workspace_id, u.id).await?;
-        if current != verified_hash {
+        let (now_user, current) = Self::fetch_user(&mut tx, u.workspace_id, u.id).await?;
+        if current != verified_hash || now_user.disabled_at.is_some() {
             return Err(Error::unauthorized(crate::AuthFailure::InvalidCredentials));
         }
         Self::clear_throttle(&mut tx, u.workspace_id, email_key).await?;
@@ -1781,8 +1875,9 @@ where
             .await?;
         }
         sqlx::query::<DB>(
-            "INSERT INTO crm_sessions (id, workspace_id, user_id, token_hash, remember, ip, created_at, \
-             last_seen_at, expires_at, absolute_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO crm_sessions (id, workspace_id, user_id, token_hash, remember, ip, user_agent, \
+             created_at, last_seen_at, expires_at, absolute_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(s.id.0)
         .bind(s.workspace_id)
@@ -1790,6 +1885,7 @@ where
         .bind(token_hash)
         .bind(s.remember)
         .bind(s.ip.as_deref())
+        .bind(s.user_agent.as_deref())
         .bind(Ts(s.created_at))
         .bind(Ts(s.last_seen_at))
         .bind(Ts(s.expires_at))
@@ -1825,7 +1921,8 @@ where
         Ok(())
     }
 
-    /// Ends one session (`only`) or all of the user's, with an audit entry.
+    /// Ends one session (`only`) or all of the user's (but `except`), with an audit
+    /// entry when any ended.
     pub(crate) async fn end_sessions(
         pool: &sqlx::Pool<DB>,
         u: &User,
@@ -1835,6 +1932,10 @@ where
     ) -> Result<u64> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
         let n = Self::delete_sessions(&mut tx, u, only, except).await?;
+        if n == 0 {
+            // Nothing ended: nothing to audit either.
+            return Ok(0);
+        }
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(n)
@@ -1907,6 +2008,11 @@ where
         .await?
         .ok_or_else(invalid)?;
         let user = Self::fetch_user(conn, owner.workspace_id, owner.user_id).await?;
+        // A disabled user's links end with the disabling; one mailed in the moment
+        // before it still finds the user disabled here.
+        if user.0.disabled_at.is_some() {
+            return Err(invalid());
+        }
         let used = sqlx::query::<DB>(
             "UPDATE crm_auth_tokens SET used_at = $3 WHERE token_hash = $1 AND purpose = $2 \
              AND used_at IS NULL AND expires_at > $3",

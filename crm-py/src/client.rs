@@ -258,6 +258,8 @@ struct LoginArgs {
     remember_me: bool,
     #[serde(default)]
     ip: Option<String>,
+    #[serde(default)]
+    user_agent: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -430,6 +432,28 @@ async fn dispatch(
             let a: Role = input(payload)?;
             to_value(w.auth().set_role(user, &a.role, Actor::App(None)).await?)
         }
+        "auth.disable_user" => to_value(
+            w.auth()
+                .disable_user(parse_id(id()?, "id")?, Actor::App(None))
+                .await?,
+        ),
+        "auth.enable_user" => {
+            let user = parse_id(id()?, "id")?;
+            w.auth().enable_user(user, Actor::App(None)).await?;
+            to_value(w.auth().user(user).await?)
+        }
+        "auth.delete_user" => {
+            w.auth()
+                .delete_user(parse_id(id()?, "id")?, Actor::App(None))
+                .await?;
+            Ok(Value::Null)
+        }
+        "auth.sessions" => to_value(w.auth().sessions(parse_id(id()?, "id")?).await?),
+        "auth.end_user_sessions" => to_value(
+            w.auth()
+                .end_user_sessions(parse_id(id()?, "id")?, Actor::App(None))
+                .await?,
+        ),
         "auth.login" => {
             let a: LoginArgs = input(payload)?;
             let l = w
@@ -439,6 +463,7 @@ async fn dispatch(
                     password: a.password,
                     remember_me: a.remember_me,
                     ip: a.ip,
+                    user_agent: a.user_agent,
                 })
                 .await?;
             Ok(json!({ "token": secret(l.token), "session": l.session, "user": l.user }))

@@ -36,6 +36,34 @@ async def test_users_login_sessions(client: crm.Crm) -> None:
     assert (await client.auth.login("Owner@example.com", STRONG + "x")).user.id == user.id
 
 
+async def test_users_are_disabled_deleted_and_signed_out(client: crm.Crm) -> None:
+    owner = await client.auth.create_user("o@example.com", "Owner", STRONG, role="owner")
+    member = await client.auth.create_user("m@example.com", "Member", STRONG)
+    phone = await client.auth.login("m@example.com", STRONG, user_agent="Phone/1")
+    await client.auth.login("m@example.com", STRONG)
+    sessions = await client.auth.sessions(member.id)
+    assert len(sessions) == 2 and {s.user_agent for s in sessions} == {"Phone/1", None}
+    assert await client.auth.end_user_sessions(member.id) == 2
+    with pytest.raises(crm.UnauthorizedError):
+        await client.authenticate_session(phone.token)
+
+    disabled = await client.auth.disable_user(member.id)
+    assert disabled.disabled_at is not None
+    with pytest.raises(crm.UnauthorizedError) as e:
+        await client.auth.login("m@example.com", STRONG)
+    assert e.value.reason == "invalid_credentials"
+    assert (await client.auth.enable_user(member.id)).disabled_at is None
+    await client.auth.login("m@example.com", STRONG)
+    # The last owner stays, whoever asks.
+    with pytest.raises(crm.ConflictError):
+        await client.auth.disable_user(owner.id)
+    with pytest.raises(crm.ConflictError):
+        await client.auth.delete_user(owner.id)
+    await client.auth.delete_user(member.id)
+    with pytest.raises(crm.NotFoundError):
+        await client.auth.user(member.id)
+
+
 async def test_login_failures_are_generic_then_locked(client: crm.Crm) -> None:
     await client.auth.create_user("lock@example.com", "L", STRONG)
     for email in ("lock@example.com", "nobody@example.com"):

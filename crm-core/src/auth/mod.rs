@@ -119,7 +119,56 @@ pub(crate) fn may_set_role(
             return Err(Error::Forbidden);
         }
     }
-    if target.role == Role::Owner && role != Role::Owner && owners <= 1 {
+    let active_owner = target.role == Role::Owner && target.disabled_at.is_none();
+    if active_owner && role != Role::Owner && owners <= 1 {
+        return Err(last_owner());
+    }
+    Ok(())
+}
+
+/// A change to a user's access (see [`Auth::disable_user`] and its siblings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UserAccess {
+    Disable,
+    Enable,
+    Delete,
+    EndSessions,
+}
+
+impl UserAccess {
+    fn action(self) -> &'static str {
+        match self {
+            UserAccess::Disable => "user.disabled",
+            UserAccess::Enable => "user.enabled",
+            UserAccess::Delete => "user.deleted",
+            UserAccess::EndSessions => "session.revoked_all",
+        }
+    }
+}
+
+/// Whether `actor` (`None`: the app) may apply `access` to `target`, in a workspace
+/// that has `owners` owners who can sign in: the rules of roles (admins act on
+/// members and admins, owners on everyone, members on nobody), nobody disables or
+/// deletes themselves, and the last active owner is never disabled or deleted,
+/// whoever asks. Pure: the store calls it with the rows it locked.
+pub(crate) fn may_change_access(
+    actor: Option<&User>,
+    target: &User,
+    access: UserAccess,
+    owners: usize,
+) -> Result<()> {
+    if let Some(a) = actor {
+        if a.id == target.id && access != UserAccess::EndSessions {
+            return Err(Error::Forbidden);
+        }
+        if !a.role.is_admin() || (target.role == Role::Owner && a.role != Role::Owner) {
+            return Err(Error::Forbidden);
+        }
+    }
+    let removes_owner = matches!(access, UserAccess::Disable | UserAccess::Delete)
+        && target.role == Role::Owner
+        && target.disabled_at.is_none();
+    if removes_owner && owners <= 1 {
         return Err(last_owner());
     }
     Ok(())
@@ -168,6 +217,9 @@ pub struct User {
     pub role: Role,
     /// When the email was verified.
     pub email_verified_at: Option<DateTime<Utc>>,
+    /// When it was disabled: a disabled user cannot sign in or reset their password
+    /// and has no sessions. `None` for an active user.
+    pub disabled_at: Option<DateTime<Utc>>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -212,6 +264,9 @@ pub struct Login {
     pub remember_me: bool,
     /// The client's IP, for the per-IP budget and the audit log.
     pub ip: Option<String>,
+    /// The client's `User-Agent`, kept with the session so its user can tell their
+    /// sessions apart (cut to 512 characters).
+    pub user_agent: Option<String>,
 }
 
 impl std::fmt::Debug for Login {
@@ -221,6 +276,7 @@ impl std::fmt::Debug for Login {
             .field("password", &"[redacted]")
             .field("remember_me", &self.remember_me)
             .field("ip", &self.ip)
+            .field("user_agent", &self.user_agent)
             .finish()
     }
 }
@@ -239,6 +295,8 @@ pub struct Session {
     pub remember: bool,
     /// The IP it was opened from.
     pub ip: Option<String>,
+    /// The user agent it was opened with.
+    pub user_agent: Option<String>,
     /// When it was opened.
     pub created_at: DateTime<Utc>,
     /// When it was last used (to the minute).
@@ -474,6 +532,7 @@ impl Auth {
             display_name: name,
             role,
             email_verified_at: None,
+            disabled_at: None,
             created_at: now,
             updated_at: now,
         };
@@ -589,6 +648,105 @@ impl Auth {
         .await)
     }
 
+    /// Applies an access change to user `id` on behalf of `actor`, checked by
+    /// [`may_change_access`] inside the transaction that makes it.
+    async fn change_access(
+        &self,
+        id: UserId,
+        access: UserAccess,
+        actor: Actor<'_>,
+    ) -> Result<(User, u64)> {
+        let by = actor.user_id();
+        let now = self.crm.now();
+        let name = actor.audit_name();
+        let audit = |u: &User| self.audit(name.as_deref(), access.action(), Some(u), None);
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::user_access(
+            p,
+            self.ws,
+            id,
+            by,
+            access,
+            Ts(now),
+            |a, t, owners| may_change_access(a, t, access, owners),
+            &audit
+        )
+        .await)
+    }
+
+    /// Disables a user: in one transaction their sessions, reset and verification
+    /// tokens end, and `user.disabled` is audited; from then on they cannot sign in
+    /// (a login answers as for a wrong password), use a session or reset their
+    /// password. Checked against the rules of roles inside that transaction:
+    /// `Forbidden` for a user disabling themselves or anyone the rules of roles keep
+    /// from `actor` (see [`Actor`]), `Conflict` for the workspace's last active
+    /// owner. Disabling a disabled user changes nothing but ends stray sessions.
+    pub async fn disable_user(&self, id: UserId, actor: Actor<'_>) -> Result<User> {
+        self.change_access(id, UserAccess::Disable, actor)
+            .await
+            .map(|(u, _)| u)
+    }
+
+    /// Enables a disabled user again (they sign in with their password; their old
+    /// sessions stay ended). Same rules as [`Auth::disable_user`]; audited as
+    /// `user.enabled`.
+    pub async fn enable_user(&self, id: UserId, actor: Actor<'_>) -> Result<()> {
+        self.change_access(id, UserAccess::Enable, actor)
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes a user, their sessions and tokens, in one transaction with the
+    /// `user.deleted` audit entry (the audit log keeps their id). Same rules as
+    /// [`Auth::disable_user`]: never the last active owner, never oneself.
+    pub async fn delete_user(&self, id: UserId, actor: Actor<'_>) -> Result<()> {
+        self.change_access(id, UserAccess::Delete, actor)
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends every session of user `id` on behalf of `actor` (an admin signing a
+    /// member out everywhere); returns how many ended. The rules of roles apply (an
+    /// owner's sessions only by an owner); a user may end their own.
+    pub async fn end_user_sessions(&self, id: UserId, actor: Actor<'_>) -> Result<u64> {
+        self.change_access(id, UserAccess::EndSessions, actor)
+            .await
+            .map(|(_, n)| n)
+    }
+
+    /// The live sessions of user `id`, newest first (never their tokens).
+    pub async fn sessions(&self, id: UserId) -> Result<Vec<Session>> {
+        let user = self.user(id).await?;
+        let now = Ts(self.crm.now());
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_sessions(
+            p, &user, now
+        )
+        .await)
+    }
+
+    /// Ends one session of user `id` (`NotFound` when the user has no such session,
+    /// whoever else has it). Audited as `session.revoked`.
+    pub async fn end_session(&self, id: UserId, session: SessionId) -> Result<()> {
+        let user = self.user(id).await?;
+        let audit = self.audit(
+            Some(&user.id.to_string()),
+            "session.revoked",
+            Some(&user),
+            None,
+        );
+        let n = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::end_sessions(
+            p,
+            &user,
+            Some(session),
+            None,
+            &audit
+        )
+        .await)?;
+        if n == 0 {
+            return Err(Error::NotFound { entity: "session" });
+        }
+        Ok(())
+    }
+
     /// Counts a password attempt on `email_key` before the password is checked, and
     /// answers `RateLimited` when the account is locked: attempts made at the same
     /// moment are counted one after the other, so at most the `login` policy's limit of
@@ -694,6 +852,8 @@ impl Auth {
         let (throttle, found) = with_pool!(self.crm.pool(), |p, DB| {
             Repo::<DB>::login_lookup(p, self.ws, &key).await
         })?;
+        // A disabled user signs in no more than an unknown one, at the same cost.
+        let found = found.filter(|(u, _)| u.disabled_at.is_none());
         if let Some(until) = throttle.and_then(|t| t.locked_until).filter(|u| *u > now) {
             let retry_after = (until - now).to_std().unwrap_or_default();
             return Err(Error::RateLimited { retry_after });
@@ -731,6 +891,10 @@ impl Auth {
             user_id: user.id,
             remember: login.remember_me,
             ip: ip.map(str::to_owned),
+            user_agent: login
+                .user_agent
+                .as_deref()
+                .map(|ua| ua.chars().filter(|c| !c.is_control()).take(512).collect()),
             created_at: now,
             last_seen_at: now,
             expires_at: now + ttl.min(cap),
@@ -844,7 +1008,7 @@ impl Auth {
         )
         .await)?
         .1;
-        if let Some((user, _)) = found {
+        if let Some((user, _)) = found.filter(|(u, _)| u.disabled_at.is_none()) {
             self.send_token(user, RESET).await?;
         }
         Ok(())
@@ -960,6 +1124,9 @@ impl Crm {
         let (user, _) = with_pool!(self.pool(), |p, DB| {
             Repo::<DB>::get_user(p, session.workspace_id, session.user_id).await
         })?;
+        if user.disabled_at.is_some() {
+            return Err(Error::unauthorized(AuthFailure::InvalidToken));
+        }
         Ok(SessionUser { session, user })
     }
 
@@ -1076,6 +1243,7 @@ mod tests {
             display_name: "U".into(),
             role,
             email_verified_at: None,
+            disabled_at: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

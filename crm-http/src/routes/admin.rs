@@ -39,7 +39,10 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(test_channel))
         .routes(routes!(get_settings, update_settings))
         .routes(routes!(list_users, create_user))
-        .routes(routes!(update_user))
+        .routes(routes!(update_user, delete_user))
+        .routes(routes!(disable_user))
+        .routes(routes!(enable_user))
+        .routes(routes!(end_user_sessions))
         .routes(routes!(lift_lockout))
         .routes(routes!(audit_log))
 }
@@ -583,6 +586,71 @@ pub(crate) async fn update_user(
         .set_role(id, &patch.role, Actor::User(a.0.user.id))
         .await?;
     Ok(axum::Json(u))
+}
+
+/// Delete a user with their sessions and tokens (never oneself, never the last
+/// active owner; an owner only by an owner).
+#[utoipa::path(delete, path = "/users/{id}", tag = "admin",
+    params(("id" = UserId, Path, description = "The user id")),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn delete_user(
+    State(s): State<AppState>,
+    a: Admin,
+    Path(id): Path<UserId>,
+) -> ApiResult<StatusCode> {
+    ws(&s, &a)
+        .auth()
+        .delete_user(id, Actor::User(a.0.user.id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disable a user: their sessions and mailed links end at once, and they cannot sign
+/// in or reset their password until enabled (never oneself, never the last active
+/// owner; an owner only by an owner).
+#[utoipa::path(post, path = "/users/{id}/disable", tag = "admin",
+    params(("id" = UserId, Path, description = "The user id")),
+    responses((status = 200, description = "The user, disabled", body = User)))]
+pub(crate) async fn disable_user(
+    State(s): State<AppState>,
+    a: Admin,
+    Path(id): Path<UserId>,
+) -> ApiResult<axum::Json<User>> {
+    let u = ws(&s, &a)
+        .auth()
+        .disable_user(id, Actor::User(a.0.user.id))
+        .await?;
+    Ok(axum::Json(u))
+}
+
+/// Enable a disabled user again.
+#[utoipa::path(post, path = "/users/{id}/enable", tag = "admin",
+    params(("id" = UserId, Path, description = "The user id")),
+    responses((status = 200, description = "The user, enabled", body = User)))]
+pub(crate) async fn enable_user(
+    State(s): State<AppState>,
+    a: Admin,
+    Path(id): Path<UserId>,
+) -> ApiResult<axum::Json<User>> {
+    let auth = ws(&s, &a).auth();
+    auth.enable_user(id, Actor::User(a.0.user.id)).await?;
+    Ok(axum::Json(auth.user(id).await?))
+}
+
+/// Sign a user out everywhere: end every session of theirs.
+#[utoipa::path(delete, path = "/users/{id}/sessions", tag = "admin",
+    params(("id" = UserId, Path, description = "The user id")),
+    responses((status = 204, description = "Their sessions ended")))]
+pub(crate) async fn end_user_sessions(
+    State(s): State<AppState>,
+    a: Admin,
+    Path(id): Path<UserId>,
+) -> ApiResult<StatusCode> {
+    ws(&s, &a)
+        .auth()
+        .end_user_sessions(id, Actor::User(a.0.user.id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Lift a user's login lockout (and forget their failed attempts).

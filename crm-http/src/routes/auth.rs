@@ -1,11 +1,11 @@
 //! Session routes under `/api/auth`: login sets the session cookie (HttpOnly, Secure,
 //! SameSite=Lax), logout clears it.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use crm_core::auth::{Login, NewUser, Session, User};
-use crm_core::{WorkspaceId, WorkspaceInfo};
+use crm_core::{SessionId, WorkspaceId, WorkspaceInfo};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -58,8 +58,12 @@ fn cookie(s: &AppState, value: &str, max_age: Option<i64>) -> HeaderValue {
 pub(crate) async fn login(
     State(s): State<AppState>,
     ip: ClientIp,
+    headers: HeaderMap,
     Json(input): Json<LoginInput>,
 ) -> ApiResult<Response> {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let ws = input.workspace_id.unwrap_or(s.cfg.public_workspace);
     let done = s
         .crm
@@ -70,6 +74,7 @@ pub(crate) async fn login(
             password: input.password,
             remember_me: input.remember_me,
             ip: ip.0,
+            user_agent,
         })
         .await?;
     let max_age = done
@@ -118,6 +123,62 @@ pub(crate) async fn logout_everywhere(
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut()
         .insert(header::SET_COOKIE, cookie(&s, "", Some(0)));
+    Ok(res)
+}
+
+/// One of the signed-in user's sessions.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SessionInfo {
+    #[serde(flatten)]
+    session: Session,
+    /// Whether this is the session making the request.
+    current: bool,
+}
+
+/// The signed-in user's live sessions, newest first: when and where each was opened
+/// and last used, never its token.
+#[utoipa::path(get, path = "/api/auth/sessions", tag = "auth",
+    responses((status = 200, description = "The sessions", body = Vec<SessionInfo>)))]
+pub(crate) async fn sessions(
+    State(s): State<AppState>,
+    SessionUser(u): SessionUser,
+) -> ApiResult<axum::Json<Vec<SessionInfo>>> {
+    let all = s
+        .crm
+        .workspace(u.user.workspace_id)
+        .auth()
+        .sessions(u.user.id)
+        .await?;
+    Ok(axum::Json(
+        all.into_iter()
+            .map(|session| SessionInfo {
+                current: session.id == u.session.id,
+                session,
+            })
+            .collect(),
+    ))
+}
+
+/// End one of the signed-in user's sessions (the cookie is cleared when it is this
+/// one). 404 for a session that is not theirs.
+#[utoipa::path(delete, path = "/api/auth/sessions/{id}", tag = "auth",
+    params(("id" = SessionId, Path, description = "The session id")),
+    responses((status = 204, description = "The session ended")))]
+pub(crate) async fn end_session(
+    State(s): State<AppState>,
+    SessionUser(u): SessionUser,
+    Path(id): Path<SessionId>,
+) -> ApiResult<Response> {
+    s.crm
+        .workspace(u.user.workspace_id)
+        .auth()
+        .end_session(u.user.id, id)
+        .await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    if id == u.session.id {
+        res.headers_mut()
+            .insert(header::SET_COOKIE, cookie(&s, "", Some(0)));
+    }
     Ok(res)
 }
 

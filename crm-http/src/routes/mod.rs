@@ -45,6 +45,8 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
         .routes(routes!(auth::me))
         .routes(routes!(auth::change_password))
         .routes(routes!(auth::logout_everywhere))
+        .routes(routes!(auth::sessions))
+        .routes(routes!(auth::end_session))
         .nest("/api/admin", session_leads.merge(admin::router()))
         .route_layer(from_fn_with_state(s.clone(), guard::session));
     let root = root

@@ -25,6 +25,7 @@ from .models import (
     LeadPage,
     LoggedIn,
     ParsedLead,
+    Session,
     SessionUser,
     User,
     VerifiedKey,
@@ -270,13 +271,45 @@ class Auth(_Service):
         """Changes a user's role (the last owner cannot be demoted)."""
         return User.from_dict(await self._call("auth.set_role", id, {"role": role}))
 
+    async def disable_user(self, id: Id) -> User:
+        """Disables a user: their sessions and mailed links end at once, and they cannot
+        sign in or reset their password until enabled. The last active owner cannot
+        be disabled (``ConflictError``)."""
+        return User.from_dict(await self._call("auth.disable_user", id, None))
+
+    async def enable_user(self, id: Id) -> User:
+        """Enables a disabled user again."""
+        return User.from_dict(await self._call("auth.enable_user", id, None))
+
+    async def delete_user(self, id: Id) -> None:
+        """Deletes a user with their sessions and tokens (never the last active
+        owner)."""
+        await self._call("auth.delete_user", id, None)
+
+    async def sessions(self, user_id: Id) -> List[Session]:
+        """A user's live sessions, newest first (never their tokens)."""
+        return [Session.from_dict(s) for s in await self._call("auth.sessions", user_id, None)]
+
+    async def end_user_sessions(self, user_id: Id) -> int:
+        """Ends every session of a user; returns how many ended."""
+        return int(await self._call("auth.end_user_sessions", user_id, None))
+
     async def login(
-        self, email: str, password: str, *, remember_me: bool = False, ip: Optional[str] = None
+        self,
+        email: str,
+        password: str,
+        *,
+        remember_me: bool = False,
+        ip: Optional[str] = None,
+        user_agent: Optional[str] = None,
     ) -> LoggedIn:
-        """Signs in. Wrong email or password is ``UnauthorizedError`` with reason
-        ``invalid_credentials`` either way; too many attempts ``RateLimitedError``;
-        an ``ip`` that is not an IP address ``ValidationError``."""
-        payload = _given(email=email, password=password, remember_me=remember_me, ip=ip)
+        """Signs in. Wrong email or password (or a disabled user) is
+        ``UnauthorizedError`` with reason ``invalid_credentials`` either way; too many
+        attempts ``RateLimitedError``; an ``ip`` that is not an IP address
+        ``ValidationError``."""
+        payload = _given(
+            email=email, password=password, remember_me=remember_me, ip=ip, user_agent=user_agent
+        )
         return LoggedIn.from_dict(await self._call("auth.login", None, payload))
 
     async def change_password(self, user_id: Id, current: str, new: str) -> None:

@@ -186,6 +186,7 @@ class User(Model):
     display_name: str
     role: str
     email_verified_at: Optional[datetime]
+    disabled_at: Optional[datetime]
     created_at: datetime
     updated_at: datetime
 
@@ -199,6 +200,7 @@ class Session(Model):
     user_id: str
     remember: bool
     ip: Optional[str]
+    user_agent: Optional[str]
     created_at: datetime
     last_seen_at: datetime
     expires_at: datetime
