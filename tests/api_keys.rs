@@ -279,14 +279,49 @@ async fn verify_returns_scopes_or_says_why_not(db: &TestDb) {
         reason(crm.verify_api_key(secret).await),
         AuthFailure::RevokedKey
     );
-    assert_eq!(
-        keys.revoke(k.key.id).await.expect("again").revoked_at,
-        revoked.revoked_at
+    // Issue 24: a revoked key is frozen. Before, `update` rewrote a revoked key's
+    // scopes to `*` (and its audit trail with them).
+    let frozen = |r: crm::Result<()>| {
+        assert!(
+            matches!(
+                r,
+                Err(Error::InvalidState {
+                    code: "key_revoked",
+                    ..
+                })
+            ),
+            "{r:?}"
+        )
+    };
+    frozen(keys.revoke(k.key.id).await.map(|_| ()));
+    frozen(keys.rotate(k.key.id, None).await.map(|_| ()));
+    frozen(
+        keys.update(
+            k.key.id,
+            ApiKeyPatch {
+                name: Some("renamed".into()),
+                scopes: Some(vec!["*".into()]),
+            },
+        )
+        .await
+        .map(|_| ()),
     );
-    assert!(matches!(
-        keys.rotate(k.key.id, None).await,
-        Err(Error::Conflict { .. })
-    ));
+    let now = keys.get(k.key.id).await.expect("get");
+    assert_eq!(now, revoked, "the record is as it was revoked");
+    let log = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 100)
+        .await
+        .expect("audit");
+    let entry = log
+        .iter()
+        .find(|a| a.action == "api_key.revoked")
+        .expect("revoked entry");
+    assert!(entry.details["scopes"].is_array(), "{:?}", entry.details);
+    assert_eq!(
+        log.iter().filter(|a| a.action == "api_key.revoked").count(),
+        1
+    );
 }
 
 async fn malformed_keys_are_refused_before_the_database(db: &TestDb) {

@@ -193,6 +193,7 @@ fn with_cookie(b: axum::http::request::Builder, cookie: &str) -> axum::http::req
 conformance!(
     health_and_the_openapi_document_list_every_route,
     sessions_are_listed_and_ended_and_users_disabled_over_http,
+    a_body_that_is_not_one_json_object_is_refused,
     api_key_routes_enforce_keys_and_scopes,
     bad_input_gets_a_problem_and_writes_nothing,
     rate_limit_headers_and_429,
@@ -1121,6 +1122,24 @@ async fn admin_routes_manage_keys_webhooks_users_and_settings(db: &TestDb) {
         .await;
     assert!(r.body["revoked_at"].is_string());
     assert_eq!(app.send(me(&new_secret)).await.status, 401);
+    // Issue 24: a revoked key is frozen; `{"scopes":["*"]}` answered 200 and
+    // rewrote its record.
+    app.send(send(
+        Method::PATCH,
+        &format!("/api/admin/api-keys/{new_id}"),
+        Some(json!({"scopes": ["*"]})),
+    ))
+    .await
+    .problem(409, "key_revoked");
+    let keys = app
+        .send(send(Method::GET, "/api/admin/api-keys", None))
+        .await;
+    assert!(keys
+        .body
+        .as_array()
+        .expect("keys")
+        .iter()
+        .all(|k| k["scopes"] != json!(["*"])));
     app.send(send(
         Method::POST,
         "/api/admin/api-keys",
@@ -1639,6 +1658,48 @@ async fn a_body_with_bytes_after_the_document_is_refused(db: &TestDb) {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
+}
+
+/// Issue 24: serde takes a positional array for a struct, so `["Array lead",
+/// "arr@example.org"]` created a lead and an array logged in. Every body is one JSON
+/// object now: other JSON is 422, non-JSON 400, and nothing is written.
+async fn a_body_that_is_not_one_json_object_is_refused(db: &TestDb) {
+    let app = App::new(db).await;
+    app.user("ana@example.com", "member").await;
+    let key = app.key(&["leads:write"]).await;
+    let post = |path: &str, body: &str| {
+        bearer(req(Method::POST, path), &key)
+            .header(header::ORIGIN, ORIGIN)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .expect("request")
+    };
+    for body in [
+        r#"["Array lead","arr@example.org"]"#,
+        r#" ["Array lead","arr@example.org"]"#,
+        r#""a string""#,
+        "42",
+        "null",
+    ] {
+        app.send(post("/api/v1/leads", body))
+            .await
+            .problem(422, "invalid_body");
+    }
+    for body in ["", "   ", "[1,", "nul"] {
+        app.send(post("/api/v1/leads", body))
+            .await
+            .problem(400, "malformed_json");
+    }
+    let r = app
+        .send(post(
+            "/api/auth/login",
+            &format!(r#"["ana@example.com","{PASSWORD}"]"#),
+        ))
+        .await;
+    r.problem(422, "invalid_body");
+    assert!(r.header("set-cookie").is_empty());
+    assert_eq!(db.count("crm_leads").await, 0);
+    assert_eq!(db.count("crm_sessions").await, 0);
 }
 
 /// Issue 15, item 10, end to end: behind a trusted proxy, a client that writes a new

@@ -63,6 +63,15 @@ pub enum Error {
         /// The id of the existing entity, where there is one.
         existing_id: Option<Uuid>,
     },
+    /// The entity is in a state that allows no such change; `code` says which state
+    /// (`key_revoked`: a revoked API key is frozen). Nothing was written.
+    #[error("{message}")]
+    InvalidState {
+        /// A stable machine-readable code, e.g. `key_revoked`.
+        code: &'static str,
+        /// What is wrong, in a sentence a user can act on.
+        message: String,
+    },
     /// Missing or bad credentials; `reason` says which, for logs and for API clients
     /// that own the credential (a login never says more than `InvalidCredentials`).
     #[error("unauthorized: {reason}")]
@@ -172,6 +181,7 @@ impl Error {
             Self::Validation { .. } => "validation_failed",
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
+            Self::InvalidState { code, .. } => code,
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RateLimited { .. } => "rate_limited",

@@ -16,6 +16,7 @@ use crm_core::api_keys::VerifiedKey;
 use crm_core::webhooks::ssrf::IpNet;
 use crm_core::{Error, WorkspaceId};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
@@ -31,6 +32,30 @@ fn body_rejection(r: axum::extract::rejection::BytesRejection) -> Problem {
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is one JSON object: serde would take a positional array for a
+    // struct (`["Ana","ana@example.org"]` as a lead), so anything else is refused
+    // here, 400 when it is not even JSON and 422 when it is JSON of the wrong kind.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let is_json = serde::de::IgnoredAny::deserialize(&mut de).is_ok() && de.end().is_ok();
+        return Err(if is_json {
+            Problem::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                "body",
+                "must be a JSON object",
+            )
+        } else {
+            Problem::field(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "body",
+                "must be one JSON object",
+            )
+        }
+        .into());
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         // One JSON document and nothing after it (whitespace aside): `{…} xx` is

@@ -134,6 +134,7 @@ pub fn problem_of(e: &Error) -> Problem {
             p.existing_id = *existing_id;
             p
         }
+        Error::InvalidState { message, .. } => Problem::new(S::CONFLICT, code, message.clone()),
         Error::Unauthorized { reason } => {
             // A login never says more than "invalid credentials"; a key or token its
             // owner presented may say what is wrong with it.

@@ -44,6 +44,10 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             existing_id.map(|id| id.to_string()),
             *field,
         ))?,
+        Error::InvalidState { code, .. } => {
+            m.getattr("ConflictError")?
+                .call1((msg, None::<String>, None::<&str>, *code))?
+        }
         Error::Unauthorized { reason } => m
             .getattr("UnauthorizedError")?
             .call1((msg, reason_code(*reason)))?,
@@ -119,6 +123,10 @@ pub(crate) fn sample_error(py: Python<'_>, code: PyBackedStr) -> PyResult<()> {
             message: "a lead with this email already exists".into(),
             field: Some("email"),
             existing_id: Some(uuid::Uuid::nil()),
+        },
+        "key_revoked" => Error::InvalidState {
+            code: "key_revoked",
+            message: "a revoked API key cannot be changed".into(),
         },
         "unauthorized" => Error::Unauthorized {
             reason: AuthFailure::RevokedKey,

@@ -128,6 +128,7 @@ async fn auth_mails_carry_the_link_and_hide_nothing_else() {
         display_name: "Ana <3".into(),
         role: crm_core::auth::Role::Member,
         email_verified_at: None,
+        disabled_at: None,
         created_at: chrono::Utc::now(),
         updated_at: chrono::Utc::now(),
     };

@@ -225,6 +225,18 @@ impl KeyCache {
 }
 
 /// `last_used_at` is written at most once a minute per key.
+/// A revoked key is frozen: no update, rotation or second revocation rewrites the
+/// record its audit trail describes.
+fn frozen(k: &ApiKey) -> Result<()> {
+    match k.revoked_at {
+        Some(_) => Err(Error::InvalidState {
+            code: "key_revoked",
+            message: "the API key is revoked; a revoked key cannot be changed".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn touch_due(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     last.is_none_or(|t| now - t >= Duration::minutes(1))
 }
@@ -386,7 +398,8 @@ impl ApiKeys {
     }
 
     /// Renames or re-scopes a key. A scope change applies to this process at once and
-    /// to others within the cache TTL.
+    /// to others within the cache TTL. A revoked key is frozen: `InvalidState`
+    /// (`key_revoked`).
     pub async fn update(&self, id: ApiKeyId, patch: ApiKeyPatch) -> Result<ApiKey> {
         let mut e = Errors::default();
         let name = patch.name.as_deref().and_then(|n| check_name(&mut e, n));
@@ -397,6 +410,7 @@ impl ApiKeys {
         let now = self.crm.now();
         let key = self
             .change(id, |mut k| {
+                frozen(&k)?;
                 if let Some(n) = name {
                     k.name = n;
                 }
@@ -421,14 +435,23 @@ impl ApiKeys {
     }
 
     /// Revokes a key: it stops working at once in this process and within the cache
-    /// TTL elsewhere. Revoking a revoked key changes nothing.
+    /// TTL elsewhere. The audit entry records what the key was (name, scopes, expiry);
+    /// from then on the key is frozen, and revoking it again, updating or rotating it
+    /// is `InvalidState` (`key_revoked`, 409 over HTTP).
     pub async fn revoke(&self, id: ApiKeyId) -> Result<ApiKey> {
         self.actor()?;
         let now = self.crm.now();
         let (key, _) = self
             .change(id, |mut k| {
-                k.revoked_at.get_or_insert(now);
-                let audit = self.audit("api_key.revoked", &k, json!({ "name": k.name }), now)?;
+                frozen(&k)?;
+                k.revoked_at = Some(now);
+                // What the key was when revoked: its record is frozen from now on.
+                let audit = self.audit(
+                    "api_key.revoked",
+                    &k,
+                    json!({ "name": k.name, "scopes": k.scopes, "expires_at": k.expires_at }),
+                    now,
+                )?;
                 Ok(KeyChange {
                     key: k,
                     new_key: None,
@@ -441,6 +464,7 @@ impl ApiKeys {
 
     /// Issues a new key with the same name, scopes and expiry; the old one keeps
     /// working for `grace` (default 24 h; zero stops it at once). Returns the new key.
+    /// `InvalidState` (`key_revoked`) for a revoked key.
     pub async fn rotate(&self, id: ApiKeyId, grace: Option<Duration>) -> Result<CreatedApiKey> {
         let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE);
         if grace < Duration::zero() || grace > Duration::days(30) {
@@ -451,13 +475,7 @@ impl ApiKeys {
         let mut secret = None;
         let (_, new_key) = self
             .change(id, |mut old| {
-                if old.revoked_at.is_some() {
-                    return Err(Error::Conflict {
-                        message: "a revoked key cannot be rotated".into(),
-                        field: None,
-                        existing_id: None,
-                    });
-                }
+                frozen(&old)?;
                 let (new, s, hash) = self.new_key(
                     old.name.clone(),
                     old.scopes.clone(),

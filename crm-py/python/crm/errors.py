@@ -64,16 +64,19 @@ class NotFoundError(CrmError):
 
 
 class ConflictError(CrmError):
-    """The write would break a uniqueness rule; ``existing_id`` is the entity already
-    there, when there is one, and ``field`` the field that clashed."""
+    """The write would break a uniqueness rule (``code`` ``conflict``; ``existing_id``
+    is the entity already there, when there is one, and ``field`` the field that
+    clashed), or the entity's state allows no such change (``code`` names the state,
+    e.g. ``key_revoked``: a revoked API key is frozen)."""
 
     def __init__(
         self,
         message: str = "conflict",
         existing_id: Optional[str] = None,
         field: Optional[str] = None,
+        code: str = "conflict",
     ) -> None:
-        super().__init__(message, "conflict")
+        super().__init__(message, code)
         self.existing_id = existing_id
         self.field = field
 
