@@ -15,7 +15,10 @@
 //! `CRM_INSECURE_COOKIE=1` (plain-HTTP development: cookie `crm_session`, not Secure),
 //! `CRM_TRUST_PROXY` (comma-separated CIDRs of the reverse proxies whose
 //! `X-Forwarded-For` is believed, e.g. `127.0.0.1/32,10.0.0.0/8`), and `CRM_API_KEY_PER_MINUTE` / `CRM_ANON_PER_MINUTE` to change
-//! the rate limits (the benchmark script raises them).
+//! the rate limits (the benchmark script raises them). Slow clients:
+//! `CRM_HEADER_TIMEOUT_SECS` (request head and idle keep-alive, default 10),
+//! `CRM_BODY_TIMEOUT_SECS` (a whole request body, default 30) and
+//! `CRM_MAX_CONNECTIONS` (default 1024).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -128,6 +131,31 @@ fn per_minute(name: &str) -> anyhow::Result<Option<Policy>> {
             Policy::per_minute(n).with_context(|| format!("{name} must be at least 1"))
         })
         .transpose()
+}
+
+/// The server's limits on slow clients, from the environment.
+fn limits() -> anyhow::Result<crm::http::Limits> {
+    let mut l = crm::http::Limits::default();
+    let number = |name: &str| -> anyhow::Result<Option<u64>> {
+        env(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .with_context(|| format!("{name} must be a whole number, at least 1"))
+            })
+            .transpose()
+    };
+    if let Some(s) = number("CRM_HEADER_TIMEOUT_SECS")? {
+        l.header_read_timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(s) = number("CRM_BODY_TIMEOUT_SECS")? {
+        l.body_timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(n) = number("CRM_MAX_CONNECTIONS")? {
+        l.max_connections = usize::try_from(n).context("CRM_MAX_CONNECTIONS is too large")?;
+    }
+    Ok(l)
 }
 
 #[allow(unused_mut)]
@@ -249,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
         b = b.rate_limit_policy("anonymous_ip", p);
     }
     let (b, cfg) = integrations(b, cfg)?;
+    let limits = limits()?;
     let crm = b.connect().await.context("opening the database")?;
     bootstrap(&crm).await?;
 
@@ -272,11 +301,7 @@ async fn main() -> anyhow::Result<()> {
         }
     );
     let shutdown = stop.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    crm::http::serve(listener, app, limits, async move {
         let _ = tokio::signal::ctrl_c().await;
         println!("shutting down");
         shutdown.cancel();

@@ -1909,3 +1909,130 @@ async fn sessions_are_listed_and_ended_and_users_disabled_over_http(db: &TestDb)
         .await
         .problem(404, "not_found");
 }
+
+/// Issue 24: 65 connections that trickled a partial request head stayed open for
+/// good (`axum::serve` sets no timer, so hyper's header timeout never fired). With
+/// `crm::http::serve` they are closed after the head timeout, an idle keep-alive
+/// connection too, a body that is too slow gets a 408 problem, and health answers
+/// all the while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_timed_out_and_health_keeps_answering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::sqlite().await;
+    let crm = db.crm().await;
+    let key = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .api_keys()
+        .create(NewApiKey {
+            name: "t".into(),
+            scopes: vec!["leads:write".into()],
+            expires_at: None,
+        })
+        .await
+        .expect("key");
+    let limits = crm::http::Limits {
+        header_read_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        max_connections: 200,
+        ..crm::http::Limits::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let router = config().router(crm.clone());
+    let server = tokio::spawn(crm::http::serve(listener, router, limits, async move {
+        s.cancelled().await
+    }));
+
+    let test = async {
+        // 65 slowloris connections: a partial head, then a byte every 200 ms.
+        let mut slow = Vec::new();
+        for _ in 0..65 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            c.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .expect("write");
+            slow.push(tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let mut buf = [0u8; 256];
+                loop {
+                    if c.write_all(b"a").await.is_err() {
+                        return started.elapsed();
+                    }
+                    let read = tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf));
+                    if let Ok(Ok(0) | Err(_)) = read.await {
+                        return started.elapsed();
+                    }
+                }
+            }));
+        }
+        // Health answers while they hold.
+        let client = reqwest::Client::new();
+        let health = client
+            .get(format!("http://{addr}/api/v1/health"))
+            .send()
+            .await
+            .expect("health");
+        assert_eq!(health.status(), 200);
+        for h in slow {
+            let open_for = h.await.expect("join");
+            assert!(open_for < Duration::from_secs(5), "open for {open_for:?}");
+        }
+
+        // An idle keep-alive connection is closed too.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        idle.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = vec![0u8; 4096];
+        let n = idle.read(&mut buf).await.expect("response");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match idle.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "an idle keep-alive connection stayed open");
+
+        // A body that does not arrive in time: 408, a problem, nothing written.
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "POST /api/v1/leads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+            key.secret.expose()
+        );
+        c.write_all(head.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        got.extend_from_slice(&buf[..n]);
+                        if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("application/problem+json") && text.contains("request_timeout"));
+        assert_eq!(db.count("crm_leads").await, 0);
+    };
+    tokio::time::timeout(Duration::from_secs(30), test)
+        .await
+        .expect("the slow-client test is bounded");
+    stop.cancel();
+    server.await.expect("join").expect("serve");
+    crm.close().await;
+}

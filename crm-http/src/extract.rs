@@ -21,7 +21,26 @@ use serde::Deserialize;
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
 
+/// `408 request_timeout` when reading the body hit [`crate::Limits::body_timeout`].
+pub(crate) fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> Option<Problem> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<crate::serve::BodyTimeout>() {
+            return Some(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                err.to_string(),
+            ));
+        }
+        cur = err.source();
+    }
+    None
+}
+
 fn body_rejection(r: axum::extract::rejection::BytesRejection) -> Problem {
+    if let Some(p) = body_timed_out(&r) {
+        return p;
+    }
     let status = r.status();
     let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
         "body_too_large"
@@ -420,8 +439,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 pub enum Caller {
     /// An API key.
     Key(VerifiedKey),
-    /// A signed-in user.
-    User(crm_core::auth::SessionUser),
+    /// A signed-in user (boxed: a session and a user are large beside a key).
+    User(Box<crm_core::auth::SessionUser>),
 }
 
 impl Caller {
@@ -458,7 +477,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             return Ok(Self::Key(k.clone()));
         }
         if let Some(SessionUser(u)) = parts.extensions.get::<SessionUser>() {
-            return Ok(Self::User(u.clone()));
+            return Ok(Self::User(Box::new(u.clone())));
         }
         Err(unauthenticated())
     }

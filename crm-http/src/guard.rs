@@ -176,13 +176,16 @@ async fn idempotent(
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, s.cfg.json_limit).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(e) => {
+            if let Some(p) = crate::extract::body_timed_out(&e) {
+                return p.into_response();
+            }
             return Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("the body must be at most {} bytes", s.cfg.json_limit),
             )
-            .into_response()
+            .into_response();
         }
     };
     let store = s.crm.workspace(key.workspace_id).idempotency();

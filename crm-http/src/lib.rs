@@ -20,10 +20,12 @@ mod guard;
 mod openapi;
 pub mod problem;
 mod routes;
+mod serve;
 
 pub use crm_core::webhooks::ssrf::IpNet;
 pub use extract::{Admin, ApiKey, Caller, ClientIp, SessionUser};
 pub use problem::{ApiError, Problem};
+pub use serve::{serve, Limits};
 
 /// The default session cookie name. The `__Host-` prefix makes browsers insist on
 /// `Secure`, `Path=/` and no `Domain`, so only HTTPS origins can set it.

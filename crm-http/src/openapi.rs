@@ -116,9 +116,16 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
         add("404", "Not found");
     }
     if op.request_body.is_some() || fam == Family::Inbound {
+        add(
+            "408",
+            "The body did not arrive within the server's body timeout (`crm_http::serve`)",
+        );
         add("413", "Body too large");
         add("415", "Unsupported Content-Type");
-        add("422", "Invalid input: `errors` names each field");
+        add(
+            "422",
+            "Invalid input: `errors` names each field (`body` when it is JSON but not one object)",
+        );
     }
     if op.parameters.is_some() {
         add("422", "Invalid input: `errors` names each field");
@@ -150,7 +157,11 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
         Family::Session => {
             add("401", "Not signed in, or the session expired");
             add("403", "Role not allowed, or the CSRF check failed");
-            add("409", "Conflict with an existing entity");
+            add(
+                "409",
+                "Conflict with an existing entity, or a state that allows no change \
+                 (`code` `key_revoked`: a revoked API key is frozen)",
+            );
             op.security = Some(vec![SecurityRequirement::new(
                 "session",
                 Vec::<String>::new(),
