@@ -11,7 +11,6 @@
 //!      -d '{"name":"Ana","email":"ana@example.com"}'
 //! ```
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -46,11 +45,10 @@ async fn main() -> anyhow::Result<()> {
         .with_state(HostState::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
     println!("host app on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
+    // `crm::http::serve` bounds slow clients (head, idle and body time, connections)
+    // and passes the peer address the router's per-IP limits need; a host's own
+    // `axum::serve` works too, with `into_make_service_with_connect_info`.
+    crm::http::serve(listener, app, crm::http::Limits::default(), async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

@@ -25,6 +25,7 @@ conformance!(
     events_exist_exactly_when_their_change_does,
     concurrent_writes_neither_fail_nor_duplicate,
     cancelled_writes_leave_the_store_usable,
+    a_tenant_cannot_spend_the_operators_ai_budget,
 );
 
 fn lead(name: &str, email: &str) -> NewLead {
@@ -1226,4 +1227,67 @@ async fn cancelled_writes_leave_the_store_usable(db: &TestDb) {
     }
     // Every lead that exists has its event: no half-written transaction survived.
     assert_eq!(db.count("crm_leads").await, db.count("crm_events").await);
+}
+
+/// A parser that stands for a paid AI API: it counts its calls.
+#[derive(Clone, Default)]
+struct PaidParser(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl crm::leads::parser::LeadParser for PaidParser {
+    fn parse<'a>(
+        &'a self,
+        text: &'a str,
+        allowed: &'a crm::leads::AllowedValues,
+    ) -> crm::leads::parser::ParseFuture<'a> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        crm::leads::parser::BuiltinParser.parse(text, allowed)
+    }
+}
+
+/// Issue 15, item 16: AI parsing had no budget of its own, so one tenant with a
+/// `leads:read` key could run up the operator's bill. Metered parses now spend a
+/// per-workspace `lead_parse` budget; the parser is not called once it is spent, and
+/// another workspace's budget is untouched.
+async fn a_tenant_cannot_spend_the_operators_ai_budget(db: &TestDb) {
+    let paid = PaidParser::default();
+    let crm = db
+        .builder()
+        .lead_parser(paid.clone())
+        .rate_limit_policy(
+            "lead_parse",
+            crm::ratelimit::Policy {
+                limit: 3,
+                period: std::time::Duration::from_secs(3600),
+            },
+        )
+        .connect()
+        .await
+        .expect("connect");
+    let a = crm.workspace(WorkspaceId::DEFAULT).leads();
+    for _ in 0..3 {
+        a.parse("name: Ana, ana@example.com", false)
+            .await
+            .expect("within the budget");
+    }
+    let err = a
+        .parse("name: Ana, ana@example.com", false)
+        .await
+        .expect_err("over the budget");
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    assert_eq!(paid.0.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let other = crm.create_workspace("Other").await.expect("workspace");
+    crm.workspace(other)
+        .leads()
+        .parse("name: Bo, bo@example.com", false)
+        .await
+        .expect("another workspace's budget");
+    // The offline parser is not metered.
+    let free = db.crm().await;
+    for _ in 0..150 {
+        free.workspace(WorkspaceId::DEFAULT)
+            .leads()
+            .parse("name: Ana, ana@example.com", false)
+            .await
+            .expect("builtin");
+    }
 }

@@ -72,7 +72,8 @@ pub fn ip_key(ip: &str) -> String {
 
 /// The default policies: `api_key` 100/min, `anonymous_ip` 10/min, `login` 5 per 15
 /// min (login attempts per account, see the auth service), `login_ip` 20/min (login
-/// attempts per client IP), `password_reset` 5/hour (reset mails per account).
+/// attempts per client IP), `password_reset` 5/hour (reset mails per account),
+/// `lead_parse` 100/hour (metered lead parses, e.g. AI calls, per workspace).
 pub fn default_policies() -> Vec<(String, Policy)> {
     vec![
         (
@@ -101,6 +102,13 @@ pub fn default_policies() -> Vec<(String, Policy)> {
             Policy {
                 limit: 5,
                 period: Duration::from_secs(15 * 60),
+            },
+        ),
+        (
+            "lead_parse".into(),
+            Policy {
+                limit: 100,
+                period: Duration::from_secs(60 * 60),
             },
         ),
         (

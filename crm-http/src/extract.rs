@@ -314,7 +314,7 @@ impl ClientIp {
             .map(|c| c.0.ip())
         else {
             if !NO_PEER_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!(
+                tracing::error!(
                     "crm's router runs without the client's address (serve it with \
                      into_make_service_with_connect_info::<SocketAddr>()): every client \
                      shares one per-IP rate-limit bucket"

@@ -11,6 +11,7 @@ KINDS = {
     "validation_failed": crm.ValidationError,
     "not_found": crm.NotFoundError,
     "conflict": crm.ConflictError,
+    "key_revoked": crm.ConflictError,
     "unauthorized": crm.UnauthorizedError,
     "forbidden": crm.ForbiddenError,
     "rate_limited": crm.RateLimitedError,

@@ -213,11 +213,19 @@ impl Leads {
                 format!("must be 1-{MESSAGE_MAX} characters"),
             ));
         }
-        let parsed = self
-            .crm
-            .lead_parser()
-            .parse(text, &self.crm.rules().allowed)
-            .await?;
+        let parser = self.crm.lead_parser();
+        if parser.metered() {
+            // The workspace's AI budget: the operator pays for every call.
+            let d = self
+                .crm
+                .rate_limiter()
+                .check("lead_parse", &self.ws.to_string())
+                .await?;
+            if let Some(retry_after) = d.retry_after {
+                return Err(crate::Error::RateLimited { retry_after });
+            }
+        }
+        let parsed = parser.parse(text, &self.crm.rules().allowed).await?;
         let lead = if auto_save {
             let mut input = parsed.fields.clone();
             if input.name.trim().is_empty() {

@@ -38,6 +38,14 @@ pub type ParseFuture<'a> = Pin<Box<dyn Future<Output = Result<ParsedLead>> + Sen
 pub trait LeadParser: Send + Sync + 'static {
     /// Parses one text.
     fn parse<'a>(&'a self, text: &'a str, allowed: &'a AllowedValues) -> ParseFuture<'a>;
+
+    /// Whether a parse costs the operator something (a paid API call): metered
+    /// parses spend the workspace's `lead_parse` rate-limit budget (100 an hour by
+    /// default), so one tenant cannot run up the operator's AI bill. `true` unless
+    /// the parser says otherwise; the offline [`BuiltinParser`] is not metered.
+    fn metered(&self) -> bool {
+        true
+    }
 }
 
 /// The offline parser; see the module docs.
@@ -198,6 +206,10 @@ fn phone(text: &str) -> Option<Phone> {
 }
 
 impl LeadParser for BuiltinParser {
+    fn metered(&self) -> bool {
+        false
+    }
+
     fn parse<'a>(&'a self, text: &'a str, allowed: &'a AllowedValues) -> ParseFuture<'a> {
         Box::pin(async move {
             let email = text
