@@ -49,6 +49,7 @@ struct Inner {
     dispatch_wake: tokio::sync::Notify,
     notifiers: Vec<Arc<dyn Notifier>>,
     lead_parser: Arc<dyn LeadParser>,
+    quotas: Quotas,
 }
 
 impl fmt::Debug for Crm {
@@ -172,6 +173,11 @@ impl Crm {
 
     pub(crate) fn lead_parser(&self) -> &dyn LeadParser {
         self.inner.lead_parser.as_ref()
+    }
+
+    /// The per-workspace quotas.
+    pub fn quotas(&self) -> &Quotas {
+        &self.inner.quotas
     }
 
     /// The registered plugin of `kind`.
@@ -314,6 +320,37 @@ fn workspace_name(name: &str) -> Result<&str> {
     Ok(name)
 }
 
+/// What one workspace may hold of what the operator pays for or others could be
+/// spammed with. A create past a quota is `InvalidState` with code
+/// `quota_exceeded` (409 over HTTP) and writes nothing; the count is taken in the
+/// transaction that inserts, with the workspace locked, so concurrent creates cannot
+/// overshoot. Rotating an API key is not a create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Users (default 100).
+    pub users: u32,
+    /// API keys that are not revoked (default 50).
+    pub api_keys: u32,
+    /// Webhook endpoints (default 20).
+    pub webhook_endpoints: u32,
+    /// Notification channels (default 20).
+    pub notification_channels: u32,
+    /// Email addresses one notification channel sends to (default 10).
+    pub email_recipients: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            users: 100,
+            api_keys: 50,
+            webhook_endpoints: 20,
+            notification_channels: 20,
+            email_recipients: 10,
+        }
+    }
+}
+
 /// Settings of a [`Crm`]; finish with [`CrmBuilder::connect`].
 pub struct CrmBuilder {
     url: String,
@@ -333,6 +370,7 @@ pub struct CrmBuilder {
     webhook_allow: Vec<String>,
     notifiers: Vec<Arc<dyn Notifier>>,
     lead_parser: Arc<dyn LeadParser>,
+    quotas: Quotas,
 }
 
 impl Default for CrmBuilder {
@@ -355,6 +393,7 @@ impl Default for CrmBuilder {
             webhook_allow: Vec::new(),
             notifiers: Vec::new(),
             lead_parser: Arc::new(BuiltinParser),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -476,6 +515,13 @@ impl CrmBuilder {
     /// 100/min, `anonymous_ip` 10/min and `login` 5 per 15 min.
     pub fn rate_limit_policy(mut self, name: impl Into<String>, policy: Policy) -> Self {
         self.policies.push((name.into(), policy));
+        self
+    }
+
+    /// What one workspace may create of the operator's shared resources (see
+    /// [`Quotas`]); the defaults suit a server with registration open.
+    pub fn quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
         self
     }
 
@@ -616,6 +662,7 @@ impl CrmBuilder {
                 dispatch_wake: tokio::sync::Notify::new(),
                 notifiers: self.notifiers,
                 lead_parser: self.lead_parser,
+                quotas: self.quotas,
             }),
         })
     }

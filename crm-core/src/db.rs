@@ -211,6 +211,11 @@ pub(crate) trait Dialect: Database {
     /// Empty on SQLite, where `BEGIN IMMEDIATE` already holds the one write lock.
     const FOR_UPDATE: &'static str;
 
+    /// Appended to a `SELECT` of a parent row to serialise the writers of its
+    /// children without blocking the foreign-key checks of other inserts (Postgres
+    /// `FOR NO KEY UPDATE`). Empty on SQLite.
+    const FOR_NO_KEY_UPDATE: &'static str;
+
     /// Appended to the subquery that picks jobs to claim: Postgres skips rows another
     /// worker is claiming; SQLite needs nothing (one writer at a time).
     const SKIP_LOCKED: &'static str;
@@ -229,6 +234,7 @@ pub(crate) trait Dialect: Database {
 impl Dialect for sqlx::Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const FOR_UPDATE: &'static str = "";
+    const FOR_NO_KEY_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
 
     fn rows_affected(r: &sqlx::sqlite::SqliteQueryResult) -> u64 {
@@ -255,6 +261,7 @@ impl Dialect for sqlx::Sqlite {
 impl Dialect for sqlx::Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_NO_KEY_UPDATE: &'static str = " FOR NO KEY UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     fn rows_affected(r: &sqlx::postgres::PgQueryResult) -> u64 {

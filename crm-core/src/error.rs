@@ -260,6 +260,11 @@ pub fn json_message(err: &serde_json::Error) -> String {
 pub(crate) struct Errors(Vec<FieldError>);
 
 impl Errors {
+    /// Whether no error was added yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub(crate) fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError::new(field, message));
     }

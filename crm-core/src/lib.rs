@@ -24,7 +24,7 @@ mod store;
 pub mod webhooks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use crm::{Crm, CrmBuilder, Workspace, WorkspaceInfo};
+pub use crm::{Crm, CrmBuilder, Quotas, Workspace, WorkspaceInfo};
 pub use error::{AuthFailure, Error, FieldError, Result};
 pub use ids::{
     ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, LeadId, SessionId, UserId,

@@ -136,6 +136,16 @@ pub trait Notifier: Send + Sync + 'static {
     /// `config.<field>`.
     fn check_config(&self, config: &Value) -> std::result::Result<(), Vec<FieldError>>;
 
+    /// The email addresses a channel with this (checked) configuration sends to;
+    /// empty, the default, for plugins that send no mail. crm refuses a channel with
+    /// more than [`crate::Quotas::email_recipients`] of them, or with one that is
+    /// not the verified address of a user of the channel's workspace: a tenant must
+    /// not turn the operator's mail sender against strangers.
+    fn email_recipients(&self, config: &Value) -> Vec<String> {
+        let _ = config;
+        Vec::new()
+    }
+
     /// Sends one notification with a channel's configuration.
     fn send<'a>(&'a self, config: &'a Value, notification: &'a Notification) -> SendFuture<'a>;
 }
@@ -253,6 +263,46 @@ impl Notifications {
         }
     }
 
+    /// The rules on mail recipients (see [`Notifier::email_recipients`]), for a
+    /// configuration its plugin accepted.
+    async fn check_recipients(&self, e: &mut Errors, kind: &str, config: &Value) -> Result<()> {
+        let Some(plugin) = self.crm.notifier(kind) else {
+            return Ok(());
+        };
+        let to = plugin.email_recipients(config);
+        if to.is_empty() {
+            return Ok(());
+        }
+        let quota = self.crm.quotas().email_recipients;
+        if to.len() > usize::try_from(quota).unwrap_or(usize::MAX) {
+            e.add(
+                "config.to",
+                format!("may hold at most {quota} addresses (the workspace's quota)"),
+            );
+            return Ok(());
+        }
+        let users = self.crm.workspace(self.ws).auth().users().await?;
+        for address in to {
+            let known = crate::leads::Email::parse(&address).is_ok_and(|a| {
+                users.iter().any(|u| {
+                    u.email.key() == a.key()
+                        && u.email_verified_at.is_some()
+                        && u.disabled_at.is_none()
+                })
+            });
+            if !known {
+                e.add(
+                    "config.to",
+                    format!(
+                        "{address} is not the verified email of a user of this workspace; \
+                         mail goes only to the workspace's own users"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn check_name(e: &mut Errors, name: &str) -> String {
         let n = name.trim();
         if n.is_empty() || n.chars().count() > 100 || n.contains('\0') {
@@ -266,6 +316,10 @@ impl Notifications {
         let sealer = self.crm.sealer()?;
         let mut e = Errors::default();
         self.check_config(&mut e, &input.kind, &input.config);
+        if e.is_empty() {
+            self.check_recipients(&mut e, &input.kind, &input.config)
+                .await?;
+        }
         let name = Self::check_name(&mut e, &input.name);
         let event_types = if input.event_types.is_empty() {
             vec![EventType::LeadCreated.as_str().to_owned()]
@@ -290,7 +344,7 @@ impl Notifications {
             p,
             &c,
             Some(&sealed),
-            true,
+            Some(self.crm.quotas().notification_channels),
             &audit
         )
         .await)?;
@@ -330,6 +384,9 @@ impl Notifications {
         let mut e = Errors::default();
         if let Some(config) = &patch.config {
             self.check_config(&mut e, &c.kind, config);
+            if e.is_empty() {
+                self.check_recipients(&mut e, &c.kind, config).await?;
+            }
         }
         let name = patch.name.as_deref().map(|n| Self::check_name(&mut e, n));
         let event_types = patch
@@ -360,7 +417,7 @@ impl Notifications {
             p,
             &c,
             sealed.as_deref(),
-            false,
+            None,
             &audit
         )
         .await)?;

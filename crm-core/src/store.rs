@@ -557,6 +557,28 @@ impl Ctx<'_> {
 }
 
 /// The store over one backend; see the module docs.
+/// What a quota counts (see [`crate::Quotas`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum QuotaKind {
+    Users,
+    ApiKeys,
+    Endpoints,
+    Channels,
+}
+
+/// A per-workspace limit on rows of one kind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quota {
+    kind: QuotaKind,
+    limit: u32,
+}
+
+impl Quota {
+    pub(crate) fn new(kind: QuotaKind, limit: u32) -> Self {
+        Self { kind, limit }
+    }
+}
+
 pub(crate) struct Repo<DB>(PhantomData<DB>);
 
 impl<DB> Repo<DB>
@@ -1228,13 +1250,55 @@ where
         Ok(())
     }
 
+    /// Refuses an insert that would take workspace `ws` past `quota` rows of
+    /// `table` (those matching `filter`, an SQL condition). The workspace row is
+    /// locked first, so two creates cannot both see room for one.
+    async fn check_quota(conn: &mut DB::Connection, ws: WorkspaceId, quota: Quota) -> Result<()> {
+        let lock = format!(
+            "SELECT id FROM crm_workspaces WHERE id = $1{}",
+            DB::FOR_NO_KEY_UPDATE
+        );
+        sqlx::query::<DB>(&lock)
+            .bind(ws)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let (table, filter, what) = match quota.kind {
+            QuotaKind::Users => ("crm_users", "", "users"),
+            QuotaKind::ApiKeys => ("crm_api_keys", " AND revoked_at IS NULL", "API keys"),
+            QuotaKind::Endpoints => ("crm_webhook_endpoints", "", "webhook endpoints"),
+            QuotaKind::Channels => ("crm_notification_channels", "", "notification channels"),
+        };
+        let count = format!("SELECT COUNT(*) FROM {table} WHERE workspace_id = $1{filter}");
+        let (n,) = sqlx::query_as::<DB, (i64,)>(&count)
+            .bind(ws)
+            .fetch_one(&mut *conn)
+            .await?;
+        if n >= i64::from(quota.limit) {
+            return Err(Error::InvalidState {
+                code: "quota_exceeded",
+                message: format!(
+                    "the workspace has reached its quota of {} {what}",
+                    quota.limit
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) async fn create_api_key(
         pool: &sqlx::Pool<DB>,
         k: &ApiKey,
         hash: &str,
         audit: &AuditEntry,
+        limit: u32,
     ) -> Result<()> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        Self::check_quota(
+            &mut tx,
+            k.workspace_id,
+            Quota::new(QuotaKind::ApiKeys, limit),
+        )
+        .await?;
         Self::insert_api_key(&mut tx, k, hash).await?;
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
@@ -1403,6 +1467,7 @@ where
         audit: &AuditEntry,
         by: Option<UserId>,
         check: impl FnOnce(Option<&User>) -> Result<()>,
+        users_quota: u32,
     ) -> Result<()> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
         let actor = match by {
@@ -1412,6 +1477,12 @@ where
             None => None,
         };
         check(actor.as_ref())?;
+        Self::check_quota(
+            &mut tx,
+            u.workspace_id,
+            Quota::new(QuotaKind::Users, users_quota),
+        )
+        .await?;
         Self::insert_user(&mut tx, u, hash).await?;
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
@@ -2131,8 +2202,15 @@ where
         ep: &Endpoint,
         sealed: &str,
         audit: &AuditEntry,
+        limit: u32,
     ) -> Result<()> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        Self::check_quota(
+            &mut tx,
+            ep.workspace_id,
+            Quota::new(QuotaKind::Endpoints, limit),
+        )
+        .await?;
         sqlx::query::<DB>(
             "INSERT INTO crm_webhook_endpoints (id, workspace_id, url, description, event_types, enabled, secret, \
              rate_limit_per_minute, consecutive_failures, created_at, updated_at) \
@@ -2456,15 +2534,23 @@ where
 
     /// Inserts (`insert`) or updates a channel with its audit entry; `sealed` replaces
     /// the configuration when given (always on insert).
+    /// Inserts a channel (`insert`: the quota of channels, checked in the same
+    /// transaction) or updates one.
     pub(crate) async fn save_channel(
         pool: &sqlx::Pool<DB>,
         c: &Channel,
         sealed: Option<&str>,
-        insert: bool,
+        insert: Option<u32>,
         audit: &AuditEntry,
     ) -> Result<()> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        if insert {
+        if let Some(limit) = insert {
+            Self::check_quota(
+                &mut tx,
+                c.workspace_id,
+                Quota::new(QuotaKind::Channels, limit),
+            )
+            .await?;
             sqlx::query::<DB>(
                 "INSERT INTO crm_notification_channels (id, workspace_id, kind, name, config, event_types, enabled, \
                  created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

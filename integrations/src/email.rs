@@ -182,6 +182,10 @@ impl Notifier for Resend {
             .map_err(|m| vec![FieldError::new("config.to", m)])
     }
 
+    fn email_recipients(&self, config: &Value) -> Vec<String> {
+        recipients(config).unwrap_or_default()
+    }
+
     fn send<'a>(&'a self, config: &'a Value, n: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
             let to = match recipients(config) {

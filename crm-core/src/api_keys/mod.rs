@@ -347,7 +347,11 @@ impl ApiKeys {
             now,
         )?;
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_api_key(
-            p, &key, &hash, &audit
+            p,
+            &key,
+            &hash,
+            &audit,
+            self.crm.quotas().api_keys
         )
         .await)?;
         Ok(CreatedApiKey { key, secret })

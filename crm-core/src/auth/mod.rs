@@ -558,7 +558,8 @@ impl Auth {
             &hash,
             &audit,
             by,
-            |a| may_create(a, role)
+            |a| may_create(a, role),
+            self.crm.quotas().users
         )
         .await)?;
         Ok(user)

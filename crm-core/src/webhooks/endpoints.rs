@@ -242,7 +242,11 @@ impl Webhooks {
         let sealed = sealer.seal(secret.expose().expose().as_bytes(), &Self::aad(ep.id))?;
         let audit = self.audit("webhook_endpoint.created", &ep);
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_endpoint(
-            p, &ep, &sealed, &audit
+            p,
+            &ep,
+            &sealed,
+            &audit,
+            self.crm.quotas().webhook_endpoints
         )
         .await)?;
         Ok(CreatedEndpoint {
