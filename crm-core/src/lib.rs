@@ -15,6 +15,8 @@ pub mod leads;
 mod macros;
 mod migrate;
 pub mod notify;
+#[cfg(feature = "openapi")]
+mod openapi;
 #[cfg(test)]
 mod props;
 pub mod ratelimit;

@@ -201,10 +201,13 @@ where
     Config::default().router(crm)
 }
 
-/// The OpenAPI 3.1 document of the router with `config` (the same one it serves at
-/// `GET /api/openapi.json`).
+/// The OpenAPI 3.1 document of the router with `config`: the one it serves at
+/// `GET /api/openapi.json` when mounted at the root (served under a prefix, its
+/// `servers` entry names the prefix).
 pub fn openapi(crm: Crm, config: Config) -> utoipa::openapi::OpenApi {
-    build::<()>(crm, config).1
+    let mut doc = build::<()>(crm, config).1;
+    doc.servers = Some(vec![utoipa::openapi::server::Server::new("/")]);
+    doc
 }
 
 fn build<S>(crm: Crm, cfg: Config) -> (Router<S>, utoipa::openapi::OpenApi)
@@ -217,16 +220,16 @@ where
     };
     let api: OpenApiRouter<AppState> = OpenApiRouter::with_openapi(openapi::base());
     let (router, doc) = routes::all(api, &state).split_for_parts();
-    let doc = openapi::finish(doc, &state.cfg);
+    let doc = openapi::finish(doc, &state.cfg, &state.crm);
     let served = Arc::new(doc.clone());
     let cors = cors(&state.cfg);
     let request_id = HeaderName::from_static("x-request-id");
     let router = router
         .route(
             "/api/openapi.json",
-            axum::routing::get(move || {
+            axum::routing::get(move |req: axum::extract::Request| {
                 let doc = served.clone();
-                async move { axum::Json(doc) }
+                async move { axum::Json(openapi::with_server(&doc, &req)) }
             }),
         )
         .fallback(problem::not_found)

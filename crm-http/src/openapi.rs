@@ -3,8 +3,10 @@
 //! and the error responses — is added by [`mark`] where `routes::all` puts a family
 //! behind its guard, so the document and the guards cannot disagree.
 
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
 };
@@ -17,6 +19,7 @@ use crate::problem::{Problem, PROBLEM_JSON};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::{AppState, Config};
+use crm_core::Crm;
 
 pub(crate) fn base() -> OpenApi {
     OpenApiBuilder::new()
@@ -98,6 +101,38 @@ fn problem(description: &str) -> RefOr<Response> {
     )
 }
 
+fn integer_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+        .description(Some(description))
+        .build()
+}
+
+/// Every response of a rate-limited family carries the budget; a 429 also says when
+/// to come back.
+fn rate_limit_headers(op: &mut Operation) {
+    for (code, resp) in op.responses.responses.iter_mut() {
+        if let RefOr::T(resp) = resp {
+            for (name, what) in [
+                ("X-RateLimit-Limit", "The policy's limit"),
+                ("X-RateLimit-Remaining", "Requests left in the window"),
+                (
+                    "X-RateLimit-Reset",
+                    "Unix time (seconds) when the full budget is back",
+                ),
+            ] {
+                resp.headers.insert(name.into(), integer_header(what));
+            }
+            if code == "429" {
+                resp.headers.insert(
+                    "Retry-After".into(),
+                    integer_header("Seconds to wait before trying again"),
+                );
+            }
+        }
+    }
+}
+
 fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
     let r = &mut op.responses.responses;
     let mut add = |code: &str, what: &str| {
@@ -132,6 +167,27 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
     }
     match fam {
         Family::Api => {
+            if method == "post" {
+                let p = ParameterBuilder::new()
+                    .name("Idempotency-Key")
+                    .parameter_in(ParameterIn::Header)
+                    .description(Some(
+                        "Makes the POST safe to retry: the first response is stored for 24 h \
+                         and replayed (with `Idempotent-Replayed: true`) for the same path \
+                         and body; another body with the same key is 422 \
+                         `idempotency_key_reused`, a request still running 409 \
+                         `idempotency_key_in_use`. Scoped per API key.",
+                    ))
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .min_length(Some(1))
+                            .max_length(Some(255))
+                            .pattern(Some("^[\\x21-\\x7e]+$")),
+                    ))
+                    .build();
+                op.parameters.get_or_insert_with(Vec::new).push(p);
+            }
             add(
                 "401",
                 "Missing, malformed, unknown, revoked or expired API key",
@@ -182,11 +238,52 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
         }
         Family::Open => {}
     }
+    rate_limit_headers(op);
+}
+
+/// Restricts property `field` of component `schema` to `values` (and `null` where
+/// the property is nullable).
+fn set_enum(
+    schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>,
+    schema: &str,
+    field: &str,
+    values: Vec<String>,
+) {
+    let Some(RefOr::T(Schema::Object(obj))) = schemas.get_mut(schema) else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(prop))) = obj.properties.get_mut(field) else {
+        return;
+    };
+    let nullable = matches!(&prop.schema_type, utoipa::openapi::schema::SchemaType::Array(t) if t.contains(&Type::Null));
+    let mut all: Vec<serde_json::Value> = values.into_iter().map(serde_json::Value::from).collect();
+    if nullable {
+        all.push(serde_json::Value::Null);
+    }
+    prop.enum_values = Some(all);
 }
 
 /// Adds the security schemes and the schemas the operations refer to by name.
-pub(crate) fn finish(mut doc: OpenApi, cfg: &Config) -> OpenApi {
+pub(crate) fn finish(mut doc: OpenApi, cfg: &Config, crm: &Crm) -> OpenApi {
     let components = doc.components.get_or_insert_with(Components::new);
+    // Values that depend on how the `Crm` was built: the allowed budgets, project
+    // types and sources, and the kinds of the registered notification plugins.
+    let allowed = crm.allowed_values();
+    for schema in ["NewLead", "LeadPatch", "ContactForm"] {
+        for (field, values) in [
+            ("budget", &allowed.budgets),
+            ("project_type", &allowed.project_types),
+            ("source", &allowed.sources),
+        ] {
+            set_enum(&mut components.schemas, schema, field, values.clone());
+        }
+    }
+    let kinds = crm
+        .notifier_kinds()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    set_enum(&mut components.schemas, "NewChannel", "kind", kinds);
     let mut schemas = vec![(Problem::name().into_owned(), Problem::schema())];
     Problem::schemas(&mut schemas);
     // Types that appear only in query parameters are not collected by the routes.
@@ -205,5 +302,18 @@ pub(crate) fn finish(mut doc: OpenApi, cfg: &Config) -> OpenApi {
         "session".into(),
         SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(cfg.cookie_name.clone()))),
     );
+    doc
+}
+
+/// The document as served: its `servers` entry is where the router is mounted (the
+/// path the host nested it under, `/` at the root), so clients and tools built from
+/// it call the right URLs.
+pub(crate) fn with_server(doc: &OpenApi, req: &axum::extract::Request) -> OpenApi {
+    let base = req
+        .extensions()
+        .get::<axum::extract::NestedPath>()
+        .map_or("/", |n| n.as_str());
+    let mut doc = doc.clone();
+    doc.servers = Some(vec![utoipa::openapi::server::Server::new(base)]);
     doc
 }

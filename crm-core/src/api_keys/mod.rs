@@ -80,25 +80,38 @@ pub struct CreatedApiKey {
 
 /// Input of [`ApiKeys::create`].
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "Website backend", "scopes": ["leads:read", "leads:write"]})))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewApiKey {
     /// 1–100 characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, min_length = 1, max_length = 100, pattern = r"\S")
+    )]
     pub name: String,
     /// At least one scope (see [`Scope::parse`]).
+    #[cfg_attr(feature = "openapi", schema(required = true, schema_with = crate::openapi::scopes))]
     pub scopes: Vec<String>,
     /// Optional expiry, in the future.
+    #[cfg_attr(feature = "openapi", schema(example = "2099-01-01T00:00:00Z"))]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Input of [`ApiKeys::update`]: fields left `None` stay.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"name": "Website backend (prod)", "scopes": ["leads:*"]})))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiKeyPatch {
     /// A new name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, pattern = r"\S")
+    )]
     pub name: Option<String>,
     /// New scopes (replacing the old ones).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::scopes_patch))]
     pub scopes: Option<Vec<String>>,
 }
 

@@ -228,17 +228,25 @@ pub struct User {
 
 /// Input for a new user. `Debug` hides the password.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"email": "sam@example.com", "display_name": "Sam Ortiz", "role": "admin", "password": "Correct-Horse-9-Battery"})))]
 #[derive(Clone, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewUser {
     /// Email.
+    #[cfg_attr(feature = "openapi", schema(required = true, format = Email, max_length = 254))]
     pub email: String,
     /// 1–200 characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, min_length = 1, max_length = 200, pattern = r"\S")
+    )]
     pub display_name: String,
     /// A role name; `member` when absent (ignored by registration and bootstrap,
     /// which make owners).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Role>))]
     pub role: Option<String>,
     /// A password meeting [`check_policy`].
+    #[cfg_attr(feature = "openapi", schema(required = true, format = Password, min_length = 12, max_length = 1024))]
     pub password: String,
 }
 

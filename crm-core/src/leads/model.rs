@@ -89,35 +89,68 @@ pub struct LeadDetail {
 /// Text is trimmed and an empty optional text counts as absent. `name` is required;
 /// so is one of `email` or `phone`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "name": "Ana López", "email": "ana@example.com", "phone": "+34 600 123 456",
+    "company": "Acme SL", "message": "We need a booking app.", "tags": ["vip"]
+})))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewLead {
     /// Required, 1–200 characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 200,
+            pattern = r"\S",
+            example = "Ana López"
+        )
+    )]
     pub name: String,
     /// An email address.
+    #[cfg_attr(feature = "openapi", schema(format = Email, max_length = 254, example = "ana@example.com"))]
     pub email: Option<String>,
     /// A phone number with country code (or national, when the `Crm` has a default).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            format = "phone",
+            max_length = 32,
+            pattern = r"^\s*$|^\s*(\+|00)[0-9 ()./-]+$",
+            example = "+34 600 123 456"
+        )
+    )]
     pub phone: Option<String>,
     /// Up to 200 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 200, example = "Acme SL"))]
     pub company: Option<String>,
     /// One of the allowed budgets.
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub budget: Option<String>,
     /// One of the allowed project types.
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub project_type: Option<String>,
     /// Up to 5,000 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 5000))]
     pub message: Option<String>,
     /// One of the allowed sources.
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub source: Option<String>,
     /// A status name; `new` when absent.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<LeadStatus>))]
     pub status: Option<String>,
     /// Up to 10,000 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 10000))]
     pub notes: Option<String>,
     /// Up to 20 tags of 1–50 characters; duplicates are dropped.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::tags))]
     pub tags: Vec<String>,
     /// A JSON object of at most 16 KiB.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub custom: Option<Map<String, Value>>,
     /// Up to 20,000 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 20000))]
     pub raw_input: Option<String>,
     /// Whether an AI parser produced the fields.
     pub ai_parsed: bool,
@@ -126,38 +159,55 @@ pub struct NewLead {
 /// A partial update. A field left `None` is unchanged; for clearable fields,
 /// `Some(None)` (JSON `null`) clears it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "status": "contacted", "notes": "Called on Monday", "tags": ["vip"]
+})))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeadPatch {
     /// A new name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = r"\S")
+    )]
     pub name: Option<String>,
     /// Set or clear the email (a lead keeps at least one of email and phone).
     #[serde(deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(format = Email, max_length = 254))]
     pub email: Option<Option<String>>,
     /// Set or clear the phone.
     #[serde(deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(format = "phone", max_length = 32))]
     pub phone: Option<Option<String>>,
     /// Set or clear the company.
     #[serde(deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub company: Option<Option<String>>,
     /// Set or clear the budget.
     #[serde(deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub budget: Option<Option<String>>,
     /// Set or clear the project type.
     #[serde(deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub project_type: Option<Option<String>>,
     /// Set or clear the message.
     #[serde(deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 5000))]
     pub message: Option<Option<String>>,
     /// Set or clear the source.
     #[serde(deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub source: Option<Option<String>>,
     /// A new status; a change writes a `status_change` activity.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<LeadStatus>))]
     pub status: Option<String>,
     /// Set or clear the notes.
     #[serde(deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 10000))]
     pub notes: Option<Option<String>>,
     /// Replace the tags.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::tags_patch))]
     pub tags: Option<Vec<String>>,
     /// Replace the custom fields.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -173,13 +223,18 @@ pub(crate) fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 
 /// A new activity on a lead's timeline.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "kind": "call", "description": "Discussed scope and timeline"
+})))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewActivity {
     /// An activity kind name (`note`, `call`, …); `status_change` is written by crm
     /// itself and refused here.
+    #[cfg_attr(feature = "openapi", schema(required = true, schema_with = crate::openapi::activity_kind))]
     pub kind: String,
     /// Up to 5,000 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 5000))]
     pub description: Option<String>,
 }
 

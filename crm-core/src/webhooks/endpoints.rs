@@ -60,39 +60,70 @@ pub struct Endpoint {
 
 /// Input of [`Webhooks::create`].
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"url": "https://example.com/webhooks/crm", "description": "Sync to the ERP", "event_types": ["lead.*"], "rate_limit_per_minute": 120})))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewEndpoint {
     /// An `http(s)` URL whose host resolves to public addresses only.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            format = "uri",
+            min_length = 1,
+            max_length = 2048,
+            pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+        )
+    )]
     pub url: String,
     /// Up to 500 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 500))]
     pub description: Option<String>,
     /// Event filter; `["*"]` when empty.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::event_filter))]
     pub event_types: Vec<String>,
     /// `true` when absent.
     pub enabled: Option<bool>,
     /// 1–10,000 deliveries per minute, or no limit.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub rate_limit_per_minute: Option<u32>,
     /// Bring your own `whsec_…` secret (24–64 bytes); one is generated otherwise.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$")
+    )]
     pub secret: Option<String>,
 }
 
 /// Input of [`Webhooks::update`]; fields left `None` stay.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"description": "Sync to the ERP (EU)", "event_types": ["lead.created", "lead.status_changed"], "enabled": true})))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EndpointPatch {
     /// A new URL.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            format = "uri",
+            min_length = 1,
+            max_length = 2048,
+            pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+        )
+    )]
     pub url: Option<String>,
     /// A new description (`Some(None)`, JSON `null`, clears it).
     #[serde(deserialize_with = "crate::leads::nullable")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 500))]
     pub description: Option<Option<String>>,
     /// A new event filter.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::endpoint_filter_patch))]
     pub event_types: Option<Vec<String>>,
     /// Enable or disable; enabling clears the failure count and `disabled_reason`.
     pub enabled: Option<bool>,
     /// A new limit (`Some(None)`, JSON `null`, removes it).
     #[serde(deserialize_with = "crate::leads::nullable")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub rate_limit_per_minute: Option<Option<u32>>,
 }
 

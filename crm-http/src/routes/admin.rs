@@ -142,9 +142,11 @@ pub(crate) async fn revoke_key(
 
 /// Input of a key rotation.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"grace_seconds": 3600}))]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Rotate {
     /// How long the old key keeps working, in seconds (default 86,400; at most 30 days).
+    #[schema(minimum = 0, maximum = 2592000)]
     grace_seconds: Option<i64>,
 }
 
@@ -316,6 +318,7 @@ pub(crate) struct Page {
     /// The id of the last item of the previous page.
     after: Option<uuid::Uuid>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     limit: Option<u32>,
 }
 
@@ -516,9 +519,11 @@ pub(crate) async fn get_settings(
 
 /// What `PATCH /settings` may change (the rest is the server's configuration).
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"workspace_name": "Acme Studio"}))]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct SettingsPatch {
     /// A new workspace name.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     workspace_name: Option<String>,
 }
 
@@ -565,9 +570,11 @@ pub(crate) async fn create_user(
 
 /// Input of `PATCH /users/{id}`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"role": "member"}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserPatch {
     /// `owner`, `admin` or `member`.
+    #[schema(value_type = crm_core::auth::Role)]
     role: String,
 }
 
@@ -677,6 +684,7 @@ pub(crate) struct AuditPage {
     /// The id of the last entry of the previous page.
     after: Option<AuditId>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     limit: Option<u32>,
 }
 

@@ -25,9 +25,12 @@ pub(crate) struct Me {
 
 /// Input of `POST /api/auth/login`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"email": "sam@example.com", "password": "Correct-Horse-9-Battery", "remember_me": true}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginInput {
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    #[schema(format = Password, min_length = 1, max_length = 1024)]
     password: String,
     /// A 30-day session instead of 24 hours.
     #[serde(default)]
@@ -194,9 +197,12 @@ pub(crate) async fn me(SessionUser(u): SessionUser) -> axum::Json<Me> {
 
 /// Input of `POST /api/auth/change-password`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"current_password": "Correct-Horse-9-Battery", "new_password": "Amber-Lantern-7-Quay"}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChangePassword {
+    #[schema(format = Password, min_length = 1, max_length = 1024)]
     current_password: String,
+    #[schema(format = Password, min_length = 12, max_length = 1024, pattern = r"^(?=.*\p{Ll})(?=.*\p{Lu})(?=.*[0-9])(?=.*[^\p{L}\p{N}\s])")]
     new_password: String,
 }
 
@@ -223,8 +229,10 @@ pub(crate) async fn change_password(
 
 /// Input of `POST /api/auth/password-reset`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"email": "sam@example.com"}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResetRequest {
+    #[schema(format = Email, max_length = 254)]
     email: String,
     /// The user's workspace; the router's public workspace when absent.
     #[serde(default)]
@@ -249,10 +257,13 @@ pub(crate) async fn password_reset(
 
 /// Input of `POST /api/auth/password-reset/confirm`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"token": "q3Zx0bM2hVfJ9wYtL4nR8sK1pD6cE5aG7uI0oWjXyZA", "new_password": "Amber-Lantern-7-Quay"}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResetConfirm {
     /// The token from the mail.
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
     token: String,
+    #[schema(format = Password, min_length = 12, max_length = 1024, pattern = r"^(?=.*\p{Ll})(?=.*\p{Lu})(?=.*[0-9])(?=.*[^\p{L}\p{N}\s])")]
     new_password: String,
 }
 
@@ -272,9 +283,11 @@ pub(crate) async fn password_reset_confirm(
 
 /// Input of `POST /api/auth/verify-email`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"token": "q3Zx0bM2hVfJ9wYtL4nR8sK1pD6cE5aG7uI0oWjXyZA"}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VerifyEmail {
     /// The token from the mail.
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
     token: String,
 }
 
@@ -290,12 +303,17 @@ pub(crate) async fn verify_email(
 
 /// Input of `POST /api/auth/register`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"workspace_name": "Acme Studio", "email": "owner@example.com", "display_name": "Ana López", "password": "Correct-Horse-9-Battery"}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Register {
     /// The new workspace's name.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     workspace_name: String,
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     display_name: String,
+    #[schema(format = Password, min_length = 12, max_length = 1024, pattern = r"^(?=.*\p{Ll})(?=.*\p{Lu})(?=.*[0-9])(?=.*[^\p{L}\p{N}\s])")]
     password: String,
 }
 

@@ -51,13 +51,23 @@ pub(crate) struct InboundResult {
 #[into_params(parameter_in = Query)]
 pub(crate) struct Handshake {
     #[serde(rename = "hub.mode")]
-    #[param(rename = "hub.mode")]
+    #[param(
+        rename = "hub.mode",
+        required = true,
+        pattern = "^subscribe$",
+        example = "subscribe"
+    )]
     mode: Option<String>,
     #[serde(rename = "hub.verify_token")]
-    #[param(rename = "hub.verify_token")]
+    #[param(rename = "hub.verify_token", required = true, format = Password, min_length = 1)]
     verify_token: Option<String>,
     #[serde(rename = "hub.challenge")]
-    #[param(rename = "hub.challenge")]
+    #[param(
+        rename = "hub.challenge",
+        required = true,
+        max_length = 256,
+        example = "1158201444"
+    )]
     challenge: Option<String>,
 }
 
@@ -85,7 +95,13 @@ pub(crate) async fn whatsapp_handshake(
 /// WhatsApp Cloud API messages (signed with `X-Hub-Signature-256`) become leads.
 #[cfg(feature = "whatsapp")]
 #[utoipa::path(post, path = "/api/webhooks/whatsapp", tag = "inbound",
-    request_body(content = Object, description = "A WhatsApp Business Account webhook payload"),
+    request_body(content = Object, description = "A WhatsApp Business Account webhook payload \
+        (signed: `X-Hub-Signature-256`)",
+        example = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+            "field": "messages", "value": {"messaging_product": "whatsapp",
+            "contacts": [{"wa_id": "14155550199", "profile": {"name": "Wanda"}}],
+            "messages": [{"id": "wamid.A1", "from": "14155550199", "timestamp": "1767225600",
+                "type": "text", "text": {"body": "I need a website"}}]}}]}]})),
     responses((status = 200, description = "Handled", body = InboundResult)))]
 pub(crate) async fn whatsapp(
     State(s): State<AppState>,
@@ -119,7 +135,11 @@ pub(crate) async fn whatsapp(
 /// Cal.com bookings (signed with `X-Cal-Signature-256`) become leads with a booking activity.
 #[cfg(feature = "calcom")]
 #[utoipa::path(post, path = "/api/webhooks/cal", tag = "inbound",
-    request_body(content = Object, description = "A Cal.com webhook payload"),
+    request_body(content = Object, description = "A Cal.com webhook payload (signed: \
+        `X-Cal-Signature-256`)",
+        example = json!({"triggerEvent": "BOOKING_CREATED", "payload": {"uid": "bk-1",
+            "title": "Intro call", "startTime": "2026-01-02T10:00:00Z",
+            "attendees": [{"name": "Cal Person", "email": "cal@example.com"}]}})),
     responses((status = 200, description = "Handled", body = InboundResult)))]
 pub(crate) async fn calcom(
     State(s): State<AppState>,

@@ -41,24 +41,39 @@ fn leads(s: &AppState, c: &Caller) -> Leads {
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
     /// Statuses, any of them (`new,contacted`).
+    #[param(
+        pattern = r"^\s*$|^(new|contacted|qualified|proposal|won|lost)(,(new|contacted|qualified|proposal|won|lost))*$",
+        example = "new,contacted"
+    )]
     status: Option<String>,
     /// One source.
+    #[param(max_length = 64, example = "website")]
     source: Option<String>,
     /// Tags, all of them (`vip,2026`).
+    #[param(
+        max_length = 1020,
+        pattern = "^[^,]{0,50}(,[^,]{0,50}){0,19}$",
+        example = "vip"
+    )]
     tags: Option<String>,
     /// Created at or after (RFC 3339).
+    #[param(example = "2026-01-01T00:00:00Z")]
     created_after: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
+    #[param(example = "2099-01-01T00:00:00Z")]
     created_before: Option<DateTime<Utc>>,
     /// Free text: every word must prefix-match a word of name, email, company, message or notes.
+    #[param(max_length = 200, pattern = r"^\s*$|[0-9A-Za-z]", example = "ana")]
     q: Option<String>,
     /// Sort field (default `created_at`).
     sort: Option<SortField>,
     /// Sort direction (default `desc`).
     order: Option<SortOrder>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page (same filters and sort).
+    #[param(min_length = 1, max_length = 1024, pattern = "^[A-Za-z0-9_-]+$")]
     cursor: Option<String>,
     /// Also count every match.
     include_total: Option<bool>,
@@ -171,9 +186,11 @@ pub(crate) async fn add_activity(
 
 /// Input of `POST /leads/parse`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"text": "Hi, I am Ana López (ana@example.com, +34 600 123 456), budget around 10k for a web app.", "auto_save": false}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ParseInput {
     /// Free text (an email, a chat message), up to 5,000 characters.
+    #[schema(min_length = 1, max_length = 5000, pattern = r"\S")]
     text: String,
     /// Also create the lead from what was found.
     #[serde(default)]
@@ -199,21 +216,34 @@ pub(crate) async fn parse_lead(
 
 /// The public contact form. `website` is a honeypot: people leave it empty.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "Ana López", "email": "ana@example.com", "phone": "+34 600 123 456", "company": "Acme SL", "message": "We need a booking app."}))]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct ContactForm {
     /// Required.
+    #[schema(required = true, min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
     /// Email or phone is required.
+    #[schema(format = Email, max_length = 254)]
     email: Option<String>,
     /// With country code.
+    #[schema(
+        format = "phone",
+        max_length = 32,
+        pattern = r"^\s*$|^\s*(\+|00)[0-9 ()./-]+$"
+    )]
     phone: Option<String>,
+    #[schema(max_length = 200)]
     company: Option<String>,
     /// One of the allowed budgets.
+    #[schema(max_length = 64)]
     budget: Option<String>,
     /// One of the allowed project types.
+    #[schema(max_length = 64)]
     project_type: Option<String>,
+    #[schema(max_length = 5000)]
     message: Option<String>,
     /// One of the allowed sources.
+    #[schema(max_length = 64)]
     source: Option<String>,
     /// Leave empty (bots fill it in).
     website: Option<String>,

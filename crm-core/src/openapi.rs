@@ -1,0 +1,141 @@
+//! OpenAPI schemas of input fields whose rules the derive cannot state on its own
+//! (the items of lists, the values an input accepts), so that the document says
+//! exactly what the services enforce. Used through `schema(schema_with = …)`.
+
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::RefOr;
+
+/// The pattern of text that must hold something besides whitespace (the services
+/// trim every text input).
+pub(crate) const NOT_BLANK: &str = r"\S";
+
+fn string(min: usize, max: usize) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(min))
+        .max_length(Some(max))
+        .pattern(Some(NOT_BLANK))
+}
+
+fn one_of<S: Into<serde_json::Value>>(values: impl IntoIterator<Item = S>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+}
+
+/// Every subscription filter an endpoint or channel accepts: `*`, `<prefix>.*` and
+/// the event type names, from the event types themselves.
+fn filters() -> ObjectBuilder {
+    let mut all = vec!["*".to_owned()];
+    for t in crate::events::EventType::ALL {
+        if let Some((prefix, _)) = t.as_str().split_once('.') {
+            let wild = format!("{prefix}.*");
+            if !all.contains(&wild) {
+                all.push(wild);
+            }
+        }
+    }
+    all.extend(
+        crate::events::EventType::ALL
+            .iter()
+            .map(|t| t.as_str().to_owned()),
+    );
+    one_of(all)
+}
+
+/// The pattern of a scope, from the resources and actions [`Scope::parse`] knows.
+///
+/// [`Scope::parse`]: crate::api_keys::scope::Scope::parse
+fn scope() -> ObjectBuilder {
+    use crate::api_keys::scope::{ACTIONS, RESOURCES};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!(
+            "^(\\*|({}):(\\*|{}))$",
+            RESOURCES.join("|"),
+            ACTIONS.join("|")
+        )))
+}
+
+/// `array` or, in a patch, `array | null` (`null`: unchanged).
+fn array(nullable: bool) -> ArrayBuilder {
+    let b = ArrayBuilder::new();
+    if nullable {
+        b.schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+    } else {
+        b
+    }
+}
+
+fn tag_list(nullable: bool) -> RefOr<Schema> {
+    array(nullable)
+        .items(string(1, 50))
+        .max_items(Some(crate::leads::parse::TAGS_MAX))
+        .into()
+}
+
+/// Lead tags: up to 20 of 1–50 characters (duplicates are dropped).
+pub(crate) fn tags() -> RefOr<Schema> {
+    tag_list(false)
+}
+
+/// Lead tags in a patch: as [`tags`], or `null` for "unchanged".
+pub(crate) fn tags_patch() -> RefOr<Schema> {
+    tag_list(true)
+}
+
+/// The activity kinds a caller may add (`status_change` is crm's own).
+pub(crate) fn activity_kind() -> RefOr<Schema> {
+    one_of([
+        "note",
+        "call",
+        "email",
+        "meeting",
+        "form_submission",
+        "booking",
+        "message",
+    ])
+    .into()
+}
+
+fn filter_list(nullable: bool, min: usize) -> RefOr<Schema> {
+    array(nullable)
+        .items(filters())
+        .min_items(Some(min))
+        .max_items(Some(32))
+        .into()
+}
+
+/// The filter of a new webhook endpoint or channel: up to 32 (`[]`: the default).
+pub(crate) fn event_filter() -> RefOr<Schema> {
+    filter_list(false, 0)
+}
+
+/// A channel's filter in a patch: as [`event_filter`] (`[]` is `["*"]`), or `null`
+/// for "unchanged".
+pub(crate) fn event_filter_patch() -> RefOr<Schema> {
+    filter_list(true, 0)
+}
+
+/// An endpoint's filter in a patch: 1–32 filters, or `null` for "unchanged".
+pub(crate) fn endpoint_filter_patch() -> RefOr<Schema> {
+    filter_list(true, 1)
+}
+
+fn scope_list(nullable: bool) -> RefOr<Schema> {
+    array(nullable)
+        .items(scope())
+        .min_items(Some(1))
+        .max_items(Some(32))
+        .into()
+}
+
+/// API key scopes: 1–32 of `*`, `resource:*` or `resource:action`.
+pub(crate) fn scopes() -> RefOr<Schema> {
+    scope_list(false)
+}
+
+/// Scopes in a patch: as [`scopes`], or `null` for "unchanged".
+pub(crate) fn scopes_patch() -> RefOr<Schema> {
+    scope_list(true)
+}
