@@ -25,6 +25,7 @@ conformance!(
     resend_and_test_send,
     a_crashed_worker_loses_no_job,
     a_per_endpoint_rate_limit_spreads_deliveries,
+    a_slow_endpoint_cannot_hold_every_slot,
 );
 
 fn cfg() -> DispatcherConfig {
@@ -593,4 +594,72 @@ async fn a_per_endpoint_rate_limit_spreads_deliveries(db: &TestDb) {
         "waiting for the limit is not a failed attempt"
     );
     running.stop().await;
+}
+
+/// Issue 15, item 16: one tenant's endpoint that answers after 29 s, with a long
+/// queue, must not hold up another workspace's deliveries. Before, each claim took the
+/// oldest due jobs whatever their endpoint, so the slow endpoint's queue came back
+/// claim after claim (released over its cap) while the other workspace waited behind
+/// it; now a claim takes at most `per_endpoint` of one endpoint, counted across
+/// processes, and the first job of every endpoint before the second of any.
+async fn a_slow_endpoint_cannot_hold_every_slot(db: &TestDb) {
+    let crm = crm(db).await;
+    let slow = common::receiver::Receiver::start(
+        vec![],
+        common::receiver::Reply::Late(StdDuration::from_secs(29)),
+    )
+    .await;
+    let fast = common::receiver::Receiver::ok().await;
+    endpoint(&crm, &slow.url, &["lead.created"]).await;
+    for i in 0..100 {
+        new_lead(&crm, &format!("slow{i}@example.com")).await;
+    }
+    let other = crm
+        .create_workspace("Other tenant")
+        .await
+        .expect("workspace");
+    let ws = crm.workspace(other);
+    ws.webhooks()
+        .create(NewEndpoint {
+            url: fast.url.clone(),
+            event_types: vec!["lead.created".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("endpoint");
+    for i in 0..5 {
+        ws.leads()
+            .create(NewLead {
+                name: "Bo".into(),
+                email: Some(format!("fast{i}@example.com")),
+                ..Default::default()
+            })
+            .await
+            .expect("lead");
+    }
+    let started = std::time::Instant::now();
+    let running = start(
+        &crm,
+        DispatcherConfig {
+            concurrency: 4,
+            per_endpoint: 2,
+            timeout: StdDuration::from_secs(30),
+            lease: StdDuration::from_secs(60),
+            poll_interval: StdDuration::from_millis(200),
+            ..cfg()
+        },
+    );
+    fast.wait_for(5).await;
+    let took = started.elapsed();
+    assert!(
+        took < StdDuration::from_secs(5),
+        "the other workspace waited {took:?} behind the slow endpoint"
+    );
+    assert!(
+        slow.requests().len() <= 2,
+        "the slow endpoint holds at most its per-endpoint share: {}",
+        slow.requests().len()
+    );
+    // The slow deliveries would hold a graceful stop for 29 s: end the test here.
+    running.handle.abort();
 }

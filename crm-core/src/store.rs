@@ -2314,23 +2314,40 @@ where
     /// Takes the lease of up to `n` due jobs: pending, due, and not leased (or leased
     /// by a worker whose lease ran out). Postgres skips rows another worker is claiming;
     /// SQLite's write lock serialises claims.
+    /// Claims up to `n` due jobs, fairly: no target (webhook endpoint or channel) gets
+    /// more than `per_target` jobs in flight across every process (jobs leased and
+    /// not yet finished count), and the first due job of every target comes before
+    /// the second of any, so a slow endpoint with a long queue holds at most
+    /// `per_target` slots and the jobs of other endpoints and workspaces still flow.
     pub(crate) async fn claim_jobs(
         pool: &sqlx::Pool<DB>,
         now: chrono::DateTime<chrono::Utc>,
         lease_until: chrono::DateTime<chrono::Utc>,
         token: Uuid,
-        n: usize,
+        (n, per_target): (usize, usize),
         only_kind: Option<&'static str>,
     ) -> Result<Vec<ClaimedJob>> {
         let kind = if only_kind.is_some() {
-            " AND kind = $4"
+            " AND j.kind = $4"
         } else {
             ""
         };
+        // The ranking reads without locks (Postgres allows no FOR UPDATE beside a
+        // window function); the rows are then locked, skipping those another worker
+        // is claiming, and checked again.
         let sql = format!(
-            "UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
-             WHERE id IN (SELECT id FROM crm_jobs WHERE status = 'pending' AND run_at <= $3 \
-             AND (lease_until IS NULL OR lease_until < $3){kind} ORDER BY run_at, id LIMIT {n}{}) \
+            "WITH busy AS (SELECT target_id, COUNT(*) AS n FROM crm_jobs \
+               WHERE status = 'pending' AND lease_until >= $3 GROUP BY target_id), \
+             ranked AS (SELECT j.id, j.run_at, COALESCE(b.n, 0) AS busy, \
+               ROW_NUMBER() OVER (PARTITION BY j.target_id ORDER BY j.run_at, j.id) AS rn \
+               FROM crm_jobs j LEFT JOIN busy b ON b.target_id = j.target_id \
+               WHERE j.status = 'pending' AND j.run_at <= $3 \
+               AND (j.lease_until IS NULL OR j.lease_until < $3){kind}), \
+             picked AS (SELECT id FROM ranked WHERE rn + busy <= {per_target} \
+               ORDER BY rn, run_at, id LIMIT {n}) \
+             UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM crm_jobs WHERE id IN (SELECT id FROM picked) \
+               AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3){}) \
              RETURNING id, kind, workspace_id, target_id, event_id, attempts",
             DB::SKIP_LOCKED
         );

@@ -22,6 +22,8 @@ pub(crate) struct Request {
 pub(crate) enum Reply {
     Status(u16, Vec<(String, String)>, String),
     Hang(Duration),
+    /// `200 ok`, after a delay.
+    Late(Duration),
     Reset,
     /// Bytes that are not an HTTP response.
     Raw(&'static [u8]),
@@ -76,6 +78,13 @@ impl Receiver {
                             let _ = sock.shutdown().await;
                         }
                         Reply::Hang(d) => tokio::time::sleep(d).await,
+                        Reply::Late(d) => {
+                            tokio::time::sleep(d).await;
+                            let _ = sock
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                                .await;
+                            let _ = sock.shutdown().await;
+                        }
                         Reply::Reset => drop(sock),
                         Reply::Raw(bytes) => {
                             let _ = sock.write_all(bytes).await;

@@ -16,8 +16,7 @@
 //! jitter; after `disable_after` consecutive failures the endpoint is disabled and the
 //! audit log says why. Every attempt is recorded.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -45,7 +44,10 @@ pub const PAYLOAD_MAX: usize = 256 * 1024;
 pub struct DispatcherConfig {
     /// Deliveries in flight at once.
     pub concurrency: usize,
-    /// Deliveries in flight at once to one endpoint.
+    /// Deliveries in flight at once to one endpoint (or channel), counted across
+    /// every dispatcher on the database: a slow endpoint holds no more slots than
+    /// this, and the claim takes the first due job of every endpoint before the
+    /// second of any.
     pub per_endpoint: usize,
     /// How long a claimed job stays with this worker before another may take it.
     pub lease: Duration,
@@ -114,39 +116,12 @@ pub fn message_id(event: EventId) -> String {
     format!("msg_{}", event.0.simple())
 }
 
-/// In-flight deliveries per endpoint.
-#[derive(Default)]
-struct PerEndpoint(Mutex<HashMap<Uuid, usize>>);
-
-impl PerEndpoint {
-    fn try_take(&self, id: Uuid, cap: usize) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(id).or_insert(0);
-        if *n >= cap {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    fn give_back(&self, id: Uuid) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&id) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&id);
-            }
-        }
-    }
-}
-
 pub(super) struct Worker {
     pub(super) crm: Crm,
     pub(super) cfg: DispatcherConfig,
     #[cfg(feature = "webhooks")]
     pub(super) client: reqwest::Client,
     pub(super) token: Uuid,
-    per_endpoint: PerEndpoint,
 }
 
 impl Worker {
@@ -163,8 +138,14 @@ impl Worker {
         let only = None;
         #[cfg(not(feature = "webhooks"))]
         let only = Some("notification");
+        let per_target = self.cfg.per_endpoint;
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::claim_jobs(
-            p, now, until, token, n, only
+            p,
+            now,
+            until,
+            token,
+            (n, per_target),
+            only
         )
         .await)
     }
@@ -334,7 +315,6 @@ impl Crm {
             crm: self.clone(),
             cfg: config,
             token: Uuid::now_v7(),
-            per_endpoint: PerEndpoint::default(),
         });
         Ok(tokio::spawn(run(worker, shutdown)))
     }
@@ -364,18 +344,11 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
                             release(&w, &job).await;
                             continue;
                         };
-                        if !w.per_endpoint.try_take(job.target_id, w.cfg.per_endpoint) {
-                            // Over this endpoint's cap: give it back for a moment.
-                            release(&w, &job).await;
-                            continue;
-                        }
                         let w2 = w.clone();
                         tokio::spawn(async move {
-                            let target = job.target_id;
                             if let Err(err) = w2.deliver(job).await {
                                 tracing::warn!(error = %err, "webhook delivery could not be recorded");
                             }
-                            w2.per_endpoint.give_back(target);
                             drop(permit);
                             w2.crm.wake_dispatchers();
                         });
