@@ -2032,6 +2032,22 @@ async fn slow_clients_are_timed_out_and_health_keeps_answering() {
     tokio::time::timeout(Duration::from_secs(30), test)
         .await
         .expect("the slow-client test is bounded");
+    // What hyper answers itself, before the router (documented in crm-http's README):
+    // a bare 400 for a request line that is not HTTP.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        c.write_all(b"NOT HTTP AT ALL\r\n\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
     stop.cancel();
     server.await.expect("join").expect("serve");
     crm.close().await;
