@@ -19,6 +19,7 @@ conformance!(
     a_lead_event_notifies_matching_channels,
     retries_follow_the_plugin_and_permanent_failures_stop,
     a_slow_channel_does_not_hold_up_the_others,
+    two_changes_to_a_channel_both_stay,
 );
 
 /// Records what it sent, per chat id.
@@ -406,6 +407,22 @@ async fn providers_each_receive_one_message_per_new_lead() {
         .await
         .expect("connect");
     let service = crm.workspace(WorkspaceId::DEFAULT).notifications();
+    // Mail goes only to the workspace's verified users.
+    crm.workspace(WorkspaceId::DEFAULT)
+        .auth()
+        .create_user(
+            crm::auth::NewUser {
+                email: "sales@example.com".into(),
+                display_name: "Sales".into(),
+                role: None,
+                password: "Correct-Horse-9-Battery".into(),
+            },
+            crm::auth::Actor::App(None),
+        )
+        .await
+        .expect("user");
+    db.execute("UPDATE crm_users SET email_verified_at = created_at")
+        .await;
     for (kind, config) in [
         (
             "discord",
@@ -457,4 +474,37 @@ async fn providers_each_receive_one_message_per_new_lead() {
     slow.wait("down", 1).await;
     stop.cancel();
     handle.await.expect("stop");
+}
+
+/// Issue 14, item 4: `update` read the channel, then wrote the whole row back, so a
+/// rename racing a disable (another admin, another process) switched the channel back
+/// on. The disable is held open in a transaction while the rename runs.
+async fn two_changes_to_a_channel_both_stay(db: &TestDb) {
+    let (crm, _plugin) = setup(db).await;
+    let service = crm.workspace(WorkspaceId::DEFAULT).notifications();
+    let c = service
+        .create(channel("1", "ok", &[]))
+        .await
+        .expect("channel");
+    let held = db
+        .hold("UPDATE crm_notification_channels SET enabled = false")
+        .await;
+    let s = service.clone();
+    let rename = tokio::spawn(async move {
+        s.update(
+            c.id,
+            ChannelPatch {
+                name: Some("Sales (EU)".into()),
+                ..Default::default()
+            },
+        )
+        .await
+    });
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    held.commit().await;
+    let renamed = rename.await.expect("join").expect("rename");
+    let now = service.get(c.id).await.expect("get");
+    assert_eq!(now, renamed);
+    assert_eq!(now.name, "Sales (EU)");
+    assert!(!now.enabled, "the disable was undone");
 }

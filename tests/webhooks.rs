@@ -13,6 +13,7 @@ conformance!(
     bad_endpoints_are_refused_and_write_nothing,
     events_fan_out_to_matching_enabled_endpoints,
     rotation_signs_with_both_secrets_for_a_day,
+    an_update_does_not_undo_an_auto_disable,
 );
 
 async fn crm(db: &TestDb) -> Crm {
@@ -324,4 +325,47 @@ async fn rotation_signs_with_both_secrets_for_a_day(db: &TestDb) {
         1,
         "the overlap ends after 24 h"
     );
+}
+
+/// Issue 14, item 4: `update` read the endpoint, then wrote the whole row back, so a
+/// description change racing the dispatcher's auto-disable re-enabled an endpoint
+/// that had just failed ten times. The disable is held open in a transaction of its
+/// own while the update runs; the update must wait for it and keep it.
+async fn an_update_does_not_undo_an_auto_disable(db: &TestDb) {
+    let crm = crm(db).await;
+    let hooks = crm.workspace(WorkspaceId::DEFAULT).webhooks();
+    let ep = hooks
+        .create(endpoint("http://127.0.0.1:9/hook", &[]))
+        .await
+        .expect("create")
+        .endpoint;
+    let held = db
+        .hold(
+            "UPDATE crm_webhook_endpoints SET enabled = false, consecutive_failures = 10, \
+             disabled_reason = 'disabled after 10 failures'",
+        )
+        .await;
+    let h = hooks.clone();
+    let update = tokio::spawn(async move {
+        h.update(
+            ep.id,
+            EndpointPatch {
+                description: Some(Some("ERP sync".into())),
+                ..Default::default()
+            },
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    held.commit().await;
+    let updated = update.await.expect("join").expect("update");
+    let now = hooks.get(ep.id).await.expect("get");
+    assert_eq!(now, updated);
+    assert!(!now.enabled, "the auto-disable was undone");
+    assert_eq!(now.consecutive_failures, 10);
+    assert_eq!(
+        now.disabled_reason.as_deref(),
+        Some("disabled after 10 failures")
+    );
+    assert_eq!(now.description.as_deref(), Some("ERP sync"));
 }

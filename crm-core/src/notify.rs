@@ -24,7 +24,7 @@ use crate::error::{Errors, FieldError};
 use crate::events::{Event, EventType};
 use crate::ids::{ChannelId, EventId, WorkspaceId};
 use crate::leads::LeadStatus;
-use crate::store::Repo;
+use crate::store::{ChannelChange, Repo};
 use crate::webhooks::endpoints::check_filter;
 use crate::{Crm, Error, Result};
 
@@ -355,11 +355,11 @@ impl Notifications {
         };
         let sealed = sealer.seal(input.config.to_string().as_bytes(), &aad(c.id))?;
         let audit = self.audit("notification_channel.created", &c);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_channel(
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_channel(
             p,
             &c,
-            Some(&sealed),
-            Some(self.crm.quotas().notification_channels),
+            &sealed,
+            self.crm.quotas().notification_channels,
             &audit
         )
         .await)?;
@@ -393,14 +393,16 @@ impl Notifications {
         serde_json::from_slice(&bytes).map_err(|_| Error::Unseal)
     }
 
-    /// Changes a channel.
+    /// Changes a channel. The checks run first (a plugin's kind never changes); the
+    /// patch then applies to the row as it is under the lock, so two changes at once
+    /// both keep their fields.
     pub async fn update(&self, id: ChannelId, patch: ChannelPatch) -> Result<Channel> {
-        let mut c = self.get(id).await?;
+        let kind = self.get(id).await?.kind;
         let mut e = Errors::default();
         if let Some(config) = &patch.config {
-            self.check_config(&mut e, &c.kind, config);
+            self.check_config(&mut e, &kind, config);
             if e.is_empty() {
-                self.check_recipients(&mut e, &c.kind, config).await?;
+                self.check_recipients(&mut e, &kind, config).await?;
             }
         }
         let name = patch.name.as_deref().map(|n| Self::check_name(&mut e, n));
@@ -409,17 +411,7 @@ impl Notifications {
             .as_deref()
             .map(|t| check_filter(&mut e, t));
         e.finish()?;
-        if let Some(n) = name {
-            c.name = n;
-        }
-        if let Some(t) = event_types {
-            c.event_types = t;
-        }
-        if let Some(en) = patch.enabled {
-            c.enabled = en;
-        }
-        c.updated_at = self.crm.now();
-        let sealed = match &patch.config {
+        let sealed_config = match &patch.config {
             Some(config) => Some(
                 self.crm
                     .sealer()?
@@ -427,16 +419,29 @@ impl Notifications {
             ),
             None => None,
         };
-        let audit = self.audit("notification_channel.updated", &c);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_channel(
-            p,
-            &c,
-            sealed.as_deref(),
-            None,
-            &audit
+        let now = self.crm.now();
+        let apply = |mut c: Channel| {
+            if let Some(n) = name {
+                c.name = n;
+            }
+            if let Some(t) = event_types {
+                c.event_types = t;
+            }
+            if let Some(en) = patch.enabled {
+                c.enabled = en;
+            }
+            c.updated_at = now;
+            let audit = self.audit("notification_channel.updated", &c);
+            Ok(ChannelChange {
+                channel: c,
+                sealed_config,
+                audit,
+            })
+        };
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::change_channel(
+            p, self.ws, id, apply
         )
-        .await)?;
-        Ok(c)
+        .await)
     }
 
     /// Deletes a channel and its pending jobs.

@@ -557,6 +557,23 @@ impl Ctx<'_> {
 }
 
 /// The store over one backend; see the module docs.
+/// What a change to an endpoint writes: the endpoint as it is to be, a secret
+/// rotation (new sealed secret, previous sealed secret, end of their overlap) and
+/// the audit entry.
+pub(crate) struct EndpointChange {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) rotation: Option<(String, String, chrono::DateTime<chrono::Utc>)>,
+    pub(crate) audit: AuditEntry,
+}
+
+/// What a change to a channel writes: the channel as it is to be, its new sealed
+/// configuration (if it changes) and the audit entry.
+pub(crate) struct ChannelChange {
+    pub(crate) channel: Channel,
+    pub(crate) sealed_config: Option<String>,
+    pub(crate) audit: AuditEntry,
+}
+
 /// What a quota counts (see [`crate::Quotas`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum QuotaKind {
@@ -2261,17 +2278,37 @@ where
         Ok(row.into_endpoint())
     }
 
-    /// Saves an endpoint with its audit entry; `rotation` = (new sealed secret,
-    /// previous sealed secret, end of the overlap).
-    pub(crate) async fn save_endpoint(
+    /// The one way to change an endpoint: it is read and locked in a write
+    /// transaction, `f` decides the change from the row as it is now, and the change
+    /// is written with its audit entry before the lock goes. A delivery that disables
+    /// the endpoint meanwhile waits for the lock or is seen by `f`: never undone.
+    pub(crate) async fn change_endpoint<F>(
         pool: &sqlx::Pool<DB>,
-        ep: &Endpoint,
-        rotation: Option<&(String, String, chrono::DateTime<chrono::Utc>)>,
-        audit: &AuditEntry,
-    ) -> Result<()> {
+        ws: WorkspaceId,
+        id: EndpointId,
+        f: F,
+    ) -> Result<Endpoint>
+    where
+        F: FnOnce(Endpoint, SealedSecrets) -> Result<EndpointChange>,
+    {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let sql = format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM crm_webhook_endpoints WHERE workspace_id = $1 AND id = $2{}",
+            DB::FOR_UPDATE
+        );
+        let (ep, sealed) = sqlx::query_as::<DB, EndpointRow>(&sql)
+            .bind(ws)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound {
+                entity: "webhook endpoint",
+            })?
+            .into_endpoint();
+        let change = f(ep, sealed)?;
+        let ep = &change.endpoint;
         Self::write_endpoint(&mut tx, ep).await?;
-        if let Some((new, previous, until)) = rotation {
+        if let Some((new, previous, until)) = &change.rotation {
             sqlx::query::<DB>(
                 "UPDATE crm_webhook_endpoints SET secret = $3, previous_secret = $4, previous_secret_until = $5 \
                  WHERE workspace_id = $1 AND id = $2",
@@ -2284,9 +2321,9 @@ where
             .execute(&mut *tx)
             .await?;
         }
-        Self::insert_audit(&mut tx, audit).await?;
+        Self::insert_audit(&mut tx, &change.audit).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(change.endpoint)
     }
 
     pub(crate) async fn delete_endpoint(
@@ -2551,56 +2588,86 @@ where
 
     /// Inserts (`insert`) or updates a channel with its audit entry; `sealed` replaces
     /// the configuration when given (always on insert).
-    /// Inserts a channel (`insert`: the quota of channels, checked in the same
-    /// transaction) or updates one.
-    pub(crate) async fn save_channel(
+    /// Inserts a channel with its audit entry, within the workspace's quota of
+    /// channels (checked in the same transaction).
+    pub(crate) async fn create_channel(
         pool: &sqlx::Pool<DB>,
         c: &Channel,
-        sealed: Option<&str>,
-        insert: Option<u32>,
+        sealed: &str,
+        quota: u32,
         audit: &AuditEntry,
     ) -> Result<()> {
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        if let Some(limit) = insert {
-            Self::check_quota(
-                &mut tx,
-                c.workspace_id,
-                Quota::new(QuotaKind::Channels, limit),
-            )
-            .await?;
-            sqlx::query::<DB>(
-                "INSERT INTO crm_notification_channels (id, workspace_id, kind, name, config, event_types, enabled, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(c.id.0)
-            .bind(c.workspace_id)
-            .bind(c.kind.as_str())
-            .bind(c.name.as_str())
-            .bind(sealed.unwrap_or_default())
-            .bind(Json(json!(c.event_types)))
-            .bind(c.enabled)
-            .bind(Ts(c.created_at))
-            .bind(Ts(c.updated_at))
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            sqlx::query::<DB>(
-                "UPDATE crm_notification_channels SET name = $3, config = COALESCE($4, config), event_types = $5, \
-                 enabled = $6, updated_at = $7 WHERE workspace_id = $1 AND id = $2",
-            )
-            .bind(c.workspace_id)
-            .bind(c.id.0)
-            .bind(c.name.as_str())
-            .bind(sealed)
-            .bind(Json(json!(c.event_types)))
-            .bind(c.enabled)
-            .bind(Ts(c.updated_at))
-            .execute(&mut *tx)
-            .await?;
-        }
+        Self::check_quota(
+            &mut tx,
+            c.workspace_id,
+            Quota::new(QuotaKind::Channels, quota),
+        )
+        .await?;
+        sqlx::query::<DB>(
+            "INSERT INTO crm_notification_channels (id, workspace_id, kind, name, config, event_types, enabled, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(c.id.0)
+        .bind(c.workspace_id)
+        .bind(c.kind.as_str())
+        .bind(c.name.as_str())
+        .bind(sealed)
+        .bind(Json(json!(c.event_types)))
+        .bind(c.enabled)
+        .bind(Ts(c.created_at))
+        .bind(Ts(c.updated_at))
+        .execute(&mut *tx)
+        .await?;
         Self::insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The one way to change a channel: read and locked in a write transaction, `f`
+    /// decides the change from the row as it is now (the channel as it is to be, a
+    /// new sealed configuration, the audit entry), written before the lock goes.
+    pub(crate) async fn change_channel<F>(
+        pool: &sqlx::Pool<DB>,
+        ws: WorkspaceId,
+        id: ChannelId,
+        f: F,
+    ) -> Result<Channel>
+    where
+        F: FnOnce(Channel) -> Result<ChannelChange>,
+    {
+        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+        let sql = format!(
+            "SELECT {CHANNEL_COLUMNS} FROM crm_notification_channels WHERE workspace_id = $1 AND id = $2{}",
+            DB::FOR_UPDATE
+        );
+        let (c, _) = sqlx::query_as::<DB, ChannelRow>(&sql)
+            .bind(ws)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound {
+                entity: "notification channel",
+            })?
+            .into_channel();
+        let change = f(c)?;
+        let c = &change.channel;
+        sqlx::query::<DB>(
+            "UPDATE crm_notification_channels SET name = $3, config = COALESCE($4, config), event_types = $5, \
+             enabled = $6, updated_at = $7 WHERE workspace_id = $1 AND id = $2",
+        )
+        .bind(c.workspace_id)
+        .bind(c.id.0)
+        .bind(c.name.as_str())
+        .bind(change.sealed_config.as_deref())
+        .bind(Json(json!(c.event_types)))
+        .bind(c.enabled)
+        .bind(Ts(c.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_audit(&mut tx, &change.audit).await?;
+        tx.commit().await?;
+        Ok(change.channel)
     }
 
     pub(crate) async fn list_channels(

@@ -16,6 +16,33 @@ pub(crate) enum Backend {
     Postgres,
 }
 
+/// A write transaction a test holds open (see [`TestDb::hold`]).
+pub(crate) enum Held {
+    Sqlite(sqlx::SqliteConnection),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgConnection),
+}
+
+impl Held {
+    pub(crate) async fn commit(self) {
+        match self {
+            Held::Sqlite(mut c) => {
+                sqlx::raw_sql("COMMIT")
+                    .execute(&mut c)
+                    .await
+                    .expect("commit");
+            }
+            #[cfg(feature = "postgres")]
+            Held::Postgres(mut c) => {
+                sqlx::raw_sql("COMMIT")
+                    .execute(&mut c)
+                    .await
+                    .expect("commit");
+            }
+        }
+    }
+}
+
 pub(crate) struct TestDb {
     /// One master key for every `Crm` a test opens on this database.
     key: MasterKey,
@@ -81,6 +108,35 @@ impl TestDb {
 
     pub(crate) async fn crm(&self) -> Crm {
         self.builder().connect().await.expect("connect")
+    }
+
+    /// Runs `sql` in a write transaction of its own, outside crm, and keeps the
+    /// transaction open (with its locks) until [`Held::commit`]: how a test stands
+    /// for a concurrent writer, such as the dispatcher disabling an endpoint, at an
+    /// exact moment.
+    pub(crate) async fn hold(&self, sql: &str) -> Held {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .expect("begin");
+                sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
+                Held::Sqlite(c)
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql("BEGIN").execute(&mut c).await.expect("begin");
+                sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
+                Held::Postgres(c)
+            }
+        }
     }
 
     /// Runs raw SQL (test set-up such as a failing trigger), outside crm.

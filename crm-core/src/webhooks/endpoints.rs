@@ -18,7 +18,7 @@ use crate::error::Errors;
 use crate::events::EventType;
 use crate::ids::{EndpointId, EventId, WorkspaceId};
 use crate::secret::SecretString;
-use crate::store::Repo;
+use crate::store::{EndpointChange, Repo};
 use crate::{Crm, Error, Result};
 
 /// How long the previous secret keeps signing after a rotation.
@@ -335,36 +335,41 @@ impl Webhooks {
         }
         let limit = patch.rate_limit_per_minute.map(|l| check_limit(&mut e, l));
         e.finish()?;
-        let (mut ep, _) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
-            p, self.ws, id
-        )
-        .await)?;
-        if let Some(u) = url {
-            ep.url = u;
-        }
-        if let Some(d) = description {
-            ep.description = d;
-        }
-        if let Some(t) = event_types {
-            ep.event_types = t;
-        }
-        if let Some(l) = limit {
-            ep.rate_limit_per_minute = l;
-        }
-        if let Some(enabled) = patch.enabled {
-            if enabled && !ep.enabled {
-                ep.consecutive_failures = 0;
-                ep.disabled_reason = None;
+        let now = self.crm.now();
+        // The patch applies to the row as it is under the lock: a delivery that just
+        // disabled the endpoint is not undone by a description change.
+        let apply = |mut ep: Endpoint, _: SealedSecrets| {
+            if let Some(u) = url {
+                ep.url = u;
             }
-            ep.enabled = enabled;
-        }
-        ep.updated_at = self.crm.now();
-        let audit = self.audit("webhook_endpoint.updated", &ep);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_endpoint(
-            p, &ep, None, &audit
+            if let Some(d) = description {
+                ep.description = d;
+            }
+            if let Some(t) = event_types {
+                ep.event_types = t;
+            }
+            if let Some(l) = limit {
+                ep.rate_limit_per_minute = l;
+            }
+            if let Some(enabled) = patch.enabled {
+                if enabled && !ep.enabled {
+                    ep.consecutive_failures = 0;
+                    ep.disabled_reason = None;
+                }
+                ep.enabled = enabled;
+            }
+            ep.updated_at = now;
+            let audit = self.audit("webhook_endpoint.updated", &ep);
+            Ok(EndpointChange {
+                endpoint: ep,
+                rotation: None,
+                audit,
+            })
+        };
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::change_endpoint(
+            p, self.ws, id, apply
         )
-        .await)?;
-        Ok(ep)
+        .await)
     }
 
     /// Deletes an endpoint and its pending jobs.
@@ -381,21 +386,22 @@ impl Webhooks {
     /// can switch without losing a delivery. Returns the new secret.
     pub async fn rotate_secret(&self, id: EndpointId) -> Result<SecretString> {
         let sealer = self.crm.sealer()?;
-        let (mut ep, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
-            p, self.ws, id
-        )
-        .await)?;
         let secret = WebhookSecret::generate();
         let new_sealed = sealer.seal(secret.expose().expose().as_bytes(), &Self::aad(id))?;
         let now = self.crm.now();
-        ep.updated_at = now;
-        let audit = self.audit("webhook_endpoint.secret_rotated", &ep);
-        let rotation = (new_sealed, sealed.current, now + ROTATION_OVERLAP);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::save_endpoint(
-            p,
-            &ep,
-            Some(&rotation),
-            &audit
+        // The previous secret is the one under the lock: two rotations at once keep
+        // a chain, never a secret nobody holds.
+        let rotate = |mut ep: Endpoint, sealed: SealedSecrets| {
+            ep.updated_at = now;
+            let audit = self.audit("webhook_endpoint.secret_rotated", &ep);
+            Ok(EndpointChange {
+                endpoint: ep,
+                rotation: Some((new_sealed, sealed.current, now + ROTATION_OVERLAP)),
+                audit,
+            })
+        };
+        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::change_endpoint(
+            p, self.ws, id, rotate
         )
         .await)?;
         Ok(secret.expose())
