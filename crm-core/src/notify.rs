@@ -469,7 +469,7 @@ impl Notifications {
             Repo::<DB>::enqueue(
                 p,
                 self.ws,
-                "notification",
+                crate::webhooks::dispatcher::JobKind::Notification,
                 id.0,
                 event.id,
                 Some(&event),
@@ -493,7 +493,16 @@ impl Notifications {
         }
         self.get(id).await?;
         with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::list_attempts(p, self.ws, "notification", id.0, None, after, limit).await
+            Repo::<DB>::list_attempts(
+                p,
+                self.ws,
+                crate::webhooks::dispatcher::JobKind::Notification,
+                id.0,
+                None,
+                after,
+                limit,
+            )
+            .await
         })
     }
 }

@@ -24,6 +24,7 @@ use crate::leads::cursor::{Cursor, Key};
 use crate::leads::parse::{Fields, Patch, Query, CUSTOM_MAX_BYTES, TAGS_MAX};
 use crate::leads::{Activity, ActivityKind, Email, Lead, LeadStatus, Phone, SortField, SortOrder};
 use crate::notify::Channel;
+use crate::webhooks::dispatcher::{JobId, JobKind, JobStatus};
 use crate::webhooks::endpoints::SealedSecrets;
 use crate::webhooks::Endpoint;
 use crate::{Error, Result};
@@ -335,8 +336,10 @@ impl ChannelRow {
 /// A job a dispatcher holds the lease of.
 #[derive(Debug, Clone, FromRow)]
 pub(crate) struct ClaimedJob {
-    pub id: Uuid,
-    pub kind: String,
+    #[sqlx(try_from = "Uuid")]
+    pub id: JobId,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
     pub workspace_id: WorkspaceId,
     pub target_id: Uuid,
     pub event_id: Uuid,
@@ -384,8 +387,8 @@ pub(crate) struct Finish<'a> {
     pub job: &'a ClaimedJob,
     pub token: Uuid,
     pub attempt: &'a crate::webhooks::Attempt,
-    /// `pending` (retry at `next_attempt_at`), `delivered` or `failed`.
-    pub job_status: &'static str,
+    /// Pending (retry at `next_attempt_at`), delivered or failed.
+    pub job_status: JobStatus,
     pub success: bool,
     /// Disable the endpoint, with this reason.
     pub disable: Option<String>,
@@ -801,8 +804,8 @@ where
         .await?;
         let targets = endpoints
             .into_iter()
-            .map(|t| ("webhook", t))
-            .chain(channels.into_iter().map(|t| ("notification", t)));
+            .map(|t| (JobKind::Webhook, t))
+            .chain(channels.into_iter().map(|t| (JobKind::Notification, t)));
         for (kind, (target, filter)) in targets {
             if filter.0.iter().any(|f| e.event_type.matches(f)) {
                 sqlx::query::<DB>(
@@ -811,7 +814,7 @@ where
                 )
                 .bind(Uuid::now_v7())
                 .bind(e.workspace_id)
-                .bind(kind)
+                .bind(kind.as_str())
                 .bind(target)
                 .bind(e.id.0)
                 .bind(Ts(e.created_at))
@@ -2362,7 +2365,7 @@ where
         lease_until: chrono::DateTime<chrono::Utc>,
         token: Uuid,
         (n, per_target): (usize, usize),
-        only_kind: Option<&'static str>,
+        only_kind: Option<JobKind>,
     ) -> Result<Vec<ClaimedJob>> {
         let kind = if only_kind.is_some() {
             " AND j.kind = $4"
@@ -2394,7 +2397,7 @@ where
             .bind(token)
             .bind(Ts(now));
         if let Some(k) = only_kind {
-            query = query.bind(k);
+            query = query.bind(k.as_str());
         }
         let jobs = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
@@ -2404,7 +2407,7 @@ where
     /// Gives a claimed job back untried (its attempt is not counted), to run at `run_at`.
     pub(crate) async fn release_job(
         pool: &sqlx::Pool<DB>,
-        id: Uuid,
+        id: JobId,
         token: Uuid,
         run_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<()> {
@@ -2412,7 +2415,7 @@ where
             "UPDATE crm_jobs SET lease_until = NULL, lease_token = NULL, attempts = attempts - 1, run_at = $3 \
              WHERE id = $1 AND lease_token = $2",
         )
-        .bind(id)
+        .bind(id.0)
         .bind(token)
         .bind(Ts(run_at))
         .execute(pool)
@@ -2421,11 +2424,11 @@ where
     }
 
     /// Ends a job without an attempt (its endpoint is gone or disabled).
-    pub(crate) async fn cancel_job(pool: &sqlx::Pool<DB>, id: Uuid, token: Uuid) -> Result<()> {
+    pub(crate) async fn cancel_job(pool: &sqlx::Pool<DB>, id: JobId, token: Uuid) -> Result<()> {
         sqlx::query::<DB>(
             "UPDATE crm_jobs SET status = 'cancelled', lease_until = NULL, lease_token = NULL WHERE id = $1 AND lease_token = $2",
         )
-        .bind(id)
+        .bind(id.0)
         .bind(token)
         .execute(pool)
         .await?;
@@ -2478,7 +2481,7 @@ where
         )
         .bind(a.job_id)
         .bind(f.token)
-        .bind(f.job_status)
+        .bind(f.job_status.as_str())
         .bind(a.next_attempt_at.map(Ts))
         .bind(Ts(now))
         .execute(&mut *tx)
@@ -2529,7 +2532,7 @@ where
     pub(crate) async fn list_attempts(
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
-        kind: &str,
+        kind: JobKind,
         target: Uuid,
         event: Option<EventId>,
         after: Option<Uuid>,
@@ -2541,7 +2544,7 @@ where
         );
         sql.bind(Bind::Uuid(ws.0))
             .push(" AND kind = ")
-            .bind(Bind::Text(kind.to_owned()))
+            .bind(Bind::Text(kind.as_str().to_owned()))
             .push(" AND target_id = ")
             .bind(Bind::Uuid(target));
         if let Some(e) = event {
@@ -2560,7 +2563,7 @@ where
     pub(crate) async fn enqueue(
         pool: &sqlx::Pool<DB>,
         ws: WorkspaceId,
-        kind: &str,
+        kind: JobKind,
         target: Uuid,
         event: EventId,
         test_event: Option<&Event>,
@@ -2576,7 +2579,7 @@ where
         )
         .bind(Uuid::now_v7())
         .bind(ws)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(target)
         .bind(event.0)
         .bind(Ts(now))

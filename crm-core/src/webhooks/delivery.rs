@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::dispatcher::{message_id, Attempt, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX};
+use super::dispatcher::{
+    message_id, Attempt, JobKind, JobStatus, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX,
+};
 use super::ssrf::{self, IpNet};
 use crate::audit::AuditEntry;
 use crate::db::with_pool;
@@ -249,22 +251,22 @@ impl Worker {
         let success = sent.error.is_none();
         let gone = sent.status == Some(410);
         let (status, next) = if success {
-            ("delivered", None)
+            (JobStatus::Delivered, None)
         } else if gone {
-            ("failed", None)
+            (JobStatus::Failed, None)
         } else {
             match self.next_delay(job.attempts, sent.retry_after) {
                 Some(d) => (
-                    "pending",
+                    JobStatus::Pending,
                     Some(now + chrono::Duration::from_std(d).unwrap_or_default()),
                 ),
-                None => ("failed", None),
+                None => (JobStatus::Failed, None),
             }
         };
         let attempt = Attempt {
             id: Uuid::now_v7(),
-            job_id: job.id,
-            kind: "webhook".into(),
+            job_id: job.id.0,
+            kind: JobKind::Webhook.as_str().into(),
             target_id: ep.id.0,
             event_id: event.id,
             attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),

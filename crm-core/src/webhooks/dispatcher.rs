@@ -39,6 +39,65 @@ pub const RESPONSE_BODY_MAX: usize = 4096;
 /// Largest payload crm will send, in bytes.
 pub const PAYLOAD_MAX: usize = 256 * 1024;
 
+/// What a job delivers: a webhook message to an endpoint, or a notification
+/// through a channel (stored as `webhook` / `notification`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobKind {
+    Webhook,
+    Notification,
+}
+
+impl JobKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Webhook => "webhook",
+            JobKind::Notification => "notification",
+        }
+    }
+}
+
+impl TryFrom<String> for JobKind {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "webhook" => Ok(JobKind::Webhook),
+            "notification" => Ok(JobKind::Notification),
+            _ => Err(format!("unknown job kind {s:?}")),
+        }
+    }
+}
+
+/// Where a job stands (stored as `pending`, `delivered`, `failed`, `cancelled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobStatus {
+    /// Due at its `run_at` (a retry, or not tried yet).
+    Pending,
+    Delivered,
+    /// Out of retries, or refused for good.
+    Failed,
+}
+
+impl JobStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Delivered => "delivered",
+            JobStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A job's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JobId(pub(crate) Uuid);
+
+impl From<Uuid> for JobId {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
 /// How a dispatcher works; the defaults follow the design.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -137,7 +196,7 @@ impl Worker {
         #[cfg(feature = "webhooks")]
         let only = None;
         #[cfg(not(feature = "webhooks"))]
-        let only = Some("notification");
+        let only = Some(JobKind::Notification);
         let per_target = self.cfg.per_endpoint;
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::claim_jobs(
             p,
@@ -165,14 +224,13 @@ impl Worker {
     }
 
     async fn deliver(&self, job: ClaimedJob) -> Result<()> {
-        match job.kind.as_str() {
+        match job.kind {
             #[cfg(feature = "webhooks")]
-            "webhook" => self.deliver_webhook(job).await,
-            "notification" => self.notify(job).await,
-            _ => with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
-                p, job.id, self.token
-            )
-            .await),
+            JobKind::Webhook => self.deliver_webhook(job).await,
+            JobKind::Notification => self.notify(job).await,
+            // Left to a process built with the `webhooks` feature (never claimed here).
+            #[cfg(not(feature = "webhooks"))]
+            JobKind::Webhook => Ok(()),
         }
     }
 
@@ -232,21 +290,21 @@ impl Worker {
             }
         };
         let (status, next, error) = match outcome {
-            Outcome::Sent => ("delivered", None, None),
-            Outcome::Permanent(why) => ("failed", None, Some(why)),
+            Outcome::Sent => (JobStatus::Delivered, None, None),
+            Outcome::Permanent(why) => (JobStatus::Failed, None, Some(why)),
             Outcome::Retry { after, reason } => {
                 let hint =
                     after.map(|d| d.clamp(Duration::from_secs(1), Duration::from_secs(24 * 3600)));
                 match self.next_try(&job, now, hint) {
-                    Some(at) => ("pending", Some(at), Some(reason)),
-                    None => ("failed", None, Some(reason)),
+                    Some(at) => (JobStatus::Pending, Some(at), Some(reason)),
+                    None => (JobStatus::Failed, None, Some(reason)),
                 }
             }
         };
         let attempt = Attempt {
             id: Uuid::now_v7(),
-            job_id: job.id,
-            kind: "notification".into(),
+            job_id: job.id.0,
+            kind: JobKind::Notification.as_str().into(),
             target_id: job.target_id,
             event_id: event.id,
             attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),
@@ -269,7 +327,7 @@ impl Worker {
             token: self.token,
             attempt: &attempt,
             job_status: status,
-            success: status == "delivered",
+            success: status == JobStatus::Delivered,
             disable: None,
             disable_after: self.cfg.disable_after,
         };

@@ -420,7 +420,13 @@ impl Webhooks {
         }
         self.get(id).await?;
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_attempts(
-            p, self.ws, "webhook", id.0, None, after, limit
+            p,
+            self.ws,
+            crate::webhooks::dispatcher::JobKind::Webhook,
+            id.0,
+            None,
+            after,
+            limit
         )
         .await)
     }
@@ -435,7 +441,7 @@ impl Webhooks {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_attempts(
             p,
             self.ws,
-            "webhook",
+            crate::webhooks::dispatcher::JobKind::Webhook,
             id.0,
             Some(event),
             None,
@@ -455,7 +461,13 @@ impl Webhooks {
         }
         let now = self.crm.now();
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::enqueue(
-            p, self.ws, "webhook", id.0, event, None, now
+            p,
+            self.ws,
+            crate::webhooks::dispatcher::JobKind::Webhook,
+            id.0,
+            event,
+            None,
+            now
         )
         .await)?;
         self.crm.wake_dispatchers();
@@ -477,7 +489,7 @@ impl Webhooks {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::enqueue(
             p,
             self.ws,
-            "webhook",
+            crate::webhooks::dispatcher::JobKind::Webhook,
             id.0,
             event.id,
             Some(&event),
