@@ -33,6 +33,12 @@ string_enum!(
 );
 
 impl EventType {
+    /// Whether an endpoint or channel with this subscription filter gets this event
+    /// (the fan-out rule of the outbox).
+    pub(crate) fn subscribed(self, filter: &[String]) -> bool {
+        filter.iter().any(|f| self.matches(f))
+    }
+
     /// Whether a subscription filter (`lead.created`, `lead.*` or `*`) covers this type.
     pub fn matches(self, filter: &str) -> bool {
         let name = self.as_str();
@@ -97,5 +103,15 @@ mod tests {
         assert!(!t.matches("lead.created"));
         assert!(!t.matches("lea.*"));
         assert!(!t.matches("webhook.*"));
+    }
+
+    #[test]
+    fn a_target_gets_an_event_when_any_filter_covers_it() {
+        let f = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let t = EventType::LeadCreated;
+        assert!(t.subscribed(&f(&["lead.deleted", "lead.*"])));
+        assert!(!t.subscribed(&f(&["lead.deleted", "webhook.*"])));
+        assert!(!t.subscribed(&[]), "an empty filter gets nothing");
+        assert!(!EventType::WebhookTest.subscribed(&f(&["lead.*"])));
     }
 }

@@ -21,7 +21,8 @@ use crate::ids::{
     WorkspaceId,
 };
 use crate::leads::cursor::{Cursor, Key};
-use crate::leads::parse::{Fields, Patch, Query, CUSTOM_MAX_BYTES, TAGS_MAX};
+use crate::leads::parse::{Fields, Patch, Query};
+use crate::leads::rules;
 use crate::leads::{Activity, ActivityKind, Email, Lead, LeadStatus, Phone, SortField, SortOrder};
 use crate::notify::Channel;
 use crate::webhooks::dispatcher::{JobId, JobKind, JobStatus};
@@ -492,30 +493,6 @@ impl EventRow {
     }
 }
 
-/// The names of the fields that differ between two states of a lead.
-fn diff(old: &Lead, new: &Lead) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    macro_rules! cmp {
-        ($($f:ident),+) => {$( if old.$f != new.$f { changed.push(stringify!($f)); } )+};
-    }
-    cmp!(
-        name,
-        email,
-        phone,
-        company,
-        budget,
-        project_type,
-        message,
-        source,
-        status,
-        notes,
-        tags,
-        custom,
-        raw_input
-    );
-    changed
-}
-
 fn conflict(field: &'static str, existing: LeadId) -> Error {
     Error::Conflict {
         message: format!("a lead with this {field} already exists"),
@@ -807,7 +784,7 @@ where
             .map(|t| (JobKind::Webhook, t))
             .chain(channels.into_iter().map(|t| (JobKind::Notification, t)));
         for (kind, (target, filter)) in targets {
-            if filter.0.iter().any(|f| e.event_type.matches(f)) {
+            if e.event_type.subscribed(&filter.0) {
                 sqlx::query::<DB>(
                     "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
                      created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
@@ -903,15 +880,7 @@ where
             fields.phone.as_ref(),
         )
         .await?;
-        let email_key = fields.email.as_ref().map(Email::key);
-        let existing = matches
-            .iter()
-            .find(|m| email_key.is_some() && m.email.as_ref().map(Email::key) == email_key)
-            .or_else(|| {
-                matches
-                    .iter()
-                    .find(|m| m.phone.is_some() && m.phone == fields.phone)
-            });
+        let existing = rules::known(&matches, fields.email.as_ref(), fields.phone.as_ref());
         let (lead, created) = match existing {
             None => {
                 let lead = fields.into_lead(ctx.ws, ctx.now);
@@ -930,8 +899,8 @@ where
                 (old.clone(), false)
             }
             Some(old) => {
-                let mut new = merge(old, fields, &matches);
-                let changed = diff(old, &new);
+                let mut new = rules::merge(old, fields, &matches);
+                let changed = rules::diff(old, &new);
                 if !changed.is_empty() {
                     new.updated_at = ctx.now;
                     Self::write_lead(&mut tx, &new).await?;
@@ -984,7 +953,7 @@ where
         if new.email.is_none() && new.phone.is_none() {
             return Err(no_contact());
         }
-        let changed = diff(&old, &new);
+        let changed = rules::diff(&old, &new);
         if changed.is_empty() {
             return Ok(old);
         }
@@ -2872,46 +2841,4 @@ where
             .await?;
         Ok(())
     }
-}
-
-/// The state of `old` after a capture of `input`: blanks are filled, tags and custom
-/// fields are added to, and nothing `old` already has is overwritten. An email or
-/// phone that another lead (in `matches`) holds is not taken over.
-fn merge(old: &Lead, input: Fields, matches: &[Lead]) -> Lead {
-    let mut new = old.clone();
-    let held_by_other = |f: &dyn Fn(&Lead) -> bool| matches.iter().any(|m| m.id != old.id && f(m));
-    if new.email.is_none() {
-        let key = input.email.as_ref().map(Email::key);
-        if !held_by_other(&|m| m.email.as_ref().map(Email::key) == key) {
-            new.email = input.email;
-        }
-    }
-    if new.phone.is_none() && !held_by_other(&|m| m.phone.is_some() && m.phone == input.phone) {
-        new.phone = input.phone;
-    }
-    macro_rules! fill {
-        ($($f:ident),+) => {$( if new.$f.is_none() { new.$f = input.$f; } )+};
-    }
-    fill!(
-        company,
-        budget,
-        project_type,
-        message,
-        source,
-        notes,
-        raw_input
-    );
-    for tag in input.tags {
-        if new.tags.len() < TAGS_MAX && !new.tags.contains(&tag) {
-            new.tags.push(tag);
-        }
-    }
-    let mut custom = new.custom.clone();
-    for (k, v) in input.custom {
-        custom.entry(k).or_insert(v);
-    }
-    if serde_json::to_string(&custom).is_ok_and(|s| s.len() <= CUSTOM_MAX_BYTES) {
-        new.custom = custom;
-    }
-    new
 }

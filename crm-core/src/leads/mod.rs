@@ -35,6 +35,7 @@ mod model;
 pub(crate) use model::nullable;
 pub(crate) mod parse;
 pub mod parser;
+pub(crate) mod rules;
 mod values;
 
 pub use model::{
