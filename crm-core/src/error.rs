@@ -193,6 +193,23 @@ impl Error {
     }
 }
 
+/// An error with every cause under it, for logs: `database error: error returned
+/// from database: relation "crm_leads" does not exist`. Never for a user: the causes
+/// can name tables, columns and values.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
 /// A failure of the database driver, kept opaque so that the driver (sqlx) is not part
 /// of crm's public API: its `Display` is the driver's message and its
 /// [`std::error::Error::source`] the driver's own cause, for logs. Never show it to an
@@ -292,5 +309,24 @@ impl Errors {
 impl Errors {
     pub(crate) fn fields(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|f| f.field.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The user sees "database error"; the log sees what the driver said.
+    #[test]
+    fn a_chain_shows_every_cause_for_logs_only() {
+        let e = Error::Database(DatabaseError::new(sqlx::Error::Protocol(
+            "relation \"crm_leads\" does not exist".into(),
+        )));
+        assert_eq!(e.to_string(), "database error");
+        let logged = Chain(&e).to_string();
+        assert!(
+            logged.starts_with("database error: ") && logged.contains("crm_leads"),
+            "{logged}"
+        );
     }
 }

@@ -327,6 +327,7 @@ impl Notifications {
     }
 
     /// Creates a channel after its plugin checked the configuration.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn create(&self, input: NewChannel) -> Result<Channel> {
         let sealer = self.crm.sealer()?;
         let mut e = Errors::default();
@@ -367,6 +368,7 @@ impl Notifications {
     }
 
     /// The workspace's channels, oldest first.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self) -> Result<Vec<Channel>> {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_channels(
             p, self.ws
@@ -375,6 +377,7 @@ impl Notifications {
     }
 
     /// One channel.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn get(&self, id: ChannelId) -> Result<Channel> {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_channel(
             p, self.ws, id
@@ -384,6 +387,7 @@ impl Notifications {
     }
 
     /// A channel's configuration, opened.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn config(&self, id: ChannelId) -> Result<Value> {
         let (_, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_channel(
             p, self.ws, id
@@ -396,6 +400,7 @@ impl Notifications {
     /// Changes a channel. The checks run first (a plugin's kind never changes); the
     /// patch then applies to the row as it is under the lock, so two changes at once
     /// both keep their fields.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn update(&self, id: ChannelId, patch: ChannelPatch) -> Result<Channel> {
         let kind = self.get(id).await?.kind;
         let mut e = Errors::default();
@@ -445,6 +450,7 @@ impl Notifications {
     }
 
     /// Deletes a channel and its pending jobs.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn delete(&self, id: ChannelId) -> Result<()> {
         let c = self.get(id).await?;
         let audit = self.audit("notification_channel.deleted", &c);
@@ -455,6 +461,7 @@ impl Notifications {
     }
 
     /// Queues a test notification for one channel; returns its event id.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn test(&self, id: ChannelId) -> Result<EventId> {
         self.get(id).await?;
         let now = self.crm.now();

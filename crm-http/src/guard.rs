@@ -255,7 +255,7 @@ async fn idempotent(
         _ => store.release(&scope, &idem).await,
     };
     if let Err(e) = outcome {
-        tracing::error!(error = %e, "could not record an idempotency key");
+        tracing::error!(error = %crm_core::error::Chain(&e), "could not record an idempotency key");
     }
     Response::from_parts(rparts, Body::from(stored))
 }

@@ -173,7 +173,7 @@ pub fn problem_of(e: &Error) -> Problem {
             )
         }
         _ => {
-            tracing::error!(error = %e, source = ?std::error::Error::source(e), "internal error");
+            tracing::error!(error = %crm_core::error::Chain(e), "internal error");
             Problem::new(S::INTERNAL_SERVER_ERROR, code, "internal error")
         }
     }

@@ -336,6 +336,7 @@ impl ApiKeys {
     }
 
     /// Makes a key. Its secret is in the result and nowhere else.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn create(&self, input: NewApiKey) -> Result<CreatedApiKey> {
         let now = self.crm.now();
         let mut e = Errors::default();
@@ -399,6 +400,7 @@ impl ApiKeys {
     }
 
     /// Every key of the workspace, oldest first, without secrets.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self) -> Result<Vec<ApiKey>> {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_api_keys(
             p, self.ws
@@ -407,6 +409,7 @@ impl ApiKeys {
     }
 
     /// One key.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, api_key_id = %id))]
     pub async fn get(&self, id: ApiKeyId) -> Result<ApiKey> {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_api_key(
             p, self.ws, id
@@ -417,6 +420,7 @@ impl ApiKeys {
     /// Renames or re-scopes a key. A scope change applies to this process at once and
     /// to others within the cache TTL. A revoked key is frozen: `InvalidState`
     /// (`key_revoked`).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, api_key_id = %id))]
     pub async fn update(&self, id: ApiKeyId, patch: ApiKeyPatch) -> Result<ApiKey> {
         let mut e = Errors::default();
         let name = patch.name.as_deref().and_then(|n| check_name(&mut e, n));
@@ -455,6 +459,7 @@ impl ApiKeys {
     /// TTL elsewhere. The audit entry records what the key was (name, scopes, expiry);
     /// from then on the key is frozen, and revoking it again, updating or rotating it
     /// is `InvalidState` (`key_revoked`, 409 over HTTP).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, api_key_id = %id))]
     pub async fn revoke(&self, id: ApiKeyId) -> Result<ApiKey> {
         self.actor()?;
         let now = self.crm.now();
@@ -482,6 +487,7 @@ impl ApiKeys {
     /// Issues a new key with the same name, scopes and expiry; the old one keeps
     /// working for `grace` (default 24 h; zero stops it at once). Returns the new key.
     /// `InvalidState` (`key_revoked`) for a revoked key.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, api_key_id = %id))]
     pub async fn rotate(&self, id: ApiKeyId, grace: Option<Duration>) -> Result<CreatedApiKey> {
         let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE);
         if grace < Duration::zero() || grace > Duration::days(30) {
@@ -541,6 +547,7 @@ impl Crm {
     /// Verifies an API key: its workspace, id and scopes, or
     /// [`Error::Unauthorized`] with [`AuthFailure::MalformedKey`] (decided without
     /// the database), `UnknownKey`, `RevokedKey` or `ExpiredKey`.
+    #[tracing::instrument(skip_all)]
     pub async fn verify_api_key(&self, key: &str) -> Result<VerifiedKey> {
         if !format::well_formed(key, self.api_key_prefix()) {
             return Err(Error::unauthorized(AuthFailure::MalformedKey));
@@ -592,6 +599,7 @@ impl Crm {
     }
 
     /// What a key may do (for `GET /api/v1/me`): its metadata, after verifying it.
+    #[tracing::instrument(skip_all)]
     pub async fn api_key_me(&self, key: &str) -> Result<ApiKey> {
         let v = self.verify_api_key(key).await?;
         self.workspace(v.workspace_id)

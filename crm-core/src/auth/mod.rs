@@ -550,6 +550,7 @@ impl Auth {
     /// Creates a user in this workspace (`Conflict` when the email is taken).
     /// `Forbidden` unless `actor` may add a user of that role (see [`Actor`]): only an
     /// owner (or the app) adds an owner; members add nobody.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn create_user(&self, input: NewUser, actor: Actor<'_>) -> Result<User> {
         let (user, hash) = self.prepare(input, None).await?;
         let audit = self.audit(
@@ -575,6 +576,7 @@ impl Auth {
 
     /// Creates the first owner of this workspace when it has none; returns `None` when
     /// an owner already exists (the server example calls this at every start).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn bootstrap_owner(&self, input: NewUser) -> Result<Option<User>> {
         let users = self.users().await?;
         if users.iter().any(|u| u.role == Role::Owner) {
@@ -590,12 +592,14 @@ impl Auth {
     }
 
     /// The workspace's users, oldest first.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn users(&self) -> Result<Vec<User>> {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_users(p, self.ws)
             .await)
     }
 
     /// One user.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn user(&self, id: UserId) -> Result<User> {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_user(
             p, self.ws, id
@@ -607,6 +611,7 @@ impl Auth {
     /// Changes a user's role, checked against the rules of roles inside the
     /// transaction that writes it (see [`Actor`]): `Forbidden` for a change the actor
     /// may not make, `Conflict` for the demotion of the workspace's last owner.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn set_role(&self, id: UserId, role: &str, actor: Actor<'_>) -> Result<User> {
         let role: Role = role
             .trim()
@@ -638,6 +643,7 @@ impl Auth {
     /// lock only by another owner (or the app), else an admin could guess an owner's
     /// password and lift the lock between rounds. `Forbidden` for anyone else.
     /// Audited as `login.unlocked`.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn lift_lockout(&self, id: UserId, actor: Actor<'_>) -> Result<()> {
         let user = self.user(id).await?;
         let by = actor.user_id();
@@ -689,6 +695,7 @@ impl Auth {
     /// `Forbidden` for a user disabling themselves or anyone the rules of roles keep
     /// from `actor` (see [`Actor`]), `Conflict` for the workspace's last active
     /// owner. Disabling a disabled user changes nothing but ends stray sessions.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn disable_user(&self, id: UserId, actor: Actor<'_>) -> Result<User> {
         self.change_access(id, UserAccess::Disable, actor)
             .await
@@ -698,6 +705,7 @@ impl Auth {
     /// Enables a disabled user again (they sign in with their password; their old
     /// sessions stay ended). Same rules as [`Auth::disable_user`]; audited as
     /// `user.enabled`.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn enable_user(&self, id: UserId, actor: Actor<'_>) -> Result<()> {
         self.change_access(id, UserAccess::Enable, actor)
             .await
@@ -707,6 +715,7 @@ impl Auth {
     /// Deletes a user, their sessions and tokens, in one transaction with the
     /// `user.deleted` audit entry (the audit log keeps their id). Same rules as
     /// [`Auth::disable_user`]: never the last active owner, never oneself.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn delete_user(&self, id: UserId, actor: Actor<'_>) -> Result<()> {
         self.change_access(id, UserAccess::Delete, actor)
             .await
@@ -716,6 +725,7 @@ impl Auth {
     /// Ends every session of user `id` on behalf of `actor` (an admin signing a
     /// member out everywhere); returns how many ended. The rules of roles apply (an
     /// owner's sessions only by an owner); a user may end their own.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn end_user_sessions(&self, id: UserId, actor: Actor<'_>) -> Result<u64> {
         self.change_access(id, UserAccess::EndSessions, actor)
             .await
@@ -723,6 +733,7 @@ impl Auth {
     }
 
     /// The live sessions of user `id`, newest first (never their tokens).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn sessions(&self, id: UserId) -> Result<Vec<Session>> {
         let user = self.user(id).await?;
         let now = Ts(self.crm.now());
@@ -734,6 +745,7 @@ impl Auth {
 
     /// Ends one session of user `id` (`NotFound` when the user has no such session,
     /// whoever else has it). Audited as `session.revoked`.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn end_session(&self, id: UserId, session: SessionId) -> Result<()> {
         let user = self.user(id).await?;
         let audit = self.audit(
@@ -836,6 +848,7 @@ impl Auth {
     /// Logs in: a new session on success; `Unauthorized(InvalidCredentials)` for an
     /// unknown email and a wrong password alike (both verify a hash); `RateLimited`
     /// while the email is locked out or the IP is over its budget.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn login(&self, login: Login) -> Result<LoggedIn> {
         let email = Email::parse(&login.email).map_err(|m| Error::invalid("email", m))?;
         if login.password.is_empty() || login.password.len() > password::MAX_BYTES {
@@ -986,13 +999,14 @@ impl Auth {
     /// most as often as the `password_reset` policy allows per account (5 an hour by
     /// default; more requests are dropped silently: no mail bombing). `Config` error
     /// when no mailer is registered (said before any lookup).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn request_password_reset(&self, email: &str) -> Result<()> {
         let email = Email::parse(email).map_err(|m| Error::invalid("email", m))?;
         self.crm.mailer()?;
         let auth = self.clone();
         tokio::spawn(async move {
             if let Err(err) = auth.send_reset(&email).await {
-                tracing::warn!(error = %err, "password reset was not sent");
+                tracing::warn!(error = %crate::error::Chain(&err), "password reset was not sent");
             }
         });
         Ok(())
@@ -1024,6 +1038,7 @@ impl Auth {
     }
 
     /// Sends a verification mail to a user.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn request_email_verification(&self, id: UserId) -> Result<()> {
         self.crm.mailer()?;
         let user = self.user(id).await?;
@@ -1065,7 +1080,7 @@ impl Auth {
         tokio::spawn(async move {
             if let Ok(mailer) = crm.mailer() {
                 if let Err(err) = mailer.send(mail).await {
-                    tracing::warn!(error = %err, "auth mail was not sent");
+                    tracing::warn!(error = %crate::error::Chain(&err), "auth mail was not sent");
                 }
             }
         });
@@ -1081,6 +1096,7 @@ impl Crm {
 
     /// Registration: a new workspace named `workspace_name` and its owner, in one
     /// transaction.
+    #[tracing::instrument(skip_all)]
     pub async fn register(&self, workspace_name: &str, owner: NewUser) -> Result<User> {
         let name = workspace_name.trim();
         let ws = WorkspaceId::new();
@@ -1107,6 +1123,7 @@ impl Crm {
     /// Checks a session token: its session (refreshed when used a minute or more after
     /// the last refresh) and user, or `Unauthorized` (`MalformedToken` for a token of
     /// the wrong length or alphabet, `InvalidToken` for an unknown or expired one).
+    #[tracing::instrument(skip_all)]
     pub async fn authenticate_session(&self, token: &str) -> Result<SessionUser> {
         let hash = token_hash(token)?;
         let now = self.now();
@@ -1140,6 +1157,7 @@ impl Crm {
     }
 
     /// Logs a session out. An unknown or malformed token is `Unauthorized`.
+    #[tracing::instrument(skip_all)]
     pub async fn logout(&self, token: &str) -> Result<()> {
         let su = self.authenticate_session(token).await?;
         let audit = Auth::new(self.clone(), su.user.workspace_id).audit(
@@ -1155,6 +1173,7 @@ impl Crm {
     }
 
     /// Ends every session of the token's user ("log out everywhere").
+    #[tracing::instrument(skip_all)]
     pub async fn logout_everywhere(&self, token: &str) -> Result<u64> {
         let su = self.authenticate_session(token).await?;
         let audit = Auth::new(self.clone(), su.user.workspace_id).audit(
@@ -1170,6 +1189,7 @@ impl Crm {
     }
 
     /// Deletes expired sessions and used or expired tokens; returns how many rows went.
+    #[tracing::instrument(skip_all)]
     pub async fn cleanup_auth(&self) -> Result<u64> {
         let now = self.now();
         with_pool!(self.pool(), |p, DB| Repo::<DB>::cleanup_auth(p, now).await)
@@ -1177,6 +1197,7 @@ impl Crm {
 
     /// Completes a password reset: checks the policy, consumes the token, sets the
     /// password, ends every session and lifts any lockout of the email.
+    #[tracing::instrument(skip_all)]
     pub async fn confirm_password_reset(&self, token: &str, new_password: &str) -> Result<User> {
         let hash = token_hash(token)?;
         check_policy(new_password)?;
@@ -1198,6 +1219,7 @@ impl Crm {
     }
 
     /// Completes an email verification: consumes the token and marks the email verified.
+    #[tracing::instrument(skip_all)]
     pub async fn confirm_email(&self, token: &str) -> Result<User> {
         let hash = token_hash(token)?;
         let now = self.now();
@@ -1207,6 +1229,7 @@ impl Crm {
 
     /// Hashes a password (Argon2id, the configured parameters) on the blocking pool.
     /// The policy is not applied here; see [`check_policy`].
+    #[tracing::instrument(skip_all)]
     pub async fn hash_password(&self, password: &str) -> Result<String> {
         if password.len() > password::MAX_BYTES {
             return Err(Error::invalid(
@@ -1219,6 +1242,7 @@ impl Crm {
 
     /// Whether `password` matches a PHC string from [`Crm::hash_password`]; a
     /// malformed PHC string never matches.
+    #[tracing::instrument(skip_all)]
     pub async fn verify_password(&self, password: &str, phc: &str) -> Result<bool> {
         if password.len() > password::MAX_BYTES {
             return Ok(false);

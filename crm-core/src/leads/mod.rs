@@ -102,6 +102,7 @@ impl Leads {
 
     /// Creates a lead. Fails with `Validation` listing every bad field, or with
     /// `Conflict` (naming the existing lead) when its email or phone is taken.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn create(&self, input: NewLead) -> Result<Lead> {
         let fields = parse::new_lead(input, self.crm.rules())?;
         let ctx = self.ctx()?;
@@ -122,6 +123,7 @@ impl Leads {
     /// message, and on a known lead also what was submitted (`Submitted: {json}`).
     /// Inbound messages verified by their provider fill blanks instead
     /// ([`Leads::capture_inbound`]).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn capture(&self, input: NewLead) -> Result<Captured> {
         let description = input.message.clone();
         let captured = self
@@ -206,6 +208,7 @@ impl Leads {
     /// registered). With `auto_save` the lead is also created, with the text as
     /// `raw_input`, `ai_parsed = true` and source `ai` unless the parser set one; a
     /// lead without a name is named after its email or phone.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn parse(&self, text: &str, auto_save: bool) -> Result<Parsed> {
         let text = text.trim();
         if text.is_empty() || text.chars().count() > MESSAGE_MAX || text.contains('\0') {
@@ -249,6 +252,7 @@ impl Leads {
     }
 
     /// A lead with its activities, oldest first.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn get(&self, id: LeadId) -> Result<LeadDetail> {
         let (lead, activities) =
             with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get(p, self.ws, id)
@@ -259,6 +263,7 @@ impl Leads {
     /// One page of leads matching `query`, sorted with the id as tie-breaker.
     /// Pages are keyset-based: page 500 costs what page 1 costs, and a lead written
     /// between two calls neither repeats nor hides another.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self, query: &LeadQuery) -> Result<LeadPage> {
         let q = parse::query(query)?;
         let fingerprint = q.fingerprint();
@@ -306,6 +311,7 @@ impl Leads {
     /// Changes the fields the patch sets. A status change writes a `status_change`
     /// activity and a `lead.status_changed` event; any change writes `lead.updated`
     /// naming the changed fields. A patch that changes nothing writes nothing.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn update(&self, id: LeadId, patch: LeadPatch) -> Result<Lead> {
         let patch = parse::patch(patch, self.crm.rules())?;
         let ctx = self.ctx()?;
@@ -317,6 +323,7 @@ impl Leads {
 
     /// Deletes the lead and its activities for good (a `lead.deleted` event keeps its
     /// last state for subscribers).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn delete(&self, id: LeadId) -> Result<()> {
         let ctx = self.ctx()?;
         let r = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::delete(p, &ctx, id)
@@ -325,6 +332,7 @@ impl Leads {
     }
 
     /// Adds an activity to the lead's timeline.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn add_activity(&self, id: LeadId, input: NewActivity) -> Result<Activity> {
         let (kind, description) = parse::activity(input)?;
         let ctx = self.ctx()?;
@@ -335,6 +343,7 @@ impl Leads {
     }
 
     /// The lead's activities, oldest first. `NotFound` when the lead does not exist.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn activities(&self, id: LeadId) -> Result<Vec<Activity>> {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::activities(
             p, self.ws, id

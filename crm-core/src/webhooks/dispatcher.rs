@@ -405,14 +405,16 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
                         let w2 = w.clone();
                         tokio::spawn(async move {
                             if let Err(err) = w2.deliver(job).await {
-                                tracing::warn!(error = %err, "webhook delivery could not be recorded");
+                                tracing::warn!(error = %crate::error::Chain(&err), "webhook delivery could not be recorded");
                             }
                             drop(permit);
                             w2.crm.wake_dispatchers();
                         });
                     }
                 }
-                Err(err) => tracing::warn!(error = %err, "could not claim webhook jobs"),
+                Err(err) => {
+                    tracing::warn!(error = %crate::error::Chain(&err), "could not claim webhook jobs")
+                }
             }
         }
         tokio::select! {
@@ -435,6 +437,6 @@ async fn release(w: &Worker, job: &ClaimedJob) {
     )
     .await);
     if let Err(err) = r {
-        tracing::warn!(error = %err, "could not release a webhook job");
+        tracing::warn!(error = %crate::error::Chain(&err), "could not release a webhook job");
     }
 }

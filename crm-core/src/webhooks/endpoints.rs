@@ -241,6 +241,7 @@ impl Webhooks {
     }
 
     /// Creates an endpoint. Its secret is returned here (and by [`Webhooks::secret`]).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn create(&self, input: NewEndpoint) -> Result<CreatedEndpoint> {
         let sealer = self.crm.sealer()?;
         let mut e = Errors::default();
@@ -287,6 +288,7 @@ impl Webhooks {
     }
 
     /// The workspace's endpoints, oldest first.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self) -> Result<Vec<Endpoint>> {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_endpoints(
             p, self.ws
@@ -295,6 +297,7 @@ impl Webhooks {
     }
 
     /// One endpoint.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn get(&self, id: EndpointId) -> Result<Endpoint> {
         with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
             p, self.ws, id
@@ -304,6 +307,7 @@ impl Webhooks {
     }
 
     /// The endpoint's current signing secret.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn secret(&self, id: EndpointId) -> Result<SecretString> {
         let (_, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
             p, self.ws, id
@@ -316,6 +320,7 @@ impl Webhooks {
     }
 
     /// Changes an endpoint.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn update(&self, id: EndpointId, patch: EndpointPatch) -> Result<Endpoint> {
         let mut e = Errors::default();
         let url = match patch.url.as_deref() {
@@ -373,6 +378,7 @@ impl Webhooks {
     }
 
     /// Deletes an endpoint and its pending jobs.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn delete(&self, id: EndpointId) -> Result<()> {
         let ep = self.get(id).await?;
         let audit = self.audit("webhook_endpoint.deleted", &ep);
@@ -384,6 +390,7 @@ impl Webhooks {
 
     /// A new signing secret; the old one keeps signing beside it for 24 h, so receivers
     /// can switch without losing a delivery. Returns the new secret.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn rotate_secret(&self, id: EndpointId) -> Result<SecretString> {
         let sealer = self.crm.sealer()?;
         let secret = WebhookSecret::generate();
@@ -452,6 +459,7 @@ impl Webhooks {
 
     /// Sends a message again to an endpoint (a new job; the `webhook-id` stays the
     /// event's, so the receiver can tell it is the same message).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn resend(&self, id: EndpointId, event: EventId) -> Result<()> {
         self.get(id).await?;
         let found = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::event_by_id(p, event.0)
@@ -476,6 +484,7 @@ impl Webhooks {
 
     /// Queues a sample `webhook.test` event for one endpoint (even a disabled one is
     /// not sent to: enable it first). Returns the event id, which is its `webhook-id`.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn test(&self, id: EndpointId) -> Result<EventId> {
         self.get(id).await?;
         let now = self.crm.now();
@@ -502,6 +511,7 @@ impl Webhooks {
 
     /// The secrets that sign a delivery now: the current one, and the previous one
     /// while its overlap lasts.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn signing_secrets(&self, id: EndpointId) -> Result<Vec<WebhookSecret>> {
         self.with_secrets(id).await.map(|(_, secrets)| secrets)
     }
