@@ -228,7 +228,7 @@ pub(crate) trait Cell:
 }
 /// A value `scalar` can read from every backend compiled in.
 #[cfg(not(feature = "postgres"))]
-pub trait Cell:
+pub(crate) trait Cell:
     Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>
 {
 }

@@ -2,9 +2,7 @@
 //! resources (users, API keys, webhook endpoints, notification channels), nor turn
 //! the operator's mail sender against strangers. On SQLite and Postgres.
 
-mod common;
-
-use common::TestDb;
+use crate::common::TestDb;
 use crm::api_keys::NewApiKey;
 use crm::auth::{Actor, NewUser};
 use crm::notify::{ChannelPatch, NewChannel, Notification, Notifier, Outcome, SendFuture};

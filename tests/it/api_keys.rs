@@ -1,12 +1,10 @@
 //! API keys and the rate limiter: the conformance suite on SQLite and Postgres, and
 //! the shared budget of two instances on one Postgres.
 
-mod common;
-
 use std::time::Duration as StdDuration;
 
+use crate::common::TestDb;
 use chrono::Duration;
-use common::TestDb;
 use crm::api_keys::{ApiKeyPatch, NewApiKey};
 use crm::{ApiKeyId, AuthFailure, Crm, Error, WorkspaceId};
 

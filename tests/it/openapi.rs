@@ -14,17 +14,15 @@
 //!
 //! Nothing may answer 5xx. Runs on SQLite and Postgres.
 
-mod common;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::TestDb;
 use axum::body::Body;
 use axum::http::{header, Method, Request};
 use axum::Router;
-use common::TestDb;
 use crm::api_keys::NewApiKey;
 use crm::auth::{Actor, AuthMail, Mailer, NewUser};
 use crm::http::Config;

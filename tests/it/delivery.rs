@@ -1,13 +1,11 @@
 //! Webhook delivery through the dispatcher, to local receivers on real sockets, on
 //! SQLite and Postgres.
 
-mod common;
-
 use std::time::Duration as StdDuration;
 
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::TestDb;
 use chrono::Duration;
-use common::receiver::{Receiver, Reply};
-use common::TestDb;
 use crm::leads::NewLead;
 use crm::webhooks::signing::WebhookSecret;
 use crm::webhooks::{message_id, Attempt, DispatcherConfig, NewEndpoint};
@@ -105,7 +103,7 @@ async fn attempts(crm: &Crm, ep: EndpointId, n: usize) -> Vec<Attempt> {
     panic!("expected {n} attempts to {ep}");
 }
 
-fn verify(secret: &str, req: &common::receiver::Request) {
+fn verify(secret: &str, req: &crate::common::receiver::Request) {
     let signer = WebhookSecret::parse(secret).expect("secret").signer();
     let h = |k: &str| req.headers.get(k).map(String::as_str).unwrap_or_default();
     let ts: i64 = h("webhook-timestamp").parse().expect("timestamp");
@@ -604,12 +602,12 @@ async fn a_per_endpoint_rate_limit_spreads_deliveries(db: &TestDb) {
 /// processes, and the first job of every endpoint before the second of any.
 async fn a_slow_endpoint_cannot_hold_every_slot(db: &TestDb) {
     let crm = crm(db).await;
-    let slow = common::receiver::Receiver::start(
+    let slow = crate::common::receiver::Receiver::start(
         vec![],
-        common::receiver::Reply::Late(StdDuration::from_secs(29)),
+        crate::common::receiver::Reply::Late(StdDuration::from_secs(29)),
     )
     .await;
-    let fast = common::receiver::Receiver::ok().await;
+    let fast = crate::common::receiver::Receiver::ok().await;
     endpoint(&crm, &slow.url, &["lead.created"]).await;
     for i in 0..100 {
         new_lead(&crm, &format!("slow{i}@example.com")).await;

@@ -1,9 +1,7 @@
 //! Webhook endpoints and the fan-out of events into jobs, on SQLite and Postgres.
 
-mod common;
-
+use crate::common::TestDb;
 use chrono::Duration;
-use common::TestDb;
 use crm::leads::{LeadPatch, NewLead};
 use crm::webhooks::{EndpointPatch, NewEndpoint};
 use crm::{Crm, EndpointId, Error, WorkspaceId};

@@ -2,9 +2,7 @@
 //! `_crm_migrations`, so the host's own `sqlx::migrate!` (versions 1..3 here, which
 //! collide with crm's) runs before or after crm's on one database and one pool.
 
-mod common;
-
-use common::TestDb;
+use crate::common::TestDb;
 use crm::leads::NewLead;
 use crm::{Crm, Error};
 use sqlx::migrate::Migrator;

@@ -1,14 +1,12 @@
 //! The auth service's conformance suite, on SQLite and Postgres.
 
-mod common;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
+use crate::common::TestDb;
 use chrono::Duration;
-use common::TestDb;
 use crm::auth::{Actor, AuthMail, Login, Mailer, NewUser, Role};
 use crm::{AuthFailure, Crm, Error, WorkspaceId};
 

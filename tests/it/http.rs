@@ -1,16 +1,14 @@
 //! The router end to end: every route family through `oneshot`, on SQLite and
 //! Postgres, plus a real socket where the network matters (client IPs, request ids).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::TestDb;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use common::TestDb;
 use crm::api_keys::NewApiKey;
 use crm::auth::NewUser;
 use crm::http::Config;

@@ -1,13 +1,11 @@
 //! Notification channels through the shared job queue, with a plugin written here that
 //! checks its configuration and answers as its configuration says.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
+use crate::common::TestDb;
 use chrono::Duration;
-use common::TestDb;
 use crm::leads::NewLead;
 use crm::notify::{ChannelPatch, NewChannel, Notification, Notifier, Outcome, SendFuture};
 use crm::webhooks::{CancellationToken, DispatcherConfig};
@@ -379,7 +377,7 @@ async fn a_slow_channel_does_not_hold_up_the_others(db: &TestDb) {
 #[cfg(all(feature = "discord", feature = "telegram", feature = "email"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_each_receive_one_message_per_new_lead() {
-    use common::receiver::Receiver;
+    use crate::common::receiver::Receiver;
     use crm::integrations::{discord::Discord, email::Resend, telegram::Telegram};
 
     let db = TestDb::sqlite().await;
@@ -387,7 +385,7 @@ async fn providers_each_receive_one_message_per_new_lead() {
         Receiver::ok().await,
         Receiver::start(
             vec![],
-            common::receiver::Reply::Status(200, vec![], "{\"ok\":true}".into()),
+            crate::common::receiver::Reply::Status(200, vec![], "{\"ok\":true}".into()),
         )
         .await,
         Receiver::ok().await,

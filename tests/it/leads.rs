@@ -1,9 +1,7 @@
 //! The lead service's conformance suite: every test runs on SQLite and on Postgres.
 
-mod common;
-
+use crate::common::TestDb;
 use chrono::Duration;
-use common::TestDb;
 use crm::events::EventType;
 use crm::leads::{
     ActivityKind, LeadPatch, LeadQuery, LeadStatus, NewActivity, NewLead, SortField, SortOrder,
@@ -1044,7 +1042,7 @@ async fn events_exist_exactly_when_their_change_does(db: &TestDb) {
     let crm = db.crm().await;
     // Make the outbox refuse `lead.updated` rows: the update must then leave no trace.
     match db.backend {
-        common::Backend::Sqlite => {
+        crate::common::Backend::Sqlite => {
             db.execute(
                 "CREATE TRIGGER refuse_updates BEFORE INSERT ON crm_events WHEN NEW.event_type = 'lead.updated' \
                  BEGIN SELECT RAISE(ABORT, 'outbox refused'); END;",
@@ -1052,7 +1050,7 @@ async fn events_exist_exactly_when_their_change_does(db: &TestDb) {
             .await
         }
         #[cfg(feature = "postgres")]
-        common::Backend::Postgres => {
+        crate::common::Backend::Postgres => {
             db.execute(
                 "CREATE FUNCTION refuse_updates() RETURNS trigger LANGUAGE plpgsql AS $$ \
                  BEGIN IF NEW.event_type = 'lead.updated' THEN RAISE EXCEPTION 'outbox refused'; END IF; RETURN NEW; END $$; \

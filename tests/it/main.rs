@@ -1,0 +1,30 @@
+//! The integration tests, as one binary (it links once): every module runs its cases
+//! on SQLite and, with the `postgres` feature, on Postgres (see `common`). Modules
+//! that need a cargo feature are compiled with it only. `tests/signing_alloc.rs`
+//! stays a binary of its own: it installs a counting global allocator.
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api_keys;
+mod auth;
+#[cfg(feature = "webhooks")]
+mod delivery;
+mod embedding;
+#[cfg(all(feature = "http", feature = "whatsapp", feature = "calcom"))]
+mod http;
+mod leads;
+mod notifications;
+#[cfg(all(
+    feature = "http",
+    feature = "whatsapp",
+    feature = "calcom",
+    feature = "email"
+))]
+mod openapi;
+#[cfg(feature = "webhooks")]
+mod quotas;
+mod webhook_signing;
+#[cfg(feature = "webhooks")]
+mod webhooks;
