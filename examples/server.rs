@@ -17,7 +17,8 @@
 //! `X-Forwarded-For` is believed, e.g. `127.0.0.1/32,10.0.0.0/8`), and `CRM_API_KEY_PER_MINUTE` / `CRM_ANON_PER_MINUTE` to change
 //! the rate limits (the benchmark script raises them). Slow clients:
 //! `CRM_HEADER_TIMEOUT_SECS` (request head and idle keep-alive, default 10),
-//! `CRM_BODY_TIMEOUT_SECS` (a whole request body, default 30) and
+//! `CRM_BODY_TIMEOUT_SECS` (a whole request body, default 30),
+//! `CRM_SEND_TIMEOUT_SECS` (a response write that makes no progress, default 30) and
 //! `CRM_MAX_CONNECTIONS` (default 1024).
 
 use std::net::SocketAddr;
@@ -151,6 +152,9 @@ fn limits() -> anyhow::Result<crm::http::Limits> {
     }
     if let Some(s) = number("CRM_BODY_TIMEOUT_SECS")? {
         l.body_timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(s) = number("CRM_SEND_TIMEOUT_SECS")? {
+        l.send_timeout = std::time::Duration::from_secs(s);
     }
     if let Some(n) = number("CRM_MAX_CONNECTIONS")? {
         l.max_connections = usize::try_from(n).context("CRM_MAX_CONNECTIONS is too large")?;

@@ -180,13 +180,13 @@ impl Crm {
         &self.inner.quotas
     }
 
-    /// The registered plugin of `kind`.
     /// The kinds of the registered notification plugins (`email`, `discord`, …): the
     /// kinds a channel can have.
     pub fn notifier_kinds(&self) -> Vec<&'static str> {
         self.inner.notifiers.iter().map(|n| n.kind()).collect()
     }
 
+    /// The registered plugin of `kind`.
     pub(crate) fn notifier(&self, kind: &str) -> Option<&dyn Notifier> {
         self.inner
             .notifiers

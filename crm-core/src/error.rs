@@ -63,8 +63,10 @@ pub enum Error {
         /// The id of the existing entity, where there is one.
         existing_id: Option<Uuid>,
     },
-    /// The entity is in a state that allows no such change; `code` says which state
-    /// (`key_revoked`: a revoked API key is frozen). Nothing was written.
+    /// The entity is in a state that allows no such change; `code` says which:
+    /// `key_revoked` (a revoked API key is frozen), `key_rotated` (a key is rotated
+    /// once; rotate its replacement), `quota_exceeded` (the workspace holds as many
+    /// as its [`crate::Quotas`] allow). Nothing was written.
     #[error("{message}")]
     InvalidState {
         /// A stable machine-readable code, e.g. `key_revoked`.

@@ -16,7 +16,7 @@ mod macros;
 mod migrate;
 pub mod notify;
 #[cfg(feature = "openapi")]
-mod openapi;
+pub mod openapi;
 #[cfg(test)]
 mod props;
 pub mod ratelimit;

@@ -281,41 +281,58 @@ impl Notifications {
     /// The rules on mail recipients (see [`Notifier::email_recipients`]), for a
     /// configuration its plugin accepted.
     async fn check_recipients(&self, e: &mut Errors, kind: &str, config: &Value) -> Result<()> {
-        let Some(plugin) = self.crm.notifier(kind) else {
-            return Ok(());
-        };
-        let to = plugin.email_recipients(config);
-        if to.is_empty() {
-            return Ok(());
-        }
         let quota = self.crm.quotas().email_recipients;
-        if to.len() > usize::try_from(quota).unwrap_or(usize::MAX) {
+        let count = self
+            .crm
+            .notifier(kind)
+            .map_or(0, |p| p.email_recipients(config).len());
+        if count > usize::try_from(quota).unwrap_or(usize::MAX) {
             e.add(
                 "config.to",
                 format!("may hold at most {quota} addresses (the workspace's quota)"),
             );
             return Ok(());
         }
-        let users = self.crm.workspace(self.ws).auth().users().await?;
-        for address in to {
-            let known = crate::leads::Email::parse(&address).is_ok_and(|a| {
-                users.iter().any(|u| {
-                    u.email.key() == a.key()
-                        && u.email_verified_at.is_some()
-                        && u.disabled_at.is_none()
-                })
-            });
-            if !known {
-                e.add(
-                    "config.to",
-                    format!(
-                        "{address} is not the verified email of a user of this workspace; \
-                         mail goes only to the workspace's own users"
-                    ),
-                );
-            }
+        for address in self.refused_recipients(kind, config).await? {
+            e.add(
+                "config.to",
+                format!(
+                    "{address} is not the verified email of a user of this workspace; \
+                     mail goes only to the workspace's own users"
+                ),
+            );
         }
         Ok(())
+    }
+
+    /// The addresses a channel of `kind` with `config` would mail that are not the
+    /// verified address of an active user of the workspace (checked when the channel
+    /// is saved and again before each send).
+    pub(crate) async fn refused_recipients(
+        &self,
+        kind: &str,
+        config: &Value,
+    ) -> Result<Vec<String>> {
+        let Some(plugin) = self.crm.notifier(kind) else {
+            return Ok(Vec::new());
+        };
+        let to = plugin.email_recipients(config);
+        if to.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = self.crm.workspace(self.ws).auth().users().await?;
+        Ok(to
+            .into_iter()
+            .filter(|address| {
+                !crate::leads::Email::parse(address).is_ok_and(|a| {
+                    users.iter().any(|u| {
+                        u.email.key() == a.key()
+                            && u.email_verified_at.is_some()
+                            && u.disabled_at.is_none()
+                    })
+                })
+            })
+            .collect())
     }
 
     fn check_name(e: &mut Errors, name: &str) -> String {

@@ -1,8 +1,11 @@
 //! OpenAPI schemas of input fields whose rules the derive cannot state on its own
-//! (the items of lists, the values an input accepts), so that the document says
-//! exactly what the services enforce. Used through `schema(schema_with = …)`.
+//! (the items of lists, the values an input accepts, the password policy), so that
+//! the document says exactly what the services enforce. Used through
+//! `schema(schema_with = …)`, here and in crm-http.
 
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
 use utoipa::openapi::RefOr;
 
 /// The pattern of text that must hold something besides whitespace (the services
@@ -86,16 +89,50 @@ pub(crate) fn tags_patch() -> RefOr<Schema> {
 
 /// The activity kinds a caller may add (`status_change` is crm's own).
 pub(crate) fn activity_kind() -> RefOr<Schema> {
-    one_of([
-        "note",
-        "call",
-        "email",
-        "meeting",
-        "form_submission",
-        "booking",
-        "message",
-    ])
+    use crate::leads::ActivityKind;
+    one_of(
+        ActivityKind::ALL
+            .iter()
+            .filter(|k| **k != ActivityKind::StatusChange)
+            .map(|k| k.as_str()),
+    )
     .into()
+}
+
+/// A new password under the policy of [`crate::auth::check_policy`]: at least 12
+/// characters with a lower-case and an upper-case letter, a digit and a symbol (the
+/// list of common passwords is beyond a schema). At most 256 characters: the limit
+/// is 1,024 bytes, and a character takes up to four.
+pub fn new_password() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Password)))
+        .min_length(Some(crate::auth::password::MIN_CHARS))
+        .max_length(Some(crate::auth::password::MAX_BYTES / 4))
+        .pattern(Some(
+            r"^(?=.*\p{Ll})(?=.*\p{Lu})(?=.*[0-9])(?=.*[^\p{L}\p{N}\s])",
+        ))
+        .into()
+}
+
+/// A password to check (a login, the current password): 1–256 characters.
+pub fn password() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Password)))
+        .min_length(Some(1))
+        .max_length(Some(crate::auth::password::MAX_BYTES / 4))
+        .into()
+}
+
+/// A token from a reset or verification mail: 43 base64url characters.
+pub fn token() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(43))
+        .max_length(Some(43))
+        .pattern(Some("^[A-Za-z0-9_-]{43}$"))
+        .into()
 }
 
 fn filter_list(nullable: bool, min: usize) -> RefOr<Schema> {

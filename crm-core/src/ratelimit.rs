@@ -337,6 +337,16 @@ impl RateLimiter {
         self.check_with(policy, p, key).await
     }
 
+    /// As [`RateLimiter::check`], but a refusal is the error: `RateLimited` with the
+    /// time to wait.
+    pub async fn enforce(&self, policy: &str, key: &str) -> Result<Decision> {
+        let d = self.check(policy, key).await?;
+        match d.retry_after {
+            Some(retry_after) => Err(Error::RateLimited { retry_after }),
+            None => Ok(d),
+        }
+    }
+
     /// Decides one request for `key` under an ad-hoc policy `p` (e.g. a per-endpoint
     /// limit), counted under the name `name` (1–64 characters without `:`).
     pub async fn check_with(&self, name: &str, p: Policy, key: &str) -> Result<Decision> {

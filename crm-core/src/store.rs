@@ -339,8 +339,9 @@ impl ChannelRow {
 pub(crate) struct ClaimedJob {
     #[sqlx(try_from = "Uuid")]
     pub id: JobId,
-    #[sqlx(try_from = "String")]
-    pub kind: JobKind,
+    /// As stored: a kind this build does not know (written by a newer version) must
+    /// not stop the whole claim from decoding.
+    pub kind: String,
     pub workspace_id: WorkspaceId,
     pub target_id: Uuid,
     pub event_id: Uuid,
@@ -415,8 +416,11 @@ pub(crate) enum OnKnown {
 }
 
 /// The acting user's row: one that is not in the workspace may do nothing there.
+/// A disabled user may do nothing either, even with a session checked a moment
+/// before they were disabled: the rule runs on the row as it is now.
 fn actor_row(found: Result<(User, String)>) -> Result<User> {
     match found {
+        Ok((u, _)) if u.disabled_at.is_some() => Err(Error::Forbidden),
         Ok((u, _)) => Ok(u),
         Err(Error::NotFound { .. }) => Err(Error::Forbidden),
         Err(e) => Err(e),
@@ -536,7 +540,6 @@ impl Ctx<'_> {
     }
 }
 
-/// The store over one backend; see the module docs.
 /// What a change to an endpoint writes: the endpoint as it is to be, a secret
 /// rotation (new sealed secret, previous sealed secret, end of their overlap) and
 /// the audit entry.
@@ -568,14 +571,17 @@ pub(crate) enum QuotaKind {
 pub(crate) struct Quota {
     kind: QuotaKind,
     limit: u32,
+    /// What "expired" is measured against.
+    now: Ts,
 }
 
 impl Quota {
-    pub(crate) fn new(kind: QuotaKind, limit: u32) -> Self {
-        Self { kind, limit }
+    pub(crate) fn new(kind: QuotaKind, limit: u32, now: Ts) -> Self {
+        Self { kind, limit, now }
     }
 }
 
+/// The store over one backend; see the module docs.
 pub(crate) struct Repo<DB>(PhantomData<DB>);
 
 impl<DB> Repo<DB>
@@ -1253,15 +1259,22 @@ where
             .await?;
         let (table, filter, what) = match quota.kind {
             QuotaKind::Users => ("crm_users", "", "users"),
-            QuotaKind::ApiKeys => ("crm_api_keys", " AND revoked_at IS NULL", "API keys"),
+            // Live keys: neither revoked nor expired (a rotated key counts until its
+            // grace period ends).
+            QuotaKind::ApiKeys => (
+                "crm_api_keys",
+                " AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+                "API keys",
+            ),
             QuotaKind::Endpoints => ("crm_webhook_endpoints", "", "webhook endpoints"),
             QuotaKind::Channels => ("crm_notification_channels", "", "notification channels"),
         };
         let count = format!("SELECT COUNT(*) FROM {table} WHERE workspace_id = $1{filter}");
-        let (n,) = sqlx::query_as::<DB, (i64,)>(&count)
-            .bind(ws)
-            .fetch_one(&mut *conn)
-            .await?;
+        let mut q = sqlx::query_as::<DB, (i64,)>(&count).bind(ws);
+        if matches!(quota.kind, QuotaKind::ApiKeys) {
+            q = q.bind(quota.now);
+        }
+        let (n,) = q.fetch_one(&mut *conn).await?;
         if n >= i64::from(quota.limit) {
             return Err(Error::InvalidState {
                 code: "quota_exceeded",
@@ -1285,7 +1298,7 @@ where
         Self::check_quota(
             &mut tx,
             k.workspace_id,
-            Quota::new(QuotaKind::ApiKeys, limit),
+            Quota::new(QuotaKind::ApiKeys, limit, Ts(k.created_at)),
         )
         .await?;
         Self::insert_api_key(&mut tx, k, hash).await?;
@@ -1469,7 +1482,7 @@ where
         Self::check_quota(
             &mut tx,
             u.workspace_id,
-            Quota::new(QuotaKind::Users, users_quota),
+            Quota::new(QuotaKind::Users, users_quota, Ts(u.created_at)),
         )
         .await?;
         Self::insert_user(&mut tx, u, hash).await?;
@@ -1505,7 +1518,11 @@ where
         let find = |want: UserId| rows.iter().find(|u| u.id == want).cloned();
         let target = find(id).ok_or(Error::NotFound { entity: "user" })?;
         let actor = match by {
-            Some(a) => Some(find(a).ok_or(Error::Forbidden)?),
+            Some(a) => Some(
+                find(a)
+                    .filter(|u| u.disabled_at.is_none())
+                    .ok_or(Error::Forbidden)?,
+            ),
             None => None,
         };
         // Owners who can still sign in: a disabled owner keeps no workspace running.
@@ -1558,9 +1575,10 @@ where
     /// Disables, enables or deletes user `id`, or ends their sessions, on behalf of
     /// `by` when `check(actor, target, active_owners)` allows it: the parties are
     /// locked as for [`Self::set_role`]. Disabling and deleting end the user's
-    /// sessions and reset/verification tokens and forget their failed attempts, with
-    /// the audit entry, in the same transaction. Returns the user as it is now and
-    /// how many sessions ended.
+    /// sessions and reset/verification tokens, with the audit entry, in the same
+    /// transaction (deleting also forgets their failed attempts). A change that
+    /// changes nothing writes nothing, audit entry included. Returns the user as it
+    /// is now and how many sessions ended.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn user_access(
         pool: &sqlx::Pool<DB>,
@@ -1576,7 +1594,14 @@ where
         let (mut target, actor, owners) = Self::lock_parties(&mut tx, ws, id, by).await?;
         check(actor.as_ref(), &target, owners)?;
         let ended = match access {
-            UserAccess::EndSessions => Self::delete_sessions(&mut tx, &target, None, None).await?,
+            UserAccess::EndSessions => {
+                let n = Self::delete_sessions(&mut tx, &target, None, None).await?;
+                if n == 0 {
+                    // Nothing ended: nothing to audit.
+                    return Ok((target, 0));
+                }
+                n
+            }
             UserAccess::Enable => {
                 if target.disabled_at.is_none() {
                     return Ok((target, 0));
@@ -1584,13 +1609,21 @@ where
                 target.disabled_at = None;
                 0
             }
-            UserAccess::Disable | UserAccess::Delete => {
+            UserAccess::Disable if target.disabled_at.is_some() => {
+                // Already disabled: nothing changes (its sessions and links ended then).
+                return Ok((target, 0));
+            }
+            UserAccess::Disable => {
                 let n = Self::delete_sessions(&mut tx, &target, None, None).await?;
                 Self::end_tokens(&mut tx, &target).await?;
+                target.disabled_at = Some(now.0);
+                n
+            }
+            UserAccess::Delete => {
+                let n = Self::delete_sessions(&mut tx, &target, None, None).await?;
+                Self::end_tokens(&mut tx, &target).await?;
+                // The address may come back as a new user: no lockout carries over.
                 Self::clear_throttle(&mut tx, ws, &target.email.key()).await?;
-                if access == UserAccess::Disable {
-                    target.disabled_at.get_or_insert(now.0);
-                }
                 n
             }
         };
@@ -2197,7 +2230,7 @@ where
         Self::check_quota(
             &mut tx,
             ep.workspace_id,
-            Quota::new(QuotaKind::Endpoints, limit),
+            Quota::new(QuotaKind::Endpoints, limit, Ts(ep.created_at)),
         )
         .await?;
         sqlx::query::<DB>(
@@ -2321,9 +2354,8 @@ where
     }
 
     /// Takes the lease of up to `n` due jobs: pending, due, and not leased (or leased
-    /// by a worker whose lease ran out). Postgres skips rows another worker is claiming;
-    /// SQLite's write lock serialises claims.
-    /// Claims up to `n` due jobs, fairly: no target (webhook endpoint or channel) gets
+    /// by a worker whose lease ran out); Postgres skips rows another worker is
+    /// claiming, SQLite's write lock serialises claims. Claims up to `n` due jobs, fairly: no target (webhook endpoint or channel) gets
     /// more than `per_target` jobs in flight across every process (jobs leased and
     /// not yet finished count), and the first due job of every target comes before
     /// the second of any, so a slow endpoint with a long queue holds at most
@@ -2558,8 +2590,6 @@ where
         Ok(())
     }
 
-    /// Inserts (`insert`) or updates a channel with its audit entry; `sealed` replaces
-    /// the configuration when given (always on insert).
     /// Inserts a channel with its audit entry, within the workspace's quota of
     /// channels (checked in the same transaction).
     pub(crate) async fn create_channel(
@@ -2573,7 +2603,7 @@ where
         Self::check_quota(
             &mut tx,
             c.workspace_id,
-            Quota::new(QuotaKind::Channels, quota),
+            Quota::new(QuotaKind::Channels, quota, Ts(c.created_at)),
         )
         .await?;
         sqlx::query::<DB>(

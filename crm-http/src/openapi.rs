@@ -110,8 +110,13 @@ fn integer_header(description: &str) -> utoipa::openapi::header::Header {
 
 /// Every response of a rate-limited family carries the budget; a 429 also says when
 /// to come back.
-fn rate_limit_headers(op: &mut Operation) {
+fn rate_limit_headers(op: &mut Operation, fam: Family) {
     for (code, resp) in op.responses.responses.iter_mut() {
+        // A key or a session is checked before the limiter runs: their 401s carry no
+        // budget.
+        if code == "401" && matches!(fam, Family::Api | Family::Session) {
+            continue;
+        }
         if let RefOr::T(resp) = resp {
             for (name, what) in [
                 ("X-RateLimit-Limit", "The policy's limit"),
@@ -216,7 +221,7 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
             add(
                 "409",
                 "Conflict with an existing entity, or a state that allows no change \
-                 (`code` `key_revoked`: a revoked API key is frozen)",
+                 (`code`: `key_revoked`, `key_rotated`, `quota_exceeded`)",
             );
             op.security = Some(vec![SecurityRequirement::new(
                 "session",
@@ -238,7 +243,7 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
         }
         Family::Open => {}
     }
-    rate_limit_headers(op);
+    rate_limit_headers(op, fam);
 }
 
 /// Restricts property `field` of component `schema` to `values` (and `null` where

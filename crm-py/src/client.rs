@@ -437,11 +437,11 @@ async fn dispatch(
                 .disable_user(parse_id(id()?, "id")?, Actor::App(None))
                 .await?,
         ),
-        "auth.enable_user" => {
-            let user = parse_id(id()?, "id")?;
-            w.auth().enable_user(user, Actor::App(None)).await?;
-            to_value(w.auth().user(user).await?)
-        }
+        "auth.enable_user" => to_value(
+            w.auth()
+                .enable_user(parse_id(id()?, "id")?, Actor::App(None))
+                .await?,
+        ),
         "auth.delete_user" => {
             w.auth()
                 .delete_user(parse_id(id()?, "id")?, Actor::App(None))

@@ -128,6 +128,10 @@ pub(crate) fn sample_error(py: Python<'_>, code: PyBackedStr) -> PyResult<()> {
             code: "key_revoked",
             message: "a revoked API key cannot be changed".into(),
         },
+        "quota_exceeded" => Error::InvalidState {
+            code: "quota_exceeded",
+            message: "the workspace has reached its quota of 20 webhook endpoints".into(),
+        },
         "unauthorized" => Error::Unauthorized {
             reason: AuthFailure::RevokedKey,
         },

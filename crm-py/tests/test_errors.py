@@ -12,6 +12,7 @@ KINDS = {
     "not_found": crm.NotFoundError,
     "conflict": crm.ConflictError,
     "key_revoked": crm.ConflictError,
+    "quota_exceeded": crm.ConflictError,
     "unauthorized": crm.UnauthorizedError,
     "forbidden": crm.ForbiddenError,
     "rate_limited": crm.RateLimitedError,

@@ -40,6 +40,7 @@ conformance!(
     a_deleted_user_is_gone_with_their_sessions,
     users_list_and_end_their_own_sessions_only,
     admins_end_a_members_sessions,
+    a_disabled_admin_can_do_nothing_and_anyone_signs_themselves_out,
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
@@ -1710,4 +1711,53 @@ async fn admins_end_a_members_sessions(db: &TestDb) {
         .expect("audit");
     assert!(log.iter().any(|e| e.action == "session.revoked_all"
         && e.actor.as_deref() == Some(format!("user:{}", admin.id).as_str())));
+}
+
+/// A request authenticated a moment before its admin was disabled must not go
+/// through: the rules run on the actor's row as it is when the change is written.
+/// And a member may sign themselves out everywhere (their own sessions only).
+async fn a_disabled_admin_can_do_nothing_and_anyone_signs_themselves_out(db: &TestDb) {
+    let crm = db.crm().await;
+    let auth = crm.auth();
+    let (owner, admin, member) = team(&auth).await;
+    auth.disable_user(admin.id, Actor::User(owner.id))
+        .await
+        .expect("disable the admin");
+    let by_admin = Actor::User(admin.id);
+    for r in [
+        auth.disable_user(member.id, by_admin).await.map(|_| ()),
+        auth.delete_user(member.id, by_admin).await,
+        auth.set_role(member.id, "admin", by_admin)
+            .await
+            .map(|_| ()),
+        auth.create_user(user("x@example.com"), by_admin)
+            .await
+            .map(|_| ()),
+        auth.lift_lockout(member.id, by_admin).await,
+    ] {
+        assert!(matches!(r, Err(Error::Forbidden)), "{r:?}");
+    }
+    // Disabling a disabled user changes nothing, and audits nothing.
+    let before = actions(&crm, WorkspaceId::DEFAULT).await.len();
+    auth.disable_user(admin.id, Actor::User(owner.id))
+        .await
+        .expect("again");
+    assert_eq!(actions(&crm, WorkspaceId::DEFAULT).await.len(), before);
+
+    let s = auth.login(login("m@example.com", PW)).await.expect("login");
+    assert_eq!(
+        auth.end_user_sessions(member.id, Actor::User(member.id))
+            .await
+            .expect("a member ends their own sessions"),
+        1
+    );
+    assert_eq!(
+        reason(crm.authenticate_session(s.token.expose()).await),
+        AuthFailure::InvalidToken
+    );
+    assert!(matches!(
+        auth.end_user_sessions(owner.id, Actor::User(member.id))
+            .await,
+        Err(Error::Forbidden)
+    ));
 }

@@ -14,6 +14,7 @@ conformance!(
     each_quota_stops_the_next_create_and_writes_nothing,
     concurrent_creates_cannot_overshoot_a_quota,
     mail_goes_only_to_the_workspaces_verified_users,
+    a_disabled_user_gets_no_more_channel_mail,
 );
 
 /// A mail-sending channel plugin: it sends to `config.to`.
@@ -153,13 +154,33 @@ async fn each_quota_stops_the_next_create_and_writes_nothing(db: &TestDb) {
     );
     assert_eq!(db.count("crm_notification_channels").await, 2);
 
-    // A revoked key frees its place; a rotation is not a create.
+    // A revoked key frees its place; a rotation is not a create, but a key is
+    // rotated once: rotating the old one again would mint keys past the quota.
     let keys = ws.api_keys().list().await.expect("keys");
     ws.api_keys().revoke(keys[0].id).await.expect("revoke");
     ws.api_keys()
         .rotate(keys[1].id, None)
         .await
         .expect("a rotation is not a create");
+    let again = ws.api_keys().rotate(keys[1].id, None).await;
+    assert!(
+        matches!(
+            again,
+            Err(Error::InvalidState {
+                code: "key_rotated",
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    // An expired key frees its place too: once the rotated key's grace is over,
+    // one more key fits (the replacement and the new one make two).
+    quota_exceeded(ws.api_keys().create(key("k")).await);
+    db.clock.advance(chrono::Duration::days(2));
+    ws.api_keys()
+        .create(key("k"))
+        .await
+        .expect("the expired key left room");
     // Another workspace has its own quota.
     let other = crm.create_workspace("Other").await.expect("workspace");
     crm.workspace(other)
@@ -250,4 +271,67 @@ async fn mail_goes_only_to_the_workspaces_verified_users(db: &TestDb) {
             .await,
     );
     assert_eq!(db.count("crm_notification_channels").await, 1);
+}
+
+/// The recipients are checked again at each send: a user disabled after the channel
+/// was saved gets no more mail (the attempt fails for good and says why).
+async fn a_disabled_user_gets_no_more_channel_mail(db: &TestDb) {
+    let crm = crm(db).await;
+    let ws = crm.workspace(WorkspaceId::DEFAULT);
+    let ana = ws
+        .auth()
+        .create_user(user("ana@example.com"), Actor::App(None))
+        .await
+        .expect("user");
+    db.execute("UPDATE crm_users SET email_verified_at = created_at")
+        .await;
+    let c = ws
+        .notifications()
+        .create(mail_channel(&["ana@example.com"]))
+        .await
+        .expect("channel");
+    ws.auth()
+        .disable_user(ana.id, Actor::App(None))
+        .await
+        .expect("disable");
+    ws.leads()
+        .create(crm::leads::NewLead {
+            name: "Lead".into(),
+            email: Some("lead@example.com".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("lead");
+    let stop = crm::webhooks::CancellationToken::new();
+    let handle = crm
+        .start_dispatcher(
+            crm::webhooks::DispatcherConfig {
+                poll_interval: std::time::Duration::from_millis(20),
+                ..Default::default()
+            },
+            stop.clone(),
+        )
+        .expect("dispatcher");
+    let mut attempts = Vec::new();
+    for _ in 0..500 {
+        attempts = ws
+            .notifications()
+            .attempts(c.id, None, 10)
+            .await
+            .expect("attempts");
+        if !attempts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    handle.await.expect("stops");
+    let a = attempts.first().expect("an attempt");
+    assert!(
+        a.error_kind
+            .as_deref()
+            .is_some_and(|e| e.contains("ana@example.com")),
+        "{a:?}"
+    );
+    assert_eq!(a.next_attempt_at, None, "no retry");
 }

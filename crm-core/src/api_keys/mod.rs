@@ -237,9 +237,8 @@ impl KeyCache {
     }
 }
 
-/// `last_used_at` is written at most once a minute per key.
-/// A revoked key is frozen: no update, rotation or second revocation rewrites the
-/// record its audit trail describes.
+/// A revoked key is frozen: no update or rotation rewrites the record its audit
+/// trail describes.
 fn frozen(k: &ApiKey) -> Result<()> {
     match k.revoked_at {
         Some(_) => Err(Error::InvalidState {
@@ -250,6 +249,7 @@ fn frozen(k: &ApiKey) -> Result<()> {
     }
 }
 
+/// `last_used_at` is written at most once a minute per key.
 fn touch_due(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     last.is_none_or(|t| now - t >= Duration::minutes(1))
 }
@@ -457,11 +457,18 @@ impl ApiKeys {
 
     /// Revokes a key: it stops working at once in this process and within the cache
     /// TTL elsewhere. The audit entry records what the key was (name, scopes, expiry);
-    /// from then on the key is frozen, and revoking it again, updating or rotating it
-    /// is `InvalidState` (`key_revoked`, 409 over HTTP).
+    /// from then on the key is frozen: updating or rotating it is `InvalidState`
+    /// (`key_revoked`, 409 over HTTP), and revoking it again returns it unchanged
+    /// (no second audit entry).
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, api_key_id = %id))]
     pub async fn revoke(&self, id: ApiKeyId) -> Result<ApiKey> {
         self.actor()?;
+        // Revoking a revoked key answers with it as it is (a retried DELETE); only a
+        // revoke racing another one meets the frozen key below.
+        let current = self.get(id).await?;
+        if current.revoked_at.is_some() {
+            return Ok(current);
+        }
         let now = self.crm.now();
         let (key, _) = self
             .change(id, |mut k| {
@@ -486,7 +493,9 @@ impl ApiKeys {
 
     /// Issues a new key with the same name, scopes and expiry; the old one keeps
     /// working for `grace` (default 24 h; zero stops it at once). Returns the new key.
-    /// `InvalidState` (`key_revoked`) for a revoked key.
+    /// `InvalidState` for a revoked key (`key_revoked`) and for one rotated already
+    /// (`key_rotated`: rotate its replacement); a rotation is not counted against
+    /// the workspace's quota of keys.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, api_key_id = %id))]
     pub async fn rotate(&self, id: ApiKeyId, grace: Option<Duration>) -> Result<CreatedApiKey> {
         let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE);
@@ -499,6 +508,14 @@ impl ApiKeys {
         let (_, new_key) = self
             .change(id, |mut old| {
                 frozen(&old)?;
+                if old.replaced_by.is_some() {
+                    // One replacement per key: rotating the old key again would mint
+                    // keys past the workspace's quota.
+                    return Err(Error::InvalidState {
+                        code: "key_rotated",
+                        message: "the API key was rotated already; rotate its replacement".into(),
+                    });
+                }
                 let (new, s, hash) = self.new_key(
                     old.name.clone(),
                     old.scopes.clone(),

@@ -158,8 +158,14 @@ pub(crate) fn may_change_access(
     owners: usize,
 ) -> Result<()> {
     if let Some(a) = actor {
-        if a.id == target.id && access != UserAccess::EndSessions {
-            return Err(Error::Forbidden);
+        if a.id == target.id {
+            // Anyone may sign themselves out everywhere; nobody disables or deletes
+            // themselves.
+            return if access == UserAccess::EndSessions {
+                Ok(())
+            } else {
+                Err(Error::Forbidden)
+            };
         }
         if !a.role.is_admin() || (target.role == Role::Owner && a.role != Role::Owner) {
             return Err(Error::Forbidden);
@@ -246,7 +252,7 @@ pub struct NewUser {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Role>))]
     pub role: Option<String>,
     /// A password meeting [`check_policy`].
-    #[cfg_attr(feature = "openapi", schema(required = true, format = Password, min_length = 12, max_length = 1024))]
+    #[cfg_attr(feature = "openapi", schema(required = true, schema_with = crate::openapi::new_password))]
     pub password: String,
 }
 
@@ -703,13 +709,13 @@ impl Auth {
     }
 
     /// Enables a disabled user again (they sign in with their password; their old
-    /// sessions stay ended). Same rules as [`Auth::disable_user`]; audited as
-    /// `user.enabled`.
+    /// sessions stay ended) and returns them. Same rules as [`Auth::disable_user`];
+    /// audited as `user.enabled`.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
-    pub async fn enable_user(&self, id: UserId, actor: Actor<'_>) -> Result<()> {
+    pub async fn enable_user(&self, id: UserId, actor: Actor<'_>) -> Result<User> {
         self.change_access(id, UserAccess::Enable, actor)
             .await
-            .map(|_| ())
+            .map(|(u, _)| u)
     }
 
     /// Deletes a user, their sessions and tokens, in one transaction with the
@@ -860,14 +866,10 @@ impl Auth {
             if ip.parse::<std::net::IpAddr>().is_err() {
                 return Err(Error::invalid("ip", "must be an IP address"));
             }
-            let d = self
-                .crm
+            self.crm
                 .rate_limiter()
-                .check("login_ip", &crate::ratelimit::ip_key(ip))
+                .enforce("login_ip", &crate::ratelimit::ip_key(ip))
                 .await?;
-            if let Some(retry_after) = d.retry_after {
-                return Err(Error::RateLimited { retry_after });
-            }
         }
         let key = email.key();
         let now = self.crm.now();

@@ -220,14 +220,10 @@ impl Leads {
         let parser = self.crm.lead_parser();
         if parser.metered() {
             // The workspace's AI budget: the operator pays for every call.
-            let d = self
-                .crm
+            self.crm
                 .rate_limiter()
-                .check("lead_parse", &self.ws.to_string())
+                .enforce("lead_parse", &self.ws.to_string())
                 .await?;
-            if let Some(retry_after) = d.retry_after {
-                return Err(crate::Error::RateLimited { retry_after });
-            }
         }
         let parsed = parser.parse(text, &self.crm.rules().allowed).await?;
         let lead = if auto_save {

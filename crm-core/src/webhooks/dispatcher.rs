@@ -68,7 +68,8 @@ impl TryFrom<String> for JobKind {
     }
 }
 
-/// Where a job stands (stored as `pending`, `delivered`, `failed`, `cancelled`).
+/// How an attempt leaves its job (stored as `pending`, `delivered`, `failed`; a job
+/// ended without an attempt is `cancelled` in the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JobStatus {
     /// Due at its `run_at` (a retry, or not tried yet).
@@ -224,13 +225,17 @@ impl Worker {
     }
 
     async fn deliver(&self, job: ClaimedJob) -> Result<()> {
-        match job.kind {
+        match JobKind::try_from(job.kind.clone()) {
             #[cfg(feature = "webhooks")]
-            JobKind::Webhook => self.deliver_webhook(job).await,
-            JobKind::Notification => self.notify(job).await,
+            Ok(JobKind::Webhook) => self.deliver_webhook(job).await,
+            Ok(JobKind::Notification) => self.notify(job).await,
             // Left to a process built with the `webhooks` feature (never claimed here).
             #[cfg(not(feature = "webhooks"))]
-            JobKind::Webhook => Ok(()),
+            Ok(JobKind::Webhook) => Ok(()),
+            Err(_) => with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
+                p, job.id, self.token
+            )
+            .await),
         }
     }
 
@@ -270,9 +275,16 @@ impl Worker {
         };
         let config = service.config(id).await?;
         let notification = crate::notify::Notification::from_event(&event, id);
+        // Recipients are checked again at each send: a user disabled or deleted since
+        // the channel was saved gets no more mail.
+        let refused = service.refused_recipients(&channel.kind, &config).await?;
         let now = self.crm.now();
         let started = Instant::now();
         let outcome = match self.crm.notifier(&channel.kind) {
+            _ if !refused.is_empty() => Outcome::Permanent(format!(
+                "not a verified user of the workspace any more: {}",
+                refused.join(", ")
+            )),
             None => Outcome::Permanent(format!(
                 "no notification plugin of kind {:?} is registered",
                 channel.kind

@@ -639,9 +639,11 @@ pub(crate) async fn enable_user(
     a: Admin,
     Path(id): Path<UserId>,
 ) -> ApiResult<axum::Json<User>> {
-    let auth = ws(&s, &a).auth();
-    auth.enable_user(id, Actor::User(a.0.user.id)).await?;
-    Ok(axum::Json(auth.user(id).await?))
+    let u = ws(&s, &a)
+        .auth()
+        .enable_user(id, Actor::User(a.0.user.id))
+        .await?;
+    Ok(axum::Json(u))
 }
 
 /// Sign a user out everywhere: end every session of theirs.

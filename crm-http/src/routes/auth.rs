@@ -30,7 +30,7 @@ pub(crate) struct Me {
 pub(crate) struct LoginInput {
     #[schema(format = Email, max_length = 254)]
     email: String,
-    #[schema(format = Password, min_length = 1, max_length = 1024)]
+    #[schema(schema_with = crm_core::openapi::password)]
     password: String,
     /// A 30-day session instead of 24 hours.
     #[serde(default)]
@@ -200,9 +200,9 @@ pub(crate) async fn me(SessionUser(u): SessionUser) -> axum::Json<Me> {
 #[schema(example = json!({"current_password": "Correct-Horse-9-Battery", "new_password": "Amber-Lantern-7-Quay"}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChangePassword {
-    #[schema(format = Password, min_length = 1, max_length = 1024)]
+    #[schema(schema_with = crm_core::openapi::password)]
     current_password: String,
-    #[schema(format = Password, min_length = 12, max_length = 1024, pattern = r"^(?=.*\p{Ll})(?=.*\p{Lu})(?=.*[0-9])(?=.*[^\p{L}\p{N}\s])")]
+    #[schema(schema_with = crm_core::openapi::new_password)]
     new_password: String,
 }
 
@@ -261,9 +261,9 @@ pub(crate) async fn password_reset(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResetConfirm {
     /// The token from the mail.
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[schema(schema_with = crm_core::openapi::token)]
     token: String,
-    #[schema(format = Password, min_length = 12, max_length = 1024, pattern = r"^(?=.*\p{Ll})(?=.*\p{Lu})(?=.*[0-9])(?=.*[^\p{L}\p{N}\s])")]
+    #[schema(schema_with = crm_core::openapi::new_password)]
     new_password: String,
 }
 
@@ -287,7 +287,7 @@ pub(crate) async fn password_reset_confirm(
 #[serde(deny_unknown_fields)]
 pub(crate) struct VerifyEmail {
     /// The token from the mail.
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[schema(schema_with = crm_core::openapi::token)]
     token: String,
 }
 
@@ -313,7 +313,7 @@ pub(crate) struct Register {
     email: String,
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     display_name: String,
-    #[schema(format = Password, min_length = 12, max_length = 1024, pattern = r"^(?=.*\p{Ll})(?=.*\p{Lu})(?=.*[0-9])(?=.*[^\p{L}\p{N}\s])")]
+    #[schema(schema_with = crm_core::openapi::new_password)]
     password: String,
 }
 

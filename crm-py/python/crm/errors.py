@@ -66,8 +66,9 @@ class NotFoundError(CrmError):
 class ConflictError(CrmError):
     """The write would break a uniqueness rule (``code`` ``conflict``; ``existing_id``
     is the entity already there, when there is one, and ``field`` the field that
-    clashed), or the entity's state allows no such change (``code`` names the state,
-    e.g. ``key_revoked``: a revoked API key is frozen)."""
+    clashed), or the entity's state allows no such change (``code`` names it:
+    ``key_revoked``, a revoked API key is frozen; ``key_rotated``, a key is rotated
+    once; ``quota_exceeded``, the workspace is at its quota)."""
 
     def __init__(
         self,
