@@ -108,6 +108,12 @@ impl Crm {
         &self.rules().allowed
     }
 
+    /// The country code a phone number without one gets (see
+    /// [`CrmBuilder::default_country_code`]); `None`: numbers need their own.
+    pub fn default_country_code(&self) -> Option<u16> {
+        self.rules().default_country_code
+    }
+
     /// The sealer built from the master key; `Config` error when none was given.
     pub fn sealer(&self) -> Result<&Sealer> {
         self.inner

@@ -283,6 +283,16 @@ pub(crate) fn finish(mut doc: OpenApi, cfg: &Config, crm: &Crm) -> OpenApi {
             set_enum(&mut components.schemas, schema, field, values.clone());
         }
     }
+    if crm.default_country_code().is_some() {
+        // National numbers are taken too: the default country code is added.
+        for schema in ["NewLead", "ContactForm"] {
+            if let Some(RefOr::T(Schema::Object(obj))) = components.schemas.get_mut(schema) {
+                if let Some(RefOr::T(Schema::Object(phone))) = obj.properties.get_mut("phone") {
+                    phone.pattern = Some(r"^\s*$|^\s*(\+|00)?[0-9 ()./-]+$".into());
+                }
+            }
+        }
+    }
     let kinds = crm
         .notifier_kinds()
         .into_iter()

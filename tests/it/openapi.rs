@@ -644,6 +644,31 @@ async fn every_operation_does_what_the_document_says(db: &TestDb) {
     assert!(create["responses"]["429"]["headers"]["Retry-After"].is_object());
     assert!(create["responses"]["201"]["headers"]["X-RateLimit-Remaining"].is_object());
 
+    // With a default country code, national phone numbers are valid, and the
+    // document says so.
+    let national = crm::http::openapi(
+        db.builder()
+            .default_country_code(34)
+            .connect()
+            .await
+            .expect("connect"),
+        Config::new(),
+    );
+    let national = serde_json::to_value(national).expect("json");
+    let pattern = national["components"]["schemas"]["NewLead"]["properties"]["phone"]["pattern"]
+        .as_str()
+        .expect("pattern");
+    assert!(regex::Regex::new(pattern)
+        .expect("regex")
+        .is_match("600 123 456"));
+    assert!(!regex::Regex::new(
+        doc["components"]["schemas"]["NewLead"]["properties"]["phone"]["pattern"]
+            .as_str()
+            .expect("pattern")
+    )
+    .expect("regex")
+    .is_match("600 123 456"));
+
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("item") {
