@@ -16,7 +16,7 @@ use crate::macros::string_enum;
 
 string_enum!(
     /// What happened.
-    EventType, "event type" {
+    pub EventType, "event type" {
         /// A lead was created (directly or by `capture`).
         LeadCreated => "lead.created",
         /// Fields of a lead changed; `data.changed` names them.

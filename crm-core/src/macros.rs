@@ -1,21 +1,24 @@
 //! Small macros shared by the crate.
 
 /// A closed set of names stored and serialised as strings: `as_str`, `FromStr` with an
-/// error that lists the choices, `Display`, and serde as the plain string.
+/// error that lists the choices, `Display`, and serde as the plain string. The
+/// visibility given (`pub`, `pub(crate)`) is the enum's and its methods'.
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $s:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $vis:vis $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $s:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
+        $vis enum $name {
             $($(#[$vmeta])* $variant),+
         }
 
         impl $name {
             /// Every value, in order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            // A crate-private set may have no use for the list.
+            #[allow(dead_code)]
+            $vis const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// The stored and serialised name.
-            pub fn as_str(self) -> &'static str {
+            $vis fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $s),+
                 }

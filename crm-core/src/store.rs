@@ -2427,10 +2427,11 @@ where
     /// Ends a job without an attempt (its endpoint is gone or disabled).
     pub(crate) async fn cancel_job(pool: &sqlx::Pool<DB>, id: JobId, token: Uuid) -> Result<()> {
         sqlx::query::<DB>(
-            "UPDATE crm_jobs SET status = 'cancelled', lease_until = NULL, lease_token = NULL WHERE id = $1 AND lease_token = $2",
+            "UPDATE crm_jobs SET status = $3, lease_until = NULL, lease_token = NULL WHERE id = $1 AND lease_token = $2",
         )
         .bind(id.0)
         .bind(token)
+        .bind(JobStatus::Cancelled.as_str())
         .execute(pool)
         .await?;
         Ok(())

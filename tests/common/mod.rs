@@ -16,6 +16,52 @@ pub(crate) enum Backend {
     Postgres,
 }
 
+/// A mailer that keeps what it was asked to send.
+#[derive(Clone, Default)]
+pub(crate) struct Outbox(pub std::sync::Arc<std::sync::Mutex<Vec<crm::auth::AuthMail>>>);
+
+impl crm::auth::Mailer for Outbox {
+    fn send(
+        &self,
+        mail: crm::auth::AuthMail,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crm::Result<()>> + Send + '_>> {
+        self.0.lock().expect("lock").push(mail);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Outbox {
+    /// Waits (up to 5 s) for the `n`-th mail: mails are sent from a spawned task.
+    pub(crate) async fn nth(&self, n: usize) -> crm::auth::AuthMail {
+        for _ in 0..500 {
+            if let Some(m) = self.0.lock().expect("lock").get(n) {
+                return m.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("mail {n} never came");
+    }
+
+    pub(crate) fn token(mail: &crm::auth::AuthMail) -> String {
+        match mail {
+            crm::auth::AuthMail::PasswordReset { token, .. }
+            | crm::auth::AuthMail::EmailVerification { token, .. } => token.expose().to_owned(),
+        }
+    }
+}
+
+/// HMAC-SHA256 of `body` as lower-case hex: how WhatsApp and Cal.com sign.
+pub(crate) fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    m.update(body);
+    m.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A write transaction a test holds open (see [`TestDb::hold`]).
 pub(crate) enum Held {
     Sqlite(sqlx::SqliteConnection),

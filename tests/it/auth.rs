@@ -1,13 +1,10 @@
 //! The auth service's conformance suite, on SQLite and Postgres.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use crate::common::TestDb;
+use crate::common::{Outbox, TestDb};
 use chrono::Duration;
-use crm::auth::{Actor, AuthMail, Login, Mailer, NewUser, Role};
+use crm::auth::{Actor, AuthMail, Login, NewUser, Role};
 use crm::{AuthFailure, Crm, Error, WorkspaceId};
 
 conformance!(
@@ -46,38 +43,6 @@ conformance!(
 
 const PW: &str = "Correct-Horse-9-Battery";
 const PW2: &str = "Another-Strong-7-Phrase";
-
-/// A mailer that keeps what it was asked to send.
-#[derive(Clone, Default)]
-struct Outbox(Arc<Mutex<Vec<AuthMail>>>);
-
-impl Mailer for Outbox {
-    fn send(&self, mail: AuthMail) -> Pin<Box<dyn Future<Output = crm::Result<()>> + Send + '_>> {
-        self.0.lock().expect("lock").push(mail);
-        Box::pin(async { Ok(()) })
-    }
-}
-
-impl Outbox {
-    /// Waits (up to 5 s) for the `n`-th mail: mails are sent from a spawned task.
-    async fn nth(&self, n: usize) -> AuthMail {
-        for _ in 0..500 {
-            if let Some(m) = self.0.lock().expect("lock").get(n) {
-                return m.clone();
-            }
-            tokio::time::sleep(StdDuration::from_millis(10)).await;
-        }
-        panic!("mail {n} never came");
-    }
-
-    fn token(mail: &AuthMail) -> String {
-        match mail {
-            AuthMail::PasswordReset { token, .. } | AuthMail::EmailVerification { token, .. } => {
-                token.expose().to_owned()
-            }
-        }
-    }
-}
 
 async fn crm_with_mail(db: &TestDb) -> (Crm, Outbox) {
     let outbox = Outbox::default();

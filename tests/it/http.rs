@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::TestDb;
+use crate::common::{hmac_hex, TestDb};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
@@ -16,9 +16,7 @@ use crm::leads::parser::{LeadParser, ParseFuture, ParsedLead};
 use crm::leads::{AllowedValues, NewLead};
 use crm::ratelimit::Policy;
 use crm::{Crm, SecretString, WorkspaceId};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use tower::ServiceExt;
 
 const ORIGIN: &str = "https://app.example";
@@ -1327,16 +1325,6 @@ async fn admin_routes_manage_keys_webhooks_users_and_settings(db: &TestDb) {
     app.send(send(Method::GET, "/api/admin/audit?limit=0", None))
         .await
         .problem(422, "validation_failed");
-}
-
-fn hmac_hex(secret: &str, body: &[u8]) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    m.update(body);
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 async fn inbound_webhooks_verify_and_capture_once(db: &TestDb) {

@@ -14,26 +14,21 @@
 //!
 //! Nothing may answer 5xx. Runs on SQLite and Postgres.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::TestDb;
+use crate::common::{hmac_hex, Outbox, TestDb};
 use axum::body::Body;
 use axum::http::{header, Method, Request};
 use axum::Router;
 use crm::api_keys::NewApiKey;
-use crm::auth::{Actor, AuthMail, Mailer, NewUser};
+use crm::auth::{Actor, NewUser};
 use crm::http::Config;
 use crm::leads::NewLead;
 use crm::notify::NewChannel;
 use crm::ratelimit::Policy;
 use crm::webhooks::NewEndpoint;
 use crm::{Crm, Quotas, SecretString, WorkspaceId};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use tower::ServiceExt;
 
 const ORIGIN: &str = "https://app.example";
@@ -48,34 +43,6 @@ const NEW_PASSWORD: &str = "Amber-Lantern-7-Quay";
 const HOOK: &str = "http://127.0.0.1:9/hook";
 
 conformance!(every_operation_does_what_the_document_says);
-
-/// A mailer that keeps the tokens it was asked to send.
-#[derive(Clone, Default)]
-struct Outbox(Arc<Mutex<Vec<String>>>);
-
-impl Mailer for Outbox {
-    fn send(&self, mail: AuthMail) -> Pin<Box<dyn Future<Output = crm::Result<()>> + Send + '_>> {
-        let token = match mail {
-            AuthMail::PasswordReset { token, .. } | AuthMail::EmailVerification { token, .. } => {
-                token.expose().to_owned()
-            }
-        };
-        self.0.lock().expect("lock").push(token);
-        Box::pin(async { Ok(()) })
-    }
-}
-
-impl Outbox {
-    async fn next_token(&self, seen: usize) -> String {
-        for _ in 0..500 {
-            if let Some(t) = self.0.lock().expect("lock").get(seen) {
-                return t.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no mail");
-    }
-}
 
 struct Walker {
     crm: Crm,
@@ -92,16 +59,6 @@ struct Walker {
 struct Answer {
     status: u16,
     text: String,
-}
-
-fn hmac_hex(secret: &str, body: &[u8]) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    m.update(body);
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn generous() -> Policy {
@@ -883,7 +840,7 @@ impl Walker {
                 auth.request_password_reset("sam@example.com")
                     .await
                     .expect("reset");
-                self.outbox.next_token(seen).await
+                Outbox::token(&self.outbox.nth(seen).await)
             }
             "/api/auth/verify-email" => {
                 let sam = auth
@@ -896,7 +853,7 @@ impl Walker {
                 auth.request_email_verification(sam.id)
                     .await
                     .expect("verify");
-                self.outbox.next_token(seen).await
+                Outbox::token(&self.outbox.nth(seen).await)
             }
             _ => return,
         };

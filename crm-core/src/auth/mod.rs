@@ -52,7 +52,7 @@ use crate::{Crm, Error, Result};
 
 string_enum!(
     /// What a user may do in their workspace.
-    Role, "role" {
+    pub Role, "role" {
         /// Everything, including the workspace itself; registration makes one.
         Owner => "owner",
         /// Everything in the workspace: users, keys, webhooks, settings.

@@ -188,7 +188,7 @@ impl fmt::Debug for Phone {
 
 string_enum!(
     /// Where a lead stands in the pipeline.
-    LeadStatus, "status" {
+    pub LeadStatus, "status" {
         /// Not yet handled (the default).
         New => "new",
         /// First contact made.
@@ -206,7 +206,7 @@ string_enum!(
 
 string_enum!(
     /// What kind of entry an activity is on a lead's timeline.
-    ActivityKind, "activity kind" {
+    pub ActivityKind, "activity kind" {
         /// A free-form note.
         Note => "note",
         /// A phone call.

@@ -39,55 +39,28 @@ pub const RESPONSE_BODY_MAX: usize = 4096;
 /// Largest payload crm will send, in bytes.
 pub const PAYLOAD_MAX: usize = 256 * 1024;
 
-/// What a job delivers: a webhook message to an endpoint, or a notification
-/// through a channel (stored as `webhook` / `notification`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JobKind {
-    Webhook,
-    Notification,
-}
-
-impl JobKind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Webhook => "webhook",
-            JobKind::Notification => "notification",
-        }
+crate::macros::string_enum!(
+    /// What a job delivers: a webhook message to an endpoint, or a notification
+    /// through a channel.
+    pub(crate) JobKind, "job kind" {
+        Webhook => "webhook",
+        Notification => "notification",
     }
-}
+);
 
-impl TryFrom<String> for JobKind {
-    type Error = String;
-
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        match s.as_str() {
-            "webhook" => Ok(JobKind::Webhook),
-            "notification" => Ok(JobKind::Notification),
-            _ => Err(format!("unknown job kind {s:?}")),
-        }
+crate::macros::string_enum!(
+    /// Where a job stands.
+    pub(crate) JobStatus, "job status" {
+        /// Due at its `run_at` (a retry, or not tried yet).
+        Pending => "pending",
+        Delivered => "delivered",
+        /// Out of retries, or refused for good.
+        Failed => "failed",
+        /// Ended without an attempt (its endpoint or channel is gone or disabled,
+        /// or its kind unknown to this build).
+        Cancelled => "cancelled",
     }
-}
-
-/// How an attempt leaves its job (stored as `pending`, `delivered`, `failed`; a job
-/// ended without an attempt is `cancelled` in the table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JobStatus {
-    /// Due at its `run_at` (a retry, or not tried yet).
-    Pending,
-    Delivered,
-    /// Out of retries, or refused for good.
-    Failed,
-}
-
-impl JobStatus {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "pending",
-            JobStatus::Delivered => "delivered",
-            JobStatus::Failed => "failed",
-        }
-    }
-}
+);
 
 /// A job's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +198,7 @@ impl Worker {
     }
 
     async fn deliver(&self, job: ClaimedJob) -> Result<()> {
-        match JobKind::try_from(job.kind.clone()) {
+        match job.kind.parse::<JobKind>() {
             #[cfg(feature = "webhooks")]
             Ok(JobKind::Webhook) => self.deliver_webhook(job).await,
             Ok(JobKind::Notification) => self.notify(job).await,
