@@ -12,7 +12,6 @@ use crate::audit::AuditEntry;
 use crate::auth::password::Passwords;
 use crate::auth::{Auth, AuthConfig, Mailer};
 use crate::clock::{micros, Clock, SystemClock};
-use crate::db::{self, with_pool, Pool, Ts};
 use crate::events::Event;
 use crate::ids::{AuditId, EventId, WorkspaceId};
 use crate::leads::parse::LeadRules;
@@ -21,7 +20,7 @@ use crate::leads::{AllowedValues, Leads};
 use crate::notify::{Notifications, Notifier};
 use crate::ratelimit::{Policy, RateLimiter};
 use crate::seal::{MasterKey, Sealer};
-use crate::store::Repo;
+use crate::store::{self, Pool, Ts};
 use crate::webhooks::ssrf::IpNet;
 use crate::webhooks::Webhooks;
 use crate::{Error, Result};
@@ -55,7 +54,7 @@ struct Inner {
 impl fmt::Debug for Crm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Crm")
-            .field("backend", &self.inner.pool.backend())
+            .field("backend", &self.inner.pool.dialect().name())
             .field("sealer", &self.inner.sealer)
             .finish_non_exhaustive()
     }
@@ -91,16 +90,13 @@ impl Crm {
         let name = workspace_name(name)?;
         let id = WorkspaceId::new();
         let now = Ts(self.now());
-        with_pool!(self.pool(), |p, DB| Repo::<DB>::create_workspace(
-            p, id, name, now
-        )
-        .await)?;
+        store::create_workspace(self.pool(), id, name, now).await?;
         Ok(id)
     }
 
     /// Runs a trivial query: `Ok` when the database answers (for health checks).
     pub async fn ping(&self) -> Result<()> {
-        with_pool!(self.pool(), |p, DB| Repo::<DB>::ping(p).await)
+        store::ping(self.pool()).await
     }
 
     /// The budgets, project types and sources leads are checked against.
@@ -145,7 +141,7 @@ impl Crm {
     /// Closes the pool; pending work finishes first. On a pool the host handed over
     /// ([`CrmBuilder::pool`]) this closes the host's pool too.
     pub async fn close(&self) {
-        with_pool!(self.pool(), |p, DB| p.close().await)
+        self.pool().close().await
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -268,10 +264,7 @@ impl Workspace {
 
     /// Its name and creation time; `NotFound` when the workspace does not exist.
     pub async fn info(&self) -> Result<WorkspaceInfo> {
-        let row = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_workspace(
-            p, self.id
-        )
-        .await)?;
+        let row = store::get_workspace(self.crm.pool(), self.id).await?;
         Ok(WorkspaceInfo {
             id: self.id,
             name: row.name,
@@ -282,10 +275,7 @@ impl Workspace {
     /// Renames it (1–200 characters).
     pub async fn rename(&self, name: &str) -> Result<WorkspaceInfo> {
         let name = workspace_name(name)?;
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::rename_workspace(
-            p, self.id, name
-        )
-        .await)?;
+        store::rename_workspace(self.crm.pool(), self.id, name).await?;
         self.info().await
     }
 
@@ -294,10 +284,7 @@ impl Workspace {
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_audit(
-            p, self.id, after, limit
-        )
-        .await)
+        store::list_audit(self.crm.pool(), self.id, after, limit).await
     }
 
     /// Its events (the outbox), oldest first: at most `limit` (1–1000) after `after`.
@@ -305,10 +292,7 @@ impl Workspace {
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::events(
-            p, self.id, after, limit
-        )
-        .await)
+        store::events(self.crm.pool(), self.id, after, limit).await
     }
 }
 
@@ -446,7 +430,7 @@ impl CrmBuilder {
     /// a connection that a cancelled write handed back inside a transaction, a hook a
     /// host pool does not get.
     pub fn pool<DB: sqlx::Database>(mut self, pool: sqlx::Pool<DB>) -> Self {
-        self.host_pool = Some(db::from_host(pool));
+        self.host_pool = Some(store::from_host(pool));
         self
     }
 
@@ -643,7 +627,7 @@ impl CrmBuilder {
                 ))
             }
             Some(pool) => pool?,
-            None => db::connect(&self.url, self.max_connections, self.schema.as_deref()).await?,
+            None => store::connect(&self.url, self.max_connections, self.schema.as_deref()).await?,
         };
         if self.migrate {
             crate::migrate::run(&pool, self.schema.as_deref()).await?;

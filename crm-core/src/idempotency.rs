@@ -11,9 +11,9 @@
 use chrono::Duration;
 use sha2::{Digest, Sha256};
 
-use crate::db::{with_pool, Ts};
 use crate::ids::WorkspaceId;
-use crate::store::Repo;
+use crate::store;
+use crate::store::Ts;
 use crate::{Crm, Error, Result};
 
 /// How long a stored response is replayed.
@@ -90,8 +90,8 @@ impl Idempotency {
         }
         let fingerprint = crate::api_keys::format::hex(&h.finalize().into());
         let now = self.crm.now();
-        let found = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::claim_idempotency(
-            p,
+        let found = store::claim_idempotency(
+            self.crm.pool(),
             self.ws,
             scope,
             key,
@@ -100,7 +100,7 @@ impl Idempotency {
             Ts(now - REPLAY_FOR),
             Ts(now - STALE_AFTER),
         )
-        .await)?;
+        .await?;
         Ok(match found {
             None => Claim::New,
             Some(row) if row.fingerprint != fingerprint => Claim::Mismatch,
@@ -121,24 +121,21 @@ impl Idempotency {
         if body.contains('\0') {
             return Err(Error::invalid("body", "must not contain NUL characters"));
         }
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_idempotency(
-            p,
+        store::finish_idempotency(
+            self.crm.pool(),
             self.ws,
             scope,
             key,
-            Some((i64::from(status), body))
+            Some((i64::from(status), body)),
         )
-        .await)
+        .await
     }
 
     /// Gives a claim up without a response, so the next request with the key runs.
     pub async fn release(&self, scope: &str, key: &str) -> Result<()> {
         check_key(key)?;
         check_scope(scope)?;
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_idempotency(
-            p, self.ws, scope, key, None
-        )
-        .await)
+        store::finish_idempotency(self.crm.pool(), self.ws, scope, key, None).await
     }
 }
 
@@ -147,9 +144,6 @@ impl Crm {
     /// (run it now and then; an expired key is also replaced when it is used again).
     pub async fn purge_idempotency_keys(&self) -> Result<u64> {
         let before = Ts(self.now() - REPLAY_FOR);
-        with_pool!(self.pool(), |p, DB| Repo::<DB>::purge_idempotency(
-            p, before
-        )
-        .await)
+        store::purge_idempotency(self.pool(), before).await
     }
 }

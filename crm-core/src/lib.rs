@@ -6,7 +6,6 @@ pub mod audit;
 pub mod auth;
 mod clock;
 mod crm;
-mod db;
 pub mod error;
 pub mod events;
 pub mod idempotency;

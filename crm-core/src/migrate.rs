@@ -18,8 +18,8 @@
 use sqlx::migrate::{Migration, Migrator};
 use sqlx::Executor;
 
-use crate::db::Pool;
 use crate::error::DatabaseError;
+use crate::store::Pool;
 use crate::{Error, Result};
 
 /// The table that records crm's applied migrations (in the Postgres schema crm's

@@ -19,12 +19,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::audit::AuditEntry;
-use crate::db::with_pool;
 use crate::error::{Errors, FieldError};
 use crate::events::{Event, EventType};
 use crate::ids::{ChannelId, EventId, WorkspaceId};
 use crate::leads::LeadStatus;
-use crate::store::{ChannelChange, Repo};
+use crate::store::{self, ChannelChange};
 use crate::webhooks::endpoints::check_filter;
 use crate::{Crm, Error, Result};
 
@@ -373,43 +372,35 @@ impl Notifications {
         };
         let sealed = sealer.seal(input.config.to_string().as_bytes(), &aad(c.id))?;
         let audit = self.audit("notification_channel.created", &c);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_channel(
-            p,
+        store::create_channel(
+            self.crm.pool(),
             &c,
             &sealed,
             self.crm.quotas().notification_channels,
-            &audit
+            &audit,
         )
-        .await)?;
+        .await?;
         Ok(c)
     }
 
     /// The workspace's channels, oldest first.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self) -> Result<Vec<Channel>> {
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_channels(
-            p, self.ws
-        )
-        .await)
+        store::list_channels(self.crm.pool(), self.ws).await
     }
 
     /// One channel.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn get(&self, id: ChannelId) -> Result<Channel> {
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_channel(
-            p, self.ws, id
-        )
-        .await)
-        .map(|(c, _)| c)
+        store::get_channel(self.crm.pool(), self.ws, id)
+            .await
+            .map(|(c, _)| c)
     }
 
     /// A channel's configuration, opened.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn config(&self, id: ChannelId) -> Result<Value> {
-        let (_, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_channel(
-            p, self.ws, id
-        )
-        .await)?;
+        let (_, sealed) = store::get_channel(self.crm.pool(), self.ws, id).await?;
         let bytes = self.crm.sealer()?.open(&sealed, &aad(id))?;
         serde_json::from_slice(&bytes).map_err(|_| Error::Unseal)
     }
@@ -460,10 +451,7 @@ impl Notifications {
                 audit,
             })
         };
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::change_channel(
-            p, self.ws, id, apply
-        )
-        .await)
+        store::change_channel(self.crm.pool(), self.ws, id, apply).await
     }
 
     /// Deletes a channel and its pending jobs.
@@ -471,10 +459,7 @@ impl Notifications {
     pub async fn delete(&self, id: ChannelId) -> Result<()> {
         let c = self.get(id).await?;
         let audit = self.audit("notification_channel.deleted", &c);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::delete_channel(
-            p, self.ws, id, &audit
-        )
-        .await)
+        store::delete_channel(self.crm.pool(), self.ws, id, &audit).await
     }
 
     /// Queues a test notification for one channel; returns its event id.
@@ -489,18 +474,16 @@ impl Notifications {
             json!({ "channel_id": id }),
             now,
         );
-        with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::enqueue(
-                p,
-                self.ws,
-                crate::webhooks::dispatcher::JobKind::Notification,
-                id.0,
-                event.id,
-                Some(&event),
-                now,
-            )
-            .await
-        })?;
+        store::enqueue(
+            self.crm.pool(),
+            self.ws,
+            crate::webhooks::dispatcher::JobKind::Notification,
+            id.0,
+            event.id,
+            Some(&event),
+            now,
+        )
+        .await?;
         self.crm.wake_dispatchers();
         Ok(event.id)
     }
@@ -516,17 +499,15 @@ impl Notifications {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
         self.get(id).await?;
-        with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::list_attempts(
-                p,
-                self.ws,
-                crate::webhooks::dispatcher::JobKind::Notification,
-                id.0,
-                None,
-                after,
-                limit,
-            )
-            .await
-        })
+        store::list_attempts(
+            self.crm.pool(),
+            self.ws,
+            crate::webhooks::dispatcher::JobKind::Notification,
+            id.0,
+            None,
+            after,
+            limit,
+        )
+        .await
     }
 }

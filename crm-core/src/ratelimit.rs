@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::db::Pool;
+use crate::store::Pool;
 use crate::{Error, Result};
 
 /// `limit` requests per `period`.

@@ -24,12 +24,11 @@ use serde_json::json;
 pub use scope::{allows, Scope, ACTIONS, RESOURCES};
 
 use crate::audit::AuditEntry;
-use crate::db::with_pool;
 use crate::error::{AuthFailure, Errors};
 use crate::ids::{ApiKeyId, WorkspaceId};
 use crate::leads::parse::ACTOR_MAX;
 use crate::secret::SecretString;
-use crate::store::{KeyChange, Repo};
+use crate::store::{self, KeyChange};
 use crate::{Crm, Error, Result};
 
 /// Longest key name, in characters.
@@ -360,14 +359,14 @@ impl ApiKeys {
             json!({ "name": key.name, "scopes": key.scopes }),
             now,
         )?;
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_api_key(
-            p,
+        store::create_api_key(
+            self.crm.pool(),
             &key,
             &hash,
             &audit,
-            self.crm.quotas().api_keys
+            self.crm.quotas().api_keys,
         )
-        .await)?;
+        .await?;
         Ok(CreatedApiKey { key, secret })
     }
 
@@ -402,19 +401,13 @@ impl ApiKeys {
     /// Every key of the workspace, oldest first, without secrets.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self) -> Result<Vec<ApiKey>> {
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_api_keys(
-            p, self.ws
-        )
-        .await)
+        store::list_api_keys(self.crm.pool(), self.ws).await
     }
 
     /// One key.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, api_key_id = %id))]
     pub async fn get(&self, id: ApiKeyId) -> Result<ApiKey> {
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_api_key(
-            p, self.ws, id
-        )
-        .await)
+        store::get_api_key(self.crm.pool(), self.ws, id).await
     }
 
     /// Renames or re-scopes a key. A scope change applies to this process at once and
@@ -550,10 +543,7 @@ impl ApiKeys {
     where
         F: FnOnce(ApiKey) -> Result<KeyChange> + Send,
     {
-        let r = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::change_api_key(
-            p, self.ws, id, f
-        )
-        .await);
+        let r = store::change_api_key(self.crm.pool(), self.ws, id, f).await;
         // Whatever happened, this process forgets the key; the next verify reads it anew.
         self.crm.key_cache().forget(id);
         r
@@ -583,7 +573,8 @@ impl Crm {
         }
         let generation = cache.generation();
         let hex = format::hex(&hash);
-        let stored = with_pool!(self.pool(), |p, DB| Repo::<DB>::find_api_key(p, &hex).await)?
+        let stored = store::find_api_key(self.pool(), &hex)
+            .await?
             .ok_or(Error::unauthorized(AuthFailure::UnknownKey))?;
         if stored.revoked_at.is_some() {
             return Err(Error::unauthorized(AuthFailure::RevokedKey));
@@ -630,8 +621,7 @@ impl Crm {
     fn touch_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) {
         let crm = self.clone();
         tokio::spawn(async move {
-            let r = with_pool!(crm.pool(), |p, DB| Repo::<DB>::touch_api_key(p, id, now)
-                .await);
+            let r = store::touch_api_key(crm.pool(), id, now).await;
             if let Err(err) = r {
                 tracing::warn!(key_id = %id, error = %err, "could not record API key use");
             }

@@ -41,13 +41,13 @@ pub use password::{check_policy, PasswordParams};
 
 use crate::api_keys::format::{hash as sha256, hex};
 use crate::audit::AuditEntry;
-use crate::db::{with_pool, Ts};
 use crate::error::{AuthFailure, Errors};
 use crate::ids::{SessionId, UserId, WorkspaceId};
 use crate::leads::Email;
 use crate::macros::string_enum;
 use crate::secret::SecretString;
-use crate::store::Repo;
+use crate::store;
+use crate::store::Ts;
 use crate::{Crm, Error, Result};
 
 string_enum!(
@@ -567,16 +567,16 @@ impl Auth {
         );
         let by = actor.user_id();
         let role = user.role;
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_user_by(
-            p,
+        store::create_user_by(
+            self.crm.pool(),
             &user,
             &hash,
             &audit,
             by,
             |a| may_create(a, role),
-            self.crm.quotas().users
+            self.crm.quotas().users,
         )
-        .await)?;
+        .await?;
         Ok(user)
     }
 
@@ -590,28 +590,22 @@ impl Auth {
         }
         let (user, hash) = self.prepare(input, Some(Role::Owner)).await?;
         let audit = self.audit(Some("bootstrap"), "user.created", Some(&user), None);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_user(
-            p, None, &user, &hash, &audit
-        )
-        .await)?;
+        store::create_user(self.crm.pool(), None, &user, &hash, &audit).await?;
         Ok(Some(user))
     }
 
     /// The workspace's users, oldest first.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn users(&self) -> Result<Vec<User>> {
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_users(p, self.ws)
-            .await)
+        store::list_users(self.crm.pool(), self.ws).await
     }
 
     /// One user.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn user(&self, id: UserId) -> Result<User> {
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_user(
-            p, self.ws, id
-        )
-        .await)
-        .map(|(u, _)| u)
+        store::get_user(self.crm.pool(), self.ws, id)
+            .await
+            .map(|(u, _)| u)
     }
 
     /// Changes a user's role, checked against the rules of roles inside the
@@ -631,17 +625,17 @@ impl Auth {
             a.details = json!({ "old_role": u.role, "new_role": role });
             a
         };
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::set_role(
-            p,
+        store::set_role(
+            self.crm.pool(),
             self.ws,
             id,
             role,
             by,
             Ts(now),
             |a, t, owners| may_set_role(a, t, role, owners),
-            &audit
+            &audit,
         )
-        .await)
+        .await
     }
 
     /// Lifts a login lockout of the user (and forgets their counted attempts), on
@@ -659,14 +653,7 @@ impl Auth {
             Some(&user),
             None,
         );
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::lift_lockout(
-            p,
-            &user,
-            by,
-            may_lift_lockout,
-            &audit
-        )
-        .await)
+        store::lift_lockout(self.crm.pool(), &user, by, may_lift_lockout, &audit).await
     }
 
     /// Applies an access change to user `id` on behalf of `actor`, checked by
@@ -681,17 +668,17 @@ impl Auth {
         let now = self.crm.now();
         let name = actor.audit_name();
         let audit = |u: &User| self.audit(name.as_deref(), access.action(), Some(u), None);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::user_access(
-            p,
+        store::user_access(
+            self.crm.pool(),
             self.ws,
             id,
             by,
             access,
             Ts(now),
             |a, t, owners| may_change_access(a, t, access, owners),
-            &audit
+            &audit,
         )
-        .await)
+        .await
     }
 
     /// Disables a user: in one transaction their sessions, reset and verification
@@ -743,10 +730,7 @@ impl Auth {
     pub async fn sessions(&self, id: UserId) -> Result<Vec<Session>> {
         let user = self.user(id).await?;
         let now = Ts(self.crm.now());
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_sessions(
-            p, &user, now
-        )
-        .await)
+        store::list_sessions(self.crm.pool(), &user, now).await
     }
 
     /// Ends one session of user `id` (`NotFound` when the user has no such session,
@@ -760,14 +744,7 @@ impl Auth {
             Some(&user),
             None,
         );
-        let n = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::end_sessions(
-            p,
-            &user,
-            Some(session),
-            None,
-            &audit
-        )
-        .await)?;
+        let n = store::end_sessions(self.crm.pool(), &user, Some(session), None, &audit).await?;
         if n == 0 {
             return Err(Error::NotFound { entity: "session" });
         }
@@ -811,9 +788,7 @@ impl Auth {
             }
             Ok(t)
         };
-        let counted = with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::count_attempt(p, self.ws, email_key, now, step).await
-        });
+        let counted = store::count_attempt(self.crm.pool(), self.ws, email_key, now, step).await;
         match counted {
             // A workspace that does not exist has no throttle row to write: the
             // attempt goes on to the same verdict as a wrong password (no 404 telling
@@ -841,11 +816,7 @@ impl Auth {
                 ..self.audit(None, "login.locked", None, ip)
             });
         }
-        match with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::insert_audits(
-            p, &audits
-        )
-        .await)
-        {
+        match store::insert_audits(self.crm.pool(), &audits).await {
             Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -873,9 +844,7 @@ impl Auth {
         }
         let key = email.key();
         let now = self.crm.now();
-        let (throttle, found) = with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::login_lookup(p, self.ws, &key).await
-        })?;
+        let (throttle, found) = store::login_lookup(self.crm.pool(), self.ws, &key).await?;
         // A disabled user signs in no more than an unknown one, at the same cost.
         let found = found.filter(|(u, _)| u.disabled_at.is_none());
         if let Some(until) = throttle.and_then(|t| t.locked_until).filter(|u| *u > now) {
@@ -930,18 +899,16 @@ impl Auth {
             Some(&user),
             ip,
         );
-        with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::login_succeeded(
-                p,
-                &user,
-                &key,
-                (&hash, rehash.as_deref()),
-                &session,
-                &token_hash,
-                &audit,
-            )
-            .await
-        })?;
+        store::login_succeeded(
+            self.crm.pool(),
+            &user,
+            &key,
+            (&hash, rehash.as_deref()),
+            &session,
+            &token_hash,
+            &audit,
+        )
+        .await?;
         Ok(LoggedIn {
             token,
             session,
@@ -961,10 +928,7 @@ impl Auth {
         keep: Option<SessionId>,
     ) -> Result<()> {
         check_policy(new)?;
-        let (user, hash) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_user(
-            p, self.ws, id
-        )
-        .await)?;
+        let (user, hash) = store::get_user(self.crm.pool(), self.ws, id).await?;
         // Throttled like a login, on the same count: a stolen session cookie must not
         // be a way to guess the current password at the speed of Argon2.
         let key = user.email.key();
@@ -984,9 +948,9 @@ impl Auth {
         );
         // Only the hash is written, and only while it is still the one verified above:
         // a role change or a reset meanwhile is never overwritten.
-        let changed = with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::change_password(p, &user, &hash, &new_hash, keep, now, &audit).await
-        })?;
+        let changed =
+            store::change_password(self.crm.pool(), &user, &hash, &new_hash, keep, now, &audit)
+                .await?;
         if changed {
             Ok(())
         } else {
@@ -1028,11 +992,7 @@ impl Auth {
         {
             return Ok(());
         }
-        let found = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::login_lookup(
-            p, self.ws, &key
-        )
-        .await)?
-        .1;
+        let found = store::login_lookup(self.crm.pool(), self.ws, &key).await?.1;
         if let Some((user, _)) = found.filter(|(u, _)| u.disabled_at.is_none()) {
             self.send_token(user, RESET).await?;
         }
@@ -1062,9 +1022,16 @@ impl Auth {
             None,
         );
         audit.details = json!({ "expires_at": expires_at });
-        with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::insert_token(p, &user, purpose, &hash, now, expires_at, &audit).await
-        })?;
+        store::insert_token(
+            self.crm.pool(),
+            &user,
+            purpose,
+            &hash,
+            now,
+            expires_at,
+            &audit,
+        )
+        .await?;
         let mail = if purpose == RESET {
             AuthMail::PasswordReset {
                 user,
@@ -1116,9 +1083,7 @@ impl Crm {
         e.finish()?;
         let (user, hash) = prepared?;
         let audit = auth.audit(Some("registration"), "user.registered", Some(&user), None);
-        with_pool!(self.pool(), |p, DB| {
-            Repo::<DB>::create_user(p, Some(name), &user, &hash, &audit).await
-        })?;
+        store::create_user(self.pool(), Some(name), &user, &hash, &audit).await?;
         Ok(user)
     }
 
@@ -1129,8 +1094,7 @@ impl Crm {
     pub async fn authenticate_session(&self, token: &str) -> Result<SessionUser> {
         let hash = token_hash(token)?;
         let now = self.now();
-        let found = with_pool!(self.pool(), |p, DB| Repo::<DB>::find_session(p, &hash)
-            .await)?;
+        let found = store::find_session(self.pool(), &hash).await?;
         let Some(mut session) = found.filter(|s| s.expires_at > now && s.absolute_expires_at > now)
         else {
             return Err(Error::unauthorized(AuthFailure::InvalidToken));
@@ -1144,14 +1108,9 @@ impl Crm {
             };
             session.last_seen_at = now;
             session.expires_at = (now + ttl).min(session.absolute_expires_at);
-            with_pool!(self.pool(), |p, DB| Repo::<DB>::refresh_session(
-                p, &session
-            )
-            .await)?;
+            store::refresh_session(self.pool(), &session).await?;
         }
-        let (user, _) = with_pool!(self.pool(), |p, DB| {
-            Repo::<DB>::get_user(p, session.workspace_id, session.user_id).await
-        })?;
+        let (user, _) = store::get_user(self.pool(), session.workspace_id, session.user_id).await?;
         if user.disabled_at.is_some() {
             return Err(Error::unauthorized(AuthFailure::InvalidToken));
         }
@@ -1168,10 +1127,9 @@ impl Crm {
             Some(&su.user),
             None,
         );
-        with_pool!(self.pool(), |p, DB| {
-            Repo::<DB>::end_sessions(p, &su.user, Some(su.session.id), None, &audit).await
-        })
-        .map(|_| ())
+        store::end_sessions(self.pool(), &su.user, Some(su.session.id), None, &audit)
+            .await
+            .map(|_| ())
     }
 
     /// Ends every session of the token's user ("log out everywhere").
@@ -1184,17 +1142,14 @@ impl Crm {
             Some(&su.user),
             None,
         );
-        with_pool!(self.pool(), |p, DB| Repo::<DB>::end_sessions(
-            p, &su.user, None, None, &audit
-        )
-        .await)
+        store::end_sessions(self.pool(), &su.user, None, None, &audit).await
     }
 
     /// Deletes expired sessions and used or expired tokens; returns how many rows went.
     #[tracing::instrument(skip_all)]
     pub async fn cleanup_auth(&self) -> Result<u64> {
         let now = self.now();
-        with_pool!(self.pool(), |p, DB| Repo::<DB>::cleanup_auth(p, now).await)
+        store::cleanup_auth(self.pool(), now).await
     }
 
     /// Completes a password reset: checks the policy, consumes the token, sets the
@@ -1206,18 +1161,12 @@ impl Crm {
         // The token first: a guessed or spent token must not cost an Argon2 hash. It
         // is consumed below, in the transaction that sets the password.
         let now = self.now();
-        let live = with_pool!(self.pool(), |p, DB| Repo::<DB>::token_is_live(
-            p, &hash, RESET, now
-        )
-        .await)?;
+        let live = store::token_is_live(self.pool(), &hash, RESET, now).await?;
         if !live {
             return Err(Error::unauthorized(AuthFailure::InvalidToken));
         }
         let new_hash = self.passwords().hash(new_password).await?;
-        with_pool!(self.pool(), |p, DB| Repo::<DB>::reset_password(
-            p, &hash, &new_hash, now
-        )
-        .await)
+        store::reset_password(self.pool(), &hash, &new_hash, now).await
     }
 
     /// Completes an email verification: consumes the token and marks the email verified.
@@ -1225,8 +1174,7 @@ impl Crm {
     pub async fn confirm_email(&self, token: &str) -> Result<User> {
         let hash = token_hash(token)?;
         let now = self.now();
-        with_pool!(self.pool(), |p, DB| Repo::<DB>::verify_email(p, &hash, now)
-            .await)
+        store::verify_email(self.pool(), &hash, now).await
     }
 
     /// Hashes a password (Argon2id, the configured parameters) on the blocking pool.

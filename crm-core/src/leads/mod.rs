@@ -48,9 +48,8 @@ pub use parse::{
 };
 pub use values::{ActivityKind, Email, LeadStatus, Phone};
 
-use crate::db::with_pool;
 use crate::ids::LeadId;
-use crate::store::{Ctx, OnKnown, Repo};
+use crate::store::{self, Ctx, OnKnown};
 use crate::{Crm, Result, WorkspaceId};
 use cursor::Cursor;
 
@@ -106,12 +105,8 @@ impl Leads {
     pub async fn create(&self, input: NewLead) -> Result<Lead> {
         let fields = parse::new_lead(input, self.crm.rules())?;
         let ctx = self.ctx()?;
-        let r = retry_race(|| async {
-            with_pool!(self.crm.pool(), |p, DB| {
-                Repo::<DB>::create(p, &ctx, fields.clone()).await
-            })
-        })
-        .await;
+        let r = retry_race(|| async { store::create(self.crm.pool(), &ctx, fields.clone()).await })
+            .await;
         self.written(r)
     }
 
@@ -185,17 +180,15 @@ impl Leads {
         };
         let ctx = self.ctx()?;
         let r = retry_race(|| async {
-            with_pool!(self.crm.pool(), |p, DB| {
-                Repo::<DB>::capture(
-                    p,
-                    &ctx,
-                    fields.clone(),
-                    (kind, description.clone()),
-                    on_known.clone(),
-                    receipt,
-                )
-                .await
-            })
+            store::capture(
+                self.crm.pool(),
+                &ctx,
+                fields.clone(),
+                (kind, description.clone()),
+                on_known.clone(),
+                receipt,
+            )
+            .await
         })
         .await;
         Ok(self
@@ -250,9 +243,7 @@ impl Leads {
     /// A lead with its activities, oldest first.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn get(&self, id: LeadId) -> Result<LeadDetail> {
-        let (lead, activities) =
-            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get(p, self.ws, id)
-                .await)?;
+        let (lead, activities) = store::get(self.crm.pool(), self.ws, id).await?;
         Ok(LeadDetail { lead, activities })
     }
 
@@ -276,18 +267,16 @@ impl Leads {
                 )
             })
             .transpose()?;
-        let (mut items, total) = with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::list(
-                p,
-                self.ws,
-                &q,
-                query.sort,
-                query.order,
-                after,
-                query.include_total,
-            )
-            .await
-        })?;
+        let (mut items, total) = store::list(
+            self.crm.pool(),
+            self.ws,
+            &q,
+            query.sort,
+            query.order,
+            after,
+            query.include_total,
+        )
+        .await?;
         let next_cursor = if items.len() > q.limit as usize {
             items.truncate(q.limit as usize);
             items.last().map(|last| {
@@ -311,9 +300,7 @@ impl Leads {
     pub async fn update(&self, id: LeadId, patch: LeadPatch) -> Result<Lead> {
         let patch = parse::patch(patch, self.crm.rules())?;
         let ctx = self.ctx()?;
-        let r = with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::update(p, &ctx, id, patch).await
-        });
+        let r = store::update(self.crm.pool(), &ctx, id, patch).await;
         self.written(r)
     }
 
@@ -322,8 +309,7 @@ impl Leads {
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn delete(&self, id: LeadId) -> Result<()> {
         let ctx = self.ctx()?;
-        let r = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::delete(p, &ctx, id)
-            .await);
+        let r = store::delete(self.crm.pool(), &ctx, id).await;
         self.written(r)
     }
 
@@ -332,19 +318,14 @@ impl Leads {
     pub async fn add_activity(&self, id: LeadId, input: NewActivity) -> Result<Activity> {
         let (kind, description) = parse::activity(input)?;
         let ctx = self.ctx()?;
-        let r = with_pool!(self.crm.pool(), |p, DB| {
-            Repo::<DB>::add_activity(p, &ctx, id, kind, description).await
-        });
+        let r = store::add_activity(self.crm.pool(), &ctx, id, kind, description).await;
         self.written(r)
     }
 
     /// The lead's activities, oldest first. `NotFound` when the lead does not exist.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn activities(&self, id: LeadId) -> Result<Vec<Activity>> {
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::activities(
-            p, self.ws, id
-        )
-        .await)
+        store::activities(self.crm.pool(), self.ws, id).await
     }
 }
 

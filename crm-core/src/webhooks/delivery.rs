@@ -15,10 +15,9 @@ use super::dispatcher::{
 };
 use super::ssrf::{self, IpNet};
 use crate::audit::AuditEntry;
-use crate::db::with_pool;
 use crate::ids::EndpointId;
 use crate::ratelimit::Policy;
-use crate::store::{ClaimedJob, Finish, Repo};
+use crate::store::{self, ClaimedJob, Finish};
 use crate::{Error, Result};
 
 /// The HTTP client of one dispatcher: `timeout` per delivery, names resolved through
@@ -167,10 +166,7 @@ impl Worker {
         let (ep, secrets) = match hooks.with_secrets(endpoint_id).await {
             Ok((ep, secrets)) if ep.enabled => (ep, secrets),
             Ok(_) | Err(Error::NotFound { .. }) => {
-                return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
-                    p, job.id, self.token
-                )
-                .await);
+                return store::cancel_job(self.crm.pool(), job.id, self.token).await;
             }
             Err(e) => return Err(e),
         };
@@ -182,22 +178,11 @@ impl Worker {
                 .await?;
             if let Some(wait) = d.retry_after {
                 let at = self.crm.now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::release_job(
-                    p, job.id, self.token, at
-                )
-                .await);
+                return store::release_job(self.crm.pool(), job.id, self.token, at).await;
             }
         }
-        let Some(event) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::event_by_id(
-            p,
-            job.event_id
-        )
-        .await)?
-        else {
-            return with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
-                p, job.id, self.token
-            )
-            .await);
+        let Some(event) = store::event_by_id(self.crm.pool(), job.event_id).await? else {
+            return store::cancel_job(self.crm.pool(), job.id, self.token).await;
         };
         let body =
             serde_json::to_vec(&event.payload).map_err(|_| Error::Config("payload".into()))?;
@@ -298,12 +283,7 @@ impl Worker {
             disable,
             disable_after: self.cfg.disable_after,
         };
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_job(
-            p,
-            &finish,
-            Some(&audit)
-        )
-        .await)?;
+        store::finish_job(self.crm.pool(), &finish, Some(&audit)).await?;
         Ok(())
     }
 }

@@ -28,10 +28,9 @@ use uuid::Uuid;
 
 #[cfg(feature = "webhooks")]
 use super::delivery;
-use crate::db::with_pool;
 use crate::ids::EventId;
 use crate::notify::Outcome;
-use crate::store::{ClaimedJob, Finish, Repo};
+use crate::store::{self, ClaimedJob, Finish};
 use crate::{Crm, Error, Result};
 
 /// Longest response body kept in the attempt log, in bytes.
@@ -172,15 +171,7 @@ impl Worker {
         #[cfg(not(feature = "webhooks"))]
         let only = Some(JobKind::Notification);
         let per_target = self.cfg.per_endpoint;
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::claim_jobs(
-            p,
-            now,
-            until,
-            token,
-            (n, per_target),
-            only
-        )
-        .await)
+        store::claim_jobs(self.crm.pool(), now, until, token, (n, per_target), only).await
     }
 
     pub(super) fn next_delay(&self, attempt: i64, hint: Option<Duration>) -> Option<Duration> {
@@ -205,10 +196,7 @@ impl Worker {
             // Left to a process built with the `webhooks` feature (never claimed here).
             #[cfg(not(feature = "webhooks"))]
             Ok(JobKind::Webhook) => Ok(()),
-            Err(_) => with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
-                p, job.id, self.token
-            )
-            .await),
+            Err(_) => store::cancel_job(self.crm.pool(), job.id, self.token).await,
         }
     }
 
@@ -227,23 +215,13 @@ impl Worker {
     async fn notify(&self, job: ClaimedJob) -> Result<()> {
         let service = self.crm.workspace(job.workspace_id).notifications();
         let id = crate::ids::ChannelId(job.target_id);
-        let cancel = || async {
-            with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::cancel_job(
-                p, job.id, self.token
-            )
-            .await)
-        };
+        let cancel = || async { store::cancel_job(self.crm.pool(), job.id, self.token).await };
         let channel = match service.get(id).await {
             Ok(c) if c.enabled => c,
             Ok(_) | Err(Error::NotFound { .. }) => return cancel().await,
             Err(e) => return Err(e),
         };
-        let Some(event) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::event_by_id(
-            p,
-            job.event_id
-        )
-        .await)?
-        else {
+        let Some(event) = store::event_by_id(self.crm.pool(), job.event_id).await? else {
             return cancel().await;
         };
         let config = service.config(id).await?;
@@ -316,10 +294,7 @@ impl Worker {
             disable: None,
             disable_after: self.cfg.disable_after,
         };
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::finish_job(
-            p, &finish, None
-        )
-        .await)?;
+        store::finish_job(self.crm.pool(), &finish, None).await?;
         Ok(())
     }
 }
@@ -417,10 +392,7 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
 /// Gives a claimed job back untried, due now.
 async fn release(w: &Worker, job: &ClaimedJob) {
     let at = w.crm.now();
-    let r = with_pool!(w.crm.pool(), |p, DB| Repo::<DB>::release_job(
-        p, job.id, w.token, at
-    )
-    .await);
+    let r = store::release_job(w.crm.pool(), job.id, w.token, at).await;
     if let Err(err) = r {
         tracing::warn!(error = %crate::error::Chain(&err), "could not release a webhook job");
     }

@@ -13,12 +13,11 @@ use serde_json::json;
 use super::signing::WebhookSecret;
 use super::ssrf;
 use crate::audit::AuditEntry;
-use crate::db::with_pool;
 use crate::error::Errors;
 use crate::events::EventType;
 use crate::ids::{EndpointId, EventId, WorkspaceId};
 use crate::secret::SecretString;
-use crate::store::{EndpointChange, Repo};
+use crate::store::{self, EndpointChange};
 use crate::{Crm, Error, Result};
 
 /// How long the previous secret keeps signing after a rotation.
@@ -273,14 +272,14 @@ impl Webhooks {
         };
         let sealed = sealer.seal(secret.expose().expose().as_bytes(), &Self::aad(ep.id))?;
         let audit = self.audit("webhook_endpoint.created", &ep);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::create_endpoint(
-            p,
+        store::create_endpoint(
+            self.crm.pool(),
             &ep,
             &sealed,
             &audit,
-            self.crm.quotas().webhook_endpoints
+            self.crm.quotas().webhook_endpoints,
         )
-        .await)?;
+        .await?;
         Ok(CreatedEndpoint {
             endpoint: ep,
             secret: secret.expose(),
@@ -290,29 +289,21 @@ impl Webhooks {
     /// The workspace's endpoints, oldest first.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self) -> Result<Vec<Endpoint>> {
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_endpoints(
-            p, self.ws
-        )
-        .await)
+        store::list_endpoints(self.crm.pool(), self.ws).await
     }
 
     /// One endpoint.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn get(&self, id: EndpointId) -> Result<Endpoint> {
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
-            p, self.ws, id
-        )
-        .await)
-        .map(|(e, _)| e)
+        store::get_endpoint(self.crm.pool(), self.ws, id)
+            .await
+            .map(|(e, _)| e)
     }
 
     /// The endpoint's current signing secret.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn secret(&self, id: EndpointId) -> Result<SecretString> {
-        let (_, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
-            p, self.ws, id
-        )
-        .await)?;
+        let (_, sealed) = store::get_endpoint(self.crm.pool(), self.ws, id).await?;
         let bytes = self.crm.sealer()?.open(&sealed.current, &Self::aad(id))?;
         Ok(SecretString::new(
             String::from_utf8(bytes).map_err(|_| Error::Unseal)?,
@@ -371,10 +362,7 @@ impl Webhooks {
                 audit,
             })
         };
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::change_endpoint(
-            p, self.ws, id, apply
-        )
-        .await)
+        store::change_endpoint(self.crm.pool(), self.ws, id, apply).await
     }
 
     /// Deletes an endpoint and its pending jobs.
@@ -382,10 +370,7 @@ impl Webhooks {
     pub async fn delete(&self, id: EndpointId) -> Result<()> {
         let ep = self.get(id).await?;
         let audit = self.audit("webhook_endpoint.deleted", &ep);
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::delete_endpoint(
-            p, self.ws, id, &audit
-        )
-        .await)
+        store::delete_endpoint(self.crm.pool(), self.ws, id, &audit).await
     }
 
     /// A new signing secret; the old one keeps signing beside it for 24 h, so receivers
@@ -407,10 +392,7 @@ impl Webhooks {
                 audit,
             })
         };
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::change_endpoint(
-            p, self.ws, id, rotate
-        )
-        .await)?;
+        store::change_endpoint(self.crm.pool(), self.ws, id, rotate).await?;
         Ok(secret.expose())
     }
 
@@ -426,16 +408,16 @@ impl Webhooks {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
         self.get(id).await?;
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_attempts(
-            p,
+        store::list_attempts(
+            self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Webhook,
             id.0,
             None,
             after,
-            limit
+            limit,
         )
-        .await)
+        .await
     }
 
     /// Every attempt to deliver one message (event) to an endpoint.
@@ -445,16 +427,16 @@ impl Webhooks {
         event: EventId,
     ) -> Result<Vec<super::Attempt>> {
         self.get(id).await?;
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::list_attempts(
-            p,
+        store::list_attempts(
+            self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Webhook,
             id.0,
             Some(event),
             None,
-            1000
+            1000,
         )
-        .await)
+        .await
     }
 
     /// Sends a message again to an endpoint (a new job; the `webhook-id` stays the
@@ -462,22 +444,21 @@ impl Webhooks {
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn resend(&self, id: EndpointId, event: EventId) -> Result<()> {
         self.get(id).await?;
-        let found = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::event_by_id(p, event.0)
-            .await)?;
+        let found = store::event_by_id(self.crm.pool(), event.0).await?;
         if found.is_none_or(|e| e.workspace_id != self.ws) {
             return Err(Error::NotFound { entity: "event" });
         }
         let now = self.crm.now();
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::enqueue(
-            p,
+        store::enqueue(
+            self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Webhook,
             id.0,
             event,
             None,
-            now
+            now,
         )
-        .await)?;
+        .await?;
         self.crm.wake_dispatchers();
         Ok(())
     }
@@ -495,16 +476,16 @@ impl Webhooks {
             json!({ "message": "This is a test event from crm.", "endpoint_id": id }),
             now,
         );
-        with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::enqueue(
-            p,
+        store::enqueue(
+            self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Webhook,
             id.0,
             event.id,
             Some(&event),
-            now
+            now,
         )
-        .await)?;
+        .await?;
         self.crm.wake_dispatchers();
         Ok(event.id)
     }
@@ -521,10 +502,7 @@ impl Webhooks {
         &self,
         id: EndpointId,
     ) -> Result<(Endpoint, Vec<WebhookSecret>)> {
-        let (ep, sealed) = with_pool!(self.crm.pool(), |p, DB| Repo::<DB>::get_endpoint(
-            p, self.ws, id
-        )
-        .await)?;
+        let (ep, sealed) = store::get_endpoint(self.crm.pool(), self.ws, id).await?;
         let sealer = self.crm.sealer()?;
         let open = |s: &str| -> Result<WebhookSecret> {
             let bytes = sealer.open(s, &Self::aad(id))?;

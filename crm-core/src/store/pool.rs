@@ -1,11 +1,7 @@
-//! Storage: one pool per `Crm`, SQLite or Postgres, chosen by the URL.
-//!
-//! The SQL is written once, generic over the backend ([`Dialect`]), using `$n`
-//! placeholders that both drivers accept. Only what the dialects really disagree on
-//! lives in the two `Dialect` impls: how full-text search and tag filters are
-//! phrased, and how a write transaction starts. Timestamps go through [`Ts`], stored
-//! as `timestamptz` on Postgres and as integer microseconds on SQLite (so they sort
-//! and compare as numbers rather than as text).
+//! The connection pool of one `Crm`, SQLite or Postgres, chosen by the URL, and the
+//! timestamp type both store. Timestamps go through [`Ts`], stored as `timestamptz`
+//! on Postgres and as integer microseconds on SQLite (so they sort and compare as
+//! numbers rather than as text).
 
 use std::str::FromStr;
 
@@ -13,7 +9,6 @@ use chrono::{DateTime, Utc};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
-use uuid::Uuid;
 
 use crate::{Error, Result};
 
@@ -30,37 +25,16 @@ pub(crate) enum Pool {
 }
 
 impl Pool {
-    /// The backend's name, for `Debug` output that never shows a URL.
-    pub(crate) fn backend(&self) -> &'static str {
+    /// Closes the pool; pending work finishes first.
+    pub(crate) async fn close(&self) {
         match self {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(_) => "sqlite",
+            Pool::Sqlite(p) => p.close().await,
             #[cfg(feature = "postgres")]
-            Pool::Postgres(_) => "postgres",
+            Pool::Postgres(p) => p.close().await,
         }
     }
 }
-
-/// Runs `$body` with `$pool` bound to the concrete pool and `$db` to its database type.
-macro_rules! with_pool {
-    ($pool:expr, |$p:ident, $db:ident| $body:expr) => {
-        match $pool {
-            #[cfg(feature = "sqlite")]
-            $crate::db::Pool::Sqlite($p) => {
-                #[allow(unused)]
-                type $db = sqlx::Sqlite;
-                $body
-            }
-            #[cfg(feature = "postgres")]
-            $crate::db::Pool::Postgres($p) => {
-                #[allow(unused)]
-                type $db = sqlx::Postgres;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use with_pool;
 
 /// Connects to the backend the URL names (no migrations: see [`crate::migrate`]).
 /// `schema` (Postgres only) becomes the connections' `search_path`, so crm's tables
@@ -198,127 +172,6 @@ async fn connect_postgres(url: &str, max_connections: u32, schema: Option<&str>)
         }
     }
     Ok(Pool::Postgres(pool))
-}
-
-/// What the two SQL dialects disagree on.
-pub(crate) trait Dialect: Database {
-    /// Starts a transaction that will write. SQLite takes the write lock up front
-    /// (`BEGIN IMMEDIATE`) so a read-then-write transaction waits for the lock under
-    /// the busy timeout instead of failing with `SQLITE_BUSY` when it upgrades.
-    const BEGIN_WRITE: &'static str;
-
-    /// Appended to a `SELECT` inside a write transaction to lock the rows it reads.
-    /// Empty on SQLite, where `BEGIN IMMEDIATE` already holds the one write lock.
-    const FOR_UPDATE: &'static str;
-
-    /// Appended to a `SELECT` of a parent row to serialise the writers of its
-    /// children without blocking the foreign-key checks of other inserts (Postgres
-    /// `FOR NO KEY UPDATE`). Empty on SQLite.
-    const FOR_NO_KEY_UPDATE: &'static str;
-
-    /// Appended to the subquery that picks jobs to claim: Postgres skips rows another
-    /// worker is claiming; SQLite needs nothing (one writer at a time).
-    const SKIP_LOCKED: &'static str;
-
-    /// Rows a statement changed.
-    fn rows_affected(r: &Self::QueryResult) -> u64;
-
-    /// Pushes a condition: lead `l` matches every search term (prefix match).
-    fn push_search(sql: &mut Sql, terms: &[String]);
-
-    /// Pushes a condition: lead `l` carries `tag`.
-    fn push_has_tag(sql: &mut Sql, tag: String);
-}
-
-#[cfg(feature = "sqlite")]
-impl Dialect for sqlx::Sqlite {
-    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
-    const FOR_UPDATE: &'static str = "";
-    const FOR_NO_KEY_UPDATE: &'static str = "";
-    const SKIP_LOCKED: &'static str = "";
-
-    fn rows_affected(r: &sqlx::sqlite::SqliteQueryResult) -> u64 {
-        r.rows_affected()
-    }
-
-    fn push_search(sql: &mut Sql, terms: &[String]) {
-        // FTS5 query: every term as a quoted prefix ("term"*), implicitly ANDed. Terms
-        // hold letters and digits only, so they cannot carry FTS5 syntax.
-        let fts: Vec<String> = terms.iter().map(|t| format!("\"{t}\"*")).collect();
-        sql.push("l.seq IN (SELECT rowid FROM crm_leads_fts WHERE crm_leads_fts MATCH ")
-            .bind(Bind::Text(fts.join(" ")))
-            .push(")");
-    }
-
-    fn push_has_tag(sql: &mut Sql, tag: String) {
-        sql.push("EXISTS (SELECT 1 FROM json_each(l.tags) WHERE json_each.value = ")
-            .bind(Bind::Text(tag))
-            .push(")");
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl Dialect for sqlx::Postgres {
-    const BEGIN_WRITE: &'static str = "BEGIN";
-    const FOR_UPDATE: &'static str = " FOR UPDATE";
-    const FOR_NO_KEY_UPDATE: &'static str = " FOR NO KEY UPDATE";
-    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
-
-    fn rows_affected(r: &sqlx::postgres::PgQueryResult) -> u64 {
-        r.rows_affected()
-    }
-
-    fn push_search(sql: &mut Sql, terms: &[String]) {
-        // Same tokens as on SQLite (the `search` column strips everything that is not
-        // a letter or digit); `term:*` is a prefix match.
-        let q: Vec<String> = terms.iter().map(|t| format!("{t}:*")).collect();
-        sql.push("l.search @@ to_tsquery('simple', ")
-            .bind(Bind::Text(q.join(" & ")))
-            .push(")");
-    }
-
-    fn push_has_tag(sql: &mut Sql, tag: String) {
-        sql.push("l.tags ? ").bind(Bind::Text(tag));
-    }
-}
-
-/// A value bound to a [`Sql`] placeholder.
-#[derive(Debug, Clone)]
-pub(crate) enum Bind {
-    Uuid(Uuid),
-    Text(String),
-    Ts(Ts),
-}
-
-/// SQL assembled at run time (filters that come and go) with `$n` placeholders, which
-/// both drivers accept. The binds are applied in order by the caller; this replaces
-/// sqlx's `QueryBuilder`, whose borrowed arguments cannot be executed from code that
-/// is generic over the database.
-#[derive(Debug, Default)]
-pub(crate) struct Sql {
-    pub text: String,
-    pub binds: Vec<Bind>,
-}
-
-impl Sql {
-    pub(crate) fn new(text: impl Into<String>) -> Self {
-        Self {
-            text: text.into(),
-            binds: Vec::new(),
-        }
-    }
-
-    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-
-    pub(crate) fn bind(&mut self, value: Bind) -> &mut Self {
-        self.binds.push(value);
-        self.text.push('$');
-        self.text.push_str(&self.binds.len().to_string());
-        self
-    }
 }
 
 /// A UTC timestamp as stored: `timestamptz` on Postgres, integer microseconds since
