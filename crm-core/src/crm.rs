@@ -90,13 +90,13 @@ impl Crm {
         let name = workspace_name(name)?;
         let id = WorkspaceId::new();
         let now = Ts(self.now());
-        store::create_workspace(self.pool(), id, name, now).await?;
+        store::workspaces::create_workspace(self.pool(), id, name, now).await?;
         Ok(id)
     }
 
     /// Runs a trivial query: `Ok` when the database answers (for health checks).
     pub async fn ping(&self) -> Result<()> {
-        store::ping(self.pool()).await
+        store::workspaces::ping(self.pool()).await
     }
 
     /// The budgets, project types and sources leads are checked against.
@@ -264,7 +264,7 @@ impl Workspace {
 
     /// Its name and creation time; `NotFound` when the workspace does not exist.
     pub async fn info(&self) -> Result<WorkspaceInfo> {
-        let row = store::get_workspace(self.crm.pool(), self.id).await?;
+        let row = store::workspaces::get_workspace(self.crm.pool(), self.id).await?;
         Ok(WorkspaceInfo {
             id: self.id,
             name: row.name,
@@ -275,7 +275,7 @@ impl Workspace {
     /// Renames it (1–200 characters).
     pub async fn rename(&self, name: &str) -> Result<WorkspaceInfo> {
         let name = workspace_name(name)?;
-        store::rename_workspace(self.crm.pool(), self.id, name).await?;
+        store::workspaces::rename_workspace(self.crm.pool(), self.id, name).await?;
         self.info().await
     }
 
@@ -284,7 +284,7 @@ impl Workspace {
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
-        store::list_audit(self.crm.pool(), self.id, after, limit).await
+        store::audit::list_audit(self.crm.pool(), self.id, after, limit).await
     }
 
     /// Its events (the outbox), oldest first: at most `limit` (1–1000) after `after`.
@@ -292,7 +292,7 @@ impl Workspace {
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
-        store::events(self.crm.pool(), self.id, after, limit).await
+        store::outbox::events(self.crm.pool(), self.id, after, limit).await
     }
 }
 

@@ -90,7 +90,7 @@ impl Idempotency {
         }
         let fingerprint = crate::api_keys::format::hex(&h.finalize().into());
         let now = self.crm.now();
-        let found = store::claim_idempotency(
+        let found = store::idempotency::claim_idempotency(
             self.crm.pool(),
             self.ws,
             scope,
@@ -121,7 +121,7 @@ impl Idempotency {
         if body.contains('\0') {
             return Err(Error::invalid("body", "must not contain NUL characters"));
         }
-        store::finish_idempotency(
+        store::idempotency::finish_idempotency(
             self.crm.pool(),
             self.ws,
             scope,
@@ -135,7 +135,7 @@ impl Idempotency {
     pub async fn release(&self, scope: &str, key: &str) -> Result<()> {
         check_key(key)?;
         check_scope(scope)?;
-        store::finish_idempotency(self.crm.pool(), self.ws, scope, key, None).await
+        store::idempotency::finish_idempotency(self.crm.pool(), self.ws, scope, key, None).await
     }
 }
 
@@ -144,6 +144,6 @@ impl Crm {
     /// (run it now and then; an expired key is also replaced when it is used again).
     pub async fn purge_idempotency_keys(&self) -> Result<u64> {
         let before = Ts(self.now() - REPLAY_FOR);
-        store::purge_idempotency(self.pool(), before).await
+        store::idempotency::purge_idempotency(self.pool(), before).await
     }
 }

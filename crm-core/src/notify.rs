@@ -23,7 +23,7 @@ use crate::error::{Errors, FieldError};
 use crate::events::{Event, EventType};
 use crate::ids::{ChannelId, EventId, WorkspaceId};
 use crate::leads::LeadStatus;
-use crate::store::{self, ChannelChange};
+use crate::store::{self, channels::ChannelChange};
 use crate::webhooks::endpoints::check_filter;
 use crate::{Crm, Error, Result};
 
@@ -372,7 +372,7 @@ impl Notifications {
         };
         let sealed = sealer.seal(input.config.to_string().as_bytes(), &aad(c.id))?;
         let audit = self.audit("notification_channel.created", &c);
-        store::create_channel(
+        store::channels::create_channel(
             self.crm.pool(),
             &c,
             &sealed,
@@ -386,13 +386,13 @@ impl Notifications {
     /// The workspace's channels, oldest first.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self) -> Result<Vec<Channel>> {
-        store::list_channels(self.crm.pool(), self.ws).await
+        store::channels::list_channels(self.crm.pool(), self.ws).await
     }
 
     /// One channel.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn get(&self, id: ChannelId) -> Result<Channel> {
-        store::get_channel(self.crm.pool(), self.ws, id)
+        store::channels::get_channel(self.crm.pool(), self.ws, id)
             .await
             .map(|(c, _)| c)
     }
@@ -400,7 +400,7 @@ impl Notifications {
     /// A channel's configuration, opened.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn config(&self, id: ChannelId) -> Result<Value> {
-        let (_, sealed) = store::get_channel(self.crm.pool(), self.ws, id).await?;
+        let (_, sealed) = store::channels::get_channel(self.crm.pool(), self.ws, id).await?;
         let bytes = self.crm.sealer()?.open(&sealed, &aad(id))?;
         serde_json::from_slice(&bytes).map_err(|_| Error::Unseal)
     }
@@ -451,7 +451,7 @@ impl Notifications {
                 audit,
             })
         };
-        store::change_channel(self.crm.pool(), self.ws, id, apply).await
+        store::channels::change_channel(self.crm.pool(), self.ws, id, apply).await
     }
 
     /// Deletes a channel and its pending jobs.
@@ -459,7 +459,7 @@ impl Notifications {
     pub async fn delete(&self, id: ChannelId) -> Result<()> {
         let c = self.get(id).await?;
         let audit = self.audit("notification_channel.deleted", &c);
-        store::delete_channel(self.crm.pool(), self.ws, id, &audit).await
+        store::channels::delete_channel(self.crm.pool(), self.ws, id, &audit).await
     }
 
     /// Queues a test notification for one channel; returns its event id.
@@ -474,7 +474,7 @@ impl Notifications {
             json!({ "channel_id": id }),
             now,
         );
-        store::enqueue(
+        store::jobs::enqueue(
             self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Notification,
@@ -499,7 +499,7 @@ impl Notifications {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
         self.get(id).await?;
-        store::list_attempts(
+        store::jobs::list_attempts(
             self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Notification,

@@ -223,39 +223,14 @@ impl PostgresStore {
 
     /// Deletes keys whose TAT has passed (they hold no information); returns how many.
     pub async fn purge_idle(&self, now: DateTime<Utc>) -> Result<u64> {
-        let r = sqlx::query("DELETE FROM crm_rate_limits WHERE tat < $1")
-            .bind(now.timestamp_micros())
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
+        crate::store::rate_limits::purge_idle(&self.pool, now.timestamp_micros()).await
     }
 }
 
 #[cfg(feature = "postgres")]
 impl RateLimitStore for PostgresStore {
     fn step<'a>(&'a self, key: &'a str, now: i64, t: i64, p: i64) -> StoreFuture<'a> {
-        Box::pin(async move {
-            // One statement: admit-and-advance under the row lock, or read the TAT to
-            // say when to retry.
-            let row: (bool, i64) = sqlx::query_as(
-                "WITH up AS ( \
-                     INSERT INTO crm_rate_limits AS r (key, tat) VALUES ($1, $2 + $3) \
-                     ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, $2) + $3 \
-                     WHERE GREATEST(r.tat, $2) + $3 - $4 <= $2 \
-                     RETURNING tat) \
-                 SELECT true, tat FROM up \
-                 UNION ALL \
-                 SELECT false, GREATEST(tat, $2) FROM crm_rate_limits \
-                 WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM up)",
-            )
-            .bind(key)
-            .bind(now)
-            .bind(t)
-            .bind(p)
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(row)
-        })
+        Box::pin(crate::store::rate_limits::step(&self.pool, key, now, t, p))
     }
 }
 

@@ -28,7 +28,7 @@ use crate::error::{AuthFailure, Errors};
 use crate::ids::{ApiKeyId, WorkspaceId};
 use crate::leads::parse::ACTOR_MAX;
 use crate::secret::SecretString;
-use crate::store::{self, KeyChange};
+use crate::store::{self, api_keys::KeyChange};
 use crate::{Crm, Error, Result};
 
 /// Longest key name, in characters.
@@ -359,7 +359,7 @@ impl ApiKeys {
             json!({ "name": key.name, "scopes": key.scopes }),
             now,
         )?;
-        store::create_api_key(
+        store::api_keys::create_api_key(
             self.crm.pool(),
             &key,
             &hash,
@@ -401,13 +401,13 @@ impl ApiKeys {
     /// Every key of the workspace, oldest first, without secrets.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self) -> Result<Vec<ApiKey>> {
-        store::list_api_keys(self.crm.pool(), self.ws).await
+        store::api_keys::list_api_keys(self.crm.pool(), self.ws).await
     }
 
     /// One key.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, api_key_id = %id))]
     pub async fn get(&self, id: ApiKeyId) -> Result<ApiKey> {
-        store::get_api_key(self.crm.pool(), self.ws, id).await
+        store::api_keys::get_api_key(self.crm.pool(), self.ws, id).await
     }
 
     /// Renames or re-scopes a key. A scope change applies to this process at once and
@@ -543,7 +543,7 @@ impl ApiKeys {
     where
         F: FnOnce(ApiKey) -> Result<KeyChange> + Send,
     {
-        let r = store::change_api_key(self.crm.pool(), self.ws, id, f).await;
+        let r = store::api_keys::change_api_key(self.crm.pool(), self.ws, id, f).await;
         // Whatever happened, this process forgets the key; the next verify reads it anew.
         self.crm.key_cache().forget(id);
         r
@@ -573,7 +573,7 @@ impl Crm {
         }
         let generation = cache.generation();
         let hex = format::hex(&hash);
-        let stored = store::find_api_key(self.pool(), &hex)
+        let stored = store::api_keys::find_api_key(self.pool(), &hex)
             .await?
             .ok_or(Error::unauthorized(AuthFailure::UnknownKey))?;
         if stored.revoked_at.is_some() {
@@ -621,7 +621,7 @@ impl Crm {
     fn touch_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) {
         let crm = self.clone();
         tokio::spawn(async move {
-            let r = store::touch_api_key(crm.pool(), id, now).await;
+            let r = store::api_keys::touch_api_key(crm.pool(), id, now).await;
             if let Err(err) = r {
                 tracing::warn!(key_id = %id, error = %err, "could not record API key use");
             }

@@ -567,7 +567,7 @@ impl Auth {
         );
         let by = actor.user_id();
         let role = user.role;
-        store::create_user_by(
+        store::users::create_user_by(
             self.crm.pool(),
             &user,
             &hash,
@@ -590,20 +590,20 @@ impl Auth {
         }
         let (user, hash) = self.prepare(input, Some(Role::Owner)).await?;
         let audit = self.audit(Some("bootstrap"), "user.created", Some(&user), None);
-        store::create_user(self.crm.pool(), None, &user, &hash, &audit).await?;
+        store::users::create_user(self.crm.pool(), None, &user, &hash, &audit).await?;
         Ok(Some(user))
     }
 
     /// The workspace's users, oldest first.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn users(&self) -> Result<Vec<User>> {
-        store::list_users(self.crm.pool(), self.ws).await
+        store::users::list_users(self.crm.pool(), self.ws).await
     }
 
     /// One user.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn user(&self, id: UserId) -> Result<User> {
-        store::get_user(self.crm.pool(), self.ws, id)
+        store::users::get_user(self.crm.pool(), self.ws, id)
             .await
             .map(|(u, _)| u)
     }
@@ -625,7 +625,7 @@ impl Auth {
             a.details = json!({ "old_role": u.role, "new_role": role });
             a
         };
-        store::set_role(
+        store::users::set_role(
             self.crm.pool(),
             self.ws,
             id,
@@ -653,7 +653,7 @@ impl Auth {
             Some(&user),
             None,
         );
-        store::lift_lockout(self.crm.pool(), &user, by, may_lift_lockout, &audit).await
+        store::sessions::lift_lockout(self.crm.pool(), &user, by, may_lift_lockout, &audit).await
     }
 
     /// Applies an access change to user `id` on behalf of `actor`, checked by
@@ -668,7 +668,7 @@ impl Auth {
         let now = self.crm.now();
         let name = actor.audit_name();
         let audit = |u: &User| self.audit(name.as_deref(), access.action(), Some(u), None);
-        store::user_access(
+        store::users::user_access(
             self.crm.pool(),
             self.ws,
             id,
@@ -730,7 +730,7 @@ impl Auth {
     pub async fn sessions(&self, id: UserId) -> Result<Vec<Session>> {
         let user = self.user(id).await?;
         let now = Ts(self.crm.now());
-        store::list_sessions(self.crm.pool(), &user, now).await
+        store::sessions::list_sessions(self.crm.pool(), &user, now).await
     }
 
     /// Ends one session of user `id` (`NotFound` when the user has no such session,
@@ -744,7 +744,8 @@ impl Auth {
             Some(&user),
             None,
         );
-        let n = store::end_sessions(self.crm.pool(), &user, Some(session), None, &audit).await?;
+        let n = store::sessions::end_sessions(self.crm.pool(), &user, Some(session), None, &audit)
+            .await?;
         if n == 0 {
             return Err(Error::NotFound { entity: "session" });
         }
@@ -788,7 +789,8 @@ impl Auth {
             }
             Ok(t)
         };
-        let counted = store::count_attempt(self.crm.pool(), self.ws, email_key, now, step).await;
+        let counted =
+            store::sessions::count_attempt(self.crm.pool(), self.ws, email_key, now, step).await;
         match counted {
             // A workspace that does not exist has no throttle row to write: the
             // attempt goes on to the same verdict as a wrong password (no 404 telling
@@ -816,7 +818,7 @@ impl Auth {
                 ..self.audit(None, "login.locked", None, ip)
             });
         }
-        match store::insert_audits(self.crm.pool(), &audits).await {
+        match store::audit::insert_audits(self.crm.pool(), &audits).await {
             Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -844,7 +846,8 @@ impl Auth {
         }
         let key = email.key();
         let now = self.crm.now();
-        let (throttle, found) = store::login_lookup(self.crm.pool(), self.ws, &key).await?;
+        let (throttle, found) =
+            store::sessions::login_lookup(self.crm.pool(), self.ws, &key).await?;
         // A disabled user signs in no more than an unknown one, at the same cost.
         let found = found.filter(|(u, _)| u.disabled_at.is_none());
         if let Some(until) = throttle.and_then(|t| t.locked_until).filter(|u| *u > now) {
@@ -899,7 +902,7 @@ impl Auth {
             Some(&user),
             ip,
         );
-        store::login_succeeded(
+        store::sessions::login_succeeded(
             self.crm.pool(),
             &user,
             &key,
@@ -928,7 +931,7 @@ impl Auth {
         keep: Option<SessionId>,
     ) -> Result<()> {
         check_policy(new)?;
-        let (user, hash) = store::get_user(self.crm.pool(), self.ws, id).await?;
+        let (user, hash) = store::users::get_user(self.crm.pool(), self.ws, id).await?;
         // Throttled like a login, on the same count: a stolen session cookie must not
         // be a way to guess the current password at the speed of Argon2.
         let key = user.email.key();
@@ -948,9 +951,16 @@ impl Auth {
         );
         // Only the hash is written, and only while it is still the one verified above:
         // a role change or a reset meanwhile is never overwritten.
-        let changed =
-            store::change_password(self.crm.pool(), &user, &hash, &new_hash, keep, now, &audit)
-                .await?;
+        let changed = store::users::change_password(
+            self.crm.pool(),
+            &user,
+            &hash,
+            &new_hash,
+            keep,
+            now,
+            &audit,
+        )
+        .await?;
         if changed {
             Ok(())
         } else {
@@ -992,7 +1002,9 @@ impl Auth {
         {
             return Ok(());
         }
-        let found = store::login_lookup(self.crm.pool(), self.ws, &key).await?.1;
+        let found = store::sessions::login_lookup(self.crm.pool(), self.ws, &key)
+            .await?
+            .1;
         if let Some((user, _)) = found.filter(|(u, _)| u.disabled_at.is_none()) {
             self.send_token(user, RESET).await?;
         }
@@ -1022,7 +1034,7 @@ impl Auth {
             None,
         );
         audit.details = json!({ "expires_at": expires_at });
-        store::insert_token(
+        store::sessions::insert_token(
             self.crm.pool(),
             &user,
             purpose,
@@ -1083,7 +1095,7 @@ impl Crm {
         e.finish()?;
         let (user, hash) = prepared?;
         let audit = auth.audit(Some("registration"), "user.registered", Some(&user), None);
-        store::create_user(self.pool(), Some(name), &user, &hash, &audit).await?;
+        store::users::create_user(self.pool(), Some(name), &user, &hash, &audit).await?;
         Ok(user)
     }
 
@@ -1094,7 +1106,7 @@ impl Crm {
     pub async fn authenticate_session(&self, token: &str) -> Result<SessionUser> {
         let hash = token_hash(token)?;
         let now = self.now();
-        let found = store::find_session(self.pool(), &hash).await?;
+        let found = store::sessions::find_session(self.pool(), &hash).await?;
         let Some(mut session) = found.filter(|s| s.expires_at > now && s.absolute_expires_at > now)
         else {
             return Err(Error::unauthorized(AuthFailure::InvalidToken));
@@ -1108,9 +1120,10 @@ impl Crm {
             };
             session.last_seen_at = now;
             session.expires_at = (now + ttl).min(session.absolute_expires_at);
-            store::refresh_session(self.pool(), &session).await?;
+            store::sessions::refresh_session(self.pool(), &session).await?;
         }
-        let (user, _) = store::get_user(self.pool(), session.workspace_id, session.user_id).await?;
+        let (user, _) =
+            store::users::get_user(self.pool(), session.workspace_id, session.user_id).await?;
         if user.disabled_at.is_some() {
             return Err(Error::unauthorized(AuthFailure::InvalidToken));
         }
@@ -1127,7 +1140,7 @@ impl Crm {
             Some(&su.user),
             None,
         );
-        store::end_sessions(self.pool(), &su.user, Some(su.session.id), None, &audit)
+        store::sessions::end_sessions(self.pool(), &su.user, Some(su.session.id), None, &audit)
             .await
             .map(|_| ())
     }
@@ -1142,14 +1155,14 @@ impl Crm {
             Some(&su.user),
             None,
         );
-        store::end_sessions(self.pool(), &su.user, None, None, &audit).await
+        store::sessions::end_sessions(self.pool(), &su.user, None, None, &audit).await
     }
 
     /// Deletes expired sessions and used or expired tokens; returns how many rows went.
     #[tracing::instrument(skip_all)]
     pub async fn cleanup_auth(&self) -> Result<u64> {
         let now = self.now();
-        store::cleanup_auth(self.pool(), now).await
+        store::sessions::cleanup_auth(self.pool(), now).await
     }
 
     /// Completes a password reset: checks the policy, consumes the token, sets the
@@ -1161,12 +1174,12 @@ impl Crm {
         // The token first: a guessed or spent token must not cost an Argon2 hash. It
         // is consumed below, in the transaction that sets the password.
         let now = self.now();
-        let live = store::token_is_live(self.pool(), &hash, RESET, now).await?;
+        let live = store::sessions::token_is_live(self.pool(), &hash, RESET, now).await?;
         if !live {
             return Err(Error::unauthorized(AuthFailure::InvalidToken));
         }
         let new_hash = self.passwords().hash(new_password).await?;
-        store::reset_password(self.pool(), &hash, &new_hash, now).await
+        store::sessions::reset_password(self.pool(), &hash, &new_hash, now).await
     }
 
     /// Completes an email verification: consumes the token and marks the email verified.
@@ -1174,7 +1187,7 @@ impl Crm {
     pub async fn confirm_email(&self, token: &str) -> Result<User> {
         let hash = token_hash(token)?;
         let now = self.now();
-        store::verify_email(self.pool(), &hash, now).await
+        store::sessions::verify_email(self.pool(), &hash, now).await
     }
 
     /// Hashes a password (Argon2id, the configured parameters) on the blocking pool.

@@ -49,7 +49,7 @@ pub use parse::{
 pub use values::{ActivityKind, Email, LeadStatus, Phone};
 
 use crate::ids::LeadId;
-use crate::store::{self, Ctx, OnKnown};
+use crate::store::{self, leads::OnKnown, Ctx};
 use crate::{Crm, Result, WorkspaceId};
 use cursor::Cursor;
 
@@ -105,8 +105,10 @@ impl Leads {
     pub async fn create(&self, input: NewLead) -> Result<Lead> {
         let fields = parse::new_lead(input, self.crm.rules())?;
         let ctx = self.ctx()?;
-        let r = retry_race(|| async { store::create(self.crm.pool(), &ctx, fields.clone()).await })
-            .await;
+        let r = retry_race(|| async {
+            store::leads::create(self.crm.pool(), &ctx, fields.clone()).await
+        })
+        .await;
         self.written(r)
     }
 
@@ -180,7 +182,7 @@ impl Leads {
         };
         let ctx = self.ctx()?;
         let r = retry_race(|| async {
-            store::capture(
+            store::leads::capture(
                 self.crm.pool(),
                 &ctx,
                 fields.clone(),
@@ -243,7 +245,7 @@ impl Leads {
     /// A lead with its activities, oldest first.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn get(&self, id: LeadId) -> Result<LeadDetail> {
-        let (lead, activities) = store::get(self.crm.pool(), self.ws, id).await?;
+        let (lead, activities) = store::leads::get(self.crm.pool(), self.ws, id).await?;
         Ok(LeadDetail { lead, activities })
     }
 
@@ -267,7 +269,7 @@ impl Leads {
                 )
             })
             .transpose()?;
-        let (mut items, total) = store::list(
+        let (mut items, total) = store::leads::list(
             self.crm.pool(),
             self.ws,
             &q,
@@ -300,7 +302,7 @@ impl Leads {
     pub async fn update(&self, id: LeadId, patch: LeadPatch) -> Result<Lead> {
         let patch = parse::patch(patch, self.crm.rules())?;
         let ctx = self.ctx()?;
-        let r = store::update(self.crm.pool(), &ctx, id, patch).await;
+        let r = store::leads::update(self.crm.pool(), &ctx, id, patch).await;
         self.written(r)
     }
 
@@ -309,7 +311,7 @@ impl Leads {
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn delete(&self, id: LeadId) -> Result<()> {
         let ctx = self.ctx()?;
-        let r = store::delete(self.crm.pool(), &ctx, id).await;
+        let r = store::leads::delete(self.crm.pool(), &ctx, id).await;
         self.written(r)
     }
 
@@ -318,14 +320,14 @@ impl Leads {
     pub async fn add_activity(&self, id: LeadId, input: NewActivity) -> Result<Activity> {
         let (kind, description) = parse::activity(input)?;
         let ctx = self.ctx()?;
-        let r = store::add_activity(self.crm.pool(), &ctx, id, kind, description).await;
+        let r = store::leads::add_activity(self.crm.pool(), &ctx, id, kind, description).await;
         self.written(r)
     }
 
     /// The lead's activities, oldest first. `NotFound` when the lead does not exist.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn activities(&self, id: LeadId) -> Result<Vec<Activity>> {
-        store::activities(self.crm.pool(), self.ws, id).await
+        store::leads::activities(self.crm.pool(), self.ws, id).await
     }
 }
 

@@ -17,7 +17,10 @@ use super::ssrf::{self, IpNet};
 use crate::audit::AuditEntry;
 use crate::ids::EndpointId;
 use crate::ratelimit::Policy;
-use crate::store::{self, ClaimedJob, Finish};
+use crate::store::{
+    self,
+    jobs::{ClaimedJob, Finish},
+};
 use crate::{Error, Result};
 
 /// The HTTP client of one dispatcher: `timeout` per delivery, names resolved through
@@ -166,7 +169,7 @@ impl Worker {
         let (ep, secrets) = match hooks.with_secrets(endpoint_id).await {
             Ok((ep, secrets)) if ep.enabled => (ep, secrets),
             Ok(_) | Err(Error::NotFound { .. }) => {
-                return store::cancel_job(self.crm.pool(), job.id, self.token).await;
+                return store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await;
             }
             Err(e) => return Err(e),
         };
@@ -178,11 +181,11 @@ impl Worker {
                 .await?;
             if let Some(wait) = d.retry_after {
                 let at = self.crm.now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                return store::release_job(self.crm.pool(), job.id, self.token, at).await;
+                return store::jobs::release_job(self.crm.pool(), job.id, self.token, at).await;
             }
         }
-        let Some(event) = store::event_by_id(self.crm.pool(), job.event_id).await? else {
-            return store::cancel_job(self.crm.pool(), job.id, self.token).await;
+        let Some(event) = store::outbox::event_by_id(self.crm.pool(), job.event_id).await? else {
+            return store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await;
         };
         let body =
             serde_json::to_vec(&event.payload).map_err(|_| Error::Config("payload".into()))?;
@@ -283,7 +286,7 @@ impl Worker {
             disable,
             disable_after: self.cfg.disable_after,
         };
-        store::finish_job(self.crm.pool(), &finish, Some(&audit)).await?;
+        store::jobs::finish_job(self.crm.pool(), &finish, Some(&audit)).await?;
         Ok(())
     }
 }

@@ -30,7 +30,10 @@ use uuid::Uuid;
 use super::delivery;
 use crate::ids::EventId;
 use crate::notify::Outcome;
-use crate::store::{self, ClaimedJob, Finish};
+use crate::store::{
+    self,
+    jobs::{ClaimedJob, Finish},
+};
 use crate::{Crm, Error, Result};
 
 /// Longest response body kept in the attempt log, in bytes.
@@ -171,7 +174,7 @@ impl Worker {
         #[cfg(not(feature = "webhooks"))]
         let only = Some(JobKind::Notification);
         let per_target = self.cfg.per_endpoint;
-        store::claim_jobs(self.crm.pool(), now, until, token, (n, per_target), only).await
+        store::jobs::claim_jobs(self.crm.pool(), now, until, token, (n, per_target), only).await
     }
 
     pub(super) fn next_delay(&self, attempt: i64, hint: Option<Duration>) -> Option<Duration> {
@@ -196,7 +199,7 @@ impl Worker {
             // Left to a process built with the `webhooks` feature (never claimed here).
             #[cfg(not(feature = "webhooks"))]
             Ok(JobKind::Webhook) => Ok(()),
-            Err(_) => store::cancel_job(self.crm.pool(), job.id, self.token).await,
+            Err(_) => store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await,
         }
     }
 
@@ -215,13 +218,14 @@ impl Worker {
     async fn notify(&self, job: ClaimedJob) -> Result<()> {
         let service = self.crm.workspace(job.workspace_id).notifications();
         let id = crate::ids::ChannelId(job.target_id);
-        let cancel = || async { store::cancel_job(self.crm.pool(), job.id, self.token).await };
+        let cancel =
+            || async { store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await };
         let channel = match service.get(id).await {
             Ok(c) if c.enabled => c,
             Ok(_) | Err(Error::NotFound { .. }) => return cancel().await,
             Err(e) => return Err(e),
         };
-        let Some(event) = store::event_by_id(self.crm.pool(), job.event_id).await? else {
+        let Some(event) = store::outbox::event_by_id(self.crm.pool(), job.event_id).await? else {
             return cancel().await;
         };
         let config = service.config(id).await?;
@@ -294,7 +298,7 @@ impl Worker {
             disable: None,
             disable_after: self.cfg.disable_after,
         };
-        store::finish_job(self.crm.pool(), &finish, None).await?;
+        store::jobs::finish_job(self.crm.pool(), &finish, None).await?;
         Ok(())
     }
 }
@@ -392,7 +396,7 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
 /// Gives a claimed job back untried, due now.
 async fn release(w: &Worker, job: &ClaimedJob) {
     let at = w.crm.now();
-    let r = store::release_job(w.crm.pool(), job.id, w.token, at).await;
+    let r = store::jobs::release_job(w.crm.pool(), job.id, w.token, at).await;
     if let Err(err) = r {
         tracing::warn!(error = %crate::error::Chain(&err), "could not release a webhook job");
     }

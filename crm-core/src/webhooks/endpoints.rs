@@ -17,7 +17,7 @@ use crate::error::Errors;
 use crate::events::EventType;
 use crate::ids::{EndpointId, EventId, WorkspaceId};
 use crate::secret::SecretString;
-use crate::store::{self, EndpointChange};
+use crate::store::{self, endpoints::EndpointChange};
 use crate::{Crm, Error, Result};
 
 /// How long the previous secret keeps signing after a rotation.
@@ -272,7 +272,7 @@ impl Webhooks {
         };
         let sealed = sealer.seal(secret.expose().expose().as_bytes(), &Self::aad(ep.id))?;
         let audit = self.audit("webhook_endpoint.created", &ep);
-        store::create_endpoint(
+        store::endpoints::create_endpoint(
             self.crm.pool(),
             &ep,
             &sealed,
@@ -289,13 +289,13 @@ impl Webhooks {
     /// The workspace's endpoints, oldest first.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn list(&self) -> Result<Vec<Endpoint>> {
-        store::list_endpoints(self.crm.pool(), self.ws).await
+        store::endpoints::list_endpoints(self.crm.pool(), self.ws).await
     }
 
     /// One endpoint.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn get(&self, id: EndpointId) -> Result<Endpoint> {
-        store::get_endpoint(self.crm.pool(), self.ws, id)
+        store::endpoints::get_endpoint(self.crm.pool(), self.ws, id)
             .await
             .map(|(e, _)| e)
     }
@@ -303,7 +303,7 @@ impl Webhooks {
     /// The endpoint's current signing secret.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn secret(&self, id: EndpointId) -> Result<SecretString> {
-        let (_, sealed) = store::get_endpoint(self.crm.pool(), self.ws, id).await?;
+        let (_, sealed) = store::endpoints::get_endpoint(self.crm.pool(), self.ws, id).await?;
         let bytes = self.crm.sealer()?.open(&sealed.current, &Self::aad(id))?;
         Ok(SecretString::new(
             String::from_utf8(bytes).map_err(|_| Error::Unseal)?,
@@ -362,7 +362,7 @@ impl Webhooks {
                 audit,
             })
         };
-        store::change_endpoint(self.crm.pool(), self.ws, id, apply).await
+        store::endpoints::change_endpoint(self.crm.pool(), self.ws, id, apply).await
     }
 
     /// Deletes an endpoint and its pending jobs.
@@ -370,7 +370,7 @@ impl Webhooks {
     pub async fn delete(&self, id: EndpointId) -> Result<()> {
         let ep = self.get(id).await?;
         let audit = self.audit("webhook_endpoint.deleted", &ep);
-        store::delete_endpoint(self.crm.pool(), self.ws, id, &audit).await
+        store::endpoints::delete_endpoint(self.crm.pool(), self.ws, id, &audit).await
     }
 
     /// A new signing secret; the old one keeps signing beside it for 24 h, so receivers
@@ -392,7 +392,7 @@ impl Webhooks {
                 audit,
             })
         };
-        store::change_endpoint(self.crm.pool(), self.ws, id, rotate).await?;
+        store::endpoints::change_endpoint(self.crm.pool(), self.ws, id, rotate).await?;
         Ok(secret.expose())
     }
 
@@ -408,7 +408,7 @@ impl Webhooks {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
         self.get(id).await?;
-        store::list_attempts(
+        store::jobs::list_attempts(
             self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Webhook,
@@ -427,7 +427,7 @@ impl Webhooks {
         event: EventId,
     ) -> Result<Vec<super::Attempt>> {
         self.get(id).await?;
-        store::list_attempts(
+        store::jobs::list_attempts(
             self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Webhook,
@@ -444,12 +444,12 @@ impl Webhooks {
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, endpoint_id = %id))]
     pub async fn resend(&self, id: EndpointId, event: EventId) -> Result<()> {
         self.get(id).await?;
-        let found = store::event_by_id(self.crm.pool(), event.0).await?;
+        let found = store::outbox::event_by_id(self.crm.pool(), event.0).await?;
         if found.is_none_or(|e| e.workspace_id != self.ws) {
             return Err(Error::NotFound { entity: "event" });
         }
         let now = self.crm.now();
-        store::enqueue(
+        store::jobs::enqueue(
             self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Webhook,
@@ -476,7 +476,7 @@ impl Webhooks {
             json!({ "message": "This is a test event from crm.", "endpoint_id": id }),
             now,
         );
-        store::enqueue(
+        store::jobs::enqueue(
             self.crm.pool(),
             self.ws,
             crate::webhooks::dispatcher::JobKind::Webhook,
@@ -502,7 +502,7 @@ impl Webhooks {
         &self,
         id: EndpointId,
     ) -> Result<(Endpoint, Vec<WebhookSecret>)> {
-        let (ep, sealed) = store::get_endpoint(self.crm.pool(), self.ws, id).await?;
+        let (ep, sealed) = store::endpoints::get_endpoint(self.crm.pool(), self.ws, id).await?;
         let sealer = self.crm.sealer()?;
         let open = |s: &str| -> Result<WebhookSecret> {
             let bytes = sealer.open(s, &Self::aad(id))?;

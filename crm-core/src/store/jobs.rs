@@ -1,0 +1,311 @@
+//! The job queue behind webhook and notification delivery: a fair claim with a
+//! lease (skipping rows other workers hold, on Postgres), the finish of an attempt
+//! with its record and the endpoint's health in one transaction, and re-enqueueing
+//! (resend, test events).
+
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::sql::{query, query_as};
+use super::{audit, outbox};
+use super::{Pool, Ts};
+use crate::audit::AuditEntry;
+use crate::events::Event;
+use crate::ids::{EventId, WorkspaceId};
+use crate::webhooks::dispatcher::{JobId, JobKind, JobStatus};
+use crate::Result;
+
+/// A job a dispatcher holds the lease of.
+#[derive(Debug, Clone, FromRow)]
+pub(crate) struct ClaimedJob {
+    #[sqlx(try_from = "Uuid")]
+    pub id: JobId,
+    /// As stored: a kind this build does not know (written by a newer version) must
+    /// not stop the whole claim from decoding.
+    pub kind: String,
+    pub workspace_id: WorkspaceId,
+    pub target_id: Uuid,
+    pub event_id: Uuid,
+    pub attempts: i64,
+}
+
+/// A recorded delivery attempt.
+#[derive(FromRow)]
+pub(crate) struct AttemptRow {
+    id: Uuid,
+    job_id: Uuid,
+    kind: String,
+    target_id: Uuid,
+    event_id: EventId,
+    attempt: i64,
+    status_code: Option<i64>,
+    response_body: Option<String>,
+    duration_ms: i64,
+    error_kind: Option<String>,
+    next_attempt_at: Option<Ts>,
+    created_at: Ts,
+}
+
+impl AttemptRow {
+    fn into_attempt(self) -> crate::webhooks::Attempt {
+        crate::webhooks::Attempt {
+            id: self.id,
+            job_id: self.job_id,
+            kind: self.kind,
+            target_id: self.target_id,
+            event_id: self.event_id,
+            attempt: u32::try_from(self.attempt).unwrap_or(u32::MAX),
+            status_code: self.status_code.and_then(|c| u16::try_from(c).ok()),
+            response_body: self.response_body,
+            duration_ms: u64::try_from(self.duration_ms).unwrap_or(0),
+            error_kind: self.error_kind,
+            next_attempt_at: self.next_attempt_at.map(|t| t.0),
+            created_at: self.created_at.0,
+        }
+    }
+}
+
+/// What a finished attempt writes.
+pub(crate) struct Finish<'a> {
+    pub job: &'a ClaimedJob,
+    pub token: Uuid,
+    pub attempt: &'a crate::webhooks::Attempt,
+    /// Pending (retry at `next_attempt_at`), delivered or failed.
+    pub job_status: JobStatus,
+    pub success: bool,
+    /// Disable the endpoint, with this reason.
+    pub disable: Option<String>,
+    pub disable_after: u32,
+}
+
+/// Takes the lease of up to `n` due jobs: pending, due, and not leased (or leased
+/// by a worker whose lease ran out); Postgres skips rows another worker is
+/// claiming, SQLite's write lock serialises claims. Claims up to `n` due jobs, fairly: no target (webhook endpoint or channel) gets
+/// more than `per_target` jobs in flight across every process (jobs leased and
+/// not yet finished count), and the first due job of every target comes before
+/// the second of any, so a slow endpoint with a long queue holds at most
+/// `per_target` slots and the jobs of other endpoints and workspaces still flow.
+pub(crate) async fn claim_jobs(
+    pool: &Pool,
+    now: chrono::DateTime<chrono::Utc>,
+    lease_until: chrono::DateTime<chrono::Utc>,
+    token: Uuid,
+    (n, per_target): (usize, usize),
+    only_kind: Option<JobKind>,
+) -> Result<Vec<ClaimedJob>> {
+    let kind = if only_kind.is_some() {
+        " AND j.kind = $4"
+    } else {
+        ""
+    };
+    // The ranking reads without locks (Postgres allows no FOR UPDATE beside a
+    // window function); the rows are then locked, skipping those another worker
+    // is claiming, and checked again.
+    let sql = format!(
+        "WITH busy AS (SELECT target_id, COUNT(*) AS n FROM crm_jobs \
+           WHERE status = 'pending' AND lease_until >= $3 GROUP BY target_id), \
+         ranked AS (SELECT j.id, j.run_at, COALESCE(b.n, 0) AS busy, \
+           ROW_NUMBER() OVER (PARTITION BY j.target_id ORDER BY j.run_at, j.id) AS rn \
+           FROM crm_jobs j LEFT JOIN busy b ON b.target_id = j.target_id \
+           WHERE j.status = 'pending' AND j.run_at <= $3 \
+           AND (j.lease_until IS NULL OR j.lease_until < $3){kind}), \
+         picked AS (SELECT id FROM ranked WHERE rn + busy <= {per_target} \
+           ORDER BY rn, run_at, id LIMIT {n}) \
+         UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT id FROM crm_jobs WHERE id IN (SELECT id FROM picked) \
+           AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3){}) \
+         RETURNING id, kind, workspace_id, target_id, event_id, attempts",
+        pool.dialect().skip_locked()
+    );
+    let mut tx = pool.begin_write().await?;
+    let mut query = query_as::<ClaimedJob>(&sql)
+        .bind(Ts(lease_until))
+        .bind(token)
+        .bind(Ts(now));
+    if let Some(k) = only_kind {
+        query = query.bind(k.as_str());
+    }
+    let jobs = query.fetch_all(&mut tx).await?;
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// Gives a claimed job back untried (its attempt is not counted), to run at `run_at`.
+pub(crate) async fn release_job(
+    pool: &Pool,
+    id: JobId,
+    token: Uuid,
+    run_at: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    query(
+        "UPDATE crm_jobs SET lease_until = NULL, lease_token = NULL, attempts = attempts - 1, run_at = $3 \
+         WHERE id = $1 AND lease_token = $2",
+    )
+    .bind(id.0)
+    .bind(token)
+    .bind(Ts(run_at))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Ends a job without an attempt (its endpoint is gone or disabled).
+pub(crate) async fn cancel_job(pool: &Pool, id: JobId, token: Uuid) -> Result<()> {
+    query(
+        "UPDATE crm_jobs SET status = $3, lease_until = NULL, lease_token = NULL WHERE id = $1 AND lease_token = $2",
+    )
+    .bind(id.0)
+    .bind(token)
+    .bind(JobStatus::Cancelled.as_str())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records an attempt and moves the job and the endpoint's health on, in one
+/// transaction. The job only moves if this worker still holds its lease.
+pub(crate) async fn finish_job(
+    pool: &Pool,
+    f: &Finish<'_>,
+    audit: Option<&AuditEntry>,
+) -> Result<bool> {
+    let a = f.attempt;
+    let now = a.created_at;
+    let mut tx = pool.begin_write().await?;
+    query(
+        "INSERT INTO crm_delivery_attempts (id, workspace_id, job_id, kind, target_id, event_id, attempt, status_code, \
+         response_body, duration_ms, error_kind, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(a.id)
+    .bind(f.job.workspace_id)
+    .bind(a.job_id)
+    .bind(a.kind.as_str())
+    .bind(a.target_id)
+    .bind(a.event_id.0)
+    .bind(i64::from(a.attempt))
+    .bind(a.status_code.map(i64::from))
+    .bind(a.response_body.as_deref())
+    .bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
+    .bind(a.error_kind.as_deref())
+    .bind(a.next_attempt_at.map(Ts))
+    .bind(Ts(now))
+    .execute(&mut tx)
+    .await?;
+    let moved = query(
+        "UPDATE crm_jobs SET status = $3, run_at = COALESCE($4, run_at), lease_until = NULL, lease_token = NULL, \
+         updated_at = $5 WHERE id = $1 AND lease_token = $2",
+    )
+    .bind(a.job_id)
+    .bind(f.token)
+    .bind(f.job_status.as_str())
+    .bind(a.next_attempt_at.map(Ts))
+    .bind(Ts(now))
+    .execute(&mut tx)
+    .await?;
+    if a.kind != "webhook" {
+        // Channels keep no delivery health; their attempts are in the log.
+    } else if f.success {
+        query(
+            "UPDATE crm_webhook_endpoints SET consecutive_failures = 0, last_success_at = $2 WHERE id = $1",
+        )
+        .bind(a.target_id)
+        .bind(Ts(now))
+        .execute(&mut tx)
+        .await?;
+    } else {
+        query(
+            "UPDATE crm_webhook_endpoints SET consecutive_failures = consecutive_failures + 1, last_failure_at = $2 \
+             WHERE id = $1",
+        )
+        .bind(a.target_id)
+        .bind(Ts(now))
+        .execute(&mut tx)
+        .await?;
+        // Disabled for a 410, or once the failures reach the limit.
+        let disabled = query(
+            "UPDATE crm_webhook_endpoints SET enabled = $2, disabled_reason = $3, updated_at = $4 \
+             WHERE id = $1 AND enabled AND ($5 OR consecutive_failures >= $6)",
+        )
+        .bind(a.target_id)
+        .bind(false)
+        .bind(
+            f.disable
+                .clone()
+                .unwrap_or_else(|| format!("{} consecutive failed attempts", f.disable_after)),
+        )
+        .bind(Ts(now))
+        .bind(f.disable.is_some())
+        .bind(i64::from(f.disable_after))
+        .execute(&mut tx)
+        .await?;
+        if disabled == 1 {
+            if let Some(audit) = audit {
+                audit::insert_audit(&mut tx, audit).await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(moved == 1)
+}
+
+/// Attempts of an endpoint (`event` narrows to one message), oldest first, after `after`.
+pub(crate) async fn list_attempts(
+    pool: &Pool,
+    ws: WorkspaceId,
+    kind: JobKind,
+    target: Uuid,
+    event: Option<EventId>,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<crate::webhooks::Attempt>> {
+    let mut sql = query(
+        "SELECT id, job_id, kind, target_id, event_id, attempt, status_code, response_body, duration_ms, error_kind, \
+         next_attempt_at, created_at FROM crm_delivery_attempts WHERE workspace_id = ",
+    );
+    sql.push_bind(ws.0)
+        .push(" AND kind = ")
+        .push_bind(kind.as_str().to_owned())
+        .push(" AND target_id = ")
+        .push_bind(target);
+    if let Some(e) = event {
+        sql.push(" AND event_id = ").push_bind(e.0);
+    }
+    if let Some(a) = after {
+        sql.push(" AND id > ").push_bind(a);
+    }
+    sql.push(&format!(" ORDER BY id LIMIT {limit}"));
+    let rows: Vec<AttemptRow> = sql.fetch_all(pool).await?;
+    Ok(rows.into_iter().map(AttemptRow::into_attempt).collect())
+}
+
+/// Queues one job for `endpoint` and `event` (resend, test-send); `test_event`
+/// is written first when given (a sample event that no filter fans out).
+pub(crate) async fn enqueue(
+    pool: &Pool,
+    ws: WorkspaceId,
+    kind: JobKind,
+    target: Uuid,
+    event: EventId,
+    test_event: Option<&Event>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let mut tx = pool.begin_write().await?;
+    if let Some(e) = test_event {
+        outbox::insert_event_row(&mut tx, e).await?;
+    }
+    query(
+        "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(ws)
+    .bind(kind.as_str())
+    .bind(target)
+    .bind(event.0)
+    .bind(Ts(now))
+    .execute(&mut tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

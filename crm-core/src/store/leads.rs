@@ -1,0 +1,550 @@
+//! Leads and their timeline: the lead row, its activities and its outbox events
+//! commit together or not at all. The business rules (what a capture fills, which
+//! change is worth an event) are pure functions in [`crate::leads::rules`]; this
+//! file only reads and writes rows.
+
+use serde_json::{json, Map, Value};
+use sqlx::types::Json;
+use sqlx::FromRow;
+
+use super::outbox;
+use super::sql::{query, query_as, Dialect, Exec, Sql, Tx};
+use super::{corrupt, Ctx, Pool, Ts};
+use crate::events::EventType;
+use crate::ids::{ActivityId, LeadId, WorkspaceId};
+use crate::leads::cursor::{Cursor, Key};
+use crate::leads::parse::{Fields, Patch, Query as LeadQuery};
+use crate::leads::rules;
+use crate::leads::{Activity, ActivityKind, Email, Lead, LeadStatus, Phone, SortField, SortOrder};
+use crate::{Error, Result};
+
+const LEAD_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.email, l.phone, l.company, l.budget, \
+    l.project_type, l.message, l.source, l.status, l.notes, l.tags, l.custom, l.raw_input, \
+    l.ai_parsed, l.created_at, l.updated_at";
+
+const ACTIVITY_COLUMNS: &str =
+    "id, lead_id, kind, description, old_status, new_status, actor, created_at";
+
+#[derive(FromRow)]
+pub(crate) struct LeadRow {
+    id: LeadId,
+    workspace_id: WorkspaceId,
+    name: String,
+    email: Option<String>,
+    phone: Option<String>,
+    company: Option<String>,
+    budget: Option<String>,
+    project_type: Option<String>,
+    message: Option<String>,
+    source: Option<String>,
+    status: String,
+    notes: Option<String>,
+    tags: Json<Vec<String>>,
+    custom: Json<Map<String, Value>>,
+    raw_input: Option<String>,
+    ai_parsed: bool,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+#[derive(FromRow)]
+pub(crate) struct ActivityRow {
+    id: ActivityId,
+    lead_id: LeadId,
+    kind: String,
+    description: Option<String>,
+    old_status: Option<String>,
+    new_status: Option<String>,
+    actor: Option<String>,
+    created_at: Ts,
+}
+
+/// What a capture does to a lead that already has the input's email or phone.
+#[derive(Debug, Clone)]
+pub(crate) enum OnKnown {
+    /// Fills the lead's blank fields (inbound messages verified by their provider).
+    Fill,
+    /// Changes nothing of the lead; the activity gets this description instead
+    /// (anonymous submissions, which must not attach anything to a known lead).
+    Record(Option<String>),
+}
+
+impl LeadRow {
+    fn into_lead(self) -> Result<Lead> {
+        Ok(Lead {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            name: self.name,
+            email: self
+                .email
+                .map(|e| Email::parse(&e).map_err(|_| corrupt("email")))
+                .transpose()?,
+            phone: self
+                .phone
+                .map(|p| Phone::parse(&p).map_err(|_| corrupt("phone")))
+                .transpose()?,
+            company: self.company,
+            budget: self.budget,
+            project_type: self.project_type,
+            message: self.message,
+            source: self.source,
+            status: self.status.parse().map_err(|_| corrupt("status"))?,
+            notes: self.notes,
+            tags: self.tags.0,
+            custom: self.custom.0,
+            raw_input: self.raw_input,
+            ai_parsed: self.ai_parsed,
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+        })
+    }
+}
+
+impl ActivityRow {
+    fn into_activity(self) -> Result<Activity> {
+        let status = |s: Option<String>| -> Result<Option<LeadStatus>> {
+            s.map(|s| s.parse().map_err(|_| corrupt("status")))
+                .transpose()
+        };
+        Ok(Activity {
+            id: self.id,
+            lead_id: self.lead_id,
+            kind: self.kind.parse().map_err(|_| corrupt("activity kind"))?,
+            description: self.description,
+            old_status: status(self.old_status)?,
+            new_status: status(self.new_status)?,
+            actor: self.actor,
+            created_at: self.created_at.0,
+        })
+    }
+}
+
+fn conflict(field: &'static str, existing: LeadId) -> Error {
+    Error::Conflict {
+        message: format!("a lead with this {field} already exists"),
+        field: Some(field),
+        existing_id: Some(existing.0),
+    }
+}
+
+fn no_contact() -> Error {
+    Error::invalid("email", "a lead needs an email or a phone")
+}
+
+async fn fetch_lead(conn: impl Exec<'_>, ws: WorkspaceId, id: LeadId, lock: bool) -> Result<Lead> {
+    let on = conn.on();
+    let sql = format!(
+        "SELECT {LEAD_COLUMNS} FROM crm_leads l WHERE l.workspace_id = $1 AND l.id = $2{}",
+        if lock { on.dialect().for_update() } else { "" }
+    );
+    query_as::<LeadRow>(&sql)
+        .bind(ws)
+        .bind(id)
+        .fetch_optional(on)
+        .await?
+        .ok_or(Error::NotFound { entity: "lead" })?
+        .into_lead()
+}
+
+/// Leads of the workspace holding this email (case-insensitively) or phone.
+async fn find_by_contact(
+    conn: &mut Tx,
+    ws: WorkspaceId,
+    email: Option<&Email>,
+    phone: Option<&Phone>,
+) -> Result<Vec<Lead>> {
+    if email.is_none() && phone.is_none() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {LEAD_COLUMNS} FROM crm_leads l \
+         WHERE l.workspace_id = $1 AND (l.email_key = $2 OR l.phone = $3){}",
+        conn.dialect().for_update()
+    );
+    let rows = query_as::<LeadRow>(&sql)
+        .bind(ws)
+        .bind(email.map(Email::key))
+        .bind(phone.map(|p| p.as_str().to_owned()))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter().map(LeadRow::into_lead).collect()
+}
+
+/// Fails with `Conflict` when another lead (not `except`) holds the lead's email or phone.
+async fn check_unique(conn: &mut Tx, lead: &Lead, except: Option<LeadId>) -> Result<()> {
+    let others = find_by_contact(
+        conn,
+        lead.workspace_id,
+        lead.email.as_ref(),
+        lead.phone.as_ref(),
+    )
+    .await?;
+    let key = lead.email.as_ref().map(Email::key);
+    match others.iter().find(|o| Some(o.id) != except) {
+        Some(o) if key.is_some() && o.email.as_ref().map(Email::key) == key => {
+            Err(conflict("email", o.id))
+        }
+        Some(o) => Err(conflict("phone", o.id)),
+        None => Ok(()),
+    }
+}
+
+async fn insert_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
+    query(
+        "INSERT INTO crm_leads (id, workspace_id, name, email, email_key, phone, company, budget, \
+         project_type, message, source, status, notes, tags, custom, raw_input, ai_parsed, \
+         created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+    )
+    .bind(l.id)
+    .bind(l.workspace_id)
+    .bind(l.name.as_str())
+    .bind(l.email.as_ref().map(Email::as_str))
+    .bind(l.email.as_ref().map(Email::key))
+    .bind(l.phone.as_ref().map(Phone::as_str))
+    .bind(l.company.as_deref())
+    .bind(l.budget.as_deref())
+    .bind(l.project_type.as_deref())
+    .bind(l.message.as_deref())
+    .bind(l.source.as_deref())
+    .bind(l.status.as_str())
+    .bind(l.notes.as_deref())
+    .bind(Json(json!(l.tags)))
+    .bind(Json(Value::Object(l.custom.clone())))
+    .bind(l.raw_input.as_deref())
+    .bind(l.ai_parsed)
+    .bind(Ts(l.created_at))
+    .bind(Ts(l.updated_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn write_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
+    query(
+        "UPDATE crm_leads SET name = $3, email = $4, email_key = $5, phone = $6, company = $7, \
+         budget = $8, project_type = $9, message = $10, source = $11, status = $12, notes = $13, \
+         tags = $14, custom = $15, raw_input = $16, updated_at = $17 \
+         WHERE workspace_id = $1 AND id = $2",
+    )
+    .bind(l.workspace_id)
+    .bind(l.id)
+    .bind(l.name.as_str())
+    .bind(l.email.as_ref().map(Email::as_str))
+    .bind(l.email.as_ref().map(Email::key))
+    .bind(l.phone.as_ref().map(Phone::as_str))
+    .bind(l.company.as_deref())
+    .bind(l.budget.as_deref())
+    .bind(l.project_type.as_deref())
+    .bind(l.message.as_deref())
+    .bind(l.source.as_deref())
+    .bind(l.status.as_str())
+    .bind(l.notes.as_deref())
+    .bind(Json(json!(l.tags)))
+    .bind(Json(Value::Object(l.custom.clone())))
+    .bind(l.raw_input.as_deref())
+    .bind(Ts(l.updated_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_activity(conn: &mut Tx, ws: WorkspaceId, a: &Activity) -> Result<()> {
+    query(
+        "INSERT INTO crm_activities (id, workspace_id, lead_id, kind, description, old_status, \
+         new_status, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(a.id)
+    .bind(ws)
+    .bind(a.lead_id)
+    .bind(a.kind.as_str())
+    .bind(a.description.as_deref())
+    .bind(a.old_status.map(LeadStatus::as_str))
+    .bind(a.new_status.map(LeadStatus::as_str))
+    .bind(a.actor.as_deref())
+    .bind(Ts(a.created_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds an activity and its `lead.activity_added` event.
+async fn record_activity(conn: &mut Tx, ctx: &Ctx<'_>, a: &Activity) -> Result<()> {
+    insert_activity(conn, ctx.ws, a).await?;
+    let event = ctx.event(
+        EventType::LeadActivityAdded,
+        a.lead_id,
+        json!({ "lead_id": a.lead_id, "activity": a }),
+    );
+    outbox::insert_event(conn, &event).await
+}
+
+pub(crate) async fn create(pool: &Pool, ctx: &Ctx<'_>, fields: Fields) -> Result<Lead> {
+    let mut tx = pool.begin_write().await?;
+    let lead = fields.into_lead(ctx.ws, ctx.now);
+    check_unique(&mut tx, &lead, None).await?;
+    insert_lead(&mut tx, &lead).await?;
+    outbox::insert_event(
+        &mut tx,
+        &ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(lead)
+}
+
+/// Creates the lead, or finds the lead that already has its email (first) or phone
+/// and, as `on_known` says, fills its blanks or leaves it as it is; either way
+/// records the activity (and the inbound receipt, when there is one).
+pub(crate) async fn capture(
+    pool: &Pool,
+    ctx: &Ctx<'_>,
+    fields: Fields,
+    activity: (ActivityKind, Option<String>),
+    on_known: OnKnown,
+    receipt: Option<(&str, &str)>,
+) -> Result<Option<(Lead, bool)>> {
+    let mut activity = activity;
+    let mut tx = pool.begin_write().await?;
+    if let Some((source, external_id)) = receipt {
+        let seen = query_as::<(i64,)>(
+            "SELECT COUNT(*) FROM crm_inbound_receipts WHERE workspace_id = $1 AND source = $2 AND external_id = $3",
+        )
+        .bind(ctx.ws)
+        .bind(source)
+        .bind(external_id)
+        .fetch_one(&mut tx)
+        .await?;
+        if seen.0 > 0 {
+            return Ok(None);
+        }
+    }
+    let matches = find_by_contact(
+        &mut tx,
+        ctx.ws,
+        fields.email.as_ref(),
+        fields.phone.as_ref(),
+    )
+    .await?;
+    let existing = rules::known(&matches, fields.email.as_ref(), fields.phone.as_ref());
+    let (lead, created) = match existing {
+        None => {
+            let lead = fields.into_lead(ctx.ws, ctx.now);
+            insert_lead(&mut tx, &lead).await?;
+            outbox::insert_event(
+                &mut tx,
+                &ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead })),
+            )
+            .await?;
+            (lead, true)
+        }
+        Some(old) if matches!(on_known, OnKnown::Record(_)) => {
+            if let OnKnown::Record(description) = on_known {
+                activity.1 = description;
+            }
+            (old.clone(), false)
+        }
+        Some(old) => {
+            let mut new = rules::merge(old, fields, &matches);
+            let changed = rules::diff(old, &new);
+            if !changed.is_empty() {
+                new.updated_at = ctx.now;
+                write_lead(&mut tx, &new).await?;
+                let data = json!({ "lead": new, "changed": changed });
+                outbox::insert_event(&mut tx, &ctx.event(EventType::LeadUpdated, new.id, data))
+                    .await?;
+            }
+            (new, false)
+        }
+    };
+    let activity = ctx.activity(lead.id, activity.0, activity.1);
+    record_activity(&mut tx, ctx, &activity).await?;
+    if let Some((source, external_id)) = receipt {
+        query(
+            "INSERT INTO crm_inbound_receipts (workspace_id, source, external_id, lead_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(ctx.ws)
+        .bind(source)
+        .bind(external_id)
+        .bind(lead.id)
+        .bind(Ts(ctx.now))
+        .execute(&mut tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Some((lead, created)))
+}
+
+pub(crate) async fn get(pool: &Pool, ws: WorkspaceId, id: LeadId) -> Result<(Lead, Vec<Activity>)> {
+    let mut conn = pool.acquire().await?;
+    let lead = fetch_lead(&mut conn, ws, id, false).await?;
+    let activities = activities_of(&mut conn, ws, id).await?;
+    Ok((lead, activities))
+}
+
+pub(crate) async fn update(pool: &Pool, ctx: &Ctx<'_>, id: LeadId, patch: Patch) -> Result<Lead> {
+    let mut tx = pool.begin_write().await?;
+    let old = fetch_lead(&mut tx, ctx.ws, id, true).await?;
+    let mut new = patch.apply(&old);
+    if new.email.is_none() && new.phone.is_none() {
+        return Err(no_contact());
+    }
+    let changed = rules::diff(&old, &new);
+    if changed.is_empty() {
+        return Ok(old);
+    }
+    if changed.contains(&"email") || changed.contains(&"phone") {
+        check_unique(&mut tx, &new, Some(id)).await?;
+    }
+    new.updated_at = ctx.now;
+    write_lead(&mut tx, &new).await?;
+    if old.status != new.status {
+        let activity = Activity {
+            old_status: Some(old.status),
+            new_status: Some(new.status),
+            ..ctx.activity(id, ActivityKind::StatusChange, None)
+        };
+        insert_activity(&mut tx, ctx.ws, &activity).await?;
+        let data = json!({ "lead": new, "old_status": old.status, "new_status": new.status });
+        outbox::insert_event(&mut tx, &ctx.event(EventType::LeadStatusChanged, id, data)).await?;
+    }
+    let data = json!({ "lead": new, "changed": changed });
+    outbox::insert_event(&mut tx, &ctx.event(EventType::LeadUpdated, id, data)).await?;
+    tx.commit().await?;
+    Ok(new)
+}
+
+pub(crate) async fn delete(pool: &Pool, ctx: &Ctx<'_>, id: LeadId) -> Result<()> {
+    let mut tx = pool.begin_write().await?;
+    let old = fetch_lead(&mut tx, ctx.ws, id, true).await?;
+    query("DELETE FROM crm_leads WHERE workspace_id = $1 AND id = $2")
+        .bind(ctx.ws)
+        .bind(id)
+        .execute(&mut tx)
+        .await?;
+    outbox::insert_event(
+        &mut tx,
+        &ctx.event(EventType::LeadDeleted, id, json!({ "lead": old })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn add_activity(
+    pool: &Pool,
+    ctx: &Ctx<'_>,
+    id: LeadId,
+    kind: ActivityKind,
+    description: Option<String>,
+) -> Result<Activity> {
+    let mut tx = pool.begin_write().await?;
+    fetch_lead(&mut tx, ctx.ws, id, true).await?;
+    let activity = ctx.activity(id, kind, description);
+    record_activity(&mut tx, ctx, &activity).await?;
+    tx.commit().await?;
+    Ok(activity)
+}
+
+async fn activities_of(conn: impl Exec<'_>, ws: WorkspaceId, id: LeadId) -> Result<Vec<Activity>> {
+    let sql = format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM crm_activities WHERE workspace_id = $1 AND lead_id = $2 \
+         ORDER BY created_at, id"
+    );
+    let rows = query_as::<ActivityRow>(&sql)
+        .bind(ws)
+        .bind(id)
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter().map(ActivityRow::into_activity).collect()
+}
+
+pub(crate) async fn activities(pool: &Pool, ws: WorkspaceId, id: LeadId) -> Result<Vec<Activity>> {
+    let mut conn = pool.acquire().await?;
+    fetch_lead(&mut conn, ws, id, false).await?;
+    activities_of(&mut conn, ws, id).await
+}
+
+fn push_filters(d: Dialect, sql: &mut Sql<'_>, ws: WorkspaceId, q: &LeadQuery) {
+    sql.push(" WHERE l.workspace_id = ").push_bind(ws.0);
+    for (i, s) in q.statuses.iter().enumerate() {
+        sql.push(if i == 0 { " AND l.status IN (" } else { ", " })
+            .push_bind(s.as_str().to_owned());
+    }
+    if !q.statuses.is_empty() {
+        sql.push(")");
+    }
+    if let Some(source) = &q.source {
+        sql.push(" AND l.source = ").push_bind(source.clone());
+    }
+    for tag in &q.tags {
+        sql.push(" AND ");
+        d.push_has_tag(sql, tag.clone());
+    }
+    if let Some(t) = q.created_after {
+        sql.push(" AND l.created_at >= ").push_bind(Ts(t));
+    }
+    if let Some(t) = q.created_before {
+        sql.push(" AND l.created_at < ").push_bind(Ts(t));
+    }
+    if !q.terms.is_empty() {
+        sql.push(" AND ");
+        d.push_search(sql, &q.terms);
+    }
+}
+
+/// One page (`limit + 1` rows are read to know whether another page follows) and,
+/// when asked, the total.
+pub(crate) async fn list(
+    pool: &Pool,
+    ws: WorkspaceId,
+    q: &LeadQuery,
+    sort: SortField,
+    order: SortOrder,
+    after: Option<Cursor>,
+    include_total: bool,
+) -> Result<(Vec<Lead>, Option<u64>)> {
+    let col = sort.column();
+    let (dir, op) = match order {
+        SortOrder::Asc => ("ASC", ">"),
+        SortOrder::Desc => ("DESC", "<"),
+    };
+    let mut sql = query(format!("SELECT {LEAD_COLUMNS} FROM crm_leads l"));
+    push_filters(pool.dialect(), &mut sql, ws, q);
+    if let Some(c) = after {
+        let key = match c.key {
+            Key::Time(micros) => chrono::DateTime::from_timestamp_micros(micros)
+                .map(|t| super::sql::Arg::from(Ts(t)))
+                .ok_or_else(|| Error::invalid("cursor", "is not a cursor of this listing"))?,
+            Key::Text(s) => super::sql::Arg::from(s),
+        };
+        sql.push(&format!(" AND (l.{col}, l.id) {op} ("))
+            .push_bind(key)
+            .push(", ")
+            .push_bind(c.id.0)
+            .push(")");
+    }
+    sql.push(&format!(
+        " ORDER BY l.{col} {dir}, l.id {dir} LIMIT {}",
+        q.limit + 1
+    ));
+    let rows: Vec<LeadRow> = sql.fetch_all(pool).await?;
+    let leads = rows
+        .into_iter()
+        .map(LeadRow::into_lead)
+        .collect::<Result<Vec<_>>>()?;
+
+    let total = if include_total {
+        let mut sql = query("SELECT COUNT(*) FROM crm_leads l");
+        push_filters(pool.dialect(), &mut sql, ws, q);
+        let rows: Vec<(i64,)> = sql.fetch_all(pool).await?;
+        Some(
+            rows.first()
+                .map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)),
+        )
+    } else {
+        None
+    };
+    Ok((leads, total))
+}

@@ -1,0 +1,125 @@
+//! The outbox: an event row is written in the transaction of the change that causes
+//! it, with one pending job per enabled endpoint and channel whose filter takes it
+//! ([`crate::events::EventType::subscribed`]).
+
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::sql::{query, query_as, Tx};
+use super::{corrupt, Pool, Ts};
+use crate::events::Event;
+use crate::ids::{EventId, LeadId, WorkspaceId};
+use crate::webhooks::dispatcher::JobKind;
+use crate::Result;
+
+#[derive(FromRow)]
+pub(crate) struct EventRow {
+    id: EventId,
+    workspace_id: WorkspaceId,
+    event_type: String,
+    lead_id: Option<LeadId>,
+    payload: Json<Value>,
+    created_at: Ts,
+}
+
+impl EventRow {
+    fn into_event(self) -> Result<Event> {
+        Ok(Event {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            event_type: self.event_type.parse().map_err(|_| corrupt("event type"))?,
+            lead_id: self.lead_id,
+            payload: self.payload.0,
+            created_at: self.created_at.0,
+        })
+    }
+}
+
+/// Writes an event into the outbox, inside the caller's transaction, with one
+/// pending job per enabled webhook endpoint and notification channel of the
+/// workspace whose filter matches.
+pub(super) async fn insert_event(conn: &mut Tx, e: &Event) -> Result<()> {
+    insert_event_row(conn, e).await?;
+    let endpoints = query_as::<(Uuid, Json<Vec<String>>)>(
+        "SELECT id, event_types FROM crm_webhook_endpoints WHERE workspace_id = $1 AND enabled",
+    )
+    .bind(e.workspace_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let channels = query_as::<(Uuid, Json<Vec<String>>)>(
+        "SELECT id, event_types FROM crm_notification_channels WHERE workspace_id = $1 AND enabled",
+    )
+    .bind(e.workspace_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let targets = endpoints
+        .into_iter()
+        .map(|t| (JobKind::Webhook, t))
+        .chain(channels.into_iter().map(|t| (JobKind::Notification, t)));
+    for (kind, (target, filter)) in targets {
+        if e.event_type.subscribed(&filter.0) {
+            query(
+                "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(e.workspace_id)
+            .bind(kind.as_str())
+            .bind(target)
+            .bind(e.id.0)
+            .bind(Ts(e.created_at))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn insert_event_row(conn: &mut Tx, e: &Event) -> Result<()> {
+    query(
+        "INSERT INTO crm_events (id, workspace_id, event_type, lead_id, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(e.id)
+    .bind(e.workspace_id)
+    .bind(e.event_type.as_str())
+    .bind(e.lead_id.map(Uuid::from))
+    .bind(Json(e.payload.clone()))
+    .bind(Ts(e.created_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Events of the workspace after `after` (by id, so in the order they were written
+/// within one process), at most `limit`.
+pub(crate) async fn events(
+    pool: &Pool,
+    ws: WorkspaceId,
+    after: Option<EventId>,
+    limit: u32,
+) -> Result<Vec<Event>> {
+    let mut sql = query(
+        "SELECT id, workspace_id, event_type, lead_id, payload, created_at FROM crm_events \
+         WHERE workspace_id = ",
+    );
+    sql.push_bind(ws.0);
+    if let Some(after) = after {
+        sql.push(" AND id > ").push_bind(after.0);
+    }
+    sql.push(&format!(" ORDER BY id LIMIT {limit}"));
+    let rows: Vec<EventRow> = sql.fetch_all(pool).await?;
+    rows.into_iter().map(EventRow::into_event).collect()
+}
+
+pub(crate) async fn event_by_id(pool: &Pool, id: Uuid) -> Result<Option<Event>> {
+    let mut sql = query("SELECT id, workspace_id, event_type, lead_id, payload, created_at FROM crm_events WHERE id = ");
+    sql.push_bind(id);
+    let rows: Vec<EventRow> = sql.fetch_all(pool).await?;
+    rows.into_iter()
+        .next()
+        .map(EventRow::into_event)
+        .transpose()
+}
