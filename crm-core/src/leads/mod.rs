@@ -31,12 +31,12 @@
 //!   that changes nothing writes nothing and emits nothing.
 
 pub(crate) mod cursor;
-mod model;
+pub(crate) mod model;
 pub(crate) use model::nullable;
 pub(crate) mod parse;
 pub mod parser;
 pub(crate) mod rules;
-mod values;
+pub(crate) mod values;
 
 pub use model::{
     Activity, Captured, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, NewActivity, NewLead,

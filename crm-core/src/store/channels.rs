@@ -12,7 +12,7 @@ use super::{audit, workspaces};
 use super::{owned_rows, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::ids::{ChannelId, WorkspaceId};
-use crate::notify::Channel;
+use crate::notify::model::Channel;
 use crate::{Error, Result};
 
 const CHANNEL_COLUMNS: &str =

@@ -13,8 +13,8 @@ use super::{audit, workspaces};
 use super::{owned_rows, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::ids::{EndpointId, WorkspaceId};
-use crate::webhooks::endpoints::SealedSecrets;
-use crate::webhooks::Endpoint;
+use crate::webhooks::model::Endpoint;
+use crate::webhooks::model::SealedSecrets;
 use crate::{Error, Result};
 
 const ENDPOINT_COLUMNS: &str = "id, workspace_id, url, description, event_types, enabled, secret, \

@@ -12,7 +12,7 @@ use super::{Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::events::Event;
 use crate::ids::{EventId, WorkspaceId};
-use crate::webhooks::dispatcher::{JobId, JobKind, JobStatus};
+use crate::webhooks::model::{JobId, JobKind, JobStatus};
 use crate::Result;
 
 /// A job a dispatcher holds the lease of.
@@ -47,8 +47,8 @@ pub(crate) struct AttemptRow {
 }
 
 impl AttemptRow {
-    fn into_attempt(self) -> crate::webhooks::Attempt {
-        crate::webhooks::Attempt {
+    fn into_attempt(self) -> crate::webhooks::model::Attempt {
+        crate::webhooks::model::Attempt {
             id: self.id,
             job_id: self.job_id,
             kind: self.kind,
@@ -69,7 +69,7 @@ impl AttemptRow {
 pub(crate) struct Finish<'a> {
     pub job: &'a ClaimedJob,
     pub token: Uuid,
-    pub attempt: &'a crate::webhooks::Attempt,
+    pub attempt: &'a crate::webhooks::model::Attempt,
     /// Pending (retry at `next_attempt_at`), delivered or failed.
     pub job_status: JobStatus,
     pub success: bool,
@@ -258,7 +258,7 @@ pub(crate) async fn list_attempts(
     event: Option<EventId>,
     after: Option<Uuid>,
     limit: u32,
-) -> Result<Vec<crate::webhooks::Attempt>> {
+) -> Result<Vec<crate::webhooks::model::Attempt>> {
     let mut sql = query(
         "SELECT id, job_id, kind, target_id, event_id, attempt, status_code, response_body, duration_ms, error_kind, \
          next_attempt_at, created_at FROM crm_delivery_attempts WHERE workspace_id = ",

@@ -13,9 +13,10 @@ use super::{corrupt, Ctx, Pool, Ts};
 use crate::events::EventType;
 use crate::ids::{ActivityId, LeadId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
+use crate::leads::model::{Activity, Lead, SortField, SortOrder};
 use crate::leads::parse::{Fields, Patch, Query as LeadQuery};
 use crate::leads::rules;
-use crate::leads::{Activity, ActivityKind, Email, Lead, LeadStatus, Phone, SortField, SortOrder};
+use crate::leads::values::{ActivityKind, Email, LeadStatus, Phone};
 use crate::{Error, Result};
 
 const LEAD_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.email, l.phone, l.company, l.budget, \

@@ -47,7 +47,8 @@ use uuid::Uuid;
 
 use crate::events::{Event, EventType};
 use crate::ids::{ActivityId, LeadId, WorkspaceId};
-use crate::leads::{Activity, ActivityKind};
+use crate::leads::model::Activity;
+use crate::leads::values::ActivityKind;
 use crate::{Error, Result};
 
 /// A stored value that no longer parses: the database was changed behind crm's back.

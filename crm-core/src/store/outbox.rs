@@ -11,7 +11,7 @@ use super::sql::{query, query_as, Tx};
 use super::{corrupt, Pool, Ts};
 use crate::events::Event;
 use crate::ids::{EventId, LeadId, WorkspaceId};
-use crate::webhooks::dispatcher::JobKind;
+use crate::webhooks::model::JobKind;
 use crate::Result;
 
 #[derive(FromRow)]

@@ -11,7 +11,7 @@ use super::users::USER_COLUMNS;
 use super::{audit, users};
 use super::{Pool, Ts};
 use crate::audit::AuditEntry;
-use crate::auth::{Session, Throttle, User, RESET, VERIFY};
+use crate::auth::model::{Session, Throttle, User, RESET, VERIFY};
 use crate::ids::{SessionId, UserId, WorkspaceId};
 use crate::{Error, Result};
 

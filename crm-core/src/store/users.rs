@@ -9,9 +9,9 @@ use super::workspaces::QuotaKind;
 use super::{audit, sessions, workspaces};
 use super::{corrupt, owned_rows, Pool, Ts};
 use crate::audit::AuditEntry;
-use crate::auth::{Role, User, UserAccess};
+use crate::auth::model::{Role, User, UserAccess};
 use crate::ids::{SessionId, UserId, WorkspaceId};
-use crate::leads::Email;
+use crate::leads::values::Email;
 use crate::{Error, Result};
 
 pub(super) const USER_COLUMNS: &str =
@@ -78,7 +78,7 @@ async fn insert_user(conn: &mut Tx, u: &User, hash: &str) -> Result<()> {
     .bind(Ts(u.updated_at))
     .execute(&mut *conn)
     .await
-    .map_err(|e| match Error::from(e) {
+    .map_err(|e| match e {
         Error::Conflict { .. } => Error::Conflict {
             message: "a user with this email already exists".into(),
             field: Some("email"),

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::dispatcher::{
-    message_id, Attempt, JobKind, JobStatus, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX,
-};
+use super::dispatcher::{message_id, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX};
+use super::model::{Attempt, JobKind, JobStatus};
 use super::ssrf::{self, IpNet};
 use crate::audit::AuditEntry;
 use crate::ids::EndpointId;

@@ -16,12 +16,13 @@
 //! jitter; after `disable_after` consecutive failures the endpoint is disabled and the
 //! audit log says why. Every attempt is recorded.
 
+pub use super::model::Attempt;
+use super::model::{JobKind, JobStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -40,39 +41,6 @@ use crate::{Crm, Error, Result};
 pub const RESPONSE_BODY_MAX: usize = 4096;
 /// Largest payload crm will send, in bytes.
 pub const PAYLOAD_MAX: usize = 256 * 1024;
-
-crate::macros::string_enum!(
-    /// What a job delivers: a webhook message to an endpoint, or a notification
-    /// through a channel.
-    pub(crate) JobKind, "job kind" {
-        Webhook => "webhook",
-        Notification => "notification",
-    }
-);
-
-crate::macros::string_enum!(
-    /// Where a job stands.
-    pub(crate) JobStatus, "job status" {
-        /// Due at its `run_at` (a retry, or not tried yet).
-        Pending => "pending",
-        Delivered => "delivered",
-        /// Out of retries, or refused for good.
-        Failed => "failed",
-        /// Ended without an attempt (its endpoint or channel is gone or disabled,
-        /// or its kind unknown to this build).
-        Cancelled => "cancelled",
-    }
-);
-
-/// A job's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct JobId(pub(crate) Uuid);
-
-impl From<Uuid> for JobId {
-    fn from(id: Uuid) -> Self {
-        Self(id)
-    }
-}
 
 /// How a dispatcher works; the defaults follow the design.
 #[derive(Debug, Clone)]
@@ -112,38 +80,6 @@ impl Default for DispatcherConfig {
             disable_after: 10,
         }
     }
-}
-
-/// One recorded delivery attempt.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attempt {
-    /// Its id.
-    pub id: Uuid,
-    /// The job (one message to one endpoint or channel).
-    pub job_id: Uuid,
-    /// `webhook` or `notification`.
-    pub kind: String,
-    /// The webhook endpoint or notification channel.
-    pub target_id: Uuid,
-    /// The event (its id is the `webhook-id`).
-    pub event_id: EventId,
-    /// 1 for the first attempt of the job.
-    pub attempt: u32,
-    /// The HTTP status, when a response came.
-    pub status_code: Option<u16>,
-    /// The response body, cut at 4 KiB.
-    pub response_body: Option<String>,
-    /// How long the attempt took.
-    pub duration_ms: u64,
-    /// Why it failed: for webhooks `http_status`, `redirect`, `timeout`, `connect`,
-    /// `network`, `ssrf_refused` or `payload_too_large`; for notifications the plugin's
-    /// reason. `None` on success.
-    pub error_kind: Option<String>,
-    /// When the next attempt is due, when there is one.
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    /// When it was made.
-    pub created_at: DateTime<Utc>,
 }
 
 /// The `webhook-id` of an event.

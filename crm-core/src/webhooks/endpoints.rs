@@ -6,8 +6,9 @@
 //! the workspace whose filter matches (`crm_jobs`, the queue that the dispatcher
 //! drains; notification channels will use the same queue).
 
-use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use super::model::SealedSecrets;
+pub use super::model::{CreatedEndpoint, Endpoint, EndpointPatch, NewEndpoint};
+use chrono::Duration;
 use serde_json::json;
 
 use super::signing::WebhookSecret;
@@ -24,116 +25,6 @@ use crate::{Crm, Error, Result};
 pub const ROTATION_OVERLAP: Duration = Duration::hours(24);
 /// Most entries in an event filter.
 pub const FILTER_MAX: usize = 32;
-
-/// A webhook endpoint (without its secret).
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Endpoint {
-    /// Its id.
-    pub id: EndpointId,
-    /// Its workspace.
-    pub workspace_id: WorkspaceId,
-    /// Where deliveries are POSTed.
-    pub url: String,
-    /// For people.
-    pub description: Option<String>,
-    /// Event types it receives: names, `lead.*`, or `*`.
-    pub event_types: Vec<String>,
-    /// Whether it receives deliveries.
-    pub enabled: bool,
-    /// Most deliveries per minute, when limited.
-    pub rate_limit_per_minute: Option<u32>,
-    /// Failed attempts since the last success.
-    pub consecutive_failures: u32,
-    /// Last successful delivery.
-    pub last_success_at: Option<DateTime<Utc>>,
-    /// Last failed attempt.
-    pub last_failure_at: Option<DateTime<Utc>>,
-    /// Why crm disabled it (410 Gone, too many failures), when it did.
-    pub disabled_reason: Option<String>,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// When it last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// Input of [`Webhooks::create`].
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(example = json!({"url": "https://example.com/webhooks/crm", "description": "Sync to the ERP", "event_types": ["lead.*"], "rate_limit_per_minute": 120})))]
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NewEndpoint {
-    /// An `http(s)` URL whose host resolves to public addresses only.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            required = true,
-            format = "uri",
-            min_length = 1,
-            max_length = 2048,
-            pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
-        )
-    )]
-    pub url: String,
-    /// Up to 500 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 500))]
-    pub description: Option<String>,
-    /// Event filter; `["*"]` when empty.
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::event_filter))]
-    pub event_types: Vec<String>,
-    /// `true` when absent.
-    pub enabled: Option<bool>,
-    /// 1–10,000 deliveries per minute, or no limit.
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
-    pub rate_limit_per_minute: Option<u32>,
-    /// Bring your own `whsec_…` secret (24–64 bytes); one is generated otherwise.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$")
-    )]
-    pub secret: Option<String>,
-}
-
-/// Input of [`Webhooks::update`]; fields left `None` stay.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(example = json!({"description": "Sync to the ERP (EU)", "event_types": ["lead.created", "lead.status_changed"], "enabled": true})))]
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EndpointPatch {
-    /// A new URL.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            format = "uri",
-            min_length = 1,
-            max_length = 2048,
-            pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
-        )
-    )]
-    pub url: Option<String>,
-    /// A new description (`Some(None)`, JSON `null`, clears it).
-    #[serde(deserialize_with = "crate::leads::nullable")]
-    #[cfg_attr(feature = "openapi", schema(max_length = 500))]
-    pub description: Option<Option<String>>,
-    /// A new event filter.
-    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::endpoint_filter_patch))]
-    pub event_types: Option<Vec<String>>,
-    /// Enable or disable; enabling clears the failure count and `disabled_reason`.
-    pub enabled: Option<bool>,
-    /// A new limit (`Some(None)`, JSON `null`, removes it).
-    #[serde(deserialize_with = "crate::leads::nullable")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
-    pub rate_limit_per_minute: Option<Option<u32>>,
-}
-
-/// An endpoint just made, with its secret (also readable later with [`Webhooks::secret`]).
-#[derive(Debug, Clone)]
-pub struct CreatedEndpoint {
-    /// The endpoint.
-    pub endpoint: Endpoint,
-    /// Its signing secret, `whsec_…`.
-    pub secret: SecretString,
-}
 
 /// Checks an event filter: event type names, `lead.*`, or `*`.
 pub(crate) fn check_filter(e: &mut Errors, types: &[String]) -> Vec<String> {
@@ -411,7 +302,7 @@ impl Webhooks {
         store::jobs::list_attempts(
             self.crm.pool(),
             self.ws,
-            crate::webhooks::dispatcher::JobKind::Webhook,
+            crate::webhooks::model::JobKind::Webhook,
             id.0,
             None,
             after,
@@ -430,7 +321,7 @@ impl Webhooks {
         store::jobs::list_attempts(
             self.crm.pool(),
             self.ws,
-            crate::webhooks::dispatcher::JobKind::Webhook,
+            crate::webhooks::model::JobKind::Webhook,
             id.0,
             Some(event),
             None,
@@ -452,7 +343,7 @@ impl Webhooks {
         store::jobs::enqueue(
             self.crm.pool(),
             self.ws,
-            crate::webhooks::dispatcher::JobKind::Webhook,
+            crate::webhooks::model::JobKind::Webhook,
             id.0,
             event,
             None,
@@ -479,7 +370,7 @@ impl Webhooks {
         store::jobs::enqueue(
             self.crm.pool(),
             self.ws,
-            crate::webhooks::dispatcher::JobKind::Webhook,
+            crate::webhooks::model::JobKind::Webhook,
             id.0,
             event.id,
             Some(&event),
@@ -517,13 +408,6 @@ impl Webhooks {
         }
         Ok((ep, secrets))
     }
-}
-
-/// The sealed secrets of an endpoint as stored.
-pub(crate) struct SealedSecrets {
-    pub current: String,
-    pub previous: Option<String>,
-    pub previous_until: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

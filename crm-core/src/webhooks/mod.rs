@@ -6,10 +6,13 @@
 mod delivery;
 pub mod dispatcher;
 pub mod endpoints;
+pub(crate) mod model;
 pub mod signing;
 pub mod ssrf;
 
-pub use dispatcher::{message_id, Attempt, DispatcherConfig};
-pub use endpoints::{CreatedEndpoint, Endpoint, EndpointPatch, NewEndpoint, Webhooks};
+pub use dispatcher::{message_id, DispatcherConfig};
+pub use endpoints::Webhooks;
+pub use model::Attempt;
+pub use model::{CreatedEndpoint, Endpoint, EndpointPatch, NewEndpoint};
 /// The token that stops a dispatcher (re-exported from `tokio-util`).
 pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,170 @@
+//! The auth entry points on [`Crm`] itself: what is not scoped to a workspace
+//! handle (registration, checking and ending sessions, confirming mailed tokens,
+//! password hashing).
+
+use chrono::Duration;
+
+pub(super) use password::check_policy;
+
+use super::{password, token_hash, Auth, NewUser, Role, SessionUser, User, RESET};
+use crate::error::{AuthFailure, Errors};
+use crate::ids::WorkspaceId;
+use crate::store;
+use crate::{Crm, Error, Result};
+
+impl Crm {
+    /// The default workspace's auth service.
+    pub fn auth(&self) -> Auth {
+        self.workspace(WorkspaceId::DEFAULT).auth()
+    }
+
+    /// Registration: a new workspace named `workspace_name` and its owner, in one
+    /// transaction.
+    #[tracing::instrument(skip_all)]
+    pub async fn register(&self, workspace_name: &str, owner: NewUser) -> Result<User> {
+        let name = workspace_name.trim();
+        let ws = WorkspaceId::new();
+        let auth = Auth::new(self.clone(), ws);
+        let mut e = Errors::default();
+        if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
+            e.add("workspace_name", "must be 1-200 characters");
+        }
+        let prepared = auth.prepare(owner, Some(Role::Owner)).await;
+        if let Err(Error::Validation { errors }) = &prepared {
+            for f in errors {
+                e.add(f.field.clone(), f.message.clone());
+            }
+        }
+        e.finish()?;
+        let (user, hash) = prepared?;
+        let audit = auth.audit(Some("registration"), "user.registered", Some(&user), None);
+        store::users::create_user(self.pool(), Some(name), &user, &hash, &audit).await?;
+        Ok(user)
+    }
+
+    /// Checks a session token: its session (refreshed when used a minute or more after
+    /// the last refresh) and user, or `Unauthorized` (`MalformedToken` for a token of
+    /// the wrong length or alphabet, `InvalidToken` for an unknown or expired one).
+    #[tracing::instrument(skip_all)]
+    pub async fn authenticate_session(&self, token: &str) -> Result<SessionUser> {
+        let hash = token_hash(token)?;
+        let now = self.now();
+        let found = store::sessions::find_session(self.pool(), &hash).await?;
+        let Some(mut session) = found.filter(|s| s.expires_at > now && s.absolute_expires_at > now)
+        else {
+            return Err(Error::unauthorized(AuthFailure::InvalidToken));
+        };
+        let cfg = self.auth_config();
+        if now - session.last_seen_at >= Duration::minutes(1) {
+            let ttl = if session.remember {
+                cfg.remember_ttl
+            } else {
+                cfg.session_ttl
+            };
+            session.last_seen_at = now;
+            session.expires_at = (now + ttl).min(session.absolute_expires_at);
+            store::sessions::refresh_session(self.pool(), &session).await?;
+        }
+        let (user, _) =
+            store::users::get_user(self.pool(), session.workspace_id, session.user_id).await?;
+        if user.disabled_at.is_some() {
+            return Err(Error::unauthorized(AuthFailure::InvalidToken));
+        }
+        Ok(SessionUser { session, user })
+    }
+
+    /// Logs a session out. An unknown or malformed token is `Unauthorized`.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(&self, token: &str) -> Result<()> {
+        let su = self.authenticate_session(token).await?;
+        let audit = Auth::new(self.clone(), su.user.workspace_id).audit(
+            Some(&su.user.id.to_string()),
+            "session.revoked",
+            Some(&su.user),
+            None,
+        );
+        store::sessions::end_sessions(self.pool(), &su.user, Some(su.session.id), None, &audit)
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends every session of the token's user ("log out everywhere").
+    #[tracing::instrument(skip_all)]
+    pub async fn logout_everywhere(&self, token: &str) -> Result<u64> {
+        let su = self.authenticate_session(token).await?;
+        let audit = Auth::new(self.clone(), su.user.workspace_id).audit(
+            Some(&su.user.id.to_string()),
+            "session.revoked_all",
+            Some(&su.user),
+            None,
+        );
+        store::sessions::end_sessions(self.pool(), &su.user, None, None, &audit).await
+    }
+
+    /// Deletes expired sessions and used or expired tokens; returns how many rows went.
+    #[tracing::instrument(skip_all)]
+    pub async fn cleanup_auth(&self) -> Result<u64> {
+        let now = self.now();
+        store::sessions::cleanup_auth(self.pool(), now).await
+    }
+
+    /// Completes a password reset: checks the policy, consumes the token, sets the
+    /// password, ends every session and lifts any lockout of the email.
+    #[tracing::instrument(skip_all)]
+    pub async fn confirm_password_reset(&self, token: &str, new_password: &str) -> Result<User> {
+        let hash = token_hash(token)?;
+        check_policy(new_password)?;
+        // The token first: a guessed or spent token must not cost an Argon2 hash. It
+        // is consumed below, in the transaction that sets the password.
+        let now = self.now();
+        let live = store::sessions::token_is_live(self.pool(), &hash, RESET, now).await?;
+        if !live {
+            return Err(Error::unauthorized(AuthFailure::InvalidToken));
+        }
+        let new_hash = self.passwords().hash(new_password).await?;
+        store::sessions::reset_password(self.pool(), &hash, &new_hash, now).await
+    }
+
+    /// Completes an email verification: consumes the token and marks the email verified.
+    #[tracing::instrument(skip_all)]
+    pub async fn confirm_email(&self, token: &str) -> Result<User> {
+        let hash = token_hash(token)?;
+        let now = self.now();
+        store::sessions::verify_email(self.pool(), &hash, now).await
+    }
+
+    /// Hashes a password (Argon2id, the configured parameters) on the blocking pool.
+    /// The policy is not applied here; see [`check_policy`].
+    #[tracing::instrument(skip_all)]
+    pub async fn hash_password(&self, password: &str) -> Result<String> {
+        if password.len() > password::MAX_BYTES {
+            return Err(Error::invalid(
+                "password",
+                format!("must be at most {} bytes", password::MAX_BYTES),
+            ));
+        }
+        self.passwords().hash(password).await
+    }
+
+    /// Whether `password` matches a PHC string from [`Crm::hash_password`]; a
+    /// malformed PHC string never matches.
+    #[tracing::instrument(skip_all)]
+    pub async fn verify_password(&self, password: &str, phc: &str) -> Result<bool> {
+        if password.len() > password::MAX_BYTES {
+            return Ok(false);
+        }
+        self.passwords().verify(password, phc).await
+    }
+
+    /// Password verifications this `Crm` has run, for unknown accounts too (a metric,
+    /// and how tests show that unknown accounts cost a verify).
+    pub fn password_verifications(&self) -> u64 {
+        self.passwords().verifications()
+    }
+
+    /// Passwords this `Crm` has hashed (a metric; tests show that a refused reset
+    /// token costs no hash).
+    pub fn password_hashes(&self) -> u64 {
+        self.passwords().hashes()
+    }
+}
