@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: everything CI runs, from a fresh clone.
-#   fmt, clippy (all features, -D warnings), rustdoc (-D warnings),
+#   fmt, clippy (all features, -D warnings), the storage layering (scripts/check-layers.py),
+#   rustdoc (-D warnings),
 #   every crate and feature alone on the minimum Rust version (scripts/check-features.sh),
 #   cargo deny (licenses, bans, sources; built from crates.io into target/tools),
 #   the tests on SQLite and on Postgres (CRM_TEST_PG_URL, or a throwaway cluster),
@@ -21,6 +22,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+step "layers: storage imports models, never a service"
+python3 scripts/check-layers.py > /dev/null
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked

@@ -46,7 +46,7 @@ pub struct CreatedApiKey {
     pub secret: SecretString,
 }
 
-/// Input of [`ApiKeys::create`].
+/// Input of [`ApiKeys::create`](super::ApiKeys::create).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = json!({"name": "Website backend", "scopes": ["leads:read", "leads:write"]})))]
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -66,7 +66,7 @@ pub struct NewApiKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Input of [`ApiKeys::update`]: fields left `None` stay.
+/// Input of [`ApiKeys::update`](super::ApiKeys::update): fields left `None` stay.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = json!({"name": "Website backend (prod)", "scopes": ["leads:*"]})))]
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -125,7 +125,7 @@ pub struct NewUser {
     /// which make owners).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Role>))]
     pub role: Option<String>,
-    /// A password meeting [`check_policy`].
+    /// A password meeting [`check_policy`](super::check_policy).
     #[cfg_attr(feature = "openapi", schema(required = true, schema_with = crate::openapi::new_password))]
     pub password: String,
 }
@@ -215,7 +215,7 @@ pub struct SessionUser {
     pub user: User,
 }
 
-/// A mail the auth service asks the [`Mailer`] to send.
+/// A mail the auth service asks the [`Mailer`](super::Mailer) to send.
 #[derive(Debug, Clone)]
 pub enum AuthMail {
     /// A password-reset link or code.

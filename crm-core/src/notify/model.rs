@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A notification channel (its configuration is only read back with
-/// [`Notifications::config`]).
+/// [`Notifications::config`](super::Notifications::config)).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Channel {
@@ -29,7 +29,7 @@ pub struct Channel {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Input of [`Notifications::create`].
+/// Input of [`Notifications::create`](super::Notifications::create).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = json!({"kind": "email", "name": "Sales inbox", "config": {"to": ["sales@example.com"]}, "event_types": ["lead.created"]})))]
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -55,7 +55,7 @@ pub struct NewChannel {
     pub enabled: Option<bool>,
 }
 
-/// Input of [`Notifications::update`]; fields left `None` stay.
+/// Input of [`Notifications::update`](super::Notifications::update); fields left `None` stay.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = json!({"name": "Sales inbox (EU)", "event_types": ["lead.*"], "enabled": true})))]
 #[derive(Debug, Clone, Default, Deserialize)]

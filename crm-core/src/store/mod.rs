@@ -26,6 +26,8 @@
 pub(crate) mod api_keys;
 pub(crate) mod audit;
 pub(crate) mod channels;
+#[cfg(test)]
+mod conformance;
 pub(crate) mod endpoints;
 pub(crate) mod idempotency;
 pub(crate) mod jobs;

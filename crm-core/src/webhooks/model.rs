@@ -105,7 +105,7 @@ pub struct Endpoint {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Input of [`Webhooks::create`].
+/// Input of [`Webhooks::create`](super::Webhooks::create).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = json!({"url": "https://example.com/webhooks/crm", "description": "Sync to the ERP", "event_types": ["lead.*"], "rate_limit_per_minute": 120})))]
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -142,7 +142,7 @@ pub struct NewEndpoint {
     pub secret: Option<String>,
 }
 
-/// Input of [`Webhooks::update`]; fields left `None` stay.
+/// Input of [`Webhooks::update`](super::Webhooks::update); fields left `None` stay.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = json!({"description": "Sync to the ERP (EU)", "event_types": ["lead.created", "lead.status_changed"], "enabled": true})))]
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,7 +174,7 @@ pub struct EndpointPatch {
     pub rate_limit_per_minute: Option<Option<u32>>,
 }
 
-/// An endpoint just made, with its secret (also readable later with [`Webhooks::secret`]).
+/// An endpoint just made, with its secret (also readable later with [`Webhooks::secret`](super::Webhooks::secret)).
 #[derive(Debug, Clone)]
 pub struct CreatedEndpoint {
     /// The endpoint.

@@ -1,0 +1,408 @@
+//! The storage conformance suite: the same cases, on the storage functions directly,
+//! against SQLite and (with the `postgres` feature and `CRM_TEST_PG_URL`) Postgres,
+//! each on a fresh database (a fresh schema on Postgres). What must hold on both:
+//! every argument type binds and reads back (nulls keep their type), the dialect's
+//! search and tag filters and the keyset paging give the same pages, a job is
+//! claimed by one worker until its lease ends, and an idempotency key is claimed
+//! once and then replayed.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{json, Value};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::sql::{query, query_as};
+use super::{idempotency, jobs, leads, workspaces, Ctx, Pool, Ts};
+use crate::events::{Event, EventType};
+use crate::ids::WorkspaceId;
+use crate::leads::cursor::Cursor;
+use crate::leads::parse::{self, LeadRules};
+use crate::leads::{LeadQuery, NewLead, SortField, SortOrder};
+use crate::webhooks::model::JobKind;
+use crate::Crm;
+
+/// One backend's fresh database, and how to drop it.
+struct Db {
+    crm: Crm,
+    #[cfg(feature = "postgres")]
+    drop_schema: Option<(String, String)>,
+}
+
+impl Db {
+    async fn sqlite() -> Self {
+        let crm = Crm::connect("sqlite::memory:").await.expect("sqlite");
+        Self {
+            crm,
+            #[cfg(feature = "postgres")]
+            drop_schema: None,
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn postgres() -> Self {
+        let url = std::env::var("CRM_TEST_PG_URL").expect(
+            "CRM_TEST_PG_URL is not set: run scripts/test.sh, which starts a throwaway Postgres",
+        );
+        let schema = format!("crm_conformance_{}", Uuid::now_v7().simple());
+        let crm = Crm::builder()
+            .database_url(&url)
+            .schema(&schema)
+            .connect()
+            .await
+            .expect("postgres");
+        Self {
+            crm,
+            drop_schema: Some((url, schema)),
+        }
+    }
+
+    fn pool(&self) -> &Pool {
+        self.crm.pool()
+    }
+
+    async fn cleanup(self) {
+        self.crm.close().await;
+        #[cfg(feature = "postgres")]
+        if let Some((url, schema)) = self.drop_schema {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+            sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .execute(&mut c)
+                .await
+                .expect("drop schema");
+        }
+    }
+}
+
+/// A test per case and backend, as `sqlite::case` and `postgres::case`.
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::Db::sqlite().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )+
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::Db::postgres().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    every_argument_type_binds_and_reads_back,
+    search_tags_status_and_paging_give_the_same_pages,
+    a_job_is_claimed_by_one_worker_until_its_lease_ends,
+    an_idempotency_key_is_claimed_once_then_replayed,
+);
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .expect("date")
+}
+
+type Values = (
+    Option<Uuid>,
+    Option<String>,
+    Option<i64>,
+    bool,
+    Option<Ts>,
+    Json<Value>,
+);
+
+async fn every_argument_type_binds_and_reads_back(db: &Db) {
+    let id = Uuid::now_v7();
+    let t = Ts(t0() + Duration::microseconds(123_456));
+    let back: Values = query_as::<Values>("SELECT $1, $2, $3, $4, $5, $6")
+        .bind(id)
+        .bind("é ü 🙂 ' \" \\")
+        .bind(i64::MIN)
+        .bind(true)
+        .bind(t)
+        .bind(Json(json!({"k": [1, "two", null]})))
+        .fetch_one(db.pool())
+        .await
+        .expect("values");
+    assert_eq!(back.0, Some(id));
+    assert_eq!(back.1.as_deref(), Some("é ü 🙂 ' \" \\"));
+    assert_eq!(back.2, Some(i64::MIN));
+    assert!(back.3);
+    assert_eq!(back.4, Some(t), "microseconds survive");
+    assert_eq!(back.5 .0, json!({"k": [1, "two", null]}));
+
+    // Nulls keep their type: Postgres would refuse an untyped null in a typed column.
+    let ws = WorkspaceId::DEFAULT;
+    let written = query(
+        "INSERT INTO crm_events (id, workspace_id, event_type, lead_id, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(ws)
+    .bind("lead.created")
+    .bind(None::<Uuid>)
+    .bind(Json(json!({})))
+    .bind(t)
+    .execute(db.pool())
+    .await
+    .expect("insert with a null uuid");
+    assert_eq!(written, 1);
+    let nulls: Values =
+        query_as::<Values>("SELECT lead_id, $2, $3, $4, $5, payload FROM crm_events WHERE id = $1")
+            .bind(id)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(false)
+            .bind(None::<Ts>)
+            .fetch_one(db.pool())
+            .await
+            .expect("nulls");
+    assert_eq!(
+        (nulls.0, nulls.1, nulls.2, nulls.3, nulls.4),
+        (None, None, None, false, None)
+    );
+}
+
+async fn search_tags_status_and_paging_give_the_same_pages(db: &Db) {
+    let ws = WorkspaceId::DEFAULT;
+    let rules = LeadRules::default();
+    let people = [
+        ("Alice Martin", "vip", "website"),
+        ("Alina Costa", "cold", "website"),
+        ("Bob Alison", "vip", "whatsapp"),
+        ("Carla Diaz", "vip", "website"),
+        ("Dan Ng", "cold", "website"),
+    ];
+    for (i, (name, tag, source)) in people.iter().enumerate() {
+        let fields = parse::new_lead(
+            NewLead {
+                name: (*name).into(),
+                email: Some(format!("p{i}@example.com")),
+                source: Some((*source).into()),
+                tags: vec![(*tag).into()],
+                ..NewLead::default()
+            },
+            &rules,
+        )
+        .expect("valid lead");
+        let ctx = Ctx {
+            ws,
+            now: t0() + Duration::minutes(i as i64),
+            actor: None,
+        };
+        leads::create(db.pool(), &ctx, fields)
+            .await
+            .expect("create");
+    }
+    let names = |page: &[crate::leads::Lead]| -> Vec<String> {
+        page.iter().map(|l| l.name.clone()).collect()
+    };
+    let list = |input: LeadQuery, after: Option<Cursor>| {
+        let q = parse::query(&input).expect("query");
+        let (sort, order) = (input.sort, input.order);
+        async move {
+            leads::list(db.pool(), ws, &q, sort, order, after, true)
+                .await
+                .expect("list")
+        }
+    };
+
+    // Prefix search on every word of name, email and company.
+    let (page, total) = list(
+        LeadQuery {
+            q: Some("ali".into()),
+            sort: SortField::Name,
+            order: SortOrder::Asc,
+            ..LeadQuery::default()
+        },
+        None,
+    )
+    .await;
+    assert_eq!(names(&page), ["Alice Martin", "Alina Costa", "Bob Alison"]);
+    assert_eq!(total, Some(3));
+
+    // A tag and a source together.
+    let (page, _) = list(
+        LeadQuery {
+            tags: vec!["vip".into()],
+            source: Some("website".into()),
+            sort: SortField::Name,
+            order: SortOrder::Desc,
+            ..LeadQuery::default()
+        },
+        None,
+    )
+    .await;
+    assert_eq!(names(&page), ["Carla Diaz", "Alice Martin"]);
+
+    // Keyset paging, newest first: two pages of two and one of one, no repeats.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let input = LeadQuery {
+            limit: Some(2),
+            ..LeadQuery::default()
+        };
+        let fingerprint = parse::query(&input).expect("query").fingerprint();
+        let (mut page, _) = list(input, after).await;
+        let more = page.len() > 2;
+        page.truncate(2);
+        seen.extend(names(&page));
+        if !more {
+            break;
+        }
+        let last = page.last().expect("a page");
+        after = Some(Cursor::after(
+            last,
+            SortField::CreatedAt,
+            SortOrder::Desc,
+            &fingerprint,
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            "Dan Ng",
+            "Carla Diaz",
+            "Bob Alison",
+            "Alina Costa",
+            "Alice Martin"
+        ]
+    );
+}
+
+async fn a_job_is_claimed_by_one_worker_until_its_lease_ends(db: &Db) {
+    let ws = WorkspaceId::DEFAULT;
+    let event = Event::new(ws, EventType::LeadCreated, None, json!({}), t0());
+    let target = Uuid::now_v7();
+    jobs::enqueue(
+        db.pool(),
+        ws,
+        JobKind::Webhook,
+        target,
+        event.id,
+        Some(&event),
+        t0(),
+    )
+    .await
+    .expect("enqueue");
+    let now = t0() + Duration::seconds(1);
+    let lease = now + Duration::seconds(30);
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = jobs::claim_jobs(db.pool(), now, lease, a, (10, 10), None)
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].target_id, target);
+    assert_eq!(first[0].attempts, 1);
+    let second = jobs::claim_jobs(db.pool(), now, lease, b, (10, 10), None)
+        .await
+        .expect("claim");
+    assert!(second.is_empty(), "a leased job is not claimed twice");
+    // Another kind's worker sees nothing either.
+    let other = jobs::claim_jobs(
+        db.pool(),
+        now,
+        lease,
+        b,
+        (10, 10),
+        Some(JobKind::Notification),
+    )
+    .await
+    .expect("claim");
+    assert!(other.is_empty());
+    // When the lease has run out, another worker takes it (the first one died).
+    let later = lease + Duration::seconds(1);
+    let retaken = jobs::claim_jobs(
+        db.pool(),
+        later,
+        later + Duration::seconds(30),
+        b,
+        (10, 10),
+        None,
+    )
+    .await
+    .expect("claim");
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].attempts, 2);
+    // The first worker's token no longer holds it: its release changes nothing.
+    jobs::release_job(db.pool(), first[0].id, a, later)
+        .await
+        .expect("release");
+    let none = jobs::claim_jobs(
+        db.pool(),
+        later,
+        later + Duration::seconds(30),
+        a,
+        (10, 10),
+        None,
+    )
+    .await
+    .expect("claim");
+    assert!(
+        none.is_empty(),
+        "a stale token cannot release another's lease"
+    );
+}
+
+async fn an_idempotency_key_is_claimed_once_then_replayed(db: &Db) {
+    let ws = WorkspaceId::DEFAULT;
+    let now = Ts(t0());
+    let long_ago = Ts(t0() - Duration::hours(24));
+    let claim = |fingerprint: &'static str, now: Ts| {
+        idempotency::claim_idempotency(
+            db.pool(),
+            ws,
+            "POST /leads",
+            "key-1",
+            fingerprint,
+            now,
+            long_ago,
+            long_ago,
+        )
+    };
+    assert!(claim("f1", now).await.expect("claim").is_none(), "new");
+    let running = claim("f1", now).await.expect("claim").expect("held");
+    assert_eq!(running.fingerprint, "f1");
+    assert_eq!(running.status_code, None, "still running");
+    idempotency::finish_idempotency(db.pool(), ws, "POST /leads", "key-1", Some((201, "{}")))
+        .await
+        .expect("finish");
+    let done = claim("f2", now).await.expect("claim").expect("replay");
+    assert_eq!(
+        done.fingerprint, "f1",
+        "the first request's fingerprint is kept"
+    );
+    assert_eq!(done.status_code, Some(201));
+    assert_eq!(done.response.as_deref(), Some("{}"));
+    // Another workspace's key of the same name is its own.
+    let other = WorkspaceId::new();
+    workspaces::create_workspace(db.pool(), other, "other", now)
+        .await
+        .expect("workspace");
+    let theirs = idempotency::claim_idempotency(
+        db.pool(),
+        other,
+        "POST /leads",
+        "key-1",
+        "f1",
+        now,
+        long_ago,
+        long_ago,
+    )
+    .await
+    .expect("claim");
+    assert!(theirs.is_none(), "a new claim in the other workspace");
+}
