@@ -7,10 +7,8 @@ use sqlx::types::Json;
 use sqlx::FromRow;
 
 use super::sql::{query, query_as, Exec, Tx};
-use super::workspaces::Quota;
-use super::workspaces::QuotaKind;
-use super::{audit, workspaces};
-use super::{corrupt, owned_rows, Pool, Ts};
+use super::workspaces::{Quota, QuotaKind};
+use super::{audit, corrupt, owned_rows, workspaces, Pool, Ts};
 use crate::api_keys::model::ApiKey;
 use crate::api_keys::scope::Scope;
 use crate::audit::AuditEntry;

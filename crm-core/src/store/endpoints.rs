@@ -5,12 +5,11 @@
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::FromRow;
+use uuid::Uuid;
 
 use super::sql::{query, query_as, Tx};
-use super::workspaces::Quota;
-use super::workspaces::QuotaKind;
-use super::{audit, workspaces};
-use super::{owned_rows, Pool, Ts};
+use super::workspaces::{Quota, QuotaKind};
+use super::{audit, owned_rows, workspaces, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::ids::{EndpointId, WorkspaceId};
 use crate::webhooks::model::Endpoint;
@@ -228,4 +227,67 @@ pub(crate) async fn delete_endpoint(
     audit::insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// How a failed delivery may disable its endpoint.
+pub(super) struct Disable {
+    pub(super) reason: String,
+    /// At once (the receiver answered 410 Gone).
+    pub(super) now: bool,
+    /// Once this many attempts in a row have failed.
+    pub(super) after_failures: u32,
+}
+
+/// Records a delivery's outcome on endpoint `id`: a success resets its failure
+/// count; a failure (`disable` given) counts, and disables the endpoint as
+/// `disable` says. Whether this call disabled it.
+pub(super) async fn record_health(
+    tx: &mut Tx,
+    id: Uuid,
+    now: Ts,
+    disable: Option<Disable>,
+) -> Result<bool> {
+    let Some(disable) = disable else {
+        query(
+            "UPDATE crm_webhook_endpoints SET consecutive_failures = 0, last_success_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        return Ok(false);
+    };
+    query(
+        "UPDATE crm_webhook_endpoints SET consecutive_failures = consecutive_failures + 1, last_failure_at = $2 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let disabled = query(
+        "UPDATE crm_webhook_endpoints SET enabled = $2, disabled_reason = $3, updated_at = $4 \
+         WHERE id = $1 AND enabled AND ($5 OR consecutive_failures >= $6)",
+    )
+    .bind(id)
+    .bind(false)
+    .bind(disable.reason)
+    .bind(now)
+    .bind(disable.now)
+    .bind(i64::from(disable.after_failures))
+    .execute(&mut *tx)
+    .await?;
+    Ok(disabled == 1)
+}
+
+/// The enabled endpoints of workspace `ws` with their event filters, for the fan-out
+/// of an event.
+pub(super) async fn subscribers(tx: &mut Tx, ws: WorkspaceId) -> Result<Vec<(Uuid, Vec<String>)>> {
+    let rows = query_as::<(Uuid, Json<Vec<String>>)>(
+        "SELECT id, event_types FROM crm_webhook_endpoints WHERE workspace_id = $1 AND enabled",
+    )
+    .bind(ws)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows.into_iter().map(|(id, f)| (id, f.0)).collect())
 }

@@ -7,8 +7,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::sql::{query, query_as};
-use super::{audit, outbox};
-use super::{Pool, Ts};
+use super::{audit, endpoints, outbox, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::events::Event;
 use crate::ids::{EventId, WorkspaceId};
@@ -203,43 +202,18 @@ pub(crate) async fn finish_job(
     .bind(Ts(now))
     .execute(&mut tx)
     .await?;
-    if a.kind != "webhook" {
-        // Channels keep no delivery health; their attempts are in the log.
-    } else if f.success {
-        query(
-            "UPDATE crm_webhook_endpoints SET consecutive_failures = 0, last_success_at = $2 WHERE id = $1",
-        )
-        .bind(a.target_id)
-        .bind(Ts(now))
-        .execute(&mut tx)
-        .await?;
-    } else {
-        query(
-            "UPDATE crm_webhook_endpoints SET consecutive_failures = consecutive_failures + 1, last_failure_at = $2 \
-             WHERE id = $1",
-        )
-        .bind(a.target_id)
-        .bind(Ts(now))
-        .execute(&mut tx)
-        .await?;
-        // Disabled for a 410, or once the failures reach the limit.
-        let disabled = query(
-            "UPDATE crm_webhook_endpoints SET enabled = $2, disabled_reason = $3, updated_at = $4 \
-             WHERE id = $1 AND enabled AND ($5 OR consecutive_failures >= $6)",
-        )
-        .bind(a.target_id)
-        .bind(false)
-        .bind(
-            f.disable
+    // Channels keep no delivery health; their attempts are in the log.
+    if a.kind == JobKind::Webhook.as_str() {
+        let disable = (!f.success).then(|| endpoints::Disable {
+            reason: f
+                .disable
                 .clone()
                 .unwrap_or_else(|| format!("{} consecutive failed attempts", f.disable_after)),
-        )
-        .bind(Ts(now))
-        .bind(f.disable.is_some())
-        .bind(i64::from(f.disable_after))
-        .execute(&mut tx)
-        .await?;
-        if disabled == 1 {
+            now: f.disable.is_some(),
+            after_failures: f.disable_after,
+        });
+        let disabled = endpoints::record_health(&mut tx, a.target_id, Ts(now), disable).await?;
+        if disabled {
             if let Some(audit) = audit {
                 audit::insert_audit(&mut tx, audit).await?;
             }

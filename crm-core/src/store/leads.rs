@@ -7,9 +7,8 @@ use serde_json::{json, Map, Value};
 use sqlx::types::Json;
 use sqlx::FromRow;
 
-use super::outbox;
 use super::sql::{query, query_as, Dialect, Exec, Sql, Tx};
-use super::{corrupt, Ctx, Pool, Ts};
+use super::{corrupt, outbox, Ctx, Pool, Ts};
 use crate::events::EventType;
 use crate::ids::{ActivityId, LeadId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};

@@ -7,8 +7,8 @@ use sqlx::types::Json;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::sql::{query, query_as, Tx};
-use super::{corrupt, Pool, Ts};
+use super::sql::{query, Tx};
+use super::{channels, corrupt, endpoints, Pool, Ts};
 use crate::events::Event;
 use crate::ids::{EventId, LeadId, WorkspaceId};
 use crate::webhooks::model::JobKind;
@@ -42,24 +42,14 @@ impl EventRow {
 /// workspace whose filter matches.
 pub(super) async fn insert_event(conn: &mut Tx, e: &Event) -> Result<()> {
     insert_event_row(conn, e).await?;
-    let endpoints = query_as::<(Uuid, Json<Vec<String>>)>(
-        "SELECT id, event_types FROM crm_webhook_endpoints WHERE workspace_id = $1 AND enabled",
-    )
-    .bind(e.workspace_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let channels = query_as::<(Uuid, Json<Vec<String>>)>(
-        "SELECT id, event_types FROM crm_notification_channels WHERE workspace_id = $1 AND enabled",
-    )
-    .bind(e.workspace_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let endpoints = endpoints::subscribers(&mut *conn, e.workspace_id).await?;
+    let channels = channels::subscribers(&mut *conn, e.workspace_id).await?;
     let targets = endpoints
         .into_iter()
         .map(|t| (JobKind::Webhook, t))
         .chain(channels.into_iter().map(|t| (JobKind::Notification, t)));
     for (kind, (target, filter)) in targets {
-        if e.event_type.subscribed(&filter.0) {
+        if e.event_type.subscribed(&filter) {
             query(
                 "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
                  created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",

@@ -6,10 +6,8 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::sql::{query, query_as, Exec, Tx};
-use super::users::UserRow;
-use super::users::USER_COLUMNS;
-use super::{audit, users};
-use super::{Pool, Ts};
+use super::users::{UserRow, USER_COLUMNS};
+use super::{audit, users, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::auth::model::{Session, Throttle, User, RESET, VERIFY};
 use crate::ids::{SessionId, UserId, WorkspaceId};

@@ -4,10 +4,8 @@
 use sqlx::FromRow;
 
 use super::sql::{query, query_as, Exec, Tx};
-use super::workspaces::Quota;
-use super::workspaces::QuotaKind;
-use super::{audit, sessions, workspaces};
-use super::{corrupt, owned_rows, Pool, Ts};
+use super::workspaces::{Quota, QuotaKind};
+use super::{audit, corrupt, owned_rows, sessions, workspaces, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::auth::model::{Role, User, UserAccess};
 use crate::ids::{SessionId, UserId, WorkspaceId};
