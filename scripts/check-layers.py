@@ -29,8 +29,12 @@ def uses_store(f):
 bad = []
 for f in sorted((src / "store").glob("*.rs")):
     text = f.read_text()
-    for m in re.finditer(r"^use crate::([\w:]+?)(?:::\{|::[A-Z]\w*|;| as )", text, re.M):
-        parts = m.group(1).split("::")
+    paths = [m.group(1) for m in re.finditer(r"^use crate::([\w:]+?)(?:::\{|::[A-Z]\w*|;| as )", text, re.M)]
+    # `use crate::{a::B, c};`: every member with a module path
+    for m in re.finditer(r"^use crate::\{([^}]*)\};", text, re.M):
+        paths += [p.strip() for p in m.group(1).split(",") if "::" in p]
+    for path in paths:
+        parts = path.split("::")
         # walk up to the longest prefix that is a module file
         while parts and module_file(parts) is None:
             parts = parts[:-1]

@@ -9,7 +9,8 @@
 //! | API | `Authorization: Bearer <key>` | key id | `api_key` |
 //! | session (`/api/auth/me`, `/api/admin/*`) | session cookie | user id | `session` |
 //!
-//! `GET /api/v1/health` and the OpenAPI document are not limited (probes and tools).
+//! `GET /api/v1/health`, `GET /api/v1/ready` and the OpenAPI document are not limited
+//! (probes and tools).
 //! State-changing requests of the public auth routes and of session routes must pass
 //! the CSRF check: an allowed (or same-host) `Origin`, or the `X-CRM-CSRF` header.
 

@@ -39,7 +39,7 @@ pub(crate) fn base() -> OpenApi {
 /// Which guard a family of routes is behind.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Family {
-    /// No guard (health).
+    /// No guard (health, readiness).
     Open,
     /// `anonymous_ip` (the contact form, the public auth routes).
     Public,

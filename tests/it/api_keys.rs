@@ -624,3 +624,74 @@ async fn postgres_instances_share_one_budget() {
     );
     db.cleanup().await;
 }
+
+/// A busy key takes its budget in slices (1% of the limit) so most requests cost no
+/// round trip, and two instances still share one budget: at a stopped clock they
+/// admit no more than the policy (the overshoot bound, instances × slice, is for
+/// slices taken before a window and spent in it), and no fewer than the policy
+/// less the rests of the slices the instances hold. The next slice comes once the
+/// shared state has room for it, and one request at a time near the limit.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_instances_share_a_sliced_budget() {
+    use crm::ratelimit::Policy;
+    let db = TestDb::postgres().await;
+    // 10,000 an hour: slices of 100.
+    let policy = Policy::new(10_000, StdDuration::from_secs(3600)).expect("policy");
+    let connect = || {
+        db.builder()
+            .max_connections(8)
+            .rate_limit_policy("busy", policy)
+            .connect()
+    };
+    let (one, two) = (
+        connect().await.expect("connect"),
+        connect().await.expect("connect"),
+    );
+    let rows = || async {
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .expect("connect");
+        sqlx::query_scalar::<_, i64>("SELECT tat FROM crm_rate_limits WHERE key = 'busy:k'")
+            .fetch_one(&mut c)
+            .await
+            .expect("tat")
+    };
+    // 250 requests on one instance: three slices taken (300 counted), 250 admitted.
+    for _ in 0..250 {
+        assert!(
+            one.rate_limiter()
+                .check("busy", "k")
+                .await
+                .expect("check")
+                .allowed
+        );
+    }
+    let start = db.clock_now().timestamp_micros();
+    assert_eq!(
+        rows().await - start,
+        300 * 360_000,
+        "three slices of 100 counted"
+    );
+
+    // Both instances, 12,000 requests at a stopped clock.
+    let mut admitted = 250;
+    for i in 0..12_000 {
+        let crm = if i % 2 == 0 { &one } else { &two };
+        if crm
+            .rate_limiter()
+            .check("busy", "k")
+            .await
+            .expect("check")
+            .allowed
+        {
+            admitted += 1;
+        }
+    }
+    assert!(admitted <= 10_000, "never more than the budget: {admitted}");
+    assert!(
+        admitted >= 10_000 - 2 * 99,
+        "at most one unused slice rest per instance: {admitted}"
+    );
+    db.cleanup().await;
+}

@@ -661,3 +661,53 @@ async fn a_slow_endpoint_cannot_hold_every_slot(db: &TestDb) {
     // The slow deliveries would hold a graceful stop for 29 s: end the test here.
     running.handle.abort();
 }
+
+/// On Postgres a job written by one process wakes the dispatcher of another at once
+/// (`LISTEN`/`NOTIFY`), not at its next poll: with a poll of a minute, the delivery
+/// arrives within seconds. Then, with the notification connection of the listening
+/// process killed, the poll still delivers (the fallback).
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_wakes_another_process_dispatcher() {
+    let db = TestDb::postgres().await;
+    let (writer, sender) = (crm(&db).await, crm(&db).await);
+    let rx = Receiver::ok().await;
+    endpoint(&writer, &rx.url, &["lead.created"]).await;
+    let slow_poll = DispatcherConfig {
+        poll_interval: StdDuration::from_secs(60),
+        ..cfg()
+    };
+    let running = start(&sender, slow_poll);
+    // Let the first (empty) claim and the LISTEN happen.
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    let t = std::time::Instant::now();
+    new_lead(&writer, "ana@example.com").await;
+    let got = tokio::time::timeout(StdDuration::from_secs(10), rx.wait_for(1))
+        .await
+        .expect("delivered long before the next poll");
+    assert_eq!(got.len(), 1);
+    eprintln!("cross-process wake to delivery: {:?}", t.elapsed());
+    running.stop().await;
+
+    // Without notifications the poll delivers.
+    let polling = start(
+        &sender,
+        DispatcherConfig {
+            poll_interval: StdDuration::from_millis(200),
+            ..cfg()
+        },
+    );
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .await;
+    new_lead(&writer, "bo@example.com").await;
+    let got = tokio::time::timeout(StdDuration::from_secs(10), rx.wait_for(2))
+        .await
+        .expect("the poll delivers");
+    assert_eq!(got.len(), 2);
+    polling.stop().await;
+    db.cleanup().await;
+}

@@ -210,9 +210,23 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
     let r = app.send(get("/api/v1/health")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["status"], "ok");
-    assert_eq!(r.body["database"], true);
+    assert!(
+        r.body.get("database").is_none(),
+        "liveness does not ask the database"
+    );
     assert!(r.body["version"].is_string() && r.body["timestamp"].is_string());
     assert!(!r.header("x-request-id").is_empty());
+    let r = app.send(get("/api/v1/ready")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["database"], true);
+    // With the database gone, the process is still alive but not ready.
+    app.crm.close().await;
+    assert_eq!(app.send(get("/api/v1/health")).await.status, 200);
+    let r = app.send(get("/api/v1/ready")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body["status"], "unavailable");
+    assert_eq!(r.body["database"], false);
+    let app = App::new(db).await;
 
     let doc = app.send(get("/api/openapi.json")).await.body;
     assert_eq!(doc["openapi"], "3.1.0");
@@ -227,6 +241,7 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
     // What the router serves, as the issue lists it.
     let mut expected: BTreeSet<String> = [
         "GET /api/v1/health",
+        "GET /api/v1/ready",
         "POST /api/leads",
         "GET /api/v1/leads",
         "POST /api/v1/leads",

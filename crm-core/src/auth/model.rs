@@ -61,7 +61,7 @@ impl Actor<'_> {
     }
 }
 
-/// A change to a user's access (see [`Auth::disable_user`] and its siblings).
+/// A change to a user's access (see [`Auth::disable_user`](super::Auth::disable_user) and its siblings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UserAccess {
     Disable,

@@ -1,5 +1,5 @@
 //! The audit log: entries are written inside the transaction of the change they
-//! record (or on their own, for refusals), and listed newest first.
+//! record (or on their own, for refusals), and listed oldest first.
 
 use serde_json::Value;
 use sqlx::types::Json;

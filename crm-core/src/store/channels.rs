@@ -4,9 +4,8 @@
 use serde_json::json;
 use sqlx::types::Json;
 use sqlx::FromRow;
-use uuid::Uuid;
 
-use super::sql::{query, query_as, Tx};
+use super::sql::{query, query_as};
 use super::workspaces::{Quota, QuotaKind};
 use super::{audit, owned_rows, workspaces, Pool, Ts};
 use crate::audit::AuditEntry;
@@ -182,16 +181,4 @@ pub(crate) async fn delete_channel(
     audit::insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(())
-}
-
-/// The enabled channels of workspace `ws` with their event filters, for the fan-out
-/// of an event.
-pub(super) async fn subscribers(tx: &mut Tx, ws: WorkspaceId) -> Result<Vec<(Uuid, Vec<String>)>> {
-    let rows = query_as::<(Uuid, Json<Vec<String>>)>(
-        "SELECT id, event_types FROM crm_notification_channels WHERE workspace_id = $1 AND enabled",
-    )
-    .bind(ws)
-    .fetch_all(tx)
-    .await?;
-    Ok(rows.into_iter().map(|(id, f)| (id, f.0)).collect())
 }

@@ -16,8 +16,8 @@ use super::{idempotency, jobs, leads, workspaces, Ctx, Pool, Ts};
 use crate::events::{Event, EventType};
 use crate::ids::WorkspaceId;
 use crate::leads::cursor::Cursor;
+use crate::leads::model::{Lead, LeadQuery, NewLead, SortField, SortOrder};
 use crate::leads::parse::{self, LeadRules};
-use crate::leads::{LeadQuery, NewLead, SortField, SortOrder};
 use crate::webhooks::model::JobKind;
 use crate::Crm;
 
@@ -206,9 +206,7 @@ async fn search_tags_status_and_paging_give_the_same_pages(db: &Db) {
             .await
             .expect("create");
     }
-    let names = |page: &[crate::leads::Lead]| -> Vec<String> {
-        page.iter().map(|l| l.name.clone()).collect()
-    };
+    let names = |page: &[Lead]| -> Vec<String> { page.iter().map(|l| l.name.clone()).collect() };
     let list = |input: LeadQuery, after: Option<Cursor>| {
         let q = parse::query(&input).expect("query");
         let (sort, order) = (input.sort, input.order);

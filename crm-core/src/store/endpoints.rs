@@ -279,15 +279,3 @@ pub(super) async fn record_health(
     .await?;
     Ok(disabled == 1)
 }
-
-/// The enabled endpoints of workspace `ws` with their event filters, for the fan-out
-/// of an event.
-pub(super) async fn subscribers(tx: &mut Tx, ws: WorkspaceId) -> Result<Vec<(Uuid, Vec<String>)>> {
-    let rows = query_as::<(Uuid, Json<Vec<String>>)>(
-        "SELECT id, event_types FROM crm_webhook_endpoints WHERE workspace_id = $1 AND enabled",
-    )
-    .bind(ws)
-    .fetch_all(tx)
-    .await?;
-    Ok(rows.into_iter().map(|(id, f)| (id, f.0)).collect())
-}

@@ -6,7 +6,7 @@
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::sql::{query, query_as};
+use super::sql::{query, query_as, Dialect, Tx};
 use super::{audit, endpoints, outbox, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::events::Event;
@@ -79,7 +79,7 @@ pub(crate) struct Finish<'a> {
 
 /// Takes the lease of up to `n` due jobs: pending, due, and not leased (or leased
 /// by a worker whose lease ran out); Postgres skips rows another worker is
-/// claiming, SQLite's write lock serialises claims. Claims up to `n` due jobs, fairly: no target (webhook endpoint or channel) gets
+/// claiming, SQLite's write lock serialises claims. Fairly: no target (webhook endpoint or channel) gets
 /// more than `per_target` jobs in flight across every process (jobs leased and
 /// not yet finished count), and the first due job of every target comes before
 /// the second of any, so a slow endpoint with a long queue holds at most
@@ -280,6 +280,63 @@ pub(crate) async fn enqueue(
     .bind(Ts(now))
     .execute(&mut tx)
     .await?;
+    announce(&mut tx).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The Postgres channel on which a commit that wrote jobs wakes the dispatchers of
+/// every process on the database (crm installations in other schemas of the same
+/// database share it: they get a wake-up that finds nothing, no more).
+pub(crate) const JOBS_CHANNEL: &str = "crm_jobs";
+
+/// Tells the dispatchers of other processes, when `tx` commits, that it wrote jobs
+/// (Postgres `NOTIFY`, sent on commit, once per transaction however often it is
+/// called). Nothing on SQLite, where one process owns the database.
+pub(super) async fn announce(tx: &mut Tx) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        query("SELECT pg_notify($1, '')")
+            .bind(JOBS_CHANNEL)
+            .execute(tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Calls `wake` whenever another process (or this one) commits jobs, until
+/// `shutdown`; reconnects after a lost connection (the dispatcher's poll covers the
+/// gap). Returns at once on SQLite.
+pub(crate) async fn listen(
+    pool: &Pool,
+    wake: impl Fn(),
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    #[cfg(feature = "postgres")]
+    if let Pool::Postgres(pool) = pool {
+        loop {
+            let connected = async {
+                let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+                l.listen(JOBS_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            let err = match connected.await {
+                Ok(mut l) => loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        n = l.recv() => match n {
+                            Ok(_) => wake(),
+                            Err(e) => break e,
+                        },
+                    }
+                },
+                Err(e) => e,
+            };
+            tracing::warn!(error = %crate::error::Chain(&err), "job notifications lost; the dispatcher polls until they are back");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    let _ = (pool, wake, shutdown);
 }

@@ -127,6 +127,16 @@ fn conflict(field: &'static str, existing: LeadId) -> Error {
     }
 }
 
+/// A clash the unique indexes saw but the lookup after them did not (the other lead
+/// changed its email or phone in between).
+fn taken() -> Error {
+    Error::Conflict {
+        message: "a lead with this email or phone already exists".into(),
+        field: None,
+        existing_id: None,
+    }
+}
+
 fn no_contact() -> Error {
     Error::invalid("email", "a lead needs an email or a phone")
 }
@@ -189,12 +199,16 @@ async fn check_unique(conn: &mut Tx, lead: &Lead, except: Option<LeadId>) -> Res
     }
 }
 
-async fn insert_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
-    query(
+/// Inserts the lead unless its email or phone is taken (the unique indexes decide,
+/// waiting for a concurrent insert of the same to commit or roll back): whether it
+/// was inserted.
+async fn insert_lead(conn: &mut Tx, l: &Lead) -> Result<bool> {
+    let inserted = query(
         "INSERT INTO crm_leads (id, workspace_id, name, email, email_key, phone, company, budget, \
          project_type, message, source, status, notes, tags, custom, raw_input, ai_parsed, \
          created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(l.id)
     .bind(l.workspace_id)
@@ -217,7 +231,7 @@ async fn insert_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
     .bind(Ts(l.updated_at))
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(inserted == 1)
 }
 
 async fn write_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
@@ -282,8 +296,11 @@ async fn record_activity(conn: &mut Tx, ctx: &Ctx<'_>, a: &Activity) -> Result<(
 pub(crate) async fn create(pool: &Pool, ctx: &Ctx<'_>, fields: Fields) -> Result<Lead> {
     let mut tx = pool.begin_write().await?;
     let lead = fields.into_lead(ctx.ws, ctx.now);
-    check_unique(&mut tx, &lead, None).await?;
-    insert_lead(&mut tx, &lead).await?;
+    // The insert is the check; only a refused one looks up the lead it clashes with.
+    if !insert_lead(&mut tx, &lead).await? {
+        check_unique(&mut tx, &lead, None).await?;
+        return Err(taken());
+    }
     outbox::insert_event(
         &mut tx,
         &ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead })),
@@ -330,7 +347,9 @@ pub(crate) async fn capture(
     let (lead, created) = match existing {
         None => {
             let lead = fields.into_lead(ctx.ws, ctx.now);
-            insert_lead(&mut tx, &lead).await?;
+            if !insert_lead(&mut tx, &lead).await? {
+                return Err(taken());
+            }
             outbox::insert_event(
                 &mut tx,
                 &ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead })),

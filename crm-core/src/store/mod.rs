@@ -10,18 +10,22 @@
 //! ...). A storage module imports no service; a service calls storage functions.
 //!
 //! - [`sql`]: the seam over the two drivers (a query as text plus typed arguments,
-//!   run on a pool, connection or transaction) and [`sql::Dialect`], the one place
-//!   where SQLite and Postgres differ (row locks, search, tag filters, how a write
-//!   transaction starts). Where a whole statement differs it is one function per
-//!   backend beside the others (the rate-limit upsert, Postgres only).
+//!   run on a pool, connection or transaction) and [`sql::Dialect`], where SQLite
+//!   and Postgres differ within a statement (row locks, search, tag filters); how a
+//!   write transaction starts is `Pool::begin_write`. Where a whole statement
+//!   differs it is one function per backend beside the others (the rate-limit
+//!   upsert, Postgres only).
 //! - [`pool`]: connecting, the host's pool, and [`Ts`] (timestamps as stored).
 //! - one module per domain: its row types, its column lists and its SQL.
 //!
-//! Rules for every function here: each write is one transaction; a
-//! read-modify-write locks the row it reads (`FOR UPDATE` on Postgres, the write
-//! lock taken by `BEGIN IMMEDIATE` on SQLite) or is one conditional `UPDATE`; every
-//! statement filters by `workspace_id`, which is how a workspace handle never sees
-//! another's rows.
+//! Rules for every function here: a change and what it implies (events, jobs, the
+//! audit entry) are written in one transaction; a read-modify-write locks the row it
+//! reads (`FOR UPDATE` on Postgres, the write lock taken by `BEGIN IMMEDIATE` on
+//! SQLite) or is one conditional `UPDATE`; every statement on a workspace handle's
+//! behalf filters by `workspace_id`, which is how a handle never sees another's rows.
+//! The exceptions are keyed by something no other workspace can hold (a session or
+//! token hash, an API key id found by its hash) or serve every workspace at once (the
+//! job queue, housekeeping).
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;

@@ -7,8 +7,8 @@ use sqlx::types::Json;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::sql::{query, Tx};
-use super::{channels, corrupt, endpoints, Pool, Ts};
+use super::sql::{query, query_as, Tx};
+use super::{corrupt, Pool, Ts};
 use crate::events::Event;
 use crate::ids::{EventId, LeadId, WorkspaceId};
 use crate::webhooks::model::JobKind;
@@ -39,32 +39,55 @@ impl EventRow {
 
 /// Writes an event into the outbox, inside the caller's transaction, with one
 /// pending job per enabled webhook endpoint and notification channel of the
-/// workspace whose filter matches.
+/// workspace whose filter takes it: one read of the filters and at most one insert
+/// of jobs, whatever their number.
 pub(super) async fn insert_event(conn: &mut Tx, e: &Event) -> Result<()> {
     insert_event_row(conn, e).await?;
-    let endpoints = endpoints::subscribers(&mut *conn, e.workspace_id).await?;
-    let channels = channels::subscribers(&mut *conn, e.workspace_id).await?;
-    let targets = endpoints
+    let subscribers = query_as::<(String, Uuid, Json<Vec<String>>)>(
+        "SELECT $2, id, event_types FROM crm_webhook_endpoints \
+         WHERE workspace_id = $1 AND enabled \
+         UNION ALL \
+         SELECT $3, id, event_types FROM crm_notification_channels \
+         WHERE workspace_id = $1 AND enabled",
+    )
+    .bind(e.workspace_id)
+    .bind(JobKind::Webhook.as_str())
+    .bind(JobKind::Notification.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let targets: Vec<(String, Uuid)> = subscribers
         .into_iter()
-        .map(|t| (JobKind::Webhook, t))
-        .chain(channels.into_iter().map(|t| (JobKind::Notification, t)));
-    for (kind, (target, filter)) in targets {
-        if e.event_type.subscribed(&filter) {
-            query(
-                "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
-            )
-            .bind(Uuid::now_v7())
-            .bind(e.workspace_id)
-            .bind(kind.as_str())
-            .bind(target)
-            .bind(e.id.0)
-            .bind(Ts(e.created_at))
-            .execute(&mut *conn)
-            .await?;
-        }
+        .filter(|(_, _, filter)| e.event_type.subscribed(&filter.0))
+        .map(|(kind, id, _)| (kind, id))
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let mut jobs = query(
+        "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, \
+         run_at, created_at, updated_at) VALUES ",
+    );
+    for (i, (kind, target)) in targets.into_iter().enumerate() {
+        jobs.push(if i == 0 { "(" } else { ", (" })
+            .push_bind(Uuid::now_v7())
+            .push(", ")
+            .push_bind(e.workspace_id)
+            .push(", ")
+            .push_bind(kind)
+            .push(", ")
+            .push_bind(target)
+            .push(", ")
+            .push_bind(e.id)
+            .push(", 'pending', 0, ")
+            .push_bind(Ts(e.created_at))
+            .push(", ")
+            .push_bind(Ts(e.created_at))
+            .push(", ")
+            .push_bind(Ts(e.created_at))
+            .push(")");
+    }
+    jobs.execute(&mut *conn).await?;
+    super::jobs::announce(conn).await
 }
 
 pub(super) async fn insert_event_row(conn: &mut Tx, e: &Event) -> Result<()> {

@@ -1,12 +1,13 @@
 //! The seam between crm's SQL and the two drivers: a query is text plus [`Arg`]s,
 //! run on a pool, a connection or a write transaction ([`Exec`]), decoding rows of
 //! any type that decodes on every enabled backend ([`Row`]). The storage modules
-//! are ordinary functions over these types; the only place that names a driver is
-//! this file (and [`super::pool`], which opens the pool).
+//! are ordinary functions over these types; the places that name a driver are this
+//! file, [`super::pool`] (which opens the pool) and the Postgres-only rate-limit
+//! statements.
 //!
 //! What the dialects disagree on is [`Dialect`], a value the pool, connection or
-//! transaction carries: how a write transaction starts, the row-lock clauses, and how
-//! full-text search and tag filters are phrased.
+//! transaction carries: the row-lock clauses, and how full-text search and tag
+//! filters are phrased; how a write transaction starts is [`Pool::begin_write`].
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
@@ -106,9 +107,10 @@ impl Dialect {
     }
 }
 
-/// A value bound to a placeholder. Every variant is nullable except `Bool`, and
-/// keeps its SQL type when null (Postgres checks parameter types).
-#[derive(Debug, Clone)]
+/// A value bound to a placeholder. Every variant but `Bool` and `Json` is nullable,
+/// and keeps its SQL type when null (Postgres checks parameter types). No `Debug`:
+/// values include password hashes and sealed secrets.
+#[derive(Clone)]
 pub(crate) enum Arg<'a> {
     Uuid(Option<Uuid>),
     Text(Option<Cow<'a, str>>),
@@ -421,11 +423,22 @@ impl Pool {
 
 /// SQL text with `$n` placeholders (both drivers accept them) and its arguments.
 /// Built whole (`query("…").bind(a).bind(b)`) or piece by piece for filters that
-/// come and go (`push`, `push_bind`).
-#[derive(Debug, Default)]
+/// come and go (`push`, `push_bind`). Placeholders are numbered by the arguments
+/// bound so far, so a text with fixed `$n` binds them before it pushes more. Its
+/// `Debug` shows the text and how many arguments, never their values.
+#[derive(Default)]
 pub(crate) struct Sql<'a> {
     text: Cow<'a, str>,
     args: Vec<Arg<'a>>,
+}
+
+impl std::fmt::Debug for Sql<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sql")
+            .field("text", &self.text)
+            .field("args", &self.args.len())
+            .finish()
+    }
 }
 
 /// A statement whose arguments follow with [`Sql::bind`].

@@ -6,8 +6,9 @@
 //! number of processes share the queue and none delivers an attempt twice. A worker
 //! that dies mid-delivery leaves its lease to run out; another worker then takes the
 //! job, and the `webhook-id` (from the event) is the same, so receivers deduplicate.
-//! A dispatcher wakes when this process writes a job and polls slowly otherwise (jobs
-//! written by other processes, retries coming due).
+//! A dispatcher wakes when this process writes a job, on Postgres also when another
+//! process commits one (`LISTEN`/`NOTIFY`), and polls slowly otherwise (retries
+//! coming due, a lost notification connection).
 //!
 //! Delivery: POST the event payload with the three `webhook-*` headers, signed with
 //! the endpoint's secret (and its previous one during a rotation); redirects are not
@@ -286,6 +287,15 @@ impl Crm {
 async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(w.cfg.concurrency));
     let crm = w.crm.clone();
+    // Jobs other processes commit wake this one at once (Postgres); the poll stays
+    // as the fallback.
+    let listener = {
+        let crm = crm.clone();
+        let stop = shutdown.child_token();
+        tokio::spawn(async move {
+            store::jobs::listen(crm.pool(), || crm.wake_dispatchers(), stop).await;
+        })
+    };
     loop {
         // Listen before claiming, so a wake-up sent while claiming is not lost.
         let notified = crm.dispatch_wake().notified();
@@ -323,6 +333,7 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
             () = tokio::time::sleep(w.cfg.poll_interval) => {}
         }
     }
+    let _ = listener.await;
     // Wait for the deliveries in flight.
     let _ = slots
         .acquire_many(u32::try_from(w.cfg.concurrency).unwrap_or(u32::MAX))

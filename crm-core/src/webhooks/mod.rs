@@ -1,6 +1,7 @@
 //! Webhooks: signing and verification ([`signing`]), the SSRF guard ([`ssrf`]),
-//! endpoints with the fan-out of events into delivery jobs ([`endpoints`]), and the
-//! dispatcher that delivers them ([`dispatcher`]).
+//! endpoints ([`endpoints`]), and the dispatcher that delivers their jobs
+//! ([`dispatcher`]); events fan out into jobs in the transaction that writes them
+//! (the outbox, in crm's storage).
 
 #[cfg(feature = "webhooks")]
 mod delivery;

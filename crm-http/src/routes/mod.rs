@@ -51,7 +51,9 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
         .route_layer(from_fn_with_state(s.clone(), guard::session));
     let root = root
         .merge(mark(
-            OpenApiRouter::new().routes(routes!(health)),
+            OpenApiRouter::new()
+                .routes(routes!(health))
+                .routes(routes!(ready)),
             Family::Open,
         ))
         .merge(mark(public, Family::Public))
@@ -63,27 +65,47 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
     root
 }
 
-/// What `GET /api/v1/health` answers.
+/// What `GET /api/v1/health` answers: the process is up.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Health {
-    /// `ok`, or `degraded` when the database does not answer.
+    /// Always `ok`: an answer at all is the news.
     status: &'static str,
     /// The crm version.
     version: &'static str,
     /// The server's time (UTC).
     timestamp: DateTime<Utc>,
+}
+
+/// Liveness: the process answers. Touches no database, so a database outage does
+/// not make an orchestrator restart healthy processes (use `/api/v1/ready` to take
+/// traffic away). Not rate limited.
+#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+    responses((status = 200, description = "Up", body = Health)))]
+pub(crate) async fn health(State(s): State<AppState>) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        timestamp: s.crm.now(),
+    })
+}
+
+/// What `GET /api/v1/ready` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Ready {
+    /// `ok`, or `unavailable` when the database does not answer.
+    status: &'static str,
     /// Whether the database answered.
     database: bool,
 }
 
-/// Liveness and database reachability (not rate limited). 503 when the database
-/// does not answer.
-#[utoipa::path(get, path = "/api/v1/health", tag = "health",
-    responses((status = 200, description = "Up", body = Health),
-              (status = 503, description = "The database does not answer", body = Health)))]
-pub(crate) async fn health(
+/// Readiness: the database answers (one round trip). 503 when it does not, so a
+/// load balancer sends traffic elsewhere. Not rate limited.
+#[utoipa::path(get, path = "/api/v1/ready", tag = "health",
+    responses((status = 200, description = "Ready", body = Ready),
+              (status = 503, description = "The database does not answer", body = Ready)))]
+pub(crate) async fn ready(
     State(s): State<AppState>,
-) -> (axum::http::StatusCode, axum::Json<Health>) {
+) -> (axum::http::StatusCode, axum::Json<Ready>) {
     let database = s.crm.ping().await.is_ok();
     let status = if database {
         axum::http::StatusCode::OK
@@ -92,10 +114,8 @@ pub(crate) async fn health(
     };
     (
         status,
-        axum::Json(Health {
-            status: if database { "ok" } else { "degraded" },
-            version: env!("CARGO_PKG_VERSION"),
-            timestamp: s.crm.now(),
+        axum::Json(Ready {
+            status: if database { "ok" } else { "unavailable" },
             database,
         }),
     )
