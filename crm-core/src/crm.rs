@@ -46,6 +46,8 @@ struct Inner {
     mailer: Option<Arc<dyn Mailer>>,
     webhook_allow: Vec<IpNet>,
     dispatch_wake: tokio::sync::Notify,
+    /// SQLite's group commit of lead creates, started by the first create.
+    lead_writer: std::sync::OnceLock<Option<crate::leads::batch::Batcher>>,
     notifiers: Vec<Arc<dyn Notifier>>,
     lead_parser: Arc<dyn LeadParser>,
     quotas: Quotas,
@@ -195,6 +197,18 @@ impl Crm {
             .iter()
             .find(|n| n.kind() == kind)
             .map(|n| n.as_ref())
+    }
+
+    /// The lead writer of a SQLite `Crm` (started on first use, on the caller's
+    /// runtime); `None` on Postgres.
+    pub(crate) fn lead_writer(&self) -> Option<&crate::leads::batch::Batcher> {
+        self.inner
+            .lead_writer
+            .get_or_init(|| {
+                (self.inner.pool.dialect() == crate::store::Dialect::Sqlite)
+                    .then(|| crate::leads::batch::Batcher::start(self.inner.pool.clone()))
+            })
+            .as_ref()
     }
 
     pub(crate) fn dispatch_wake(&self) -> &tokio::sync::Notify {
@@ -656,6 +670,7 @@ impl CrmBuilder {
                 mailer: self.mailer,
                 webhook_allow,
                 dispatch_wake: tokio::sync::Notify::new(),
+                lead_writer: std::sync::OnceLock::new(),
                 notifiers: self.notifiers,
                 lead_parser: self.lead_parser,
                 quotas: self.quotas,

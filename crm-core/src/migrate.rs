@@ -39,7 +39,7 @@ const PG_LOCK_KEY: i64 = 0x6372_6d5f_6d69_6772;
 fn migrations(pool: &Pool) -> &'static [Migration] {
     match pool {
         #[cfg(feature = "sqlite")]
-        Pool::Sqlite(_) => &SQLITE.migrations,
+        Pool::Sqlite(..) => &SQLITE.migrations,
         #[cfg(feature = "postgres")]
         Pool::Postgres(_) => &POSTGRES.migrations,
     }
@@ -180,7 +180,7 @@ pub(crate) async fn run(pool: &Pool, schema: Option<&str>) -> Result<Vec<i64>> {
     let embedded = migrations(pool);
     let ran = match pool {
         #[cfg(feature = "sqlite")]
-        Pool::Sqlite(p) => {
+        Pool::Sqlite(p, _) => {
             let _ = schema;
             // The write lock up front: a second instance waits here, then finds the
             // migrations applied.

@@ -349,7 +349,7 @@ impl RateLimiter {
     ) -> Result<Self> {
         let store: Arc<dyn RateLimitStore> = match pool {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(_) => Arc::new(MemoryStore::default()),
+            Pool::Sqlite(..) => Arc::new(MemoryStore::default()),
             #[cfg(feature = "postgres")]
             Pool::Postgres(p) => Arc::new(PostgresStore::new(p.clone())),
         };

@@ -9,6 +9,7 @@ use crm::leads::{
 use crm::{Crm, Error, LeadId, WorkspaceId};
 
 conformance!(
+    concurrent_creates_each_get_their_own_result,
     create_normalises_and_get_returns_the_timeline,
     bad_input_reports_every_field_and_writes_nothing,
     duplicates_conflict_and_name_the_existing_lead,
@@ -1287,5 +1288,53 @@ async fn a_tenant_cannot_spend_the_operators_ai_budget(db: &TestDb) {
             .parse("name: Ana, ana@example.com", false)
             .await
             .expect("builtin");
+    }
+}
+
+/// Many creates at once (on SQLite they share transactions: group commit): every
+/// create gets its own answer, a taken email fails only its own create and names
+/// the lead that has it, and each created lead has its `lead.created` event.
+async fn concurrent_creates_each_get_their_own_result(db: &TestDb) {
+    let crm = db.crm().await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let crm = crm.clone();
+        // Every fifth create reuses the email of the create before it.
+        let n = if i % 5 == 4 { i - 1 } else { i };
+        tasks.push(tokio::spawn(async move {
+            crm.leads()
+                .create(NewLead {
+                    name: format!("Lead {i}"),
+                    email: Some(format!("lead{n}@example.com")),
+                    ..Default::default()
+                })
+                .await
+        }));
+    }
+    let mut created = Vec::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(lead) => created.push(lead),
+            Err(Error::Conflict {
+                field: Some("email"),
+                existing_id: Some(_),
+                ..
+            }) => conflicts += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((created.len(), conflicts), (48, 12));
+    assert_eq!(db.count("crm_leads").await, 48);
+    assert_eq!(
+        db.count("crm_events WHERE event_type = 'lead.created'")
+            .await,
+        48
+    );
+    for lead in &created {
+        crm.leads()
+            .get(lead.id)
+            .await
+            .expect("each created lead is there");
     }
 }

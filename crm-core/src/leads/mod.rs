@@ -30,6 +30,7 @@
 //!   `lead.activity_added`, those added by callers and by `capture` do. An update
 //!   that changes nothing writes nothing and emits nothing.
 
+pub(crate) mod batch;
 pub(crate) mod cursor;
 pub(crate) mod model;
 pub(crate) use model::nullable;
@@ -105,6 +106,21 @@ impl Leads {
     pub async fn create(&self, input: NewLead) -> Result<Lead> {
         let fields = parse::new_lead(input, self.crm.rules())?;
         let ctx = self.ctx()?;
+        let fields = match self.crm.lead_writer() {
+            None => fields,
+            Some(writer) => {
+                let row = store::leads::NewRow {
+                    ws: ctx.ws,
+                    now: ctx.now,
+                    actor: ctx.actor.map(str::to_owned),
+                    fields,
+                };
+                match writer.create(row).await {
+                    Ok(r) => return self.written(r),
+                    Err(row) => row.fields,
+                }
+            }
+        };
         let r = retry_race(|| async {
             store::leads::create(self.crm.pool(), &ctx, fields.clone()).await
         })

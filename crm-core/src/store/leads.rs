@@ -310,6 +310,53 @@ pub(crate) async fn create(pool: &Pool, ctx: &Ctx<'_>, fields: Fields) -> Result
     Ok(lead)
 }
 
+/// One create of a batch ([`create_batch`]).
+pub(crate) struct NewRow {
+    pub(crate) ws: WorkspaceId,
+    pub(crate) now: chrono::DateTime<chrono::Utc>,
+    pub(crate) actor: Option<String>,
+    pub(crate) fields: Fields,
+}
+
+/// Creates many leads in one write transaction (SQLite's group commit): each its
+/// own result, a taken email or phone failing only its own create. The subscribers
+/// of each workspace are read once (the write lock keeps them as they are). An
+/// error of the database fails the whole batch, which writes nothing: the caller
+/// then creates each lead on its own.
+pub(crate) async fn create_batch(pool: &Pool, rows: &[NewRow]) -> Result<Vec<Result<Lead>>> {
+    let mut tx = pool.begin_write().await?;
+    let mut subscribers: Vec<(WorkspaceId, outbox::Subscribers)> = Vec::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let ctx = Ctx {
+            ws: row.ws,
+            now: row.now,
+            actor: row.actor.as_deref(),
+        };
+        let lead = row.fields.clone().into_lead(ctx.ws, ctx.now);
+        if !insert_lead(&mut tx, &lead).await? {
+            out.push(match check_unique(&mut tx, &lead, None).await {
+                Ok(()) => Err(taken()),
+                Err(e @ Error::Conflict { .. }) => Err(e),
+                Err(e) => return Err(e),
+            });
+            continue;
+        }
+        let at = match subscribers.iter().position(|(ws, _)| *ws == ctx.ws) {
+            Some(i) => i,
+            None => {
+                subscribers.push((ctx.ws, outbox::subscribers(&mut tx, ctx.ws).await?));
+                subscribers.len() - 1
+            }
+        };
+        let event = ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead }));
+        outbox::insert_event_for(&mut tx, &event, &subscribers[at].1).await?;
+        out.push(Ok(lead));
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
 /// Creates the lead, or finds the lead that already has its email (first) or phone
 /// and, as `on_known` says, fills its blanks or leaves it as it is; either way
 /// records the activity (and the inbound receipt, when there is one).

@@ -46,6 +46,7 @@ pub(crate) mod users;
 pub(crate) mod workspaces;
 
 pub(crate) use pool::{connect, from_host, Pool, Ts};
+pub(crate) use sql::Dialect;
 use sql::{query, Row};
 
 use serde_json::Value;

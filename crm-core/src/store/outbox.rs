@@ -37,28 +37,47 @@ impl EventRow {
     }
 }
 
-/// Writes an event into the outbox, inside the caller's transaction, with one
-/// pending job per enabled webhook endpoint and notification channel of the
-/// workspace whose filter takes it: one read of the filters and at most one insert
-/// of jobs, whatever their number.
-pub(super) async fn insert_event(conn: &mut Tx, e: &Event) -> Result<()> {
-    insert_event_row(conn, e).await?;
-    let subscribers = query_as::<(String, Uuid, Json<Vec<String>>)>(
+/// The enabled webhook endpoints and notification channels of a workspace: the job
+/// kind, the target and its event filter.
+pub(super) type Subscribers = Vec<(String, Uuid, Json<Vec<String>>)>;
+
+/// Reads [`Subscribers`]: both kinds in one query.
+pub(super) async fn subscribers(conn: &mut Tx, ws: WorkspaceId) -> Result<Subscribers> {
+    query_as::<(String, Uuid, Json<Vec<String>>)>(
         "SELECT $2, id, event_types FROM crm_webhook_endpoints \
          WHERE workspace_id = $1 AND enabled \
          UNION ALL \
          SELECT $3, id, event_types FROM crm_notification_channels \
          WHERE workspace_id = $1 AND enabled",
     )
-    .bind(e.workspace_id)
+    .bind(ws)
     .bind(JobKind::Webhook.as_str())
     .bind(JobKind::Notification.as_str())
     .fetch_all(&mut *conn)
-    .await?;
-    let targets: Vec<(String, Uuid)> = subscribers
-        .into_iter()
+    .await
+}
+
+/// Writes an event into the outbox, inside the caller's transaction, with one
+/// pending job per enabled webhook endpoint and notification channel of the
+/// workspace whose filter takes it: one read of the filters and at most one insert
+/// of jobs, whatever their number.
+pub(super) async fn insert_event(conn: &mut Tx, e: &Event) -> Result<()> {
+    let subscribers = subscribers(conn, e.workspace_id).await?;
+    insert_event_for(conn, e, &subscribers).await
+}
+
+/// [`insert_event`] with the workspace's subscribers already read in this
+/// transaction (a batch of writes reads them once).
+pub(super) async fn insert_event_for(
+    conn: &mut Tx,
+    e: &Event,
+    subscribers: &Subscribers,
+) -> Result<()> {
+    insert_event_row(conn, e).await?;
+    let targets: Vec<(&str, Uuid)> = subscribers
+        .iter()
         .filter(|(_, _, filter)| e.event_type.subscribed(&filter.0))
-        .map(|(kind, id, _)| (kind, id))
+        .map(|(kind, id, _)| (kind.as_str(), *id))
         .collect();
     if targets.is_empty() {
         return Ok(());

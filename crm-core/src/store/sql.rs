@@ -322,7 +322,7 @@ impl<'c> Exec<'c> for &'c Pool {
     fn on(self) -> On<'c> {
         match self {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(p) => On::SqlitePool(p),
+            Pool::Sqlite(p, _) => On::SqlitePool(p),
             #[cfg(feature = "postgres")]
             Pool::Postgres(p) => On::PgPool(p),
         }
@@ -349,9 +349,14 @@ impl<'c> Exec<'c> for &'c mut Conn {
 }
 
 /// A write transaction ([`Pool::begin_write`]); rolled back if dropped uncommitted.
+/// On SQLite it holds this process's write turn, given up after the transaction
+/// (fields drop in order).
 pub(crate) enum Tx {
     #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(
+        sqlx::Transaction<'static, sqlx::Sqlite>,
+        tokio::sync::OwnedMutexGuard<()>,
+    ),
     #[cfg(feature = "postgres")]
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
@@ -360,7 +365,7 @@ impl Tx {
     pub(crate) fn dialect(&self) -> Dialect {
         match self {
             #[cfg(feature = "sqlite")]
-            Tx::Sqlite(_) => Dialect::Sqlite,
+            Tx::Sqlite(..) => Dialect::Sqlite,
             #[cfg(feature = "postgres")]
             Tx::Postgres(_) => Dialect::Postgres,
         }
@@ -369,7 +374,7 @@ impl Tx {
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
             #[cfg(feature = "sqlite")]
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(t, _turn) => t.commit().await?,
             #[cfg(feature = "postgres")]
             Tx::Postgres(t) => t.commit().await?,
         }
@@ -381,7 +386,7 @@ impl<'c> Exec<'c> for &'c mut Tx {
     fn on(self) -> On<'c> {
         match self {
             #[cfg(feature = "sqlite")]
-            Tx::Sqlite(t) => On::Sqlite(t),
+            Tx::Sqlite(t, _) => On::Sqlite(t),
             #[cfg(feature = "postgres")]
             Tx::Postgres(t) => On::Postgres(t),
         }
@@ -392,7 +397,7 @@ impl Pool {
     pub(crate) fn dialect(&self) -> Dialect {
         match self {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Sqlite(..) => Dialect::Sqlite,
             #[cfg(feature = "postgres")]
             Pool::Postgres(_) => Dialect::Postgres,
         }
@@ -404,7 +409,10 @@ impl Pool {
     pub(crate) async fn begin_write(&self) -> Result<Tx> {
         Ok(match self {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Sqlite(p, lock) => {
+                let turn = lock.clone().lock_owned().await;
+                Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
+            }
             #[cfg(feature = "postgres")]
             Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
@@ -414,7 +422,7 @@ impl Pool {
     pub(crate) async fn acquire(&self) -> Result<Conn> {
         Ok(match self {
             #[cfg(feature = "sqlite")]
-            Pool::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
+            Pool::Sqlite(p, _) => Conn::Sqlite(p.acquire().await?),
             #[cfg(feature = "postgres")]
             Pool::Postgres(p) => Conn::Postgres(p.acquire().await?),
         })
