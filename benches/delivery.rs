@@ -1,16 +1,17 @@
 //! cargo bench --bench delivery
 //! (with Postgres too: CRM_TEST_PG_URL=postgres://… cargo bench --features postgres --bench delivery)
 //!
-//! Webhook delivery throughput: 1,000 events queued for one endpoint (a local receiver
-//! that answers 200 at once), then 1 or 2 dispatchers (separate `Crm` instances, as
-//! separate processes would be) drain them; events/s from the first claim to the last
-//! delivery is printed. SQLite always, Postgres when `CRM_TEST_PG_URL` is set.
+//! Webhook delivery throughput: a backlog of 20,000 events queued for one endpoint (a
+//! local receiver that answers 200 at once and keeps its connections alive, as a real
+//! receiver behind a load balancer does), then 1 or 2 dispatchers (separate `Crm`
+//! instances on separate pools, as separate processes would be) drain it; events/s
+//! from the start of the dispatchers to the last delivery is printed. SQLite always,
+//! Postgres when `CRM_TEST_PG_URL` is set.
 
 #![allow(missing_docs)]
 
-#[path = "../tests/common/receiver.rs"]
-mod receiver;
-
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crm::leads::NewLead;
@@ -18,7 +19,39 @@ use crm::webhooks::{DispatcherConfig, NewEndpoint};
 use crm::{Crm, MasterKey};
 use tokio_util::sync::CancellationToken;
 
-const EVENTS: usize = 1000;
+const EVENTS: usize = 20_000;
+
+/// A keep-alive receiver (axum) counting the deliveries it answered 200.
+struct Receiver {
+    url: String,
+    seen: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+                async { "ok" }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, seen }
+    }
+
+    async fn wait_for(&self, n: usize) {
+        while self.seen.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
 
 async fn connect(url: &str, key: &MasterKey) -> Crm {
     Crm::builder()
@@ -37,7 +70,7 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
         .create_workspace(&format!("delivery bench {dispatchers}"))
         .await
         .expect("workspace");
-    let rx = receiver::Receiver::ok().await;
+    let rx = Receiver::start().await;
     first
         .workspace(ws)
         .webhooks()
@@ -48,23 +81,28 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
         })
         .await
         .expect("endpoint");
-    for i in 0..EVENTS {
-        let lead = NewLead {
-            name: "Bench".into(),
-            email: Some(format!("d{dispatchers}-{i}@bench.example")),
-            ..Default::default()
-        };
-        first
-            .workspace(ws)
-            .leads()
-            .create(lead)
-            .await
-            .expect("lead");
+    // The backlog, written by 32 concurrent writers (no dispatcher runs yet).
+    let mut writers = Vec::new();
+    for w in 0..32 {
+        let leads = first.workspace(ws).leads();
+        writers.push(tokio::spawn(async move {
+            for i in (w..EVENTS).step_by(32) {
+                let lead = NewLead {
+                    name: "Bench".into(),
+                    email: Some(format!("d{dispatchers}-{i}@bench.example")),
+                    ..Default::default()
+                };
+                leads.create(lead).await.expect("lead");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
     }
     let stop = CancellationToken::new();
     let config = DispatcherConfig {
-        concurrency: 16,
-        per_endpoint: 16,
+        concurrency: 64,
+        per_endpoint: 64,
         poll_interval: Duration::from_millis(50),
         ..Default::default()
     };

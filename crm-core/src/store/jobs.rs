@@ -65,16 +65,18 @@ impl AttemptRow {
 }
 
 /// What a finished attempt writes.
-pub(crate) struct Finish<'a> {
-    pub job: &'a ClaimedJob,
+pub(crate) struct Finish {
+    pub job: ClaimedJob,
     pub token: Uuid,
-    pub attempt: &'a crate::webhooks::model::Attempt,
+    pub attempt: crate::webhooks::model::Attempt,
     /// Pending (retry at `next_attempt_at`), delivered or failed.
     pub job_status: JobStatus,
     pub success: bool,
     /// Disable the endpoint, with this reason.
     pub disable: Option<String>,
     pub disable_after: u32,
+    /// Written when this attempt disables its endpoint.
+    pub audit: Option<AuditEntry>,
 }
 
 /// Takes the lease of up to `n` due jobs: pending, due, and not leased (or leased
@@ -92,30 +94,10 @@ pub(crate) async fn claim_jobs(
     (n, per_target): (usize, usize),
     only_kind: Option<JobKind>,
 ) -> Result<Vec<ClaimedJob>> {
-    let kind = if only_kind.is_some() {
-        " AND j.kind = $4"
-    } else {
-        ""
+    let sql = match pool.dialect() {
+        Dialect::Postgres => claim_postgres(n, per_target, only_kind.is_some()),
+        Dialect::Sqlite => claim_sqlite(n, per_target, only_kind.is_some()),
     };
-    // The ranking reads without locks (Postgres allows no FOR UPDATE beside a
-    // window function); the rows are then locked, skipping those another worker
-    // is claiming, and checked again.
-    let sql = format!(
-        "WITH busy AS (SELECT target_id, COUNT(*) AS n FROM crm_jobs \
-           WHERE status = 'pending' AND lease_until >= $3 GROUP BY target_id), \
-         ranked AS (SELECT j.id, j.run_at, COALESCE(b.n, 0) AS busy, \
-           ROW_NUMBER() OVER (PARTITION BY j.target_id ORDER BY j.run_at, j.id) AS rn \
-           FROM crm_jobs j LEFT JOIN busy b ON b.target_id = j.target_id \
-           WHERE j.status = 'pending' AND j.run_at <= $3 \
-           AND (j.lease_until IS NULL OR j.lease_until < $3){kind}), \
-         picked AS (SELECT id FROM ranked WHERE rn + busy <= {per_target} \
-           ORDER BY rn, run_at, id LIMIT {n}) \
-         UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
-         WHERE id IN (SELECT id FROM crm_jobs WHERE id IN (SELECT id FROM picked) \
-           AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3){}) \
-         RETURNING id, kind, workspace_id, target_id, event_id, attempts",
-        pool.dialect().skip_locked()
-    );
     let mut tx = pool.begin_write().await?;
     let mut query = query_as::<ClaimedJob>(&sql)
         .bind(Ts(lease_until))
@@ -127,6 +109,66 @@ pub(crate) async fn claim_jobs(
     let jobs = query.fetch_all(&mut tx).await?;
     tx.commit().await?;
     Ok(jobs)
+}
+
+/// The claim on Postgres: the targets with pending jobs are walked down their index
+/// (one probe each), and each contributes its earliest `per_target` due jobs
+/// (`LATERAL`, down the same index), so the cost follows the targets and the batch,
+/// not the backlog. The ranking reads without locks (Postgres allows no `FOR
+/// UPDATE` beside a window function); the rows are then locked, skipping those
+/// another worker is claiming, and checked again.
+fn claim_postgres(n: usize, per_target: usize, by_kind: bool) -> String {
+    let kind = if by_kind { " AND c.kind = $4" } else { "" };
+    format!(
+        "WITH RECURSIVE targets(t) AS ( \
+           SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' ORDER BY target_id LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' AND target_id > t \
+             ORDER BY target_id LIMIT 1) FROM targets WHERE t IS NOT NULL), \
+         busy AS (SELECT t, (SELECT COUNT(*) FROM crm_jobs b WHERE b.status = 'pending' \
+           AND b.target_id = t AND b.lease_until >= $3) AS n FROM targets WHERE t IS NOT NULL), \
+         ranked AS (SELECT j.id, j.run_at, busy.n AS busy, \
+           ROW_NUMBER() OVER (PARTITION BY j.target_id ORDER BY j.run_at, j.id) AS rn \
+           FROM busy CROSS JOIN LATERAL (SELECT c.id, c.target_id, c.run_at FROM crm_jobs c \
+             WHERE c.status = 'pending' AND c.target_id = busy.t AND c.run_at <= $3 \
+             AND (c.lease_until IS NULL OR c.lease_until < $3){kind} \
+             ORDER BY c.run_at, c.id LIMIT {per_target}) j), \
+         picked AS (SELECT id FROM ranked WHERE rn + busy <= {per_target} \
+           ORDER BY rn, run_at, id LIMIT {n}) \
+         UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT id FROM crm_jobs WHERE id IN (SELECT id FROM picked) \
+           AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
+           FOR UPDATE SKIP LOCKED) \
+         RETURNING id, kind, workspace_id, target_id, event_id, attempts"
+    )
+}
+
+/// The claim on SQLite: as on Postgres, the targets are walked down their index and
+/// each contributes its earliest `per_target` due jobs, through a correlated `IN`
+/// (SQLite has no `LATERAL`); one writer at a time, so nothing to skip.
+fn claim_sqlite(n: usize, per_target: usize, by_kind: bool) -> String {
+    let kind = if by_kind { " AND c.kind = $4" } else { "" };
+    format!(
+        "WITH RECURSIVE targets(t) AS ( \
+           SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' ORDER BY target_id LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' AND target_id > t \
+             ORDER BY target_id LIMIT 1) FROM targets WHERE t IS NOT NULL), \
+         busy AS (SELECT t, (SELECT COUNT(*) FROM crm_jobs b WHERE b.status = 'pending' \
+           AND b.target_id = t AND b.lease_until >= $3) AS n FROM targets WHERE t IS NOT NULL), \
+         ranked AS (SELECT j.id, j.run_at, busy.n AS busy, \
+           ROW_NUMBER() OVER (PARTITION BY j.target_id ORDER BY j.run_at, j.id) AS rn \
+           FROM busy JOIN crm_jobs j ON j.id IN (SELECT c.id FROM crm_jobs c \
+             WHERE c.status = 'pending' AND c.target_id = busy.t AND c.run_at <= $3 \
+             AND (c.lease_until IS NULL OR c.lease_until < $3){kind} \
+             ORDER BY c.run_at, c.id LIMIT {per_target})), \
+         picked AS (SELECT id FROM ranked WHERE rn + busy <= {per_target} \
+           ORDER BY rn, run_at, id LIMIT {n}) \
+         UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT id FROM picked) \
+           AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
+         RETURNING id, kind, workspace_id, target_id, event_id, attempts"
+    )
 }
 
 /// Gives a claimed job back untried (its attempt is not counted), to run at `run_at`.
@@ -161,66 +203,119 @@ pub(crate) async fn cancel_job(pool: &Pool, id: JobId, token: Uuid) -> Result<()
     Ok(())
 }
 
-/// Records an attempt and moves the job and the endpoint's health on, in one
-/// transaction. The job only moves if this worker still holds its lease.
-pub(crate) async fn finish_job(
-    pool: &Pool,
-    f: &Finish<'_>,
-    audit: Option<&AuditEntry>,
-) -> Result<bool> {
-    let a = f.attempt;
-    let now = a.created_at;
+/// The most finished attempts one statement writes.
+const FINISH_CHUNK: usize = 256;
+
+/// Records finished attempts, moves their jobs on and the endpoints' health, in one
+/// transaction: one insert of the attempts and one update of the jobs per chunk of
+/// up to [`FINISH_CHUNK`], one health update per endpoint whose attempts all
+/// succeeded, and the attempts of an endpoint with failures one by one, in order
+/// (each failure may disable it). A job only moves if its worker still holds its
+/// lease.
+pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
     let mut tx = pool.begin_write().await?;
-    query(
-        "INSERT INTO crm_delivery_attempts (id, workspace_id, job_id, kind, target_id, event_id, attempt, status_code, \
-         response_body, duration_ms, error_kind, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(a.id)
-    .bind(f.job.workspace_id)
-    .bind(a.job_id)
-    .bind(a.kind.as_str())
-    .bind(a.target_id)
-    .bind(a.event_id.0)
-    .bind(i64::from(a.attempt))
-    .bind(a.status_code.map(i64::from))
-    .bind(a.response_body.as_deref())
-    .bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
-    .bind(a.error_kind.as_deref())
-    .bind(a.next_attempt_at.map(Ts))
-    .bind(Ts(now))
-    .execute(&mut tx)
-    .await?;
-    let moved = query(
-        "UPDATE crm_jobs SET status = $3, run_at = COALESCE($4, run_at), lease_until = NULL, lease_token = NULL, \
-         updated_at = $5 WHERE id = $1 AND lease_token = $2",
-    )
-    .bind(a.job_id)
-    .bind(f.token)
-    .bind(f.job_status.as_str())
-    .bind(a.next_attempt_at.map(Ts))
-    .bind(Ts(now))
-    .execute(&mut tx)
-    .await?;
+    for chunk in done.chunks(FINISH_CHUNK) {
+        let mut attempts = query(
+            "INSERT INTO crm_delivery_attempts (id, workspace_id, job_id, kind, target_id, event_id, \
+             attempt, status_code, response_body, duration_ms, error_kind, next_attempt_at, created_at) \
+             VALUES ",
+        );
+        let mut jobs = query("WITH v(id, token, status, run_at, now) AS (VALUES ");
+        for (i, f) in chunk.iter().enumerate() {
+            let a = &f.attempt;
+            attempts
+                .push(if i == 0 { "(" } else { ", (" })
+                .push_bind(a.id)
+                .push(", ")
+                .push_bind(f.job.workspace_id)
+                .push(", ")
+                .push_bind(a.job_id)
+                .push(", ")
+                .push_bind(a.kind.as_str())
+                .push(", ")
+                .push_bind(a.target_id)
+                .push(", ")
+                .push_bind(a.event_id)
+                .push(", ")
+                .push_bind(i64::from(a.attempt))
+                .push(", ")
+                .push_bind(a.status_code.map(i64::from))
+                .push(", ")
+                .push_bind(a.response_body.as_deref())
+                .push(", ")
+                .push_bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
+                .push(", ")
+                .push_bind(a.error_kind.as_deref())
+                .push(", ")
+                .push_bind(a.next_attempt_at.map(Ts))
+                .push(", ")
+                .push_bind(Ts(a.created_at))
+                .push(")");
+            jobs.push(if i == 0 { "(" } else { ", (" })
+                .push_bind(a.job_id)
+                .push(", ")
+                .push_bind(f.token)
+                .push(", ")
+                .push_bind(f.job_status.as_str())
+                .push(", ")
+                .push_bind(a.next_attempt_at.map(Ts))
+                .push(", ")
+                .push_bind(Ts(a.created_at))
+                .push(")");
+        }
+        attempts.execute(&mut tx).await?;
+        jobs.push(
+            ") UPDATE crm_jobs SET status = v.status, run_at = COALESCE(v.run_at, crm_jobs.run_at), \
+             lease_until = NULL, lease_token = NULL, updated_at = v.now \
+             FROM v WHERE crm_jobs.id = v.id AND crm_jobs.lease_token = v.token",
+        );
+        jobs.execute(&mut tx).await?;
+    }
     // Channels keep no delivery health; their attempts are in the log.
-    if a.kind == JobKind::Webhook.as_str() {
-        let disable = (!f.success).then(|| endpoints::Disable {
-            reason: f
-                .disable
-                .clone()
-                .unwrap_or_else(|| format!("{} consecutive failed attempts", f.disable_after)),
-            now: f.disable.is_some(),
-            after_failures: f.disable_after,
-        });
-        let disabled = endpoints::record_health(&mut tx, a.target_id, Ts(now), disable).await?;
-        if disabled {
-            if let Some(audit) = audit {
-                audit::insert_audit(&mut tx, audit).await?;
+    let webhook = |f: &&Finish| f.attempt.kind == JobKind::Webhook.as_str();
+    let mut endpoints_seen: Vec<Uuid> = Vec::new();
+    for f in done.iter().filter(webhook) {
+        let id = f.attempt.target_id;
+        if endpoints_seen.contains(&id) {
+            continue;
+        }
+        endpoints_seen.push(id);
+        let of_endpoint: Vec<&Finish> = done
+            .iter()
+            .filter(webhook)
+            .filter(|g| g.attempt.target_id == id)
+            .collect();
+        if of_endpoint.iter().all(|g| g.success) {
+            let last = of_endpoint
+                .iter()
+                .map(|g| g.attempt.created_at)
+                .max()
+                .unwrap_or(f.attempt.created_at);
+            endpoints::record_health(&mut tx, id, Ts(last), None).await?;
+            continue;
+        }
+        for g in of_endpoint {
+            let disable = (!g.success).then(|| endpoints::Disable {
+                reason: g
+                    .disable
+                    .clone()
+                    .unwrap_or_else(|| format!("{} consecutive failed attempts", g.disable_after)),
+                now: g.disable.is_some(),
+                after_failures: g.disable_after,
+            });
+            let now = Ts(g.attempt.created_at);
+            if endpoints::record_health(&mut tx, id, now, disable).await? {
+                if let Some(audit) = &g.audit {
+                    audit::insert_audit(&mut tx, audit).await?;
+                }
             }
         }
     }
     tx.commit().await?;
-    Ok(moved == 1)
+    Ok(())
 }
 
 /// Attempts of an endpoint (`event` narrows to one message), oldest first, after `after`.

@@ -62,15 +62,6 @@ impl Dialect {
         }
     }
 
-    /// Appended to the subquery that picks jobs to claim: Postgres skips rows another
-    /// worker is claiming; SQLite needs nothing (one writer at a time).
-    pub(crate) fn skip_locked(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-        }
-    }
-
     /// Pushes a condition: lead `l` matches every search term (prefix match). Terms
     /// hold letters and digits only (the `search` column and the query are tokenised
     /// the same way), so they cannot carry FTS5 or tsquery syntax.

@@ -276,16 +276,16 @@ impl Worker {
             json!({ "reason": reason, "url": ep.url }),
             now,
         );
-        let finish = Finish {
-            job: &job,
+        self.finish(Finish {
+            job,
             token: self.token,
-            attempt: &attempt,
+            attempt,
             job_status: status,
             success,
             disable,
             disable_after: self.cfg.disable_after,
-        };
-        store::jobs::finish_job(self.crm.pool(), &finish, Some(&audit)).await?;
-        Ok(())
+            audit: Some(audit),
+        })
+        .await
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -94,9 +94,57 @@ pub(super) struct Worker {
     #[cfg(feature = "webhooks")]
     pub(super) client: reqwest::Client,
     pub(super) token: Uuid,
+    finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<()>>)>,
+}
+
+/// The most finished attempts the finisher writes in one transaction.
+const FINISH_BATCH: usize = 256;
+
+/// Writes the finished attempts of one dispatcher: whatever is waiting, up to
+/// [`FINISH_BATCH`], in one transaction ([`store::jobs::finish_jobs`]); if that
+/// fails, each on its own, so one bad record does not lose its batch-mates. Ends
+/// when the dispatcher's deliveries are all done (every sender dropped).
+async fn finisher(crm: Crm, mut rx: mpsc::Receiver<(Finish, oneshot::Sender<Result<()>>)>) {
+    let mut waiting = Vec::with_capacity(FINISH_BATCH);
+    while rx.recv_many(&mut waiting, FINISH_BATCH).await > 0 {
+        let (done, replies): (Vec<Finish>, Vec<_>) = waiting.drain(..).unzip();
+        match store::jobs::finish_jobs(crm.pool(), &done).await {
+            Ok(()) => {
+                for reply in replies {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(_) if done.len() > 1 => {
+                for (f, reply) in done.into_iter().zip(replies) {
+                    let one = [f];
+                    let _ = reply.send(store::jobs::finish_jobs(crm.pool(), &one).await);
+                }
+            }
+            Err(err) => {
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Integration(err.to_string())));
+                }
+            }
+        }
+    }
 }
 
 impl Worker {
+    /// Hands a finished attempt to the finisher and waits until it is written.
+    pub(super) async fn finish(&self, f: Finish) -> Result<()> {
+        let (reply, written) = oneshot::channel();
+        if self.finisher.send((f, reply)).await.is_err() {
+            return Err(Error::Integration(
+                "the dispatcher's finisher stopped".into(),
+            ));
+        }
+        written.await.unwrap_or_else(|_| {
+            Err(Error::Integration(
+                "the dispatcher's finisher stopped".into(),
+            ))
+        })
+    }
+
     fn lease_until(&self) -> DateTime<Utc> {
         self.crm.now()
             + chrono::Duration::from_std(self.cfg.lease).unwrap_or(chrono::Duration::seconds(60))
@@ -226,17 +274,17 @@ impl Worker {
             next_attempt_at: next,
             created_at: now,
         };
-        let finish = Finish {
-            job: &job,
+        self.finish(Finish {
+            job,
             token: self.token,
-            attempt: &attempt,
+            attempt,
             job_status: status,
             success: status == JobStatus::Delivered,
             disable: None,
             disable_after: self.cfg.disable_after,
-        };
-        store::jobs::finish_job(self.crm.pool(), &finish, None).await?;
-        Ok(())
+            audit: None,
+        })
+        .await
     }
 }
 
@@ -268,12 +316,15 @@ impl Crm {
             "crm was built without its `webhooks` feature: this dispatcher sends \
              notifications only and leaves webhook deliveries to a process built with it"
         );
+        let (finished, to_write) = mpsc::channel(4 * FINISH_BATCH);
+        tokio::spawn(finisher(self.clone(), to_write));
         let worker = Arc::new(Worker {
             #[cfg(feature = "webhooks")]
             client: delivery::client(config.timeout, self.webhook_allow())?,
             crm: self.clone(),
             cfg: config,
             token: Uuid::now_v7(),
+            finisher: finished,
         });
         Ok(tokio::spawn(run(worker, shutdown)))
     }
@@ -287,6 +338,7 @@ impl Crm {
 async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(w.cfg.concurrency));
     let crm = w.crm.clone();
+    let mut timed_out = true;
     // Jobs other processes commit wake this one at once (Postgres); the poll stays
     // as the fallback.
     let listener = {
@@ -302,8 +354,10 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
         tokio::pin!(notified);
         notified.as_mut().enable();
 
+        // Claims come in batches: a finished delivery wakes this loop, but it claims
+        // once a quarter of the slots are free (or all of them), not one job a time.
         let free = slots.available_permits();
-        if free > 0 {
+        if free > 0 && (free >= (w.cfg.concurrency / 4).max(1) || timed_out) {
             match w.claim(free).await {
                 Ok(jobs) => {
                     for job in jobs {
@@ -327,11 +381,11 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
                 }
             }
         }
-        tokio::select! {
+        timed_out = tokio::select! {
             () = shutdown.cancelled() => break,
-            () = &mut notified => {}
-            () = tokio::time::sleep(w.cfg.poll_interval) => {}
-        }
+            () = &mut notified => false,
+            () = tokio::time::sleep(w.cfg.poll_interval) => true,
+        };
     }
     let _ = listener.await;
     // Wait for the deliveries in flight.
