@@ -6,7 +6,7 @@
 //! receiver behind a load balancer does), then 1 or 2 dispatchers (separate `Crm`
 //! instances on separate pools, as separate processes would be) drain it; events/s
 //! from the start of the dispatchers to the last delivery is printed. SQLite always,
-//! Postgres when `CRM_TEST_PG_URL` is set.
+//! Postgres when `CRM_TEST_PG_URL` is set (`CRM_BENCH_BACKEND=sqlite|postgres` for one).
 
 #![allow(missing_docs)]
 
@@ -136,7 +136,12 @@ fn main() {
             targets.push(("postgres", pg));
         }
     }
+    // CRM_BENCH_BACKEND=sqlite|postgres runs one backend only (e.g. under a profiler).
+    let only = std::env::var("CRM_BENCH_BACKEND").ok();
     for (backend, url) in targets {
+        if only.as_deref().is_some_and(|o| o != backend) {
+            continue;
+        }
         for n in [1, 2] {
             rt.block_on(run(backend, &url, n));
         }

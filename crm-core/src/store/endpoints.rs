@@ -239,7 +239,7 @@ pub(super) struct Disable {
 }
 
 /// Records a delivery's outcome on endpoint `id`: a success resets its failure
-/// count; a failure (`disable` given) counts, and disables the endpoint as
+/// count (and moves `last_success_at`, to within a second); a failure (`disable` given) counts, and disables the endpoint as
 /// `disable` says. Whether this call disabled it.
 pub(super) async fn record_health(
     tx: &mut Tx,
@@ -248,11 +248,17 @@ pub(super) async fn record_health(
     disable: Option<Disable>,
 ) -> Result<bool> {
     let Some(disable) = disable else {
+        // A healthy endpoint's row is left alone (not even locked) unless its last
+        // success is over a second old: dispatchers in several processes finishing
+        // deliveries to one busy endpoint do not queue on its row.
         query(
-            "UPDATE crm_webhook_endpoints SET consecutive_failures = 0, last_success_at = $2 WHERE id = $1",
+            "UPDATE crm_webhook_endpoints SET consecutive_failures = 0, last_success_at = $2 \
+             WHERE id = $1 AND (consecutive_failures <> 0 OR last_success_at IS NULL \
+             OR last_success_at < $3)",
         )
         .bind(id)
         .bind(now)
+        .bind(Ts(now.0 - chrono::Duration::seconds(1)))
         .execute(&mut *tx)
         .await?;
         return Ok(false);

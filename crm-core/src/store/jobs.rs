@@ -401,37 +401,49 @@ pub(super) async fn announce(tx: &mut Tx) -> Result<()> {
 /// Calls `wake` whenever another process (or this one) commits jobs, until
 /// `shutdown`; reconnects after a lost connection (the dispatcher's poll covers the
 /// gap). Returns at once on SQLite.
+#[cfg(feature = "postgres")]
 pub(crate) async fn listen(
     pool: &Pool,
     wake: impl Fn(),
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    #[cfg(feature = "postgres")]
-    if let Pool::Postgres(pool) = pool {
-        loop {
-            let connected = async {
-                let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
-                l.listen(JOBS_CHANNEL).await?;
-                Ok::<_, sqlx::Error>(l)
-            };
-            let err = match connected.await {
-                Ok(mut l) => loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        n = l.recv() => match n {
-                            Ok(_) => wake(),
-                            Err(e) => break e,
-                        },
-                    }
-                },
-                Err(e) => e,
-            };
-            tracing::warn!(error = %crate::error::Chain(&err), "job notifications lost; the dispatcher polls until they are back");
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            }
+    // Irrefutable in a build with Postgres only.
+    #[allow(irrefutable_let_patterns)]
+    let Pool::Postgres(pool) = pool
+    else {
+        return;
+    };
+    loop {
+        let connected = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+            l.listen(JOBS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let err = match connected.await {
+            Ok(mut l) => loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    n = l.recv() => match n {
+                        Ok(_) => wake(),
+                        Err(e) => break e,
+                    },
+                }
+            },
+            Err(e) => e,
+        };
+        tracing::warn!(error = %crate::error::Chain(&err), "job notifications lost; the dispatcher polls until they are back");
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
     }
-    let _ = (pool, wake, shutdown);
+}
+
+/// Without Postgres there is no other process to hear from.
+#[cfg(not(feature = "postgres"))]
+pub(crate) async fn listen(
+    _pool: &Pool,
+    _wake: impl Fn(),
+    _shutdown: tokio_util::sync::CancellationToken,
+) {
 }

@@ -146,6 +146,29 @@ pub(crate) async fn events(
     rows.into_iter().map(EventRow::into_event).collect()
 }
 
+/// The events of `ids` (those that exist), in one query: what a dispatcher's claimed
+/// batch delivers.
+pub(crate) async fn events_by_ids(pool: &Pool, ids: &[Uuid]) -> Result<Vec<Event>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let mut sql = query(
+            "SELECT id, workspace_id, event_type, lead_id, payload, created_at FROM crm_events WHERE id IN (",
+        );
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind(*id);
+        }
+        sql.push(")");
+        let rows: Vec<EventRow> = sql.fetch_all(pool).await?;
+        for row in rows {
+            out.push(row.into_event()?);
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn event_by_id(pool: &Pool, id: Uuid) -> Result<Option<Event>> {
     let mut sql = query("SELECT id, workspace_id, event_type, lead_id, payload, created_at FROM crm_events WHERE id = ");
     sql.push_bind(id);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::dispatcher::{message_id, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX};
+use super::dispatcher::{message_id, Prefetched, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX};
 use super::model::{Attempt, JobKind, JobStatus};
 use super::ssrf::{self, IpNet};
 use crate::audit::AuditEntry;
@@ -162,16 +162,22 @@ pub(super) async fn send(
 impl Worker {
     /// Delivers one webhook job: signs the event for the endpoint, sends it, and
     /// records the attempt (and the next try, or the endpoint's disabling).
-    pub(super) async fn deliver_webhook(&self, job: ClaimedJob) -> Result<()> {
-        let hooks = self.crm.workspace(job.workspace_id).webhooks();
-        let endpoint_id = EndpointId(job.target_id);
-        let (ep, secrets) = match hooks.with_secrets(endpoint_id).await {
-            Ok((ep, secrets)) if ep.enabled => (ep, secrets),
-            Ok(_) | Err(Error::NotFound { .. }) => {
-                return store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await;
+    pub(super) async fn deliver_webhook(&self, job: ClaimedJob, ahead: &Prefetched) -> Result<()> {
+        let found = match ahead.endpoints.get(&job.target_id) {
+            Some(found) => found.clone(),
+            None => {
+                let hooks = self.crm.workspace(job.workspace_id).webhooks();
+                match hooks.with_secrets(EndpointId(job.target_id)).await {
+                    Ok(found) => Some(Arc::new(found)),
+                    Err(Error::NotFound { .. }) => None,
+                    Err(e) => return Err(e),
+                }
             }
-            Err(e) => return Err(e),
         };
+        let Some(found) = found.filter(|f| f.0.enabled) else {
+            return store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await;
+        };
+        let (ep, secrets) = (&found.0, &found.1);
         if let Some(limit) = ep.rate_limit_per_minute.and_then(Policy::per_minute) {
             let d = self
                 .crm
@@ -183,7 +189,7 @@ impl Worker {
                 return store::jobs::release_job(self.crm.pool(), job.id, self.token, at).await;
             }
         }
-        let Some(event) = store::outbox::event_by_id(self.crm.pool(), job.event_id).await? else {
+        let Some(event) = ahead.event(&self.crm, job.event_id).await? else {
             return store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await;
         };
         let body =

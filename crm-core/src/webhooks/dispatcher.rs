@@ -18,7 +18,7 @@
 //! audit log says why. Every attempt is recorded.
 
 pub use super::model::Attempt;
-use super::model::{JobKind, JobStatus};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,11 @@ use uuid::Uuid;
 
 #[cfg(feature = "webhooks")]
 use super::delivery;
+use super::model::{Endpoint, JobKind, JobStatus};
+use super::signing::WebhookSecret;
+use crate::events::Event;
+#[cfg(feature = "webhooks")]
+use crate::ids::EndpointId;
 use crate::ids::EventId;
 use crate::notify::Outcome;
 use crate::store::{
@@ -95,6 +100,27 @@ pub(super) struct Worker {
     pub(super) client: reqwest::Client,
     pub(super) token: Uuid,
     finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<()>>)>,
+}
+
+/// What [`Worker::prefetch`] read for a claimed batch.
+pub(super) struct Prefetched {
+    pub(super) events: HashMap<Uuid, Arc<Event>>,
+    /// Per endpoint: found (with its secrets), or gone (`None`); absent when the
+    /// read failed.
+    #[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
+    pub(super) endpoints: HashMap<Uuid, Option<Arc<(Endpoint, Vec<WebhookSecret>)>>>,
+}
+
+impl Prefetched {
+    /// The job's event, from the batch or read now.
+    pub(super) async fn event(&self, crm: &Crm, id: Uuid) -> Result<Option<Arc<Event>>> {
+        if let Some(e) = self.events.get(&id) {
+            return Ok(Some(e.clone()));
+        }
+        Ok(store::outbox::event_by_id(crm.pool(), id)
+            .await?
+            .map(Arc::new))
+    }
 }
 
 /// The most finished attempts the finisher writes in one transaction.
@@ -176,11 +202,44 @@ impl Worker {
         Some(base.mul_f64(factor))
     }
 
-    async fn deliver(&self, job: ClaimedJob) -> Result<()> {
+    /// What a claimed batch needs, read once for the batch instead of once a job:
+    /// its events and (for webhooks) its endpoints with their secrets. What cannot
+    /// be read here is read again by the job itself.
+    async fn prefetch(&self, jobs: &[ClaimedJob]) -> Prefetched {
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.event_id).collect();
+        let events = match store::outbox::events_by_ids(self.crm.pool(), &ids).await {
+            Ok(events) => events.into_iter().map(|e| (e.id.0, Arc::new(e))).collect(),
+            Err(err) => {
+                tracing::warn!(error = %crate::error::Chain(&err), "could not read a batch of events");
+                HashMap::new()
+            }
+        };
+        #[cfg_attr(not(feature = "webhooks"), allow(unused_mut))]
+        let mut endpoints = HashMap::new();
+        #[cfg(feature = "webhooks")]
+        for j in jobs.iter().filter(|j| j.kind == JobKind::Webhook.as_str()) {
+            if endpoints.contains_key(&j.target_id) {
+                continue;
+            }
+            let hooks = self.crm.workspace(j.workspace_id).webhooks();
+            match hooks.with_secrets(EndpointId(j.target_id)).await {
+                Ok(found) => {
+                    endpoints.insert(j.target_id, Some(Arc::new(found)));
+                }
+                Err(Error::NotFound { .. }) => {
+                    endpoints.insert(j.target_id, None);
+                }
+                Err(_) => {}
+            }
+        }
+        Prefetched { events, endpoints }
+    }
+
+    async fn deliver(&self, job: ClaimedJob, ahead: &Prefetched) -> Result<()> {
         match job.kind.parse::<JobKind>() {
             #[cfg(feature = "webhooks")]
-            Ok(JobKind::Webhook) => self.deliver_webhook(job).await,
-            Ok(JobKind::Notification) => self.notify(job).await,
+            Ok(JobKind::Webhook) => self.deliver_webhook(job, ahead).await,
+            Ok(JobKind::Notification) => self.notify(job, ahead).await,
             // Left to a process built with the `webhooks` feature (never claimed here).
             #[cfg(not(feature = "webhooks"))]
             Ok(JobKind::Webhook) => Ok(()),
@@ -200,7 +259,7 @@ impl Worker {
     }
 
     /// Sends one notification through its channel's plugin.
-    async fn notify(&self, job: ClaimedJob) -> Result<()> {
+    async fn notify(&self, job: ClaimedJob, ahead: &Prefetched) -> Result<()> {
         let service = self.crm.workspace(job.workspace_id).notifications();
         let id = crate::ids::ChannelId(job.target_id);
         let cancel =
@@ -210,7 +269,7 @@ impl Worker {
             Ok(_) | Err(Error::NotFound { .. }) => return cancel().await,
             Err(e) => return Err(e),
         };
-        let Some(event) = store::outbox::event_by_id(self.crm.pool(), job.event_id).await? else {
+        let Some(event) = ahead.event(&self.crm, job.event_id).await? else {
             return cancel().await;
         };
         let config = service.config(id).await?;
@@ -360,6 +419,7 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
         if free > 0 && (free >= (w.cfg.concurrency / 4).max(1) || timed_out) {
             match w.claim(free).await {
                 Ok(jobs) => {
+                    let ahead = Arc::new(w.prefetch(&jobs).await);
                     for job in jobs {
                         // Only this loop takes permits, and it claimed no more than were free.
                         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -367,8 +427,9 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
                             continue;
                         };
                         let w2 = w.clone();
+                        let ahead = ahead.clone();
                         tokio::spawn(async move {
-                            if let Err(err) = w2.deliver(job).await {
+                            if let Err(err) = w2.deliver(job, &ahead).await {
                                 tracing::warn!(error = %crate::error::Chain(&err), "webhook delivery could not be recorded");
                             }
                             drop(permit);

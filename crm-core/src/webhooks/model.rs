@@ -93,7 +93,8 @@ pub struct Endpoint {
     pub rate_limit_per_minute: Option<u32>,
     /// Failed attempts since the last success.
     pub consecutive_failures: u32,
-    /// Last successful delivery.
+    /// Last successful delivery (to within a second: a healthy endpoint's row is
+    /// written at most once a second).
     pub last_success_at: Option<DateTime<Utc>>,
     /// Last failed attempt.
     pub last_failure_at: Option<DateTime<Utc>>,
