@@ -102,13 +102,16 @@ pub(super) struct Worker {
     finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<()>>)>,
 }
 
+/// An endpoint with the secrets it signs with.
+pub(super) type Signing = Arc<(Endpoint, Vec<WebhookSecret>)>;
+
 /// What [`Worker::prefetch`] read for a claimed batch.
 pub(super) struct Prefetched {
     pub(super) events: HashMap<Uuid, Arc<Event>>,
     /// Per endpoint: found (with its secrets), or gone (`None`); absent when the
     /// read failed.
     #[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
-    pub(super) endpoints: HashMap<Uuid, Option<Arc<(Endpoint, Vec<WebhookSecret>)>>>,
+    pub(super) endpoints: HashMap<Uuid, Option<Signing>>,
 }
 
 impl Prefetched {
