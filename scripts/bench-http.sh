@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # The HTTP benchmark: the release server (examples/server.rs) on SQLite and on a
-# throwaway Postgres, driven by wrk at 64 connections:
-#   GET  /api/v1/health           (the floor: routing, middleware, one `SELECT 1`)
+# throwaway Postgres, driven by wrk at 64 connections (3 s warm-up, then the run):
+#   GET  /api/v1/health           (the floor: routing and middleware, no database)
 #   POST /api/v1/leads            (API key, rate limiter, one write transaction)
-#   GET  /api/v1/leads?limit=20   (API key, rate limiter, one keyset page)
-# Prints requests/s and p50/p99 latency per backend. The API-key rate limit is raised
-# so that the benchmark measures the work, not 429s (non-2xx answers are reported).
+#   GET  /api/v1/leads?limit=20   (API key, rate limiter, one keyset page; runs after
+#                                  the create run, so the table holds its leads)
+# Prints requests/s, p50/p99 latency and non-2xx answers per backend, and the
+# server's peak RSS. The API-key rate limit is raised so that the benchmark measures
+# the work, not 429s. When ../shared/peers/sbs.sh exists (the FastAPI peer, outside
+# this repository), it runs next with the same server binary, for the side-by-side
+# table.
 #
-#   scripts/bench-http.sh [seconds per run, default 10]
+#   scripts/bench-http.sh [seconds per run, default 15]
 #
 # Needs wrk (installed with apt-get when missing) and, for Postgres, the server
 # binaries scripts/pg-throwaway.sh uses. Client and server share the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-10}
+secs=${1:-15}
 
 if ! command -v wrk >/dev/null; then
     apt-get install -y wrk >/dev/null
@@ -32,11 +36,10 @@ trap cleanup EXIT
 
 run() { # label, lua script or "", path
     local label=$1 script=$2 path=$3 out
-    if [ -n "$script" ]; then
-        out=$(wrk -t2 -c64 -d"${secs}s" --latency -s "$script" "http://127.0.0.1:$port$path")
-    else
-        out=$(wrk -t2 -c64 -d"${secs}s" --latency "http://127.0.0.1:$port$path")
-    fi
+    local args=("http://127.0.0.1:$port$path")
+    [ -n "$script" ] && args=(-s "$script" "${args[@]}")
+    wrk -t2 -c64 -d3s "${args[@]}" >/dev/null
+    out=$(wrk -t2 -c64 -d"${secs}s" --latency "${args[@]}")
     local rps p50 p99 errors
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -74,6 +77,8 @@ bench_backend() { # backend name, DATABASE_URL or ""
     run "GET /api/v1/health" "" /api/v1/health
     run "POST /api/v1/leads" scripts/bench/create-lead.lua /api/v1/leads
     run "GET /api/v1/leads?limit=20" scripts/bench/auth-get.lua "/api/v1/leads?limit=20"
+    printf '%-10s peak RSS %s MB\n' "$backend" \
+        "$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 }
@@ -86,3 +91,10 @@ if [ -z "${CRM_TEST_PG_URL:-}" ]; then
     trap 'cleanup; crm_pg_stop' EXIT
 fi
 bench_backend postgres "$CRM_TEST_PG_URL"
+
+peers=../shared/peers/sbs.sh
+if [ -x "$peers" ] || [ -f "$peers" ]; then
+    echo
+    echo "side by side with the FastAPI peer ($peers)"
+    bash "$peers" "$server" "$secs"
+fi
