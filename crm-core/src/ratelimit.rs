@@ -213,15 +213,19 @@ impl RateLimitStore for MemoryStore {
 /// A busy key does not cost a round trip per request: a process takes a *slice* of
 /// the key's budget from the shared state in one statement (the shared TAT moves on
 /// by the whole slice) and hands it out locally until it is used up or a second has
-/// passed. The slice is 1% of the policy's limit, at most 100 requests; policies of
-/// fewer than 200 per period take one request at a time and stay exact.
+/// passed. A slice is as many requests as the key saw in this process in the last
+/// second, at most 1% of the policy's limit and at most 100: a key seen once in a
+/// while takes one request at a time (exact), and policies of fewer than 200 per
+/// period always do (the default `api_key` policy, 100 a minute, is exact and costs
+/// one round trip per request).
 ///
-/// Accuracy: every request admitted was first counted in the shared state, and each
-/// process holds at most one slice per key, so with N processes a key gets at most
-/// N × slice requests more than the policy allows in any window (slices counted
-/// before the window and spent in it). Rests of slices that expire unused make a key
-/// get fewer requests than allowed, never more. For the default `api_key` policy
-/// (100 a minute) the slice is 1: exact.
+/// Accuracy: every request admitted was first counted in the shared state, and a
+/// process holds at most one rest of a slice per key (while a slice is being taken,
+/// other requests of the key take one at a time), so with N processes a key gets at
+/// most N × slice requests more than the policy allows in any window (slices counted
+/// before the window and spent in it). Rests that expire unused make a key get fewer
+/// requests than allowed, never more. Near the limit a refused slice is followed by a
+/// single-request step (two round trips).
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Clone)]
@@ -237,26 +241,43 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Requests of one key already counted in the shared state, not yet handed out.
+/// What a process keeps of one key: requests already counted in the shared state
+/// and not yet handed out, and how busy the key is here.
 #[cfg(feature = "postgres")]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Slice {
     left: i64,
     /// The shared TAT right after the slice was taken.
     tat: i64,
     /// When an unused rest is dropped (µs).
     until: i64,
+    /// A take of more than one request is on its way to the database: others
+    /// meanwhile take one at a time, so a process never holds two rests of a key.
+    taking: bool,
+    /// Requests for the key here in the current second, and in the one before.
+    window: i64,
+    seen: i64,
+    seen_before: i64,
 }
 
 /// How long a process keeps an unused rest of a slice (µs).
 #[cfg(feature = "postgres")]
 const SLICE_LIFE: i64 = 1_000_000;
 
-/// The requests one round trip takes for a policy with emission interval `t` and
-/// period `p`: 1% of the limit, at most 100, at least 1.
+/// The most requests one round trip takes for a policy with emission interval `t`
+/// and period `p`: 1% of the limit, at most 100, at least 1.
 #[cfg(feature = "postgres")]
 fn slice_size(t: i64, p: i64) -> i64 {
     (p / t.max(1) / 100).clamp(1, 100)
+}
+
+/// What to do for one request.
+#[cfg(feature = "postgres")]
+enum Step {
+    /// Admitted from the slice, with this TAT for the headers.
+    Local(i64),
+    /// Take this many requests from the shared state.
+    Take(i64),
 }
 
 #[cfg(feature = "postgres")]
@@ -275,38 +296,59 @@ impl PostgresStore {
         crate::store::rate_limits::purge_idle(&self.pool, now.timestamp_micros()).await
     }
 
-    /// Hands out one request of the key's slice, if one is held and fresh: the TAT
-    /// as if the rest of the slice were not yet counted.
-    fn spend_slice(&self, key: &str, now: i64, t: i64) -> Option<i64> {
+    /// Serves the request from the key's slice when one is held and fresh (the TAT
+    /// as if its rest were not yet counted, never before `now`), or says how many
+    /// requests to take: as many as the key saw here in the last second (a slice
+    /// that is likely spent before it expires), at most the policy's slice, and one
+    /// while another take of the key is on its way.
+    fn plan(&self, key: &str, now: i64, t: i64, p: i64) -> Step {
         let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
-        let s = slices.get_mut(key)?;
-        if s.left == 0 || now >= s.until {
-            slices.pop(key);
-            return None;
+        let s = slices.get_or_insert_mut(key.to_owned(), Slice::default);
+        if now - s.window >= SLICE_LIFE {
+            s.seen_before = if now - s.window < 2 * SLICE_LIFE {
+                s.seen
+            } else {
+                0
+            };
+            s.seen = 0;
+            s.window = now;
         }
-        s.left -= 1;
-        Some(s.tat - s.left * t)
+        s.seen += 1;
+        if s.left > 0 && now < s.until {
+            s.left -= 1;
+            return Step::Local((s.tat - s.left * t).max(now));
+        }
+        s.left = 0;
+        let n = if s.taking {
+            1
+        } else {
+            s.seen.max(s.seen_before).clamp(1, slice_size(t, p))
+        };
+        if n > 1 {
+            s.taking = true;
+        }
+        Step::Take(n)
     }
 
-    async fn take(&self, key: &str, now: i64, t: i64, p: i64) -> Result<(bool, i64)> {
-        let n = slice_size(t, p);
-        if n > 1 {
-            let (ok, tat) = crate::store::rate_limits::step(&self.pool, key, now, n * t, p).await?;
-            if ok {
+    async fn take(&self, key: &str, now: i64, t: i64, p: i64, n: i64) -> Result<(bool, i64)> {
+        if n == 1 {
+            return crate::store::rate_limits::step(&self.pool, key, now, t, p).await;
+        }
+        let taken = crate::store::rate_limits::step(&self.pool, key, now, n * t, p).await;
+        {
+            let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
+            let s = slices.get_or_insert_mut(key.to_owned(), Slice::default);
+            s.taking = false;
+            if let Ok((true, tat)) = taken {
                 // One request now, the rest for the next callers.
-                let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
-                slices.put(
-                    key.to_owned(),
-                    Slice {
-                        left: n - 1,
-                        tat,
-                        until: now + SLICE_LIFE,
-                    },
-                );
+                s.left = n - 1;
+                s.tat = tat;
+                s.until = now + SLICE_LIFE;
                 return Ok((true, tat - (n - 1) * t));
             }
         }
-        // Near the limit (or a small policy): one request at a time.
+        taken?;
+        // Near the limit: one request at a time.
         crate::store::rate_limits::step(&self.pool, key, now, t, p).await
     }
 }
@@ -314,9 +356,9 @@ impl PostgresStore {
 #[cfg(feature = "postgres")]
 impl RateLimitStore for PostgresStore {
     fn step<'a>(&'a self, key: &'a str, now: i64, t: i64, p: i64) -> StoreFuture<'a> {
-        match self.spend_slice(key, now, t) {
-            Some(tat) => Box::pin(std::future::ready(Ok((true, tat)))),
-            None => Box::pin(self.take(key, now, t, p)),
+        match self.plan(key, now, t, p) {
+            Step::Local(tat) => Box::pin(std::future::ready(Ok((true, tat)))),
+            Step::Take(n) => Box::pin(self.take(key, now, t, p, n)),
         }
     }
 }

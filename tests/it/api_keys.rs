@@ -657,7 +657,8 @@ async fn postgres_instances_share_a_sliced_budget() {
             .await
             .expect("tat")
     };
-    // 250 requests on one instance: three slices taken (300 counted), 250 admitted.
+    // 250 requests on one instance: slices grow with the key's traffic (up to 100);
+    // what is counted beyond the 250 admitted is one unspent rest at most.
     for _ in 0..250 {
         assert!(
             one.rate_limiter()
@@ -668,10 +669,10 @@ async fn postgres_instances_share_a_sliced_budget() {
         );
     }
     let start = db.clock_now().timestamp_micros();
-    assert_eq!(
-        rows().await - start,
-        300 * 360_000,
-        "three slices of 100 counted"
+    let counted = (rows().await - start) / 360_000;
+    assert!(
+        (250..=250 + 99).contains(&counted),
+        "counted {counted} for 250 admitted"
     );
 
     // Both instances, 12,000 requests at a stopped clock.

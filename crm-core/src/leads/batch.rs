@@ -7,6 +7,11 @@
 //! and if the database fails the batch (which then wrote nothing) every create is
 //! retried on its own. Postgres needs none of this: its transactions run side by
 //! side and its WAL flushes commit groups by itself.
+//!
+//! What a caller should know: a create whose caller goes away (a dropped future)
+//! is still written if it was queued; the writer task lives on the runtime of the
+//! first create, and a create that finds it gone (that runtime shut down) writes
+//! alone.
 
 use tokio::sync::{mpsc, oneshot};
 

@@ -275,26 +275,26 @@ pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
         jobs.execute(&mut tx).await?;
     }
     // Channels keep no delivery health; their attempts are in the log.
+    // Endpoints in id order: finishers in several processes lock their rows in the
+    // same order, so they cannot deadlock.
     let webhook = |f: &&Finish| f.attempt.kind == JobKind::Webhook.as_str();
-    let mut endpoints_seen: Vec<Uuid> = Vec::new();
-    for f in done.iter().filter(webhook) {
-        let id = f.attempt.target_id;
-        if endpoints_seen.contains(&id) {
-            continue;
-        }
-        endpoints_seen.push(id);
+    let mut ids: Vec<Uuid> = done
+        .iter()
+        .filter(webhook)
+        .map(|f| f.attempt.target_id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
         let of_endpoint: Vec<&Finish> = done
             .iter()
             .filter(webhook)
             .filter(|g| g.attempt.target_id == id)
             .collect();
         if of_endpoint.iter().all(|g| g.success) {
-            let last = of_endpoint
-                .iter()
-                .map(|g| g.attempt.created_at)
-                .max()
-                .unwrap_or(f.attempt.created_at);
-            endpoints::record_health(&mut tx, id, Ts(last), None).await?;
+            if let Some(last) = of_endpoint.iter().map(|g| g.attempt.created_at).max() {
+                endpoints::record_health(&mut tx, id, Ts(last), None).await?;
+            }
             continue;
         }
         for g in of_endpoint {

@@ -8,7 +8,9 @@
 //! job, and the `webhook-id` (from the event) is the same, so receivers deduplicate.
 //! A dispatcher wakes when this process writes a job, on Postgres also when another
 //! process commits one (`LISTEN`/`NOTIFY`), and polls slowly otherwise (retries
-//! coming due, a lost notification connection).
+//! coming due, a lost notification connection). On Postgres each dispatcher keeps
+//! one connection of the pool for `LISTEN`, and a commit that wrote jobs takes
+//! Postgres' notification lock for its commit (such commits go one at a time).
 //!
 //! Delivery: POST the event payload with the three `webhook-*` headers, signed with
 //! the endpoint's secret (and its previous one during a rotation); redirects are not
@@ -400,7 +402,10 @@ impl Crm {
 async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(w.cfg.concurrency));
     let crm = w.crm.clone();
-    let mut timed_out = true;
+    // So that the first pass claims whatever is free.
+    let mut last_claim = Instant::now()
+        .checked_sub(w.cfg.poll_interval)
+        .unwrap_or_else(Instant::now);
     // Jobs other processes commit wake this one at once (Postgres); the poll stays
     // as the fallback.
     let listener = {
@@ -417,9 +422,13 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
         notified.as_mut().enable();
 
         // Claims come in batches: a finished delivery wakes this loop, but it claims
-        // once a quarter of the slots are free (or all of them), not one job a time.
+        // once a quarter of the slots are free, not one job a time, and whatever is
+        // free once a poll interval has passed since the last claim (slow endpoints
+        // holding most slots must not idle the rest).
         let free = slots.available_permits();
-        if free > 0 && (free >= (w.cfg.concurrency / 4).max(1) || timed_out) {
+        let due = last_claim.elapsed() >= w.cfg.poll_interval;
+        if free > 0 && (free >= (w.cfg.concurrency / 4).max(1) || due) {
+            last_claim = Instant::now();
             match w.claim(free).await {
                 Ok(jobs) => {
                     let ahead = Arc::new(w.prefetch(&jobs).await);
@@ -445,11 +454,11 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
                 }
             }
         }
-        timed_out = tokio::select! {
+        tokio::select! {
             () = shutdown.cancelled() => break,
-            () = &mut notified => false,
-            () = tokio::time::sleep(w.cfg.poll_interval) => true,
-        };
+            () = &mut notified => {}
+            () = tokio::time::sleep(w.cfg.poll_interval) => {}
+        }
     }
     let _ = listener.await;
     // Wait for the deliveries in flight.
