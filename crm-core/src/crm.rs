@@ -199,14 +199,21 @@ impl Crm {
             .map(|n| n.as_ref())
     }
 
-    /// The lead writer of a SQLite `Crm` (started on first use, on the caller's
-    /// runtime); `None` on Postgres.
+    /// The lead writer (group commit of lead creates), started on first use on the
+    /// caller's runtime: one writer on SQLite (one writer at a time anyway), four
+    /// on Postgres (batches commit side by side).
     pub(crate) fn lead_writer(&self) -> Option<&crate::leads::batch::Batcher> {
         self.inner
             .lead_writer
             .get_or_init(|| {
-                (self.inner.pool.dialect() == crate::store::Dialect::Sqlite)
-                    .then(|| crate::leads::batch::Batcher::start(self.inner.pool.clone()))
+                let writers = match self.inner.pool.dialect() {
+                    crate::store::Dialect::Sqlite => 1,
+                    crate::store::Dialect::Postgres => 4,
+                };
+                Some(crate::leads::batch::Batcher::start(
+                    self.inner.pool.clone(),
+                    writers,
+                ))
             })
             .as_ref()
     }

@@ -1,17 +1,21 @@
-//! Group commit for lead creates on SQLite. SQLite has one writer at a time, so
-//! concurrent creates queue for the write lock and each pays for its own
-//! transaction; here they queue on a channel instead, and one writer task turns
-//! whatever is waiting (up to [`MAX_BATCH`]) into one transaction
-//! ([`store::leads::create_batch`]). Each caller still gets its own result: a taken
-//! email fails only its own create, events stay in the transaction of their lead,
-//! and if the database fails the batch (which then wrote nothing) every create is
-//! retried on its own. Postgres needs none of this: its transactions run side by
-//! side and its WAL flushes commit groups by itself.
+//! Group commit for lead creates. Concurrent creates queue on a channel, and a
+//! writer task turns whatever is waiting (up to [`MAX_BATCH`]) into one transaction
+//! ([`store::leads::create_batch`]): one commit, and the workspace's subscribers
+//! read once, for the whole batch. SQLite gets one writer (it has one writer at a
+//! time anyway, and this spares each create its own transaction and its wait for
+//! the write lock); Postgres gets four, whose batches commit side by side. Each
+//! caller still gets its own result: a taken email fails only its own create,
+//! events stay in the transaction of their lead, and if the database fails a batch
+//! (which then wrote nothing: a deadlock between two batches inserting the same
+//! emails in opposite order, a lost connection) every create in it is retried on
+//! its own.
 //!
 //! What a caller should know: a create whose caller goes away (a dropped future)
 //! is still written if it was queued; the writer task lives on the runtime of the
 //! first create, and a create that finds it gone (that runtime shut down) writes
 //! alone.
+
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,10 +39,14 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the writer task on the current tokio runtime.
-    pub(crate) fn start(pool: Pool) -> Self {
+    /// Starts `writers` writer tasks on the current tokio runtime, taking turns at
+    /// the queue.
+    pub(crate) fn start(pool: Pool, writers: usize) -> Self {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(pool, rx));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(run(pool.clone(), rx.clone()));
+        }
         Self { queue }
     }
 
@@ -57,9 +65,13 @@ impl Batcher {
     }
 }
 
-async fn run(pool: Pool, mut rx: mpsc::Receiver<Pending>) {
+async fn run(pool: Pool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
     let mut waiting = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut waiting, MAX_BATCH).await > 0 {
+    loop {
+        // One writer at a time takes what is waiting; the others write meanwhile.
+        if rx.lock().await.recv_many(&mut waiting, MAX_BATCH).await == 0 {
+            return;
+        }
         let (rows, replies): (Vec<NewRow>, Vec<_>) =
             waiting.drain(..).map(|p| (p.row, p.reply)).unzip();
         match store::leads::create_batch(&pool, &rows).await {
