@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The HTTP benchmark: the release server (examples/server.rs) on SQLite and on a
-# throwaway Postgres, driven by wrk at 64 connections (3 s warm-up, then the run):
+# throwaway Postgres (fsync on, as in production; or CRM_TEST_PG_URL), driven by wrk
+# at 64 connections (3 s warm-up, then the run):
 #   GET  /api/v1/health           (the floor: routing and middleware, no database)
 #   POST /api/v1/leads            (API key, rate limiter, one write transaction)
 #   GET  /api/v1/leads?limit=20   (API key, rate limiter, one keyset page; runs after
@@ -87,7 +88,7 @@ echo "wrk -t2 -c64 -d${secs}s, $(nproc) cores shared by client and server"
 bench_backend sqlite ""
 if [ -z "${CRM_TEST_PG_URL:-}" ]; then
     # shellcheck source=scripts/pg-throwaway.sh
-    source scripts/pg-throwaway.sh >/dev/null
+    CRM_PG_DURABLE=1 source scripts/pg-throwaway.sh >/dev/null
     trap 'cleanup; crm_pg_stop' EXIT
 fi
 bench_backend postgres "$CRM_TEST_PG_URL"

@@ -251,9 +251,11 @@ struct Slice {
     tat: i64,
     /// When an unused rest is dropped (µs).
     until: i64,
-    /// A take of more than one request is on its way to the database: others
-    /// meanwhile take one at a time, so a process never holds two rests of a key.
-    taking: bool,
+    /// Until when a take of more than one request is on its way to the database
+    /// (µs): others meanwhile take one at a time, so a process never holds two rests
+    /// of a key. A time rather than a flag, so a take whose caller went away (a
+    /// dropped request) blocks slices for a second at most.
+    taking_until: i64,
     /// Requests for the key here in the current second, and in the one before.
     window: i64,
     seen: i64,
@@ -319,13 +321,13 @@ impl PostgresStore {
             return Step::Local((s.tat - s.left * t).max(now));
         }
         s.left = 0;
-        let n = if s.taking {
+        let n = if now < s.taking_until {
             1
         } else {
             s.seen.max(s.seen_before).clamp(1, slice_size(t, p))
         };
         if n > 1 {
-            s.taking = true;
+            s.taking_until = now + SLICE_LIFE;
         }
         Step::Take(n)
     }
@@ -338,7 +340,7 @@ impl PostgresStore {
         {
             let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
             let s = slices.get_or_insert_mut(key.to_owned(), Slice::default);
-            s.taking = false;
+            s.taking_until = 0;
             if let Ok((true, tat)) = taken {
                 // One request now, the rest for the next callers.
                 s.left = n - 1;
