@@ -8,9 +8,10 @@
 #                                  the create run, so the table holds its leads)
 # Prints requests/s, p50/p99 latency and non-2xx answers per backend, and the
 # server's peak RSS. The API-key rate limit is raised so that the benchmark measures
-# the work, not 429s. When ../shared/peers/sbs.sh exists (the FastAPI peer, outside
-# this repository), it runs next with the same server binary, for the side-by-side
-# table.
+# the work, not 429s. With CRM_PEER_SBS set to the side-by-side script of the
+# FastAPI peer (kept outside this repository), it runs next with the same server
+# binary, for the table against the peer:
+#   CRM_PEER_SBS=/path/to/peers/sbs.sh scripts/bench-http.sh
 #
 #   scripts/bench-http.sh [seconds per run, default 15]
 #
@@ -93,9 +94,8 @@ if [ -z "${CRM_TEST_PG_URL:-}" ]; then
 fi
 bench_backend postgres "$CRM_TEST_PG_URL"
 
-peers=../shared/peers/sbs.sh
-if [ -x "$peers" ] || [ -f "$peers" ]; then
+if [ -n "${CRM_PEER_SBS:-}" ]; then
     echo
-    echo "side by side with the FastAPI peer ($peers)"
-    bash "$peers" "$server" "$secs"
+    echo "side by side with the FastAPI peer ($CRM_PEER_SBS)"
+    bash "$CRM_PEER_SBS" "$server" "$secs"
 fi

@@ -47,7 +47,7 @@ struct Inner {
     webhook_allow: Vec<IpNet>,
     dispatch_wake: tokio::sync::Notify,
     /// SQLite's group commit of lead creates, started by the first create.
-    lead_writer: std::sync::OnceLock<Option<crate::leads::batch::Batcher>>,
+    lead_writer: std::sync::OnceLock<crate::leads::batch::Batcher>,
     notifiers: Vec<Arc<dyn Notifier>>,
     lead_parser: Arc<dyn LeadParser>,
     quotas: Quotas,
@@ -202,20 +202,14 @@ impl Crm {
     /// The lead writer (group commit of lead creates), started on first use on the
     /// caller's runtime: one writer on SQLite (one writer at a time anyway), four
     /// on Postgres (batches commit side by side).
-    pub(crate) fn lead_writer(&self) -> Option<&crate::leads::batch::Batcher> {
-        self.inner
-            .lead_writer
-            .get_or_init(|| {
-                let writers = match self.inner.pool.dialect() {
-                    crate::store::Dialect::Sqlite => 1,
-                    crate::store::Dialect::Postgres => 4,
-                };
-                Some(crate::leads::batch::Batcher::start(
-                    self.inner.pool.clone(),
-                    writers,
-                ))
-            })
-            .as_ref()
+    pub(crate) fn lead_writer(&self) -> &crate::leads::batch::Batcher {
+        self.inner.lead_writer.get_or_init(|| {
+            let writers = match self.inner.pool.dialect() {
+                crate::store::Dialect::Sqlite => 1,
+                crate::store::Dialect::Postgres => 4,
+            };
+            crate::leads::batch::Batcher::start(self.inner.pool.clone(), writers)
+        })
     }
 
     pub(crate) fn dispatch_wake(&self) -> &tokio::sync::Notify {

@@ -106,25 +106,22 @@ impl Leads {
     pub async fn create(&self, input: NewLead) -> Result<Lead> {
         let fields = parse::new_lead(input, self.crm.rules())?;
         let ctx = self.ctx()?;
-        let fields = match self.crm.lead_writer() {
-            None => fields,
-            Some(writer) => {
-                let row = store::leads::NewRow {
-                    ws: ctx.ws,
-                    now: ctx.now,
-                    actor: ctx.actor.map(str::to_owned),
-                    fields,
-                };
-                match writer.create(row).await {
-                    Ok(r) => return self.written(r),
-                    Err(row) => row.fields,
-                }
+        let row = store::leads::NewRow {
+            ws: ctx.ws,
+            now: ctx.now,
+            actor: ctx.actor.map(str::to_owned),
+            fields,
+        };
+        let r = match self.crm.lead_writer().create(row).await {
+            Ok(r) => r,
+            // The writer's runtime is gone: this create is written alone.
+            Err(row) => {
+                retry_race(|| async {
+                    store::leads::create(self.crm.pool(), &ctx, row.fields.clone()).await
+                })
+                .await
             }
         };
-        let r = retry_race(|| async {
-            store::leads::create(self.crm.pool(), &ctx, fields.clone()).await
-        })
-        .await;
         self.written(r)
     }
 

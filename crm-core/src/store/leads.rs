@@ -293,21 +293,18 @@ async fn record_activity(conn: &mut Tx, ctx: &Ctx<'_>, a: &Activity) -> Result<(
     outbox::insert_event(conn, &event).await
 }
 
+/// Creates one lead: a batch of one ([`create_batch`]).
 pub(crate) async fn create(pool: &Pool, ctx: &Ctx<'_>, fields: Fields) -> Result<Lead> {
-    let mut tx = pool.begin_write().await?;
-    let lead = fields.into_lead(ctx.ws, ctx.now);
-    // The insert is the check; only a refused one looks up the lead it clashes with.
-    if !insert_lead(&mut tx, &lead).await? {
-        check_unique(&mut tx, &lead, None).await?;
-        return Err(taken());
-    }
-    outbox::insert_event(
-        &mut tx,
-        &ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(lead)
+    let row = NewRow {
+        ws: ctx.ws,
+        now: ctx.now,
+        actor: ctx.actor.map(str::to_owned),
+        fields,
+    };
+    create_batch(pool, std::slice::from_ref(&row))
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(taken()))
 }
 
 /// One create of a batch ([`create_batch`]).

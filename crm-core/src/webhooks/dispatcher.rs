@@ -145,15 +145,16 @@ async fn finisher(crm: Crm, mut rx: mpsc::Receiver<(Finish, oneshot::Sender<Resu
                     let _ = reply.send(Ok(()));
                 }
             }
-            Err(_) if done.len() > 1 => {
-                for (f, reply) in done.into_iter().zip(replies) {
-                    let one = [f];
-                    let _ = reply.send(store::jobs::finish_jobs(crm.pool(), &one).await);
+            Err(err) if done.len() == 1 => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(err));
                 }
             }
             Err(err) => {
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Integration(err.to_string())));
+                tracing::warn!(error = %crate::error::Chain(&err), attempts = done.len(), "a batch of finished attempts failed; writing them one by one");
+                for (f, reply) in done.into_iter().zip(replies) {
+                    let one = [f];
+                    let _ = reply.send(store::jobs::finish_jobs(crm.pool(), &one).await);
                 }
             }
         }
