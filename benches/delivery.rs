@@ -7,6 +7,13 @@
 //! instances on separate pools, as separate processes would be) drain it; events/s
 //! from the start of the dispatchers to the last delivery is printed. SQLite always,
 //! Postgres when `CRM_TEST_PG_URL` is set (`CRM_BENCH_BACKEND=sqlite|postgres` for one).
+//!
+//! End to end (with feature `http`): the router serves `POST /api/v1/leads` on a local
+//! port while 256 clients create leads over HTTP at a steady total rate
+//! (`CRM_BENCH_E2E_RATE`, default 3,600/s, for 10 s) and the dispatcher delivers each
+//! `lead.created`; the receiver notes when each lead's delivery arrived. Printed: the
+//! creates/s reached, non-2xx answers, and the create-to-delivery latency (from the
+//! moment the create was sent to the moment its webhook arrived) at p50/p99/max.
 
 #![allow(missing_docs)]
 
@@ -99,10 +106,11 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
     for w in writers {
         w.await.expect("writer");
     }
+    eprintln!("delivery/{backend}/{dispatchers}: backlog of {EVENTS} written, draining");
     let stop = CancellationToken::new();
     let config = DispatcherConfig {
-        concurrency: 64,
-        per_endpoint: 64,
+        concurrency: 128,
+        per_endpoint: 128,
         poll_interval: Duration::from_millis(50),
         ..Default::default()
     };
@@ -126,6 +134,169 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
     rate
 }
 
+/// One end-to-end run: leads created over HTTP at `rate`/s for `secs`, each delivered.
+#[cfg(feature = "http")]
+async fn end_to_end(backend: &str, url: &str, rate: u32, secs: u64) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use crm::api_keys::NewApiKey;
+    use crm::ratelimit::Policy;
+
+    let key = MasterKey::generate("bench").expect("key");
+    let crm = Crm::builder()
+        .database_url(url)
+        .master_key(key)
+        .webhook_allow_networks(["127.0.0.1"])
+        .rate_limit_policy(
+            "api_key",
+            Policy::new(1_000_000, Duration::from_secs(1)).expect("policy"),
+        )
+        .connect()
+        .await
+        .expect("connect");
+    let ws = crm
+        .create_workspace("end to end bench")
+        .await
+        .expect("workspace");
+    // The receiver: when did each lead's delivery arrive (by the lead's email)?
+    let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen = arrived.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let at = Instant::now();
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            if let Some(email) = v["data"]["lead"]["email"].as_str() {
+                seen.lock().expect("lock").insert(email.to_owned(), at);
+            }
+            async { "ok" }
+        }),
+    );
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook_url = format!("http://{}/hook", hook_listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(hook_listener, hook).await });
+    crm.workspace(ws)
+        .webhooks()
+        .create(NewEndpoint {
+            url: hook_url,
+            event_types: vec!["lead.created".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("endpoint");
+    let api_key = crm
+        .workspace(ws)
+        .api_keys()
+        .create(NewApiKey {
+            name: "bench".into(),
+            scopes: vec!["leads:write".into()],
+            expires_at: None,
+        })
+        .await
+        .expect("api key")
+        .secret
+        .expose()
+        .to_owned();
+    // The server.
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = crm::http::Config::new().router(crm.clone());
+    let until = stop.clone();
+    let server = tokio::spawn(crm::http::serve(
+        listener,
+        app,
+        crm::http::Limits::default(),
+        async move { until.cancelled().await },
+    ));
+    let dispatcher = crm
+        .start_dispatcher(
+            DispatcherConfig {
+                concurrency: 128,
+                per_endpoint: 128,
+                ..Default::default()
+            },
+            stop.clone(),
+        )
+        .expect("start");
+    // 256 clients, each at rate/256 per second.
+    const CLIENTS: u32 = 256;
+    let http = reqwest::Client::new();
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, sent, failed) = (http.clone(), sent.clone(), failed.clone());
+        let (url, auth) = (format!("{base}/api/v1/leads"), format!("Bearer {api_key}"));
+        clients.push(tokio::spawn(async move {
+            let every = Duration::from_secs_f64(f64::from(CLIENTS) / f64::from(rate));
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut i = 0u64;
+            while started.elapsed() < Duration::from_secs(secs) {
+                tick.tick().await;
+                let email = format!("e2e-{c}-{i}@bench.example");
+                i += 1;
+                sent.lock()
+                    .expect("lock")
+                    .insert(email.clone(), Instant::now());
+                let ok = http
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .json(&serde_json::json!({"name": "Bench", "email": email}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    sent.lock().expect("lock").remove(&email);
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.await.expect("client");
+    }
+    let create_secs = started.elapsed().as_secs_f64();
+    let sent = std::mem::take(&mut *sent.lock().expect("lock"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrived.lock().expect("lock").len() < sent.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all_secs = started.elapsed().as_secs_f64();
+    let arrived = std::mem::take(&mut *arrived.lock().expect("lock"));
+    let mut lat: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(email, t)| Some(arrived.get(email)?.saturating_duration_since(*t)))
+        .collect();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "end-to-end/{backend}: asked {rate}/s; {} created in {create_secs:.1} s = {:.0}/s, {} non-2xx; \
+         {} of them delivered by {all_secs:.1} s; create-to-delivery p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        sent.len(),
+        sent.len() as f64 / create_secs,
+        failed.load(Ordering::Relaxed),
+        lat.len(),
+        pct(0.50),
+        pct(0.99),
+        lat.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
+    );
+    stop.cancel();
+    dispatcher.await.expect("dispatcher");
+    server.await.expect("server task").expect("server");
+    crm.close().await;
+}
+
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -145,5 +316,16 @@ fn main() {
         for n in [1, 2] {
             rt.block_on(run(backend, &url, n));
         }
+        #[cfg(feature = "http")]
+        {
+            let rate = std::env::var("CRM_BENCH_E2E_RATE")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(3_600);
+            rt.block_on(end_to_end(backend, &url, rate, 10));
+        }
+    }
+    if cfg!(not(feature = "http")) {
+        println!("end-to-end: skipped (needs feature `http`)");
     }
 }
