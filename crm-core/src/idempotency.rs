@@ -138,12 +138,3 @@ impl Idempotency {
         store::idempotency::finish_idempotency(self.crm.pool(), self.ws, scope, key, None).await
     }
 }
-
-impl Crm {
-    /// Deletes stored idempotency keys older than [`REPLAY_FOR`], in every workspace
-    /// (run it now and then; an expired key is also replaced when it is used again).
-    pub async fn purge_idempotency_keys(&self) -> Result<u64> {
-        let before = Ts(self.now() - REPLAY_FOR);
-        store::idempotency::purge_idempotency(self.pool(), before).await
-    }
-}

@@ -8,6 +8,7 @@ mod clock;
 mod crm;
 pub mod error;
 pub mod events;
+pub mod housekeeping;
 pub mod idempotency;
 mod ids;
 pub mod leads;

@@ -293,9 +293,12 @@ impl PostgresStore {
         }
     }
 
-    /// Deletes keys whose TAT has passed (they hold no information); returns how many.
+    /// Deletes keys whose TAT has passed (they hold no information), in small
+    /// batches; returns how many. [`crate::Crm::housekeep`] does this for the
+    /// limiter of a `Crm` on Postgres.
     pub async fn purge_idle(&self, now: DateTime<Utc>) -> Result<u64> {
-        crate::store::rate_limits::purge_idle(&self.pool, now.timestamp_micros()).await
+        let pool = crate::store::Pool::Postgres(self.pool.clone());
+        crate::store::housekeeping::rate_limits(&pool, now.timestamp_micros()).await
     }
 
     /// Serves the request from the key's slice when one is held and fresh (the TAT

@@ -12,6 +12,8 @@ mod auth;
 #[cfg(feature = "webhooks")]
 mod delivery;
 mod embedding;
+#[cfg(feature = "webhooks")]
+mod housekeeping;
 #[cfg(all(feature = "http", feature = "whatsapp", feature = "calcom"))]
 mod http;
 mod leads;

@@ -1,5 +1,5 @@
 //! Idempotency keys: a request claims its key (or finds the earlier response to
-//! replay), then completes it; expired keys are purged.
+//! replay), then completes it (expired keys go in `housekeeping`).
 
 use sqlx::FromRow;
 
@@ -98,13 +98,4 @@ pub(crate) async fn finish_idempotency(
     };
     q.execute(pool).await?;
     Ok(())
-}
-
-/// Deletes idempotency rows created before `before`.
-pub(crate) async fn purge_idempotency(pool: &Pool, before: Ts) -> Result<u64> {
-    let r = query("DELETE FROM crm_idempotency_keys WHERE created_at < $1")
-        .bind(before)
-        .execute(pool)
-        .await?;
-    Ok(r)
 }

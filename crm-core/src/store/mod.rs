@@ -33,6 +33,7 @@ pub(crate) mod channels;
 #[cfg(test)]
 mod conformance;
 pub(crate) mod endpoints;
+pub(crate) mod housekeeping;
 pub(crate) mod idempotency;
 pub(crate) mod jobs;
 pub(crate) mod leads;

@@ -32,13 +32,3 @@ pub(crate) async fn step(
     .fetch_one(pool)
     .await?)
 }
-
-/// Deletes keys whose arrival time is before `now` (microseconds): they hold no
-/// information. How many.
-pub(crate) async fn purge_idle(pool: &sqlx::PgPool, now: i64) -> Result<u64> {
-    let r = sqlx::query("DELETE FROM crm_rate_limits WHERE tat < $1")
-        .bind(now)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected())
-}

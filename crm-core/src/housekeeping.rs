@@ -1,0 +1,97 @@
+//! Housekeeping: deleting what crm's tables no longer need, so they do not grow
+//! forever. [`Crm::housekeep`] runs one pass; the `crm` server runs it on a timer,
+//! and an embedding app schedules it as it likes (every few minutes to once an hour
+//! is plenty; passes from several instances at once are harmless).
+//!
+//! A pass deletes:
+//! - sessions past their idle or absolute expiry;
+//! - password-reset and verification tokens past their expiry;
+//! - idempotency keys older than [`REPLAY_FOR`](crate::idempotency::REPLAY_FOR);
+//! - on Postgres, rate-limit rows whose key is idle (it behaves as one never seen;
+//!   on SQLite the limiter's state is in memory and bounded);
+//! - with a retention period: events older than it whose deliveries are all finished
+//!   (a job still pending keeps its event), with their jobs, and delivery attempts
+//!   older than it.
+//!
+//! Rows go in batches of 500, each its own short transaction, so writers never wait
+//! for a whole pass. Leads, activities, users, keys, endpoints and the audit log are
+//! never touched.
+
+use chrono::Duration;
+
+use crate::idempotency::REPLAY_FOR;
+use crate::store::{self, Ts};
+use crate::{Crm, Result};
+
+/// What a pass keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Housekeeping {
+    /// How long events and delivery attempts are kept; `None` keeps them forever.
+    /// Default 30 days.
+    pub retention: Option<Duration>,
+}
+
+impl Default for Housekeeping {
+    fn default() -> Self {
+        Self {
+            retention: Some(Duration::days(30)),
+        }
+    }
+}
+
+/// How many rows one pass deleted, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    /// Expired sessions.
+    pub sessions: u64,
+    /// Expired password-reset and verification tokens.
+    pub auth_tokens: u64,
+    /// Idempotency keys past their replay window.
+    pub idempotency_keys: u64,
+    /// Idle rate-limit rows (Postgres).
+    pub rate_limit_rows: u64,
+    /// Events past the retention period (with their finished jobs).
+    pub events: u64,
+    /// Delivery attempts past the retention period.
+    pub attempts: u64,
+}
+
+impl Purged {
+    /// All rows deleted.
+    pub fn total(&self) -> u64 {
+        self.sessions
+            + self.auth_tokens
+            + self.idempotency_keys
+            + self.rate_limit_rows
+            + self.events
+            + self.attempts
+    }
+}
+
+impl Crm {
+    /// One housekeeping pass (see [the module docs](crate::housekeeping)), at the
+    /// configured clock's time. An error stops the pass where it was; what was
+    /// deleted before stays deleted, and the next pass goes on.
+    pub async fn housekeep(&self, config: Housekeeping) -> Result<Purged> {
+        let pool = self.pool();
+        let now = self.now();
+        let mut purged = Purged {
+            sessions: store::housekeeping::sessions(pool, Ts(now)).await?,
+            auth_tokens: store::housekeeping::auth_tokens(pool, Ts(now)).await?,
+            idempotency_keys: store::housekeeping::idempotency_keys(pool, Ts(now - REPLAY_FOR))
+                .await?,
+            ..Purged::default()
+        };
+        #[cfg(feature = "postgres")]
+        if let store::Pool::Postgres(_) = pool {
+            purged.rate_limit_rows =
+                store::housekeeping::rate_limits(pool, now.timestamp_micros()).await?;
+        }
+        if let Some(keep) = config.retention {
+            let before = Ts(now - keep);
+            purged.events = store::housekeeping::events(pool, before).await?;
+            purged.attempts = store::housekeeping::attempts(pool, before).await?;
+        }
+        Ok(purged)
+    }
+}
