@@ -137,7 +137,15 @@ impl Crm {
     /// schema is newer than this library fails with [`Error::Migration`] naming both
     /// versions, and nothing is changed.
     pub async fn migrate(&self) -> Result<Vec<i64>> {
-        crate::migrate::run(self.pool(), self.inner.schema.as_deref()).await
+        crate::migrate::run(self.pool(), self.inner.schema.as_deref(), false).await
+    }
+
+    /// The migration versions [`Crm::migrate`] would apply now (empty: the schema is
+    /// current), with the same errors (a database ahead of this library, an applied
+    /// migration that differs); nothing is changed. It takes the migration lock for a
+    /// moment, so it suits a deploy check, not a frequent probe.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        crate::migrate::run(self.pool(), self.inner.schema.as_deref(), true).await
     }
 
     /// Closes the pool; pending work finishes first. On a pool the host handed over
@@ -645,7 +653,7 @@ impl CrmBuilder {
             None => store::connect(&self.url, self.max_connections, self.schema.as_deref()).await?,
         };
         if self.migrate {
-            crate::migrate::run(&pool, self.schema.as_deref()).await?;
+            crate::migrate::run(&pool, self.schema.as_deref(), false).await?;
         }
         let cursor_key = self
             .master_key

@@ -123,12 +123,14 @@ fn failed(version: i64) -> impl FnOnce(sqlx::Error) -> Error {
 }
 
 /// Inside the locked transaction `conn`: creates the history table (with the
-/// dialect's column types), reads it, and applies what is pending.
+/// dialect's column types), reads it, and applies what is pending (with `check`,
+/// only says what is; the caller rolls back).
 async fn apply<DB>(
     conn: &mut DB::Connection,
     embedded: &[Migration],
     (bytes, time, now): (&str, &str, &str),
     create_history: bool,
+    check: bool,
 ) -> Result<Vec<i64>>
 where
     DB: sqlx::Database,
@@ -160,6 +162,10 @@ where
     );
     let mut done = Vec::new();
     for m in pending(embedded, &applied)? {
+        if check {
+            done.push(m.version);
+            continue;
+        }
         conn.execute(m.sql.as_ref())
             .await
             .map_err(failed(m.version))?;
@@ -175,8 +181,10 @@ where
 }
 
 /// Brings crm's tables to this library's version; returns the versions it applied.
-/// `schema` (Postgres only) is created first when it does not exist.
-pub(crate) async fn run(pool: &Pool, schema: Option<&str>) -> Result<Vec<i64>> {
+/// `schema` (Postgres only) is created first when it does not exist. With `check`
+/// nothing is applied: the versions that would be are returned, and the transaction
+/// is rolled back.
+pub(crate) async fn run(pool: &Pool, schema: Option<&str>, check: bool) -> Result<Vec<i64>> {
     let embedded = migrations(pool);
     let ran = match pool {
         #[cfg(feature = "sqlite")]
@@ -190,13 +198,16 @@ pub(crate) async fn run(pool: &Pool, schema: Option<&str>) -> Result<Vec<i64>> {
                 embedded,
                 ("BLOB", "TEXT", "CURRENT_TIMESTAMP"),
                 true,
+                check,
             )
             .await?;
-            tx.commit().await?;
+            if !check {
+                tx.commit().await?;
+            }
             Ok(done)
         }
         #[cfg(feature = "postgres")]
-        Pool::Postgres(p) => run_postgres(p, embedded, schema).await,
+        Pool::Postgres(p) => run_postgres(p, embedded, schema, check).await,
     };
     // A failure to lock or to read the history is a migration failure too.
     ran.map_err(|e| match e {
@@ -213,6 +224,7 @@ async fn run_postgres(
     p: &sqlx::PgPool,
     embedded: &'static [Migration],
     schema: Option<&str>,
+    check: bool,
 ) -> Result<Vec<i64>> {
     let mut tx = p.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -241,9 +253,12 @@ async fn run_postgres(
         embedded,
         ("BYTEA", "TIMESTAMPTZ", "now()"),
         !has_history,
+        check,
     )
     .await?;
-    tx.commit().await?;
+    if !check {
+        tx.commit().await?;
+    }
     Ok(done)
 }
 

@@ -1,0 +1,332 @@
+//! The server's one typed configuration. Every setting is a flag, an environment
+//! variable and a key of the optional TOML file (`--config`); a flag wins over the
+//! environment, which wins over the file, which wins over the default. Values are
+//! read as text and checked here, so a bad one from any of the three gets the same
+//! one-line message naming the setting, the value and the rule.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crm::http::IpNet;
+use crm::ratelimit::Policy;
+
+/// A setting that cannot be used: the process prints it and exits with code 2.
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! settings {
+    ($( $field:ident, $env:literal, $secret:literal, $help:literal; )+) => {
+        /// Every setting as given (flag, environment or file), before it is checked.
+        #[derive(clap::Args, Default, Clone)]
+        pub(crate) struct Settings {
+            $(
+                #[doc = $help]
+                #[arg(long, env = $env, global = true, hide_env_values = $secret, value_name = "VALUE")]
+                pub(crate) $field: Option<String>,
+            )+
+        }
+
+        impl Settings {
+            /// Fills what flags and environment left unset from the TOML file's table.
+            fn fill_from(&mut self, table: toml::Table, file: &Path) -> Result<(), ConfigError> {
+                for (key, value) in table {
+                    let text = match value {
+                        toml::Value::String(s) => s,
+                        toml::Value::Integer(i) => i.to_string(),
+                        toml::Value::Boolean(b) => b.to_string(),
+                        toml::Value::Array(items) => items
+                            .iter()
+                            .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        other => other.to_string(),
+                    };
+                    match key.as_str() {
+                        $( stringify!($field) => {
+                            if self.$field.is_none() {
+                                self.$field = Some(text);
+                            }
+                        } )+
+                        _ => return Err(ConfigError(format!(
+                            "{}: unknown setting {key:?}", file.display()
+                        ))),
+                    }
+                }
+                Ok(())
+            }
+
+            /// `(file key, variable, value)` of every setting, secrets masked.
+            pub(crate) fn describe(&self) -> Vec<(&'static str, &'static str, String)> {
+                vec![$(
+                    (stringify!($field), $env, match (&self.$field, $secret) {
+                        (None, _) => "(unset)".to_owned(),
+                        (Some(_), true) => "******** (set)".to_owned(),
+                        (Some(v), false) => v.clone(),
+                    }),
+                )+]
+            }
+        }
+    };
+}
+
+settings! {
+    data_dir, "CRM_DATA_DIR", false, "Directory of the embedded SQLite database and the generated master key (created 0700). Default ./crm-data";
+    database_url, "DATABASE_URL", true, "Database URL: sqlite://PATH or postgres://… Default: crm.db in the data directory";
+    master_key, "CRM_MASTER_KEY", true, "Master key (32 bytes, base64) that seals stored secrets. Default: master.key in the data directory, made on first run";
+    addr, "CRM_ADDR", false, "Address the server listens on. Default 127.0.0.1:3000";
+    metrics_addr, "CRM_METRICS_ADDR", false, "Serve GET /metrics on this separate address instead of the main one";
+    log_format, "CRM_LOG_FORMAT", false, "Log format: auto (text on a terminal, JSON otherwise), text or json. The filter is CRM_LOG or RUST_LOG (default info)";
+    registration, "CRM_REGISTRATION", false, "Whether anyone may register a new workspace: true or false. Default false";
+    insecure_cookie, "CRM_INSECURE_COOKIE", false, "Plain-HTTP development: session cookie crm_session without Secure: true or false. Default false";
+    allowed_origins, "CRM_ALLOWED_ORIGINS", false, "Browser origins allowed by CORS, comma-separated (https://app.example.com)";
+    trust_proxy, "CRM_TRUST_PROXY", false, "Networks of the reverse proxies whose X-Forwarded-For is believed, comma-separated CIDRs";
+    webhook_allow_networks, "CRM_WEBHOOK_ALLOW_NETWORKS", false, "Private networks webhooks may be sent to, comma-separated CIDRs (e.g. 10.0.0.0/8). Default: public addresses only";
+    api_key_per_minute, "CRM_API_KEY_PER_MINUTE", false, "Requests per minute per API key. Default 100";
+    anon_per_minute, "CRM_ANON_PER_MINUTE", false, "Requests per minute per client address without a key. Default 60";
+    retention_days, "CRM_RETENTION_DAYS", false, "Days events and delivery attempts are kept; 0 keeps them forever. Default 30";
+    housekeeping_interval_secs, "CRM_HOUSEKEEPING_INTERVAL_SECS", false, "Seconds between housekeeping passes (expired sessions, tokens, keys, old events). Default 600";
+    dispatcher_concurrency, "CRM_DISPATCHER_CONCURRENCY", false, "Deliveries (webhooks, notifications) in flight at once. Default 32";
+    shutdown_timeout_secs, "CRM_SHUTDOWN_TIMEOUT_SECS", false, "On SIGTERM or SIGINT, how long in-flight requests and deliveries may take before the process exits. Default 30";
+    header_timeout_secs, "CRM_HEADER_TIMEOUT_SECS", false, "Seconds a client has to send a request head; also the idle keep-alive time. Default 10";
+    body_timeout_secs, "CRM_BODY_TIMEOUT_SECS", false, "Seconds a client has to send a whole request body. Default 30";
+    send_timeout_secs, "CRM_SEND_TIMEOUT_SECS", false, "Seconds a response write may make no progress. Default 30";
+    max_connections, "CRM_MAX_CONNECTIONS", false, "Connections served at once. Default 1024";
+    admin_email, "CRM_ADMIN_EMAIL", false, "Email of the owner account made on the first run. Default admin@localhost.localdomain";
+    admin_password, "CRM_ADMIN_PASSWORD", true, "Password of that owner account. Default: generated and printed once";
+    resend_api_key, "RESEND_API_KEY", true, "Resend API key: email notifications and auth mail (with resend_from)";
+    resend_from, "RESEND_FROM", false, "Sender address of mail sent through Resend";
+    openai_api_key, "OPENAI_API_KEY", true, "OpenAI API key: lead parsing";
+    whatsapp_app_secret, "WHATSAPP_APP_SECRET", true, "WhatsApp app secret: inbound messages on /api/webhooks/whatsapp (with whatsapp_verify_token)";
+    whatsapp_verify_token, "WHATSAPP_VERIFY_TOKEN", true, "WhatsApp webhook verify token";
+    calcom_webhook_secret, "CALCOM_WEBHOOK_SECRET", true, "Cal.com webhook secret: bookings on /api/webhooks/cal";
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable lines (colours only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The checked configuration.
+pub(crate) struct Config {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) database_url: Option<String>,
+    pub(crate) master_key: Option<crm::SecretString>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) log_format: LogFormat,
+    pub(crate) registration: bool,
+    pub(crate) insecure_cookie: bool,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) trust_proxy: Vec<IpNet>,
+    pub(crate) webhook_allow_networks: Vec<String>,
+    pub(crate) api_key_policy: Option<Policy>,
+    pub(crate) anon_policy: Option<Policy>,
+    pub(crate) retention: Option<chrono::Duration>,
+    pub(crate) housekeeping_every: Duration,
+    pub(crate) dispatcher_concurrency: Option<usize>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) limits: crm::http::Limits,
+    pub(crate) admin_email: String,
+    pub(crate) admin_password: Option<crm::SecretString>,
+    pub(crate) resend: Option<(crm::SecretString, String)>,
+    pub(crate) openai_api_key: Option<crm::SecretString>,
+    pub(crate) whatsapp: Option<(crm::SecretString, crm::SecretString)>,
+    pub(crate) calcom_webhook_secret: Option<crm::SecretString>,
+}
+
+fn bad(env: &str, value: &str, rule: &str) -> ConfigError {
+    let flag = env.to_ascii_lowercase().replace('_', "-");
+    let flag = flag.strip_prefix("crm-").unwrap_or(&flag);
+    ConfigError(format!("{env} (--{flag}) = {value:?}: {rule}"))
+}
+
+fn number<T: std::str::FromStr + PartialOrd>(
+    env: &str,
+    value: Option<&str>,
+    min: T,
+    rule: &str,
+) -> Result<Option<T>, ConfigError> {
+    value
+        .map(|v| {
+            v.trim()
+                .parse::<T>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| bad(env, v, rule))
+        })
+        .transpose()
+}
+
+fn boolean(env: &str, value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("" | "0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(_) => Err(bad(env, value.unwrap_or_default(), "must be true or false")),
+    }
+}
+
+fn list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn networks(env: &str, value: Option<&str>) -> Result<Vec<IpNet>, ConfigError> {
+    list(value)
+        .iter()
+        .map(|n| {
+            n.parse()
+                .map_err(|_| bad(env, n, "must be comma-separated networks like 10.0.0.0/8 or 127.0.0.1"))
+        })
+        .collect()
+}
+
+fn per_minute(env: &str, value: Option<&str>) -> Result<Option<Policy>, ConfigError> {
+    let Some(n) = number::<u32>(env, value, 1, "must be a whole number from 1 to 60000000")? else {
+        return Ok(None);
+    };
+    // A policy spaces requests at least a microsecond apart.
+    Policy::per_minute(n)
+        .map(Some)
+        .ok_or_else(|| bad(env, value.unwrap_or_default(), "is finer than a per-minute policy supports (at most 60000000, one request per microsecond)"))
+}
+
+fn secret(env: &str, value: Option<&str>) -> Result<Option<crm::SecretString>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Err(ConfigError(format!(
+            "{env} is set but blank (an empty secret would make every check meaningless)"
+        ))),
+        Some(v) => Ok(Some(crm::SecretString::from(v.to_owned()))),
+    }
+}
+
+fn address(env: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| bad(env, value, "must be host:port, e.g. 127.0.0.1:3000"))
+}
+
+impl Settings {
+    /// Reads `file` (when given) under what flags and the environment set.
+    pub(crate) fn with_file(mut self, file: Option<&Path>) -> Result<Self, ConfigError> {
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                ConfigError(format!("CRM_CONFIG (--config) = {:?}: cannot be read: {e}", file.display().to_string()))
+            })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError(format!("{}: not valid TOML: {}", file.display(), e.message()))
+            })?;
+            self.fill_from(table, file)?;
+        }
+        Ok(self)
+    }
+
+    /// Checks every setting; the first bad one is the error.
+    pub(crate) fn check(&self) -> Result<Config, ConfigError> {
+        let s = self;
+        let database_url = s.database_url.clone().filter(|u| !u.trim().is_empty());
+        if let Some(url) = &database_url {
+            let scheme = url.split_once(':').map_or("", |(s, _)| s);
+            if !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
+                return Err(ConfigError(
+                    "DATABASE_URL (--database-url): must start with sqlite: or postgres: (the backends this server is built with)".into(),
+                ));
+            }
+        }
+        let log_format = match s.log_format.as_deref().map(str::trim) {
+            None | Some("auto") => LogFormat::Auto,
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(bad("CRM_LOG_FORMAT", other, "must be auto, text or json")),
+        };
+        let mut limits = crm::http::Limits::default();
+        let secs = |env, v: &Option<String>| {
+            number::<u64>(env, v.as_deref(), 1, "must be a whole number of seconds, at least 1")
+        };
+        if let Some(n) = secs("CRM_HEADER_TIMEOUT_SECS", &s.header_timeout_secs)? {
+            limits.header_read_timeout = Duration::from_secs(n);
+        }
+        if let Some(n) = secs("CRM_BODY_TIMEOUT_SECS", &s.body_timeout_secs)? {
+            limits.body_timeout = Duration::from_secs(n);
+        }
+        if let Some(n) = secs("CRM_SEND_TIMEOUT_SECS", &s.send_timeout_secs)? {
+            limits.send_timeout = Duration::from_secs(n);
+        }
+        if let Some(n) = number::<usize>("CRM_MAX_CONNECTIONS", s.max_connections.as_deref(), 1, "must be a whole number, at least 1")? {
+            limits.max_connections = n;
+        }
+        let allow = list(s.webhook_allow_networks.as_deref());
+        // Checked here with the same parser the library uses, for a message naming the setting.
+        networks("CRM_WEBHOOK_ALLOW_NETWORKS", s.webhook_allow_networks.as_deref())?;
+        let retention_days = number::<u32>("CRM_RETENTION_DAYS", s.retention_days.as_deref(), 0, "must be a whole number of days (0 keeps events forever)")?
+            .unwrap_or(30);
+        if retention_days > 36_500 {
+            return Err(bad("CRM_RETENTION_DAYS", s.retention_days.as_deref().unwrap_or_default(), "must be at most 36500 (0 keeps events forever)"));
+        }
+        let resend = match (secret("RESEND_API_KEY", s.resend_api_key.as_deref())?, s.resend_from.clone()) {
+            (Some(k), Some(from)) => Some((k, from)),
+            (None, None) => None,
+            _ => return Err(ConfigError("RESEND_API_KEY and RESEND_FROM: set both or neither".into())),
+        };
+        let whatsapp = match (
+            secret("WHATSAPP_APP_SECRET", s.whatsapp_app_secret.as_deref())?,
+            secret("WHATSAPP_VERIFY_TOKEN", s.whatsapp_verify_token.as_deref())?,
+        ) {
+            (Some(a), Some(v)) => Some((a, v)),
+            (None, None) => None,
+            _ => return Err(ConfigError("WHATSAPP_APP_SECRET and WHATSAPP_VERIFY_TOKEN: set both or neither".into())),
+        };
+        Ok(Config {
+            data_dir: PathBuf::from(s.data_dir.clone().unwrap_or_else(|| "crm-data".into())),
+            database_url,
+            master_key: secret("CRM_MASTER_KEY", s.master_key.as_deref())?,
+            addr: address("CRM_ADDR", s.addr.as_deref().unwrap_or("127.0.0.1:3000"))?,
+            metrics_addr: s.metrics_addr.as_deref().map(|a| address("CRM_METRICS_ADDR", a)).transpose()?,
+            log_format,
+            registration: boolean("CRM_REGISTRATION", s.registration.as_deref())?,
+            insecure_cookie: boolean("CRM_INSECURE_COOKIE", s.insecure_cookie.as_deref())?,
+            allowed_origins: list(s.allowed_origins.as_deref()),
+            trust_proxy: networks("CRM_TRUST_PROXY", s.trust_proxy.as_deref())?,
+            webhook_allow_networks: allow,
+            api_key_policy: per_minute("CRM_API_KEY_PER_MINUTE", s.api_key_per_minute.as_deref())?,
+            anon_policy: per_minute("CRM_ANON_PER_MINUTE", s.anon_per_minute.as_deref())?,
+            retention: (retention_days > 0).then(|| chrono::Duration::days(i64::from(retention_days))),
+            housekeeping_every: Duration::from_secs(
+                number::<u64>("CRM_HOUSEKEEPING_INTERVAL_SECS", s.housekeeping_interval_secs.as_deref(), 1, "must be a whole number of seconds, at least 1")?
+                    .unwrap_or(600),
+            ),
+            dispatcher_concurrency: number::<usize>("CRM_DISPATCHER_CONCURRENCY", s.dispatcher_concurrency.as_deref(), 1, "must be a whole number from 1 to 10000")?
+                .map(|n| n.min(10_000)),
+            shutdown_timeout: Duration::from_secs(
+                number::<u64>("CRM_SHUTDOWN_TIMEOUT_SECS", s.shutdown_timeout_secs.as_deref(), 0, "must be a whole number of seconds")?
+                    .unwrap_or(30),
+            ),
+            limits,
+            admin_email: s.admin_email.clone().unwrap_or_else(|| "admin@localhost.localdomain".into()),
+            admin_password: secret("CRM_ADMIN_PASSWORD", s.admin_password.as_deref())?,
+            resend,
+            openai_api_key: secret("OPENAI_API_KEY", s.openai_api_key.as_deref())?,
+            whatsapp,
+            calcom_webhook_secret: secret("CALCOM_WEBHOOK_SECRET", s.calcom_webhook_secret.as_deref())?,
+        })
+    }
+}

@@ -1,0 +1,318 @@
+//! `crm`: the whole CRM as one server, and the commands an operator runs by hand.
+//!
+//! `crm serve` runs the API (and the webhook and notification dispatcher, and
+//! housekeeping) on embedded SQLite in `./crm-data` with no set-up, or on Postgres
+//! with `DATABASE_URL`. `crm --help` lists the commands and `crm serve --help` every
+//! setting; each is a flag, an environment variable and a key of the `--config` TOML
+//! file (flags win over the environment, which wins over the file). A setting that
+//! cannot be used stops the process with exit code 2 and one line naming it.
+
+/// Prints a line to stdout; a closed pipe (`crm openapi | head`) ends the output
+/// quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+mod config;
+mod serve;
+mod setup;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use crm::api_keys::NewApiKey;
+use crm::auth::{Actor, NewUser, Role};
+use crm::WorkspaceId;
+
+use config::{ConfigError, Settings};
+
+#[derive(Parser)]
+#[command(name = "crm", version, about = "The crm server and its administration commands")]
+struct Cli {
+    /// A TOML file of settings (keys as in `crm config check`); flags and the
+    /// environment win over it.
+    #[arg(long, env = "CRM_CONFIG", global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API, deliver webhooks and notifications, and keep the tables tidy.
+    Serve,
+    /// Bring the database to this version's schema and exit (or only check it).
+    Migrate {
+        /// Only say which migrations are pending; exit 1 when any are.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Users of the default workspace.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API keys of the default workspace.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Print the OpenAPI document of the API.
+    Openapi,
+    /// The configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password comes from CRM_USER_PASSWORD or is generated and
+    /// printed once.
+    Create {
+        /// The user's email (their sign-in name).
+        #[arg(long)]
+        email: String,
+        /// The name shown for them.
+        #[arg(long)]
+        name: String,
+        /// owner, admin or member.
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// The password (prefer the environment variable: flags show in `ps`).
+        #[arg(long, env = "CRM_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// List users, one JSON object per line.
+    List,
+    /// Disable a user: their sessions end and they can no longer sign in.
+    Disable {
+        /// The user's email.
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; its secret is printed once and cannot be shown again.
+    Create {
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+        /// A scope (repeat for several), e.g. leads:read, leads:write.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+    /// List keys (never their secrets), one JSON object per line.
+    List,
+    /// Revoke a key by its id.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check every setting and print the effective configuration, secrets masked.
+    Check,
+}
+
+/// What ends a command: a bad setting (exit 2) or a failure (exit 1).
+enum Failure {
+    Config(ConfigError),
+    Other(String),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e)
+    }
+}
+
+impl From<crm::Error> for Failure {
+    fn from(e: crm::Error) -> Self {
+        match e {
+            crm::Error::Config(m) => Failure::Config(ConfigError(m)),
+            other => Failure::Other(other.to_string()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match cli.settings.clone().with_file(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(Failure::Config(e)),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(Failure::Other(format!("cannot start the runtime: {e}"))),
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(code) => code,
+        Err(f) => fail(f),
+    }
+}
+
+fn fail(f: Failure) -> ExitCode {
+    match f {
+        Failure::Config(e) => {
+            eprintln!("crm: configuration error: {e}");
+            ExitCode::from(2)
+        }
+        Failure::Other(e) => {
+            eprintln!("crm: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> Result<ExitCode, Failure> {
+    let cfg = settings.check()?;
+    serve::init_logs(cfg.log_format)?;
+    match command {
+        Command::Config(ConfigCommand::Check) => {
+            for (key, env, value) in settings.describe() {
+                say!("{key} = {value}    # {env}");
+            }
+            say!("# configuration OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => serve::serve(cfg).await,
+        Command::Migrate { check } => {
+            let crm = setup::open(&cfg, false).await?;
+            if check {
+                let pending = crm.pending_migrations().await?;
+                crm.close().await;
+                if pending.is_empty() {
+                    say!("the schema is current");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                say!("pending migrations: {pending:?}");
+                return Ok(ExitCode::from(1));
+            }
+            let applied = crm.migrate().await?;
+            crm.close().await;
+            if applied.is_empty() {
+                say!("the schema is current; nothing to do");
+            } else {
+                say!("applied migrations: {applied:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            let crm = setup::open(&cfg, true).await?;
+            let doc = crm::http::openapi(crm.clone(), setup::router_config(&cfg));
+            let text = serde_json::to_string_pretty(&doc)
+                .map_err(|e| Failure::Other(format!("cannot write the document: {e}")))?;
+            say!("{text}");
+            crm.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(cmd) => {
+            let crm = setup::open(&cfg, true).await?;
+            let r = user(&crm, cmd).await;
+            crm.close().await;
+            r
+        }
+        Command::ApiKey(cmd) => {
+            let crm = setup::open(&cfg, true).await?;
+            let r = api_key(&crm, cmd).await;
+            crm.close().await;
+            r
+        }
+    }
+}
+
+const CLI: Actor<'static> = Actor::App(Some("cli"));
+
+async fn user(crm: &crm::Crm, cmd: UserCommand) -> Result<ExitCode, Failure> {
+    let auth = crm.workspace(WorkspaceId::DEFAULT).auth();
+    match cmd {
+        UserCommand::Create {
+            email,
+            name,
+            role,
+            password,
+        } => {
+            // Checked here for a message naming the flag; the service checks it again.
+            role.parse::<Role>()
+                .map_err(|e: String| Failure::Other(format!("--role: {e}")))?;
+            let (password, generated) = match password {
+                Some(p) => (p, false),
+                None => (setup::generated_password(), true),
+            };
+            let user = auth
+                .create_user(
+                    NewUser {
+                        email,
+                        display_name: name,
+                        role: Some(role),
+                        password: password.clone(),
+                    },
+                    CLI,
+                )
+                .await?;
+            say!("created user {} ({}, {})", user.id, user.email.as_str(), user.role);
+            if generated {
+                say!("password: {password}   (shown once)");
+            }
+        }
+        UserCommand::List => {
+            for u in auth.users().await? {
+                say!("{}", json(&u)?);
+            }
+        }
+        UserCommand::Disable { email } => {
+            let users = auth.users().await?;
+            let Some(u) = users
+                .iter()
+                .find(|u| u.email.as_str().eq_ignore_ascii_case(email.trim()))
+            else {
+                return Err(Failure::Other(format!("no user with the email {email:?}")));
+            };
+            let u = auth.disable_user(u.id, CLI).await?;
+            say!("disabled user {} ({})", u.id, u.email.as_str());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn api_key(crm: &crm::Crm, cmd: ApiKeyCommand) -> Result<ExitCode, Failure> {
+    let keys = crm
+        .workspace(WorkspaceId::DEFAULT)
+        .api_keys()
+        .with_actor("cli");
+    match cmd {
+        ApiKeyCommand::Create { name, scopes } => {
+            let created = keys
+                .create(NewApiKey {
+                    name,
+                    scopes,
+                    expires_at: None,
+                })
+                .await?;
+            say!("created API key {} ({})", created.key.id, created.key.name);
+            say!("secret: {}   (shown once)", created.secret.expose());
+        }
+        ApiKeyCommand::List => {
+            for k in keys.list().await? {
+                say!("{}", json(&k)?);
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let id = id
+                .trim()
+                .parse()
+                .map_err(|_| Failure::Other(format!("{id:?} is not an API key id")))?;
+            let k = keys.revoke(id).await?;
+            say!("revoked API key {} ({})", k.id, k.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn json(v: &impl serde::Serialize) -> Result<String, Failure> {
+    serde_json::to_string(v).map_err(|e| Failure::Other(format!("cannot print: {e}")))
+}
