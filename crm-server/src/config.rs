@@ -123,7 +123,7 @@ pub(crate) enum LogFormat {
 pub(crate) struct Config {
     pub(crate) data_dir: PathBuf,
     pub(crate) database_url: Option<String>,
-    pub(crate) master_key: Option<crm::SecretString>,
+    pub(crate) master_key: Option<crm::MasterKey>,
     pub(crate) addr: SocketAddr,
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) log_format: LogFormat,
@@ -192,8 +192,13 @@ fn networks(env: &str, value: Option<&str>) -> Result<Vec<IpNet>, ConfigError> {
     list(value)
         .iter()
         .map(|n| {
-            n.parse()
-                .map_err(|_| bad(env, n, "must be comma-separated networks like 10.0.0.0/8 or 127.0.0.1"))
+            n.parse().map_err(|_| {
+                bad(
+                    env,
+                    n,
+                    "must be comma-separated networks like 10.0.0.0/8 or 127.0.0.1",
+                )
+            })
         })
         .collect()
 }
@@ -230,10 +235,17 @@ impl Settings {
     pub(crate) fn with_file(mut self, file: Option<&Path>) -> Result<Self, ConfigError> {
         if let Some(file) = file {
             let text = std::fs::read_to_string(file).map_err(|e| {
-                ConfigError(format!("CRM_CONFIG (--config) = {:?}: cannot be read: {e}", file.display().to_string()))
+                ConfigError(format!(
+                    "CRM_CONFIG (--config) = {:?}: cannot be read: {e}",
+                    file.display().to_string()
+                ))
             })?;
             let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                ConfigError(format!("{}: not valid TOML: {}", file.display(), e.message()))
+                ConfigError(format!(
+                    "{}: not valid TOML: {}",
+                    file.display(),
+                    e.message()
+                ))
             })?;
             self.fill_from(table, file)?;
         }
@@ -260,7 +272,12 @@ impl Settings {
         };
         let mut limits = crm::http::Limits::default();
         let secs = |env, v: &Option<String>| {
-            number::<u64>(env, v.as_deref(), 1, "must be a whole number of seconds, at least 1")
+            number::<u64>(
+                env,
+                v.as_deref(),
+                1,
+                "must be a whole number of seconds, at least 1",
+            )
         };
         if let Some(n) = secs("CRM_HEADER_TIMEOUT_SECS", &s.header_timeout_secs)? {
             limits.header_read_timeout = Duration::from_secs(n);
@@ -271,21 +288,45 @@ impl Settings {
         if let Some(n) = secs("CRM_SEND_TIMEOUT_SECS", &s.send_timeout_secs)? {
             limits.send_timeout = Duration::from_secs(n);
         }
-        if let Some(n) = number::<usize>("CRM_MAX_CONNECTIONS", s.max_connections.as_deref(), 1, "must be a whole number, at least 1")? {
+        if let Some(n) = number::<usize>(
+            "CRM_MAX_CONNECTIONS",
+            s.max_connections.as_deref(),
+            1,
+            "must be a whole number, at least 1",
+        )? {
             limits.max_connections = n;
         }
         let allow = list(s.webhook_allow_networks.as_deref());
         // Checked here with the same parser the library uses, for a message naming the setting.
-        networks("CRM_WEBHOOK_ALLOW_NETWORKS", s.webhook_allow_networks.as_deref())?;
-        let retention_days = number::<u32>("CRM_RETENTION_DAYS", s.retention_days.as_deref(), 0, "must be a whole number of days (0 keeps events forever)")?
-            .unwrap_or(30);
+        networks(
+            "CRM_WEBHOOK_ALLOW_NETWORKS",
+            s.webhook_allow_networks.as_deref(),
+        )?;
+        let retention_days = number::<u32>(
+            "CRM_RETENTION_DAYS",
+            s.retention_days.as_deref(),
+            0,
+            "must be a whole number of days (0 keeps events forever)",
+        )?
+        .unwrap_or(30);
         if retention_days > 36_500 {
-            return Err(bad("CRM_RETENTION_DAYS", s.retention_days.as_deref().unwrap_or_default(), "must be at most 36500 (0 keeps events forever)"));
+            return Err(bad(
+                "CRM_RETENTION_DAYS",
+                s.retention_days.as_deref().unwrap_or_default(),
+                "must be at most 36500 (0 keeps events forever)",
+            ));
         }
-        let resend = match (secret("RESEND_API_KEY", s.resend_api_key.as_deref())?, s.resend_from.clone()) {
+        let resend = match (
+            secret("RESEND_API_KEY", s.resend_api_key.as_deref())?,
+            s.resend_from.clone(),
+        ) {
             (Some(k), Some(from)) => Some((k, from)),
             (None, None) => None,
-            _ => return Err(ConfigError("RESEND_API_KEY and RESEND_FROM: set both or neither".into())),
+            _ => {
+                return Err(ConfigError(
+                    "RESEND_API_KEY and RESEND_FROM: set both or neither".into(),
+                ))
+            }
         };
         let whatsapp = match (
             secret("WHATSAPP_APP_SECRET", s.whatsapp_app_secret.as_deref())?,
@@ -293,14 +334,31 @@ impl Settings {
         ) {
             (Some(a), Some(v)) => Some((a, v)),
             (None, None) => None,
-            _ => return Err(ConfigError("WHATSAPP_APP_SECRET and WHATSAPP_VERIFY_TOKEN: set both or neither".into())),
+            _ => {
+                return Err(ConfigError(
+                    "WHATSAPP_APP_SECRET and WHATSAPP_VERIFY_TOKEN: set both or neither".into(),
+                ))
+            }
         };
         Ok(Config {
             data_dir: PathBuf::from(s.data_dir.clone().unwrap_or_else(|| "crm-data".into())),
             database_url,
-            master_key: secret("CRM_MASTER_KEY", s.master_key.as_deref())?,
+            master_key: secret("CRM_MASTER_KEY", s.master_key.as_deref())?
+                .map(|k| {
+                    crm::MasterKey::from_base64("k1", k.expose().trim()).map_err(|_| {
+                        ConfigError(
+                            "CRM_MASTER_KEY (--master-key): not a master key (32 bytes, base64)"
+                                .into(),
+                        )
+                    })
+                })
+                .transpose()?,
             addr: address("CRM_ADDR", s.addr.as_deref().unwrap_or("127.0.0.1:3000"))?,
-            metrics_addr: s.metrics_addr.as_deref().map(|a| address("CRM_METRICS_ADDR", a)).transpose()?,
+            metrics_addr: s
+                .metrics_addr
+                .as_deref()
+                .map(|a| address("CRM_METRICS_ADDR", a))
+                .transpose()?,
             log_format,
             registration: boolean("CRM_REGISTRATION", s.registration.as_deref())?,
             insecure_cookie: boolean("CRM_INSECURE_COOKIE", s.insecure_cookie.as_deref())?,
@@ -309,24 +367,54 @@ impl Settings {
             webhook_allow_networks: allow,
             api_key_policy: per_minute("CRM_API_KEY_PER_MINUTE", s.api_key_per_minute.as_deref())?,
             anon_policy: per_minute("CRM_ANON_PER_MINUTE", s.anon_per_minute.as_deref())?,
-            retention: (retention_days > 0).then(|| chrono::Duration::days(i64::from(retention_days))),
+            retention: (retention_days > 0)
+                .then(|| chrono::Duration::days(i64::from(retention_days))),
             housekeeping_every: Duration::from_secs(
-                number::<u64>("CRM_HOUSEKEEPING_INTERVAL_SECS", s.housekeeping_interval_secs.as_deref(), 1, "must be a whole number of seconds, at least 1")?
-                    .unwrap_or(600),
+                number::<u64>(
+                    "CRM_HOUSEKEEPING_INTERVAL_SECS",
+                    s.housekeeping_interval_secs.as_deref(),
+                    1,
+                    "must be a whole number of seconds, at least 1",
+                )?
+                .unwrap_or(600),
             ),
-            dispatcher_concurrency: number::<usize>("CRM_DISPATCHER_CONCURRENCY", s.dispatcher_concurrency.as_deref(), 1, "must be a whole number from 1 to 10000")?
-                .map(|n| n.min(10_000)),
+            dispatcher_concurrency: match number::<usize>(
+                "CRM_DISPATCHER_CONCURRENCY",
+                s.dispatcher_concurrency.as_deref(),
+                1,
+                "must be a whole number from 1 to 10000",
+            )? {
+                Some(n) if n > 10_000 => {
+                    return Err(bad(
+                        "CRM_DISPATCHER_CONCURRENCY",
+                        &n.to_string(),
+                        "must be a whole number from 1 to 10000",
+                    ))
+                }
+                n => n,
+            },
             shutdown_timeout: Duration::from_secs(
-                number::<u64>("CRM_SHUTDOWN_TIMEOUT_SECS", s.shutdown_timeout_secs.as_deref(), 0, "must be a whole number of seconds")?
-                    .unwrap_or(30),
+                number::<u64>(
+                    "CRM_SHUTDOWN_TIMEOUT_SECS",
+                    s.shutdown_timeout_secs.as_deref(),
+                    0,
+                    "must be a whole number of seconds",
+                )?
+                .unwrap_or(30),
             ),
             limits,
-            admin_email: s.admin_email.clone().unwrap_or_else(|| "admin@localhost.localdomain".into()),
+            admin_email: s
+                .admin_email
+                .clone()
+                .unwrap_or_else(|| "admin@localhost.localdomain".into()),
             admin_password: secret("CRM_ADMIN_PASSWORD", s.admin_password.as_deref())?,
             resend,
             openai_api_key: secret("OPENAI_API_KEY", s.openai_api_key.as_deref())?,
             whatsapp,
-            calcom_webhook_secret: secret("CALCOM_WEBHOOK_SECRET", s.calcom_webhook_secret.as_deref())?,
+            calcom_webhook_secret: secret(
+                "CALCOM_WEBHOOK_SECRET",
+                s.calcom_webhook_secret.as_deref(),
+            )?,
         })
     }
 }

@@ -30,7 +30,11 @@ use crm::WorkspaceId;
 use config::{ConfigError, Settings};
 
 #[derive(Parser)]
-#[command(name = "crm", version, about = "The crm server and its administration commands")]
+#[command(
+    name = "crm",
+    version,
+    about = "The crm server and its administration commands"
+)]
 struct Cli {
     /// A TOML file of settings (keys as in `crm config check`); flags and the
     /// environment win over it.
@@ -254,7 +258,12 @@ async fn user(crm: &crm::Crm, cmd: UserCommand) -> Result<ExitCode, Failure> {
                     CLI,
                 )
                 .await?;
-            say!("created user {} ({}, {})", user.id, user.email.as_str(), user.role);
+            say!(
+                "created user {} ({}, {})",
+                user.id,
+                user.email.as_str(),
+                user.role
+            );
             if generated {
                 say!("password: {password}   (shown once)");
             }

@@ -302,7 +302,8 @@ async fn housekeeping(crm: Crm, config: Housekeeping, every: Duration, stop: Can
                     ("events", p.events),
                     ("attempts", p.attempts),
                 ] {
-                    metrics::counter!("crm_housekeeping_deleted_total", "kind" => kind).increment(n);
+                    metrics::counter!("crm_housekeeping_deleted_total", "kind" => kind)
+                        .increment(n);
                 }
                 metrics::counter!("crm_housekeeping_passes_total").increment(1);
                 if p.total() > 0 {

@@ -47,7 +47,9 @@ pub(crate) async fn open(cfg: &Config, migrate: bool) -> Result<Crm, Failure> {
         b = b.notifier(resend.clone()).mailer(resend);
     }
     if let Some(key) = &cfg.openai_api_key {
-        b = b.lead_parser(crm::integrations::openai::OpenAi::new(key.expose().to_owned()));
+        b = b.lead_parser(crm::integrations::openai::OpenAi::new(
+            key.expose().to_owned(),
+        ));
     }
     b.connect().await.map_err(|e| match e {
         crm::Error::Config(m) => Failure::Config(ConfigError(m)),
@@ -93,8 +95,7 @@ fn master_key(cfg: &Config) -> Result<MasterKey, Failure> {
         )))
     };
     if let Some(k) = &cfg.master_key {
-        return MasterKey::from_base64("k1", k.expose())
-            .map_err(|_| unreadable("CRM_MASTER_KEY (--master-key)".into()));
+        return Ok(k.clone());
     }
     let path = cfg.data_dir.join("master.key");
     match std::fs::read_to_string(&path) {
@@ -112,7 +113,10 @@ fn master_key(cfg: &Config) -> Result<MasterKey, Failure> {
     }
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    write_private(&path, &base64::engine::general_purpose::STANDARD.encode(bytes))?;
+    write_private(
+        &path,
+        &base64::engine::general_purpose::STANDARD.encode(bytes),
+    )?;
     tracing::info!(path = %path.display(), "generated a master key (keep it: sealed secrets need it)");
     MasterKey::new("k1", bytes).map_err(|e| Failure::Other(e.to_string()))
 }
@@ -144,4 +148,3 @@ fn write_private(path: &Path, content: &str) -> Result<(), Failure> {
         .and_then(|mut f| f.write_all(content.as_bytes()))
         .map_err(|e| Failure::Other(format!("creating {}: {e}", path.display())))
 }
-
