@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The HTTP benchmark: the release server (examples/server.rs) on SQLite and on a
+# The HTTP benchmark: the release server (`crm serve`, crm-server) on SQLite and on a
 # throwaway Postgres (fsync on, as in production; or CRM_TEST_PG_URL), driven by wrk
 # at 64 connections (3 s warm-up, then the run):
 #   GET  /api/v1/health           (the floor: routing and middleware, no database)
@@ -24,8 +24,8 @@ secs=${1:-15}
 if ! command -v wrk >/dev/null; then
     apt-get install -y wrk >/dev/null
 fi
-cargo build --release --example server --features full
-server=target/release/examples/server
+cargo build --release -p crm-server
+server=target/release/crm
 password='Bench-Password-123!'
 port=3917
 work=$(mktemp -d)
@@ -58,7 +58,7 @@ bench_backend() { # backend name, DATABASE_URL or ""
     DATABASE_URL=$2 CRM_DATA_DIR=$dir CRM_ADDR=127.0.0.1:$port \
         CRM_ADMIN_EMAIL=bench@example.com CRM_ADMIN_PASSWORD=$password \
         CRM_API_KEY_PER_MINUTE=10000000 CRM_ANON_PER_MINUTE=10000000 \
-        "$server" >"$dir/server.log" 2>&1 &
+        "$server" serve >"$dir/server.log" 2>&1 &
     local pid=$!
     pids+=("$pid")
     trap 'cat "$dir/server.log" >&2' ERR
@@ -97,5 +97,5 @@ bench_backend postgres "$CRM_TEST_PG_URL"
 if [ -n "${CRM_PEER_SBS:-}" ]; then
     echo
     echo "side by side with the FastAPI peer ($CRM_PEER_SBS)"
-    bash "$CRM_PEER_SBS" "$server" "$secs"
+    bash "$CRM_PEER_SBS" "$server serve" "$secs"
 fi

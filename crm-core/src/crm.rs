@@ -101,6 +101,11 @@ impl Crm {
         store::workspaces::ping(self.pool()).await
     }
 
+    /// The connection pool: connections open, and how many of them are idle.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        self.pool().usage()
+    }
+
     /// The budgets, project types and sources leads are checked against.
     pub fn allowed_values(&self) -> &AllowedValues {
         &self.rules().allowed

@@ -6,7 +6,7 @@
 //! A pass deletes:
 //! - sessions past their idle or absolute expiry;
 //! - password-reset and verification tokens past their expiry;
-//! - idempotency keys older than [`REPLAY_FOR`](crate::idempotency::REPLAY_FOR);
+//! - idempotency keys older than [`REPLAY_FOR`];
 //! - on Postgres, rate-limit rows whose key is idle (it behaves as one never seen;
 //!   on SQLite the limiter's state is in memory and bounded);
 //! - with a retention period: events older than it whose deliveries are all finished
@@ -83,7 +83,7 @@ impl Crm {
             ..Purged::default()
         };
         #[cfg(feature = "postgres")]
-        if let store::Pool::Postgres(_) = pool {
+        if pool.dialect() == store::Dialect::Postgres {
             purged.rate_limit_rows =
                 store::housekeeping::rate_limits(pool, now.timestamp_micros()).await?;
         }

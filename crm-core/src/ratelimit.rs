@@ -481,6 +481,10 @@ impl RateLimiter {
         let (t, period) = (p.emission_micros(), p.period_micros());
         let full_key = format!("{policy}:{key}");
         let (allowed, tat) = self.store.step(&full_key, now, t, period).await?;
+        if !allowed {
+            metrics::counter!("crm_rate_limit_rejected_total", "policy" => policy.to_owned())
+                .increment(1);
+        }
         let micros = |us: i64| Duration::from_micros(u64::try_from(us).unwrap_or(0));
         let reset_at = now_t + chrono::Duration::microseconds(tat - now);
         Ok(if allowed {

@@ -85,7 +85,7 @@ settings! {
     log_format, "CRM_LOG_FORMAT", false, "Log format: auto (text on a terminal, JSON otherwise), text or json. The filter is CRM_LOG or RUST_LOG (default info)";
     registration, "CRM_REGISTRATION", false, "Whether anyone may register a new workspace: true or false. Default false";
     insecure_cookie, "CRM_INSECURE_COOKIE", false, "Plain-HTTP development: session cookie crm_session without Secure: true or false. Default false";
-    allowed_origins, "CRM_ALLOWED_ORIGINS", false, "Browser origins allowed by CORS, comma-separated (https://app.example.com)";
+    allowed_origins, "CRM_ALLOWED_ORIGINS", false, "Browser origins allowed by CORS, comma-separated, each scheme://host[:port]";
     trust_proxy, "CRM_TRUST_PROXY", false, "Networks of the reverse proxies whose X-Forwarded-For is believed, comma-separated CIDRs";
     webhook_allow_networks, "CRM_WEBHOOK_ALLOW_NETWORKS", false, "Private networks webhooks may be sent to, comma-separated CIDRs (e.g. 10.0.0.0/8). Default: public addresses only";
     api_key_per_minute, "CRM_API_KEY_PER_MINUTE", false, "Requests per minute per API key. Default 100";

@@ -83,6 +83,7 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
         let _ = dispatcher.await;
         up.store(false, Ordering::Relaxed);
     });
+    tokio::spawn(gauges(crm.clone(), stop.clone()));
     let housekeeper = tokio::spawn(housekeeping(
         crm.clone(),
         Housekeeping {
@@ -116,7 +117,7 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
             metrics_server = Some(tokio::spawn(crm::http::serve(
                 listener,
                 scrape,
-                cfg.limits.clone(),
+                cfg.limits,
                 stop.clone().cancelled_owned(),
             )));
         }
@@ -129,7 +130,7 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
     let mut server = tokio::spawn(crm::http::serve(
         listener,
         app,
-        cfg.limits.clone(),
+        cfg.limits,
         stop.clone().cancelled_owned(),
     ));
 
@@ -320,6 +321,28 @@ async fn housekeeping(crm: Crm, config: Housekeeping, every: Duration, stop: Can
             }
             Err(e) => tracing::warn!(error = %e, "housekeeping pass failed; the next one goes on"),
         }
+    }
+}
+
+/// Every 15 s: the job queue's depth and the age of its most overdue job, and the
+/// database pool's connections.
+async fn gauges(crm: Crm, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(q) = crm.job_queue().await {
+            metrics::gauge!("crm_jobs_pending").set(q.pending as f64);
+            let age = q.oldest_due_at.map_or(0.0, |t| {
+                (crm.now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            metrics::gauge!("crm_jobs_oldest_due_age_seconds").set(age);
+        }
+        let (size, idle) = crm.pool_usage();
+        metrics::gauge!("crm_db_pool_connections").set(f64::from(size));
+        metrics::gauge!("crm_db_pool_idle_connections").set(idle as f64);
     }
 }
 

@@ -414,11 +414,13 @@ impl Auth {
         ip: Option<&str>,
         opened: Option<DateTime<Utc>>,
     ) -> Result<()> {
+        metrics::counter!("crm_auth_failures_total", "action" => action.to_owned()).increment(1);
         let mut audits = vec![AuditEntry {
             details: json!({ "email": email_key }),
             ..self.audit(None, action, None, ip)
         }];
         if let Some(until) = opened {
+            metrics::counter!("crm_auth_lockouts_total").increment(1);
             audits.push(AuditEntry {
                 details: json!({ "email": email_key, "until": until }),
                 ..self.audit(None, "login.locked", None, ip)

@@ -447,3 +447,19 @@ pub(crate) async fn listen(
     _shutdown: tokio_util::sync::CancellationToken,
 ) {
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct QueueRow {
+    pub pending: i64,
+    pub oldest_run_at: Option<Ts>,
+}
+
+/// How many jobs are pending, and the earliest time one of them is due.
+pub(crate) async fn queue(pool: &Pool) -> Result<QueueRow> {
+    query_as::<QueueRow>(
+        "SELECT COUNT(*) AS pending, MIN(run_at) AS oldest_run_at FROM crm_jobs \
+         WHERE status = 'pending'",
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -34,6 +34,16 @@ pub(crate) enum Pool {
 pub(crate) type WriteLock = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 impl Pool {
+    /// Connections open, and how many of them are idle.
+    pub(crate) fn usage(&self) -> (u32, usize) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p, _) => (p.size(), p.num_idle()),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => (p.size(), p.num_idle()),
+        }
+    }
+
     /// Closes the pool; pending work finishes first.
     pub(crate) async fn close(&self) {
         match self {

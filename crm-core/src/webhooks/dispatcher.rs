@@ -164,6 +164,17 @@ async fn finisher(crm: Crm, mut rx: mpsc::Receiver<(Finish, oneshot::Sender<Resu
 impl Worker {
     /// Hands a finished attempt to the finisher and waits until it is written.
     pub(super) async fn finish(&self, f: Finish) -> Result<()> {
+        let kind = f.job.kind.clone();
+        let outcome = match (f.job_status, f.disable.is_some()) {
+            (_, true) => "disabled",
+            (JobStatus::Delivered, _) => "succeeded",
+            (JobStatus::Pending, _) => "retrying",
+            _ => "failed",
+        };
+        metrics::counter!("crm_jobs_finished_total", "kind" => kind.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("crm_delivery_duration_seconds", "kind" => kind)
+            .record(f.attempt.duration_ms as f64 / 1000.0);
         let (reply, written) = oneshot::channel();
         if self.finisher.send((f, reply)).await.is_err() {
             return Err(Error::Integration(
@@ -191,7 +202,13 @@ impl Worker {
         #[cfg(not(feature = "webhooks"))]
         let only = Some(JobKind::Notification);
         let per_target = self.cfg.per_endpoint;
-        store::jobs::claim_jobs(self.crm.pool(), now, until, token, (n, per_target), only).await
+        let jobs =
+            store::jobs::claim_jobs(self.crm.pool(), now, until, token, (n, per_target), only)
+                .await?;
+        for job in &jobs {
+            metrics::counter!("crm_jobs_claimed_total", "kind" => job.kind.clone()).increment(1);
+        }
+        Ok(jobs)
     }
 
     pub(super) fn next_delay(&self, attempt: i64, hint: Option<Duration>) -> Option<Duration> {
@@ -354,6 +371,16 @@ impl Worker {
 }
 
 impl Crm {
+    /// How many jobs are pending and when the earliest is due (one indexed query;
+    /// for metrics and dashboards, every few seconds at most).
+    pub async fn job_queue(&self) -> Result<super::QueueStats> {
+        let q = store::jobs::queue(self.pool()).await?;
+        Ok(super::QueueStats {
+            pending: u64::try_from(q.pending).unwrap_or(0),
+            oldest_due_at: q.oldest_run_at.map(|t| t.0),
+        })
+    }
+
     /// Starts a dispatcher on the current tokio runtime. It runs until `shutdown` is
     /// cancelled, then stops claiming and waits for the deliveries in flight (each
     /// bounded by the timeout) before the returned handle completes. Built without

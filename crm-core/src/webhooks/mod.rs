@@ -13,7 +13,7 @@ pub mod ssrf;
 
 pub use dispatcher::{message_id, DispatcherConfig};
 pub use endpoints::Webhooks;
-pub use model::Attempt;
+pub use model::{Attempt, QueueStats};
 pub use model::{CreatedEndpoint, Endpoint, EndpointPatch, NewEndpoint};
 /// The token that stops a dispatcher (re-exported from `tokio-util`).
 pub use tokio_util::sync::CancellationToken;

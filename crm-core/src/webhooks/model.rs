@@ -190,3 +190,13 @@ pub(crate) struct SealedSecrets {
     pub previous: Option<String>,
     pub previous_until: Option<DateTime<Utc>>,
 }
+
+/// The job queue (webhook deliveries and notifications) at a glance, from
+/// [`Crm::job_queue`](crate::Crm::job_queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Jobs waiting for a (first or next) attempt.
+    pub pending: u64,
+    /// When the earliest of them is due; a time long past means the queue is behind.
+    pub oldest_due_at: Option<DateTime<Utc>>,
+}
