@@ -153,6 +153,13 @@ impl Crm {
         crate::migrate::run(self.pool(), self.inner.schema.as_deref(), true).await
     }
 
+    /// Whether the database's crm schema is exactly this library's version: one read,
+    /// no lock, so it suits a readiness probe (`false` when migrations are pending or
+    /// a newer version of crm migrated the database since).
+    pub async fn schema_is_current(&self) -> Result<bool> {
+        crate::migrate::is_current(self.pool()).await
+    }
+
     /// Closes the pool; pending work finishes first. On a pool the host handed over
     /// ([`CrmBuilder::pool`]) this closes the host's pool too.
     pub async fn close(&self) {

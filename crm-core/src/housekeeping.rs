@@ -5,7 +5,10 @@
 //!
 //! A pass deletes:
 //! - sessions past their idle or absolute expiry;
-//! - password-reset and verification tokens past their expiry;
+//! - password-reset and verification tokens that are used or past their expiry;
+//! - login-throttle rows of emails with no failed sign-in for [`THROTTLE_MEMORY`]
+//!   and no lockout running (their lockout escalation starts again from the first
+//!   step);
 //! - idempotency keys older than [`REPLAY_FOR`];
 //! - on Postgres, rate-limit rows whose key is idle (it behaves as one never seen;
 //!   on SQLite the limiter's state is in memory and bounded);
@@ -20,6 +23,10 @@
 use chrono::Duration;
 
 use crate::idempotency::REPLAY_FOR;
+
+/// How long the login throttle remembers an email's failures and lockouts after
+/// the last failure.
+pub const THROTTLE_MEMORY: Duration = Duration::days(7);
 use crate::store::{self, Ts};
 use crate::{Crm, Result};
 
@@ -44,8 +51,10 @@ impl Default for Housekeeping {
 pub struct Purged {
     /// Expired sessions.
     pub sessions: u64,
-    /// Expired password-reset and verification tokens.
+    /// Used or expired password-reset and verification tokens.
     pub auth_tokens: u64,
+    /// Login-throttle rows of emails quiet for [`THROTTLE_MEMORY`].
+    pub login_throttles: u64,
     /// Idempotency keys past their replay window.
     pub idempotency_keys: u64,
     /// Idle rate-limit rows (Postgres).
@@ -61,6 +70,7 @@ impl Purged {
     pub fn total(&self) -> u64 {
         self.sessions
             + self.auth_tokens
+            + self.login_throttles
             + self.idempotency_keys
             + self.rate_limit_rows
             + self.events
@@ -78,6 +88,8 @@ impl Crm {
         let mut purged = Purged {
             sessions: store::housekeeping::sessions(pool, Ts(now)).await?,
             auth_tokens: store::housekeeping::auth_tokens(pool, Ts(now)).await?,
+            login_throttles: store::housekeeping::login_throttles(pool, Ts(now - THROTTLE_MEMORY))
+                .await?,
             idempotency_keys: store::housekeeping::idempotency_keys(pool, Ts(now - REPLAY_FOR))
                 .await?,
             ..Purged::default()

@@ -49,6 +49,23 @@ fn last_version(embedded: &[Migration]) -> i64 {
     ups(embedded).map(|m| m.version).max().unwrap_or(0)
 }
 
+/// Whether the database's crm schema is at this library's version: one read of the
+/// history table, no lock (a missing table is a schema that is not current).
+pub(crate) async fn is_current(pool: &Pool) -> Result<bool> {
+    let sql = format!("SELECT MAX(version) FROM {MIGRATIONS_TABLE}");
+    let applied: std::result::Result<Option<i64>, sqlx::Error> = match pool {
+        #[cfg(feature = "sqlite")]
+        Pool::Sqlite(p, _) => sqlx::query_scalar(&sql).fetch_one(p).await,
+        #[cfg(feature = "postgres")]
+        Pool::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await,
+    };
+    match applied {
+        Ok(v) => Ok(v == Some(last_version(migrations(pool)))),
+        Err(sqlx::Error::Database(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The migrations that move forward (a `.down.sql` file is never run by crm).
 fn ups(embedded: &[Migration]) -> impl Iterator<Item = &Migration> {
     embedded

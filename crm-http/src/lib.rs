@@ -90,9 +90,14 @@ impl Config {
 
     /// Allows a browser origin (`https://app.example.com`): CORS answers it (with
     /// credentials), and state-changing session requests from it pass the CSRF check.
-    /// An origin that is not a valid header value is ignored.
+    /// An origin that is not a valid header value is ignored, and so is `*`: with
+    /// credentials allowed, CORS cannot answer "any origin".
     pub fn allow_origin(mut self, origin: &str) -> Self {
-        if let Ok(v) = HeaderValue::from_str(origin.trim_end_matches('/')) {
+        let origin = origin.trim().trim_end_matches('/');
+        if origin == "*" {
+            return self;
+        }
+        if let Ok(v) = HeaderValue::from_str(origin) {
             self.allowed_origins.push(v);
         }
         self
@@ -273,4 +278,18 @@ fn cors(cfg: &Config) -> CorsLayer {
             HeaderName::from_static("x-request-id"),
         ])
         .max_age(Duration::from_secs(600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn a_star_origin_is_ignored_not_a_panic() {
+        // tower-http panics on `*` among credentialed origins; it never gets there.
+        let cfg = Config::new()
+            .allow_origin("*")
+            .allow_origin(" https://app.example.com/ ");
+        assert_eq!(cfg.allowed_origins, ["https://app.example.com"]);
+    }
 }

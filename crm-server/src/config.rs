@@ -22,7 +22,7 @@ impl std::fmt::Display for ConfigError {
 }
 
 macro_rules! settings {
-    ($( $field:ident, $env:literal, $secret:literal, $help:literal; )+) => {
+    ($( $field:ident, $env:literal, $secret:literal, $default:literal, $help:literal; )+) => {
         /// Every setting as given (flag, environment or file), before it is checked.
         #[derive(clap::Args, Default, Clone)]
         pub(crate) struct Settings {
@@ -62,11 +62,12 @@ macro_rules! settings {
                 Ok(())
             }
 
-            /// `(file key, variable, value)` of every setting, secrets masked.
+            /// `(file key, variable, value)` of every setting, secrets masked and
+            /// defaults named.
             pub(crate) fn describe(&self) -> Vec<(&'static str, &'static str, String)> {
                 vec![$(
                     (stringify!($field), $env, match (&self.$field, $secret) {
-                        (None, _) => "(unset)".to_owned(),
+                        (None, _) => format!("{} (default)", $default),
                         (Some(_), true) => "******** (set)".to_owned(),
                         (Some(v), false) => v.clone(),
                     }),
@@ -77,35 +78,35 @@ macro_rules! settings {
 }
 
 settings! {
-    data_dir, "CRM_DATA_DIR", false, "Directory of the embedded SQLite database and the generated master key (created 0700). Default ./crm-data";
-    database_url, "DATABASE_URL", true, "Database URL: sqlite://PATH or postgres://… Default: crm.db in the data directory";
-    master_key, "CRM_MASTER_KEY", true, "Master key (32 bytes, base64) that seals stored secrets. Default: master.key in the data directory, made on first run";
-    addr, "CRM_ADDR", false, "Address the server listens on. Default 127.0.0.1:3000";
-    metrics_addr, "CRM_METRICS_ADDR", false, "Serve GET /metrics on this separate address instead of the main one";
-    log_format, "CRM_LOG_FORMAT", false, "Log format: auto (text on a terminal, JSON otherwise), text or json. The filter is CRM_LOG or RUST_LOG (default info)";
-    registration, "CRM_REGISTRATION", false, "Whether anyone may register a new workspace: true or false. Default false";
-    insecure_cookie, "CRM_INSECURE_COOKIE", false, "Plain-HTTP development: session cookie crm_session without Secure: true or false. Default false";
-    allowed_origins, "CRM_ALLOWED_ORIGINS", false, "Browser origins allowed by CORS, comma-separated, each scheme://host[:port]";
-    trust_proxy, "CRM_TRUST_PROXY", false, "Networks of the reverse proxies whose X-Forwarded-For is believed, comma-separated CIDRs";
-    webhook_allow_networks, "CRM_WEBHOOK_ALLOW_NETWORKS", false, "Private networks webhooks may be sent to, comma-separated CIDRs (e.g. 10.0.0.0/8). Default: public addresses only";
-    api_key_per_minute, "CRM_API_KEY_PER_MINUTE", false, "Requests per minute per API key. Default 100";
-    anon_per_minute, "CRM_ANON_PER_MINUTE", false, "Requests per minute per client address without a key. Default 60";
-    retention_days, "CRM_RETENTION_DAYS", false, "Days events and delivery attempts are kept; 0 keeps them forever. Default 30";
-    housekeeping_interval_secs, "CRM_HOUSEKEEPING_INTERVAL_SECS", false, "Seconds between housekeeping passes (expired sessions, tokens, keys, old events). Default 600";
-    dispatcher_concurrency, "CRM_DISPATCHER_CONCURRENCY", false, "Deliveries (webhooks, notifications) in flight at once. Default 32";
-    shutdown_timeout_secs, "CRM_SHUTDOWN_TIMEOUT_SECS", false, "On SIGTERM or SIGINT, how long in-flight requests and deliveries may take before the process exits. Default 30";
-    header_timeout_secs, "CRM_HEADER_TIMEOUT_SECS", false, "Seconds a client has to send a request head; also the idle keep-alive time. Default 10";
-    body_timeout_secs, "CRM_BODY_TIMEOUT_SECS", false, "Seconds a client has to send a whole request body. Default 30";
-    send_timeout_secs, "CRM_SEND_TIMEOUT_SECS", false, "Seconds a response write may make no progress. Default 30";
-    max_connections, "CRM_MAX_CONNECTIONS", false, "Connections served at once. Default 1024";
-    admin_email, "CRM_ADMIN_EMAIL", false, "Email of the owner account made on the first run. Default admin@localhost.localdomain";
-    admin_password, "CRM_ADMIN_PASSWORD", true, "Password of that owner account. Default: generated and printed once";
-    resend_api_key, "RESEND_API_KEY", true, "Resend API key: email notifications and auth mail (with resend_from)";
-    resend_from, "RESEND_FROM", false, "Sender address of mail sent through Resend";
-    openai_api_key, "OPENAI_API_KEY", true, "OpenAI API key: lead parsing";
-    whatsapp_app_secret, "WHATSAPP_APP_SECRET", true, "WhatsApp app secret: inbound messages on /api/webhooks/whatsapp (with whatsapp_verify_token)";
-    whatsapp_verify_token, "WHATSAPP_VERIFY_TOKEN", true, "WhatsApp webhook verify token";
-    calcom_webhook_secret, "CALCOM_WEBHOOK_SECRET", true, "Cal.com webhook secret: bookings on /api/webhooks/cal";
+    data_dir, "CRM_DATA_DIR", false, "./crm-data", "Directory of the embedded SQLite database and the generated master key (created 0700). Default ./crm-data";
+    database_url, "DATABASE_URL", true, "sqlite in the data directory", "Database URL: sqlite://PATH or postgres://… Default: crm.db in the data directory";
+    master_key, "CRM_MASTER_KEY", true, "master.key in the data directory", "Master key (32 bytes, base64) that seals stored secrets. Default: master.key in the data directory, made on first run";
+    addr, "CRM_ADDR", false, "127.0.0.1:3000", "Address the server listens on. Default 127.0.0.1:3000";
+    metrics_addr, "CRM_METRICS_ADDR", false, "the main address", "Serve GET /metrics on this separate address instead of the main one";
+    log_format, "CRM_LOG_FORMAT", false, "auto", "Log format: auto (text on a terminal, JSON otherwise), text or json. The filter is CRM_LOG or RUST_LOG (default info)";
+    registration, "CRM_REGISTRATION", false, "false", "Whether anyone may register a new workspace: true or false. Default false";
+    insecure_cookie, "CRM_INSECURE_COOKIE", false, "false", "Plain-HTTP development: session cookie crm_session without Secure: true or false. Default false";
+    allowed_origins, "CRM_ALLOWED_ORIGINS", false, "none", "Browser origins allowed by CORS, comma-separated, each scheme://host[:port]";
+    trust_proxy, "CRM_TRUST_PROXY", false, "none", "Networks of the reverse proxies whose X-Forwarded-For is believed, comma-separated CIDRs";
+    webhook_allow_networks, "CRM_WEBHOOK_ALLOW_NETWORKS", false, "none (public addresses only)", "Private networks webhooks may be sent to, comma-separated CIDRs (e.g. 10.0.0.0/8). Default: public addresses only";
+    api_key_per_minute, "CRM_API_KEY_PER_MINUTE", false, "100", "Requests per minute per API key. Default 100";
+    anon_per_minute, "CRM_ANON_PER_MINUTE", false, "10", "Requests per minute per client address without a key. Default 10";
+    retention_days, "CRM_RETENTION_DAYS", false, "30", "Days events and delivery attempts are kept; 0 keeps them forever. Default 30";
+    housekeeping_interval_secs, "CRM_HOUSEKEEPING_INTERVAL_SECS", false, "600", "Seconds between housekeeping passes (expired sessions, tokens, keys, old events). Default 100";
+    dispatcher_concurrency, "CRM_DISPATCHER_CONCURRENCY", false, "8", "Deliveries (webhooks, notifications) in flight at once. Default 8";
+    shutdown_timeout_secs, "CRM_SHUTDOWN_TIMEOUT_SECS", false, "30", "On SIGTERM or SIGINT, how long in-flight requests and deliveries may take before the process exits. Default 30";
+    header_timeout_secs, "CRM_HEADER_TIMEOUT_SECS", false, "10", "Seconds a client has to send a request head; also the idle keep-alive time. Default 10";
+    body_timeout_secs, "CRM_BODY_TIMEOUT_SECS", false, "30", "Seconds a client has to send a whole request body. Default 30";
+    send_timeout_secs, "CRM_SEND_TIMEOUT_SECS", false, "30", "Seconds a response write may make no progress. Default 30";
+    max_connections, "CRM_MAX_CONNECTIONS", false, "1024", "Connections served at once. Default 1024";
+    admin_email, "CRM_ADMIN_EMAIL", false, "admin@localhost.localdomain", "Email of the owner account made on the first run. Default admin@localhost.localdomain";
+    admin_password, "CRM_ADMIN_PASSWORD", true, "generated, printed once", "Password of that owner account. Default: generated and printed once";
+    resend_api_key, "RESEND_API_KEY", true, "none", "Resend API key: email notifications and auth mail (with resend_from)";
+    resend_from, "RESEND_FROM", false, "none", "Sender address of mail sent through Resend";
+    openai_api_key, "OPENAI_API_KEY", true, "none (the builtin parser)", "OpenAI API key: lead parsing";
+    whatsapp_app_secret, "WHATSAPP_APP_SECRET", true, "none", "WhatsApp app secret: inbound messages on /api/webhooks/whatsapp (with whatsapp_verify_token)";
+    whatsapp_verify_token, "WHATSAPP_VERIFY_TOKEN", true, "none", "WhatsApp webhook verify token";
+    calcom_webhook_secret, "CALCOM_WEBHOOK_SECRET", true, "none", "Cal.com webhook secret: bookings on /api/webhooks/cal";
 }
 
 /// How logs are written.
@@ -147,27 +148,70 @@ pub(crate) struct Config {
     pub(crate) calcom_webhook_secret: Option<crm::SecretString>,
 }
 
+impl Config {
+    /// Whether the database is Postgres (else SQLite).
+    pub(crate) fn is_postgres(&self) -> bool {
+        self.database_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres"))
+    }
+}
+
 fn bad(env: &str, value: &str, rule: &str) -> ConfigError {
     let flag = env.to_ascii_lowercase().replace('_', "-");
     let flag = flag.strip_prefix("crm-").unwrap_or(&flag);
     ConfigError(format!("{env} (--{flag}) = {value:?}: {rule}"))
 }
 
-fn number<T: std::str::FromStr + PartialOrd>(
+/// A whole number from `min` to `max`; `what` names the unit in the message.
+fn number<T>(
     env: &str,
     value: Option<&str>,
-    min: T,
-    rule: &str,
-) -> Result<Option<T>, ConfigError> {
+    (min, max): (T, T),
+    what: &str,
+) -> Result<Option<T>, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
     value
         .map(|v| {
             v.trim()
                 .parse::<T>()
                 .ok()
-                .filter(|n| *n >= min)
-                .ok_or_else(|| bad(env, v, rule))
+                .filter(|n| *n >= min && *n <= max)
+                .ok_or_else(|| {
+                    bad(
+                        env,
+                        v,
+                        &format!("must be a whole number{what} from {min} to {max}"),
+                    )
+                })
         })
         .transpose()
+}
+
+/// Seconds, from 1 to a day.
+fn seconds(env: &str, value: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    Ok(number::<u64>(env, value, (1, 86_400), " of seconds")?.map(Duration::from_secs))
+}
+
+/// Browser origins: `scheme://host[:port]`, nothing after.
+fn origins(value: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let items = list(value);
+    for o in &items {
+        let o = o.trim_end_matches('/');
+        let rest = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        if !rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '*', '?', '#', ' ', '@'])) {
+            return Err(bad(
+                "CRM_ALLOWED_ORIGINS",
+                o,
+                "must be comma-separated origins like https://app.example.com (scheme, host and port only; not *)",
+            ));
+        }
+    }
+    Ok(items)
 }
 
 fn boolean(env: &str, value: Option<&str>) -> Result<bool, ConfigError> {
@@ -204,7 +248,7 @@ fn networks(env: &str, value: Option<&str>) -> Result<Vec<IpNet>, ConfigError> {
 }
 
 fn per_minute(env: &str, value: Option<&str>) -> Result<Option<Policy>, ConfigError> {
-    let Some(n) = number::<u32>(env, value, 1, "must be a whole number from 1 to 60000000")? else {
+    let Some(n) = number::<u32>(env, value, (1, u32::MAX), "")? else {
         return Ok(None);
     };
     // A policy spaces requests at least a microsecond apart.
@@ -270,31 +314,44 @@ impl Settings {
             Some("json") => LogFormat::Json,
             Some(other) => return Err(bad("CRM_LOG_FORMAT", other, "must be auto, text or json")),
         };
-        let mut limits = crm::http::Limits::default();
-        let secs = |env, v: &Option<String>| {
-            number::<u64>(
-                env,
-                v.as_deref(),
-                1,
-                "must be a whole number of seconds, at least 1",
-            )
+        let shutdown_timeout = number::<u64>(
+            "CRM_SHUTDOWN_TIMEOUT_SECS",
+            s.shutdown_timeout_secs.as_deref(),
+            (0, 3_600),
+            " of seconds",
+        )?
+        .map_or(Duration::from_secs(30), Duration::from_secs);
+        let mut limits = crm::http::Limits {
+            shutdown_grace: shutdown_timeout,
+            ..crm::http::Limits::default()
         };
-        if let Some(n) = secs("CRM_HEADER_TIMEOUT_SECS", &s.header_timeout_secs)? {
-            limits.header_read_timeout = Duration::from_secs(n);
+        if let Some(d) = seconds("CRM_HEADER_TIMEOUT_SECS", s.header_timeout_secs.as_deref())? {
+            limits.header_read_timeout = d;
         }
-        if let Some(n) = secs("CRM_BODY_TIMEOUT_SECS", &s.body_timeout_secs)? {
-            limits.body_timeout = Duration::from_secs(n);
+        if let Some(d) = seconds("CRM_BODY_TIMEOUT_SECS", s.body_timeout_secs.as_deref())? {
+            limits.body_timeout = d;
         }
-        if let Some(n) = secs("CRM_SEND_TIMEOUT_SECS", &s.send_timeout_secs)? {
-            limits.send_timeout = Duration::from_secs(n);
+        if let Some(d) = seconds("CRM_SEND_TIMEOUT_SECS", s.send_timeout_secs.as_deref())? {
+            limits.send_timeout = d;
         }
         if let Some(n) = number::<usize>(
             "CRM_MAX_CONNECTIONS",
             s.max_connections.as_deref(),
-            1,
-            "must be a whole number, at least 1",
+            (1, 1_000_000),
+            "",
         )? {
             limits.max_connections = n;
+        }
+        let admin_email = s
+            .admin_email
+            .clone()
+            .unwrap_or_else(|| "admin@localhost.localdomain".into());
+        crm::leads::Email::parse(&admin_email)
+            .map_err(|rule| bad("CRM_ADMIN_EMAIL", &admin_email, &rule))?;
+        let admin_password = secret("CRM_ADMIN_PASSWORD", s.admin_password.as_deref())?;
+        if let Some(p) = &admin_password {
+            crm::auth::check_policy(p.expose())
+                .map_err(|e| ConfigError(format!("CRM_ADMIN_PASSWORD (--admin-password): {e}")))?;
         }
         let allow = list(s.webhook_allow_networks.as_deref());
         // Checked here with the same parser the library uses, for a message naming the setting.
@@ -302,20 +359,14 @@ impl Settings {
             "CRM_WEBHOOK_ALLOW_NETWORKS",
             s.webhook_allow_networks.as_deref(),
         )?;
+        // 0 keeps events forever.
         let retention_days = number::<u32>(
             "CRM_RETENTION_DAYS",
             s.retention_days.as_deref(),
-            0,
-            "must be a whole number of days (0 keeps events forever)",
+            (0, 36_500),
+            " of days",
         )?
         .unwrap_or(30);
-        if retention_days > 36_500 {
-            return Err(bad(
-                "CRM_RETENTION_DAYS",
-                s.retention_days.as_deref().unwrap_or_default(),
-                "must be at most 36500 (0 keeps events forever)",
-            ));
-        }
         let resend = match (
             secret("RESEND_API_KEY", s.resend_api_key.as_deref())?,
             s.resend_from.clone(),
@@ -362,52 +413,28 @@ impl Settings {
             log_format,
             registration: boolean("CRM_REGISTRATION", s.registration.as_deref())?,
             insecure_cookie: boolean("CRM_INSECURE_COOKIE", s.insecure_cookie.as_deref())?,
-            allowed_origins: list(s.allowed_origins.as_deref()),
+            allowed_origins: origins(s.allowed_origins.as_deref())?,
             trust_proxy: networks("CRM_TRUST_PROXY", s.trust_proxy.as_deref())?,
             webhook_allow_networks: allow,
             api_key_policy: per_minute("CRM_API_KEY_PER_MINUTE", s.api_key_per_minute.as_deref())?,
             anon_policy: per_minute("CRM_ANON_PER_MINUTE", s.anon_per_minute.as_deref())?,
             retention: (retention_days > 0)
                 .then(|| chrono::Duration::days(i64::from(retention_days))),
-            housekeeping_every: Duration::from_secs(
-                number::<u64>(
-                    "CRM_HOUSEKEEPING_INTERVAL_SECS",
-                    s.housekeeping_interval_secs.as_deref(),
-                    1,
-                    "must be a whole number of seconds, at least 1",
-                )?
-                .unwrap_or(600),
-            ),
-            dispatcher_concurrency: match number::<usize>(
+            housekeeping_every: seconds(
+                "CRM_HOUSEKEEPING_INTERVAL_SECS",
+                s.housekeeping_interval_secs.as_deref(),
+            )?
+            .unwrap_or(Duration::from_secs(600)),
+            dispatcher_concurrency: number::<usize>(
                 "CRM_DISPATCHER_CONCURRENCY",
                 s.dispatcher_concurrency.as_deref(),
-                1,
-                "must be a whole number from 1 to 10000",
-            )? {
-                Some(n) if n > 10_000 => {
-                    return Err(bad(
-                        "CRM_DISPATCHER_CONCURRENCY",
-                        &n.to_string(),
-                        "must be a whole number from 1 to 10000",
-                    ))
-                }
-                n => n,
-            },
-            shutdown_timeout: Duration::from_secs(
-                number::<u64>(
-                    "CRM_SHUTDOWN_TIMEOUT_SECS",
-                    s.shutdown_timeout_secs.as_deref(),
-                    0,
-                    "must be a whole number of seconds",
-                )?
-                .unwrap_or(30),
-            ),
+                (1, 10_000),
+                "",
+            )?,
+            shutdown_timeout,
             limits,
-            admin_email: s
-                .admin_email
-                .clone()
-                .unwrap_or_else(|| "admin@localhost.localdomain".into()),
-            admin_password: secret("CRM_ADMIN_PASSWORD", s.admin_password.as_deref())?,
+            admin_email,
+            admin_password,
             resend,
             openai_api_key: secret("OPENAI_API_KEY", s.openai_api_key.as_deref())?,
             whatsapp,

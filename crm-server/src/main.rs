@@ -128,6 +128,16 @@ enum Failure {
     Other(String),
 }
 
+impl Failure {
+    /// Says what was being done when a failure (not a bad setting) happened.
+    fn context(self, doing: &str) -> Self {
+        match self {
+            Failure::Other(e) => Failure::Other(format!("{doing}: {e}")),
+            config => config,
+        }
+    }
+}
+
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Self {
         Failure::Config(e)
@@ -185,6 +195,13 @@ async fn run(command: Command, settings: Settings) -> Result<ExitCode, Failure> 
         }
         Command::Serve => serve::serve(cfg).await,
         Command::Migrate { check } => {
+            if check && cfg.database_url.is_none() && !setup::default_db(&cfg).exists() {
+                say!(
+                    "no database at {} yet: every migration is pending",
+                    setup::default_db(&cfg).display()
+                );
+                return Ok(ExitCode::from(1));
+            }
             let crm = setup::open(&cfg, false).await?;
             if check {
                 let pending = crm.pending_migrations().await?;
@@ -206,7 +223,7 @@ async fn run(command: Command, settings: Settings) -> Result<ExitCode, Failure> 
             Ok(ExitCode::SUCCESS)
         }
         Command::Openapi => {
-            let crm = setup::open(&cfg, true).await?;
+            let crm = setup::in_memory(&cfg).await?;
             let doc = crm::http::openapi(crm.clone(), setup::router_config(&cfg));
             let text = serde_json::to_string_pretty(&doc)
                 .map_err(|e| Failure::Other(format!("cannot write the document: {e}")))?;

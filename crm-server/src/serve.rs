@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -68,6 +68,13 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| Failure::Other(format!("cannot install the metrics recorder: {e}")))?;
     let mut stop_signal = stop_signal()?;
+    // The addresses first: one that cannot be had stops the server before anything
+    // is written.
+    let listener = bind(cfg.addr, "CRM_ADDR").await?;
+    let metrics_listener = match cfg.metrics_addr {
+        Some(addr) => Some(bind(addr, "CRM_METRICS_ADDR").await?),
+        None => None,
+    };
 
     let crm = setup::open(&cfg, true).await?;
     bootstrap(&crm, &cfg).await?;
@@ -100,6 +107,16 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
             crm: crm.clone(),
             dispatching,
         });
+    // The exporter keeps histograms until they are rendered; upkeep bounds them when
+    // nobody scrapes.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let scrape = Router::new().route(
         "/metrics",
         get(move || {
@@ -109,10 +126,9 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
     );
     let mut app = probes.merge(setup::router_config(&cfg).router::<()>(crm.clone()));
     let mut metrics_server = None;
-    match cfg.metrics_addr {
+    match metrics_listener {
         None => app = app.merge(scrape),
-        Some(addr) => {
-            let listener = bind(addr, "CRM_METRICS_ADDR").await?;
+        Some(listener) => {
             say!("metrics on http://{}/metrics", local(&listener));
             metrics_server = Some(tokio::spawn(crm::http::serve(
                 listener,
@@ -123,10 +139,9 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
         }
     }
     let app = app.layer(axum::middleware::from_fn(access_log));
-    let listener = bind(cfg.addr, "CRM_ADDR").await?;
     let addr = local(&listener);
     say!("crm listening on http://{addr}");
-    tracing::info!(%addr, database = if crm_is_postgres(&cfg) { "postgres" } else { "sqlite" }, "listening");
+    tracing::info!(%addr, database = if cfg.is_postgres() { "postgres" } else { "sqlite" }, "listening");
     let mut server = tokio::spawn(crm::http::serve(
         listener,
         app,
@@ -146,7 +161,7 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
         "stopping: draining in-flight requests and deliveries"
     );
     stop.cancel();
-    let drained = tokio::time::timeout(cfg.shutdown_timeout, async {
+    let drain = tokio::time::timeout(cfg.shutdown_timeout, async {
         if !ended_early {
             let _ = server.await;
         }
@@ -155,9 +170,15 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
         }
         let _ = dispatcher.await;
         let _ = housekeeper.await;
-    })
-    .await
-    .is_ok();
+    });
+    // A second signal does not wait for the drain.
+    let drained = tokio::select! {
+        d = drain => d.is_ok(),
+        _ = stop_signal.recv() => {
+            tracing::warn!("second signal: exiting without waiting for the drain");
+            return Ok(ExitCode::from(1));
+        }
+    };
     if !drained {
         tracing::warn!("work still in flight after the bound; exiting anyway");
     }
@@ -168,12 +189,6 @@ pub(crate) async fn serve(cfg: Config) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn crm_is_postgres(cfg: &Config) -> bool {
-    cfg.database_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("postgres"))
 }
 
 fn local(listener: &tokio::net::TcpListener) -> String {
@@ -231,8 +246,8 @@ struct Ready {
     dispatching: Arc<AtomicBool>,
 }
 
-/// Ready when the database answers (within 2 s) and the dispatcher runs; the schema
-/// was brought up to date before the server started listening.
+/// Ready when the database answers (within 2 s) at this version's schema and the
+/// dispatcher runs.
 async fn readyz(State(r): State<Ready>) -> Response {
     let fail = |reason: &str| {
         (
@@ -244,8 +259,9 @@ async fn readyz(State(r): State<Ready>) -> Response {
     if !r.dispatching.load(Ordering::Relaxed) {
         return fail("dispatcher_stopped");
     }
-    match tokio::time::timeout(Duration::from_secs(2), r.crm.ping()).await {
-        Ok(Ok(())) => Json(serde_json::json!({"status": "ready"})).into_response(),
+    match tokio::time::timeout(Duration::from_secs(2), r.crm.schema_is_current()).await {
+        Ok(Ok(true)) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(Ok(false)) => fail("schema_not_current"),
         _ => fail("database_unreachable"),
     }
 }
@@ -255,7 +271,17 @@ async fn readyz(State(r): State<Ready>) -> Response {
 /// metrics.
 async fn access_log(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    // A label from a closed set: a client may send any method name.
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -276,7 +302,7 @@ async fn access_log(req: Request, next: Next) -> Response {
         request_id,
         "request"
     );
-    metrics::counter!("crm_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
+    metrics::counter!("crm_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.to_string())
         .increment(1);
     metrics::histogram!("crm_http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());

@@ -1,36 +1,69 @@
 //! Opening the CRM from the configuration: the data directory, the master key, the
 //! database, the integrations and the router's settings.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use crm::http::Config as RouterConfig;
-use crm::{Crm, MasterKey};
+use crm::{Crm, CrmBuilder, MasterKey};
 use rand::RngCore;
 
 use crate::config::{Config, ConfigError};
 use crate::Failure;
 
 /// The `Crm` of this configuration; `migrate`: bring the schema up to date first
-/// (`crm migrate` does that itself).
+/// (`crm migrate` does that itself). A master key made on this run is written to the
+/// data directory only once the database has opened.
 pub(crate) async fn open(cfg: &Config, migrate: bool) -> Result<Crm, Failure> {
-    private_dir(&cfg.data_dir)?;
     let url = match &cfg.database_url {
         Some(url) => url.clone(),
         None => {
+            private_dir(&cfg.data_dir)?;
             // Created here, 0600, before SQLite opens it: its -wal and -shm files take
             // the database file's permissions.
-            let db = cfg.data_dir.join("crm.db");
+            let db = default_db(cfg);
             if !db.exists() {
                 write_private(&db, "")?;
             }
             format!("sqlite://{}", db.display())
         }
     };
+    let (key, made) = master_key(cfg)?;
+    let crm = builder(cfg, &url, key, migrate)
+        .connect()
+        .await
+        .map_err(|e| Failure::from(e).context("opening the database"))?;
+    if let Some((path, encoded)) = made {
+        private_dir(&cfg.data_dir)?;
+        write_private(&path, &encoded)?;
+        tracing::info!(path = %path.display(), "generated a master key (keep it: sealed secrets need it)");
+        if cfg.is_postgres() {
+            tracing::warn!(
+                "every instance on this Postgres database must use the same master key: \
+                 give the others CRM_MASTER_KEY with the contents of this file"
+            );
+        }
+    }
+    Ok(crm)
+}
+
+/// A `Crm` like [`open`]'s on an in-memory database, for what needs no data
+/// (`crm openapi`): nothing is read or written.
+pub(crate) async fn in_memory(cfg: &Config) -> Result<Crm, Failure> {
+    let key = MasterKey::generate("k1")?;
+    Ok(builder(cfg, "sqlite::memory:", key, true).connect().await?)
+}
+
+/// The default SQLite database, in the data directory.
+pub(crate) fn default_db(cfg: &Config) -> std::path::PathBuf {
+    cfg.data_dir.join("crm.db")
+}
+
+fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder {
     let mut b = Crm::builder()
-        .database_url(&url)
+        .database_url(url)
         .migrate(migrate)
-        .master_key(master_key(cfg)?)
+        .master_key(key)
         .webhook_allow_networks(cfg.webhook_allow_networks.iter().map(String::as_str));
     if let Some(p) = cfg.api_key_policy {
         b = b.rate_limit_policy("api_key", p);
@@ -51,10 +84,7 @@ pub(crate) async fn open(cfg: &Config, migrate: bool) -> Result<Crm, Failure> {
             key.expose().to_owned(),
         ));
     }
-    b.connect().await.map_err(|e| match e {
-        crm::Error::Config(m) => Failure::Config(ConfigError(m)),
-        other => Failure::Other(format!("opening the database: {other}")),
-    })
+    b
 }
 
 /// The router's settings of this configuration.
@@ -86,39 +116,33 @@ pub(crate) fn generated_password() -> String {
     format!("Crm-{p}-1")
 }
 
-/// The master key from the setting, or from `master.key` in the data directory,
-/// made there on first run.
-fn master_key(cfg: &Config) -> Result<MasterKey, Failure> {
-    let unreadable = |what: String| {
-        Failure::Config(ConfigError(format!(
-            "{what}: not a master key (32 bytes, base64)"
-        )))
-    };
+/// The master key from the setting, or from `master.key` in the data directory, or a
+/// new one (with the path it is to be kept at, and its text, once the database opens).
+fn master_key(cfg: &Config) -> Result<(MasterKey, Option<(PathBuf, String)>), Failure> {
     if let Some(k) = &cfg.master_key {
-        return Ok(k.clone());
+        return Ok((k.clone(), None));
     }
     let path = cfg.data_dir.join("master.key");
     match std::fs::read_to_string(&path) {
-        Ok(k) => {
-            return MasterKey::from_base64("k1", k.trim())
-                .map_err(|_| unreadable(path.display().to_string()))
+        Ok(k) => MasterKey::from_base64("k1", k.trim())
+            .map(|k| (k, None))
+            .map_err(|_| {
+                Failure::Config(ConfigError(format!(
+                    "{}: not a master key (32 bytes, base64)",
+                    path.display()
+                )))
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+            Ok((MasterKey::new("k1", bytes)?, Some((path, encoded))))
         }
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(Failure::Config(ConfigError(format!(
-                "{}: cannot be read: {e}",
-                path.display()
-            ))))
-        }
-        Err(_) => {}
+        Err(e) => Err(Failure::Config(ConfigError(format!(
+            "{}: cannot be read: {e}",
+            path.display()
+        )))),
     }
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    write_private(
-        &path,
-        &base64::engine::general_purpose::STANDARD.encode(bytes),
-    )?;
-    tracing::info!(path = %path.display(), "generated a master key (keep it: sealed secrets need it)");
-    MasterKey::new("k1", bytes).map_err(|e| Failure::Other(e.to_string()))
 }
 
 /// The data directory, created 0700 (the database and the master key live there).

@@ -500,9 +500,14 @@ async fn sessions_slide_cap_and_end(db: &TestDb) {
         .await
         .expect("remember-me");
 
-    // Cleanup removes the dead sessions (the capped one and the short one), not the live.
+    // Housekeeping removes the dead sessions (the capped one and the short one), not
+    // the live.
     assert_eq!(db.count("crm_sessions").await, 3);
-    assert_eq!(crm.cleanup_auth().await.expect("cleanup"), 2);
+    let purged = crm
+        .housekeep(crm::housekeeping::Housekeeping::default())
+        .await
+        .expect("housekeeping");
+    assert_eq!(purged.sessions, 2);
     assert_eq!(db.count("crm_sessions").await, 1);
 
     // Logout ends one session; logout everywhere ends all.

@@ -193,8 +193,16 @@ async fn migrate_false_leaves_the_database_alone_until_asked(db: &TestDb) {
         .expect("connect");
     assert!(!has_table(db, "crm_leads").await);
     assert!(!has_table(db, "_crm_migrations").await);
+    // A check changes nothing either.
+    assert!(!crm.schema_is_current().await.expect("probe"));
+    let pending = crm.pending_migrations().await.expect("check");
+    assert!(!has_table(db, "crm_leads").await);
+    assert!(!has_table(db, "_crm_migrations").await);
 
     let applied = crm.migrate().await.expect("migrate");
+    assert_eq!(pending, applied, "the check named what migrate applied");
+    assert!(crm.schema_is_current().await.expect("probe"));
+    assert!(crm.pending_migrations().await.expect("check").is_empty());
     assert!(applied.len() >= 7, "{applied:?}");
     assert!(
         applied.windows(2).all(|w| w[0] < w[1]),
@@ -225,6 +233,17 @@ async fn a_newer_crm_schema_is_refused_and_nothing_changes(db: &TestDb) {
     ))
     .await;
 
+    let lazy = db
+        .builder()
+        .migrate(false)
+        .connect()
+        .await
+        .expect("connect");
+    assert!(!lazy
+        .schema_is_current()
+        .await
+        .expect("a newer schema is not current"));
+    assert!(lazy.pending_migrations().await.is_err());
     let err = db.builder().connect().await.expect_err("a newer schema");
     let Error::Migration { message, .. } = &err else {
         panic!("expected a migration error, got {err:?}");

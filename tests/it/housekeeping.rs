@@ -59,6 +59,18 @@ async fn a_pass_deletes_what_expired_and_keeps_the_rest(db: &TestDb) {
         })
         .await
         .expect("login");
+    // A failed sign-in of another email leaves a login-throttle row.
+    let failed = ws
+        .auth()
+        .login(Login {
+            email: "bo@example.com".into(),
+            password: PW.into(),
+            remember_me: false,
+            ip: None,
+            user_agent: None,
+        })
+        .await;
+    assert!(failed.is_err());
     ws.auth()
         .request_password_reset("ana@example.com")
         .await
@@ -124,7 +136,8 @@ async fn a_pass_deletes_what_expired_and_keeps_the_rest(db: &TestDb) {
     let purged = crm.housekeep(Housekeeping::default()).await.expect("pass");
     assert_eq!(purged, Purged::default());
 
-    // 31 days later: the session, the token, the keys and the rate-limit row are spent,
+    // 31 days later: the session, the token, the throttle row, the keys and the
+    // rate-limit rows are spent,
     // and the history is past the default retention of 30 days.
     db.clock.advance(Duration::days(31));
     let fresh = ws
@@ -150,6 +163,7 @@ async fn a_pass_deletes_what_expired_and_keeps_the_rest(db: &TestDb) {
         Purged {
             sessions: 1,
             auth_tokens: 1,
+            login_throttles: 1,
             idempotency_keys: 1_100,
             rate_limit_rows: u64::try_from(limiter_rows).expect("count"),
             events: 0,
@@ -158,6 +172,7 @@ async fn a_pass_deletes_what_expired_and_keeps_the_rest(db: &TestDb) {
     );
     assert_eq!(db.count("crm_sessions").await, 0);
     assert_eq!(db.count("crm_auth_tokens").await, 0);
+    assert_eq!(db.count("crm_login_throttle").await, 0);
     assert_eq!(db.count("crm_idempotency_keys").await, 0);
     if !db.is_sqlite() {
         assert_eq!(db.count("crm_rate_limits").await, 0);

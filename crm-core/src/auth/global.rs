@@ -101,13 +101,6 @@ impl Crm {
         store::sessions::end_sessions(self.pool(), &su.user, None, None, &audit).await
     }
 
-    /// Deletes expired sessions and used or expired tokens; returns how many rows went.
-    #[tracing::instrument(skip_all)]
-    pub async fn cleanup_auth(&self) -> Result<u64> {
-        let now = self.now();
-        store::sessions::cleanup_auth(self.pool(), now).await
-    }
-
     /// Completes a password reset: checks the policy, consumes the token, sets the
     /// password, ends every session and lifts any lockout of the email.
     #[tracing::instrument(skip_all)]

@@ -12,11 +12,13 @@ use crate::Result;
 pub(crate) const BATCH: u64 = 500;
 
 /// Deletes the rows of `table` that match `cond` (`$1` is `cutoff`), [`BATCH`] at a
-/// time, found by their key columns `key`; returns how many. The text is crm's own,
-/// never a caller's.
+/// time, found by their key columns `key`; returns how many. The condition is checked
+/// again on the rows deleted (on Postgres a row changed since the batch was chosen is
+/// re-read, and must still match). The text is crm's own, never a caller's.
 async fn purge(pool: &Pool, table: &str, key: &str, cond: &str, cutoff: Arg<'_>) -> Result<u64> {
     let sql = format!(
-        "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT {BATCH})"
+        "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT {BATCH}) \
+         AND ({cond})"
     );
     let mut total = 0;
     loop {
@@ -36,14 +38,22 @@ async fn purge(pool: &Pool, table: &str, key: &str, cond: &str, cutoff: Arg<'_>)
 
 /// Sessions past their idle or absolute expiry.
 pub(crate) async fn sessions(pool: &Pool, now: Ts) -> Result<u64> {
-    let cond = "expires_at < $1 OR absolute_expires_at < $1";
+    let cond = "expires_at <= $1 OR absolute_expires_at <= $1";
     purge(pool, "crm_sessions", "id", cond, now.into()).await
 }
 
-/// Password-reset and verification tokens past their expiry (used or not: a used
-/// token is refused by its `used_at` until then, and by its expiry after).
+/// Password-reset and verification tokens that are used or past their expiry (a
+/// token that is not there is refused as a used one is).
 pub(crate) async fn auth_tokens(pool: &Pool, now: Ts) -> Result<u64> {
-    purge(pool, "crm_auth_tokens", "id", "expires_at < $1", now.into()).await
+    let cond = "used_at IS NOT NULL OR expires_at <= $1";
+    purge(pool, "crm_auth_tokens", "id", cond, now.into()).await
+}
+
+/// Login-throttle rows with no failure since `before` and no lockout running then.
+pub(crate) async fn login_throttles(pool: &Pool, before: Ts) -> Result<u64> {
+    let key = "workspace_id, email_key";
+    let cond = "window_start < $1 AND (locked_until IS NULL OR locked_until < $1)";
+    purge(pool, "crm_login_throttle", key, cond, before.into()).await
 }
 
 /// Idempotency keys created before `before`.

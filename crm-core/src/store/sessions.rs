@@ -316,18 +316,6 @@ pub(crate) async fn end_sessions(
     Ok(n)
 }
 
-pub(crate) async fn cleanup_auth(pool: &Pool, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-    let a = query("DELETE FROM crm_sessions WHERE expires_at <= $1 OR absolute_expires_at <= $1")
-        .bind(Ts(now))
-        .execute(pool)
-        .await?;
-    let b = query("DELETE FROM crm_auth_tokens WHERE used_at IS NOT NULL OR expires_at <= $1")
-        .bind(Ts(now))
-        .execute(pool)
-        .await?;
-    Ok(a + b)
-}
-
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert_token(
     pool: &Pool,
