@@ -140,7 +140,12 @@ async def test_workspaces_are_isolated(client: crm.Crm) -> None:
 
 async def test_parse_with_builtin_parser(client: crm.Crm) -> None:
     parsed = await client.leads.parse("Hi, I'm Hal, hal@example.com, +1 555 010 9999", auto_save=True)
-    assert isinstance(parsed, crm.ParsedLead) and "email" in parsed.found
+    assert isinstance(parsed, crm.ParsedLead)
+    assert parsed.fields == {"name": "Hal", "email": "hal@example.com", "phone": "+15550109999"}
+    assert parsed.found == ["name", "email", "phone"]
+    assert set(parsed.field_confidence) == {"name", "email", "phone"}
+    assert all(0 < c <= 1 for c in parsed.field_confidence.values())
+    assert parsed.parser == "builtin" and parsed.fallback is False
     assert parsed.lead is not None and parsed.lead.email == "hal@example.com"
     assert (await client.leads.parse("nothing here")).lead is None
 

@@ -147,25 +147,13 @@ pub fn read_answer(answer: &Value, allowed: &AllowedValues) -> crm_core::Result<
         message: text("message"),
         ..Default::default()
     };
-    let found = FIELDS
-        .iter()
-        .filter(|k| match **k {
-            "budget" => fields.budget.is_some(),
-            "project_type" => fields.project_type.is_some(),
-            k => text(k).is_some(),
-        })
-        .map(|k| (*k).to_owned())
-        .collect();
     let confidence = v["confidence"]
         .as_f64()
         .filter(|c| c.is_finite())
         .unwrap_or(0.0)
         .clamp(0.0, 1.0) as f32;
-    Ok(ParsedLead {
-        fields,
-        found,
-        confidence,
-    })
+    // The model gives one confidence for the whole answer: each value gets it.
+    Ok(ParsedLead::new("openai", fields, &[], confidence))
 }
 
 impl LeadParser for OpenAi {

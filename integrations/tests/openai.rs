@@ -39,6 +39,8 @@ async fn a_strict_schema_request_and_its_answer() {
     );
     assert_eq!(p.found, ["name", "email", "phone", "budget", "message"]);
     assert!((p.confidence - 0.92).abs() < 1e-6);
+    assert_eq!((p.parser.as_str(), p.fallback), ("openai", false));
+    assert!((p.field_confidence["email"] - 0.92).abs() < 1e-6);
 
     let req = &rx.requests()[0];
     assert_eq!(req.path, "/chat/completions");
@@ -133,6 +135,11 @@ async fn auto_save_creates_an_ai_parsed_lead() {
     );
     assert_eq!(lead.source.as_deref(), Some("ai"));
     assert_eq!(lead.project_type.as_deref(), Some("website"));
+    assert_eq!(out.parsed.parser, "openai");
+    assert_eq!(
+        serde_json::to_value(&out.parsed).expect("json")["fields"]["company"],
+        "Park & Co"
+    );
     let nothing = crm.leads().parse("", true).await.expect_err("must fail");
     assert_eq!(nothing.field_errors()[0].field, "text");
     let long = "x".repeat(5001);
@@ -140,4 +147,50 @@ async fn auto_save_creates_an_ai_parsed_lead() {
         crm.leads().parse(&long, false).await,
         Err(Error::Validation { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_failing_provider_falls_back_to_the_builtin_parser() {
+    // The provider is down (500), then refuses: the builtin parser reads the text, the
+    // answer says so, and auto_save still creates the lead.
+    let refusal = json!({ "choices": [{ "finish_reason": "stop", "message": { "role": "assistant", "content": null, "refusal": "No." } }] }).to_string();
+    let rx = Receiver::start(
+        vec![Reply::Status(
+            500,
+            vec![],
+            "{\"error\":{\"message\":\"down\"}}".into(),
+        )],
+        Reply::Status(200, vec![], refusal),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let crm = Crm::builder()
+        .database_url(format!("sqlite://{}", dir.path().join("ai.db").display()))
+        .lead_parser(parser(&rx))
+        .connect()
+        .await
+        .expect("connect");
+    let text = "Name: Ana López\nana@bakery.es, +34 600 123 456";
+    let out = crm.leads().parse(text, false).await.expect("falls back");
+    assert_eq!(
+        (out.parsed.parser.as_str(), out.parsed.fallback),
+        ("builtin", true)
+    );
+    assert_eq!(out.parsed.fields.email.as_deref(), Some("ana@bakery.es"));
+    assert_eq!(out.parsed.fields.phone.as_deref(), Some("+34600123456"));
+    assert!(out.lead.is_none());
+    let saved = crm.leads().parse(text, true).await.expect("falls back");
+    assert!(saved.parsed.fallback);
+    let lead = saved.lead.expect("saved");
+    assert_eq!(lead.name, "Ana López");
+    assert_eq!(
+        lead.email.as_ref().map(|e| e.as_str()),
+        Some("ana@bakery.es")
+    );
+    assert_eq!(
+        lead.message.as_deref(),
+        Some(text),
+        "the text is the message"
+    );
+    assert_eq!(rx.requests().len(), 2, "the provider was asked each time");
 }

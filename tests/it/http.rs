@@ -488,9 +488,20 @@ async fn api_key_routes_enforce_keys_and_scopes(db: &TestDb) {
         .await;
     assert_eq!(parsed.status, 200, "{}", parsed.text);
     assert_eq!(parsed.body["lead"], Value::Null);
-    assert!(parsed.body["found"]
-        .as_array()
-        .is_some_and(|f| !f.is_empty()));
+    // The values themselves, each with how sure the parser is, and which parser.
+    assert_eq!(
+        parsed.body["fields"],
+        json!({"name": "Grace Hopper", "email": "grace@example.com", "budget": "15k_50k"})
+    );
+    assert_eq!(parsed.body["found"], json!(["name", "email", "budget"]));
+    for field in ["name", "email", "budget"] {
+        let c = parsed.body["field_confidence"][field]
+            .as_f64()
+            .expect(field);
+        assert!(c > 0.0 && c <= 1.0, "{field}: {c}");
+    }
+    assert_eq!(parsed.body["parser"], "builtin");
+    assert_eq!(parsed.body["fallback"], false);
     app.send(json_body(
         bearer(req(Method::POST, "/api/v1/leads/parse"), &reader),
         json!({"text": "grace@example.com", "auto_save": true}),
@@ -686,15 +697,12 @@ impl LeadParser for Gate {
     fn parse<'a>(&'a self, text: &'a str, _: &'a AllowedValues) -> ParseFuture<'a> {
         Box::pin(async move {
             let _permit = self.0.acquire().await;
-            Ok(ParsedLead {
-                fields: NewLead {
-                    name: "Gated".into(),
-                    email: Some(format!("{}@example.com", text.len())),
-                    ..NewLead::default()
-                },
-                found: vec!["name".into()],
-                confidence: 1.0,
-            })
+            let fields = NewLead {
+                name: "Gated".into(),
+                email: Some(format!("{}@example.com", text.len())),
+                ..NewLead::default()
+            };
+            Ok(ParsedLead::new("gate", fields, &[], 1.0))
         })
     }
 }

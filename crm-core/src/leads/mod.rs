@@ -214,8 +214,11 @@ impl Leads {
     /// Parses free text (1–5,000 characters) into lead fields with the `Crm`'s
     /// [`parser::LeadParser`] (the offline [`parser::BuiltinParser`] unless one was
     /// registered). With `auto_save` the lead is also created, with the text as
-    /// `raw_input`, `ai_parsed = true` and source `ai` unless the parser set one; a
-    /// lead without a name is named after its email or phone.
+    /// `raw_input` (and as the message when the parser found none), `ai_parsed =
+    /// true` and source `ai` unless the parser set one; a
+    /// lead without a name is named after its email or phone. When the registered
+    /// parser fails (an integration error: a timeout, a refusal, the provider down), the builtin parser reads
+    /// the text instead and the result says so (`parser: "builtin"`, `fallback`).
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn parse(&self, text: &str, auto_save: bool) -> Result<Parsed> {
         let text = text.trim();
@@ -233,7 +236,21 @@ impl Leads {
                 .enforce("lead_parse", &self.ws.to_string())
                 .await?;
         }
-        let parsed = parser.parse(text, &self.crm.rules().allowed).await?;
+        let allowed = &self.crm.rules().allowed;
+        let parsed = match parser.parse(text, allowed).await {
+            Ok(p) => p,
+            // The configured parser failed (timeout, refusal, provider down): the
+            // builtin parser reads the text instead, and the answer says so.
+            Err(e @ crate::Error::Integration(_)) => {
+                tracing::warn!(error = %e, "the lead parser failed; the builtin parser stood in");
+                metrics::counter!("crm_lead_parser_fallbacks_total").increment(1);
+                let mut p =
+                    parser::LeadParser::parse(&parser::BuiltinParser, text, allowed).await?;
+                p.fallback = true;
+                p
+            }
+            Err(e) => return Err(e),
+        };
         let lead = if auto_save {
             let mut input = parsed.fields.clone();
             if input.name.trim().is_empty() {
@@ -246,6 +263,8 @@ impl Leads {
                     .to_owned();
             }
             input.raw_input = Some(text.to_owned());
+            // The text is the message when the parser did not say what was asked.
+            input.message = input.message.or_else(|| Some(text.to_owned()));
             input.ai_parsed = true;
             input.source = input.source.or_else(|| Some("ai".into()));
             Some(self.create(input).await?)

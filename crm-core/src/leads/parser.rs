@@ -7,13 +7,14 @@
 //! (`30k`, `$30,000`, `30.000 €`) mapped onto the allowed budgets when they are the
 //! default buckets, and a project type from keywords.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use serde::Serialize;
 
 use super::model::NewLead;
-use super::parse::{AllowedValues, MESSAGE_MAX};
+use super::parse::AllowedValues;
 use super::values::{Email, Phone};
 use crate::Result;
 
@@ -21,13 +22,100 @@ use crate::Result;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct ParsedLead {
-    /// The fields, ready for `create` (checked there like any input).
-    #[serde(skip)]
+    /// The values found, ready for `create` (checked there like any input). In JSON,
+    /// an object of the fields that have a value (`name`, `email`, `phone`,
+    /// `company`, `budget`, `project_type`, `message`, `source`), so a client can
+    /// show them for review and send them back to create the lead.
+    #[serde(serialize_with = "values")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = std::collections::BTreeMap<String, String>, example = json!({"name": "Ana López", "email": "ana@bakery.es"}))
+    )]
     pub fields: NewLead,
-    /// The names of the fields the parser found (`name`, `email`, …).
+    /// The names of the fields with a value, in the order of `fields`.
     pub found: Vec<String>,
-    /// How sure the parser is, in [0, 1].
+    /// How sure the parser is of each value it found, in [0, 1], by field name.
+    pub field_confidence: BTreeMap<String, f32>,
+    /// How sure the parser is that this is a lead with these details, in [0, 1].
     pub confidence: f32,
+    /// The parser that read the text: `builtin`, `openai`, or a plugin's name.
+    pub parser: String,
+    /// Whether the configured parser failed (timeout, refusal, provider down) and
+    /// the builtin parser read the text instead.
+    pub fallback: bool,
+}
+
+/// The fields a parser fills, by name.
+const FIELDS: [&str; 8] = [
+    "name",
+    "email",
+    "phone",
+    "company",
+    "budget",
+    "project_type",
+    "message",
+    "source",
+];
+
+fn field<'a>(f: &'a NewLead, name: &str) -> Option<&'a str> {
+    match name {
+        "name" => Some(f.name.as_str()),
+        "email" => f.email.as_deref(),
+        "phone" => f.phone.as_deref(),
+        "company" => f.company.as_deref(),
+        "budget" => f.budget.as_deref(),
+        "project_type" => f.project_type.as_deref(),
+        "message" => f.message.as_deref(),
+        "source" => f.source.as_deref(),
+        _ => None,
+    }
+    .filter(|v| !v.trim().is_empty())
+}
+
+fn values<S: serde::Serializer>(f: &NewLead, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_map(FIELDS.iter().filter_map(|k| Some((*k, field(f, k)?))))
+}
+
+impl ParsedLead {
+    /// What `parser` found: the values in `fields`, and how sure it is of each
+    /// (`field_confidence`, by field name; a field with a value but no entry gets the
+    /// overall `confidence`). `found` lists the fields with a value.
+    pub fn new(
+        parser: &str,
+        fields: NewLead,
+        field_confidence: &[(&str, f32)],
+        confidence: f32,
+    ) -> Self {
+        let clamp = |c: f32| {
+            if c.is_finite() {
+                c.clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        };
+        let confidence = clamp(confidence);
+        let mut found = Vec::new();
+        let mut by_field = BTreeMap::new();
+        for k in FIELDS {
+            if field(&fields, k).is_none() {
+                continue;
+            }
+            let c = field_confidence
+                .iter()
+                .find(|(f, _)| *f == k)
+                .map_or(confidence, |(_, c)| clamp(*c));
+            by_field.insert(k.to_owned(), c);
+            found.push(k.to_owned());
+        }
+        Self {
+            fields,
+            found,
+            field_confidence: by_field,
+            confidence,
+            parser: parser.to_owned(),
+            fallback: false,
+        }
+    }
 }
 
 /// A boxed future, so parsers can sit behind `dyn LeadParser`.
@@ -145,7 +233,9 @@ fn project_type(text: &str, allowed: &AllowedValues) -> Option<String> {
         .map(|(value, _)| (*value).to_owned())
 }
 
-fn name(text: &str) -> Option<String> {
+/// A name, and whether the text labelled it as one (`name:`, "my name is", …) rather
+/// than it being a first line that looks like one.
+fn name(text: &str) -> Option<(String, bool)> {
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         for prefix in ["name:", "my name is ", "i'm ", "i am ", "this is "] {
             if let Some(rest) = after_ascii_ci(line, prefix) {
@@ -156,7 +246,7 @@ fn name(text: &str) -> Option<String> {
                     .take(4)
                     .collect();
                 if !words.is_empty() {
-                    return Some(words.join(" "));
+                    return Some((words.join(" "), true));
                 }
             }
         }
@@ -169,7 +259,7 @@ fn name(text: &str) -> Option<String> {
                 && w.chars()
                     .all(|c| c.is_alphabetic() || c == '-' || c == '\'')
         });
-    looks_like_name.then(|| words.join(" "))
+    looks_like_name.then(|| (words.join(" "), false))
 }
 
 /// What follows the first occurrence of the ASCII `needle` in `line`, ignoring ASCII
@@ -220,33 +310,41 @@ impl LeadParser for BuiltinParser {
             let name = name(text);
             let budget = amount(text).and_then(|a| budget_bucket(a, allowed));
             let project_type = project_type(text, allowed);
-            let mut found = Vec::new();
-            for (field, present) in [
-                ("name", name.is_some()),
-                ("email", email.is_some()),
-                ("phone", phone.is_some()),
-                ("budget", budget.is_some()),
-                ("project_type", project_type.is_some()),
-            ] {
-                if present {
-                    found.push(field.to_owned());
-                }
-            }
-            let confidence = found.len() as f32 / 5.0;
+            // How sure: a valid address or number is what it looks like; a name from a
+            // `name:` line or "my name is" more than one from a first line; a budget
+            // figure and a keyword are guesses.
+            let name_confidence = match &name {
+                Some((_, labelled)) if *labelled => 0.85,
+                _ => 0.6,
+            };
+            let found = [
+                name.is_some(),
+                email.is_some(),
+                phone.is_some(),
+                budget.is_some(),
+                project_type.is_some(),
+            ];
+            let confidence = found.iter().filter(|f| **f).count() as f32 / 5.0;
             let fields = NewLead {
-                name: name.unwrap_or_default(),
+                name: name.map(|(n, _)| n).unwrap_or_default(),
                 email: email.map(|e| e.as_str().to_owned()),
                 phone: phone.map(|p| p.as_str().to_owned()),
                 budget,
                 project_type,
-                message: Some(text.chars().take(MESSAGE_MAX).collect()),
                 ..Default::default()
             };
-            Ok(ParsedLead {
+            Ok(ParsedLead::new(
+                "builtin",
                 fields,
-                found,
+                &[
+                    ("name", name_confidence),
+                    ("email", 0.95),
+                    ("phone", 0.9),
+                    ("budget", 0.7),
+                    ("project_type", 0.6),
+                ],
                 confidence,
-            })
+            ))
         })
     }
 }
@@ -272,6 +370,27 @@ mod tests {
             ["name", "email", "phone", "budget", "project_type"]
         );
         assert!((p.confidence - 1.0).abs() < f32::EPSILON);
+        assert_eq!((p.parser.as_str(), p.fallback), ("builtin", false));
+        // The JSON carries the values and how sure the parser is of each.
+        let json = serde_json::to_value(&p).expect("json");
+        assert_eq!(json["fields"]["name"], "Ana López");
+        assert_eq!(json["fields"]["email"], "ana@bakery.es");
+        assert_eq!(json["fields"]["phone"], "+34600123456");
+        assert_eq!(json["fields"]["budget"], "15k_50k");
+        assert_eq!(json["fields"]["project_type"], "ecommerce");
+        assert!(json["fields"].get("company").is_none(), "only values found");
+        assert!(
+            json["fields"].get("message").is_none(),
+            "the text is not a finding"
+        );
+        let sure = |k: &str| json["field_confidence"][k].as_f64().expect(k);
+        assert!(sure("email") > sure("name") && sure("name") > 0.0);
+        // A name from a first line is less sure than a labelled one.
+        let labelled = BuiltinParser
+            .parse("name: Ana López, ana@bakery.es", &AllowedValues::default())
+            .await
+            .expect("parse");
+        assert!(labelled.field_confidence["name"] > p.field_confidence["name"]);
     }
 
     /// The reported remote panic: U+212A lower-cases from 3 bytes to 1, so an offset

@@ -166,13 +166,20 @@ class Captured(Model):
 
 @dataclass(frozen=True)
 class ParsedLead(Model):
-    """What the lead parser found in free text: ``fields`` (the input for
-    ``leads.create``), the names of the ``found`` fields, a ``confidence`` in 0–1,
-    and the ``lead`` when ``auto_save`` created it."""
+    """What the lead parser found in free text: ``fields``, the values found by
+    field name (``name``, ``email``, ``phone``, ``company``, ``budget``,
+    ``project_type``, ``message``, ``source``; the input for ``leads.create``), the
+    names of the ``found`` fields, ``field_confidence`` (how sure the parser is of
+    each value, 0–1), the overall ``confidence``, the ``parser`` that read the text
+    (``builtin``, ``openai``, …), ``fallback`` (the configured parser failed and the
+    builtin one stood in), and the ``lead`` when ``auto_save`` created it."""
 
-    fields: Dict[str, Any]
+    fields: Dict[str, str]
     found: List[str]
+    field_confidence: Dict[str, float]
     confidence: float
+    parser: str
+    fallback: bool
     lead: Optional[Lead]
 
 
