@@ -129,7 +129,7 @@ fn bearer(h: &HeaderMap) -> Result<&str, ApiError> {
     Ok(key.trim())
 }
 
-/// API routes: the key, then `api_key` per key, then idempotency for `POST`s.
+/// API routes: the key, then `api_key` per key, then idempotency for mutations.
 pub(crate) async fn api_key(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let key = match bearer(req.headers()) {
         Ok(k) => k,
@@ -144,13 +144,33 @@ pub(crate) async fn api_key(State(s): State<AppState>, mut req: Request, next: N
         Err(res) => return res,
     };
     req.extensions_mut().insert(ApiKey(verified.clone()));
-    let mut res = if req.method() == Method::POST && req.headers().contains_key("idempotency-key") {
-        idempotent(&s, &verified, req, next).await
-    } else {
-        next.run(req).await
+    let mut res = match idempotency_key(&req) {
+        Some(idem) => {
+            let scope = verified.key_id.to_string();
+            idempotent(&s, verified.workspace_id, &scope, idem, req, next).await
+        }
+        None => next.run(req).await,
     };
     set_rate_headers(res.headers_mut(), &d);
     res
+}
+
+/// The idempotency key of a mutation (`POST`, `PUT`, `PATCH`, `DELETE`):
+/// `Idempotency-Key`, or its alias `X-Idempotency-Key`. `None` for reads and for
+/// requests without one.
+fn idempotency_key(req: &Request) -> Option<String> {
+    if !matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return None;
+    }
+    let h = req.headers();
+    let v = h
+        .get("idempotency-key")
+        .or_else(|| h.get("x-idempotency-key"))?;
+    // A value that is not text is checked (and refused) by the store, as an empty key.
+    Some(v.to_str().unwrap_or("").to_owned())
 }
 
 fn with_challenge(mut res: Response) -> Response {
@@ -159,21 +179,20 @@ fn with_challenge(mut res: Response) -> Response {
     res
 }
 
-/// Runs a `POST` under its `Idempotency-Key`: a replay answers the stored response, a
+/// Runs a mutation under its idempotency key, in `scope` (the API key, or the
+/// signed-in user) of workspace `ws`: a replay answers the stored response, a
 /// different request with the key 422, one while the first runs 409. Responses under
-/// 500 (except 429) are stored; anything else gives the claim up so a retry runs.
+/// 500 (except 429) are stored; anything else gives the claim up so a retry runs. A
+/// stored response never holds a secret: a top-level `secret` (a key or an endpoint
+/// made or rotated, shown once) is stored, and replayed, as `null`.
 async fn idempotent(
     s: &AppState,
-    key: &crm_core::api_keys::VerifiedKey,
+    ws: crm_core::WorkspaceId,
+    scope: &str,
+    idem: String,
     req: Request,
     next: Next,
 ) -> Response {
-    let idem = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, s.cfg.json_limit).await {
         Ok(b) => b,
@@ -189,12 +208,13 @@ async fn idempotent(
             .into_response();
         }
     };
-    let store = s.crm.workspace(key.workspace_id).idempotency();
-    let scope = key.key_id.to_string();
-    match store
-        .claim(&scope, &idem, &[parts.uri.path().as_bytes(), &bytes])
-        .await
-    {
+    let store = s.crm.workspace(ws).idempotency();
+    let fingerprint = [
+        parts.method.as_str().as_bytes(),
+        parts.uri.path().as_bytes(),
+        &bytes,
+    ];
+    match store.claim(scope, &idem, &fingerprint).await {
         Err(e) => return problem_of(&e).into_response(),
         Ok(Claim::Mismatch) => {
             return Problem::field(
@@ -250,15 +270,26 @@ async fn idempotent(
         }
     };
     let keep = status.as_u16() < 500 && status != StatusCode::TOO_MANY_REQUESTS;
-    let text = std::str::from_utf8(&stored).ok();
+    let text = std::str::from_utf8(&stored).ok().map(without_secret);
     let outcome = match (keep, text) {
-        (true, Some(t)) => store.complete(&scope, &idem, status.as_u16(), t).await,
-        _ => store.release(&scope, &idem).await,
+        (true, Some(t)) => store.complete(scope, &idem, status.as_u16(), &t).await,
+        _ => store.release(scope, &idem).await,
     };
     if let Err(e) = outcome {
         tracing::error!(error = %crm_core::error::Chain(&e), "could not record an idempotency key");
     }
     Response::from_parts(rparts, Body::from(stored))
+}
+
+/// The response as stored for replay: a JSON object's top-level `secret` as `null`.
+fn without_secret(body: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut o)) if o.get("secret").is_some_and(|v| !v.is_null()) => {
+            o.insert("secret".into(), serde_json::Value::Null);
+            serde_json::Value::Object(o).to_string()
+        }
+        _ => body.to_owned(),
+    }
 }
 
 /// The session cookie's value, if the request carries one.
@@ -272,8 +303,8 @@ pub(crate) fn session_token<'a>(s: &AppState, h: &'a HeaderMap) -> Option<&'a st
         .map(|(_, v)| v)
 }
 
-/// Session routes: the cookie, the CSRF check for state-changing methods, then the
-/// `session` policy per user.
+/// Session routes: the cookie, the CSRF check for state-changing methods, the
+/// `session` policy per user, then idempotency for mutations (scoped per user).
 pub(crate) async fn session(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(token) = session_token(&s, req.headers()) else {
         return Problem::field(
@@ -302,8 +333,15 @@ pub(crate) async fn session(State(s): State<AppState>, mut req: Request, next: N
         Ok(d) => d,
         Err(res) => return res,
     };
+    let idem = idempotency_key(&req);
+    let (ws, scope) = (user.user.workspace_id, format!("user:{}", user.user.id));
     req.extensions_mut().insert(SessionUser(user));
-    run_limited(d, req, next).await
+    let mut res = match idem {
+        Some(idem) => idempotent(&s, ws, &scope, idem, req, next).await,
+        None => next.run(req).await,
+    };
+    set_rate_headers(res.headers_mut(), &d);
+    res
 }
 
 /// Refuses a state-changing request that neither comes from an allowed (or the same)

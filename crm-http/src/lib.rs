@@ -268,6 +268,7 @@ fn cors(cfg: &Config) -> CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-idempotency-key"),
             HeaderName::from_static(CSRF_HEADER),
         ])
         .expose_headers([

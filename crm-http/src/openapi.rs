@@ -170,35 +170,49 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
     if op.parameters.is_some() {
         add("422", "Invalid input: `errors` names each field");
     }
+    let mutation = matches!(method, "post" | "put" | "patch" | "delete");
+    if mutation && matches!(fam, Family::Api | Family::Session) {
+        let scope = if fam == Family::Api {
+            "the API key"
+        } else {
+            "the signed-in user"
+        };
+        for name in ["Idempotency-Key", "X-Idempotency-Key"] {
+            let what = if name == "Idempotency-Key" {
+                format!(
+                    "Makes the request safe to retry: the first response is stored for 24 h \
+                     and replayed (with `Idempotent-Replayed: true`) for the same method, \
+                     path and body; another request with the same key is 422 \
+                     `idempotency_key_reused`, one while the first still runs 409 \
+                     `idempotency_key_in_use`. Scoped per {scope}. A stored response never \
+                     holds a secret: a replay of a request that made one answers `secret: null`."
+                )
+            } else {
+                "An alias of `Idempotency-Key` (used when that header is absent).".to_owned()
+            };
+            let p = ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .description(Some(what))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(255))
+                        .pattern(Some("^[\\x21-\\x7e]+$")),
+                ))
+                .build();
+            op.parameters.get_or_insert_with(Vec::new).push(p);
+        }
+    }
     match fam {
         Family::Api => {
-            if method == "post" {
-                let p = ParameterBuilder::new()
-                    .name("Idempotency-Key")
-                    .parameter_in(ParameterIn::Header)
-                    .description(Some(
-                        "Makes the POST safe to retry: the first response is stored for 24 h \
-                         and replayed (with `Idempotent-Replayed: true`) for the same path \
-                         and body; another body with the same key is 422 \
-                         `idempotency_key_reused`, a request still running 409 \
-                         `idempotency_key_in_use`. Scoped per API key.",
-                    ))
-                    .schema(Some(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .min_length(Some(1))
-                            .max_length(Some(255))
-                            .pattern(Some("^[\\x21-\\x7e]+$")),
-                    ))
-                    .build();
-                op.parameters.get_or_insert_with(Vec::new).push(p);
-            }
             add(
                 "401",
                 "Missing, malformed, unknown, revoked or expired API key",
             );
             add("403", "The key lacks the scope");
-            if method == "post" {
+            if mutation {
                 add(
                     "409",
                     "Conflict, or a request with this Idempotency-Key still runs",
@@ -220,9 +234,16 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
             add("403", "Role not allowed, or the CSRF check failed");
             add(
                 "409",
-                "Conflict with an existing entity, or a state that allows no change \
-                 (`code`: `key_revoked`, `key_rotated`, `quota_exceeded`)",
+                "Conflict with an existing entity, a state that allows no change \
+                 (`code`: `key_revoked`, `key_rotated`, `quota_exceeded`), or a request \
+                 with this Idempotency-Key still runs",
             );
+            if mutation {
+                add(
+                    "422",
+                    "Invalid input, or the Idempotency-Key was used for another request",
+                );
+            }
             op.security = Some(vec![SecurityRequirement::new(
                 "session",
                 Vec::<String>::new(),

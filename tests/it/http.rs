@@ -194,6 +194,7 @@ conformance!(
     bad_input_gets_a_problem_and_writes_nothing,
     rate_limit_headers_and_429,
     idempotency_keys_replay_refuse_and_wait,
+    every_mutation_is_idempotent_under_either_header,
     contact_form_honeypot_and_cors,
     sessions_csrf_expiry_and_lockout,
     admin_routes_manage_keys_webhooks_users_and_settings,
@@ -780,6 +781,108 @@ async fn idempotency_keys_replay_refuse_and_wait(db: &TestDb) {
     app.send(create(&"x".repeat(300), body))
         .await
         .problem(422, "validation_failed");
+}
+
+async fn every_mutation_is_idempotent_under_either_header(db: &TestDb) {
+    let app = App::new(db).await;
+    let key = app.key(&["leads:*"]).await;
+    let lead = app
+        .send(json_body(
+            bearer(req(Method::POST, "/api/v1/leads"), &key),
+            json!({"name": "Ada", "email": "ada@example.com"}),
+        ))
+        .await;
+    let path = format!("/api/v1/leads/{}", lead.body["id"].as_str().expect("id"));
+    // PATCH under the alias header: the retry is the stored answer, not a second
+    // change (the lead changed in between, the replay still shows the first result).
+    let patch = |idem: &str, company: &str| {
+        json_body(
+            bearer(req(Method::PATCH, &path), &key).header("x-idempotency-key", idem),
+            json!({"company": company}),
+        )
+    };
+    let first = app.send(patch("p-1", "Acme")).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    app.send(patch("p-2", "Other")).await;
+    let again = app.send(patch("p-1", "Acme")).await;
+    assert_eq!(
+        (again.status.as_u16(), again.header("idempotent-replayed")),
+        (200, "true")
+    );
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.body["company"], "Acme");
+    app.send(patch("p-1", "Changed"))
+        .await
+        .problem(422, "idempotency_key_reused");
+    // DELETE: the retry answers the first 204, not 404.
+    let delete = |idem: &str| {
+        bearer(req(Method::DELETE, &path), &key)
+            .header("idempotency-key", idem)
+            .body(Body::empty())
+            .expect("request")
+    };
+    assert_eq!(app.send(delete("d-1")).await.status, 204);
+    let again = app.send(delete("d-1")).await;
+    assert_eq!(
+        (again.status.as_u16(), again.header("idempotent-replayed")),
+        (204, "true")
+    );
+    app.send(delete("d-2")).await.problem(404, "not_found");
+    // The same key on another method of the same path is another request.
+    app.send(delete("p-1"))
+        .await
+        .problem(422, "idempotency_key_reused");
+
+    // Admin routes, scoped per user: a retried key creation makes one key, and the
+    // replay does not show (nor does the database keep) its secret.
+    let cookie = app.admin().await;
+    let create = || {
+        json_body(
+            with_cookie(req(Method::POST, "/api/admin/api-keys"), &cookie)
+                .header("idempotency-key", "new-key"),
+            json!({"name": "ci", "scopes": ["leads:read"]}),
+        )
+    };
+    let made = app.send(create()).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let secret = made.body["secret"].as_str().expect("secret").to_owned();
+    let again = app.send(create()).await;
+    assert_eq!(
+        (again.status.as_u16(), again.header("idempotent-replayed")),
+        (201, "true")
+    );
+    assert_eq!(again.body["id"], made.body["id"]);
+    assert_eq!(again.body["secret"], Value::Null);
+    let stored = db
+        .scalar_text("SELECT response FROM crm_idempotency_keys WHERE idem_key = 'new-key'")
+        .await;
+    assert!(!stored.contains(&secret), "the secret is never stored");
+    let keys = app
+        .send(
+            with_cookie(req(Method::GET, "/api/admin/api-keys"), &cookie)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    let named_ci = keys
+        .body
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["name"] == "ci")
+        .count();
+    assert_eq!(named_ci, 1, "one key made");
+    // Reads ignore the header.
+    let listed = app
+        .send(
+            with_cookie(req(Method::GET, "/api/admin/api-keys"), &cookie)
+                .header("idempotency-key", "new-key")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.header("idempotent-replayed"), "");
 }
 
 async fn contact_form_honeypot_and_cors(db: &TestDb) {
