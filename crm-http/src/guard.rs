@@ -260,7 +260,7 @@ async fn idempotent(
     let stored = match to_bytes(rbody, 1 << 20).await {
         Ok(b) => b,
         Err(_) => {
-            let _ = store.release(&scope, &idem).await;
+            let _ = store.release(scope, &idem).await;
             return Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
