@@ -35,6 +35,8 @@ struct Inner {
     pool: Pool,
     schema: Option<String>,
     cursor_key: [u8; 32],
+    /// The key idempotency fingerprints are an HMAC under (derived from the master key).
+    fingerprint_key: [u8; 32],
     sealer: Option<Sealer>,
     clock: Arc<dyn Clock>,
     rules: LeadRules,
@@ -173,6 +175,11 @@ impl Crm {
     /// The key lead cursors are signed with (derived from the master key).
     pub(crate) fn cursor_key(&self) -> &[u8; 32] {
         &self.inner.cursor_key
+    }
+
+    /// The key idempotency fingerprints are made with.
+    pub(crate) fn fingerprint_key(&self) -> &[u8; 32] {
+        &self.inner.fingerprint_key
     }
 
     pub(crate) fn rules(&self) -> &LeadRules {
@@ -673,6 +680,12 @@ impl CrmBuilder {
             .map_or(crate::leads::cursor::PUBLIC_KEY, |k| {
                 k.derive("crm lead cursor")
             });
+        let fingerprint_key = self
+            .master_key
+            .as_ref()
+            .map_or(crate::idempotency::PUBLIC_FINGERPRINT_KEY, |k| {
+                k.derive("crm idempotency fingerprint")
+            });
         let sealer = self.master_key.map(|k| Sealer::new(k, self.retired_keys));
         let limiter = RateLimiter::new(&pool, self.clock.clone(), self.policies)?;
         Ok(Crm {
@@ -680,6 +693,7 @@ impl CrmBuilder {
                 pool,
                 schema: self.schema,
                 cursor_key,
+                fingerprint_key,
                 sealer,
                 clock: self.clock,
                 rules: self.rules,

@@ -9,12 +9,17 @@
 //! left by a process that died is taken over after [`STALE_AFTER`].
 
 use chrono::Duration;
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::ids::WorkspaceId;
 use crate::store;
 use crate::store::Ts;
 use crate::{Crm, Error, Result};
+
+/// The fingerprint key of a `Crm` built without a master key (then a fingerprint is
+/// only as secret as the request; with one, the key is derived from it).
+pub(crate) const PUBLIC_FINGERPRINT_KEY: [u8; 32] = *b"crm idempotency, no master key!!";
 
 /// How long a stored response is replayed.
 pub const REPLAY_FOR: Duration = Duration::hours(24);
@@ -77,18 +82,23 @@ impl Idempotency {
 
     /// Claims `key` within `scope` (e.g. an API key id) for a request made of the
     /// byte strings `request` (say its path and body): a later claim replays only when
-    /// they are equal, compared by SHA-256. A malformed key is a `Validation` error
+    /// they are equal, compared by HMAC-SHA256 under a key derived from the master key
+    /// (a stored fingerprint reveals nothing of a request, such as a password in it). A malformed key is a `Validation` error
     /// naming `Idempotency-Key`.
     pub async fn claim(&self, scope: &str, key: &str, request: &[&[u8]]) -> Result<Claim> {
         check_key(key)?;
         check_scope(scope)?;
-        let mut h = Sha256::new();
+        // An HMAC, not a bare hash: a body may hold a password (a user created, a
+        // password changed), and a stored fingerprint must not let a reader of the
+        // database test guesses of it at hash speed.
+        let mut h = <Hmac<Sha256> as Mac>::new_from_slice(self.crm.fingerprint_key())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
         for part in request {
             // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
-            h.update((part.len() as u64).to_le_bytes());
+            h.update(&(part.len() as u64).to_le_bytes());
             h.update(part);
         }
-        let fingerprint = crate::api_keys::format::hex(&h.finalize().into());
+        let fingerprint = crate::api_keys::format::hex(&h.finalize().into_bytes().into());
         let now = self.crm.now();
         let found = store::idempotency::claim_idempotency(
             self.crm.pool(),

@@ -182,7 +182,8 @@ fn with_challenge(mut res: Response) -> Response {
 /// Runs a mutation under its idempotency key, in `scope` (the API key, or the
 /// signed-in user) of workspace `ws`: a replay answers the stored response, a
 /// different request with the key 422, one while the first runs 409. Responses under
-/// 500 (except 429) are stored; anything else gives the claim up so a retry runs. A
+/// 500 (except 429, 401 and 403) are stored; anything else gives the claim up so a
+/// retry runs. A
 /// stored response never holds a secret: a top-level `secret` (a key or an endpoint
 /// made or rotated, shown once) is stored, and replayed, as `null`.
 async fn idempotent(
@@ -269,7 +270,14 @@ async fn idempotent(
             .into_response();
         }
     };
-    let keep = status.as_u16() < 500 && status != StatusCode::TOO_MANY_REQUESTS;
+    // Not kept: failures a retry may not meet (5xx, 429), and refusals of who asked
+    // (401, 403) that a key given a scope or a user given a role later must not
+    // keep getting.
+    let keep = status.as_u16() < 500
+        && !matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        );
     let text = std::str::from_utf8(&stored).ok().map(without_secret);
     let outcome = match (keep, text) {
         (true, Some(t)) => store.complete(scope, &idem, status.as_u16(), &t).await,

@@ -151,7 +151,7 @@ pub fn read_answer(answer: &Value, allowed: &AllowedValues) -> crm_core::Result<
         .as_f64()
         .filter(|c| c.is_finite())
         .unwrap_or(0.0)
-        .clamp(0.0, 1.0) as f32;
+        .clamp(0.0, 1.0);
     // The model gives one confidence for the whole answer: each value gets it.
     Ok(ParsedLead::new("openai", fields, &[], confidence))
 }

@@ -832,6 +832,18 @@ async fn every_mutation_is_idempotent_under_either_header(db: &TestDb) {
     app.send(delete("p-1"))
         .await
         .problem(422, "idempotency_key_reused");
+    // A refusal of who asked is not kept: the key may get the scope later.
+    let reader = app.key(&["leads:read"]).await;
+    app.send(json_body(
+        bearer(req(Method::POST, "/api/v1/leads"), &reader).header("idempotency-key", "r-1"),
+        json!({"name": "Bo", "email": "bo@example.com"}),
+    ))
+    .await
+    .problem(403, "forbidden");
+    let kept = db
+        .scalar_i64("SELECT COUNT(*) FROM crm_idempotency_keys WHERE idem_key = 'r-1'")
+        .await;
+    assert_eq!(kept, 0);
 
     // Admin routes, scoped per user: a retried key creation makes one key, and the
     // replay does not show (nor does the database keep) its secret.

@@ -35,9 +35,9 @@ pub struct ParsedLead {
     /// The names of the fields with a value, in the order of `fields`.
     pub found: Vec<String>,
     /// How sure the parser is of each value it found, in [0, 1], by field name.
-    pub field_confidence: BTreeMap<String, f32>,
+    pub field_confidence: BTreeMap<String, f64>,
     /// How sure the parser is that this is a lead with these details, in [0, 1].
-    pub confidence: f32,
+    pub confidence: f64,
     /// The parser that read the text: `builtin`, `openai`, or a plugin's name.
     pub parser: String,
     /// Whether the configured parser failed (timeout, refusal, provider down) and
@@ -83,10 +83,10 @@ impl ParsedLead {
     pub fn new(
         parser: &str,
         fields: NewLead,
-        field_confidence: &[(&str, f32)],
-        confidence: f32,
+        field_confidence: &[(&str, f64)],
+        confidence: f64,
     ) -> Self {
-        let clamp = |c: f32| {
+        let clamp = |c: f64| {
             if c.is_finite() {
                 c.clamp(0.0, 1.0)
             } else {
@@ -324,7 +324,7 @@ impl LeadParser for BuiltinParser {
                 budget.is_some(),
                 project_type.is_some(),
             ];
-            let confidence = found.iter().filter(|f| **f).count() as f32 / 5.0;
+            let confidence = found.iter().filter(|f| **f).count() as f64 / 5.0;
             let fields = NewLead {
                 name: name.map(|(n, _)| n).unwrap_or_default(),
                 email: email.map(|e| e.as_str().to_owned()),
@@ -369,7 +369,7 @@ mod tests {
             p.found,
             ["name", "email", "phone", "budget", "project_type"]
         );
-        assert!((p.confidence - 1.0).abs() < f32::EPSILON);
+        assert!((p.confidence - 1.0).abs() < f64::EPSILON);
         assert_eq!((p.parser.as_str(), p.fallback), ("builtin", false));
         // The JSON carries the values and how sure the parser is of each.
         let json = serde_json::to_value(&p).expect("json");

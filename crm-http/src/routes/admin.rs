@@ -63,7 +63,9 @@ pub(crate) struct NewKeyResponse {
     /// The key's metadata.
     #[serde(flatten)]
     key: ApiKey,
-    /// The full key. It is not stored and cannot be shown again.
+    /// The full key. It is not stored and cannot be shown again: `null` in the
+    /// replay of an idempotent retry.
+    #[schema(value_type = Option<String>)]
     secret: String,
 }
 
@@ -187,7 +189,8 @@ pub(crate) struct NewEndpointResponse {
     /// The endpoint.
     #[serde(flatten)]
     endpoint: Endpoint,
-    /// Its signing secret, `whsec_…`.
+    /// Its signing secret, `whsec_…`: `null` in the replay of an idempotent retry.
+    #[schema(value_type = Option<String>)]
     secret: String,
 }
 
@@ -287,7 +290,9 @@ pub(crate) async fn test_endpoint(
 /// The new secret of a rotation.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RotatedSecret {
-    /// The new signing secret; the old one also signs for 24 hours.
+    /// The new signing secret; the old one also signs for 24 hours. `null` in the
+    /// replay of an idempotent retry.
+    #[schema(value_type = Option<String>)]
     secret: String,
 }
 
