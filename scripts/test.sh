@@ -3,7 +3,8 @@
 #   fmt, clippy (all features, -D warnings), the storage layering (scripts/check-layers.py),
 #   rustdoc (-D warnings),
 #   every crate and feature alone on the minimum Rust version (scripts/check-features.sh),
-#   cargo deny (licenses, bans, sources; built from crates.io into target/tools),
+#   cargo deny (licenses, bans, sources; built from crates.io into cargo's bin
+#   directory once, like any cargo tool),
 #   the tests on SQLite and on Postgres (CRM_TEST_PG_URL, or a throwaway cluster),
 #   then the Python module: built by `pip install ./crm-py` into a fresh virtualenv
 #   (.venv), its pytest suite (both backends, the FastAPI example) and mypy.stubtest.
@@ -34,10 +35,12 @@ scripts/check-features.sh
 
 step "cargo deny check licenses bans sources"
 # Advisories are left out: their database is fetched from GitHub, which CI cannot reach.
+# Installed where `cargo install` puts tools, so that every clone on a machine shares
+# one build of it (building it takes minutes on two cores).
 deny_version=0.20.2
-deny="target/tools/bin/cargo-deny"
+deny="${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deny"
 if ! "$deny" --version 2>/dev/null | grep -q "$deny_version"; then
-    cargo install --quiet --locked --root target/tools cargo-deny --version "$deny_version"
+    cargo install --quiet --locked cargo-deny --version "$deny_version"
 fi
 "$deny" check --hide-inclusion-graph licenses bans sources
 
