@@ -884,6 +884,21 @@ async fn every_mutation_is_idempotent_under_either_header(db: &TestDb) {
         .filter(|k| k["name"] == "ci")
         .count();
     assert_eq!(named_ci, 1, "one key made");
+    // Scoped per user: another admin's request under the same key is their own, never
+    // a replay of the first admin's answer.
+    app.user("second@example.com", "admin").await;
+    let second = app.login("second@example.com").await;
+    let theirs = app
+        .send(json_body(
+            with_cookie(req(Method::POST, "/api/admin/api-keys"), &second)
+                .header("idempotency-key", "new-key"),
+            json!({"name": "ci", "scopes": ["leads:read"]}),
+        ))
+        .await;
+    assert_eq!(theirs.status, 201, "{}", theirs.text);
+    assert_eq!(theirs.header("idempotent-replayed"), "");
+    assert_ne!(theirs.body["id"], made.body["id"]);
+    assert!(theirs.body["secret"].is_string());
     // Reads ignore the header.
     let listed = app
         .send(
