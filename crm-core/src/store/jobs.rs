@@ -112,11 +112,12 @@ pub(crate) async fn claim_jobs(
 }
 
 /// The claim on Postgres: the targets with pending jobs are walked down their index
-/// (one probe each), and each contributes its earliest `per_target` due jobs
-/// (`LATERAL`, down the same index), so the cost follows the targets and the batch,
-/// not the backlog. The ranking reads without locks (Postgres allows no `FOR
-/// UPDATE` beside a window function); the rows are then locked, skipping those
-/// another worker is claiming, and checked again.
+/// (one probe each), their jobs in flight counted once each (`MATERIALIZED`: inlined,
+/// the count ran once per candidate row), and each contributes its earliest due jobs
+/// up to its free share (`LATERAL`, down the same index), locked as they are read
+/// and skipping rows another worker is claiming, so concurrent claims (other
+/// processes) take different jobs instead of racing for the same first ones. The
+/// cost follows the targets and the batch, not the backlog.
 fn claim_postgres(n: usize, per_target: usize, by_kind: bool) -> String {
     let kind = if by_kind { " AND c.kind = $4" } else { "" };
     format!(
@@ -125,21 +126,20 @@ fn claim_postgres(n: usize, per_target: usize, by_kind: bool) -> String {
            UNION ALL \
            SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' AND target_id > t \
              ORDER BY target_id LIMIT 1) FROM targets WHERE t IS NOT NULL), \
-         busy AS (SELECT t, (SELECT COUNT(*) FROM crm_jobs b WHERE b.status = 'pending' \
+         busy AS MATERIALIZED (SELECT t, (SELECT COUNT(*) FROM crm_jobs b WHERE b.status = 'pending' \
            AND b.target_id = t AND b.lease_until >= $3) AS n FROM targets WHERE t IS NOT NULL), \
-         ranked AS (SELECT j.id, j.run_at, busy.n AS busy, \
+         ranked AS (SELECT j.id, j.run_at, \
            ROW_NUMBER() OVER (PARTITION BY j.target_id ORDER BY j.run_at, j.id) AS rn \
            FROM busy CROSS JOIN LATERAL (SELECT c.id, c.target_id, c.run_at FROM crm_jobs c \
              WHERE c.status = 'pending' AND c.target_id = busy.t AND c.run_at <= $3 \
              AND (c.lease_until IS NULL OR c.lease_until < $3){kind} \
-             ORDER BY c.run_at, c.id LIMIT {per_target}) j), \
-         picked AS (SELECT id FROM ranked WHERE rn + busy <= {per_target} \
-           ORDER BY rn, run_at, id LIMIT {n}) \
+             ORDER BY c.run_at, c.id LIMIT LEAST(GREATEST({per_target} - busy.n, 0), {n}) \
+             FOR UPDATE SKIP LOCKED) j), \
+         picked AS (SELECT id FROM ranked ORDER BY rn, run_at, id LIMIT {n}) \
          UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
-         WHERE id IN (SELECT id FROM crm_jobs WHERE id IN (SELECT id FROM picked) \
-           AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
-           FOR UPDATE SKIP LOCKED) \
-         RETURNING id, kind, workspace_id, target_id, event_id, attempts"
+         FROM picked WHERE crm_jobs.id = picked.id \
+         RETURNING crm_jobs.id, crm_jobs.kind, crm_jobs.workspace_id, crm_jobs.target_id, \
+           crm_jobs.event_id, crm_jobs.attempts"
     )
 }
 
@@ -154,7 +154,7 @@ fn claim_sqlite(n: usize, per_target: usize, by_kind: bool) -> String {
            UNION ALL \
            SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' AND target_id > t \
              ORDER BY target_id LIMIT 1) FROM targets WHERE t IS NOT NULL), \
-         busy AS (SELECT t, (SELECT COUNT(*) FROM crm_jobs b WHERE b.status = 'pending' \
+         busy AS MATERIALIZED (SELECT t, (SELECT COUNT(*) FROM crm_jobs b WHERE b.status = 'pending' \
            AND b.target_id = t AND b.lease_until >= $3) AS n FROM targets WHERE t IS NOT NULL), \
          ranked AS (SELECT j.id, j.run_at, busy.n AS busy, \
            ROW_NUMBER() OVER (PARTITION BY j.target_id ORDER BY j.run_at, j.id) AS rn \
