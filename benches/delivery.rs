@@ -5,7 +5,8 @@
 //! local receiver that answers 200 at once and keeps its connections alive, as a real
 //! receiver behind a load balancer does), then 1 or 2 dispatchers (separate `Crm`
 //! instances on separate pools, as separate processes would be) drain it; events/s
-//! from the start of the dispatchers to the last delivery is printed. SQLite always,
+//! from the start of the dispatchers to the last delivery is printed. Each dispatcher
+//! has 128 delivery slots (`CRM_BENCH_SLOTS` to change). SQLite always,
 //! Postgres when `CRM_TEST_PG_URL` is set (`CRM_BENCH_BACKEND=sqlite|postgres` for one).
 //!
 //! End to end (with feature `http`): the router serves `POST /api/v1/leads` on a local
@@ -108,9 +109,13 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
     }
     eprintln!("delivery/{backend}/{dispatchers}: backlog of {EVENTS} written, draining");
     let stop = CancellationToken::new();
+    let slots: usize = std::env::var("CRM_BENCH_SLOTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(128);
     let config = DispatcherConfig {
-        concurrency: 128,
-        per_endpoint: 128,
+        concurrency: slots,
+        per_endpoint: slots,
         poll_interval: Duration::from_millis(50),
         ..Default::default()
     };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::dispatcher::{message_id, Prefetched, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX};
+use super::dispatcher::{message_id, Prefetched, Slot, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX};
 use super::model::{Attempt, JobKind, JobStatus};
 use super::ssrf::{self, IpNet};
 use crate::audit::AuditEntry;
@@ -162,7 +162,12 @@ pub(super) async fn send(
 impl Worker {
     /// Delivers one webhook job: signs the event for the endpoint, sends it, and
     /// records the attempt (and the next try, or the endpoint's disabling).
-    pub(super) async fn deliver_webhook(&self, job: ClaimedJob, ahead: &Prefetched) -> Result<()> {
+    pub(super) async fn deliver_webhook(
+        &self,
+        job: ClaimedJob,
+        ahead: &Prefetched,
+        slot: Slot,
+    ) -> Result<()> {
         let found = match ahead.endpoints.get(&job.target_id) {
             Some(found) => found.clone(),
             None => {
@@ -282,16 +287,19 @@ impl Worker {
             json!({ "reason": reason, "url": ep.url }),
             now,
         );
-        self.finish(Finish {
-            job,
-            token: self.token,
-            attempt,
-            job_status: status,
-            success,
-            disable,
-            disable_after: self.cfg.disable_after,
-            audit: Some(audit),
-        })
+        self.finish(
+            Finish {
+                job,
+                token: self.token,
+                attempt,
+                job_status: status,
+                success,
+                disable,
+                disable_after: self.cfg.disable_after,
+                audit: Some(audit),
+            },
+            slot,
+        )
         .await
     }
 }

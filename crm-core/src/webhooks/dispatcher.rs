@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -104,6 +104,10 @@ pub(super) struct Worker {
     finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<()>>)>,
 }
 
+/// One of a dispatcher's delivery slots ([`DispatcherConfig::concurrency`]), held
+/// from the claim until the attempt is handed to the finisher.
+pub(super) type Slot = OwnedSemaphorePermit;
+
 /// An endpoint with the secrets it signs with.
 pub(super) type Signing = Arc<(Endpoint, Vec<WebhookSecret>)>;
 
@@ -162,8 +166,10 @@ async fn finisher(crm: Crm, mut rx: mpsc::Receiver<(Finish, oneshot::Sender<Resu
 }
 
 impl Worker {
-    /// Hands a finished attempt to the finisher and waits until it is written.
-    pub(super) async fn finish(&self, f: Finish) -> Result<()> {
+    /// Hands a finished attempt to the finisher, frees the delivery's slot (the
+    /// next delivery need not wait for this one's write; the job stays leased
+    /// until it is written), and waits until it is written.
+    pub(super) async fn finish(&self, f: Finish, slot: Slot) -> Result<()> {
         let kind = f.job.kind.clone();
         let outcome = match (f.job_status, f.disable.is_some()) {
             (_, true) => "disabled",
@@ -181,6 +187,8 @@ impl Worker {
                 "the dispatcher's finisher stopped".into(),
             ));
         }
+        drop(slot);
+        self.crm.wake_dispatchers();
         written.await.unwrap_or_else(|_| {
             Err(Error::Integration(
                 "the dispatcher's finisher stopped".into(),
@@ -258,11 +266,11 @@ impl Worker {
         Prefetched { events, endpoints }
     }
 
-    async fn deliver(&self, job: ClaimedJob, ahead: &Prefetched) -> Result<()> {
+    async fn deliver(&self, job: ClaimedJob, ahead: &Prefetched, slot: Slot) -> Result<()> {
         match job.kind.parse::<JobKind>() {
             #[cfg(feature = "webhooks")]
-            Ok(JobKind::Webhook) => self.deliver_webhook(job, ahead).await,
-            Ok(JobKind::Notification) => self.notify(job, ahead).await,
+            Ok(JobKind::Webhook) => self.deliver_webhook(job, ahead, slot).await,
+            Ok(JobKind::Notification) => self.notify(job, ahead, slot).await,
             // Left to a process built with the `webhooks` feature (never claimed here).
             #[cfg(not(feature = "webhooks"))]
             Ok(JobKind::Webhook) => Ok(()),
@@ -282,7 +290,7 @@ impl Worker {
     }
 
     /// Sends one notification through its channel's plugin.
-    async fn notify(&self, job: ClaimedJob, ahead: &Prefetched) -> Result<()> {
+    async fn notify(&self, job: ClaimedJob, ahead: &Prefetched, slot: Slot) -> Result<()> {
         let service = self.crm.workspace(job.workspace_id).notifications();
         let id = crate::ids::ChannelId(job.target_id);
         let cancel =
@@ -356,16 +364,19 @@ impl Worker {
             next_attempt_at: next,
             created_at: now,
         };
-        self.finish(Finish {
-            job,
-            token: self.token,
-            attempt,
-            job_status: status,
-            success: status == JobStatus::Delivered,
-            disable: None,
-            disable_after: self.cfg.disable_after,
-            audit: None,
-        })
+        self.finish(
+            Finish {
+                job,
+                token: self.token,
+                attempt,
+                job_status: status,
+                success: status == JobStatus::Delivered,
+                disable: None,
+                disable_after: self.cfg.disable_after,
+                audit: None,
+            },
+            slot,
+        )
         .await
     }
 }
@@ -409,7 +420,7 @@ impl Crm {
              notifications only and leaves webhook deliveries to a process built with it"
         );
         let (finished, to_write) = mpsc::channel(4 * FINISH_BATCH);
-        tokio::spawn(finisher(self.clone(), to_write));
+        let writes = tokio::spawn(finisher(self.clone(), to_write));
         let worker = Arc::new(Worker {
             #[cfg(feature = "webhooks")]
             client: delivery::client(config.timeout, self.webhook_allow())?,
@@ -418,7 +429,7 @@ impl Crm {
             token: Uuid::now_v7(),
             finisher: finished,
         });
-        Ok(tokio::spawn(run(worker, shutdown)))
+        Ok(tokio::spawn(run(worker, shutdown, writes)))
     }
 
     /// Wakes this process's dispatchers (crm calls it after writing jobs).
@@ -427,7 +438,7 @@ impl Crm {
     }
 }
 
-async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
+async fn run(w: Arc<Worker>, shutdown: CancellationToken, writes: tokio::task::JoinHandle<()>) {
     let slots = Arc::new(Semaphore::new(w.cfg.concurrency));
     let crm = w.crm.clone();
     // So that the first pass claims whatever is free.
@@ -469,10 +480,9 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
                         let w2 = w.clone();
                         let ahead = ahead.clone();
                         tokio::spawn(async move {
-                            if let Err(err) = w2.deliver(job, &ahead).await {
+                            if let Err(err) = w2.deliver(job, &ahead, permit).await {
                                 tracing::warn!(error = %crate::error::Chain(&err), "webhook delivery could not be recorded");
                             }
-                            drop(permit);
                             w2.crm.wake_dispatchers();
                         });
                     }
@@ -489,10 +499,13 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken) {
         }
     }
     let _ = listener.await;
-    // Wait for the deliveries in flight.
+    // Wait for the deliveries in flight, then for their attempts to be written (the
+    // finisher ends when the last delivery task lets go of the worker).
     let _ = slots
         .acquire_many(u32::try_from(w.cfg.concurrency).unwrap_or(u32::MAX))
         .await;
+    drop(w);
+    let _ = writes.await;
 }
 
 /// Gives a claimed job back untried, due now.
