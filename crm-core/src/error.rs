@@ -66,7 +66,9 @@ pub enum Error {
     /// The entity is in a state that allows no such change; `code` says which:
     /// `key_revoked` (a revoked API key is frozen), `key_rotated` (a key is rotated
     /// once; rotate its replacement), `quota_exceeded` (the workspace holds as many
-    /// as its [`crate::Quotas`] allow). Nothing was written.
+    /// as its [`crate::Quotas`] allow), `email_taken` (a registration with an email
+    /// that has an account, see [`crate::auth::AuthConfig::one_account_per_email`]).
+    /// Nothing was written.
     #[error("{message}")]
     InvalidState {
         /// A stable machine-readable code, e.g. `key_revoked`.

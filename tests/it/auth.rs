@@ -4,13 +4,15 @@ use std::time::Duration as StdDuration;
 
 use crate::common::{Outbox, TestDb};
 use chrono::Duration;
-use crm::auth::{Actor, AuthMail, Login, NewUser, Role};
+use crm::auth::{Actor, AuthConfig, AuthMail, Login, NewUser, Role, SignIn, SIGN_IN_ACCOUNTS};
 use crm::{AuthFailure, Crm, Error, WorkspaceId};
 
 conformance!(
     registration_makes_a_workspace_and_its_owner,
     bad_input_names_the_rule_and_writes_nothing,
     login_is_generic_and_costs_a_verify_either_way,
+    sign_in_finds_the_email_in_any_workspace,
+    one_password_known_does_not_clear_the_count_of_the_others,
     lockout_grows_and_reveals_nothing,
     sessions_slide_cap_and_end,
     password_change_and_reset_end_other_sessions,
@@ -326,6 +328,195 @@ async fn login_is_generic_and_costs_a_verify_either_way(db: &TestDb) {
     assert!(
         matches!(limited, Err(Error::RateLimited { .. })),
         "{limited:?}"
+    );
+}
+
+async fn sign_in_finds_the_email_in_any_workspace(db: &TestDb) {
+    let crm = db.crm().await;
+    let ana = crm
+        .register("Acme", user("ana@example.com"))
+        .await
+        .expect("register");
+    let hashes = SIGN_IN_ACCOUNTS as u64;
+
+    // One account: signed in to it, no workspace id given.
+    let before = crm.password_verifications();
+    let SignIn::SignedIn(done) = crm
+        .sign_in(login("ANA@example.com", PW))
+        .await
+        .expect("sign in")
+    else {
+        panic!("one account signs in");
+    };
+    assert_eq!(done.user, ana);
+    assert_eq!(done.session.workspace_id, ana.workspace_id);
+    assert_eq!(crm.password_verifications(), before + hashes);
+    crm.authenticate_session(done.token.expose())
+        .await
+        .expect("the session works");
+
+    // An unknown email and a wrong password: one answer, the same hashing.
+    let before = crm.password_verifications();
+    let unknown = crm
+        .sign_in(login("ghost@example.com", PW))
+        .await
+        .expect_err("unknown");
+    let between = crm.password_verifications();
+    let wrong = crm
+        .sign_in(login("ana@example.com", PW2))
+        .await
+        .expect_err("wrong");
+    assert_eq!(between - before, hashes);
+    assert_eq!(crm.password_verifications() - between, hashes);
+    assert_eq!(unknown.to_string(), wrong.to_string());
+    assert!(matches!(
+        wrong,
+        Error::Unauthorized {
+            reason: AuthFailure::InvalidCredentials
+        }
+    ));
+
+    // Registering a taken email (any case) is refused and writes nothing.
+    let workspaces = db.count("crm_workspaces").await;
+    let taken = crm
+        .register("Other", user("Ana@Example.COM"))
+        .await
+        .expect_err("taken");
+    assert!(
+        matches!(
+            taken,
+            Error::InvalidState {
+                code: "email_taken",
+                ..
+            }
+        ),
+        "{taken:?}"
+    );
+    assert_eq!(db.count("crm_workspaces").await, workspaces);
+
+    // Admins add ana to Beta (same password) and to Gamma (another one).
+    let beta = crm.create_workspace("Beta").await.expect("beta");
+    crm.workspace(beta)
+        .auth()
+        .create_user(user("ana@example.com"), Actor::App(None))
+        .await
+        .expect("ana in beta");
+    let gamma = crm.create_workspace("Gamma").await.expect("gamma");
+    crm.workspace(gamma)
+        .auth()
+        .create_user(
+            NewUser {
+                password: PW2.into(),
+                ..user("ana@example.com")
+            },
+            Actor::App(None),
+        )
+        .await
+        .expect("ana in gamma");
+
+    // Two accounts take the password: choose one, no session opened.
+    let sessions = db.count("crm_sessions").await;
+    let before = crm.password_verifications();
+    match crm
+        .sign_in(login("ana@example.com", PW))
+        .await
+        .expect("sign in")
+    {
+        SignIn::ChooseWorkspace(list) => {
+            let got: Vec<_> = list.iter().map(|c| (c.id, c.name.as_str())).collect();
+            assert_eq!(got, vec![(ana.workspace_id, "Acme"), (beta, "Beta")]);
+        }
+        other => panic!("several accounts: {other:?}"),
+    }
+    assert_eq!(crm.password_verifications(), before + hashes);
+    assert_eq!(db.count("crm_sessions").await, sessions);
+    // The other password: only Gamma's account takes it.
+    let SignIn::SignedIn(done) = crm
+        .sign_in(login("ana@example.com", PW2))
+        .await
+        .expect("sign in")
+    else {
+        panic!("one account took it");
+    };
+    assert_eq!(done.session.workspace_id, gamma);
+
+    // A disabled account is not one of them.
+    let disabled = crm.workspace(beta).auth();
+    let beta_ana = disabled.users().await.expect("users").remove(0);
+    disabled
+        .disable_user(beta_ana.id, Actor::App(None))
+        .await
+        .expect("disable");
+    let SignIn::SignedIn(done) = crm
+        .sign_in(login("ana@example.com", PW))
+        .await
+        .expect("sign in")
+    else {
+        panic!("one enabled account took it");
+    };
+    assert_eq!(done.session.workspace_id, ana.workspace_id);
+
+    // An app that allows one email in several workspaces lets it register again.
+    let open = db
+        .builder()
+        .auth_config(AuthConfig {
+            one_account_per_email: false,
+            ..AuthConfig::default()
+        })
+        .connect()
+        .await
+        .expect("connect");
+    open.register("Delta", user("ana@example.com"))
+        .await
+        .expect("a second workspace");
+}
+
+/// Knowing the password of one of an email's accounts is no way to guess another's
+/// without limit: a sign-in that matched one account of several keeps the count.
+async fn one_password_known_does_not_clear_the_count_of_the_others(db: &TestDb) {
+    let crm = db.crm().await;
+    let mine = crm
+        .register("Mine", user("bo@example.com"))
+        .await
+        .expect("register");
+    let theirs = crm.create_workspace("Theirs").await.expect("ws");
+    crm.workspace(theirs)
+        .auth()
+        .create_user(
+            NewUser {
+                password: PW2.into(),
+                ..user("bo@example.com")
+            },
+            Actor::App(None),
+        )
+        .await
+        .expect("user");
+    // Four guesses at the other account's password, each followed by a sign-in with
+    // the known one (which opens a session in Mine every time).
+    for i in 0..4 {
+        let guess = format!("Guess-Number-{i}-Wrong!");
+        crm.sign_in(login("bo@example.com", &guess))
+            .await
+            .expect_err("a wrong guess");
+    }
+    let SignIn::SignedIn(done) = crm
+        .sign_in(login("bo@example.com", PW))
+        .await
+        .expect("the known password")
+    else {
+        panic!("one account took it");
+    };
+    assert_eq!(done.session.workspace_id, mine.workspace_id);
+    // The five attempts still count: the email is locked for this way in.
+    let locked = crm.sign_in(login("bo@example.com", PW2)).await;
+    assert!(
+        matches!(locked, Err(Error::RateLimited { .. })),
+        "{locked:?}"
+    );
+    let locked = crm.sign_in(login("bo@example.com", PW)).await;
+    assert!(
+        matches!(locked, Err(Error::RateLimited { .. })),
+        "{locked:?}"
     );
 }
 

@@ -203,7 +203,7 @@ conformance!(
     a_body_with_bytes_after_the_document_is_refused,
     forged_forwarded_for_cannot_escape_the_per_ip_limit,
     inbound_webhooks_verify_and_capture_once,
-    registration_makes_a_workspace_to_sign_in_to,
+    registration_signs_in_and_sign_in_needs_no_workspace_id,
 );
 
 async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
@@ -1567,7 +1567,7 @@ async fn inbound_webhooks_verify_and_capture_once(db: &TestDb) {
         .problem(503, "configuration_error");
 }
 
-async fn registration_makes_a_workspace_to_sign_in_to(db: &TestDb) {
+async fn registration_signs_in_and_sign_in_needs_no_workspace_id(db: &TestDb) {
     let app = App::new(db).await;
     let r = app
         .send(post_json(
@@ -1578,19 +1578,101 @@ async fn registration_makes_a_workspace_to_sign_in_to(db: &TestDb) {
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["user"]["role"], "owner");
     let ws = r.body["workspace"]["id"].as_str().expect("ws").to_owned();
+    assert_eq!(r.body["session"]["workspace_id"], ws.as_str());
+    // Registration signed the owner in: the cookie works.
+    let cookie = r
+        .header("set-cookie")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    assert!(cookie.starts_with("__Host-crm_session="), "{cookie}");
+    let me = app
+        .send(
+            with_cookie(req(Method::GET, "/api/auth/me"), &cookie)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.body["user"]["email"], "founder@acme.example");
+
     app.send(post_json(
         "/api/auth/register",
         json!({"workspace_name": "Acme", "email": "x@acme.example", "display_name": "X", "password": "short"}),
     ))
     .await
     .problem(422, "validation_failed");
-    // Signing in needs the workspace; the default one does not know this user.
+    // The same email again: 409 email_taken, no workspace made.
+    let workspaces = db.count("crm_workspaces").await;
     app.send(post_json(
-        "/api/auth/login",
-        json!({"email": "founder@acme.example", "password": PASSWORD}),
+        "/api/auth/register",
+        json!({"workspace_name": "Copy", "email": "Founder@ACME.example", "display_name": "F", "password": PASSWORD}),
     ))
     .await
-    .problem(401, "unauthorized");
+    .problem(409, "email_taken");
+    assert_eq!(db.count("crm_workspaces").await, workspaces);
+
+    // Signing in needs no workspace id: the email's one account is found.
+    let r = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "founder@acme.example", "password": PASSWORD}),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["session"]["workspace_id"], ws.as_str());
+    assert!(!r.header("set-cookie").is_empty());
+    // A wrong password and an unknown email: the same answer.
+    let wrong = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "founder@acme.example", "password": "Wrong-Password-9!"}),
+        ))
+        .await;
+    let unknown = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "nobody@acme.example", "password": PASSWORD}),
+        ))
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.body["code"], "unauthorized");
+    assert_eq!(wrong.body["detail"], unknown.body["detail"]);
+    assert_eq!(wrong.status, unknown.status);
+
+    // The founder joins the default workspace too, with the same password: the
+    // answer lists both workspaces and sets no cookie; the chosen one signs in.
+    app.crm
+        .workspace(WorkspaceId::DEFAULT)
+        .auth()
+        .create_user(
+            NewUser {
+                email: "founder@acme.example".into(),
+                display_name: "Founder".into(),
+                role: None,
+                password: PASSWORD.into(),
+            },
+            crm::auth::Actor::App(None),
+        )
+        .await
+        .expect("user");
+    let r = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "founder@acme.example", "password": PASSWORD}),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.header("set-cookie").is_empty());
+    let ids: Vec<&str> = r.body["choose_workspace"]
+        .as_array()
+        .expect("choices")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![ws.as_str(), &WorkspaceId::DEFAULT.to_string()]);
+    assert_eq!(r.body["choose_workspace"][0]["name"], "Acme");
     let r = app
         .send(post_json(
             "/api/auth/login",
@@ -1598,6 +1680,7 @@ async fn registration_makes_a_workspace_to_sign_in_to(db: &TestDb) {
         ))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["session"]["workspace_id"], ws.as_str());
     // Without registration enabled the route is not served.
     let closed = App::with(db, |b| b, Config::new()).await;
     closed

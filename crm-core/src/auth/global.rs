@@ -6,11 +6,18 @@ use chrono::Duration;
 
 pub(super) use password::check_policy;
 
-use super::{password, token_hash, Auth, NewUser, Role, SessionUser, User, RESET};
+use super::{
+    invalid_credentials, password, token_hash, Auth, Login, NewUser, Role, SessionUser, SignIn,
+    User, WorkspaceChoice, RESET,
+};
 use crate::error::{AuthFailure, Errors};
 use crate::ids::WorkspaceId;
 use crate::store;
 use crate::{Crm, Error, Result};
+
+/// How many accounts of one email [`Crm::sign_in`] checks, and how many password
+/// hashes every one of its attempts verifies.
+pub const SIGN_IN_ACCOUNTS: usize = 3;
 
 impl Crm {
     /// The default workspace's auth service.
@@ -38,8 +45,72 @@ impl Crm {
         e.finish()?;
         let (user, hash) = prepared?;
         let audit = auth.audit(Some("registration"), "user.registered", Some(&user), None);
-        store::users::create_user(self.pool(), Some(name), &user, &hash, &audit).await?;
+        let one = self.auth_config().one_account_per_email;
+        store::users::create_user(self.pool(), Some((name, one)), &user, &hash, &audit).await?;
         Ok(user)
+    }
+
+    /// Signs in with an email and password only, in whichever workspace the email has
+    /// an account: one account with this password → signed in to it; several →
+    /// [`SignIn::ChooseWorkspace`] lists them (sign in again with the chosen one's
+    /// [`Auth::login`]). An unknown email and a wrong password both answer
+    /// `Unauthorized(InvalidCredentials)`, after the same work: every attempt
+    /// verifies exactly [`SIGN_IN_ACCOUNTS`] hashes (the email's accounts, oldest
+    /// first, then dummies), so neither the answer nor its time tells whether the
+    /// email exists or how many accounts it has. An email with more accounts than
+    /// that signs in to the others with their workspace's id.
+    ///
+    /// Attempts are counted per email under a key of their own (the `login`
+    /// policy, with the same lockouts as [`Auth::login`]); a workspace's own login
+    /// counts apart, so at most twice the policy's attempts per period reach an
+    /// account's hash. The count is forgotten when every account of the email
+    /// took the password; a sign-in that matched one account of several keeps it,
+    /// so knowing one account's password is no way to guess another's without limit.
+    /// Lifting an account's lockout ([`Auth::lift_lockout`]) lifts this count too.
+    #[tracing::instrument(skip_all)]
+    pub async fn sign_in(&self, login: Login) -> Result<SignIn> {
+        let front = Auth::new(self.clone(), WorkspaceId::DEFAULT);
+        let email = front.check_login(&login).await?;
+        let key = email.key();
+        let counted = store::sessions::any_workspace_key(&key);
+        let accounts = store::users::accounts_by_email(self.pool(), &key, SIGN_IN_ACCOUNTS).await?;
+        let opened = front.count_attempt(&counted, self.now()).await?;
+        let passwords = self.passwords();
+        let checked = accounts.len();
+        let mut matched = Vec::new();
+        for account in accounts {
+            if passwords.verify(&login.password, &account.1).await? {
+                matched.push(account);
+            }
+        }
+        for _ in checked..SIGN_IN_ACCOUNTS {
+            passwords.verify_dummy(&login.password).await?;
+        }
+        if matched.is_empty() {
+            front
+                .attempt_failed("login.failed", &key, login.ip.as_deref(), opened)
+                .await?;
+            return Err(invalid_credentials());
+        }
+        if matched.len() == checked {
+            store::sessions::forget_attempts(self.pool(), WorkspaceId::DEFAULT, &counted).await?;
+        }
+        if matched.len() > 1 {
+            let choices = matched
+                .into_iter()
+                .map(|(user, _, name)| WorkspaceChoice {
+                    id: user.workspace_id,
+                    name,
+                })
+                .collect();
+            return Ok(SignIn::ChooseWorkspace(choices));
+        }
+        let Some((user, hash, _)) = matched.pop() else {
+            return Err(invalid_credentials());
+        };
+        let auth = Auth::new(self.clone(), user.workspace_id);
+        let done = auth.start_session(user, &hash, &login).await?;
+        Ok(SignIn::SignedIn(Box::new(done)))
     }
 
     /// Checks a session token: its session (refreshed when used a minute or more after

@@ -26,6 +26,7 @@
 //!   does not wait on (or time) the mail provider.
 
 mod global;
+pub use global::SIGN_IN_ACCOUNTS;
 pub(crate) mod model;
 pub mod password;
 mod rules;
@@ -40,7 +41,8 @@ use rand::RngCore;
 use serde_json::json;
 
 pub use model::{
-    Actor, AuthConfig, AuthMail, LoggedIn, Login, NewUser, Role, Session, SessionUser, User,
+    Actor, AuthConfig, AuthMail, LoggedIn, Login, NewUser, Role, Session, SessionUser, SignIn,
+    User, WorkspaceChoice,
 };
 pub(crate) use model::{Throttle, UserAccess, RESET, VERIFY};
 pub use password::{check_policy, PasswordParams};
@@ -363,7 +365,7 @@ impl Auth {
     /// moment are counted one after the other, so at most the `login` policy's limit of
     /// them reach Argon2 before the lock. Returns the end of the lockout this attempt
     /// opened, if it did (its audit entry waits for the verdict).
-    async fn count_attempt(
+    pub(super) async fn count_attempt(
         &self,
         email_key: &str,
         now: DateTime<Utc>,
@@ -407,7 +409,7 @@ impl Auth {
     }
 
     /// Audits a counted attempt whose password was wrong (and the lockout it opened).
-    async fn attempt_failed(
+    pub(super) async fn attempt_failed(
         &self,
         action: &str,
         email_key: &str,
@@ -437,6 +439,37 @@ impl Auth {
     /// while the email is locked out or the IP is over its budget.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn login(&self, login: Login) -> Result<LoggedIn> {
+        let email = self.check_login(&login).await?;
+        let key = email.key();
+        let now = self.crm.now();
+        let (throttle, found) =
+            store::sessions::login_lookup(self.crm.pool(), self.ws, &key).await?;
+        // A disabled user signs in no more than an unknown one, at the same cost.
+        let found = found.filter(|(u, _)| u.disabled_at.is_none());
+        if let Some(until) = throttle.and_then(|t| t.locked_until).filter(|u| *u > now) {
+            let retry_after = (until - now).to_std().unwrap_or_default();
+            return Err(Error::RateLimited { retry_after });
+        }
+        let opened = self.count_attempt(&key, now).await?;
+        let passwords = self.crm.passwords();
+        let ok = match &found {
+            Some((_, hash)) => passwords.verify(&login.password, hash).await?,
+            None => {
+                passwords.verify_dummy(&login.password).await?;
+                false
+            }
+        };
+        let Some((user, hash)) = found.filter(|_| ok) else {
+            self.attempt_failed("login.failed", &key, login.ip.as_deref(), opened)
+                .await?;
+            return Err(invalid_credentials());
+        };
+        self.start_session(user, &hash, &login).await
+    }
+
+    /// What every sign-in checks before it looks anything up: the email's shape, the
+    /// password's length and the IP's budget.
+    pub(super) async fn check_login(&self, login: &Login) -> Result<Email> {
         let email = Email::parse(&login.email).map_err(|m| Error::invalid("email", m))?;
         if login.password.is_empty() || login.password.len() > password::MAX_BYTES {
             return Err(invalid_credentials());
@@ -452,32 +485,20 @@ impl Auth {
                 .enforce("login_ip", &crate::ratelimit::ip_key(ip))
                 .await?;
         }
-        let key = email.key();
-        let now = self.crm.now();
-        let (throttle, found) =
-            store::sessions::login_lookup(self.crm.pool(), self.ws, &key).await?;
-        // A disabled user signs in no more than an unknown one, at the same cost.
-        let found = found.filter(|(u, _)| u.disabled_at.is_none());
-        if let Some(until) = throttle.and_then(|t| t.locked_until).filter(|u| *u > now) {
-            let retry_after = (until - now).to_std().unwrap_or_default();
-            return Err(Error::RateLimited { retry_after });
-        }
-        let ip = login.ip.as_deref();
-        let opened = self.count_attempt(&key, now).await?;
+        Ok(email)
+    }
+
+    /// Opens a session for `user` (of this workspace), whose password `hash` has just
+    /// verified `login.password`: rehashes it when its parameters are outdated, clears
+    /// the email's counted attempts and audits the sign-in.
+    pub(super) async fn start_session(
+        &self,
+        user: User,
+        hash: &str,
+        login: &Login,
+    ) -> Result<LoggedIn> {
         let passwords = self.crm.passwords();
-        let ok = match &found {
-            Some((_, hash)) => passwords.verify(&login.password, hash).await?,
-            None => {
-                passwords.verify_dummy(&login.password).await?;
-                false
-            }
-        };
-        let Some((user, hash)) = found.filter(|_| ok) else {
-            self.attempt_failed("login.failed", &key, ip, opened)
-                .await?;
-            return Err(invalid_credentials());
-        };
-        let rehash = if passwords.needs_rehash(&hash) {
+        let rehash = if passwords.needs_rehash(hash) {
             Some(passwords.hash(&login.password).await?)
         } else {
             None
@@ -488,6 +509,8 @@ impl Auth {
         } else {
             (cfg.session_ttl, cfg.session_cap)
         };
+        let now = self.crm.now();
+        let ip = login.ip.as_deref();
         let (token, token_hash) = new_token();
         let session = Session {
             id: SessionId::new(),
@@ -513,8 +536,8 @@ impl Auth {
         store::sessions::login_succeeded(
             self.crm.pool(),
             &user,
-            &key,
-            (&hash, rehash.as_deref()),
+            &user.email.key(),
+            (hash, rehash.as_deref()),
             &session,
             &token_hash,
             &audit,

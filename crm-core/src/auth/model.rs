@@ -206,6 +206,27 @@ pub struct LoggedIn {
     pub user: User,
 }
 
+/// What a sign-in with an email and password only ([`crate::Crm::sign_in`]) found.
+#[derive(Debug)]
+pub enum SignIn {
+    /// One account of the email has this password: signed in to it.
+    SignedIn(Box<LoggedIn>),
+    /// Several accounts of the email have this password: sign in again with the
+    /// chosen workspace's id ([`crate::Workspace::auth`], [`crate::auth::Auth::login`]).
+    /// No session was opened.
+    ChooseWorkspace(Vec<WorkspaceChoice>),
+}
+
+/// A workspace to choose from at sign-in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkspaceChoice {
+    /// The id to sign in with.
+    pub id: WorkspaceId,
+    /// Its name.
+    pub name: String,
+}
+
 /// A session that checked out, and its user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionUser {
@@ -308,6 +329,12 @@ pub struct AuthConfig {
     pub lockout_base: Duration,
     /// Longest lockout.
     pub lockout_cap: Duration,
+    /// Registration refuses an email that has an account in any workspace
+    /// (`InvalidState` with code `email_taken`), so an email-only sign-in finds one
+    /// account. Default true; false lets one email register several workspaces
+    /// (sign-in then lists them to choose from). Users added to a workspace by its
+    /// admins may always share an email with an account elsewhere.
+    pub one_account_per_email: bool,
 }
 
 impl Default for AuthConfig {
@@ -321,6 +348,7 @@ impl Default for AuthConfig {
             token_ttl: Duration::hours(1),
             lockout_base: Duration::minutes(15),
             lockout_cap: Duration::hours(1),
+            one_account_per_email: true,
         }
     }
 }

@@ -201,6 +201,22 @@ where
     Ok(())
 }
 
+/// The key under which sign-ins without a workspace count their attempts (in the
+/// default workspace's rows): no account's, since no address has a ':' before its
+/// domain.
+pub(crate) fn any_workspace_key(email_key: &str) -> String {
+    format!("any:{email_key}")
+}
+
+/// Forgets the counted attempts of `email_key` (a sign-in that counted under a key
+/// of its own and succeeded).
+pub(crate) async fn forget_attempts(pool: &Pool, ws: WorkspaceId, email_key: &str) -> Result<()> {
+    let mut tx = pool.begin_write().await?;
+    clear_throttle(&mut tx, ws, email_key).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 pub(super) async fn clear_throttle(conn: &mut Tx, ws: WorkspaceId, email_key: &str) -> Result<()> {
     query("DELETE FROM crm_login_throttle WHERE workspace_id = $1 AND email_key = $2")
         .bind(ws)
@@ -222,7 +238,10 @@ pub(crate) async fn lift_lockout(
     let mut tx = pool.begin_write().await?;
     let (target, actor, _) = users::lock_parties(&mut tx, u.workspace_id, u.id, by).await?;
     check(actor.as_ref(), &target)?;
-    clear_throttle(&mut tx, u.workspace_id, &u.email.key()).await?;
+    let key = u.email.key();
+    clear_throttle(&mut tx, u.workspace_id, &key).await?;
+    // The email's sign-ins without a workspace count apart; lifted too.
+    clear_throttle(&mut tx, WorkspaceId::DEFAULT, &any_workspace_key(&key)).await?;
     audit::insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(())

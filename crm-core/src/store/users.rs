@@ -87,16 +87,73 @@ async fn insert_user(conn: &mut Tx, u: &User, hash: &str) -> Result<()> {
     Ok(())
 }
 
-/// Inserts a user (and first its new workspace, for a registration) with its audit entry.
+/// A user row with its workspace's name.
+#[derive(FromRow)]
+struct AccountRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    workspace_name: String,
+}
+
+/// The enabled accounts of an email in every workspace, oldest first, at most
+/// `limit`: each user with its password hash and its workspace's name.
+pub(crate) async fn accounts_by_email(
+    pool: &Pool,
+    email_key: &str,
+    limit: usize,
+) -> Result<Vec<(User, String, String)>> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS}, (SELECT name FROM crm_workspaces w WHERE w.id = crm_users.workspace_id) \
+         AS workspace_name FROM crm_users WHERE email_key = $1 AND disabled_at IS NULL \
+         ORDER BY created_at, id LIMIT $2"
+    );
+    let rows: Vec<AccountRow> = query_as(&sql)
+        .bind(email_key)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let (user, hash) = r.user.into_user()?;
+            Ok((user, hash, r.workspace_name))
+        })
+        .collect()
+}
+
+/// Inserts a user (and first its new workspace, for a registration) with its audit
+/// entry. A registration with `one_account_per_email` fails with `email_taken` when
+/// the email has an account in any workspace (checked in the same transaction;
+/// registrations of one email go one at a time).
 pub(crate) async fn create_user(
     pool: &Pool,
-    new_workspace: Option<&str>,
+    new_workspace: Option<(&str, bool)>,
     u: &User,
     hash: &str,
     audit: &AuditEntry,
 ) -> Result<()> {
     let mut tx = pool.begin_write().await?;
-    if let Some(name) = new_workspace {
+    if let Some((name, one_account_per_email)) = new_workspace {
+        let key = u.email.key();
+        if one_account_per_email {
+            // SQLite's write transaction already serialises; on Postgres two
+            // registrations of one email would both see no account.
+            if tx.dialect() == super::Dialect::Postgres {
+                query("SELECT pg_advisory_xact_lock(hashtextextended('crm_register:' || $1, 0))")
+                    .bind(&key)
+                    .execute(&mut tx)
+                    .await?;
+            }
+            let taken = query_as::<(i64,)>("SELECT COUNT(*) FROM crm_users WHERE email_key = $1")
+                .bind(&key)
+                .fetch_optional(&mut tx)
+                .await?;
+            if taken.is_some_and(|(n,)| n > 0) {
+                return Err(Error::InvalidState {
+                    code: "email_taken",
+                    message: "an account with this email exists: sign in instead".into(),
+                });
+            }
+        }
         query("INSERT INTO crm_workspaces (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(u.workspace_id)
             .bind(name)

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use crm_core::auth::{Login, NewUser, Session, User};
+use crm_core::auth::{LoggedIn, Login, NewUser, Session, SignIn, User, WorkspaceChoice};
 use crm_core::{SessionId, WorkspaceId, WorkspaceInfo};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -35,9 +35,26 @@ pub(crate) struct LoginInput {
     /// A 30-day session instead of 24 hours.
     #[serde(default)]
     remember_me: bool,
-    /// The user's workspace; the router's public workspace when absent.
+    /// The user's workspace. Absent: the email's account in whichever workspace
+    /// has it; when several accounts of the email have this password, the answer
+    /// lists their workspaces to choose from and no one is signed in.
     #[serde(default)]
     workspace_id: Option<WorkspaceId>,
+}
+
+/// The answer of `POST /api/auth/login`: signed in, or (without a `workspace_id`)
+/// the workspaces to choose from.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum SignedIn {
+    /// Signed in; the session cookie is set.
+    Me(Box<Me>),
+    /// Several accounts of the email have this password: sign in again with one of
+    /// these `workspace_id`s. No cookie is set.
+    Choose {
+        /// The workspaces (id and name), oldest account first.
+        choose_workspace: Vec<WorkspaceChoice>,
+    },
 }
 
 fn cookie(s: &AppState, value: &str, max_age: Option<i64>) -> HeaderValue {
@@ -55,9 +72,12 @@ fn cookie(s: &AppState, value: &str, max_age: Option<i64>) -> HeaderValue {
     HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Sign in; sets the session cookie.
+/// Sign in; sets the session cookie. Without a `workspace_id`, the email's account
+/// is found in whichever workspace has it; when several of its accounts have this
+/// password, the answer lists their workspaces (`choose_workspace`) and sets no
+/// cookie.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginInput,
-    responses((status = 200, description = "Signed in; the session cookie is set", body = Me)))]
+    responses((status = 200, description = "Signed in (the session cookie is set), or the workspaces to choose from", body = SignedIn)))]
 pub(crate) async fn login(
     State(s): State<AppState>,
     ip: ClientIp,
@@ -67,31 +87,39 @@ pub(crate) async fn login(
     let user_agent = headers
         .get(header::USER_AGENT)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let ws = input.workspace_id.unwrap_or(s.cfg.public_workspace);
-    let done = s
-        .crm
-        .workspace(ws)
-        .auth()
-        .login(Login {
-            email: input.email,
-            password: input.password,
-            remember_me: input.remember_me,
-            ip: ip.0,
-            user_agent,
-        })
-        .await?;
+    let login = Login {
+        email: input.email,
+        password: input.password,
+        remember_me: input.remember_me,
+        ip: ip.0,
+        user_agent,
+    };
+    let done = match input.workspace_id {
+        Some(ws) => s.crm.workspace(ws).auth().login(login).await?,
+        None => match s.crm.sign_in(login).await? {
+            SignIn::SignedIn(done) => *done,
+            SignIn::ChooseWorkspace(choose_workspace) => {
+                return Ok(axum::Json(SignedIn::Choose { choose_workspace }).into_response())
+            }
+        },
+    };
+    let set = session_cookie(&s, &done);
+    let me = SignedIn::Me(Box::new(Me {
+        user: done.user,
+        session: done.session,
+    }));
+    let mut res = axum::Json(me).into_response();
+    res.headers_mut().insert(header::SET_COOKIE, set);
+    Ok(res)
+}
+
+/// The cookie of a new session (with a `Max-Age` for a remember-me one).
+fn session_cookie(s: &AppState, done: &LoggedIn) -> HeaderValue {
     let max_age = done
         .session
         .remember
         .then(|| (done.session.absolute_expires_at - done.session.created_at).num_seconds());
-    let set = cookie(&s, done.token.expose(), max_age);
-    let me = Me {
-        user: done.user,
-        session: done.session,
-    };
-    let mut res = axum::Json(me).into_response();
-    res.headers_mut().insert(header::SET_COOKIE, set);
-    Ok(res)
+    cookie(s, done.token.expose(), max_age)
 }
 
 /// Sign out (ends the session when the cookie names one) and clear the cookie.
@@ -320,19 +348,24 @@ pub(crate) struct Register {
 /// A new workspace and its owner.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Registered {
-    /// The workspace (sign in with its id).
+    /// The workspace.
     workspace: WorkspaceInfo,
     /// The owner.
     user: User,
+    /// The owner's session (the token is only in the cookie): registration signs in.
+    session: Session,
 }
 
 /// Sign up: a new workspace and its owner (only when the app enables registration).
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = Register,
-    responses((status = 201, description = "Registered; sign in next", body = Registered)))]
+    responses((status = 201, description = "Registered and signed in (the session cookie is set); 409 `email_taken` when the email has an account and the app allows one per email", body = Registered)))]
 pub(crate) async fn register(
     State(s): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
     Json(input): Json<Register>,
 ) -> ApiResult<Response> {
+    let password = input.password.clone();
     let user = s
         .crm
         .register(
@@ -346,9 +379,31 @@ pub(crate) async fn register(
         )
         .await?;
     let workspace = s.crm.workspace(user.workspace_id).info().await?;
-    Ok((
+    // The new owner is signed in, as a sign-in with the same password would.
+    let done = s
+        .crm
+        .workspace(user.workspace_id)
+        .auth()
+        .login(Login {
+            email: user.email.as_str().to_owned(),
+            password,
+            remember_me: false,
+            ip: ip.0,
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        })
+        .await?;
+    let set = session_cookie(&s, &done);
+    let mut res = (
         StatusCode::CREATED,
-        axum::Json(Registered { workspace, user }),
+        axum::Json(Registered {
+            workspace,
+            user,
+            session: done.session,
+        }),
     )
-        .into_response())
+        .into_response();
+    res.headers_mut().insert(header::SET_COOKIE, set);
+    Ok(res)
 }
