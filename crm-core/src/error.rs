@@ -147,6 +147,11 @@ pub enum AuthFailure {
     /// Wrong user name or password, or any other credential that must not say more.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// The password was right, but the app requires a verified email
+    /// ([`crate::auth::AuthConfig::require_verified_email`]) and this account's is
+    /// not yet: open the link in the verification mail, or ask for another one.
+    #[error("email not verified")]
+    EmailNotVerified,
 }
 
 impl Error {

@@ -120,6 +120,13 @@ pub fn default_policies() -> Vec<(String, Policy)> {
                 period: Duration::from_secs(60 * 60),
             },
         ),
+        (
+            "email_verification".into(),
+            Policy {
+                limit: 5,
+                period: Duration::from_secs(60 * 60),
+            },
+        ),
     ]
 }
 

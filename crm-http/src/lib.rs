@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub mod extract;
 mod guard;
 mod openapi;
+mod pages;
 pub mod problem;
 mod routes;
 mod serve;

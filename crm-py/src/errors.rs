@@ -86,6 +86,7 @@ fn reason_code(r: crm_core::AuthFailure) -> &'static str {
         A::MalformedToken => "malformed_token",
         A::InvalidToken => "invalid_token",
         A::InvalidCredentials => "invalid_credentials",
+        A::EmailNotVerified => "email_not_verified",
         _ => "unauthorized",
     }
 }

@@ -85,6 +85,8 @@ settings! {
     metrics_addr, "CRM_METRICS_ADDR", false, "the main address", "Serve GET /metrics on this separate address instead of the main one";
     log_format, "CRM_LOG_FORMAT", false, "auto", "Log format: auto (text on a terminal, JSON otherwise), text or json. The filter is CRM_LOG or RUST_LOG (default info)";
     registration, "CRM_REGISTRATION", false, "false", "Whether anyone may register a new workspace: true or false. Default false";
+    public_url, "CRM_PUBLIC_URL", false, "none (mails carry the bare token)", "The address people reach this server at, e.g. https://crm.example.com: reset and verification mails link to its /auth pages";
+    require_verified_email, "CRM_REQUIRE_VERIFIED_EMAIL", false, "false", "Refuse sign-in until the account's email is verified: true or false. Default false";
     insecure_cookie, "CRM_INSECURE_COOKIE", false, "false", "Plain-HTTP development: session cookie crm_session without Secure: true or false. Default false";
     allowed_origins, "CRM_ALLOWED_ORIGINS", false, "none", "Browser origins allowed by CORS, comma-separated, each scheme://host[:port]";
     trust_proxy, "CRM_TRUST_PROXY", false, "none", "Networks of the reverse proxies whose X-Forwarded-For is believed, comma-separated CIDRs";
@@ -129,6 +131,8 @@ pub(crate) struct Config {
     pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) log_format: LogFormat,
     pub(crate) registration: bool,
+    pub(crate) public_url: Option<String>,
+    pub(crate) require_verified_email: bool,
     pub(crate) insecure_cookie: bool,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) trust_proxy: Vec<IpNet>,
@@ -212,6 +216,29 @@ fn origins(value: Option<&str>) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(items)
+}
+
+/// `scheme://host[:port][/path]`, without a query or fragment; the trailing `/` is
+/// dropped so that links append `/auth/…`.
+fn public_url(value: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let v = v.trim_end_matches('/');
+    let host = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .and_then(|rest| rest.split('/').next());
+    let ok = host.is_some_and(|h| !h.is_empty() && !h.contains(['@', ' ']))
+        && !v.contains(['?', '#', ' ', '{', '}']);
+    if !ok {
+        return Err(bad(
+            "CRM_PUBLIC_URL",
+            v,
+            "must be an http(s) address like https://crm.example.com (a path is allowed; no query)",
+        ));
+    }
+    Ok(Some(v.to_owned()))
 }
 
 fn boolean(env: &str, value: Option<&str>) -> Result<bool, ConfigError> {
@@ -412,6 +439,11 @@ impl Settings {
                 .transpose()?,
             log_format,
             registration: boolean("CRM_REGISTRATION", s.registration.as_deref())?,
+            public_url: public_url(s.public_url.as_deref())?,
+            require_verified_email: boolean(
+                "CRM_REQUIRE_VERIFIED_EMAIL",
+                s.require_verified_email.as_deref(),
+            )?,
             insecure_cookie: boolean("CRM_INSECURE_COOKIE", s.insecure_cookie.as_deref())?,
             allowed_origins: origins(s.allowed_origins.as_deref())?,
             trust_proxy: networks("CRM_TRUST_PROXY", s.trust_proxy.as_deref())?,

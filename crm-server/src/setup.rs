@@ -54,6 +54,15 @@ pub(crate) async fn in_memory(cfg: &Config) -> Result<Crm, Failure> {
     Ok(builder(cfg, "sqlite::memory:", key, true).connect().await?)
 }
 
+/// The links of reset and verification mails: the router's pages under the public
+/// address.
+pub(crate) fn auth_links(public_url: &str) -> (String, String) {
+    (
+        format!("{public_url}/auth/reset-password?token={{token}}"),
+        format!("{public_url}/auth/verify-email?token={{token}}"),
+    )
+}
+
 /// The default SQLite database, in the data directory.
 pub(crate) fn default_db(cfg: &Config) -> std::path::PathBuf {
     cfg.data_dir.join("crm.db")
@@ -64,7 +73,11 @@ fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder
         .database_url(url)
         .migrate(migrate)
         .master_key(key)
-        .webhook_allow_networks(cfg.webhook_allow_networks.iter().map(String::as_str));
+        .webhook_allow_networks(cfg.webhook_allow_networks.iter().map(String::as_str))
+        .auth_config(crm::auth::AuthConfig {
+            require_verified_email: cfg.require_verified_email,
+            ..crm::auth::AuthConfig::default()
+        });
     if let Some(p) = cfg.api_key_policy {
         b = b.rate_limit_policy("api_key", p);
     }
@@ -76,7 +89,12 @@ fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder
         .notifier(crm::integrations::telegram::Telegram::new())
         .notifier(crm::integrations::whatsapp::WhatsApp::new());
     if let Some((key, from)) = &cfg.resend {
-        let resend = crm::integrations::email::Resend::new(key.expose().to_owned(), from.clone());
+        let mut resend =
+            crm::integrations::email::Resend::new(key.expose().to_owned(), from.clone());
+        if let Some(url) = &cfg.public_url {
+            let (reset, verify) = auth_links(url);
+            resend = resend.with_links(reset, verify);
+        }
         b = b.notifier(resend.clone()).mailer(resend);
     }
     if let Some(key) = &cfg.openai_api_key {
@@ -171,4 +189,19 @@ fn write_private(path: &Path, content: &str) -> Result<(), Failure> {
     o.open(path)
         .and_then(|mut f| f.write_all(content.as_bytes()))
         .map_err(|e| Failure::Other(format!("creating {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Mails link to the router's pages under the public address (a path prefix kept).
+    #[test]
+    fn auth_links_point_at_the_routers_pages() {
+        assert_eq!(
+            super::auth_links("https://crm.example.com/team"),
+            (
+                "https://crm.example.com/team/auth/reset-password?token={token}".to_owned(),
+                "https://crm.example.com/team/auth/verify-email?token={token}".to_owned(),
+            )
+        );
+    }
 }

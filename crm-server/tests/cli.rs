@@ -62,6 +62,22 @@ fn every_bad_setting_exits_2_naming_it_and_writes_nothing() {
         ("CRM_RETENTION_DAYS", "-1", "CRM_RETENTION_DAYS"),
         ("CRM_REGISTRATION", "maybe", "CRM_REGISTRATION"),
         (
+            "CRM_REQUIRE_VERIFIED_EMAIL",
+            "maybe",
+            "CRM_REQUIRE_VERIFIED_EMAIL",
+        ),
+        ("CRM_PUBLIC_URL", "crm.example.com", "CRM_PUBLIC_URL"),
+        (
+            "CRM_PUBLIC_URL",
+            "https://crm.example.com/?a=1",
+            "CRM_PUBLIC_URL",
+        ),
+        (
+            "CRM_PUBLIC_URL",
+            "https://user@crm.example.com",
+            "CRM_PUBLIC_URL",
+        ),
+        (
             "CRM_DISPATCHER_CONCURRENCY",
             "100000",
             "CRM_DISPATCHER_CONCURRENCY",

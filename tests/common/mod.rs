@@ -42,6 +42,23 @@ impl Outbox {
         panic!("mail {n} never came");
     }
 
+    /// Waits for the `n` verification mails that new users get (from spawned tasks),
+    /// checks that they are that, and forgets them.
+    pub(crate) async fn settle(&self, n: usize) {
+        if n > 0 {
+            self.nth(n - 1).await;
+        }
+        let mut mails = self.0.lock().expect("lock");
+        assert!(
+            mails
+                .iter()
+                .all(|m| matches!(m, crm::auth::AuthMail::EmailVerification { .. })),
+            "a new user's mail verifies their email"
+        );
+        assert_eq!(mails.len(), n, "one mail per new user");
+        mails.clear();
+    }
+
     pub(crate) fn token(mail: &crm::auth::AuthMail) -> String {
         match mail {
             crm::auth::AuthMail::PasswordReset { token, .. }

@@ -526,6 +526,7 @@ async fn lockout_grows_and_reveals_nothing(db: &TestDb) {
         .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
+    outbox.settle(1).await;
     let retry_after = |r: crm::Result<crm::auth::LoggedIn>| match r {
         Err(Error::RateLimited { retry_after }) => retry_after,
         other => panic!("expected RateLimited, got {other:?}"),
@@ -745,6 +746,7 @@ async fn password_change_and_reset_end_other_sessions(db: &TestDb) {
         .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
+    outbox.settle(1).await;
     let here = crm
         .auth()
         .login(login("ana@example.com", PW))
@@ -853,6 +855,7 @@ async fn email_verification_marks_the_user(db: &TestDb) {
         .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
+    outbox.settle(1).await;
     assert_eq!(ana.email_verified_at, None);
     crm.auth()
         .request_email_verification(ana.id)
@@ -1006,6 +1009,7 @@ async fn secrets_stay_out_of_debug_and_the_audit_log(db: &TestDb) {
         .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
+    outbox.settle(1).await;
     let s = crm
         .auth()
         .login(login("ana@example.com", PW))
@@ -1292,6 +1296,7 @@ async fn a_new_password_ends_earlier_reset_and_verification_tokens(db: &TestDb) 
         .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
+    outbox.settle(1).await;
     crm.auth()
         .request_password_reset("ana@example.com")
         .await
@@ -1528,6 +1533,7 @@ async fn reset_requests_cannot_bomb_a_mailbox(db: &TestDb) {
         .create_user(user("ana@example.com"), Actor::App(None))
         .await
         .expect("user");
+    outbox.settle(1).await;
     for _ in 0..10 {
         crm.auth()
             .request_password_reset("ana@example.com")
@@ -1637,6 +1643,7 @@ async fn a_disabled_user_loses_every_way_in(db: &TestDb) {
     let (crm, outbox) = crm_with_mail(db).await;
     let auth = crm.auth();
     let (owner, _admin, member) = team(&auth).await;
+    outbox.settle(3).await;
     let session = auth.login(login("m@example.com", PW)).await.expect("login");
     auth.request_password_reset("m@example.com")
         .await

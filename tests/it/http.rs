@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{hmac_hex, TestDb};
+use crate::common::{hmac_hex, Outbox, TestDb};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
@@ -204,6 +204,7 @@ conformance!(
     forged_forwarded_for_cannot_escape_the_per_ip_limit,
     inbound_webhooks_verify_and_capture_once,
     registration_signs_in_and_sign_in_needs_no_workspace_id,
+    mailed_links_open_pages_that_act_on_a_press,
 );
 
 async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
@@ -259,6 +260,7 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /api/auth/password-reset",
         "POST /api/auth/password-reset/confirm",
         "POST /api/auth/verify-email",
+        "POST /api/auth/verify-email/request",
         "POST /api/auth/register",
         "GET /api/admin/api-keys",
         "POST /api/admin/api-keys",
@@ -1687,6 +1689,240 @@ async fn registration_signs_in_and_sign_in_needs_no_workspace_id(db: &TestDb) {
         .send(post_json("/api/auth/register", json!({})))
         .await
         .problem(404, "route_not_found");
+}
+
+fn form(path: &str, fields: &[(&str, &str)], origin: bool) -> Request<Body> {
+    // The values here need no escaping (letters, digits, `-`, `_`, `!`).
+    let body = fields
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let b =
+        req(Method::POST, path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    let b = if origin {
+        b.header(header::ORIGIN, ORIGIN)
+    } else {
+        b
+    };
+    b.body(Body::from(body)).expect("request")
+}
+
+/// Issue 18, item 2: registration mails a verification link; with
+/// `require_verified_email` sign-in waits for it; the link's page confirms only on
+/// a press (a GET consumes nothing), under the CSRF rule; reset links open a page
+/// that asks for the new password and says what is wrong next to the field; a
+/// token that does not work gets one neutral page.
+async fn mailed_links_open_pages_that_act_on_a_press(db: &TestDb) {
+    let outbox = Outbox::default();
+    let mail = outbox.clone();
+    let app = App::with(
+        db,
+        move |b| {
+            b.mailer(mail)
+                .auth_config(crm::auth::AuthConfig {
+                    require_verified_email: true,
+                    ..Default::default()
+                })
+                // The pages share the auth routes' per-IP budget; this test is one IP.
+                .rate_limit_policy(
+                    "anonymous_ip",
+                    Policy::new(1000, Duration::from_secs(60)).expect("policy"),
+                )
+        },
+        config(),
+    )
+    .await;
+    let r = app
+        .send(post_json(
+            "/api/auth/register",
+            json!({"workspace_name": "Acme", "email": "vera@acme.example", "display_name": "Vera", "password": PASSWORD}),
+        ))
+        .await;
+    // Registration cannot sign in an unverified owner here.
+    r.problem(401, "unauthorized");
+    assert_eq!(r.body["detail"], "email not verified");
+    assert_eq!(db.count("crm_users").await, 1, "the account was made");
+    let token = Outbox::token(&outbox.nth(0).await);
+    assert!(matches!(
+        outbox.nth(0).await,
+        crm::auth::AuthMail::EmailVerification { .. }
+    ));
+    let signin = || {
+        post_json(
+            "/api/auth/login",
+            json!({"email": "vera@acme.example", "password": PASSWORD}),
+        )
+    };
+    let r = app.send(signin()).await;
+    r.problem(401, "unauthorized");
+    assert_eq!(r.body["detail"], "email not verified");
+    // A wrong password says nothing about verification.
+    let r = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "vera@acme.example", "password": "Wrong-Password-9!"}),
+        ))
+        .await;
+    assert_eq!(r.body["detail"], "invalid credentials");
+
+    // Opening the link (twice, as a scanner would) shows a button and consumes nothing.
+    let page_path = format!("/auth/verify-email?token={token}");
+    for _ in 0..2 {
+        let page = app.send(get(&page_path)).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        assert!(page.header("content-type").starts_with("text/html"));
+        assert!(page
+            .header("content-security-policy")
+            .contains("default-src 'self'"));
+        assert_eq!(page.header("referrer-policy"), "no-referrer");
+        assert_eq!(page.header("cache-control"), "no-store");
+        assert!(page
+            .text
+            .contains("<form method=\"post\" action=\"verify-email\">"));
+        assert!(page.text.contains(&format!("value=\"{token}\"")));
+    }
+    app.send(signin()).await.problem(401, "unauthorized");
+    // A press without the CSRF rule (another site's form) is refused.
+    app.send(form("/auth/verify-email", &[("token", &token)], false))
+        .await
+        .problem(403, "csrf_failed");
+    app.send(signin()).await.problem(401, "unauthorized");
+    // The press confirms; the token works once.
+    let done = app
+        .send(form("/auth/verify-email", &[("token", &token)], true))
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert!(done.text.contains("Your email is confirmed"));
+    let again = app
+        .send(form("/auth/verify-email", &[("token", &token)], true))
+        .await;
+    assert_eq!(again.status, 400);
+    assert!(again.text.contains("This link does not work"));
+    let r = app.send(signin()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let vera_ws = r.body["session"]["workspace_id"].clone();
+
+    // Unknown, malformed and HTML-bearing tokens: the same neutral page, nothing echoed.
+    let neutral = app.send(get("/auth/verify-email?token=%3Cscript%3E")).await;
+    assert_eq!(neutral.status, 400);
+    assert!(!neutral.text.contains("<script"));
+    let unknown = "A".repeat(43);
+    let r = app
+        .send(form("/auth/verify-email", &[("token", &unknown)], true))
+        .await;
+    assert_eq!(
+        (r.status, r.text.clone()),
+        (neutral.status, neutral.text.clone())
+    );
+
+    // Another verification mail on request: the same answer for an unknown email.
+    for email in ["vera@acme.example", "nobody@acme.example"] {
+        let r = app
+            .send(post_json(
+                "/api/auth/verify-email/request",
+                json!({"email": email}),
+            ))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+    }
+    // Vera is verified (and in another workspace than the public one): no new mail.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(outbox.0.lock().expect("lock").len(), 1);
+
+    // A user the app adds to the public workspace gets a mail; asking again sends
+    // another, up to 5 an hour.
+    app.user("ned@example.com", "member").await;
+    outbox.nth(1).await;
+    for _ in 0..7 {
+        app.send(post_json(
+            "/api/auth/verify-email/request",
+            json!({"email": "ned@example.com"}),
+        ))
+        .await;
+    }
+    outbox.nth(6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        outbox.0.lock().expect("lock").len(),
+        7,
+        "5 an hour on request"
+    );
+
+    // A reset link: the page asks for the new password twice, with labels.
+    app.send(post_json(
+        "/api/auth/password-reset",
+        json!({"email": "vera@acme.example", "workspace_id": vera_ws}),
+    ))
+    .await;
+    let reset = Outbox::token(&outbox.nth(7).await);
+    assert!(matches!(
+        outbox.nth(7).await,
+        crm::auth::AuthMail::PasswordReset { .. }
+    ));
+    let page = app
+        .send(get(&format!("/auth/reset-password?token={reset}")))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("<label for=\"new_password\">"));
+    assert!(page.text.contains("<label for=\"confirm_password\">"));
+    // Two different passwords: said next to the second field; nothing changed.
+    let r = app
+        .send(form(
+            "/auth/reset-password",
+            &[
+                ("token", &reset),
+                ("new_password", NEW_PASSWORD),
+                ("confirm_password", "Other-Password-8!"),
+            ],
+            true,
+        ))
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text.contains("id=\"confirm_password_error\""),
+        "{}",
+        r.text
+    );
+    // A weak password: the policy's words next to the first field.
+    let r = app
+        .send(form(
+            "/auth/reset-password",
+            &[
+                ("token", &reset),
+                ("new_password", "short"),
+                ("confirm_password", "short"),
+            ],
+            true,
+        ))
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("id=\"new_password_error\""), "{}", r.text);
+    assert!(r.text.contains("at least 12"), "{}", r.text);
+    let r = app.send(signin()).await;
+    assert_eq!(r.status, 200, "the old password still works: {}", r.text);
+    // The right press sets it; the link then stops working.
+    let fields = [
+        ("token", reset.as_str()),
+        ("new_password", NEW_PASSWORD),
+        ("confirm_password", NEW_PASSWORD),
+    ];
+    app.send(form("/auth/reset-password", &fields, false))
+        .await
+        .problem(403, "csrf_failed");
+    let r = app.send(form("/auth/reset-password", &fields, true)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("Your password is changed"));
+    let r = app.send(form("/auth/reset-password", &fields, true)).await;
+    assert_eq!(r.status, 400);
+    app.send(signin()).await.problem(401, "unauthorized");
+    let r = app
+        .send(post_json(
+            "/api/auth/login",
+            json!({"email": "vera@acme.example", "password": NEW_PASSWORD}),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 /// Over a real socket: the peer address is the rate-limit key, and every response

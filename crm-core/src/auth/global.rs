@@ -47,6 +47,7 @@ impl Crm {
         let audit = auth.audit(Some("registration"), "user.registered", Some(&user), None);
         let one = self.auth_config().one_account_per_email;
         store::users::create_user(self.pool(), Some((name, one)), &user, &hash, &audit).await?;
+        auth.welcome(&user).await;
         Ok(user)
     }
 

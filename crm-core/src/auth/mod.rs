@@ -185,7 +185,19 @@ impl Auth {
             self.crm.quotas().users,
         )
         .await?;
+        self.welcome(&user).await;
         Ok(user)
+    }
+
+    /// Sends a new user their verification mail when a mailer is registered (a
+    /// failure is logged: the user exists, and can ask for another mail).
+    pub(super) async fn welcome(&self, user: &User) {
+        if self.crm.mailer().is_err() || user.email_verified_at.is_some() {
+            return;
+        }
+        if let Err(err) = self.send_token(user.clone(), VERIFY).await {
+            tracing::warn!(error = %crate::error::Chain(&err), "the verification mail was not sent");
+        }
     }
 
     /// Creates the first owner of this workspace when it has none; returns `None` when
@@ -497,6 +509,9 @@ impl Auth {
         hash: &str,
         login: &Login,
     ) -> Result<LoggedIn> {
+        if self.crm.auth_config().require_verified_email && user.email_verified_at.is_none() {
+            return Err(Error::unauthorized(AuthFailure::EmailNotVerified));
+        }
         let passwords = self.crm.passwords();
         let rehash = if passwords.needs_rehash(hash) {
             Some(passwords.hash(&login.password).await?)
@@ -608,26 +623,45 @@ impl Auth {
     /// when no mailer is registered (said before any lookup).
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn request_password_reset(&self, email: &str) -> Result<()> {
+        self.mail_token_to(email, RESET).await
+    }
+
+    /// Sends another verification mail to the account of `email`, as
+    /// [`Auth::request_password_reset`] does a reset mail: the same answer at once
+    /// whether the account exists or not, at most as often as the
+    /// `email_verification` policy allows per account (5 an hour), nothing for an
+    /// account already verified.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
+    pub async fn resend_email_verification(&self, email: &str) -> Result<()> {
+        self.mail_token_to(email, VERIFY).await
+    }
+
+    async fn mail_token_to(&self, email: &str, purpose: &'static str) -> Result<()> {
         let email = Email::parse(email).map_err(|m| Error::invalid("email", m))?;
         self.crm.mailer()?;
         let auth = self.clone();
         tokio::spawn(async move {
-            if let Err(err) = auth.send_reset(&email).await {
-                tracing::warn!(error = %crate::error::Chain(&err), "password reset was not sent");
+            if let Err(err) = auth.send_token_to(&email, purpose).await {
+                tracing::warn!(error = %crate::error::Chain(&err), purpose, "an auth mail was not sent");
             }
         });
         Ok(())
     }
 
-    /// The work behind [`Auth::request_password_reset`], off the caller's path.
-    async fn send_reset(&self, email: &Email) -> Result<()> {
+    /// The work behind [`Auth::mail_token_to`], off the caller's path.
+    async fn send_token_to(&self, email: &Email, purpose: &'static str) -> Result<()> {
         let key = email.key();
         // Hashed: an email of any length makes a key within the limiter's bound.
         let budget = format!("{}:{}", self.ws, hex(&sha256(&key)));
+        let policy = if purpose == RESET {
+            "password_reset"
+        } else {
+            "email_verification"
+        };
         if !self
             .crm
             .rate_limiter()
-            .check("password_reset", &budget)
+            .check(policy, &budget)
             .await?
             .allowed
         {
@@ -636,8 +670,11 @@ impl Auth {
         let found = store::sessions::login_lookup(self.crm.pool(), self.ws, &key)
             .await?
             .1;
-        if let Some((user, _)) = found.filter(|(u, _)| u.disabled_at.is_none()) {
-            self.send_token(user, RESET).await?;
+        let wanted = |u: &User| {
+            u.disabled_at.is_none() && (purpose == RESET || u.email_verified_at.is_none())
+        };
+        if let Some((user, _)) = found.filter(|(u, _)| wanted(u)) {
+            self.send_token(user, purpose).await?;
         }
         Ok(())
     }

@@ -335,6 +335,11 @@ pub struct AuthConfig {
     /// (sign-in then lists them to choose from). Users added to a workspace by its
     /// admins may always share an email with an account elsewhere.
     pub one_account_per_email: bool,
+    /// Sign-in refuses an account whose email is not verified yet
+    /// (`Unauthorized(EmailNotVerified)`, said only after the password checked out).
+    /// Default false. With a mailer, registration and every new user get a
+    /// verification mail either way.
+    pub require_verified_email: bool,
 }
 
 impl Default for AuthConfig {
@@ -349,6 +354,7 @@ impl Default for AuthConfig {
             lockout_base: Duration::minutes(15),
             lockout_cap: Duration::hours(1),
             one_account_per_email: true,
+            require_verified_email: false,
         }
     }
 }

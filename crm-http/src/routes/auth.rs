@@ -329,6 +329,35 @@ pub(crate) async fn verify_email(
     Ok(axum::Json(s.crm.confirm_email(&input.token).await?))
 }
 
+/// Input of `POST /api/auth/verify-email/request`.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"email": "sam@example.com"}))]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResendVerification {
+    #[schema(format = Email, max_length = 254)]
+    email: String,
+    /// The user's workspace; the router's public workspace when absent.
+    #[serde(default)]
+    workspace_id: Option<WorkspaceId>,
+}
+
+/// Ask for another verification mail. Answers the same whether or not the email is
+/// known (or already verified); at most 5 mails an hour per account.
+#[utoipa::path(post, path = "/api/auth/verify-email/request", tag = "auth", request_body = ResendVerification,
+    responses((status = 202, description = "A mail is on its way if the email has an account to verify")))]
+pub(crate) async fn resend_verification(
+    State(s): State<AppState>,
+    Json(input): Json<ResendVerification>,
+) -> ApiResult<StatusCode> {
+    let ws = input.workspace_id.unwrap_or(s.cfg.public_workspace);
+    s.crm
+        .workspace(ws)
+        .auth()
+        .resend_email_verification(&input.email)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 /// Input of `POST /api/auth/register`.
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"workspace_name": "Acme Studio", "email": "owner@example.com", "display_name": "Ana López", "password": "Correct-Horse-9-Battery"}))]

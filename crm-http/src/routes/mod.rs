@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use crate::extract::ApiKey;
 use crate::openapi::{self, mark, Family};
 use crate::problem::ApiResult;
-use crate::{guard, AppState};
+use crate::{guard, pages, AppState};
 
 pub(crate) mod admin;
 pub(crate) mod auth;
@@ -31,7 +31,16 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
         .routes(routes!(auth::logout))
         .routes(routes!(auth::password_reset))
         .routes(routes!(auth::password_reset_confirm))
-        .routes(routes!(auth::verify_email));
+        .routes(routes!(auth::verify_email))
+        .routes(routes!(auth::resend_verification))
+        .route(
+            "/auth/verify-email",
+            axum::routing::get(pages::verify_email_page).post(pages::verify_email_submit),
+        )
+        .route(
+            "/auth/reset-password",
+            axum::routing::get(pages::reset_password_page).post(pages::reset_password_submit),
+        );
     if s.cfg.registration {
         public_auth = public_auth.routes(routes!(auth::register));
     }

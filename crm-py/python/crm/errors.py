@@ -84,8 +84,10 @@ class ConflictError(CrmError):
 
 class UnauthorizedError(CrmError):
     """Missing or bad credentials. ``reason``: ``malformed_key``, ``unknown_key``,
-    ``revoked_key``, ``expired_key``, ``malformed_token``, ``invalid_token`` or
-    ``invalid_credentials`` (a login never says more than that)."""
+    ``revoked_key``, ``expired_key``, ``malformed_token``, ``invalid_token``,
+    ``invalid_credentials`` (a login never says more than that) or
+    ``email_not_verified`` (the password was right; the app requires a verified
+    email)."""
 
     def __init__(self, message: str = "unauthorized", reason: str = "unauthorized") -> None:
         super().__init__(message, "unauthorized")
