@@ -105,6 +105,8 @@ settings! {
     admin_password, "CRM_ADMIN_PASSWORD", true, "generated, printed once", "Password of that owner account. Default: generated and printed once";
     resend_api_key, "RESEND_API_KEY", true, "none", "Resend API key: email notifications and auth mail (with resend_from)";
     resend_from, "RESEND_FROM", false, "none", "Sender address of mail sent through Resend";
+    smtp_url, "CRM_SMTP_URL", true, "none", "SMTP server for email notifications and auth mail (with smtp_from), instead of Resend: smtps://user:password@host, or smtp://user:password@host:587?tls=required";
+    smtp_from, "CRM_SMTP_FROM", false, "none", "Sender address of mail sent over SMTP, e.g. CRM <crm@example.com>";
     openai_api_key, "OPENAI_API_KEY", true, "none (the builtin parser)", "OpenAI API key: lead parsing";
     whatsapp_app_secret, "WHATSAPP_APP_SECRET", true, "none", "WhatsApp app secret: inbound messages on /api/webhooks/whatsapp (with whatsapp_verify_token)";
     whatsapp_verify_token, "WHATSAPP_VERIFY_TOKEN", true, "none", "WhatsApp webhook verify token";
@@ -147,6 +149,7 @@ pub(crate) struct Config {
     pub(crate) admin_email: String,
     pub(crate) admin_password: Option<crm::SecretString>,
     pub(crate) resend: Option<(crm::SecretString, String)>,
+    pub(crate) smtp: Option<crm::integrations::smtp::Smtp>,
     pub(crate) openai_api_key: Option<crm::SecretString>,
     pub(crate) whatsapp: Option<(crm::SecretString, crm::SecretString)>,
     pub(crate) calcom_webhook_secret: Option<crm::SecretString>,
@@ -406,6 +409,26 @@ impl Settings {
                 ))
             }
         };
+        let smtp = match (
+            secret("CRM_SMTP_URL", s.smtp_url.as_deref())?,
+            s.smtp_from.clone(),
+        ) {
+            (Some(url), Some(from)) => Some(
+                crm::integrations::smtp::Smtp::new(&url, &from)
+                    .map_err(|e| ConfigError(format!("CRM_SMTP_URL and CRM_SMTP_FROM: {e}")))?,
+            ),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "CRM_SMTP_URL and CRM_SMTP_FROM: set both or neither".into(),
+                ))
+            }
+        };
+        if resend.is_some() && smtp.is_some() {
+            return Err(ConfigError(
+                "RESEND_API_KEY and CRM_SMTP_URL: mail goes through one of them; set one".into(),
+            ));
+        }
         let whatsapp = match (
             secret("WHATSAPP_APP_SECRET", s.whatsapp_app_secret.as_deref())?,
             secret("WHATSAPP_VERIFY_TOKEN", s.whatsapp_verify_token.as_deref())?,
@@ -468,6 +491,7 @@ impl Settings {
             admin_email,
             admin_password,
             resend,
+            smtp,
             openai_api_key: secret("OPENAI_API_KEY", s.openai_api_key.as_deref())?,
             whatsapp,
             calcom_webhook_secret: secret(

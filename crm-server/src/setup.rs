@@ -97,6 +97,14 @@ fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder
         }
         b = b.notifier(resend.clone()).mailer(resend);
     }
+    if let Some(smtp) = &cfg.smtp {
+        let mut smtp = smtp.clone();
+        if let Some(public) = &cfg.public_url {
+            let (reset, verify) = auth_links(public);
+            smtp = smtp.with_links(reset, verify);
+        }
+        b = b.notifier(smtp.clone()).mailer(smtp);
+    }
     if let Some(key) = &cfg.openai_api_key {
         b = b.lead_parser(crm::integrations::openai::OpenAi::new(
             key.expose().to_owned(),

@@ -36,6 +36,60 @@ fn run(c: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// Mail settings that only fail together: a bad SMTP URL (never echoed: it may hold
+/// a password), and two mail providers at once.
+#[test]
+fn mail_settings_are_checked_together() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[
+                ("CRM_SMTP_URL", "http://user:hunter2@mail.example.com"),
+                ("CRM_SMTP_FROM", "crm@example.com"),
+            ],
+            "CRM_SMTP_URL",
+        ),
+        (
+            &[
+                ("CRM_SMTP_URL", "smtps://user:hunter2@mail.example.com"),
+                ("CRM_SMTP_FROM", "not an address"),
+            ],
+            "CRM_SMTP_FROM",
+        ),
+        (
+            &[
+                ("CRM_SMTP_URL", "smtps://user:hunter2@mail.example.com"),
+                ("CRM_SMTP_FROM", "crm@example.com"),
+                ("RESEND_API_KEY", "re_hunter2"),
+                ("RESEND_FROM", "crm@example.com"),
+            ],
+            "set one",
+        ),
+    ];
+    for (vars, says) in cases {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let mut c = crm(&data);
+        for (k, v) in *vars {
+            c.env(k, v);
+        }
+        let (code, out, err) = run(c.args(["config", "check"]));
+        assert_eq!(code, 2, "{vars:?}: {out}{err}");
+        assert!(err.contains(says), "{vars:?}: {err}");
+        assert!(!err.contains("hunter2"), "a secret is never echoed: {err}");
+    }
+    // Both SMTP settings, well formed: the configuration checks out.
+    let dir = tempfile::tempdir().expect("dir");
+    let (code, out, err) = run(crm(&dir.path().join("data"))
+        .env("CRM_SMTP_URL", "smtps://user:hunter2@mail.example.com")
+        .env("CRM_SMTP_FROM", "CRM <crm@example.com>")
+        .args(["config", "check"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{out}{err}"
+    );
+}
+
 #[test]
 fn every_bad_setting_exits_2_naming_it_and_writes_nothing() {
     let cases: &[(&str, &str, &str)] = &[
@@ -67,6 +121,11 @@ fn every_bad_setting_exits_2_naming_it_and_writes_nothing() {
             "CRM_REQUIRE_VERIFIED_EMAIL",
         ),
         ("CRM_PUBLIC_URL", "crm.example.com", "CRM_PUBLIC_URL"),
+        (
+            "CRM_SMTP_URL",
+            "smtp://mail.example.com",
+            "CRM_SMTP_URL and CRM_SMTP_FROM: set both",
+        ),
         (
             "CRM_PUBLIC_URL",
             "https://crm.example.com/?a=1",
@@ -115,7 +174,12 @@ fn every_bad_setting_exits_2_naming_it_and_writes_nothing() {
                 !err.contains("panicked") && !err.contains("backtrace"),
                 "{err}"
             );
-            let secrets = ["CRM_MASTER_KEY", "RESEND_API_KEY", "CRM_ADMIN_PASSWORD"];
+            let secrets = [
+                "CRM_MASTER_KEY",
+                "RESEND_API_KEY",
+                "CRM_ADMIN_PASSWORD",
+                "CRM_SMTP_URL",
+            ];
             if secrets.contains(name) && !value.trim().is_empty() {
                 assert!(!err.contains(value), "a secret is never echoed: {err}");
             }

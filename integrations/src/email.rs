@@ -16,15 +16,16 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crm_core::auth::{AuthMail, Mailer};
-use crm_core::leads::Email;
 use crm_core::notify::{Notification, Notifier, Outcome, SendFuture};
 use crm_core::{Error, FieldError, SecretString};
+
+use crate::mail::{self, recipients};
+pub use crate::mail::{escape, render};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// Resend's API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.resend.com";
-const RECIPIENTS_MAX: usize = 50;
 
 /// The email plugin (`kind` = `email`) and auth mailer.
 #[derive(Clone)]
@@ -33,8 +34,7 @@ pub struct Resend {
     client: reqwest::Client,
     api_key: SecretString,
     from: String,
-    reset_url: Option<String>,
-    verify_url: Option<String>,
+    links: mail::Links,
 }
 
 impl std::fmt::Debug for Resend {
@@ -55,8 +55,7 @@ impl Resend {
             client,
             api_key: SecretString::from(api_key.into()),
             from: from.into(),
-            reset_url: None,
-            verify_url: None,
+            links: mail::Links::default(),
         }
     }
 
@@ -70,8 +69,10 @@ impl Resend {
         reset_url: impl Into<String>,
         verify_url: impl Into<String>,
     ) -> Self {
-        self.reset_url = Some(reset_url.into());
-        self.verify_url = Some(verify_url.into());
+        self.links = mail::Links {
+            reset: Some(reset_url.into()),
+            verify: Some(verify_url.into()),
+        };
         self
     }
 
@@ -119,58 +120,6 @@ impl Resend {
     }
 }
 
-/// Escapes text for HTML (`&`, `<`, `>`, `"`, `'`).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The HTML and plain-text bodies of a notification.
-pub fn render(n: &Notification) -> (String, String) {
-    let mut html = format!(
-        "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>{}</h2><table>",
-        escape(&n.title)
-    );
-    let mut text = format!("{}\n\n", n.title);
-    for (label, value) in &n.fields {
-        html.push_str(&format!(
-            "<tr><th align=\"left\" style=\"padding-right:12px\">{}</th><td>{}</td></tr>",
-            escape(label),
-            escape(value).replace('\n', "<br>")
-        ));
-        text.push_str(&format!("{label}: {value}\n"));
-    }
-    html.push_str("</table></body></html>");
-    (html, text)
-}
-
-fn recipients(config: &Value) -> Result<Vec<String>, String> {
-    let list = config["to"]
-        .as_array()
-        .ok_or("must be a list of email addresses")?;
-    if list.is_empty() || list.len() > RECIPIENTS_MAX {
-        return Err(format!("must hold 1 to {RECIPIENTS_MAX} addresses"));
-    }
-    list.iter()
-        .map(|v| {
-            v.as_str()
-                .and_then(|s| Email::parse(s).ok())
-                .map(|e| e.as_str().to_owned())
-                .ok_or("holds an address that is not valid".to_string())
-        })
-        .collect()
-}
-
 impl Notifier for Resend {
     fn kind(&self) -> &'static str {
         "email"
@@ -206,49 +155,10 @@ impl Mailer for Resend {
         mail: AuthMail,
     ) -> Pin<Box<dyn Future<Output = crm_core::Result<()>> + Send + '_>> {
         Box::pin(async move {
-            let (user, token, expires_at, subject, link, what) = match &mail {
-                AuthMail::PasswordReset {
-                    user,
-                    token,
-                    expires_at,
-                } => (
-                    user,
-                    token,
-                    expires_at,
-                    "Reset your password",
-                    &self.reset_url,
-                    "reset your password",
-                ),
-                AuthMail::EmailVerification {
-                    user,
-                    token,
-                    expires_at,
-                } => (
-                    user,
-                    token,
-                    expires_at,
-                    "Verify your email",
-                    &self.verify_url,
-                    "verify your email",
-                ),
-            };
-            let until = expires_at.format("%Y-%m-%d %H:%M UTC");
-            let (html_action, text_action) = match link {
-                Some(template) => {
-                    let url = template.replace("{token}", token.expose());
-                    (format!("<p><a href=\"{0}\">{0}</a></p>", escape(&url)), url)
-                }
-                None => (
-                    format!("<p><code>{}</code></p>", escape(token.expose())),
-                    token.expose().to_owned(),
-                ),
-            };
-            let html = format!(
-                "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Hello {},</p><p>To {what}, use this before {until}:</p>{html_action}<p>If you did not ask for this, ignore this mail.</p></body></html>",
-                escape(&user.display_name)
-            );
-            let text = format!("Hello {},\n\nTo {what}, use this before {until}:\n\n{text_action}\n\nIf you did not ask for this, ignore this mail.\n", user.display_name);
-            let body = json!({ "from": self.from, "to": [user.email.as_str()], "subject": subject, "html": html, "text": text });
+            let m = mail::auth_message(&mail, &self.links);
+            let body = json!({ "from": self.from, "to": [m.to], "subject": m.subject, "html": m.html, "text": m.text });
+            let (AuthMail::PasswordReset { token, .. } | AuthMail::EmailVerification { token, .. }) =
+                &mail;
             let digest = Sha256::digest(token.expose().as_bytes());
             let key: String = format!("crm-auth/{:x}", digest).chars().take(64).collect();
             match self.post(body, &key).await {

@@ -1,5 +1,5 @@
 //! crm-integrations: provider plugins for crm, one cargo feature each (`discord`,
-//! `telegram`, `email`, `whatsapp`, `calcom`, `openai`, `full`). Each implements a
+//! `telegram`, `email` (Resend), `smtp`, `whatsapp`, `calcom`, `openai`, `full`). Each implements a
 //! trait that crm-core defines and is registered on the `Crm` builder, e.g.
 //! `Crm::builder().notifier(crm_integrations::discord::Discord::new())`, or is a plain
 //! function over (headers, raw body) for inbound sources (WhatsApp, Cal.com), so the
@@ -83,9 +83,16 @@ pub mod discord;
 #[cfg_attr(docsrs, doc(cfg(feature = "telegram")))]
 pub mod telegram;
 
+#[cfg(any(feature = "email", feature = "smtp"))]
+mod mail;
+
 #[cfg(feature = "email")]
 #[cfg_attr(docsrs, doc(cfg(feature = "email")))]
 pub mod email;
+
+#[cfg(feature = "smtp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
+pub mod smtp;
 
 #[cfg(feature = "whatsapp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "whatsapp")))]

@@ -1,0 +1,138 @@
+//! What the mail plugins share (Resend over HTTP, SMTP): the HTML and text of a
+//! notification and of an auth mail, HTML escaping, and the recipients of a
+//! channel's configuration (`{"to": ["sales@example.com", …]}`, 1–50 addresses).
+
+use crm_core::auth::AuthMail;
+use crm_core::leads::Email;
+use crm_core::notify::Notification;
+use serde_json::Value;
+
+/// The most recipients a channel may name.
+const RECIPIENTS_MAX: usize = 50;
+
+/// Where auth mails link to: templates with `{token}`, e.g.
+/// `https://crm.example.com/auth/reset-password?token={token}`. Without one the mail
+/// carries the token as a code to paste.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Links {
+    pub(crate) reset: Option<String>,
+    pub(crate) verify: Option<String>,
+}
+
+/// An auth mail, ready for a transport.
+pub(crate) struct AuthMessage {
+    pub(crate) to: String,
+    pub(crate) subject: &'static str,
+    pub(crate) html: String,
+    pub(crate) text: String,
+}
+
+/// The subject and bodies of an auth mail: a greeting, the link (or the token as a
+/// code) and when it stops working.
+pub(crate) fn auth_message(mail: &AuthMail, links: &Links) -> AuthMessage {
+    let (user, token, expires_at, subject, link, what) = match mail {
+        AuthMail::PasswordReset {
+            user,
+            token,
+            expires_at,
+        } => (
+            user,
+            token,
+            expires_at,
+            "Reset your password",
+            &links.reset,
+            "reset your password",
+        ),
+        AuthMail::EmailVerification {
+            user,
+            token,
+            expires_at,
+        } => (
+            user,
+            token,
+            expires_at,
+            "Verify your email",
+            &links.verify,
+            "verify your email",
+        ),
+    };
+    let until = expires_at.format("%Y-%m-%d %H:%M UTC");
+    let (html_action, text_action) = match link {
+        Some(template) => {
+            let url = template.replace("{token}", token.expose());
+            (format!("<p><a href=\"{0}\">{0}</a></p>", escape(&url)), url)
+        }
+        None => (
+            format!("<p><code>{}</code></p>", escape(token.expose())),
+            token.expose().to_owned(),
+        ),
+    };
+    let html = format!(
+        "<!doctype html><html><body style=\"font-family:sans-serif\"><p>Hello {},</p><p>To {what}, use this before {until}:</p>{html_action}<p>If you did not ask for this, ignore this mail.</p></body></html>",
+        escape(&user.display_name)
+    );
+    let text = format!(
+        "Hello {},\n\nTo {what}, use this before {until}:\n\n{text_action}\n\nIf you did not ask for this, ignore this mail.\n",
+        user.display_name
+    );
+    AuthMessage {
+        to: user.email.as_str().to_owned(),
+        subject,
+        html,
+        text,
+    }
+}
+
+/// Escapes text for HTML (`&`, `<`, `>`, `"`, `'`).
+#[cfg_attr(not(feature = "email"), allow(unreachable_pub))]
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The HTML and plain-text bodies of a notification.
+#[cfg_attr(not(feature = "email"), allow(unreachable_pub))]
+pub fn render(n: &Notification) -> (String, String) {
+    let mut html = format!(
+        "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>{}</h2><table>",
+        escape(&n.title)
+    );
+    let mut text = format!("{}\n\n", n.title);
+    for (label, value) in &n.fields {
+        html.push_str(&format!(
+            "<tr><th align=\"left\" style=\"padding-right:12px\">{}</th><td>{}</td></tr>",
+            escape(label),
+            escape(value).replace('\n', "<br>")
+        ));
+        text.push_str(&format!("{label}: {value}\n"));
+    }
+    html.push_str("</table></body></html>");
+    (html, text)
+}
+
+pub(crate) fn recipients(config: &Value) -> Result<Vec<String>, String> {
+    let list = config["to"]
+        .as_array()
+        .ok_or("must be a list of email addresses")?;
+    if list.is_empty() || list.len() > RECIPIENTS_MAX {
+        return Err(format!("must hold 1 to {RECIPIENTS_MAX} addresses"));
+    }
+    list.iter()
+        .map(|v| {
+            v.as_str()
+                .and_then(|s| Email::parse(s).ok())
+                .map(|e| e.as_str().to_owned())
+                .ok_or("holds an address that is not valid".to_string())
+        })
+        .collect()
+}

@@ -1,0 +1,161 @@
+//! Email over SMTP (lettre, TLS by rustls): notifications to a channel's recipients
+//! and the auth service's mails, as the Resend plugin ([`crate::email`] with feature
+//! `email`) sends them (the same `email` channel kind and configuration, the same
+//! bodies), through any mail server: a relay of the company, a local Postfix, a provider's SMTP endpoint.
+//!
+//! The server is named by a URL: `smtps://user:password@mail.example.com` (TLS from
+//! the first byte, port 465), `smtp://user:password@mail.example.com:587?tls=required`
+//! (STARTTLS, refused without it), `smtp://mail.example.com?tls=opportunistic`
+//! (STARTTLS when offered) or `smtp://localhost:25` (no TLS: a relay on the same
+//! machine). Each mail opens a connection of its own (no pool), with a 20 s timeout.
+//! A 5xx answer (an unknown mailbox, a refused sender) is permanent; a 4xx answer or
+//! a network error is retried on the dispatcher's schedule.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crm_core::auth::{AuthMail, Mailer};
+use crm_core::notify::{Notification, Notifier, Outcome, SendFuture};
+use crm_core::{Error, FieldError, SecretString};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::Value;
+
+use crate::mail::{self, recipients, render};
+
+/// The SMTP mail plugin (`kind` = `email`) and auth mailer.
+#[derive(Clone)]
+pub struct Smtp {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    links: mail::Links,
+}
+
+impl std::fmt::Debug for Smtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: only the sender is shown.
+        f.debug_struct("Smtp")
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Smtp {
+    /// Sends as `from` (e.g. `CRM <crm@example.com>`) through the server of `url`
+    /// (see the module). `Config` error for a URL or sender that does not parse
+    /// (the message never repeats the URL, which may hold a password).
+    pub fn new(url: &SecretString, from: &str) -> crm_core::Result<Self> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
+            .map_err(|_| {
+                Error::Config(
+                    "the SMTP URL must be smtp://[user:password@]host[:port][?tls=required|opportunistic] or smtps://…".into(),
+                )
+            })?
+            .timeout(Some(Duration::from_secs(20)))
+            .build();
+        let from = from.parse::<Mailbox>().map_err(|_| {
+            Error::Config("the SMTP sender must be an address like CRM <crm@example.com>".into())
+        })?;
+        Ok(Self {
+            transport,
+            from,
+            links: mail::Links::default(),
+        })
+    }
+
+    /// Links for auth mails; `{token}` is replaced by the token, e.g.
+    /// `https://crm.example.com/auth/reset-password?token={token}`. Without them the
+    /// mail carries the token as a code to paste.
+    pub fn with_links(
+        mut self,
+        reset_url: impl Into<String>,
+        verify_url: impl Into<String>,
+    ) -> Self {
+        self.links = mail::Links {
+            reset: Some(reset_url.into()),
+            verify: Some(verify_url.into()),
+        };
+        self
+    }
+
+    /// Sends one mail with an HTML body and its plain-text alternative.
+    async fn deliver(&self, to: &[String], subject: &str, html: String, text: String) -> Outcome {
+        let mut message = Message::builder().from(self.from.clone()).subject(subject);
+        for address in to {
+            match address.parse::<Mailbox>() {
+                Ok(m) => message = message.to(m),
+                Err(_) => return Outcome::Permanent(format!("not a mailbox: {address}")),
+            }
+        }
+        let message = match message.multipart(MultiPart::alternative_plain_html(text, html)) {
+            Ok(m) => m,
+            Err(e) => return Outcome::Permanent(format!("the mail could not be built: {e}")),
+        };
+        match self.transport.send(message).await {
+            Ok(_) => Outcome::Sent,
+            Err(e) if e.is_permanent() => Outcome::Permanent(answer(&e)),
+            Err(e) => Outcome::Retry {
+                after: None,
+                reason: answer(&e),
+            },
+        }
+    }
+}
+
+/// What went wrong, as the server said it (its code and text) or the kind of
+/// failure; never the URL.
+fn answer(e: &lettre::transport::smtp::Error) -> String {
+    match e.status() {
+        Some(code) => format!("the SMTP server answered {code}: {e}"),
+        None if e.is_timeout() => "timeout".into(),
+        None => "the SMTP server could not be reached or spoke no SMTP".into(),
+    }
+}
+
+impl Notifier for Smtp {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    fn check_config(&self, config: &Value) -> Result<(), Vec<FieldError>> {
+        recipients(config)
+            .map(|_| ())
+            .map_err(|m| vec![FieldError::new("config.to", m)])
+    }
+
+    fn email_recipients(&self, config: &Value) -> Vec<String> {
+        recipients(config).unwrap_or_default()
+    }
+
+    fn send<'a>(&'a self, config: &'a Value, n: &'a Notification) -> SendFuture<'a> {
+        Box::pin(async move {
+            let to = match recipients(config) {
+                Ok(to) => to,
+                Err(m) => return Outcome::Permanent(format!("config.to {m}")),
+            };
+            let (html, text) = render(n);
+            self.deliver(&to, &n.title, html, text).await
+        })
+    }
+}
+
+impl Mailer for Smtp {
+    fn send(
+        &self,
+        mail: AuthMail,
+    ) -> Pin<Box<dyn Future<Output = crm_core::Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            let m = mail::auth_message(&mail, &self.links);
+            match self
+                .deliver(std::slice::from_ref(&m.to), m.subject, m.html, m.text)
+                .await
+            {
+                Outcome::Sent => Ok(()),
+                Outcome::Retry { reason, .. } | Outcome::Permanent(reason) => {
+                    Err(Error::Integration(reason))
+                }
+            }
+        })
+    }
+}
