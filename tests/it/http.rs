@@ -1739,10 +1739,10 @@ async fn mailed_links_open_pages_that_act_on_a_press(db: &TestDb) {
             json!({"workspace_name": "Acme", "email": "vera@acme.example", "display_name": "Vera", "password": PASSWORD}),
         ))
         .await;
-    // Registration cannot sign in an unverified owner here.
-    r.problem(401, "unauthorized");
-    assert_eq!(r.body["detail"], "email not verified");
-    assert_eq!(db.count("crm_users").await, 1, "the account was made");
+    // Registered, but not signed in: the email is to be verified first.
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.body.get("session").is_none(), "{}", r.text);
+    assert!(r.header("set-cookie").is_empty());
     let token = Outbox::token(&outbox.nth(0).await);
     assert!(matches!(
         outbox.nth(0).await,

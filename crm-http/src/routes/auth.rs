@@ -381,8 +381,10 @@ pub(crate) struct Registered {
     workspace: WorkspaceInfo,
     /// The owner.
     user: User,
-    /// The owner's session (the token is only in the cookie): registration signs in.
-    session: Session,
+    /// The owner's session (the token is only in the cookie): registration signs in,
+    /// unless the app requires a verified email first (then absent, and no cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<Session>,
 }
 
 /// Sign up: a new workspace and its owner (only when the app enables registration).
@@ -408,8 +410,9 @@ pub(crate) async fn register(
         )
         .await?;
     let workspace = s.crm.workspace(user.workspace_id).info().await?;
-    // The new owner is signed in, as a sign-in with the same password would.
-    let done = s
+    // The new owner is signed in, as a sign-in with the same password would (not
+    // when the app wants the email verified first: the mail is on its way).
+    let signed_in = s
         .crm
         .workspace(user.workspace_id)
         .auth()
@@ -422,17 +425,26 @@ pub(crate) async fn register(
                 .get(header::USER_AGENT)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         })
-        .await?;
-    let set = session_cookie(&s, &done);
+        .await;
+    let done = match signed_in {
+        Ok(done) => Some(done),
+        Err(crm_core::Error::Unauthorized {
+            reason: crm_core::AuthFailure::EmailNotVerified,
+        }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let set = done.as_ref().map(|d| session_cookie(&s, d));
     let mut res = (
         StatusCode::CREATED,
         axum::Json(Registered {
             workspace,
             user,
-            session: done.session,
+            session: done.map(|d| d.session),
         }),
     )
         .into_response();
-    res.headers_mut().insert(header::SET_COOKIE, set);
+    if let Some(set) = set {
+        res.headers_mut().insert(header::SET_COOKIE, set);
+    }
     Ok(res)
 }
