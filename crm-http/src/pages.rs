@@ -4,8 +4,9 @@
 //! new password), whose POST goes through the same CSRF check and per-IP budget as
 //! the JSON auth routes. An unknown, used or expired token gets one neutral page.
 //! HTML from `maud` (every value escaped), no script, no style from elsewhere:
-//! `Content-Security-Policy: default-src 'self'`; never cached, never framed, no
-//! referrer (the token is in the address). Not in the OpenAPI document.
+//! `Content-Security-Policy: default-src 'self'`; never cached, never framed, a
+//! referrer only to the same origin (the token is in the address). Not in the
+//! OpenAPI document.
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -68,7 +69,10 @@ fn page(status: StatusCode, title: &str, body: Markup) -> Response {
         header::CONTENT_SECURITY_POLICY,
         set("default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     );
-    h.insert(header::REFERRER_POLICY, set("no-referrer"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the form's
+    // POST, which the CSRF check refuses. The page has no link or resource on another
+    // origin, so the token in its address goes nowhere else either way.
+    h.insert(header::REFERRER_POLICY, set("same-origin"));
     h.insert(header::CACHE_CONTROL, set("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, set("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, set("DENY"));

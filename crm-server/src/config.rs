@@ -424,6 +424,15 @@ impl Settings {
                 ))
             }
         };
+        let require_verified_email = boolean(
+            "CRM_REQUIRE_VERIFIED_EMAIL",
+            s.require_verified_email.as_deref(),
+        )?;
+        if require_verified_email && resend.is_none() && smtp.is_none() {
+            return Err(ConfigError(
+                "CRM_REQUIRE_VERIFIED_EMAIL: needs a mail provider (RESEND_API_KEY or CRM_SMTP_URL), or nobody could verify an email".into(),
+            ));
+        }
         if resend.is_some() && smtp.is_some() {
             return Err(ConfigError(
                 "RESEND_API_KEY and CRM_SMTP_URL: mail goes through one of them; set one".into(),
@@ -463,10 +472,7 @@ impl Settings {
             log_format,
             registration: boolean("CRM_REGISTRATION", s.registration.as_deref())?,
             public_url: public_url(s.public_url.as_deref())?,
-            require_verified_email: boolean(
-                "CRM_REQUIRE_VERIFIED_EMAIL",
-                s.require_verified_email.as_deref(),
-            )?,
+            require_verified_email,
             insecure_cookie: boolean("CRM_INSECURE_COOKIE", s.insecure_cookie.as_deref())?,
             allowed_origins: origins(s.allowed_origins.as_deref())?,
             trust_proxy: networks("CRM_TRUST_PROXY", s.trust_proxy.as_deref())?,

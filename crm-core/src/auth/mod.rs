@@ -200,15 +200,19 @@ impl Auth {
         }
     }
 
-    /// Creates the first owner of this workspace when it has none; returns `None` when
-    /// an owner already exists (the server example calls this at every start).
+    /// Creates the first owner of this workspace when it has none, with the email
+    /// counted as verified (the operator gave it); returns `None` when an owner
+    /// already exists (the server calls this at every start).
     #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
     pub async fn bootstrap_owner(&self, input: NewUser) -> Result<Option<User>> {
         let users = self.users().await?;
         if users.iter().any(|u| u.role == Role::Owner) {
             return Ok(None);
         }
-        let (user, hash) = self.prepare(input, Some(Role::Owner)).await?;
+        let (mut user, hash) = self.prepare(input, Some(Role::Owner)).await?;
+        // The operator gave this address themselves: it counts as verified, so that
+        // `require_verified_email` never locks out the first owner.
+        user.email_verified_at = Some(user.created_at);
         let audit = self.audit(Some("bootstrap"), "user.created", Some(&user), None);
         store::users::create_user(self.crm.pool(), None, &user, &hash, &audit).await?;
         Ok(Some(user))
@@ -510,6 +514,9 @@ impl Auth {
         login: &Login,
     ) -> Result<LoggedIn> {
         if self.crm.auth_config().require_verified_email && user.email_verified_at.is_none() {
+            // The password was right: it counts as no failure (five sign-ins before
+            // the mail is opened must not lock the account).
+            store::sessions::forget_attempts(self.crm.pool(), self.ws, &user.email.key()).await?;
             return Err(Error::unauthorized(AuthFailure::EmailNotVerified));
         }
         let passwords = self.crm.passwords();

@@ -382,7 +382,8 @@ pub(crate) struct Registered {
     /// The owner.
     user: User,
     /// The owner's session (the token is only in the cookie): registration signs in,
-    /// unless the app requires a verified email first (then absent, and no cookie).
+    /// unless the app requires a verified email first or the sign-in failed (then
+    /// absent, and no cookie: sign in next).
     #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<Session>,
 }
@@ -426,12 +427,18 @@ pub(crate) async fn register(
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         })
         .await;
+    // The account exists whatever happens here: a sign-in that fails (the IP's
+    // budget is spent, the database hiccups) leaves it to the user, not a 5xx that
+    // a retry would turn into 409 email_taken.
     let done = match signed_in {
         Ok(done) => Some(done),
         Err(crm_core::Error::Unauthorized {
             reason: crm_core::AuthFailure::EmailNotVerified,
         }) => None,
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %crm_core::error::Chain(&e), "a new owner was not signed in");
+            None
+        }
     };
     let set = done.as_ref().map(|d| session_cookie(&s, d));
     let mut res = (
