@@ -105,6 +105,7 @@ conformance!(
     every_argument_type_binds_and_reads_back,
     search_tags_status_and_paging_give_the_same_pages,
     a_job_is_claimed_by_one_worker_until_its_lease_ends,
+    concurrent_claims_keep_a_targets_share,
     an_idempotency_key_is_claimed_once_then_replayed,
 );
 
@@ -298,28 +299,20 @@ async fn a_job_is_claimed_by_one_worker_until_its_lease_ends(db: &Db) {
     .expect("enqueue");
     let now = t0() + Duration::seconds(1);
     let lease = now + Duration::seconds(30);
-    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    let first = jobs::claim_jobs(db.pool(), now, lease, a, (10, 10), None)
+    let first = jobs::claim_jobs(db.pool(), now, lease, (10, 10), None)
         .await
         .expect("claim");
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].target_id, target);
     assert_eq!(first[0].attempts, 1);
-    let second = jobs::claim_jobs(db.pool(), now, lease, b, (10, 10), None)
+    let second = jobs::claim_jobs(db.pool(), now, lease, (10, 10), None)
         .await
         .expect("claim");
     assert!(second.is_empty(), "a leased job is not claimed twice");
     // Another kind's worker sees nothing either.
-    let other = jobs::claim_jobs(
-        db.pool(),
-        now,
-        lease,
-        b,
-        (10, 10),
-        Some(JobKind::Notification),
-    )
-    .await
-    .expect("claim");
+    let other = jobs::claim_jobs(db.pool(), now, lease, (10, 10), Some(JobKind::Notification))
+        .await
+        .expect("claim");
     assert!(other.is_empty());
     // When the lease has run out, another worker takes it (the first one died).
     let later = lease + Duration::seconds(1);
@@ -327,7 +320,6 @@ async fn a_job_is_claimed_by_one_worker_until_its_lease_ends(db: &Db) {
         db.pool(),
         later,
         later + Duration::seconds(30),
-        b,
         (10, 10),
         None,
     )
@@ -335,15 +327,18 @@ async fn a_job_is_claimed_by_one_worker_until_its_lease_ends(db: &Db) {
     .expect("claim");
     assert_eq!(retaken.len(), 1);
     assert_eq!(retaken[0].attempts, 2);
-    // The first worker's token no longer holds it: its release changes nothing.
-    jobs::release_job(db.pool(), first[0].id, a, later)
+    assert_ne!(
+        retaken[0].lease_token, first[0].lease_token,
+        "every claim has a token of its own"
+    );
+    // The first claim's token no longer holds it: its release changes nothing.
+    jobs::release_job(db.pool(), first[0].id, first[0].lease_token, later)
         .await
         .expect("release");
     let none = jobs::claim_jobs(
         db.pool(),
         later,
         later + Duration::seconds(30),
-        a,
         (10, 10),
         None,
     )
@@ -353,6 +348,46 @@ async fn a_job_is_claimed_by_one_worker_until_its_lease_ends(db: &Db) {
         none.is_empty(),
         "a stale token cannot release another's lease"
     );
+}
+
+/// Claims made at the same moment (other processes) never together lease more than
+/// `per_target` jobs of one target: each claim counts the leases committed before it.
+async fn concurrent_claims_keep_a_targets_share(db: &Db) {
+    let ws = WorkspaceId::DEFAULT;
+    let now = t0() + Duration::seconds(1);
+    let lease = now + Duration::seconds(30);
+    for round in 0..10 {
+        let target = Uuid::now_v7();
+        for _ in 0..8 {
+            let event = Event::new(ws, EventType::LeadCreated, None, json!({}), t0());
+            jobs::enqueue(
+                db.pool(),
+                ws,
+                JobKind::Webhook,
+                target,
+                event.id,
+                Some(&event),
+                t0(),
+            )
+            .await
+            .expect("enqueue");
+        }
+        let claim = || jobs::claim_jobs(db.pool(), now, lease, (8, 2), None);
+        let (a, b, c, d) = tokio::join!(claim(), claim(), claim(), claim());
+        let taken: usize = [a, b, c, d]
+            .into_iter()
+            .map(|r| {
+                r.expect("claim")
+                    .iter()
+                    .filter(|j| j.target_id == target)
+                    .count()
+            })
+            .sum();
+        assert_eq!(
+            taken, 2,
+            "round {round}: a target's share is 2 across claims"
+        );
+    }
 }
 
 async fn an_idempotency_key_is_claimed_once_then_replayed(db: &Db) {

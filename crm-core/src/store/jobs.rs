@@ -26,6 +26,10 @@ pub(crate) struct ClaimedJob {
     pub target_id: Uuid,
     pub event_id: Uuid,
     pub attempts: i64,
+    /// The token of the claim that took it: new for every claim, so a finish or a
+    /// release written late (after the lease ran out and the job was claimed again,
+    /// even by the same dispatcher) moves nothing.
+    pub lease_token: Uuid,
 }
 
 /// A recorded delivery attempt.
@@ -66,8 +70,8 @@ impl AttemptRow {
 
 /// What a finished attempt writes.
 pub(crate) struct Finish {
+    /// The job, with the token of the claim that took it (only that lease moves).
     pub job: ClaimedJob,
-    pub token: Uuid,
     pub attempt: crate::webhooks::model::Attempt,
     /// Pending (retry at `next_attempt_at`), delivered or failed.
     pub job_status: JobStatus,
@@ -80,20 +84,24 @@ pub(crate) struct Finish {
 }
 
 /// Takes the lease of up to `n` due jobs: pending, due, and not leased (or leased
-/// by a worker whose lease ran out); Postgres skips rows another worker is
-/// claiming, SQLite's write lock serialises claims. Fairly: no target (webhook endpoint or channel) gets
-/// more than `per_target` jobs in flight across every process (jobs leased and
-/// not yet finished count), and the first due job of every target comes before
-/// the second of any, so a slow endpoint with a long queue holds at most
-/// `per_target` slots and the jobs of other endpoints and workspaces still flow.
+/// by a worker whose lease ran out), under a token new to this claim. Fairly: no
+/// target (webhook endpoint or channel) gets more than `per_target` jobs in flight
+/// across every process (jobs leased and not yet finished count), and the first due
+/// job of every target comes before the second of any, so a slow endpoint with a
+/// long queue holds at most `per_target` slots and the jobs of other endpoints and
+/// workspaces still flow. SQLite's write lock serialises claims; on Postgres a claim
+/// first takes a transaction lock on each target it will draw from (skipping those
+/// another claim holds), then counts and claims in a statement of its own, whose
+/// snapshot sees every lease committed before: two processes never both fill a
+/// target's share.
 pub(crate) async fn claim_jobs(
     pool: &Pool,
     now: chrono::DateTime<chrono::Utc>,
     lease_until: chrono::DateTime<chrono::Utc>,
-    token: Uuid,
     (n, per_target): (usize, usize),
     only_kind: Option<JobKind>,
 ) -> Result<Vec<ClaimedJob>> {
+    let token = Uuid::now_v7();
     let sql = match pool.dialect() {
         Dialect::Postgres => claim_postgres(n, per_target, only_kind.is_some()),
         Dialect::Sqlite => claim_sqlite(n, per_target, only_kind.is_some()),
@@ -103,6 +111,21 @@ pub(crate) async fn claim_jobs(
         .bind(Ts(lease_until))
         .bind(token)
         .bind(Ts(now));
+    if pool.dialect() == Dialect::Postgres {
+        let locked = query_as::<(Uuid,)>(LOCK_TARGETS_POSTGRES)
+            .fetch_all(&mut tx)
+            .await?;
+        if locked.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let list = locked
+            .iter()
+            .map(|(t,)| t.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        query = query.bind(list);
+    }
     if let Some(k) = only_kind {
         query = query.bind(k.as_str());
     }
@@ -111,23 +134,29 @@ pub(crate) async fn claim_jobs(
     Ok(jobs)
 }
 
-/// The claim on Postgres: the targets with pending jobs are walked down their index
-/// (one probe each), their jobs in flight counted once each (`MATERIALIZED`: inlined,
-/// the count ran once per candidate row), and each contributes its earliest due jobs
-/// up to its free share (`LATERAL`, down the same index), locked as they are read
-/// and skipping rows another worker is claiming, so concurrent claims (other
-/// processes) take different jobs instead of racing for the same first ones. The
-/// cost follows the targets and the batch, not the backlog.
+/// The targets with pending jobs, walked down their index (one probe each), each
+/// locked for this transaction unless another claim holds it (then skipped: its
+/// jobs are being claimed right now).
+const LOCK_TARGETS_POSTGRES: &str = "WITH RECURSIVE targets(t) AS ( \
+       SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' ORDER BY target_id LIMIT 1) \
+       UNION ALL \
+       SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' AND target_id > t \
+         ORDER BY target_id LIMIT 1) FROM targets WHERE t IS NOT NULL) \
+     SELECT t FROM targets WHERE t IS NOT NULL \
+       AND pg_try_advisory_xact_lock(hashtextextended('crm_claim:' || t::text, 0))";
+
+/// The claim on Postgres, over the targets locked by [`LOCK_TARGETS_POSTGRES`]
+/// (`$4`, comma-separated): each target's jobs in flight are counted once
+/// (`MATERIALIZED`: inlined, the count ran once per candidate row), and each target
+/// contributes its earliest due jobs up to its free share (`LATERAL`, down its
+/// index), locked as they are read, skipping rows locked elsewhere. The cost follows
+/// the targets and the batch, not the backlog.
 fn claim_postgres(n: usize, per_target: usize, by_kind: bool) -> String {
-    let kind = if by_kind { " AND c.kind = $4" } else { "" };
+    let kind = if by_kind { " AND c.kind = $5" } else { "" };
     format!(
-        "WITH RECURSIVE targets(t) AS ( \
-           SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' ORDER BY target_id LIMIT 1) \
-           UNION ALL \
-           SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' AND target_id > t \
-             ORDER BY target_id LIMIT 1) FROM targets WHERE t IS NOT NULL), \
-         busy AS MATERIALIZED (SELECT t, (SELECT COUNT(*) FROM crm_jobs b WHERE b.status = 'pending' \
-           AND b.target_id = t AND b.lease_until >= $3) AS n FROM targets WHERE t IS NOT NULL), \
+        "WITH busy AS MATERIALIZED (SELECT t, (SELECT COUNT(*) FROM crm_jobs b WHERE b.status = 'pending' \
+           AND b.target_id = t AND b.lease_until >= $3) AS n \
+           FROM unnest(string_to_array($4, ',')::uuid[]) AS u(t)), \
          ranked AS (SELECT j.id, j.run_at, \
            ROW_NUMBER() OVER (PARTITION BY j.target_id ORDER BY j.run_at, j.id) AS rn \
            FROM busy CROSS JOIN LATERAL (SELECT c.id, c.target_id, c.run_at FROM crm_jobs c \
@@ -139,7 +168,7 @@ fn claim_postgres(n: usize, per_target: usize, by_kind: bool) -> String {
          UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
          FROM picked WHERE crm_jobs.id = picked.id \
          RETURNING crm_jobs.id, crm_jobs.kind, crm_jobs.workspace_id, crm_jobs.target_id, \
-           crm_jobs.event_id, crm_jobs.attempts"
+           crm_jobs.event_id, crm_jobs.attempts, crm_jobs.lease_token"
     )
 }
 
@@ -167,7 +196,7 @@ fn claim_sqlite(n: usize, per_target: usize, by_kind: bool) -> String {
          UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
          WHERE id IN (SELECT id FROM picked) \
            AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
-         RETURNING id, kind, workspace_id, target_id, event_id, attempts"
+         RETURNING id, kind, workspace_id, target_id, event_id, attempts, lease_token"
     )
 }
 
@@ -265,7 +294,7 @@ pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
             jobs.push(if i == 0 { "(" } else { ", (" })
                 .push_bind(a.job_id)
                 .push(", ")
-                .push_bind(f.token)
+                .push_bind(f.job.lease_token)
                 .push(", ")
                 .push_bind(f.job_status.as_str())
                 .push(", ")

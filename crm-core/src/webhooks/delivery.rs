@@ -180,7 +180,7 @@ impl Worker {
             }
         };
         let Some(found) = found.filter(|f| f.0.enabled) else {
-            return store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await;
+            return store::jobs::cancel_job(self.crm.pool(), job.id, job.lease_token).await;
         };
         let (ep, secrets) = (&found.0, &found.1);
         if let Some(limit) = ep.rate_limit_per_minute.and_then(Policy::per_minute) {
@@ -191,11 +191,12 @@ impl Worker {
                 .await?;
             if let Some(wait) = d.retry_after {
                 let at = self.crm.now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                return store::jobs::release_job(self.crm.pool(), job.id, self.token, at).await;
+                return store::jobs::release_job(self.crm.pool(), job.id, job.lease_token, at)
+                    .await;
             }
         }
         let Some(event) = ahead.event(&self.crm, job.event_id).await? else {
-            return store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await;
+            return store::jobs::cancel_job(self.crm.pool(), job.id, job.lease_token).await;
         };
         let body =
             serde_json::to_vec(&event.payload).map_err(|_| Error::Config("payload".into()))?;
@@ -290,7 +291,6 @@ impl Worker {
         self.finish(
             Finish {
                 job,
-                token: self.token,
                 attempt,
                 job_status: status,
                 success,

@@ -100,7 +100,6 @@ pub(super) struct Worker {
     pub(super) cfg: DispatcherConfig,
     #[cfg(feature = "webhooks")]
     pub(super) client: reqwest::Client,
-    pub(super) token: Uuid,
     finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<()>>)>,
 }
 
@@ -202,7 +201,7 @@ impl Worker {
     }
 
     async fn claim(&self, n: usize) -> Result<Vec<ClaimedJob>> {
-        let (now, until, token) = (self.crm.now(), self.lease_until(), self.token);
+        let (now, until) = (self.crm.now(), self.lease_until());
         // Without the `webhooks` feature this process cannot deliver webhooks: it
         // leaves those jobs to a process that can.
         #[cfg(feature = "webhooks")]
@@ -211,8 +210,7 @@ impl Worker {
         let only = Some(JobKind::Notification);
         let per_target = self.cfg.per_endpoint;
         let jobs =
-            store::jobs::claim_jobs(self.crm.pool(), now, until, token, (n, per_target), only)
-                .await?;
+            store::jobs::claim_jobs(self.crm.pool(), now, until, (n, per_target), only).await?;
         for job in &jobs {
             metrics::counter!("crm_jobs_claimed_total", "kind" => job.kind.clone()).increment(1);
         }
@@ -274,7 +272,7 @@ impl Worker {
             // Left to a process built with the `webhooks` feature (never claimed here).
             #[cfg(not(feature = "webhooks"))]
             Ok(JobKind::Webhook) => Ok(()),
-            Err(_) => store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await,
+            Err(_) => store::jobs::cancel_job(self.crm.pool(), job.id, job.lease_token).await,
         }
     }
 
@@ -294,7 +292,7 @@ impl Worker {
         let service = self.crm.workspace(job.workspace_id).notifications();
         let id = crate::ids::ChannelId(job.target_id);
         let cancel =
-            || async { store::jobs::cancel_job(self.crm.pool(), job.id, self.token).await };
+            || async { store::jobs::cancel_job(self.crm.pool(), job.id, job.lease_token).await };
         let channel = match service.get(id).await {
             Ok(c) if c.enabled => c,
             Ok(_) | Err(Error::NotFound { .. }) => return cancel().await,
@@ -367,7 +365,6 @@ impl Worker {
         self.finish(
             Finish {
                 job,
-                token: self.token,
                 attempt,
                 job_status: status,
                 success: status == JobStatus::Delivered,
@@ -426,7 +423,6 @@ impl Crm {
             client: delivery::client(config.timeout, self.webhook_allow())?,
             crm: self.clone(),
             cfg: config,
-            token: Uuid::now_v7(),
             finisher: finished,
         });
         Ok(tokio::spawn(run(worker, shutdown, writes)))
@@ -511,7 +507,7 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken, writes: tokio::task::J
 /// Gives a claimed job back untried, due now.
 async fn release(w: &Worker, job: &ClaimedJob) {
     let at = w.crm.now();
-    let r = store::jobs::release_job(w.crm.pool(), job.id, w.token, at).await;
+    let r = store::jobs::release_job(w.crm.pool(), job.id, job.lease_token, at).await;
     if let Err(err) = r {
         tracing::warn!(error = %crate::error::Chain(&err), "could not release a webhook job");
     }
