@@ -7,9 +7,11 @@
 //! the first byte, port 465), `smtp://user:password@mail.example.com:587?tls=required`
 //! (STARTTLS, refused without it), `smtp://mail.example.com?tls=opportunistic`
 //! (STARTTLS when offered) or `smtp://localhost:25` (no TLS: a relay on the same
-//! machine). Each mail opens a connection of its own (no pool), with a 20 s timeout.
-//! A 5xx answer (an unknown mailbox, a refused sender) is permanent; a 4xx answer or
-//! a network error is retried on the dispatcher's schedule.
+//! machine; a password without TLS is refused for any other host). Each mail opens a
+//! connection of its own (no pool), with a 20 s timeout. A 5xx answer (an unknown
+//! mailbox, a refused sender) is permanent, except those about the credentials (530,
+//! 534, 535, 538: the operator fixes them, then the queue can go); a 4xx answer or a
+//! network error is retried on the dispatcher's schedule.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,6 +48,11 @@ impl Smtp {
     /// (see the module). `Config` error for a URL or sender that does not parse
     /// (the message never repeats the URL, which may hold a password).
     pub fn new(url: &SecretString, from: &str) -> crm_core::Result<Self> {
+        if sends_password_in_clear(url.expose()) {
+            return Err(Error::Config(
+                "the SMTP URL has a password but no TLS: use smtps:// or ?tls=required (only a server on this machine may go without)".into(),
+            ));
+        }
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
             .map_err(|_| {
                 Error::Config(
@@ -94,13 +101,45 @@ impl Smtp {
         };
         match self.transport.send(message).await {
             Ok(_) => Outcome::Sent,
-            Err(e) if e.is_permanent() => Outcome::Permanent(answer(&e)),
+            Err(e) if e.is_permanent() && !about_credentials(&e) => Outcome::Permanent(answer(&e)),
             Err(e) => Outcome::Retry {
                 after: None,
                 reason: answer(&e),
             },
         }
     }
+}
+
+/// Whether the URL would send its password over a connection that may stay
+/// unencrypted (`smtp://` without `tls=required`) to a host other than this machine.
+fn sends_password_in_clear(url: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false; // lettre refuses it next, with the same neutral message
+    };
+    let has_password = u.password().is_some() || !u.username().is_empty();
+    let tls_required =
+        u.scheme() == "smtps" || u.query_pairs().any(|(k, v)| k == "tls" && v == "required");
+    // `smtp` is no special scheme to the url crate: an IPv4 host comes as a name.
+    let local = match u.host() {
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    has_password && !tls_required && !local
+}
+
+/// Whether an SMTP answer is about the credentials or the connection's security
+/// (530 authentication or STARTTLS required, 534 and 538 mechanism, 535 bad
+/// credentials): fixed by the operator, then every queued mail can go, so these are
+/// retried, not permanent.
+fn about_credentials(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .is_some_and(|c| matches!(c.to_string().as_str(), "530" | "534" | "535" | "538"))
 }
 
 /// What went wrong, as the server said it (its code and text) or the kind of

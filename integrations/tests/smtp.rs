@@ -22,8 +22,9 @@ struct Seen {
 }
 
 /// A local SMTP server: AUTH PLAIN offered, `refuse@` mailboxes refused with 550,
-/// every transaction refused with 451 when `busy`.
-async fn server(busy: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
+/// every transaction refused with 451 when `busy`, every AUTH with 535 when
+/// `bad_password`.
+async fn server_with(busy: bool, bad_password: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -41,6 +42,8 @@ async fn server(busy: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
                     let upper = line.to_ascii_uppercase();
                     let reply: &[u8] = if upper.starts_with("EHLO") {
                         b"250-localhost\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+                    } else if upper.starts_with("AUTH PLAIN") && bad_password {
+                        b"535 5.7.8 authentication failed\r\n"
                     } else if upper.starts_with("AUTH PLAIN") {
                         b"235 2.7.0 accepted\r\n"
                     } else if upper.starts_with("MAIL FROM") && busy {
@@ -73,6 +76,10 @@ async fn server(busy: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
         }
     });
     (format!("smtp://crm:s3cret@127.0.0.1:{port}"), seen)
+}
+
+async fn server(busy: bool) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    server_with(busy, false).await
 }
 
 fn smtp(url: &str) -> crm_integrations::smtp::Smtp {
@@ -204,6 +211,18 @@ async fn refusals_are_permanent_busy_servers_and_silence_are_retried() {
     )
     .await;
     assert!(matches!(out, Outcome::Retry { .. }), "{out:?}");
+    // Wrong credentials are the operator's to fix: retried, not a lost mail.
+    let (locked, _) = server_with(false, true).await;
+    let out = Notifier::send(
+        &smtp(&locked),
+        &json!({"to": ["sales@example.com"]}),
+        &notification(),
+    )
+    .await;
+    match out {
+        Outcome::Retry { reason, .. } => assert!(reason.contains("535"), "{reason}"),
+        other => panic!("a 535 is retried: {other:?}"),
+    }
     // Nobody listens on this port (bound, then closed).
     let gone = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -240,4 +259,21 @@ fn bad_urls_and_senders_are_config_errors_that_hide_the_url() {
     assert!(!e.to_string().contains("hunter2"));
     let ok = smtp("smtps://user:hunter2@mail.example.com");
     assert!(!format!("{ok:?}").contains("hunter2"));
+    // A password over a connection that may stay plain, to another machine: refused.
+    for url in [
+        "smtp://user:hunter2@mail.example.com",
+        "smtp://user:hunter2@mail.example.com:587?tls=opportunistic",
+    ] {
+        let e = crm_integrations::smtp::Smtp::new(
+            &SecretString::from(url.to_owned()),
+            "crm@example.com",
+        )
+        .expect_err("a password in the clear");
+        assert!(
+            e.to_string().contains("no TLS") && !e.to_string().contains("hunter2"),
+            "{e}"
+        );
+    }
+    smtp("smtp://user:hunter2@mail.example.com:587?tls=required");
+    smtp("smtp://mail.example.com:25");
 }

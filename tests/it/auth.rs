@@ -375,6 +375,14 @@ async fn sign_in_finds_the_email_in_any_workspace(db: &TestDb) {
             reason: AuthFailure::InvalidCredentials
         }
     ));
+    // The failure is audited where ana's account is, and nowhere else: the default
+    // workspace's admins never read other tenants' emails.
+    assert!(actions(&crm, ana.workspace_id)
+        .await
+        .contains(&"login.failed".to_owned()));
+    assert!(!actions(&crm, WorkspaceId::DEFAULT)
+        .await
+        .contains(&"login.failed".to_owned()));
 
     // Registering a taken email (any case) is refused and writes nothing.
     let workspaces = db.count("crm_workspaces").await;

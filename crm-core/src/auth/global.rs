@@ -78,6 +78,7 @@ impl Crm {
         let opened = front.count_attempt(&counted, self.now()).await?;
         let passwords = self.passwords();
         let checked = accounts.len();
+        let workspaces: Vec<WorkspaceId> = accounts.iter().map(|a| a.0.workspace_id).collect();
         let mut matched = Vec::new();
         for account in accounts {
             if passwords.verify(&login.password, &account.1).await? {
@@ -88,8 +89,16 @@ impl Crm {
             passwords.verify_dummy(&login.password).await?;
         }
         if matched.is_empty() {
+            // Each account's workspace sees the attempt on its user; the default
+            // workspace never sees the emails of other tenants.
             front
-                .attempt_failed("login.failed", &key, login.ip.as_deref(), opened)
+                .attempt_failed_in(
+                    &workspaces,
+                    "login.failed",
+                    &key,
+                    login.ip.as_deref(),
+                    opened,
+                )
                 .await?;
             return Err(invalid_credentials());
         }

@@ -424,7 +424,8 @@ impl Auth {
         }
     }
 
-    /// Audits a counted attempt whose password was wrong (and the lockout it opened).
+    /// Audits a counted attempt whose password was wrong (and the lockout it opened)
+    /// in this workspace.
     pub(super) async fn attempt_failed(
         &self,
         action: &str,
@@ -432,17 +433,41 @@ impl Auth {
         ip: Option<&str>,
         opened: Option<DateTime<Utc>>,
     ) -> Result<()> {
+        self.attempt_failed_in(&[self.ws], action, email_key, ip, opened)
+            .await
+    }
+
+    /// [`Auth::attempt_failed`], audited in each of `workspaces` (those whose
+    /// accounts the attempt was about; none for an email no workspace knows).
+    pub(super) async fn attempt_failed_in(
+        &self,
+        workspaces: &[WorkspaceId],
+        action: &str,
+        email_key: &str,
+        ip: Option<&str>,
+        opened: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         metrics::counter!("crm_auth_failures_total", "action" => action.to_owned()).increment(1);
-        let mut audits = vec![AuditEntry {
-            details: json!({ "email": email_key }),
-            ..self.audit(None, action, None, ip)
-        }];
-        if let Some(until) = opened {
+        if opened.is_some() {
             metrics::counter!("crm_auth_lockouts_total").increment(1);
+        }
+        let mut audits = Vec::new();
+        for ws in workspaces {
             audits.push(AuditEntry {
-                details: json!({ "email": email_key, "until": until }),
-                ..self.audit(None, "login.locked", None, ip)
+                workspace_id: *ws,
+                details: json!({ "email": email_key }),
+                ..self.audit(None, action, None, ip)
             });
+            if let Some(until) = opened {
+                audits.push(AuditEntry {
+                    workspace_id: *ws,
+                    details: json!({ "email": email_key, "until": until }),
+                    ..self.audit(None, "login.locked", None, ip)
+                });
+            }
+        }
+        if audits.is_empty() {
+            return Ok(());
         }
         match store::audit::insert_audits(self.crm.pool(), &audits).await {
             Ok(()) | Err(Error::NotFound { .. }) => Ok(()),
