@@ -136,8 +136,10 @@ impl Config {
         self
     }
 
-    /// The workspace the public routes (contact form, inbound webhooks, login without a
-    /// `workspace_id`) write to; the default workspace unless set.
+    /// The workspace the public routes (contact form, inbound webhooks) write to; the
+    /// default workspace unless set. Sign-in, password reset and verification mails
+    /// without a `workspace_id` find the email's accounts in every workspace instead
+    /// (see `Crm::sign_in`).
     pub fn public_workspace(mut self, ws: WorkspaceId) -> Self {
         self.public_workspace = ws;
         self

@@ -8,10 +8,11 @@ pub(super) use password::check_policy;
 
 use super::{
     invalid_credentials, password, token_hash, Auth, Login, NewUser, Role, SessionUser, SignIn,
-    User, WorkspaceChoice, RESET,
+    User, WorkspaceChoice, RESET, VERIFY,
 };
 use crate::error::{AuthFailure, Errors};
 use crate::ids::WorkspaceId;
+use crate::leads::Email;
 use crate::store;
 use crate::{Crm, Error, Result};
 
@@ -121,6 +122,49 @@ impl Crm {
         let auth = Auth::new(self.clone(), user.workspace_id);
         let done = auth.start_session(user, &hash, &login).await?;
         Ok(SignIn::SignedIn(Box::new(done)))
+    }
+
+    /// [`Auth::request_password_reset`] for the email's accounts in every workspace
+    /// (the oldest [`SIGN_IN_ACCOUNTS`]), each with its own link: for a user who
+    /// signs in without a workspace id. The same immediate answer whether the email
+    /// has accounts or not; each account's mails are limited as in its workspace.
+    #[tracing::instrument(skip_all)]
+    pub async fn request_password_reset(&self, email: &str) -> Result<()> {
+        self.mail_every_account(email, RESET).await
+    }
+
+    /// [`Auth::resend_email_verification`] for the email's unverified accounts in
+    /// every workspace, as [`Crm::request_password_reset`] does.
+    #[tracing::instrument(skip_all)]
+    pub async fn resend_email_verification(&self, email: &str) -> Result<()> {
+        self.mail_every_account(email, VERIFY).await
+    }
+
+    async fn mail_every_account(&self, email: &str, purpose: &'static str) -> Result<()> {
+        let email = Email::parse(email).map_err(|m| Error::invalid("email", m))?;
+        self.mailer()?;
+        let crm = self.clone();
+        tokio::spawn(async move {
+            let accounts =
+                store::users::accounts_by_email(crm.pool(), &email.key(), SIGN_IN_ACCOUNTS).await;
+            let workspaces = match accounts {
+                Ok(a) => a
+                    .into_iter()
+                    .map(|(u, _, _)| u.workspace_id)
+                    .collect::<Vec<_>>(),
+                Err(err) => {
+                    tracing::warn!(error = %crate::error::Chain(&err), purpose, "an auth mail was not sent");
+                    return;
+                }
+            };
+            for ws in workspaces {
+                let auth = Auth::new(crm.clone(), ws);
+                if let Err(err) = auth.send_token_to(&email, purpose).await {
+                    tracing::warn!(error = %crate::error::Chain(&err), purpose, "an auth mail was not sent");
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Checks a session token: its session (refreshed when used a minute or more after

@@ -668,7 +668,7 @@ impl Auth {
         self.mail_token_to(email, VERIFY).await
     }
 
-    async fn mail_token_to(&self, email: &str, purpose: &'static str) -> Result<()> {
+    pub(super) async fn mail_token_to(&self, email: &str, purpose: &'static str) -> Result<()> {
         let email = Email::parse(email).map_err(|m| Error::invalid("email", m))?;
         self.crm.mailer()?;
         let auth = self.clone();
@@ -681,7 +681,7 @@ impl Auth {
     }
 
     /// The work behind [`Auth::mail_token_to`], off the caller's path.
-    async fn send_token_to(&self, email: &Email, purpose: &'static str) -> Result<()> {
+    pub(super) async fn send_token_to(&self, email: &Email, purpose: &'static str) -> Result<()> {
         let key = email.key();
         // Hashed: an email of any length makes a key within the limiter's bound.
         let budget = format!("{}:{}", self.ws, hex(&sha256(&key)));

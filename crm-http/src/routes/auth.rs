@@ -262,7 +262,8 @@ pub(crate) async fn change_password(
 pub(crate) struct ResetRequest {
     #[schema(format = Email, max_length = 254)]
     email: String,
-    /// The user's workspace; the router's public workspace when absent.
+    /// The user's workspace. Absent: the email's accounts in every workspace (each
+    /// gets its own mail).
     #[serde(default)]
     workspace_id: Option<WorkspaceId>,
 }
@@ -274,12 +275,16 @@ pub(crate) async fn password_reset(
     State(s): State<AppState>,
     Json(input): Json<ResetRequest>,
 ) -> ApiResult<StatusCode> {
-    let ws = input.workspace_id.unwrap_or(s.cfg.public_workspace);
-    s.crm
-        .workspace(ws)
-        .auth()
-        .request_password_reset(&input.email)
-        .await?;
+    match input.workspace_id {
+        Some(ws) => {
+            s.crm
+                .workspace(ws)
+                .auth()
+                .request_password_reset(&input.email)
+                .await?
+        }
+        None => s.crm.request_password_reset(&input.email).await?,
+    }
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -336,7 +341,8 @@ pub(crate) async fn verify_email(
 pub(crate) struct ResendVerification {
     #[schema(format = Email, max_length = 254)]
     email: String,
-    /// The user's workspace; the router's public workspace when absent.
+    /// The user's workspace. Absent: the email's accounts in every workspace (each
+    /// gets its own mail).
     #[serde(default)]
     workspace_id: Option<WorkspaceId>,
 }
@@ -349,12 +355,16 @@ pub(crate) async fn resend_verification(
     State(s): State<AppState>,
     Json(input): Json<ResendVerification>,
 ) -> ApiResult<StatusCode> {
-    let ws = input.workspace_id.unwrap_or(s.cfg.public_workspace);
-    s.crm
-        .workspace(ws)
-        .auth()
-        .resend_email_verification(&input.email)
-        .await?;
+    match input.workspace_id {
+        Some(ws) => {
+            s.crm
+                .workspace(ws)
+                .auth()
+                .resend_email_verification(&input.email)
+                .await?
+        }
+        None => s.crm.resend_email_verification(&input.email).await?,
+    }
     Ok(StatusCode::ACCEPTED)
 }
 
