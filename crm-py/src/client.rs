@@ -344,6 +344,27 @@ async fn dispatch(
             };
             to_value(crm.register(&a.workspace_name, owner).await?)
         }
+        "crm.sign_in" => {
+            let a: LoginArgs = input(payload)?;
+            let found = crm
+                .sign_in(Login {
+                    email: a.email,
+                    password: a.password,
+                    remember_me: a.remember_me,
+                    ip: a.ip,
+                    user_agent: a.user_agent,
+                })
+                .await?;
+            Ok(match found {
+                crm_core::auth::SignIn::SignedIn(l) => {
+                    let l = *l;
+                    json!({ "signed_in": { "token": secret(l.token), "session": l.session, "user": l.user } })
+                }
+                crm_core::auth::SignIn::ChooseWorkspace(list) => {
+                    json!({ "choose_workspace": list })
+                }
+            })
+        }
         "crm.authenticate_session" => {
             let a: Token = input(payload)?;
             let s = crm.authenticate_session(&a.token).await?;

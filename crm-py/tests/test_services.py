@@ -85,6 +85,26 @@ async def test_policy_registration_and_tokens(client: crm.Crm) -> None:
     owner = await client.register("Acme", "boss@acme.test", "Boss", STRONG)
     assert owner.role == "owner" and owner.workspace_id != crm.DEFAULT_WORKSPACE
     assert (await client.workspace(owner.workspace_id).info()).name == "Acme"
+    # Sign-in needs no workspace id: the email's one account is found.
+    signed = await client.sign_in("BOSS@acme.test", STRONG)
+    assert isinstance(signed, crm.LoggedIn)
+    assert signed.session.workspace_id == owner.workspace_id and signed.user.id == owner.id
+    with pytest.raises(crm.UnauthorizedError) as u:
+        await client.sign_in("boss@acme.test", "Wrong-Password-9!")
+    assert u.value.reason == "invalid_credentials"
+    with pytest.raises(crm.UnauthorizedError) as u:
+        await client.sign_in("nobody@acme.test", STRONG)
+    assert u.value.reason == "invalid_credentials"
+    # The same email cannot register a second workspace.
+    with pytest.raises(crm.CrmError) as t:
+        await client.register("Copy", "Boss@Acme.test", "Boss", STRONG)
+    assert t.value.code == "email_taken"
+    # Added to a second workspace with the same password: a choice, and no session.
+    beta = await client.create_workspace("Beta")
+    await beta.auth.create_user("boss@acme.test", "Boss", STRONG)
+    choices = await client.sign_in("boss@acme.test", STRONG)
+    assert isinstance(choices, list)
+    assert [(c.id, c.name) for c in choices] == [(owner.workspace_id, "Acme"), (beta.id, "Beta")]
     # The Python module has no mailer to send tokens with (yet): asking is a configuration error.
     with pytest.raises(crm.CrmError) as m:
         await client.workspace(owner.workspace_id).auth.request_password_reset("boss@acme.test")

@@ -56,6 +56,7 @@ from .models import (
     SessionUser,
     User,
     VerifiedKey,
+    WorkspaceChoice,
     WorkspaceInfo,
 )
 
@@ -102,5 +103,6 @@ __all__ = [
     "CreatedEndpoint",
     "Channel",
     "WorkspaceInfo",
+    "WorkspaceChoice",
     "Received",
 ]

@@ -29,6 +29,7 @@ from .models import (
     SessionUser,
     User,
     VerifiedKey,
+    WorkspaceChoice,
     WorkspaceInfo,
 )
 
@@ -556,8 +557,32 @@ class Crm(Workspace):
         id: str = await self.leads._call("crm.create_workspace", None, {"name": name})
         return self.workspace(id)
 
+    async def sign_in(
+        self,
+        email: str,
+        password: str,
+        *,
+        remember_me: bool = False,
+        ip: Optional[str] = None,
+        user_agent: Optional[str] = None,
+    ) -> Union[LoggedIn, List[WorkspaceChoice]]:
+        """Signs in with an email and password only, in whichever workspace the email
+        has an account: one account with this password gives a ``LoggedIn``; several
+        give the workspaces to choose from (then ``workspace(id).auth.login``), and no
+        session. An unknown email and a wrong password are the same
+        ``UnauthorizedError`` (``invalid_credentials``) after the same work; too many
+        attempts ``RateLimitedError``."""
+        payload = _given(
+            email=email, password=password, remember_me=remember_me, ip=ip, user_agent=user_agent
+        )
+        found = await self.leads._call("crm.sign_in", None, payload)
+        if "choose_workspace" in found:
+            return [WorkspaceChoice.from_dict(c) for c in found["choose_workspace"]]
+        return LoggedIn.from_dict(found["signed_in"])
+
     async def register(self, workspace_name: str, email: str, display_name: str, password: str) -> User:
-        """A new workspace and its owner, in one transaction (does not sign in)."""
+        """A new workspace and its owner, in one transaction (does not sign in; an email
+        with an account anywhere is ``CrmError`` with code ``email_taken``)."""
         payload = {
             "workspace_name": workspace_name, "email": email,
             "display_name": display_name, "password": password,

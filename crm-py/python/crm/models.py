@@ -319,6 +319,14 @@ class WorkspaceInfo(Model):
 
 
 @dataclass(frozen=True)
+class WorkspaceChoice(Model):
+    """A workspace to choose at sign-in: sign in again with its ``id``."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Received(Model):
     """What an inbound WhatsApp payload did: the ids of the leads ``captured`` (one per
     new message), the messages seen before (``duplicates``), and status updates or
