@@ -126,9 +126,7 @@ impl Notifier for Resend {
     }
 
     fn check_config(&self, config: &Value) -> Result<(), Vec<FieldError>> {
-        recipients(config)
-            .map(|_| ())
-            .map_err(|m| vec![FieldError::new("config.to", m)])
+        mail::check_config(config)
     }
 
     fn email_recipients(&self, config: &Value) -> Vec<String> {
@@ -137,9 +135,9 @@ impl Notifier for Resend {
 
     fn send<'a>(&'a self, config: &'a Value, n: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            let to = match recipients(config) {
+            let to = match mail::send_to(config) {
                 Ok(to) => to,
-                Err(m) => return Outcome::Permanent(format!("config.to {m}")),
+                Err(outcome) => return outcome,
             };
             let (html, text) = render(n);
             let body = json!({ "from": self.from, "to": to, "subject": n.title, "html": html, "text": text });

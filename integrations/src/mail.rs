@@ -4,7 +4,8 @@
 
 use crm_core::auth::AuthMail;
 use crm_core::leads::Email;
-use crm_core::notify::Notification;
+use crm_core::notify::{Notification, Outcome};
+use crm_core::FieldError;
 use serde_json::Value;
 
 /// The most recipients a channel may name.
@@ -135,4 +136,18 @@ pub(crate) fn recipients(config: &Value) -> Result<Vec<String>, String> {
                 .ok_or("holds an address that is not valid".to_string())
         })
         .collect()
+}
+
+/// `Notifier::check_config` of the email notifiers: the channel names 1–50 valid
+/// recipients in `to`.
+pub(crate) fn check_config(config: &Value) -> Result<(), Vec<FieldError>> {
+    recipients(config)
+        .map(|_| ())
+        .map_err(|m| vec![FieldError::new("config.to", m)])
+}
+
+/// The recipients of a send, or the permanent outcome of a configuration that names
+/// none (saved before the rule, or edited in the database).
+pub(crate) fn send_to(config: &Value) -> Result<Vec<String>, Outcome> {
+    recipients(config).map_err(|m| Outcome::Permanent(format!("config.to {m}")))
 }

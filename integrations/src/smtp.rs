@@ -158,9 +158,7 @@ impl Notifier for Smtp {
     }
 
     fn check_config(&self, config: &Value) -> Result<(), Vec<FieldError>> {
-        recipients(config)
-            .map(|_| ())
-            .map_err(|m| vec![FieldError::new("config.to", m)])
+        mail::check_config(config)
     }
 
     fn email_recipients(&self, config: &Value) -> Vec<String> {
@@ -169,9 +167,9 @@ impl Notifier for Smtp {
 
     fn send<'a>(&'a self, config: &'a Value, n: &'a Notification) -> SendFuture<'a> {
         Box::pin(async move {
-            let to = match recipients(config) {
+            let to = match mail::send_to(config) {
                 Ok(to) => to,
-                Err(m) => return Outcome::Permanent(format!("config.to {m}")),
+                Err(outcome) => return outcome,
             };
             let (html, text) = render(n);
             self.deliver(&to, &n.title, html, text).await
