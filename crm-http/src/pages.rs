@@ -148,34 +148,31 @@ fn reset_form(status: StatusCode, token: &str, error: Option<(&str, &str)>) -> R
             form method="post" action="reset-password" {
                 input type="hidden" name="token" value=(token);
                 p { "At least 12 characters, with upper and lower case letters, a digit and a symbol." }
-                p {
-                    label for="new_password" { "New password" }
-                    br;
-                    input type="password" id="new_password" name="new_password"
-                        autocomplete="new-password" required
-                        aria-invalid=[new_error.as_ref().map(|_| "true")]
-                        aria-describedby=[new_error.as_ref().map(|_| "new_password_error")];
-                    @if let Some(m) = &new_error {
-                        br;
-                        span id="new_password_error" role="alert" { (m) }
-                    }
-                }
-                p {
-                    label for="confirm_password" { "The same again" }
-                    br;
-                    input type="password" id="confirm_password" name="confirm_password"
-                        autocomplete="new-password" required
-                        aria-invalid=[confirm_error.as_ref().map(|_| "true")]
-                        aria-describedby=[confirm_error.as_ref().map(|_| "confirm_password_error")];
-                    @if let Some(m) = &confirm_error {
-                        br;
-                        span id="confirm_password_error" role="alert" { (m) }
-                    }
-                }
+                (password_field("new_password", "New password", new_error))
+                (password_field("confirm_password", "The same again", confirm_error))
                 button type="submit" { "Set the new password" }
             }
         },
     )
+}
+
+/// A labelled new-password field, with its error (if any) next to it and tied to it
+/// for screen readers.
+fn password_field(id: &str, label: &str, error: Option<String>) -> Markup {
+    let error_id = format!("{id}_error");
+    html! {
+        p {
+            label for=(id) { (label) }
+            br;
+            input type="password" id=(id) name=(id) autocomplete="new-password" required
+                aria-invalid=[error.as_ref().map(|_| "true")]
+                aria-describedby=[error.as_ref().map(|_| error_id.as_str())];
+            @if let Some(m) = &error {
+                br;
+                span id=(error_id) role="alert" { (m) }
+            }
+        }
+    }
 }
 
 /// `GET /auth/reset-password?token=…`: the form for the new password.

@@ -255,7 +255,8 @@ pub(crate) async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Input of `POST /api/auth/password-reset`.
+/// Input of `POST /api/auth/password-reset` and `POST /api/auth/verify-email/request`:
+/// who the mail is for.
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"email": "sam@example.com"}))]
 #[serde(deny_unknown_fields)]
@@ -334,26 +335,13 @@ pub(crate) async fn verify_email(
     Ok(axum::Json(s.crm.confirm_email(&input.token).await?))
 }
 
-/// Input of `POST /api/auth/verify-email/request`.
-#[derive(Deserialize, ToSchema)]
-#[schema(example = json!({"email": "sam@example.com"}))]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ResendVerification {
-    #[schema(format = Email, max_length = 254)]
-    email: String,
-    /// The user's workspace. Absent: the email's accounts in every workspace (each
-    /// gets its own mail).
-    #[serde(default)]
-    workspace_id: Option<WorkspaceId>,
-}
-
 /// Ask for another verification mail. Answers the same whether or not the email is
 /// known (or already verified); at most 5 mails an hour per account.
-#[utoipa::path(post, path = "/api/auth/verify-email/request", tag = "auth", request_body = ResendVerification,
+#[utoipa::path(post, path = "/api/auth/verify-email/request", tag = "auth", request_body = ResetRequest,
     responses((status = 202, description = "A mail is on its way if the email has an account to verify")))]
 pub(crate) async fn resend_verification(
     State(s): State<AppState>,
-    Json(input): Json<ResendVerification>,
+    Json(input): Json<ResetRequest>,
 ) -> ApiResult<StatusCode> {
     match input.workspace_id {
         Some(ws) => {
