@@ -18,6 +18,7 @@ use crate::leads::parse::LeadRules;
 use crate::leads::parser::{BuiltinParser, LeadParser};
 use crate::leads::{AllowedValues, Leads};
 use crate::notify::{Notifications, Notifier};
+use crate::providers::Provider;
 use crate::ratelimit::{Policy, RateLimiter};
 use crate::seal::{MasterKey, Sealer};
 use crate::store::{self, Pool, Ts};
@@ -52,6 +53,7 @@ struct Inner {
     lead_writer: std::sync::OnceLock<crate::leads::batch::Batcher>,
     notifiers: Vec<Arc<dyn Notifier>>,
     lead_parser: Arc<dyn LeadParser>,
+    providers: Vec<Arc<dyn Provider>>,
     quotas: Quotas,
 }
 
@@ -202,8 +204,22 @@ impl Crm {
         &self.inner.auth
     }
 
-    pub(crate) fn lead_parser(&self) -> &dyn LeadParser {
-        self.inner.lead_parser.as_ref()
+    /// The builder's lead parser (a workspace's own comes first: `lead_parser_for`).
+    pub(crate) fn default_lead_parser(&self) -> Arc<dyn LeadParser> {
+        self.inner.lead_parser.clone()
+    }
+
+    /// The registered integration provider of `kind`.
+    pub(crate) fn provider(&self, kind: &str) -> Option<&dyn Provider> {
+        self.inner
+            .providers
+            .iter()
+            .find(|p| p.kind() == kind)
+            .map(|p| p.as_ref())
+    }
+
+    pub(crate) fn providers_registered(&self) -> &[Arc<dyn Provider>] {
+        &self.inner.providers
     }
 
     /// The per-workspace quotas.
@@ -247,10 +263,11 @@ impl Crm {
         &self.inner.webhook_allow
     }
 
-    pub(crate) fn mailer(&self) -> Result<&dyn Mailer> {
+    /// The builder's mailer (a workspace's own comes first: `mailer_for`).
+    pub(crate) fn default_mailer(&self) -> Result<Arc<dyn Mailer>> {
         self.inner
             .mailer
-            .as_deref()
+            .clone()
             .ok_or_else(|| Error::Config("no mailer was given to the Crm builder".into()))
     }
 
@@ -297,6 +314,11 @@ impl Workspace {
     /// Its API-key service.
     pub fn api_keys(&self) -> ApiKeys {
         ApiKeys::new(self.crm.clone(), self.id)
+    }
+
+    /// Its integrations (provider credentials and settings).
+    pub fn integrations(&self) -> crate::providers::Integrations {
+        crate::providers::Integrations::new(self.crm.clone(), self.id)
     }
 
     /// Its idempotency-key store.
@@ -408,6 +430,7 @@ pub struct CrmBuilder {
     webhook_allow: Vec<String>,
     notifiers: Vec<Arc<dyn Notifier>>,
     lead_parser: Arc<dyn LeadParser>,
+    providers: Vec<Arc<dyn Provider>>,
     quotas: Quotas,
 }
 
@@ -431,6 +454,7 @@ impl Default for CrmBuilder {
             webhook_allow: Vec::new(),
             notifiers: Vec::new(),
             lead_parser: Arc::new(BuiltinParser),
+            providers: Vec::new(),
             quotas: Quotas::default(),
         }
     }
@@ -594,6 +618,20 @@ impl CrmBuilder {
         self
     }
 
+    /// Registers an integration provider (see [`crate::providers`]): workspaces can
+    /// then save their own settings for it. A later provider of the same kind
+    /// replaces it; where several could serve (a `resend` and an `smtp` mailer),
+    /// the first registered wins.
+    pub fn provider(mut self, provider: impl Provider) -> Self {
+        let kind = provider.kind();
+        if let Some(slot) = self.providers.iter_mut().find(|p| p.kind() == kind) {
+            *slot = Arc::new(provider);
+        } else {
+            self.providers.push(Arc::new(provider));
+        }
+        self
+    }
+
     /// Registers a notification plugin; a later plugin of the same kind replaces it.
     pub fn notifier(mut self, plugin: impl Notifier) -> Self {
         let kind = plugin.kind();
@@ -708,6 +746,7 @@ impl CrmBuilder {
                 lead_writer: std::sync::OnceLock::new(),
                 notifiers: self.notifiers,
                 lead_parser: self.lead_parser,
+                providers: self.providers,
                 quotas: self.quotas,
             }),
         })

@@ -15,6 +15,7 @@ pub mod leads;
 mod macros;
 mod migrate;
 pub mod notify;
+pub mod providers;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 #[cfg(test)]

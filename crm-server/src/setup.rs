@@ -105,6 +105,25 @@ fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder
         }
         b = b.notifier(smtp.clone()).mailer(smtp);
     }
+    // Every workspace may keep its own credentials for these providers (admin API
+    // `/api/admin/integrations`); the settings above are the server's defaults.
+    let (mut resend, mut smtp) = (
+        crm::integrations::email::ResendIntegration::new(),
+        crm::integrations::smtp::SmtpIntegration::new(),
+    );
+    if let Some(url) = &cfg.public_url {
+        let (reset, verify) = auth_links(url);
+        resend = resend.with_links(reset.clone(), verify.clone());
+        smtp = smtp.with_links(reset, verify);
+    }
+    b = b
+        .provider(crm::integrations::openai::OpenAiIntegration::new())
+        .provider(resend)
+        .provider(smtp)
+        .provider(crm::integrations::whatsapp::WhatsApp::new())
+        .provider(crm::integrations::calcom::CalcomIntegration)
+        .provider(crm::integrations::telegram::Telegram::new())
+        .provider(crm::integrations::discord::Discord::new());
     if let Some(key) = &cfg.openai_api_key {
         b = b.lead_parser(crm::integrations::openai::OpenAi::new(
             key.expose().to_owned(),

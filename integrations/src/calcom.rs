@@ -98,3 +98,49 @@ pub async fn receive(
         },
     )
 }
+
+/// The `calcom` integration: a workspace's Cal.com bookings. Settings:
+/// `webhook_secret` (secret: the secret set on the Cal.com webhook) and
+/// `booking_link` (optional, the `https://` page people book on). It receives
+/// webhooks, at `/api/webhooks/cal/{inbound_id}`. Cal.com has no API that could
+/// confirm a webhook secret, so saving checks the shape only; a wrong secret shows
+/// as 401s on the inbound route.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CalcomIntegration;
+
+impl crm_core::providers::Provider for CalcomIntegration {
+    fn kind(&self) -> &'static str {
+        "calcom"
+    }
+
+    fn fields(&self) -> &'static [crm_core::providers::SettingField] {
+        use crm_core::providers::SettingField;
+        const FIELDS: [SettingField; 2] = [
+            SettingField::secret("webhook_secret"),
+            SettingField::optional("booking_link"),
+        ];
+        &FIELDS
+    }
+
+    fn receives_webhooks(&self) -> bool {
+        true
+    }
+
+    fn check<'a>(
+        &'a self,
+        settings: &'a crm_core::providers::Settings,
+    ) -> crm_core::providers::CheckFuture<'a> {
+        Box::pin(async move {
+            if settings.get("webhook_secret").map_or(0, String::len) < 8 {
+                return Err(crate::refused("webhook_secret", "must be at least 8 characters"));
+            }
+            if let Some(link) = settings.get("booking_link") {
+                let host = link.strip_prefix("https://").unwrap_or("");
+                if host.is_empty() || host.starts_with('/') || link.contains(char::is_whitespace) {
+                    return Err(crate::refused("booking_link", "must be an https:// link"));
+                }
+            }
+            Ok(())
+        })
+    }
+}

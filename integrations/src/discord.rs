@@ -191,3 +191,43 @@ mod tests {
         assert_eq!(truncate("ñññññ", 2), "ñ…");
     }
 }
+
+/// The `discord` integration: a workspace's default Discord webhook. Settings:
+/// `webhook_url` (secret: whoever has it can post). Saving reads the webhook (`GET`
+/// on its URL): one Discord does not know is an error on `settings.webhook_url`.
+impl crm_core::providers::Provider for Discord {
+    fn kind(&self) -> &'static str {
+        "discord"
+    }
+
+    fn fields(&self) -> &'static [crm_core::providers::SettingField] {
+        use crm_core::providers::SettingField;
+        const FIELDS: [SettingField; 1] = [SettingField::secret("webhook_url")];
+        &FIELDS
+    }
+
+    fn check<'a>(
+        &'a self,
+        settings: &'a crm_core::providers::Settings,
+    ) -> crm_core::providers::CheckFuture<'a> {
+        Box::pin(async move {
+            let url = settings.get("webhook_url").map_or("", String::as_str);
+            if !url.starts_with(&self.base_url) || url.len() <= self.base_url.len() {
+                return Err(crate::refused(
+                    "webhook_url",
+                    format!(
+                        "must be a Discord webhook URL starting with {}",
+                        self.base_url
+                    ),
+                ));
+            }
+            match crate::probe(self.client.get(url), "Discord").await? {
+                (200..=299, _) => Ok(()),
+                (401 | 403 | 404, _) => {
+                    Err(crate::refused("webhook_url", "is not a webhook Discord knows"))
+                }
+                (s, _) => Err(crate::unexpected("Discord", s)),
+            }
+        })
+    }
+}

@@ -168,3 +168,99 @@ impl Mailer for Resend {
         })
     }
 }
+
+/// The `resend` integration provider: a workspace sends its auth mails through its
+/// own Resend account. Settings: `api_key` (secret) and `from` (`CRM
+/// <crm@example.com>`). Saving asks Resend with the key (`GET /domains`): a key it
+/// refuses is an error on `settings.api_key`; a sending-only key (Resend answers
+/// `restricted_api_key`) is accepted, as it can send.
+#[derive(Debug, Clone)]
+pub struct ResendIntegration {
+    base_url: String,
+    client: reqwest::Client,
+    links: mail::Links,
+}
+
+impl Default for ResendIntegration {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResendIntegration {
+    /// Talks to Resend with a client that has a 10 s timeout.
+    pub fn new() -> Self {
+        Self {
+            base_url: DEFAULT_BASE_URL.into(),
+            client: crate::http_client(10),
+            links: mail::Links::default(),
+        }
+    }
+
+    crate::http_builders!();
+
+    /// The links of auth mails, as [`Resend::with_links`].
+    pub fn with_links(
+        mut self,
+        reset_url: impl Into<String>,
+        verify_url: impl Into<String>,
+    ) -> Self {
+        self.links = mail::Links {
+            reset: Some(reset_url.into()),
+            verify: Some(verify_url.into()),
+        };
+        self
+    }
+}
+
+impl crm_core::providers::Provider for ResendIntegration {
+    fn kind(&self) -> &'static str {
+        "resend"
+    }
+
+    fn fields(&self) -> &'static [crm_core::providers::SettingField] {
+        use crm_core::providers::SettingField;
+        const FIELDS: [SettingField; 2] = [
+            SettingField::secret("api_key"),
+            SettingField::required("from"),
+        ];
+        &FIELDS
+    }
+
+    fn check<'a>(
+        &'a self,
+        settings: &'a crm_core::providers::Settings,
+    ) -> crm_core::providers::CheckFuture<'a> {
+        Box::pin(async move {
+            if !settings.get("from").is_some_and(|f| mail::valid_sender(f)) {
+                return Err(crate::refused(
+                    "from",
+                    "must be an address like CRM <crm@example.com>",
+                ));
+            }
+            let key = settings.get("api_key").map_or("", String::as_str);
+            let request = self
+                .client
+                .get(format!("{}/domains", self.base_url))
+                .bearer_auth(key);
+            match crate::probe(request, "Resend").await? {
+                (200..=299, _) => Ok(()),
+                (401 | 403, answer) if answer["name"] == "restricted_api_key" => Ok(()),
+                (400 | 401 | 403, _) => Err(crate::refused("api_key", "was refused by Resend")),
+                (s, _) => Err(crate::unexpected("Resend", s)),
+            }
+        })
+    }
+
+    fn sends_mail(&self) -> bool {
+        true
+    }
+
+    fn mailer(&self, settings: &crm_core::providers::Settings) -> Option<std::sync::Arc<dyn Mailer>> {
+        let mut resend = Resend::new(settings.get("api_key")?.clone(), settings.get("from")?.clone())
+            .with_base_url(self.base_url.clone())
+            .with_client(self.client.clone());
+        resend.links = self.links.clone();
+        Some(std::sync::Arc::new(resend))
+    }
+}

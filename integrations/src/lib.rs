@@ -75,6 +75,65 @@ fn http_client(timeout_secs: u64) -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// A setting the provider refused, as a validation error naming `settings.<field>`.
+#[cfg(any(
+    feature = "discord",
+    feature = "telegram",
+    feature = "email",
+    feature = "smtp",
+    feature = "whatsapp",
+    feature = "calcom",
+    feature = "openai"
+))]
+fn refused(field: &str, message: impl Into<String>) -> crm_core::Error {
+    crm_core::Error::Validation {
+        errors: vec![crm_core::FieldError::new(
+            format!("settings.{field}"),
+            message,
+        )],
+    }
+}
+
+/// Asks a provider about credentials when they are saved: the answer's status and
+/// JSON body (`null` when it is not JSON), or an `Integration` error naming
+/// `provider` when it could not be asked (never the URL, which may hold a token).
+#[cfg(any(
+    feature = "discord",
+    feature = "telegram",
+    feature = "email",
+    feature = "whatsapp",
+    feature = "openai"
+))]
+async fn probe(
+    request: reqwest::RequestBuilder,
+    provider: &str,
+) -> crm_core::Result<(u16, serde_json::Value)> {
+    let resp = request.send().await.map_err(|e| {
+        crm_core::Error::Integration(if e.is_timeout() {
+            format!("{provider} timed out while the settings were checked")
+        } else {
+            format!("{provider} could not be reached to check the settings")
+        })
+    })?;
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((status, body))
+}
+
+/// The error for an answer a check did not expect (a 5xx, a 429).
+#[cfg(any(
+    feature = "discord",
+    feature = "telegram",
+    feature = "email",
+    feature = "whatsapp",
+    feature = "openai"
+))]
+fn unexpected(provider: &str, status: u16) -> crm_core::Error {
+    crm_core::Error::Integration(format!(
+        "{provider} answered {status} while the settings were checked; try again"
+    ))
+}
+
 #[cfg(feature = "discord")]
 #[cfg_attr(docsrs, doc(cfg(feature = "discord")))]
 pub mod discord;

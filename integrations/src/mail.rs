@@ -140,6 +140,16 @@ pub(crate) fn recipients(config: &Value) -> Result<Vec<String>, String> {
 
 /// `Notifier::check_config` of the email notifiers: the channel names 1–50 valid
 /// recipients in `to`.
+/// Whether `from` is a sender a provider accepts: `crm@example.com` or
+/// `CRM <crm@example.com>`.
+pub(crate) fn valid_sender(from: &str) -> bool {
+    let address = match (from.rfind('<'), from.strip_suffix('>')) {
+        (Some(i), Some(rest)) => rest.get(i + 1..).unwrap_or(""),
+        _ => from,
+    };
+    crm_core::leads::Email::parse(address).is_ok()
+}
+
 pub(crate) fn check_config(config: &Value) -> Result<(), Vec<FieldError>> {
     recipients(config)
         .map(|_| ())

@@ -186,3 +186,85 @@ impl LeadParser for OpenAi {
         })
     }
 }
+
+/// The `openai` integration provider: a workspace's own OpenAI key (and model)
+/// parses its leads. Settings: `api_key` (secret), `model` (default
+/// [`DEFAULT_MODEL`]). Saving lists the models with the key (`GET /models`, and
+/// `GET /models/{model}` when one is named): a key OpenAI refuses is an error on
+/// `settings.api_key`, a model it does not know one on `settings.model`.
+#[derive(Debug, Clone)]
+pub struct OpenAiIntegration {
+    base_url: String,
+    client: reqwest::Client,
+}
+
+impl Default for OpenAiIntegration {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpenAiIntegration {
+    /// Talks to OpenAI with a client that has a 30 s timeout (shared by the
+    /// workspaces' parsers).
+    pub fn new() -> Self {
+        Self {
+            base_url: DEFAULT_BASE_URL.into(),
+            client: crate::http_client(30),
+        }
+    }
+
+    crate::http_builders!();
+}
+
+impl crm_core::providers::Provider for OpenAiIntegration {
+    fn kind(&self) -> &'static str {
+        "openai"
+    }
+
+    fn fields(&self) -> &'static [crm_core::providers::SettingField] {
+        use crm_core::providers::SettingField;
+        const FIELDS: [SettingField; 2] = [
+            SettingField::secret("api_key"),
+            SettingField::optional("model"),
+        ];
+        &FIELDS
+    }
+
+    fn check<'a>(
+        &'a self,
+        settings: &'a crm_core::providers::Settings,
+    ) -> crm_core::providers::CheckFuture<'a> {
+        Box::pin(async move {
+            let key = settings.get("api_key").map_or("", String::as_str);
+            let url = match settings.get("model") {
+                Some(m) if m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) => {
+                    format!("{}/models/{m}", self.base_url)
+                }
+                Some(_) => return Err(crate::refused("model", "is not a model name")),
+                None => format!("{}/models", self.base_url),
+            };
+            let (status, _) =
+                crate::probe(self.client.get(url).bearer_auth(key), "OpenAI").await?;
+            match status {
+                200..=299 => Ok(()),
+                401 | 403 => Err(crate::refused("api_key", "was refused by OpenAI")),
+                404 => Err(crate::refused("model", "is not a model this key can use")),
+                s => Err(crate::unexpected("OpenAI", s)),
+            }
+        })
+    }
+
+    fn lead_parser(
+        &self,
+        settings: &crm_core::providers::Settings,
+    ) -> Option<std::sync::Arc<dyn LeadParser>> {
+        let mut parser = OpenAi::new(settings.get("api_key")?.clone())
+            .with_base_url(self.base_url.clone())
+            .with_client(self.client.clone());
+        if let Some(model) = settings.get("model") {
+            parser = parser.with_model(model.clone());
+        }
+        Some(std::sync::Arc::new(parser))
+    }
+}

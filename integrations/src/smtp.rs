@@ -196,3 +196,90 @@ impl Mailer for Smtp {
         })
     }
 }
+
+/// The `smtp` integration provider: a workspace sends its auth mails through its
+/// own SMTP server. Settings: `url` (secret: it holds the password; the forms of
+/// [`Smtp::new`]) and `from`. Saving connects and signs in (`EHLO`, `STARTTLS` or
+/// TLS as the URL says, `AUTH`): a URL that does not parse, a password over a
+/// connection that may stay plain, a server that cannot be reached or refuses the
+/// credentials are errors on `settings.url`, a bad sender one on `settings.from`.
+#[derive(Debug, Clone, Default)]
+pub struct SmtpIntegration {
+    links: mail::Links,
+}
+
+impl SmtpIntegration {
+    /// The provider.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The links of auth mails, as [`Smtp::with_links`].
+    pub fn with_links(
+        mut self,
+        reset_url: impl Into<String>,
+        verify_url: impl Into<String>,
+    ) -> Self {
+        self.links = mail::Links {
+            reset: Some(reset_url.into()),
+            verify: Some(verify_url.into()),
+        };
+        self
+    }
+
+    fn smtp(&self, settings: &crm_core::providers::Settings) -> crm_core::Result<Smtp> {
+        let url = SecretString::from(settings.get("url").cloned().unwrap_or_default());
+        let from = settings.get("from").map_or("", String::as_str);
+        if !mail::valid_sender(from) {
+            return Err(crate::refused(
+                "from",
+                "must be an address like CRM <crm@example.com>",
+            ));
+        }
+        let mut smtp = Smtp::new(&url, from).map_err(|e| match e {
+            Error::Config(message) => crate::refused("url", message),
+            e => e,
+        })?;
+        smtp.links = self.links.clone();
+        Ok(smtp)
+    }
+}
+
+impl crm_core::providers::Provider for SmtpIntegration {
+    fn kind(&self) -> &'static str {
+        "smtp"
+    }
+
+    fn fields(&self) -> &'static [crm_core::providers::SettingField] {
+        use crm_core::providers::SettingField;
+        const FIELDS: [SettingField; 2] = [
+            SettingField::secret("url"),
+            SettingField::required("from"),
+        ];
+        &FIELDS
+    }
+
+    fn check<'a>(
+        &'a self,
+        settings: &'a crm_core::providers::Settings,
+    ) -> crm_core::providers::CheckFuture<'a> {
+        Box::pin(async move {
+            let smtp = self.smtp(settings)?;
+            match smtp.transport.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(crate::refused("url", "the SMTP server did not answer as one")),
+                Err(e) => Err(crate::refused("url", answer(&e))),
+            }
+        })
+    }
+
+    fn sends_mail(&self) -> bool {
+        true
+    }
+
+    fn mailer(&self, settings: &crm_core::providers::Settings) -> Option<std::sync::Arc<dyn Mailer>> {
+        self.smtp(settings)
+            .ok()
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn Mailer>)
+    }
+}

@@ -181,3 +181,47 @@ impl Notifier for Telegram {
         })
     }
 }
+
+/// The `telegram` integration: a workspace's bot. Settings: `bot_token` (secret)
+/// and `chat_id` (optional, a default chat). Saving asks the Bot API who the bot is
+/// (`getMe`): a token Telegram refuses is an error on `settings.bot_token`.
+impl crm_core::providers::Provider for Telegram {
+    fn kind(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn fields(&self) -> &'static [crm_core::providers::SettingField] {
+        use crm_core::providers::SettingField;
+        const FIELDS: [SettingField; 2] = [
+            SettingField::secret("bot_token"),
+            SettingField::optional("chat_id"),
+        ];
+        &FIELDS
+    }
+
+    fn check<'a>(
+        &'a self,
+        settings: &'a crm_core::providers::Settings,
+    ) -> crm_core::providers::CheckFuture<'a> {
+        Box::pin(async move {
+            let token = settings.get("bot_token").map_or("", String::as_str);
+            // A token holds a colon and URL-safe characters only: nothing else may
+            // reach the path.
+            if !token.contains(':')
+                || !token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":_-".contains(&b))
+            {
+                return Err(crate::refused("bot_token", "is not a bot token"));
+            }
+            let request = self
+                .client
+                .get(format!("{}/bot{token}/getMe", self.base_url));
+            match crate::probe(request, "Telegram").await? {
+                (200..=299, _) => Ok(()),
+                (401 | 404, _) => Err(crate::refused("bot_token", "was refused by Telegram")),
+                (s, _) => Err(crate::unexpected("Telegram", s)),
+            }
+        })
+    }
+}

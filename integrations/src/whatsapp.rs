@@ -301,3 +301,64 @@ pub async fn receive(
     }
     Ok(out)
 }
+
+/// The `whatsapp` integration: a workspace's own WhatsApp Business number.
+/// Settings: `access_token` (secret), `phone_number_id`, `app_secret` (secret: it
+/// signs Meta's webhooks) and `verify_token` (secret: Meta's subscription
+/// handshake). It receives webhooks, at `/api/webhooks/whatsapp/{inbound_id}`.
+/// Saving reads the phone number with the token (`GET /{phone_number_id}`): a token
+/// Meta refuses is an error on `settings.access_token`, a number it does not know
+/// for that token one on `settings.phone_number_id`.
+impl crm_core::providers::Provider for WhatsApp {
+    fn kind(&self) -> &'static str {
+        "whatsapp"
+    }
+
+    fn fields(&self) -> &'static [crm_core::providers::SettingField] {
+        use crm_core::providers::SettingField;
+        const FIELDS: [SettingField; 4] = [
+            SettingField::secret("access_token"),
+            SettingField::required("phone_number_id"),
+            SettingField::secret("app_secret"),
+            SettingField::secret("verify_token"),
+        ];
+        &FIELDS
+    }
+
+    fn receives_webhooks(&self) -> bool {
+        true
+    }
+
+    fn check<'a>(
+        &'a self,
+        settings: &'a crm_core::providers::Settings,
+    ) -> crm_core::providers::CheckFuture<'a> {
+        Box::pin(async move {
+            let number_id = settings.get("phone_number_id").map_or("", String::as_str);
+            if number_id.is_empty() || !number_id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(crate::refused(
+                    "phone_number_id",
+                    "must be the numeric phone number id",
+                ));
+            }
+            let token = settings.get("access_token").map_or("", String::as_str);
+            let request = self
+                .client
+                .get(format!("{}/{number_id}", self.base_url))
+                .query(&[("fields", "id")])
+                .bearer_auth(token);
+            match crate::probe(request, "WhatsApp").await? {
+                (200..=299, _) => Ok(()),
+                (_, answer) if answer["error"]["code"] == 190 => {
+                    Err(crate::refused("access_token", "was refused by Meta"))
+                }
+                (401 | 403, _) => Err(crate::refused("access_token", "was refused by Meta")),
+                (400 | 404, _) => Err(crate::refused(
+                    "phone_number_id",
+                    "is not a phone number this token can use",
+                )),
+                (s, _) => Err(crate::unexpected("WhatsApp", s)),
+            }
+        })
+    }
+}

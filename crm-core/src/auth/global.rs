@@ -142,7 +142,9 @@ impl Crm {
 
     async fn mail_every_account(&self, email: &str, purpose: &'static str) -> Result<()> {
         let email = Email::parse(email).map_err(|m| Error::invalid("email", m))?;
-        self.mailer()?;
+        if !self.can_mail() {
+            self.default_mailer()?;
+        }
         let crm = self.clone();
         tokio::spawn(async move {
             let accounts =

@@ -29,7 +29,7 @@ mod global;
 pub use global::SIGN_IN_ACCOUNTS;
 pub(crate) mod model;
 pub mod password;
-mod rules;
+pub(crate) mod rules;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -192,7 +192,7 @@ impl Auth {
     /// Sends a new user their verification mail when a mailer is registered (a
     /// failure is logged: the user exists, and can ask for another mail).
     pub(super) async fn welcome(&self, user: &User) {
-        if self.crm.mailer().is_err() || user.email_verified_at.is_some() {
+        if user.email_verified_at.is_some() || self.crm.mailer_for(self.ws).await.is_err() {
             return;
         }
         if let Err(err) = self.send_token(user.clone(), VERIFY).await {
@@ -670,7 +670,7 @@ impl Auth {
 
     pub(super) async fn mail_token_to(&self, email: &str, purpose: &'static str) -> Result<()> {
         let email = Email::parse(email).map_err(|m| Error::invalid("email", m))?;
-        self.crm.mailer()?;
+        self.crm.mailer_for(self.ws).await?;
         let auth = self.clone();
         tokio::spawn(async move {
             if let Err(err) = auth.send_token_to(&email, purpose).await {
@@ -714,7 +714,7 @@ impl Auth {
     /// Sends a verification mail to a user.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, user_id = %id))]
     pub async fn request_email_verification(&self, id: UserId) -> Result<()> {
-        self.crm.mailer()?;
+        self.crm.mailer_for(self.ws).await?;
         let user = self.user(id).await?;
         self.send_token(user, VERIFY).await
     }
@@ -757,12 +757,14 @@ impl Auth {
                 expires_at,
             }
         };
-        let crm = self.crm.clone();
+        let (crm, ws) = (self.crm.clone(), self.ws);
         tokio::spawn(async move {
-            if let Ok(mailer) = crm.mailer() {
-                if let Err(err) = mailer.send(mail).await {
-                    tracing::warn!(error = %crate::error::Chain(&err), "auth mail was not sent");
-                }
+            let sent = match crm.mailer_for(ws).await {
+                Ok(mailer) => mailer.send(mail).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = sent {
+                tracing::warn!(error = %crate::error::Chain(&err), "auth mail was not sent");
             }
         });
         Ok(())

@@ -82,6 +82,16 @@ pub(crate) fn may_create(actor: Option<&User>, role: Role) -> Result<()> {
     }
 }
 
+/// Whether `actor` (`None`: the app) may save or delete the workspace's
+/// integrations (provider credentials): admins and owners, as for API keys and
+/// webhooks.
+pub(crate) fn may_manage_integrations(actor: Option<&User>) -> Result<()> {
+    match actor {
+        Some(a) if !a.role.is_admin() => Err(Error::Forbidden),
+        _ => Ok(()),
+    }
+}
+
 fn last_owner() -> Error {
     Error::Conflict {
         message: "a workspace keeps at least one owner: make another user owner first".into(),

@@ -228,7 +228,7 @@ impl Leads {
                 format!("must be 1-{MESSAGE_MAX} characters"),
             ));
         }
-        let parser = self.crm.lead_parser();
+        let parser = self.crm.lead_parser_for(self.ws).await?;
         if parser.metered() {
             // The workspace's AI budget: the operator pays for every call.
             self.crm

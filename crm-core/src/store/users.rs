@@ -50,7 +50,7 @@ impl UserRow {
 /// The acting user's row: one that is not in the workspace may do nothing there.
 /// A disabled user may do nothing either, even with a session checked a moment
 /// before they were disabled: the rule runs on the row as it is now.
-fn actor_row(found: Result<(User, String)>) -> Result<User> {
+pub(super) fn actor_row(found: Result<(User, String)>) -> Result<User> {
     match found {
         Ok((u, _)) if u.disabled_at.is_some() => Err(Error::Forbidden),
         Ok((u, _)) => Ok(u),

@@ -9,6 +9,7 @@ use crm_core::audit::AuditEntry;
 use crm_core::auth::{Actor, NewUser, User};
 use crm_core::leads::AllowedValues;
 use crm_core::notify::{Channel, ChannelPatch, NewChannel};
+use crm_core::providers::{self, Integration, ProviderInfo};
 use crm_core::webhooks::{Attempt, CreatedEndpoint, Endpoint, EndpointPatch, NewEndpoint};
 use crm_core::{
     ApiKeyId, AuditId, ChannelId, EndpointId, Error, EventId, UserId, Workspace, WorkspaceInfo,
@@ -38,6 +39,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_channel, delete_channel))
         .routes(routes!(test_channel))
         .routes(routes!(get_settings, update_settings))
+        .routes(routes!(list_integrations))
+        .routes(routes!(get_integration, save_integration, delete_integration))
         .routes(routes!(list_users, create_user))
         .routes(routes!(update_user, delete_user))
         .routes(routes!(disable_user))
@@ -451,6 +454,90 @@ pub(crate) async fn test_channel(
 ) -> ApiResult<impl IntoResponse> {
     let event_id = ws(&s, &a).notifications().test(id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(Queued { event_id })))
+}
+
+// ---- Integrations ----
+
+/// The providers a workspace can configure, and the ones it did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IntegrationList {
+    /// The providers this server has, with their settings.
+    providers: Vec<ProviderInfo>,
+    /// The workspace's integrations (secrets never shown).
+    integrations: Vec<Integration>,
+}
+
+/// What `PUT /integrations/{kind}` saves.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"settings": {"api_key": "sk-…", "model": "gpt-4o-mini"}}))]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IntegrationInput {
+    /// Every non-secret setting (those left out are cleared); secrets left out keep
+    /// their saved value.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    settings: providers::Settings,
+}
+
+/// The providers and the workspace's integrations (secrets never shown: only the
+/// names of those set).
+#[utoipa::path(get, path = "/integrations", tag = "admin",
+    responses((status = 200, description = "Providers and integrations", body = IntegrationList)))]
+pub(crate) async fn list_integrations(
+    State(s): State<AppState>,
+    a: Admin,
+) -> ApiResult<axum::Json<IntegrationList>> {
+    Ok(axum::Json(IntegrationList {
+        providers: s.crm.providers(),
+        integrations: ws(&s, &a).integrations().list().await?,
+    }))
+}
+
+/// One integration of the workspace (secrets never shown).
+#[utoipa::path(get, path = "/integrations/{kind}", tag = "admin",
+    params(("kind" = String, Path, description = "The provider kind, e.g. `openai`")),
+    responses((status = 200, description = "The integration", body = Integration)))]
+pub(crate) async fn get_integration(
+    State(s): State<AppState>,
+    a: Admin,
+    Path(kind): Path<String>,
+) -> ApiResult<axum::Json<Integration>> {
+    Ok(axum::Json(ws(&s, &a).integrations().get(&kind).await?))
+}
+
+/// Save the workspace's settings for a provider, after the provider accepted them
+/// (credentials it refuses: 422 naming the field, nothing saved; a provider that
+/// cannot be asked: 502). Audited; secrets are never shown again.
+#[utoipa::path(put, path = "/integrations/{kind}", tag = "admin", request_body = IntegrationInput,
+    params(("kind" = String, Path, description = "The provider kind, e.g. `openai`")),
+    responses((status = 200, description = "The integration", body = Integration)))]
+pub(crate) async fn save_integration(
+    State(s): State<AppState>,
+    a: Admin,
+    Path(kind): Path<String>,
+    Json(input): Json<IntegrationInput>,
+) -> ApiResult<axum::Json<Integration>> {
+    let saved = ws(&s, &a)
+        .integrations()
+        .save(Actor::User(a.0.user.id), &kind, input.settings)
+        .await?;
+    Ok(axum::Json(saved))
+}
+
+/// Delete an integration: the server's defaults apply again, and its inbound route
+/// stops answering.
+#[utoipa::path(delete, path = "/integrations/{kind}", tag = "admin",
+    params(("kind" = String, Path, description = "The provider kind")),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn delete_integration(
+    State(s): State<AppState>,
+    a: Admin,
+    Path(kind): Path<String>,
+) -> ApiResult<StatusCode> {
+    ws(&s, &a)
+        .integrations()
+        .delete(Actor::User(a.0.user.id), &kind)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---- Settings ----

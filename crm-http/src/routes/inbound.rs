@@ -19,9 +19,13 @@ use crate::{guard, AppState};
 pub(crate) fn router(s: &AppState) -> OpenApiRouter<AppState> {
     let r = OpenApiRouter::new();
     #[cfg(feature = "whatsapp")]
-    let r = r.routes(routes!(whatsapp_handshake, whatsapp));
+    let r = r
+        .routes(routes!(whatsapp_handshake, whatsapp))
+        .routes(routes!(workspace_whatsapp_handshake, workspace_whatsapp));
     #[cfg(feature = "calcom")]
-    let r = r.routes(routes!(calcom));
+    let r = r
+        .routes(routes!(calcom))
+        .routes(routes!(workspace_calcom));
     r.route_layer(from_fn_with_state(s.clone(), guard::inbound))
         .route_layer(DefaultBodyLimit::max(s.cfg.inbound_limit))
 }
@@ -92,7 +96,8 @@ pub(crate) async fn whatsapp_handshake(
     )?)
 }
 
-/// WhatsApp Cloud API messages (signed with `X-Hub-Signature-256`) become leads.
+/// WhatsApp Cloud API messages (signed with `X-Hub-Signature-256`) become leads of
+/// the router's public workspace, under the server's app secret.
 #[cfg(feature = "whatsapp")]
 #[utoipa::path(post, path = "/api/webhooks/whatsapp", tag = "inbound",
     request_body(content = Object, description = "A WhatsApp Business Account webhook payload \
@@ -113,16 +118,77 @@ pub(crate) async fn whatsapp(
         .whatsapp
         .as_ref()
         .ok_or_else(|| not_configured("WhatsApp"))?;
-    let leads = s
-        .crm
-        .workspace(s.cfg.public_workspace)
-        .leads()
-        .with_actor("whatsapp");
+    receive_whatsapp(&s, s.cfg.public_workspace, secret.expose(), &headers, &body).await
+}
+
+/// The settings of a workspace's inbound integration, by its inbound id (404 for
+/// an id that is not one: nothing is written).
+#[cfg(any(feature = "whatsapp", feature = "calcom"))]
+async fn workspace_inbound(
+    s: &AppState,
+    kind: &str,
+    inbound_id: &str,
+) -> ApiResult<(crm_core::WorkspaceId, crm_core::providers::Settings)> {
+    Ok(s.crm.inbound_integration(kind, inbound_id).await?)
+}
+
+#[cfg(any(feature = "whatsapp", feature = "calcom"))]
+fn setting<'a>(settings: &'a crm_core::providers::Settings, name: &str) -> &'a str {
+    settings.get(name).map_or("", String::as_str)
+}
+
+/// Meta's verification handshake for a workspace's WhatsApp integration (its verify
+/// token).
+#[cfg(feature = "whatsapp")]
+#[utoipa::path(get, path = "/api/webhooks/whatsapp/{inbound_id}", tag = "inbound",
+    params(Handshake, ("inbound_id" = String, Path, description = "The workspace's inbound id (`GET /api/admin/integrations/whatsapp`)")),
+    responses((status = 200, description = "The challenge", body = String, content_type = "text/plain")))]
+pub(crate) async fn workspace_whatsapp_handshake(
+    State(s): State<AppState>,
+    axum::extract::Path(inbound_id): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<Handshake>,
+) -> ApiResult<String> {
+    let (_, settings) = workspace_inbound(&s, "whatsapp", &inbound_id).await?;
+    Ok(crm_integrations::whatsapp::handshake(
+        q.mode.as_deref(),
+        q.verify_token.as_deref(),
+        q.challenge.as_deref(),
+        setting(&settings, "verify_token"),
+    )?)
+}
+
+/// WhatsApp messages to a workspace's own number (signed with its app secret)
+/// become leads of that workspace.
+#[cfg(feature = "whatsapp")]
+#[utoipa::path(post, path = "/api/webhooks/whatsapp/{inbound_id}", tag = "inbound",
+    params(("inbound_id" = String, Path, description = "The workspace's inbound id")),
+    request_body(content = Object, description = "A WhatsApp Business Account webhook payload \
+        (signed: `X-Hub-Signature-256`)"),
+    responses((status = 200, description = "Handled", body = InboundResult)))]
+pub(crate) async fn workspace_whatsapp(
+    State(s): State<AppState>,
+    axum::extract::Path(inbound_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> ApiResult<axum::Json<InboundResult>> {
+    let (workspace, settings) = workspace_inbound(&s, "whatsapp", &inbound_id).await?;
+    receive_whatsapp(&s, workspace, setting(&settings, "app_secret"), &headers, &body).await
+}
+
+#[cfg(feature = "whatsapp")]
+async fn receive_whatsapp(
+    s: &AppState,
+    workspace: crm_core::WorkspaceId,
+    app_secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<axum::Json<InboundResult>> {
+    let leads = s.crm.workspace(workspace).leads().with_actor("whatsapp");
     let r = crm_integrations::whatsapp::receive(
         &leads,
-        secret.expose(),
-        header(&headers, "x-hub-signature-256"),
-        &body,
+        app_secret,
+        header(headers, "x-hub-signature-256"),
+        body,
     )
     .await?;
     Ok(axum::Json(InboundResult {
@@ -132,7 +198,8 @@ pub(crate) async fn whatsapp(
     }))
 }
 
-/// Cal.com bookings (signed with `X-Cal-Signature-256`) become leads with a booking activity.
+/// Cal.com bookings (signed with `X-Cal-Signature-256`) become leads of the
+/// router's public workspace with a booking activity, under the server's secret.
 #[cfg(feature = "calcom")]
 #[utoipa::path(post, path = "/api/webhooks/cal", tag = "inbound",
     request_body(content = Object, description = "A Cal.com webhook payload (signed: \
@@ -146,22 +213,47 @@ pub(crate) async fn calcom(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> ApiResult<axum::Json<InboundResult>> {
-    use crm_integrations::calcom::Received;
     let secret = s
         .cfg
         .calcom
         .as_ref()
         .ok_or_else(|| not_configured("Cal.com"))?;
-    let leads = s
-        .crm
-        .workspace(s.cfg.public_workspace)
-        .leads()
-        .with_actor("cal_com");
+    receive_calcom(&s, s.cfg.public_workspace, secret.expose(), &headers, &body).await
+}
+
+/// Bookings of a workspace's Cal.com (signed with its webhook secret) become leads
+/// of that workspace.
+#[cfg(feature = "calcom")]
+#[utoipa::path(post, path = "/api/webhooks/cal/{inbound_id}", tag = "inbound",
+    params(("inbound_id" = String, Path, description = "The workspace's inbound id (`GET /api/admin/integrations/calcom`)")),
+    request_body(content = Object, description = "A Cal.com webhook payload (signed: \
+        `X-Cal-Signature-256`)"),
+    responses((status = 200, description = "Handled", body = InboundResult)))]
+pub(crate) async fn workspace_calcom(
+    State(s): State<AppState>,
+    axum::extract::Path(inbound_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> ApiResult<axum::Json<InboundResult>> {
+    let (workspace, settings) = workspace_inbound(&s, "calcom", &inbound_id).await?;
+    receive_calcom(&s, workspace, setting(&settings, "webhook_secret"), &headers, &body).await
+}
+
+#[cfg(feature = "calcom")]
+async fn receive_calcom(
+    s: &AppState,
+    workspace: crm_core::WorkspaceId,
+    secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<axum::Json<InboundResult>> {
+    use crm_integrations::calcom::Received;
+    let leads = s.crm.workspace(workspace).leads().with_actor("cal_com");
     let r = crm_integrations::calcom::receive(
         &leads,
-        secret.expose(),
-        header(&headers, "x-cal-signature-256"),
-        &body,
+        secret,
+        header(headers, "x-cal-signature-256"),
+        body,
     )
     .await?;
     let (captured, duplicates, ignored) = match r {
