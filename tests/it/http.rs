@@ -19,14 +19,14 @@ use crm::{Crm, SecretString, WorkspaceId};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-const ORIGIN: &str = "https://app.example";
+pub(crate) const ORIGIN: &str = "https://app.example";
 const WA_SECRET: &str = "wa-app-secret-for-tests";
 const WA_TOKEN: &str = "wa-verify-token";
 const CAL_SECRET: &str = "cal-secret-for-tests";
-const PASSWORD: &str = "Correct-Horse-42!";
+pub(crate) const PASSWORD: &str = "Correct-Horse-42!";
 const NEW_PASSWORD: &str = "Another-Horse-43!";
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     Config::new()
         .allow_origin(ORIGIN)
         .registration(true)
@@ -37,20 +37,20 @@ fn config() -> Config {
         .calcom(SecretString::from(CAL_SECRET.to_owned()))
 }
 
-struct App {
-    crm: Crm,
+pub(crate) struct App {
+    pub(crate) crm: Crm,
     router: Router,
 }
 
-struct Res {
-    status: StatusCode,
+pub(crate) struct Res {
+    pub(crate) status: StatusCode,
     headers: HeaderMap,
-    body: Value,
-    text: String,
+    pub(crate) body: Value,
+    pub(crate) text: String,
 }
 
 impl Res {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -58,7 +58,7 @@ impl Res {
     }
 
     /// Asserts a problem body with this status and code.
-    fn problem(&self, status: u16, code: &str) -> &Self {
+    pub(crate) fn problem(&self, status: u16, code: &str) -> &Self {
         assert_eq!(self.status.as_u16(), status, "{}", self.text);
         assert_eq!(self.header("content-type"), "application/problem+json");
         assert_eq!(self.body["code"], code, "{}", self.text);
@@ -73,11 +73,11 @@ impl Res {
 }
 
 impl App {
-    async fn new(db: &TestDb) -> Self {
+    pub(crate) async fn new(db: &TestDb) -> Self {
         Self::with(db, |b| b, config()).await
     }
 
-    async fn with(
+    pub(crate) async fn with(
         db: &TestDb,
         f: impl FnOnce(crm::CrmBuilder) -> crm::CrmBuilder,
         cfg: Config,
@@ -87,7 +87,7 @@ impl App {
         Self { crm, router }
     }
 
-    async fn send(&self, req: Request<Body>) -> Res {
+    pub(crate) async fn send(&self, req: Request<Body>) -> Res {
         let res = self.router.clone().oneshot(req).await.expect("infallible");
         let status = res.status();
         let headers = res.headers().clone();
@@ -104,7 +104,7 @@ impl App {
         }
     }
 
-    async fn key(&self, scopes: &[&str]) -> String {
+    pub(crate) async fn key(&self, scopes: &[&str]) -> String {
         let k = self
             .crm
             .workspace(WorkspaceId::DEFAULT)
@@ -119,7 +119,7 @@ impl App {
         k.secret.expose().to_owned()
     }
 
-    async fn user(&self, email: &str, role: &str) {
+    pub(crate) async fn user(&self, email: &str, role: &str) {
         self.crm
             .workspace(WorkspaceId::DEFAULT)
             .auth()
@@ -137,7 +137,7 @@ impl App {
     }
 
     /// Signs in and returns the `Cookie` header value.
-    async fn login(&self, email: &str) -> String {
+    pub(crate) async fn login(&self, email: &str) -> String {
         let r = self
             .send(post_json(
                 "/api/auth/login",
@@ -152,36 +152,36 @@ impl App {
             .to_owned()
     }
 
-    async fn admin(&self) -> String {
+    pub(crate) async fn admin(&self) -> String {
         self.user("owner@example.com", "owner").await;
         self.login("owner@example.com").await
     }
 }
 
-fn req(method: Method, path: &str) -> axum::http::request::Builder {
+pub(crate) fn req(method: Method, path: &str) -> axum::http::request::Builder {
     Request::builder().method(method).uri(path)
 }
 
-fn json_body(b: axum::http::request::Builder, v: Value) -> Request<Body> {
+pub(crate) fn json_body(b: axum::http::request::Builder, v: Value) -> Request<Body> {
     b.header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(v.to_string()))
         .expect("request")
 }
 
-fn get(path: &str) -> Request<Body> {
+pub(crate) fn get(path: &str) -> Request<Body> {
     req(Method::GET, path).body(Body::empty()).expect("request")
 }
 
 /// A browser-like JSON POST from the allowed origin.
-fn post_json(path: &str, v: Value) -> Request<Body> {
+pub(crate) fn post_json(path: &str, v: Value) -> Request<Body> {
     json_body(req(Method::POST, path).header(header::ORIGIN, ORIGIN), v)
 }
 
-fn bearer(b: axum::http::request::Builder, key: &str) -> axum::http::request::Builder {
+pub(crate) fn bearer(b: axum::http::request::Builder, key: &str) -> axum::http::request::Builder {
     b.header(header::AUTHORIZATION, format!("Bearer {key}"))
 }
 
-fn with_cookie(b: axum::http::request::Builder, cookie: &str) -> axum::http::request::Builder {
+pub(crate) fn with_cookie(b: axum::http::request::Builder, cookie: &str) -> axum::http::request::Builder {
     b.header(header::COOKIE, cookie)
         .header(header::ORIGIN, ORIGIN)
 }
@@ -266,6 +266,7 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /api/admin/api-keys",
         "PATCH /api/admin/api-keys/{id}",
         "DELETE /api/admin/api-keys/{id}",
+        "DELETE /api/admin/integrations/{kind}",
         "POST /api/admin/api-keys/{id}/rotate",
         "GET /api/admin/webhooks",
         "POST /api/admin/webhooks",
@@ -281,6 +282,9 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "DELETE /api/admin/notifications/{id}",
         "POST /api/admin/notifications/{id}/test",
         "GET /api/admin/settings",
+        "GET /api/admin/integrations",
+        "GET /api/admin/integrations/{kind}",
+        "PUT /api/admin/integrations/{kind}",
         "PATCH /api/admin/settings",
         "GET /api/admin/users",
         "POST /api/admin/users",
@@ -297,6 +301,9 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /api/webhooks/cal",
         "GET /api/webhooks/whatsapp",
         "POST /api/webhooks/whatsapp",
+        "POST /api/webhooks/whatsapp/{inbound_id}",
+        "GET /api/webhooks/whatsapp/{inbound_id}",
+        "POST /api/webhooks/cal/{inbound_id}",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -16,6 +16,14 @@ mod embedding;
 mod housekeeping;
 #[cfg(all(feature = "http", feature = "whatsapp", feature = "calcom"))]
 mod http;
+#[cfg(all(
+    feature = "http",
+    feature = "whatsapp",
+    feature = "calcom",
+    feature = "openai",
+    feature = "email"
+))]
+mod integrations;
 mod leads;
 mod notifications;
 #[cfg(all(

@@ -469,7 +469,8 @@ pub(crate) struct IntegrationList {
 
 /// What `PUT /integrations/{kind}` saves.
 #[derive(Debug, Deserialize, ToSchema)]
-#[schema(example = json!({"settings": {"api_key": "sk-…", "model": "gpt-4o-mini"}}))]
+#[schema(example = json!({"settings": {"webhook_secret": "a-long-random-secret",
+    "booking_link": "https://cal.com/acme/intro"}}))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IntegrationInput {
     /// Every non-secret setting (those left out are cleared); secrets left out keep

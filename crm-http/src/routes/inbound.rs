@@ -49,6 +49,24 @@ pub(crate) struct InboundResult {
     ignored: usize,
 }
 
+/// The example body of the WhatsApp routes.
+#[cfg(feature = "whatsapp")]
+fn whatsapp_example() -> serde_json::Value {
+    serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+        "contacts": [{"wa_id": "14155550199", "profile": {"name": "Wanda"}}],
+        "messages": [{"id": "wamid.A1", "from": "14155550199", "timestamp": "1767225600",
+            "type": "text", "text": {"body": "I need a website"}}]}}]}]})
+}
+
+/// The example body of the Cal.com routes.
+#[cfg(feature = "calcom")]
+fn calcom_example() -> serde_json::Value {
+    serde_json::json!({"triggerEvent": "BOOKING_CREATED", "payload": {"uid": "bk-1",
+        "title": "Intro call", "startTime": "2026-01-02T10:00:00Z",
+        "attendees": [{"name": "Cal Person", "email": "cal@example.com"}]}})
+}
+
 /// Meta's verification query.
 #[cfg(feature = "whatsapp")]
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -102,11 +120,7 @@ pub(crate) async fn whatsapp_handshake(
 #[utoipa::path(post, path = "/api/webhooks/whatsapp", tag = "inbound",
     request_body(content = Object, description = "A WhatsApp Business Account webhook payload \
         (signed: `X-Hub-Signature-256`)",
-        example = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
-            "field": "messages", "value": {"messaging_product": "whatsapp",
-            "contacts": [{"wa_id": "14155550199", "profile": {"name": "Wanda"}}],
-            "messages": [{"id": "wamid.A1", "from": "14155550199", "timestamp": "1767225600",
-                "type": "text", "text": {"body": "I need a website"}}]}}]}]})),
+        example = whatsapp_example),
     responses((status = 200, description = "Handled", body = InboundResult)))]
 pub(crate) async fn whatsapp(
     State(s): State<AppState>,
@@ -163,7 +177,7 @@ pub(crate) async fn workspace_whatsapp_handshake(
 #[utoipa::path(post, path = "/api/webhooks/whatsapp/{inbound_id}", tag = "inbound",
     params(("inbound_id" = String, Path, description = "The workspace's inbound id")),
     request_body(content = Object, description = "A WhatsApp Business Account webhook payload \
-        (signed: `X-Hub-Signature-256`)"),
+        (signed: `X-Hub-Signature-256`)", example = whatsapp_example),
     responses((status = 200, description = "Handled", body = InboundResult)))]
 pub(crate) async fn workspace_whatsapp(
     State(s): State<AppState>,
@@ -204,9 +218,7 @@ async fn receive_whatsapp(
 #[utoipa::path(post, path = "/api/webhooks/cal", tag = "inbound",
     request_body(content = Object, description = "A Cal.com webhook payload (signed: \
         `X-Cal-Signature-256`)",
-        example = json!({"triggerEvent": "BOOKING_CREATED", "payload": {"uid": "bk-1",
-            "title": "Intro call", "startTime": "2026-01-02T10:00:00Z",
-            "attendees": [{"name": "Cal Person", "email": "cal@example.com"}]}})),
+        example = calcom_example),
     responses((status = 200, description = "Handled", body = InboundResult)))]
 pub(crate) async fn calcom(
     State(s): State<AppState>,
@@ -227,7 +239,7 @@ pub(crate) async fn calcom(
 #[utoipa::path(post, path = "/api/webhooks/cal/{inbound_id}", tag = "inbound",
     params(("inbound_id" = String, Path, description = "The workspace's inbound id (`GET /api/admin/integrations/calcom`)")),
     request_body(content = Object, description = "A Cal.com webhook payload (signed: \
-        `X-Cal-Signature-256`)"),
+        `X-Cal-Signature-256`)", example = calcom_example),
     responses((status = 200, description = "Handled", body = InboundResult)))]
 pub(crate) async fn workspace_calcom(
     State(s): State<AppState>,

@@ -1,0 +1,509 @@
+//! Per-workspace integrations over HTTP, on SQLite and Postgres, against local
+//! stand-ins of the providers that record the exact request: saved only when the
+//! provider accepts the credentials, sealed at rest, never shown again, admins only,
+//! audited; a workspace's own OpenAI key and mail sender are used before the
+//! server's; inbound routes per workspace by an unguessable id.
+
+use std::time::Duration;
+
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{hmac_hex, Outbox, TestDb};
+use crate::http::{config, get, json_body, req, with_cookie, App, PASSWORD};
+use axum::body::Body;
+use axum::http::{Method, Request};
+use crm::auth::Actor;
+use crm::integrations::calcom::CalcomIntegration;
+use crm::integrations::email::ResendIntegration;
+use crm::integrations::openai::OpenAiIntegration;
+use crm::integrations::whatsapp::WhatsApp;
+use crm::providers::Settings;
+use crm::{Error, WorkspaceId};
+use serde_json::{json, Value};
+
+conformance!(
+    integrations_are_checked_sealed_masked_and_audited,
+    only_admins_change_integrations,
+    a_workspace_parses_and_mails_with_its_own_credentials,
+    inbound_routes_belong_to_one_workspace,
+);
+
+const KEY: &str = "sk-workspace-key-0123456789";
+
+fn put(path: &str, cookie: &str, v: Value) -> Request<Body> {
+    json_body(with_cookie(req(Method::PUT, path), cookie), v)
+}
+
+fn admin_get(path: &str, cookie: &str) -> Request<Body> {
+    with_cookie(req(Method::GET, path), cookie)
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn settings(pairs: &[(&str, &str)]) -> Settings {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A stand-in of a provider's API: the base URL of the receiver (its `/hook`).
+async fn stand_in(script: Vec<Reply>) -> Receiver {
+    Receiver::start(script, Reply::Status(200, vec![], "{}".into())).await
+}
+
+fn ok(body: Value) -> Reply {
+    Reply::Status(
+        200,
+        vec![("content-type".into(), "application/json".into())],
+        body.to_string(),
+    )
+}
+
+async fn integrations_are_checked_sealed_masked_and_audited(db: &TestDb) {
+    let openai = stand_in(vec![
+        Reply::Status(401, vec![], r#"{"error":{"code":"invalid_api_key"}}"#.into()),
+        Reply::Status(503, vec![], String::new()),
+    ])
+    .await;
+    let base = openai.url.clone();
+    let app = App::with(
+        db,
+        move |b| b.provider(OpenAiIntegration::new().with_base_url(base)),
+        config(),
+    )
+    .await;
+    let cookie = app.admin().await;
+    let path = "/api/admin/integrations/openai";
+
+    // The provider refuses the key: 422 naming it, nothing saved.
+    let r = app
+        .send(put(path, &cookie, json!({"settings": {"api_key": KEY}})))
+        .await;
+    r.problem(422, "validation_failed");
+    assert_eq!(r.body["errors"][0]["field"], "settings.api_key");
+    let seen = openai.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(seen[0].path, "/hook/models");
+    assert_eq!(seen[0].headers["authorization"], format!("Bearer {KEY}"));
+    // The provider is down: 502, nothing saved.
+    let r = app
+        .send(put(path, &cookie, json!({"settings": {"api_key": KEY}})))
+        .await;
+    r.problem(502, "integration_failed");
+    app.send(admin_get(path, &cookie))
+        .await
+        .problem(404, "not_found");
+    assert_eq!(db.count("crm_integrations").await, 0);
+
+    // Shape errors never reach the provider.
+    let before = openai.requests().len();
+    for (body, field) in [
+        (json!({"settings": {"api_key": KEY, "colour": "red"}}), "settings.colour"),
+        (json!({"settings": {"model": "gpt-4o"}}), "settings.api_key"),
+        (json!({"settings": {"api_key": " "}}), "settings.api_key"),
+        (json!({"settings": {"api_key": "a\nb"}}), "settings.api_key"),
+    ] {
+        let r = app.send(put(path, &cookie, body)).await;
+        r.problem(422, "validation_failed");
+        assert_eq!(r.body["errors"][0]["field"], field, "{}", r.text);
+    }
+    let r = app
+        .send(put(
+            "/api/admin/integrations/fax",
+            &cookie,
+            json!({"settings": {}}),
+        ))
+        .await;
+    r.problem(422, "validation_failed");
+    assert_eq!(r.body["errors"][0]["field"], "kind");
+    assert_eq!(openai.requests().len(), before);
+
+    // Accepted: saved sealed, shown without the key.
+    let r = app
+        .send(put(
+            path,
+            &cookie,
+            json!({"settings": {"api_key": KEY, "model": "gpt-4o-mini"}}),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["kind"], "openai");
+    assert_eq!(r.body["settings"], json!({"model": "gpt-4o-mini"}));
+    assert_eq!(r.body["secrets"], json!(["api_key"]));
+    assert!(r.body["inbound_id"].is_null());
+    assert!(!r.text.contains(KEY));
+    assert_eq!(openai.requests().last().expect("asked").path, "/hook/models/gpt-4o-mini");
+    let sealed = db
+        .scalar_text("SELECT settings FROM crm_integrations WHERE kind = 'openai'")
+        .await;
+    assert!(!sealed.contains(KEY) && !sealed.contains("gpt-4o-mini"));
+    let list = app.send(admin_get("/api/admin/integrations", &cookie)).await;
+    assert_eq!(list.status, 200);
+    assert!(!list.text.contains(KEY));
+    assert_eq!(list.body["integrations"][0]["kind"], "openai");
+    assert_eq!(list.body["providers"][0]["kind"], "openai");
+    assert_eq!(
+        list.body["providers"][0]["fields"][0],
+        json!({"name": "api_key", "secret": true, "required": true})
+    );
+
+    // A save without the secret keeps it; the other values are what was sent.
+    let r = app
+        .send(put(path, &cookie, json!({"settings": {}})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["settings"], json!({}));
+    assert_eq!(r.body["secrets"], json!(["api_key"]));
+    let ws = app.crm.workspace(WorkspaceId::DEFAULT).integrations();
+    assert_eq!(
+        ws.settings("openai").await.expect("settings"),
+        Some(settings(&[("api_key", KEY)]))
+    );
+    assert_eq!(
+        openai.requests().last().expect("asked").headers["authorization"],
+        format!("Bearer {KEY}"),
+        "the kept key was the one checked"
+    );
+
+    // Audited, never with a value.
+    let audit = app
+        .crm
+        .workspace(WorkspaceId::DEFAULT)
+        .audit_log(None, 100)
+        .await
+        .expect("audit");
+    let saved: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "integration.saved")
+        .collect();
+    assert_eq!(saved.len(), 2);
+    assert!(saved[0].actor.as_deref().is_some_and(|a| a.starts_with("user:")));
+    assert!(!json!(audit).to_string().contains(KEY));
+
+    // Deleted: gone, and again is 404.
+    let del = |c: &str| {
+        with_cookie(req(Method::DELETE, path), c)
+            .body(Body::empty())
+            .expect("request")
+    };
+    assert_eq!(app.send(del(&cookie)).await.status, 204);
+    app.send(del(&cookie)).await.problem(404, "not_found");
+    assert_eq!(db.count("crm_integrations").await, 0);
+}
+
+async fn only_admins_change_integrations(db: &TestDb) {
+    let openai = stand_in(vec![]).await;
+    let base = openai.url.clone();
+    let app = App::with(
+        db,
+        move |b| b.provider(OpenAiIntegration::new().with_base_url(base)),
+        config(),
+    )
+    .await;
+    let owner = app.admin().await;
+    app.user("member@example.com", "member").await;
+    let member = app.login("member@example.com").await;
+    let path = "/api/admin/integrations/openai";
+    let body = json!({"settings": {"api_key": KEY}});
+    app.send(put(path, &member, body.clone()))
+        .await
+        .problem(403, "forbidden");
+    assert!(openai.requests().is_empty(), "a member makes no provider call");
+
+    // The rule is the service's, whoever calls it.
+    let auth = app.crm.workspace(WorkspaceId::DEFAULT).auth();
+    let member_id = auth
+        .users()
+        .await
+        .expect("users")
+        .into_iter()
+        .find(|u| u.email.as_str() == "member@example.com")
+        .expect("member")
+        .id;
+    let integrations = app.crm.workspace(WorkspaceId::DEFAULT).integrations();
+    let err = integrations
+        .save(Actor::User(member_id), "openai", settings(&[("api_key", KEY)]))
+        .await
+        .expect_err("a member may not");
+    assert!(matches!(err, Error::Forbidden), "{err:?}");
+    assert_eq!(db.count("crm_integrations").await, 0);
+
+    // An admin may; a member may then neither delete it nor read it.
+    assert_eq!(app.send(put(path, &owner, body)).await.status, 200);
+    let err = integrations
+        .delete(Actor::User(member_id), "openai")
+        .await
+        .expect_err("a member may not");
+    assert!(matches!(err, Error::Forbidden), "{err:?}");
+    app.send(admin_get(path, &member))
+        .await
+        .problem(403, "forbidden");
+    // A user of another workspace is no actor here.
+    let other = app.crm.create_workspace("Other").await.expect("workspace");
+    let outsider = app
+        .crm
+        .workspace(other)
+        .auth()
+        .create_user(
+            crm::auth::NewUser {
+                email: "owner@other.example".into(),
+                display_name: "Other Owner".into(),
+                role: Some("owner".into()),
+                password: PASSWORD.into(),
+            },
+            Actor::App(None),
+        )
+        .await
+        .expect("owner");
+    let err = integrations
+        .delete(Actor::User(outsider.id), "openai")
+        .await
+        .expect_err("not of this workspace");
+    assert!(matches!(err, Error::Forbidden), "{err:?}");
+    assert_eq!(db.count("crm_integrations").await, 1);
+}
+
+fn completion(name: &str) -> Value {
+    let content = json!({ "name": name, "email": "ana@bakery.es", "phone": null, "company": null,
+        "budget": null, "project_type": null, "message": "A shop", "confidence": 0.9 });
+    json!({ "id": "chatcmpl-1", "object": "chat.completion", "choices": [{ "index": 0,
+        "finish_reason": "stop", "message": { "role": "assistant", "content": content.to_string(), "refusal": null } }] })
+}
+
+async fn a_workspace_parses_and_mails_with_its_own_credentials(db: &TestDb) {
+    let openai = stand_in(vec![ok(json!({"data": []})), ok(completion("Ana López"))]).await;
+    let resend = stand_in(vec![ok(json!({"data": []})), ok(json!({"id": "m1"}))]).await;
+    let outbox = Outbox::default();
+    let (oa, rs, server_mail) = (openai.url.clone(), resend.url.clone(), outbox.clone());
+    let app = App::with(
+        db,
+        move |b| {
+            b.provider(OpenAiIntegration::new().with_base_url(oa))
+                .provider(ResendIntegration::new().with_base_url(rs))
+                .mailer(server_mail)
+        },
+        config(),
+    )
+    .await;
+    let acme = app.crm.create_workspace("Acme").await.expect("workspace");
+    let integrations = app.crm.workspace(acme).integrations();
+    integrations
+        .save(Actor::App(Some("setup")), "openai", settings(&[("api_key", KEY)]))
+        .await
+        .expect("openai");
+    integrations
+        .save(
+            Actor::App(Some("setup")),
+            "resend",
+            settings(&[("api_key", "re_acme_key"), ("from", "Acme <crm@acme.example>")]),
+        )
+        .await
+        .expect("resend");
+
+    // Acme parses with its own key…
+    let parsed = app
+        .crm
+        .workspace(acme)
+        .leads()
+        .parse("Ana López from the bakery, ana@bakery.es", false)
+        .await
+        .expect("parse");
+    assert_eq!(parsed.parsed.parser, "openai");
+    assert_eq!(parsed.parsed.fields.name, "Ana López");
+    let call = openai.requests().pop().expect("a completion");
+    assert_eq!(call.path, "/hook/chat/completions");
+    assert_eq!(call.headers["authorization"], format!("Bearer {KEY}"));
+    // …and the default workspace, which has none, with the server's (builtin) parser.
+    let key = app.key(&["leads:read"]).await;
+    let r = app
+        .send(json_body(
+            crate::http::bearer(req(Method::POST, "/api/v1/leads/parse"), &key),
+            json!({"text": "Bob, bob@example.com"}),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["parser"], "builtin");
+    assert_eq!(openai.requests().len(), 2, "no call for the default workspace");
+
+    // Acme's auth mail goes through its own Resend account, the default
+    // workspace's through the server's mailer.
+    let acme_auth = app.crm.workspace(acme).auth();
+    let user = acme_auth
+        .create_user(
+            crm::auth::NewUser {
+                email: "ana@acme.example".into(),
+                display_name: "Ana".into(),
+                role: Some("owner".into()),
+                password: PASSWORD.into(),
+            },
+            Actor::App(None),
+        )
+        .await
+        .expect("user");
+    let sent = resend.wait_for(2).await;
+    assert_eq!(sent[1].method, "POST");
+    assert_eq!(sent[1].path, "/hook/emails");
+    assert_eq!(sent[1].headers["authorization"], "Bearer re_acme_key");
+    let mail: Value = serde_json::from_slice(&sent[1].body).expect("json");
+    assert_eq!(mail["from"], "Acme <crm@acme.example>");
+    assert_eq!(mail["to"], json!([user.email.as_str()]));
+    app.user("bob@example.com", "member").await;
+    outbox.settle(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(resend.requests().len(), 2, "the default workspace's mail went elsewhere");
+}
+
+async fn inbound_routes_belong_to_one_workspace(db: &TestDb) {
+    let graph = stand_in(vec![]).await;
+    let base = graph.url.clone();
+    let app = App::with(
+        db,
+        move |b| {
+            b.provider(WhatsApp::new().with_base_url(base))
+                .provider(CalcomIntegration)
+        },
+        config(),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for (name, secret) in [("A", "app-secret-of-a"), ("B", "app-secret-of-b")] {
+        let ws = app.crm.create_workspace(name).await.expect("workspace");
+        let i = app.crm.workspace(ws).integrations();
+        let wa = i
+            .save(
+                Actor::App(None),
+                "whatsapp",
+                settings(&[
+                    ("access_token", "EAAG-token"),
+                    ("phone_number_id", "1065"),
+                    ("app_secret", secret),
+                    ("verify_token", &format!("verify-{name}")),
+                ]),
+            )
+            .await
+            .expect("whatsapp");
+        let cal = i
+            .save(
+                Actor::App(None),
+                "calcom",
+                settings(&[("webhook_secret", &format!("cal-secret-{name}"))]),
+            )
+            .await
+            .expect("calcom");
+        let (wa_id, cal_id) = (wa.inbound_id.expect("id"), cal.inbound_id.expect("id"));
+        assert_eq!(wa_id.len(), 32);
+        assert_ne!(wa_id, cal_id);
+        ids.push((ws, wa_id, cal_id, secret));
+    }
+    let checked = graph.requests();
+    assert_eq!(checked[0].path, "/hook/1065?fields=id");
+    assert_eq!(checked[0].headers["authorization"], "Bearer EAAG-token");
+    // A save keeps the inbound id.
+    let (a, a_wa, a_cal, a_secret) = ids[0].clone();
+    let (b, b_wa, _, b_secret) = ids[1].clone();
+    let again = app
+        .crm
+        .workspace(a)
+        .integrations()
+        .save(
+            Actor::App(None),
+            "whatsapp",
+            settings(&[("phone_number_id", "1065")]),
+        )
+        .await
+        .expect("saved again");
+    assert_eq!(again.inbound_id.as_deref(), Some(a_wa.as_str()));
+
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+        "contacts": [{"wa_id": "14155550199", "profile": {"name": "Wanda"}}],
+        "messages": [{"id": "wamid.A1", "from": "14155550199", "timestamp": "1767225600",
+            "type": "text", "text": {"body": "I need a website"}}]}}]}]})
+    .to_string();
+    let wa = |id: &str, secret: &str| {
+        req(Method::POST, &format!("/api/webhooks/whatsapp/{id}"))
+            .header("content-type", "application/json")
+            .header(
+                "x-hub-signature-256",
+                format!("sha256={}", hmac_hex(secret, body.as_bytes())),
+            )
+            .body(Body::from(body.clone()))
+            .expect("request")
+    };
+    let leads_in = |ws: WorkspaceId| {
+        let crm = app.crm.clone();
+        async move {
+            crm.workspace(ws)
+                .leads()
+                .list(&crm::leads::LeadQuery::default())
+                .await
+                .expect("list")
+                .items
+                .len()
+        }
+    };
+    // B's signature on A's route: refused, nothing written anywhere.
+    app.send(wa(&a_wa, b_secret))
+        .await
+        .problem(401, "webhook_verification_failed");
+    // Ids that are not one: 404.
+    for id in ["0123456789abcdef0123456789abcdef", "../../etc", "A"] {
+        let r = app.send(wa(id, a_secret)).await;
+        assert_eq!(r.status, 404, "{id}: {}", r.text);
+    }
+    assert_eq!((leads_in(a).await, leads_in(b).await), (0, 0));
+    // A's own signature: captured in A only, once.
+    let r = app.send(wa(&a_wa, a_secret)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["captured"], 1);
+    assert_eq!(app.send(wa(&a_wa, a_secret)).await.body["duplicates"], 1);
+    assert_eq!((leads_in(a).await, leads_in(b).await), (1, 0));
+    assert_eq!(
+        leads_in(WorkspaceId::DEFAULT).await,
+        0,
+        "the public workspace got nothing"
+    );
+    // B's message on B's route lands in B.
+    let r = app.send(wa(&b_wa, b_secret)).await;
+    assert_eq!(r.body["captured"], 1, "{}", r.text);
+    assert_eq!(leads_in(b).await, 1);
+
+    // The handshake answers with the workspace's own verify token only.
+    let shake = |id: &str, token: &str| {
+        get(&format!(
+            "/api/webhooks/whatsapp/{id}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=42"
+        ))
+    };
+    let r = app.send(shake(&a_wa, "verify-A")).await;
+    assert_eq!((r.status.as_u16(), r.text.as_str()), (200, "42"));
+    assert_eq!(app.send(shake(&a_wa, "verify-B")).await.status, 401);
+
+    // Cal.com: the workspace's secret, the workspace's lead.
+    let booking = json!({"triggerEvent": "BOOKING_CREATED", "payload": {"uid": "bk-1",
+        "title": "Intro call", "startTime": "2026-01-02T10:00:00Z",
+        "attendees": [{"name": "Cal Person", "email": "cal@example.com"}]}})
+    .to_string();
+    let cal = |secret: &str| {
+        req(Method::POST, &format!("/api/webhooks/cal/{a_cal}"))
+            .header("content-type", "application/json")
+            .header("x-cal-signature-256", hmac_hex(secret, booking.as_bytes()))
+            .body(Body::from(booking.clone()))
+            .expect("request")
+    };
+    assert_eq!(app.send(cal("cal-secret-B")).await.status, 401);
+    let r = app.send(cal("cal-secret-A")).await;
+    assert_eq!(r.body["captured"], 1, "{}", r.text);
+    assert_eq!((leads_in(a).await, leads_in(b).await), (2, 1));
+    // The WhatsApp route does not take Cal.com's id.
+    assert_eq!(app.send(wa(&a_cal, a_secret)).await.status, 404);
+
+    // Deleted: the route stops answering.
+    app.crm
+        .workspace(a)
+        .integrations()
+        .delete(Actor::App(None), "whatsapp")
+        .await
+        .expect("delete");
+    assert_eq!(app.send(wa(&a_wa, a_secret)).await.status, 404);
+}
