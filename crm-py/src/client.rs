@@ -74,7 +74,14 @@ impl Client {
             .database_url(url)
             .notifier(crm_integrations::discord::Discord::new())
             .notifier(crm_integrations::telegram::Telegram::new())
-            .notifier(crm_integrations::whatsapp::WhatsApp::new());
+            .notifier(crm_integrations::whatsapp::WhatsApp::new())
+            .provider(crm_integrations::openai::OpenAiIntegration::new())
+            .provider(crm_integrations::email::ResendIntegration::new())
+            .provider(crm_integrations::smtp::SmtpIntegration::new())
+            .provider(crm_integrations::whatsapp::WhatsApp::new())
+            .provider(crm_integrations::calcom::CalcomIntegration)
+            .provider(crm_integrations::telegram::Telegram::new())
+            .provider(crm_integrations::discord::Discord::new());
         if let Some(key) = master_key {
             let id = master_key_id.as_deref().unwrap_or("k1");
             let key = MasterKey::from_base64(id, &key).map_err(|_| {
@@ -217,6 +224,19 @@ struct Nothing {}
 #[serde(deny_unknown_fields)]
 struct Name {
     name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveIntegration {
+    settings: crm_core::providers::Settings,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundLookup {
+    kind: String,
+    inbound_id: String,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +405,12 @@ async fn dispatch(
         "crm.confirm_email" => {
             let a: Token = input(payload)?;
             to_value(crm.confirm_email(&a.token).await?)
+        }
+        "crm.providers" => to_value(crm.providers()),
+        "crm.inbound_integration" => {
+            let a: InboundLookup = input(payload)?;
+            let (workspace_id, settings) = crm.inbound_integration(&a.kind, &a.inbound_id).await?;
+            Ok(json!({ "workspace_id": workspace_id, "settings": settings }))
         }
         "crm.ping" => {
             let _: Nothing = input(payload)?;
@@ -613,6 +639,23 @@ async fn dispatch(
         }
         "notifications.test_channel" => {
             to_value(w.notifications().test(parse_id(id()?, "id")?).await?)
+        }
+
+        // Integrations (the id is the provider kind).
+        "integrations.list" => to_value(w.integrations().list().await?),
+        "integrations.get" => to_value(w.integrations().get(id()?).await?),
+        "integrations.settings" => to_value(w.integrations().settings(id()?).await?),
+        "integrations.save" => {
+            let a: SaveIntegration = input(payload)?;
+            to_value(
+                w.integrations()
+                    .save(Actor::App(None), id()?, a.settings)
+                    .await?,
+            )
+        }
+        "integrations.delete" => {
+            w.integrations().delete(Actor::App(None), id()?).await?;
+            Ok(Value::Null)
         }
         _ => Err(Error::invalid("op", format!("unknown operation {op:?}"))),
     }

@@ -216,6 +216,42 @@ async def test_notification_channels(client: crm.Crm) -> None:
         await client.notifications.get_channel(ch.id)
 
 
+async def test_integrations(client: crm.Crm) -> None:
+    acme = await client.create_workspace("Acme")
+    saved = await acme.integrations.save(
+        "calcom", {"webhook_secret": "cal-secret-acme", "booking_link": "https://cal.com/acme"}
+    )
+    assert isinstance(saved, crm.Integration) and saved.kind == "calcom"
+    assert saved.settings == {"booking_link": "https://cal.com/acme"} and saved.secrets == ["webhook_secret"]
+    assert saved.inbound_id is not None and len(saved.inbound_id) == 32
+    assert "cal-secret-acme" not in repr(saved) and "cal-secret-acme" not in str(saved.to_dict())
+    # A save without the secret keeps it; the inbound id stays.
+    again = await acme.integrations.save("calcom", {})
+    assert again.settings == {} and again.inbound_id == saved.inbound_id
+    assert await acme.integrations.settings("calcom") == {"webhook_secret": "cal-secret-acme"}
+    assert [i.kind for i in await acme.integrations.list()] == ["calcom"]
+    assert await client.integrations.list() == [], "another workspace sees none"
+    ws, settings = await client.inbound_integration("calcom", saved.inbound_id)
+    assert ws.id == acme.id and settings["webhook_secret"] == "cal-secret-acme"
+    with pytest.raises(crm.NotFoundError):
+        await client.inbound_integration("whatsapp", saved.inbound_id)
+    # Refused before the provider is asked: nothing saved.
+    with pytest.raises(crm.ValidationError) as e:
+        await acme.integrations.save("calcom", {"webhook_secret": "x" * 9, "colour": "red"})
+    assert e.value.errors[0].field == "settings.colour"
+    with pytest.raises(crm.ValidationError) as e:
+        await acme.integrations.save(
+            "whatsapp",
+            {"access_token": "t", "phone_number_id": "not-a-number", "app_secret": "s", "verify_token": "v"},
+        )
+    assert e.value.errors[0].field == "settings.phone_number_id"
+    with pytest.raises(crm.NotFoundError):
+        await acme.integrations.get("whatsapp")
+    await acme.integrations.delete("calcom")
+    with pytest.raises(crm.NotFoundError):
+        await acme.integrations.get("calcom")
+
+
 async def test_dispatcher_starts_and_stops(client: crm.Crm) -> None:
     client.start_dispatcher()
     client.start_dispatcher()  # a second call does nothing

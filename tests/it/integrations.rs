@@ -15,6 +15,7 @@ use crm::auth::Actor;
 use crm::integrations::calcom::CalcomIntegration;
 use crm::integrations::email::ResendIntegration;
 use crm::integrations::openai::OpenAiIntegration;
+use crm::integrations::telegram::Telegram;
 use crm::integrations::whatsapp::WhatsApp;
 use crm::providers::Settings;
 use crm::{Error, WorkspaceId};
@@ -25,6 +26,7 @@ conformance!(
     only_admins_change_integrations,
     a_workspace_parses_and_mails_with_its_own_credentials,
     inbound_routes_belong_to_one_workspace,
+    channels_take_what_they_leave_out_from_the_integration,
 );
 
 const KEY: &str = "sk-workspace-key-0123456789";
@@ -506,4 +508,71 @@ async fn inbound_routes_belong_to_one_workspace(db: &TestDb) {
         .await
         .expect("delete");
     assert_eq!(app.send(wa(&a_wa, a_secret)).await.status, 404);
+}
+
+async fn channels_take_what_they_leave_out_from_the_integration(db: &TestDb) {
+    let bot = stand_in(vec![]).await;
+    let base = bot.url.clone();
+    let app = App::with(
+        db,
+        move |b| {
+            let telegram = Telegram::new().with_base_url(base);
+            b.provider(telegram.clone()).notifier(telegram)
+        },
+        config(),
+    )
+    .await;
+    let notifications = app.crm.workspace(WorkspaceId::DEFAULT).notifications();
+    let channel = || crm::notify::NewChannel {
+        kind: "telegram".into(),
+        name: "Sales chat".into(),
+        config: json!({"chat_id": "-10042"}),
+        event_types: Vec::new(),
+        enabled: None,
+    };
+    // No token in the channel and none in the workspace: refused.
+    let err = notifications.create(channel()).await.expect_err("no token");
+    assert!(
+        matches!(&err, Error::Validation { errors } if errors[0].field == "config.bot_token"),
+        "{err:?}"
+    );
+    app.crm
+        .workspace(WorkspaceId::DEFAULT)
+        .integrations()
+        .save(
+            Actor::App(None),
+            "telegram",
+            settings(&[("bot_token", "123456:ABC-workspace")]),
+        )
+        .await
+        .expect("integration");
+    assert_eq!(bot.requests()[0].path, "/hook/bot123456:ABC-workspace/getMe");
+    let c = notifications.create(channel()).await.expect("channel");
+    assert_eq!(
+        notifications.config(c.id).await.expect("config"),
+        json!({"chat_id": "-10042"}),
+        "the channel does not copy the token"
+    );
+    let stop = crm::webhooks::CancellationToken::new();
+    let cfg = crm::webhooks::DispatcherConfig {
+        poll_interval: Duration::from_millis(20),
+        jitter: 0.0,
+        ..Default::default()
+    };
+    let handle = app.crm.start_dispatcher(cfg, stop.clone()).expect("start");
+    app.crm
+        .leads()
+        .create(crm::leads::NewLead {
+            name: "Ana".into(),
+            email: Some("ana@example.com".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("lead");
+    let sent = bot.wait_for(2).await;
+    assert_eq!(sent[1].path, "/hook/bot123456:ABC-workspace/sendMessage");
+    let body: Value = serde_json::from_slice(&sent[1].body).expect("json");
+    assert_eq!(body["chat_id"], "-10042");
+    stop.cancel();
+    let _ = handle.await;
 }

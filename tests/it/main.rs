@@ -21,7 +21,9 @@ mod http;
     feature = "whatsapp",
     feature = "calcom",
     feature = "openai",
-    feature = "email"
+    feature = "email",
+    feature = "telegram",
+    feature = "webhooks"
 ))]
 mod integrations;
 mod leads;

@@ -280,7 +280,8 @@ impl Notifications {
     pub async fn create(&self, input: NewChannel) -> Result<Channel> {
         let sealer = self.crm.sealer()?;
         let mut e = Errors::default();
-        self.check_config(&mut e, &input.kind, &input.config);
+        let effective = self.with_defaults(&input.kind, &input.config).await?;
+        self.check_config(&mut e, &input.kind, &effective);
         if e.is_empty() {
             self.check_recipients(&mut e, &input.kind, &input.config)
                 .await?;
@@ -330,7 +331,28 @@ impl Notifications {
             .map(|(c, _)| c)
     }
 
-    /// A channel's configuration, opened.
+    /// `config` with what it leaves out taken from the workspace's integration of
+    /// the same kind (see [`crate::providers`]): a Telegram channel may give only its
+    /// `chat_id` and use the workspace's `bot_token`, a Discord channel nothing but
+    /// its name. The channel's own values win. Used when a channel is checked and
+    /// at each send, so a changed integration applies to its channels at once.
+    pub(crate) async fn with_defaults(&self, kind: &str, config: &Value) -> Result<Value> {
+        let mut merged = config.clone();
+        let Some(own) = merged.as_object_mut() else {
+            return Ok(merged);
+        };
+        if self.crm.provider(kind).is_none() || self.crm.sealer().is_err() {
+            return Ok(merged);
+        }
+        let integration = self.crm.workspace(self.ws).integrations().settings(kind).await?;
+        for (k, v) in integration.into_iter().flatten() {
+            own.entry(k).or_insert(Value::String(v));
+        }
+        Ok(merged)
+    }
+
+    /// A channel's configuration, opened (as saved: without the integration's
+    /// defaults).
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, channel_id = %id))]
     pub async fn config(&self, id: ChannelId) -> Result<Value> {
         let (_, sealed) = store::channels::get_channel(self.crm.pool(), self.ws, id).await?;
@@ -346,7 +368,8 @@ impl Notifications {
         let kind = self.get(id).await?.kind;
         let mut e = Errors::default();
         if let Some(config) = &patch.config {
-            self.check_config(&mut e, &kind, config);
+            let effective = self.with_defaults(&kind, config).await?;
+            self.check_config(&mut e, &kind, &effective);
             if e.is_empty() {
                 self.check_recipients(&mut e, &kind, config).await?;
             }

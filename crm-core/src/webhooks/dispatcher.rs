@@ -301,7 +301,9 @@ impl Worker {
         let Some(event) = ahead.event(&self.crm, job.event_id).await? else {
             return cancel().await;
         };
-        let config = service.config(id).await?;
+        let config = service
+            .with_defaults(&channel.kind, &service.config(id).await?)
+            .await?;
         let notification = crate::notify::Notification::from_event(&event, id);
         // Recipients are checked again at each send: a user disabled or deleted since
         // the channel was saved gets no more mail.

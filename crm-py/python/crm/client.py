@@ -8,7 +8,7 @@ own tokio runtime, off the event loop; awaiting never blocks the loop.
 import json
 import uuid
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
 from .errors import ValidationError
@@ -20,6 +20,7 @@ from .models import (
     CreatedApiKey,
     CreatedEndpoint,
     Endpoint,
+    Integration,
     Lead,
     LeadDetail,
     LeadPage,
@@ -488,10 +489,48 @@ class Notifications(_Service):
         return event
 
 
+class Integrations(_Service):
+    """Provider credentials and settings of one workspace (``openai``, ``resend``,
+    ``smtp``, ``whatsapp``, ``calcom``, ``telegram``, ``discord``): sealed with the
+    master key, secrets never shown again. The workspace's own come before the
+    server's defaults (its auth mails, its lead parsing, its inbound routes)."""
+
+    __slots__ = ()
+
+    async def list(self) -> List[Integration]:
+        """Every integration of the workspace (secrets as names only)."""
+        return [Integration.from_dict(i) for i in await self._call("integrations.list")]
+
+    async def get(self, kind: str) -> Integration:
+        """The integration of ``kind`` (``NotFoundError`` when there is none)."""
+        return Integration.from_dict(await self._call("integrations.get", kind))
+
+    async def save(self, kind: str, settings: Mapping[str, str]) -> Integration:
+        """Saves the settings of ``kind`` after the provider accepted them: credentials
+        it refuses raise ``ValidationError`` naming ``settings.<field>``, a provider
+        that cannot be asked ``IntegrationError``; nothing is saved then. Values
+        that are not secret are replaced by ``settings``; a secret left out keeps
+        its saved value."""
+        payload = {"settings": dict(settings)}
+        return Integration.from_dict(await self._call("integrations.save", kind, payload))
+
+    async def settings(self, kind: str) -> Optional[Dict[str, str]]:
+        """The opened settings of ``kind``, secrets included (for your own calls to
+        the provider; never show them), or ``None``."""
+        found: Optional[Dict[str, str]] = await self._call("integrations.settings", kind)
+        return found
+
+    async def delete(self, kind: str) -> None:
+        """Deletes the integration; the server's defaults apply again."""
+        await self._call("integrations.delete", kind)
+
+
 class Workspace:
     """One tenant's services. Cheap to make; holds no connection of its own."""
 
-    __slots__ = ("_native", "id", "leads", "auth", "api_keys", "webhooks", "notifications")
+    __slots__ = (
+        "_native", "id", "leads", "auth", "api_keys", "webhooks", "notifications", "integrations",
+    )
 
     def __init__(self, native: "_native.Client", id: Id) -> None:
         ws = str(id)
@@ -508,6 +547,7 @@ class Workspace:
         self.api_keys = ApiKeys(native, ws)
         self.webhooks = Webhooks(native, ws)
         self.notifications = Notifications(native, ws)
+        self.integrations = Integrations(native, ws)
 
     async def info(self) -> WorkspaceInfo:
         """Its id, name and creation time (``NotFoundError`` if it does not exist)."""
@@ -551,6 +591,16 @@ class Crm(Workspace):
     def workspace(self, id: Id) -> Workspace:
         """The services of workspace ``id`` (``ValidationError`` if not a UUID)."""
         return Workspace(self._native, id)
+
+    async def inbound_integration(self, kind: str, inbound_id: str) -> Tuple[Workspace, Dict[str, str]]:
+        """The workspace whose ``kind`` integration has this inbound id, and its
+        opened settings: for an inbound route of your own
+        (``/webhooks/whatsapp/{inbound_id}``). ``NotFoundError`` for an id that is
+        not one."""
+        found = await self.leads._call(
+            "crm.inbound_integration", None, {"kind": kind, "inbound_id": inbound_id}
+        )
+        return self.workspace(found["workspace_id"]), found["settings"]
 
     async def create_workspace(self, name: str) -> Workspace:
         """A new, empty workspace."""

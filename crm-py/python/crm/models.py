@@ -30,6 +30,7 @@ __all__ = [
     "Endpoint",
     "CreatedEndpoint",
     "Channel",
+    "Integration",
     "WorkspaceInfo",
     "Received",
 ]
@@ -305,6 +306,19 @@ class Channel(Model):
     name: str
     event_types: List[str]
     enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Integration(Model):
+    """A workspace's settings for one provider, as reads show them: the values that
+    are not secret, and only the names of the secrets that are set."""
+
+    kind: str
+    settings: Dict[str, str]
+    secrets: List[str]
+    inbound_id: Optional[str]
     created_at: datetime
     updated_at: datetime
 
