@@ -95,6 +95,12 @@ pub enum Error {
     /// A third-party provider failed.
     #[error("integration error: {0}")]
     Integration(String),
+    /// A third-party provider refused what was asked of it (an unknown message
+    /// template, a recipient it cannot reach), in its own words; nothing was
+    /// recorded. Unlike [`Error::Integration`] the request, not the provider, is at
+    /// fault: sending it again unchanged fails again.
+    #[error("the provider refused: {0}")]
+    Provider(String),
     /// The `Crm` was built or connected with an unusable configuration.
     #[error("configuration error: {0}")]
     Config(String),
@@ -195,6 +201,7 @@ impl Error {
             Self::Forbidden => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
             Self::Integration(_) => "integration_failed",
+            Self::Provider(_) => "provider_error",
             Self::WebhookVerification(_) => "webhook_verification_failed",
             Self::Config(_) => "configuration_error",
             Self::Database(_) | Self::Migration { .. } | Self::Unseal => "internal_error",

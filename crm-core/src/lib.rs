@@ -15,11 +15,11 @@ pub mod leads;
 mod macros;
 mod migrate;
 pub mod notify;
-pub mod providers;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 #[cfg(test)]
 mod props;
+pub mod providers;
 pub mod ratelimit;
 pub mod seal;
 mod secret;

@@ -54,6 +54,9 @@ pub type Settings = BTreeMap<String, String>;
 /// A boxed future, so providers can sit behind `dyn Provider`.
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
+/// A boxed future of a sent message's provider id.
+pub type MessageFuture<'a> = Pin<Box<dyn Future<Output = Result<String>> + Send + 'a>>;
+
 /// One setting a provider takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -127,6 +130,26 @@ pub trait Provider: Send + Sync + 'static {
     fn mailer(&self, settings: &Settings) -> Option<Arc<dyn Mailer>> {
         let _ = settings;
         None
+    }
+
+    /// Whether [`send_message`](Self::send_message) sends messages to leads.
+    fn sends_messages(&self) -> bool {
+        false
+    }
+
+    /// Sends `message` (checked: exactly one of text and template) to the phone
+    /// number `to` (E.164) with these settings; the provider's message id. A message
+    /// the provider refuses is [`Error::Provider`] with its words; one outside the
+    /// provider's messaging window `InvalidState` with code `window_closed`; a
+    /// provider that failed or could not be reached [`Error::Integration`].
+    fn send_message<'a>(
+        &'a self,
+        settings: &'a Settings,
+        to: &'a str,
+        message: &'a crate::leads::messages::NewMessage,
+    ) -> MessageFuture<'a> {
+        let _ = (settings, to, message);
+        Box::pin(async { Err(Error::Config("this provider sends no messages".into())) })
     }
 
     /// The lead parser these settings configure, for a provider that parses.
@@ -382,7 +405,10 @@ impl Integrations {
         self.own(|p, s| p.mailer(s)).await
     }
 
-    async fn own<T>(&self, build: impl Fn(&dyn Provider, &Settings) -> Option<T>) -> Result<Option<T>> {
+    async fn own<T>(
+        &self,
+        build: impl Fn(&dyn Provider, &Settings) -> Option<T>,
+    ) -> Result<Option<T>> {
         if self.crm.sealer().is_err() {
             // Without a master key nothing can have been saved.
             return Ok(None);
@@ -466,10 +492,6 @@ impl Crm {
     /// Whether any mail can be sent: a mailer on the builder, or a provider that
     /// builds one from a workspace's settings.
     pub(crate) fn can_mail(&self) -> bool {
-        self.default_mailer().is_ok()
-            || self
-                .providers_registered()
-                .iter()
-                .any(|p| p.sends_mail())
+        self.default_mailer().is_ok() || self.providers_registered().iter().any(|p| p.sends_mail())
     }
 }

@@ -160,6 +160,11 @@ pub fn problem_of(e: &Error) -> Problem {
             p
         }
         Error::WebhookVerification(v) => Problem::new(S::UNAUTHORIZED, code, v.to_string()),
+        Error::Provider(message) => Problem::new(
+            S::UNPROCESSABLE_ENTITY,
+            code,
+            format!("the provider refused: {message}"),
+        ),
         Error::Integration(_) => {
             tracing::warn!(error = %e, "integration failed");
             Problem::new(S::BAD_GATEWAY, code, "a third-party provider failed")

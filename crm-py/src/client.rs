@@ -150,6 +150,7 @@ impl Client {
             .await?;
             Ok(json!({
                 "captured": r.captured,
+                "statuses": r.statuses,
                 "duplicates": r.duplicates,
                 "ignored": r.ignored,
             })
@@ -461,6 +462,11 @@ async fn dispatch(
             to_value(w.leads().add_activity(lead, a).await?)
         }
         "leads.activities" => to_value(w.leads().activities(parse_id(id()?, "id")?).await?),
+        "leads.send_message" => {
+            let lead = parse_id(id()?, "id")?;
+            let m: crm_core::leads::messages::NewMessage = input(payload)?;
+            to_value(w.leads().send_message(lead, "whatsapp", m).await?)
+        }
         "leads.parse" => {
             let a: ParseArgs = input(payload)?;
             to_value(w.leads().parse(&a.text, a.auto_save).await?)

@@ -141,6 +141,7 @@ pub(crate) fn sample_error(py: Python<'_>, code: PyBackedStr) -> PyResult<()> {
             retry_after: Duration::from_millis(1500),
         },
         "integration_failed" => Error::Integration("discord: 500".into()),
+        "provider_error" => Error::Provider("132001: template name does not exist".into()),
         "webhook_verification_failed" => Error::WebhookVerification(VerifyError::InvalidTimestamp),
         "configuration_error" => Error::Config("no master key".into()),
         "internal_error" => Error::Unseal,

@@ -132,7 +132,10 @@ impl crm_core::providers::Provider for CalcomIntegration {
     ) -> crm_core::providers::CheckFuture<'a> {
         Box::pin(async move {
             if settings.get("webhook_secret").map_or(0, String::len) < 8 {
-                return Err(crate::refused("webhook_secret", "must be at least 8 characters"));
+                return Err(crate::refused(
+                    "webhook_secret",
+                    "must be at least 8 characters",
+                ));
             }
             if let Some(link) = settings.get("booking_link") {
                 let host = link.strip_prefix("https://").unwrap_or("");

@@ -223,9 +223,10 @@ impl crm_core::providers::Provider for Discord {
             }
             match crate::probe(self.client.get(url), "Discord").await? {
                 (200..=299, _) => Ok(()),
-                (401 | 403 | 404, _) => {
-                    Err(crate::refused("webhook_url", "is not a webhook Discord knows"))
-                }
+                (401 | 403 | 404, _) => Err(crate::refused(
+                    "webhook_url",
+                    "is not a webhook Discord knows",
+                )),
                 (s, _) => Err(crate::unexpected("Discord", s)),
             }
         })

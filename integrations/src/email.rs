@@ -256,10 +256,16 @@ impl crm_core::providers::Provider for ResendIntegration {
         true
     }
 
-    fn mailer(&self, settings: &crm_core::providers::Settings) -> Option<std::sync::Arc<dyn Mailer>> {
-        let mut resend = Resend::new(settings.get("api_key")?.clone(), settings.get("from")?.clone())
-            .with_base_url(self.base_url.clone())
-            .with_client(self.client.clone());
+    fn mailer(
+        &self,
+        settings: &crm_core::providers::Settings,
+    ) -> Option<std::sync::Arc<dyn Mailer>> {
+        let mut resend = Resend::new(
+            settings.get("api_key")?.clone(),
+            settings.get("from")?.clone(),
+        )
+        .with_base_url(self.base_url.clone())
+        .with_client(self.client.clone());
         resend.links = self.links.clone();
         Some(std::sync::Arc::new(resend))
     }

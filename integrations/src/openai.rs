@@ -238,14 +238,16 @@ impl crm_core::providers::Provider for OpenAiIntegration {
         Box::pin(async move {
             let key = settings.get("api_key").map_or("", String::as_str);
             let url = match settings.get("model") {
-                Some(m) if m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) => {
+                Some(m)
+                    if m.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+                {
                     format!("{}/models/{m}", self.base_url)
                 }
                 Some(_) => return Err(crate::refused("model", "is not a model name")),
                 None => format!("{}/models", self.base_url),
             };
-            let (status, _) =
-                crate::probe(self.client.get(url).bearer_auth(key), "OpenAI").await?;
+            let (status, _) = crate::probe(self.client.get(url).bearer_auth(key), "OpenAI").await?;
             match status {
                 200..=299 => Ok(()),
                 401 | 403 => Err(crate::refused("api_key", "was refused by OpenAI")),

@@ -252,10 +252,8 @@ impl crm_core::providers::Provider for SmtpIntegration {
 
     fn fields(&self) -> &'static [crm_core::providers::SettingField] {
         use crm_core::providers::SettingField;
-        const FIELDS: [SettingField; 2] = [
-            SettingField::secret("url"),
-            SettingField::required("from"),
-        ];
+        const FIELDS: [SettingField; 2] =
+            [SettingField::secret("url"), SettingField::required("from")];
         &FIELDS
     }
 
@@ -267,7 +265,10 @@ impl crm_core::providers::Provider for SmtpIntegration {
             let smtp = self.smtp(settings)?;
             match smtp.transport.test_connection().await {
                 Ok(true) => Ok(()),
-                Ok(false) => Err(crate::refused("url", "the SMTP server did not answer as one")),
+                Ok(false) => Err(crate::refused(
+                    "url",
+                    "the SMTP server did not answer as one",
+                )),
                 Err(e) => Err(crate::refused("url", answer(&e))),
             }
         })
@@ -277,7 +278,10 @@ impl crm_core::providers::Provider for SmtpIntegration {
         true
     }
 
-    fn mailer(&self, settings: &crm_core::providers::Settings) -> Option<std::sync::Arc<dyn Mailer>> {
+    fn mailer(
+        &self,
+        settings: &crm_core::providers::Settings,
+    ) -> Option<std::sync::Arc<dyn Mailer>> {
         self.smtp(settings)
             .ok()
             .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn Mailer>)

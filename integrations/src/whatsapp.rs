@@ -12,7 +12,8 @@
 //! if new, source `whatsapp`) with a `message` activity. A redelivered message (same
 //! `wamid`) changes nothing; status updates are accepted and ignored.
 
-use crm_core::leads::{ActivityKind, Leads, NewLead};
+use crm_core::leads::messages::{MessageInfo, MessageStatus, NewMessage};
+use crm_core::leads::{Leads, NewLead};
 use crm_core::notify::{Notification, Notifier, Outcome, SendFuture};
 use crm_core::webhooks::signing::{verify_whatsapp, VerifyError};
 use crm_core::{Error, FieldError, LeadId};
@@ -175,6 +176,38 @@ impl Notifier for WhatsApp {
     }
 }
 
+/// The Graph API body of `message` to `to` (digits of an E.164 number).
+fn message_body(to: &str, message: &NewMessage) -> Value {
+    match (&message.text, &message.template) {
+        (Some(text), _) => json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": { "preview_url": false, "body": text },
+        }),
+        (None, Some(t)) => {
+            let mut template = json!({ "name": t.name, "language": { "code": t.language } });
+            if !t.parameters.is_empty() {
+                let parameters: Vec<Value> = t
+                    .parameters
+                    .iter()
+                    .map(|p| json!({ "type": "text", "text": p }))
+                    .collect();
+                template["components"] = json!([{ "type": "body", "parameters": parameters }]);
+            }
+            json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": to,
+                "type": "template",
+                "template": template,
+            })
+        }
+        (None, None) => Value::Null,
+    }
+}
+
 /// Answers Meta's verification `GET`: the challenge when the mode is `subscribe` and
 /// the token matches, else `Unauthorized`.
 pub fn handshake(
@@ -216,10 +249,63 @@ pub struct Received {
     pub captured: Vec<LeadId>,
     /// Messages seen before (same `wamid`), skipped.
     pub duplicates: usize,
-    /// Status updates, non-text messages and messages crm refuses (a sender that is
-    /// not a phone number, text it cannot store): accepted and ignored, so one bad
-    /// message does not make the provider redeliver the whole batch for ever.
+    /// Delivery statuses (sent, delivered, read, failed) that moved a sent
+    /// message's status forward.
+    pub statuses: usize,
+    /// Statuses that changed nothing (seen before, or of a message this workspace
+    /// did not send), message types crm does not keep (reactions, contacts,
+    /// buttons) and messages crm refuses (a sender that is not a phone number):
+    /// accepted and ignored, so one bad item does not make the provider redeliver
+    /// the whole batch for ever.
     pub ignored: usize,
+}
+
+/// The media types kept as activities, with what their payload object holds.
+const MEDIA: [&str; 5] = ["image", "document", "audio", "video", "sticker"];
+
+/// What one inbound message is: its [`MessageInfo`] and the text the timeline
+/// shows (the text, the caption, or the kind in brackets); `None` for a type crm
+/// does not keep.
+fn inbound_message(m: &Value, id: &str) -> Option<(MessageInfo, String)> {
+    let kind = m["type"].as_str()?;
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let mut info = MessageInfo {
+        channel: "whatsapp".into(),
+        provider_message_id: Some(id.to_owned()),
+        kind: kind.to_owned(),
+        ..MessageInfo::default()
+    };
+    let shown = match kind {
+        "text" => text(&m["text"]["body"])?,
+        k if MEDIA.contains(&k) => {
+            let media = &m[k];
+            info.media_id = text(&media["id"]);
+            info.mime_type = text(&media["mime_type"]);
+            info.filename = text(&media["filename"]);
+            text(&media["caption"])
+                .or_else(|| info.filename.clone())
+                .unwrap_or_else(|| format!("[{k}]"))
+        }
+        "location" => {
+            let at = &m["location"];
+            info.latitude = at["latitude"].as_f64();
+            info.longitude = at["longitude"].as_f64();
+            let place: Vec<String> = [&at["name"], &at["address"]]
+                .into_iter()
+                .filter_map(text)
+                .collect();
+            if place.is_empty() {
+                format!("[location] {}, {}", info.latitude?, info.longitude?)
+            } else {
+                format!("[location] {}", place.join(", "))
+            }
+        }
+        _ => return None,
+    };
+    Some((
+        info,
+        shown.chars().take(crm_core::leads::MESSAGE_MAX).collect(),
+    ))
 }
 
 /// Handles an inbound `POST`: verifies `X-Hub-Signature-256` (`signature`) over the raw
@@ -252,7 +338,33 @@ pub async fn receive(
         .flat_map(|e| e["changes"].as_array().into_iter().flatten())
         .map(|c| &c["value"]);
     for value in values {
-        out.ignored += value["statuses"].as_array().map_or(0, Vec::len);
+        for st in value["statuses"].as_array().into_iter().flatten() {
+            let (Some(id), Some(status)) = (
+                st["id"].as_str(),
+                st["status"].as_str().and_then(MessageStatus::parse),
+            ) else {
+                out.ignored += 1;
+                continue;
+            };
+            let at = st["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<i64>().ok())
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+            let error = st["errors"][0]["title"]
+                .as_str()
+                .or(st["errors"][0]["message"].as_str())
+                .map(|t| match st["errors"][0]["code"].as_i64() {
+                    Some(c) => format!("{c}: {t}"),
+                    None => t.to_owned(),
+                });
+            match leads
+                .message_status("whatsapp", id, status, at, error)
+                .await?
+            {
+                Some(_) => out.statuses += 1,
+                None => out.ignored += 1,
+            }
+        }
         let names: Vec<(&str, &str)> = value["contacts"]
             .as_array()
             .into_iter()
@@ -263,7 +375,7 @@ pub async fn receive(
             let (Some(id), Some(from)) = (m["id"].as_str(), m["from"].as_str()) else {
                 return Err(Error::invalid("body", "a message lacks its id or sender"));
             };
-            let Some(text) = m["text"]["body"].as_str().filter(|_| m["type"] == "text") else {
+            let Some((info, shown)) = inbound_message(m, id) else {
                 out.ignored += 1;
                 continue;
             };
@@ -272,22 +384,18 @@ pub async fn receive(
                 .iter()
                 .find(|(wa, _)| *wa == from)
                 .map_or(phone.clone(), |(_, n)| (*n).to_owned());
-            let message: String = text.chars().take(crm_core::leads::MESSAGE_MAX).collect();
             let input = NewLead {
                 name,
                 phone: Some(phone),
                 source: Some("whatsapp".into()),
-                message: Some(message.clone()),
+                message: Some(shown.clone()),
                 ..Default::default()
             };
             // Each message is one transaction (lead, activity, receipt): written whole
             // or not at all. A message crm refuses is skipped, not the batch; a database
             // failure stops here, and the provider's redelivery finds the messages
             // already written by their receipts.
-            match leads
-                .capture_inbound("whatsapp", id, input, ActivityKind::Message, Some(message))
-                .await
-            {
+            match leads.capture_message(input, info, Some(shown)).await {
                 Ok(Some(c)) => out.captured.push(c.lead.id),
                 Ok(None) => out.duplicates += 1,
                 Err(Error::Validation { errors }) => {
@@ -327,6 +435,66 @@ impl crm_core::providers::Provider for WhatsApp {
 
     fn receives_webhooks(&self) -> bool {
         true
+    }
+
+    fn sends_messages(&self) -> bool {
+        true
+    }
+
+    fn send_message<'a>(
+        &'a self,
+        settings: &'a crm_core::providers::Settings,
+        to: &'a str,
+        message: &'a NewMessage,
+    ) -> crm_core::providers::MessageFuture<'a> {
+        Box::pin(async move {
+            let setting = |k: &str| settings.get(k).map_or("", String::as_str);
+            let body = message_body(to.trim_start_matches('+'), message);
+            let url = format!("{}/{}/messages", self.base_url, setting("phone_number_id"));
+            let resp = self
+                .client
+                .post(url)
+                .bearer_auth(setting("access_token"))
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::Integration(if e.is_timeout() {
+                        "WhatsApp timed out".into()
+                    } else {
+                        "WhatsApp could not be reached".into()
+                    })
+                })?;
+            let status = resp.status().as_u16();
+            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            if (200..300).contains(&status) {
+                return answer["messages"][0]["id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        Error::Integration("WhatsApp answered without a message id".into())
+                    });
+            }
+            let code = answer["error"]["code"].as_i64();
+            let words = answer["error"]["error_data"]["details"]
+                .as_str()
+                .or(answer["error"]["message"].as_str())
+                .unwrap_or("no message");
+            let words: String = words.chars().take(300).collect();
+            Err(match code {
+                Some(131047) => Error::InvalidState {
+                    code: "window_closed",
+                    message: "WhatsApp: more than 24 hours since the lead last wrote; only a template can reach them".into(),
+                },
+                Some(190) => Error::Integration("WhatsApp refused the workspace's access token".into()),
+                Some(130429 | 131056) => Error::Integration(format!("WhatsApp is limiting this number: {words}")),
+                _ if status == 401 || status == 429 || status >= 500 => {
+                    Error::Integration(format!("WhatsApp answered {status}: {words}"))
+                }
+                Some(c) => Error::Provider(format!("WhatsApp {c}: {words}")),
+                None => Error::Provider(format!("WhatsApp answered {status}: {words}")),
+            })
+        })
     }
 
     fn check<'a>(

@@ -181,7 +181,10 @@ pub(crate) fn bearer(b: axum::http::request::Builder, key: &str) -> axum::http::
     b.header(header::AUTHORIZATION, format!("Bearer {key}"))
 }
 
-pub(crate) fn with_cookie(b: axum::http::request::Builder, cookie: &str) -> axum::http::request::Builder {
+pub(crate) fn with_cookie(
+    b: axum::http::request::Builder,
+    cookie: &str,
+) -> axum::http::request::Builder {
     b.header(header::COOKIE, cookie)
         .header(header::ORIGIN, ORIGIN)
 }
@@ -251,6 +254,7 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "PATCH /api/v1/leads/{id}",
         "DELETE /api/v1/leads/{id}",
         "POST /api/v1/leads/{id}/activities",
+        "POST /api/v1/leads/{id}/messages",
         "POST /api/v1/leads/parse",
         "GET /api/v1/me",
         "POST /api/auth/login",
@@ -315,6 +319,7 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "PATCH /leads/{id}",
         "DELETE /leads/{id}",
         "POST /leads/{id}/activities",
+        "POST /leads/{id}/messages",
         "POST /leads/parse",
     ] {
         let (m, p) = lead_route.split_once(' ').expect("route");

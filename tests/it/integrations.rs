@@ -27,6 +27,7 @@ conformance!(
     a_workspace_parses_and_mails_with_its_own_credentials,
     inbound_routes_belong_to_one_workspace,
     channels_take_what_they_leave_out_from_the_integration,
+    whatsapp_conversations_live_on_the_timeline,
 );
 
 const KEY: &str = "sk-workspace-key-0123456789";
@@ -63,7 +64,11 @@ fn ok(body: Value) -> Reply {
 
 async fn integrations_are_checked_sealed_masked_and_audited(db: &TestDb) {
     let openai = stand_in(vec![
-        Reply::Status(401, vec![], r#"{"error":{"code":"invalid_api_key"}}"#.into()),
+        Reply::Status(
+            401,
+            vec![],
+            r#"{"error":{"code":"invalid_api_key"}}"#.into(),
+        ),
         Reply::Status(503, vec![], String::new()),
     ])
     .await;
@@ -101,7 +106,10 @@ async fn integrations_are_checked_sealed_masked_and_audited(db: &TestDb) {
     // Shape errors never reach the provider.
     let before = openai.requests().len();
     for (body, field) in [
-        (json!({"settings": {"api_key": KEY, "colour": "red"}}), "settings.colour"),
+        (
+            json!({"settings": {"api_key": KEY, "colour": "red"}}),
+            "settings.colour",
+        ),
         (json!({"settings": {"model": "gpt-4o"}}), "settings.api_key"),
         (json!({"settings": {"api_key": " "}}), "settings.api_key"),
         (json!({"settings": {"api_key": "a\nb"}}), "settings.api_key"),
@@ -135,12 +143,17 @@ async fn integrations_are_checked_sealed_masked_and_audited(db: &TestDb) {
     assert_eq!(r.body["secrets"], json!(["api_key"]));
     assert!(r.body["inbound_id"].is_null());
     assert!(!r.text.contains(KEY));
-    assert_eq!(openai.requests().last().expect("asked").path, "/hook/models/gpt-4o-mini");
+    assert_eq!(
+        openai.requests().last().expect("asked").path,
+        "/hook/models/gpt-4o-mini"
+    );
     let sealed = db
         .scalar_text("SELECT settings FROM crm_integrations WHERE kind = 'openai'")
         .await;
     assert!(!sealed.contains(KEY) && !sealed.contains("gpt-4o-mini"));
-    let list = app.send(admin_get("/api/admin/integrations", &cookie)).await;
+    let list = app
+        .send(admin_get("/api/admin/integrations", &cookie))
+        .await;
     assert_eq!(list.status, 200);
     assert!(!list.text.contains(KEY));
     assert_eq!(list.body["integrations"][0]["kind"], "openai");
@@ -151,9 +164,7 @@ async fn integrations_are_checked_sealed_masked_and_audited(db: &TestDb) {
     );
 
     // A save without the secret keeps it; the other values are what was sent.
-    let r = app
-        .send(put(path, &cookie, json!({"settings": {}})))
-        .await;
+    let r = app.send(put(path, &cookie, json!({"settings": {}}))).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["settings"], json!({}));
     assert_eq!(r.body["secrets"], json!(["api_key"]));
@@ -180,7 +191,10 @@ async fn integrations_are_checked_sealed_masked_and_audited(db: &TestDb) {
         .filter(|e| e.action == "integration.saved")
         .collect();
     assert_eq!(saved.len(), 2);
-    assert!(saved[0].actor.as_deref().is_some_and(|a| a.starts_with("user:")));
+    assert!(saved[0]
+        .actor
+        .as_deref()
+        .is_some_and(|a| a.starts_with("user:")));
     assert!(!json!(audit).to_string().contains(KEY));
 
     // Deleted: gone, and again is 404.
@@ -211,7 +225,10 @@ async fn only_admins_change_integrations(db: &TestDb) {
     app.send(put(path, &member, body.clone()))
         .await
         .problem(403, "forbidden");
-    assert!(openai.requests().is_empty(), "a member makes no provider call");
+    assert!(
+        openai.requests().is_empty(),
+        "a member makes no provider call"
+    );
 
     // The rule is the service's, whoever calls it.
     let auth = app.crm.workspace(WorkspaceId::DEFAULT).auth();
@@ -225,7 +242,11 @@ async fn only_admins_change_integrations(db: &TestDb) {
         .id;
     let integrations = app.crm.workspace(WorkspaceId::DEFAULT).integrations();
     let err = integrations
-        .save(Actor::User(member_id), "openai", settings(&[("api_key", KEY)]))
+        .save(
+            Actor::User(member_id),
+            "openai",
+            settings(&[("api_key", KEY)]),
+        )
         .await
         .expect_err("a member may not");
     assert!(matches!(err, Error::Forbidden), "{err:?}");
@@ -291,14 +312,21 @@ async fn a_workspace_parses_and_mails_with_its_own_credentials(db: &TestDb) {
     let acme = app.crm.create_workspace("Acme").await.expect("workspace");
     let integrations = app.crm.workspace(acme).integrations();
     integrations
-        .save(Actor::App(Some("setup")), "openai", settings(&[("api_key", KEY)]))
+        .save(
+            Actor::App(Some("setup")),
+            "openai",
+            settings(&[("api_key", KEY)]),
+        )
         .await
         .expect("openai");
     integrations
         .save(
             Actor::App(Some("setup")),
             "resend",
-            settings(&[("api_key", "re_acme_key"), ("from", "Acme <crm@acme.example>")]),
+            settings(&[
+                ("api_key", "re_acme_key"),
+                ("from", "Acme <crm@acme.example>"),
+            ]),
         )
         .await
         .expect("resend");
@@ -326,7 +354,11 @@ async fn a_workspace_parses_and_mails_with_its_own_credentials(db: &TestDb) {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["parser"], "builtin");
-    assert_eq!(openai.requests().len(), 2, "no call for the default workspace");
+    assert_eq!(
+        openai.requests().len(),
+        2,
+        "no call for the default workspace"
+    );
 
     // Acme's auth mail goes through its own Resend account, the default
     // workspace's through the server's mailer.
@@ -353,7 +385,11 @@ async fn a_workspace_parses_and_mails_with_its_own_credentials(db: &TestDb) {
     app.user("bob@example.com", "member").await;
     outbox.settle(1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(resend.requests().len(), 2, "the default workspace's mail went elsewhere");
+    assert_eq!(
+        resend.requests().len(),
+        2,
+        "the default workspace's mail went elsewhere"
+    );
 }
 
 async fn inbound_routes_belong_to_one_workspace(db: &TestDb) {
@@ -546,7 +582,10 @@ async fn channels_take_what_they_leave_out_from_the_integration(db: &TestDb) {
         )
         .await
         .expect("integration");
-    assert_eq!(bot.requests()[0].path, "/hook/bot123456:ABC-workspace/getMe");
+    assert_eq!(
+        bot.requests()[0].path,
+        "/hook/bot123456:ABC-workspace/getMe"
+    );
     let c = notifications.create(channel()).await.expect("channel");
     assert_eq!(
         notifications.config(c.id).await.expect("config"),
@@ -575,4 +614,277 @@ async fn channels_take_what_they_leave_out_from_the_integration(db: &TestDb) {
     assert_eq!(body["chat_id"], "-10042");
     stop.cancel();
     let _ = handle.await;
+}
+
+fn signed(path: &str, secret: &str, body: &Value) -> Request<Body> {
+    let body = body.to_string();
+    req(Method::POST, path)
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            format!("sha256={}", hmac_hex(secret, body.as_bytes())),
+        )
+        .body(Body::from(body))
+        .expect("request")
+}
+
+fn wa_payload(value: Value) -> Value {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "messages", "value": value}]}]})
+}
+
+async fn whatsapp_conversations_live_on_the_timeline(db: &TestDb) {
+    let sent = |id: &str| {
+        ok(json!({"messaging_product": "whatsapp",
+        "contacts": [{"input": "34600111222", "wa_id": "34600111222"}], "messages": [{"id": id}]}))
+    };
+    let graph = stand_in(vec![
+        ok(json!({"id": "1065"})),
+        sent("wamid.OUT1"),
+        Reply::Status(
+            400,
+            vec![("content-type".into(), "application/json".into())],
+            json!({"error": {"message": "(#132001) Template name does not exist in the translation",
+                "type": "OAuthException", "code": 132001,
+                "error_data": {"messaging_product": "whatsapp", "details": "template name (nope) does not exist in en_US"}}})
+            .to_string(),
+        ),
+        sent("wamid.OUT2"),
+    ])
+    .await;
+    let base = graph.url.clone();
+    let app = App::with(
+        db,
+        move |b| b.provider(WhatsApp::new().with_base_url(base)),
+        config(),
+    )
+    .await;
+    const SECRET: &str = "app-secret-of-default";
+    let inbound_id = app
+        .crm
+        .workspace(WorkspaceId::DEFAULT)
+        .integrations()
+        .save(
+            Actor::App(None),
+            "whatsapp",
+            settings(&[
+                ("access_token", "EAAG-default"),
+                ("phone_number_id", "1065"),
+                ("app_secret", SECRET),
+                ("verify_token", "verify"),
+            ]),
+        )
+        .await
+        .expect("integration")
+        .inbound_id
+        .expect("inbound id");
+    let key = app.key(&["leads:*", "messages:write"]).await;
+    let reader = app.key(&["leads:*"]).await;
+    let post = |key: &str, path: &str, v: Value| {
+        json_body(crate::http::bearer(req(Method::POST, path), key), v)
+    };
+    let lead = |r: crate::http::Res| r.body["id"].as_str().expect("id").to_owned();
+    let no_phone = lead(
+        app.send(post(
+            &key,
+            "/api/v1/leads",
+            json!({"name": "Mail Only", "email": "m@example.com"}),
+        ))
+        .await,
+    );
+    let ana = lead(
+        app.send(post(
+            &key,
+            "/api/v1/leads",
+            json!({"name": "Ana", "phone": "+34600111222"}),
+        ))
+        .await,
+    );
+    let messages = |id: &str| format!("/api/v1/leads/{id}/messages");
+    let hello = json!({"text": "Hi Ana, when suits you for a call?"});
+
+    // Refusals that never reach WhatsApp.
+    app.send(post(&reader, &messages(&ana), hello.clone()))
+        .await
+        .problem(403, "forbidden");
+    let r = app
+        .send(post(&key, &messages(&no_phone), hello.clone()))
+        .await;
+    r.problem(422, "validation_failed");
+    assert_eq!(r.body["errors"][0]["field"], "phone");
+    let r = app
+        .send(post(
+            &key,
+            &messages(&ana),
+            json!({"text": "x", "template": {"name": "a", "language": "en"}}),
+        ))
+        .await;
+    r.problem(422, "validation_failed");
+    // Ana never wrote: free text is outside the 24-hour window.
+    app.send(post(&key, &messages(&ana), hello.clone()))
+        .await
+        .problem(409, "window_closed");
+    assert_eq!(
+        graph.requests().len(),
+        1,
+        "only the integration check so far"
+    );
+
+    // Ana writes: text, an image with a caption, a location, a reaction.
+    let inbound = wa_payload(json!({"messaging_product": "whatsapp",
+    "contacts": [{"wa_id": "34600111222", "profile": {"name": "Ana"}}],
+    "messages": [
+        {"id": "wamid.IN1", "from": "34600111222", "timestamp": "1767258000", "type": "text",
+         "text": {"body": "Hello, I need a shop"}},
+        {"id": "wamid.IN2", "from": "34600111222", "timestamp": "1767258001", "type": "image",
+         "image": {"id": "media-77", "mime_type": "image/jpeg", "sha256": "abc", "caption": "My logo"}},
+        {"id": "wamid.IN3", "from": "34600111222", "timestamp": "1767258002", "type": "location",
+         "location": {"latitude": 40.4168, "longitude": -3.7038, "name": "Shop", "address": "Gran Via 1"}},
+        {"id": "wamid.IN4", "from": "34600111222", "timestamp": "1767258003", "type": "reaction",
+         "reaction": {"message_id": "wamid.OUT0", "emoji": "👍"}}
+    ]}));
+    let hook = format!("/api/webhooks/whatsapp/{inbound_id}");
+    let r = app.send(signed(&hook, SECRET, &inbound)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.body["captured"].as_u64(), r.body["ignored"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let r = app.send(signed(&hook, SECRET, &inbound)).await;
+    assert_eq!(r.body["duplicates"], 3, "a redelivery writes nothing");
+    let timeline = |id: String| {
+        let crm = app.crm.clone();
+        async move {
+            crm.leads()
+                .activities(id.parse().expect("id"))
+                .await
+                .expect("activities")
+        }
+    };
+    let acts = timeline(ana.clone()).await;
+    let got: Vec<_> = acts
+        .iter()
+        .filter_map(|a| a.message.clone().map(|m| (m, a.description.clone())))
+        .collect();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].0.kind, "text");
+    assert_eq!(got[0].1.as_deref(), Some("Hello, I need a shop"));
+    assert_eq!(got[1].0.kind, "image");
+    assert_eq!(got[1].0.media_id.as_deref(), Some("media-77"));
+    assert_eq!(got[1].0.mime_type.as_deref(), Some("image/jpeg"));
+    assert_eq!(got[1].1.as_deref(), Some("My logo"));
+    assert_eq!(got[2].0.kind, "location");
+    assert_eq!(
+        (got[2].0.latitude, got[2].0.longitude),
+        (Some(40.4168), Some(-3.7038))
+    );
+    assert_eq!(got[2].1.as_deref(), Some("[location] Shop, Gran Via 1"));
+    assert!(got
+        .iter()
+        .all(|(m, _)| m.direction == Some(crm::leads::messages::MessageDirection::Inbound)));
+
+    // Within the window: the text goes, exactly as the Graph API wants it.
+    let r = app.send(post(&key, &messages(&ana), hello.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["kind"], "message");
+    assert_eq!(r.body["message"]["direction"], "outbound");
+    assert_eq!(r.body["message"]["status"], "accepted");
+    assert_eq!(r.body["message"]["provider_message_id"], "wamid.OUT1");
+    let call = graph.requests().pop().expect("a send");
+    assert_eq!(
+        (call.method.as_str(), call.path.as_str()),
+        ("POST", "/hook/1065/messages")
+    );
+    assert_eq!(call.headers["authorization"], "Bearer EAAG-default");
+    let body: Value = serde_json::from_slice(&call.body).expect("json");
+    assert_eq!(
+        body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+        "to": "34600111222", "type": "text",
+        "text": {"preview_url": false, "body": "Hi Ana, when suits you for a call?"}})
+    );
+
+    // A template WhatsApp does not know: its words, nothing recorded.
+    let before = timeline(ana.clone()).await.len();
+    let r = app
+        .send(post(
+            &key,
+            &messages(&ana),
+            json!({"template": {"name": "nope", "language": "en_US"}}),
+        ))
+        .await;
+    r.problem(422, "provider_error");
+    assert!(r.text.contains("does not exist"), "{}", r.text);
+    assert_eq!(timeline(ana.clone()).await.len(), before);
+    // A template goes at any time.
+    db.clock.advance(chrono::Duration::hours(30));
+    app.send(post(&key, &messages(&ana), hello.clone()))
+        .await
+        .problem(409, "window_closed");
+    let r = app
+        .send(post(
+            &key,
+            &messages(&ana),
+            json!({"template": {"name": "follow_up", "language": "es",
+            "parameters": ["Ana"]}}),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["description"], "Template follow_up: Ana");
+    let body: Value =
+        serde_json::from_slice(&graph.requests().pop().expect("send").body).expect("json");
+    assert_eq!(
+        body["template"],
+        json!({"name": "follow_up", "language": {"code": "es"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}]})
+    );
+
+    // Statuses move a sent message forward only, once.
+    let statuses = wa_payload(json!({"messaging_product": "whatsapp", "statuses": [
+        {"id": "wamid.OUT1", "status": "delivered", "timestamp": "1767259000", "recipient_id": "34600111222"},
+        {"id": "wamid.OUT1", "status": "read", "timestamp": "1767259060", "recipient_id": "34600111222"},
+        {"id": "wamid.OUT1", "status": "delivered", "timestamp": "1767259001", "recipient_id": "34600111222"},
+        {"id": "wamid.IN1", "status": "read", "timestamp": "1767259001", "recipient_id": "34600111222"},
+        {"id": "wamid.OUT2", "status": "failed", "timestamp": "1767259100", "recipient_id": "34600111222",
+         "errors": [{"code": 131026, "title": "Message undeliverable"}]}
+    ]}));
+    let r = app.send(signed(&hook, SECRET, &statuses)).await;
+    assert_eq!(
+        (r.body["statuses"].as_u64(), r.body["ignored"].as_u64()),
+        (Some(3), Some(2)),
+        "{}",
+        r.text
+    );
+    let r = app.send(signed(&hook, SECRET, &statuses)).await;
+    assert_eq!(
+        (r.body["statuses"].as_u64(), r.body["ignored"].as_u64()),
+        (Some(0), Some(5))
+    );
+    let acts = timeline(ana.clone()).await;
+    let out = |id: &str| {
+        acts.iter()
+            .filter_map(|a| a.message.clone())
+            .find(|m| m.provider_message_id.as_deref() == Some(id))
+            .expect("the sent message")
+    };
+    assert_eq!(
+        out("wamid.OUT1").status,
+        Some(crm::leads::messages::MessageStatus::Read)
+    );
+    assert_eq!(
+        out("wamid.OUT1").status_at,
+        chrono::DateTime::from_timestamp(1767259060, 0)
+    );
+    assert_eq!(
+        out("wamid.OUT2").status,
+        Some(crm::leads::messages::MessageStatus::Failed)
+    );
+    assert_eq!(
+        out("wamid.OUT2").error.as_deref(),
+        Some("131026: Message undeliverable")
+    );
+    assert!(
+        out("wamid.IN1").status.is_none(),
+        "an inbound message has no delivery status"
+    );
 }

@@ -249,7 +249,15 @@ impl Walker {
             b = b.rate_limit_policy(name, generous());
         }
         // A stand-in of Meta's Graph API accepts the WhatsApp integration's token.
-        let graph = crate::common::receiver::Receiver::ok().await;
+        let graph = crate::common::receiver::Receiver::start(
+            vec![],
+            crate::common::receiver::Reply::Status(
+                200,
+                vec![("content-type".into(), "application/json".into())],
+                json!({"id": "1065", "messages": [{"id": "wamid.WALK"}]}).to_string(),
+            ),
+        )
+        .await;
         let crm = b
             .provider(crm::integrations::whatsapp::WhatsApp::new().with_base_url(graph.url))
             .provider(crm::integrations::calcom::CalcomIntegration)
@@ -403,7 +411,32 @@ impl Walker {
     async fn path(&mut self, template: &str) -> String {
         let ws = self.crm.workspace(WorkspaceId::DEFAULT);
         let n = self.next();
-        let id = if template.contains("/leads/{id}") {
+        let id = if template.contains("/leads/{id}/messages") {
+            // A lead who wrote on WhatsApp just now, in a workspace with WhatsApp.
+            self.integration("whatsapp").await;
+            let phone = format!("+3460000{n:04}");
+            ws.leads()
+                .capture_message(
+                    NewLead {
+                        name: "Writer".into(),
+                        phone: Some(phone),
+                        ..Default::default()
+                    },
+                    crm::leads::messages::MessageInfo {
+                        channel: "whatsapp".into(),
+                        provider_message_id: Some(format!("wamid.IN{n}")),
+                        kind: "text".into(),
+                        ..Default::default()
+                    },
+                    Some("Hello".into()),
+                )
+                .await
+                .expect("inbound message")
+                .expect("new")
+                .lead
+                .id
+                .to_string()
+        } else if template.contains("/leads/{id}") {
             ws.leads()
                 .create(NewLead {
                     name: "Fixture".into(),

@@ -32,6 +32,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod cursor;
+pub mod messages;
 pub(crate) mod model;
 pub(crate) use model::nullable;
 pub(crate) mod parse;
@@ -143,6 +144,7 @@ impl Leads {
                 description,
                 false,
                 None,
+                None,
             )
             .await?;
         captured.ok_or_else(|| {
@@ -171,8 +173,15 @@ impl Leads {
             }
         }
         e.finish()?;
-        self.capture_with(input, kind, description, true, Some((source, external_id)))
-            .await
+        self.capture_with(
+            input,
+            kind,
+            description,
+            true,
+            Some((source, external_id)),
+            None,
+        )
+        .await
     }
 
     async fn capture_with(
@@ -182,6 +191,7 @@ impl Leads {
         description: Option<String>,
         fill: bool,
         receipt: Option<(&str, &str)>,
+        message: Option<messages::MessageInfo>,
     ) -> Result<Option<Captured>> {
         let fields = parse::new_lead(input, self.crm.rules())?;
         let (_, description) = parse::activity(NewActivity {
@@ -199,7 +209,7 @@ impl Leads {
                 self.crm.pool(),
                 &ctx,
                 fields.clone(),
-                (kind, description.clone()),
+                (kind, description.clone(), message.clone()),
                 on_known.clone(),
                 receipt,
             )

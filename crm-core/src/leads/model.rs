@@ -69,6 +69,9 @@ pub struct Activity {
     pub new_status: Option<LeadStatus>,
     /// Who did it (a user, an API key, `system`), as the caller named it.
     pub actor: Option<String>,
+    /// For a `message` sent or received through a provider (WhatsApp): what it was
+    /// and, for one sent, how far it got.
+    pub message: Option<super::messages::MessageInfo>,
     /// When (UTC).
     pub created_at: DateTime<Utc>,
 }

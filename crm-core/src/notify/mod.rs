@@ -344,7 +344,12 @@ impl Notifications {
         if self.crm.provider(kind).is_none() || self.crm.sealer().is_err() {
             return Ok(merged);
         }
-        let integration = self.crm.workspace(self.ws).integrations().settings(kind).await?;
+        let integration = self
+            .crm
+            .workspace(self.ws)
+            .integrations()
+            .settings(kind)
+            .await?;
         for (k, v) in integration.into_iter().flatten() {
             own.entry(k).or_insert(Value::String(v));
         }

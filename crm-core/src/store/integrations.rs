@@ -27,12 +27,20 @@ pub(crate) struct IntegrationRow {
 
 /// The workspace's integrations, by kind.
 pub(crate) async fn list(pool: &Pool, ws: WorkspaceId) -> Result<Vec<IntegrationRow>> {
-    let sql = format!("SELECT {COLUMNS} FROM crm_integrations WHERE workspace_id = $1 ORDER BY kind");
-    query_as::<IntegrationRow>(&sql).bind(ws).fetch_all(pool).await
+    let sql =
+        format!("SELECT {COLUMNS} FROM crm_integrations WHERE workspace_id = $1 ORDER BY kind");
+    query_as::<IntegrationRow>(&sql)
+        .bind(ws)
+        .fetch_all(pool)
+        .await
 }
 
 /// One integration of the workspace.
-pub(crate) async fn get(pool: &Pool, ws: WorkspaceId, kind: &str) -> Result<Option<IntegrationRow>> {
+pub(crate) async fn get(
+    pool: &Pool,
+    ws: WorkspaceId,
+    kind: &str,
+) -> Result<Option<IntegrationRow>> {
     let sql =
         format!("SELECT {COLUMNS} FROM crm_integrations WHERE workspace_id = $1 AND kind = $2");
     query_as::<IntegrationRow>(&sql)

@@ -12,6 +12,7 @@ use super::{corrupt, outbox, Ctx, Pool, Ts};
 use crate::events::EventType;
 use crate::ids::{ActivityId, LeadId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
+use crate::leads::messages::MessageInfo;
 use crate::leads::model::{Activity, Lead, SortField, SortOrder};
 use crate::leads::parse::{Fields, Patch, Query as LeadQuery};
 use crate::leads::rules;
@@ -23,7 +24,7 @@ const LEAD_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.email, l.phone, l.co
     l.ai_parsed, l.created_at, l.updated_at";
 
 const ACTIVITY_COLUMNS: &str =
-    "id, lead_id, kind, description, old_status, new_status, actor, created_at";
+    "id, lead_id, kind, description, old_status, new_status, actor, message, created_at";
 
 #[derive(FromRow)]
 pub(crate) struct LeadRow {
@@ -56,6 +57,7 @@ pub(crate) struct ActivityRow {
     old_status: Option<String>,
     new_status: Option<String>,
     actor: Option<String>,
+    message: Option<String>,
     created_at: Ts,
 }
 
@@ -114,6 +116,10 @@ impl ActivityRow {
             old_status: status(self.old_status)?,
             new_status: status(self.new_status)?,
             actor: self.actor,
+            message: self
+                .message
+                .map(|m| serde_json::from_str(&m).map_err(|_| corrupt("activity message")))
+                .transpose()?,
             created_at: self.created_at.0,
         })
     }
@@ -264,9 +270,16 @@ async fn write_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
 }
 
 async fn insert_activity(conn: &mut Tx, ws: WorkspaceId, a: &Activity) -> Result<()> {
+    let message = a.message.as_ref().map(|m| json!(m).to_string());
+    let message_id = a
+        .message
+        .as_ref()
+        .and_then(|m| m.provider_message_id.as_deref())
+        .map(|id| message_key(&a.message.as_ref().map_or("", |m| m.channel.as_str()), id));
     query(
         "INSERT INTO crm_activities (id, workspace_id, lead_id, kind, description, old_status, \
-         new_status, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         new_status, actor, message, message_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(a.id)
     .bind(ws)
@@ -276,10 +289,75 @@ async fn insert_activity(conn: &mut Tx, ws: WorkspaceId, a: &Activity) -> Result
     .bind(a.old_status.map(LeadStatus::as_str))
     .bind(a.new_status.map(LeadStatus::as_str))
     .bind(a.actor.as_deref())
+    .bind(message.as_deref())
+    .bind(message_id.as_deref())
     .bind(Ts(a.created_at))
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The lookup key of a provider's message id: `channel:id`.
+fn message_key(channel: &str, id: &str) -> String {
+    format!("{channel}:{id}")
+}
+
+/// Adds a `message` activity to lead `id` (its `lead.activity_added` event too).
+pub(crate) async fn add_message(
+    pool: &Pool,
+    ctx: &Ctx<'_>,
+    id: LeadId,
+    message: MessageInfo,
+    description: String,
+) -> Result<Activity> {
+    let mut tx = pool.begin_write().await?;
+    fetch_lead(&mut tx, ctx.ws, id, true).await?;
+    let activity = Activity {
+        message: Some(message),
+        ..ctx.activity(id, ActivityKind::Message, Some(description))
+    };
+    record_activity(&mut tx, ctx, &activity).await?;
+    tx.commit().await?;
+    Ok(activity)
+}
+
+/// Changes the message of the activity that recorded provider message `id` sent
+/// on `channel` in workspace `ws`, when `change` says it changed it.
+pub(crate) async fn message_status(
+    pool: &Pool,
+    ws: WorkspaceId,
+    channel: &str,
+    id: &str,
+    change: impl FnOnce(&mut MessageInfo) -> bool,
+) -> Result<Option<Activity>> {
+    let mut tx = pool.begin_write().await?;
+    let sql = format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM crm_activities WHERE workspace_id = $1 AND message_id = $2{}",
+        tx.dialect().for_update()
+    );
+    let Some(row) = query_as::<ActivityRow>(&sql)
+        .bind(ws)
+        .bind(message_key(channel, id))
+        .fetch_optional(&mut tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut activity = row.into_activity()?;
+    let Some(message) = activity.message.as_mut() else {
+        return Ok(None);
+    };
+    if !change(message) {
+        return Ok(None);
+    }
+    query("UPDATE crm_activities SET message = $3 WHERE workspace_id = $1 AND id = $2")
+        .bind(ws)
+        .bind(activity.id)
+        .bind(json!(message).to_string())
+        .execute(&mut tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(activity))
 }
 
 /// Adds an activity and its `lead.activity_added` event.
@@ -361,7 +439,7 @@ pub(crate) async fn capture(
     pool: &Pool,
     ctx: &Ctx<'_>,
     fields: Fields,
-    activity: (ActivityKind, Option<String>),
+    activity: (ActivityKind, Option<String>, Option<MessageInfo>),
     on_known: OnKnown,
     receipt: Option<(&str, &str)>,
 ) -> Result<Option<(Lead, bool)>> {
@@ -420,7 +498,10 @@ pub(crate) async fn capture(
             (new, false)
         }
     };
-    let activity = ctx.activity(lead.id, activity.0, activity.1);
+    let activity = Activity {
+        message: activity.2,
+        ..ctx.activity(lead.id, activity.0, activity.1)
+    };
     record_activity(&mut tx, ctx, &activity).await?;
     if let Some((source, external_id)) = receipt {
         query(

@@ -89,6 +89,7 @@ impl Ctx<'_> {
             old_status: None,
             new_status: None,
             actor: self.actor.map(str::to_owned),
+            message: None,
             created_at: self.now,
         }
     }

@@ -40,7 +40,11 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(test_channel))
         .routes(routes!(get_settings, update_settings))
         .routes(routes!(list_integrations))
-        .routes(routes!(get_integration, save_integration, delete_integration))
+        .routes(routes!(
+            get_integration,
+            save_integration,
+            delete_integration
+        ))
         .routes(routes!(list_users, create_user))
         .routes(routes!(update_user, delete_user))
         .routes(routes!(disable_user))

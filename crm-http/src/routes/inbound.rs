@@ -23,9 +23,7 @@ pub(crate) fn router(s: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(whatsapp_handshake, whatsapp))
         .routes(routes!(workspace_whatsapp_handshake, workspace_whatsapp));
     #[cfg(feature = "calcom")]
-    let r = r
-        .routes(routes!(calcom))
-        .routes(routes!(workspace_calcom));
+    let r = r.routes(routes!(calcom)).routes(routes!(workspace_calcom));
     r.route_layer(from_fn_with_state(s.clone(), guard::inbound))
         .route_layer(DefaultBodyLimit::max(s.cfg.inbound_limit))
 }
@@ -45,7 +43,10 @@ pub(crate) struct InboundResult {
     captured: usize,
     /// Messages seen before, skipped.
     duplicates: usize,
-    /// Items accepted and ignored (statuses, other triggers).
+    /// Delivery statuses that moved a sent message forward.
+    statuses: usize,
+    /// Items accepted and ignored (statuses that changed nothing, message types crm
+    /// does not keep, other triggers).
     ignored: usize,
 }
 
@@ -186,7 +187,14 @@ pub(crate) async fn workspace_whatsapp(
     RawBody(body): RawBody,
 ) -> ApiResult<axum::Json<InboundResult>> {
     let (workspace, settings) = workspace_inbound(&s, "whatsapp", &inbound_id).await?;
-    receive_whatsapp(&s, workspace, setting(&settings, "app_secret"), &headers, &body).await
+    receive_whatsapp(
+        &s,
+        workspace,
+        setting(&settings, "app_secret"),
+        &headers,
+        &body,
+    )
+    .await
 }
 
 #[cfg(feature = "whatsapp")]
@@ -208,6 +216,7 @@ async fn receive_whatsapp(
     Ok(axum::Json(InboundResult {
         captured: r.captured.len(),
         duplicates: r.duplicates,
+        statuses: r.statuses,
         ignored: r.ignored,
     }))
 }
@@ -248,7 +257,14 @@ pub(crate) async fn workspace_calcom(
     RawBody(body): RawBody,
 ) -> ApiResult<axum::Json<InboundResult>> {
     let (workspace, settings) = workspace_inbound(&s, "calcom", &inbound_id).await?;
-    receive_calcom(&s, workspace, setting(&settings, "webhook_secret"), &headers, &body).await
+    receive_calcom(
+        &s,
+        workspace,
+        setting(&settings, "webhook_secret"),
+        &headers,
+        &body,
+    )
+    .await
 }
 
 #[cfg(feature = "calcom")]
@@ -276,6 +292,7 @@ async fn receive_calcom(
     Ok(axum::Json(InboundResult {
         captured,
         duplicates,
+        statuses: 0,
         ignored,
     }))
 }

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
+use crm_core::leads::messages::NewMessage;
 use crm_core::leads::{
     Activity, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, NewActivity, NewLead, Parsed,
     SortField, SortOrder,
@@ -25,6 +26,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_leads, create_lead))
         .routes(routes!(get_lead, update_lead, delete_lead))
         .routes(routes!(add_activity))
+        .routes(routes!(send_message))
         .routes(routes!(parse_lead))
 }
 
@@ -181,6 +183,26 @@ pub(crate) async fn add_activity(
 ) -> ApiResult<impl IntoResponse> {
     c.require("leads:write")?;
     let a = leads(&s, &c).add_activity(id, input).await?;
+    Ok((StatusCode::CREATED, axum::Json(a)))
+}
+
+/// Send a WhatsApp message to the lead (text within 24 hours of their last message,
+/// else a template) with the workspace's WhatsApp integration; it is recorded on the
+/// timeline as a `message` activity whose status the provider's webhooks update. A
+/// lead without a phone: 422 on `phone`; outside the 24-hour window: 409
+/// `window_closed`; a message WhatsApp refuses (an unknown template): 422
+/// `provider_error` with its words; no integration: 503.
+#[utoipa::path(post, path = "/leads/{id}/messages", tag = "leads", request_body = NewMessage,
+    params(("id" = LeadId, Path, description = "The lead id")),
+    responses((status = 201, description = "The message activity", body = Activity)))]
+pub(crate) async fn send_message(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<LeadId>,
+    Json(input): Json<NewMessage>,
+) -> ApiResult<impl IntoResponse> {
+    c.require("messages:write")?;
+    let a = leads(&s, &c).send_message(id, "whatsapp", input).await?;
     Ok((StatusCode::CREATED, axum::Json(a)))
 }
 

@@ -237,6 +237,31 @@ class Leads(_Service):
         payload = _given(kind=kind, description=description)
         return Activity.from_dict(await self._call("leads.add_activity", id, payload))
 
+    async def send_message(
+        self,
+        id: Id,
+        text: Optional[str] = None,
+        *,
+        template: Optional[str] = None,
+        language: str = "en_US",
+        parameters: Optional[Sequence[str]] = None,
+    ) -> Activity:
+        """Sends a WhatsApp message to the lead with the workspace's ``whatsapp``
+        integration: ``text`` (only within 24 hours of the lead's last message, else
+        ``ConflictError`` with code ``window_closed``) or a ``template`` (its
+        ``language`` and body ``parameters``). Recorded as a ``message`` activity
+        whose ``message["status"]`` the provider's webhooks move forward. A lead
+        without a phone raises ``ValidationError`` on ``phone``; a message WhatsApp
+        refuses ``CrmError`` with code ``provider_error``."""
+        payload: Dict[str, Any] = {}
+        if text is not None:
+            payload["text"] = text
+        if template is not None:
+            payload["template"] = {
+                "name": template, "language": language, "parameters": list(parameters or []),
+            }
+        return Activity.from_dict(await self._call("leads.send_message", id, payload))
+
     async def activities(self, id: Id) -> List[Activity]:
         """The lead's activities, newest first."""
         return [Activity.from_dict(a) for a in await self._call("leads.activities", id)]

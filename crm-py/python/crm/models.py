@@ -137,6 +137,7 @@ class Activity(Model):
     old_status: Optional[str]
     new_status: Optional[str]
     actor: Optional[str]
+    message: Optional[Dict[str, Any]]
     created_at: datetime
 
 
@@ -343,9 +344,11 @@ class WorkspaceChoice(Model):
 @dataclass(frozen=True)
 class Received(Model):
     """What an inbound WhatsApp payload did: the ids of the leads ``captured`` (one per
-    new message), the messages seen before (``duplicates``), and status updates or
-    non-text messages ``ignored``."""
+    new message, text or media), the messages seen before (``duplicates``), the
+    delivery ``statuses`` that moved a sent message forward, and what was
+    ``ignored`` (statuses that changed nothing, reactions and other types)."""
 
     captured: List[str]
     duplicates: int
+    statuses: int
     ignored: int
