@@ -180,18 +180,6 @@ impl Notifier for Discord {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncation_keeps_limits() {
-        assert_eq!(truncate("abc", 3), "abc");
-        assert_eq!(truncate("abcd", 3), "ab…");
-        assert_eq!(truncate("ñññññ", 2), "ñ…");
-    }
-}
-
 /// The `discord` integration: a workspace's default Discord webhook. Settings:
 /// `webhook_url` (secret: whoever has it can post). Saving reads the webhook (`GET`
 /// on its URL): one Discord does not know is an error on `settings.webhook_url`.
@@ -230,5 +218,17 @@ impl crm_core::providers::Provider for Discord {
                 (s, _) => Err(crate::unexpected("Discord", s)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_limits() {
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcd", 3), "ab…");
+        assert_eq!(truncate("ñññññ", 2), "ñ…");
     }
 }

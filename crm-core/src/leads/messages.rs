@@ -21,116 +21,12 @@
 //!   message id.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
 
+pub use super::model::{MessageDirection, MessageInfo, MessageStatus, MessageTemplate, NewMessage};
 use super::{Activity, ActivityKind, Captured, Leads, NewLead};
 use crate::error::Errors;
 use crate::ids::LeadId;
 use crate::{store, Error, Result};
-
-/// Whether a message came from the lead or went to them.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageDirection {
-    /// From the lead.
-    Inbound,
-    /// To the lead.
-    Outbound,
-}
-
-/// How far a sent message got, in order; `failed` ends it.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageStatus {
-    /// The provider took it.
-    Accepted,
-    /// The provider sent it.
-    Sent,
-    /// It reached the lead's device.
-    Delivered,
-    /// The lead read it.
-    Read,
-    /// It could not be delivered (see `error`).
-    Failed,
-}
-
-impl MessageStatus {
-    /// The status a provider names (`sent`, `delivered`, `read`, `failed`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "accepted" => Some(Self::Accepted),
-            "sent" => Some(Self::Sent),
-            "delivered" => Some(Self::Delivered),
-            "read" => Some(Self::Read),
-            "failed" => Some(Self::Failed),
-            _ => None,
-        }
-    }
-}
-
-/// What a `message` activity records about its message.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct MessageInfo {
-    /// The provider's channel, e.g. `whatsapp`.
-    pub channel: String,
-    /// Inbound or outbound.
-    pub direction: Option<MessageDirection>,
-    /// The provider's id of the message (WhatsApp's `wamid…`).
-    pub provider_message_id: Option<String>,
-    /// `text`, `template`, `image`, `document`, `audio`, `video`, `sticker` or
-    /// `location`. The text or caption is the activity's description.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The media's MIME type.
-    pub mime_type: Option<String>,
-    /// The provider's media id (fetch the file with the workspace's token).
-    pub media_id: Option<String>,
-    /// A document's file name.
-    pub filename: Option<String>,
-    /// A location's latitude.
-    pub latitude: Option<f64>,
-    /// A location's longitude.
-    pub longitude: Option<f64>,
-    /// For a message sent: how far it got.
-    pub status: Option<MessageStatus>,
-    /// When the status was reported.
-    pub status_at: Option<DateTime<Utc>>,
-    /// Why it failed, in the provider's words.
-    pub error: Option<String>,
-}
-
-/// A template message: a name the provider approved, its language, and the values
-/// of its body's placeholders in order.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MessageTemplate {
-    /// The template's name (lower-case letters, digits and `_`).
-    #[cfg_attr(feature = "openapi", schema(example = "appointment_reminder"))]
-    pub name: String,
-    /// Its language code, e.g. `en_US`.
-    #[cfg_attr(feature = "openapi", schema(example = "en_US"))]
-    pub language: String,
-    /// The values of `{{1}}`, `{{2}}`, … (at most 20, each at most 1,024 characters).
-    #[serde(default)]
-    pub parameters: Vec<String>,
-}
-
-/// A message to send: exactly one of `text` and `template`.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(example = json!({"text": "Hi Ana, when suits you for a call?"})))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct NewMessage {
-    /// Free text (1–4,096 characters): only within 24 hours of the lead's last
-    /// message on the channel.
-    pub text: Option<String>,
-    /// A template, which may go at any time.
-    pub template: Option<MessageTemplate>,
-}
 
 /// Longest text message (WhatsApp's limit), in characters.
 pub const TEXT_MAX: usize = 4096;
@@ -231,7 +127,7 @@ impl Leads {
                 })
                 .map(|a| a.created_at)
                 .max();
-            if !last_heard.is_some_and(|at| now - at < Duration::hours(WINDOW_HOURS)) {
+            if last_heard.is_none_or(|at| now - at >= Duration::hours(WINDOW_HOURS)) {
                 return Err(Error::InvalidState {
                     code: "window_closed",
                     message: format!(

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::sql::{query, query_as};
 use super::{audit, users, Pool, Ts};
 use crate::audit::AuditEntry;
-use crate::auth::User;
+use crate::auth::model::User;
 use crate::ids::{UserId, WorkspaceId};
 use crate::{Error, Result};
 

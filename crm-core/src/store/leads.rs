@@ -12,8 +12,7 @@ use super::{corrupt, outbox, Ctx, Pool, Ts};
 use crate::events::EventType;
 use crate::ids::{ActivityId, LeadId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
-use crate::leads::messages::MessageInfo;
-use crate::leads::model::{Activity, Lead, SortField, SortOrder};
+use crate::leads::model::{Activity, Lead, MessageInfo, SortField, SortOrder};
 use crate::leads::parse::{Fields, Patch, Query as LeadQuery};
 use crate::leads::rules;
 use crate::leads::values::{ActivityKind, Email, LeadStatus, Phone};
@@ -271,11 +270,11 @@ async fn write_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
 
 async fn insert_activity(conn: &mut Tx, ws: WorkspaceId, a: &Activity) -> Result<()> {
     let message = a.message.as_ref().map(|m| json!(m).to_string());
-    let message_id = a
-        .message
-        .as_ref()
-        .and_then(|m| m.provider_message_id.as_deref())
-        .map(|id| message_key(&a.message.as_ref().map_or("", |m| m.channel.as_str()), id));
+    let message_id = a.message.as_ref().and_then(|m| {
+        m.provider_message_id
+            .as_deref()
+            .map(|id| message_key(&m.channel, id))
+    });
     query(
         "INSERT INTO crm_activities (id, workspace_id, lead_id, kind, description, old_status, \
          new_status, actor, message, message_id, created_at) \
