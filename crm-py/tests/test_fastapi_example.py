@@ -86,7 +86,7 @@ def test_messages_become_leads_once(http: TestClient, db: str) -> None:
     first = http.post("/webhook", content=body, headers=signed(body))
     assert first.status_code == 200 and len(first.json()["captured"]) == 1
     again = http.post("/webhook", content=body, headers=signed(body))
-    assert again.status_code == 200 and again.json() == {"captured": [], "duplicates": 1, "ignored": 0}
+    assert again.status_code == 200 and again.json() == {"captured": [], "duplicates": 1, "statuses": 0, "ignored": 0}
     later = message("wamid.A2", "Budget is 5k")
     assert http.post("/webhook", content=later, headers=signed(later)).json()["duplicates"] == 0
 

@@ -252,6 +252,26 @@ async def test_integrations(client: crm.Crm) -> None:
         await acme.integrations.get("calcom")
 
 
+async def test_send_message_refusals(client: crm.Crm) -> None:
+    mail_only = await client.leads.create("Mail Only", email="m@example.com")
+    with pytest.raises(crm.ValidationError) as e:
+        await client.leads.send_message(mail_only.id, "Hello")
+    assert e.value.errors[0].field == "phone"
+    ana = await client.leads.create("Ana", phone="+34600111222")
+    with pytest.raises(crm.ValidationError) as e:
+        await client.leads.send_message(ana.id, "Hello", template="follow_up")
+    assert e.value.errors[0].field == "text"
+    # Ana never wrote: free text is outside the 24-hour window.
+    with pytest.raises(crm.ConflictError) as c:
+        await client.leads.send_message(ana.id, "Hello")
+    assert c.value.code == "window_closed"
+    # A template may go, but the workspace has no WhatsApp integration.
+    with pytest.raises(crm.CrmError) as err:
+        await client.leads.send_message(ana.id, template="follow_up", parameters=["Ana"])
+    assert err.value.code == "configuration_error"
+    assert await client.leads.activities(ana.id) == [], "nothing was recorded"
+
+
 async def test_dispatcher_starts_and_stops(client: crm.Crm) -> None:
     client.start_dispatcher()
     client.start_dispatcher()  # a second call does nothing
