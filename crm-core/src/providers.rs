@@ -152,6 +152,13 @@ pub trait Provider: Send + Sync + 'static {
         Box::pin(async { Err(Error::Config("this provider sends no messages".into())) })
     }
 
+    /// The settings a notification channel of the same kind may leave out and
+    /// take from the workspace's integration (Telegram's `bot_token`, Discord's
+    /// `webhook_url`); none by default. Only these are handed to the channel.
+    fn channel_defaults(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// The lead parser these settings configure, for a provider that parses.
     fn lead_parser(&self, settings: &Settings) -> Option<Arc<dyn LeadParser>> {
         let _ = settings;
@@ -296,15 +303,17 @@ impl Integrations {
         // Who asks is checked before the provider is called (a member must not make
         // the server try credentials), and again where the row is written.
         if let Some(id) = actor.user_id() {
-            let (user, _) = store::users::get_user(self.crm.pool(), self.ws, id)
-                .await
-                .map_err(|_| Error::Forbidden)?;
+            let (user, _) = match store::users::get_user(self.crm.pool(), self.ws, id).await {
+                Err(Error::NotFound { .. }) => return Err(Error::Forbidden),
+                found => found?,
+            };
             if user.disabled_at.is_some() {
                 return Err(Error::Forbidden);
             }
-            crate::auth::rules::may_manage_integrations(Some(&user))?;
+            crate::auth::rules::may_manage_integration(Some(&user), provider.sends_mail())?;
         }
         let saved = store::integrations::get(self.crm.pool(), self.ws, kind).await?;
+        let expected = saved.as_ref().map(|r| r.updated_at);
         let mut merged = settings;
         let mut e = Errors::default();
         let fields = provider.fields();
@@ -354,11 +363,13 @@ impl Integrations {
             kind,
             json!({ "kind": kind, "fields": merged.keys().collect::<Vec<_>>() }),
         );
+        let sends_mail = provider.sends_mail();
         let row = store::integrations::save(
             self.crm.pool(),
             &row,
+            expected,
             actor.user_id(),
-            crate::auth::rules::may_manage_integrations,
+            |a| crate::auth::rules::may_manage_integration(a, sends_mail),
             &audit,
         )
         .await?;
@@ -371,12 +382,14 @@ impl Integrations {
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, kind))]
     pub async fn delete(&self, actor: Actor<'_>, kind: &str) -> Result<()> {
         let audit = self.audit(actor, "integration.deleted", kind, json!({ "kind": kind }));
+        // A provider no longer registered: treated as sending mail (owners only).
+        let sends_mail = self.crm.provider(kind).is_none_or(|p| p.sends_mail());
         store::integrations::delete(
             self.crm.pool(),
             self.ws,
             kind,
             actor.user_id(),
-            crate::auth::rules::may_manage_integrations,
+            |a| crate::auth::rules::may_manage_integration(a, sends_mail),
             &audit,
         )
         .await

@@ -75,7 +75,8 @@ pub fn ip_key(ip: &str) -> String {
 /// The default policies: `api_key` 100/min, `anonymous_ip` 10/min, `login` 5 per 15
 /// min (login attempts per account, see the auth service), `login_ip` 20/min (login
 /// attempts per client IP), `password_reset` 5/hour (reset mails per account),
-/// `lead_parse` 100/hour (metered lead parses, e.g. AI calls, per workspace).
+/// `lead_parse` 100/hour (metered lead parses, e.g. AI calls, per workspace),
+/// `messages` 1,000/day (messages sent to leads through a provider, per workspace).
 pub fn default_policies() -> Vec<(String, Policy)> {
     vec![
         (
@@ -104,6 +105,13 @@ pub fn default_policies() -> Vec<(String, Policy)> {
             Policy {
                 limit: 5,
                 period: Duration::from_secs(15 * 60),
+            },
+        ),
+        (
+            "messages".into(),
+            Policy {
+                limit: 1000,
+                period: Duration::from_secs(24 * 60 * 60),
             },
         ),
         (

@@ -109,7 +109,11 @@ fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder
     // `/api/admin/integrations`); the settings above are the server's defaults.
     let (mut resend, mut smtp) = (
         crm::integrations::email::ResendIntegration::new(),
-        crm::integrations::smtp::SmtpIntegration::new(),
+        crm::integrations::smtp::SmtpIntegration::new().with_allowed_networks(
+            cfg.webhook_allow_networks
+                .iter()
+                .filter_map(|n| n.parse::<crm::webhooks::ssrf::IpNet>().ok()),
+        ),
     );
     if let Some(url) = &cfg.public_url {
         let (reset, verify) = auth_links(url);

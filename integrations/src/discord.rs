@@ -62,6 +62,18 @@ impl Discord {
     }
 }
 
+impl Discord {
+    /// Whether `url` is a webhook URL under the base URL: the base, then a path
+    /// segment boundary (so `https://proxy` does not accept `https://proxy.evil`),
+    /// then more.
+    fn accepts(&self, url: &str) -> bool {
+        url.strip_prefix(self.base_url.as_str())
+            .is_some_and(|rest| {
+                !rest.is_empty() && (self.base_url.ends_with('/') || rest.starts_with('/'))
+            })
+    }
+}
+
 /// `s` cut to `max` characters, the last one an ellipsis when cut.
 pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -122,7 +134,7 @@ impl Notifier for Discord {
 
     fn check_config(&self, config: &Value) -> Result<(), Vec<FieldError>> {
         match config["webhook_url"].as_str() {
-            Some(u) if u.starts_with(&self.base_url) && u.len() > self.base_url.len() => Ok(()),
+            Some(u) if self.accepts(u) => Ok(()),
             Some(_) => Err(vec![FieldError::new(
                 "config.webhook_url",
                 format!(
@@ -194,13 +206,17 @@ impl crm_core::providers::Provider for Discord {
         &FIELDS
     }
 
+    fn channel_defaults(&self) -> &'static [&'static str] {
+        &["webhook_url"]
+    }
+
     fn check<'a>(
         &'a self,
         settings: &'a crm_core::providers::Settings,
     ) -> crm_core::providers::CheckFuture<'a> {
         Box::pin(async move {
             let url = settings.get("webhook_url").map_or("", String::as_str);
-            if !url.starts_with(&self.base_url) || url.len() <= self.base_url.len() {
+            if !self.accepts(url) {
                 return Err(crate::refused(
                     "webhook_url",
                     format!(

@@ -238,9 +238,12 @@ impl crm_core::providers::Provider for OpenAiIntegration {
         Box::pin(async move {
             let key = settings.get("api_key").map_or("", String::as_str);
             let url = match settings.get("model") {
+                // A model name: starts with a letter or digit (never `.` or `..`,
+                // which would change the path), then letters, digits, `-_.:`.
                 Some(m)
-                    if m.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+                    if m.starts_with(|c: char| c.is_ascii_alphanumeric())
+                        && m.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
                 {
                     format!("{}/models/{m}", self.base_url)
                 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crm_core::auth::{AuthMail, Mailer};
 use crm_core::notify::{Notification, Notifier, Outcome, SendFuture};
+use crm_core::webhooks::ssrf::{resolve_checked, IpNet};
 use crm_core::{Error, FieldError, SecretString};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -200,18 +201,31 @@ impl Mailer for Smtp {
 /// The `smtp` integration provider: a workspace sends its auth mails through its
 /// own SMTP server. Settings: `url` (secret: it holds the password; the forms of
 /// [`Smtp::new`]) and `from`. Saving connects and signs in (`EHLO`, `STARTTLS` or
-/// TLS as the URL says, `AUTH`): a URL that does not parse, a password over a
-/// connection that may stay plain, a server that cannot be reached or refuses the
-/// credentials are errors on `settings.url`, a bad sender one on `settings.from`.
+/// TLS as the URL says, `AUTH`): a URL that does not parse, a host that is not at a
+/// public address (unless allowed), a password over a connection that may stay
+/// plain, a server that cannot be reached or refuses the credentials are errors on
+/// `settings.url`, a bad sender one on `settings.from`. Only owners save it (it
+/// sends the workspace's password-reset mails).
 #[derive(Debug, Clone, Default)]
 pub struct SmtpIntegration {
     links: mail::Links,
+    allow: Vec<IpNet>,
 }
 
 impl SmtpIntegration {
-    /// The provider.
+    /// The provider. A workspace's SMTP server must be at a public address (a
+    /// tenant must not make the server talk to the operator's internal hosts or its
+    /// local mail relay); see [`with_allowed_networks`](Self::with_allowed_networks).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Networks a workspace's SMTP server may be in although they are not public
+    /// (tests, an internal relay the operator trusts every tenant with), as the
+    /// `Crm` builder's `webhook_allow_networks`.
+    pub fn with_allowed_networks(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+        self.allow.extend(networks);
+        self
     }
 
     /// The links of auth mails, as [`Smtp::with_links`].
@@ -263,6 +277,14 @@ impl crm_core::providers::Provider for SmtpIntegration {
     ) -> crm_core::providers::CheckFuture<'a> {
         Box::pin(async move {
             let smtp = self.smtp(settings)?;
+            // Where the server is, before any connection: a public address, or one
+            // the operator allowed. (Each send connects by name again: a name that
+            // later resolves elsewhere is the operator's DNS, not this check.)
+            let url = url::Url::parse(settings.get("url").map_or("", String::as_str))
+                .map_err(|_| crate::refused("url", "is not an SMTP URL"))?;
+            resolve_checked(&url, &self.allow)
+                .await
+                .map_err(|m| crate::refused("url", format!("the server {m}")))?;
             match smtp.transport.test_connection().await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(crate::refused(

@@ -199,21 +199,21 @@ impl crm_core::providers::Provider for Telegram {
         &FIELDS
     }
 
+    fn channel_defaults(&self) -> &'static [&'static str] {
+        &["bot_token", "chat_id"]
+    }
+
     fn check<'a>(
         &'a self,
         settings: &'a crm_core::providers::Settings,
     ) -> crm_core::providers::CheckFuture<'a> {
         Box::pin(async move {
-            let token = settings.get("bot_token").map_or("", String::as_str);
-            // A token holds a colon and URL-safe characters only: nothing else may
-            // reach the path.
-            if !token.contains(':')
-                || !token
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b":_-".contains(&b))
-            {
+            let config = serde_json::json!({ "bot_token": settings.get("bot_token") });
+            // The notifier's rule: digits, a colon, URL-safe characters; nothing
+            // else may reach the path.
+            let Some(token) = token(&config) else {
                 return Err(crate::refused("bot_token", "is not a bot token"));
-            }
+            };
             let request = self
                 .client
                 .get(format!("{}/bot{token}/getMe", self.base_url));

@@ -60,6 +60,11 @@ fn text_body(n: &Notification) -> String {
     out
 }
 
+/// Whether `id` is a phone number id: digits only (it goes into the URL path).
+fn is_number_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn str_field<'a>(config: &'a Value, key: &str) -> Option<&'a str> {
     config[key].as_str().filter(|s| !s.trim().is_empty())
 }
@@ -74,9 +79,7 @@ impl Notifier for WhatsApp {
         if str_field(config, "access_token").is_none() {
             errors.push(FieldError::new("config.access_token", "is required"));
         }
-        if !str_field(config, "phone_number_id")
-            .is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit()))
-        {
+        if !str_field(config, "phone_number_id").is_some_and(is_number_id) {
             errors.push(FieldError::new(
                 "config.phone_number_id",
                 "must be the numeric phone number id",
@@ -260,6 +263,13 @@ pub struct Received {
     pub ignored: usize,
 }
 
+/// A WhatsApp timestamp (Unix seconds as a string).
+fn unix_time(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    v.as_str()
+        .and_then(|t| t.parse::<i64>().ok())
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+}
+
 /// The media types kept as activities, with what their payload object holds.
 const MEDIA: [&str; 5] = ["image", "document", "audio", "video", "sticker"];
 
@@ -273,6 +283,7 @@ fn inbound_message(m: &Value, id: &str) -> Option<(MessageInfo, String)> {
         channel: "whatsapp".into(),
         provider_message_id: Some(id.to_owned()),
         kind: kind.to_owned(),
+        sent_at: unix_time(&m["timestamp"]),
         ..MessageInfo::default()
     };
     let shown = match kind {
@@ -309,12 +320,27 @@ fn inbound_message(m: &Value, id: &str) -> Option<(MessageInfo, String)> {
 }
 
 /// Handles an inbound `POST`: verifies `X-Hub-Signature-256` (`signature`) over the raw
-/// `body` with the app secret, then captures each text message. A bad signature is a
-/// `WebhookVerification` error, a body that is not a WhatsApp payload a `Validation`
-/// error; neither writes anything.
+/// `body` with the app secret, then captures each message (text and media) and
+/// applies each delivery status. A bad signature is a `WebhookVerification` error, a
+/// body that is not a WhatsApp payload a `Validation` error; neither writes
+/// anything. Every number the app serves posts here; [`receive_for`] keeps one.
 pub async fn receive(
     leads: &Leads,
     app_secret: &str,
+    signature: Option<&str>,
+    body: &[u8],
+) -> crm_core::Result<Received> {
+    receive_for(leads, app_secret, None, signature, body).await
+}
+
+/// [`receive`] for one business number: changes whose `metadata.phone_number_id`
+/// is not `phone_number_id` (when given) are counted as ignored. One Meta app often
+/// serves several numbers (an agency's clients), and posts every number's messages
+/// to its one callback URL: a workspace keeps only its own.
+pub async fn receive_for(
+    leads: &Leads,
+    app_secret: &str,
+    phone_number_id: Option<&str>,
     signature: Option<&str>,
     body: &[u8],
 ) -> crm_core::Result<Received> {
@@ -338,6 +364,12 @@ pub async fn receive(
         .flat_map(|e| e["changes"].as_array().into_iter().flatten())
         .map(|c| &c["value"]);
     for value in values {
+        let number = value["metadata"]["phone_number_id"].as_str();
+        if phone_number_id.is_some_and(|want| number != Some(want)) {
+            out.ignored += value["statuses"].as_array().map_or(0, Vec::len)
+                + value["messages"].as_array().map_or(0, Vec::len);
+            continue;
+        }
         for st in value["statuses"].as_array().into_iter().flatten() {
             let (Some(id), Some(status)) = (
                 st["id"].as_str(),
@@ -346,10 +378,7 @@ pub async fn receive(
                 out.ignored += 1;
                 continue;
             };
-            let at = st["timestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<i64>().ok())
-                .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+            let at = unix_time(&st["timestamp"]);
             let error = st["errors"][0]["title"]
                 .as_str()
                 .or(st["errors"][0]["message"].as_str())
@@ -437,6 +466,10 @@ impl crm_core::providers::Provider for WhatsApp {
         true
     }
 
+    fn channel_defaults(&self) -> &'static [&'static str] {
+        &["access_token", "phone_number_id"]
+    }
+
     fn sends_messages(&self) -> bool {
         true
     }
@@ -503,7 +536,7 @@ impl crm_core::providers::Provider for WhatsApp {
     ) -> crm_core::providers::CheckFuture<'a> {
         Box::pin(async move {
             let number_id = settings.get("phone_number_id").map_or("", String::as_str);
-            if number_id.is_empty() || !number_id.bytes().all(|b| b.is_ascii_digit()) {
+            if !is_number_id(number_id) {
                 return Err(crate::refused(
                     "phone_number_id",
                     "must be the numeric phone number id",

@@ -277,3 +277,80 @@ fn bad_urls_and_senders_are_config_errors_that_hide_the_url() {
     smtp("smtp://user:hunter2@mail.example.com:587?tls=required");
     smtp("smtp://mail.example.com:25");
 }
+
+fn settings(url: &str, from: &str) -> crm_core::providers::Settings {
+    [("url", url), ("from", from)]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn refused_field(r: crm_core::Result<()>) -> (String, String) {
+    match r {
+        Err(crm_core::Error::Validation { errors }) => {
+            (errors[0].field.clone(), errors[0].message.clone())
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_integration_signs_in_when_saved_and_names_what_failed() {
+    use crm_core::providers::Provider;
+    let (url, seen) = server(false).await;
+    // Loopback is no public address: refused before any connection.
+    let (field, message) = refused_field(
+        crm_integrations::smtp::SmtpIntegration::new()
+            .check(&settings(&url, "CRM <crm@example.com>"))
+            .await,
+    );
+    assert_eq!(field, "settings.url");
+    assert!(message.contains("not a public address"), "{message}");
+    assert!(seen.lock().expect("lock").is_empty(), "nothing connected");
+    let provider = crm_integrations::smtp::SmtpIntegration::new()
+        .with_allowed_networks(["127.0.0.1/32".parse().expect("net")]);
+    provider
+        .check(&settings(&url, "CRM <crm@example.com>"))
+        .await
+        .expect("accepted");
+    let conversation = conversations(&seen, 1).await;
+    assert!(conversation[0]
+        .commands
+        .iter()
+        .any(|c| c.starts_with("AUTH PLAIN")));
+
+    let (url, _) = server_with(false, true).await;
+    let (field, message) = refused_field(
+        provider
+            .check(&settings(&url, "CRM <crm@example.com>"))
+            .await,
+    );
+    assert_eq!(field, "settings.url");
+    assert!(message.contains("535"), "{message}");
+    assert!(
+        !message.contains("s3cret"),
+        "the password stays out: {message}"
+    );
+    // Nothing listens there.
+    let (field, _) = refused_field(
+        provider
+            .check(&settings("smtp://127.0.0.1:9", "CRM <crm@example.com>"))
+            .await,
+    );
+    assert_eq!(field, "settings.url");
+    let (field, _) = refused_field(provider.check(&settings(&url, "not a sender")).await);
+    assert_eq!(field, "settings.from");
+    let (field, message) = refused_field(
+        provider
+            .check(&settings(
+                "smtp://crm:s3cret@mail.example.com:587",
+                "CRM <crm@example.com>",
+            ))
+            .await,
+    );
+    assert_eq!(
+        field, "settings.url",
+        "a password over a connection that may stay plain"
+    );
+    assert!(!message.contains("s3cret"));
+}

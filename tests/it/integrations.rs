@@ -28,6 +28,7 @@ conformance!(
     inbound_routes_belong_to_one_workspace,
     channels_take_what_they_leave_out_from_the_integration,
     whatsapp_conversations_live_on_the_timeline,
+    a_save_that_overlaps_a_change_writes_nothing,
 );
 
 const KEY: &str = "sk-workspace-key-0123456789";
@@ -213,7 +214,10 @@ async fn only_admins_change_integrations(db: &TestDb) {
     let base = openai.url.clone();
     let app = App::with(
         db,
-        move |b| b.provider(OpenAiIntegration::new().with_base_url(base)),
+        move |b| {
+            b.provider(OpenAiIntegration::new().with_base_url(base.clone()))
+                .provider(ResendIntegration::new().with_base_url(base))
+        },
         config(),
     )
     .await;
@@ -252,7 +256,47 @@ async fn only_admins_change_integrations(db: &TestDb) {
     assert!(matches!(err, Error::Forbidden), "{err:?}");
     assert_eq!(db.count("crm_integrations").await, 0);
 
-    // An admin may; a member may then neither delete it nor read it.
+    // An admin may save the OpenAI key, not a mail sender (it would read an
+    // owner's password-reset mail); an owner may.
+    app.user("admin@example.com", "admin").await;
+    let admin = app.login("admin@example.com").await;
+    let resend = json!({"settings": {"api_key": "re_x", "from": "CRM <crm@example.com>"}});
+    let before = openai.requests().len();
+    app.send(put(
+        "/api/admin/integrations/resend",
+        &admin,
+        resend.clone(),
+    ))
+    .await
+    .problem(403, "forbidden");
+    assert_eq!(
+        openai.requests().len(),
+        before,
+        "no provider call for a refused actor"
+    );
+    assert_eq!(app.send(put(path, &admin, body.clone())).await.status, 200);
+    let r = app
+        .send(put("/api/admin/integrations/resend", &owner, resend))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let admin_id = auth
+        .users()
+        .await
+        .expect("users")
+        .into_iter()
+        .find(|u| u.email.as_str() == "admin@example.com")
+        .expect("admin")
+        .id;
+    let err = integrations
+        .delete(Actor::User(admin_id), "resend")
+        .await
+        .expect_err("an admin may not remove the owners' mail sender");
+    assert!(matches!(err, Error::Forbidden), "{err:?}");
+    integrations
+        .delete(Actor::User(admin_id), "openai")
+        .await
+        .expect("an admin may remove the OpenAI key");
+    // The owner saves it again; a member may then neither delete it nor read it.
     assert_eq!(app.send(put(path, &owner, body)).await.status, 200);
     let err = integrations
         .delete(Actor::User(member_id), "openai")
@@ -284,7 +328,7 @@ async fn only_admins_change_integrations(db: &TestDb) {
         .await
         .expect_err("not of this workspace");
     assert!(matches!(err, Error::Forbidden), "{err:?}");
-    assert_eq!(db.count("crm_integrations").await, 1);
+    assert_eq!(db.count("crm_integrations").await, 2);
 }
 
 fn completion(name: &str) -> Value {
@@ -405,7 +449,10 @@ async fn inbound_routes_belong_to_one_workspace(db: &TestDb) {
     )
     .await;
     let mut ids = Vec::new();
-    for (name, secret) in [("A", "app-secret-of-a"), ("B", "app-secret-of-b")] {
+    for (name, secret, number) in [
+        ("A", "app-secret-of-a", "1065"),
+        ("B", "app-secret-of-b", "2065"),
+    ] {
         let ws = app.crm.create_workspace(name).await.expect("workspace");
         let i = app.crm.workspace(ws).integrations();
         let wa = i
@@ -414,7 +461,7 @@ async fn inbound_routes_belong_to_one_workspace(db: &TestDb) {
                 "whatsapp",
                 settings(&[
                     ("access_token", "EAAG-token"),
-                    ("phone_number_id", "1065"),
+                    ("phone_number_id", number),
                     ("app_secret", secret),
                     ("verify_token", &format!("verify-{name}")),
                 ]),
@@ -453,21 +500,24 @@ async fn inbound_routes_belong_to_one_workspace(db: &TestDb) {
         .expect("saved again");
     assert_eq!(again.inbound_id.as_deref(), Some(a_wa.as_str()));
 
-    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
-        "field": "messages", "value": {"messaging_product": "whatsapp",
-        "contacts": [{"wa_id": "14155550199", "profile": {"name": "Wanda"}}],
-        "messages": [{"id": "wamid.A1", "from": "14155550199", "timestamp": "1767225600",
-            "type": "text", "text": {"body": "I need a website"}}]}}]}]})
-    .to_string();
+    let body_for = |number: &str| {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+            "field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001065", "phone_number_id": number},
+            "contacts": [{"wa_id": "14155550199", "profile": {"name": "Wanda"}}],
+            "messages": [{"id": "wamid.A1", "from": "14155550199", "timestamp": "1767225600",
+                "type": "text", "text": {"body": "I need a website"}}]}}]}]})
+    };
+    let to_number = |id: &str, secret: &str, number: &str| {
+        signed(
+            &format!("/api/webhooks/whatsapp/{id}"),
+            secret,
+            &body_for(number),
+        )
+    };
     let wa = |id: &str, secret: &str| {
-        req(Method::POST, &format!("/api/webhooks/whatsapp/{id}"))
-            .header("content-type", "application/json")
-            .header(
-                "x-hub-signature-256",
-                format!("sha256={}", hmac_hex(secret, body.as_bytes())),
-            )
-            .body(Body::from(body.clone()))
-            .expect("request")
+        let number = if secret == a_secret { "1065" } else { "2065" };
+        to_number(id, secret, number)
     };
     let leads_in = |ws: WorkspaceId| {
         let crm = app.crm.clone();
@@ -490,6 +540,15 @@ async fn inbound_routes_belong_to_one_workspace(db: &TestDb) {
         let r = app.send(wa(id, a_secret)).await;
         assert_eq!(r.status, 404, "{id}: {}", r.text);
     }
+    assert_eq!((leads_in(a).await, leads_in(b).await), (0, 0));
+    // Another number of the same Meta app, posted to A's route: not A's.
+    let r = app.send(to_number(&a_wa, a_secret, "2065")).await;
+    assert_eq!(
+        (r.body["captured"].as_u64(), r.body["ignored"].as_u64()),
+        (Some(0), Some(1)),
+        "{}",
+        r.text
+    );
     assert_eq!((leads_in(a).await, leads_in(b).await), (0, 0));
     // A's own signature: captured in A only, once.
     let r = app.send(wa(&a_wa, a_secret)).await;
@@ -628,7 +687,10 @@ fn signed(path: &str, secret: &str, body: &Value) -> Request<Body> {
         .expect("request")
 }
 
-fn wa_payload(value: Value) -> Value {
+/// A webhook payload for business number `1065` (as Meta sends: every change names
+/// its number).
+fn wa_payload(mut value: Value) -> Value {
+    value["metadata"] = json!({"display_phone_number": "15550001065", "phone_number_id": "1065"});
     json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
         "field": "messages", "value": value}]}]})
 }
@@ -886,5 +948,53 @@ async fn whatsapp_conversations_live_on_the_timeline(db: &TestDb) {
     assert!(
         out("wamid.IN1").status.is_none(),
         "an inbound message has no delivery status"
+    );
+}
+
+async fn a_save_that_overlaps_a_change_writes_nothing(db: &TestDb) {
+    // The provider takes its time over the second check.
+    let openai = stand_in(vec![
+        ok(json!({"data": []})),
+        Reply::Late(Duration::from_millis(500)),
+    ])
+    .await;
+    let base = openai.url.clone();
+    let app = App::with(
+        db,
+        move |b| b.provider(OpenAiIntegration::new().with_base_url(base)),
+        config(),
+    )
+    .await;
+    let integrations = app.crm.workspace(WorkspaceId::DEFAULT).integrations();
+    integrations
+        .save(
+            Actor::App(None),
+            "openai",
+            settings(&[("api_key", "sk-old")]),
+        )
+        .await
+        .expect("saved");
+    // A save that keeps the key is checking it while the key is deleted (revoked).
+    let slow = {
+        let i = integrations.clone();
+        tokio::spawn(async move {
+            i.save(Actor::App(None), "openai", settings(&[("model", "gpt-4o")]))
+                .await
+        })
+    };
+    openai.wait_for(2).await;
+    integrations
+        .delete(Actor::App(None), "openai")
+        .await
+        .expect("deleted");
+    let err = slow
+        .await
+        .expect("join")
+        .expect_err("the row changed under it");
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(
+        db.count("crm_integrations").await,
+        0,
+        "the old key did not come back"
     );
 }

@@ -83,11 +83,14 @@ pub(crate) fn may_create(actor: Option<&User>, role: Role) -> Result<()> {
 }
 
 /// Whether `actor` (`None`: the app) may save or delete the workspace's
-/// integrations (provider credentials): admins and owners, as for API keys and
-/// webhooks.
-pub(crate) fn may_manage_integrations(actor: Option<&User>) -> Result<()> {
+/// integration of a provider (its credentials): admins and owners, as for API keys
+/// and webhooks — but only owners for a provider that sends the workspace's auth
+/// mail (`sends_mail`): whoever controls that sender reads every password-reset
+/// mail, an owner's too, and admins may not act on owners.
+pub(crate) fn may_manage_integration(actor: Option<&User>, sends_mail: bool) -> Result<()> {
     match actor {
         Some(a) if !a.role.is_admin() => Err(Error::Forbidden),
+        Some(a) if sends_mail && a.role != Role::Owner => Err(Error::Forbidden),
         _ => Ok(()),
     }
 }

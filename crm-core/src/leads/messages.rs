@@ -10,7 +10,9 @@
 //!   without a phone is a validation error on `phone`; a message the provider
 //!   refuses (an unknown template) is [`crate::Error::Provider`] with its words
 //!   (422, `provider_error`), and nothing is recorded. A message the provider
-//!   accepted is recorded at once with status `accepted`.
+//!   accepted is recorded at once with status `accepted`. Each send spends the
+//!   workspace's `messages` rate-limit budget (1,000 a day by default). The window
+//!   runs from the time the provider says the lead wrote.
 //! - **Statuses** the provider reports later (`sent`, `delivered`, `read`,
 //!   `failed`) update that activity ([`Leads::message_status`]), only forward
 //!   (a late `delivered` after `read` changes nothing; `failed` is final), so a
@@ -125,7 +127,12 @@ impl Leads {
                         m.channel == channel && m.direction == Some(MessageDirection::Inbound)
                     })
                 })
-                .map(|a| a.created_at)
+                .map(|a| {
+                    a.message
+                        .as_ref()
+                        .and_then(|m| m.sent_at)
+                        .unwrap_or(a.created_at)
+                })
                 .max();
             if last_heard.is_none_or(|at| now - at >= Duration::hours(WINDOW_HOURS)) {
                 return Err(Error::InvalidState {
@@ -144,6 +151,12 @@ impl Leads {
             .settings(channel)
             .await?
             .ok_or_else(|| Error::Config(format!("the workspace has no {channel} integration")))?;
+        // The workspace's budget of messages: each one may cost the operator money,
+        // and a number that sends too much is banned by the provider.
+        self.crm
+            .rate_limiter()
+            .enforce("messages", &self.ws.to_string())
+            .await?;
         let provider_id = provider
             .send_message(&settings, phone.as_str(), &message)
             .await?;

@@ -397,6 +397,8 @@ pub struct MessageInfo {
     pub latitude: Option<f64>,
     /// A location's longitude.
     pub longitude: Option<f64>,
+    /// When the provider says it was sent (for one received: when the lead wrote).
+    pub sent_at: Option<DateTime<Utc>>,
     /// For a message sent: how far it got.
     pub status: Option<MessageStatus>,
     /// When the status was reported.

@@ -283,7 +283,7 @@ impl Notifications {
         let effective = self.with_defaults(&input.kind, &input.config).await?;
         self.check_config(&mut e, &input.kind, &effective);
         if e.is_empty() {
-            self.check_recipients(&mut e, &input.kind, &input.config)
+            self.check_recipients(&mut e, &input.kind, &effective)
                 .await?;
         }
         let name = Self::check_name(&mut e, &input.name);
@@ -341,7 +341,10 @@ impl Notifications {
         let Some(own) = merged.as_object_mut() else {
             return Ok(merged);
         };
-        if self.crm.provider(kind).is_none() || self.crm.sealer().is_err() {
+        let Some(keys) = self.crm.provider(kind).map(|p| p.channel_defaults()) else {
+            return Ok(merged);
+        };
+        if keys.is_empty() || self.crm.sealer().is_err() {
             return Ok(merged);
         }
         let integration = self
@@ -351,7 +354,9 @@ impl Notifications {
             .settings(kind)
             .await?;
         for (k, v) in integration.into_iter().flatten() {
-            own.entry(k).or_insert(Value::String(v));
+            if keys.contains(&k.as_str()) {
+                own.entry(k).or_insert(Value::String(v));
+            }
         }
         Ok(merged)
     }
@@ -376,7 +381,7 @@ impl Notifications {
             let effective = self.with_defaults(&kind, config).await?;
             self.check_config(&mut e, &kind, &effective);
             if e.is_empty() {
-                self.check_recipients(&mut e, &kind, config).await?;
+                self.check_recipients(&mut e, &kind, &effective).await?;
             }
         }
         let name = patch.name.as_deref().map(|n| Self::check_name(&mut e, n));

@@ -5,7 +5,7 @@
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::sql::{query, query_as};
+use super::sql::{query, query_as, Exec};
 use super::{audit, users, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::auth::model::User;
@@ -35,19 +35,33 @@ pub(crate) async fn list(pool: &Pool, ws: WorkspaceId) -> Result<Vec<Integration
         .await
 }
 
+/// One integration of the workspace (locked, inside a write transaction on
+/// Postgres, with `lock`).
+async fn fetch(
+    on: impl Exec<'_>,
+    ws: WorkspaceId,
+    kind: &str,
+    lock: bool,
+) -> Result<Option<IntegrationRow>> {
+    let on = on.on();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM crm_integrations WHERE workspace_id = $1 AND kind = $2{}",
+        if lock { on.dialect().for_update() } else { "" }
+    );
+    query_as::<IntegrationRow>(&sql)
+        .bind(ws)
+        .bind(kind)
+        .fetch_optional(on)
+        .await
+}
+
 /// One integration of the workspace.
 pub(crate) async fn get(
     pool: &Pool,
     ws: WorkspaceId,
     kind: &str,
 ) -> Result<Option<IntegrationRow>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM crm_integrations WHERE workspace_id = $1 AND kind = $2");
-    query_as::<IntegrationRow>(&sql)
-        .bind(ws)
-        .bind(kind)
-        .fetch_optional(pool)
-        .await
+    fetch(pool, ws, kind, false).await
 }
 
 /// The integration of `kind` whose inbound id is `inbound_id`, in any workspace.
@@ -91,20 +105,36 @@ async fn authorize(
 }
 
 /// Inserts or replaces an integration's settings (its inbound id and creation time
-/// stay) when `check` allows the actor, with its audit entry; returns the row.
+/// stay) when `check` allows the actor and the row is still as it was read
+/// (`expected`: its `updated_at`, or `None` when there was none), with its audit
+/// entry; returns the row. The workspace row is locked first, so two saves of one
+/// workspace take turns and the second sees the first.
 pub(crate) async fn save(
     pool: &Pool,
     row: &IntegrationRow,
+    expected: Option<Ts>,
     by: Option<UserId>,
     check: impl FnOnce(Option<&User>) -> Result<()>,
     audit: &AuditEntry,
 ) -> Result<IntegrationRow> {
     let mut tx = pool.begin_write().await?;
     authorize(&mut tx, row.workspace_id, by, check).await?;
+    let now = fetch(&mut tx, row.workspace_id, &row.kind, true)
+        .await?
+        .map(|r| r.updated_at);
+    if now != expected {
+        return Err(Error::Conflict {
+            message: "the integration changed while it was being saved: load it and save again"
+                .into(),
+            field: None,
+            existing_id: None,
+        });
+    }
     query(
         "INSERT INTO crm_integrations (workspace_id, kind, settings, inbound_id, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, kind) \
-         DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at",
+         DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at, \
+         inbound_id = COALESCE(crm_integrations.inbound_id, excluded.inbound_id)",
     )
     .bind(row.workspace_id)
     .bind(row.kind.as_str())
@@ -115,15 +145,11 @@ pub(crate) async fn save(
     .execute(&mut tx)
     .await?;
     audit::insert_audit(&mut tx, audit).await?;
-    let sql =
-        format!("SELECT {COLUMNS} FROM crm_integrations WHERE workspace_id = $1 AND kind = $2");
-    let saved = query_as::<IntegrationRow>(&sql)
-        .bind(row.workspace_id)
-        .bind(row.kind.as_str())
-        .fetch_one(&mut tx)
-        .await?;
+    let saved = fetch(&mut tx, row.workspace_id, &row.kind, false).await?;
     tx.commit().await?;
-    Ok(saved)
+    saved.ok_or(Error::NotFound {
+        entity: "integration",
+    })
 }
 
 /// Deletes an integration when `check` allows the actor, with its audit entry;

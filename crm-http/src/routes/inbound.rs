@@ -55,6 +55,7 @@ pub(crate) struct InboundResult {
 fn whatsapp_example() -> serde_json::Value {
     serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
         "field": "messages", "value": {"messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001065", "phone_number_id": "1065"},
         "contacts": [{"wa_id": "14155550199", "profile": {"name": "Wanda"}}],
         "messages": [{"id": "wamid.A1", "from": "14155550199", "timestamp": "1767225600",
             "type": "text", "text": {"body": "I need a website"}}]}}]}]})
@@ -133,7 +134,15 @@ pub(crate) async fn whatsapp(
         .whatsapp
         .as_ref()
         .ok_or_else(|| not_configured("WhatsApp"))?;
-    receive_whatsapp(&s, s.cfg.public_workspace, secret.expose(), &headers, &body).await
+    receive_whatsapp(
+        &s,
+        s.cfg.public_workspace,
+        secret.expose(),
+        None,
+        &headers,
+        &body,
+    )
+    .await
 }
 
 /// The settings of a workspace's inbound integration, by its inbound id (404 for
@@ -191,6 +200,7 @@ pub(crate) async fn workspace_whatsapp(
         &s,
         workspace,
         setting(&settings, "app_secret"),
+        Some(setting(&settings, "phone_number_id")),
         &headers,
         &body,
     )
@@ -202,13 +212,15 @@ async fn receive_whatsapp(
     s: &AppState,
     workspace: crm_core::WorkspaceId,
     app_secret: &str,
+    phone_number_id: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<axum::Json<InboundResult>> {
     let leads = s.crm.workspace(workspace).leads().with_actor("whatsapp");
-    let r = crm_integrations::whatsapp::receive(
+    let r = crm_integrations::whatsapp::receive_for(
         &leads,
         app_secret,
+        phone_number_id,
         header(headers, "x-hub-signature-256"),
         body,
     )
