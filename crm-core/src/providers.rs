@@ -313,7 +313,9 @@ impl Integrations {
             crate::auth::rules::may_manage_integration(Some(&user), provider.sends_mail())?;
         }
         let saved = store::integrations::get(self.crm.pool(), self.ws, kind).await?;
-        let expected = saved.as_ref().map(|r| r.updated_at);
+        // What the save replaces: the sealed text, which every save makes anew (a
+        // fresh nonce), so any change in between is seen, even within a microsecond.
+        let expected = saved.as_ref().map(|r| r.settings.clone());
         let mut merged = settings;
         let mut e = Errors::default();
         let fields = provider.fields();

@@ -106,13 +106,13 @@ async fn authorize(
 
 /// Inserts or replaces an integration's settings (its inbound id and creation time
 /// stay) when `check` allows the actor and the row is still as it was read
-/// (`expected`: its `updated_at`, or `None` when there was none), with its audit
+/// (`expected`: its sealed settings, or `None` when there was none), with its audit
 /// entry; returns the row. The workspace row is locked first, so two saves of one
 /// workspace take turns and the second sees the first.
 pub(crate) async fn save(
     pool: &Pool,
     row: &IntegrationRow,
-    expected: Option<Ts>,
+    expected: Option<String>,
     by: Option<UserId>,
     check: impl FnOnce(Option<&User>) -> Result<()>,
     audit: &AuditEntry,
@@ -121,7 +121,7 @@ pub(crate) async fn save(
     authorize(&mut tx, row.workspace_id, by, check).await?;
     let now = fetch(&mut tx, row.workspace_id, &row.kind, true)
         .await?
-        .map(|r| r.updated_at);
+        .map(|r| r.settings);
     if now != expected {
         return Err(Error::Conflict {
             message: "the integration changed while it was being saved: load it and save again"
