@@ -232,11 +232,12 @@ impl RateLimitStore for MemoryStore {
 /// second, at most 1% of the policy's limit and at most 100: a key seen once in a
 /// while takes one request at a time (exact), and policies of fewer than 200 per
 /// period always do (the default `api_key` policy, 100 a minute, is exact and costs
-/// one round trip per request).
+/// one round trip per request). Requests that arrive while a slice is being taken
+/// wait for it (at most 100 ms) instead of each making a round trip of their own.
 ///
 /// Accuracy: every request admitted was first counted in the shared state, and a
 /// process holds at most one rest of a slice per key (while a slice is being taken,
-/// other requests of the key take one at a time), so with N processes a key gets at
+/// no other is), so with N processes a key gets at
 /// most N × slice requests more than the policy allows in any window (slices counted
 /// before the window and spent in it). Rests that expire unused make a key get fewer
 /// requests than allowed, never more. Near the limit a refused slice is followed by a
@@ -259,7 +260,7 @@ impl std::fmt::Debug for PostgresStore {
 /// What a process keeps of one key: requests already counted in the shared state
 /// and not yet handed out, and how busy the key is here.
 #[cfg(feature = "postgres")]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Slice {
     left: i64,
     /// The shared TAT right after the slice was taken.
@@ -271,6 +272,8 @@ struct Slice {
     /// of a key. A time rather than a flag, so a take whose caller went away (a
     /// dropped request) blocks slices for a second at most.
     taking_until: i64,
+    /// Wakes the requests waiting for the take on its way.
+    taken: Option<Arc<tokio::sync::Notify>>,
     /// Requests for the key here in the current second, and in the one before.
     window: i64,
     seen: i64,
@@ -295,6 +298,30 @@ enum Step {
     Local(i64),
     /// Take this many requests from the shared state.
     Take(i64),
+    /// Wait for the take on its way, then plan again.
+    Wait(tokio::sync::futures::OwnedNotified),
+}
+
+/// How long a request waits for another's take of its key before it takes alone.
+#[cfg(feature = "postgres")]
+const WAIT_FOR_TAKE: Duration = Duration::from_millis(100);
+
+/// Ends a take of more than one request, however it ends (done, failed, or its
+/// caller gone): the key may be taken again, and the requests waiting are woken.
+#[cfg(feature = "postgres")]
+struct TakeDone<'a>(&'a PostgresStore, &'a str);
+
+#[cfg(feature = "postgres")]
+impl Drop for TakeDone<'_> {
+    fn drop(&mut self) {
+        let mut slices = self.0.slices.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slices.get_mut(self.1) {
+            s.taking_until = 0;
+            if let Some(waiting) = s.taken.take() {
+                waiting.notify_waiters();
+            }
+        }
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -319,9 +346,10 @@ impl PostgresStore {
     /// Serves the request from the key's slice when one is held and fresh (the TAT
     /// as if its rest were not yet counted, never before `now`), or says how many
     /// requests to take: as many as the key saw here in the last second (a slice
-    /// that is likely spent before it expires), at most the policy's slice, and one
-    /// while another take of the key is on its way.
-    fn plan(&self, key: &str, now: i64, t: i64, p: i64) -> Step {
+    /// that is likely spent before it expires), at most the policy's slice. While
+    /// another take of the key is on its way the request waits for it, once
+    /// (`waited`: it did, and now takes one alone if there is still nothing).
+    fn plan(&self, key: &str, now: i64, t: i64, p: i64, waited: bool) -> Step {
         let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
         let s = slices.get_or_insert_mut(key.to_owned(), Slice::default);
         if now - s.window >= SLICE_LIFE {
@@ -333,19 +361,24 @@ impl PostgresStore {
             s.seen = 0;
             s.window = now;
         }
-        s.seen += 1;
+        if !waited {
+            s.seen += 1;
+        }
         if s.left > 0 && now < s.until {
             s.left -= 1;
             return Step::Local((s.tat - s.left * t).max(now));
         }
         s.left = 0;
-        let n = if now < s.taking_until {
-            1
-        } else {
-            s.seen.max(s.seen_before).clamp(1, slice_size(t, p))
-        };
+        if now < s.taking_until {
+            return match &s.taken {
+                Some(take) if !waited => Step::Wait(take.clone().notified_owned()),
+                _ => Step::Take(1),
+            };
+        }
+        let n = s.seen.max(s.seen_before).clamp(1, slice_size(t, p));
         if n > 1 {
             s.taking_until = now + SLICE_LIFE;
+            s.taken = Some(Arc::new(tokio::sync::Notify::new()));
         }
         Step::Take(n)
     }
@@ -354,11 +387,11 @@ impl PostgresStore {
         if n == 1 {
             return crate::store::rate_limits::step(&self.pool, key, now, t, p).await;
         }
+        let _done = TakeDone(self, key);
         let taken = crate::store::rate_limits::step(&self.pool, key, now, n * t, p).await;
         {
             let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
             let s = slices.get_or_insert_mut(key.to_owned(), Slice::default);
-            s.taking_until = 0;
             if let Ok((true, tat)) = taken {
                 // One request now, the rest for the next callers.
                 s.left = n - 1;
@@ -376,9 +409,17 @@ impl PostgresStore {
 #[cfg(feature = "postgres")]
 impl RateLimitStore for PostgresStore {
     fn step<'a>(&'a self, key: &'a str, now: i64, t: i64, p: i64) -> StoreFuture<'a> {
-        match self.plan(key, now, t, p) {
+        match self.plan(key, now, t, p, false) {
             Step::Local(tat) => Box::pin(std::future::ready(Ok((true, tat)))),
             Step::Take(n) => Box::pin(self.take(key, now, t, p, n)),
+            Step::Wait(taken) => Box::pin(async move {
+                let _ = tokio::time::timeout(WAIT_FOR_TAKE, taken).await;
+                match self.plan(key, now, t, p, true) {
+                    Step::Local(tat) => Ok((true, tat)),
+                    Step::Take(n) => self.take(key, now, t, p, n).await,
+                    Step::Wait(_) => self.take(key, now, t, p, 1).await,
+                }
+            }),
         }
     }
 }

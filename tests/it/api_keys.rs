@@ -696,3 +696,55 @@ async fn postgres_instances_share_a_sliced_budget() {
     );
     db.cleanup().await;
 }
+
+/// Requests of a busy key that arrive together while a slice is being taken wait
+/// for it: a burst costs a round trip per slice, not one per request (counted by a
+/// trigger on the shared state's table).
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_waits_for_the_slice_on_its_way() {
+    use crm::ratelimit::Policy;
+    let db = TestDb::postgres().await;
+    let policy = Policy::new(1_000_000, StdDuration::from_secs(3600)).expect("policy");
+    let crm = db
+        .builder()
+        .max_connections(8)
+        .rate_limit_policy("busy", policy)
+        .connect()
+        .await
+        .expect("connect");
+    db.execute(
+        "CREATE TABLE steps (n bigint NOT NULL); INSERT INTO steps VALUES (0); \
+         CREATE FUNCTION count_step() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN UPDATE steps SET n = n + 1; RETURN NEW; END $$; \
+         CREATE TRIGGER count_step AFTER INSERT OR UPDATE ON crm_rate_limits \
+         FOR EACH ROW EXECUTE FUNCTION count_step();",
+    )
+    .await;
+    // The key is busy here: 100 requests in this second make slices of 100.
+    for _ in 0..100 {
+        assert!(
+            crm.rate_limiter()
+                .check("busy", "k")
+                .await
+                .expect("check")
+                .allowed
+        );
+    }
+    let before = db.scalar_i64("SELECT n FROM steps").await;
+    // 64 at once, then 64 more: the first takes a slice, the others wait for it.
+    for _ in 0..2 {
+        let burst: Vec<_> = (0..64)
+            .map(|_| {
+                let crm = crm.clone();
+                tokio::spawn(async move { crm.rate_limiter().check("busy", "k").await })
+            })
+            .collect();
+        for b in burst {
+            assert!(b.await.expect("join").expect("check").allowed);
+        }
+    }
+    let steps = db.scalar_i64("SELECT n FROM steps").await - before;
+    assert!(steps <= 4, "128 requests took {steps} round trips");
+    db.cleanup().await;
+}
