@@ -268,9 +268,9 @@ struct Slice {
     /// When an unused rest is dropped (µs).
     until: i64,
     /// Until when a take of more than one request is on its way to the database
-    /// (µs): others meanwhile take one at a time, so a process never holds two rests
-    /// of a key. A time rather than a flag, so a take whose caller went away (a
-    /// dropped request) blocks slices for a second at most.
+    /// (µs): others meanwhile wait for it (then take one at a time), so a process
+    /// never holds two rests of a key. A time as well as the take's `Notify`, so a
+    /// take that never ends blocks slices for a second at most.
     taking_until: i64,
     /// Wakes the requests waiting for the take on its way.
     taken: Option<Arc<tokio::sync::Notify>>,
@@ -296,8 +296,9 @@ fn slice_size(t: i64, p: i64) -> i64 {
 enum Step {
     /// Admitted from the slice, with this TAT for the headers.
     Local(i64),
-    /// Take this many requests from the shared state.
-    Take(i64),
+    /// Take this many requests from the shared state; a take of more than one
+    /// comes with what wakes the requests that wait for it.
+    Take(i64, Option<Arc<tokio::sync::Notify>>),
     /// Wait for the take on its way, then plan again.
     Wait(tokio::sync::futures::OwnedNotified),
 }
@@ -307,20 +308,29 @@ enum Step {
 const WAIT_FOR_TAKE: Duration = Duration::from_millis(100);
 
 /// Ends a take of more than one request, however it ends (done, failed, or its
-/// caller gone): the key may be taken again, and the requests waiting are woken.
+/// future dropped, even unpolled): the requests waiting for it are woken, and the
+/// key may be taken again unless a newer take is already on its way.
 #[cfg(feature = "postgres")]
-struct TakeDone<'a>(&'a PostgresStore, &'a str);
+struct TakeDone<'a> {
+    store: &'a PostgresStore,
+    key: &'a str,
+    waiting: Arc<tokio::sync::Notify>,
+}
 
 #[cfg(feature = "postgres")]
 impl Drop for TakeDone<'_> {
     fn drop(&mut self) {
-        let mut slices = self.0.slices.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = slices.get_mut(self.1) {
-            s.taking_until = 0;
-            if let Some(waiting) = s.taken.take() {
-                waiting.notify_waiters();
+        let mut slices = self.store.slices.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slices.get_mut(self.key) {
+            if s.taken
+                .as_ref()
+                .is_some_and(|t| Arc::ptr_eq(t, &self.waiting))
+            {
+                s.taking_until = 0;
+                s.taken = None;
             }
         }
+        self.waiting.notify_waiters();
     }
 }
 
@@ -372,34 +382,48 @@ impl PostgresStore {
         if now < s.taking_until {
             return match &s.taken {
                 Some(take) if !waited => Step::Wait(take.clone().notified_owned()),
-                _ => Step::Take(1),
+                _ => Step::Take(1, None),
             };
         }
         let n = s.seen.max(s.seen_before).clamp(1, slice_size(t, p));
-        if n > 1 {
-            s.taking_until = now + SLICE_LIFE;
-            s.taken = Some(Arc::new(tokio::sync::Notify::new()));
+        if n == 1 {
+            return Step::Take(1, None);
         }
-        Step::Take(n)
+        let waiting = Arc::new(tokio::sync::Notify::new());
+        s.taking_until = now + SLICE_LIFE;
+        s.taken = Some(waiting.clone());
+        Step::Take(n, Some(waiting))
     }
 
-    async fn take(&self, key: &str, now: i64, t: i64, p: i64, n: i64) -> Result<(bool, i64)> {
+    /// Takes `n` requests (`done`: the end of a take of more than one, which wakes
+    /// the requests waiting for it).
+    async fn take(
+        &self,
+        key: &str,
+        now: i64,
+        t: i64,
+        p: i64,
+        n: i64,
+        done: Option<TakeDone<'_>>,
+    ) -> Result<(bool, i64)> {
         if n == 1 {
             return crate::store::rate_limits::step(&self.pool, key, now, t, p).await;
         }
-        let _done = TakeDone(self, key);
         let taken = crate::store::rate_limits::step(&self.pool, key, now, n * t, p).await;
         {
             let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
             let s = slices.get_or_insert_mut(key.to_owned(), Slice::default);
             if let Ok((true, tat)) = taken {
-                // One request now, the rest for the next callers.
+                // One request now, the rest for the next callers (woken when `done`
+                // drops, after the lock).
                 s.left = n - 1;
                 s.tat = tat;
                 s.until = now + SLICE_LIFE;
                 return Ok((true, tat - (n - 1) * t));
             }
         }
+        // Refused: the waiting requests go on alone while this one steps.
+        drop(done);
         taken?;
         // Near the limit: one request at a time.
         crate::store::rate_limits::step(&self.pool, key, now, t, p).await
@@ -409,15 +433,22 @@ impl PostgresStore {
 #[cfg(feature = "postgres")]
 impl RateLimitStore for PostgresStore {
     fn step<'a>(&'a self, key: &'a str, now: i64, t: i64, p: i64) -> StoreFuture<'a> {
+        let done = |waiting: Option<Arc<tokio::sync::Notify>>| {
+            waiting.map(|waiting| TakeDone {
+                store: self,
+                key,
+                waiting,
+            })
+        };
         match self.plan(key, now, t, p, false) {
             Step::Local(tat) => Box::pin(std::future::ready(Ok((true, tat)))),
-            Step::Take(n) => Box::pin(self.take(key, now, t, p, n)),
+            Step::Take(n, waiting) => Box::pin(self.take(key, now, t, p, n, done(waiting))),
             Step::Wait(taken) => Box::pin(async move {
                 let _ = tokio::time::timeout(WAIT_FOR_TAKE, taken).await;
                 match self.plan(key, now, t, p, true) {
                     Step::Local(tat) => Ok((true, tat)),
-                    Step::Take(n) => self.take(key, now, t, p, n).await,
-                    Step::Wait(_) => self.take(key, now, t, p, 1).await,
+                    Step::Take(n, waiting) => self.take(key, now, t, p, n, done(waiting)).await,
+                    Step::Wait(_) => self.take(key, now, t, p, 1, None).await,
                 }
             }),
         }
