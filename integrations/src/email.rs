@@ -61,20 +61,7 @@ impl Resend {
 
     crate::http_builders!();
 
-    /// Links for auth mails; `{token}` is replaced by the token, e.g.
-    /// `https://app.example.com/reset?token={token}`. Without them the mail carries
-    /// the token as a code to paste.
-    pub fn with_links(
-        mut self,
-        reset_url: impl Into<String>,
-        verify_url: impl Into<String>,
-    ) -> Self {
-        self.links = mail::Links {
-            reset: Some(reset_url.into()),
-            verify: Some(verify_url.into()),
-        };
-        self
-    }
+    mail::links_builder!();
 
     async fn post(&self, body: Value, idempotency_key: &str) -> Outcome {
         let resp = self
@@ -199,18 +186,7 @@ impl ResendIntegration {
 
     crate::http_builders!();
 
-    /// The links of auth mails, as [`Resend::with_links`].
-    pub fn with_links(
-        mut self,
-        reset_url: impl Into<String>,
-        verify_url: impl Into<String>,
-    ) -> Self {
-        self.links = mail::Links {
-            reset: Some(reset_url.into()),
-            verify: Some(verify_url.into()),
-        };
-        self
-    }
+    mail::links_builder!();
 }
 
 impl crm_core::providers::Provider for ResendIntegration {

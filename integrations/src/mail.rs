@@ -20,6 +20,27 @@ pub(crate) struct Links {
     pub(crate) verify: Option<String>,
 }
 
+/// `with_links` for a mail plugin with a `links` field.
+macro_rules! links_builder {
+    () => {
+        /// Links for auth mails; `{token}` is replaced by the token, e.g.
+        /// `https://crm.example.com/auth/reset-password?token={token}`. Without them
+        /// the mail carries the token as a code to paste.
+        pub fn with_links(
+            mut self,
+            reset_url: impl Into<String>,
+            verify_url: impl Into<String>,
+        ) -> Self {
+            self.links = $crate::mail::Links {
+                reset: Some(reset_url.into()),
+                verify: Some(verify_url.into()),
+            };
+            self
+        }
+    };
+}
+pub(crate) use links_builder;
+
 /// An auth mail, ready for a transport.
 pub(crate) struct AuthMessage {
     pub(crate) to: String,

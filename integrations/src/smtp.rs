@@ -72,20 +72,7 @@ impl Smtp {
         })
     }
 
-    /// Links for auth mails; `{token}` is replaced by the token, e.g.
-    /// `https://crm.example.com/auth/reset-password?token={token}`. Without them the
-    /// mail carries the token as a code to paste.
-    pub fn with_links(
-        mut self,
-        reset_url: impl Into<String>,
-        verify_url: impl Into<String>,
-    ) -> Self {
-        self.links = mail::Links {
-            reset: Some(reset_url.into()),
-            verify: Some(verify_url.into()),
-        };
-        self
-    }
+    mail::links_builder!();
 
     /// Sends one mail with an HTML body and its plain-text alternative.
     async fn deliver(&self, to: &[String], subject: &str, html: String, text: String) -> Outcome {
@@ -228,18 +215,7 @@ impl SmtpIntegration {
         self
     }
 
-    /// The links of auth mails, as [`Smtp::with_links`].
-    pub fn with_links(
-        mut self,
-        reset_url: impl Into<String>,
-        verify_url: impl Into<String>,
-    ) -> Self {
-        self.links = mail::Links {
-            reset: Some(reset_url.into()),
-            verify: Some(verify_url.into()),
-        };
-        self
-    }
+    mail::links_builder!();
 
     fn smtp(&self, settings: &crm_core::providers::Settings) -> crm_core::Result<Smtp> {
         let url = SecretString::from(settings.get("url").cloned().unwrap_or_default());
