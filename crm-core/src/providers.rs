@@ -51,6 +51,12 @@ use crate::{Crm, Error, Result};
 /// An integration's settings: field name → value.
 pub type Settings = BTreeMap<String, String>;
 
+/// The value of setting `name`, or `""` when it is not set (the required ones
+/// always are once crm has checked the shape).
+pub fn setting<'a>(settings: &'a Settings, name: &str) -> &'a str {
+    settings.get(name).map_or("", String::as_str)
+}
+
 /// A boxed future, so providers can sit behind `dyn Provider`.
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 

@@ -283,6 +283,18 @@ struct LoginArgs {
     user_agent: Option<String>,
 }
 
+impl From<LoginArgs> for Login {
+    fn from(a: LoginArgs) -> Self {
+        Login {
+            email: a.email,
+            password: a.password,
+            remember_me: a.remember_me,
+            ip: a.ip,
+            user_agent: a.user_agent,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChangePassword {
@@ -367,15 +379,7 @@ async fn dispatch(
         }
         "crm.sign_in" => {
             let a: LoginArgs = input(payload)?;
-            let found = crm
-                .sign_in(Login {
-                    email: a.email,
-                    password: a.password,
-                    remember_me: a.remember_me,
-                    ip: a.ip,
-                    user_agent: a.user_agent,
-                })
-                .await?;
+            let found = crm.sign_in(Login::from(a)).await?;
             Ok(match found {
                 crm_core::auth::SignIn::SignedIn(l) => {
                     let l = *l;
@@ -509,16 +513,7 @@ async fn dispatch(
         ),
         "auth.login" => {
             let a: LoginArgs = input(payload)?;
-            let l = w
-                .auth()
-                .login(Login {
-                    email: a.email,
-                    password: a.password,
-                    remember_me: a.remember_me,
-                    ip: a.ip,
-                    user_agent: a.user_agent,
-                })
-                .await?;
+            let l = w.auth().login(Login::from(a)).await?;
             Ok(json!({ "token": secret(l.token), "session": l.session, "user": l.user }))
         }
         "auth.change_password" => {

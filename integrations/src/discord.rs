@@ -215,7 +215,7 @@ impl crm_core::providers::Provider for Discord {
         settings: &'a crm_core::providers::Settings,
     ) -> crm_core::providers::CheckFuture<'a> {
         Box::pin(async move {
-            let url = settings.get("webhook_url").map_or("", String::as_str);
+            let url = crm_core::providers::setting(settings, "webhook_url");
             if !self.accepts(url) {
                 return Err(crate::refused(
                     "webhook_url",

@@ -208,13 +208,8 @@ impl crm_core::providers::Provider for ResendIntegration {
         settings: &'a crm_core::providers::Settings,
     ) -> crm_core::providers::CheckFuture<'a> {
         Box::pin(async move {
-            if !settings.get("from").is_some_and(|f| mail::valid_sender(f)) {
-                return Err(crate::refused(
-                    "from",
-                    "must be an address like CRM <crm@example.com>",
-                ));
-            }
-            let key = settings.get("api_key").map_or("", String::as_str);
+            mail::check_sender(settings)?;
+            let key = crm_core::providers::setting(settings, "api_key");
             let request = self
                 .client
                 .get(format!("{}/domains", self.base_url))

@@ -163,12 +163,25 @@ pub(crate) fn recipients(config: &Value) -> Result<Vec<String>, String> {
 /// recipients in `to`.
 /// Whether `from` is a sender a provider accepts: `crm@example.com` or
 /// `CRM <crm@example.com>`.
-pub(crate) fn valid_sender(from: &str) -> bool {
+fn valid_sender(from: &str) -> bool {
     let address = match (from.rfind('<'), from.strip_suffix('>')) {
         (Some(i), Some(rest)) => rest.get(i + 1..).unwrap_or(""),
         _ => from,
     };
     crm_core::leads::Email::parse(address).is_ok()
+}
+
+/// The `from` setting of a mail integration, refused unless [`valid_sender`].
+pub(crate) fn check_sender(settings: &crm_core::providers::Settings) -> crm_core::Result<&str> {
+    let from = crm_core::providers::setting(settings, "from");
+    if valid_sender(from) {
+        Ok(from)
+    } else {
+        Err(crate::refused(
+            "from",
+            "must be an address like CRM <crm@example.com>",
+        ))
+    }
 }
 
 pub(crate) fn check_config(config: &Value) -> Result<(), Vec<FieldError>> {

@@ -236,7 +236,7 @@ impl crm_core::providers::Provider for OpenAiIntegration {
         settings: &'a crm_core::providers::Settings,
     ) -> crm_core::providers::CheckFuture<'a> {
         Box::pin(async move {
-            let key = settings.get("api_key").map_or("", String::as_str);
+            let key = crm_core::providers::setting(settings, "api_key");
             let url = match settings.get("model") {
                 // A model name: starts with a letter or digit (never `.` or `..`,
                 // which would change the path), then letters, digits, `-_.:`.

@@ -219,13 +219,7 @@ impl SmtpIntegration {
 
     fn smtp(&self, settings: &crm_core::providers::Settings) -> crm_core::Result<Smtp> {
         let url = SecretString::from(settings.get("url").cloned().unwrap_or_default());
-        let from = settings.get("from").map_or("", String::as_str);
-        if !mail::valid_sender(from) {
-            return Err(crate::refused(
-                "from",
-                "must be an address like CRM <crm@example.com>",
-            ));
-        }
+        let from = mail::check_sender(settings)?;
         let mut smtp = Smtp::new(&url, from).map_err(|e| match e {
             Error::Config(message) => crate::refused("url", message),
             e => e,
@@ -256,7 +250,7 @@ impl crm_core::providers::Provider for SmtpIntegration {
             // Where the server is, before any connection: a public address, or one
             // the operator allowed. (Each send connects by name again: a name that
             // later resolves elsewhere is the operator's DNS, not this check.)
-            let url = url::Url::parse(settings.get("url").map_or("", String::as_str))
+            let url = url::Url::parse(crm_core::providers::setting(settings, "url"))
                 .map_err(|_| crate::refused("url", "is not an SMTP URL"))?;
             resolve_checked(&url, &self.allow)
                 .await

@@ -481,7 +481,7 @@ impl crm_core::providers::Provider for WhatsApp {
         message: &'a NewMessage,
     ) -> crm_core::providers::MessageFuture<'a> {
         Box::pin(async move {
-            let setting = |k: &str| settings.get(k).map_or("", String::as_str);
+            let setting = |k: &str| crm_core::providers::setting(settings, k);
             let body = message_body(to.trim_start_matches('+'), message);
             let url = format!("{}/{}/messages", self.base_url, setting("phone_number_id"));
             let resp = self
@@ -535,14 +535,14 @@ impl crm_core::providers::Provider for WhatsApp {
         settings: &'a crm_core::providers::Settings,
     ) -> crm_core::providers::CheckFuture<'a> {
         Box::pin(async move {
-            let number_id = settings.get("phone_number_id").map_or("", String::as_str);
+            let number_id = crm_core::providers::setting(settings, "phone_number_id");
             if !is_number_id(number_id) {
                 return Err(crate::refused(
                     "phone_number_id",
                     "must be the numeric phone number id",
                 ));
             }
-            let token = settings.get("access_token").map_or("", String::as_str);
+            let token = crm_core::providers::setting(settings, "access_token");
             let request = self
                 .client
                 .get(format!("{}/{number_id}", self.base_url))

@@ -156,11 +156,6 @@ async fn workspace_inbound(
     Ok(s.crm.inbound_integration(kind, inbound_id).await?)
 }
 
-#[cfg(any(feature = "whatsapp", feature = "calcom"))]
-fn setting<'a>(settings: &'a crm_core::providers::Settings, name: &str) -> &'a str {
-    settings.get(name).map_or("", String::as_str)
-}
-
 /// Meta's verification handshake for a workspace's WhatsApp integration (its verify
 /// token).
 #[cfg(feature = "whatsapp")]
@@ -177,7 +172,7 @@ pub(crate) async fn workspace_whatsapp_handshake(
         q.mode.as_deref(),
         q.verify_token.as_deref(),
         q.challenge.as_deref(),
-        setting(&settings, "verify_token"),
+        crm_core::providers::setting(&settings, "verify_token"),
     )?)
 }
 
@@ -199,8 +194,8 @@ pub(crate) async fn workspace_whatsapp(
     receive_whatsapp(
         &s,
         workspace,
-        setting(&settings, "app_secret"),
-        Some(setting(&settings, "phone_number_id")),
+        crm_core::providers::setting(&settings, "app_secret"),
+        Some(crm_core::providers::setting(&settings, "phone_number_id")),
         &headers,
         &body,
     )
@@ -272,7 +267,7 @@ pub(crate) async fn workspace_calcom(
     receive_calcom(
         &s,
         workspace,
-        setting(&settings, "webhook_secret"),
+        crm_core::providers::setting(&settings, "webhook_secret"),
         &headers,
         &body,
     )
