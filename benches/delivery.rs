@@ -6,7 +6,8 @@
 //! receiver behind a load balancer does), then 1 or 2 dispatchers (separate `Crm`
 //! instances on separate pools, as separate processes would be) drain it; events/s
 //! from the start of the dispatchers to the last delivery is printed. Each dispatcher
-//! has 128 delivery slots (`CRM_BENCH_SLOTS` to change). SQLite always,
+//! has 128 delivery slots (`CRM_BENCH_SLOTS` to change) and as many per endpoint
+//! (`CRM_BENCH_PER_ENDPOINT`). SQLite always,
 //! Postgres when `CRM_TEST_PG_URL` is set (`CRM_BENCH_BACKEND=sqlite|postgres` for one).
 //!
 //! End to end (with feature `http`): the router serves `POST /api/v1/leads` on a local
@@ -115,7 +116,10 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
         .unwrap_or(128);
     let config = DispatcherConfig {
         concurrency: slots,
-        per_endpoint: slots,
+        per_endpoint: std::env::var("CRM_BENCH_PER_ENDPOINT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(slots),
         poll_interval: Duration::from_millis(50),
         ..Default::default()
     };

@@ -6,7 +6,7 @@
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::sql::{query, query_as, Dialect, Tx};
+use super::sql::{pow2_runs, query, query_as, Dialect, Tx};
 use super::{audit, endpoints, outbox, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::events::Event;
@@ -103,14 +103,17 @@ pub(crate) async fn claim_jobs(
 ) -> Result<Vec<ClaimedJob>> {
     let token = Uuid::now_v7();
     let sql = match pool.dialect() {
-        Dialect::Postgres => claim_postgres(n, per_target, only_kind.is_some()),
-        Dialect::Sqlite => claim_sqlite(n, per_target, only_kind.is_some()),
+        Dialect::Postgres => claim_postgres(only_kind.is_some()),
+        Dialect::Sqlite => claim_sqlite(only_kind.is_some()),
     };
+    let as_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
     let mut tx = pool.begin_write().await?;
     let mut query = query_as::<ClaimedJob>(&sql)
         .bind(Ts(lease_until))
         .bind(token)
-        .bind(Ts(now));
+        .bind(Ts(now))
+        .bind(as_i64(n))
+        .bind(as_i64(per_target));
     if pool.dialect() == Dialect::Postgres {
         let locked = query_as::<(Uuid,)>(LOCK_TARGETS_POSTGRES)
             .fetch_all(&mut tx)
@@ -146,25 +149,28 @@ const LOCK_TARGETS_POSTGRES: &str = "WITH RECURSIVE targets(t) AS ( \
        AND pg_try_advisory_xact_lock(hashtextextended('crm_claim:' || t::text, 0))";
 
 /// The claim on Postgres, over the targets locked by [`LOCK_TARGETS_POSTGRES`]
-/// (`$4`, comma-separated): each target's jobs in flight are counted once
+/// (`$6`, comma-separated), taking at most `$4` jobs and leaving at most `$5` of a
+/// target in flight: each target's jobs in flight are counted once
 /// (`MATERIALIZED`: inlined, the count ran once per candidate row), and each target
 /// contributes its earliest due jobs up to its free share (`LATERAL`, down its
 /// index), locked as they are read, skipping rows locked elsewhere. The cost follows
-/// the targets and the batch, not the backlog.
-fn claim_postgres(n: usize, per_target: usize, by_kind: bool) -> String {
-    let kind = if by_kind { " AND c.kind = $5" } else { "" };
+/// the targets and the batch, not the backlog. The sizes are bound, not written
+/// into the text, so a connection prepares the statement once and Postgres can keep
+/// its plan.
+fn claim_postgres(by_kind: bool) -> String {
+    let kind = if by_kind { " AND c.kind = $7" } else { "" };
     format!(
         "WITH busy AS MATERIALIZED (SELECT t, (SELECT COUNT(*) FROM crm_jobs b WHERE b.status = 'pending' \
            AND b.target_id = t AND b.lease_until >= $3) AS n \
-           FROM unnest(string_to_array($4, ',')::uuid[]) AS u(t)), \
+           FROM unnest(string_to_array($6, ',')::uuid[]) AS u(t)), \
          ranked AS (SELECT j.id, j.run_at, \
            ROW_NUMBER() OVER (PARTITION BY j.target_id ORDER BY j.run_at, j.id) AS rn \
            FROM busy CROSS JOIN LATERAL (SELECT c.id, c.target_id, c.run_at FROM crm_jobs c \
              WHERE c.status = 'pending' AND c.target_id = busy.t AND c.run_at <= $3 \
              AND (c.lease_until IS NULL OR c.lease_until < $3){kind} \
-             ORDER BY c.run_at, c.id LIMIT LEAST(GREATEST({per_target} - busy.n, 0), {n}) \
+             ORDER BY c.run_at, c.id LIMIT LEAST(GREATEST($5 - busy.n, 0), $4) \
              FOR UPDATE SKIP LOCKED) j), \
-         picked AS (SELECT id FROM ranked ORDER BY rn, run_at, id LIMIT {n}) \
+         picked AS (SELECT id FROM ranked ORDER BY rn, run_at, id LIMIT $4) \
          UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
          FROM picked WHERE crm_jobs.id = picked.id \
          RETURNING crm_jobs.id, crm_jobs.kind, crm_jobs.workspace_id, crm_jobs.target_id, \
@@ -174,9 +180,10 @@ fn claim_postgres(n: usize, per_target: usize, by_kind: bool) -> String {
 
 /// The claim on SQLite: as on Postgres, the targets are walked down their index and
 /// each contributes its earliest `per_target` due jobs, through a correlated `IN`
-/// (SQLite has no `LATERAL`); one writer at a time, so nothing to skip.
-fn claim_sqlite(n: usize, per_target: usize, by_kind: bool) -> String {
-    let kind = if by_kind { " AND c.kind = $4" } else { "" };
+/// (SQLite has no `LATERAL`); one writer at a time, so nothing to skip. The sizes
+/// are bound (`$4`, `$5`), as on Postgres.
+fn claim_sqlite(by_kind: bool) -> String {
+    let kind = if by_kind { " AND c.kind = $6" } else { "" };
     format!(
         "WITH RECURSIVE targets(t) AS ( \
            SELECT (SELECT target_id FROM crm_jobs WHERE status = 'pending' ORDER BY target_id LIMIT 1) \
@@ -190,9 +197,9 @@ fn claim_sqlite(n: usize, per_target: usize, by_kind: bool) -> String {
            FROM busy JOIN crm_jobs j ON j.id IN (SELECT c.id FROM crm_jobs c \
              WHERE c.status = 'pending' AND c.target_id = busy.t AND c.run_at <= $3 \
              AND (c.lease_until IS NULL OR c.lease_until < $3){kind} \
-             ORDER BY c.run_at, c.id LIMIT {per_target})), \
-         picked AS (SELECT id FROM ranked WHERE rn + busy <= {per_target} \
-           ORDER BY rn, run_at, id LIMIT {n}) \
+             ORDER BY c.run_at, c.id LIMIT $5)), \
+         picked AS (SELECT id FROM ranked WHERE rn + busy <= $5 \
+           ORDER BY rn, run_at, id LIMIT $4) \
          UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
          WHERE id IN (SELECT id FROM picked) \
            AND status = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
@@ -244,24 +251,25 @@ fn finish_chunk(dialect: Dialect) -> usize {
 }
 
 /// Records finished attempts, moves their jobs on and the endpoints' health, in one
-/// transaction: one insert of the attempts and one update of the jobs per chunk of
-/// up to [`finish_chunk`], one health update per endpoint whose attempts all
-/// succeeded, and the attempts of an endpoint with failures one by one, in order
-/// (each failure may disable it). A job only moves if its worker still holds its
-/// lease.
+/// transaction: the attempts inserted and the jobs deleted (delivered) or updated
+/// (retried, failed) a run at a time, in runs of power-of-two length up to
+/// [`finish_chunk`] ([`pow2_runs`]); one health update per endpoint whose attempts
+/// all succeeded, and the attempts of an endpoint with failures one by one, in
+/// order (each failure may disable it). A job only moves if its worker still holds
+/// its lease.
 pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
     if done.is_empty() {
         return Ok(());
     }
+    let max = finish_chunk(pool.dialect());
     let mut tx = pool.begin_write().await?;
-    for chunk in done.chunks(finish_chunk(pool.dialect())) {
+    for run in pow2_runs(done, max) {
         let mut attempts = query(
             "INSERT INTO crm_delivery_attempts (id, workspace_id, job_id, kind, target_id, event_id, \
              attempt, status_code, response_body, duration_ms, error_kind, next_attempt_at, created_at) \
              VALUES ",
         );
-        let mut jobs = query("WITH v(id, token, status, run_at, now) AS (VALUES ");
-        for (i, f) in chunk.iter().enumerate() {
+        for (i, f) in run.iter().enumerate() {
             let a = &f.attempt;
             attempts
                 .push(if i == 0 { "(" } else { ", (" })
@@ -291,6 +299,31 @@ pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
                 .push(", ")
                 .push_bind(Ts(a.created_at))
                 .push(")");
+        }
+        attempts.execute(&mut tx).await?;
+    }
+    // A delivered job is done: its attempt is the record, so the row goes (a delete
+    // writes no index entries; an update of the row wrote one to each of its
+    // indexes). The others move on: retried later, or failed.
+    let (delivered, moved): (Vec<&Finish>, Vec<&Finish>) = done
+        .iter()
+        .partition(|f| f.job_status == JobStatus::Delivered);
+    for run in pow2_runs(&delivered, max) {
+        let mut gone = query("DELETE FROM crm_jobs WHERE (id, lease_token) IN (VALUES ");
+        for (i, f) in run.iter().enumerate() {
+            gone.push(if i == 0 { "(" } else { ", (" })
+                .push_bind(f.job.id.0)
+                .push(", ")
+                .push_bind(f.job.lease_token)
+                .push(")");
+        }
+        gone.push(")");
+        gone.execute(&mut tx).await?;
+    }
+    for run in pow2_runs(&moved, max) {
+        let mut jobs = query("WITH v(id, token, status, run_at, now) AS (VALUES ");
+        for (i, f) in run.iter().enumerate() {
+            let a = &f.attempt;
             jobs.push(if i == 0 { "(" } else { ", (" })
                 .push_bind(a.job_id)
                 .push(", ")
@@ -303,7 +336,6 @@ pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
                 .push_bind(Ts(a.created_at))
                 .push(")");
         }
-        attempts.execute(&mut tx).await?;
         jobs.push(
             ") UPDATE crm_jobs SET status = v.status, run_at = COALESCE(v.run_at, crm_jobs.run_at), \
              lease_until = NULL, lease_token = NULL, updated_at = v.now \

@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::sql::{query, query_as, Tx};
+use super::sql::{pow2_runs, query, query_as, Tx};
 use super::{corrupt, Pool, Ts};
 use crate::events::Event;
 use crate::ids::{EventId, LeadId, WorkspaceId};
@@ -150,7 +150,7 @@ pub(crate) async fn events(
 /// batch delivers.
 pub(crate) async fn events_by_ids(pool: &Pool, ids: &[Uuid]) -> Result<Vec<Event>> {
     let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
+    for chunk in pow2_runs(ids, 256) {
         let mut sql = query(
             "SELECT id, workspace_id, event_type, lead_id, payload, created_at FROM crm_events WHERE id IN (",
         );

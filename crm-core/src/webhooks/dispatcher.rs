@@ -167,7 +167,9 @@ async fn finisher(crm: Crm, mut rx: mpsc::Receiver<(Finish, oneshot::Sender<Resu
 impl Worker {
     /// Hands a finished attempt to the finisher, frees the delivery's slot (the
     /// next delivery need not wait for this one's write; the job stays leased
-    /// until it is written), and waits until it is written.
+    /// until it is written), and waits until it is written. The dispatcher is woken
+    /// after the write, not before: until then the job still counts against its
+    /// target's share, and a claim woken earlier found nothing to take.
     pub(super) async fn finish(&self, f: Finish, slot: Slot) -> Result<()> {
         let kind = f.job.kind.clone();
         let outcome = match (f.job_status, f.disable.is_some()) {
@@ -187,7 +189,6 @@ impl Worker {
             ));
         }
         drop(slot);
-        self.crm.wake_dispatchers();
         written.await.unwrap_or_else(|_| {
             Err(Error::Integration(
                 "the dispatcher's finisher stopped".into(),
