@@ -83,9 +83,66 @@ pub(crate) struct Finish {
     pub audit: Option<AuditEntry>,
 }
 
-/// Takes the lease of up to `n` due jobs: pending, due, and not leased (or leased
+/// A claim on its own ([`claim_in`]), for the tests of the claim.
+#[cfg(test)]
+pub(crate) async fn claim_jobs(
+    pool: &Pool,
+    now: chrono::DateTime<chrono::Utc>,
+    lease_until: chrono::DateTime<chrono::Utc>,
+    (n, per_target): (usize, usize),
+    only_kind: Option<JobKind>,
+) -> Result<Vec<ClaimedJob>> {
+    finish_and_claim(
+        pool,
+        &[],
+        Some(Claim {
+            now,
+            lease_until,
+            n,
+            per_target,
+            only_kind,
+        }),
+    )
+    .await
+}
+
+/// What a claim asks for (see [`claim_jobs`]).
+pub(crate) struct Claim {
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub lease_until: chrono::DateTime<chrono::Utc>,
+    /// At most this many jobs.
+    pub n: usize,
+    /// At most this many of one target in flight, across every process.
+    pub per_target: usize,
+    pub only_kind: Option<JobKind>,
+}
+
+/// Writes finished attempts ([`finish_jobs`]) and then claims ([`claim_jobs`]) in
+/// one transaction: a dispatcher takes the write lock (SQLite) and commits
+/// (Postgres: one WAL flush) once a cycle instead of twice, and the claim sees the
+/// jobs just finished as no longer in flight, so their targets' shares are free at
+/// once. The claim comes last, so its target locks are held only until the commit.
+pub(crate) async fn finish_and_claim(
+    pool: &Pool,
+    done: &[Finish],
+    claim: Option<Claim>,
+) -> Result<Vec<ClaimedJob>> {
+    if done.is_empty() && claim.as_ref().is_none_or(|c| c.n == 0) {
+        return Ok(Vec::new());
+    }
+    let mut tx = pool.begin_write().await?;
+    finish_in(&mut tx, done).await?;
+    let jobs = match claim {
+        Some(c) if c.n > 0 => claim_in(&mut tx, c).await?,
+        _ => Vec::new(),
+    };
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// Takes the lease of up to `c.n` due jobs: pending, due, and not leased (or leased
 /// by a worker whose lease ran out), under a token new to this claim. Fairly: no
-/// target (webhook endpoint or channel) gets more than `per_target` jobs in flight
+/// target (webhook endpoint or channel) gets more than `c.per_target` jobs in flight
 /// across every process (jobs leased and not yet finished count), and the first due
 /// job of every target comes before the second of any, so a slow endpoint with a
 /// long queue holds at most `per_target` slots and the jobs of other endpoints and
@@ -94,32 +151,25 @@ pub(crate) struct Finish {
 /// another claim holds), then counts and claims in a statement of its own, whose
 /// snapshot sees every lease committed before: two processes never both fill a
 /// target's share.
-pub(crate) async fn claim_jobs(
-    pool: &Pool,
-    now: chrono::DateTime<chrono::Utc>,
-    lease_until: chrono::DateTime<chrono::Utc>,
-    (n, per_target): (usize, usize),
-    only_kind: Option<JobKind>,
-) -> Result<Vec<ClaimedJob>> {
+async fn claim_in(tx: &mut Tx, c: Claim) -> Result<Vec<ClaimedJob>> {
     let token = Uuid::now_v7();
-    let sql = match pool.dialect() {
-        Dialect::Postgres => claim_postgres(only_kind.is_some()),
-        Dialect::Sqlite => claim_sqlite(only_kind.is_some()),
+    let dialect = tx.dialect();
+    let sql = match dialect {
+        Dialect::Postgres => claim_postgres(c.only_kind.is_some()),
+        Dialect::Sqlite => claim_sqlite(c.only_kind.is_some()),
     };
     let as_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-    let mut tx = pool.begin_write().await?;
     let mut query = query_as::<ClaimedJob>(&sql)
-        .bind(Ts(lease_until))
+        .bind(Ts(c.lease_until))
         .bind(token)
-        .bind(Ts(now))
-        .bind(as_i64(n))
-        .bind(as_i64(per_target));
-    if pool.dialect() == Dialect::Postgres {
+        .bind(Ts(c.now))
+        .bind(as_i64(c.n))
+        .bind(as_i64(c.per_target));
+    if dialect == Dialect::Postgres {
         let locked = query_as::<(Uuid,)>(LOCK_TARGETS_POSTGRES)
-            .fetch_all(&mut tx)
+            .fetch_all(&mut *tx)
             .await?;
         if locked.is_empty() {
-            tx.commit().await?;
             return Ok(Vec::new());
         }
         let list = locked
@@ -129,12 +179,10 @@ pub(crate) async fn claim_jobs(
             .join(",");
         query = query.bind(list);
     }
-    if let Some(k) = only_kind {
+    if let Some(k) = c.only_kind {
         query = query.bind(k.as_str());
     }
-    let jobs = query.fetch_all(&mut tx).await?;
-    tx.commit().await?;
-    Ok(jobs)
+    query.fetch_all(&mut *tx).await
 }
 
 /// The targets with pending jobs, walked down their index (one probe each), each
@@ -250,19 +298,23 @@ fn finish_chunk(dialect: Dialect) -> usize {
     }
 }
 
-/// Records finished attempts, moves their jobs on and the endpoints' health, in one
-/// transaction: the attempts inserted and the jobs deleted (delivered) or updated
-/// (retried, failed) a run at a time, in runs of power-of-two length up to
+/// Writes finished attempts in a transaction of their own ([`finish_in`]).
+pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
+    finish_and_claim(pool, done, None).await.map(drop)
+}
+
+/// Records finished attempts, moves their jobs on and the endpoints' health: the
+/// attempts inserted and the jobs deleted (delivered) or updated (retried, failed)
+/// a run at a time, in runs of power-of-two length up to
 /// [`finish_chunk`] ([`pow2_runs`]); one health update per endpoint whose attempts
 /// all succeeded, and the attempts of an endpoint with failures one by one, in
 /// order (each failure may disable it). A job only moves if its worker still holds
 /// its lease.
-pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
+async fn finish_in(tx: &mut Tx, done: &[Finish]) -> Result<()> {
     if done.is_empty() {
         return Ok(());
     }
-    let max = finish_chunk(pool.dialect());
-    let mut tx = pool.begin_write().await?;
+    let max = finish_chunk(tx.dialect());
     for run in pow2_runs(done, max) {
         let mut attempts = query(
             "INSERT INTO crm_delivery_attempts (id, workspace_id, job_id, kind, target_id, event_id, \
@@ -300,7 +352,7 @@ pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
                 .push_bind(Ts(a.created_at))
                 .push(")");
         }
-        attempts.execute(&mut tx).await?;
+        attempts.execute(&mut *tx).await?;
     }
     // A delivered job is done: its attempt is the record, so the row goes (a delete
     // writes no index entries; an update of the row wrote one to each of its
@@ -318,7 +370,7 @@ pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
                 .push(")");
         }
         gone.push(")");
-        gone.execute(&mut tx).await?;
+        gone.execute(&mut *tx).await?;
     }
     for run in pow2_runs(&moved, max) {
         let mut jobs = query("WITH v(id, token, status, run_at, now) AS (VALUES ");
@@ -341,10 +393,10 @@ pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
              lease_until = NULL, lease_token = NULL, updated_at = v.now \
              FROM v WHERE crm_jobs.id = v.id AND crm_jobs.lease_token = v.token",
         );
-        jobs.execute(&mut tx).await?;
+        jobs.execute(&mut *tx).await?;
     }
     // Channels keep no delivery health; their attempts are in the log.
-    // Endpoints in id order: finishers in several processes lock their rows in the
+    // Endpoints in id order: dispatchers in several processes lock their rows in the
     // same order, so they cannot deadlock.
     let webhook = |f: &&Finish| f.attempt.kind == JobKind::Webhook.as_str();
     let mut ids: Vec<Uuid> = done
@@ -362,7 +414,7 @@ pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
             .collect();
         if of_endpoint.iter().all(|g| g.success) {
             if let Some(last) = of_endpoint.iter().map(|g| g.attempt.created_at).max() {
-                endpoints::record_health(&mut tx, id, Ts(last), None).await?;
+                endpoints::record_health(tx, id, Ts(last), None).await?;
             }
             continue;
         }
@@ -376,14 +428,13 @@ pub(crate) async fn finish_jobs(pool: &Pool, done: &[Finish]) -> Result<()> {
                 after_failures: g.disable_after,
             });
             let now = Ts(g.attempt.created_at);
-            if endpoints::record_health(&mut tx, id, now, disable).await? {
+            if endpoints::record_health(tx, id, now, disable).await? {
                 if let Some(audit) = &g.audit {
-                    audit::insert_audit(&mut tx, audit).await?;
+                    audit::insert_audit(tx, audit).await?;
                 }
             }
         }
     }
-    tx.commit().await?;
     Ok(())
 }
 

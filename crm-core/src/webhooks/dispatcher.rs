@@ -41,7 +41,7 @@ use crate::ids::EventId;
 use crate::notify::Outcome;
 use crate::store::{
     self,
-    jobs::{ClaimedJob, Finish},
+    jobs::{Claim, ClaimedJob, Finish},
 };
 use crate::{Crm, Error, Result};
 
@@ -100,11 +100,11 @@ pub(super) struct Worker {
     pub(super) cfg: DispatcherConfig,
     #[cfg(feature = "webhooks")]
     pub(super) client: reqwest::Client,
-    finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<()>>)>,
+    finished: mpsc::Sender<Done>,
 }
 
 /// One of a dispatcher's delivery slots ([`DispatcherConfig::concurrency`]), held
-/// from the claim until the attempt is handed to the finisher.
+/// from the claim until the attempt is handed back to the dispatcher's loop.
 pub(super) type Slot = OwnedSemaphorePermit;
 
 /// An endpoint with the secrets it signs with.
@@ -131,45 +131,53 @@ impl Prefetched {
     }
 }
 
-/// The most finished attempts the finisher writes in one transaction.
+/// The most finished attempts one cycle of the dispatcher writes.
 const FINISH_BATCH: usize = 256;
 
-/// Writes the finished attempts of one dispatcher: whatever is waiting, up to
-/// [`FINISH_BATCH`], in one transaction ([`store::jobs::finish_jobs`]); if that
-/// fails, each on its own, so one bad record does not lose its batch-mates. Ends
-/// when the dispatcher's deliveries are all done (every sender dropped).
-async fn finisher(crm: Crm, mut rx: mpsc::Receiver<(Finish, oneshot::Sender<Result<()>>)>) {
-    let mut waiting = Vec::with_capacity(FINISH_BATCH);
-    while rx.recv_many(&mut waiting, FINISH_BATCH).await > 0 {
-        let (done, replies): (Vec<Finish>, Vec<_>) = waiting.drain(..).unzip();
-        match store::jobs::finish_jobs(crm.pool(), &done).await {
-            Ok(()) => {
-                for reply in replies {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Err(err) if done.len() == 1 => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(err));
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %crate::error::Chain(&err), attempts = done.len(), "a batch of finished attempts failed; writing them one by one");
-                for (f, reply) in done.into_iter().zip(replies) {
-                    let one = [f];
-                    let _ = reply.send(store::jobs::finish_jobs(crm.pool(), &one).await);
-                }
-            }
+/// A finished attempt on its way to be written, with where to say it was.
+type Done = (Finish, oneshot::Sender<Result<()>>);
+
+/// Writes finished attempts without claiming: all in one transaction, or, if that
+/// fails, each on its own, so one bad record does not lose its batch-mates.
+async fn write_finished(crm: &Crm, waiting: Vec<Done>) {
+    let (done, replies): (Vec<Finish>, Vec<_>) = waiting.into_iter().unzip();
+    match store::jobs::finish_jobs(crm.pool(), &done).await {
+        Ok(()) => answer(replies),
+        Err(err) => one_by_one(crm, done, replies, err).await,
+    }
+}
+
+fn answer(replies: Vec<oneshot::Sender<Result<()>>>) {
+    for reply in replies {
+        let _ = reply.send(Ok(()));
+    }
+}
+
+/// Writes a batch whose transaction failed with `err` again, one attempt a time.
+async fn one_by_one(
+    crm: &Crm,
+    done: Vec<Finish>,
+    replies: Vec<oneshot::Sender<Result<()>>>,
+    err: Error,
+) {
+    if done.len() == 1 {
+        if let Some(reply) = replies.into_iter().next() {
+            let _ = reply.send(Err(err));
         }
+        return;
+    }
+    tracing::warn!(error = %crate::error::Chain(&err), attempts = done.len(), "a batch of finished attempts failed; writing them one by one");
+    for (f, reply) in done.into_iter().zip(replies) {
+        let one = [f];
+        let _ = reply.send(store::jobs::finish_jobs(crm.pool(), &one).await);
     }
 }
 
 impl Worker {
-    /// Hands a finished attempt to the finisher, frees the delivery's slot (the
-    /// next delivery need not wait for this one's write; the job stays leased
-    /// until it is written), and waits until it is written. The dispatcher is woken
-    /// after the write, not before: until then the job still counts against its
-    /// target's share, and a claim woken earlier found nothing to take.
+    /// Hands a finished attempt to the dispatcher's loop, frees the delivery's slot
+    /// (the next delivery need not wait for this one's write; the job stays leased
+    /// until it is written), and waits until it is written: in the loop's next
+    /// transaction, which also claims the next jobs.
     pub(super) async fn finish(&self, f: Finish, slot: Slot) -> Result<()> {
         let kind = f.job.kind.clone();
         let outcome = match (f.job_status, f.disable.is_some()) {
@@ -183,17 +191,13 @@ impl Worker {
         metrics::histogram!("crm_delivery_duration_seconds", "kind" => kind)
             .record(f.attempt.duration_ms as f64 / 1000.0);
         let (reply, written) = oneshot::channel();
-        if self.finisher.send((f, reply)).await.is_err() {
-            return Err(Error::Integration(
-                "the dispatcher's finisher stopped".into(),
-            ));
+        if self.finished.send((f, reply)).await.is_err() {
+            return Err(Error::Integration("the dispatcher stopped".into()));
         }
         drop(slot);
-        written.await.unwrap_or_else(|_| {
-            Err(Error::Integration(
-                "the dispatcher's finisher stopped".into(),
-            ))
-        })
+        written
+            .await
+            .unwrap_or_else(|_| Err(Error::Integration("the dispatcher stopped".into())))
     }
 
     fn lease_until(&self) -> DateTime<Utc> {
@@ -201,21 +205,21 @@ impl Worker {
             + chrono::Duration::from_std(self.cfg.lease).unwrap_or(chrono::Duration::seconds(60))
     }
 
-    async fn claim(&self, n: usize) -> Result<Vec<ClaimedJob>> {
-        let (now, until) = (self.crm.now(), self.lease_until());
+    /// A claim of up to `n` jobs, leased from now.
+    fn claim_of(&self, n: usize) -> Claim {
         // Without the `webhooks` feature this process cannot deliver webhooks: it
         // leaves those jobs to a process that can.
         #[cfg(feature = "webhooks")]
-        let only = None;
+        let only_kind = None;
         #[cfg(not(feature = "webhooks"))]
-        let only = Some(JobKind::Notification);
-        let per_target = self.cfg.per_endpoint;
-        let jobs =
-            store::jobs::claim_jobs(self.crm.pool(), now, until, (n, per_target), only).await?;
-        for job in &jobs {
-            metrics::counter!("crm_jobs_claimed_total", "kind" => job.kind.clone()).increment(1);
+        let only_kind = Some(JobKind::Notification);
+        Claim {
+            now: self.crm.now(),
+            lease_until: self.lease_until(),
+            n,
+            per_target: self.cfg.per_endpoint,
+            only_kind,
         }
-        Ok(jobs)
     }
 
     pub(super) fn next_delay(&self, attempt: i64, hint: Option<Duration>) -> Option<Duration> {
@@ -420,15 +424,14 @@ impl Crm {
              notifications only and leaves webhook deliveries to a process built with it"
         );
         let (finished, to_write) = mpsc::channel(4 * FINISH_BATCH);
-        let writes = tokio::spawn(finisher(self.clone(), to_write));
         let worker = Arc::new(Worker {
             #[cfg(feature = "webhooks")]
             client: delivery::client(config.timeout, self.webhook_allow())?,
             crm: self.clone(),
             cfg: config,
-            finisher: finished,
+            finished,
         });
-        Ok(tokio::spawn(run(worker, shutdown, writes)))
+        Ok(tokio::spawn(run(worker, shutdown, to_write)))
     }
 
     /// Wakes this process's dispatchers (crm calls it after writing jobs).
@@ -437,7 +440,7 @@ impl Crm {
     }
 }
 
-async fn run(w: Arc<Worker>, shutdown: CancellationToken, writes: tokio::task::JoinHandle<()>) {
+async fn run(w: Arc<Worker>, shutdown: CancellationToken, mut finished: mpsc::Receiver<Done>) {
     let slots = Arc::new(Semaphore::new(w.cfg.concurrency));
     let crm = w.crm.clone();
     // So that the first pass claims whatever is free.
@@ -453,58 +456,89 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken, writes: tokio::task::J
             store::jobs::listen(crm.pool(), || crm.wake_dispatchers(), stop).await;
         })
     };
+    let mut waiting: Vec<Done> = Vec::with_capacity(FINISH_BATCH);
     loop {
         // Listen before claiming, so a wake-up sent while claiming is not lost.
         let notified = crm.dispatch_wake().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        // Claims come in batches: a finished delivery wakes this loop, but it claims
-        // once a quarter of the slots are free, not one job a time, and whatever is
-        // free once a poll interval has passed since the last claim (slow endpoints
-        // holding most slots must not idle the rest).
+        // One transaction a cycle: the attempts finished since the last one are
+        // written, then the free slots are filled. Claims come in batches: the loop
+        // claims once a quarter of the slots are free, when it writes anyway, and
+        // whatever is free once a poll interval has passed since the last claim
+        // (slow endpoints holding most slots must not idle the rest).
+        while waiting.len() < FINISH_BATCH {
+            match finished.try_recv() {
+                Ok(d) => waiting.push(d),
+                Err(_) => break,
+            }
+        }
         let free = slots.available_permits();
         let due = last_claim.elapsed() >= w.cfg.poll_interval;
-        if free > 0 && (free >= (w.cfg.concurrency / 4).max(1) || due) {
-            last_claim = Instant::now();
-            match w.claim(free).await {
+        let claim =
+            free > 0 && (free >= (w.cfg.concurrency / 4).max(1) || due || !waiting.is_empty());
+        if claim || !waiting.is_empty() {
+            if claim {
+                last_claim = Instant::now();
+            }
+            let (done, replies): (Vec<Finish>, Vec<_>) = waiting.drain(..).unzip();
+            let asked = claim.then(|| w.claim_of(free));
+            match store::jobs::finish_and_claim(crm.pool(), &done, asked).await {
                 Ok(jobs) => {
-                    let ahead = Arc::new(w.prefetch(&jobs).await);
-                    for job in jobs {
-                        // Only this loop takes permits, and it claimed no more than were free.
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            release(&w, &job).await;
-                            continue;
-                        };
-                        let w2 = w.clone();
-                        let ahead = ahead.clone();
-                        tokio::spawn(async move {
-                            if let Err(err) = w2.deliver(job, &ahead, permit).await {
-                                tracing::warn!(error = %crate::error::Chain(&err), "webhook delivery could not be recorded");
-                            }
-                            w2.crm.wake_dispatchers();
-                        });
-                    }
+                    answer(replies);
+                    start(&w, &slots, jobs).await;
                 }
-                Err(err) => {
-                    tracing::warn!(error = %crate::error::Chain(&err), "could not claim webhook jobs")
+                Err(err) if done.is_empty() => {
+                    tracing::warn!(error = %crate::error::Chain(&err), "could not claim webhook jobs");
                 }
+                // The claim is tried again in the next cycle.
+                Err(err) => one_by_one(&crm, done, replies, err).await,
             }
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = &mut notified => {}
             () = tokio::time::sleep(w.cfg.poll_interval) => {}
+            Some(d) = finished.recv() => waiting.push(d),
         }
     }
     let _ = listener.await;
-    // Wait for the deliveries in flight, then for their attempts to be written (the
-    // finisher ends when the last delivery task lets go of the worker).
+    // Wait for the deliveries in flight (each hands its attempt over before its slot
+    // comes back), then write what they handed over.
     let _ = slots
         .acquire_many(u32::try_from(w.cfg.concurrency).unwrap_or(u32::MAX))
         .await;
-    drop(w);
-    let _ = writes.await;
+    while let Ok(d) = finished.try_recv() {
+        waiting.push(d);
+    }
+    while !waiting.is_empty() {
+        let rest = waiting.split_off(waiting.len().min(FINISH_BATCH));
+        write_finished(&crm, std::mem::replace(&mut waiting, rest)).await;
+    }
+}
+
+/// Reads what a claimed batch needs and starts a delivery for each job.
+async fn start(w: &Arc<Worker>, slots: &Arc<Semaphore>, jobs: Vec<ClaimedJob>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let ahead = Arc::new(w.prefetch(&jobs).await);
+    for job in jobs {
+        // Only the loop takes permits, and it claimed no more than were free.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            release(w, &job).await;
+            continue;
+        };
+        let w2 = w.clone();
+        let ahead = ahead.clone();
+        tokio::spawn(async move {
+            if let Err(err) = w2.deliver(job, &ahead, permit).await {
+                tracing::warn!(error = %crate::error::Chain(&err), "webhook delivery could not be recorded");
+            }
+            w2.crm.wake_dispatchers();
+        });
+    }
 }
 
 /// Gives a claimed job back untried, due now.
