@@ -24,6 +24,7 @@ conformance!(
     a_crashed_worker_loses_no_job,
     a_per_endpoint_rate_limit_spreads_deliveries,
     a_slow_endpoint_cannot_hold_every_slot,
+    a_stop_writes_every_attempt_in_flight,
 );
 
 fn cfg() -> DispatcherConfig {
@@ -714,4 +715,44 @@ async fn postgres_wakes_another_process_dispatcher() {
     assert_eq!(got.len(), 2);
     polling.stop().await;
     db.cleanup().await;
+}
+
+/// A dispatcher stopped while hundreds of deliveries are in flight waits for them and
+/// writes every attempt before its stop returns: each delivery the receiver answered
+/// has its attempt, and no job is left leased.
+async fn a_stop_writes_every_attempt_in_flight(db: &TestDb) {
+    const N: usize = 300;
+    let crm = crm(db).await;
+    let rx = Receiver::start(vec![], Reply::Late(StdDuration::from_millis(500))).await;
+    let (ep, _) = endpoint(&crm, &rx.url, &["lead.created"]).await;
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let crm = crm.clone();
+        writers.push(tokio::spawn(async move {
+            for i in (w..N).step_by(6) {
+                new_lead(&crm, &format!("l{i}@example.com")).await;
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let running = start(
+        &crm,
+        DispatcherConfig {
+            concurrency: N,
+            per_endpoint: N,
+            ..cfg()
+        },
+    );
+    rx.wait_for(N).await;
+    tokio::time::timeout(StdDuration::from_secs(30), running.stop())
+        .await
+        .expect("the stop returns once the deliveries in flight are written");
+    assert_eq!(rx.requests().len(), N, "each event was sent once");
+    let hooks = crm.workspace(WorkspaceId::DEFAULT).webhooks();
+    let written = hooks.attempts(ep, None, 1000).await.expect("attempts");
+    assert_eq!(written.len(), N, "every delivery in flight has its attempt");
+    assert!(written.iter().all(|a| a.status_code == Some(200)));
+    assert_eq!(db.count("crm_jobs").await, 0, "no job is left leased");
 }

@@ -131,7 +131,7 @@ impl Prefetched {
     }
 }
 
-/// The most finished attempts one cycle of the dispatcher writes.
+/// Finished attempts written per transaction when the dispatcher stops.
 const FINISH_BATCH: usize = 256;
 
 /// A finished attempt on its way to be written, with where to say it was.
@@ -398,9 +398,12 @@ impl Crm {
 
     /// Starts a dispatcher on the current tokio runtime. It runs until `shutdown` is
     /// cancelled, then stops claiming and waits for the deliveries in flight (each
-    /// bounded by the timeout) before the returned handle completes. Built without
-    /// the `webhooks` feature it sends notifications only and leaves webhook jobs
-    /// pending for a process that has it (and says so in a warning).
+    /// bounded by the timeout) and writes their attempts before the returned handle
+    /// completes. Aborting the handle instead (like a crash) leaves the attempts in
+    /// flight unwritten: their leases run out and those jobs are sent again, with
+    /// the same `webhook-id`. Built without the `webhooks` feature it sends
+    /// notifications only and leaves webhook jobs pending for a process that has it
+    /// (and says so in a warning).
     pub fn start_dispatcher(
         &self,
         config: DispatcherConfig,
@@ -423,7 +426,10 @@ impl Crm {
             "crm was built without its `webhooks` feature: this dispatcher sends \
              notifications only and leaves webhook deliveries to a process built with it"
         );
-        let (finished, to_write) = mpsc::channel(4 * FINISH_BATCH);
+        // Each delivery hands over one attempt, and a slot is claimed again only
+        // after the loop took its attempt: the channel never holds more than
+        // `concurrency`, so a send never waits.
+        let (finished, to_write) = mpsc::channel(config.concurrency);
         let worker = Arc::new(Worker {
             #[cfg(feature = "webhooks")]
             client: delivery::client(config.timeout, self.webhook_allow())?,
@@ -468,11 +474,11 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken, mut finished: mpsc::Re
         // claims once a quarter of the slots are free, when it writes anyway, and
         // whatever is free once a poll interval has passed since the last claim
         // (slow endpoints holding most slots must not idle the rest).
-        while waiting.len() < FINISH_BATCH {
-            match finished.try_recv() {
-                Ok(d) => waiting.push(d),
-                Err(_) => break,
-            }
+        // Everything waiting, whatever the count (each delivery hands over one
+        // attempt, so at most `concurrency`): a slot is claimed again only once its
+        // attempt is written.
+        while let Ok(d) = finished.try_recv() {
+            waiting.push(d);
         }
         let free = slots.available_permits();
         let due = last_claim.elapsed() >= w.cfg.poll_interval;
@@ -489,11 +495,14 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken, mut finished: mpsc::Re
                     answer(replies);
                     start(&w, &slots, jobs).await;
                 }
-                Err(err) if done.is_empty() => {
+                Err(err) => {
                     tracing::warn!(error = %crate::error::Chain(&err), "could not claim webhook jobs");
+                    // The attempts alone (the claim may be what failed); the claim
+                    // is tried again in the next cycle.
+                    if !done.is_empty() {
+                        write_finished(&crm, done.into_iter().zip(replies).collect()).await;
+                    }
                 }
-                // The claim is tried again in the next cycle.
-                Err(err) => one_by_one(&crm, done, replies, err).await,
             }
         }
         tokio::select! {
@@ -504,17 +513,11 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken, mut finished: mpsc::Re
         }
     }
     let _ = listener.await;
-    // Wait for the deliveries in flight (each hands its attempt over before its slot
-    // comes back), then write what they handed over.
-    let _ = slots
-        .acquire_many(u32::try_from(w.cfg.concurrency).unwrap_or(u32::MAX))
-        .await;
-    while let Ok(d) = finished.try_recv() {
-        waiting.push(d);
-    }
-    while !waiting.is_empty() {
-        let rest = waiting.split_off(waiting.len().min(FINISH_BATCH));
-        write_finished(&crm, std::mem::replace(&mut waiting, rest)).await;
+    // Write what the deliveries in flight hand over until the last of them ends
+    // (each holds the worker, and with it the channel's sender).
+    drop(w);
+    while finished.recv_many(&mut waiting, FINISH_BATCH).await > 0 {
+        write_finished(&crm, std::mem::take(&mut waiting)).await;
     }
 }
 
@@ -522,6 +525,9 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken, mut finished: mpsc::Re
 async fn start(w: &Arc<Worker>, slots: &Arc<Semaphore>, jobs: Vec<ClaimedJob>) {
     if jobs.is_empty() {
         return;
+    }
+    for job in &jobs {
+        metrics::counter!("crm_jobs_claimed_total", "kind" => job.kind.clone()).increment(1);
     }
     let ahead = Arc::new(w.prefetch(&jobs).await);
     for job in jobs {
