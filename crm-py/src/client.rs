@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use crm_core::api_keys::{ApiKeyPatch, NewApiKey};
 use crm_core::auth::{Actor, Login, NewUser};
 use crm_core::leads::{LeadPatch, LeadQuery, NewActivity, NewLead, SortField, SortOrder};
-use crm_core::notify::NewChannel;
+use crm_core::notify::{ChannelPatch, NewChannel};
 use crm_core::webhooks::{DispatcherConfig, EndpointPatch, NewEndpoint};
 use crm_core::{Crm, Error, MasterKey, Result, WorkspaceId};
 use pyo3::prelude::*;
@@ -62,13 +62,16 @@ where
 impl Client {
     /// Connects (and migrates) the database at `url`; an awaitable of a `Client`.
     #[staticmethod]
-    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None))]
+    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None))]
+    #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
         url: String,
         master_key: Option<PyBackedStr>,
         master_key_id: Option<String>,
         max_connections: Option<u32>,
+        rate_limits: Option<std::collections::BTreeMap<String, (u32, f64)>>,
+        webhook_allow_networks: Option<Vec<String>>,
     ) -> PyResult<Bound<'_, PyAny>> {
         let mut b = Crm::builder()
             .database_url(url)
@@ -96,6 +99,20 @@ impl Client {
         if let Some(n) = max_connections {
             b = b.max_connections(n);
         }
+        for (name, (limit, seconds)) in rate_limits.unwrap_or_default() {
+            let policy = std::time::Duration::try_from_secs_f64(seconds)
+                .ok()
+                .and_then(|period| crm_core::ratelimit::Policy::new(limit, period))
+                .ok_or_else(|| {
+                    errors::invalid(
+                        py,
+                        &format!("rate_limits.{name}"),
+                        "must be (limit, period in seconds): a limit of at least 1 over a positive period",
+                    )
+                })?;
+            b = b.rate_limit_policy(name, policy);
+        }
+        b = b.webhook_allow_networks(webhook_allow_networks.unwrap_or_default());
         spawn(py, async move {
             let crm = b.connect().await?;
             Ok(Client {
@@ -350,6 +367,47 @@ struct Resend {
     event_id: String,
 }
 
+/// A page after a cursor (an id), for attempt and audit-log listings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default = "default_page")]
+    limit: u32,
+}
+
+fn default_page() -> u32 {
+    100
+}
+
+impl Page {
+    fn after<T: From<Uuid>>(&self) -> Result<Option<T>> {
+        self.after
+            .as_deref()
+            .map(|a| parse_id(a, "after"))
+            .transpose()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateCheck {
+    policy: String,
+    key: String,
+}
+
+/// A rate-limit decision as Python sees it: times as RFC 3339 and seconds.
+fn decision(d: crm_core::ratelimit::Decision) -> Value {
+    json!({
+        "allowed": d.allowed,
+        "limit": d.limit,
+        "remaining": d.remaining,
+        "reset_at": d.reset_at,
+        "retry_after": d.retry_after.map(|r| r.as_secs_f64()),
+    })
+}
+
 /// One operation: parse, call one service method, map the result to JSON.
 async fn dispatch(
     crm: &Crm,
@@ -429,6 +487,20 @@ async fn dispatch(
         "workspace.rename" => {
             let a: Name = input(payload)?;
             to_value(w.rename(&a.name).await?)
+        }
+        "workspace.audit_log" => {
+            let p: Page = input(payload)?;
+            to_value(w.audit_log(p.after()?, p.limit).await?)
+        }
+        "crm.rate_limit_check" => {
+            let a: RateCheck = input(payload)?;
+            Ok(decision(crm.rate_limiter().check(&a.policy, &a.key).await?))
+        }
+        "crm.rate_limit_enforce" => {
+            let a: RateCheck = input(payload)?;
+            Ok(decision(
+                crm.rate_limiter().enforce(&a.policy, &a.key).await?,
+            ))
         }
 
         // Leads.
@@ -615,6 +687,11 @@ async fn dispatch(
             Ok(Value::String(secret(s)))
         }
         "webhooks.test" => to_value(w.webhooks().test(parse_id(id()?, "id")?).await?),
+        "webhooks.attempts" => {
+            let ep = parse_id(id()?, "id")?;
+            let p: Page = input(payload)?;
+            to_value(w.webhooks().attempts(ep, p.after()?, p.limit).await?)
+        }
         "webhooks.resend" => {
             let ep = parse_id(id()?, "id")?;
             let a: Resend = input(payload)?;
@@ -633,6 +710,19 @@ async fn dispatch(
         "notifications.list_channels" => to_value(w.notifications().list().await?),
         "notifications.get_channel" => {
             to_value(w.notifications().get(parse_id(id()?, "id")?).await?)
+        }
+        "notifications.update_channel" => {
+            let ch = parse_id(id()?, "id")?;
+            to_value(
+                w.notifications()
+                    .update(ch, input::<ChannelPatch>(payload)?)
+                    .await?,
+            )
+        }
+        "notifications.attempts" => {
+            let ch = parse_id(id()?, "id")?;
+            let p: Page = input(payload)?;
+            to_value(w.notifications().attempts(ch, p.after()?, p.limit).await?)
         }
         "notifications.delete_channel" => {
             w.notifications().delete(parse_id(id()?, "id")?).await?;

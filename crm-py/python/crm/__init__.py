@@ -23,6 +23,7 @@ from .client import (
     Leads,
     Notifications,
     Integrations,
+    RateLimiter,
     Webhooks,
     Workspace,
 )
@@ -41,6 +42,8 @@ from .errors import (
 from .models import (
     Activity,
     ApiKey,
+    Attempt,
+    AuditEntry,
     Captured,
     Channel,
     Integration,
@@ -53,6 +56,7 @@ from .models import (
     LoggedIn,
     Model,
     ParsedLead,
+    RateLimitDecision,
     Received,
     Session,
     SessionUser,
@@ -78,6 +82,7 @@ __all__ = [
     "Webhooks",
     "Notifications",
     "Integrations",
+    "RateLimiter",
     "CrmError",
     "FieldError",
     "ValidationError",
@@ -109,4 +114,7 @@ __all__ = [
     "WorkspaceInfo",
     "WorkspaceChoice",
     "Received",
+    "Attempt",
+    "AuditEntry",
+    "RateLimitDecision",
 ]

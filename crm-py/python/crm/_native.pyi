@@ -2,7 +2,7 @@
 # mypy.stubtest in scripts/test.sh.
 from collections.abc import Awaitable, Mapping
 from datetime import datetime
-from typing import Any, Optional, Union, final
+from typing import Any, Dict, Optional, Tuple, Union, final
 
 __all__ = [
     "__version__",
@@ -28,6 +28,8 @@ class Client:
         master_key: Optional[str] = None,
         master_key_id: Optional[str] = None,
         max_connections: Optional[int] = None,
+        rate_limits: Optional[Dict[str, Tuple[int, float]]] = None,
+        webhook_allow_networks: Optional[list[str]] = None,
     ) -> Awaitable[Client]: ...
     def call(self, workspace: str, op: str, id: Optional[str], payload: str) -> Awaitable[str]: ...
     def whatsapp_receive(

@@ -15,6 +15,8 @@ from .errors import ValidationError
 from .models import (
     Activity,
     ApiKey,
+    Attempt,
+    AuditEntry,
     Captured,
     Channel,
     CreatedApiKey,
@@ -26,6 +28,7 @@ from .models import (
     LeadPage,
     LoggedIn,
     ParsedLead,
+    RateLimitDecision,
     Session,
     SessionUser,
     User,
@@ -44,6 +47,7 @@ __all__ = [
     "ApiKeys",
     "Webhooks",
     "Notifications",
+    "RateLimiter",
 ]
 
 #: The workspace of single-tenant apps (the nil UUID).
@@ -93,6 +97,22 @@ def _given(**fields: Any) -> Dict[str, Any]:
 def _changed(**fields: Any) -> Dict[str, Any]:
     """The update arguments that were given (not ``UNSET``); ``None`` clears."""
     return {k: v for k, v in fields.items() if v is not UNSET}
+
+
+def _policies(given: Mapping[str, Tuple[int, float]]) -> Dict[str, Tuple[int, float]]:
+    """``rate_limits`` as the native module takes them, or ``ValidationError``."""
+    out: Dict[str, Tuple[int, float]] = {}
+    for name, policy in given.items():
+        field = f"rate_limits.{name}"
+        ok = isinstance(policy, tuple) and len(policy) == 2
+        limit, period = policy if ok else (0, 0.0)
+        ok = ok and isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit < 2**32
+        ok = ok and isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0
+        if not ok:
+            message = "must be (limit, period in seconds): a limit of at least 1 over a positive period"
+            raise ValidationError(f"invalid input: {field}: {message}", [(field, message)])
+        out[str(name)] = (limit, float(period))
+    return out
 
 
 class _Service:
@@ -473,6 +493,12 @@ class Webhooks(_Service):
         """Queues the event again for this endpoint (same ``webhook-id``)."""
         await self._call("webhooks.resend", id, {"event_id": str(event_id)})
 
+    async def attempts(self, id: Id, *, after: Optional[Id] = None, limit: int = 100) -> List[Attempt]:
+        """The endpoint's delivery attempts, oldest first: at most ``limit`` (1–1000)
+        after the attempt ``after`` (pass the last id of a page for the next)."""
+        payload = _given(after=None if after is None else str(after), limit=limit)
+        return [Attempt.from_dict(a) for a in await self._call("webhooks.attempts", id, payload)]
+
 
 class Notifications(_Service):
     """Notification channels of one workspace (``discord``, ``telegram``, ``whatsapp``)."""
@@ -503,6 +529,31 @@ class Notifications(_Service):
     async def get_channel(self, id: Id) -> Channel:
         """One channel."""
         return Channel.from_dict(await self._call("notifications.get_channel", id))
+
+    async def update_channel(
+        self,
+        id: Id,
+        *,
+        name: Any = UNSET,
+        config: Any = UNSET,
+        event_types: Any = UNSET,
+        enabled: Any = UNSET,
+    ) -> Channel:
+        """Changes the given fields; a new ``config`` is checked by the channel's
+        plugin first (its kind never changes)."""
+        payload = _changed(
+            name=name,
+            config=config if config is UNSET else dict(config),
+            event_types=event_types if event_types is UNSET else list(event_types),
+            enabled=enabled,
+        )
+        return Channel.from_dict(await self._call("notifications.update_channel", id, payload))
+
+    async def attempts(self, id: Id, *, after: Optional[Id] = None, limit: int = 100) -> List[Attempt]:
+        """The channel's send attempts, oldest first: at most ``limit`` (1–1000) after
+        the attempt ``after``."""
+        payload = _given(after=None if after is None else str(after), limit=limit)
+        return [Attempt.from_dict(a) for a in await self._call("notifications.attempts", id, payload)]
 
     async def delete_channel(self, id: Id) -> None:
         """Deletes the channel."""
@@ -550,6 +601,34 @@ class Integrations(_Service):
         await self._call("integrations.delete", kind)
 
 
+class RateLimiter:
+    """The rate limiter of a :class:`Crm`: named policies (the defaults, plus those
+    given to ``Crm.connect(rate_limits=…)``), each counting per key. On SQLite the
+    count lives in this process; on Postgres every process on the database shares
+    it."""
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: "_native.Client") -> None:
+        self._native = native
+
+    async def _decide(self, op: str, policy: str, key: str) -> RateLimitDecision:
+        out = await self._native.call(DEFAULT_WORKSPACE, op, None, json.dumps({"policy": policy, "key": key}))
+        return RateLimitDecision.from_dict(json.loads(out))
+
+    async def check(self, policy: str, key: str) -> RateLimitDecision:
+        """Decides one request for ``key`` (a client address, an API key id, an
+        account) under ``policy``; a refusal is a decision with ``allowed`` false.
+        An unknown policy raises ``CrmError`` (``configuration_error``); an empty
+        key or one over 256 bytes ``ValidationError``."""
+        return await self._decide("crm.rate_limit_check", policy, key)
+
+    async def enforce(self, policy: str, key: str) -> RateLimitDecision:
+        """As :meth:`check`, but a refusal raises ``RateLimitedError`` with its
+        ``retry_after``."""
+        return await self._decide("crm.rate_limit_enforce", policy, key)
+
+
 class Workspace:
     """One tenant's services. Cheap to make; holds no connection of its own."""
 
@@ -582,6 +661,12 @@ class Workspace:
         """Renames it (1–200 characters)."""
         return WorkspaceInfo.from_dict(await self.leads._call("workspace.rename", None, {"name": name}))
 
+    async def audit_log(self, *, after: Optional[Id] = None, limit: int = 100) -> List[AuditEntry]:
+        """Its audit log, oldest first: at most ``limit`` (1–1000) entries after the
+        entry ``after``."""
+        payload = _given(after=None if after is None else str(after), limit=limit)
+        return [AuditEntry.from_dict(e) for e in await self.leads._call("workspace.audit_log", None, payload)]
+
     def __repr__(self) -> str:
         return f"Workspace({self.id!r})"
 
@@ -594,7 +679,11 @@ class Crm(Workspace):
     connection pool. ``async with`` closes it.
     """
 
-    __slots__ = ()
+    __slots__ = ("rate_limiter",)
+
+    def __init__(self, native: "_native.Client", id: Id) -> None:
+        super().__init__(native, id)
+        self.rate_limiter = RateLimiter(native)
 
     @classmethod
     async def connect(
@@ -604,12 +693,24 @@ class Crm(Workspace):
         master_key: Optional[str] = None,
         master_key_id: str = "k1",
         max_connections: Optional[int] = None,
+        rate_limits: Optional[Mapping[str, Tuple[int, float]]] = None,
+        webhook_allow_networks: Optional[Sequence[str]] = None,
     ) -> "Crm":
         """Opens (and migrates) the database: ``sqlite://path?mode=rwc`` (SQLite, the
         default) or ``postgres://…``. ``master_key`` (base64 of 32 bytes) seals
-        webhook and channel secrets; without one those services refuse to work."""
+        webhook and channel secrets; without one those services refuse to work.
+        ``rate_limits`` adds or replaces named policies of :attr:`rate_limiter`:
+        ``{"webhook": (10, 60)}`` is 10 requests a minute.
+        ``webhook_allow_networks`` (``["127.0.0.1", "10.0.0.0/8"]``) lets webhooks
+        reach those non-public networks, for tests and internal deployments; the
+        SSRF guard refuses every other non-public address."""
         native = await _native.Client.connect(
-            url, master_key=master_key, master_key_id=master_key_id, max_connections=max_connections
+            url,
+            master_key=master_key,
+            master_key_id=master_key_id,
+            max_connections=max_connections,
+            rate_limits=None if rate_limits is None else _policies(rate_limits),
+            webhook_allow_networks=None if webhook_allow_networks is None else [str(n) for n in webhook_allow_networks],
         )
         return cls(native, DEFAULT_WORKSPACE)
 

@@ -33,6 +33,9 @@ __all__ = [
     "Integration",
     "WorkspaceInfo",
     "Received",
+    "Attempt",
+    "AuditEntry",
+    "RateLimitDecision",
 ]
 
 M = TypeVar("M", bound="Model")
@@ -352,3 +355,60 @@ class Received(Model):
     duplicates: int
     statuses: int
     ignored: int
+
+
+@dataclass(frozen=True)
+class Attempt(Model):
+    """One recorded delivery attempt to a webhook endpoint or notification channel."""
+
+    id: str
+    job_id: str
+    #: ``webhook`` or ``notification``.
+    kind: str
+    target_id: str
+    #: The event (its id is the ``webhook-id``).
+    event_id: str
+    #: 1 for the first attempt of the job.
+    attempt: int
+    status_code: Optional[int]
+    #: The response body, cut at 4 KiB.
+    response_body: Optional[str]
+    duration_ms: int
+    #: Why it failed (``http_status``, ``timeout``, ``connect``, … or the plugin's
+    #: reason); ``None`` on success.
+    error_kind: Optional[str]
+    next_attempt_at: Optional[datetime]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEntry(Model):
+    """One audit-log entry: who did what to which thing, when."""
+
+    id: str
+    workspace_id: str
+    actor: Optional[str]
+    #: What happened, e.g. ``api_key.created``.
+    action: str
+    target_type: Optional[str]
+    target_id: Optional[str]
+    ip: Optional[str]
+    #: Action-specific details (never secrets).
+    details: Any
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RateLimitDecision(Model):
+    """A rate limiter's answer for one request: what an HTTP layer puts in
+    ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` and
+    (when refused) ``Retry-After``."""
+
+    allowed: bool
+    limit: int
+    #: Requests left right now (0 when refused).
+    remaining: int
+    #: When the full budget is back.
+    reset_at: datetime
+    #: Seconds until a refused request may try again; ``None`` when allowed.
+    retry_after: Optional[float]

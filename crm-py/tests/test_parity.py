@@ -1,0 +1,138 @@
+"""The rate limiter, the audit log, delivery attempts and channel updates through Python."""
+
+import asyncio
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Iterator, List
+
+import pytest
+
+import crm
+
+
+async def test_rate_limiter_counts_per_policy_and_key(database_url: str) -> None:
+    async with await crm.Crm.connect(database_url, rate_limits={"webhook": (2, 60)}) as c:
+        first = await c.rate_limiter.check("webhook", "203.0.113.7")
+        assert isinstance(first, crm.RateLimitDecision)
+        assert first.allowed and first.limit == 2 and first.remaining == 1 and first.retry_after is None
+        assert (await c.rate_limiter.enforce("webhook", "203.0.113.7")).remaining == 0
+        refused = await c.rate_limiter.check("webhook", "203.0.113.7")
+        assert not refused.allowed and refused.remaining == 0
+        assert refused.retry_after is not None and 0 < refused.retry_after <= 30
+        assert refused.reset_at > first.reset_at or refused.reset_at == first.reset_at
+        with pytest.raises(crm.RateLimitedError) as e:
+            await c.rate_limiter.enforce("webhook", "203.0.113.7")
+        assert 0 < e.value.retry_after <= 30
+        # Another key has its own budget.
+        assert (await c.rate_limiter.check("webhook", "198.51.100.1")).allowed
+        # A default policy is still there.
+        assert (await c.rate_limiter.check("api_key", "k1")).allowed
+
+        with pytest.raises(crm.CrmError) as err:
+            await c.rate_limiter.check("nope", "k")
+        assert err.value.code == "configuration_error"
+        with pytest.raises(crm.ValidationError):
+            await c.rate_limiter.check("webhook", "")
+        with pytest.raises(crm.ValidationError):
+            await c.rate_limiter.check("webhook", "k" * 257)
+
+
+@pytest.mark.parametrize("bad", [(0, 60), (5, 0), (5, -1.0), (1.5, 60), "10/min", (True, 60)])
+async def test_rate_limit_policies_are_checked_at_connect(database_url: str, bad: object) -> None:
+    with pytest.raises(crm.ValidationError) as e:
+        await crm.Crm.connect(database_url, rate_limits={"webhook": bad})  # type: ignore[dict-item]
+    assert e.value.errors[0].field == "rate_limits.webhook"
+
+
+async def test_audit_log_pages_and_stays_in_its_workspace(client: crm.Crm) -> None:
+    first = await client.api_keys.create("bot", ["leads:read"])
+    await client.api_keys.revoke(first.key.id)
+    log = await client.audit_log()
+    assert [e.action for e in log] == ["api_key.created", "api_key.revoked"]
+    entry = log[0]
+    assert isinstance(entry, crm.AuditEntry) and entry.target_type == "api_key"
+    assert entry.target_id == first.key.id and entry.workspace_id == client.id
+    assert first.secret not in repr(log) and first.secret not in str([e.to_dict() for e in log])
+    assert [e.id for e in await client.audit_log(after=entry.id)] == [log[1].id]
+    assert [e.id for e in await client.audit_log(limit=1)] == [entry.id]
+    other = await client.create_workspace("Other")
+    assert await other.audit_log() == []
+    with pytest.raises(crm.ValidationError):
+        await client.audit_log(limit=0)
+    with pytest.raises(crm.ValidationError) as e:
+        await client.audit_log(after="not-an-id")
+    assert e.value.errors[0].field == "after"
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    bodies: List[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        length = int(self.headers.get("content-length", "0"))
+        _Receiver.bodies.append(self.rfile.read(length))
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+
+
+async def test_delivery_attempts_are_listed(database_url: str, master_key: str, receiver: str) -> None:
+    async with await crm.Crm.connect(
+        database_url, master_key=master_key, webhook_allow_networks=["127.0.0.1"]
+    ) as c:
+        ep = (await c.webhooks.create_endpoint(receiver, event_types=["lead.created"])).endpoint
+        c.start_dispatcher()
+        lead = await c.leads.create("Ana", email="ana@example.com")
+        attempts: List[crm.Attempt] = []
+        for _ in range(200):
+            attempts = await c.webhooks.attempts(ep.id)
+            if attempts:
+                break
+            await asyncio.sleep(0.025)
+        assert len(attempts) == 1, "the lead's event was delivered once"
+        a = attempts[0]
+        assert isinstance(a, crm.Attempt) and a.kind == "webhook" and a.target_id == ep.id
+        assert a.status_code == 200 and a.response_body == "ok" and a.error_kind is None
+        assert a.attempt == 1 and a.next_attempt_at is None
+        assert lead.id.encode() in b"".join(_Receiver.bodies)
+        assert await c.webhooks.attempts(ep.id, after=a.id) == []
+        with pytest.raises(crm.ValidationError):
+            await c.webhooks.attempts(ep.id, limit=1001)
+        with pytest.raises(crm.NotFoundError):
+            await c.webhooks.attempts("00000000-0000-7000-8000-000000000000")
+        other = await c.create_workspace("Other")
+        with pytest.raises(crm.NotFoundError):
+            await other.webhooks.attempts(ep.id)
+
+
+async def test_channels_are_updated(client: crm.Crm) -> None:
+    url = "https://discord.com/api/webhooks/1/abc"
+    ch = await client.notifications.create_channel("discord", "Sales", {"webhook_url": url})
+    renamed = await client.notifications.update_channel(ch.id, name="Sales EU", event_types=["lead.*"])
+    assert renamed.name == "Sales EU" and renamed.event_types == ["lead.*"] and renamed.enabled
+    off = await client.notifications.update_channel(ch.id, enabled=False)
+    assert not off.enabled and off.name == "Sales EU"
+    with pytest.raises(crm.ValidationError) as e:
+        await client.notifications.update_channel(ch.id, config={"webhook_url": "http://x"}, name="Bad")
+    assert e.value.errors[0].field.startswith("config")
+    assert (await client.notifications.get_channel(ch.id)).name == "Sales EU", "nothing was written"
+    assert await client.notifications.attempts(ch.id) == []
+    other = await client.create_workspace("Other")
+    with pytest.raises(crm.NotFoundError):
+        await other.notifications.update_channel(ch.id, name="Taken")
+    with pytest.raises(crm.NotFoundError):
+        await other.notifications.attempts(ch.id)
