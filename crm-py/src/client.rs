@@ -41,6 +41,15 @@ pub struct Client {
     dispatcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+impl Client {
+    /// The crm and the workspace id a native method was called for (`ValidationError`
+    /// on `workspace_id` unless it is a UUID).
+    fn in_workspace(&self, py: Python<'_>, workspace: &str) -> PyResult<(Crm, WorkspaceId)> {
+        let ws = parse_id(workspace, "workspace_id").map_err(|e| errors::to_py(py, &e))?;
+        Ok((self.crm.clone(), ws))
+    }
+}
+
 /// Runs `fut` on the module's runtime and hands Python an awaitable of its result.
 fn spawn<'py, T>(
     py: Python<'py>,
@@ -63,7 +72,6 @@ impl Client {
     /// Connects (and migrates) the database at `url`; an awaitable of a `Client`.
     #[staticmethod]
     #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None))]
-    #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
         url: String,
@@ -99,15 +107,23 @@ impl Client {
         if let Some(n) = max_connections {
             b = b.max_connections(n);
         }
+        // Checked before anything connects: a period of up to a year (a longer one
+        // would put `reset_at` past what a datetime holds), a name as the limiter
+        // takes it, and at least one microsecond per request.
+        const PERIOD_MAX: f64 = 366.0 * 24.0 * 3600.0;
         for (name, (limit, seconds)) in rate_limits.unwrap_or_default() {
+            let named = !name.is_empty() && name.len() <= 64 && !name.contains(':');
             let policy = std::time::Duration::try_from_secs_f64(seconds)
                 .ok()
+                .filter(|_| named && seconds <= PERIOD_MAX)
                 .and_then(|period| crm_core::ratelimit::Policy::new(limit, period))
                 .ok_or_else(|| {
                     errors::invalid(
                         py,
                         &format!("rate_limits.{name}"),
-                        "must be (limit, period in seconds): a limit of at least 1 over a positive period",
+                        "must be (limit, period in seconds): a limit of at least 1 over a period of up \
+                         to a year and at least a microsecond per request, named by 1-64 characters \
+                         without ':'",
                     )
                 })?;
             b = b.rate_limit_policy(name, policy);
@@ -134,8 +150,7 @@ impl Client {
         id: Option<String>,
         payload: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ws = parse_id(workspace, "workspace_id").map_err(|e| errors::to_py(py, &e))?;
-        let crm = self.crm.clone();
+        let (crm, ws) = self.in_workspace(py, workspace)?;
         spawn(py, async move {
             let out = dispatch(&crm, ws, &op, id.as_deref(), &payload).await?;
             serde_json::to_string(&out).map_err(|e| Error::Config(e.to_string()))
@@ -154,8 +169,7 @@ impl Client {
         signature: Option<String>,
         body: Vec<u8>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ws = parse_id(workspace, "workspace_id").map_err(|e| errors::to_py(py, &e))?;
-        let crm = self.crm.clone();
+        let (crm, ws) = self.in_workspace(py, workspace)?;
         spawn(py, async move {
             let leads = crm.workspace(ws).leads().with_actor("whatsapp");
             let r = crm_integrations::whatsapp::receive(
@@ -172,6 +186,109 @@ impl Client {
                 "ignored": r.ignored,
             })
             .to_string())
+        })
+    }
+
+    /// Handles an inbound Cal.com `POST` for `workspace`: verifies `signature`
+    /// (`X-Cal-Signature-256`) over `body` with `secret`, then captures the booking's
+    /// attendee as a lead. An awaitable of what happened, as JSON.
+    #[pyo3(signature = (workspace, secret, signature, body))]
+    fn calcom_receive<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        secret: String,
+        signature: Option<String>,
+        body: Vec<u8>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        use crm_integrations::calcom::Received;
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        spawn(py, async move {
+            let leads = crm.workspace(ws).leads().with_actor("cal_com");
+            let r = crm_integrations::calcom::receive(&leads, &secret, signature.as_deref(), &body)
+                .await?;
+            let (outcome, lead, created, trigger) = match r {
+                Received::Captured { lead, created } => ("captured", Some(lead), created, None),
+                Received::Duplicate => ("duplicate", None, false, None),
+                Received::Ignored(t) => ("ignored", None, false, Some(t)),
+            };
+            Ok(json!({
+                "outcome": outcome,
+                "lead_id": lead,
+                "created": created,
+                "trigger": trigger,
+            })
+            .to_string())
+        })
+    }
+
+    /// Claims an idempotency `key` within `scope` in `workspace` for a request made of
+    /// the byte strings `request`; an awaitable of `(outcome, status, body)`, the
+    /// outcome one of `new`, `replay` (with the stored status and body), `in_flight`
+    /// and `mismatch`.
+    #[pyo3(signature = (workspace, scope, key, request))]
+    fn idempotency_claim<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        scope: String,
+        key: String,
+        request: Vec<Vec<u8>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        use crm_core::idempotency::Claim;
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        spawn(py, async move {
+            let parts: Vec<&[u8]> = request.iter().map(Vec::as_slice).collect();
+            let claim = crm
+                .workspace(ws)
+                .idempotency()
+                .claim(&scope, &key, &parts)
+                .await?;
+            Ok(match claim {
+                Claim::New => ("new", None, None),
+                Claim::Replay { status, body } => ("replay", Some(status), Some(body)),
+                Claim::InFlight => ("in_flight", None, None),
+                Claim::Mismatch => ("mismatch", None, None),
+            })
+        })
+    }
+
+    /// Stores the response (`status` 100–599, `body`) of a claimed key for replay.
+    #[pyo3(signature = (workspace, scope, key, status, body))]
+    fn idempotency_complete<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        scope: String,
+        key: String,
+        status: i64,
+        body: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        let status = u16::try_from(status)
+            .ok()
+            .filter(|s| (100..=599).contains(s))
+            .ok_or_else(|| errors::invalid(py, "status", "must be an HTTP status (100-599)"))?;
+        spawn(py, async move {
+            crm.workspace(ws)
+                .idempotency()
+                .complete(&scope, &key, status, &body)
+                .await
+        })
+    }
+
+    /// Gives a claim up without a response, so the next request with the key runs.
+    #[pyo3(signature = (workspace, scope, key))]
+    fn idempotency_release<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        scope: String,
+        key: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        spawn(py, async move {
+            crm.workspace(ws).idempotency().release(&scope, &key).await
         })
     }
 
@@ -392,6 +509,12 @@ impl Page {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct Housekeep {
+    retention_seconds: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RateCheck {
     policy: String,
     key: String,
@@ -491,6 +614,21 @@ async fn dispatch(
         "workspace.audit_log" => {
             let p: Page = input(payload)?;
             to_value(w.audit_log(p.after()?, p.limit).await?)
+        }
+        "crm.housekeep" => {
+            let a: Housekeep = input(payload)?;
+            let retention = match a.retention_seconds {
+                None => None,
+                Some(secs) => Some(
+                    chrono::Duration::try_seconds(secs)
+                        .filter(|d| *d >= chrono::Duration::zero())
+                        .ok_or_else(|| {
+                            Error::invalid("retention", "must be a duration of 0 or more")
+                        })?,
+                ),
+            };
+            let config = crm_core::housekeeping::Housekeeping { retention };
+            to_value(crm.housekeep(config).await?)
         }
         "crm.rate_limit_check" => {
             let a: RateCheck = input(payload)?;

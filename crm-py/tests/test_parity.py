@@ -1,7 +1,13 @@
-"""The rate limiter, the audit log, delivery attempts and channel updates through Python."""
+"""The rate limiter, idempotency, the audit log, housekeeping, delivery attempts,
+channel updates and Cal.com capture through Python."""
 
 import asyncio
+import hashlib
+import hmac
+import json
 import threading
+import time
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Iterator, List
 
@@ -19,7 +25,7 @@ async def test_rate_limiter_counts_per_policy_and_key(database_url: str) -> None
         refused = await c.rate_limiter.check("webhook", "203.0.113.7")
         assert not refused.allowed and refused.remaining == 0
         assert refused.retry_after is not None and 0 < refused.retry_after <= 30
-        assert refused.reset_at > first.reset_at or refused.reset_at == first.reset_at
+        assert refused.reset_at >= first.reset_at
         with pytest.raises(crm.RateLimitedError) as e:
             await c.rate_limiter.enforce("webhook", "203.0.113.7")
         assert 0 < e.value.retry_after <= 30
@@ -37,11 +43,26 @@ async def test_rate_limiter_counts_per_policy_and_key(database_url: str) -> None
             await c.rate_limiter.check("webhook", "k" * 257)
 
 
-@pytest.mark.parametrize("bad", [(0, 60), (5, 0), (5, -1.0), (1.5, 60), "10/min", (True, 60)])
+BAD_POLICIES = [
+    (0, 60), (5, 0), (5, -1.0), (1.5, 60), "10/min", (True, 60), (5, float("nan")), (5, float("inf")),
+    (5, 10**400), (5, 400 * 86400),
+    # These pass the Python checks and are refused by the native module.
+    (1, 1e-7), (2**32 - 1, 1),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_POLICIES, ids=repr)
 async def test_rate_limit_policies_are_checked_at_connect(database_url: str, bad: object) -> None:
     with pytest.raises(crm.ValidationError) as e:
         await crm.Crm.connect(database_url, rate_limits={"webhook": bad})  # type: ignore[dict-item]
     assert e.value.errors[0].field == "rate_limits.webhook"
+
+
+@pytest.mark.parametrize("name", ["", "a:b", "n" * 65])
+async def test_rate_limit_policy_names_are_checked_at_connect(database_url: str, name: str) -> None:
+    with pytest.raises(crm.ValidationError) as e:
+        await crm.Crm.connect(database_url, rate_limits={name: (1, 60)})
+    assert e.value.errors[0].field == f"rate_limits.{name}"
 
 
 async def test_audit_log_pages_and_stays_in_its_workspace(client: crm.Crm) -> None:
@@ -81,6 +102,7 @@ class _Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[str]:
+    _Receiver.bodies = []
     server = HTTPServer(("127.0.0.1", 0), _Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -88,21 +110,22 @@ def receiver() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}/hook"
     finally:
         server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 async def test_delivery_attempts_are_listed(database_url: str, master_key: str, receiver: str) -> None:
     async with await crm.Crm.connect(
-        database_url, master_key=master_key, webhook_allow_networks=["127.0.0.1"]
+        database_url, master_key=master_key, webhook_allow_networks="127.0.0.1"  # one network, not its characters
     ) as c:
         ep = (await c.webhooks.create_endpoint(receiver, event_types=["lead.created"])).endpoint
         c.start_dispatcher()
         lead = await c.leads.create("Ana", email="ana@example.com")
         attempts: List[crm.Attempt] = []
-        for _ in range(200):
-            attempts = await c.webhooks.attempts(ep.id)
-            if attempts:
-                break
+        deadline = time.monotonic() + 15
+        while not attempts and time.monotonic() < deadline:
             await asyncio.sleep(0.025)
+            attempts = await c.webhooks.attempts(ep.id)
         assert len(attempts) == 1, "the lead's event was delivered once"
         a = attempts[0]
         assert isinstance(a, crm.Attempt) and a.kind == "webhook" and a.target_id == ep.id
@@ -126,6 +149,10 @@ async def test_channels_are_updated(client: crm.Crm) -> None:
     assert renamed.name == "Sales EU" and renamed.event_types == ["lead.*"] and renamed.enabled
     off = await client.notifications.update_channel(ch.id, enabled=False)
     assert not off.enabled and off.name == "Sales EU"
+    moved = await client.notifications.update_channel(
+        ch.id, config={"webhook_url": "https://discord.com/api/webhooks/2/def"}
+    )
+    assert moved.updated_at >= off.updated_at and "webhook_url" not in moved.to_dict()
     with pytest.raises(crm.ValidationError) as e:
         await client.notifications.update_channel(ch.id, config={"webhook_url": "http://x"}, name="Bad")
     assert e.value.errors[0].field.startswith("config")
@@ -136,3 +163,93 @@ async def test_channels_are_updated(client: crm.Crm) -> None:
         await other.notifications.update_channel(ch.id, name="Taken")
     with pytest.raises(crm.NotFoundError):
         await other.notifications.attempts(ch.id)
+
+
+async def test_idempotency_replays_and_refuses_another_request(client: crm.Crm) -> None:
+    keys = client.idempotency
+    request = ["POST", "/leads", b'{"name": "Ana"}']
+    first = await keys.claim("key_1", "order-1", request)
+    assert isinstance(first, crm.IdempotencyClaim) and first.outcome == "new"
+    assert (await keys.claim("key_1", "order-1", request)).outcome == "in_flight"
+    await keys.complete("key_1", "order-1", 201, '{"id": "l1"}')
+    replay = await keys.claim("key_1", "order-1", request)
+    assert (replay.outcome, replay.status, replay.body) == ("replay", 201, '{"id": "l1"}')
+    other = ["POST", "/leads", b'{"name": "Bo"}']
+    assert (await keys.claim("key_1", "order-1", other)).outcome == "mismatch"
+    # The parts are length-prefixed: a different split is a different request.
+    assert (await keys.claim("key_1", "order-1", ["POST", "/leads{", b'"name": "Ana"}'])).outcome == "mismatch"
+    # Scopes and workspaces keep their own keys.
+    assert (await keys.claim("key_2", "order-1", request)).outcome == "new"
+    acme = await client.create_workspace("Acme")
+    assert (await acme.idempotency.claim("key_1", "order-1", request)).outcome == "new"
+    # A released claim runs again.
+    assert (await keys.claim("key_1", "order-2", request)).outcome == "new"
+    await keys.release("key_1", "order-2")
+    assert (await keys.claim("key_1", "order-2", request)).outcome == "new"
+
+    with pytest.raises(crm.ValidationError) as e:
+        await keys.claim("key_1", "has space", request)
+    assert e.value.errors[0].field == "Idempotency-Key"
+    with pytest.raises(crm.ValidationError):
+        await keys.claim("key_1", "k" * 256, request)
+    for status in (99, 600, -1, 2**40):
+        with pytest.raises(crm.ValidationError) as e:
+            await keys.complete("key_1", "order-3", status, "{}")
+        assert e.value.errors[0].field == "status"
+
+
+async def test_housekeeping_runs_and_refuses_a_negative_retention(client: crm.Crm) -> None:
+    purged = await client.housekeep()
+    assert isinstance(purged, crm.Purged) and purged.total == 0
+    assert (await client.housekeep(retention=None)).total == 0
+    with pytest.raises(crm.ValidationError) as e:
+        await client.housekeep(retention=timedelta(seconds=-1))
+    assert e.value.errors[0].field == "retention"
+    with pytest.raises(crm.ValidationError):
+        await client.housekeep(retention=30)  # type: ignore[arg-type]
+
+
+def _cal_body(trigger: str, uid: str = "bk-1") -> bytes:
+    return json.dumps(
+        {
+            "triggerEvent": trigger,
+            "payload": {
+                "uid": uid,
+                "title": "Intro call",
+                "startTime": "2026-01-02T10:00:00Z",
+                "attendees": [{"name": "Cal Person", "email": "cal@example.com"}],
+            },
+        }
+    ).encode()
+
+
+def _cal_sign(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def test_calcom_bookings_become_leads(client: crm.Crm) -> None:
+    secret = "cal-secret"
+    body = _cal_body("BOOKING_CREATED")
+    booked = await crm.calcom.receive(client, secret, _cal_sign(secret, body), body)
+    assert isinstance(booked, crm.Booking) and booked.outcome == "captured" and booked.created
+    assert booked.lead_id is not None
+    lead = await client.leads.get(booked.lead_id)
+    assert lead.email == "cal@example.com" and lead.source == "cal_com"
+    assert [a.kind for a in lead.activities] == ["booking"]
+    again = await crm.calcom.receive(client, secret, _cal_sign(secret, body), body)
+    assert again.outcome == "duplicate" and again.lead_id is None
+    moved = _cal_body("BOOKING_RESCHEDULED")
+    r = await crm.calcom.receive(client, secret, _cal_sign(secret, moved), moved)
+    assert r.outcome == "captured" and r.lead_id == booked.lead_id and not r.created
+    ping = _cal_body("PING")
+    ignored = await crm.calcom.receive(client, secret, _cal_sign(secret, ping), ping.decode())
+    assert ignored.outcome == "ignored" and ignored.trigger == "PING"
+
+    other = _cal_body("BOOKING_CREATED", uid="bk-2")
+    for signature in (None, "00" * 32, _cal_sign("wrong", other), "no-secret-provided"):
+        with pytest.raises(crm.WebhookVerificationError):
+            await crm.calcom.receive(client, secret, signature, other)
+    with pytest.raises(crm.ValidationError):
+        await crm.calcom.receive(client, secret, _cal_sign(secret, b"[]"), b"[]")
+    page = await client.leads.list()
+    assert len(page.items) == 1, "refused payloads wrote nothing"

@@ -7,7 +7,7 @@ own tokio runtime, off the event loop; awaiting never blocks the loop.
 
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
@@ -17,6 +17,8 @@ from .models import (
     ApiKey,
     Attempt,
     AuditEntry,
+    IdempotencyClaim,
+    Purged,
     Captured,
     Channel,
     CreatedApiKey,
@@ -48,6 +50,7 @@ __all__ = [
     "Webhooks",
     "Notifications",
     "RateLimiter",
+    "Idempotency",
 ]
 
 #: The workspace of single-tenant apps (the nil UUID).
@@ -99,19 +102,36 @@ def _changed(**fields: Any) -> Dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not UNSET}
 
 
+def _networks(given: Optional[Sequence[str]]) -> Optional[List[str]]:
+    """``webhook_allow_networks`` as a list (one string is one network, not its
+    characters)."""
+    if given is None:
+        return None
+    return [given] if isinstance(given, str) else [str(n) for n in given]
+
+
+#: The longest rate-limit period ``Crm.connect`` takes, in seconds (a year).
+_PERIOD_MAX = 366 * 24 * 3600
+
+
 def _policies(given: Mapping[str, Tuple[int, float]]) -> Dict[str, Tuple[int, float]]:
     """``rate_limits`` as the native module takes them, or ``ValidationError``."""
     out: Dict[str, Tuple[int, float]] = {}
     for name, policy in given.items():
         field = f"rate_limits.{name}"
-        ok = isinstance(policy, tuple) and len(policy) == 2
+        ok = isinstance(name, str) and 1 <= len(name) <= 64 and ":" not in name
+        ok = ok and isinstance(policy, tuple) and len(policy) == 2
         limit, period = policy if ok else (0, 0.0)
         ok = ok and isinstance(limit, int) and not isinstance(limit, bool) and 1 <= limit < 2**32
-        ok = ok and isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0
+        ok = ok and isinstance(period, (int, float)) and not isinstance(period, bool)
+        ok = ok and 0 < period <= _PERIOD_MAX
         if not ok:
-            message = "must be (limit, period in seconds): a limit of at least 1 over a positive period"
+            message = (
+                "must be (limit, period in seconds): a limit of at least 1 over a period of up to a year, "
+                "named by 1-64 characters without ':'"
+            )
             raise ValidationError(f"invalid input: {field}: {message}", [(field, message)])
-        out[str(name)] = (limit, float(period))
+        out[name] = (limit, float(period))
     return out
 
 
@@ -534,17 +554,18 @@ class Notifications(_Service):
         self,
         id: Id,
         *,
-        name: Any = UNSET,
-        config: Any = UNSET,
-        event_types: Any = UNSET,
-        enabled: Any = UNSET,
+        name: Optional[str] = None,
+        config: Optional[Mapping[str, Any]] = None,
+        event_types: Optional[Sequence[str]] = None,
+        enabled: Optional[bool] = None,
     ) -> Channel:
-        """Changes the given fields; a new ``config`` is checked by the channel's
-        plugin first (its kind never changes)."""
-        payload = _changed(
+        """Changes the given fields (nothing of a channel can be cleared); a new
+        ``config`` is checked by the channel's plugin first (its kind never
+        changes), and if it is refused nothing is written."""
+        payload = _given(
             name=name,
-            config=config if config is UNSET else dict(config),
-            event_types=event_types if event_types is UNSET else list(event_types),
+            config=None if config is None else dict(config),
+            event_types=None if event_types is None else list(event_types),
             enabled=enabled,
         )
         return Channel.from_dict(await self._call("notifications.update_channel", id, payload))
@@ -601,6 +622,34 @@ class Integrations(_Service):
         await self._call("integrations.delete", kind)
 
 
+class Idempotency(_Service):
+    """Idempotency keys of one workspace (Stripe's ``Idempotency-Key`` contract),
+    stored in the database so every process on it sees the same keys: a response is
+    replayed for 24 hours to a request with the same key and the same request, and a
+    claim left by a process that died is taken over after 5 minutes."""
+
+    __slots__ = ()
+
+    async def claim(self, scope: str, key: str, request: Sequence[Union[bytes, str]]) -> IdempotencyClaim:
+        """Claims ``key`` within ``scope`` (e.g. an API key id) for a request made of
+        the parts ``request`` (say its method, path and body; ``str`` parts count as
+        UTF-8): a later claim replays only when the parts are equal. A key that is
+        not 1–255 visible ASCII characters raises ``ValidationError`` naming
+        ``Idempotency-Key``."""
+        parts = [p.encode() if isinstance(p, str) else bytes(p) for p in request]
+        outcome, status, body = await self._native.idempotency_claim(self._ws, scope, key, parts)
+        return IdempotencyClaim(outcome=outcome, status=status, body=body)
+
+    async def complete(self, scope: str, key: str, status: int, body: str) -> None:
+        """Stores the response of a claimed key for replay (``status`` 100–599)."""
+        await self._native.idempotency_complete(self._ws, scope, key, status, body)
+
+    async def release(self, scope: str, key: str) -> None:
+        """Gives a claim up without a response (the request failed with nothing
+        worth replaying), so the next request with the key runs."""
+        await self._native.idempotency_release(self._ws, scope, key)
+
+
 class RateLimiter:
     """The rate limiter of a :class:`Crm`: named policies (the defaults, plus those
     given to ``Crm.connect(rate_limits=…)``), each counting per key. On SQLite the
@@ -620,7 +669,9 @@ class RateLimiter:
         """Decides one request for ``key`` (a client address, an API key id, an
         account) under ``policy``; a refusal is a decision with ``allowed`` false.
         An unknown policy raises ``CrmError`` (``configuration_error``); an empty
-        key or one over 256 bytes ``ValidationError``."""
+        key, one over 256 bytes or one with a NUL ``ValidationError``. Use policies
+        of your own: the built-in ones (``messages``, ``login_ip``, …) count crm's
+        own budgets, which a check spends."""
         return await self._decide("crm.rate_limit_check", policy, key)
 
     async def enforce(self, policy: str, key: str) -> RateLimitDecision:
@@ -634,6 +685,7 @@ class Workspace:
 
     __slots__ = (
         "_native", "id", "leads", "auth", "api_keys", "webhooks", "notifications", "integrations",
+        "idempotency",
     )
 
     def __init__(self, native: "_native.Client", id: Id) -> None:
@@ -652,6 +704,7 @@ class Workspace:
         self.webhooks = Webhooks(native, ws)
         self.notifications = Notifications(native, ws)
         self.integrations = Integrations(native, ws)
+        self.idempotency = Idempotency(native, ws)
 
     async def info(self) -> WorkspaceInfo:
         """Its id, name and creation time (``NotFoundError`` if it does not exist)."""
@@ -700,7 +753,10 @@ class Crm(Workspace):
         default) or ``postgres://…``. ``master_key`` (base64 of 32 bytes) seals
         webhook and channel secrets; without one those services refuse to work.
         ``rate_limits`` adds or replaces named policies of :attr:`rate_limiter`:
-        ``{"webhook": (10, 60)}`` is 10 requests a minute.
+        ``{"webhook": (10, 60)}`` is 10 requests a minute. Name your own policies:
+        the defaults (``api_key``, ``login``, ``messages``, …) are crm's own limits,
+        and replacing one changes how crm limits itself. A malformed network raises
+        ``CrmError`` (``configuration_error``).
         ``webhook_allow_networks`` (``["127.0.0.1", "10.0.0.0/8"]``) lets webhooks
         reach those non-public networks, for tests and internal deployments; the
         SSRF guard refuses every other non-public address."""
@@ -710,7 +766,7 @@ class Crm(Workspace):
             master_key_id=master_key_id,
             max_connections=max_connections,
             rate_limits=None if rate_limits is None else _policies(rate_limits),
-            webhook_allow_networks=None if webhook_allow_networks is None else [str(n) for n in webhook_allow_networks],
+            webhook_allow_networks=_networks(webhook_allow_networks),
         )
         return cls(native, DEFAULT_WORKSPACE)
 
@@ -782,6 +838,19 @@ class Crm(Workspace):
     async def confirm_email(self, token: str) -> User:
         """Marks the user's email verified with a verification token."""
         return User.from_dict(await self.leads._call("crm.confirm_email", None, {"token": token}))
+
+    async def housekeep(self, *, retention: Optional[timedelta] = timedelta(days=30)) -> Purged:
+        """One housekeeping pass over every workspace: expired sessions and tokens,
+        quiet login throttles, old idempotency keys, idle rate-limit rows, and events
+        and delivery attempts older than ``retention`` (``None`` keeps those
+        forever). Run it every few minutes from one process."""
+        if retention is not None and not isinstance(retention, timedelta):
+            raise ValidationError(
+                "invalid input: retention: must be a timedelta or None",
+                [("retention", "must be a timedelta or None")],
+            )
+        seconds = None if retention is None else int(retention.total_seconds())
+        return Purged.from_dict(await self.leads._call("crm.housekeep", None, {"retention_seconds": seconds}))
 
     async def ping(self) -> None:
         """Checks the database answers (``CrmError`` when it does not)."""

@@ -36,6 +36,9 @@ __all__ = [
     "Attempt",
     "AuditEntry",
     "RateLimitDecision",
+    "IdempotencyClaim",
+    "Purged",
+    "Booking",
 ]
 
 M = TypeVar("M", bound="Model")
@@ -412,3 +415,51 @@ class RateLimitDecision(Model):
     reset_at: datetime
     #: Seconds until a refused request may try again; ``None`` when allowed.
     retry_after: Optional[float]
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim(Model):
+    """What claiming an idempotency key found: ``outcome`` is ``new`` (run the
+    request, then complete or release the key), ``replay`` (answer with the stored
+    ``status`` and ``body``), ``in_flight`` (the first request with the key still
+    runs: answer 409) or ``mismatch`` (the key was used for another request: 422)."""
+
+    outcome: str
+    status: Optional[int]
+    body: Optional[str]
+
+
+@dataclass(frozen=True)
+class Purged(Model):
+    """How many rows one housekeeping pass deleted, by kind."""
+
+    sessions: int
+    auth_tokens: int
+    login_throttles: int
+    idempotency_keys: int
+    #: Idle rate-limit rows (Postgres).
+    rate_limit_rows: int
+    #: Events past the retention period (with their finished jobs).
+    events: int
+    attempts: int
+
+    @property
+    def total(self) -> int:
+        """All rows deleted."""
+        return (
+            self.sessions + self.auth_tokens + self.login_throttles + self.idempotency_keys
+            + self.rate_limit_rows + self.events + self.attempts
+        )
+
+
+@dataclass(frozen=True)
+class Booking(Model):
+    """What an inbound Cal.com payload did: ``outcome`` is ``captured`` (the
+    attendee's lead ``lead_id``, ``created`` or updated), ``duplicate`` (this booking
+    and trigger were handled before) or ``ignored`` (a ``trigger`` crm does not act
+    on)."""
+
+    outcome: str
+    lead_id: Optional[str]
+    created: bool
+    trigger: Optional[str]
