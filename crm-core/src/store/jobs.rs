@@ -106,7 +106,7 @@ pub(crate) async fn claim_jobs(
     .await
 }
 
-/// What a claim asks for (see [`claim_jobs`]).
+/// What a claim asks for (see [`claim_in`]).
 pub(crate) struct Claim {
     pub now: chrono::DateTime<chrono::Utc>,
     pub lease_until: chrono::DateTime<chrono::Utc>,
@@ -117,8 +117,8 @@ pub(crate) struct Claim {
     pub only_kind: Option<JobKind>,
 }
 
-/// Writes finished attempts ([`finish_jobs`]) and then claims ([`claim_jobs`]) in
-/// one transaction: a dispatcher takes the write lock (SQLite) and commits
+/// Writes finished attempts ([`finish_in`]) and then claims ([`claim_in`]) in one
+/// transaction: a dispatcher takes the write lock (SQLite) and commits
 /// (Postgres: one WAL flush) once a cycle instead of twice, and the claim sees the
 /// jobs just finished as no longer in flight, so their targets' shares are free at
 /// once. The claim comes last, so its target locks are held only until the commit.

@@ -426,9 +426,9 @@ impl Crm {
             "crm was built without its `webhooks` feature: this dispatcher sends \
              notifications only and leaves webhook deliveries to a process built with it"
         );
-        // Each delivery hands over one attempt, and a slot is claimed again only
-        // after the loop took its attempt: the channel never holds more than
-        // `concurrency`, so a send never waits.
+        // Each delivery hands over one attempt, and the loop takes all that wait
+        // every cycle (and, stopping, until the last delivery ends): a send waits
+        // for one cycle at most.
         let (finished, to_write) = mpsc::channel(config.concurrency);
         let worker = Arc::new(Worker {
             #[cfg(feature = "webhooks")]
@@ -469,14 +469,11 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken, mut finished: mpsc::Re
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        // One transaction a cycle: the attempts finished since the last one are
+        // One transaction a cycle: every attempt handed over since the last one is
         // written, then the free slots are filled. Claims come in batches: the loop
         // claims once a quarter of the slots are free, when it writes anyway, and
         // whatever is free once a poll interval has passed since the last claim
         // (slow endpoints holding most slots must not idle the rest).
-        // Everything waiting, whatever the count (each delivery hands over one
-        // attempt, so at most `concurrency`): a slot is claimed again only once its
-        // attempt is written.
         while let Ok(d) = finished.try_recv() {
             waiting.push(d);
         }
