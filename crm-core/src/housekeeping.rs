@@ -47,6 +47,7 @@ impl Default for Housekeeping {
 }
 
 /// How many rows one pass deleted, by kind.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Purged {
     /// Expired sessions.

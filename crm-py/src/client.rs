@@ -1,13 +1,15 @@
 //! The async half: `crm._native.Client`, one connected `Crm`.
 //!
 //! The typed Python API (`crm.Crm`, `crm.Leads`, …, in `python/crm/client.py`) is
-//! written in Python; it calls [`Client::call`] with an operation name, an optional
-//! id and the input as JSON, and gets the result back as JSON, which it turns into
-//! dataclasses. JSON is the crossing because crm-core's models already speak it (the
-//! same shapes the HTTP API serves, so `to_dict()` equals the HTTP body), it needs no
-//! second set of conversions, and input errors come back with the field's path.
-//! Each arm of [`dispatch`] does what a handler does: parse the input, call one
-//! service method, map the result.
+//! written in Python over one native method per operation (`leads_create`,
+//! `webhooks_attempts`, …; every one is in `crm/_native.pyi`, which stubtest checks
+//! against this module). A method takes the workspace id, the entity id where there
+//! is one ([`Id`]) and the input as a Python mapping that is read straight into
+//! crm-core's input type ([`Input`], with pythonize: no JSON text in between, and a
+//! bad field is a `ValidationError` naming its path). The result crosses as Python
+//! objects built from its `Serialize` shape ([`Out`]): the shapes the HTTP API
+//! serves, so `to_dict()` of a dataclass equals the HTTP body. Arguments are read
+//! before anything is spawned, so nothing runs on bad input.
 //!
 //! Every awaitable is a future on the module's one tokio runtime (pyo3-async-runtimes)
 //! that owns its data. The future runs in a task of its own, so even a panic
@@ -19,15 +21,19 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use crm_core::api_keys::{ApiKeyPatch, NewApiKey};
 use crm_core::auth::{Actor, Login, NewUser};
+use crm_core::leads::messages::NewMessage;
 use crm_core::leads::{LeadPatch, LeadQuery, NewActivity, NewLead, SortField, SortOrder};
 use crm_core::notify::{ChannelPatch, NewChannel};
 use crm_core::webhooks::{DispatcherConfig, EndpointPatch, NewEndpoint};
-use crm_core::{Crm, Error, MasterKey, Result, WorkspaceId};
+use crm_core::{
+    ApiKeyId, ChannelId, Crm, EndpointId, Error, LeadId, MasterKey, Result, UserId, Workspace,
+    WorkspaceId,
+};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -67,293 +73,75 @@ where
     })
 }
 
-#[pymethods]
-impl Client {
-    /// Connects (and migrates) the database at `url`; an awaitable of a `Client`.
-    #[staticmethod]
-    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None))]
-    fn connect(
-        py: Python<'_>,
-        url: String,
-        master_key: Option<PyBackedStr>,
-        master_key_id: Option<String>,
-        max_connections: Option<u32>,
-        rate_limits: Option<std::collections::BTreeMap<String, (u32, f64)>>,
-        webhook_allow_networks: Option<Vec<String>>,
-    ) -> PyResult<Bound<'_, PyAny>> {
-        let mut b = Crm::builder()
-            .database_url(url)
-            .notifier(crm_integrations::discord::Discord::new())
-            .notifier(crm_integrations::telegram::Telegram::new())
-            .notifier(crm_integrations::whatsapp::WhatsApp::new())
-            .provider(crm_integrations::openai::OpenAiIntegration::new())
-            .provider(crm_integrations::email::ResendIntegration::new())
-            .provider(crm_integrations::smtp::SmtpIntegration::new())
-            .provider(crm_integrations::whatsapp::WhatsApp::new())
-            .provider(crm_integrations::calcom::CalcomIntegration)
-            .provider(crm_integrations::telegram::Telegram::new())
-            .provider(crm_integrations::discord::Discord::new());
-        if let Some(key) = master_key {
-            let id = master_key_id.as_deref().unwrap_or("k1");
-            let key = MasterKey::from_base64(id, &key).map_err(|_| {
-                errors::invalid(
-                    py,
-                    "master_key",
-                    "must be the base64 of 32 bytes, with an id of 1 to 32 characters",
-                )
-            })?;
-            b = b.master_key(key);
-        }
-        if let Some(n) = max_connections {
-            b = b.max_connections(n);
-        }
-        // Checked before anything connects: a period of up to a year (a longer one
-        // would put `reset_at` past what a datetime holds), a name as the limiter
-        // takes it, and at least one microsecond per request.
-        const PERIOD_MAX: f64 = 366.0 * 24.0 * 3600.0;
-        for (name, (limit, seconds)) in rate_limits.unwrap_or_default() {
-            let named = !name.is_empty() && name.len() <= 64 && !name.contains(':');
-            let policy = std::time::Duration::try_from_secs_f64(seconds)
-                .ok()
-                .filter(|_| named && seconds <= PERIOD_MAX)
-                .and_then(|period| crm_core::ratelimit::Policy::new(limit, period))
-                .ok_or_else(|| {
-                    errors::invalid(
-                        py,
-                        &format!("rate_limits.{name}"),
-                        "must be (limit, period in seconds): a limit of at least 1 over a period of up \
-                         to a year and at least a microsecond per request, named by 1-64 characters \
-                         without ':'",
-                    )
-                })?;
-            b = b.rate_limit_policy(name, policy);
-        }
-        b = b.webhook_allow_networks(webhook_allow_networks.unwrap_or_default());
-        spawn(py, async move {
-            let crm = b.connect().await?;
-            Ok(Client {
-                crm,
-                stop: CancellationToken::new(),
-                dispatcher: Mutex::new(None),
-            })
-        })
-    }
-
-    /// Runs operation `op` in `workspace` with an optional `id` and the input `payload`
-    /// (a JSON object); an awaitable of the result as JSON.
-    #[pyo3(signature = (workspace, op, id, payload))]
-    fn call<'py>(
-        &self,
-        py: Python<'py>,
-        workspace: &str,
-        op: String,
-        id: Option<String>,
-        payload: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (crm, ws) = self.in_workspace(py, workspace)?;
-        spawn(py, async move {
-            let out = dispatch(&crm, ws, &op, id.as_deref(), &payload).await?;
-            serde_json::to_string(&out).map_err(|e| Error::Config(e.to_string()))
-        })
-    }
-
-    /// Handles an inbound WhatsApp `POST` for `workspace`: verifies `signature`
-    /// (`X-Hub-Signature-256`) over `body` with `app_secret`, then captures each text
-    /// message as a lead by phone. An awaitable of what happened, as JSON.
-    #[pyo3(signature = (workspace, app_secret, signature, body))]
-    fn whatsapp_receive<'py>(
-        &self,
-        py: Python<'py>,
-        workspace: &str,
-        app_secret: String,
-        signature: Option<String>,
-        body: Vec<u8>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (crm, ws) = self.in_workspace(py, workspace)?;
-        spawn(py, async move {
-            let leads = crm.workspace(ws).leads().with_actor("whatsapp");
-            let r = crm_integrations::whatsapp::receive(
-                &leads,
-                &app_secret,
-                signature.as_deref(),
-                &body,
-            )
-            .await?;
-            Ok(json!({
-                "captured": r.captured,
-                "statuses": r.statuses,
-                "duplicates": r.duplicates,
-                "ignored": r.ignored,
-            })
-            .to_string())
-        })
-    }
-
-    /// Handles an inbound Cal.com `POST` for `workspace`: verifies `signature`
-    /// (`X-Cal-Signature-256`) over `body` with `secret`, then captures the booking's
-    /// attendee as a lead. An awaitable of what happened, as JSON.
-    #[pyo3(signature = (workspace, secret, signature, body))]
-    fn calcom_receive<'py>(
-        &self,
-        py: Python<'py>,
-        workspace: &str,
-        secret: String,
-        signature: Option<String>,
-        body: Vec<u8>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        use crm_integrations::calcom::Received;
-        let (crm, ws) = self.in_workspace(py, workspace)?;
-        spawn(py, async move {
-            let leads = crm.workspace(ws).leads().with_actor("cal_com");
-            let r = crm_integrations::calcom::receive(&leads, &secret, signature.as_deref(), &body)
-                .await?;
-            let (outcome, lead, created, trigger) = match r {
-                Received::Captured { lead, created } => ("captured", Some(lead), created, None),
-                Received::Duplicate => ("duplicate", None, false, None),
-                Received::Ignored(t) => ("ignored", None, false, Some(t)),
-            };
-            Ok(json!({
-                "outcome": outcome,
-                "lead_id": lead,
-                "created": created,
-                "trigger": trigger,
-            })
-            .to_string())
-        })
-    }
-
-    /// Claims an idempotency `key` within `scope` in `workspace` for a request made of
-    /// the byte strings `request`; an awaitable of `(outcome, status, body)`, the
-    /// outcome one of `new`, `replay` (with the stored status and body), `in_flight`
-    /// and `mismatch`.
-    #[pyo3(signature = (workspace, scope, key, request))]
-    fn idempotency_claim<'py>(
-        &self,
-        py: Python<'py>,
-        workspace: &str,
-        scope: String,
-        key: String,
-        request: Vec<Vec<u8>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        use crm_core::idempotency::Claim;
-        let (crm, ws) = self.in_workspace(py, workspace)?;
-        spawn(py, async move {
-            let parts: Vec<&[u8]> = request.iter().map(Vec::as_slice).collect();
-            let claim = crm
-                .workspace(ws)
-                .idempotency()
-                .claim(&scope, &key, &parts)
-                .await?;
-            Ok(match claim {
-                Claim::New => ("new", None, None),
-                Claim::Replay { status, body } => ("replay", Some(status), Some(body)),
-                Claim::InFlight => ("in_flight", None, None),
-                Claim::Mismatch => ("mismatch", None, None),
-            })
-        })
-    }
-
-    /// Stores the response (`status` 100–599, `body`) of a claimed key for replay.
-    #[pyo3(signature = (workspace, scope, key, status, body))]
-    fn idempotency_complete<'py>(
-        &self,
-        py: Python<'py>,
-        workspace: &str,
-        scope: String,
-        key: String,
-        status: i64,
-        body: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (crm, ws) = self.in_workspace(py, workspace)?;
-        let status = u16::try_from(status)
-            .ok()
-            .filter(|s| (100..=599).contains(s))
-            .ok_or_else(|| errors::invalid(py, "status", "must be an HTTP status (100-599)"))?;
-        spawn(py, async move {
-            crm.workspace(ws)
-                .idempotency()
-                .complete(&scope, &key, status, &body)
-                .await
-        })
-    }
-
-    /// Gives a claim up without a response, so the next request with the key runs.
-    #[pyo3(signature = (workspace, scope, key))]
-    fn idempotency_release<'py>(
-        &self,
-        py: Python<'py>,
-        workspace: &str,
-        scope: String,
-        key: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (crm, ws) = self.in_workspace(py, workspace)?;
-        spawn(py, async move {
-            crm.workspace(ws).idempotency().release(&scope, &key).await
-        })
-    }
-
-    /// Starts delivering webhooks and notifications from this process (until
-    /// [`Client::close`]); a second call does nothing.
-    fn start_dispatcher(&self, py: Python<'_>) -> PyResult<()> {
-        let mut slot = self.dispatcher.lock().map_err(|_| errors::internal(py))?;
-        if slot.is_none() {
-            let _guard = pyo3_async_runtimes::tokio::get_runtime().enter();
-            let handle = self
-                .crm
-                .start_dispatcher(DispatcherConfig::default(), self.stop.clone())
-                .map_err(|e| errors::to_py(py, &e))?;
-            *slot = Some(handle);
-        }
-        Ok(())
-    }
-
-    /// Stops the dispatcher (waiting for deliveries in flight) and closes the pool.
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.stop.cancel();
-        let handle = self
-            .dispatcher
-            .lock()
-            .map_err(|_| errors::internal(py))?
-            .take();
-        let crm = self.crm.clone();
-        spawn(py, async move {
-            if let Some(h) = handle {
-                let _ = h.await;
-            }
-            crm.close().await;
-            Ok(())
-        })
-    }
-}
-
 fn parse_id<T: From<Uuid>>(s: &str, field: &str) -> Result<T> {
     Uuid::parse_str(s)
         .map(T::from)
         .map_err(|_| Error::invalid(field, "must be a UUID"))
 }
 
-/// The operation's input, with a bad field named by its path.
-fn input<T: DeserializeOwned>(payload: &str) -> Result<T> {
-    let de = &mut serde_json::Deserializer::from_str(payload);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+/// The input of an operation: a Python mapping read straight into `T` (no JSON
+/// text in between); a bad field is a `ValidationError` naming its path
+/// (`tags[1]`, `custom.score`). Extracted before the operation is spawned, so
+/// nothing runs on bad input.
+struct Input<T>(T);
+
+impl<'a, 'py, T: DeserializeOwned> FromPyObject<'a, 'py> for Input<T> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        read(&obj, "").map(Input)
+    }
+}
+
+/// Reads `obj` into `T`; a bad field is a `ValidationError` on its path under
+/// `at` (`mailer.kind`), or on `at` itself (`input` when `at` is empty).
+fn read<T: DeserializeOwned>(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<T> {
+    let mut de = pythonize::Depythonizer::from_object(obj);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "input".to_owned()
-        } else {
-            path
+        let field = match (at, path.as_str()) {
+            ("", ".") => "input".to_owned(),
+            ("", _) => path,
+            (_, ".") => at.to_owned(),
+            _ => format!("{at}.{path}"),
         };
-        Error::invalid(field, crm_core::error::json_message(&e.into_inner()))
+        let err = Error::invalid(field, e.into_inner().to_string());
+        errors::to_py(obj.py(), &err)
     })
 }
 
-fn to_value(v: impl Serialize) -> Result<Value> {
-    serde_json::to_value(v).map_err(|e| Error::Config(e.to_string()))
+/// An entity id argument (`id`): a UUID, or a `ValidationError` on `id`.
+struct Id<T>(T);
+
+impl<'a, 'py, T: From<Uuid>> FromPyObject<'a, 'py> for Id<T> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let py = obj.py();
+        let parsed = obj
+            .cast::<pyo3::types::PyString>()
+            .ok()
+            .and_then(|s| s.to_cow().ok().and_then(|s| Uuid::parse_str(&s).ok()));
+        parsed
+            .map(|u| Id(T::from(u)))
+            .ok_or_else(|| errors::to_py(py, &Error::invalid("id", "must be a UUID")))
+    }
 }
 
-/// No input.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Nothing {}
+/// A result on its way to Python: built as Python objects (dicts, lists, strings,
+/// numbers) straight from its `Serialize` shape, the same shape the HTTP API
+/// serves.
+struct Out<T>(T);
+
+impl<'py, T: Serialize> IntoPyObject<'py> for Out<T> {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        pythonize::pythonize(py, &self.0).map_err(PyErr::from)
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -484,6 +272,108 @@ struct Resend {
     event_id: String,
 }
 
+/// The mailer of password-reset and verification mails, given at connect
+/// (`{"kind": "resend", "api_key": …, "from": …}` or `{"kind": "smtp", "url": …,
+/// "from": …}`; `reset_url` and `verify_url` together, `{token}` in each).
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum MailerArgs {
+    Resend {
+        api_key: String,
+        from: String,
+        #[serde(default)]
+        base_url: Option<String>,
+        #[serde(default)]
+        reset_url: Option<String>,
+        #[serde(default)]
+        verify_url: Option<String>,
+    },
+    Smtp {
+        url: String,
+        from: String,
+        #[serde(default)]
+        reset_url: Option<String>,
+        #[serde(default)]
+        verify_url: Option<String>,
+    },
+}
+
+impl MailerArgs {
+    fn install(self, b: crm_core::CrmBuilder) -> Result<crm_core::CrmBuilder> {
+        let links = |reset: Option<String>, verify: Option<String>| match (reset, verify) {
+            (None, None) => Ok(None),
+            (Some(r), Some(v)) => Ok(Some((r, v))),
+            (None, Some(_)) => Err(Error::invalid(
+                "mailer.reset_url",
+                "is required with verify_url",
+            )),
+            (Some(_), None) => Err(Error::invalid(
+                "mailer.verify_url",
+                "is required with reset_url",
+            )),
+        };
+        Ok(match self {
+            MailerArgs::Resend {
+                api_key,
+                from,
+                base_url,
+                reset_url,
+                verify_url,
+            } => {
+                let mut m = crm_integrations::email::Resend::new(api_key, from);
+                if let Some(u) = base_url {
+                    m = m.with_base_url(u);
+                }
+                if let Some((r, v)) = links(reset_url, verify_url)? {
+                    m = m.with_links(r, v);
+                }
+                b.mailer(m)
+            }
+            MailerArgs::Smtp {
+                url,
+                from,
+                reset_url,
+                verify_url,
+            } => {
+                let mut m =
+                    crm_integrations::smtp::Smtp::new(&crm_core::SecretString::from(url), &from)?;
+                if let Some((r, v)) = links(reset_url, verify_url)? {
+                    m = m.with_links(r, v);
+                }
+                b.mailer(m)
+            }
+        })
+    }
+}
+
+/// The lead parser, given at connect: `{"kind": "openai", "api_key": …}` (with
+/// the builtin parser standing in when OpenAI fails) or `{"kind": "builtin"}`.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum ParserArgs {
+    Openai {
+        api_key: String,
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(default)]
+        base_url: Option<String>,
+    },
+    Builtin {},
+}
+
+/// The values budget, project type and source may take; a list not given keeps
+/// its default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowedArgs {
+    #[serde(default)]
+    budgets: Option<Vec<String>>,
+    #[serde(default)]
+    project_types: Option<Vec<String>>,
+    #[serde(default)]
+    sources: Option<Vec<String>>,
+}
+
 /// A page after a cursor (an id), for attempt and audit-log listings.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -520,268 +410,1040 @@ struct RateCheck {
     key: String,
 }
 
-/// A rate-limit decision as Python sees it: times as RFC 3339 and seconds.
-fn decision(d: crm_core::ratelimit::Decision) -> Value {
-    json!({
-        "allowed": d.allowed,
-        "limit": d.limit,
-        "remaining": d.remaining,
-        "reset_at": d.reset_at,
-        "retry_after": d.retry_after.map(|r| r.as_secs_f64()),
-    })
+/// A rate-limit decision as Python sees it: seconds for `retry_after`.
+fn decision(d: crm_core::ratelimit::Decision) -> RateLimitDecision {
+    RateLimitDecision {
+        allowed: d.allowed,
+        limit: d.limit,
+        remaining: d.remaining,
+        reset_at: d.reset_at,
+        retry_after: d.retry_after.map(|r| r.as_secs_f64()),
+    }
 }
 
-/// One operation: parse, call one service method, map the result to JSON.
-async fn dispatch(
-    crm: &Crm,
-    ws: WorkspaceId,
-    op: &str,
-    id: Option<&str>,
-    payload: &str,
-) -> Result<Value> {
-    let w = crm.workspace(ws);
-    let id = || id.ok_or_else(|| Error::invalid("id", "is required"));
-    let secret = |s: crm_core::SecretString| s.expose().to_owned();
-    match op {
-        // Crm, across workspaces.
-        "crm.create_workspace" => {
-            let a: Name = input(payload)?;
-            to_value(crm.create_workspace(&a.name).await?)
+/// Results the bridge composes from more than one crm-core value (a secret beside
+/// its entity, a session beside its user). With crm-core's own models they make up
+/// every result type; [`model_schemas`] hands their schemas to the tests that hold
+/// the Python dataclasses to them.
+mod shapes {
+    use chrono::{DateTime, Utc};
+    use crm_core::api_keys::ApiKey;
+    use crm_core::auth::{Session, User};
+    use crm_core::webhooks::Endpoint;
+    use crm_core::{ApiKeyId, LeadId, WorkspaceId};
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    #[derive(Serialize, ToSchema)]
+    pub(super) struct LoggedIn {
+        pub token: String,
+        pub session: Session,
+        pub user: User,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub(super) struct SessionUser {
+        pub session: Session,
+        pub user: User,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub(super) struct CreatedApiKey {
+        pub key: ApiKey,
+        pub secret: String,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub(super) struct VerifiedKey {
+        pub key_id: ApiKeyId,
+        pub workspace_id: WorkspaceId,
+        pub scopes: Vec<String>,
+        pub expires_at: Option<DateTime<Utc>>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub(super) struct CreatedEndpoint {
+        pub endpoint: Endpoint,
+        pub secret: String,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub(super) struct RateLimitDecision {
+        pub allowed: bool,
+        pub limit: u32,
+        pub remaining: u32,
+        pub reset_at: DateTime<Utc>,
+        /// Seconds.
+        pub retry_after: Option<f64>,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub(super) struct Received {
+        pub captured: Vec<LeadId>,
+        pub statuses: usize,
+        pub duplicates: usize,
+        pub ignored: usize,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub(super) struct Booking {
+        pub outcome: &'static str,
+        pub lead_id: Option<LeadId>,
+        pub created: bool,
+        pub trigger: Option<String>,
+    }
+}
+
+use shapes::{
+    Booking, CreatedApiKey, CreatedEndpoint, LoggedIn, RateLimitDecision, Received, SessionUser,
+    VerifiedKey,
+};
+
+/// The schema of every result type, as JSON: `{"models": {dataclass name: schema},
+/// "components": {Rust type name: schema}}`, OpenAPI schema objects whose `$ref`s
+/// (`#/components/schemas/Lead`) name entries of `components`. `crm-py/tests`
+/// compares each dataclass's fields with its schema's properties, so a field
+/// renamed or added on the Rust side fails a test.
+#[pyfunction]
+pub(crate) fn model_schemas() -> PyResult<String> {
+    use utoipa::ToSchema;
+    let mut models = serde_json::Map::new();
+    let mut components = serde_json::Map::new();
+    let mut add = |python: Option<&str>, name: std::borrow::Cow<'static, str>, schema| {
+        let schema = serde_json::to_value(schema)
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+        if let Some(python) = python {
+            let to = json!({ "$ref": format!("#/components/schemas/{name}") });
+            models.insert(python.to_owned(), to);
         }
-        "crm.register" => {
-            let a: Register = input(payload)?;
-            let owner = NewUser {
-                email: a.email,
-                display_name: a.display_name,
-                role: None,
-                password: a.password,
+        components.insert(name.into_owned(), schema);
+        PyResult::Ok(())
+    };
+    macro_rules! schemas {
+        ($($python:expr => $t:ty),* $(,)?) => {
+            $(add($python, <$t>::name(), <$t as utoipa::PartialSchema>::schema())?;)*
+        };
+    }
+    schemas! {
+        Some("Lead") => crm_core::leads::Lead,
+        Some("Activity") => crm_core::leads::Activity,
+        Some("LeadDetail") => crm_core::leads::LeadDetail,
+        Some("LeadPage") => crm_core::leads::LeadPage,
+        Some("Captured") => crm_core::leads::Captured,
+        // `Parsed` flattens the parser's `ParsedLead` and adds the saved lead.
+        Some("ParsedLead") => crm_core::leads::Parsed,
+        None => crm_core::leads::parser::ParsedLead,
+        Some("User") => crm_core::auth::User,
+        Some("Session") => crm_core::auth::Session,
+        Some("WorkspaceChoice") => crm_core::auth::WorkspaceChoice,
+        Some("ApiKey") => crm_core::api_keys::ApiKey,
+        Some("Endpoint") => crm_core::webhooks::Endpoint,
+        Some("Attempt") => crm_core::webhooks::Attempt,
+        Some("Channel") => crm_core::notify::Channel,
+        Some("Integration") => crm_core::providers::Integration,
+        Some("WorkspaceInfo") => crm_core::WorkspaceInfo,
+        Some("AuditEntry") => crm_core::audit::AuditEntry,
+        Some("Purged") => crm_core::housekeeping::Purged,
+        Some("LoggedIn") => LoggedIn,
+        Some("SessionUser") => SessionUser,
+        Some("CreatedApiKey") => CreatedApiKey,
+        Some("VerifiedKey") => VerifiedKey,
+        Some("CreatedEndpoint") => CreatedEndpoint,
+        Some("RateLimitDecision") => RateLimitDecision,
+        Some("Received") => Received,
+        Some("Booking") => Booking,
+    }
+    Ok(json!({ "models": models, "components": components }).to_string())
+}
+
+impl Client {
+    /// Spawns `f` with the crm and workspace `workspace`, and hands Python an
+    /// awaitable of its result as Python objects.
+    fn run<'py, F, O>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        f: impl FnOnce(Crm, Workspace) -> F,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: Future<Output = Result<O>> + Send + 'static,
+        O: Serialize + Send + 'static,
+    {
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        let w = crm.workspace(ws);
+        let fut = f(crm, w);
+        spawn(py, async move { fut.await.map(Out) })
+    }
+
+    /// As [`Client::run`], for an operation across workspaces.
+    fn run_crm<'py, F, O>(
+        &self,
+        py: Python<'py>,
+        f: impl FnOnce(Crm) -> F,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: Future<Output = Result<O>> + Send + 'static,
+        O: Serialize + Send + 'static,
+    {
+        let fut = f(self.crm.clone());
+        spawn(py, async move { fut.await.map(Out) })
+    }
+}
+
+fn secret(s: crm_core::SecretString) -> String {
+    s.expose().to_owned()
+}
+
+/// One native method per operation. Each takes the workspace id (except those of
+/// the whole crm), the entity id where there is one, and the input as a mapping
+/// that is read straight into crm-core's input type; each returns an awaitable of
+/// the result in the HTTP API's shape, which `crm.client` turns into dataclasses.
+#[pymethods]
+impl Client {
+    /// Connects (and migrates) the database at `url`; an awaitable of a `Client`.
+    #[staticmethod]
+    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None, mailer = None, parser = None, allowed_values = None, default_country_code = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn connect<'py>(
+        py: Python<'py>,
+        url: String,
+        master_key: Option<PyBackedStr>,
+        master_key_id: Option<String>,
+        max_connections: Option<u32>,
+        rate_limits: Option<std::collections::BTreeMap<String, (u32, f64)>>,
+        webhook_allow_networks: Option<Vec<String>>,
+        mailer: Option<Bound<'py, PyAny>>,
+        parser: Option<Bound<'py, PyAny>>,
+        allowed_values: Option<Bound<'py, PyAny>>,
+        default_country_code: Option<u16>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut b = Crm::builder()
+            .database_url(url)
+            .notifier(crm_integrations::discord::Discord::new())
+            .notifier(crm_integrations::telegram::Telegram::new())
+            .notifier(crm_integrations::whatsapp::WhatsApp::new())
+            .provider(crm_integrations::openai::OpenAiIntegration::new())
+            .provider(crm_integrations::email::ResendIntegration::new())
+            .provider(crm_integrations::smtp::SmtpIntegration::new())
+            .provider(crm_integrations::whatsapp::WhatsApp::new())
+            .provider(crm_integrations::calcom::CalcomIntegration)
+            .provider(crm_integrations::telegram::Telegram::new())
+            .provider(crm_integrations::discord::Discord::new());
+        if let Some(key) = master_key {
+            let id = master_key_id.as_deref().unwrap_or("k1");
+            let key = MasterKey::from_base64(id, &key).map_err(|_| {
+                errors::invalid(
+                    py,
+                    "master_key",
+                    "must be the base64 of 32 bytes, with an id of 1 to 32 characters",
+                )
+            })?;
+            b = b.master_key(key);
+        }
+        if let Some(n) = max_connections {
+            b = b.max_connections(n);
+        }
+        // Checked before anything connects: a period of up to a year (a longer one
+        // would put `reset_at` past what a datetime holds), a name as the limiter
+        // takes it, and at least one microsecond per request.
+        const PERIOD_MAX: f64 = 366.0 * 24.0 * 3600.0;
+        for (name, (limit, seconds)) in rate_limits.unwrap_or_default() {
+            let named = !name.is_empty() && name.len() <= 64 && !name.contains(':');
+            let policy = std::time::Duration::try_from_secs_f64(seconds)
+                .ok()
+                .filter(|_| named && seconds <= PERIOD_MAX)
+                .and_then(|period| crm_core::ratelimit::Policy::new(limit, period))
+                .ok_or_else(|| {
+                    errors::invalid(
+                        py,
+                        &format!("rate_limits.{name}"),
+                        "must be (limit, period in seconds): a limit of at least 1 over a period of up \
+                         to a year and at least a microsecond per request, named by 1-64 characters \
+                         without ':'",
+                    )
+                })?;
+            b = b.rate_limit_policy(name, policy);
+        }
+        b = b.webhook_allow_networks(webhook_allow_networks.unwrap_or_default());
+        let mailer: Option<MailerArgs> = mailer.map(|m| read(&m, "mailer")).transpose()?;
+        let parser: Option<ParserArgs> = parser.map(|p| read(&p, "parser")).transpose()?;
+        let allowed: Option<AllowedArgs> = allowed_values
+            .map(|a| read(&a, "allowed_values"))
+            .transpose()?;
+        if let Some(m) = mailer {
+            b = m.install(b).map_err(|e| errors::to_py(py, &e))?;
+        }
+        match parser {
+            None | Some(ParserArgs::Builtin {}) => {}
+            Some(ParserArgs::Openai {
+                api_key,
+                model,
+                base_url,
+            }) => {
+                let mut p = crm_integrations::openai::OpenAi::new(api_key);
+                if let Some(m) = model {
+                    p = p.with_model(m);
+                }
+                if let Some(u) = base_url {
+                    p = p.with_base_url(u);
+                }
+                b = b.lead_parser(p);
+            }
+        }
+        if let Some(a) = allowed {
+            let d = crm_core::leads::AllowedValues::default();
+            b = b.allowed_values(crm_core::leads::AllowedValues {
+                budgets: a.budgets.unwrap_or(d.budgets),
+                project_types: a.project_types.unwrap_or(d.project_types),
+                sources: a.sources.unwrap_or(d.sources),
+            });
+        }
+        if let Some(code) = default_country_code {
+            b = b.default_country_code(code);
+        }
+        spawn(py, async move {
+            let crm = b.connect().await?;
+            Ok(Client {
+                crm,
+                stop: CancellationToken::new(),
+                dispatcher: Mutex::new(None),
+            })
+        })
+    }
+
+    /// Handles an inbound WhatsApp `POST` for `workspace`: verifies `signature`
+    /// (`X-Hub-Signature-256`) over `body` with `app_secret`, then captures each text
+    /// message as a lead by phone. An awaitable of what happened.
+    #[pyo3(signature = (workspace, app_secret, signature, body))]
+    fn whatsapp_receive<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        app_secret: String,
+        signature: Option<String>,
+        body: Vec<u8>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        spawn(py, async move {
+            let leads = crm.workspace(ws).leads().with_actor("whatsapp");
+            let r = crm_integrations::whatsapp::receive(
+                &leads,
+                &app_secret,
+                signature.as_deref(),
+                &body,
+            )
+            .await?;
+            Ok(Out(Received {
+                captured: r.captured,
+                statuses: r.statuses,
+                duplicates: r.duplicates,
+                ignored: r.ignored,
+            }))
+        })
+    }
+
+    /// Handles an inbound Cal.com `POST` for `workspace`: verifies `signature`
+    /// (`X-Cal-Signature-256`) over `body` with `secret`, then captures the booking's
+    /// attendee as a lead. An awaitable of what happened.
+    #[pyo3(signature = (workspace, secret, signature, body))]
+    fn calcom_receive<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        secret: String,
+        signature: Option<String>,
+        body: Vec<u8>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        use crm_integrations::calcom::Received;
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        spawn(py, async move {
+            let leads = crm.workspace(ws).leads().with_actor("cal_com");
+            let r = crm_integrations::calcom::receive(&leads, &secret, signature.as_deref(), &body)
+                .await?;
+            let (outcome, lead, created, trigger) = match r {
+                Received::Captured { lead, created } => ("captured", Some(lead), created, None),
+                Received::Duplicate => ("duplicate", None, false, None),
+                Received::Ignored(t) => ("ignored", None, false, Some(t)),
             };
-            to_value(crm.register(&a.workspace_name, owner).await?)
+            Ok(Out(Booking {
+                outcome,
+                lead_id: lead,
+                created,
+                trigger,
+            }))
+        })
+    }
+
+    /// Claims an idempotency `key` within `scope` in `workspace` for a request made of
+    /// the byte strings `request`; an awaitable of `(outcome, status, body)`, the
+    /// outcome one of `new`, `replay` (with the stored status and body), `in_flight`
+    /// and `mismatch`.
+    #[pyo3(signature = (workspace, scope, key, request))]
+    fn idempotency_claim<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        scope: String,
+        key: String,
+        request: Vec<Vec<u8>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        use crm_core::idempotency::Claim;
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        spawn(py, async move {
+            let parts: Vec<&[u8]> = request.iter().map(Vec::as_slice).collect();
+            let claim = crm
+                .workspace(ws)
+                .idempotency()
+                .claim(&scope, &key, &parts)
+                .await?;
+            Ok(match claim {
+                Claim::New => ("new", None, None),
+                Claim::Replay { status, body } => ("replay", Some(status), Some(body)),
+                Claim::InFlight => ("in_flight", None, None),
+                Claim::Mismatch => ("mismatch", None, None),
+            })
+        })
+    }
+
+    /// Stores the response (`status` 100–599, `body`) of a claimed key for replay.
+    #[pyo3(signature = (workspace, scope, key, status, body))]
+    fn idempotency_complete<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        scope: String,
+        key: String,
+        status: i64,
+        body: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        let status = u16::try_from(status)
+            .ok()
+            .filter(|s| (100..=599).contains(s))
+            .ok_or_else(|| errors::invalid(py, "status", "must be an HTTP status (100-599)"))?;
+        spawn(py, async move {
+            crm.workspace(ws)
+                .idempotency()
+                .complete(&scope, &key, status, &body)
+                .await
+        })
+    }
+
+    /// Gives a claim up without a response, so the next request with the key runs.
+    #[pyo3(signature = (workspace, scope, key))]
+    fn idempotency_release<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        scope: String,
+        key: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        spawn(py, async move {
+            crm.workspace(ws).idempotency().release(&scope, &key).await
+        })
+    }
+
+    /// Starts delivering webhooks and notifications from this process (until
+    /// [`Client::close`]); a second call does nothing.
+    fn start_dispatcher(&self, py: Python<'_>) -> PyResult<()> {
+        let mut slot = self.dispatcher.lock().map_err(|_| errors::internal(py))?;
+        if slot.is_none() {
+            let _guard = pyo3_async_runtimes::tokio::get_runtime().enter();
+            let handle = self
+                .crm
+                .start_dispatcher(DispatcherConfig::default(), self.stop.clone())
+                .map_err(|e| errors::to_py(py, &e))?;
+            *slot = Some(handle);
         }
-        "crm.sign_in" => {
-            let a: LoginArgs = input(payload)?;
-            let found = crm.sign_in(Login::from(a)).await?;
-            Ok(match found {
+        Ok(())
+    }
+
+    /// Stops the dispatcher (waiting for deliveries in flight) and closes the pool.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.stop.cancel();
+        let handle = self
+            .dispatcher
+            .lock()
+            .map_err(|_| errors::internal(py))?
+            .take();
+        let crm = self.crm.clone();
+        spawn(py, async move {
+            if let Some(h) = handle {
+                let _ = h.await;
+            }
+            crm.close().await;
+            Ok(())
+        })
+    }
+
+    // The crm, across workspaces.
+
+    fn crm_create_workspace<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<Name>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, |crm| async move {
+            crm.create_workspace(&input.0.name).await
+        })
+    }
+
+    fn crm_register<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<Register>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        let owner = NewUser {
+            email: a.email,
+            display_name: a.display_name,
+            role: None,
+            password: a.password,
+        };
+        self.run_crm(py, |crm| async move {
+            crm.register(&a.workspace_name, owner).await
+        })
+    }
+
+    fn crm_sign_in<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<LoginArgs>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, |crm| async move {
+            Ok(match crm.sign_in(Login::from(input.0)).await? {
                 crm_core::auth::SignIn::SignedIn(l) => {
                     let l = *l;
-                    json!({ "signed_in": { "token": secret(l.token), "session": l.session, "user": l.user } })
+                    json!({ "signed_in": LoggedIn { token: secret(l.token), session: l.session, user: l.user } })
                 }
-                crm_core::auth::SignIn::ChooseWorkspace(list) => {
-                    json!({ "choose_workspace": list })
-                }
+                crm_core::auth::SignIn::ChooseWorkspace(list) => json!({ "choose_workspace": list }),
             })
-        }
-        "crm.authenticate_session" => {
-            let a: Token = input(payload)?;
-            let s = crm.authenticate_session(&a.token).await?;
-            Ok(json!({ "session": s.session, "user": s.user }))
-        }
-        "crm.logout" => {
-            let a: Token = input(payload)?;
-            crm.logout(&a.token).await?;
-            Ok(Value::Null)
-        }
-        "crm.confirm_password_reset" => {
-            let a: ResetConfirm = input(payload)?;
-            to_value(
-                crm.confirm_password_reset(&a.token, &a.new_password)
-                    .await?,
-            )
-        }
-        "crm.confirm_email" => {
-            let a: Token = input(payload)?;
-            to_value(crm.confirm_email(&a.token).await?)
-        }
-        "crm.providers" => to_value(crm.providers()),
-        "crm.inbound_integration" => {
-            let a: InboundLookup = input(payload)?;
+        })
+    }
+
+    fn crm_authenticate_session<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<Token>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, |crm| async move {
+            let s = crm.authenticate_session(&input.0.token).await?;
+            Ok(SessionUser {
+                session: s.session,
+                user: s.user,
+            })
+        })
+    }
+
+    fn crm_logout<'py>(&self, py: Python<'py>, input: Input<Token>) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, |crm| async move { crm.logout(&input.0.token).await })
+    }
+
+    fn crm_confirm_password_reset<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<ResetConfirm>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        self.run_crm(py, |crm| async move {
+            crm.confirm_password_reset(&a.token, &a.new_password).await
+        })
+    }
+
+    fn crm_confirm_email<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<Token>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(
+            py,
+            |crm| async move { crm.confirm_email(&input.0.token).await },
+        )
+    }
+
+    fn crm_providers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, |crm| async move { Ok(crm.providers()) })
+    }
+
+    fn crm_inbound_integration<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<InboundLookup>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        self.run_crm(py, |crm| async move {
             let (workspace_id, settings) = crm.inbound_integration(&a.kind, &a.inbound_id).await?;
             Ok(json!({ "workspace_id": workspace_id, "settings": settings }))
-        }
-        "crm.ping" => {
-            let _: Nothing = input(payload)?;
-            crm.ping().await?;
-            Ok(Value::Null)
-        }
-        "workspace.info" => {
-            let _: Nothing = input(payload)?;
-            to_value(w.info().await?)
-        }
-        "workspace.rename" => {
-            let a: Name = input(payload)?;
-            to_value(w.rename(&a.name).await?)
-        }
-        "workspace.audit_log" => {
-            let p: Page = input(payload)?;
-            to_value(w.audit_log(p.after()?, p.limit).await?)
-        }
-        "crm.housekeep" => {
-            let a: Housekeep = input(payload)?;
-            let retention = match a.retention_seconds {
-                None => None,
-                Some(secs) => Some(
-                    chrono::Duration::try_seconds(secs)
-                        .filter(|d| *d >= chrono::Duration::zero())
-                        .ok_or_else(|| {
-                            Error::invalid("retention", "must be a duration of 0 or more")
-                        })?,
-                ),
-            };
-            let config = crm_core::housekeeping::Housekeeping { retention };
-            to_value(crm.housekeep(config).await?)
-        }
-        "crm.rate_limit_check" => {
-            let a: RateCheck = input(payload)?;
-            Ok(decision(crm.rate_limiter().check(&a.policy, &a.key).await?))
-        }
-        "crm.rate_limit_enforce" => {
-            let a: RateCheck = input(payload)?;
-            Ok(decision(
-                crm.rate_limiter().enforce(&a.policy, &a.key).await?,
-            ))
-        }
+        })
+    }
 
-        // Leads.
-        "leads.create" => to_value(w.leads().create(input::<NewLead>(payload)?).await?),
-        "leads.capture" => to_value(w.leads().capture(input::<NewLead>(payload)?).await?),
-        "leads.get" => to_value(w.leads().get(parse_id(id()?, "id")?).await?),
-        "leads.list" => {
-            let a: ListArgs = input(payload)?;
-            let q = LeadQuery {
-                status: a.status,
-                source: a.source,
-                tags: a.tags,
-                created_after: a.created_after,
-                created_before: a.created_before,
-                q: a.q,
-                sort: a.sort.unwrap_or_default(),
-                order: a.order.unwrap_or_default(),
-                limit: a.limit,
-                cursor: a.cursor,
-                include_total: a.include_total,
-            };
-            to_value(w.leads().list(&q).await?)
-        }
-        "leads.update" => {
-            let lead = parse_id(id()?, "id")?;
-            to_value(w.leads().update(lead, input::<LeadPatch>(payload)?).await?)
-        }
-        "leads.delete" => {
-            w.leads().delete(parse_id(id()?, "id")?).await?;
-            Ok(Value::Null)
-        }
-        "leads.add_activity" => {
-            let lead = parse_id(id()?, "id")?;
-            let a: NewActivity = input(payload)?;
-            to_value(w.leads().add_activity(lead, a).await?)
-        }
-        "leads.activities" => to_value(w.leads().activities(parse_id(id()?, "id")?).await?),
-        "leads.send_message" => {
-            let lead = parse_id(id()?, "id")?;
-            let m: crm_core::leads::messages::NewMessage = input(payload)?;
-            to_value(w.leads().send_message(lead, "whatsapp", m).await?)
-        }
-        "leads.parse" => {
-            let a: ParseArgs = input(payload)?;
-            to_value(w.leads().parse(&a.text, a.auto_save).await?)
-        }
+    fn crm_ping<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, |crm| async move { crm.ping().await })
+    }
 
-        // Auth.
-        "auth.create_user" => to_value(
-            w.auth()
-                .create_user(input(payload)?, Actor::App(None))
-                .await?,
-        ),
-        "auth.users" => to_value(w.auth().users().await?),
-        "auth.user" => to_value(w.auth().user(parse_id(id()?, "id")?).await?),
-        "auth.set_role" => {
-            let user = parse_id(id()?, "id")?;
-            let a: Role = input(payload)?;
-            to_value(w.auth().set_role(user, &a.role, Actor::App(None)).await?)
-        }
-        "auth.disable_user" => to_value(
-            w.auth()
-                .disable_user(parse_id(id()?, "id")?, Actor::App(None))
-                .await?,
-        ),
-        "auth.enable_user" => to_value(
-            w.auth()
-                .enable_user(parse_id(id()?, "id")?, Actor::App(None))
-                .await?,
-        ),
-        "auth.delete_user" => {
-            w.auth()
-                .delete_user(parse_id(id()?, "id")?, Actor::App(None))
-                .await?;
-            Ok(Value::Null)
-        }
-        "auth.sessions" => to_value(w.auth().sessions(parse_id(id()?, "id")?).await?),
-        "auth.end_user_sessions" => to_value(
-            w.auth()
-                .end_user_sessions(parse_id(id()?, "id")?, Actor::App(None))
-                .await?,
-        ),
-        "auth.login" => {
-            let a: LoginArgs = input(payload)?;
-            let l = w.auth().login(Login::from(a)).await?;
-            Ok(json!({ "token": secret(l.token), "session": l.session, "user": l.user }))
-        }
-        "auth.change_password" => {
-            let user = parse_id(id()?, "id")?;
-            let a: ChangePassword = input(payload)?;
-            w.auth()
-                .change_password(user, &a.current, &a.new, None)
-                .await?;
-            Ok(Value::Null)
-        }
-        "auth.request_password_reset" => {
-            let a: Email = input(payload)?;
-            w.auth().request_password_reset(&a.email).await?;
-            Ok(Value::Null)
-        }
-        "auth.request_email_verification" => {
-            w.auth()
-                .request_email_verification(parse_id(id()?, "id")?)
-                .await?;
-            Ok(Value::Null)
-        }
+    fn crm_housekeep<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<Housekeep>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let retention = match input.0.retention_seconds {
+            None => None,
+            Some(secs) => Some(
+                chrono::Duration::try_seconds(secs)
+                    .filter(|d| *d >= chrono::Duration::zero())
+                    .ok_or_else(|| {
+                        errors::invalid(py, "retention", "must be a duration of 0 or more")
+                    })?,
+            ),
+        };
+        let config = crm_core::housekeeping::Housekeeping { retention };
+        self.run_crm(py, |crm| async move { crm.housekeep(config).await })
+    }
 
-        // API keys.
-        "api_keys.create" => {
-            let c = w.api_keys().create(input::<NewApiKey>(payload)?).await?;
-            Ok(json!({ "key": c.key, "secret": secret(c.secret) }))
-        }
-        "api_keys.list" => to_value(w.api_keys().list().await?),
-        "api_keys.get" => to_value(w.api_keys().get(parse_id(id()?, "id")?).await?),
-        "api_keys.update" => {
-            let key = parse_id(id()?, "id")?;
-            to_value(
-                w.api_keys()
-                    .update(key, input::<ApiKeyPatch>(payload)?)
-                    .await?,
-            )
-        }
-        "api_keys.revoke" => to_value(w.api_keys().revoke(parse_id(id()?, "id")?).await?),
-        "api_keys.rotate" => {
-            let key = parse_id(id()?, "id")?;
-            let a: Rotate = input(payload)?;
-            let grace = a
-                .grace_seconds
-                .map(|s| {
-                    i64::try_from(s)
-                        .ok()
-                        .and_then(chrono::TimeDelta::try_seconds)
-                        .ok_or_else(|| Error::invalid("grace_seconds", "is too large"))
-                })
-                .transpose()?;
-            let c = w.api_keys().rotate(key, grace).await?;
-            Ok(json!({ "key": c.key, "secret": secret(c.secret) }))
-        }
-        "api_keys.verify" => {
-            let a: VerifyKey = input(payload)?;
+    fn crm_rate_limit_check<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<RateCheck>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        self.run_crm(py, |crm| async move {
+            crm.rate_limiter()
+                .check(&a.policy, &a.key)
+                .await
+                .map(decision)
+        })
+    }
+
+    fn crm_rate_limit_enforce<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<RateCheck>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        self.run_crm(py, |crm| async move {
+            crm.rate_limiter()
+                .enforce(&a.policy, &a.key)
+                .await
+                .map(decision)
+        })
+    }
+
+    // A workspace.
+
+    fn workspace_info<'py>(&self, py: Python<'py>, workspace: &str) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move { w.info().await })
+    }
+
+    fn workspace_rename<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<Name>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.rename(&input.0.name).await
+        })
+    }
+
+    fn workspace_audit_log<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<Page>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let p = input.0;
+        self.run(py, workspace, |_, w| async move {
+            w.audit_log(p.after()?, p.limit).await
+        })
+    }
+
+    // Leads.
+
+    fn leads_create<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<NewLead>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().create(input.0).await
+        })
+    }
+
+    fn leads_capture<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<NewLead>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().capture(input.0).await
+        })
+    }
+
+    fn leads_get<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.leads().get(id.0).await },
+        )
+    }
+
+    fn leads_list<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<ListArgs>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        let q = LeadQuery {
+            status: a.status,
+            source: a.source,
+            tags: a.tags,
+            created_after: a.created_after,
+            created_before: a.created_before,
+            q: a.q,
+            sort: a.sort.unwrap_or_default(),
+            order: a.order.unwrap_or_default(),
+            limit: a.limit,
+            cursor: a.cursor,
+            include_total: a.include_total,
+        };
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.leads().list(&q).await },
+        )
+    }
+
+    fn leads_update<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+        input: Input<LeadPatch>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().update(id.0, input.0).await
+        })
+    }
+
+    fn leads_delete<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.leads().delete(id.0).await },
+        )
+    }
+
+    fn leads_add_activity<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+        input: Input<NewActivity>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().add_activity(id.0, input.0).await
+        })
+    }
+
+    fn leads_activities<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().activities(id.0).await
+        })
+    }
+
+    fn leads_send_message<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+        input: Input<NewMessage>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().send_message(id.0, "whatsapp", input.0).await
+        })
+    }
+
+    fn leads_parse<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<ParseArgs>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        self.run(py, workspace, |_, w| async move {
+            w.leads().parse(&a.text, a.auto_save).await
+        })
+    }
+
+    // Users and sessions.
+
+    fn auth_create_user<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<NewUser>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().create_user(input.0, Actor::App(None)).await
+        })
+    }
+
+    fn auth_users<'py>(&self, py: Python<'py>, workspace: &str) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move { w.auth().users().await })
+    }
+
+    fn auth_user<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.auth().user(id.0).await },
+        )
+    }
+
+    fn auth_set_role<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+        input: Input<Role>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth()
+                .set_role(id.0, &input.0.role, Actor::App(None))
+                .await
+        })
+    }
+
+    fn auth_disable_user<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().disable_user(id.0, Actor::App(None)).await
+        })
+    }
+
+    fn auth_enable_user<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().enable_user(id.0, Actor::App(None)).await
+        })
+    }
+
+    fn auth_delete_user<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().delete_user(id.0, Actor::App(None)).await
+        })
+    }
+
+    fn auth_sessions<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().sessions(id.0).await
+        })
+    }
+
+    fn auth_end_user_sessions<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().end_user_sessions(id.0, Actor::App(None)).await
+        })
+    }
+
+    fn auth_login<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<LoginArgs>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            let l = w.auth().login(Login::from(input.0)).await?;
+            Ok(LoggedIn {
+                token: secret(l.token),
+                session: l.session,
+                user: l.user,
+            })
+        })
+    }
+
+    fn auth_change_password<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+        input: Input<ChangePassword>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        self.run(py, workspace, |_, w| async move {
+            w.auth()
+                .change_password(id.0, &a.current, &a.new, None)
+                .await
+        })
+    }
+
+    fn auth_request_password_reset<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<Email>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().request_password_reset(&input.0.email).await
+        })
+    }
+
+    fn auth_request_email_verification<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().request_email_verification(id.0).await
+        })
+    }
+
+    // API keys.
+
+    fn api_keys_create<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<NewApiKey>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            let c = w.api_keys().create(input.0).await?;
+            Ok(CreatedApiKey {
+                key: c.key,
+                secret: secret(c.secret),
+            })
+        })
+    }
+
+    fn api_keys_list<'py>(&self, py: Python<'py>, workspace: &str) -> PyResult<Bound<'py, PyAny>> {
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.api_keys().list().await },
+        )
+    }
+
+    fn api_keys_get<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ApiKeyId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.api_keys().get(id.0).await },
+        )
+    }
+
+    fn api_keys_update<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ApiKeyId>,
+        input: Input<ApiKeyPatch>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.api_keys().update(id.0, input.0).await
+        })
+    }
+
+    fn api_keys_revoke<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ApiKeyId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.api_keys().revoke(id.0).await
+        })
+    }
+
+    fn api_keys_rotate<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ApiKeyId>,
+        input: Input<Rotate>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let grace = input
+            .0
+            .grace_seconds
+            .map(|s| {
+                i64::try_from(s)
+                    .ok()
+                    .and_then(chrono::TimeDelta::try_seconds)
+                    .ok_or_else(|| errors::invalid(py, "grace_seconds", "is too large"))
+            })
+            .transpose()?;
+        self.run(py, workspace, |_, w| async move {
+            let c = w.api_keys().rotate(id.0, grace).await?;
+            Ok(CreatedApiKey {
+                key: c.key,
+                secret: secret(c.secret),
+            })
+        })
+    }
+
+    fn api_keys_verify<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<VerifyKey>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        self.run(py, workspace, |crm, w| async move {
             let v = crm.verify_api_key(&a.key).await?;
             // A key of another workspace does not exist for this one.
-            if v.workspace_id != ws {
+            if v.workspace_id != w.id() {
                 return Err(Error::Unauthorized {
                     reason: crm_core::AuthFailure::UnknownKey,
                 });
@@ -789,103 +1451,276 @@ async fn dispatch(
             if let Some(scope) = &a.scope {
                 v.require(scope)?;
             }
-            Ok(json!({
-                "key_id": v.key_id,
-                "workspace_id": v.workspace_id,
-                "scopes": &*v.scopes,
-                "expires_at": v.expires_at,
-            }))
-        }
+            Ok(VerifiedKey {
+                key_id: v.key_id,
+                workspace_id: v.workspace_id,
+                scopes: v.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+                expires_at: v.expires_at,
+            })
+        })
+    }
 
-        // Webhook endpoints.
-        "webhooks.create_endpoint" => {
-            let c = w.webhooks().create(input::<NewEndpoint>(payload)?).await?;
-            Ok(json!({ "endpoint": c.endpoint, "secret": secret(c.secret) }))
-        }
-        "webhooks.list_endpoints" => to_value(w.webhooks().list().await?),
-        "webhooks.get_endpoint" => to_value(w.webhooks().get(parse_id(id()?, "id")?).await?),
-        "webhooks.update_endpoint" => {
-            let ep = parse_id(id()?, "id")?;
-            to_value(
-                w.webhooks()
-                    .update(ep, input::<EndpointPatch>(payload)?)
-                    .await?,
-            )
-        }
-        "webhooks.delete_endpoint" => {
-            w.webhooks().delete(parse_id(id()?, "id")?).await?;
-            Ok(Value::Null)
-        }
-        "webhooks.endpoint_secret" => {
-            let s = w.webhooks().secret(parse_id(id()?, "id")?).await?;
-            Ok(Value::String(secret(s)))
-        }
-        "webhooks.rotate_secret" => {
-            let s = w.webhooks().rotate_secret(parse_id(id()?, "id")?).await?;
-            Ok(Value::String(secret(s)))
-        }
-        "webhooks.test" => to_value(w.webhooks().test(parse_id(id()?, "id")?).await?),
-        "webhooks.attempts" => {
-            let ep = parse_id(id()?, "id")?;
-            let p: Page = input(payload)?;
-            to_value(w.webhooks().attempts(ep, p.after()?, p.limit).await?)
-        }
-        "webhooks.resend" => {
-            let ep = parse_id(id()?, "id")?;
-            let a: Resend = input(payload)?;
-            w.webhooks()
-                .resend(ep, parse_id(&a.event_id, "event_id")?)
-                .await?;
-            Ok(Value::Null)
-        }
+    // Webhook endpoints.
 
-        // Notification channels.
-        "notifications.create_channel" => to_value(
-            w.notifications()
-                .create(input::<NewChannel>(payload)?)
-                .await?,
-        ),
-        "notifications.list_channels" => to_value(w.notifications().list().await?),
-        "notifications.get_channel" => {
-            to_value(w.notifications().get(parse_id(id()?, "id")?).await?)
-        }
-        "notifications.update_channel" => {
-            let ch = parse_id(id()?, "id")?;
-            to_value(
-                w.notifications()
-                    .update(ch, input::<ChannelPatch>(payload)?)
-                    .await?,
-            )
-        }
-        "notifications.attempts" => {
-            let ch = parse_id(id()?, "id")?;
-            let p: Page = input(payload)?;
-            to_value(w.notifications().attempts(ch, p.after()?, p.limit).await?)
-        }
-        "notifications.delete_channel" => {
-            w.notifications().delete(parse_id(id()?, "id")?).await?;
-            Ok(Value::Null)
-        }
-        "notifications.test_channel" => {
-            to_value(w.notifications().test(parse_id(id()?, "id")?).await?)
-        }
+    fn webhooks_create_endpoint<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<NewEndpoint>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            let c = w.webhooks().create(input.0).await?;
+            Ok(CreatedEndpoint {
+                endpoint: c.endpoint,
+                secret: secret(c.secret),
+            })
+        })
+    }
 
-        // Integrations (the id is the provider kind).
-        "integrations.list" => to_value(w.integrations().list().await?),
-        "integrations.get" => to_value(w.integrations().get(id()?).await?),
-        "integrations.settings" => to_value(w.integrations().settings(id()?).await?),
-        "integrations.save" => {
-            let a: SaveIntegration = input(payload)?;
-            to_value(
-                w.integrations()
-                    .save(Actor::App(None), id()?, a.settings)
-                    .await?,
-            )
-        }
-        "integrations.delete" => {
-            w.integrations().delete(Actor::App(None), id()?).await?;
-            Ok(Value::Null)
-        }
-        _ => Err(Error::invalid("op", format!("unknown operation {op:?}"))),
+    fn webhooks_list_endpoints<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.webhooks().list().await },
+        )
+    }
+
+    fn webhooks_get_endpoint<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.webhooks().get(id.0).await },
+        )
+    }
+
+    fn webhooks_update_endpoint<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+        input: Input<EndpointPatch>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.webhooks().update(id.0, input.0).await
+        })
+    }
+
+    fn webhooks_delete_endpoint<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.webhooks().delete(id.0).await
+        })
+    }
+
+    fn webhooks_endpoint_secret<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.webhooks().secret(id.0).await.map(secret)
+        })
+    }
+
+    fn webhooks_rotate_secret<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.webhooks().rotate_secret(id.0).await.map(secret)
+        })
+    }
+
+    fn webhooks_test<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.webhooks().test(id.0).await
+        })
+    }
+
+    fn webhooks_attempts<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+        input: Input<Page>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let p = input.0;
+        self.run(py, workspace, |_, w| async move {
+            w.webhooks().attempts(id.0, p.after()?, p.limit).await
+        })
+    }
+
+    fn webhooks_resend<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+        input: Input<Resend>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let event = parse_id(&input.0.event_id, "event_id").map_err(|e| errors::to_py(py, &e))?;
+        self.run(py, workspace, |_, w| async move {
+            w.webhooks().resend(id.0, event).await
+        })
+    }
+
+    // Notification channels.
+
+    fn notifications_create_channel<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<NewChannel>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.notifications().create(input.0).await
+        })
+    }
+
+    fn notifications_list_channels<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.notifications().list().await
+        })
+    }
+
+    fn notifications_get_channel<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ChannelId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.notifications().get(id.0).await
+        })
+    }
+
+    fn notifications_update_channel<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ChannelId>,
+        input: Input<ChannelPatch>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.notifications().update(id.0, input.0).await
+        })
+    }
+
+    fn notifications_attempts<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ChannelId>,
+        input: Input<Page>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let p = input.0;
+        self.run(py, workspace, |_, w| async move {
+            w.notifications().attempts(id.0, p.after()?, p.limit).await
+        })
+    }
+
+    fn notifications_delete_channel<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ChannelId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.notifications().delete(id.0).await
+        })
+    }
+
+    fn notifications_test_channel<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ChannelId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.notifications().test(id.0).await
+        })
+    }
+
+    // Integrations (by provider kind).
+
+    fn integrations_list<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.integrations().list().await
+        })
+    }
+
+    fn integrations_get<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        kind: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.integrations().get(&kind).await
+        })
+    }
+
+    fn integrations_settings<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        kind: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.integrations().settings(&kind).await
+        })
+    }
+
+    fn integrations_save<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        kind: String,
+        input: Input<SaveIntegration>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.integrations()
+                .save(Actor::App(None), &kind, input.0.settings)
+                .await
+        })
+    }
+
+    fn integrations_delete<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        kind: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.integrations().delete(Actor::App(None), &kind).await
+        })
     }
 }

@@ -24,5 +24,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sync::password_verify, m)?)?;
     m.add_function(wrap_pyfunction!(sync::password_check_policy, m)?)?;
     m.add_function(wrap_pyfunction!(errors::sample_error, m)?)?;
+    m.add_function(wrap_pyfunction!(client::model_schemas, m)?)?;
     Ok(())
 }

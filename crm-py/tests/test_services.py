@@ -105,7 +105,7 @@ async def test_policy_registration_and_tokens(client: crm.Crm) -> None:
     choices = await client.sign_in("boss@acme.test", STRONG)
     assert isinstance(choices, list)
     assert [(c.id, c.name) for c in choices] == [(owner.workspace_id, "Acme"), (beta.id, "Beta")]
-    # The Python module has no mailer to send tokens with (yet): asking is a configuration error.
+    # Connected without a mailer (and no email integration): asking is a configuration error.
     with pytest.raises(crm.CrmError) as m:
         await client.workspace(owner.workspace_id).auth.request_password_reset("boss@acme.test")
     assert m.value.code == "configuration_error"

@@ -3,7 +3,6 @@
 :class:`WebhookVerificationError` unless it matches; ``await receive(workspace,
 secret, header, body)`` also captures the booking's attendee as a lead."""
 
-import json
 from typing import Optional, Union
 
 from ._native import calcom_verify_signature as verify_signature
@@ -26,4 +25,4 @@ async def receive(
     neither writes anything. The same booking and trigger twice is a ``duplicate``."""
     raw = body.encode() if isinstance(body, str) else bytes(body)
     out = await workspace._native.calcom_receive(workspace.id, secret, signature, raw)
-    return Booking.from_dict(json.loads(out))
+    return Booking.from_dict(out)

@@ -5,7 +5,6 @@ Every method is a coroutine (``async def``), so it can be awaited, passed to
 own tokio runtime, off the event loop; awaiting never blocks the loop.
 """
 
-import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -102,6 +101,17 @@ def _changed(**fields: Any) -> Dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not UNSET}
 
 
+def _strings(value: Any, field: str) -> List[Any]:
+    """A list argument as a list; one string is refused (``list("vip")`` would be its
+    characters)."""
+    if isinstance(value, (str, bytes)):
+        raise ValidationError(
+            f"invalid input: {field}: must be a list of strings, not one string",
+            [(field, "must be a list of strings, not one string")],
+        )
+    return list(value)
+
+
 def _networks(given: Optional[Sequence[str]]) -> Optional[List[str]]:
     """``webhook_allow_networks`` as a list (one string is one network, not its
     characters)."""
@@ -142,12 +152,6 @@ class _Service:
         self._native = native
         self._ws = workspace
 
-    async def _call(self, op: str, id: Optional[Id] = None, payload: Optional[Mapping[str, Any]] = None) -> Any:
-        raw = await self._native.call(
-            self._ws, op, None if id is None else str(id), json.dumps(payload or {})
-        )
-        return json.loads(raw)
-
 
 class Leads(_Service):
     """Leads of one workspace: fields, statuses, activities, search, cursor pages, dedup."""
@@ -177,11 +181,11 @@ class Leads(_Service):
         payload = _given(
             name=name, email=email, phone=phone, company=company, budget=budget,
             project_type=project_type, message=message, source=source, status=status,
-            notes=notes, tags=None if tags is None else list(tags),
+            notes=notes, tags=None if tags is None else _strings(tags, "tags"),
             custom=None if custom is None else dict(custom), raw_input=raw_input,
         )
         payload["ai_parsed"] = ai_parsed
-        return Lead.from_dict(await self._call("leads.create", None, payload))
+        return Lead.from_dict(await self._native.leads_create(self._ws, payload))
 
     async def capture(
         self,
@@ -205,13 +209,13 @@ class Leads(_Service):
         payload = _given(
             name=name, email=email, phone=phone, company=company, budget=budget,
             project_type=project_type, message=message, source=source, notes=notes,
-            tags=None if tags is None else list(tags), custom=None if custom is None else dict(custom),
+            tags=None if tags is None else _strings(tags, "tags"), custom=None if custom is None else dict(custom),
         )
-        return Captured.from_dict(await self._call("leads.capture", None, payload))
+        return Captured.from_dict(await self._native.leads_capture(self._ws, payload))
 
     async def get(self, id: Id) -> LeadDetail:
         """The lead with its activities (``NotFoundError`` when absent)."""
-        return LeadDetail.from_dict(await self._call("leads.get", id))
+        return LeadDetail.from_dict(await self._native.leads_get(self._ws, str(id)))
 
     async def list(
         self,
@@ -232,14 +236,14 @@ class Leads(_Service):
         all ``tags``, created in ``[created_after, created_before)``, every word of ``q``
         prefix-matching; sorted by ``created_at``, ``updated_at``, ``name`` or
         ``status``. The cursor is bound to the filters and sort it came from."""
-        statuses = [status] if isinstance(status, str) else list(status or [])
+        statuses = [status] if isinstance(status, str) else _strings(status or [], "status")
         payload = _given(
-            status=statuses, source=source, tags=list(tags or []),
+            status=statuses, source=source, tags=_strings(tags or [], "tags"),
             created_after=_when(created_after, "created_after"),
             created_before=_when(created_before, "created_before"),
             q=q, sort=sort, order=order, limit=limit, cursor=cursor, include_total=include_total,
         )
-        return LeadPage.from_dict(await self._call("leads.list", None, payload))
+        return LeadPage.from_dict(await self._native.leads_list(self._ws, payload))
 
     async def update(
         self,
@@ -263,19 +267,19 @@ class Leads(_Service):
         payload = _changed(
             name=name, email=email, phone=phone, company=company, budget=budget,
             project_type=project_type, message=message, source=source, status=status,
-            notes=notes, tags=tags if tags is UNSET or tags is None else list(tags),
+            notes=notes, tags=tags if tags is UNSET or tags is None else _strings(tags, "tags"),
             custom=custom if custom is UNSET or custom is None else dict(custom),
         )
-        return Lead.from_dict(await self._call("leads.update", id, payload))
+        return Lead.from_dict(await self._native.leads_update(self._ws, str(id), payload))
 
     async def delete(self, id: Id) -> None:
         """Deletes the lead and its activities (``NotFoundError`` when absent)."""
-        await self._call("leads.delete", id)
+        await self._native.leads_delete(self._ws, str(id))
 
     async def add_activity(self, id: Id, kind: str, description: Optional[str] = None) -> Activity:
         """Adds an activity (``note``, ``call``, ``email``, ``meeting``, ``message``, …)."""
         payload = _given(kind=kind, description=description)
-        return Activity.from_dict(await self._call("leads.add_activity", id, payload))
+        return Activity.from_dict(await self._native.leads_add_activity(self._ws, str(id), payload))
 
     async def send_message(
         self,
@@ -298,19 +302,19 @@ class Leads(_Service):
             payload["text"] = text
         if template is not None:
             payload["template"] = {
-                "name": template, "language": language, "parameters": list(parameters or []),
+                "name": template, "language": language, "parameters": _strings(parameters or [], "parameters"),
             }
-        return Activity.from_dict(await self._call("leads.send_message", id, payload))
+        return Activity.from_dict(await self._native.leads_send_message(self._ws, str(id), payload))
 
     async def activities(self, id: Id) -> List[Activity]:
         """The lead's activities, newest first."""
-        return [Activity.from_dict(a) for a in await self._call("leads.activities", id)]
+        return [Activity.from_dict(a) for a in await self._native.leads_activities(self._ws, str(id))]
 
     async def parse(self, text: str, *, auto_save: bool = False) -> ParsedLead:
         """Reads a lead out of free text with the configured parser (the built-in one
         unless the app set another); with ``auto_save`` creates it too."""
         return ParsedLead.from_dict(
-            await self._call("leads.parse", None, {"text": text, "auto_save": auto_save})
+            await self._native.leads_parse(self._ws, {"text": text, "auto_save": auto_save})
         )
 
 
@@ -324,42 +328,42 @@ class Auth(_Service):
     ) -> User:
         """Adds a user (``role`` ``member`` unless given); the password must pass the policy."""
         payload = _given(email=email, display_name=display_name, password=password, role=role)
-        return User.from_dict(await self._call("auth.create_user", None, payload))
+        return User.from_dict(await self._native.auth_create_user(self._ws, payload))
 
     async def users(self) -> List[User]:
         """Every user of the workspace."""
-        return [User.from_dict(u) for u in await self._call("auth.users")]
+        return [User.from_dict(u) for u in await self._native.auth_users(self._ws)]
 
     async def user(self, id: Id) -> User:
         """One user."""
-        return User.from_dict(await self._call("auth.user", id))
+        return User.from_dict(await self._native.auth_user(self._ws, str(id)))
 
     async def set_role(self, id: Id, role: str) -> User:
         """Changes a user's role (the last owner cannot be demoted)."""
-        return User.from_dict(await self._call("auth.set_role", id, {"role": role}))
+        return User.from_dict(await self._native.auth_set_role(self._ws, str(id), {"role": role}))
 
     async def disable_user(self, id: Id) -> User:
         """Disables a user: their sessions and mailed links end at once, and they cannot
         sign in or reset their password until enabled. The last active owner cannot
         be disabled (``ConflictError``)."""
-        return User.from_dict(await self._call("auth.disable_user", id, None))
+        return User.from_dict(await self._native.auth_disable_user(self._ws, str(id)))
 
     async def enable_user(self, id: Id) -> User:
         """Enables a disabled user again."""
-        return User.from_dict(await self._call("auth.enable_user", id, None))
+        return User.from_dict(await self._native.auth_enable_user(self._ws, str(id)))
 
     async def delete_user(self, id: Id) -> None:
         """Deletes a user with their sessions and tokens (never the last active
         owner)."""
-        await self._call("auth.delete_user", id, None)
+        await self._native.auth_delete_user(self._ws, str(id))
 
     async def sessions(self, user_id: Id) -> List[Session]:
         """A user's live sessions, newest first (never their tokens)."""
-        return [Session.from_dict(s) for s in await self._call("auth.sessions", user_id, None)]
+        return [Session.from_dict(s) for s in await self._native.auth_sessions(self._ws, str(user_id))]
 
     async def end_user_sessions(self, user_id: Id) -> int:
         """Ends every session of a user; returns how many ended."""
-        return int(await self._call("auth.end_user_sessions", user_id, None))
+        return int(await self._native.auth_end_user_sessions(self._ws, str(user_id)))
 
     async def login(
         self,
@@ -377,22 +381,22 @@ class Auth(_Service):
         payload = _given(
             email=email, password=password, remember_me=remember_me, ip=ip, user_agent=user_agent
         )
-        return LoggedIn.from_dict(await self._call("auth.login", None, payload))
+        return LoggedIn.from_dict(await self._native.auth_login(self._ws, payload))
 
     async def change_password(self, user_id: Id, current: str, new: str) -> None:
         """Changes a password after checking the current one; other sessions and earlier
         reset and verification links end. Wrong current passwords count like failed
         logins (``RateLimitedError`` once the account is locked)."""
-        await self._call("auth.change_password", user_id, {"current": current, "new": new})
+        await self._native.auth_change_password(self._ws, str(user_id), {"current": current, "new": new})
 
     async def request_password_reset(self, email: str) -> None:
         """Mails a reset token when the account exists, in the background and at most 5
         times an hour per account (says nothing either way)."""
-        await self._call("auth.request_password_reset", None, {"email": email})
+        await self._native.auth_request_password_reset(self._ws, {"email": email})
 
     async def request_email_verification(self, user_id: Id) -> None:
         """Mails a verification token to the user."""
-        await self._call("auth.request_email_verification", user_id)
+        await self._native.auth_request_email_verification(self._ws, str(user_id))
 
 
 class ApiKeys(_Service):
@@ -404,39 +408,39 @@ class ApiKeys(_Service):
         self, name: str, scopes: Sequence[str], *, expires_at: Optional[datetime] = None
     ) -> CreatedApiKey:
         """A new key; ``secret`` on the result is the key, shown this once."""
-        payload = _given(name=name, scopes=list(scopes), expires_at=_when(expires_at, "expires_at"))
-        return CreatedApiKey.from_dict(await self._call("api_keys.create", None, payload))
+        payload = _given(name=name, scopes=_strings(scopes, "scopes"), expires_at=_when(expires_at, "expires_at"))
+        return CreatedApiKey.from_dict(await self._native.api_keys_create(self._ws, payload))
 
     async def list(self) -> List[ApiKey]:
         """Every key's record (never the key)."""
-        return [ApiKey.from_dict(k) for k in await self._call("api_keys.list")]
+        return [ApiKey.from_dict(k) for k in await self._native.api_keys_list(self._ws)]
 
     async def get(self, id: Id) -> ApiKey:
         """One key's record."""
-        return ApiKey.from_dict(await self._call("api_keys.get", id))
+        return ApiKey.from_dict(await self._native.api_keys_get(self._ws, str(id)))
 
     async def update(
         self, id: Id, *, name: Optional[str] = None, scopes: Optional[Sequence[str]] = None
     ) -> ApiKey:
         """Renames a key or replaces its scopes."""
-        payload = _given(name=name, scopes=None if scopes is None else list(scopes))
-        return ApiKey.from_dict(await self._call("api_keys.update", id, payload))
+        payload = _given(name=name, scopes=None if scopes is None else _strings(scopes, "scopes"))
+        return ApiKey.from_dict(await self._native.api_keys_update(self._ws, str(id), payload))
 
     async def revoke(self, id: Id) -> ApiKey:
         """Revokes a key at once (cached verifications are dropped too)."""
-        return ApiKey.from_dict(await self._call("api_keys.revoke", id))
+        return ApiKey.from_dict(await self._native.api_keys_revoke(self._ws, str(id)))
 
     async def rotate(self, id: Id, *, grace_seconds: Optional[int] = None) -> CreatedApiKey:
         """A replacement key; the old one keeps working for ``grace_seconds`` (24 h by default)."""
         payload = _given(grace_seconds=grace_seconds)
-        return CreatedApiKey.from_dict(await self._call("api_keys.rotate", id, payload))
+        return CreatedApiKey.from_dict(await self._native.api_keys_rotate(self._ws, str(id), payload))
 
     async def verify(self, key: str, *, scope: Optional[str] = None) -> VerifiedKey:
         """Checks a presented key: ``UnauthorizedError`` when it is malformed, unknown
         (or of another workspace), revoked or expired; ``ForbiddenError`` when
         ``scope`` is given and the key lacks it."""
         payload = _given(key=key, scope=scope)
-        return VerifiedKey.from_dict(await self._call("api_keys.verify", None, payload))
+        return VerifiedKey.from_dict(await self._native.api_keys_verify(self._ws, payload))
 
 
 class Webhooks(_Service):
@@ -458,18 +462,18 @@ class Webhooks(_Service):
         result is its signing secret. ``event_types`` default to every event."""
         payload = _given(
             url=url, description=description,
-            event_types=None if event_types is None else list(event_types),
+            event_types=None if event_types is None else _strings(event_types, "event_types"),
             enabled=enabled, rate_limit_per_minute=rate_limit_per_minute, secret=secret,
         )
-        return CreatedEndpoint.from_dict(await self._call("webhooks.create_endpoint", None, payload))
+        return CreatedEndpoint.from_dict(await self._native.webhooks_create_endpoint(self._ws, payload))
 
     async def list_endpoints(self) -> List[Endpoint]:
         """Every endpoint."""
-        return [Endpoint.from_dict(e) for e in await self._call("webhooks.list_endpoints")]
+        return [Endpoint.from_dict(e) for e in await self._native.webhooks_list_endpoints(self._ws)]
 
     async def get_endpoint(self, id: Id) -> Endpoint:
         """One endpoint."""
-        return Endpoint.from_dict(await self._call("webhooks.get_endpoint", id))
+        return Endpoint.from_dict(await self._native.webhooks_get_endpoint(self._ws, str(id)))
 
     async def update_endpoint(
         self,
@@ -485,39 +489,39 @@ class Webhooks(_Service):
         Enabling an endpoint resets its failure count."""
         payload = _changed(
             url=url, description=description,
-            event_types=event_types if event_types is UNSET else list(event_types),
+            event_types=event_types if event_types is UNSET else _strings(event_types, "event_types"),
             enabled=enabled, rate_limit_per_minute=rate_limit_per_minute,
         )
-        return Endpoint.from_dict(await self._call("webhooks.update_endpoint", id, payload))
+        return Endpoint.from_dict(await self._native.webhooks_update_endpoint(self._ws, str(id), payload))
 
     async def delete_endpoint(self, id: Id) -> None:
         """Deletes the endpoint and its pending deliveries."""
-        await self._call("webhooks.delete_endpoint", id)
+        await self._native.webhooks_delete_endpoint(self._ws, str(id))
 
     async def endpoint_secret(self, id: Id) -> str:
         """The endpoint's current signing secret (``whsec_…``)."""
-        secret: str = await self._call("webhooks.endpoint_secret", id)
+        secret: str = await self._native.webhooks_endpoint_secret(self._ws, str(id))
         return secret
 
     async def rotate_secret(self, id: Id) -> str:
         """A new signing secret; the old one still signs for 24 hours."""
-        secret: str = await self._call("webhooks.rotate_secret", id)
+        secret: str = await self._native.webhooks_rotate_secret(self._ws, str(id))
         return secret
 
     async def test(self, id: Id) -> str:
         """Queues a ``webhook.test`` event for this endpoint only; its event id."""
-        event: str = await self._call("webhooks.test", id)
+        event: str = await self._native.webhooks_test(self._ws, str(id))
         return event
 
     async def resend(self, id: Id, event_id: Id) -> None:
         """Queues the event again for this endpoint (same ``webhook-id``)."""
-        await self._call("webhooks.resend", id, {"event_id": str(event_id)})
+        await self._native.webhooks_resend(self._ws, str(id), {"event_id": str(event_id)})
 
     async def attempts(self, id: Id, *, after: Optional[Id] = None, limit: int = 100) -> List[Attempt]:
         """The endpoint's delivery attempts, oldest first: at most ``limit`` (1–1000)
         after the attempt ``after`` (pass the last id of a page for the next)."""
         payload = _given(after=None if after is None else str(after), limit=limit)
-        return [Attempt.from_dict(a) for a in await self._call("webhooks.attempts", id, payload)]
+        return [Attempt.from_dict(a) for a in await self._native.webhooks_attempts(self._ws, str(id), payload)]
 
 
 class Notifications(_Service):
@@ -538,17 +542,17 @@ class Notifications(_Service):
         sealed). ``event_types`` default to ``["lead.created"]``."""
         payload = _given(
             kind=kind, name=name, config=dict(config),
-            event_types=None if event_types is None else list(event_types), enabled=enabled,
+            event_types=None if event_types is None else _strings(event_types, "event_types"), enabled=enabled,
         )
-        return Channel.from_dict(await self._call("notifications.create_channel", None, payload))
+        return Channel.from_dict(await self._native.notifications_create_channel(self._ws, payload))
 
     async def list_channels(self) -> List[Channel]:
         """Every channel."""
-        return [Channel.from_dict(c) for c in await self._call("notifications.list_channels")]
+        return [Channel.from_dict(c) for c in await self._native.notifications_list_channels(self._ws)]
 
     async def get_channel(self, id: Id) -> Channel:
         """One channel."""
-        return Channel.from_dict(await self._call("notifications.get_channel", id))
+        return Channel.from_dict(await self._native.notifications_get_channel(self._ws, str(id)))
 
     async def update_channel(
         self,
@@ -565,24 +569,24 @@ class Notifications(_Service):
         payload = _given(
             name=name,
             config=None if config is None else dict(config),
-            event_types=None if event_types is None else list(event_types),
+            event_types=None if event_types is None else _strings(event_types, "event_types"),
             enabled=enabled,
         )
-        return Channel.from_dict(await self._call("notifications.update_channel", id, payload))
+        return Channel.from_dict(await self._native.notifications_update_channel(self._ws, str(id), payload))
 
     async def attempts(self, id: Id, *, after: Optional[Id] = None, limit: int = 100) -> List[Attempt]:
         """The channel's send attempts, oldest first: at most ``limit`` (1–1000) after
         the attempt ``after``."""
         payload = _given(after=None if after is None else str(after), limit=limit)
-        return [Attempt.from_dict(a) for a in await self._call("notifications.attempts", id, payload)]
+        return [Attempt.from_dict(a) for a in await self._native.notifications_attempts(self._ws, str(id), payload)]
 
     async def delete_channel(self, id: Id) -> None:
         """Deletes the channel."""
-        await self._call("notifications.delete_channel", id)
+        await self._native.notifications_delete_channel(self._ws, str(id))
 
     async def test_channel(self, id: Id) -> str:
         """Queues a test notification to this channel only; its event id."""
-        event: str = await self._call("notifications.test_channel", id)
+        event: str = await self._native.notifications_test_channel(self._ws, str(id))
         return event
 
 
@@ -596,11 +600,11 @@ class Integrations(_Service):
 
     async def list(self) -> List[Integration]:
         """Every integration of the workspace (secrets as names only)."""
-        return [Integration.from_dict(i) for i in await self._call("integrations.list")]
+        return [Integration.from_dict(i) for i in await self._native.integrations_list(self._ws)]
 
     async def get(self, kind: str) -> Integration:
         """The integration of ``kind`` (``NotFoundError`` when there is none)."""
-        return Integration.from_dict(await self._call("integrations.get", kind))
+        return Integration.from_dict(await self._native.integrations_get(self._ws, kind))
 
     async def save(self, kind: str, settings: Mapping[str, str]) -> Integration:
         """Saves the settings of ``kind`` after the provider accepted them: credentials
@@ -609,17 +613,17 @@ class Integrations(_Service):
         that are not secret are replaced by ``settings``; a secret left out keeps
         its saved value."""
         payload = {"settings": dict(settings)}
-        return Integration.from_dict(await self._call("integrations.save", kind, payload))
+        return Integration.from_dict(await self._native.integrations_save(self._ws, kind, payload))
 
     async def settings(self, kind: str) -> Optional[Dict[str, str]]:
         """The opened settings of ``kind``, secrets included (for your own calls to
         the provider; never show them), or ``None``."""
-        found: Optional[Dict[str, str]] = await self._call("integrations.settings", kind)
+        found: Optional[Dict[str, str]] = await self._native.integrations_settings(self._ws, kind)
         return found
 
     async def delete(self, kind: str) -> None:
         """Deletes the integration; the server's defaults apply again."""
-        await self._call("integrations.delete", kind)
+        await self._native.integrations_delete(self._ws, kind)
 
 
 class Idempotency(_Service):
@@ -661,9 +665,9 @@ class RateLimiter:
     def __init__(self, native: "_native.Client") -> None:
         self._native = native
 
-    async def _decide(self, op: str, policy: str, key: str) -> RateLimitDecision:
-        out = await self._native.call(DEFAULT_WORKSPACE, op, None, json.dumps({"policy": policy, "key": key}))
-        return RateLimitDecision.from_dict(json.loads(out))
+    async def _decide(self, enforce: bool, policy: str, key: str) -> RateLimitDecision:
+        decide = self._native.crm_rate_limit_enforce if enforce else self._native.crm_rate_limit_check
+        return RateLimitDecision.from_dict(await decide({"policy": policy, "key": key}))
 
     async def check(self, policy: str, key: str) -> RateLimitDecision:
         """Decides one request for ``key`` (a client address, an API key id, an
@@ -672,12 +676,12 @@ class RateLimiter:
         key, one over 256 bytes or one with a NUL ``ValidationError``. Use policies
         of your own: the built-in ones (``messages``, ``login_ip``, …) count crm's
         own budgets, which a check spends."""
-        return await self._decide("crm.rate_limit_check", policy, key)
+        return await self._decide(False, policy, key)
 
     async def enforce(self, policy: str, key: str) -> RateLimitDecision:
         """As :meth:`check`, but a refusal raises ``RateLimitedError`` with its
         ``retry_after``."""
-        return await self._decide("crm.rate_limit_enforce", policy, key)
+        return await self._decide(True, policy, key)
 
 
 class Workspace:
@@ -708,17 +712,17 @@ class Workspace:
 
     async def info(self) -> WorkspaceInfo:
         """Its id, name and creation time (``NotFoundError`` if it does not exist)."""
-        return WorkspaceInfo.from_dict(await self.leads._call("workspace.info"))
+        return WorkspaceInfo.from_dict(await self._native.workspace_info(self.id))
 
     async def rename(self, name: str) -> WorkspaceInfo:
         """Renames it (1–200 characters)."""
-        return WorkspaceInfo.from_dict(await self.leads._call("workspace.rename", None, {"name": name}))
+        return WorkspaceInfo.from_dict(await self._native.workspace_rename(self.id, {"name": name}))
 
     async def audit_log(self, *, after: Optional[Id] = None, limit: int = 100) -> List[AuditEntry]:
         """Its audit log, oldest first: at most ``limit`` (1–1000) entries after the
         entry ``after``."""
         payload = _given(after=None if after is None else str(after), limit=limit)
-        return [AuditEntry.from_dict(e) for e in await self.leads._call("workspace.audit_log", None, payload)]
+        return [AuditEntry.from_dict(e) for e in await self._native.workspace_audit_log(self.id, payload)]
 
     def __repr__(self) -> str:
         return f"Workspace({self.id!r})"
@@ -748,6 +752,10 @@ class Crm(Workspace):
         max_connections: Optional[int] = None,
         rate_limits: Optional[Mapping[str, Tuple[int, float]]] = None,
         webhook_allow_networks: Optional[Sequence[str]] = None,
+        mailer: Optional[Mapping[str, str]] = None,
+        parser: Optional[Mapping[str, str]] = None,
+        allowed_values: Optional[Mapping[str, Sequence[str]]] = None,
+        default_country_code: Optional[int] = None,
     ) -> "Crm":
         """Opens (and migrates) the database: ``sqlite://path?mode=rwc`` (SQLite, the
         default) or ``postgres://…``. ``master_key`` (base64 of 32 bytes) seals
@@ -759,7 +767,23 @@ class Crm(Workspace):
         ``CrmError`` (``configuration_error``).
         ``webhook_allow_networks`` (``["127.0.0.1", "10.0.0.0/8"]``) lets webhooks
         reach those non-public networks, for tests and internal deployments; the
-        SSRF guard refuses every other non-public address."""
+        SSRF guard refuses every other non-public address.
+
+        ``mailer`` sends password-reset and verification mails (without one those
+        flows raise ``CrmError`` ``configuration_error``, unless a workspace saved an
+        email integration): ``{"kind": "resend", "api_key": …, "from": "CRM
+        <crm@example.com>"}`` or ``{"kind": "smtp", "url": "smtps://user:pass@host",
+        "from": …}``, each with optional ``reset_url`` and ``verify_url`` (both or
+        neither; ``{token}`` is replaced by the token) and, for Resend, ``base_url``.
+        ``parser`` reads lead text for ``leads.parse``: ``{"kind": "openai",
+        "api_key": …}`` (optional ``model``, ``base_url``; when OpenAI fails the
+        builtin parser stands in and the result says so) or ``{"kind": "builtin"}``,
+        the default. ``allowed_values`` replaces the values ``budget``,
+        ``project_type`` and ``source`` may take (``{"sources": ["web", "whatsapp"]}``;
+        a list not given keeps its default). ``default_country_code`` (e.g. 34) reads
+        phone numbers written without ``+`` as national numbers of that country.
+        A malformed option raises ``ValidationError`` naming it (``mailer.kind``),
+        or ``CrmError`` (``configuration_error``) when the value is refused."""
         native = await _native.Client.connect(
             url,
             master_key=master_key,
@@ -767,6 +791,12 @@ class Crm(Workspace):
             max_connections=max_connections,
             rate_limits=None if rate_limits is None else _policies(rate_limits),
             webhook_allow_networks=_networks(webhook_allow_networks),
+            mailer=mailer,
+            parser=parser,
+            allowed_values=None if allowed_values is None else {
+                k: _strings(v, f"allowed_values.{k}") for k, v in allowed_values.items()
+            },
+            default_country_code=default_country_code,
         )
         return cls(native, DEFAULT_WORKSPACE)
 
@@ -779,14 +809,12 @@ class Crm(Workspace):
         opened settings: for an inbound route of your own
         (``/webhooks/whatsapp/{inbound_id}``). ``NotFoundError`` for an id that is
         not one."""
-        found = await self.leads._call(
-            "crm.inbound_integration", None, {"kind": kind, "inbound_id": inbound_id}
-        )
+        found = await self._native.crm_inbound_integration({"kind": kind, "inbound_id": inbound_id})
         return self.workspace(found["workspace_id"]), found["settings"]
 
     async def create_workspace(self, name: str) -> Workspace:
         """A new, empty workspace."""
-        id: str = await self.leads._call("crm.create_workspace", None, {"name": name})
+        id: str = await self._native.crm_create_workspace({"name": name})
         return self.workspace(id)
 
     async def sign_in(
@@ -807,7 +835,7 @@ class Crm(Workspace):
         payload = _given(
             email=email, password=password, remember_me=remember_me, ip=ip, user_agent=user_agent
         )
-        found = await self.leads._call("crm.sign_in", None, payload)
+        found = await self._native.crm_sign_in(payload)
         if "choose_workspace" in found:
             return [WorkspaceChoice.from_dict(c) for c in found["choose_workspace"]]
         return LoggedIn.from_dict(found["signed_in"])
@@ -819,25 +847,25 @@ class Crm(Workspace):
             "workspace_name": workspace_name, "email": email,
             "display_name": display_name, "password": password,
         }
-        return User.from_dict(await self.leads._call("crm.register", None, payload))
+        return User.from_dict(await self._native.crm_register(payload))
 
     async def authenticate_session(self, token: str) -> SessionUser:
         """The session and user of a session token (``UnauthorizedError`` when it is
         malformed, unknown or expired); extends a sliding session."""
-        return SessionUser.from_dict(await self.leads._call("crm.authenticate_session", None, {"token": token}))
+        return SessionUser.from_dict(await self._native.crm_authenticate_session({"token": token}))
 
     async def logout(self, token: str) -> None:
         """Ends the session (an unknown token is fine)."""
-        await self.leads._call("crm.logout", None, {"token": token})
+        await self._native.crm_logout({"token": token})
 
     async def confirm_password_reset(self, token: str, new_password: str) -> User:
         """Sets a new password with a reset token; every session of the user ends."""
         payload = {"token": token, "new_password": new_password}
-        return User.from_dict(await self.leads._call("crm.confirm_password_reset", None, payload))
+        return User.from_dict(await self._native.crm_confirm_password_reset(payload))
 
     async def confirm_email(self, token: str) -> User:
         """Marks the user's email verified with a verification token."""
-        return User.from_dict(await self.leads._call("crm.confirm_email", None, {"token": token}))
+        return User.from_dict(await self._native.crm_confirm_email({"token": token}))
 
     async def housekeep(self, *, retention: Optional[timedelta] = timedelta(days=30)) -> Purged:
         """One housekeeping pass over every workspace: expired sessions and tokens,
@@ -850,11 +878,11 @@ class Crm(Workspace):
                 [("retention", "must be a timedelta or None")],
             )
         seconds = None if retention is None else int(retention.total_seconds())
-        return Purged.from_dict(await self.leads._call("crm.housekeep", None, {"retention_seconds": seconds}))
+        return Purged.from_dict(await self._native.crm_housekeep({"retention_seconds": seconds}))
 
     async def ping(self) -> None:
         """Checks the database answers (``CrmError`` when it does not)."""
-        await self.leads._call("crm.ping")
+        await self._native.crm_ping()
 
     def start_dispatcher(self) -> None:
         """Delivers webhooks and notifications from this process until :meth:`close`.

@@ -9,8 +9,11 @@ are attributes of the one result that carries them and never appear in ``repr``.
 import dataclasses
 from dataclasses import dataclass
 import re
+import sys
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union, get_type_hints
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple, Type, TypeVar, Union, get_type_hints
+
+from .errors import CrmError
 
 __all__ = [
     "Model",
@@ -32,6 +35,7 @@ __all__ = [
     "Channel",
     "Integration",
     "WorkspaceInfo",
+    "WorkspaceChoice",
     "Received",
     "Attempt",
     "AuditEntry",
@@ -46,30 +50,42 @@ M = TypeVar("M", bound="Model")
 _FRACTION = re.compile(r"\.(\d+)")
 
 
-def parse_datetime(text: str) -> datetime:
-    """An RFC 3339 timestamp as crm writes it (``…Z``, 0–9 fraction digits) as an
-    aware ``datetime``; ``fromisoformat`` before Python 3.11 takes neither form."""
+def _parse_datetime_compat(text: str) -> datetime:
     text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    value = datetime.fromisoformat(text)
+    return datetime.fromisoformat(text)
+
+
+#: ``fromisoformat`` takes crm's timestamps as they are from Python 3.11 on.
+_fromisoformat: Callable[[str], datetime] = (
+    datetime.fromisoformat if sys.version_info >= (3, 11) else _parse_datetime_compat
+)
+
+
+def parse_datetime(text: str) -> datetime:
+    """An RFC 3339 timestamp as crm writes it (``…Z``, 0–9 fraction digits) as an
+    aware ``datetime``; ``fromisoformat`` before Python 3.11 takes neither form."""
+    value = _fromisoformat(text)
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def _converter(hint: Any) -> Callable[[Any], Any]:
-    """How one JSON value becomes the attribute typed ``hint``."""
+def _converter(hint: Any) -> Optional[Callable[[Any], Any]]:
+    """How one value from the native module becomes the attribute typed ``hint``
+    (``None``: as it is). ``None`` stays ``None``."""
     args = getattr(hint, "__args__", ())
     if getattr(hint, "__origin__", None) is Union and type(None) in args:
-        inner = _converter(next(a for a in args if a is not type(None)))
-        return lambda v: None if v is None else inner(v)
+        return _converter(next(a for a in args if a is not type(None)))
     if hint is datetime:
         return parse_datetime
     if isinstance(hint, type) and issubclass(hint, Model):
         return hint.from_dict
     if getattr(hint, "__origin__", None) is list and args:
         item = _converter(args[0])
+        if item is None:
+            return None
         return lambda v: [item(x) for x in v]
-    return lambda v: v
+    return None
 
 
 def _jsonable(value: Any) -> Any:
@@ -86,17 +102,35 @@ class Model:
     """Base of every result."""
 
     __slots__ = ()
-    _converters: Dict[str, Callable[[Any], Any]]
+    _plan: Tuple[FrozenSet[str], List[Tuple[str, Callable[[Any], Any]]]]
 
     @classmethod
     def from_dict(cls: Type[M], data: Dict[str, Any]) -> M:
-        """Builds the result from its JSON shape (unknown keys are ignored)."""
-        conv = cls.__dict__.get("_converters")
-        if conv is None:
+        """Builds the result from the native module's shape of it (the HTTP body).
+        Strict: a key missing or one too many is a ``CrmError`` (``internal_error``),
+        so a field renamed on the Rust side fails loudly instead of reading as
+        ``None``."""
+        plan = cls.__dict__.get("_plan")
+        if plan is None:
             hints = get_type_hints(cls)
-            conv = {f.name: _converter(hints[f.name]) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-            setattr(cls, "_converters", conv)
-        return cls(**{k: c(data.get(k)) for k, c in conv.items()})
+            names = frozenset(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+            convert = [(n, c) for n in names for c in [_converter(hints[n])] if c is not None]
+            plan = (names, convert)
+            setattr(cls, "_plan", plan)
+        names, convert = plan
+        if data.keys() != names:
+            missing = sorted(names - data.keys())
+            extra = sorted(data.keys() - names)
+            raise CrmError(
+                f"crm returned a {cls.__name__} that does not match it (missing {missing}, unknown {extra})",
+                "internal_error",
+            )
+        kw = dict(data)
+        for name, c in convert:
+            v = kw[name]
+            if v is not None:
+                kw[name] = c(v)
+        return cls(**kw)
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON shape (as the HTTP API serves it)."""

@@ -8,7 +8,6 @@ header, body)`` verifies and turns each text message into a lead captured by pho
 with a ``message`` activity, once per message id (``wamid``).
 """
 
-import json
 from typing import Optional, Union
 
 from ._native import whatsapp_handshake as handshake
@@ -31,4 +30,4 @@ async def receive(
     ``wamid``) changes nothing and counts in ``duplicates``."""
     raw = body.encode() if isinstance(body, str) else bytes(body)
     out = await workspace._native.whatsapp_receive(workspace.id, app_secret, signature, raw)
-    return Received.from_dict(json.loads(out))
+    return Received.from_dict(out)
