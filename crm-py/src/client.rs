@@ -33,7 +33,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -95,19 +95,108 @@ impl<'a, 'py, T: DeserializeOwned> FromPyObject<'a, 'py> for Input<T> {
 
 /// Reads `obj` into `T`; a bad field is a `ValidationError` on its path under
 /// `at` (`mailer.kind`), or on `at` itself (`input` when `at` is empty).
+///
+/// The input becomes a JSON value first ([`json_of`]), so it is held to exactly
+/// what the HTTP API accepts: a bool is not a number, a string is not a list, a
+/// float must be finite, and nesting is bounded (a cycle or a deep value is
+/// refused instead of overflowing the stack, and a stored value stays readable).
 fn read<T: DeserializeOwned>(obj: &Bound<'_, PyAny>, at: &str) -> PyResult<T> {
-    let mut de = pythonize::Depythonizer::from_object(obj);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = match (at, path.as_str()) {
-            ("", ".") => "input".to_owned(),
-            ("", _) => path,
-            (_, ".") => at.to_owned(),
-            _ => format!("{at}.{path}"),
-        };
-        let err = Error::invalid(field, e.into_inner().to_string());
+    let field = |path: &str| match (at, path) {
+        ("", "" | ".") => "input".to_owned(),
+        ("", _) => path.to_owned(),
+        (_, "" | ".") => at.to_owned(),
+        _ => format!("{at}.{path}"),
+    };
+    let value = json_of(obj, 0)
+        .map_err(|(path, msg)| errors::to_py(obj.py(), &Error::invalid(field(&path), msg)))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let err = Error::invalid(field(&e.path().to_string()), e.into_inner().to_string());
         errors::to_py(obj.py(), &err)
     })
+}
+
+/// How deep an input may nest (crm-core stores `custom` values as JSON, which
+/// serde_json reads back to a depth of 128).
+const DEPTH_MAX: usize = 32;
+
+/// A Python input as a JSON value: `None`, `bool`, `int` (64-bit), finite `float`,
+/// `str`, `dict` with `str` keys, `list` or `tuple`; anything else is refused with
+/// the path of the bad value.
+fn json_of(
+    obj: &Bound<'_, PyAny>,
+    depth: usize,
+) -> std::result::Result<Value, (String, &'static str)> {
+    use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+    let here = |msg| (String::new(), msg);
+    if depth > DEPTH_MAX {
+        return Err(here("is nested too deeply"));
+    }
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if let Ok(i) = obj.cast::<PyInt>() {
+        if let Ok(v) = i.extract::<i64>() {
+            return Ok(Value::from(v));
+        }
+        return i
+            .extract::<u64>()
+            .map(Value::from)
+            .map_err(|_| here("is too large"));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return serde_json::Number::from_f64(f.value())
+            .map(Value::Number)
+            .ok_or_else(|| here("must be a finite number"));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return s
+            .to_cow()
+            .map(|s| Value::String(s.into_owned()))
+            .map_err(|_| here("must be valid UTF-8 text"));
+    }
+    let nested = |path: String, r: std::result::Result<Value, (String, &'static str)>| {
+        r.map_err(|(p, m)| {
+            (
+                if p.is_empty() {
+                    path
+                } else {
+                    format!("{path}.{p}")
+                },
+                m,
+            )
+        })
+    };
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut out = serde_json::Map::new();
+        for (k, v) in d.iter() {
+            let k = k
+                .cast::<PyString>()
+                .ok()
+                .and_then(|k| k.to_cow().ok().map(|k| k.into_owned()));
+            let k = k.ok_or_else(|| here("must have text keys"))?;
+            let v = nested(k.clone(), json_of(&v, depth + 1))?;
+            out.insert(k, v);
+        }
+        return Ok(Value::Object(out));
+    }
+    let items = if let Ok(l) = obj.cast::<PyList>() {
+        l.iter().collect::<Vec<_>>()
+    } else if let Ok(t) = obj.cast::<PyTuple>() {
+        t.iter().collect()
+    } else {
+        return Err(here(
+            "must be None, a bool, a number, text, a list or a dict",
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| nested(format!("[{i}]"), json_of(v, depth + 1)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Value::Array)
 }
 
 /// An entity id argument (`id`): a UUID, or a `ValidationError` on `id`.
@@ -268,6 +357,12 @@ struct Rotate {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SessionArg {
+    session_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Resend {
     event_id: String,
 }
@@ -418,6 +513,15 @@ fn decision(d: crm_core::ratelimit::Decision) -> RateLimitDecision {
         remaining: d.remaining,
         reset_at: d.reset_at,
         retry_after: d.retry_after.map(|r| r.as_secs_f64()),
+    }
+}
+
+fn verified(v: crm_core::api_keys::VerifiedKey) -> VerifiedKey {
+    VerifiedKey {
+        key_id: v.key_id,
+        workspace_id: v.workspace_id,
+        scopes: v.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+        expires_at: v.expires_at,
     }
 }
 
@@ -713,8 +817,8 @@ impl Client {
 
     /// Handles an inbound WhatsApp `POST` for `workspace`: verifies `signature`
     /// (`X-Hub-Signature-256`) over `body` with `app_secret`, then captures each text
-    /// message as a lead by phone. An awaitable of what happened.
-    #[pyo3(signature = (workspace, app_secret, signature, body))]
+    /// message (to `phone_number_id` only, when given) as a lead by phone. An awaitable of what happened.
+    #[pyo3(signature = (workspace, app_secret, signature, body, phone_number_id = None))]
     fn whatsapp_receive<'py>(
         &self,
         py: Python<'py>,
@@ -722,13 +826,15 @@ impl Client {
         app_secret: String,
         signature: Option<String>,
         body: Vec<u8>,
+        phone_number_id: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (crm, ws) = self.in_workspace(py, workspace)?;
         spawn(py, async move {
             let leads = crm.workspace(ws).leads().with_actor("whatsapp");
-            let r = crm_integrations::whatsapp::receive(
+            let r = crm_integrations::whatsapp::receive_for(
                 &leads,
                 &app_secret,
+                phone_number_id.as_deref(),
                 signature.as_deref(),
                 &body,
             )
@@ -1026,6 +1132,62 @@ impl Client {
                 .enforce(&a.policy, &a.key)
                 .await
                 .map(decision)
+        })
+    }
+
+    fn crm_verify_api_key<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<VerifyKey>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = input.0;
+        self.run_crm(py, |crm| async move {
+            let v = crm.verify_api_key(&a.key).await?;
+            if let Some(scope) = &a.scope {
+                v.require(scope)?;
+            }
+            Ok(verified(v))
+        })
+    }
+
+    fn crm_api_key_me<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<Token>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(
+            py,
+            |crm| async move { crm.api_key_me(&input.0.token).await },
+        )
+    }
+
+    fn crm_request_password_reset<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<Email>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, |crm| async move {
+            crm.request_password_reset(&input.0.email).await
+        })
+    }
+
+    fn crm_resend_email_verification<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<Email>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, |crm| async move {
+            crm.resend_email_verification(&input.0.email).await
+        })
+    }
+
+    fn crm_logout_everywhere<'py>(
+        &self,
+        py: Python<'py>,
+        input: Input<Token>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, |crm| async move {
+            crm.logout_everywhere(&input.0.token).await
         })
     }
 
@@ -1346,6 +1508,42 @@ impl Client {
         })
     }
 
+    fn auth_end_session<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+        input: Input<SessionArg>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let session =
+            parse_id(&input.0.session_id, "session_id").map_err(|e| errors::to_py(py, &e))?;
+        self.run(py, workspace, |_, w| async move {
+            w.auth().end_session(id.0, session).await
+        })
+    }
+
+    fn auth_lift_lockout<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<UserId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().lift_lockout(id.0, Actor::App(None)).await
+        })
+    }
+
+    fn auth_resend_email_verification<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<Email>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.auth().resend_email_verification(&input.0.email).await
+        })
+    }
+
     // API keys.
 
     fn api_keys_create<'py>(
@@ -1451,12 +1649,7 @@ impl Client {
             if let Some(scope) = &a.scope {
                 v.require(scope)?;
             }
-            Ok(VerifiedKey {
-                key_id: v.key_id,
-                workspace_id: v.workspace_id,
-                scopes: v.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-                expires_at: v.expires_at,
-            })
+            Ok(verified(v))
         })
     }
 
@@ -1584,6 +1777,19 @@ impl Client {
         })
     }
 
+    fn webhooks_message_attempts<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+        input: Input<Resend>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let event = parse_id(&input.0.event_id, "event_id").map_err(|e| errors::to_py(py, &e))?;
+        self.run(py, workspace, |_, w| async move {
+            w.webhooks().message_attempts(id.0, event).await
+        })
+    }
+
     // Notification channels.
 
     fn notifications_create_channel<'py>(
@@ -1662,6 +1868,17 @@ impl Client {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.run(py, workspace, |_, w| async move {
             w.notifications().test(id.0).await
+        })
+    }
+
+    fn notifications_config<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<ChannelId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.notifications().config(id.0).await
         })
     }
 

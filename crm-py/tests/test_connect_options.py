@@ -128,7 +128,8 @@ async def test_allowed_values_and_the_default_country_code_apply_to_leads(databa
         ({"mailer": {"kind": "resend", "api_key": "k", "from": "a@b.c", "verify_url": "x"}}, "mailer.reset_url"),
         ({"mailer": {"kind": "smtp", "url": "smtp://h", "from": "a@b.c", "extra": 1}}, "mailer"),
         ({"parser": {"kind": "openai"}}, "parser"),
-        ({"parser": "openai"}, "parser"),
+        ({"parser": "sk-secret"}, "parser"),
+        ({"allowed_values": {"sources": [True]}}, "allowed_values.sources[0]"),
         ({"allowed_values": {"sources": "web"}}, "allowed_values.sources"),
         ({"allowed_values": {"colours": ["red"]}}, "allowed_values.colours"),
     ],
@@ -140,6 +141,7 @@ async def test_malformed_options_are_refused_before_connecting(
     with pytest.raises(crm.ValidationError) as e:
         await crm.Crm.connect(url, **options)
     assert [f.field for f in e.value.errors] == [field]
+    assert "sk-secret" not in str(e.value)
     assert not (tmp_path / "never.db").exists()
 
 

@@ -31,6 +31,7 @@ def test_each_kind_maps_to_its_class(code: str) -> None:
     assert isinstance(e.value, Exception) and not isinstance(e.value, ValueError)
     copy = pickle.loads(pickle.dumps(e.value))
     assert type(copy) is type(e.value) and str(copy) == str(e.value)
+    assert copy.status == e.value.status and copy.to_problem() == e.value.to_problem()
 
 
 def test_attributes() -> None:

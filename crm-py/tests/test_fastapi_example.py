@@ -116,6 +116,11 @@ def test_leads_routes_check_keys_and_scopes(http: TestClient, db: str) -> None:
     assert http.get("/leads").status_code == 401
     r = http.get("/leads", headers={"Authorization": "Bearer crm_nope"})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    # crm.fastapi renders problems as crm-http does (the example used to put the
+    # message in `title`).
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json() == {"type": "about:blank", "title": "Unauthorized", "status": 401,
+                        "detail": "malformed API key", "code": "unauthorized"}
     assert http.post("/leads", json={"name": "X"}, headers=reader).status_code == 403
 
     created = http.post("/leads", json={"name": "Hopper", "email": "grace@navy.mil", "tags": ["vip"]}, headers=writer)
@@ -131,5 +136,7 @@ def test_leads_routes_check_keys_and_scopes(http: TestClient, db: str) -> None:
     act = http.post(f"/leads/{lead['id']}/activities", json={"kind": "note", "description": "met"}, headers=writer)
     assert act.status_code == 201 and act.json()["lead_id"] == lead["id"]
     assert http.delete(f"/leads/{lead['id']}", headers=writer).status_code == 403
-    listed = http.get("/leads", params={"q": "hopper"}, headers=reader).json()
-    assert [item["id"] for item in listed["items"]] == [lead["id"]]
+    listed = http.get("/leads", params={"q": "hopper"}, headers=reader)
+    assert [item["id"] for item in listed.json()["items"]] == [lead["id"]]
+    # Keys are counted under the `api_key` policy (100 a minute), as crm-http counts them.
+    assert listed.headers["x-ratelimit-limit"] == "100" and int(listed.headers["x-ratelimit-remaining"]) < 100

@@ -7,6 +7,7 @@ import hmac
 import json
 import threading
 import time
+import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Iterator, List
@@ -14,6 +15,7 @@ from typing import Iterator, List
 import pytest
 
 import crm
+from conftest import STRONG
 
 
 async def test_rate_limiter_counts_per_policy_and_key(database_url: str) -> None:
@@ -253,3 +255,95 @@ async def test_calcom_bookings_become_leads(client: crm.Crm) -> None:
         await crm.calcom.receive(client, secret, _cal_sign(secret, b"[]"), b"[]")
     page = await client.leads.list()
     assert len(page.items) == 1, "refused payloads wrote nothing"
+
+
+async def test_the_rest_of_the_surface(database_url: str, master_key: str, receiver: str) -> None:
+    """The operations the surface test asked for: sessions, lockouts, keys of any
+    workspace, a channel's config, one event's attempts, providers."""
+    async with await crm.Crm.connect(database_url, master_key=master_key, webhook_allow_networks=["127.0.0.1"]) as c:
+        user = await c.auth.create_user("m@example.com", "Member", STRONG)
+        first = await c.auth.login("m@example.com", STRONG)
+        second = await c.auth.login("m@example.com", STRONG)
+        await c.auth.end_session(user.id, first.session.id)
+        with pytest.raises(crm.UnauthorizedError):
+            await c.authenticate_session(first.token)
+        assert (await c.authenticate_session(second.token)).user.id == user.id
+        with pytest.raises(crm.NotFoundError):
+            await c.auth.end_session(user.id, first.session.id)
+        third = await c.auth.login("m@example.com", STRONG)
+        assert await c.logout_everywhere(third.token) == 2
+        with pytest.raises(crm.UnauthorizedError):
+            await c.authenticate_session(second.token)
+        await c.auth.lift_lockout(user.id)
+        with pytest.raises(crm.NotFoundError):
+            await c.auth.lift_lockout(str(uuid.uuid4()))
+        # Without a mailer, a workspace's mail-sending call says so; the calls across
+        # workspaces answer the same whatever the email (a workspace may have an
+        # email integration of its own), and refuse only a malformed email.
+        with pytest.raises(crm.CrmError) as e:
+            await c.auth.resend_email_verification("m@example.com")
+        assert e.value.code == "configuration_error"
+        for ask in (c.request_password_reset, c.resend_email_verification):
+            assert await ask("m@example.com") is None
+            assert await ask("nobody@example.com") is None
+            with pytest.raises(crm.ValidationError):
+                await ask("not an email")
+
+        # A key of another workspace verifies across workspaces, and says whose it is.
+        other = await c.create_workspace("Other")
+        created = await other.api_keys.create("bot", ["leads:read"])
+        found = await c.verify_api_key(created.secret, scope="leads:read")
+        assert (found.workspace_id, found.key_id) == (other.id, created.key.id)
+        with pytest.raises(crm.UnauthorizedError):
+            await c.api_keys.verify(created.secret)
+        with pytest.raises(crm.ForbiddenError):
+            await c.verify_api_key(created.secret, scope="leads:write")
+        assert (await c.api_key_me(created.secret)).id == created.key.id
+        with pytest.raises(crm.UnauthorizedError):
+            await c.verify_api_key("crm_nope")
+
+        url = "https://discord.com/api/webhooks/1/abc"
+        ch = await c.notifications.create_channel("discord", "Sales", {"webhook_url": url})
+        assert await c.notifications.channel_config(ch.id) == {"webhook_url": url}
+        assert "discord" in {p["kind"] for p in await c.providers()}
+
+        ep = (await c.webhooks.create_endpoint(receiver, event_types=["lead.created"])).endpoint
+        c.start_dispatcher()
+        await c.leads.create("Ana", email="ana@example.com")
+        deadline = time.monotonic() + 15
+        listed: List[crm.Attempt] = []
+        while not listed and time.monotonic() < deadline:
+            listed = await c.webhooks.attempts(ep.id)
+            await asyncio.sleep(0.05)
+        assert len(listed) == 1 and listed[0].status_code == 200
+        assert await c.webhooks.message_attempts(ep.id, listed[0].event_id) == listed
+        assert await c.webhooks.message_attempts(ep.id, str(uuid.uuid4())) == []
+
+
+async def test_inputs_are_held_to_what_json_allows(client: crm.Crm) -> None:
+    """The bridge reads inputs as the HTTP API does: nothing runs, nothing is
+    written, and the field is named."""
+    cycle: List[object] = []
+    cycle.append(cycle)
+    deep: List[object] = []
+    for _ in range(200):
+        deep = [deep]
+    cases = [
+        ({"custom": {"x": cycle}}, "custom.x"),
+        ({"custom": {"x": deep}}, "custom.x"),
+        ({"custom": {"nan": float("nan")}}, "custom.nan"),
+        ({"custom": {"when": timedelta(seconds=1)}}, "custom.when"),
+        ({"custom": {1: "x"}}, "custom"),
+    ]
+    for extra, field in cases:
+        with pytest.raises(crm.ValidationError) as e:
+            await client.leads.create("Ana", email="ana@example.com", **extra)  # type: ignore[arg-type]
+        assert e.value.errors[0].field.startswith(field), (extra, e.value.errors)
+    # A bool is not a number, and a string is not a bool.
+    with pytest.raises(crm.ValidationError) as e:
+        await client.leads.list(limit=True)
+    assert e.value.errors[0].field == "limit"
+    with pytest.raises(crm.ValidationError) as e:
+        await client.leads.parse("Ana ana@example.com", auto_save="false")  # type: ignore[arg-type]
+    assert e.value.errors[0].field == "auto_save"
+    assert (await client.leads.list()).items == []

@@ -8,8 +8,9 @@ Async services::
     other = client.workspace(workspace_id)
 
 Synchronous helpers (no database, GIL released): :mod:`crm.webhooks`,
-:mod:`crm.whatsapp`, :mod:`crm.calcom`, :mod:`crm.passwords`. Every error is a
-:class:`CrmError`.
+:mod:`crm.whatsapp`, :mod:`crm.calcom`, :mod:`crm.passwords`. FastAPI helpers
+(the ``fastapi`` extra, imported on its own): :mod:`crm.fastapi`. Every error is
+a :class:`CrmError`, which knows its HTTP status and problem details.
 """
 
 from . import calcom, passwords, webhooks, whatsapp

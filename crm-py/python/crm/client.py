@@ -361,6 +361,20 @@ class Auth(_Service):
         """A user's live sessions, newest first (never their tokens)."""
         return [Session.from_dict(s) for s in await self._native.auth_sessions(self._ws, str(user_id))]
 
+    async def end_session(self, user_id: Id, session_id: Id) -> None:
+        """Ends one session of the user (``NotFoundError`` when it is not theirs)."""
+        await self._native.auth_end_session(self._ws, str(user_id), {"session_id": str(session_id)})
+
+    async def lift_lockout(self, user_id: Id) -> None:
+        """Lets a user locked out after failed logins try again now (audited)."""
+        await self._native.auth_lift_lockout(self._ws, str(user_id))
+
+    async def resend_email_verification(self, email: str) -> None:
+        """Mails a new verification token to the account with this email, if there
+        is one not yet verified; an unknown email is not an error (no account
+        discovery)."""
+        await self._native.auth_resend_email_verification(self._ws, {"email": email})
+
     async def end_user_sessions(self, user_id: Id) -> int:
         """Ends every session of a user; returns how many ended."""
         return int(await self._native.auth_end_user_sessions(self._ws, str(user_id)))
@@ -517,6 +531,11 @@ class Webhooks(_Service):
         """Queues the event again for this endpoint (same ``webhook-id``)."""
         await self._native.webhooks_resend(self._ws, str(id), {"event_id": str(event_id)})
 
+    async def message_attempts(self, id: Id, event_id: Id) -> List[Attempt]:
+        """Every attempt to deliver one event to the endpoint, oldest first."""
+        found = await self._native.webhooks_message_attempts(self._ws, str(id), {"event_id": str(event_id)})
+        return [Attempt.from_dict(a) for a in found]
+
     async def attempts(self, id: Id, *, after: Optional[Id] = None, limit: int = 100) -> List[Attempt]:
         """The endpoint's delivery attempts, oldest first: at most ``limit`` (1–1000)
         after the attempt ``after`` (pass the last id of a page for the next)."""
@@ -549,6 +568,12 @@ class Notifications(_Service):
     async def list_channels(self) -> List[Channel]:
         """Every channel."""
         return [Channel.from_dict(c) for c in await self._native.notifications_list_channels(self._ws)]
+
+    async def channel_config(self, id: Id) -> Dict[str, Any]:
+        """The channel's opened configuration (its webhook URL or bot token): for an
+        admin who edits it. Keep it out of logs and responses."""
+        config: Dict[str, Any] = await self._native.notifications_config(self._ws, str(id))
+        return config
 
     async def get_channel(self, id: Id) -> Channel:
         """One channel."""
@@ -784,6 +809,12 @@ class Crm(Workspace):
         phone numbers written without ``+`` as national numbers of that country.
         A malformed option raises ``ValidationError`` naming it (``mailer.kind``),
         or ``CrmError`` (``configuration_error``) when the value is refused."""
+        for name, option in (("mailer", mailer), ("parser", parser)):
+            # Checked here so that a secret passed in the wrong place is never
+            # repeated in the error.
+            if option is not None and not isinstance(option, Mapping):
+                message = 'must be a dict with a "kind" and its settings'
+                raise ValidationError(f"invalid input: {name}: {message}", [(name, message)])
         native = await _native.Client.connect(
             url,
             master_key=master_key,
@@ -853,6 +884,40 @@ class Crm(Workspace):
         """The session and user of a session token (``UnauthorizedError`` when it is
         malformed, unknown or expired); extends a sliding session."""
         return SessionUser.from_dict(await self._native.crm_authenticate_session({"token": token}))
+
+    async def verify_api_key(self, key: str, *, scope: Optional[str] = None) -> VerifiedKey:
+        """Checks a presented key of any workspace (``workspace_id`` says whose):
+        ``UnauthorizedError`` when it is malformed, unknown, revoked or expired;
+        ``ForbiddenError`` when ``scope`` is given and the key lacks it. For a key
+        that must belong to one workspace, use ``workspace(id).api_keys.verify``."""
+        payload = _given(key=key, scope=scope)
+        return VerifiedKey.from_dict(await self._native.crm_verify_api_key(payload))
+
+    async def api_key_me(self, key: str) -> ApiKey:
+        """The key a caller presented, as ``api_keys.get`` shows it (for a ``/me``
+        route); refused as ``verify_api_key`` refuses."""
+        return ApiKey.from_dict(await self._native.crm_api_key_me({"token": key}))
+
+    async def providers(self) -> List[Dict[str, Any]]:
+        """The integration providers a workspace can configure: each one's kind,
+        name and settings fields."""
+        found: List[Dict[str, Any]] = await self._native.crm_providers()
+        return found
+
+    async def request_password_reset(self, email: str) -> None:
+        """Mails a reset token to every account with this email, in whichever
+        workspace; an unknown email is not an error (no account discovery).
+        ``CrmError`` (``configuration_error``) without a mailer."""
+        await self._native.crm_request_password_reset({"email": email})
+
+    async def resend_email_verification(self, email: str) -> None:
+        """Mails a new verification token to every unverified account with this
+        email; an unknown email is not an error."""
+        await self._native.crm_resend_email_verification({"email": email})
+
+    async def logout_everywhere(self, token: str) -> int:
+        """Ends every session of the token's user; how many ended."""
+        return int(await self._native.crm_logout_everywhere({"token": token}))
 
     async def logout(self, token: str) -> None:
         """Ends the session (an unknown token is fine)."""
