@@ -6,8 +6,10 @@
 #   cargo deny (licenses, bans, sources; built from crates.io into cargo's bin
 #   directory once, like any cargo tool),
 #   the tests on SQLite and on Postgres (CRM_TEST_PG_URL, or a throwaway cluster),
-#   then the Python module: built by `pip install ./crm-py` into a fresh virtualenv
-#   (.venv), its pytest suite (both backends, the FastAPI example) and mypy.stubtest.
+#   then the Python module: its abi3 wheel built by `maturin build --release` and
+#   installed into a fresh virtualenv (.venv), its pytest suite (both backends, the
+#   FastAPI example) and mypy.stubtest; and the same wheel installed into a second
+#   virtualenv with no Rust toolchain on PATH, where a smoke test runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,12 +57,20 @@ fi
 step "tests (SQLite and Postgres)"
 cargo test --workspace --all-features --locked
 
-step "Python: a fresh virtualenv with crm built from ./crm-py"
-rm -rf .venv
+step "Python: the abi3 wheel (maturin build --release), installed into a fresh virtualenv"
+rm -rf .venv target/wheels
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r crm-py/requirements-test.txt
-.venv/bin/python -m pip install -q ./crm-py
+.venv/bin/maturin build --release --locked -q -m crm-py/Cargo.toml -o target/wheels
+wheel=$(ls target/wheels/crmkit-*-cp39-abi3-*.whl)
+.venv/bin/python -m pip install -q "$wheel"
+
+step "Python: the wheel installs and runs with no Rust toolchain on PATH"
+rm -rf target/wheel-venv
+python3 -m venv target/wheel-venv
+env PATH=/usr/local/bin:/usr/bin:/bin target/wheel-venv/bin/python -m pip install -q --no-index "$wheel"
+env PATH=/usr/local/bin:/usr/bin:/bin target/wheel-venv/bin/python crm-py/tests/smoke/wheel_smoke.py
 
 step "Python: pytest (SQLite and Postgres, the FastAPI example)"
 # Any non-zero exit fails the run, 5 (no tests collected) included.

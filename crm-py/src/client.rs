@@ -11,9 +11,8 @@
 //! serves, so `to_dict()` of a dataclass equals the HTTP body. Arguments are read
 //! before anything is spawned, so nothing runs on bad input.
 //!
-//! Every awaitable is a future on the module's one tokio runtime (pyo3-async-runtimes)
-//! that owns its data. The future runs in a task of its own, so even a panic
-//! becomes a `crm.CrmError` and never reaches Python as a panic.
+//! Every awaitable is a future on the module's one tokio runtime that owns its data
+//! (see `bridge`).
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -37,6 +36,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::bridge::spawn;
 use crate::errors;
 
 /// A connected crm (`crm._native.Client`); `crm.Crm` wraps it.
@@ -48,29 +48,21 @@ pub struct Client {
 }
 
 impl Client {
+    /// `CrmError` (`client_closed`) once [`Client::close`] was called.
+    fn open(&self, py: Python<'_>) -> PyResult<()> {
+        if self.stop.is_cancelled() {
+            return Err(errors::closed(py));
+        }
+        Ok(())
+    }
+
     /// The crm and the workspace id a native method was called for (`ValidationError`
     /// on `workspace_id` unless it is a UUID).
     fn in_workspace(&self, py: Python<'_>, workspace: &str) -> PyResult<(Crm, WorkspaceId)> {
+        self.open(py)?;
         let ws = parse_id(workspace, "workspace_id").map_err(|e| errors::to_py(py, &e))?;
         Ok((self.crm.clone(), ws))
     }
-}
-
-/// Runs `fut` on the module's runtime and hands Python an awaitable of its result.
-fn spawn<'py, T>(
-    py: Python<'py>,
-    fut: impl Future<Output = Result<T>> + Send + 'static,
-) -> PyResult<Bound<'py, PyAny>>
-where
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        match tokio::spawn(fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Python::attach(|py| errors::to_py(py, &e))),
-            Err(_) => Err(Python::attach(errors::internal)),
-        }
-    })
 }
 
 fn parse_id<T: From<Uuid>>(s: &str, field: &str) -> Result<T> {
@@ -689,6 +681,7 @@ impl Client {
         F: Future<Output = Result<O>> + Send + 'static,
         O: Serialize + Send + 'static,
     {
+        self.open(py)?;
         let fut = f(self.crm.clone());
         spawn(py, async move { fut.await.map(Out) })
     }
@@ -953,9 +946,10 @@ impl Client {
     /// Starts delivering webhooks and notifications from this process (until
     /// [`Client::close`]); a second call does nothing.
     fn start_dispatcher(&self, py: Python<'_>) -> PyResult<()> {
+        self.open(py)?;
         let mut slot = self.dispatcher.lock().map_err(|_| errors::internal(py))?;
         if slot.is_none() {
-            let _guard = pyo3_async_runtimes::tokio::get_runtime().enter();
+            let _guard = crate::bridge::runtime().enter();
             let handle = self
                 .crm
                 .start_dispatcher(DispatcherConfig::default(), self.stop.clone())

@@ -94,10 +94,16 @@ fn reason_code(r: crm_core::AuthFailure) -> &'static str {
 /// A `CrmError` for a failure inside crm itself (a panic caught before it reached
 /// Python, a poisoned lock); the detail goes nowhere near the caller.
 pub(crate) fn internal(py: Python<'_>) -> PyErr {
-    let made = errors_module(py).and_then(|m| {
-        m.getattr("CrmError")?
-            .call1(("internal error", "internal_error"))
-    });
+    plain(py, "internal error", "internal_error")
+}
+
+/// The `CrmError` (`client_closed`) of a call on a client after its `close()`.
+pub(crate) fn closed(py: Python<'_>) -> PyErr {
+    plain(py, "the client is closed", "client_closed")
+}
+
+fn plain(py: Python<'_>, message: &str, code: &str) -> PyErr {
+    let made = errors_module(py).and_then(|m| m.getattr("CrmError")?.call1((message, code)));
     match made {
         Ok(e) => PyErr::from_value(e),
         Err(e) => e,

@@ -8,6 +8,7 @@
 
 use pyo3::prelude::*;
 
+mod bridge;
 mod client;
 mod errors;
 mod sync;
@@ -25,5 +26,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sync::password_check_policy, m)?)?;
     m.add_function(wrap_pyfunction!(errors::sample_error, m)?)?;
     m.add_function(wrap_pyfunction!(client::model_schemas, m)?)?;
+    m.add_function(wrap_pyfunction!(bridge::quiesce, m)?)?;
     Ok(())
 }

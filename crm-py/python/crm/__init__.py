@@ -13,7 +13,9 @@ Synchronous helpers (no database, GIL released): :mod:`crm.webhooks`,
 a :class:`CrmError`, which knows its HTTP status and problem details.
 """
 
-from . import calcom, passwords, webhooks, whatsapp
+import atexit as _atexit
+
+from . import _native, calcom, passwords, webhooks, whatsapp
 from ._native import __version__
 from .client import (
     DEFAULT_WORKSPACE,
@@ -127,3 +129,7 @@ __all__ = [
     "Purged",
     "Booking",
 ]
+
+# Results still being handed over when the interpreter shuts down would crash it:
+# wait (at most two seconds) for the calls in flight.
+_atexit.register(_native.quiesce)

@@ -1,0 +1,127 @@
+"""The blocking API, for scripts, Django views, Celery tasks and other code without
+an event loop: :class:`Crm` mirrors :class:`crm.Crm` method for method, and every
+call returns its result instead of an awaitable::
+
+    from crm.sync import Crm
+
+    with Crm.connect("sqlite://crm.db?mode=rwc") as client:
+        lead = client.leads.create("Ada", email="ada@example.com")
+        page = client.workspace(workspace_id).leads.list(limit=20)
+
+It is a thin layer over the async API: each call runs the async method on one
+event loop in a background thread that the process shares, and blocks the calling
+thread until it is done. Any number of threads may call at once (the work runs on
+crm's own runtime). Arguments, results and errors are those of the async method.
+In async code, use :class:`crm.Crm` instead: a blocking call holds up the caller's
+event loop for its whole length.
+"""
+
+import asyncio
+import functools
+import inspect
+import threading
+from typing import Any, Coroutine, Optional, TypeVar
+
+from . import client as _client
+
+__all__ = ["Crm", "Workspace"]
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: Optional[asyncio.AbstractEventLoop] = None
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    """The shared loop, started on first use in a daemon thread."""
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="crm-sync", daemon=True).start()
+            _loop = loop
+        return _loop
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
+
+
+#: The async objects whose attributes the blocking layer wraps in turn.
+_WRAPPED = (_client._Service, _client.Workspace, _client.RateLimiter)
+
+
+def _blocking(result: Any) -> Any:
+    """A result with each async workspace in it made blocking (``create_workspace``,
+    ``inbound_integration``)."""
+    if isinstance(result, _client.Workspace):
+        return Workspace(result)
+    if isinstance(result, tuple):
+        return tuple(_blocking(r) for r in result)
+    return result
+
+
+class _Blocking:
+    """Wraps an async service object: its coroutine methods become blocking ones,
+    its service attributes blocking services, everything else passes through."""
+
+    __slots__ = ("_async",)
+
+    def __init__(self, target: Any) -> None:
+        object.__setattr__(self, "_async", target)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._async, name)
+        if isinstance(value, _client.Workspace):
+            return Workspace(value)
+        if isinstance(value, _WRAPPED):
+            return _Blocking(value)
+        if inspect.iscoroutinefunction(value):
+
+            @functools.wraps(value)
+            def blocking(*args: Any, **kwargs: Any) -> Any:
+                return _blocking(_run(value(*args, **kwargs)))
+
+            return blocking
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __dir__(self) -> Any:
+        return dir(self._async)
+
+    def __repr__(self) -> str:
+        return f"sync.{self._async!r}"
+
+
+class Workspace(_Blocking):
+    """One tenant's services, blocking (see :class:`crm.Workspace`)."""
+
+    __slots__ = ()
+
+
+class Crm(Workspace):
+    """A connected crm, blocking (see :class:`crm.Crm`): itself the default
+    workspace, with :meth:`workspace` for the others. ``with`` closes it."""
+
+    __slots__ = ()
+
+    @classmethod
+    def connect(cls, url: str = "sqlite://crm.db?mode=rwc", **options: Any) -> "Crm":
+        """Opens (and migrates) the database; the options of :meth:`crm.Crm.connect`."""
+        return cls(_run(_client.Crm.connect(url, **options)))
+
+    def workspace(self, id: _client.Id) -> Workspace:
+        """The services of workspace ``id`` (``ValidationError`` if not a UUID)."""
+        return Workspace(self._async.workspace(id))
+
+    def close(self) -> None:
+        """Stops the dispatcher (letting deliveries in flight finish) and closes the pool."""
+        _run(self._async.close())
+
+    def __enter__(self) -> "Crm":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,174 @@
+//! Rust futures as Python awaitables, on the module's one tokio runtime.
+//!
+//! [`spawn`] runs a future on the runtime and returns an `asyncio.Future` of the
+//! running loop that gets its result. The future runs in a task of its own, so a
+//! panic becomes a `crm.CrmError` and never reaches Python as a panic; the GIL is
+//! taken only on a blocking thread, to hand the result over; cancelling the
+//! awaitable drops the Rust future. Written here rather than taken from
+//! pyo3-async-runtimes because of exit: a result handed over while the interpreter
+//! shuts down crashed it (about one short script in ten, after `asyncio.run`
+//! returned), and only the bridge knows when a hand-over has fully ended. Every
+//! call counts as in flight until then, and [`quiesce`], registered with `atexit`
+//! by `crm/__init__.py`, waits for none to be left.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crm_core::Result;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::IntoPyObjectExt;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::errors;
+
+/// The module's runtime (worker threads named `crm`), started on first use.
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("crm")
+            .build()
+            .expect("the tokio runtime starts") // no input reaches this: a broken OS
+    })
+}
+
+/// Calls whose result is not yet fully handed to Python.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// One call in flight, from [`spawn`] until its hand-over has released the GIL.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Aborts the task when dropped: a cancelled call drops its future.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `asyncio.get_running_loop`, looked up once.
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET.get_or_try_init(py, || {
+        py.import("asyncio")
+            .and_then(|m| m.getattr("get_running_loop"))
+            .map(Bound::unbind)
+    })?
+    .bind(py)
+    .call0()
+}
+
+/// Runs `fut` on the module's runtime and hands Python an awaitable of its result
+/// (`RuntimeError` when called with no running event loop).
+pub(crate) fn spawn<'py, T>(
+    py: Python<'py>,
+    fut: impl Future<Output = Result<T>> + Send + 'static,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let event_loop = running_loop(py)?;
+    let py_fut = event_loop.call_method0("create_future")?;
+    let (loop_ref, fut_ref) = (event_loop.unbind(), py_fut.clone().unbind());
+    let in_flight = InFlight::new();
+    let task = runtime().spawn(async move {
+        let work = AbortOnDrop(tokio::spawn(fut));
+        let outcome = (&mut { work }.0).await;
+        // The GIL is taken on a blocking thread, never on a worker.
+        let _ = tokio::task::spawn_blocking(move || {
+            Python::attach(|py| {
+                let result = match outcome {
+                    Ok(Ok(v)) => v.into_py_any(py),
+                    Ok(Err(e)) => Err(errors::to_py(py, &e)),
+                    Err(_) => Err(errors::internal(py)),
+                };
+                let (value, error) = match result {
+                    Ok(v) => (v, None),
+                    Err(e) => (py.None(), Some(e.into_value(py))),
+                };
+                // A closed loop has no one left to tell.
+                let _ = loop_ref.bind(py).call_method1(
+                    "call_soon_threadsafe",
+                    (complete(py), fut_ref, value, error),
+                );
+            });
+            drop(in_flight);
+        })
+        .await;
+    });
+    py_fut.call_method1("add_done_callback", (OnCancel(task.abort_handle()),))?;
+    Ok(py_fut)
+}
+
+/// Sets the result or the exception of `fut`, unless it is done (cancelled).
+#[pyfunction]
+fn set_outcome(
+    fut: &Bound<'_, PyAny>,
+    value: Bound<'_, PyAny>,
+    error: Option<Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    if fut.call_method0("done")?.is_truthy()? {
+        return Ok(());
+    }
+    match error {
+        Some(e) => fut.call_method1("set_exception", (e,))?,
+        None => fut.call_method1("set_result", (value,))?,
+    };
+    Ok(())
+}
+
+fn complete(py: Python<'_>) -> Py<PyAny> {
+    static COMPLETE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    COMPLETE
+        .get_or_init(py, || {
+            wrap_pyfunction!(set_outcome, py)
+                .map(|f| f.into_any().unbind())
+                .unwrap_or_else(|_| py.None())
+        })
+        .clone_ref(py)
+}
+
+/// The done-callback of an awaitable: a cancelled one aborts its task.
+#[pyclass(module = "crm._native", frozen)]
+struct OnCancel(AbortHandle);
+
+#[pymethods]
+impl OnCancel {
+    fn __call__(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        if fut.call_method0("cancelled")?.is_truthy()? {
+            self.0.abort();
+        }
+        Ok(())
+    }
+}
+
+/// Waits (with the GIL released, for at most two seconds) until no call is in
+/// flight, so that none hands a result over while the interpreter shuts down.
+/// Registered with `atexit` by the package; harmless to call at any time.
+#[pyfunction]
+pub(crate) fn quiesce(py: Python<'_>) {
+    py.detach(|| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}

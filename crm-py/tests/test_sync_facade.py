@@ -1,0 +1,71 @@
+"""crm.sync.Crm: the blocking API over the async one, on both backends."""
+
+import threading
+from typing import List
+
+import pytest
+
+import crm
+import crm.sync
+
+
+def test_the_blocking_api_mirrors_the_async_one(database_url: str, master_key: str) -> None:
+    with crm.sync.Crm.connect(database_url, master_key=master_key) as c:
+        lead = c.leads.create("Ana", email="ana@example.com", tags=["vip"])
+        assert isinstance(lead, crm.Lead) and lead.tags == ["vip"]
+        assert c.leads.get(lead.id).id == lead.id
+        assert c.leads.update(lead.id, status="contacted").status == "contacted"
+        assert [x.id for x in c.leads.list(limit=10).items] == [lead.id]
+        # Errors are the async ones, raised in the caller's thread.
+        with pytest.raises(crm.ValidationError) as e:
+            c.leads.create("Bea", email="not an email")
+        assert e.value.errors[0].field == "email"
+        with pytest.raises(crm.ConflictError) as conflict:
+            c.leads.create("Ana again", email="ana@example.com")
+        assert conflict.value.existing_id == lead.id
+        with pytest.raises(crm.NotFoundError):
+            c.leads.get("00000000-0000-0000-0000-00000000000f")
+        # Other workspaces, nested services, the rate limiter.
+        other = c.create_workspace("Other")
+        assert isinstance(other, crm.sync.Workspace)
+        assert other.leads.list().items == []
+        assert other.info().name == "Other"
+        key = other.api_keys.create("bot", ["leads:read"])
+        assert other.api_keys.verify(key.secret).key_id == key.key.id
+        assert c.rate_limiter.check("api_key", "k1").allowed
+        assert other.id != c.id and "Workspace" in repr(other)
+        with pytest.raises(AttributeError):
+            c.leads = None  # type: ignore[misc]
+
+
+def test_many_threads_call_at_once(database_url: str) -> None:
+    with crm.sync.Crm.connect(database_url) as c:
+        failures: List[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(5):
+                    c.leads.create(f"Lead {n}-{i}", email=f"l{n}-{i}@example.com")
+            except BaseException as e:  # noqa: BLE001 (reported below)
+                failures.append(e)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert c.leads.list(include_total=True).total == 40
+
+
+def test_a_closed_client_refuses_calls(database_url: str) -> None:
+    c = crm.sync.Crm.connect(database_url)
+    c.close()
+    assert c.__class__ is crm.sync.Crm
+    with pytest.raises(crm.CrmError) as e:
+        c.leads.list()
+    assert e.value.code == "client_closed"
+    c.close()  # a second close is fine
+    with pytest.raises(crm.CrmError) as e:
+        c.start_dispatcher()
+    assert e.value.code == "client_closed"
