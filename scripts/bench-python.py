@@ -5,8 +5,9 @@ Run with the venv that has `crm` installed (scripts/test.sh makes one):
     .venv/bin/python scripts/bench-python.py [--rounds N]
 
 Prints microseconds per call (median of rounds) for `leads.create`,
-`leads.list(limit=100)` over 1,000 leads, and `Webhook.verify` of a 1 KiB body
-(verify + JSON decode). A figure, never an assertion: the machine is shared.
+`leads.list(limit=100)` over 1,000 leads, `leads.get` of one lead (a cheap call, so
+mostly the bridge's own cost), and `Webhook.verify` of a 1 KiB body (verify + JSON
+decode). Run it with two virtualenvs to compare two builds, alternating. A figure, never an assertion: the machine is shared.
 """
 
 import argparse
@@ -44,10 +45,16 @@ async def main(rounds: int) -> None:
             assert len(page.items) == 100
 
         await timed(1000, create)  # the 1,000 leads the list reads, and a warm-up
-        creates, lists = [], []
+        one = (await leads.list(limit=1)).items[0].id
+
+        async def get(_: int) -> None:
+            await leads.get(one)
+
+        creates, lists, gets = [], [], []
         for _ in range(rounds):
             creates.append(await timed(200, create))
             lists.append(await timed(200, list100))
+            gets.append(await timed(500, get))
         await client.close()
 
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -67,6 +74,7 @@ async def main(rounds: int) -> None:
     print(f"crm {crm.__version__}: median of {rounds} rounds, microseconds per call")
     print(f"leads.create                 {statistics.median(creates):8.1f}")
     print(f"leads.list(limit=100)        {statistics.median(lists):8.1f}")
+    print(f"leads.get (one lead)         {statistics.median(gets):8.1f}")
     print(f"Webhook.verify 1 KiB + JSON  {statistics.median(verifies):8.2f}")
 
 
