@@ -7,13 +7,18 @@
 //! awaitable drops the Rust future. Written here rather than taken from
 //! pyo3-async-runtimes because of exit: a result handed over while the interpreter
 //! shuts down crashed it (about one short script in ten, after `asyncio.run`
-//! returned), and only the bridge knows when a hand-over has fully ended. Every
-//! call counts as in flight until then, and [`quiesce`], registered with `atexit`
-//! by `crm/__init__.py`, waits for none to be left.
+//! returned), and only the bridge knows when a hand-over has fully ended. A
+//! hand-over counts as under way until it has released the GIL; [`quiesce`],
+//! registered with `atexit` by `crm/__init__.py`, stops new hand-overs and waits
+//! for those under way (a call still running then is simply never answered).
+//!
+//! A forked child inherits the runtime without its threads: the runtime belongs to
+//! the process that built it, a child builds its own on first use, and a client
+//! connected before the fork refuses calls in the child (`client_closed`).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crm_core::Result;
@@ -24,34 +29,55 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::errors;
 
-/// The module's runtime (worker threads named `crm`), started on first use.
+/// The module's runtime (worker threads named `crm`), started on first use in each
+/// process: after a fork, the child's first call builds its own (the parent's is
+/// left alone, its threads did not come along).
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("crm")
-            .build()
-            .expect("the tokio runtime starts") // no input reaches this: a broken OS
-    })
-}
-
-/// Calls whose result is not yet fully handed to Python.
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-/// One call in flight, from [`spawn`] until its hand-over has released the GIL.
-struct InFlight;
-
-impl InFlight {
-    fn new() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        InFlight
+    static RUNTIME: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
+    let mut slot = RUNTIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pid = std::process::id();
+    match *slot {
+        Some((owner, rt)) if owner == pid => rt,
+        _ => {
+            let rt: &'static _ = Box::leak(Box::new(
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("crm")
+                    .build()
+                    .expect("the tokio runtime starts"), // no input reaches this: a broken OS
+            ));
+            HANDING_OVER.store(0, Ordering::SeqCst);
+            *slot = Some((pid, rt));
+            rt
+        }
     }
 }
 
-impl Drop for InFlight {
+/// Hand-overs under way (from before the GIL is taken until it is released).
+static HANDING_OVER: AtomicUsize = AtomicUsize::new(0);
+
+/// Set by [`quiesce`]: the interpreter is shutting down, hand nothing over.
+static CLOSING: AtomicBool = AtomicBool::new(false);
+
+/// One hand-over under way; `None` once the interpreter is shutting down. The
+/// count goes up before `CLOSING` is read and `quiesce` sets `CLOSING` before it
+/// reads the count (both sequentially consistent), so either the hand-over sees
+/// the flag or `quiesce` waits for it.
+struct HandOver;
+
+impl HandOver {
+    fn start() -> Option<Self> {
+        HANDING_OVER.fetch_add(1, Ordering::SeqCst);
+        let guard = HandOver;
+        (!CLOSING.load(Ordering::SeqCst)).then_some(guard)
+    }
+}
+
+impl Drop for HandOver {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        HANDING_OVER.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -87,13 +113,16 @@ where
 {
     let event_loop = running_loop(py)?;
     let py_fut = event_loop.call_method0("create_future")?;
+    let complete = complete(py)?;
     let (loop_ref, fut_ref) = (event_loop.unbind(), py_fut.clone().unbind());
-    let in_flight = InFlight::new();
     let task = runtime().spawn(async move {
         let work = AbortOnDrop(tokio::spawn(fut));
         let outcome = (&mut { work }.0).await;
         // The GIL is taken on a blocking thread, never on a worker.
         let _ = tokio::task::spawn_blocking(move || {
+            let Some(_handing_over) = HandOver::start() else {
+                return; // the interpreter is shutting down: no one is waiting
+            };
             Python::attach(|py| {
                 let result = match outcome {
                     Ok(Ok(v)) => v.into_py_any(py),
@@ -105,12 +134,10 @@ where
                     Err(e) => (py.None(), Some(e.into_value(py))),
                 };
                 // A closed loop has no one left to tell.
-                let _ = loop_ref.bind(py).call_method1(
-                    "call_soon_threadsafe",
-                    (complete(py), fut_ref, value, error),
-                );
+                let _ = loop_ref
+                    .bind(py)
+                    .call_method1("call_soon_threadsafe", (complete, fut_ref, value, error));
             });
-            drop(in_flight);
         })
         .await;
     });
@@ -135,15 +162,13 @@ fn set_outcome(
     Ok(())
 }
 
-fn complete(py: Python<'_>) -> Py<PyAny> {
+fn complete(py: Python<'_>) -> PyResult<Py<PyAny>> {
     static COMPLETE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     COMPLETE
-        .get_or_init(py, || {
-            wrap_pyfunction!(set_outcome, py)
-                .map(|f| f.into_any().unbind())
-                .unwrap_or_else(|_| py.None())
+        .get_or_try_init(py, || {
+            wrap_pyfunction!(set_outcome, py).map(|f| f.into_any().unbind())
         })
-        .clone_ref(py)
+        .map(|f| f.clone_ref(py))
 }
 
 /// The done-callback of an awaitable: a cancelled one aborts its task.
@@ -160,15 +185,22 @@ impl OnCancel {
     }
 }
 
-/// Waits (with the GIL released, for at most two seconds) until no call is in
-/// flight, so that none hands a result over while the interpreter shuts down.
-/// Registered with `atexit` by the package; harmless to call at any time.
+/// Stops handing results over and waits (with the GIL released, for at most two
+/// seconds) for the hand-overs under way, so that none runs while the interpreter
+/// shuts down. Registered with `atexit` by the package; after it, awaitables of
+/// calls still running never complete.
 #[pyfunction]
 pub(crate) fn quiesce(py: Python<'_>) {
+    CLOSING.store(true, Ordering::SeqCst);
     py.detach(|| {
         let deadline = Instant::now() + Duration::from_secs(2);
-        while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while HANDING_OVER.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
     });
+}
+
+/// This process's id, for a client to know the process it was connected in.
+pub(crate) fn pid() -> u32 {
+    std::process::id()
 }

@@ -45,12 +45,16 @@ pub struct Client {
     crm: Crm,
     stop: CancellationToken,
     dispatcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The process it was connected in: after a fork, the child's copy shares the
+    /// parent's connections and has no runtime threads, so it refuses calls.
+    pid: u32,
 }
 
 impl Client {
-    /// `CrmError` (`client_closed`) once [`Client::close`] was called.
+    /// `CrmError` (`client_closed`) once [`Client::close`] was called, or in a
+    /// process forked after it connected.
     fn open(&self, py: Python<'_>) -> PyResult<()> {
-        if self.stop.is_cancelled() {
+        if self.stop.is_cancelled() || self.pid != crate::bridge::pid() {
             return Err(errors::closed(py));
         }
         Ok(())
@@ -804,6 +808,7 @@ impl Client {
                 crm,
                 stop: CancellationToken::new(),
                 dispatcher: Mutex::new(None),
+                pid: crate::bridge::pid(),
             })
         })
     }
@@ -961,6 +966,10 @@ impl Client {
 
     /// Stops the dispatcher (waiting for deliveries in flight) and closes the pool.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if self.pid != crate::bridge::pid() {
+            // A forked child's copy: the connections are the parent's to close.
+            return spawn(py, async { Ok(()) });
+        }
         self.stop.cancel();
         let handle = self
             .dispatcher

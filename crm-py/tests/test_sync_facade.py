@@ -69,3 +69,15 @@ def test_a_closed_client_refuses_calls(database_url: str) -> None:
     with pytest.raises(crm.CrmError) as e:
         c.start_dispatcher()
     assert e.value.code == "client_closed"
+
+
+def test_sync_objects_copy_and_refuse_their_own_loop(database_url: str) -> None:
+    import copy
+    import pickle
+
+    with crm.sync.Crm.connect(database_url) as c:
+        leads = copy.copy(c.leads)
+        assert leads.list().items == []
+        assert copy.deepcopy(c).leads.list().items == []
+        with pytest.raises(TypeError):
+            pickle.dumps(c)

@@ -19,6 +19,7 @@ event loop for its whole length.
 import asyncio
 import functools
 import inspect
+import os
 import threading
 from typing import Any, Coroutine, Optional, TypeVar
 
@@ -30,21 +31,44 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _loop: Optional[asyncio.AbstractEventLoop] = None
+_thread: Optional[threading.Thread] = None
+
+
+def _forget_loop() -> None:
+    """In a forked child: the loop's thread did not come along, start a new one."""
+    global _lock, _loop, _thread
+    _lock, _loop, _thread = threading.Lock(), None, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_loop)
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:
     """The shared loop, started on first use in a daemon thread."""
-    global _loop
+    global _loop, _thread
     with _lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="crm-sync", daemon=True).start()
-            _loop = loop
+            thread = threading.Thread(target=loop.run_forever, name="crm-sync", daemon=True)
+            thread.start()
+            _loop, _thread = loop, thread
         return _loop
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
+    loop = _background_loop()
+    if threading.current_thread() is _thread:
+        coro.close()
+        raise RuntimeError("crm.sync was called from its own loop (a callback of crm's): use crm.Crm there")
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:
+        # Interrupted (KeyboardInterrupt, a signal handler's exception): the call
+        # is cancelled, and its Rust work dropped, rather than left running.
+        future.cancel()
+        raise
 
 
 #: The async objects whose attributes the blocking layer wraps in turn.
@@ -71,6 +95,9 @@ class _Blocking:
         object.__setattr__(self, "_async", target)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_async":
+            # Not set yet (copy, pickle): no recursion through `self._async`.
+            raise AttributeError(name)
         value = getattr(self._async, name)
         if isinstance(value, _client.Workspace):
             return Workspace(value)
@@ -87,6 +114,16 @@ class _Blocking:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __copy__(self) -> Any:
+        return type(self)(self._async)
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        # A copy shares the connection: there is nothing else to copy.
+        return type(self)(self._async)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"a crm {type(self).__name__} holds a connection and cannot be pickled")
 
     def __dir__(self) -> Any:
         return dir(self._async)
