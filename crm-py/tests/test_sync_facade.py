@@ -81,3 +81,34 @@ def test_sync_objects_copy_and_refuse_their_own_loop(database_url: str) -> None:
         assert copy.deepcopy(c).leads.list().items == []
         with pytest.raises(TypeError):
             pickle.dumps(c)
+
+
+def test_the_blocking_types_are_made_from_the_async_api() -> None:
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    import crm.client
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("gen_sync_stub", root / "scripts" / "gen-sync-stub.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    stub = (root / "crm-py" / "python" / "crm" / "sync.pyi").read_text()
+    assert stub == gen.generate(), "crm/sync.pyi is out of date: run python3 scripts/gen-sync-stub.py"
+    # Every method the stub promises is one the async class has (or sync.py's own).
+    own = {"workspace", "close", "connect"}
+    for name in gen.SERVICES + ["Workspace", "Crm"]:
+        body = stub.split(f"\nclass {name}(", 1)[1].split("\nclass ", 1)[0]
+        for method in re_methods(body):
+            target = getattr(crm.client, name)
+            assert method in own or inspect.isfunction(getattr(target, method, None)), f"{name}.{method}"
+            blocking = getattr(crm.sync, name)
+            assert method in own or not hasattr(blocking, method)  # made at run time, not written twice
+
+
+def re_methods(body: str) -> List[str]:
+    import re
+
+    return [m for m in re.findall(r"^    def (\w+)\(", body, re.M) if not m.startswith("__")]

@@ -8,7 +8,8 @@ call returns its result instead of an awaitable::
         lead = client.leads.create("Ada", email="ada@example.com")
         page = client.workspace(workspace_id).leads.list(limit=20)
 
-It is a thin layer over the async API: each call runs the async method on one
+The types are in ``sync.pyi``, made from the async API by
+``scripts/gen-sync-stub.py``. It is a thin layer over the async API: each call runs the async method on one
 event loop in a background thread that the process shares, and blocks the calling
 thread until it is done. Any number of threads may call at once (the work runs on
 crm's own runtime). Arguments, results and errors are those of the async method.
@@ -25,7 +26,10 @@ from typing import Any, Coroutine, Optional, TypeVar
 
 from . import client as _client
 
-__all__ = ["Crm", "Workspace"]
+__all__ = [
+    "Crm", "Workspace", "Leads", "Auth", "ApiKeys", "Webhooks", "Notifications", "Integrations",
+    "Idempotency", "RateLimiter",
+]
 
 T = TypeVar("T")
 
@@ -102,7 +106,7 @@ class _Blocking:
         if isinstance(value, _client.Workspace):
             return Workspace(value)
         if isinstance(value, _WRAPPED):
-            return _Blocking(value)
+            return _SERVICES[type(value).__name__](value)
         if inspect.iscoroutinefunction(value):
 
             @functools.wraps(value)
@@ -132,6 +136,60 @@ class _Blocking:
         return f"sync.{self._async!r}"
 
 
+class Leads(_Blocking):
+    """Leads, blocking (see :class:`crm.Leads`)."""
+
+    __slots__ = ()
+
+
+class Auth(_Blocking):
+    """Users and sessions, blocking (see :class:`crm.Auth`)."""
+
+    __slots__ = ()
+
+
+class ApiKeys(_Blocking):
+    """API keys, blocking (see :class:`crm.ApiKeys`)."""
+
+    __slots__ = ()
+
+
+class Webhooks(_Blocking):
+    """Webhook endpoints, blocking (see :class:`crm.Webhooks`)."""
+
+    __slots__ = ()
+
+
+class Notifications(_Blocking):
+    """Notification channels, blocking (see :class:`crm.Notifications`)."""
+
+    __slots__ = ()
+
+
+class Integrations(_Blocking):
+    """Integrations, blocking (see :class:`crm.Integrations`)."""
+
+    __slots__ = ()
+
+
+class Idempotency(_Blocking):
+    """Idempotency keys, blocking (see :class:`crm.Idempotency`)."""
+
+    __slots__ = ()
+
+
+class RateLimiter(_Blocking):
+    """The rate limiter, blocking (see :class:`crm.RateLimiter`)."""
+
+    __slots__ = ()
+
+
+_SERVICES = {
+    c.__name__: c
+    for c in (Leads, Auth, ApiKeys, Webhooks, Notifications, Integrations, Idempotency, RateLimiter)
+}
+
+
 class Workspace(_Blocking):
     """One tenant's services, blocking (see :class:`crm.Workspace`)."""
 
@@ -146,7 +204,8 @@ class Crm(Workspace):
 
     @classmethod
     def connect(cls, url: str = "sqlite://crm.db?mode=rwc", **options: Any) -> "Crm":
-        """Opens (and migrates) the database; the options of :meth:`crm.Crm.connect`."""
+        """Opens (and migrates) the database; the options of :meth:`crm.Crm.connect`
+        (the types in ``sync.pyi`` spell them out)."""
         return cls(_run(_client.Crm.connect(url, **options)))
 
     def workspace(self, id: _client.Id) -> Workspace:
