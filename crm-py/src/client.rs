@@ -4,12 +4,13 @@
 //! written in Python over one native method per operation (`leads_create`,
 //! `webhooks_attempts`, …; every one is in `crm/_native.pyi`, which stubtest checks
 //! against this module). A method takes the workspace id, the entity id where there
-//! is one ([`Id`]) and the input as a Python mapping that is read straight into
-//! crm-core's input type ([`Input`], with pythonize: no JSON text in between, and a
-//! bad field is a `ValidationError` naming its path). The result crosses as Python
-//! objects built from its `Serialize` shape ([`Out`]): the shapes the HTTP API
-//! serves, so `to_dict()` of a dataclass equals the HTTP body. Arguments are read
-//! before anything is spawned, so nothing runs on bad input.
+//! is one ([`Id`]) and the input as a Python mapping ([`Input`]), read into a JSON
+//! value held to the HTTP API's rules and then into crm-core's input type (no JSON
+//! text in between; a bad field is a `ValidationError` naming its path). The result
+//! crosses as Python objects built from its `Serialize` shape by pythonize
+//! ([`Out`]): the shapes the HTTP API serves, so `to_dict()` of a dataclass equals
+//! the HTTP body. Arguments are read before anything is spawned, so nothing runs on
+//! bad input.
 //!
 //! Every awaitable is a future on the module's one tokio runtime that owns its data
 //! (see `bridge`).
@@ -75,10 +76,9 @@ fn parse_id<T: From<Uuid>>(s: &str, field: &str) -> Result<T> {
         .map_err(|_| Error::invalid(field, "must be a UUID"))
 }
 
-/// The input of an operation: a Python mapping read straight into `T` (no JSON
-/// text in between); a bad field is a `ValidationError` naming its path
-/// (`tags[1]`, `custom.score`). Extracted before the operation is spawned, so
-/// nothing runs on bad input.
+/// The input of an operation: a Python mapping read into `T` by [`read`]; a bad
+/// field is a `ValidationError` naming its path (`tags[1]`, `custom.score`).
+/// Extracted before the operation is spawned, so nothing runs on bad input.
 struct Input<T>(T);
 
 impl<'a, 'py, T: DeserializeOwned> FromPyObject<'a, 'py> for Input<T> {

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Iterator, List
 
@@ -346,4 +346,26 @@ async def test_inputs_are_held_to_what_json_allows(client: crm.Crm) -> None:
     with pytest.raises(crm.ValidationError) as e:
         await client.leads.parse("Ana ana@example.com", auto_save="false")  # type: ignore[arg-type]
     assert e.value.errors[0].field == "auto_save"
+    assert (await client.leads.list()).items == []
+
+
+async def test_wrong_types_are_validation_errors_naming_the_field(client: crm.Crm) -> None:
+    """Never a TypeError from inside the package: each wrong type names its field."""
+    cases = [
+        (lambda: client.leads.create("Ana", email="a@example.com", tags=5), "tags"),  # type: ignore[arg-type]
+        (lambda: client.leads.create("Ana", email="a@example.com", custom=5), "custom"),  # type: ignore[arg-type]
+        (lambda: client.leads.create(5, email="a@example.com"), "name"),  # type: ignore[arg-type]
+        (lambda: client.leads.list(limit="10"), "limit"),  # type: ignore[arg-type]
+        (lambda: client.leads.list(sort="price"), "sort"),
+        (lambda: client.leads.get(5), "id"),  # type: ignore[arg-type]
+        (lambda: client.leads.list(created_after=datetime(2026, 1, 1)), "created_after"),
+        (lambda: client.notifications.create_channel("discord", "x", 5), "config"),  # type: ignore[arg-type]
+        (lambda: client.api_keys.create("bot", 5), "scopes"),  # type: ignore[arg-type]
+    ]
+    for call, field in cases:
+        with pytest.raises(crm.ValidationError) as e:
+            await call()
+        assert e.value.errors[0].field.startswith(field), (field, e.value.errors)
+    with pytest.raises(crm.ValidationError):
+        await crm.Crm.connect("sqlite://never.db", webhook_allow_networks=5)  # type: ignore[arg-type]
     assert (await client.leads.list()).items == []

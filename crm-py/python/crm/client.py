@@ -104,12 +104,19 @@ def _changed(**fields: Any) -> Dict[str, Any]:
 def _strings(value: Any, field: str) -> List[Any]:
     """A list argument as a list; one string is refused (``list("vip")`` would be its
     characters)."""
-    if isinstance(value, (str, bytes)):
-        raise ValidationError(
-            f"invalid input: {field}: must be a list of strings, not one string",
-            [(field, "must be a list of strings, not one string")],
-        )
-    return list(value)
+    message = "must be a list of strings, not one string"
+    if not isinstance(value, (str, bytes)):
+        try:
+            return list(value)
+        except TypeError:
+            message = "must be a list of strings"
+    raise ValidationError(f"invalid input: {field}: {message}", [(field, message)])
+
+
+def _object(value: Any) -> Any:
+    """A mapping argument as a dict; anything else goes as it is, for the native
+    module to refuse with the field's name."""
+    return dict(value) if isinstance(value, Mapping) else value
 
 
 def _networks(given: Optional[Sequence[str]]) -> Optional[List[str]]:
@@ -117,7 +124,7 @@ def _networks(given: Optional[Sequence[str]]) -> Optional[List[str]]:
     characters)."""
     if given is None:
         return None
-    return [given] if isinstance(given, str) else [str(n) for n in given]
+    return [given] if isinstance(given, str) else [str(n) for n in _strings(given, "webhook_allow_networks")]
 
 
 #: The longest rate-limit period ``Crm.connect`` takes, in seconds (a year).
@@ -182,7 +189,7 @@ class Leads(_Service):
             name=name, email=email, phone=phone, company=company, budget=budget,
             project_type=project_type, message=message, source=source, status=status,
             notes=notes, tags=None if tags is None else _strings(tags, "tags"),
-            custom=None if custom is None else dict(custom), raw_input=raw_input,
+            custom=None if custom is None else _object(custom), raw_input=raw_input,
         )
         payload["ai_parsed"] = ai_parsed
         return Lead.from_dict(await self._native.leads_create(self._ws, payload))
@@ -209,7 +216,7 @@ class Leads(_Service):
         payload = _given(
             name=name, email=email, phone=phone, company=company, budget=budget,
             project_type=project_type, message=message, source=source, notes=notes,
-            tags=None if tags is None else _strings(tags, "tags"), custom=None if custom is None else dict(custom),
+            tags=None if tags is None else _strings(tags, "tags"), custom=None if custom is None else _object(custom),
         )
         return Captured.from_dict(await self._native.leads_capture(self._ws, payload))
 
@@ -268,7 +275,7 @@ class Leads(_Service):
             name=name, email=email, phone=phone, company=company, budget=budget,
             project_type=project_type, message=message, source=source, status=status,
             notes=notes, tags=tags if tags is UNSET or tags is None else _strings(tags, "tags"),
-            custom=custom if custom is UNSET or custom is None else dict(custom),
+            custom=custom if custom is UNSET or custom is None else _object(custom),
         )
         return Lead.from_dict(await self._native.leads_update(self._ws, str(id), payload))
 
@@ -560,7 +567,7 @@ class Notifications(_Service):
         """A new channel; the plugin of ``kind`` checks ``config`` (which is stored
         sealed). ``event_types`` default to ``["lead.created"]``."""
         payload = _given(
-            kind=kind, name=name, config=dict(config),
+            kind=kind, name=name, config=_object(config),
             event_types=None if event_types is None else _strings(event_types, "event_types"), enabled=enabled,
         )
         return Channel.from_dict(await self._native.notifications_create_channel(self._ws, payload))
@@ -593,7 +600,7 @@ class Notifications(_Service):
         changes), and if it is refused nothing is written."""
         payload = _given(
             name=name,
-            config=None if config is None else dict(config),
+            config=None if config is None else _object(config),
             event_types=None if event_types is None else _strings(event_types, "event_types"),
             enabled=enabled,
         )
@@ -637,7 +644,7 @@ class Integrations(_Service):
         that cannot be asked ``IntegrationError``; nothing is saved then. Values
         that are not secret are replaced by ``settings``; a secret left out keeps
         its saved value."""
-        payload = {"settings": dict(settings)}
+        payload = {"settings": _object(settings)}
         return Integration.from_dict(await self._native.integrations_save(self._ws, kind, payload))
 
     async def settings(self, kind: str) -> Optional[Dict[str, str]]:
