@@ -3,7 +3,8 @@
 //!
 //! The lead store at 10k and 100k leads: create, get, the first page of a listing, a
 //! page 500 deep reached by cursor (keyset: it should cost what the first page costs),
-//! and a search whose word matches 1% of the leads (first page).
+//! a search whose word matches 1% of the leads (first page), and the statistics of a
+//! dashboard (every lead created within the 30-day series, one in ten contacted).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use crm::leads::{LeadQuery, NewLead};
+use crm::leads::{LeadPatch, LeadQuery, NewLead, StatsQuery};
 use crm::{Crm, LeadId, Leads};
 use tokio::runtime::Runtime;
 
@@ -93,6 +94,14 @@ async fn open(backend: &str, n: usize) -> Option<Store> {
         .expect("workspace");
     let leads = crm.workspace(ws).leads();
     let ids = seed(&leads, n).await;
+    // One lead in ten is contacted: the funnel and the time to contact have data.
+    for id in ids.iter().step_by(10) {
+        let patch = LeadPatch {
+            status: Some("contacted".into()),
+            ..Default::default()
+        };
+        leads.update(*id, patch).await.expect("contact");
+    }
     let mut q = LeadQuery {
         limit: Some(20),
         ..Default::default()
@@ -158,6 +167,10 @@ fn bench(c: &mut Criterion) {
             };
             g.bench_function(BenchmarkId::new("search", "1% match, first page"), |b| {
                 b.iter(|| rt.block_on(leads.list(&search)).expect("search"))
+            });
+            let stats = StatsQuery::default();
+            g.bench_function(BenchmarkId::new("stats", "30 days by day"), |b| {
+                b.iter(|| rt.block_on(leads.stats(&stats)).expect("stats"))
             });
             g.finish();
         }

@@ -644,6 +644,11 @@ pub(crate) fn model_schemas() -> PyResult<String> {
         Some("WorkspaceInfo") => crm_core::WorkspaceInfo,
         Some("AuditEntry") => crm_core::audit::AuditEntry,
         Some("Purged") => crm_core::housekeeping::Purged,
+        Some("LeadStats") => crm_core::leads::LeadStats,
+        Some("StatusCount") => crm_core::leads::stats::StatusCount,
+        Some("SourceCount") => crm_core::leads::stats::SourceCount,
+        Some("Series") => crm_core::leads::stats::Series,
+        Some("Point") => crm_core::leads::stats::Point,
         Some("LoggedIn") => LoggedIn,
         Some("SessionUser") => SessionUser,
         Some("CreatedApiKey") => CreatedApiKey,
@@ -1356,6 +1361,17 @@ impl Client {
         let a = input.0;
         self.run(py, workspace, |_, w| async move {
             w.leads().parse(&a.text, a.auto_save).await
+        })
+    }
+
+    fn leads_stats<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<crm_core::leads::StatsQuery>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().stats(&input.0).await
         })
     }
 

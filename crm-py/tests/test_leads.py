@@ -174,3 +174,32 @@ async def test_connect_errors(tmp_path: object) -> None:
     with pytest.raises(crm.CrmError) as c:
         await crm.Crm.connect("mysql://nope")
     assert c.value.code == "configuration_error"
+
+
+async def test_stats(client: crm.Crm) -> None:
+    empty = await client.leads.stats()
+    assert isinstance(empty, crm.LeadStats) and empty.total == 0
+    assert [c.status for c in empty.by_status] == ["new", "contacted", "qualified", "proposal", "won", "lost"]
+    assert empty.median_seconds_to_contacted is None and empty.series.bucket == "day"
+    assert empty.series.end - empty.series.start == timedelta(days=30)
+    ana = await client.leads.create("Ana", email="ana@example.com", source="website")
+    await client.leads.create("Bo", email="bo@example.com")
+    await client.leads.update(ana.id, status="contacted")
+    now = datetime.now(timezone.utc)
+    s = await client.leads.stats(start=now - timedelta(days=60), end=now + timedelta(days=1), bucket="week")
+    assert s.total == 2 and s.series.bucket == "week"
+    assert sum(p.count for p in s.series.points) == 2
+    assert all(p.start.weekday() == 0 and p.start.tzinfo is not None for p in s.series.points)
+    assert [(c.source, c.count) for c in s.by_source] == [(None, 1), ("website", 1)]
+    assert {c.status: c.count for c in s.funnel}["contacted"] == 1
+    assert s.median_seconds_to_contacted is not None and s.median_seconds_to_contacted >= 0
+    assert s.to_dict()["series"]["bucket"] == "week"
+    for bad, field in [
+        ({"bucket": "year"}, "bucket"),
+        ({"start": now, "end": now}, "start"),
+        ({"start": now - timedelta(days=3000)}, "start"),
+        ({"start": datetime(2026, 1, 1)}, "start"),  # naive
+    ]:
+        with pytest.raises(crm.ValidationError) as e:
+            await client.leads.stats(**bad)  # type: ignore[arg-type]
+        assert e.value.errors[0].field == field, bad

@@ -208,6 +208,7 @@ conformance!(
     inbound_webhooks_verify_and_capture_once,
     registration_signs_in_and_sign_in_needs_no_workspace_id,
     mailed_links_open_pages_that_act_on_a_press,
+    stats_need_leads_read_and_count_the_callers_workspace,
 );
 
 async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
@@ -256,6 +257,7 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /api/v1/leads/{id}/activities",
         "POST /api/v1/leads/{id}/messages",
         "POST /api/v1/leads/parse",
+        "GET /api/v1/stats",
         "GET /api/v1/me",
         "POST /api/auth/login",
         "POST /api/auth/logout",
@@ -321,6 +323,7 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /leads/{id}/activities",
         "POST /leads/{id}/messages",
         "POST /leads/parse",
+        "GET /stats",
     ] {
         let (m, p) = lead_route.split_once(' ').expect("route");
         expected.insert(format!("{m} /api/admin{p}"));
@@ -2529,4 +2532,90 @@ async fn slow_clients_are_timed_out_and_health_keeps_answering() {
     stop.cancel();
     server.await.expect("join").expect("serve");
     crm.close().await;
+}
+
+async fn stats_need_leads_read_and_count_the_callers_workspace(db: &TestDb) {
+    let app = App::new(db).await;
+    let writer = app.key(&["leads:write"]).await;
+    let reader = app.key(&["leads:read"]).await;
+    let r = app
+        .send(json_body(
+            bearer(req(Method::POST, "/api/v1/leads"), &writer),
+            json!({"name": "Ana", "email": "ana@example.com", "source": "website"}),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // The series ends before now (exclusive): let the clock move past the create.
+    db.clock.advance(chrono::Duration::seconds(1));
+    // Another workspace's lead is not counted.
+    let other = app.crm.create_workspace("Other").await.expect("workspace");
+    app.crm
+        .workspace(other)
+        .leads()
+        .create(crm::leads::NewLead {
+            name: "Eve".into(),
+            email: Some("eve@example.com".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+
+    app.send(get("/api/v1/stats"))
+        .await
+        .problem(401, "unauthorized");
+    let r = app
+        .send(
+            bearer(req(Method::GET, "/api/v1/stats"), &writer)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    r.problem(403, "forbidden");
+    let r = app
+        .send(
+            bearer(req(Method::GET, "/api/v1/stats?bucket=week"), &reader)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["total"], 1);
+    assert_eq!(r.body["by_source"], json!([{"source": "website", "count": 1}]));
+    assert_eq!(r.body["series"]["bucket"], "week");
+    let points = r.body["series"]["points"].as_array().expect("points");
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["count"].as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        1
+    );
+    // A query that does not parse is a 400; a range the service refuses a 422.
+    for (query, status, field) in [
+        ("bucket=year", 400, "bucket"),
+        ("colour=red", 400, "colour"),
+        ("start=2020-01-01T00:00:00Z", 422, "start"),
+        ("start=2026-02-01T00:00:00Z&end=2026-01-01T00:00:00Z", 422, "start"),
+    ] {
+        let r = app
+            .send(
+                bearer(req(Method::GET, &format!("/api/v1/stats?{query}")), &reader)
+                    .body(Body::empty())
+                    .expect("r"),
+            )
+            .await;
+        assert_eq!(r.status, status, "{query}: {}", r.text);
+        assert_eq!(r.field(), field, "{query}: {}", r.text);
+    }
+    // The admin twin: a signed-in user sees the same figures.
+    let cookie = app.admin().await;
+    let r = app
+        .send(
+            with_cookie(req(Method::GET, "/api/admin/stats"), &cookie)
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["total"], 1);
 }

@@ -4,7 +4,8 @@ use crate::common::TestDb;
 use chrono::Duration;
 use crm::events::EventType;
 use crm::leads::{
-    ActivityKind, LeadPatch, LeadQuery, LeadStatus, NewActivity, NewLead, SortField, SortOrder,
+    ActivityKind, Bucket, LeadPatch, LeadQuery, LeadStatus, NewActivity, NewLead, SortField,
+    SortOrder, StatsQuery,
 };
 use crm::{Crm, Error, LeadId, WorkspaceId};
 
@@ -25,6 +26,8 @@ conformance!(
     concurrent_writes_neither_fail_nor_duplicate,
     cancelled_writes_leave_the_store_usable,
     a_tenant_cannot_spend_the_operators_ai_budget,
+    stats_count_bucket_and_time_the_contact,
+    stats_count_only_their_workspace,
 );
 
 fn lead(name: &str, email: &str) -> NewLead {
@@ -1337,4 +1340,186 @@ async fn concurrent_creates_each_get_their_own_result(db: &TestDb) {
             .await
             .expect("each created lead is there");
     }
+}
+
+fn status_to(status: &str) -> LeadPatch {
+    LeadPatch {
+        status: Some(status.into()),
+        ..Default::default()
+    }
+}
+
+async fn stats_count_bucket_and_time_the_contact(db: &TestDb) {
+    let crm = db.crm().await;
+    let leads = crm.leads();
+    let t0 = crm.now();
+
+    // Nothing yet: zeros everywhere, and a full series of empty days.
+    let empty = leads.stats(&StatsQuery::default()).await.expect("stats");
+    assert_eq!(empty.total, 0);
+    assert_eq!(empty.by_status.len(), LeadStatus::ALL.len());
+    assert!(empty
+        .by_status
+        .iter()
+        .chain(&empty.funnel)
+        .all(|c| c.count == 0));
+    assert!(empty.by_source.is_empty() && empty.median_seconds_to_contacted.is_none());
+    assert_eq!(
+        (empty.series.start, empty.series.end),
+        (t0 - Duration::days(30), t0)
+    );
+    assert!(matches!(empty.series.points.len(), 30 | 31));
+    assert!(empty.series.points.iter().all(|p| p.count == 0));
+
+    let web = |name: &str, email: &str| NewLead {
+        source: Some("website".into()),
+        ..lead(name, email)
+    };
+    let a = leads
+        .create(web("Ana", "ana@example.com"))
+        .await
+        .expect("create");
+    db.clock.advance(Duration::hours(1));
+    let b = leads
+        .create(web("Bo", "bo@example.com"))
+        .await
+        .expect("create");
+    db.clock.advance(Duration::days(2));
+    let c = leads
+        .create(lead("Cy", "cy@example.com"))
+        .await
+        .expect("create");
+    db.clock.advance(Duration::hours(3));
+    leads
+        .update(a.id, status_to("contacted"))
+        .await
+        .expect("update");
+    db.clock.advance(Duration::hours(2));
+    leads
+        .update(b.id, status_to("contacted"))
+        .await
+        .expect("update");
+    leads.update(b.id, status_to("won")).await.expect("update");
+    leads
+        .update(c.id, status_to("qualified"))
+        .await
+        .expect("update");
+
+    let q = StatsQuery {
+        start: Some(t0 - Duration::days(1)),
+        end: Some(t0 + Duration::days(4)),
+        bucket: Bucket::Day,
+    };
+    let s = leads.stats(&q).await.expect("stats");
+    let count = |list: &[crm::leads::stats::StatusCount], status: LeadStatus| {
+        list.iter().find(|c| c.status == status).map(|c| c.count)
+    };
+    assert_eq!(s.total, 3);
+    assert_eq!(count(&s.by_status, LeadStatus::Contacted), Some(1));
+    assert_eq!(count(&s.by_status, LeadStatus::Won), Some(1));
+    assert_eq!(count(&s.by_status, LeadStatus::Qualified), Some(1));
+    assert_eq!(count(&s.by_status, LeadStatus::New), Some(0));
+    let sources: Vec<_> = s
+        .by_source
+        .iter()
+        .map(|c| (c.source.as_deref(), c.count))
+        .collect();
+    assert_eq!(sources, [(Some("website"), 2), (None, 1)]);
+    // Everyone was new; Ana and Bo were contacted; Bo won; Cy was qualified without contact.
+    let funnel: Vec<_> = s
+        .funnel
+        .iter()
+        .map(|c| (c.status.as_str(), c.count))
+        .collect();
+    assert_eq!(
+        funnel,
+        [
+            ("new", 3),
+            ("contacted", 2),
+            ("qualified", 1),
+            ("proposal", 0),
+            ("won", 1),
+            ("lost", 0)
+        ]
+    );
+    // Ana (created at t0) was contacted at t0 + 2d 4h; Bo (t0 + 1h) at t0 + 2d 6h.
+    let expected = ((Duration::days(2) + Duration::hours(4)).num_seconds()
+        + (Duration::days(2) + Duration::hours(5)).num_seconds()) as f64
+        / 2.0;
+    assert_eq!(s.median_seconds_to_contacted, Some(expected));
+    // The series: each lead in the day it was created, the other days zero.
+    assert_eq!(
+        s.series.points.len(),
+        5 + usize::from(
+            q.start
+                .map(|f| f.time() != chrono::NaiveTime::MIN)
+                .unwrap_or(false)
+        )
+    );
+    for p in &s.series.points {
+        let want = [&a, &b, &c]
+            .iter()
+            .filter(|l| l.created_at.date_naive() == p.start.date_naive())
+            .count() as u64;
+        assert_eq!(p.count, want, "{}", p.start);
+    }
+    assert_eq!(s.series.points.iter().map(|p| p.count).sum::<u64>(), 3);
+
+    // A week's and a month's buckets hold the same leads.
+    for bucket in [Bucket::Week, Bucket::Month] {
+        let s = leads
+            .stats(&StatsQuery {
+                bucket,
+                ..q.clone()
+            })
+            .await
+            .expect("stats");
+        assert_eq!(s.series.points.iter().map(|p| p.count).sum::<u64>(), 3);
+    }
+    // Bad ranges are refused on `start`.
+    for bad in [
+        StatsQuery {
+            start: q.end,
+            ..q.clone()
+        },
+        StatsQuery {
+            start: Some(t0 - Duration::days(3 * 365)),
+            ..q.clone()
+        },
+    ] {
+        let err = leads.stats(&bad).await.expect_err("a bad range");
+        assert_eq!(fields(&err), ["start"], "{bad:?}");
+    }
+}
+
+async fn stats_count_only_their_workspace(db: &TestDb) {
+    let crm = db.crm().await;
+    let a = crm.create_workspace("A").await.expect("workspace");
+    let b = crm.create_workspace("B").await.expect("workspace");
+    let in_a = crm.workspace(a).leads();
+    let ana = in_a
+        .create(lead("Ana", "ana@example.com"))
+        .await
+        .expect("create");
+    in_a.update(ana.id, status_to("contacted"))
+        .await
+        .expect("update");
+    let s = crm
+        .workspace(b)
+        .leads()
+        .stats(&StatsQuery::default())
+        .await
+        .expect("stats");
+    assert_eq!(s.total, 0);
+    assert!(s.funnel.iter().all(|c| c.count == 0) && s.median_seconds_to_contacted.is_none());
+    assert!(s.series.points.iter().all(|p| p.count == 0));
+    assert_eq!(
+        crm.workspace(a)
+            .leads()
+            .stats(&StatsQuery::default())
+            .await
+            .expect("stats")
+            .total,
+        1
+    );
 }

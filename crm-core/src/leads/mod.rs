@@ -38,6 +38,7 @@ pub(crate) use model::nullable;
 pub(crate) mod parse;
 pub mod parser;
 pub(crate) mod rules;
+pub mod stats;
 pub(crate) mod values;
 
 pub use model::{
@@ -48,6 +49,7 @@ pub use parse::{
     AllowedValues, ACTOR_MAX, CUSTOM_MAX_BYTES, MESSAGE_MAX, NAME_MAX, NOTES_MAX, RAW_INPUT_MAX,
     SEARCH_TERMS_MAX, TAGS_MAX, TAG_MAX,
 };
+pub use stats::{Bucket, LeadStats, StatsQuery};
 pub use values::{ActivityKind, Email, LeadStatus, Phone};
 
 use crate::ids::LeadId;
@@ -289,6 +291,36 @@ impl Leads {
     pub async fn get(&self, id: LeadId) -> Result<LeadDetail> {
         let (lead, activities) = store::leads::get(self.crm.pool(), self.ws, id).await?;
         Ok(LeadDetail { lead, activities })
+    }
+
+    /// The workspace's lead statistics: counts by status and by source, new leads
+    /// per bucket over a range (zero-filled), the funnel, and the median time from
+    /// creation to contact ([`stats`] says what each means). A range that is
+    /// backwards or holds more than [`stats::BUCKETS_MAX`] buckets is a
+    /// validation error on `start`.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
+    pub async fn stats(&self, query: &StatsQuery) -> Result<LeadStats> {
+        let (from, to) = stats::range(query, self.crm.now())?;
+        let rows = store::leads::stats(self.crm.pool(), self.ws, from, to).await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let mut by_source: Vec<stats::SourceCount> = rows
+            .sources
+            .into_iter()
+            .map(|(source, n)| stats::SourceCount {
+                source,
+                count: count(n),
+            })
+            .collect();
+        by_source.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.source.cmp(&b.source)));
+        let mut to_contacted = rows.to_contacted;
+        Ok(LeadStats {
+            total: rows.statuses.iter().map(|(_, n)| count(*n)).sum(),
+            by_status: stats::by_status(&rows.statuses),
+            by_source,
+            series: stats::series(query.bucket, from, to, &rows.created),
+            funnel: stats::by_status(&rows.reached),
+            median_seconds_to_contacted: stats::median(&mut to_contacted),
+        })
     }
 
     /// One page of leads matching `query`, sorted with the id as tie-breaker.

@@ -3,6 +3,7 @@
 //! change is worth an event) are pure functions in [`crate::leads::rules`]; this
 //! file only reads and writes rows.
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use sqlx::types::Json;
 use sqlx::FromRow;
@@ -690,4 +691,84 @@ pub(crate) async fn list(
         None
     };
     Ok((leads, total))
+}
+
+/// What the lead statistics are made of, read on one connection.
+pub(crate) struct StatsRows {
+    /// `(status, leads)` now.
+    pub statuses: Vec<(String, i64)>,
+    /// `(source, leads)` now.
+    pub sources: Vec<(Option<String>, i64)>,
+    /// Creation times within the range.
+    pub created: Vec<DateTime<Utc>>,
+    /// `(status, leads that were ever in it)`.
+    pub reached: Vec<(String, i64)>,
+    /// Seconds from creation to the first change from `new` to `contacted`, a lead
+    /// each.
+    pub to_contacted: Vec<f64>,
+}
+
+/// Reads the lead statistics of `ws`, with the series' creation times in
+/// `[from, to)`. Each part is one scan of an index (`crm_leads_status`,
+/// `crm_leads_source`, `crm_leads_created`, `crm_activities_status_changes`).
+pub(crate) async fn stats(
+    pool: &Pool,
+    ws: WorkspaceId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<StatsRows> {
+    let mut conn = pool.acquire().await?;
+    let mut sql = query("SELECT status, COUNT(*) FROM crm_leads WHERE workspace_id = ");
+    sql.push_bind(ws.0).push(" GROUP BY status");
+    let statuses: Vec<(String, i64)> = sql.fetch_all(&mut conn).await?;
+
+    let mut sql = query("SELECT source, COUNT(*) FROM crm_leads WHERE workspace_id = ");
+    sql.push_bind(ws.0).push(" GROUP BY source");
+    let sources: Vec<(Option<String>, i64)> = sql.fetch_all(&mut conn).await?;
+
+    let mut sql = query("SELECT created_at FROM crm_leads WHERE workspace_id = ");
+    sql.push_bind(ws.0)
+        .push(" AND created_at >= ")
+        .push_bind(Ts(from))
+        .push(" AND created_at < ")
+        .push_bind(Ts(to));
+    let created: Vec<(Ts,)> = sql.fetch_all(&mut conn).await?;
+
+    // A lead was in a status if it is now, or a recorded change left or entered it.
+    let mut sql = query(
+        "SELECT status, COUNT(*) FROM (\
+           SELECT id AS lead, status FROM crm_leads WHERE workspace_id = ",
+    );
+    sql.push_bind(ws.0)
+        .push(
+            " UNION SELECT lead_id, new_status FROM crm_activities \
+               WHERE kind = 'status_change' AND new_status IS NOT NULL AND workspace_id = ",
+        )
+        .push_bind(ws.0)
+        .push(
+            " UNION SELECT lead_id, old_status FROM crm_activities \
+               WHERE kind = 'status_change' AND old_status IS NOT NULL AND workspace_id = ",
+        )
+        .push_bind(ws.0)
+        .push(") r GROUP BY status");
+    let reached: Vec<(String, i64)> = sql.fetch_all(&mut conn).await?;
+
+    let mut sql = query(
+        "SELECT l.created_at, MIN(a.created_at) FROM crm_activities a \
+         JOIN crm_leads l ON l.id = a.lead_id \
+         WHERE a.kind = 'status_change' AND a.old_status = 'new' \
+           AND a.new_status = 'contacted' AND a.workspace_id = ",
+    );
+    sql.push_bind(ws.0).push(" GROUP BY a.lead_id, l.created_at");
+    let contacted: Vec<(Ts, Ts)> = sql.fetch_all(&mut conn).await?;
+    Ok(StatsRows {
+        statuses,
+        sources,
+        created: created.into_iter().map(|(t,)| t.0).collect(),
+        reached,
+        to_contacted: contacted
+            .into_iter()
+            .map(|(created, first)| (first.0 - created.0).num_milliseconds() as f64 / 1000.0)
+            .collect(),
+    })
 }

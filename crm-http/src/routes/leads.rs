@@ -7,8 +7,8 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use crm_core::leads::messages::NewMessage;
 use crm_core::leads::{
-    Activity, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, NewActivity, NewLead, Parsed,
-    SortField, SortOrder,
+    Activity, Bucket, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, LeadStats, NewActivity,
+    NewLead, Parsed, SortField, SortOrder, StatsQuery,
 };
 use crm_core::{LeadId, Leads};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(add_activity))
         .routes(routes!(send_message))
         .routes(routes!(parse_lead))
+        .routes(routes!(lead_stats))
 }
 
 fn leads(s: &AppState, c: &Caller) -> Leads {
@@ -90,6 +91,42 @@ fn list_of(v: Option<String>) -> Vec<String> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// Query of `GET /stats`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatsParams {
+    /// The series starts in the bucket of this instant (RFC 3339; default: 30 days
+    /// before `end`).
+    #[param(example = "2026-01-01T00:00:00Z")]
+    start: Option<DateTime<Utc>>,
+    /// The series ends before this instant (RFC 3339; default: now).
+    #[param(example = "2026-02-01T00:00:00Z")]
+    end: Option<DateTime<Utc>>,
+    /// The series' bucket: `day` (the default), `week` (ISO, from Monday) or `month`,
+    /// in UTC; at most 400 buckets.
+    bucket: Option<Bucket>,
+}
+
+/// Lead statistics: counts by status and by source, new leads per bucket over a
+/// range (zero-filled), the funnel (leads that were ever in each status) and the
+/// median time from creation to contact. The range bounds the series only.
+#[utoipa::path(get, path = "/stats", tag = "leads", params(StatsParams),
+    responses((status = 200, description = "The workspace's lead statistics", body = LeadStats)))]
+pub(crate) async fn lead_stats(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(p): Query<StatsParams>,
+) -> ApiResult<axum::Json<LeadStats>> {
+    c.require("leads:read")?;
+    let q = StatsQuery {
+        start: p.start,
+        end: p.end,
+        bucket: p.bucket.unwrap_or_default(),
+    };
+    Ok(axum::Json(leads(&s, &c).stats(&q).await?))
 }
 
 /// List leads (filters, search, sort, cursor pagination).

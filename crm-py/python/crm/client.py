@@ -27,6 +27,7 @@ from .models import (
     Lead,
     LeadDetail,
     LeadPage,
+    LeadStats,
     LoggedIn,
     ParsedLead,
     RateLimitDecision,
@@ -316,6 +317,18 @@ class Leads(_Service):
     async def activities(self, id: Id) -> List[Activity]:
         """The lead's activities, newest first."""
         return [Activity.from_dict(a) for a in await self._native.leads_activities(self._ws, str(id))]
+
+    async def stats(
+        self, *, start: Optional[datetime] = None, end: Optional[datetime] = None, bucket: str = "day"
+    ) -> LeadStats:
+        """The workspace's lead statistics (what a dashboard draws): counts by status
+        and by source, new leads per ``bucket`` (``day``, ``week`` from Monday, or
+        ``month``, in UTC) over ``[start, end)`` (default: the 30 days before now),
+        the funnel and the median time to contact. The range bounds the series only;
+        one that is backwards or holds more than 400 buckets is a
+        ``ValidationError`` on ``start``."""
+        payload = _given(start=_when(start, "start"), end=_when(end, "end"), bucket=bucket)
+        return LeadStats.from_dict(await self._native.leads_stats(self._ws, payload))
 
     async def parse(self, text: str, *, auto_save: bool = False) -> ParsedLead:
         """Reads a lead out of free text with the configured parser (the built-in one

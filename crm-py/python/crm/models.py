@@ -43,6 +43,11 @@ __all__ = [
     "IdempotencyClaim",
     "Purged",
     "Booking",
+    "LeadStats",
+    "StatusCount",
+    "SourceCount",
+    "Series",
+    "Point",
 ]
 
 M = TypeVar("M", bound="Model")
@@ -497,3 +502,54 @@ class Booking(Model):
     lead_id: Optional[str]
     created: bool
     trigger: Optional[str]
+
+
+@dataclass(frozen=True)
+class StatusCount(Model):
+    """A number of leads with one status."""
+
+    status: str
+    count: int
+
+
+@dataclass(frozen=True)
+class SourceCount(Model):
+    """A number of leads with one source (``None``: none given)."""
+
+    source: Optional[str]
+    count: int
+
+
+@dataclass(frozen=True)
+class Point(Model):
+    """One bucket of a series: where it starts, and the leads created in it."""
+
+    start: datetime
+    count: int
+
+
+@dataclass(frozen=True)
+class Series(Model):
+    """New leads over ``[start, end)``, one point per ``bucket`` (``day``, ``week``
+    or ``month``), zero-filled, oldest first."""
+
+    bucket: str
+    start: datetime
+    end: datetime
+    points: List[Point]
+
+
+@dataclass(frozen=True)
+class LeadStats(Model):
+    """A workspace's lead statistics: ``total``; ``by_status`` (every status, in
+    pipeline order) and ``by_source`` (most first) now; the ``series`` of new leads
+    over the range; the ``funnel`` (leads that were ever in each status); and
+    ``median_seconds_to_contacted`` (creation to the first change from ``new`` to
+    ``contacted``; ``None`` when no lead made it)."""
+
+    total: int
+    by_status: List[StatusCount]
+    by_source: List[SourceCount]
+    series: Series
+    funnel: List[StatusCount]
+    median_seconds_to_contacted: Optional[float]
