@@ -2580,7 +2580,10 @@ async fn stats_need_leads_read_and_count_the_callers_workspace(db: &TestDb) {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["total"], 1);
-    assert_eq!(r.body["by_source"], json!([{"source": "website", "count": 1}]));
+    assert_eq!(
+        r.body["by_source"],
+        json!([{"source": "website", "count": 1}])
+    );
     assert_eq!(r.body["series"]["bucket"], "week");
     let points = r.body["series"]["points"].as_array().expect("points");
     assert_eq!(
@@ -2595,7 +2598,11 @@ async fn stats_need_leads_read_and_count_the_callers_workspace(db: &TestDb) {
         ("bucket=year", 400, "bucket"),
         ("colour=red", 400, "colour"),
         ("start=2020-01-01T00:00:00Z", 422, "start"),
-        ("start=2026-02-01T00:00:00Z&end=2026-01-01T00:00:00Z", 422, "start"),
+        (
+            "start=2026-02-01T00:00:00Z&end=2026-01-01T00:00:00Z",
+            422,
+            "start",
+        ),
     ] {
         let r = app
             .send(

@@ -759,7 +759,8 @@ pub(crate) async fn stats(
          WHERE a.kind = 'status_change' AND a.old_status = 'new' \
            AND a.new_status = 'contacted' AND a.workspace_id = ",
     );
-    sql.push_bind(ws.0).push(" GROUP BY a.lead_id, l.created_at");
+    sql.push_bind(ws.0)
+        .push(" GROUP BY a.lead_id, l.created_at");
     let contacted: Vec<(Ts, Ts)> = sql.fetch_all(&mut conn).await?;
     Ok(StatsRows {
         statuses,
