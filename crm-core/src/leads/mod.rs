@@ -315,10 +315,10 @@ impl Leads {
         let mut to_contacted = rows.to_contacted;
         Ok(LeadStats {
             total: rows.statuses.iter().map(|(_, n)| count(*n)).sum(),
-            by_status: stats::by_status(&rows.statuses),
+            by_status: stats::by_status(&[&rows.statuses]),
             by_source,
             series: stats::series(query.bucket, from, to, &rows.created),
-            funnel: stats::by_status(&rows.reached),
+            funnel: stats::by_status(&[&rows.statuses, &rows.left]),
             median_seconds_to_contacted: stats::median(&mut to_contacted),
         })
     }

@@ -699,18 +699,20 @@ pub(crate) struct StatsRows {
     pub statuses: Vec<(String, i64)>,
     /// `(source, leads)` now.
     pub sources: Vec<(Option<String>, i64)>,
-    /// Creation times within the range.
-    pub created: Vec<DateTime<Utc>>,
-    /// `(status, leads that were ever in it)`.
-    pub reached: Vec<(String, i64)>,
+    /// `(UTC day, leads created in it)` within the range, days since 1970-01-01.
+    pub created: Vec<(i64, i64)>,
+    /// `(status, leads that were in it but are in another now)`, from the recorded
+    /// status changes.
+    pub left: Vec<(String, i64)>,
     /// Seconds from creation to the first change from `new` to `contacted`, a lead
     /// each.
     pub to_contacted: Vec<f64>,
 }
 
-/// Reads the lead statistics of `ws`, with the series' creation times in
-/// `[from, to)`. Each part is one scan of an index (`crm_leads_status`,
-/// `crm_leads_source`, `crm_leads_created`, `crm_activities_status_changes`).
+/// Reads the lead statistics of `ws`, with the series' creations in `[from, to)`
+/// counted by day. Each part reads one index (`crm_leads_status`,
+/// `crm_leads_source`, `crm_leads_created`, `crm_activities_status_changes`), and
+/// only the status changes are joined to their leads.
 pub(crate) async fn stats(
     pool: &Pool,
     ws: WorkspaceId,
@@ -726,32 +728,35 @@ pub(crate) async fn stats(
     sql.push_bind(ws.0).push(" GROUP BY source");
     let sources: Vec<(Option<String>, i64)> = sql.fetch_all(&mut conn).await?;
 
-    let mut sql = query("SELECT created_at FROM crm_leads WHERE workspace_id = ");
+    let day = pool.dialect().unix_day("created_at");
+    let mut sql = query(format!(
+        "SELECT {day}, COUNT(*) FROM crm_leads WHERE workspace_id = "
+    ));
     sql.push_bind(ws.0)
         .push(" AND created_at >= ")
         .push_bind(Ts(from))
         .push(" AND created_at < ")
-        .push_bind(Ts(to));
-    let created: Vec<(Ts,)> = sql.fetch_all(&mut conn).await?;
+        .push_bind(Ts(to))
+        .push(&format!(" GROUP BY {day}"));
+    let created: Vec<(i64, i64)> = sql.fetch_all(&mut conn).await?;
 
-    // A lead was in a status if it is now, or a recorded change left or entered it.
+    // The statuses a lead left or passed through, other than the one it is in.
     let mut sql = query(
-        "SELECT status, COUNT(*) FROM (\
-           SELECT id AS lead, status FROM crm_leads WHERE workspace_id = ",
+        "SELECT c.status, COUNT(DISTINCT c.lead_id) FROM (\
+           SELECT lead_id, new_status AS status FROM crm_activities \
+           WHERE kind = 'status_change' AND new_status IS NOT NULL AND workspace_id = ",
     );
     sql.push_bind(ws.0)
         .push(
-            " UNION SELECT lead_id, new_status FROM crm_activities \
-               WHERE kind = 'status_change' AND new_status IS NOT NULL AND workspace_id = ",
-        )
-        .push_bind(ws.0)
-        .push(
-            " UNION SELECT lead_id, old_status FROM crm_activities \
+            " UNION ALL SELECT lead_id, old_status FROM crm_activities \
                WHERE kind = 'status_change' AND old_status IS NOT NULL AND workspace_id = ",
         )
         .push_bind(ws.0)
-        .push(") r GROUP BY status");
-    let reached: Vec<(String, i64)> = sql.fetch_all(&mut conn).await?;
+        .push(
+            ") c JOIN crm_leads l ON l.id = c.lead_id AND l.status <> c.status \
+             GROUP BY c.status",
+        );
+    let left: Vec<(String, i64)> = sql.fetch_all(&mut conn).await?;
 
     let mut sql = query(
         "SELECT l.created_at, MIN(a.created_at) FROM crm_activities a \
@@ -765,8 +770,8 @@ pub(crate) async fn stats(
     Ok(StatsRows {
         statuses,
         sources,
-        created: created.into_iter().map(|(t,)| t.0).collect(),
-        reached,
+        created,
+        left,
         to_contacted: contacted
             .into_iter()
             .map(|(created, first)| (first.0 - created.0).num_milliseconds() as f64 / 1000.0)

@@ -83,6 +83,15 @@ impl Dialect {
         }
     }
 
+    /// An expression for the UTC day of the timestamp column `col`, as days since
+    /// 1970-01-01 (for timestamps from 1970 on).
+    pub(crate) fn unix_day(self, col: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("({col} / 86400000000)"),
+            Dialect::Postgres => format!("(floor(extract(epoch FROM {col}) / 86400)::bigint)"),
+        }
+    }
+
     /// Pushes a condition: lead `l` carries `tag`.
     pub(crate) fn push_has_tag(self, q: &mut Sql<'_>, tag: String) {
         match self {
