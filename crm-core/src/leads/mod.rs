@@ -313,9 +313,10 @@ impl Leads {
             .collect();
         by_source.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.source.cmp(&b.source)));
         let mut to_contacted = rows.to_contacted;
+        let by_status = stats::by_status(&[&rows.statuses]);
         Ok(LeadStats {
-            total: rows.statuses.iter().map(|(_, n)| count(*n)).sum(),
-            by_status: stats::by_status(&[&rows.statuses]),
+            total: by_status.iter().map(|c| c.count).sum(),
+            by_status,
             by_source,
             series: stats::series(query.bucket, from, to, &rows.created),
             funnel: stats::by_status(&[&rows.statuses, &rows.left]),

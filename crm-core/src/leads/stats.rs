@@ -16,9 +16,11 @@
 //! - **Funnel.** The leads that were ever in each status: now, or before or after a
 //!   recorded status change. A lead moved from `new` straight to `won` did not
 //!   reach `contacted`.
-//! - **Time to contact.** For each lead whose status first went from `new` to
-//!   `contacted`: the time from its creation to that change. The median is over
-//!   those leads, in seconds; `None` when there are none.
+//! - **Time to contact.** For each lead with a change from `new` to `contacted`:
+//!   the time from its creation to the first such change. The median is over those
+//!   leads, in seconds; `None` when there are none.
+//! - **Range.** `start` and `end` lie between 1970 and 9999 (what both backends
+//!   store and the day arithmetic handles); outside, a validation error.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -129,6 +131,18 @@ pub(crate) fn range(q: &StatsQuery, now: DateTime<Utc>) -> Result<(DateTime<Utc>
             .checked_sub_signed(Duration::days(30))
             .ok_or_else(|| Error::invalid("end", "is too early"))?,
     };
+    // Within what both backends store and the day arithmetic handles.
+    let earliest = DateTime::<Utc>::UNIX_EPOCH;
+    let latest = Utc
+        .with_ymd_and_hms(9999, 12, 31, 0, 0, 0)
+        .single()
+        .unwrap_or(to);
+    if from < earliest || from > latest {
+        return Err(Error::invalid("start", "must be from 1970 to 9999"));
+    }
+    if to < earliest || to > latest {
+        return Err(Error::invalid("end", "must be from 1970 to 9999"));
+    }
     if from >= to {
         return Err(Error::invalid("start", "must be before end"));
     }

@@ -754,13 +754,15 @@ pub(crate) async fn stats(
         .push_bind(ws.0)
         .push(
             ") c JOIN crm_leads l ON l.id = c.lead_id AND l.status <> c.status \
-             GROUP BY c.status",
-        );
+               AND l.workspace_id = ",
+        )
+        .push_bind(ws.0)
+        .push(" GROUP BY c.status");
     let left: Vec<(String, i64)> = sql.fetch_all(&mut conn).await?;
 
     let mut sql = query(
         "SELECT l.created_at, MIN(a.created_at) FROM crm_activities a \
-         JOIN crm_leads l ON l.id = a.lead_id \
+         JOIN crm_leads l ON l.id = a.lead_id AND l.workspace_id = a.workspace_id \
          WHERE a.kind = 'status_change' AND a.old_status = 'new' \
            AND a.new_status = 'contacted' AND a.workspace_id = ",
     );

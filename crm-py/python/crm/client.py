@@ -323,10 +323,10 @@ class Leads(_Service):
     ) -> LeadStats:
         """The workspace's lead statistics (what a dashboard draws): counts by status
         and by source, new leads per ``bucket`` (``day``, ``week`` from Monday, or
-        ``month``, in UTC) over ``[start, end)`` (default: the 30 days before now),
-        the funnel and the median time to contact. The range bounds the series only;
-        one that is backwards or holds more than 400 buckets is a
-        ``ValidationError`` on ``start``."""
+        ``month``, in UTC) over ``[start, end)`` (default ``end``: now; default
+        ``start``: 30 days before ``end``), the funnel and the median time to
+        contact. The range bounds the series only; one that is backwards, outside
+        1970–9999 or holds more than 400 buckets is a ``ValidationError``."""
         payload = _given(start=_when(start, "start"), end=_when(end, "end"), bucket=bucket)
         return LeadStats.from_dict(await self._native.leads_stats(self._ws, payload))
 
