@@ -202,14 +202,14 @@ impl<'a, 'py, T: From<Uuid>> FromPyObject<'a, 'py> for Id<T> {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        let py = obj.py();
-        let parsed = obj
+        let text = obj
             .cast::<pyo3::types::PyString>()
             .ok()
-            .and_then(|s| s.to_cow().ok().and_then(|s| Uuid::parse_str(&s).ok()));
-        parsed
-            .map(|u| Id(T::from(u)))
-            .ok_or_else(|| errors::to_py(py, &Error::invalid("id", "must be a UUID")))
+            .and_then(|s| s.to_cow().ok().map(|s| s.into_owned()))
+            .unwrap_or_default();
+        parse_id(&text, "id")
+            .map(Id)
+            .map_err(|e| errors::to_py(obj.py(), &e))
     }
 }
 

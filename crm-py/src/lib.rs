@@ -24,6 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sync::password_hash, m)?)?;
     m.add_function(wrap_pyfunction!(sync::password_verify, m)?)?;
     m.add_function(wrap_pyfunction!(sync::password_check_policy, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::rate_limit_ip_key, m)?)?;
     m.add_function(wrap_pyfunction!(errors::sample_error, m)?)?;
     m.add_function(wrap_pyfunction!(client::model_schemas, m)?)?;
     m.add_function(wrap_pyfunction!(bridge::quiesce, m)?)?;

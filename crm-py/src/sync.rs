@@ -323,3 +323,11 @@ pub(crate) fn password_verify(py: Python<'_>, password: PyBackedStr, phc: PyBack
 pub(crate) fn password_check_policy(py: Python<'_>, password: PyBackedStr) -> PyResult<()> {
     auth::check_policy(&password).map_err(|e| to_py(py, &e))
 }
+
+/// crm's rate-limit key of a client address (`crm_core::ratelimit::ip_key`, the
+/// one crm-http uses): IPv4 as it is, an IPv4-mapped address as IPv4, any other
+/// IPv6 address as its /64; text that is not an address unchanged.
+#[pyfunction]
+pub(crate) fn rate_limit_ip_key(ip: &str) -> String {
+    crm_core::ratelimit::ip_key(ip)
+}

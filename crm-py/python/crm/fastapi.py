@@ -46,7 +46,6 @@ except ModuleNotFoundError as _missing:  # pragma: no cover - tested in a subpro
     ) from _missing
 
 import inspect
-import ipaddress
 import logging
 import uuid
 from typing import (
@@ -68,6 +67,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import _native
 from . import calcom as _calcom
 from . import whatsapp as _whatsapp
 from .client import Crm, Workspace
@@ -142,19 +142,9 @@ def _workspace(client: Crm, request: Request, ref: WorkspaceRef) -> Workspace:
 # ----------------------------------------------------------------- rate limits
 
 
-def _ip_key(ip: str) -> str:
-    """crm's rate-limit key of an address: IPv4 as is, an IPv4-mapped IPv6 address as
-    its IPv4, any other IPv6 address as its /64 (one host owns a whole /64)."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        net = ipaddress.IPv6Address(int(addr) & ~((1 << 64) - 1))
-        return f"{net}/64"
-    return str(addr)
+#: crm's rate-limit key of an address (IPv6 by its /64), the Rust function crm-http
+#: uses, so both count a client under the same key.
+_ip_key = _native.rate_limit_ip_key
 
 
 def client_ip(request: Request) -> str:
