@@ -37,7 +37,7 @@ fn set_rate_headers(h: &mut HeaderMap, d: &Decision) {
 }
 
 /// Checks one rate limit; the refusal is a finished 429 response.
-async fn limit(
+pub(crate) async fn limit(
     s: &AppState,
     policy: &str,
     custom: Option<Policy>,
@@ -354,7 +354,7 @@ pub(crate) async fn session(State(s): State<AppState>, mut req: Request, next: N
 
 /// Refuses a state-changing request that neither comes from an allowed (or the same)
 /// origin nor carries the CSRF header.
-fn csrf(s: &AppState, req: &Request) -> Result<(), ApiError> {
+pub(crate) fn csrf(s: &AppState, req: &Request) -> Result<(), ApiError> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }

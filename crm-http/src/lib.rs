@@ -22,6 +22,8 @@ mod pages;
 pub mod problem;
 mod routes;
 mod serve;
+#[cfg(feature = "ui")]
+mod ui;
 
 pub use crm_core::webhooks::ssrf::IpNet;
 pub use extract::{Admin, ApiKey, Caller, ClientIp, SessionUser};
@@ -228,6 +230,8 @@ where
     };
     let api: OpenApiRouter<AppState> = OpenApiRouter::with_openapi(openapi::base());
     let (router, doc) = routes::all(api, &state).split_for_parts();
+    #[cfg(feature = "ui")]
+    let router = router.merge(ui::router(&state));
     let doc = openapi::finish(doc, &state.cfg, &state.crm);
     let served = Arc::new(doc.clone());
     let cors = cors(&state.cfg);

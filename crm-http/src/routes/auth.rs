@@ -57,7 +57,7 @@ pub(crate) enum SignedIn {
     },
 }
 
-fn cookie(s: &AppState, value: &str, max_age: Option<i64>) -> HeaderValue {
+pub(crate) fn cookie(s: &AppState, value: &str, max_age: Option<i64>) -> HeaderValue {
     let mut c = format!(
         "{}={value}; Path=/; HttpOnly; SameSite=Lax",
         s.cfg.cookie_name
@@ -114,7 +114,7 @@ pub(crate) async fn login(
 }
 
 /// The cookie of a new session (with a `Max-Age` for a remember-me one).
-fn session_cookie(s: &AppState, done: &LoggedIn) -> HeaderValue {
+pub(crate) fn session_cookie(s: &AppState, done: &LoggedIn) -> HeaderValue {
     let max_age = done
         .session
         .remember
