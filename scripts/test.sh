@@ -6,6 +6,8 @@
 #   cargo deny (licenses, bans, sources; built from crates.io into cargo's bin
 #   directory once, like any cargo tool),
 #   the tests on SQLite and on Postgres (CRM_TEST_PG_URL, or a throwaway cluster),
+#   and the admin web app in headless chromium (installed from Debian when missing;
+#   screenshots in target/test-artifacts/browser),
 #   then the Python module: its abi3 wheel built by `maturin build --release` and
 #   installed into a fresh virtualenv (.venv), its pytest suite (both backends, the
 #   FastAPI example) and mypy.stubtest; and the same wheel installed into a second
@@ -54,8 +56,20 @@ if [ -z "${CRM_TEST_PG_URL:-}" ]; then
     source scripts/pg-throwaway.sh
 fi
 
+step "browser: Debian's chromium and chromedriver (tests/browser.rs drives them headless)"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q chromium chromium-driver ||
+        { $sudo apt-get update -q && $sudo apt-get install -y -q chromium chromium-driver; }
+fi
+artifacts="$(pwd)/target/test-artifacts/browser"
+echo "screenshots of every admin page (and of a failed step): $artifacts"
+
 step "tests (SQLite and Postgres)"
 cargo test --workspace --all-features --locked
+echo "browser screenshots: $artifacts"
 
 step "Python: the abi3 wheel (maturin build --release), installed into a fresh virtualenv"
 rm -rf .venv target/wheels

@@ -38,5 +38,12 @@ mod openapi;
 #[cfg(feature = "webhooks")]
 mod quotas;
 mod webhook_signing;
+#[cfg(all(
+    feature = "ui",
+    feature = "http",
+    feature = "whatsapp",
+    feature = "calcom"
+))]
+mod ui;
 #[cfg(feature = "webhooks")]
 mod webhooks;

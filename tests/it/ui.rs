@@ -1,0 +1,300 @@
+//! The admin web app's rules over HTTP, without a browser (`tests/browser.rs` drives
+//! one): the sign-in redirect and its `next`, CSRF on every form, the admin role on
+//! the admin pages and actions, tenants, escaping, and the headers every page has.
+//! Each refusal is checked to have written nothing.
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use crm::auth::NewUser;
+use crm::leads::NewLead;
+use crm::WorkspaceId;
+
+use crate::common::TestDb;
+use crate::http::{get, req, App, Res, ORIGIN, PASSWORD};
+
+/// A form POST with the session `cookie` (if any) from `origin` (if any).
+fn form(path: &str, cookie: Option<&str>, origin: Option<&str>, body: &str) -> Request<Body> {
+    let mut b = req(Method::POST, path).header(
+        header::CONTENT_TYPE,
+        "application/x-www-form-urlencoded",
+    );
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    if let Some(o) = origin {
+        b = b.header(header::ORIGIN, o);
+    }
+    b.body(Body::from(body.to_owned())).expect("request")
+}
+
+fn page(path: &str, cookie: &str) -> Request<Body> {
+    req(Method::GET, path)
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .expect("request")
+}
+
+fn location(r: &Res) -> &str {
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    r.header("location")
+}
+
+async fn lead(app: &App, ws: WorkspaceId, name: &str) -> crm::LeadId {
+    app.crm
+        .workspace(ws)
+        .leads()
+        .create(NewLead {
+            name: name.into(),
+            email: Some(format!("{}@example.com", uuid::Uuid::now_v7().simple())),
+            ..NewLead::default()
+        })
+        .await
+        .expect("lead")
+        .id
+}
+
+async fn signed_out_pages_send_to_sign_in_and_back(db: &TestDb) {
+    let app = App::new(db).await;
+    app.user("owner@example.com", "owner").await;
+    // A page without a session: the sign-in page, which knows where to come back.
+    let r = app.send(get("/admin/leads?q=ana")).await;
+    assert_eq!(
+        location(&r),
+        "/admin/login?next=%2Fadmin%2Fleads%3Fq%3Dana"
+    );
+    let r = app.send(get("/admin/login?next=%2Fadmin%2Fleads")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("value=\"/admin/leads\""), "{}", r.text);
+    // A wrong password: 401, the email kept, the error next to the password, no cookie.
+    let body = "email=owner%40example.com&password=nope&next=%2Fadmin";
+    let r = app.send(form("/admin/login", None, Some(ORIGIN), body)).await;
+    assert_eq!(r.status, 401);
+    assert!(r.text.contains("value=\"owner@example.com\""));
+    assert!(r.text.contains("id=\"f-password-error\""));
+    assert_eq!(r.header("set-cookie"), "");
+    // The sign-in form is a state change: refused from another origin.
+    let right = format!("email=owner%40example.com&password={PASSWORD}&next=%2Fadmin%2Fleads");
+    let r = app
+        .send(form("/admin/login", None, Some("https://evil.example"), &right))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(r.header("set-cookie"), "");
+    // Signed in: the cookie, and back to the page asked for.
+    let r = app.send(form("/admin/login", None, Some(ORIGIN), &right)).await;
+    assert_eq!(location(&r), "/admin/leads");
+    assert!(r.header("set-cookie").contains("HttpOnly"));
+    // `next` never leaves the app: another host, a scheme-relative or backslashed
+    // path, or the sign-in page itself go to the dashboard instead.
+    for next in [
+        "https%3A%2F%2Fevil.example%2F",
+        "%2F%2Fevil.example%2Fadmin",
+        "%2Fadmin%2F..%2F%2Fevil.example",
+        "%2Fadmin%5C%40evil.example",
+        "%2Fadminx",
+        "%2Fadmin%2Flogin",
+    ] {
+        let body = format!("email=owner%40example.com&password={PASSWORD}&next={next}");
+        let r = app.send(form("/admin/login", None, Some(ORIGIN), &body)).await;
+        assert_eq!(location(&r), "/admin", "next={next}");
+    }
+}
+
+async fn every_form_needs_the_same_origin_and_a_session(db: &TestDb) {
+    let app = App::new(db).await;
+    let cookie = app.admin().await;
+    let body = "name=Ana&email=ana%40example.com";
+    // From another origin, or with no origin at all: the 403 page, nothing written.
+    for origin in [Some("https://evil.example"), None] {
+        let r = app
+            .send(form("/admin/leads", Some(&cookie), origin, body))
+            .await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        assert!(r.text.contains("This form was refused"));
+    }
+    // Without a session: to the sign-in page, nothing written.
+    let r = app.send(form("/admin/leads", None, Some(ORIGIN), body)).await;
+    assert!(location(&r).starts_with("/admin/login"));
+    assert_eq!(db.count("crm_leads").await, 0);
+    // The same form from the app's origin is taken.
+    let r = app
+        .send(form("/admin/leads", Some(&cookie), Some(ORIGIN), body))
+        .await;
+    assert!(location(&r).starts_with("/admin/leads/"));
+    assert_eq!(db.count("crm_leads").await, 1);
+    // A refused lead keeps what was typed, with the error next to its field.
+    let bad = "name=Bo&phone=600+123&company=Bakery";
+    let r = app
+        .send(form("/admin/leads", Some(&cookie), Some(ORIGIN), bad))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("id=\"f-phone-error\""));
+    assert!(r.text.contains("value=\"600 123\"") && r.text.contains("value=\"Bakery\""));
+    assert_eq!(db.count("crm_leads").await, 1);
+}
+
+async fn members_get_the_403_page_on_admin_pages_and_actions(db: &TestDb) {
+    let app = App::new(db).await;
+    app.user("member@example.com", "member").await;
+    let cookie = app.login("member@example.com").await;
+    for path in [
+        "/admin/api-keys",
+        "/admin/webhooks",
+        "/admin/notifications",
+        "/admin/users",
+        "/admin/settings",
+        "/admin/audit",
+    ] {
+        let r = app.send(page(path, &cookie)).await;
+        assert_eq!(r.status, 403, "{path}");
+        assert!(r.text.contains("Not allowed"), "{path}");
+        assert!(!r.text.contains("href=\"/admin/api-keys\""), "no admin entries");
+    }
+    let actions = [
+        ("/admin/api-keys", "name=mine&scopes=*"),
+        ("/admin/webhooks", "url=https%3A%2F%2Fexample.com%2Fhook"),
+        ("/admin/users", "email=x%40example.com&display_name=X&role=owner&password=Correct-Horse-42%21"),
+        ("/admin/settings", "name=Taken"),
+    ];
+    for (path, body) in actions {
+        let r = app
+            .send(form(path, Some(&cookie), Some(ORIGIN), body))
+            .await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text);
+    }
+    assert_eq!(db.count("crm_api_keys").await, 0);
+    assert_eq!(db.count("crm_webhook_endpoints").await, 0);
+    assert_eq!(db.count("crm_users").await, 1);
+    // The lead pages are every user's.
+    assert_eq!(app.send(page("/admin/leads", &cookie)).await.status, 200);
+    assert_eq!(app.send(page("/admin", &cookie)).await.status, 200);
+}
+
+async fn another_workspace_is_out_of_reach(db: &TestDb) {
+    let app = App::new(db).await;
+    let mine = lead(&app, WorkspaceId::DEFAULT, "Mine").await;
+    app.crm
+        .register(
+            "Other",
+            NewUser {
+                email: "other@example.com".into(),
+                display_name: "Other".into(),
+                role: None,
+                password: PASSWORD.into(),
+            },
+        )
+        .await
+        .expect("register");
+    let cookie = app.login("other@example.com").await;
+    let r = app.send(page(&format!("/admin/leads/{mine}"), &cookie)).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(!r.text.contains("Mine"));
+    let path = format!("/admin/leads/{mine}/status");
+    let r = app
+        .send(form(&path, Some(&cookie), Some(ORIGIN), "status=won"))
+        .await;
+    assert_eq!(r.status, 404);
+    let list = app.send(page("/admin/leads", &cookie)).await;
+    assert!(!list.text.contains("Mine"));
+    let got = app
+        .crm
+        .workspace(WorkspaceId::DEFAULT)
+        .leads()
+        .get(mine)
+        .await
+        .expect("lead");
+    assert_eq!(got.lead.status.as_str(), "new", "unchanged");
+    // A malformed id is the same 404 page, not a crash.
+    let r = app.send(page("/admin/leads/not-a-uuid", &cookie)).await;
+    assert_eq!(r.status, 404);
+}
+
+async fn text_is_escaped_and_pages_carry_their_headers(db: &TestDb) {
+    let app = App::new(db).await;
+    let cookie = app.admin().await;
+    let id = lead(&app, WorkspaceId::DEFAULT, "<script>alert(1)</script>").await;
+    let r = app.send(page(&format!("/admin/leads/{id}"), &cookie)).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.text.contains("<script>alert(1)"), "{}", r.text);
+    assert!(r.text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    let csp = r.header("content-security-policy");
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(r.header("cache-control"), "no-store");
+    assert_eq!(r.header("x-content-type-options"), "nosniff");
+    // A notice is one of the app's own sentences, never text from the address.
+    let r = app
+        .send(page(&format!("/admin/leads/{id}?notice=%3Cb%3Ehi"), &cookie))
+        .await;
+    assert!(!r.text.contains("hi</b>") && !r.text.contains("&lt;b&gt;hi"));
+    // The assets are served, typed, without a session.
+    let css = app.send(get("/admin/assets/app.css")).await;
+    assert_eq!(css.header("content-type"), "text/css; charset=utf-8");
+    let js = app.send(get("/admin/assets/app.js")).await;
+    assert_eq!(js.header("content-type"), "text/javascript; charset=utf-8");
+}
+
+async fn the_rules_of_roles_hold_on_the_users_page(db: &TestDb) {
+    let app = App::new(db).await;
+    app.user("admin@example.com", "admin").await;
+    app.user("owner@example.com", "owner").await;
+    let cookie = app.login("admin@example.com").await;
+    let users = app
+        .crm
+        .workspace(WorkspaceId::DEFAULT)
+        .auth()
+        .users()
+        .await
+        .expect("users");
+    let id_of = |email: &str| {
+        users
+            .iter()
+            .find(|u| u.email.as_str() == email)
+            .map(|u| u.id)
+            .expect("user")
+    };
+    // An admin can neither raise themselves nor touch an owner.
+    let me = id_of("admin@example.com");
+    let owner = id_of("owner@example.com");
+    for (path, body) in [
+        (format!("/admin/users/{me}/role"), "role=owner"),
+        (format!("/admin/users/{owner}/role"), "role=member"),
+        (format!("/admin/users/{owner}/disable"), ""),
+    ] {
+        let r = app
+            .send(form(&path, Some(&cookie), Some(ORIGIN), body))
+            .await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text);
+    }
+    let after = app
+        .crm
+        .workspace(WorkspaceId::DEFAULT)
+        .auth()
+        .users()
+        .await
+        .expect("users");
+    for u in after {
+        assert!(u.disabled_at.is_none());
+        let want = if u.id == owner { "owner" } else { "admin" };
+        assert_eq!(u.role.as_str(), want);
+    }
+    // An admin may invite a member; a refused invitation keeps what was typed.
+    let bad = "email=bo%40example.com&display_name=Bo&role=member&password=short";
+    let r = app
+        .send(form("/admin/users", Some(&cookie), Some(ORIGIN), bad))
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("id=\"f-password-error\"") && r.text.contains("value=\"bo@example.com\""));
+    let good = format!("email=bo%40example.com&display_name=Bo&role=member&password={PASSWORD}");
+    let r = app
+        .send(form("/admin/users", Some(&cookie), Some(ORIGIN), &good))
+        .await;
+    assert_eq!(location(&r), "/admin/users?notice=created");
+}
+
+conformance!(
+    signed_out_pages_send_to_sign_in_and_back,
+    every_form_needs_the_same_origin_and_a_session,
+    members_get_the_403_page_on_admin_pages_and_actions,
+    another_workspace_is_out_of_reach,
+    text_is_escaped_and_pages_carry_their_headers,
+    the_rules_of_roles_hold_on_the_users_page,
+);
