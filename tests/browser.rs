@@ -369,7 +369,7 @@ async fn steps(b: &Browser, db: &TestDb, crm: &Crm, receiver: &Receiver) -> Resu
         b.text("h1").await? == "<img src=x onerror=\"window.__xss='name'\">Ana",
         "the name as text"
     );
-    ensure!(b.text(".notice").await?.contains("created"));
+    ensure!(b.text(".notice").await?.contains("Created"));
     b.no_script_ran().await?;
     let lead_page = b
         .at()

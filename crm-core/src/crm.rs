@@ -348,7 +348,23 @@ impl Workspace {
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
-        store::audit::list_audit(self.crm.pool(), self.id, after, limit).await
+        let seek = store::Seek::After(after.map(|a| a.0));
+        store::audit::list_audit(self.crm.pool(), self.id, seek, limit).await
+    }
+
+    /// Its audit log, newest first: at most `limit` (1–1000) entries before the entry
+    /// `before` (pass the last id of a page for the next, older one). What an admin
+    /// page shows; [`Workspace::audit_log`] reads it forwards.
+    pub async fn recent_audit_log(
+        &self,
+        before: Option<AuditId>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 1000"));
+        }
+        let seek = store::Seek::Before(before.map(|a| a.0));
+        store::audit::list_audit(self.crm.pool(), self.id, seek, limit).await
     }
 
     /// Its events (the outbox), oldest first: at most `limit` (1–1000) after `after`.

@@ -61,17 +61,25 @@ fn page(status: StatusCode, title: &str, body: Markup) -> Response {
             }
         }
     };
+    html_response(status, doc)
+}
+
+/// An HTML page with the headers every page of the router carries (these link
+/// pages and the admin app's): `Content-Security-Policy: default-src 'self'` (no
+/// inline script or style, nothing from elsewhere), never framed, never cached, a
+/// referrer to the same origin only.
+pub(crate) fn html_response(status: StatusCode, doc: Markup) -> Response {
     let mut res = (status, doc.into_string()).into_response();
     let h = res.headers_mut();
     let set = |v: &'static str| HeaderValue::from_static(v);
     h.insert(header::CONTENT_TYPE, set("text/html; charset=utf-8"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        set("default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        set("default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
     );
-    // Not `no-referrer`: under it a browser sends `Origin: null` with the form's
-    // POST, which the CSRF check refuses. The page has no link or resource on another
-    // origin, so the token in its address goes nowhere else either way.
+    // Not `no-referrer`: under it a browser sends `Origin: null` with a form's POST,
+    // which the CSRF check refuses. No page links to or loads from another origin, so
+    // a token in a link page's address goes nowhere else either way.
     h.insert(header::REFERRER_POLICY, set("same-origin"));
     h.insert(header::CACHE_CONTROL, set("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, set("nosniff"));

@@ -465,12 +465,15 @@ struct AllowedArgs {
     sources: Option<Vec<String>>,
 }
 
-/// A page after a cursor (an id), for attempt and audit-log listings.
+/// A page of an attempt or audit-log listing: after a cursor (an id) oldest first,
+/// or before one newest first (the `recent_…` operations).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Page {
     #[serde(default)]
     after: Option<String>,
+    #[serde(default)]
+    before: Option<String>,
     #[serde(default = "default_page")]
     limit: u32,
 }
@@ -484,6 +487,13 @@ impl Page {
         self.after
             .as_deref()
             .map(|a| parse_id(a, "after"))
+            .transpose()
+    }
+
+    fn before<T: From<Uuid>>(&self) -> Result<Option<T>> {
+        self.before
+            .as_deref()
+            .map(|b| parse_id(b, "before"))
             .transpose()
     }
 }
@@ -1228,6 +1238,18 @@ impl Client {
         })
     }
 
+    fn workspace_recent_audit_log<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<Page>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let p = input.0;
+        self.run(py, workspace, |_, w| async move {
+            w.recent_audit_log(p.before()?, p.limit).await
+        })
+    }
+
     // Leads.
 
     fn leads_create<'py>(
@@ -1780,6 +1802,21 @@ impl Client {
         let p = input.0;
         self.run(py, workspace, |_, w| async move {
             w.webhooks().attempts(id.0, p.after()?, p.limit).await
+        })
+    }
+
+    fn webhooks_recent_attempts<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<EndpointId>,
+        input: Input<Page>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let p = input.0;
+        self.run(py, workspace, |_, w| async move {
+            w.webhooks()
+                .recent_attempts(id.0, p.before()?, p.limit)
+                .await
         })
     }
 

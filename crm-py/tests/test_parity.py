@@ -85,6 +85,15 @@ async def test_audit_log_pages_and_stays_in_its_workspace(client: crm.Crm) -> No
     with pytest.raises(crm.ValidationError) as e:
         await client.audit_log(after="not-an-id")
     assert e.value.errors[0].field == "after"
+    # Newest first, paged backwards.
+    recent = await client.recent_audit_log()
+    assert [e.id for e in recent] == [log[1].id, log[0].id]
+    assert [e.id for e in await client.recent_audit_log(limit=1)] == [log[1].id]
+    assert [e.id for e in await client.recent_audit_log(before=log[1].id)] == [log[0].id]
+    assert await other.recent_audit_log() == []
+    with pytest.raises(crm.ValidationError) as e:
+        await client.recent_audit_log(before="nope")
+    assert e.value.errors[0].field == "before"
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -116,6 +125,11 @@ def receiver() -> Iterator[str]:
         thread.join()
 
 
+async def other_ws_attempts(c: crm.Crm, endpoint: str) -> List[crm.Attempt]:
+    other = await c.create_workspace("Elsewhere")
+    return await other.webhooks.recent_attempts(endpoint)
+
+
 async def test_delivery_attempts_are_listed(database_url: str, master_key: str, receiver: str) -> None:
     async with await crm.Crm.connect(
         database_url, master_key=master_key, webhook_allow_networks="127.0.0.1"  # one network, not its characters
@@ -135,6 +149,17 @@ async def test_delivery_attempts_are_listed(database_url: str, master_key: str, 
         assert a.attempt == 1 and a.next_attempt_at is None
         assert lead.id.encode() in b"".join(_Receiver.bodies)
         assert await c.webhooks.attempts(ep.id, after=a.id) == []
+        await c.webhooks.resend(ep.id, a.event_id)
+        both: List[crm.Attempt] = []
+        deadline = time.monotonic() + 15
+        while len(both) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.025)
+            both = await c.webhooks.recent_attempts(ep.id)
+        assert [x.id for x in both][1] == a.id, "newest first"
+        assert [x.id for x in await c.webhooks.recent_attempts(ep.id, before=both[0].id)] == [a.id]
+        assert len(await c.webhooks.recent_attempts(ep.id, limit=1)) == 1
+        with pytest.raises(crm.NotFoundError):
+            await other_ws_attempts(c, ep.id)
         with pytest.raises(crm.ValidationError):
             await c.webhooks.attempts(ep.id, limit=1001)
         with pytest.raises(crm.NotFoundError):

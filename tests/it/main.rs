@@ -37,7 +37,6 @@ mod notifications;
 mod openapi;
 #[cfg(feature = "webhooks")]
 mod quotas;
-mod webhook_signing;
 #[cfg(all(
     feature = "ui",
     feature = "http",
@@ -45,5 +44,6 @@ mod webhook_signing;
     feature = "calcom"
 ))]
 mod ui;
+mod webhook_signing;
 #[cfg(feature = "webhooks")]
 mod webhooks;

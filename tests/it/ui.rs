@@ -14,10 +14,8 @@ use crate::http::{get, req, App, Res, ORIGIN, PASSWORD};
 
 /// A form POST with the session `cookie` (if any) from `origin` (if any).
 fn form(path: &str, cookie: Option<&str>, origin: Option<&str>, body: &str) -> Request<Body> {
-    let mut b = req(Method::POST, path).header(
-        header::CONTENT_TYPE,
-        "application/x-www-form-urlencoded",
-    );
+    let mut b =
+        req(Method::POST, path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some(c) = cookie {
         b = b.header(header::COOKIE, c);
     }
@@ -58,16 +56,15 @@ async fn signed_out_pages_send_to_sign_in_and_back(db: &TestDb) {
     app.user("owner@example.com", "owner").await;
     // A page without a session: the sign-in page, which knows where to come back.
     let r = app.send(get("/admin/leads?q=ana")).await;
-    assert_eq!(
-        location(&r),
-        "/admin/login?next=%2Fadmin%2Fleads%3Fq%3Dana"
-    );
+    assert_eq!(location(&r), "/admin/login?next=%2Fadmin%2Fleads%3Fq%3Dana");
     let r = app.send(get("/admin/login?next=%2Fadmin%2Fleads")).await;
     assert_eq!(r.status, 200);
     assert!(r.text.contains("value=\"/admin/leads\""), "{}", r.text);
     // A wrong password: 401, the email kept, the error next to the password, no cookie.
     let body = "email=owner%40example.com&password=nope&next=%2Fadmin";
-    let r = app.send(form("/admin/login", None, Some(ORIGIN), body)).await;
+    let r = app
+        .send(form("/admin/login", None, Some(ORIGIN), body))
+        .await;
     assert_eq!(r.status, 401);
     assert!(r.text.contains("value=\"owner@example.com\""));
     assert!(r.text.contains("id=\"f-password-error\""));
@@ -75,12 +72,19 @@ async fn signed_out_pages_send_to_sign_in_and_back(db: &TestDb) {
     // The sign-in form is a state change: refused from another origin.
     let right = format!("email=owner%40example.com&password={PASSWORD}&next=%2Fadmin%2Fleads");
     let r = app
-        .send(form("/admin/login", None, Some("https://evil.example"), &right))
+        .send(form(
+            "/admin/login",
+            None,
+            Some("https://evil.example"),
+            &right,
+        ))
         .await;
     assert_eq!(r.status, 403, "{}", r.text);
     assert_eq!(r.header("set-cookie"), "");
     // Signed in: the cookie, and back to the page asked for.
-    let r = app.send(form("/admin/login", None, Some(ORIGIN), &right)).await;
+    let r = app
+        .send(form("/admin/login", None, Some(ORIGIN), &right))
+        .await;
     assert_eq!(location(&r), "/admin/leads");
     assert!(r.header("set-cookie").contains("HttpOnly"));
     // `next` never leaves the app: another host, a scheme-relative or backslashed
@@ -94,7 +98,9 @@ async fn signed_out_pages_send_to_sign_in_and_back(db: &TestDb) {
         "%2Fadmin%2Flogin",
     ] {
         let body = format!("email=owner%40example.com&password={PASSWORD}&next={next}");
-        let r = app.send(form("/admin/login", None, Some(ORIGIN), &body)).await;
+        let r = app
+            .send(form("/admin/login", None, Some(ORIGIN), &body))
+            .await;
         assert_eq!(location(&r), "/admin", "next={next}");
     }
 }
@@ -112,7 +118,9 @@ async fn every_form_needs_the_same_origin_and_a_session(db: &TestDb) {
         assert!(r.text.contains("This form was refused"));
     }
     // Without a session: to the sign-in page, nothing written.
-    let r = app.send(form("/admin/leads", None, Some(ORIGIN), body)).await;
+    let r = app
+        .send(form("/admin/leads", None, Some(ORIGIN), body))
+        .await;
     assert!(location(&r).starts_with("/admin/login"));
     assert_eq!(db.count("crm_leads").await, 0);
     // The same form from the app's origin is taken.
@@ -147,12 +155,18 @@ async fn members_get_the_403_page_on_admin_pages_and_actions(db: &TestDb) {
         let r = app.send(page(path, &cookie)).await;
         assert_eq!(r.status, 403, "{path}");
         assert!(r.text.contains("Not allowed"), "{path}");
-        assert!(!r.text.contains("href=\"/admin/api-keys\""), "no admin entries");
+        assert!(
+            !r.text.contains("href=\"/admin/api-keys\""),
+            "no admin entries"
+        );
     }
     let actions = [
         ("/admin/api-keys", "name=mine&scopes=*"),
         ("/admin/webhooks", "url=https%3A%2F%2Fexample.com%2Fhook"),
-        ("/admin/users", "email=x%40example.com&display_name=X&role=owner&password=Correct-Horse-42%21"),
+        (
+            "/admin/users",
+            "email=x%40example.com&display_name=X&role=owner&password=Correct-Horse-42%21",
+        ),
         ("/admin/settings", "name=Taken"),
     ];
     for (path, body) in actions {
@@ -185,7 +199,9 @@ async fn another_workspace_is_out_of_reach(db: &TestDb) {
         .await
         .expect("register");
     let cookie = app.login("other@example.com").await;
-    let r = app.send(page(&format!("/admin/leads/{mine}"), &cookie)).await;
+    let r = app
+        .send(page(&format!("/admin/leads/{mine}"), &cookie))
+        .await;
     assert_eq!(r.status, 404, "{}", r.text);
     assert!(!r.text.contains("Mine"));
     let path = format!("/admin/leads/{mine}/status");
@@ -222,7 +238,10 @@ async fn text_is_escaped_and_pages_carry_their_headers(db: &TestDb) {
     assert_eq!(r.header("x-content-type-options"), "nosniff");
     // A notice is one of the app's own sentences, never text from the address.
     let r = app
-        .send(page(&format!("/admin/leads/{id}?notice=%3Cb%3Ehi"), &cookie))
+        .send(page(
+            &format!("/admin/leads/{id}?notice=%3Cb%3Ehi"),
+            &cookie,
+        ))
         .await;
     assert!(!r.text.contains("hi</b>") && !r.text.contains("&lt;b&gt;hi"));
     // The assets are served, typed, without a session.
@@ -263,6 +282,14 @@ async fn the_rules_of_roles_hold_on_the_users_page(db: &TestDb) {
             .send(form(&path, Some(&cookie), Some(ORIGIN), body))
             .await;
         assert_eq!(r.status, 403, "{path}: {}", r.text);
+        assert!(
+            r.text.contains("Your role does not allow this"),
+            "said above the list"
+        );
+        assert!(
+            r.text.contains("id=\"users\""),
+            "the page, not the 403 page"
+        );
     }
     let after = app
         .crm
@@ -282,12 +309,81 @@ async fn the_rules_of_roles_hold_on_the_users_page(db: &TestDb) {
         .send(form("/admin/users", Some(&cookie), Some(ORIGIN), bad))
         .await;
     assert_eq!(r.status, 422);
-    assert!(r.text.contains("id=\"f-password-error\"") && r.text.contains("value=\"bo@example.com\""));
+    assert!(
+        r.text.contains("id=\"f-password-error\"") && r.text.contains("value=\"bo@example.com\"")
+    );
     let good = format!("email=bo%40example.com&display_name=Bo&role=member&password={PASSWORD}");
     let r = app
         .send(form("/admin/users", Some(&cookie), Some(ORIGIN), &good))
         .await;
     assert_eq!(location(&r), "/admin/users?notice=created");
+}
+
+async fn an_edit_changes_only_what_was_changed(db: &TestDb) {
+    let app = App::new(db).await;
+    let cookie = app.admin().await;
+    let id = lead(&app, WorkspaceId::DEFAULT, "Ana").await;
+    let page_html = app
+        .send(page(&format!("/admin/leads/{id}"), &cookie))
+        .await
+        .text;
+    assert!(page_html.contains("name=\"was.company\" value=\"\""));
+    // Someone else sets the company after the page was drawn.
+    let leads = app.crm.workspace(WorkspaceId::DEFAULT).leads();
+    let patch = crm::leads::LeadPatch {
+        company: Some(Some("Theirs SL".into())),
+        ..Default::default()
+    };
+    leads.update(id, patch).await.expect("update");
+    // The form sends every field; only the name differs from what it was drawn with.
+    let body = "was.name=Ana&name=Ana+Mar%C3%ADa&was.company=&company=&was.tags=&tags=\
+                &was.custom=&custom=&was.notes=&notes=";
+    let r = app
+        .send(form(
+            &format!("/admin/leads/{id}"),
+            Some(&cookie),
+            Some(ORIGIN),
+            body,
+        ))
+        .await;
+    assert!(location(&r).ends_with("?notice=saved"));
+    let got = leads.get(id).await.expect("lead").lead;
+    assert_eq!(got.name, "Ana María");
+    assert_eq!(
+        got.company.as_deref(),
+        Some("Theirs SL"),
+        "their change is kept"
+    );
+}
+
+async fn sign_out_clears_the_cookie_even_when_the_session_is_gone(db: &TestDb) {
+    let app = App::new(db).await;
+    let cookie = app.admin().await;
+    // Ended elsewhere (expired, or every session ended): sign-out still clears it.
+    let token = cookie.split_once('=').map(|(_, t)| t).unwrap_or_default();
+    app.crm.logout(token).await.expect("logout");
+    let r = app
+        .send(form("/admin/logout", Some(&cookie), Some(ORIGIN), ""))
+        .await;
+    assert_eq!(location(&r), "/admin/login");
+    assert!(r.header("set-cookie").contains("Max-Age=0"));
+    // Not from another origin.
+    let r = app
+        .send(form(
+            "/admin/logout",
+            Some(&cookie),
+            Some("https://evil.example"),
+            "",
+        ))
+        .await;
+    assert_eq!(r.status, 403);
+    // A `next` with a control character or a dot segment is not followed.
+    let r = app
+        .send(get("/admin/login?next=%2Fadmin%2F%0D%0ALocation:x"))
+        .await;
+    assert!(r.text.contains("value=\"/admin\""), "{}", r.text);
+    let r = app.send(get("/admin/login?next=%2Fadmin%2F..%2Fapi")).await;
+    assert!(r.text.contains("value=\"/admin\""));
 }
 
 conformance!(
@@ -297,4 +393,6 @@ conformance!(
     another_workspace_is_out_of_reach,
     text_is_escaped_and_pages_carry_their_headers,
     the_rules_of_roles_hold_on_the_users_page,
+    an_edit_changes_only_what_was_changed,
+    sign_out_clears_the_cookie_even_when_the_session_is_gone,
 );

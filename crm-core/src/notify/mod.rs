@@ -471,7 +471,7 @@ impl Notifications {
             crate::webhooks::model::JobKind::Notification,
             id.0,
             None,
-            after,
+            store::Seek::After(after),
             limit,
         )
         .await

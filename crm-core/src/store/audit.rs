@@ -63,7 +63,7 @@ pub(super) async fn insert_audit(conn: &mut Tx, a: &AuditEntry) -> Result<()> {
 pub(crate) async fn list_audit(
     pool: &Pool,
     ws: WorkspaceId,
-    after: Option<AuditId>,
+    seek: super::sql::Seek,
     limit: u32,
 ) -> Result<Vec<AuditEntry>> {
     let mut sql = query(
@@ -71,10 +71,7 @@ pub(crate) async fn list_audit(
          FROM crm_audit_log WHERE workspace_id = ",
     );
     sql.push_bind(ws.0);
-    if let Some(after) = after {
-        sql.push(" AND id > ").push_bind(after.0);
-    }
-    sql.push(&format!(" ORDER BY id LIMIT {limit}"));
+    seek.push(&mut sql, limit);
     let rows: Vec<AuditRow> = sql.fetch_all(pool).await?;
     Ok(rows.into_iter().map(AuditRow::into_entry).collect())
 }

@@ -445,7 +445,7 @@ pub(crate) async fn list_attempts(
     kind: JobKind,
     target: Uuid,
     event: Option<EventId>,
-    after: Option<Uuid>,
+    seek: super::sql::Seek,
     limit: u32,
 ) -> Result<Vec<crate::webhooks::model::Attempt>> {
     let mut sql = query(
@@ -460,10 +460,7 @@ pub(crate) async fn list_attempts(
     if let Some(e) = event {
         sql.push(" AND event_id = ").push_bind(e.0);
     }
-    if let Some(a) = after {
-        sql.push(" AND id > ").push_bind(a);
-    }
-    sql.push(&format!(" ORDER BY id LIMIT {limit}"));
+    seek.push(&mut sql, limit);
     let rows: Vec<AttemptRow> = sql.fetch_all(pool).await?;
     Ok(rows.into_iter().map(AttemptRow::into_attempt).collect())
 }

@@ -48,8 +48,8 @@ pub(crate) mod users;
 pub(crate) mod workspaces;
 
 pub(crate) use pool::{connect, from_host, Pool, Ts};
-pub(crate) use sql::Dialect;
 use sql::{query, Row};
+pub(crate) use sql::{Dialect, Seek};
 
 use serde_json::Value;
 use uuid::Uuid;

@@ -456,6 +456,30 @@ impl std::fmt::Debug for Sql<'_> {
 /// a text per length was parsed and planned again on nearly every batch (in the
 /// profile of a Postgres drain, parsing and planning took a fifth of the server's
 /// time).
+/// Which page of a listing ordered by its (time-ordered, UUIDv7) id: oldest first
+/// after a cursor, or newest first before one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Seek {
+    /// Oldest first, ids above this one (from the start when `None`).
+    After(Option<uuid::Uuid>),
+    /// Newest first, ids below this one (from the end when `None`).
+    Before(Option<uuid::Uuid>),
+}
+
+impl Seek {
+    /// Appends ` AND id > $n ORDER BY id LIMIT k` (or `<` and `DESC`) to `sql`.
+    pub(crate) fn push(self, sql: &mut Sql<'_>, limit: u32) {
+        let (cursor, cmp, order) = match self {
+            Seek::After(c) => (c, " AND id > ", ""),
+            Seek::Before(c) => (c, " AND id < ", " DESC"),
+        };
+        if let Some(c) = cursor {
+            sql.push(cmp).push_bind(c);
+        }
+        sql.push(&format!(" ORDER BY id{order} LIMIT {limit}"));
+    }
+}
+
 pub(crate) fn pow2_runs<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
     let cap = 1usize << max.max(1).ilog2();
     let mut rest = items;

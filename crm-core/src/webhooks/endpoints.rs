@@ -305,7 +305,32 @@ impl Webhooks {
             crate::webhooks::model::JobKind::Webhook,
             id.0,
             None,
-            after,
+            store::Seek::After(after),
+            limit,
+        )
+        .await
+    }
+
+    /// Delivery attempts to an endpoint, newest first: at most `limit` (1–1000)
+    /// before the attempt id `before` (pass the last id of a page for the next,
+    /// older one). A delivery log's view; [`Webhooks::attempts`] reads forwards.
+    pub async fn recent_attempts(
+        &self,
+        id: EndpointId,
+        before: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> Result<Vec<super::Attempt>> {
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 1000"));
+        }
+        self.get(id).await?;
+        store::jobs::list_attempts(
+            self.crm.pool(),
+            self.ws,
+            crate::webhooks::model::JobKind::Webhook,
+            id.0,
+            None,
+            store::Seek::Before(before),
             limit,
         )
         .await
@@ -324,7 +349,7 @@ impl Webhooks {
             crate::webhooks::model::JobKind::Webhook,
             id.0,
             Some(event),
-            None,
+            store::Seek::After(None),
             1000,
         )
         .await

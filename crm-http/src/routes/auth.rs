@@ -57,7 +57,7 @@ pub(crate) enum SignedIn {
     },
 }
 
-pub(crate) fn cookie(s: &AppState, value: &str, max_age: Option<i64>) -> HeaderValue {
+fn cookie(s: &AppState, value: &str, max_age: Option<i64>) -> HeaderValue {
     let mut c = format!(
         "{}={value}; Path=/; HttpOnly; SameSite=Lax",
         s.cfg.cookie_name
@@ -84,24 +84,18 @@ pub(crate) async fn login(
     headers: HeaderMap,
     Json(input): Json<LoginInput>,
 ) -> ApiResult<Response> {
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let login = Login {
         email: input.email,
         password: input.password,
         remember_me: input.remember_me,
         ip: ip.0,
-        user_agent,
+        user_agent: user_agent(&headers),
     };
-    let done = match input.workspace_id {
-        Some(ws) => s.crm.workspace(ws).auth().login(login).await?,
-        None => match s.crm.sign_in(login).await? {
-            SignIn::SignedIn(done) => *done,
-            SignIn::ChooseWorkspace(choose_workspace) => {
-                return Ok(axum::Json(SignedIn::Choose { choose_workspace }).into_response())
-            }
-        },
+    let done = match sign_in(&s, input.workspace_id, login).await? {
+        SignIn::SignedIn(done) => *done,
+        SignIn::ChooseWorkspace(choose_workspace) => {
+            return Ok(axum::Json(SignedIn::Choose { choose_workspace }).into_response())
+        }
     };
     let set = session_cookie(&s, &done);
     let me = SignedIn::Me(Box::new(Me {
@@ -111,6 +105,46 @@ pub(crate) async fn login(
     let mut res = axum::Json(me).into_response();
     res.headers_mut().insert(header::SET_COOKIE, set);
     Ok(res)
+}
+
+/// The client's `User-Agent`, kept with its session.
+pub(crate) fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// Signs in to `workspace`, or to whichever workspace has the email's account
+/// ([`SignIn::ChooseWorkspace`] when several do): the sign-in of the API and of the
+/// admin pages.
+pub(crate) async fn sign_in(
+    s: &AppState,
+    workspace: Option<crm_core::WorkspaceId>,
+    login: Login,
+) -> Result<SignIn, crm_core::Error> {
+    match workspace {
+        Some(ws) => {
+            let done = s.crm.workspace(ws).auth().login(login).await?;
+            Ok(SignIn::SignedIn(Box::new(done)))
+        }
+        None => s.crm.sign_in(login).await,
+    }
+}
+
+/// Ends the session the cookie names (an unknown or expired one is already signed
+/// out) and gives the `Set-Cookie` that clears the cookie: the sign-out of the API
+/// and of the admin pages.
+pub(crate) async fn sign_out(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<HeaderValue, crm_core::Error> {
+    if let Some(token) = session_token(s, headers) {
+        match s.crm.logout(token).await {
+            Ok(()) | Err(crm_core::Error::Unauthorized { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(cookie(s, "", Some(0)))
 }
 
 /// The cookie of a new session (with a `Max-Age` for a remember-me one).
@@ -126,16 +160,9 @@ pub(crate) fn session_cookie(s: &AppState, done: &LoggedIn) -> HeaderValue {
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
     responses((status = 204, description = "Signed out")))]
 pub(crate) async fn logout(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    if let Some(token) = session_token(&s, &headers) {
-        // An unknown or expired session is already signed out.
-        match s.crm.logout(token).await {
-            Ok(()) | Err(crm_core::Error::Unauthorized { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let clear = sign_out(&s, &headers).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, cookie(&s, "", Some(0)));
+    res.headers_mut().insert(header::SET_COOKIE, clear);
     Ok(res)
 }
 

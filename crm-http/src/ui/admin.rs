@@ -17,8 +17,8 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::{
-    field, layout, post_button, redirect, secret_box, when, when_opt, Ctx, Errors, FormData, Input,
-    Nav, OrPage, PageError, PageResult,
+    field, field_id, layout, post_button, redirect, secret_box, uuid_of, when, when_opt, Ctx,
+    Errors, FormData, Input, Nav, NoticeQuery, OrPage, PageError, PageResult,
 };
 use crate::AppState;
 
@@ -54,40 +54,10 @@ pub(super) fn router() -> Router<AppState> {
         .route("/admin/audit", get(audit))
 }
 
-/// `?notice=` words, fixed (see the lead pages).
-fn notice_text(code: Option<&str>) -> Option<&'static str> {
-    Some(match code? {
-        "revoked" => "The key was revoked.",
-        "queued" => "Queued: the delivery shows below once it is made.",
-        "deleted" => "Deleted.",
-        "created" => "Created.",
-        "saved" => "Saved.",
-        "sessions" => "Every session of the user was ended.",
-        _ => return None,
-    })
-}
-
-#[derive(Deserialize, Default)]
-pub(crate) struct NoticeQuery {
-    #[serde(default)]
-    notice: Option<String>,
-}
-
 /// The admin check, first thing in every admin handler (the services check the
 /// rules of roles again where they change data).
 fn admin(ctx: &Ctx) -> Result<(), PageError> {
     ctx.require_admin().or_page(ctx)
-}
-
-fn uuid_of<T: From<uuid::Uuid>>(
-    ctx: &Ctx,
-    raw: &str,
-    entity: &'static str,
-) -> Result<T, PageError> {
-    raw.parse::<uuid::Uuid>()
-        .map(T::from)
-        .map_err(|_| Error::NotFound { entity })
-        .or_page(ctx)
 }
 
 /// A refusal the page shows above its form, or the error page.
@@ -179,7 +149,7 @@ async fn keys(State(s): State<AppState>, ctx: Ctx, Query(n): Query<NoticeQuery>)
         None,
         &none,
         html! {},
-        notice_text(n.notice.as_deref()),
+        n.text(),
     ))
 }
 
@@ -328,7 +298,7 @@ async fn endpoints(
         None,
         &Errors::default(),
         html! {},
-        notice_text(n.notice.as_deref()),
+        n.text(),
     ))
 }
 
@@ -377,6 +347,41 @@ async fn create_endpoint(State(s): State<AppState>, ctx: Ctx, form: FormData) ->
     }
 }
 
+/// Rows on a page of the delivery log and of the audit log.
+const PAGE: u32 = 50;
+
+/// The query of a newest-first log page: `before` (the last id of the page before)
+/// and a notice.
+#[derive(Deserialize, Default)]
+pub(crate) struct LogQuery {
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(flatten)]
+    notice: NoticeQuery,
+}
+
+impl LogQuery {
+    fn before(&self, ctx: &Ctx, entity: &'static str) -> Result<Option<uuid::Uuid>, PageError> {
+        match self.before.as_deref().filter(|b| !b.is_empty()) {
+            Some(b) => uuid_of(ctx, b, entity).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The links of a newest-first log: to the newest page (when on an older one) and to
+/// the next, older one (when this one is full).
+fn log_links(ctx: &Ctx, path: &str, on_older: bool, last: Option<String>, full: bool) -> Markup {
+    html! {
+        p class="pager" {
+            @if on_older { a href=(ctx.url(path)) { "← Newest" } " " }
+            @if full { @if let Some(last) = last {
+                a href=(ctx.url(&format!("{path}?before={last}"))) rel="next" { "Older →" }
+            } }
+        }
+    }
+}
+
 async fn endpoint_page(
     s: &AppState,
     ctx: &Ctx,
@@ -384,10 +389,13 @@ async fn endpoint_page(
     status: StatusCode,
     top: Markup,
     notice: Option<&str>,
+    before: Option<uuid::Uuid>,
 ) -> PageResult {
     let hooks = ctx.ws(s).webhooks();
     let e = hooks.get(id).await.or_page(ctx)?;
-    let attempts = hooks.attempts(id, None, 1000).await.or_page(ctx)?;
+    let attempts = hooks.recent_attempts(id, before, PAGE).await.or_page(ctx)?;
+    let full = attempts.len() == PAGE as usize;
+    let last = attempts.last().map(|a| a.id.to_string());
     let base = format!("/admin/webhooks/{id}");
     let body = html! {
         (top)
@@ -413,7 +421,7 @@ async fn endpoint_page(
                     table id="deliveries" {
                         thead { tr { th { "When" } th { "Event" } th { "Attempt" } th { "Status" } th { "Time" } th { "Error" } th { "" } } }
                         tbody {
-                            @for a in attempts.iter().rev() {
+                            @for a in &attempts {
                                 tr {
                                     td { (when(&a.created_at)) }
                                     td { code { (a.event_id.to_string()) } }
@@ -428,6 +436,7 @@ async fn endpoint_page(
                     }
                 }
             }
+            (log_links(ctx, &base, before.is_some(), last, full))
         }
     };
     Ok(layout(
@@ -444,19 +453,13 @@ async fn endpoint(
     State(s): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    Query(n): Query<NoticeQuery>,
+    Query(q): Query<LogQuery>,
 ) -> PageResult {
     admin(&ctx)?;
     let id: EndpointId = uuid_of(&ctx, &id, "endpoint")?;
-    endpoint_page(
-        &s,
-        &ctx,
-        id,
-        StatusCode::OK,
-        html! {},
-        notice_text(n.notice.as_deref()),
-    )
-    .await
+    let before = q.before(&ctx, "delivery attempt")?;
+    let notice = q.notice.text();
+    endpoint_page(&s, &ctx, id, StatusCode::OK, html! {}, notice, before).await
 }
 
 async fn test_endpoint(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> PageResult {
@@ -483,7 +486,7 @@ async fn rotate_endpoint(
         .await
         .or_page(&ctx)?;
     let top = secret_box("new signing secret", secret.expose());
-    endpoint_page(&s, &ctx, id, StatusCode::OK, top, None).await
+    endpoint_page(&s, &ctx, id, StatusCode::OK, top, None, None).await
 }
 
 async fn delete_endpoint(
@@ -537,7 +540,7 @@ fn channels_page(
     let body = html! {
         section class="card" {
             h2 { "Add a channel" }
-            (errors.rest(&["kind", "name", "config", "event_types"]))
+            (errors.rest(&["kind", "name", "config"]))
             form method="post" action=(ctx.url("/admin/notifications")) {
                 div class="field" {
                     label for="f-kind" { "Kind" }
@@ -597,7 +600,7 @@ async fn channels(State(s): State<AppState>, ctx: Ctx, Query(n): Query<NoticeQue
         &list,
         None,
         &Errors::default(),
-        notice_text(n.notice.as_deref()),
+        n.text(),
     ))
 }
 
@@ -645,7 +648,9 @@ async fn test_channel(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String
     admin(&ctx)?;
     let id: ChannelId = uuid_of(&ctx, &id, "channel")?;
     ctx.ws(&s).notifications().test(id).await.or_page(&ctx)?;
-    Ok(redirect(&ctx.url("/admin/notifications?notice=queued")))
+    Ok(redirect(
+        &ctx.url("/admin/notifications?notice=test_queued"),
+    ))
 }
 
 async fn delete_channel(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> PageResult {
@@ -662,14 +667,27 @@ async fn delete_channel(State(s): State<AppState>, ctx: Ctx, Path(id): Path<Stri
 
 // ------------------------------------------------------------------ users
 
+/// What the users page shows besides the list: a refused invitation (what was
+/// typed and its errors) or a refused change of a listed user.
+enum UsersRefused<'a> {
+    None,
+    Invite(&'a FormData, Errors),
+    Change(Errors),
+}
+
 fn users_page(
     ctx: &Ctx,
     status: StatusCode,
     list: &[crm_core::auth::User],
-    form: Option<&FormData>,
-    errors: &Errors,
+    refused: UsersRefused<'_>,
     notice: Option<&str>,
 ) -> Response {
+    let none = Errors::default();
+    let (form, errors, row_errors) = match &refused {
+        UsersRefused::None => (None, &none, &none),
+        UsersRefused::Invite(f, e) => (Some(*f), e, &none),
+        UsersRefused::Change(e) => (None, &none, e),
+    };
     let v = |n: &str| form.map(|f| f.text(n)).unwrap_or_default();
     let role = v("role");
     let body = html! {
@@ -687,12 +705,13 @@ fn users_page(
                     }
                     @if let Some(m) = errors.on("role") { span class="error" { (m) } }
                 }
-                (field("password", "First password", Input::Password, "", errors, true))
+                (field("password", "First password", Input::NewPassword, "", errors, true))
                 button type="submit" id="invite" { "Invite" }
             }
         }
         section {
             h2 { "Users" }
+            (row_errors.rest(&[]))
             div class="scroll" {
                 table id="users" {
                     thead { tr { th { "Email" } th { "Name" } th { "Role" } th { "State" } th { "" } } }
@@ -736,17 +755,33 @@ async fn users(State(s): State<AppState>, ctx: Ctx, Query(n): Query<NoticeQuery>
         &ctx,
         StatusCode::OK,
         &list,
-        None,
-        &Errors::default(),
-        notice_text(n.notice.as_deref()),
+        UsersRefused::None,
+        n.text(),
     ))
 }
 
-/// A refused change of a user: the list again with the refusal above it.
+/// A refused invitation (`form`) or change of a user: the page again with the
+/// refusal next to the invitation's fields or above the list. A refusal by the
+/// rules of roles is said in words there, not as the 403 page of someone who may
+/// not see the page at all.
 async fn users_refused(s: &AppState, ctx: &Ctx, form: Option<&FormData>, e: Error) -> PageResult {
-    let (status, errors) = shown(ctx, e)?;
+    let (status, errors) = match e {
+        Error::Forbidden => (
+            StatusCode::FORBIDDEN,
+            Errors::one(
+                "",
+                "Your role does not allow this: admins manage members and admins, only an owner \
+                 manages owners, and nobody changes their own role.",
+            ),
+        ),
+        e => shown(ctx, e)?,
+    };
     let list = ctx.ws(s).auth().users().await.or_page(ctx)?;
-    Ok(users_page(ctx, status, &list, form, &errors, None))
+    let refused = match form {
+        Some(f) => UsersRefused::Invite(f, errors),
+        None => UsersRefused::Change(errors),
+    };
+    Ok(users_page(ctx, status, &list, refused, None))
 }
 
 async fn create_user(State(s): State<AppState>, ctx: Ctx, form: FormData) -> PageResult {
@@ -865,7 +900,7 @@ async fn settings_page(
                                 (Some((_, form, _)), false) => form.text(f.name),
                                 (None, false) => current.and_then(|i| i.settings.get(f.name).cloned()).unwrap_or_default(),
                             };
-                            (field(f.name, f.name, if f.secret { Input::Password } else { Input::Text }, &value, errors, f.required && !(f.secret && current.is_some())))
+                            (field_id(&format!("f-{}-{}", p.kind, f.name), f.name, f.name, if f.secret { Input::NewPassword } else { Input::Text }, &value, errors, f.required && !(f.secret && current.is_some())))
                         }
                         button type="submit" { "Save " (p.kind) }
                     }
@@ -881,15 +916,7 @@ async fn settings_page(
 
 async fn settings(State(s): State<AppState>, ctx: Ctx, Query(n): Query<NoticeQuery>) -> PageResult {
     admin(&ctx)?;
-    settings_page(
-        &s,
-        &ctx,
-        StatusCode::OK,
-        None,
-        None,
-        notice_text(n.notice.as_deref()),
-    )
-    .await
+    settings_page(&s, &ctx, StatusCode::OK, None, None, n.text()).await
 }
 
 async fn rename(State(s): State<AppState>, ctx: Ctx, form: FormData) -> PageResult {
@@ -953,19 +980,16 @@ async fn delete_integration(
 
 // ------------------------------------------------------------------ audit log
 
-#[derive(Deserialize, Default)]
-pub(crate) struct AuditQuery {
-    #[serde(default)]
-    after: Option<String>,
-}
-
-async fn audit(State(s): State<AppState>, ctx: Ctx, Query(q): Query<AuditQuery>) -> PageResult {
+async fn audit(State(s): State<AppState>, ctx: Ctx, Query(q): Query<LogQuery>) -> PageResult {
     admin(&ctx)?;
-    let after: Option<AuditId> = match q.after.as_deref().filter(|a| !a.is_empty()) {
-        Some(a) => Some(uuid_of(&ctx, a, "audit entry")?),
-        None => None,
-    };
-    let list = ctx.ws(&s).audit_log(after, 100).await.or_page(&ctx)?;
+    let before: Option<AuditId> = q.before(&ctx, "audit entry")?.map(AuditId::from);
+    let list = ctx
+        .ws(&s)
+        .recent_audit_log(before, PAGE)
+        .await
+        .or_page(&ctx)?;
+    let full = list.len() == PAGE as usize;
+    let last = list.last().map(|e| e.id.to_string());
     let body = html! {
         div class="scroll" {
             table id="audit" {
@@ -984,11 +1008,7 @@ async fn audit(State(s): State<AppState>, ctx: Ctx, Query(q): Query<AuditQuery>)
                 }
             }
         }
-        @if list.len() == 100 {
-            @if let Some(last) = list.last() {
-                p { a href=(ctx.url(&format!("/admin/audit?after={}", last.id))) rel="next" { "More →" } }
-            }
-        }
+        (log_links(&ctx, "/admin/audit", before.is_some(), last, full))
     };
     Ok(layout(
         &ctx,

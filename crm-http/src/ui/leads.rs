@@ -15,34 +15,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    field, layout, post_button, redirect, when, Ctx, Errors, FormData, Input, Nav, OrPage,
-    PageResult,
+    field, layout, opt, post_button, redirect, uuid_of, when, Ctx, Errors, FormData, Input, Nav,
+    NoticeQuery, OrPage, PageError, PageResult,
 };
 use crate::AppState;
 
 fn leads(s: &AppState, ctx: &Ctx) -> Leads {
     ctx.ws(s).leads().with_actor(ctx.actor())
-}
-
-/// The words of a notice named in a redirect's query (`?notice=saved`): only these,
-/// so an address cannot put words of its own on a page.
-fn notice_text(code: Option<&str>) -> Option<&'static str> {
-    Some(match code? {
-        "created" => "The lead was created.",
-        "saved" => "Saved.",
-        "status" => "The status was changed.",
-        "note" => "Added to the timeline.",
-        "sent" => "The message was sent.",
-        "deleted" => "The lead was deleted.",
-        _ => return None,
-    })
-}
-
-/// `?notice=` of a page.
-#[derive(Deserialize, Default)]
-pub(crate) struct NoticeQuery {
-    #[serde(default)]
-    notice: Option<String>,
 }
 
 // ------------------------------------------------------------------ dashboard
@@ -195,13 +174,6 @@ pub(crate) struct ListQuery {
     notice: Option<String>,
 }
 
-fn blank_none(v: &Option<String>) -> Option<String> {
-    v.as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-}
-
 /// The sort of the list's query (`created_at` for anything else) and its name.
 fn sort_of(v: Option<&str>) -> (SortField, &'static str) {
     match v {
@@ -225,22 +197,22 @@ pub(crate) async fn list(
         SortOrder::Desc
     };
     let q = LeadQuery {
-        status: blank_none(&p.status).into_iter().collect(),
-        source: blank_none(&p.source),
-        tags: blank_none(&p.tag).into_iter().collect(),
-        q: blank_none(&p.q),
+        status: p.status.as_deref().and_then(opt).into_iter().collect(),
+        source: p.source.as_deref().and_then(opt),
+        tags: p.tag.as_deref().and_then(opt).into_iter().collect(),
+        q: p.q.as_deref().and_then(opt),
         sort,
         order,
         limit: Some(25),
-        cursor: blank_none(&p.cursor),
+        cursor: p.cursor.as_deref().and_then(opt),
         include_total: true,
         ..LeadQuery::default()
     };
-    let (page, errors) = match leads(&s, &ctx).list(&q).await {
-        Ok(page) => (Some(page), Errors::default()),
+    let (status, page, errors) = match leads(&s, &ctx).list(&q).await {
+        Ok(page) => (StatusCode::OK, Some(page), Errors::default()),
         Err(e) => match Errors::of(&e) {
-            Some(errors) => (None, errors),
-            None => return Err(super::PageError(ctx, e)),
+            Some(errors) => (super::problem_status(&e), None, errors),
+            None => return Err(PageError(ctx, e)),
         },
     };
     let value = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -252,7 +224,7 @@ pub(crate) async fn list(
             ("source", &p.source),
             ("tag", &p.tag),
         ] {
-            if let Some(v) = blank_none(v) {
+            if let Some(v) = v.as_deref().and_then(opt) {
                 q.append_pair(k, &v);
             }
         }
@@ -307,15 +279,8 @@ pub(crate) async fn list(
             }
         }
     };
-    let notice = notice_text(p.notice.as_deref());
-    Ok(layout(
-        &ctx,
-        StatusCode::OK,
-        Nav::Leads,
-        "Leads",
-        notice,
-        body,
-    ))
+    let notice = super::notice_text(p.notice.as_deref());
+    Ok(layout(&ctx, status, Nav::Leads, "Leads", notice, body))
 }
 
 fn table(ctx: &Ctx, items: &[Lead]) -> Markup {
@@ -372,20 +337,50 @@ struct LeadValues {
 
 impl LeadValues {
     fn of_form(f: &FormData) -> Self {
+        Self::of_form_as(f, "")
+    }
+
+    /// The values of the fields named `{prefix}{field}` (`was.name`: the values the
+    /// edit form was drawn with).
+    fn of_form_as(f: &FormData, prefix: &str) -> Self {
+        let t = |name: &str| f.text(&format!("{prefix}{name}"));
         Self {
-            name: f.text("name"),
-            email: f.text("email"),
-            phone: f.text("phone"),
-            company: f.text("company"),
-            budget: f.text("budget"),
-            project_type: f.text("project_type"),
-            source: f.text("source"),
-            message: f.text("message"),
-            notes: f.text("notes"),
-            tags: f.text("tags"),
-            custom: f.text("custom"),
-            raw_input: f.text("raw_input"),
-            ai_parsed: f.text("ai_parsed") == "true",
+            name: t("name"),
+            email: t("email"),
+            phone: t("phone"),
+            company: t("company"),
+            budget: t("budget"),
+            project_type: t("project_type"),
+            source: t("source"),
+            message: t("message"),
+            notes: t("notes"),
+            tags: t("tags"),
+            custom: t("custom"),
+            raw_input: t("raw_input"),
+            ai_parsed: t("ai_parsed") == "true",
+        }
+    }
+
+    /// Hidden copies of the values (as `was.{field}`), so that a save changes only
+    /// the fields the user changed and keeps what someone else saved meanwhile.
+    fn hidden_was(&self) -> Markup {
+        let pairs = [
+            ("name", &self.name),
+            ("email", &self.email),
+            ("phone", &self.phone),
+            ("company", &self.company),
+            ("budget", &self.budget),
+            ("project_type", &self.project_type),
+            ("source", &self.source),
+            ("message", &self.message),
+            ("notes", &self.notes),
+            ("tags", &self.tags),
+            ("custom", &self.custom),
+        ];
+        html! {
+            @for (name, value) in pairs {
+                input type="hidden" name=(format!("was.{name}")) value=(value);
+            }
         }
     }
 
@@ -461,11 +456,6 @@ impl LeadValues {
             )),
         }
     }
-}
-
-fn opt(v: &str) -> Option<String> {
-    let t = v.trim();
-    (!t.is_empty()).then(|| t.to_owned())
 }
 
 const LEAD_FIELDS: &[&str] = &[
@@ -585,7 +575,7 @@ pub(crate) async fn parse(State(s): State<AppState>, ctx: Ctx, form: FormData) -
                     None,
                 ))
             }
-            None => Err(super::PageError(ctx, e)),
+            None => Err(PageError(ctx, e)),
         },
     }
 }
@@ -595,8 +585,9 @@ pub(crate) async fn parse(State(s): State<AppState>, ctx: Ctx, form: FormData) -
 pub(crate) async fn create(State(s): State<AppState>, ctx: Ctx, form: FormData) -> PageResult {
     let v = LeadValues::of_form(&form);
     let none = Errors::default();
-    let refuse =
-        |status: StatusCode, errors: &Errors| new_page(&ctx, status, "", &v, errors, &none, None);
+    let refuse = |status: StatusCode, errors: &Errors| {
+        new_page(&ctx, status, &v.raw_input, &v, errors, &none, None)
+    };
     let custom = match v.custom() {
         Ok(c) => c,
         Err(errors) => return Ok(refuse(StatusCode::UNPROCESSABLE_ENTITY, &errors)),
@@ -623,26 +614,20 @@ pub(crate) async fn create(State(s): State<AppState>, ctx: Ctx, form: FormData) 
         )),
         Err(e) => match Errors::of(&e) {
             Some(errors) => Ok(refuse(super::problem_status(&e), &errors)),
-            None => Err(super::PageError(ctx, e)),
+            None => Err(PageError(ctx, e)),
         },
     }
 }
 
 // ------------------------------------------------------------------ one lead
 
-fn lead_id(ctx: &Ctx, raw: &str) -> Result<LeadId, super::PageError> {
-    raw.parse::<uuid::Uuid>()
-        .map(LeadId::from)
-        .map_err(|_| Error::NotFound { entity: "lead" })
-        .or_page(ctx)
-}
-
 /// What the detail page shows besides the lead: a refused edit (values and errors)
 /// or a refused note or message.
 #[derive(Default)]
 struct Refused {
     edit: Option<(LeadValues, Errors)>,
-    note: Option<(String, Errors)>,
+    /// The kind and text of a refused timeline entry.
+    note: Option<((String, String), Errors)>,
     message: Option<(String, Errors)>,
     status: Option<Errors>,
 }
@@ -662,10 +647,12 @@ fn detail_page(
         Some((v, e)) => (v, e),
         None => (&own, &none),
     };
-    let (note_text, note_errors) = refused
+    let ((note_kind, note_text), note_errors) = refused
         .note
         .as_ref()
-        .map_or(("", &none), |(t, e)| (t.as_str(), e));
+        .map_or((("note", ""), &none), |((k, t), e)| {
+            ((k.as_str(), t.as_str()), e)
+        });
     let (msg_text, msg_errors) = refused
         .message
         .as_ref()
@@ -691,12 +678,12 @@ fn detail_page(
             }
             section class="card" {
                 h2 { "Add to the timeline" }
-                (note_errors.rest(&["kind", "description"]))
+                (note_errors.rest(&["description"]))
                 form method="post" action=(ctx.url(&format!("{base}/activities"))) {
                     div class="field" {
                         label for="f-kind" { "Kind" }
                         select id="f-kind" name="kind" {
-                            @for k in ["note", "call", "email", "meeting"] { option value=(k) { (k) } }
+                            @for k in ["note", "call", "email", "meeting"] { option value=(k) selected[k == note_kind] { (k) } }
                         }
                     }
                     (field("description", "What happened", Input::Area(3), note_text, note_errors, true))
@@ -718,6 +705,7 @@ fn detail_page(
             h2 { "Details" }
             (edit_errors.rest(LEAD_FIELDS))
             form method="post" action=(ctx.url(&base)) id="edit-form" {
+                (own.hidden_was())
                 (lead_fields(values, edit_errors))
                 button type="submit" id="save-edit" { "Save changes" }
             }
@@ -750,9 +738,9 @@ pub(crate) async fn detail(
     Path(id): Path<String>,
     Query(n): Query<NoticeQuery>,
 ) -> PageResult {
-    let id = lead_id(&ctx, &id)?;
+    let id = uuid_of(&ctx, &id, "lead")?;
     let d = leads(&s, &ctx).get(id).await.or_page(&ctx)?;
-    let notice = notice_text(n.notice.as_deref());
+    let notice = n.text();
     Ok(detail_page(
         &ctx,
         StatusCode::OK,
@@ -771,7 +759,7 @@ async fn refused(
     into: impl FnOnce(Errors) -> Refused,
 ) -> PageResult {
     let Some(errors) = Errors::of(&e) else {
-        return Err(super::PageError(ctx, e));
+        return Err(PageError(ctx, e));
     };
     let d = leads(s, &ctx).get(id).await.or_page(&ctx)?;
     Ok(detail_page(
@@ -790,38 +778,42 @@ pub(crate) async fn edit(
     Path(id): Path<String>,
     form: FormData,
 ) -> PageResult {
-    let id = lead_id(&ctx, &id)?;
+    let id = uuid_of(&ctx, &id, "lead")?;
     let v = LeadValues::of_form(&form);
-    let custom = match v.custom() {
-        Ok(c) => c.unwrap_or_default(),
-        Err(errors) => {
-            let d = leads(&s, &ctx).get(id).await.or_page(&ctx)?;
-            let r = Refused {
-                edit: Some((v, errors)),
-                ..Refused::default()
-            };
-            return Ok(detail_page(
-                &ctx,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &d,
-                r,
-                None,
-            ));
+    let was = LeadValues::of_form_as(&form, "was.");
+    let custom = if v.custom == was.custom {
+        None
+    } else {
+        match v.custom() {
+            Ok(c) => Some(c.unwrap_or_default()),
+            Err(errors) => {
+                let d = leads(&s, &ctx).get(id).await.or_page(&ctx)?;
+                let r = Refused {
+                    edit: Some((v, errors)),
+                    ..Refused::default()
+                };
+                let status = StatusCode::UNPROCESSABLE_ENTITY;
+                return Ok(detail_page(&ctx, status, &d, r, None));
+            }
         }
     };
+    // Only what the user changed: a field someone else saved since the page was
+    // drawn keeps their value.
+    let changed = |now: &String, then: &String| now != then;
+    let set = |now: &String, then: &String| changed(now, then).then(|| opt(now));
     let patch = LeadPatch {
-        name: Some(v.name.trim().to_owned()),
-        email: Some(opt(&v.email)),
-        phone: Some(opt(&v.phone)),
-        company: Some(opt(&v.company)),
-        budget: Some(opt(&v.budget)),
-        project_type: Some(opt(&v.project_type)),
-        message: Some(opt(&v.message)),
-        source: Some(opt(&v.source)),
+        name: changed(&v.name, &was.name).then(|| v.name.trim().to_owned()),
+        email: set(&v.email, &was.email),
+        phone: set(&v.phone, &was.phone),
+        company: set(&v.company, &was.company),
+        budget: set(&v.budget, &was.budget),
+        project_type: set(&v.project_type, &was.project_type),
+        message: set(&v.message, &was.message),
+        source: set(&v.source, &was.source),
         status: None,
-        notes: Some(opt(&v.notes)),
-        tags: Some(v.tags()),
-        custom: Some(custom),
+        notes: set(&v.notes, &was.notes),
+        tags: changed(&v.tags, &was.tags).then(|| v.tags()),
+        custom,
     };
     match leads(&s, &ctx).update(id, patch).await {
         Ok(_) => Ok(redirect(
@@ -844,7 +836,7 @@ pub(crate) async fn status(
     Path(id): Path<String>,
     form: FormData,
 ) -> PageResult {
-    let id = lead_id(&ctx, &id)?;
+    let id = uuid_of(&ctx, &id, "lead")?;
     let patch = LeadPatch {
         status: Some(form.text("status")),
         ..LeadPatch::default()
@@ -870,10 +862,10 @@ pub(crate) async fn add_note(
     Path(id): Path<String>,
     form: FormData,
 ) -> PageResult {
-    let id = lead_id(&ctx, &id)?;
-    let text = form.text("description");
+    let id = uuid_of(&ctx, &id, "lead")?;
+    let (kind, text) = (form.text("kind"), form.text("description"));
     let input = NewActivity {
-        kind: form.text("kind"),
+        kind: kind.clone(),
         description: opt(&text),
     };
     match leads(&s, &ctx).add_activity(id, input).await {
@@ -882,7 +874,7 @@ pub(crate) async fn add_note(
         )),
         Err(e) => {
             refused(&s, ctx, id, e, |errors| Refused {
-                note: Some((text, errors)),
+                note: Some(((kind, text), errors)),
                 ..Refused::default()
             })
             .await
@@ -898,7 +890,7 @@ pub(crate) async fn send_message(
     Path(id): Path<String>,
     form: FormData,
 ) -> PageResult {
-    let id = lead_id(&ctx, &id)?;
+    let id = uuid_of(&ctx, &id, "lead")?;
     let text = form.text("text");
     let input = NewMessage {
         text: opt(&text),
@@ -929,7 +921,7 @@ pub(crate) async fn delete(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> PageResult {
-    let id = lead_id(&ctx, &id)?;
+    let id = uuid_of(&ctx, &id, "lead")?;
     leads(&s, &ctx).delete(id).await.or_page(&ctx)?;
     Ok(redirect(&ctx.url("/admin/leads?notice=deleted")))
 }

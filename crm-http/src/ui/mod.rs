@@ -31,6 +31,7 @@ use crm_core::auth::SessionUser;
 use crm_core::{Error, FieldError};
 use maud::{html, Markup, DOCTYPE};
 
+use crate::pages::html_response;
 use crate::problem::problem_of;
 use crate::{guard, AppState};
 
@@ -44,7 +45,6 @@ const JS: &str = include_str!("../../assets/app.js");
 pub(crate) fn router(s: &AppState) -> Router<AppState> {
     let signed_in = Router::new()
         .route("/admin", get(leads::dashboard))
-        .route("/admin/logout", post(logout))
         .route("/admin/leads", get(leads::list).post(leads::create))
         .route("/admin/leads/new", get(leads::new_form))
         .route("/admin/leads/parse", post(leads::parse))
@@ -57,6 +57,7 @@ pub(crate) fn router(s: &AppState) -> Router<AppState> {
         .route_layer(from_fn_with_state(s.clone(), session));
     let sign_in = Router::new()
         .route("/admin/login", post(login_submit))
+        .route("/admin/logout", post(logout))
         .route_layer(from_fn_with_state(s.clone(), guard::public_auth));
     Router::new()
         .route("/admin/login", get(login_page))
@@ -76,7 +77,17 @@ pub(crate) struct Base(String);
 impl Base {
     fn of(req_path: &str, original: Option<&OriginalUri>) -> Self {
         let full = original.map_or(req_path, |o| o.0.path());
-        Self(full.strip_suffix(req_path).unwrap_or("").to_owned())
+        let prefix = full.strip_suffix(req_path).unwrap_or("");
+        // A prefix is a path of the host app's own: never one that a browser would
+        // read as another host (`//host`, `/\host`).
+        let sound = prefix.starts_with('/')
+            && !prefix.starts_with("//")
+            && prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+        Self(if sound {
+            prefix.to_owned()
+        } else {
+            String::new()
+        })
     }
 
     /// The address of a path of the app (`/admin/leads`) under the prefix.
@@ -167,8 +178,20 @@ async fn session(State(s): State<AppState>, mut req: Request, next: Next) -> Res
     }
     let key = user.user.id.to_string();
     if let Err(res) = guard::limit(&s, "session", Some(s.cfg.session_policy), &key).await {
-        let body = html! { p { "Too many requests. Wait a moment and try again." } };
-        let mut page = bare(StatusCode::TOO_MANY_REQUESTS, "Slow down", &base, body);
+        // A refusal (429), or the limiter's store failing (its problem's status).
+        let (title, says) = if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            (
+                "Slow down",
+                "Too many requests. Wait a moment and try again.",
+            )
+        } else {
+            (
+                "Something went wrong",
+                "The request could not be checked. Please try again in a moment.",
+            )
+        };
+        let body = html! { p { (says) } };
+        let mut page = bare(res.status(), title, &base, body);
         if let Some(v) = res.headers().get(header::RETRY_AFTER) {
             page.headers_mut().insert(header::RETRY_AFTER, v.clone());
         }
@@ -207,43 +230,85 @@ fn to_sign_in(base: &Base, req: &Request) -> Response {
     redirect(&base.url(&format!("/admin/login?{query}")))
 }
 
-/// Whether `next` is a page of the app (never another origin: `//host`, `/\host`).
+/// Whether `next` is a page of the app to return to: under `/admin`, printable ASCII
+/// (so always a valid `Location`), never another origin (`//host`, `/\host`), no
+/// `.` or `..` segment, not the sign-in or sign-out address.
 fn safe_next(next: &str) -> bool {
-    (next == "/admin" || next.starts_with("/admin/") || next.starts_with("/admin?"))
-        && !next.contains('\\')
+    let path = next.split_once('?').map_or(next, |(p, _)| p);
+    (path == "/admin" || path.starts_with("/admin/"))
+        && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
         && !next.contains("//")
-        && !next.starts_with("/admin/login")
+        && !path.split('/').any(|seg| seg == ".." || seg == ".")
+        && !path.starts_with("/admin/login")
+        && !path.starts_with("/admin/logout")
 }
 
-/// A 303 to `location` (an address this app built).
+/// A 303 to `location` (an address this app built from its own paths, ids and
+/// URL-encoded queries: always a valid header; were it not, a 500, never a 303
+/// without a `Location`).
 pub(crate) fn redirect(location: &str) -> Response {
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        res.headers_mut().insert(header::LOCATION, v);
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            let mut res = StatusCode::SEE_OTHER.into_response();
+            res.headers_mut().insert(header::LOCATION, v);
+            res
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
-    res
+}
+
+/// The words of a notice named in a redirect's query (`?notice=saved`): only these,
+/// so an address cannot put words of its own on a page.
+pub(crate) fn notice_text(code: Option<&str>) -> Option<&'static str> {
+    Some(match code? {
+        "created" => "Created.",
+        "saved" => "Saved.",
+        "deleted" => "Deleted.",
+        "status" => "The status was changed.",
+        "note" => "Added to the timeline.",
+        "sent" => "The message was sent.",
+        "revoked" => "The key was revoked.",
+        "queued" => "Queued: the delivery shows below once it is made.",
+        "test_queued" => "A test notification was queued.",
+        "sessions" => "Every session of the user was ended.",
+        _ => return None,
+    })
+}
+
+/// `?notice=` of a page (see [`notice_text`]).
+#[derive(serde::Deserialize, Default)]
+pub(crate) struct NoticeQuery {
+    #[serde(default)]
+    notice: Option<String>,
+}
+
+impl NoticeQuery {
+    /// The notice's words, if it names one.
+    pub(crate) fn text(&self) -> Option<&'static str> {
+        notice_text(self.notice.as_deref())
+    }
+}
+
+/// An id in a page's path; anything that is not a UUID is the 404 page of `entity`
+/// (as an unknown id is).
+pub(crate) fn uuid_of<T: From<uuid::Uuid>>(
+    ctx: &Ctx,
+    raw: &str,
+    entity: &'static str,
+) -> Result<T, PageError> {
+    raw.parse::<uuid::Uuid>()
+        .map(T::from)
+        .map_err(|_| Error::NotFound { entity })
+        .or_page(ctx)
+}
+
+/// Text trimmed; `None` when blank.
+pub(crate) fn opt(v: &str) -> Option<String> {
+    let t = v.trim();
+    (!t.is_empty()).then(|| t.to_owned())
 }
 
 // ------------------------------------------------------------------ the pages
-
-/// An HTML response with the headers every page carries.
-pub(crate) fn html_response(status: StatusCode, doc: Markup) -> Response {
-    let mut res = (status, doc.into_string()).into_response();
-    let h = res.headers_mut();
-    let set = |v: &'static str| HeaderValue::from_static(v);
-    h.insert(header::CONTENT_TYPE, set("text/html; charset=utf-8"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        set("default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
-    );
-    // Not `no-referrer`: under it a browser sends `Origin: null` with a form's POST,
-    // which the CSRF check refuses.
-    h.insert(header::REFERRER_POLICY, set("same-origin"));
-    h.insert(header::CACHE_CONTROL, set("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, set("nosniff"));
-    h.insert(header::X_FRAME_OPTIONS, set("DENY"));
-    res
-}
 
 fn head(base: &Base, title: &str) -> Markup {
     html! {
@@ -411,9 +476,10 @@ impl<S: Send + Sync> FromRequest<S> for FormData {
         let bytes = axum::body::Bytes::from_request(req, s)
             .await
             .map_err(IntoResponse::into_response)?;
+        // Browsers send every line break of a form as CRLF; stored text has LF.
         Ok(Self(
             form_urlencoded::parse(&bytes)
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .map(|(k, v)| (k.into_owned(), v.replace("\r\n", "\n")))
                 .collect(),
         ))
     }
@@ -431,9 +497,7 @@ impl FormData {
 
     /// The first value of `name`, trimmed; `None` when absent or blank.
     pub(crate) fn opt(&self, name: &str) -> Option<String> {
-        let v = self.text(name);
-        let t = v.trim();
-        (!t.is_empty()).then(|| t.to_owned())
+        opt(&self.text(name))
     }
 
     /// Every value of `name` (checkboxes).
@@ -525,14 +589,21 @@ fn belongs(error_field: &str, field: &str) -> bool {
             .is_some_and(|r| r.starts_with('[') || r.starts_with('.'))
 }
 
-/// The kind of input a [`field`] draws.
+/// The kind of input a [`field`] draws. The password kinds tell a password manager
+/// what it may do: fill in the user's own password (sign-in only), or nothing (a new
+/// user's first password, a provider's secret).
 #[derive(Clone, Copy)]
 pub(crate) enum Input {
     Text,
     Email,
+    /// The sign-in email (`autocomplete="username"`).
+    Username,
     Tel,
     Url,
+    /// The user's own password (`autocomplete="current-password"`).
     Password,
+    /// Any other secret (`autocomplete="new-password"`: never filled in).
+    NewPassword,
     Area(u8),
 }
 
@@ -546,17 +617,39 @@ pub(crate) fn field(
     errors: &Errors,
     required: bool,
 ) -> Markup {
-    let id = format!("f-{name}");
+    field_id(
+        &format!("f-{name}"),
+        name,
+        label,
+        input,
+        value,
+        errors,
+        required,
+    )
+}
+
+/// A [`field`] with an element id of its own (for a page with two fields of one name).
+pub(crate) fn field_id(
+    id: &str,
+    name: &str,
+    label: &str,
+    input: Input,
+    value: &str,
+    errors: &Errors,
+    required: bool,
+) -> Markup {
     let error = errors.on(name);
     let error_id = format!("{id}-error");
     let invalid = error.as_ref().map(|_| "true");
     let described = error.as_ref().map(|_| error_id.as_str());
-    let kind = match input {
-        Input::Text | Input::Area(_) => "text",
-        Input::Email => "email",
-        Input::Tel => "tel",
-        Input::Url => "url",
-        Input::Password => "password",
+    let (kind, autocomplete) = match input {
+        Input::Text | Input::Area(_) => ("text", None),
+        Input::Email => ("email", None),
+        Input::Username => ("email", Some("username")),
+        Input::Tel => ("tel", None),
+        Input::Url => ("url", None),
+        Input::Password => ("password", Some("current-password")),
+        Input::NewPassword => ("password", Some("new-password")),
     };
     html! {
         div class={ "field" @if error.is_some() { " invalid" } } {
@@ -566,7 +659,7 @@ pub(crate) fn field(
                     aria-invalid=[invalid] aria-describedby=[described] { (value) }
             } @else {
                 input id=(id) name=(name) type=(kind) value=(value) required[required]
-                    aria-invalid=[invalid] aria-describedby=[described];
+                    autocomplete=[autocomplete] aria-invalid=[invalid] aria-describedby=[described];
             }
             @if let Some(m) = &error {
                 span class="error" id=(error_id) { (m) }
@@ -601,7 +694,7 @@ pub(crate) fn when_opt(t: Option<&DateTime<Utc>>) -> Markup {
 pub(crate) fn secret_box(what: &str, secret: &str) -> Markup {
     html! {
         div class="secret" role="status" {
-            p { strong { "Copy the " (what) " now." } " It is shown this once and cannot be shown again." }
+            p { strong { "Copy the " (what) " now." } " It is shown this once and cannot be shown again (reloading this page would make another one)." }
             p { code id="secret" { (secret) } " " button type="button" class="copy" data-copy="secret" hidden { "Copy" } }
         }
     }
@@ -638,7 +731,7 @@ fn login_form(
         (errors.rest(&["email", "password", "workspace_id"]))
         form method="post" action=(base.url("/admin/login")) class="card" {
             input type="hidden" name="next" value=(next);
-            (field("email", "Email", Input::Email, email, errors, true))
+            (field("email", "Email", Input::Username, email, errors, true))
             (field("password", "Password", Input::Password, "", errors, true))
             @if let Some(choices) = choose {
                 fieldset {
@@ -675,9 +768,7 @@ async fn login_submit(
         password: form.text("password"),
         remember_me: form.checked("remember_me"),
         ip: ip.0,
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        user_agent: crate::routes::auth::user_agent(&headers),
     };
     let workspace = match form.opt("workspace_id").map(|w| w.parse::<uuid::Uuid>()) {
         None => None,
@@ -694,23 +785,20 @@ async fn login_submit(
             );
         }
     };
-    let done = match workspace {
-        Some(ws) => s.crm.workspace(ws).auth().login(login).await,
-        None => match s.crm.sign_in(login).await {
-            Ok(crm_core::auth::SignIn::SignedIn(done)) => Ok(*done),
-            Ok(crm_core::auth::SignIn::ChooseWorkspace(choices)) => {
-                let errors = Errors::default();
-                return login_form(
-                    &base,
-                    StatusCode::OK,
-                    &next,
-                    &email,
-                    &errors,
-                    Some(&choices),
-                );
-            }
-            Err(e) => Err(e),
-        },
+    let done = match crate::routes::auth::sign_in(&s, workspace, login).await {
+        Ok(crm_core::auth::SignIn::SignedIn(done)) => Ok(*done),
+        Ok(crm_core::auth::SignIn::ChooseWorkspace(choices)) => {
+            let errors = Errors::default();
+            return login_form(
+                &base,
+                StatusCode::OK,
+                &next,
+                &email,
+                &errors,
+                Some(&choices),
+            );
+        }
+        Err(e) => Err(e),
     };
     let bad = StatusCode::UNPROCESSABLE_ENTITY;
     match done {
@@ -751,21 +839,19 @@ async fn login_submit(
     }
 }
 
-/// Signs out: ends the session, clears the cookie, back to the sign-in page.
-async fn logout(State(s): State<AppState>, ctx: Ctx, headers: axum::http::HeaderMap) -> Response {
-    if let Some(token) = guard::session_token(&s, &headers) {
-        if let Err(e) = s.crm.logout(token).await {
-            if !matches!(e, Error::Unauthorized { .. }) {
-                return error_page(&ctx.base, Some(&ctx), &e);
-            }
+/// Signs out: ends the session (an expired one is signed out already), clears the
+/// cookie, back to the sign-in page. Outside the session guard, like the API's
+/// sign-out: a user whose session ran out, or who is over the session rate limit,
+/// can still clear the cookie.
+async fn logout(State(s): State<AppState>, base: Base, headers: axum::http::HeaderMap) -> Response {
+    match crate::routes::auth::sign_out(&s, &headers).await {
+        Ok(clear) => {
+            let mut res = redirect(&base.url("/admin/login"));
+            res.headers_mut().insert(header::SET_COOKIE, clear);
+            res
         }
+        Err(e) => error_page(&base, None, &e),
     }
-    let mut res = redirect(&ctx.url("/admin/login"));
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        crate::routes::auth::cookie(&s, "", Some(0)),
-    );
-    res
 }
 
 // ------------------------------------------------------------------ assets

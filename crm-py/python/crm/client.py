@@ -562,6 +562,13 @@ class Webhooks(_Service):
         payload = _given(after=None if after is None else str(after), limit=limit)
         return [Attempt.from_dict(a) for a in await self._native.webhooks_attempts(self._ws, str(id), payload)]
 
+    async def recent_attempts(self, id: Id, *, before: Optional[Id] = None, limit: int = 100) -> List[Attempt]:
+        """The endpoint's delivery attempts, newest first: at most ``limit`` (1–1000)
+        before the attempt ``before`` (pass the last id of a page for the next, older
+        one)."""
+        payload = _given(before=None if before is None else str(before), limit=limit)
+        return [Attempt.from_dict(a) for a in await self._native.webhooks_recent_attempts(self._ws, str(id), payload)]
+
 
 class Notifications(_Service):
     """Notification channels of one workspace (``discord``, ``telegram``, ``whatsapp``)."""
@@ -768,6 +775,12 @@ class Workspace:
         entry ``after``."""
         payload = _given(after=None if after is None else str(after), limit=limit)
         return [AuditEntry.from_dict(e) for e in await self._native.workspace_audit_log(self.id, payload)]
+
+    async def recent_audit_log(self, *, before: Optional[Id] = None, limit: int = 100) -> List[AuditEntry]:
+        """Its audit log, newest first: at most ``limit`` (1–1000) entries before the
+        entry ``before``."""
+        payload = _given(before=None if before is None else str(before), limit=limit)
+        return [AuditEntry.from_dict(e) for e in await self._native.workspace_recent_audit_log(self.id, payload)]
 
     def __repr__(self) -> str:
         return f"Workspace({self.id!r})"
