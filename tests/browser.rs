@@ -7,7 +7,6 @@
 //! A screenshot (PNG) of every page goes to `target/test-artifacts/browser/` (or
 //! `CRM_TEST_ARTIFACTS`), and one of the page a failed step was on.
 
-#[allow(dead_code)]
 mod common;
 
 use std::net::SocketAddr;

@@ -64,7 +64,7 @@ fn admin(ctx: &Ctx) -> Result<(), PageError> {
 fn shown(ctx: &Ctx, e: Error) -> Result<(StatusCode, Errors), PageError> {
     match Errors::of(&e) {
         Some(errors) => Ok((super::problem_status(&e), errors)),
-        None => Err(PageError(ctx.clone(), e)),
+        None => Err(PageError::new(ctx.clone(), e)),
     }
 }
 
@@ -939,7 +939,7 @@ async fn save_integration(
 ) -> PageResult {
     admin(&ctx)?;
     let Some(provider) = s.crm.providers().into_iter().find(|p| p.kind == kind) else {
-        return Err(PageError(
+        return Err(PageError::new(
             ctx,
             Error::NotFound {
                 entity: "integration",

@@ -212,7 +212,7 @@ pub(crate) async fn list(
         Ok(page) => (StatusCode::OK, Some(page), Errors::default()),
         Err(e) => match Errors::of(&e) {
             Some(errors) => (super::problem_status(&e), None, errors),
-            None => return Err(PageError(ctx, e)),
+            None => return Err(PageError::new(ctx, e)),
         },
     };
     let value = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -575,7 +575,7 @@ pub(crate) async fn parse(State(s): State<AppState>, ctx: Ctx, form: FormData) -
                     None,
                 ))
             }
-            None => Err(PageError(ctx, e)),
+            None => Err(PageError::new(ctx, e)),
         },
     }
 }
@@ -614,7 +614,7 @@ pub(crate) async fn create(State(s): State<AppState>, ctx: Ctx, form: FormData) 
         )),
         Err(e) => match Errors::of(&e) {
             Some(errors) => Ok(refuse(super::problem_status(&e), &errors)),
-            None => Err(PageError(ctx, e)),
+            None => Err(PageError::new(ctx, e)),
         },
     }
 }
@@ -759,7 +759,7 @@ async fn refused(
     into: impl FnOnce(Errors) -> Refused,
 ) -> PageResult {
     let Some(errors) = Errors::of(&e) else {
-        return Err(PageError(ctx, e));
+        return Err(PageError::new(ctx, e));
     };
     let d = leads(s, &ctx).get(id).await.or_page(&ctx)?;
     Ok(detail_page(

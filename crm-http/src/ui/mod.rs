@@ -444,11 +444,18 @@ pub(crate) fn error_page(base: &Base, ctx: Option<&Ctx>, e: &Error) -> Response 
 pub(crate) type PageResult = Result<Response, PageError>;
 
 /// A failure of a signed-in page, rendered by [`error_page`].
-pub(crate) struct PageError(Ctx, Error);
+pub(crate) struct PageError(Box<(Ctx, Error)>);
+
+impl PageError {
+    pub(crate) fn new(ctx: Ctx, e: Error) -> Self {
+        Self(Box::new((ctx, e)))
+    }
+}
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        error_page(&self.0.base, Some(&self.0), &self.1)
+        let (ctx, e) = *self.0;
+        error_page(&ctx.base, Some(&ctx), &e)
     }
 }
 
@@ -459,7 +466,7 @@ pub(crate) trait OrPage<T> {
 
 impl<T> OrPage<T> for Result<T, Error> {
     fn or_page(self, ctx: &Ctx) -> Result<T, PageError> {
-        self.map_err(|e| PageError(ctx.clone(), e))
+        self.map_err(|e| PageError::new(ctx.clone(), e))
     }
 }
 
