@@ -304,6 +304,9 @@ async fn steps(b: &Browser, db: &TestDb, crm: &Crm, receiver: &Receiver) -> Resu
         b.at().await?
     );
     b.shot("sign-in").await?;
+    b.go("/admin/forgot-password").await?;
+    b.shot("forgot-password").await?;
+    b.go("/admin/leads").await?;
     b.fill("#f-email", OWNER).await?;
     b.fill("#f-password", "a wrong password").await?;
     b.click("#sign-in").await?;
@@ -402,9 +405,28 @@ async fn steps(b: &Browser, db: &TestDb, crm: &Crm, receiver: &Receiver) -> Resu
     b.go("/admin/leads?q=ana").await?;
     ensure!(b.text("table.leads").await?.contains("contacted"));
     b.shot("leads").await?;
+    db.clock.advance(chrono::Duration::minutes(1));
     b.go("/admin").await?;
     ensure!(b.text("#total").await? == "1");
     b.shot("dashboard").await?;
+    // On a phone: one column, nothing wider than the screen but the tables' own
+    // scrolling boxes.
+    b.c.set_window_size(390, 844).await?;
+    for (path, name) in [
+        ("/admin", "dashboard-phone"),
+        (lead_page.as_str(), "lead-phone"),
+    ] {
+        b.go(path).await?;
+        let fits =
+            b.c.execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await?;
+        ensure!(fits == true, "{path} is wider than a phone");
+        b.shot(name).await?;
+    }
+    b.c.set_window_size(1280, 1000).await?;
 
     // An API key: its secret shown once, and it works.
     b.go("/admin/api-keys").await?;

@@ -386,6 +386,57 @@ async fn sign_out_clears_the_cookie_even_when_the_session_is_gone(db: &TestDb) {
     assert!(r.text.contains("value=\"/admin\""));
 }
 
+async fn a_forgotten_password_is_mailed_a_link(db: &TestDb) {
+    let outbox = crate::common::Outbox::default();
+    let app = App::with(db, |b| b.mailer(outbox.clone()), crate::http::config()).await;
+    app.user("owner@example.com", "owner").await;
+    outbox.settle(1).await;
+    let r = app.send(get("/admin/forgot-password")).await;
+    assert_eq!(r.status, 200);
+    // A malformed email is said next to the field, kept, and nothing is sent.
+    let r = app
+        .send(form(
+            "/admin/forgot-password",
+            None,
+            Some(ORIGIN),
+            "email=not+an+email",
+        ))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("id=\"f-email-error\"") && r.text.contains("value=\"not an email\""));
+    // Known or unknown, the same answer; only the known one gets a mail.
+    for email in ["owner%40example.com", "nobody%40example.com"] {
+        let r = app
+            .send(form(
+                "/admin/forgot-password",
+                None,
+                Some(ORIGIN),
+                &format!("email={email}"),
+            ))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        assert!(r.text.contains("Check your mail"));
+    }
+    let mail = outbox.nth(0).await;
+    assert!(matches!(mail, crm::auth::AuthMail::PasswordReset { .. }));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        outbox.0.lock().expect("outbox").len(),
+        1,
+        "none for the unknown email"
+    );
+    // Not from another origin.
+    let r = app
+        .send(form(
+            "/admin/forgot-password",
+            None,
+            Some("https://evil.example"),
+            "email=owner%40example.com",
+        ))
+        .await;
+    assert_eq!(r.status, 403);
+}
+
 conformance!(
     signed_out_pages_send_to_sign_in_and_back,
     every_form_needs_the_same_origin_and_a_session,
@@ -395,4 +446,5 @@ conformance!(
     the_rules_of_roles_hold_on_the_users_page,
     an_edit_changes_only_what_was_changed,
     sign_out_clears_the_cookie_even_when_the_session_is_gone,
+    a_forgotten_password_is_mailed_a_link,
 );

@@ -58,9 +58,11 @@ pub(crate) fn router(s: &AppState) -> Router<AppState> {
     let sign_in = Router::new()
         .route("/admin/login", post(login_submit))
         .route("/admin/logout", post(logout))
+        .route("/admin/forgot-password", post(forgot_submit))
         .route_layer(from_fn_with_state(s.clone(), guard::public_auth));
     Router::new()
         .route("/admin/login", get(login_page))
+        .route("/admin/forgot-password", get(forgot_page))
         .route("/admin/assets/app.css", get(css))
         .route("/admin/assets/app.js", get(js))
         .merge(sign_in)
@@ -754,6 +756,7 @@ fn login_form(
             label class="check" { input type="checkbox" name="remember_me" value="1"; " Keep me signed in for 30 days" }
             button type="submit" id="sign-in" { "Sign in" }
         }
+        p { a href=(base.url("/admin/forgot-password")) { "Forgot your password?" } }
     };
     bare(status, "Sign in", base, body)
 }
@@ -842,6 +845,48 @@ async fn login_submit(
                 None,
             )
         }
+        Err(e) => error_page(&base, None, &e),
+    }
+}
+
+fn forgot_form(base: &Base, status: StatusCode, email: &str, errors: &Errors) -> Response {
+    let body = html! {
+        p { "Enter the email you sign in with: a link to choose a new password is mailed to it." }
+        (errors.rest(&["email"]))
+        form method="post" action=(base.url("/admin/forgot-password")) class="card" {
+            (field("email", "Email", Input::Username, email, errors, true))
+            button type="submit" id="send-reset" { "Mail me a link" }
+        }
+        p { a href=(base.url("/admin/login")) { "Back to sign in" } }
+    };
+    bare(status, "Forgot your password?", base, body)
+}
+
+async fn forgot_page(base: Base) -> Response {
+    forgot_form(&base, StatusCode::OK, "", &Errors::default())
+}
+
+/// `POST /admin/forgot-password`: mails a reset link to the email's accounts (the
+/// link opens `/auth/reset-password`). The answer is the same whether or not an
+/// account has the email; a malformed email is said next to the field.
+async fn forgot_submit(State(s): State<AppState>, base: Base, form: FormData) -> Response {
+    let email = form.text("email");
+    match s.crm.request_password_reset(&email).await {
+        Ok(()) => bare(
+            StatusCode::ACCEPTED,
+            "Check your mail",
+            &base,
+            html! {
+                p { "If an account has this email, a link to choose a new password is on its way. It works for a short while and once." }
+                p { a href=(base.url("/admin/login")) { "Back to sign in" } }
+            },
+        ),
+        Err(Error::Validation { errors }) => forgot_form(
+            &base,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &email,
+            &Errors(errors),
+        ),
         Err(e) => error_page(&base, None, &e),
     }
 }
