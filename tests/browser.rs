@@ -305,6 +305,7 @@ async fn steps(b: &Browser, db: &TestDb, crm: &Crm, receiver: &Receiver) -> Resu
     );
     b.shot("sign-in").await?;
     b.go("/admin/forgot-password").await?;
+    ensure!(b.text("h1").await? == "Forgot your password?");
     b.shot("forgot-password").await?;
     b.go("/admin/leads").await?;
     b.fill("#f-email", OWNER).await?;
@@ -383,9 +384,18 @@ async fn steps(b: &Browser, db: &TestDb, crm: &Crm, receiver: &Receiver) -> Resu
     b.shot("lead").await?;
 
     // Edit, status change (a timeline entry), a note.
+    let notes = b.value("#f-notes").await?;
+    let custom = b.value("#f-custom").await?;
+    let tags = b.value("#f-tags").await?;
     b.fill("#f-company", "Bakery <i>SL</i>").await?;
     b.click("#save-edit").await?;
     ensure!(b.value("#f-company").await? == "Bakery <i>SL</i>");
+    ensure!(b.value("#f-notes").await? == notes, "the notes unchanged");
+    ensure!(
+        b.value("#f-custom").await? == custom,
+        "the custom fields unchanged"
+    );
+    ensure!(b.value("#f-tags").await? == tags, "the tags unchanged");
     b.select("#f-new-status", "contacted").await?;
     b.click("#change-status").await?;
     ensure!(b.text("#lead-status").await? == "contacted");
@@ -405,6 +415,8 @@ async fn steps(b: &Browser, db: &TestDb, crm: &Crm, receiver: &Receiver) -> Resu
     b.go("/admin/leads?q=ana").await?;
     ensure!(b.text("table.leads").await?.contains("contacted"));
     b.shot("leads").await?;
+    // The test clock stands still: a minute on, the lead made "now" is inside the
+    // dashboard's range, which ends before now.
     db.clock.advance(chrono::Duration::minutes(1));
     b.go("/admin").await?;
     ensure!(b.text("#total").await? == "1");
@@ -419,7 +431,7 @@ async fn steps(b: &Browser, db: &TestDb, crm: &Crm, receiver: &Receiver) -> Resu
         b.go(path).await?;
         let fits =
             b.c.execute(
-                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
                 vec![],
             )
             .await?;

@@ -483,14 +483,28 @@ fn default_page() -> u32 {
 }
 
 impl Page {
+    /// The `after` cursor of an oldest-first listing (which takes no `before`).
     fn after<T: From<Uuid>>(&self) -> Result<Option<T>> {
+        if self.before.is_some() {
+            return Err(Error::invalid(
+                "before",
+                "this listing reads forwards: use after",
+            ));
+        }
         self.after
             .as_deref()
             .map(|a| parse_id(a, "after"))
             .transpose()
     }
 
+    /// The `before` cursor of a newest-first listing (which takes no `after`).
     fn before<T: From<Uuid>>(&self) -> Result<Option<T>> {
+        if self.after.is_some() {
+            return Err(Error::invalid(
+                "after",
+                "this listing reads backwards: use before",
+            ));
+        }
         self.before
             .as_deref()
             .map(|b| parse_id(b, "before"))

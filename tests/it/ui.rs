@@ -175,6 +175,27 @@ async fn members_get_the_403_page_on_admin_pages_and_actions(db: &TestDb) {
             .await;
         assert_eq!(r.status, 403, "{path}: {}", r.text);
     }
+    // The actions on a listed user refuse a member with the 403 page too (not the
+    // users page with a refusal on it).
+    let me = app
+        .crm
+        .workspace(WorkspaceId::DEFAULT)
+        .auth()
+        .users()
+        .await
+        .expect("users")[0]
+        .id;
+    for action in ["role", "disable", "enable", "sessions"] {
+        let path = format!("/admin/users/{me}/{action}");
+        let r = app
+            .send(form(&path, Some(&cookie), Some(ORIGIN), "role=owner"))
+            .await;
+        assert_eq!(r.status, 403, "{path}");
+        assert!(
+            r.text.contains("Not allowed") && !r.text.contains("id=\"users\""),
+            "{path}"
+        );
+    }
     assert_eq!(db.count("crm_api_keys").await, 0);
     assert_eq!(db.count("crm_webhook_endpoints").await, 0);
     assert_eq!(db.count("crm_users").await, 1);
@@ -319,34 +340,85 @@ async fn the_rules_of_roles_hold_on_the_users_page(db: &TestDb) {
     assert_eq!(location(&r), "/admin/users?notice=created");
 }
 
+/// The value of the hidden input `name` on a page.
+fn hidden(page: &str, name: &str) -> String {
+    let at = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&at)
+        .map(|i| i + at.len())
+        .expect("the hidden input");
+    let len = page[start..].find('"').expect("its end");
+    page[start..start + len].to_owned()
+}
+
 async fn an_edit_changes_only_what_was_changed(db: &TestDb) {
     let app = App::new(db).await;
     let cookie = app.admin().await;
-    let id = lead(&app, WorkspaceId::DEFAULT, "Ana").await;
-    let page_html = app
+    let leads = app.crm.workspace(WorkspaceId::DEFAULT).leads();
+    let id = leads
+        .create(NewLead {
+            name: "Ana".into(),
+            email: Some("ana@example.com".into()),
+            budget: Some("5k_15k".into()),
+            message: Some("line one\nline two".into()),
+            notes: Some("first\nsecond".into()),
+            tags: vec!["vip".into()],
+            custom: Some(serde_json::from_str(r#"{"score": 5}"#).expect("json")),
+            ..NewLead::default()
+        })
+        .await
+        .expect("lead")
+        .id;
+    let drawn = app
         .send(page(&format!("/admin/leads/{id}"), &cookie))
         .await
         .text;
-    assert!(page_html.contains("name=\"was.company\" value=\"\""));
     // Someone else sets the company after the page was drawn.
-    let leads = app.crm.workspace(WorkspaceId::DEFAULT).leads();
     let patch = crm::leads::LeadPatch {
         company: Some(Some("Theirs SL".into())),
         ..Default::default()
     };
     leads.update(id, patch).await.expect("update");
-    // The form sends every field; only the name differs from what it was drawn with.
-    let body = "was.name=Ana&name=Ana+Mar%C3%ADa&was.company=&company=&was.tags=&tags=\
-                &was.custom=&custom=&was.notes=&notes=";
+    // The form comes back as a browser sends it: every field as drawn (line breaks
+    // as CRLF, the custom fields pretty-printed), the name changed, the budget
+    // cleared on purpose.
+    let mut body = form_urlencoded_pairs(&[
+        ("name", "Ana María"),
+        ("email", "ana@example.com"),
+        ("phone", ""),
+        ("company", ""),
+        ("budget", ""),
+        ("project_type", ""),
+        ("source", ""),
+        ("tags", "vip"),
+        ("message", "line one\r\nline two"),
+        ("notes", "first\r\nsecond"),
+        ("custom", "{\r\n  \"score\": 5\r\n}"),
+    ]);
+    for f in [
+        "name",
+        "email",
+        "phone",
+        "company",
+        "budget",
+        "project_type",
+        "source",
+        "tags",
+        "message",
+        "notes",
+        "custom",
+    ] {
+        body.push_str(&format!("&was.{f}={}", hidden(&drawn, &format!("was.{f}"))));
+    }
     let r = app
         .send(form(
             &format!("/admin/leads/{id}"),
             Some(&cookie),
             Some(ORIGIN),
-            body,
+            &body,
         ))
         .await;
-    assert!(location(&r).ends_with("?notice=saved"));
+    assert!(location(&r).ends_with("?notice=saved"), "{}", r.text);
     let got = leads.get(id).await.expect("lead").lead;
     assert_eq!(got.name, "Ana María");
     assert_eq!(
@@ -354,6 +426,90 @@ async fn an_edit_changes_only_what_was_changed(db: &TestDb) {
         Some("Theirs SL"),
         "their change is kept"
     );
+    assert_eq!(got.budget, None, "the clear is saved");
+    assert_eq!(got.message.as_deref(), Some("line one\nline two"));
+    assert_eq!(got.notes.as_deref(), Some("first\nsecond"));
+    assert_eq!(got.tags, ["vip"]);
+    assert_eq!(got.custom.get("score"), Some(&serde_json::json!(5)));
+    // A form without what it was drawn with changes nothing.
+    let r = app
+        .send(form(
+            &format!("/admin/leads/{id}"),
+            Some(&cookie),
+            Some(ORIGIN),
+            "name=Bo",
+        ))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(leads.get(id).await.expect("lead").lead.name, "Ana María");
+}
+
+/// `key=value&…`, percent-encoded as a browser's form is.
+fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let enc = |s: &str| {
+                s.bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                            (b as char).to_string()
+                        }
+                        b' ' => "+".to_owned(),
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect::<String>()
+            };
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+async fn the_logs_read_newest_first_and_page_backwards(db: &TestDb) {
+    let app = App::new(db).await;
+    let cookie = app.admin().await;
+    let keys = app.crm.workspace(WorkspaceId::DEFAULT).api_keys();
+    // 52 entries at least: each key's creation and revocation (a workspace holds 50
+    // keys at most).
+    for i in 0..26 {
+        let k = keys
+            .create(crm::api_keys::NewApiKey {
+                name: format!("key {i:02}"),
+                scopes: vec!["leads:read".into()],
+                expires_at: None,
+            })
+            .await
+            .expect("key");
+        keys.revoke(k.key.id).await.expect("revoke");
+    }
+    let log = app
+        .crm
+        .workspace(WorkspaceId::DEFAULT)
+        .recent_audit_log(None, 1000)
+        .await
+        .expect("log");
+    let first = app.send(page("/admin/audit", &cookie)).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.text.matches("<tr>").count(),
+        51,
+        "a header and 50 rows"
+    );
+    let older = format!("/admin/audit?before={}", log[49].id);
+    assert!(
+        first.text.contains(&format!("href=\"{older}\"")),
+        "the Older link"
+    );
+    let second = app.send(page(&older, &cookie)).await;
+    assert_eq!(
+        second.text.matches("<tr>").count() - 1,
+        log.len() - 50,
+        "the rest"
+    );
+    assert!(second.text.contains("← Newest"));
+    let bad = app.send(page("/admin/audit?before=nope", &cookie)).await;
+    assert_eq!(bad.status, 404);
 }
 
 async fn sign_out_clears_the_cookie_even_when_the_session_is_gone(db: &TestDb) {
@@ -405,20 +561,23 @@ async fn a_forgotten_password_is_mailed_a_link(db: &TestDb) {
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("id=\"f-email-error\"") && r.text.contains("value=\"not an email\""));
     // Known or unknown, the same answer; only the known one gets a mail.
+    let mut answers = Vec::new();
     for email in ["owner%40example.com", "nobody%40example.com"] {
+        let body = format!("email={email}");
         let r = app
-            .send(form(
-                "/admin/forgot-password",
-                None,
-                Some(ORIGIN),
-                &format!("email={email}"),
-            ))
+            .send(form("/admin/forgot-password", None, Some(ORIGIN), &body))
             .await;
         assert_eq!(r.status, 202, "{}", r.text);
         assert!(r.text.contains("Check your mail"));
+        answers.push(r.text);
     }
-    let mail = outbox.nth(0).await;
-    assert!(matches!(mail, crm::auth::AuthMail::PasswordReset { .. }));
+    assert_eq!(answers[0], answers[1], "the same answer, known or not");
+    match outbox.nth(0).await {
+        crm::auth::AuthMail::PasswordReset { user, .. } => {
+            assert_eq!(user.email.as_str(), "owner@example.com");
+        }
+        other => panic!("a reset mail, not {other:?}"),
+    }
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(
         outbox.0.lock().expect("outbox").len(),
@@ -447,4 +606,5 @@ conformance!(
     an_edit_changes_only_what_was_changed,
     sign_out_clears_the_cookie_even_when_the_session_is_gone,
     a_forgotten_password_is_mailed_a_link,
+    the_logs_read_newest_first_and_page_backwards,
 );

@@ -59,7 +59,8 @@ pub(super) async fn insert_audit(conn: &mut Tx, a: &AuditEntry) -> Result<()> {
     Ok(())
 }
 
-/// Audit entries of the workspace after `after`, oldest first, at most `limit`.
+/// Audit entries of the workspace, at most `limit`: oldest first after a cursor, or
+/// newest first before one (`seek`).
 pub(crate) async fn list_audit(
     pool: &Pool,
     ws: WorkspaceId,

@@ -438,7 +438,8 @@ async fn finish_in(tx: &mut Tx, done: &[Finish]) -> Result<()> {
     Ok(())
 }
 
-/// Attempts of an endpoint (`event` narrows to one message), oldest first, after `after`.
+/// Attempts of an endpoint (`event` narrows to one message), at most `limit`: oldest
+/// first after a cursor, or newest first before one (`seek`).
 pub(crate) async fn list_attempts(
     pool: &Pool,
     ws: WorkspaceId,

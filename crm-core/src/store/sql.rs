@@ -449,13 +449,6 @@ impl std::fmt::Debug for Sql<'_> {
     }
 }
 
-/// `items` in runs whose lengths are powers of two, none longer than `max`
-/// (rounded down to a power of two), longest first (100 items: 64, 32, 4). A statement built for a
-/// batch of rows has one text per batch length; built per run, it has one of a
-/// few texts, which each connection prepares once and Postgres plans once, where
-/// a text per length was parsed and planned again on nearly every batch (in the
-/// profile of a Postgres drain, parsing and planning took a fifth of the server's
-/// time).
 /// Which page of a listing ordered by its (time-ordered, UUIDv7) id: oldest first
 /// after a cursor, or newest first before one.
 #[derive(Debug, Clone, Copy)]
@@ -480,6 +473,13 @@ impl Seek {
     }
 }
 
+/// `items` in runs whose lengths are powers of two, none longer than `max`
+/// (rounded down to a power of two), longest first (100 items: 64, 32, 4). A statement built for a
+/// batch of rows has one text per batch length; built per run, it has one of a
+/// few texts, which each connection prepares once and Postgres plans once, where
+/// a text per length was parsed and planned again on nearly every batch (in the
+/// profile of a Postgres drain, parsing and planning took a fifth of the server's
+/// time).
 pub(crate) fn pow2_runs<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
     let cap = 1usize << max.max(1).ilog2();
     let mut rest = items;

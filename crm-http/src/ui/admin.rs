@@ -771,7 +771,7 @@ async fn users_refused(s: &AppState, ctx: &Ctx, form: Option<&FormData>, e: Erro
             Errors::one(
                 "",
                 "Your role does not allow this: admins manage members and admins, only an owner \
-                 manages owners, and nobody changes their own role.",
+                 manages owners, and nobody changes their own role or disables themselves.",
             ),
         ),
         e => shown(ctx, e)?,

@@ -337,51 +337,38 @@ struct LeadValues {
 
 impl LeadValues {
     fn of_form(f: &FormData) -> Self {
-        Self::of_form_as(f, "")
-    }
-
-    /// The values of the fields named `{prefix}{field}` (`was.name`: the values the
-    /// edit form was drawn with).
-    fn of_form_as(f: &FormData, prefix: &str) -> Self {
-        let t = |name: &str| f.text(&format!("{prefix}{name}"));
         Self {
-            name: t("name"),
-            email: t("email"),
-            phone: t("phone"),
-            company: t("company"),
-            budget: t("budget"),
-            project_type: t("project_type"),
-            source: t("source"),
-            message: t("message"),
-            notes: t("notes"),
-            tags: t("tags"),
-            custom: t("custom"),
-            raw_input: t("raw_input"),
-            ai_parsed: t("ai_parsed") == "true",
+            name: f.text("name"),
+            email: f.text("email"),
+            phone: f.text("phone"),
+            company: f.text("company"),
+            budget: f.text("budget"),
+            project_type: f.text("project_type"),
+            source: f.text("source"),
+            message: f.text("message"),
+            notes: f.text("notes"),
+            tags: f.text("tags"),
+            custom: f.text("custom"),
+            raw_input: f.text("raw_input"),
+            ai_parsed: f.text("ai_parsed") == "true",
         }
     }
 
-    /// Hidden copies of the values (as `was.{field}`), so that a save changes only
-    /// the fields the user changed and keeps what someone else saved meanwhile.
-    fn hidden_was(&self) -> Markup {
-        let pairs = [
-            ("name", &self.name),
-            ("email", &self.email),
-            ("phone", &self.phone),
-            ("company", &self.company),
-            ("budget", &self.budget),
-            ("project_type", &self.project_type),
-            ("source", &self.source),
-            ("message", &self.message),
-            ("notes", &self.notes),
-            ("tags", &self.tags),
-            ("custom", &self.custom),
-        ];
-        html! {
-            @for (name, value) in pairs {
-                input type="hidden" name=(format!("was.{name}")) value=(value);
-            }
-        }
+    /// The editable fields by name, with whether each is a single line.
+    fn editable(&self) -> [(&'static str, &String, bool); 11] {
+        [
+            ("name", &self.name, true),
+            ("email", &self.email, true),
+            ("phone", &self.phone, true),
+            ("company", &self.company, true),
+            ("budget", &self.budget, true),
+            ("project_type", &self.project_type, true),
+            ("source", &self.source, true),
+            ("tags", &self.tags, true),
+            ("message", &self.message, false),
+            ("notes", &self.notes, false),
+            ("custom", &self.custom, false),
+        ]
     }
 
     fn of_lead(l: &Lead) -> Self {
@@ -454,6 +441,69 @@ impl LeadValues {
                 "custom",
                 "must be a JSON object, e.g. {\"score\": 5}",
             )),
+        }
+    }
+}
+
+/// What the edit form was drawn with: a digest of each field's value as a browser
+/// sends it back (a single-line input drops line breaks; every line break comes
+/// back as one `\n`), in hidden `was.{field}` inputs. A save changes only the fields
+/// whose value differs from what was drawn, so a field someone else changed
+/// meanwhile keeps their value. Digests, not copies: a lead's longest fields would
+/// otherwise travel twice and could pass the body limit.
+struct Was(Vec<(&'static str, String)>);
+
+impl Was {
+    fn digest(value: &str, single_line: bool) -> String {
+        use sha2::Digest as _;
+        let mut v = value.replace("\r\n", "\n").replace('\r', "\n");
+        if single_line {
+            v.retain(|c| c != '\n');
+        }
+        let d = sha2::Sha256::digest(v.as_bytes());
+        d.iter().fold(String::with_capacity(64), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+    }
+
+    /// The digests of the values a form is drawn with.
+    fn of(v: &LeadValues) -> Self {
+        Self(
+            v.editable()
+                .into_iter()
+                .map(|(name, value, single)| (name, Self::digest(value, single)))
+                .collect(),
+        )
+    }
+
+    /// The digests a submitted form carries; `None` when it carries none (a page
+    /// from before they existed, or a hand-made request).
+    fn of_form(f: &FormData) -> Option<Self> {
+        let d: Vec<(&'static str, String)> = LeadValues::default()
+            .editable()
+            .into_iter()
+            .map(|(name, _, _)| (name, f.text(&format!("was.{name}"))))
+            .collect();
+        d.iter().all(|(_, v)| !v.is_empty()).then_some(Self(d))
+    }
+
+    /// Whether the submitted `value` of `name` differs from what was drawn.
+    fn changed(&self, name: &str, value: &str, single_line: bool) -> bool {
+        let then = self
+            .0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, d)| d.as_str());
+        then != Some(Self::digest(value, single_line).as_str())
+    }
+
+    fn hidden(&self) -> Markup {
+        html! {
+            @for (name, digest) in &self.0 {
+                input type="hidden" name=(format!("was.{name}")) value=(digest);
+            }
         }
     }
 }
@@ -625,7 +675,9 @@ pub(crate) async fn create(State(s): State<AppState>, ctx: Ctx, form: FormData) 
 /// or a refused note or message.
 #[derive(Default)]
 struct Refused {
-    edit: Option<(LeadValues, Errors)>,
+    /// A refused edit: what was typed, its errors, and the digests it was drawn
+    /// with (kept, so that a second try still compares with the first drawing).
+    edit: Option<(LeadValues, Errors, Was)>,
     /// The kind and text of a refused timeline entry.
     note: Option<((String, String), Errors)>,
     message: Option<(String, Errors)>,
@@ -643,9 +695,10 @@ fn detail_page(
     let base = format!("/admin/leads/{}", l.id);
     let none = Errors::default();
     let own = LeadValues::of_lead(l);
-    let (values, edit_errors) = match &refused.edit {
-        Some((v, e)) => (v, e),
-        None => (&own, &none),
+    let drawn = Was::of(&own);
+    let (values, edit_errors, was) = match &refused.edit {
+        Some((v, e, was)) => (v, e, was),
+        None => (&own, &none, &drawn),
     };
     let ((note_kind, note_text), note_errors) = refused
         .note
@@ -705,7 +758,7 @@ fn detail_page(
             h2 { "Details" }
             (edit_errors.rest(LEAD_FIELDS))
             form method="post" action=(ctx.url(&base)) id="edit-form" {
-                (own.hidden_was())
+                (was.hidden())
                 (lead_fields(values, edit_errors))
                 button type="submit" id="save-edit" { "Save changes" }
             }
@@ -780,39 +833,52 @@ pub(crate) async fn edit(
 ) -> PageResult {
     let id = uuid_of(&ctx, &id, "lead")?;
     let v = LeadValues::of_form(&form);
-    let was = LeadValues::of_form_as(&form, "was.");
-    let custom = if v.custom == was.custom {
-        None
-    } else {
+    let Some(was) = Was::of_form(&form) else {
+        // Without what the form was drawn with, a blank field cannot be told from
+        // one the user cleared: nothing is guessed.
+        let d = leads(&s, &ctx).get(id).await.or_page(&ctx)?;
+        let errors = Errors::one(
+            "",
+            "This form is out of date: your changes were not saved. Make them again here.",
+        );
+        let r = Refused {
+            status: Some(errors),
+            ..Refused::default()
+        };
+        return Ok(detail_page(&ctx, StatusCode::CONFLICT, &d, r, None));
+    };
+    let changed = |name: &str, value: &String, single: bool| was.changed(name, value, single);
+    let custom = if changed("custom", &v.custom, false) {
         match v.custom() {
             Ok(c) => Some(c.unwrap_or_default()),
             Err(errors) => {
                 let d = leads(&s, &ctx).get(id).await.or_page(&ctx)?;
                 let r = Refused {
-                    edit: Some((v, errors)),
+                    edit: Some((v, errors, was)),
                     ..Refused::default()
                 };
                 let status = StatusCode::UNPROCESSABLE_ENTITY;
                 return Ok(detail_page(&ctx, status, &d, r, None));
             }
         }
+    } else {
+        None
     };
     // Only what the user changed: a field someone else saved since the page was
     // drawn keeps their value.
-    let changed = |now: &String, then: &String| now != then;
-    let set = |now: &String, then: &String| changed(now, then).then(|| opt(now));
+    let set = |name: &str, value: &String| changed(name, value, true).then(|| opt(value));
     let patch = LeadPatch {
-        name: changed(&v.name, &was.name).then(|| v.name.trim().to_owned()),
-        email: set(&v.email, &was.email),
-        phone: set(&v.phone, &was.phone),
-        company: set(&v.company, &was.company),
-        budget: set(&v.budget, &was.budget),
-        project_type: set(&v.project_type, &was.project_type),
-        message: set(&v.message, &was.message),
-        source: set(&v.source, &was.source),
+        name: changed("name", &v.name, true).then(|| v.name.trim().to_owned()),
+        email: set("email", &v.email),
+        phone: set("phone", &v.phone),
+        company: set("company", &v.company),
+        budget: set("budget", &v.budget),
+        project_type: set("project_type", &v.project_type),
+        message: changed("message", &v.message, false).then(|| opt(&v.message)),
+        source: set("source", &v.source),
         status: None,
-        notes: set(&v.notes, &was.notes),
-        tags: changed(&v.tags, &was.tags).then(|| v.tags()),
+        notes: changed("notes", &v.notes, false).then(|| opt(&v.notes)),
+        tags: changed("tags", &v.tags, true).then(|| v.tags()),
         custom,
     };
     match leads(&s, &ctx).update(id, patch).await {
@@ -821,7 +887,7 @@ pub(crate) async fn edit(
         )),
         Err(e) => {
             refused(&s, ctx, id, e, |errors| Refused {
-                edit: Some((v, errors)),
+                edit: Some((v, errors, was)),
                 ..Refused::default()
             })
             .await

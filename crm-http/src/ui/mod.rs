@@ -84,6 +84,7 @@ impl Base {
         // read as another host (`//host`, `/\host`).
         let sound = prefix.starts_with('/')
             && !prefix.starts_with("//")
+            && !prefix.ends_with('/')
             && prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
         Self(if sound {
             prefix.to_owned()
@@ -234,12 +235,14 @@ fn to_sign_in(base: &Base, req: &Request) -> Response {
 
 /// Whether `next` is a page of the app to return to: under `/admin`, printable ASCII
 /// (so always a valid `Location`), never another origin (`//host`, `/\host`), no
-/// `.` or `..` segment, not the sign-in or sign-out address.
+/// `.` or `..` segment and no escape in the path (`%2e%2e` is one to a browser),
+/// not the sign-in or sign-out address.
 fn safe_next(next: &str) -> bool {
     let path = next.split_once('?').map_or(next, |(p, _)| p);
     (path == "/admin" || path.starts_with("/admin/"))
         && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
         && !next.contains("//")
+        && !path.contains('%')
         && !path.split('/').any(|seg| seg == ".." || seg == ".")
         && !path.starts_with("/admin/login")
         && !path.starts_with("/admin/logout")
