@@ -25,6 +25,10 @@ string_enum!(
         LeadStatusChanged => "lead.status_changed",
         /// A lead was deleted; `data.lead` is its last state.
         LeadDeleted => "lead.deleted",
+        /// A lead was archived (hidden from listings); `data.lead` as it is now.
+        LeadArchived => "lead.archived",
+        /// An archived lead was restored; `data.lead` as it is now.
+        LeadRestored => "lead.restored",
         /// An activity was added by a caller (or a form submission by `capture`).
         LeadActivityAdded => "lead.activity_added",
         /// A sample event sent by a webhook test-send; never fanned out.

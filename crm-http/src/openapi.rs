@@ -13,7 +13,7 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{Components, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
-use crm_core::leads::{SortField, SortOrder};
+use crm_core::leads::{Archived, SortField, SortOrder};
 
 use crate::problem::{Problem, PROBLEM_JSON};
 use utoipa_axum::router::OpenApiRouter;
@@ -326,6 +326,7 @@ pub(crate) fn finish(mut doc: OpenApi, cfg: &Config, crm: &Crm) -> OpenApi {
     for (name, schema) in [
         (SortField::name(), SortField::schema()),
         (SortOrder::name(), SortOrder::schema()),
+        (Archived::name(), Archived::schema()),
     ] {
         schemas.push((name.into_owned(), schema));
     }

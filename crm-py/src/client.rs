@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use crm_core::api_keys::{ApiKeyPatch, NewApiKey};
 use crm_core::auth::{Actor, Login, NewUser};
 use crm_core::leads::messages::NewMessage;
-use crm_core::leads::{LeadPatch, LeadQuery, NewActivity, NewLead, SortField, SortOrder};
+use crm_core::leads::{Archived, LeadPatch, LeadQuery, NewActivity, NewLead, SortField, SortOrder};
 use crm_core::notify::{ChannelPatch, NewChannel};
 use crm_core::webhooks::{DispatcherConfig, EndpointPatch, NewEndpoint};
 use crm_core::{
@@ -267,6 +267,7 @@ struct ListArgs {
     limit: Option<u32>,
     cursor: Option<String>,
     include_total: bool,
+    archived: Archived,
 }
 
 #[derive(Deserialize)]
@@ -1320,6 +1321,7 @@ impl Client {
             limit: a.limit,
             cursor: a.cursor,
             include_total: a.include_total,
+            archived: a.archived,
         };
         self.run(
             py,
@@ -1351,6 +1353,28 @@ impl Client {
             workspace,
             |_, w| async move { w.leads().delete(id.0).await },
         )
+    }
+
+    fn leads_archive<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().archive(id.0).await
+        })
+    }
+
+    fn leads_restore<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().restore(id.0).await
+        })
     }
 
     fn leads_add_activity<'py>(

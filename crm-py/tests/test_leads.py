@@ -203,3 +203,30 @@ async def test_stats(client: crm.Crm) -> None:
         with pytest.raises(crm.ValidationError) as e:
             await client.leads.stats(**bad)  # type: ignore[arg-type]
         assert e.value.errors[0].field == field, bad
+
+
+async def test_archive_hides_and_restore_brings_back(client: crm.Crm) -> None:
+    kept = await client.leads.create("Kept", email="kept@example.com")
+    gone = await client.leads.create("Gone", email="gone@example.com")
+    await client.leads.add_activity(gone.id, "note", "called")
+    archived = await client.leads.archive(gone.id)
+    assert isinstance(archived, crm.Lead) and archived.archived_at is not None
+    assert archived.archived_at.tzinfo is not None
+    assert [lead.id for lead in (await client.leads.list()).items] == [kept.id]
+    assert [lead.id for lead in (await client.leads.list(archived=True)).items] == [gone.id]
+    assert {lead.id for lead in (await client.leads.list(archived="any")).items} == {kept.id, gone.id}
+    detail = await client.leads.get(gone.id)
+    assert detail.archived_at == archived.archived_at and len(detail.activities) == 1
+    # It still counts for duplicates: the conflict names it.
+    with pytest.raises(crm.ConflictError) as e:
+        await client.leads.create("Again", email="GONE@example.com")
+    assert e.value.existing_id == gone.id
+    with pytest.raises(crm.ValidationError) as v:
+        await client.leads.list(archived="yes")
+    assert v.value.errors[0].field == "archived"
+    restored = await client.leads.restore(gone.id)
+    assert restored.archived_at is None
+    assert len((await client.leads.list()).items) == 2
+    other = await client.create_workspace("Other")
+    with pytest.raises(crm.NotFoundError):
+        await other.leads.archive(kept.id)

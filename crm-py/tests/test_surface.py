@@ -49,6 +49,7 @@ RENAMED = {
 
 #: Deliberately Rust-only, with the reason.
 RUST_ONLY: Dict[Tuple[str, str], str] = {
+    ("Leads", "delete_confirmed"): "the HTTP route's rule (confirm=true for a lead with a timeline); leads.delete is Leads::delete",
     ("Crm", "builder"): "Crm.connect takes the options",
     ("Crm", "connect"): "Crm.connect (a classmethod)",
     ("Crm", "workspace"): "Crm.workspace",

@@ -256,6 +256,8 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "DELETE /api/v1/leads/{id}",
         "POST /api/v1/leads/{id}/activities",
         "POST /api/v1/leads/{id}/messages",
+        "POST /api/v1/leads/{id}/archive",
+        "POST /api/v1/leads/{id}/restore",
         "POST /api/v1/leads/parse",
         "GET /api/v1/stats",
         "GET /api/v1/me",
@@ -322,6 +324,8 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "DELETE /leads/{id}",
         "POST /leads/{id}/activities",
         "POST /leads/{id}/messages",
+        "POST /leads/{id}/archive",
+        "POST /leads/{id}/restore",
         "POST /leads/parse",
         "GET /stats",
     ] {
@@ -538,6 +542,37 @@ async fn api_key_routes_enforce_keys_and_scopes(db: &TestDb) {
     assert_eq!(me.body["scopes"], json!(["leads:read"]));
     assert!(!me.text.contains(&reader), "the key is never shown again");
 
+    // Archive and restore: leads:write; the listing hides archived leads unless
+    // `archived` asks for them.
+    let post = |p: String, key: &str| {
+        bearer(req(Method::POST, &p), key)
+            .body(Body::empty())
+            .expect("r")
+    };
+    app.send(post(format!("{path}/archive"), &reader))
+        .await
+        .problem(403, "forbidden");
+    let archived = app.send(post(format!("{path}/archive"), &writer)).await;
+    assert_eq!(archived.status, 200, "{}", archived.text);
+    assert!(archived.body["archived_at"].is_string());
+    let listed = |q: &'static str| {
+        bearer(req(Method::GET, &format!("/api/v1/leads{q}")), &reader)
+            .body(Body::empty())
+            .expect("r")
+    };
+    let count = |r: &Res| r.body["items"].as_array().map_or(0, Vec::len);
+    let hidden = app.send(listed("")).await;
+    let only = app.send(listed("?archived=true")).await;
+    let any = app.send(listed("?archived=any")).await;
+    assert_eq!(count(&only), 1, "{}", only.text);
+    assert_eq!(count(&any), count(&hidden) + 1);
+    app.send(listed("?archived=maybe"))
+        .await
+        .problem(400, "invalid_query_parameter");
+    let restored = app.send(post(format!("{path}/restore"), &writer)).await;
+    assert_eq!(restored.status, 200);
+    assert_eq!(restored.body["archived_at"], Value::Null);
+
     app.send(
         bearer(req(Method::DELETE, &path), &reader)
             .body(Body::empty())
@@ -545,11 +580,23 @@ async fn api_key_routes_enforce_keys_and_scopes(db: &TestDb) {
     )
     .await
     .problem(403, "forbidden");
+    // The lead has a timeline: deleting it takes ?confirm=true.
     let del = app
         .send(
             bearer(req(Method::DELETE, &path), &writer)
                 .body(Body::empty())
                 .expect("r"),
+        )
+        .await;
+    del.problem(409, "confirmation_required");
+    let del = app
+        .send(
+            bearer(
+                req(Method::DELETE, &format!("{path}?confirm=true")),
+                &writer,
+            )
+            .body(Body::empty())
+            .expect("r"),
         )
         .await;
     assert_eq!(del.status, 204);

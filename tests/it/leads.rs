@@ -4,8 +4,8 @@ use crate::common::TestDb;
 use chrono::Duration;
 use crm::events::EventType;
 use crm::leads::{
-    ActivityKind, Bucket, LeadPatch, LeadQuery, LeadStatus, NewActivity, NewLead, SortField,
-    SortOrder, StatsQuery,
+    ActivityKind, Archived, Bucket, LeadPatch, LeadQuery, LeadStatus, NewActivity, NewLead,
+    SortField, SortOrder, StatsQuery,
 };
 use crm::{Crm, Error, LeadId, WorkspaceId};
 
@@ -28,6 +28,8 @@ conformance!(
     a_tenant_cannot_spend_the_operators_ai_budget,
     stats_count_bucket_and_time_the_contact,
     stats_count_only_their_workspace,
+    archived_leads_leave_the_lists_and_come_back,
+    a_lead_with_a_timeline_is_deleted_only_when_confirmed,
 );
 
 fn lead(name: &str, email: &str) -> NewLead {
@@ -1522,4 +1524,143 @@ async fn stats_count_only_their_workspace(db: &TestDb) {
             .total,
         1
     );
+}
+
+async fn archived_leads_leave_the_lists_and_come_back(db: &TestDb) {
+    let crm = db.crm().await;
+    let leads = crm.leads();
+    let kept = leads
+        .create(lead("Kept Alvarez", "kept@example.com"))
+        .await
+        .expect("lead");
+    let gone = leads
+        .create(lead("Gone Alvarez", "gone@example.com"))
+        .await
+        .expect("lead");
+    leads
+        .add_activity(
+            gone.id,
+            NewActivity {
+                kind: "note".into(),
+                description: Some("called".into()),
+            },
+        )
+        .await
+        .expect("note");
+    let before = event_types(&crm, WorkspaceId::DEFAULT).await.len();
+    let archived = leads.archive(gone.id).await.expect("archive");
+    assert!(archived.archived_at.is_some());
+    // Twice changes nothing and says nothing more.
+    assert_eq!(leads.archive(gone.id).await.expect("again"), archived);
+    let events = event_types(&crm, WorkspaceId::DEFAULT).await;
+    assert_eq!(events[before..], [EventType::LeadArchived]);
+    let names = |page: crm::leads::LeadPage| -> Vec<String> {
+        page.items.into_iter().map(|l| l.name).collect()
+    };
+    let list = |archived: Archived, q: Option<&str>| LeadQuery {
+        archived,
+        q: q.map(str::to_owned),
+        include_total: true,
+        ..LeadQuery::default()
+    };
+    let hidden = leads.list(&list(Archived::Hide, None)).await.expect("list");
+    assert_eq!(hidden.total, Some(1));
+    assert_eq!(names(hidden), ["Kept Alvarez"]);
+    let only = leads.list(&list(Archived::Only, None)).await.expect("list");
+    assert_eq!(names(only), ["Gone Alvarez"]);
+    let both = leads
+        .list(&list(Archived::Include, None))
+        .await
+        .expect("list");
+    assert_eq!(both.total, Some(2));
+    // Search leaves it out too, unless asked.
+    let found = leads
+        .list(&list(Archived::Hide, Some("alvarez")))
+        .await
+        .expect("search");
+    assert_eq!(names(found), ["Kept Alvarez"]);
+    let found = leads
+        .list(&list(Archived::Include, Some("gone")))
+        .await
+        .expect("search");
+    assert_eq!(names(found), ["Gone Alvarez"]);
+    // Its timeline stays, and it still counts for duplicates (the conflict names it).
+    let detail = leads.get(gone.id).await.expect("get");
+    assert_eq!(detail.activities.len(), 1);
+    assert!(detail.lead.archived_at.is_some());
+    match leads.create(lead("Again", "GONE@example.com")).await {
+        Err(Error::Conflict { existing_id, .. }) => assert_eq!(existing_id, Some(gone.id.0)),
+        other => panic!("a conflict, not {other:?}"),
+    }
+    // Another workspace cannot archive or restore it.
+    let other = crm.create_workspace("Other").await.expect("workspace");
+    assert!(matches!(
+        crm.workspace(other).leads().restore(gone.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        crm.workspace(other).leads().archive(kept.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Restored: back in the lists, `lead.restored`.
+    let restored = leads.restore(gone.id).await.expect("restore");
+    assert_eq!(restored.archived_at, None);
+    assert_eq!(leads.restore(gone.id).await.expect("again"), restored);
+    let events = event_types(&crm, WorkspaceId::DEFAULT).await;
+    assert_eq!(
+        events[before..],
+        [EventType::LeadArchived, EventType::LeadRestored]
+    );
+    assert_eq!(
+        leads
+            .list(&list(Archived::Hide, None))
+            .await
+            .expect("list")
+            .total,
+        Some(2)
+    );
+}
+
+async fn a_lead_with_a_timeline_is_deleted_only_when_confirmed(db: &TestDb) {
+    let crm = db.crm().await;
+    let leads = crm.leads();
+    let quiet = leads
+        .create(lead("Quiet", "quiet@example.com"))
+        .await
+        .expect("lead");
+    let busy = leads
+        .create(lead("Busy", "busy@example.com"))
+        .await
+        .expect("lead");
+    leads
+        .add_activity(
+            busy.id,
+            NewActivity {
+                kind: "call".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect("call");
+    match leads.delete_confirmed(busy.id, false).await {
+        Err(Error::InvalidState { code, .. }) => assert_eq!(code, "confirmation_required"),
+        other => panic!("a refusal, not {other:?}"),
+    }
+    assert!(leads.get(busy.id).await.is_ok(), "kept");
+    assert!(!event_types(&crm, WorkspaceId::DEFAULT)
+        .await
+        .contains(&EventType::LeadDeleted));
+    leads
+        .delete_confirmed(quiet.id, false)
+        .await
+        .expect("no timeline: no confirmation");
+    leads
+        .delete_confirmed(busy.id, true)
+        .await
+        .expect("confirmed");
+    assert!(matches!(
+        leads.get(busy.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(db.count("crm_activities").await, 0);
 }

@@ -596,6 +596,26 @@ async fn a_forgotten_password_is_mailed_a_link(db: &TestDb) {
     assert_eq!(r.status, 403);
 }
 
+async fn archived_leads_leave_the_list_page_and_come_back(db: &TestDb) {
+    let app = App::new(db).await;
+    let cookie = app.admin().await;
+    let id = lead(&app, WorkspaceId::DEFAULT, "Archie Goodwin").await;
+    let path = format!("/admin/leads/{id}/archive");
+    let r = app.send(form(&path, Some(&cookie), Some(ORIGIN), "")).await;
+    assert!(location(&r).ends_with("?notice=archived"));
+    let page_html = app.send(page(&format!("/admin/leads/{id}"), &cookie)).await.text;
+    assert!(page_html.contains("id=\"archived\"") && page_html.contains("Restore to the lists"));
+    let list = app.send(page("/admin/leads", &cookie)).await.text;
+    assert!(!list.contains("Archie Goodwin"));
+    let list = app.send(page("/admin/leads?archived=true", &cookie)).await.text;
+    assert!(list.contains("Archie Goodwin"));
+    let path = format!("/admin/leads/{id}/restore");
+    let r = app.send(form(&path, Some(&cookie), Some(ORIGIN), "")).await;
+    assert!(location(&r).ends_with("?notice=restored"));
+    let list = app.send(page("/admin/leads", &cookie)).await.text;
+    assert!(list.contains("Archie Goodwin"));
+}
+
 conformance!(
     signed_out_pages_send_to_sign_in_and_back,
     every_form_needs_the_same_origin_and_a_session,
@@ -607,4 +627,5 @@ conformance!(
     sign_out_clears_the_cookie_even_when_the_session_is_gone,
     a_forgotten_password_is_mailed_a_link,
     the_logs_read_newest_first_and_page_backwards,
+    archived_leads_leave_the_list_page_and_come_back,
 );

@@ -42,8 +42,8 @@ pub mod stats;
 pub(crate) mod values;
 
 pub use model::{
-    Activity, Captured, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, NewActivity, NewLead,
-    SortField, SortOrder,
+    Activity, Archived, Captured, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, NewActivity,
+    NewLead, SortField, SortOrder,
 };
 pub use parse::{
     AllowedValues, ACTOR_MAX, CUSTOM_MAX_BYTES, MESSAGE_MAX, NAME_MAX, NOTES_MAX, RAW_INPUT_MAX,
@@ -386,7 +386,39 @@ impl Leads {
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn delete(&self, id: LeadId) -> Result<()> {
         let ctx = self.ctx()?;
-        let r = store::leads::delete(self.crm.pool(), &ctx, id).await;
+        let r = store::leads::delete(self.crm.pool(), &ctx, id, false).await;
+        self.written(r)
+    }
+
+    /// [`Leads::delete`], unless the lead has a timeline and `confirm` is false:
+    /// then `InvalidState` `confirmation_required` and nothing is deleted (the HTTP
+    /// rule: `DELETE …?confirm=true` for a lead with activities; archiving keeps
+    /// them).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
+    pub async fn delete_confirmed(&self, id: LeadId, confirm: bool) -> Result<()> {
+        let ctx = self.ctx()?;
+        let r = store::leads::delete(self.crm.pool(), &ctx, id, !confirm).await;
+        self.written(r)
+    }
+
+    /// Archives the lead: hidden from listings and search unless they ask for
+    /// archived leads ([`crate::leads::Archived`]), its timeline and its fields kept;
+    /// `lead.archived`. An archived lead still counts for duplicates (a new lead with
+    /// its email or phone is a conflict naming it) and in the statistics. Archiving
+    /// an archived lead changes nothing.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
+    pub async fn archive(&self, id: LeadId) -> Result<Lead> {
+        let ctx = self.ctx()?;
+        let r = store::leads::set_archived(self.crm.pool(), &ctx, id, true).await;
+        self.written(r)
+    }
+
+    /// Restores an archived lead to the listings; `lead.restored`. Restoring a lead
+    /// that is not archived changes nothing.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
+    pub async fn restore(&self, id: LeadId) -> Result<Lead> {
+        let ctx = self.ctx()?;
+        let r = store::leads::set_archived(self.crm.pool(), &ctx, id, false).await;
         self.written(r)
     }
 

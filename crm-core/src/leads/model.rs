@@ -49,6 +49,10 @@ pub struct Lead {
     pub created_at: DateTime<Utc>,
     /// When it last changed (UTC).
     pub updated_at: DateTime<Utc>,
+    /// When it was archived ([`crate::Leads::archive`]): hidden from listings unless
+    /// asked for, its timeline kept. `None` when it is not archived.
+    #[serde(default)]
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 /// An entry on a lead's timeline.
@@ -291,6 +295,22 @@ pub enum SortOrder {
     Desc,
 }
 
+/// Which leads a listing shows by their archived state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Archived {
+    /// The leads that are not archived (the default).
+    #[default]
+    #[serde(rename = "false")]
+    Hide,
+    /// The archived leads only.
+    #[serde(rename = "true")]
+    Only,
+    /// Both.
+    #[serde(rename = "any")]
+    Include,
+}
+
 /// Filters, sort and page of a lead listing. Every filter narrows the result (AND).
 #[derive(Debug, Clone, Default)]
 pub struct LeadQuery {
@@ -317,6 +337,8 @@ pub struct LeadQuery {
     pub cursor: Option<String>,
     /// Also count every match (one more query; leave off when not shown).
     pub include_total: bool,
+    /// Archived leads: hidden (the default), only them, or both.
+    pub archived: Archived,
 }
 
 /// One page of leads.

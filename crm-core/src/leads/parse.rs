@@ -130,6 +130,7 @@ impl Fields {
             ai_parsed: self.ai_parsed,
             created_at: now,
             updated_at: now,
+            archived_at: None,
         }
     }
 }
@@ -386,6 +387,7 @@ pub(crate) struct Query {
     pub created_before: Option<DateTime<Utc>>,
     pub terms: Vec<String>,
     pub limit: u32,
+    pub archived: super::model::Archived,
 }
 
 impl Query {
@@ -393,12 +395,13 @@ impl Query {
     pub(crate) fn fingerprint(&self) -> String {
         let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
         format!(
-            "{statuses:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{statuses:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.source,
             self.tags,
             self.created_after.map(|t| t.timestamp_micros()),
             self.created_before.map(|t| t.timestamp_micros()),
-            self.terms
+            self.terms,
+            self.archived
         )
     }
 }
@@ -444,6 +447,7 @@ pub(crate) fn query(input: &LeadQuery) -> Result<Query> {
         created_before: input.created_before,
         terms,
         limit,
+        archived: input.archived,
     })
 }
 

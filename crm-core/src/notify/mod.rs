@@ -69,6 +69,8 @@ impl Notification {
                 data["new_status"].as_str().unwrap_or("?")
             ),
             EventType::LeadDeleted => format!("Lead deleted: {name}"),
+            EventType::LeadArchived => format!("Lead archived: {name}"),
+            EventType::LeadRestored => format!("Lead restored: {name}"),
             EventType::LeadActivityAdded => {
                 format!(
                     "New {} on a lead",

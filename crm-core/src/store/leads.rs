@@ -13,7 +13,7 @@ use super::{corrupt, outbox, Ctx, Pool, Ts};
 use crate::events::EventType;
 use crate::ids::{ActivityId, LeadId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
-use crate::leads::model::{Activity, Lead, MessageInfo, SortField, SortOrder};
+use crate::leads::model::{Activity, Archived, Lead, MessageInfo, SortField, SortOrder};
 use crate::leads::parse::{Fields, Patch, Query as LeadQuery};
 use crate::leads::rules;
 use crate::leads::values::{ActivityKind, Email, LeadStatus, Phone};
@@ -21,7 +21,7 @@ use crate::{Error, Result};
 
 const LEAD_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.email, l.phone, l.company, l.budget, \
     l.project_type, l.message, l.source, l.status, l.notes, l.tags, l.custom, l.raw_input, \
-    l.ai_parsed, l.created_at, l.updated_at";
+    l.ai_parsed, l.created_at, l.updated_at, l.archived_at";
 
 const ACTIVITY_COLUMNS: &str =
     "id, lead_id, kind, description, old_status, new_status, actor, message, created_at";
@@ -46,6 +46,7 @@ pub(crate) struct LeadRow {
     ai_parsed: bool,
     created_at: Ts,
     updated_at: Ts,
+    archived_at: Option<Ts>,
 }
 
 #[derive(FromRow)]
@@ -98,6 +99,7 @@ impl LeadRow {
             ai_parsed: self.ai_parsed,
             created_at: self.created_at.0,
             updated_at: self.updated_at.0,
+            archived_at: self.archived_at.map(|t| t.0),
         })
     }
 }
@@ -559,9 +561,67 @@ pub(crate) async fn update(pool: &Pool, ctx: &Ctx<'_>, id: LeadId, patch: Patch)
     Ok(new)
 }
 
-pub(crate) async fn delete(pool: &Pool, ctx: &Ctx<'_>, id: LeadId) -> Result<()> {
+/// Archives the lead (`archive`) or restores it: `lead.archived` or `lead.restored`
+/// with the lead as it is now. A lead already in that state is answered as it is,
+/// with no event.
+pub(crate) async fn set_archived(
+    pool: &Pool,
+    ctx: &Ctx<'_>,
+    id: LeadId,
+    archive: bool,
+) -> Result<Lead> {
+    let mut tx = pool.begin_write().await?;
+    let mut lead = fetch_lead(&mut tx, ctx.ws, id, true).await?;
+    if lead.archived_at.is_some() == archive {
+        return Ok(lead);
+    }
+    lead.archived_at = archive.then_some(ctx.now);
+    lead.updated_at = ctx.now;
+    query("UPDATE crm_leads SET archived_at = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2")
+        .bind(ctx.ws)
+        .bind(id)
+        .bind(lead.archived_at.map(Ts))
+        .bind(Ts(ctx.now))
+        .execute(&mut tx)
+        .await?;
+    let kind = if archive {
+        EventType::LeadArchived
+    } else {
+        EventType::LeadRestored
+    };
+    outbox::insert_event(&mut tx, &ctx.event(kind, id, json!({ "lead": lead }))).await?;
+    tx.commit().await?;
+    Ok(lead)
+}
+
+/// Deletes the lead and its timeline. With `unless_active`, a lead that has
+/// activities is refused (`confirmation_required`) and kept.
+pub(crate) async fn delete(
+    pool: &Pool,
+    ctx: &Ctx<'_>,
+    id: LeadId,
+    unless_active: bool,
+) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     let old = fetch_lead(&mut tx, ctx.ws, id, true).await?;
+    if unless_active {
+        let rows: Vec<(i64,)> = query_as(
+            "SELECT COUNT(*) FROM crm_activities WHERE workspace_id = $1 AND lead_id = $2",
+        )
+        .bind(ctx.ws)
+        .bind(id)
+        .fetch_all(&mut tx)
+        .await?;
+        let n = rows.first().map_or(0, |r| r.0);
+        if n > 0 {
+            return Err(Error::InvalidState {
+                code: "confirmation_required",
+                message: format!(
+                    "the lead has {n} timeline entries: delete it with confirm=true, or archive it"
+                ),
+            });
+        }
+    }
     query("DELETE FROM crm_leads WHERE workspace_id = $1 AND id = $2")
         .bind(ctx.ws)
         .bind(id)
@@ -612,6 +672,11 @@ pub(crate) async fn activities(pool: &Pool, ws: WorkspaceId, id: LeadId) -> Resu
 
 fn push_filters(d: Dialect, sql: &mut Sql<'_>, ws: WorkspaceId, q: &LeadQuery) {
     sql.push(" WHERE l.workspace_id = ").push_bind(ws.0);
+    match q.archived {
+        Archived::Hide => sql.push(" AND l.archived_at IS NULL"),
+        Archived::Only => sql.push(" AND l.archived_at IS NOT NULL"),
+        Archived::Include => sql,
+    };
     for (i, s) in q.statuses.iter().enumerate() {
         sql.push(if i == 0 { " AND l.status IN (" } else { ", " })
             .push_bind(s.as_str().to_owned());

@@ -7,8 +7,8 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use crm_core::leads::messages::NewMessage;
 use crm_core::leads::{
-    Activity, Bucket, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, LeadStats, NewActivity,
-    NewLead, Parsed, SortField, SortOrder, StatsQuery,
+    Activity, Archived, Bucket, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, LeadStats,
+    NewActivity, NewLead, Parsed, SortField, SortOrder, StatsQuery,
 };
 use crm_core::{LeadId, Leads};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_leads, create_lead))
         .routes(routes!(get_lead, update_lead, delete_lead))
+        .routes(routes!(archive_lead))
+        .routes(routes!(restore_lead))
         .routes(routes!(add_activity))
         .routes(routes!(send_message))
         .routes(routes!(parse_lead))
@@ -80,6 +82,9 @@ pub(crate) struct ListParams {
     cursor: Option<String>,
     /// Also count every match.
     include_total: Option<bool>,
+    /// Archived leads: `false` hides them (the default), `true` lists only them,
+    /// `any` both.
+    archived: Option<Archived>,
 }
 
 fn list_of(v: Option<String>) -> Vec<String> {
@@ -150,6 +155,7 @@ pub(crate) async fn list_leads(
         limit: p.limit,
         cursor: p.cursor,
         include_total: p.include_total.unwrap_or(false),
+        archived: p.archived.unwrap_or_default(),
     };
     Ok(axum::Json(leads(&s, &c).list(&q).await?))
 }
@@ -194,18 +200,59 @@ pub(crate) async fn update_lead(
     Ok(axum::Json(leads(&s, &c).update(id, patch).await?))
 }
 
-/// Delete a lead and its activities.
+/// Query of `DELETE /leads/{id}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteParams {
+    /// Required (`true`) to delete a lead that has timeline entries: without it
+    /// such a lead is refused with 409 `confirmation_required` (archive it instead
+    /// to keep its history).
+    confirm: Option<bool>,
+}
+
+/// Delete a lead and its activities. A lead with timeline entries needs
+/// `?confirm=true` (409 `confirmation_required` without it).
 #[utoipa::path(delete, path = "/leads/{id}", tag = "leads",
-    params(("id" = LeadId, Path, description = "The lead id")),
+    params(("id" = LeadId, Path, description = "The lead id"), DeleteParams),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_lead(
     State(s): State<AppState>,
     c: Caller,
     Path(id): Path<LeadId>,
+    Query(p): Query<DeleteParams>,
 ) -> ApiResult<StatusCode> {
     c.require("leads:delete")?;
-    leads(&s, &c).delete(id).await?;
+    let confirm = p.confirm.unwrap_or(false);
+    leads(&s, &c).delete_confirmed(id, confirm).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Archive a lead: hidden from listings and search unless `archived` asks for it,
+/// its timeline kept (`lead.archived`). Archiving an archived lead changes nothing.
+#[utoipa::path(post, path = "/leads/{id}/archive", tag = "leads",
+    params(("id" = LeadId, Path, description = "The lead id")),
+    responses((status = 200, description = "The lead, archived", body = Lead)))]
+pub(crate) async fn archive_lead(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<LeadId>,
+) -> ApiResult<axum::Json<Lead>> {
+    c.require("leads:write")?;
+    Ok(axum::Json(leads(&s, &c).archive(id).await?))
+}
+
+/// Restore an archived lead to the listings (`lead.restored`).
+#[utoipa::path(post, path = "/leads/{id}/restore", tag = "leads",
+    params(("id" = LeadId, Path, description = "The lead id")),
+    responses((status = 200, description = "The lead, not archived", body = Lead)))]
+pub(crate) async fn restore_lead(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<LeadId>,
+) -> ApiResult<axum::Json<Lead>> {
+    c.require("leads:write")?;
+    Ok(axum::Json(leads(&s, &c).restore(id).await?))
 }
 
 /// Add an activity (note, call, email, meeting, …) to a lead's timeline.

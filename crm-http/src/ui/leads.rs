@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use crm_core::leads::messages::NewMessage;
 use crm_core::leads::{
-    Bucket, Lead, LeadDetail, LeadPatch, LeadQuery, LeadStats, LeadStatus, NewActivity, NewLead,
-    SortField, SortOrder, StatsQuery,
+    Archived, Bucket, Lead, LeadDetail, LeadPatch, LeadQuery, LeadStats, LeadStatus, NewActivity,
+    NewLead, SortField, SortOrder, StatsQuery,
 };
 use crm_core::{Error, LeadId, Leads};
 use maud::{html, Markup};
@@ -171,6 +171,8 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     cursor: Option<String>,
     #[serde(default)]
+    archived: Option<String>,
+    #[serde(default)]
     notice: Option<String>,
 }
 
@@ -206,6 +208,11 @@ pub(crate) async fn list(
         limit: Some(25),
         cursor: p.cursor.as_deref().and_then(opt),
         include_total: true,
+        archived: match p.archived.as_deref() {
+            Some("true") => Archived::Only,
+            Some("any") => Archived::Include,
+            _ => Archived::Hide,
+        },
         ..LeadQuery::default()
     };
     let (status, page, errors) = match leads(&s, &ctx).list(&q).await {
@@ -223,6 +230,7 @@ pub(crate) async fn list(
             ("status", &p.status),
             ("source", &p.source),
             ("tag", &p.tag),
+            ("archived", &p.archived),
         ] {
             if let Some(v) = v.as_deref().and_then(opt) {
                 q.append_pair(k, &v);
@@ -259,6 +267,14 @@ pub(crate) async fn list(
             }
             (field("source", "Source", Input::Text, &value(&p.source), &errors, false))
             (field("tag", "Tag", Input::Text, &value(&p.tag), &errors, false))
+            div class="field" {
+                label for="f-archived" { "Archived leads" }
+                select id="f-archived" name="archived" {
+                    @for (v, label) in [("false", "Hidden"), ("true", "Only them"), ("any", "Shown too")] {
+                        option value=(v) selected[value(&p.archived) == v] { (label) }
+                    }
+                }
+            }
             input type="hidden" name="sort" value=(current_sort);
             input type="hidden" name="order" value=(if order == SortOrder::Asc { "asc" } else { "desc" });
             button type="submit" { "Filter" }
@@ -715,6 +731,7 @@ fn detail_page(
         p class="lead-status" {
             "Status: " span class=(format!("status s-{}", l.status.as_str())) id="lead-status" { (l.status.as_str()) }
             " · created " (when(&l.created_at)) " · updated " (when(&l.updated_at))
+            @if let Some(at) = &l.archived_at { " · " span class="archived" id="archived" { "archived " (when(at)) } }
         }
         div class="columns" {
             section class="card" {
@@ -779,7 +796,15 @@ fn detail_page(
                 }
             }
         }
-        (post_button(&ctx.url(&format!("{base}/delete")), "Delete this lead", Some("Delete this lead and its timeline?"), "danger"))
+        p class="actions" {
+            @if l.archived_at.is_some() {
+                (post_button(&ctx.url(&format!("{base}/restore")), "Restore to the lists", None, ""))
+            } @else {
+                (post_button(&ctx.url(&format!("{base}/archive")), "Archive", Some("Archive this lead? It leaves the lists and keeps its timeline."), ""))
+            }
+            " "
+            (post_button(&ctx.url(&format!("{base}/delete")), "Delete this lead", Some("Delete this lead and its timeline? Archiving keeps the timeline."), "danger"))
+        }
     };
     layout(ctx, status, Nav::Leads, &l.name, notice, body)
 }
@@ -990,4 +1015,30 @@ pub(crate) async fn delete(
     let id = uuid_of(&ctx, &id, "lead")?;
     leads(&s, &ctx).delete(id).await.or_page(&ctx)?;
     Ok(redirect(&ctx.url("/admin/leads?notice=deleted")))
+}
+
+/// `POST /admin/leads/{id}/archive`.
+pub(crate) async fn archive(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> PageResult {
+    let id = uuid_of(&ctx, &id, "lead")?;
+    leads(&s, &ctx).archive(id).await.or_page(&ctx)?;
+    Ok(redirect(
+        &ctx.url(&format!("/admin/leads/{id}?notice=archived")),
+    ))
+}
+
+/// `POST /admin/leads/{id}/restore`.
+pub(crate) async fn restore(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> PageResult {
+    let id = uuid_of(&ctx, &id, "lead")?;
+    leads(&s, &ctx).restore(id).await.or_page(&ctx)?;
+    Ok(redirect(
+        &ctx.url(&format!("/admin/leads/{id}?notice=restored")),
+    ))
 }

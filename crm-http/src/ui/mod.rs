@@ -53,6 +53,8 @@ pub(crate) fn router(s: &AppState) -> Router<AppState> {
         .route("/admin/leads/{id}/activities", post(leads::add_note))
         .route("/admin/leads/{id}/messages", post(leads::send_message))
         .route("/admin/leads/{id}/delete", post(leads::delete))
+        .route("/admin/leads/{id}/archive", post(leads::archive))
+        .route("/admin/leads/{id}/restore", post(leads::restore))
         .merge(admin::router())
         .route_layer(from_fn_with_state(s.clone(), session));
     let sign_in = Router::new()
@@ -272,6 +274,8 @@ pub(crate) fn notice_text(code: Option<&str>) -> Option<&'static str> {
         "status" => "The status was changed.",
         "note" => "Added to the timeline.",
         "sent" => "The message was sent.",
+        "archived" => "Archived: the lead is left out of the lists until it is restored.",
+        "restored" => "Restored to the lists.",
         "revoked" => "The key was revoked.",
         "queued" => "Queued: the delivery shows below once it is made.",
         "test_queued" => "A test notification was queued.",

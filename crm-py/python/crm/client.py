@@ -239,17 +239,27 @@ class Leads(_Service):
         limit: Optional[int] = None,
         cursor: Optional[str] = None,
         include_total: bool = False,
+        archived: Union[bool, str] = False,
     ) -> LeadPage:
         """One page (``limit`` 1–100, default 20): any of ``status``, that ``source``,
         all ``tags``, created in ``[created_after, created_before)``, every word of ``q``
         prefix-matching; sorted by ``created_at``, ``updated_at``, ``name`` or
-        ``status``. The cursor is bound to the filters and sort it came from."""
+        ``status``. Archived leads are left out unless ``archived`` is ``True`` (only
+        them) or ``"any"``. The cursor is bound to the filters and sort it came from."""
+        if archived is True or archived is False:
+            archived_text = "true" if archived else "false"
+        elif archived == "any":
+            archived_text = "any"
+        else:
+            message = "must be True, False or 'any'"
+            raise ValidationError(f"invalid input: archived: {message}", [("archived", message)])
         statuses = [status] if isinstance(status, str) else _strings(status or [], "status")
         payload = _given(
             status=statuses, source=source, tags=_strings(tags or [], "tags"),
             created_after=_when(created_after, "created_after"),
             created_before=_when(created_before, "created_before"),
             q=q, sort=sort, order=order, limit=limit, cursor=cursor, include_total=include_total,
+            archived=archived_text,
         )
         return LeadPage.from_dict(await self._native.leads_list(self._ws, payload))
 
@@ -283,6 +293,16 @@ class Leads(_Service):
     async def delete(self, id: Id) -> None:
         """Deletes the lead and its activities (``NotFoundError`` when absent)."""
         await self._native.leads_delete(self._ws, str(id))
+
+    async def archive(self, id: Id) -> Lead:
+        """Archives the lead: left out of listings unless ``archived`` asks for it,
+        its timeline kept (``lead.archived``). It still counts for duplicates and in
+        the statistics. Archiving an archived lead changes nothing."""
+        return Lead.from_dict(await self._native.leads_archive(self._ws, str(id)))
+
+    async def restore(self, id: Id) -> Lead:
+        """Restores an archived lead to the listings (``lead.restored``)."""
+        return Lead.from_dict(await self._native.leads_restore(self._ws, str(id)))
 
     async def add_activity(self, id: Id, kind: str, description: Optional[str] = None) -> Activity:
         """Adds an activity (``note``, ``call``, ``email``, ``meeting``, ``message``, …)."""

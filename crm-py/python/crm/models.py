@@ -169,6 +169,8 @@ class Lead(Model):
     ai_parsed: bool
     created_at: datetime
     updated_at: datetime
+    #: When it was archived (hidden from listings unless asked for); ``None`` when not.
+    archived_at: Optional[datetime]
 
 
 @dataclass(frozen=True)
