@@ -338,6 +338,14 @@ async fn the_rules_of_roles_hold_on_the_users_page(db: &TestDb) {
         .send(form("/admin/users", Some(&cookie), Some(ORIGIN), &good))
         .await;
     assert_eq!(location(&r), "/admin/users?notice=created");
+    // Each user's open sessions: the admin's one, none for the others.
+    let users_page = app.send(page("/admin/users", &cookie)).await.text;
+    assert_eq!(
+        users_page.matches("1 open session<").count(),
+        1,
+        "{users_page}"
+    );
+    assert_eq!(users_page.matches("0 open sessions<").count(), 2);
 }
 
 /// The value of the hidden input `name` on a page.
@@ -603,11 +611,17 @@ async fn archived_leads_leave_the_list_page_and_come_back(db: &TestDb) {
     let path = format!("/admin/leads/{id}/archive");
     let r = app.send(form(&path, Some(&cookie), Some(ORIGIN), "")).await;
     assert!(location(&r).ends_with("?notice=archived"));
-    let page_html = app.send(page(&format!("/admin/leads/{id}"), &cookie)).await.text;
+    let page_html = app
+        .send(page(&format!("/admin/leads/{id}"), &cookie))
+        .await
+        .text;
     assert!(page_html.contains("id=\"archived\"") && page_html.contains("Restore to the lists"));
     let list = app.send(page("/admin/leads", &cookie)).await.text;
     assert!(!list.contains("Archie Goodwin"));
-    let list = app.send(page("/admin/leads?archived=true", &cookie)).await.text;
+    let list = app
+        .send(page("/admin/leads?archived=true", &cookie))
+        .await
+        .text;
     assert!(list.contains("Archie Goodwin"));
     let path = format!("/admin/leads/{id}/restore");
     let r = app.send(form(&path, Some(&cookie), Some(ORIGIN), "")).await;

@@ -675,10 +675,25 @@ enum UsersRefused<'a> {
     Change(Errors),
 }
 
+/// The workspace's users, each with their open sessions.
+async fn users_and_sessions(
+    s: &AppState,
+    ctx: &Ctx,
+) -> Result<Vec<(crm_core::auth::User, Vec<crm_core::auth::Session>)>, PageError> {
+    let auth = ctx.ws(s).auth();
+    let users = auth.users().await.or_page(ctx)?;
+    let mut out = Vec::with_capacity(users.len());
+    for u in users {
+        let sessions = auth.sessions(u.id).await.or_page(ctx)?;
+        out.push((u, sessions));
+    }
+    Ok(out)
+}
+
 fn users_page(
     ctx: &Ctx,
     status: StatusCode,
-    list: &[crm_core::auth::User],
+    list: &[(crm_core::auth::User, Vec<crm_core::auth::Session>)],
     refused: UsersRefused<'_>,
     notice: Option<&str>,
 ) -> Response {
@@ -716,7 +731,7 @@ fn users_page(
                 table id="users" {
                     thead { tr { th { "Email" } th { "Name" } th { "Role" } th { "State" } th { "" } } }
                     tbody {
-                        @for u in list {
+                        @for (u, sessions) in list {
                             tr {
                                 td { (u.email.as_str()) }
                                 td { (u.display_name) }
@@ -729,7 +744,21 @@ fn users_page(
                                         button type="submit" { "Set" }
                                     }
                                 }
-                                td { (if u.disabled_at.is_some() { "disabled" } else { "active" }) }
+                                td {
+                                    (if u.disabled_at.is_some() { "disabled" } else { "active" })
+                                    details class="sessions" {
+                                        summary { (sessions.len()) " open session" @if sessions.len() != 1 { "s" } }
+                                        ul {
+                                            @for se in sessions {
+                                                li {
+                                                    "since " (when(&se.created_at)) ", last seen " (when(&se.last_seen_at))
+                                                    @if let Some(ip) = &se.ip { ", " (ip) }
+                                                    @if let Some(ua) = &se.user_agent { br; span class="muted" { (ua) } }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
                                 td {
                                     @if u.disabled_at.is_some() {
                                         (post_button(&ctx.url(&format!("/admin/users/{}/enable", u.id)), "Enable", None, ""))
@@ -750,7 +779,7 @@ fn users_page(
 
 async fn users(State(s): State<AppState>, ctx: Ctx, Query(n): Query<NoticeQuery>) -> PageResult {
     admin(&ctx)?;
-    let list = ctx.ws(&s).auth().users().await.or_page(&ctx)?;
+    let list = users_and_sessions(&s, &ctx).await?;
     Ok(users_page(
         &ctx,
         StatusCode::OK,
@@ -776,7 +805,7 @@ async fn users_refused(s: &AppState, ctx: &Ctx, form: Option<&FormData>, e: Erro
         ),
         e => shown(ctx, e)?,
     };
-    let list = ctx.ws(s).auth().users().await.or_page(ctx)?;
+    let list = users_and_sessions(s, ctx).await?;
     let refused = match form {
         Some(f) => UsersRefused::Invite(f, errors),
         None => UsersRefused::Change(errors),
