@@ -67,8 +67,9 @@ pub enum Error {
     /// `key_revoked` (a revoked API key is frozen), `key_rotated` (a key is rotated
     /// once; rotate its replacement), `quota_exceeded` (the workspace holds as many
     /// as its [`crate::Quotas`] allow), `email_taken` (a registration with an email
-    /// that has an account, see [`crate::auth::AuthConfig::one_account_per_email`]).
-    /// Nothing was written.
+    /// that has an account, see [`crate::auth::AuthConfig::one_account_per_email`]),
+    /// `confirmation_required` (a lead with a timeline deleted without confirming,
+    /// see [`crate::Leads::delete_confirmed`]). Nothing was written.
     #[error("{message}")]
     InvalidState {
         /// A stable machine-readable code, e.g. `key_revoked`.

@@ -210,11 +210,17 @@ async fn idempotent(
         }
     };
     let store = s.crm.workspace(ws).idempotency();
-    let fingerprint = [
+    // The query too, when there is one: a mutation's outcome may depend on it
+    // (`DELETE /leads/{id}?confirm=true`), so a retry that adds it is another request.
+    // Requests without one keep the fingerprint they always had.
+    let mut fingerprint = vec![
         parts.method.as_str().as_bytes(),
         parts.uri.path().as_bytes(),
         &bytes,
     ];
+    if let Some(q) = parts.uri.query() {
+        fingerprint.push(q.as_bytes());
+    }
     match store.claim(scope, &idem, &fingerprint).await {
         Err(e) => return problem_of(&e).into_response(),
         Ok(Claim::Mismatch) => {

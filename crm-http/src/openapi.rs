@@ -215,7 +215,9 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
             if mutation {
                 add(
                     "409",
-                    "Conflict, or a request with this Idempotency-Key still runs",
+                    "Conflict, a state that allows no change (`code`: `key_revoked`, \
+                     `key_rotated`, `quota_exceeded`, `confirmation_required`), or a request \
+                     with this Idempotency-Key still runs",
                 );
                 add(
                     "422",
@@ -235,8 +237,8 @@ fn finish_operation(op: &mut Operation, path: &str, method: &str, fam: Family) {
             add(
                 "409",
                 "Conflict with an existing entity, a state that allows no change \
-                 (`code`: `key_revoked`, `key_rotated`, `quota_exceeded`), or a request \
-                 with this Idempotency-Key still runs",
+                 (`code`: `key_revoked`, `key_rotated`, `quota_exceeded`, \
+                 `confirmation_required`), or a request with this Idempotency-Key still runs",
             );
             if mutation {
                 add(

@@ -580,26 +580,30 @@ async fn api_key_routes_enforce_keys_and_scopes(db: &TestDb) {
     )
     .await
     .problem(403, "forbidden");
-    // The lead has a timeline: deleting it takes ?confirm=true.
+    // The lead has a timeline: deleting it takes ?confirm=true. The query is part of
+    // an Idempotency-Key's request: adding it under the same key is another request
+    // (422), never the stored 409 replayed.
     let del = app
         .send(
             bearer(req(Method::DELETE, &path), &writer)
+                .header("idempotency-key", "delete-once")
                 .body(Body::empty())
                 .expect("r"),
         )
         .await;
     del.problem(409, "confirmation_required");
-    let del = app
-        .send(
-            bearer(
-                req(Method::DELETE, &format!("{path}?confirm=true")),
-                &writer,
-            )
+    let confirmed = format!("{path}?confirm=true");
+    let delete = |key: &'static str| {
+        bearer(req(Method::DELETE, &confirmed), &writer)
+            .header("idempotency-key", key)
             .body(Body::empty())
-            .expect("r"),
-        )
-        .await;
-    assert_eq!(del.status, 204);
+            .expect("r")
+    };
+    app.send(delete("delete-once"))
+        .await
+        .problem(422, "idempotency_key_reused");
+    let del = app.send(delete("delete-confirmed")).await;
+    assert_eq!(del.status, 204, "{}", del.text);
     app.send(
         bearer(req(Method::GET, &path), &reader)
             .body(Body::empty())

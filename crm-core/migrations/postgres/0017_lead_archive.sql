@@ -2,3 +2,6 @@
 -- kept with their timeline. NULL for a lead that is not archived.
 
 ALTER TABLE crm_leads ADD COLUMN archived_at timestamptz;
+-- The archived leads of a workspace (`archived=true`), few beside the rest.
+CREATE INDEX crm_leads_archived ON crm_leads (workspace_id, archived_at)
+    WHERE archived_at IS NOT NULL;

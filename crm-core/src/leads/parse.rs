@@ -394,15 +394,22 @@ impl Query {
     /// A digest of the filters, so a cursor cannot be replayed against other filters.
     pub(crate) fn fingerprint(&self) -> String {
         let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
-        format!(
-            "{statuses:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        let mut f = format!(
+            "{statuses:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.source,
             self.tags,
             self.created_after.map(|t| t.timestamp_micros()),
             self.created_before.map(|t| t.timestamp_micros()),
             self.terms,
-            self.archived
-        )
+        );
+        // Only when archived leads are asked for: the cursors of the default listing
+        // keep the fingerprint they had before archiving existed.
+        match self.archived {
+            super::model::Archived::Hide => {}
+            super::model::Archived::Only => f.push_str("|archived=true"),
+            super::model::Archived::Include => f.push_str("|archived=any"),
+        }
+        f
     }
 }
 

@@ -215,7 +215,8 @@ pub(crate) struct DeleteParams {
 /// `?confirm=true` (409 `confirmation_required` without it).
 #[utoipa::path(delete, path = "/leads/{id}", tag = "leads",
     params(("id" = LeadId, Path, description = "The lead id"), DeleteParams),
-    responses((status = 204, description = "Deleted")))]
+    responses((status = 204, description = "Deleted"),
+              (status = 409, description = "`confirmation_required`: the lead has timeline entries and `confirm` is not `true`; nothing was deleted", body = crate::Problem)))]
 pub(crate) async fn delete_lead(
     State(s): State<AppState>,
     c: Caller,

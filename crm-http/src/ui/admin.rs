@@ -407,7 +407,7 @@ async fn endpoint_page(
             dt { "Last success" } dd { (when_opt(e.last_success_at.as_ref())) }
             dt { "Last failure" } dd { (when_opt(e.last_failure_at.as_ref())) }
         }
-        p class="actions" {
+        div class="actions" {
             (post_button(&ctx.url(&format!("{base}/test")), "Send a test event", None, ""))
             (post_button(&ctx.url(&format!("{base}/rotate")), "Rotate the secret", Some("Make a new signing secret? The old one keeps signing for 24 hours."), ""))
             (post_button(&ctx.url(&format!("{base}/delete")), "Delete", Some("Delete this endpoint?"), "danger"))

@@ -318,7 +318,10 @@ fn table(ctx: &Ctx, items: &[Lead]) -> Markup {
                                 td { (l.email.as_ref().map(|e| e.as_str()).unwrap_or("")) }
                                 td { (l.phone.as_ref().map(|p| p.as_str()).unwrap_or("")) }
                                 td { (l.company.as_deref().unwrap_or("")) }
-                                td { span class=(format!("status s-{}", l.status.as_str())) { (l.status.as_str()) } }
+                                td {
+                                    span class=(format!("status s-{}", l.status.as_str())) { (l.status.as_str()) }
+                                    @if l.archived_at.is_some() { " " span class="tag archived" { "archived" } }
+                                }
                                 td { (l.source.as_deref().unwrap_or("")) }
                                 td { @for t in &l.tags { span class="tag" { (t) } " " } }
                                 td { (when(&l.created_at)) }
@@ -796,7 +799,7 @@ fn detail_page(
                 }
             }
         }
-        p class="actions" {
+        div class="actions" {
             @if l.archived_at.is_some() {
                 (post_button(&ctx.url(&format!("{base}/restore")), "Restore to the lists", None, ""))
             } @else {

@@ -7,7 +7,7 @@ own tokio runtime, off the event loop; awaiting never blocks the loop.
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
 from .errors import ValidationError
@@ -239,15 +239,17 @@ class Leads(_Service):
         limit: Optional[int] = None,
         cursor: Optional[str] = None,
         include_total: bool = False,
-        archived: Union[bool, str] = False,
+        archived: Union[bool, Literal["any"], None] = False,
     ) -> LeadPage:
         """One page (``limit`` 1–100, default 20): any of ``status``, that ``source``,
         all ``tags``, created in ``[created_after, created_before)``, every word of ``q``
         prefix-matching; sorted by ``created_at``, ``updated_at``, ``name`` or
         ``status``. Archived leads are left out unless ``archived`` is ``True`` (only
         them) or ``"any"``. The cursor is bound to the filters and sort it came from."""
-        if archived is True or archived is False:
-            archived_text = "true" if archived else "false"
+        if archived is None or archived is False:
+            archived_text = "false"
+        elif archived is True:
+            archived_text = "true"
         elif archived == "any":
             archived_text = "any"
         else:

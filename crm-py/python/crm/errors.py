@@ -174,7 +174,8 @@ class ConflictError(CrmError):
     is the entity already there, when there is one, and ``field`` the field that
     clashed), or the entity's state allows no such change (``code`` names it:
     ``key_revoked``, a revoked API key is frozen; ``key_rotated``, a key is rotated
-    once; ``quota_exceeded``, the workspace is at its quota). HTTP 409; the problem
+    once; ``quota_exceeded``, the workspace is at its quota; ``confirmation_required``,
+    a lead with a timeline deleted over HTTP without ``confirm``). HTTP 409; the problem
     names the clashing ``field`` in ``errors`` and carries ``existing_id``."""
 
     status = 409
