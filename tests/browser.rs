@@ -162,6 +162,21 @@ impl Browser {
             .unwrap_or_default())
     }
 
+    /// Reloads the page until it has at least `n` elements `css` (up to 5 s, the
+    /// dispatcher writes an attempt a cycle after the delivery); how many it has.
+    async fn rows_after_reload(&self, css: &str, n: usize) -> Result<usize> {
+        let mut rows = 0;
+        for _ in 0..50 {
+            self.c.refresh().await?;
+            rows = self.c.find_all(Locator::Css(css)).await?.len();
+            if rows >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(rows)
+    }
+
     async fn has(&self, css: &str) -> Result<bool> {
         Ok(!self.c.find_all(Locator::Css(css)).await?.is_empty())
     }
@@ -471,33 +486,12 @@ async fn steps(b: &Browser, db: &TestDb, crm: &Crm, receiver: &Receiver) -> Resu
     b.click("#endpoint-link").await?;
     b.click("form[action$=\"/test\"] button").await?;
     receiver.wait_for(1).await;
-    let mut rows = 0;
-    for _ in 0..50 {
-        b.c.refresh().await?;
-        rows =
-            b.c.find_all(Locator::Css("#deliveries tbody tr"))
-                .await?
-                .len();
-        if rows >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let rows = b.rows_after_reload("#deliveries tbody tr", 1).await?;
     ensure!(rows == 1, "one delivery shown, not {rows}");
     b.click("button.resend").await?;
     ensure!(b.text(".notice").await?.contains("Queued"));
     receiver.wait_for(2).await;
-    for _ in 0..50 {
-        b.c.refresh().await?;
-        rows =
-            b.c.find_all(Locator::Css("#deliveries tbody tr"))
-                .await?
-                .len();
-        if rows >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let rows = b.rows_after_reload("#deliveries tbody tr", 2).await?;
     ensure!(rows == 2, "the resend shown too, not {rows} rows");
     b.no_script_ran().await?;
     b.shot("webhook-deliveries").await?;

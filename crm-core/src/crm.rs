@@ -345,11 +345,8 @@ impl Workspace {
 
     /// Its audit log, oldest first: at most `limit` (1–1000) entries after `after`.
     pub async fn audit_log(&self, after: Option<AuditId>, limit: u32) -> Result<Vec<AuditEntry>> {
-        if !(1..=1000).contains(&limit) {
-            return Err(Error::invalid("limit", "must be between 1 and 1000"));
-        }
-        let seek = store::Seek::After(after.map(|a| a.0));
-        store::audit::list_audit(self.crm.pool(), self.id, seek, limit).await
+        self.audit_by(store::Seek::After(after.map(|a| a.0)), limit)
+            .await
     }
 
     /// Its audit log, newest first: at most `limit` (1–1000) entries before the entry
@@ -360,10 +357,14 @@ impl Workspace {
         before: Option<AuditId>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>> {
+        self.audit_by(store::Seek::Before(before.map(|a| a.0)), limit)
+            .await
+    }
+
+    async fn audit_by(&self, seek: store::Seek, limit: u32) -> Result<Vec<AuditEntry>> {
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
-        let seek = store::Seek::Before(before.map(|a| a.0));
         store::audit::list_audit(self.crm.pool(), self.id, seek, limit).await
     }
 

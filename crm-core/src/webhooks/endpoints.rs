@@ -295,20 +295,7 @@ impl Webhooks {
         after: Option<uuid::Uuid>,
         limit: u32,
     ) -> Result<Vec<super::Attempt>> {
-        if !(1..=1000).contains(&limit) {
-            return Err(Error::invalid("limit", "must be between 1 and 1000"));
-        }
-        self.get(id).await?;
-        store::jobs::list_attempts(
-            self.crm.pool(),
-            self.ws,
-            crate::webhooks::model::JobKind::Webhook,
-            id.0,
-            None,
-            store::Seek::After(after),
-            limit,
-        )
-        .await
+        self.attempts_by(id, store::Seek::After(after), limit).await
     }
 
     /// Delivery attempts to an endpoint, newest first: at most `limit` (1–1000)
@@ -320,20 +307,22 @@ impl Webhooks {
         before: Option<uuid::Uuid>,
         limit: u32,
     ) -> Result<Vec<super::Attempt>> {
+        self.attempts_by(id, store::Seek::Before(before), limit)
+            .await
+    }
+
+    async fn attempts_by(
+        &self,
+        id: EndpointId,
+        seek: store::Seek,
+        limit: u32,
+    ) -> Result<Vec<super::Attempt>> {
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
         self.get(id).await?;
-        store::jobs::list_attempts(
-            self.crm.pool(),
-            self.ws,
-            crate::webhooks::model::JobKind::Webhook,
-            id.0,
-            None,
-            store::Seek::Before(before),
-            limit,
-        )
-        .await
+        let kind = crate::webhooks::model::JobKind::Webhook;
+        store::jobs::list_attempts(self.crm.pool(), self.ws, kind, id.0, None, seek, limit).await
     }
 
     /// Every attempt to deliver one message (event) to an endpoint.

@@ -208,7 +208,8 @@ async fn session(State(s): State<AppState>, mut req: Request, next: Next) -> Res
 }
 
 /// The redirect to the sign-in page, with the page to come back to: this one for a
-/// GET, the page the form was on (its same-origin `Referer`) for a POST.
+/// GET, the page the form was on (the path of its `Referer`, held to the rules of
+/// any `next`) for a POST.
 fn to_sign_in(base: &Base, req: &Request) -> Response {
     let here = if req.method() == Method::GET {
         let q = req
