@@ -29,6 +29,9 @@ string_enum!(
         LeadArchived => "lead.archived",
         /// An archived lead was restored; `data.lead` as it is now.
         LeadRestored => "lead.restored",
+        /// Leads were merged into this one: `data.lead` as it is now, `data.absorbed`
+        /// their ids, `data.absorbed_leads` their last state (they are deleted).
+        LeadMerged => "lead.merged",
         /// An activity was added by a caller (or a form submission by `capture`).
         LeadActivityAdded => "lead.activity_added",
         /// A sample event sent by a webhook test-send; never fanned out.

@@ -272,6 +272,12 @@ struct ListArgs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct DuplicatesArgs {
+    limit: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ParseArgs {
     text: String,
     #[serde(default)]
@@ -674,6 +680,8 @@ pub(crate) fn model_schemas() -> PyResult<String> {
         Some("SourceCount") => crm_core::leads::stats::SourceCount,
         Some("Series") => crm_core::leads::stats::Series,
         Some("Point") => crm_core::leads::stats::Point,
+        Some("DuplicateGroup") => crm_core::leads::merge::DuplicateGroup,
+        Some("Merged") => crm_core::leads::merge::Merged,
         Some("LoggedIn") => LoggedIn,
         Some("SessionUser") => SessionUser,
         Some("CreatedApiKey") => CreatedApiKey,
@@ -1353,6 +1361,30 @@ impl Client {
             workspace,
             |_, w| async move { w.leads().delete(id.0).await },
         )
+    }
+
+    fn leads_duplicates<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<DuplicatesArgs>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let limit = input.0.limit;
+        self.run(py, workspace, move |_, w| async move {
+            w.leads().duplicates(limit).await
+        })
+    }
+
+    fn leads_merge<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+        input: Input<crm_core::leads::merge::MergeInput>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().merge(id.0, input.0).await
+        })
     }
 
     fn leads_archive<'py>(

@@ -230,3 +230,31 @@ async def test_archive_hides_and_restore_brings_back(client: crm.Crm) -> None:
     other = await client.create_workspace("Other")
     with pytest.raises(crm.NotFoundError):
         await other.leads.archive(kept.id)
+
+
+async def test_duplicates_and_merge(client: crm.Crm) -> None:
+    a = await client.leads.create("Ana", email="ana.lopez@gmail.com", tags=["vip"])
+    b = await client.leads.create("Ana L", email="analopez+web@gmail.com", phone="+34 600 123 456")
+    await client.leads.add_activity(b.id, "note", "from b")
+    groups = await client.leads.duplicates()
+    assert len(groups) == 1 and isinstance(groups[0], crm.DuplicateGroup)
+    assert groups[0].reason == "email" and [lead.id for lead in groups[0].leads] == [a.id, b.id]
+    dry = await client.leads.merge(a.id, [b.id], dry_run=True, prefer={"name": b.id})
+    assert isinstance(dry, crm.Merged) and dry.dry_run and dry.lead.name == "Ana L"
+    assert dry.lead.phone == b.phone and dry.moved_activities == 1
+    assert (await client.leads.get(b.id)).id == b.id, "a dry run writes nothing"
+    done = await client.leads.merge(a.id, [b.id])
+    assert done.absorbed == [b.id] and not done.dry_run
+    with pytest.raises(crm.NotFoundError):
+        await client.leads.get(b.id)
+    kinds = [x.kind for x in (await client.leads.get(a.id)).activities]
+    assert kinds == ["note", "merged"]
+    with pytest.raises(crm.ValidationError) as e:
+        await client.leads.merge(a.id, [a.id])
+    assert e.value.errors[0].field == "from"
+    with pytest.raises(crm.ValidationError) as e:
+        await client.leads.merge(a.id, "not-a-list")
+    assert e.value.errors[0].field == "from"
+    with pytest.raises(crm.ValidationError) as e:
+        await client.leads.duplicates(limit=-1)
+    assert e.value.errors[0].field == "limit"

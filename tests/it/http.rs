@@ -209,6 +209,7 @@ conformance!(
     registration_signs_in_and_sign_in_needs_no_workspace_id,
     mailed_links_open_pages_that_act_on_a_press,
     stats_need_leads_read_and_count_the_callers_workspace,
+    duplicates_and_merge_over_http,
 );
 
 async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
@@ -258,6 +259,8 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /api/v1/leads/{id}/messages",
         "POST /api/v1/leads/{id}/archive",
         "POST /api/v1/leads/{id}/restore",
+        "GET /api/v1/leads/duplicates",
+        "POST /api/v1/leads/{id}/merge",
         "POST /api/v1/leads/parse",
         "GET /api/v1/stats",
         "GET /api/v1/me",
@@ -326,6 +329,8 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /leads/{id}/messages",
         "POST /leads/{id}/archive",
         "POST /leads/{id}/restore",
+        "GET /leads/duplicates",
+        "POST /leads/{id}/merge",
         "POST /leads/parse",
         "GET /stats",
     ] {
@@ -2676,4 +2681,71 @@ async fn stats_need_leads_read_and_count_the_callers_workspace(db: &TestDb) {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["total"], 1);
+}
+
+async fn duplicates_and_merge_over_http(db: &TestDb) {
+    let app = App::new(db).await;
+    let reader = app.key(&["leads:read"]).await;
+    let writer = app.key(&["leads:read", "leads:write"]).await;
+    let all = app.key(&["leads:*"]).await;
+    let mut ids = Vec::new();
+    for email in ["ana.lopez@gmail.com", "analopez+web@gmail.com"] {
+        let r = app
+            .send(json_body(
+                bearer(req(Method::POST, "/api/v1/leads"), &writer),
+                json!({"name": "Ana", "email": email}),
+            ))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.body["id"].as_str().expect("id").to_owned());
+    }
+    let get = |path: &str, key: &str| {
+        bearer(req(Method::GET, path), key)
+            .body(Body::empty())
+            .expect("r")
+    };
+    let groups = app.send(get("/api/v1/leads/duplicates", &reader)).await;
+    assert_eq!(groups.status, 200, "{}", groups.text);
+    assert_eq!(groups.body[0]["reason"], "email");
+    assert_eq!(groups.body[0]["leads"][1]["id"], ids[1]);
+    app.send(get("/api/v1/leads/duplicates?limit=0", &reader))
+        .await
+        .problem(422, "validation_failed");
+    let merge = |key: &str, body: Value| {
+        json_body(
+            bearer(
+                req(Method::POST, &format!("/api/v1/leads/{}/merge", ids[0])),
+                key,
+            ),
+            body,
+        )
+    };
+    app.send(merge(&reader, json!({"from": [ids[1]], "dry_run": true})))
+        .await
+        .problem(403, "forbidden");
+    // A dry run needs leads:write; the merge (it deletes) leads:delete too.
+    let dry = app
+        .send(merge(&writer, json!({"from": [ids[1]], "dry_run": true})))
+        .await;
+    assert_eq!(dry.status, 200, "{}", dry.text);
+    assert_eq!(dry.body["dry_run"], true);
+    app.send(merge(&writer, json!({"from": [ids[1]]})))
+        .await
+        .problem(403, "forbidden");
+    app.send(merge(&all, json!({"from": [ids[0]]})))
+        .await
+        .problem(422, "validation_failed");
+    app.send(merge(
+        &all,
+        json!({"from": [ids[1]], "prefer": {"colour": ids[1]}}),
+    ))
+    .await
+    .problem(422, "validation_failed");
+    let done = app.send(merge(&all, json!({"from": [ids[1]]}))).await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(done.body["absorbed"], json!([ids[1]]));
+    let gone = app
+        .send(get(&format!("/api/v1/leads/{}", ids[1]), &reader))
+        .await;
+    gone.problem(404, "not_found");
 }

@@ -3,6 +3,7 @@
 use crate::common::TestDb;
 use chrono::Duration;
 use crm::events::EventType;
+use crm::leads::Lead;
 use crm::leads::{
     ActivityKind, Archived, Bucket, LeadPatch, LeadQuery, LeadStatus, NewActivity, NewLead,
     SortField, SortOrder, StatsQuery,
@@ -30,6 +31,7 @@ conformance!(
     stats_count_only_their_workspace,
     archived_leads_leave_the_lists_and_come_back,
     a_lead_with_a_timeline_is_deleted_only_when_confirmed,
+    duplicates_are_found_and_merged_all_or_nothing,
 );
 
 fn lead(name: &str, email: &str) -> NewLead {
@@ -1707,4 +1709,173 @@ async fn a_lead_with_a_timeline_is_deleted_only_when_confirmed(db: &TestDb) {
         Err(Error::NotFound { .. })
     ));
     assert_eq!(db.count("crm_activities").await, 0);
+}
+
+async fn duplicates_are_found_and_merged_all_or_nothing(db: &TestDb) {
+    use crm::leads::merge::{DuplicateReason, MergeInput};
+    let crm = db.crm().await;
+    let leads = crm.leads();
+    let json = |s: &str| serde_json::from_str(s).expect("json");
+    let a = leads
+        .create(NewLead {
+            name: "Ana López".into(),
+            email: Some("ana.lopez@gmail.com".into()),
+            company: Some("Bakery SL".into()),
+            tags: vec!["vip".into()],
+            custom: Some(json(r#"{"score": 1}"#)),
+            ..NewLead::default()
+        })
+        .await
+        .expect("a");
+    let b = leads
+        .create(NewLead {
+            name: "ana  lópez".into(),
+            email: Some("analopez+web@gmail.com".into()),
+            phone: Some("+34 600 123 456".into()),
+            company: Some("bakery sl".into()),
+            budget: Some("5k_15k".into()),
+            tags: vec!["web".into()],
+            custom: Some(json(r#"{"score": 2, "src": "web"}"#)),
+            ..NewLead::default()
+        })
+        .await
+        .expect("b");
+    let other = leads
+        .create(lead("Someone Else", "else@example.com"))
+        .await
+        .expect("c");
+    let archived = leads
+        .create(NewLead {
+            name: "Ana López".into(),
+            email: Some("ana@bakery.es".into()),
+            company: Some("Bakery SL".into()),
+            ..NewLead::default()
+        })
+        .await
+        .expect("d");
+    leads.archive(archived.id).await.expect("archive");
+    leads
+        .add_activity(
+            b.id,
+            NewActivity {
+                kind: "note".into(),
+                description: Some("from b".into()),
+            },
+        )
+        .await
+        .expect("note");
+
+    // One mailbox, and one name at one company; the archived lead is left out.
+    let groups = leads.duplicates(50).await.expect("duplicates");
+    let ids = |g: &crm::leads::merge::DuplicateGroup| -> Vec<LeadId> {
+        g.leads.iter().map(|l| l.id).collect()
+    };
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups[0].reason, DuplicateReason::Email);
+    assert_eq!(ids(&groups[0]), [a.id, b.id]);
+    assert_eq!(groups[1].reason, DuplicateReason::NameCompany);
+    assert_eq!(ids(&groups[1]), [a.id, b.id]);
+    assert!(leads.duplicates(0).await.is_err());
+
+    // A dry run answers the merge and writes nothing.
+    let events_before = event_types(&crm, WorkspaceId::DEFAULT).await.len();
+    let input = |dry_run: bool| MergeInput {
+        from: vec![b.id],
+        dry_run,
+        prefer: [("name".to_owned(), b.id)].into_iter().collect(),
+    };
+    let dry = leads.merge(a.id, input(true)).await.expect("dry run");
+    assert!(dry.dry_run);
+    assert_eq!(dry.lead.name, "ana  lópez");
+    assert_eq!(dry.lead.phone, b.phone, "a blank filled");
+    assert_eq!(dry.lead.email, a.email, "the target's value kept");
+    assert_eq!(dry.lead.budget.as_deref(), Some("5k_15k"));
+    assert_eq!(dry.lead.tags, ["vip", "web"]);
+    assert_eq!(dry.lead.custom.get("score"), Some(&serde_json::json!(1)));
+    assert_eq!(dry.lead.custom.get("src"), Some(&serde_json::json!("web")));
+    assert_eq!(dry.moved_activities, 1);
+    assert!(leads.get(b.id).await.is_ok(), "nothing written");
+    assert_eq!(
+        event_types(&crm, WorkspaceId::DEFAULT).await.len(),
+        events_before
+    );
+
+    // The merge: b's timeline moves to a, a `merged` entry names b, b is gone.
+    let merged = leads.merge(a.id, input(false)).await.expect("merge");
+    assert_eq!(
+        merged.lead,
+        Lead {
+            updated_at: merged.lead.updated_at,
+            ..dry.lead
+        }
+    );
+    assert_eq!(merged.absorbed, [b.id]);
+    assert!(matches!(leads.get(b.id).await, Err(Error::NotFound { .. })));
+    let detail = leads.get(a.id).await.expect("a");
+    assert_eq!(detail.lead.phone, b.phone);
+    let kinds: Vec<ActivityKind> = detail.activities.iter().map(|x| x.kind).collect();
+    assert_eq!(kinds, [ActivityKind::Note, ActivityKind::Merged]);
+    assert!(detail.activities[1]
+        .description
+        .as_deref()
+        .is_some_and(|d| d.contains(&b.id.to_string())));
+    assert_eq!(
+        event_types(&crm, WorkspaceId::DEFAULT).await.last(),
+        Some(&EventType::LeadMerged)
+    );
+    assert!(leads.duplicates(50).await.expect("duplicates").is_empty());
+
+    // Refusals, each writing nothing.
+    let refused = |from: Vec<LeadId>, prefer: &[(&str, LeadId)]| MergeInput {
+        from,
+        dry_run: false,
+        prefer: prefer
+            .iter()
+            .map(|(f, id)| ((*f).to_owned(), *id))
+            .collect(),
+    };
+    let e = leads
+        .merge(a.id, refused(vec![a.id], &[]))
+        .await
+        .expect_err("itself");
+    assert_eq!(fields(&e), ["from"]);
+    let e = leads
+        .merge(a.id, refused(vec![], &[]))
+        .await
+        .expect_err("nothing");
+    assert_eq!(fields(&e), ["from"]);
+    let e = leads
+        .merge(a.id, refused(vec![other.id], &[("colour", other.id)]))
+        .await
+        .expect_err("an unknown field");
+    assert_eq!(fields(&e), ["prefer.colour"]);
+    let e = leads
+        .merge(a.id, refused(vec![other.id], &[("name", archived.id)]))
+        .await
+        .expect_err("a lead outside the merge");
+    assert_eq!(fields(&e), ["prefer.name"]);
+    match leads.merge(a.id, refused(vec![archived.id], &[])).await {
+        Err(Error::InvalidState { code, .. }) => assert_eq!(code, "lead_archived"),
+        r => panic!("refused, not {r:?}"),
+    }
+    let elsewhere = crm.create_workspace("Other").await.expect("workspace");
+    assert!(matches!(
+        crm.workspace(elsewhere)
+            .leads()
+            .merge(other.id, refused(vec![a.id], &[]))
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(leads.get(other.id).await.is_ok() && leads.get(archived.id).await.is_ok());
+    let e = leads
+        .add_activity(
+            a.id,
+            NewActivity {
+                kind: "merged".into(),
+                description: None,
+            },
+        )
+        .await
+        .expect_err("crm's own kind");
+    assert_eq!(fields(&e), ["kind"]);
 }

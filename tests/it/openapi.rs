@@ -909,6 +909,26 @@ async fn every_operation_does_what_the_document_says(db: &TestDb) {
 impl Walker {
     /// Real tokens where the example has a placeholder.
     async fn tokens(&mut self, path: &str, body: &mut Value) {
+        if path.ends_with("/leads/{id}/merge") {
+            // The example's leads to absorb are made up: absorb a fresh one instead.
+            let n = self.next();
+            let absorbed = self
+                .crm
+                .workspace(WorkspaceId::DEFAULT)
+                .leads()
+                .create(NewLead {
+                    name: "Absorbed".into(),
+                    email: Some(format!("absorbed{n}@example.com")),
+                    ..Default::default()
+                })
+                .await
+                .expect("a lead to absorb")
+                .id
+                .to_string();
+            body["from"] = json!([absorbed]);
+            body["prefer"] = json!({ "phone": absorbed });
+            return;
+        }
         let seen = self.outbox.0.lock().expect("lock").len();
         let auth = self.crm.workspace(WorkspaceId::DEFAULT).auth();
         let token = match path {

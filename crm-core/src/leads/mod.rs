@@ -32,6 +32,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod cursor;
+pub mod merge;
 pub mod messages;
 pub(crate) mod model;
 pub(crate) use model::nullable;
@@ -398,6 +399,86 @@ impl Leads {
     pub async fn delete_confirmed(&self, id: LeadId, confirm: bool) -> Result<()> {
         let ctx = self.ctx()?;
         let r = store::leads::delete(self.crm.pool(), &ctx, id, !confirm).await;
+        self.written(r)
+    }
+
+    /// Groups of leads that look like one person (see [`merge`]): the same mailbox,
+    /// or the same name at the same company; archived leads are left out. At most
+    /// `limit` (1–100) groups, the likeliest first.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
+    pub async fn duplicates(&self, limit: u32) -> Result<Vec<merge::DuplicateGroup>> {
+        use std::collections::HashMap;
+        if !(1..=100).contains(&limit) {
+            return Err(crate::Error::invalid("limit", "must be between 1 and 100"));
+        }
+        let keys = store::leads::duplicate_keys(self.crm.pool(), self.ws).await?;
+        let mut by_mailbox: HashMap<String, Vec<LeadId>> = HashMap::new();
+        let mut by_name: HashMap<(String, String), Vec<LeadId>> = HashMap::new();
+        for (id, name, company, email) in keys {
+            if let Some(e) = email {
+                by_mailbox.entry(merge::mailbox(&e)).or_default().push(id);
+            }
+            let (name, company) = (
+                merge::folded(&name),
+                merge::folded(company.as_deref().unwrap_or("")),
+            );
+            if !name.is_empty() && !company.is_empty() {
+                by_name.entry((name, company)).or_default().push(id);
+            }
+        }
+        let mut groups: Vec<(merge::DuplicateReason, f64, Vec<LeadId>)> = by_mailbox
+            .into_values()
+            .map(|ids| (merge::DuplicateReason::Email, 0.95, ids))
+            .chain(
+                by_name
+                    .into_values()
+                    .map(|ids| (merge::DuplicateReason::NameCompany, 0.8, ids)),
+            )
+            .filter(|(_, _, ids)| ids.len() > 1)
+            .collect();
+        // The likeliest first, then the oldest (ids are time-ordered).
+        groups.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then_with(|| a.2.first().cmp(&b.2.first()))
+        });
+        groups.truncate(limit as usize);
+        let ids: Vec<LeadId> = groups.iter().flat_map(|g| g.2.iter().copied()).collect();
+        let leads = store::leads::by_ids(self.crm.pool(), self.ws, &ids).await?;
+        Ok(groups
+            .into_iter()
+            .map(|(reason, score, ids)| merge::DuplicateGroup {
+                reason,
+                score,
+                leads: ids
+                    .iter()
+                    .filter_map(|id| leads.iter().find(|l| l.id == *id).cloned())
+                    .collect(),
+            })
+            .filter(|g| g.leads.len() > 1)
+            .collect())
+    }
+
+    /// Merges the leads `input.from` into `id` (see [`merge`] for the rules): their
+    /// timelines move to it, it gets a `merged` entry, they are deleted, and
+    /// `lead.merged` names them; all or nothing. `dry_run` answers the same and
+    /// writes nothing. Merging a lead into itself, a lead of another workspace
+    /// (`NotFound`) or an archived one (`InvalidState` `lead_archived`) is refused.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
+    pub async fn merge(&self, id: LeadId, input: merge::MergeInput) -> Result<merge::Merged> {
+        let from = merge::check(id, &input)?;
+        let ctx = self.ctx()?;
+        let r = store::leads::merge(
+            self.crm.pool(),
+            &ctx,
+            id,
+            &from,
+            &input.prefer,
+            input.dry_run,
+        )
+        .await;
+        if input.dry_run {
+            return r;
+        }
         self.written(r)
     }
 

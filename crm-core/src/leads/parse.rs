@@ -360,6 +360,9 @@ pub(crate) fn activity(input: NewActivity) -> Result<(ActivityKind, Option<Strin
             "status_change is recorded by crm when the status changes",
         );
     }
+    if kind == Some(ActivityKind::Merged) {
+        e.add("kind", "merged is recorded by crm when leads are merged");
+    }
     let description = text(
         &mut e,
         "description",

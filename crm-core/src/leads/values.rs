@@ -223,6 +223,8 @@ string_enum!(
         Booking => "booking",
         /// A message (e.g. WhatsApp).
         Message => "message",
+        /// Other leads were merged into this one (written by crm on a merge).
+        Merged => "merged",
     }
 );
 

@@ -71,6 +71,7 @@ impl Notification {
             EventType::LeadDeleted => format!("Lead deleted: {name}"),
             EventType::LeadArchived => format!("Lead archived: {name}"),
             EventType::LeadRestored => format!("Lead restored: {name}"),
+            EventType::LeadMerged => format!("Leads merged into {name}"),
             EventType::LeadActivityAdded => {
                 format!(
                     "New {} on a lead",

@@ -13,6 +13,7 @@ use super::{corrupt, outbox, Ctx, Pool, Ts};
 use crate::events::EventType;
 use crate::ids::{ActivityId, LeadId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
+use crate::leads::merge::Merged;
 use crate::leads::model::{Activity, Archived, Lead, MessageInfo, SortField, SortOrder};
 use crate::leads::parse::{Fields, Patch, Query as LeadQuery};
 use crate::leads::rules;
@@ -559,6 +560,120 @@ pub(crate) async fn update(pool: &Pool, ctx: &Ctx<'_>, id: LeadId, patch: Patch)
     outbox::insert_event(&mut tx, &ctx.event(EventType::LeadUpdated, id, data)).await?;
     tx.commit().await?;
     Ok(new)
+}
+
+/// The id, name, company and email of the workspace's leads that are not archived,
+/// oldest first: what duplicate detection reads.
+pub(crate) async fn duplicate_keys(
+    pool: &Pool,
+    ws: WorkspaceId,
+) -> Result<Vec<(LeadId, String, Option<String>, Option<String>)>> {
+    let rows = query_as::<(LeadId, String, Option<String>, Option<String>)>(
+        "SELECT id, name, company, email FROM crm_leads \
+         WHERE workspace_id = $1 AND archived_at IS NULL ORDER BY created_at, id",
+    )
+    .bind(ws)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// The workspace's leads among `ids`, oldest first.
+pub(crate) async fn by_ids(pool: &Pool, ws: WorkspaceId, ids: &[LeadId]) -> Result<Vec<Lead>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = query(format!(
+        "SELECT {LEAD_COLUMNS} FROM crm_leads l WHERE l.workspace_id = "
+    ));
+    sql.push_bind(ws.0);
+    for (i, id) in ids.iter().enumerate() {
+        sql.push(if i == 0 { " AND l.id IN (" } else { ", " })
+            .push_bind(id.0);
+    }
+    sql.push(") ORDER BY l.created_at, l.id");
+    let rows: Vec<LeadRow> = sql.fetch_all(pool).await?;
+    rows.into_iter().map(LeadRow::into_lead).collect()
+}
+
+/// Merges `from` into `target` (see [`crate::leads::merge`]): in one transaction,
+/// rolled back when `dry_run`.
+pub(crate) async fn merge(
+    pool: &Pool,
+    ctx: &Ctx<'_>,
+    target: LeadId,
+    from: &[LeadId],
+    prefer: &std::collections::BTreeMap<String, LeadId>,
+    dry_run: bool,
+) -> Result<Merged> {
+    let archived = |id: LeadId| Error::InvalidState {
+        code: "lead_archived",
+        message: format!("lead {id} is archived: restore it before merging"),
+    };
+    let mut tx = pool.begin_write().await?;
+    let old = fetch_lead(&mut tx, ctx.ws, target, true).await?;
+    if old.archived_at.is_some() {
+        return Err(archived(target));
+    }
+    let mut absorbed = Vec::with_capacity(from.len());
+    for id in from {
+        let l = fetch_lead(&mut tx, ctx.ws, *id, true).await?;
+        if l.archived_at.is_some() {
+            return Err(archived(*id));
+        }
+        absorbed.push(l);
+    }
+    let mut new = crate::leads::merge::combine(&old, &absorbed, prefer);
+    new.updated_at = ctx.now;
+    // The timelines move first; then the absorbed leads go, freeing their email and
+    // phone for the target.
+    let mut moved = 0;
+    for id in from {
+        moved += query(
+            "UPDATE crm_activities SET lead_id = $3 WHERE workspace_id = $1 AND lead_id = $2",
+        )
+        .bind(ctx.ws)
+        .bind(*id)
+        .bind(target)
+        .execute(&mut tx)
+        .await?;
+        query("DELETE FROM crm_leads WHERE workspace_id = $1 AND id = $2")
+            .bind(ctx.ws)
+            .bind(*id)
+            .execute(&mut tx)
+            .await?;
+    }
+    check_unique(&mut tx, &new, Some(target)).await?;
+    write_lead(&mut tx, &new).await?;
+    if old.status != new.status {
+        let activity = Activity {
+            old_status: Some(old.status),
+            new_status: Some(new.status),
+            ..ctx.activity(target, ActivityKind::StatusChange, None)
+        };
+        insert_activity(&mut tx, ctx.ws, &activity).await?;
+        let data = json!({ "lead": new, "old_status": old.status, "new_status": new.status });
+        outbox::insert_event(
+            &mut tx,
+            &ctx.event(EventType::LeadStatusChanged, target, data),
+        )
+        .await?;
+    }
+    let names: Vec<String> = from.iter().map(ToString::to_string).collect();
+    let description = format!("Merged {}", names.join(", "));
+    let activity = ctx.activity(target, ActivityKind::Merged, Some(description));
+    insert_activity(&mut tx, ctx.ws, &activity).await?;
+    let data = json!({ "lead": new, "absorbed": from, "absorbed_leads": absorbed });
+    outbox::insert_event(&mut tx, &ctx.event(EventType::LeadMerged, target, data)).await?;
+    if !dry_run {
+        tx.commit().await?;
+    }
+    Ok(Merged {
+        lead: new,
+        absorbed: from.to_vec(),
+        moved_activities: moved,
+        dry_run,
+    })
 }
 
 /// Archives the lead (`archive`) or restores it: `lead.archived` or `lead.restored`

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
+use crm_core::leads::merge::{DuplicateGroup, MergeInput, Merged};
 use crm_core::leads::messages::NewMessage;
 use crm_core::leads::{
     Activity, Archived, Bucket, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, LeadStats,
@@ -26,6 +27,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_leads, create_lead))
         .routes(routes!(get_lead, update_lead, delete_lead))
         .routes(routes!(archive_lead))
+        .routes(routes!(lead_duplicates))
+        .routes(routes!(merge_leads))
         .routes(routes!(restore_lead))
         .routes(routes!(add_activity))
         .routes(routes!(send_message))
@@ -227,6 +230,54 @@ pub(crate) async fn delete_lead(
     let confirm = p.confirm.unwrap_or(false);
     leads(&s, &c).delete_confirmed(id, confirm).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /leads/duplicates`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DuplicatesParams {
+    /// Groups at most, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100, example = 50)]
+    limit: Option<u32>,
+}
+
+/// Groups of leads that look like one person: the same mailbox (`+tags` and Gmail
+/// dots aside; score 0.95) or the same name at the same company (0.8); archived
+/// leads are left out. The likeliest first.
+#[utoipa::path(get, path = "/leads/duplicates", tag = "leads", params(DuplicatesParams),
+    responses((status = 200, description = "The candidate groups", body = Vec<DuplicateGroup>)))]
+pub(crate) async fn lead_duplicates(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(p): Query<DuplicatesParams>,
+) -> ApiResult<axum::Json<Vec<DuplicateGroup>>> {
+    c.require("leads:read")?;
+    let groups = leads(&s, &c).duplicates(p.limit.unwrap_or(50)).await?;
+    Ok(axum::Json(groups))
+}
+
+/// Merge leads into this one: their timelines move here, a `merged` entry names
+/// them, they are deleted, `lead.merged` carries their last state; all or nothing.
+/// The target keeps its values and fills its blanks from them in order; `prefer`
+/// takes a field from a named lead. `dry_run` answers the same and writes nothing.
+/// Needs `leads:write`, and `leads:delete` unless `dry_run`. Merging a lead into
+/// itself is 422 on `from`; an archived lead 409 `lead_archived`.
+#[utoipa::path(post, path = "/leads/{id}/merge", tag = "leads", request_body = MergeInput,
+    params(("id" = LeadId, Path, description = "The lead that absorbs the others")),
+    responses((status = 200, description = "The merged lead, or what it would be", body = Merged),
+              (status = 404, description = "The lead, or one named in `from`, is not in the workspace", body = crate::Problem)))]
+pub(crate) async fn merge_leads(
+    State(s): State<AppState>,
+    c: Caller,
+    Path(id): Path<LeadId>,
+    Json(input): Json<MergeInput>,
+) -> ApiResult<axum::Json<Merged>> {
+    c.require("leads:write")?;
+    if !input.dry_run {
+        c.require("leads:delete")?;
+    }
+    Ok(axum::Json(leads(&s, &c).merge(id, input).await?))
 }
 
 /// Archive a lead: hidden from listings and search unless `archived` asks for it,

@@ -19,6 +19,8 @@ from .models import (
     IdempotencyClaim,
     Purged,
     Captured,
+    DuplicateGroup,
+    Merged,
     Channel,
     CreatedApiKey,
     CreatedEndpoint,
@@ -295,6 +297,34 @@ class Leads(_Service):
     async def delete(self, id: Id) -> None:
         """Deletes the lead and its activities (``NotFoundError`` when absent)."""
         await self._native.leads_delete(self._ws, str(id))
+
+    async def duplicates(self, *, limit: int = 50) -> List[DuplicateGroup]:
+        """Groups of leads that look like one person (one mailbox, or one name at one
+        company; archived leads left out), the likeliest first: at most ``limit``
+        (1–100)."""
+        groups = await self._native.leads_duplicates(self._ws, {"limit": limit})
+        return [DuplicateGroup.from_dict(g) for g in groups]
+
+    async def merge(
+        self,
+        id: Id,
+        from_ids: Sequence[Id],
+        *,
+        dry_run: bool = False,
+        prefer: Optional[Mapping[str, Id]] = None,
+    ) -> Merged:
+        """Merges the leads ``from_ids`` into ``id``: their timelines move to it, a
+        ``merged`` entry names them, they are deleted (``lead.merged``); all or
+        nothing. The target keeps its values and fills its blanks from them in
+        order; ``prefer`` takes a field (``name``, ``email``, ``phone``, ``company``,
+        ``budget``, ``project_type``, ``message``, ``source``, ``status``, ``notes``)
+        from a named lead. ``dry_run`` answers the same and writes nothing."""
+        payload = {
+            "from": [str(i) for i in _strings(from_ids, "from")],
+            "dry_run": dry_run,
+            "prefer": {k: str(v) for k, v in (prefer or {}).items()},
+        }
+        return Merged.from_dict(await self._native.leads_merge(self._ws, str(id), payload))
 
     async def archive(self, id: Id) -> Lead:
         """Archives the lead: left out of listings unless ``archived`` asks for it,

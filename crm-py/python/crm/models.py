@@ -22,6 +22,8 @@ __all__ = [
     "LeadDetail",
     "LeadPage",
     "Captured",
+    "DuplicateGroup",
+    "Merged",
     "ParsedLead",
     "User",
     "Session",
@@ -539,6 +541,27 @@ class Series(Model):
     start: datetime
     end: datetime
     points: List[Point]
+
+
+@dataclass(frozen=True)
+class DuplicateGroup(Model):
+    """Leads that look like one person: ``reason`` ``email`` (one mailbox, score
+    0.95) or ``name_company`` (one name at one company, 0.8); oldest first."""
+
+    reason: str
+    score: float
+    leads: List[Lead]
+
+
+@dataclass(frozen=True)
+class Merged(Model):
+    """What a merge did (or, when ``dry_run``, would do): the target ``lead`` after
+    it, the ``absorbed`` ids and the timeline entries moved."""
+
+    lead: Lead
+    absorbed: List[str]
+    moved_activities: int
+    dry_run: bool
 
 
 @dataclass(frozen=True)
