@@ -3,8 +3,9 @@
 //!
 //! The lead store at 10k and 100k leads: create, get, the first page of a listing, a
 //! page 500 deep reached by cursor (keyset: it should cost what the first page costs),
-//! a search whose word matches 1% of the leads (first page), and the statistics of a
-//! dashboard (every lead created within the 30-day series, one in ten contacted).
+//! a search whose word matches 1% of the leads (first page), duplicate detection over
+//! every lead, and the statistics of a dashboard (every lead created within the
+//! 30-day series, one in ten contacted).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
@@ -167,6 +168,9 @@ fn bench(c: &mut Criterion) {
             };
             g.bench_function(BenchmarkId::new("search", "1% match, first page"), |b| {
                 b.iter(|| rt.block_on(leads.list(&search)).expect("search"))
+            });
+            g.bench_function(BenchmarkId::new("duplicates", "every lead"), |b| {
+                b.iter(|| rt.block_on(leads.duplicates(100)).expect("duplicates"))
             });
             let stats = StatsQuery::default();
             g.bench_function(BenchmarkId::new("stats", "30 days by day"), |b| {

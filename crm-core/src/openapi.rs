@@ -87,13 +87,13 @@ pub(crate) fn tags_patch() -> RefOr<Schema> {
     tag_list(true)
 }
 
-/// The activity kinds a caller may add (`status_change` is crm's own).
+/// The activity kinds a caller may add (`status_change` and `merged` are crm's own).
 pub(crate) fn activity_kind() -> RefOr<Schema> {
     use crate::leads::ActivityKind;
     one_of(
         ActivityKind::ALL
             .iter()
-            .filter(|k| **k != ActivityKind::StatusChange)
+            .filter(|k| !matches!(**k, ActivityKind::StatusChange | ActivityKind::Merged))
             .map(|k| k.as_str()),
     )
     .into()

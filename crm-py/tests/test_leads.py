@@ -239,6 +239,7 @@ async def test_duplicates_and_merge(client: crm.Crm) -> None:
     groups = await client.leads.duplicates()
     assert len(groups) == 1 and isinstance(groups[0], crm.DuplicateGroup)
     assert groups[0].reason == "email" and [lead.id for lead in groups[0].leads] == [a.id, b.id]
+    assert groups[0].size == 2
     dry = await client.leads.merge(a.id, [b.id], dry_run=True, prefer={"name": b.id})
     assert isinstance(dry, crm.Merged) and dry.dry_run and dry.lead.name == "Ana L"
     assert dry.lead.phone == b.phone and dry.moved_activities == 1
@@ -258,3 +259,10 @@ async def test_duplicates_and_merge(client: crm.Crm) -> None:
     with pytest.raises(crm.ValidationError) as e:
         await client.leads.duplicates(limit=-1)
     assert e.value.errors[0].field == "limit"
+    c = await client.leads.create("C", email="c@example.com")
+    with pytest.raises(crm.ValidationError) as e:
+        await client.leads.merge(a.id, [c.id], prefer=["name"])  # type: ignore[arg-type]
+    assert e.value.errors[0].field == "prefer"
+    with pytest.raises(crm.ValidationError) as e:
+        await client.leads.merge(a.id, [c.id], dry_run="yes")  # type: ignore[arg-type]
+    assert e.value.errors[0].field == "dry_run"

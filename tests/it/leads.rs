@@ -32,6 +32,7 @@ conformance!(
     archived_leads_leave_the_lists_and_come_back,
     a_lead_with_a_timeline_is_deleted_only_when_confirmed,
     duplicates_are_found_and_merged_all_or_nothing,
+    merges_keep_the_rules_and_cross_merges_do_not_deadlock,
 );
 
 fn lead(name: &str, email: &str) -> NewLead {
@@ -1765,7 +1766,28 @@ async fn duplicates_are_found_and_merged_all_or_nothing(db: &TestDb) {
         .await
         .expect("note");
 
-    // One mailbox, and one name at one company; the archived lead is left out.
+    // Two more: one name at one company, with other mailboxes.
+    let e1 = leads
+        .create(NewLead {
+            name: "Bo Díaz".into(),
+            email: Some("bo@one.example".into()),
+            company: Some("Acme".into()),
+            ..NewLead::default()
+        })
+        .await
+        .expect("e1");
+    let e2 = leads
+        .create(NewLead {
+            name: " bo   díaz".into(),
+            email: Some("bo@two.example".into()),
+            company: Some("ACME".into()),
+            ..NewLead::default()
+        })
+        .await
+        .expect("e2");
+
+    // One mailbox (a and b; their name group is the same pair, said once), and one
+    // name at one company; the archived lead is left out.
     let groups = leads.duplicates(50).await.expect("duplicates");
     let ids = |g: &crm::leads::merge::DuplicateGroup| -> Vec<LeadId> {
         g.leads.iter().map(|l| l.id).collect()
@@ -1774,8 +1796,12 @@ async fn duplicates_are_found_and_merged_all_or_nothing(db: &TestDb) {
     assert_eq!(groups[0].reason, DuplicateReason::Email);
     assert_eq!(ids(&groups[0]), [a.id, b.id]);
     assert_eq!(groups[1].reason, DuplicateReason::NameCompany);
-    assert_eq!(ids(&groups[1]), [a.id, b.id]);
-    assert!(leads.duplicates(0).await.is_err());
+    assert_eq!(ids(&groups[1]), [e1.id, e2.id]);
+    assert_eq!(groups[0].size, 2);
+    assert_eq!(
+        fields(&leads.duplicates(0).await.expect_err("limit")),
+        ["limit"]
+    );
 
     // A dry run answers the merge and writes nothing.
     let events_before = event_types(&crm, WorkspaceId::DEFAULT).await.len();
@@ -1823,7 +1849,9 @@ async fn duplicates_are_found_and_merged_all_or_nothing(db: &TestDb) {
         event_types(&crm, WorkspaceId::DEFAULT).await.last(),
         Some(&EventType::LeadMerged)
     );
-    assert!(leads.duplicates(50).await.expect("duplicates").is_empty());
+    let left = leads.duplicates(50).await.expect("duplicates");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].reason, DuplicateReason::NameCompany);
 
     // Refusals, each writing nothing.
     let refused = |from: Vec<LeadId>, prefer: &[(&str, LeadId)]| MergeInput {
@@ -1878,4 +1906,124 @@ async fn duplicates_are_found_and_merged_all_or_nothing(db: &TestDb) {
         .await
         .expect_err("crm's own kind");
     assert_eq!(fields(&e), ["kind"]);
+}
+
+async fn merges_keep_the_rules_and_cross_merges_do_not_deadlock(db: &TestDb) {
+    use crm::leads::merge::MergeInput;
+    let crm = db.crm().await;
+    let leads = crm.leads();
+    let make = |name: &str, email: &str, company: Option<&str>, budget: Option<&str>| NewLead {
+        name: name.into(),
+        email: Some(email.into()),
+        company: company.map(str::to_owned),
+        budget: budget.map(str::to_owned),
+        ..NewLead::default()
+    };
+    let t = leads
+        .create(make("T", "t@example.com", None, None))
+        .await
+        .expect("t");
+    let x = leads
+        .create(make("X", "x@example.com", None, Some("1k_5k")))
+        .await
+        .expect("x");
+    let y = leads
+        .create(make("Y", "y@example.com", Some("Acme"), Some("5k_15k")))
+        .await
+        .expect("y");
+    let input = |from: Vec<LeadId>, prefer: &[(&str, LeadId)], dry_run: bool| MergeInput {
+        from,
+        dry_run,
+        prefer: prefer
+            .iter()
+            .map(|(f, id)| ((*f).to_owned(), *id))
+            .collect(),
+    };
+    // Blanks fill in the order given: the budget from x, the company from y.
+    let dry = leads
+        .merge(t.id, input(vec![x.id, y.id], &[], true))
+        .await
+        .expect("dry");
+    assert_eq!(dry.lead.budget.as_deref(), Some("1k_5k"));
+    assert_eq!(dry.lead.company.as_deref(), Some("Acme"));
+    // Preferring a blank is refused (it would erase the target's value).
+    let e = leads
+        .merge(t.id, input(vec![x.id], &[("company", x.id)], true))
+        .await
+        .expect_err("a blank preferred");
+    assert_eq!(fields(&e), ["prefer.company"]);
+    // A lead of another workspace cannot be absorbed.
+    let elsewhere = crm.create_workspace("Other").await.expect("workspace");
+    let foreign = crm
+        .workspace(elsewhere)
+        .leads()
+        .create(make("F", "f@example.com", None, None))
+        .await
+        .expect("foreign");
+    assert!(matches!(
+        leads.merge(t.id, input(vec![foreign.id], &[], false)).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(crm
+        .workspace(elsewhere)
+        .leads()
+        .get(foreign.id)
+        .await
+        .is_ok());
+    // A status taken from an absorbed lead is a recorded change.
+    leads
+        .update(
+            y.id,
+            LeadPatch {
+                status: Some("qualified".into()),
+                ..LeadPatch::default()
+            },
+        )
+        .await
+        .expect("qualify");
+    let done = leads
+        .merge(t.id, input(vec![y.id], &[("status", y.id)], false))
+        .await
+        .expect("merge");
+    assert_eq!(done.lead.status, LeadStatus::Qualified);
+    let detail = leads.get(t.id).await.expect("t");
+    let kinds: Vec<ActivityKind> = detail.activities.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ActivityKind::StatusChange,
+            ActivityKind::StatusChange,
+            ActivityKind::Merged
+        ],
+        "y's change moved over, t's own change, the merge"
+    );
+    assert_eq!(
+        detail.lead,
+        Lead {
+            ..done.lead.clone()
+        },
+        "what the merge answered is stored"
+    );
+    // Two merges of the same pair at once, crossed: one wins, the other finds its
+    // target gone; neither deadlocks.
+    let a = leads
+        .create(make("A", "a@example.com", None, None))
+        .await
+        .expect("a");
+    let b = leads
+        .create(make("B", "b@example.com", None, None))
+        .await
+        .expect("b");
+    let (l1, l2) = (leads.clone(), leads.clone());
+    let (r1, r2) = tokio::join!(
+        l1.merge(a.id, input(vec![b.id], &[], false)),
+        l2.merge(b.id, input(vec![a.id], &[], false)),
+    );
+    let oks = [r1.is_ok(), r2.is_ok()];
+    assert_eq!(oks.iter().filter(|ok| **ok).count(), 1, "{r1:?} {r2:?}");
+    for r in [r1, r2] {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+        }
+    }
 }

@@ -919,6 +919,7 @@ impl Walker {
                 .create(NewLead {
                     name: "Absorbed".into(),
                     email: Some(format!("absorbed{n}@example.com")),
+                    phone: Some(format!("+34611{n:06}")),
                     ..Default::default()
                 })
                 .await
@@ -927,6 +928,7 @@ impl Walker {
                 .to_string();
             body["from"] = json!([absorbed]);
             body["prefer"] = json!({ "phone": absorbed });
+            body["dry_run"] = json!(false);
             return;
         }
         let seen = self.outbox.0.lock().expect("lock").len();

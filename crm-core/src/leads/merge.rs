@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::model::Lead;
+use super::parse::{CUSTOM_MAX_BYTES, TAGS_MAX};
 use crate::error::Errors;
 use crate::ids::LeadId;
 use crate::Result;
@@ -30,7 +31,7 @@ use crate::Result;
 pub enum DuplicateReason {
     /// The same mailbox: equal once `+tags` (and, for Gmail, dots) are removed.
     Email,
-    /// The same name (case, accents of spacing aside) at the same company.
+    /// The same name (case and spacing aside) at the same company.
     NameCompany,
 }
 
@@ -43,9 +44,15 @@ pub struct DuplicateGroup {
     /// How likely they are one person, in [0, 1]: 0.95 for one mailbox, 0.8 for a
     /// name at a company.
     pub score: f64,
-    /// The leads, oldest first (the oldest is a good merge target).
+    /// How many leads the group has.
+    pub size: u64,
+    /// The oldest [`GROUP_LEADS_MAX`] of them, oldest first (the oldest is a good
+    /// merge target).
     pub leads: Vec<Lead>,
 }
+
+/// The leads a [`DuplicateGroup`] shows at most.
+pub const GROUP_LEADS_MAX: usize = 20;
 
 /// The fields `prefer` may take from a named lead.
 pub const PREFERABLE: &[&str] = &[
@@ -100,7 +107,11 @@ pub(crate) fn mailbox(email: &str) -> String {
     let Some((local, domain)) = lower.rsplit_once('@') else {
         return lower;
     };
-    let local = local.split('+').next().unwrap_or(local);
+    // A local part that is only a tag (`+a@x`) is kept whole.
+    let local = match local.split_once('+') {
+        Some((base, _)) if !base.is_empty() => base,
+        _ => local,
+    };
     let local = if matches!(domain, "gmail.com" | "googlemail.com") {
         local.replace('.', "")
     } else {
@@ -161,7 +172,14 @@ pub(crate) fn check(target: LeadId, input: &MergeInput) -> Result<Vec<LeadId>> {
 }
 
 /// The target after absorbing `absorbed` (in order), by the rules of the module.
-pub(crate) fn combine(target: &Lead, absorbed: &[Lead], prefer: &BTreeMap<String, LeadId>) -> Lead {
+/// Refused (nothing written): a preferred field the named lead leaves blank (it
+/// would erase the target's value with the absorbed lead's nothing), and custom
+/// fields that together pass [`CUSTOM_MAX_BYTES`].
+pub(crate) fn combine(
+    target: &Lead,
+    absorbed: &[Lead],
+    prefer: &BTreeMap<String, LeadId>,
+) -> Result<Lead> {
     let mut out = target.clone();
     let by_id = |id: &LeadId| -> &Lead { absorbed.iter().find(|l| l.id == *id).unwrap_or(target) };
     // Blanks filled from the absorbed leads, in order.
@@ -181,33 +199,61 @@ pub(crate) fn combine(target: &Lead, absorbed: &[Lead], prefer: &BTreeMap<String
             raw_input
         );
         for t in &l.tags {
-            if out.tags.len() < 20 && !out.tags.contains(t) {
+            if out.tags.len() < TAGS_MAX && !out.tags.contains(t) {
                 out.tags.push(t.clone());
             }
         }
         for (k, v) in &l.custom {
             out.custom.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        out.ai_parsed |= l.ai_parsed;
     }
     // Then what `prefer` names.
+    let mut e = Errors::default();
     for (field, id) in prefer {
         let from = by_id(id);
+        let mut take = |value: Option<String>, slot: &mut Option<String>| match value {
+            Some(v) => *slot = Some(v),
+            None => e.add(
+                format!("prefer.{field}"),
+                "the lead named leaves it blank: prefer a lead that has one",
+            ),
+        };
         match field.as_str() {
             "name" => out.name = from.name.clone(),
-            "email" => out.email = from.email.clone(),
-            "phone" => out.phone = from.phone.clone(),
-            "company" => out.company = from.company.clone(),
-            "budget" => out.budget = from.budget.clone(),
-            "project_type" => out.project_type = from.project_type.clone(),
-            "message" => out.message = from.message.clone(),
-            "source" => out.source = from.source.clone(),
             "status" => out.status = from.status,
-            "notes" => out.notes = from.notes.clone(),
+            "email" => {
+                if let Some(v) = &from.email {
+                    out.email = Some(v.clone());
+                } else {
+                    take(None, &mut None);
+                }
+            }
+            "phone" => {
+                if let Some(v) = &from.phone {
+                    out.phone = Some(v.clone());
+                } else {
+                    take(None, &mut None);
+                }
+            }
+            "company" => take(from.company.clone(), &mut out.company),
+            "budget" => take(from.budget.clone(), &mut out.budget),
+            "project_type" => take(from.project_type.clone(), &mut out.project_type),
+            "message" => take(from.message.clone(), &mut out.message),
+            "source" => take(from.source.clone(), &mut out.source),
+            "notes" => take(from.notes.clone(), &mut out.notes),
             _ => {}
         }
     }
-    out
+    if serde_json::to_string(&out.custom).map_or(true, |j| j.len() > CUSTOM_MAX_BYTES) {
+        e.add(
+            "custom",
+            format!(
+                "the leads' custom fields together pass {CUSTOM_MAX_BYTES} bytes: trim them first"
+            ),
+        );
+    }
+    e.finish()?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -220,7 +266,7 @@ mod tests {
         assert_eq!(mailbox("ana.lopez@googlemail.com"), "analopez@gmail.com");
         assert_eq!(mailbox("ana.lopez+x@example.com"), "ana.lopez@example.com");
         assert_eq!(mailbox("no-at-sign"), "no-at-sign");
-        assert_eq!(mailbox("+@x"), "@x");
+        assert_eq!(mailbox("+a@x.com"), "+a@x.com");
     }
 
     #[test]

@@ -429,29 +429,42 @@ impl Leads {
         let mut groups: Vec<(merge::DuplicateReason, f64, Vec<LeadId>)> = by_mailbox
             .into_values()
             .map(|ids| (merge::DuplicateReason::Email, 0.95, ids))
-            .chain(
-                by_name
-                    .into_values()
-                    .map(|ids| (merge::DuplicateReason::NameCompany, 0.8, ids)),
-            )
             .filter(|(_, _, ids)| ids.len() > 1)
             .collect();
+        // A name group with the very leads of a mailbox group says nothing more.
+        let mut names: Vec<_> = by_name
+            .into_values()
+            .filter(|ids| ids.len() > 1 && !groups.iter().any(|g| g.2 == *ids))
+            .map(|ids| (merge::DuplicateReason::NameCompany, 0.8, ids))
+            .collect();
+        groups.append(&mut names);
         // The likeliest first, then the oldest (ids are time-ordered).
         groups.sort_by(|a, b| {
             b.1.total_cmp(&a.1)
                 .then_with(|| a.2.first().cmp(&b.2.first()))
         });
         groups.truncate(limit as usize);
-        let ids: Vec<LeadId> = groups.iter().flat_map(|g| g.2.iter().copied()).collect();
-        let leads = store::leads::by_ids(self.crm.pool(), self.ws, &ids).await?;
+        let shown = |ids: &[LeadId]| {
+            ids.iter()
+                .take(merge::GROUP_LEADS_MAX)
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        let ids: Vec<LeadId> = groups.iter().flat_map(|g| shown(&g.2)).collect();
+        let leads: HashMap<LeadId, Lead> = store::leads::by_ids(self.crm.pool(), self.ws, &ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.id, l))
+            .collect();
         Ok(groups
             .into_iter()
             .map(|(reason, score, ids)| merge::DuplicateGroup {
                 reason,
                 score,
-                leads: ids
+                size: ids.len() as u64,
+                leads: shown(&ids)
                     .iter()
-                    .filter_map(|id| leads.iter().find(|l| l.id == *id).cloned())
+                    .filter_map(|id| leads.get(id).cloned())
                     .collect(),
             })
             .filter(|g| g.leads.len() > 1)

@@ -578,7 +578,7 @@ pub(crate) async fn duplicate_keys(
     Ok(rows)
 }
 
-/// The workspace's leads among `ids`, oldest first.
+/// The workspace's leads among `ids` that are not archived, oldest first.
 pub(crate) async fn by_ids(pool: &Pool, ws: WorkspaceId, ids: &[LeadId]) -> Result<Vec<Lead>> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -591,7 +591,7 @@ pub(crate) async fn by_ids(pool: &Pool, ws: WorkspaceId, ids: &[LeadId]) -> Resu
         sql.push(if i == 0 { " AND l.id IN (" } else { ", " })
             .push_bind(id.0);
     }
-    sql.push(") ORDER BY l.created_at, l.id");
+    sql.push(") AND l.archived_at IS NULL ORDER BY l.created_at, l.id");
     let rows: Vec<LeadRow> = sql.fetch_all(pool).await?;
     rows.into_iter().map(LeadRow::into_lead).collect()
 }
@@ -611,19 +611,39 @@ pub(crate) async fn merge(
         message: format!("lead {id} is archived: restore it before merging"),
     };
     let mut tx = pool.begin_write().await?;
-    let old = fetch_lead(&mut tx, ctx.ws, target, true).await?;
-    if old.archived_at.is_some() {
-        return Err(archived(target));
+    // Every lead of the merge locked in one statement, in id order: two merges of
+    // the same leads (A into B, B into A) wait for each other instead of deadlocking.
+    let mut all = vec![target];
+    all.extend_from_slice(from);
+    let mut sql = query(format!(
+        "SELECT {LEAD_COLUMNS} FROM crm_leads l WHERE l.workspace_id = "
+    ));
+    sql.push_bind(ctx.ws.0);
+    for (i, id) in all.iter().enumerate() {
+        sql.push(if i == 0 { " AND l.id IN (" } else { ", " })
+            .push_bind(id.0);
     }
+    sql.push(&format!(") ORDER BY l.id{}", pool.dialect().for_update()));
+    let rows: Vec<LeadRow> = sql.fetch_all(&mut tx).await?;
+    let locked = rows
+        .into_iter()
+        .map(LeadRow::into_lead)
+        .collect::<Result<Vec<_>>>()?;
+    let find = |id: &LeadId| locked.iter().find(|l| l.id == *id).cloned();
+    let old = find(&target).ok_or(Error::NotFound { entity: "lead" })?;
     let mut absorbed = Vec::with_capacity(from.len());
     for id in from {
-        let l = fetch_lead(&mut tx, ctx.ws, *id, true).await?;
-        if l.archived_at.is_some() {
-            return Err(archived(*id));
-        }
-        absorbed.push(l);
+        absorbed.push(find(id).ok_or(Error::NotFound { entity: "lead" })?);
     }
-    let mut new = crate::leads::merge::combine(&old, &absorbed, prefer);
+    for l in std::iter::once(&old).chain(&absorbed) {
+        if l.archived_at.is_some() {
+            return Err(archived(l.id));
+        }
+    }
+    let mut new = crate::leads::merge::combine(&old, &absorbed, prefer)?;
+    if new.email.is_none() && new.phone.is_none() {
+        return Err(no_contact());
+    }
     new.updated_at = ctx.now;
     // The timelines move first; then the absorbed leads go, freeing their email and
     // phone for the target.
@@ -665,7 +685,10 @@ pub(crate) async fn merge(
     insert_activity(&mut tx, ctx.ws, &activity).await?;
     let data = json!({ "lead": new, "absorbed": from, "absorbed_leads": absorbed });
     outbox::insert_event(&mut tx, &ctx.event(EventType::LeadMerged, target, data)).await?;
-    if !dry_run {
+    if dry_run {
+        // Dropped uncommitted: rolled back, events and jobs with it.
+        drop(tx);
+    } else {
         tx.commit().await?;
     }
     Ok(Merged {

@@ -322,7 +322,9 @@ class Leads(_Service):
         payload = {
             "from": [str(i) for i in _strings(from_ids, "from")],
             "dry_run": dry_run,
-            "prefer": {k: str(v) for k, v in (prefer or {}).items()},
+            "prefer": (
+                {k: str(v) for k, v in prefer.items()} if isinstance(prefer, Mapping) else prefer or {}
+            ),
         }
         return Merged.from_dict(await self._native.leads_merge(self._ws, str(id), payload))
 

@@ -550,6 +550,7 @@ class DuplicateGroup(Model):
 
     reason: str
     score: float
+    size: int
     leads: List[Lead]
 
 
