@@ -34,6 +34,11 @@ string_enum!(
         LeadMerged => "lead.merged",
         /// An activity was added by a caller (or a form submission by `capture`).
         LeadActivityAdded => "lead.activity_added",
+        /// A CSV import wrote leads ([`crate::Leads::import`]): one event per import,
+        /// `data` holds its counts (`import_id`, `rows`, `created`, `updated`,
+        /// `skipped`, `failed`). A workspace event: `lead.*` does not cover it,
+        /// `leads.*` and `*` do.
+        LeadsImported => "leads.imported",
         /// A sample event sent by a webhook test-send; never fanned out.
         WebhookTest => "webhook.test",
     }

@@ -13,8 +13,8 @@
 //! - on Postgres, rate-limit rows whose key is idle (it behaves as one never seen;
 //!   on SQLite the limiter's state is in memory and bounded);
 //! - with a retention period: events older than it whose deliveries are all finished
-//!   (a job still pending keeps its event), with their jobs, and delivery attempts
-//!   older than it.
+//!   (a job still pending keeps its event), with their jobs, delivery attempts
+//!   older than it, and the reports of tracked imports not updated within it.
 //!
 //! Rows go in batches of 500, each its own short transaction, so writers never wait
 //! for a whole pass. Leads, activities, users, keys, endpoints and the audit log are
@@ -33,7 +33,7 @@ use crate::{Crm, Result};
 /// What a pass keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Housekeeping {
-    /// How long events and delivery attempts are kept; `None` keeps them forever.
+    /// How long events, delivery attempts and import reports are kept; `None` keeps them forever.
     /// Default 30 days.
     pub retention: Option<Duration>,
 }
@@ -64,6 +64,8 @@ pub struct Purged {
     pub events: u64,
     /// Delivery attempts past the retention period.
     pub attempts: u64,
+    /// Tracked import reports not updated within the retention period.
+    pub imports: u64,
 }
 
 impl Purged {
@@ -76,6 +78,7 @@ impl Purged {
             + self.rate_limit_rows
             + self.events
             + self.attempts
+            + self.imports
     }
 }
 
@@ -104,6 +107,7 @@ impl Crm {
             let before = Ts(now - keep);
             purged.events = store::housekeeping::events(pool, before).await?;
             purged.attempts = store::housekeeping::attempts(pool, before).await?;
+            purged.imports = store::housekeeping::imports(pool, before).await?;
         }
         Ok(purged)
     }

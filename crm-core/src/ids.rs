@@ -106,6 +106,10 @@ id_type!(
     /// A notification channel.
     ChannelId
 );
+id_type!(
+    /// A CSV import of leads ([`crate::Leads::import`]).
+    ImportId
+);
 
 impl WorkspaceId {
     /// The workspace that exists from the first migration on, for single-tenant apps.

@@ -30,8 +30,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use crm::{Crm, CrmBuilder, Quotas, Workspace, WorkspaceInfo};
 pub use error::{AuthFailure, Error, FieldError, Result};
 pub use ids::{
-    ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, LeadId, SessionId, UserId,
-    WorkspaceId,
+    ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, ImportId, LeadId, SessionId,
+    UserId, WorkspaceId,
 };
 pub use leads::Leads;
 pub use seal::{MasterKey, Sealer};

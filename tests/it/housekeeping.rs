@@ -168,6 +168,7 @@ async fn a_pass_deletes_what_expired_and_keeps_the_rest(db: &TestDb) {
             rate_limit_rows: u64::try_from(limiter_rows).expect("count"),
             events: 0,
             attempts: 0,
+            imports: 0,
         }
     );
     assert_eq!(db.count("crm_sessions").await, 0);

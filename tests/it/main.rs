@@ -16,6 +16,7 @@ mod embedding;
 mod housekeeping;
 #[cfg(all(feature = "http", feature = "whatsapp", feature = "calcom"))]
 mod http;
+mod imports;
 #[cfg(all(
     feature = "http",
     feature = "whatsapp",

@@ -32,6 +32,8 @@
 
 pub(crate) mod batch;
 pub(crate) mod cursor;
+pub mod export;
+pub mod import;
 pub mod merge;
 pub mod messages;
 pub(crate) mod model;
@@ -42,6 +44,8 @@ pub(crate) mod rules;
 pub mod stats;
 pub(crate) mod values;
 
+pub use export::Export;
+pub use import::{ImportOptions, ImportReport, ImportStatus, Progress, RowError};
 pub use model::{
     Activity, Archived, Captured, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, NewActivity,
     NewLead, SortField, SortOrder,
@@ -53,7 +57,7 @@ pub use parse::{
 pub use stats::{Bucket, LeadStats, StatsQuery};
 pub use values::{ActivityKind, Email, LeadStatus, Phone};
 
-use crate::ids::LeadId;
+use crate::ids::{ImportId, LeadId};
 use crate::store::{self, leads::OnKnown, Ctx};
 use crate::{Crm, Result, WorkspaceId};
 use cursor::Cursor;
@@ -523,6 +527,202 @@ impl Leads {
         let ctx = self.ctx()?;
         let r = store::leads::add_activity(self.crm.pool(), &ctx, id, kind, description).await;
         self.written(r)
+    }
+
+    /// Imports leads from a CSV file (see [`import`] for the columns, the upsert by
+    /// email then phone, and what stops a file), a batch of [`import::BATCH_ROWS`]
+    /// rows per transaction, streamed: memory stays flat whatever the size.
+    /// `progress` is called after each batch. A bad row is counted and reported
+    /// with its position, and the import goes on; a file whose header cannot be
+    /// used (no email or phone column, an unknown mapping, a bad delimiter) is a
+    /// `Validation` error and nothing is written. The reader is read on a
+    /// blocking thread.
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws))]
+    pub async fn import<R: std::io::Read + Send + 'static>(
+        &self,
+        reader: R,
+        options: ImportOptions,
+        progress: impl FnMut(&import::Progress) + Send,
+    ) -> Result<ImportReport> {
+        let report = ImportReport::new(options.dry_run, None, self.crm.now());
+        self.run_import(reader, options, report, false, progress)
+            .await
+    }
+
+    /// Starts an import of `file` in the background and answers at once with its
+    /// report (`running`); [`Leads::import_report`] reads how far it got, which is
+    /// saved with every batch. The rows are counted first (`total_rows`). The task
+    /// runs on this process's runtime: if the process stops, the import reads as
+    /// `interrupted` after [`import::STALE_SECS`] seconds, and importing the file
+    /// again with `skip_rows = rows_done` finishes it.
+    pub async fn start_import(
+        &self,
+        file: std::fs::File,
+        options: ImportOptions,
+    ) -> Result<ImportReport> {
+        self.ctx()?;
+        let report = ImportReport::new(options.dry_run, None, self.crm.now());
+        store::imports::insert(self.crm.pool(), self.ws, &report).await?;
+        let this = self.clone();
+        let mut running = report.clone();
+        tokio::spawn(async move {
+            let counted = tokio::task::spawn_blocking(move || {
+                use std::io::Seek;
+                let mut file = file;
+                let total = import::count_rows(&file).ok();
+                file.rewind().map(|()| (file, total))
+            })
+            .await;
+            let (file, total) = match counted {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => return this.import_failed(running, e.to_string()).await,
+                Err(e) => return this.import_failed(running, e.to_string()).await,
+            };
+            running.total_rows = total;
+            // The outcome is in the saved report; an error was logged there.
+            let _ = this.run_import(file, options, running, true, |_| {}).await;
+        });
+        Ok(report)
+    }
+
+    /// A tracked import ([`Leads::start_import`]) as it stands.
+    pub async fn import_report(&self, id: ImportId) -> Result<ImportReport> {
+        let report = store::imports::get(self.crm.pool(), self.ws, id).await?;
+        Ok(report.seen_at(self.crm.now()))
+    }
+
+    /// Marks a tracked import failed with `message` (best effort: it is logged too).
+    async fn import_failed(&self, mut report: ImportReport, message: String) {
+        tracing::warn!(import_id = %report.id, error = %message, "an import failed");
+        report.status = import::ImportStatus::Failed;
+        report.error = Some(import::RowError {
+            row: report.rows_done,
+            line: 0,
+            field: None,
+            message,
+        });
+        report.finished_at = Some(self.crm.now());
+        report.updated_at = self.crm.now();
+        if let Err(e) = store::leads::import_finish(self.crm.pool(), self.ws, &report, true).await {
+            tracing::warn!(import_id = %report.id, error = %crate::error::Chain(&e), "an import's report could not be saved");
+        }
+    }
+
+    async fn run_import<R: std::io::Read + Send + 'static>(
+        &self,
+        reader: R,
+        options: ImportOptions,
+        mut report: ImportReport,
+        tracked: bool,
+        mut progress: impl FnMut(&import::Progress) + Send,
+    ) -> Result<ImportReport> {
+        let actor = match self.ctx() {
+            Ok(ctx) => ctx.actor.map(str::to_owned),
+            Err(e) => {
+                if tracked {
+                    self.import_failed(report, e.to_string()).await;
+                }
+                return Err(e);
+            }
+        };
+        report.rows_done = options.skip_rows;
+        let (send, mut chunks) = tokio::sync::mpsc::channel(2);
+        let rules = self.crm.rules().clone();
+        let opts = options.clone();
+        let reading = tokio::task::spawn_blocking(move || {
+            import::read_file(reader, &opts, &rules, |c| send.blocking_send(c).is_ok());
+        });
+        let started = std::time::Instant::now();
+        let mut resolver = import::Resolver::default();
+        let result: Result<()> = async {
+            match chunks.recv().await {
+                Some(import::Chunk::Header(Ok(ignored))) => report.ignored_columns = ignored,
+                Some(import::Chunk::Header(Err(e))) => return Err(e),
+                _ => {
+                    return Err(crate::Error::Config(
+                        "the CSV reader stopped before the header".into(),
+                    ))
+                }
+            }
+            while let Some(chunk) = chunks.recv().await {
+                let (rows, read) = match chunk {
+                    import::Chunk::Rows { rows, read } => (rows, read),
+                    import::Chunk::Stop(e) => {
+                        report.error = Some(e);
+                        continue;
+                    }
+                    import::Chunk::Header(_) => continue,
+                };
+                let now = self.crm.now();
+                if options.dry_run {
+                    let outcomes = store::leads::import_plan(
+                        self.crm.pool(),
+                        self.ws,
+                        now,
+                        rows,
+                        &mut resolver,
+                    )
+                    .await?;
+                    for o in outcomes {
+                        report.count(o);
+                    }
+                    report.rows_done += read;
+                    report.updated_at = now;
+                } else {
+                    let ctx = Ctx {
+                        ws: self.ws,
+                        now,
+                        actor: actor.as_deref(),
+                    };
+                    store::leads::import_batch(
+                        self.crm.pool(),
+                        &ctx,
+                        rows,
+                        read,
+                        options.lead_events,
+                        &mut report,
+                        tracked,
+                    )
+                    .await?;
+                    if options.lead_events {
+                        self.crm.wake_dispatchers();
+                    }
+                }
+                let secs = started.elapsed().as_secs_f64();
+                let done = report.rows_done.saturating_sub(options.skip_rows);
+                progress(&report.progress(if secs > 0.0 { done as f64 / secs } else { 0.0 }));
+            }
+            Ok(())
+        }
+        .await;
+        drop(chunks);
+        let _ = reading.await;
+        if let Err(e) = result {
+            if tracked {
+                let message = match &e {
+                    crate::Error::Validation { .. } => e.to_string(),
+                    _ => "the import stopped on a database error; import the file again with skip_rows = rows_done".into(),
+                };
+                self.import_failed(report, message).await;
+            }
+            return Err(e);
+        }
+        report.status = match report.error {
+            Some(_) => import::ImportStatus::Failed,
+            None => import::ImportStatus::Completed,
+        };
+        report.finished_at = Some(self.crm.now());
+        report.updated_at = self.crm.now();
+        store::leads::import_finish(self.crm.pool(), self.ws, &report, tracked).await?;
+        self.crm.wake_dispatchers();
+        Ok(report)
+    }
+
+    /// Exports the leads a listing query selects (its filters, search, sort and
+    /// archived choice; `limit`, `cursor` and `include_total` are not used) as CSV,
+    /// streamed a page at a time: see [`export`] for the columns and the escaping.
+    pub async fn export(&self, query: &LeadQuery) -> Result<Export> {
+        Export::new(self.clone(), query).await
     }
 
     /// The lead's activities, oldest first. `NotFound` when the lead does not exist.

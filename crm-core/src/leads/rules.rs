@@ -91,6 +91,49 @@ pub(crate) fn merge(old: &Lead, input: Fields, matches: &[Lead]) -> Lead {
     new
 }
 
+/// The state of `old` after an import row (`input`): its non-empty cells are set
+/// (the name and status only when the row had them), tags are added (up to
+/// [`TAGS_MAX`]), custom fields set key by key. Fails when the custom fields would
+/// pass [`CUSTOM_MAX_BYTES`].
+pub(crate) fn import_onto(
+    old: &Lead,
+    input: Fields,
+    name_given: bool,
+    status_given: bool,
+) -> Result<Lead, String> {
+    let mut new = old.clone();
+    if name_given {
+        new.name = input.name;
+    }
+    if status_given {
+        new.status = input.status;
+    }
+    macro_rules! set {
+        ($($f:ident),+) => {$( if input.$f.is_some() { new.$f = input.$f; } )+};
+    }
+    // The same address written in another case is the same email: kept as stored.
+    if let Some(email) = input.email {
+        if new.email.as_ref().map(Email::key) != Some(email.key()) {
+            new.email = Some(email);
+        }
+    }
+    set!(phone, company, budget, project_type, message, source, notes);
+    for tag in input.tags {
+        if new.tags.len() < TAGS_MAX && !new.tags.contains(&tag) {
+            new.tags.push(tag);
+        }
+    }
+    if !input.custom.is_empty() {
+        new.custom.extend(input.custom);
+        if !serde_json::to_string(&new.custom).is_ok_and(|s| s.len() <= CUSTOM_MAX_BYTES) {
+            return Err(format!(
+                "the lead's custom fields with this row's would pass {CUSTOM_MAX_BYTES} bytes"
+            ));
+        }
+    }
+    Ok(new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,11 @@ impl Notification {
                     data["activity"]["kind"].as_str().unwrap_or("activity")
                 )
             }
+            EventType::LeadsImported => format!(
+                "Leads imported: {} created, {} updated",
+                data["created"].as_u64().unwrap_or(0),
+                data["updated"].as_u64().unwrap_or(0)
+            ),
             EventType::WebhookTest => "Test notification from crm".into(),
         };
         let mut fields = Vec::new();

@@ -83,3 +83,8 @@ pub(crate) async fn attempts(pool: &Pool, before: Ts) -> Result<u64> {
     let cond = "created_at < $1";
     purge(pool, "crm_delivery_attempts", "id", cond, before.into()).await
 }
+
+/// Tracked import reports last updated before `before`.
+pub(crate) async fn imports(pool: &Pool, before: Ts) -> Result<u64> {
+    purge(pool, "crm_imports", "id", "updated_at < $1", before.into()).await
+}

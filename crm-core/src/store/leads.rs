@@ -8,11 +8,12 @@ use serde_json::{json, Map, Value};
 use sqlx::types::Json;
 use sqlx::FromRow;
 
-use super::sql::{query, query_as, Dialect, Exec, Sql, Tx};
+use super::sql::{pow2_runs, query, query_as, Dialect, Exec, Sql, Tx};
 use super::{corrupt, outbox, Ctx, Pool, Ts};
 use crate::events::EventType;
 use crate::ids::{ActivityId, LeadId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
+use crate::leads::import::{Checked, ImportReport, Outcome, Resolver, RowError};
 use crate::leads::merge::Merged;
 use crate::leads::model::{Activity, Archived, Lead, MessageInfo, SortField, SortOrder};
 use crate::leads::parse::{Fields, Patch, Query as LeadQuery};
@@ -982,4 +983,265 @@ pub(crate) async fn stats(
             .map(|(created, first)| (first.0 - created.0).num_milliseconds() as f64 / 1000.0)
             .collect(),
     })
+}
+
+/// The leads of `ws` holding any of these email keys or phones; locked when read in
+/// a write transaction (`lock`).
+async fn by_contacts(
+    conn: impl Exec<'_>,
+    ws: WorkspaceId,
+    emails: &[String],
+    phones: &[String],
+    lock: bool,
+) -> Result<Vec<Lead>> {
+    if emails.is_empty() && phones.is_empty() {
+        return Ok(Vec::new());
+    }
+    let on = conn.on();
+    let mut sql = query(format!(
+        "SELECT {LEAD_COLUMNS} FROM crm_leads l WHERE l.workspace_id = "
+    ));
+    sql.push_bind(ws).push(" AND (");
+    for (i, (col, keys)) in [("l.email_key", emails), ("l.phone", phones)]
+        .into_iter()
+        .filter(|(_, keys)| !keys.is_empty())
+        .enumerate()
+    {
+        sql.push(if i == 0 { "" } else { " OR " })
+            .push(col)
+            .push(" IN (");
+        for (j, k) in keys.iter().enumerate() {
+            if j > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind(k.as_str());
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+    if lock {
+        sql.push(on.dialect().for_update());
+    }
+    let rows: Vec<LeadRow> = sql.fetch_all(on).await?;
+    rows.into_iter().map(LeadRow::into_lead).collect()
+}
+
+/// Inserts new leads, many per statement, passing over any whose email or phone a
+/// concurrent write took meanwhile: the ids inserted.
+async fn insert_leads<'l>(
+    tx: &mut Tx,
+    leads: impl Iterator<Item = &'l Lead>,
+) -> Result<std::collections::HashSet<LeadId>> {
+    let leads: Vec<&Lead> = leads.collect();
+    let mut inserted = std::collections::HashSet::with_capacity(leads.len());
+    for run in pow2_runs(&leads, 32) {
+        let mut sql = query(
+            "INSERT INTO crm_leads (id, workspace_id, name, email, email_key, phone, company, \
+             budget, project_type, message, source, status, notes, tags, custom, raw_input, \
+             ai_parsed, created_at, updated_at) VALUES ",
+        );
+        for (i, l) in run.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" })
+                .push_bind(l.id)
+                .push(", ")
+                .push_bind(l.workspace_id)
+                .push(", ")
+                .push_bind(l.name.as_str())
+                .push(", ")
+                .push_bind(l.email.as_ref().map(Email::as_str))
+                .push(", ")
+                .push_bind(l.email.as_ref().map(Email::key))
+                .push(", ")
+                .push_bind(l.phone.as_ref().map(Phone::as_str))
+                .push(", ")
+                .push_bind(l.company.as_deref())
+                .push(", ")
+                .push_bind(l.budget.as_deref())
+                .push(", ")
+                .push_bind(l.project_type.as_deref())
+                .push(", ")
+                .push_bind(l.message.as_deref())
+                .push(", ")
+                .push_bind(l.source.as_deref())
+                .push(", ")
+                .push_bind(l.status.as_str())
+                .push(", ")
+                .push_bind(l.notes.as_deref())
+                .push(", ")
+                .push_bind(Json(json!(l.tags)))
+                .push(", ")
+                .push_bind(Json(Value::Object(l.custom.clone())))
+                .push(", ")
+                .push_bind(l.raw_input.as_deref())
+                .push(", ")
+                .push_bind(l.ai_parsed)
+                .push(", ")
+                .push_bind(Ts(l.created_at))
+                .push(", ")
+                .push_bind(Ts(l.updated_at))
+                .push(")");
+        }
+        sql.push(" ON CONFLICT DO NOTHING RETURNING id");
+        let ids: Vec<(LeadId,)> = sql.fetch_all(&mut *tx).await?;
+        inserted.extend(ids.into_iter().map(|(id,)| id));
+    }
+    Ok(inserted)
+}
+
+/// Writes one batch of an import in one transaction: the rows are resolved against
+/// the leads holding their emails and phones (locked), new leads are inserted many
+/// per statement, changed ones written, a status change recorded on the timeline;
+/// per-lead events only with `lead_events`. `report` counts the rows (`read` of them
+/// were read) and, for a tracked import, is saved in
+/// the same transaction, so its `rows_done` is always what is committed.
+pub(crate) async fn import_batch(
+    pool: &Pool,
+    ctx: &Ctx<'_>,
+    rows: Vec<Checked>,
+    read: u64,
+    lead_events: bool,
+    report: &mut ImportReport,
+    tracked: bool,
+) -> Result<()> {
+    let mut tx = pool.begin_write().await?;
+    let (emails, phones) = Resolver::keys(&rows);
+    let mut resolver = Resolver::default();
+    for lead in by_contacts(&mut tx, ctx.ws, &emails, &phones, true).await? {
+        resolver.stored(lead);
+    }
+    let mut outcomes: Vec<(u64, Outcome)> = rows
+        .into_iter()
+        .map(|row| {
+            let at = row
+                .as_ref()
+                .map_or_else(|e| e.first().map_or(0, |e| e.row), |r| r.row);
+            (at, resolver.apply(row, ctx.ws, ctx.now))
+        })
+        .collect();
+    let writes = resolver.take();
+    let inserted = insert_leads(&mut tx, writes.creates.iter().map(|(l, _)| l)).await?;
+    let subscribers = match lead_events {
+        true => Some(outbox::subscribers(&mut tx, ctx.ws).await?),
+        false => None,
+    };
+    for (lead, made_by) in &writes.creates {
+        if !inserted.contains(&lead.id) {
+            // A concurrent write took its email or phone after the lookup.
+            for (row, line) in made_by {
+                if let Some(o) = outcomes.iter_mut().find(|(r, _)| r == row) {
+                    o.1 = Outcome::Failed(RowError {
+                        row: *row,
+                        line: *line,
+                        field: None,
+                        message: "a lead with this email or phone was created meanwhile".into(),
+                    });
+                }
+            }
+            continue;
+        }
+        if let Some(subscribers) = &subscribers {
+            let event = ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead }));
+            outbox::insert_event_for(&mut tx, &event, subscribers).await?;
+        }
+    }
+    for (old, new) in &writes.updates {
+        write_lead(&mut tx, new).await?;
+        if old.status != new.status {
+            let activity = Activity {
+                old_status: Some(old.status),
+                new_status: Some(new.status),
+                ..ctx.activity(new.id, ActivityKind::StatusChange, None)
+            };
+            insert_activity(&mut tx, ctx.ws, &activity).await?;
+            if let Some(subscribers) = &subscribers {
+                let data =
+                    json!({ "lead": new, "old_status": old.status, "new_status": new.status });
+                let event = ctx.event(EventType::LeadStatusChanged, new.id, data);
+                outbox::insert_event_for(&mut tx, &event, subscribers).await?;
+            }
+        }
+        if let Some(subscribers) = &subscribers {
+            let data = json!({ "lead": new, "changed": rules::diff(old, new) });
+            let event = ctx.event(EventType::LeadUpdated, new.id, data);
+            outbox::insert_event_for(&mut tx, &event, subscribers).await?;
+        }
+    }
+    for (_, o) in outcomes {
+        report.count(o);
+    }
+    report.rows_done += read;
+    report.updated_at = ctx.now;
+    if tracked {
+        super::imports::save(&mut tx, ctx.ws, report).await?;
+    }
+    tx.commit().await
+}
+
+/// What a batch of a dry run would do, against the leads the database holds and
+/// what the earlier batches would have written (kept in `resolver`).
+pub(crate) async fn import_plan(
+    pool: &Pool,
+    ws: WorkspaceId,
+    now: DateTime<Utc>,
+    rows: Vec<Checked>,
+    resolver: &mut Resolver,
+) -> Result<Vec<Outcome>> {
+    let (emails, phones) = Resolver::keys(&rows);
+    for lead in by_contacts(pool, ws, &emails, &phones, false).await? {
+        resolver.stored(lead);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| resolver.apply(row, ws, now))
+        .collect())
+}
+
+/// Ends an import: its `leads.imported` event when it wrote anything, and a
+/// tracked import's last state, together.
+pub(crate) async fn import_finish(
+    pool: &Pool,
+    ws: WorkspaceId,
+    report: &ImportReport,
+    tracked: bool,
+) -> Result<()> {
+    let wrote = !report.dry_run && report.created + report.updated > 0;
+    if !wrote && !tracked {
+        return Ok(());
+    }
+    let mut tx = pool.begin_write().await?;
+    if wrote {
+        let data = json!({
+            "import_id": report.id,
+            "rows": report.rows_done,
+            "created": report.created,
+            "updated": report.updated,
+            "skipped": report.skipped,
+            "failed": report.failed,
+        });
+        let event =
+            crate::events::Event::new(ws, EventType::LeadsImported, None, data, report.updated_at);
+        outbox::insert_event(&mut tx, &event).await?;
+    }
+    if tracked {
+        super::imports::save(&mut tx, ws, report).await?;
+    }
+    tx.commit().await
+}
+
+/// The custom-field keys of the workspace's leads, sorted, at most `max + 1` (so a
+/// caller knows there are more than `max`).
+pub(crate) async fn custom_keys(pool: &Pool, ws: WorkspaceId, max: usize) -> Result<Vec<String>> {
+    let from = match pool.dialect() {
+        Dialect::Sqlite => "json_each(l.custom) j",
+        Dialect::Postgres => "jsonb_each(l.custom) j",
+    };
+    let rows: Vec<(String,)> = query(format!(
+        "SELECT DISTINCT j.key FROM crm_leads l, {from} WHERE l.workspace_id = $1 \
+         ORDER BY 1 LIMIT {}",
+        max + 1
+    ))
+    .bind(ws)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(k,)| k).collect())
 }

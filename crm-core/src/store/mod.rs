@@ -35,6 +35,7 @@ mod conformance;
 pub(crate) mod endpoints;
 pub(crate) mod housekeeping;
 pub(crate) mod idempotency;
+pub(crate) mod imports;
 pub(crate) mod integrations;
 pub(crate) mod jobs;
 pub(crate) mod leads;

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::pool::{Pool, Ts};
 use crate::ids::{
-    ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, LeadId, SessionId, UserId,
-    WorkspaceId,
+    ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, ImportId, LeadId, SessionId,
+    UserId, WorkspaceId,
 };
 use crate::Result;
 
@@ -154,6 +154,7 @@ id_args!(
     ChannelId,
     EndpointId,
     EventId,
+    ImportId,
     LeadId,
     SessionId,
     UserId,

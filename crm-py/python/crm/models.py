@@ -485,13 +485,15 @@ class Purged(Model):
     #: Events past the retention period (with their finished jobs).
     events: int
     attempts: int
+    #: Tracked import reports past the retention period.
+    imports: int
 
     @property
     def total(self) -> int:
         """All rows deleted."""
         return (
             self.sessions + self.auth_tokens + self.login_throttles + self.idempotency_keys
-            + self.rate_limit_rows + self.events + self.attempts
+            + self.rate_limit_rows + self.events + self.attempts + self.imports
         )
 
 
