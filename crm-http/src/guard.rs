@@ -156,13 +156,17 @@ pub(crate) async fn api_key(State(s): State<AppState>, mut req: Request, next: N
 }
 
 /// The idempotency key of a mutation (`POST`, `PUT`, `PATCH`, `DELETE`):
-/// `Idempotency-Key`, or its alias `X-Idempotency-Key`. `None` for reads and for
-/// requests without one.
+/// `Idempotency-Key`, or its alias `X-Idempotency-Key`. `None` for reads, for
+/// requests without one, and for `POST …/imports` (see `routes::imports`).
 fn idempotency_key(req: &Request) -> Option<String> {
     if !matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) {
+        return None;
+    }
+    // An import's body is a file too large to fingerprint; sending it again is safe.
+    if req.uri().path().ends_with("/imports") {
         return None;
     }
     let h = req.headers();

@@ -52,6 +52,7 @@ pub struct Config {
     pub(crate) session_policy: Policy,
     pub(crate) inbound_policy: Policy,
     pub(crate) json_limit: usize,
+    pub(crate) import_limit: usize,
     #[cfg_attr(not(any(feature = "whatsapp", feature = "calcom")), allow(dead_code))]
     pub(crate) inbound_limit: usize,
     pub(crate) whatsapp: Option<(SecretString, SecretString)>,
@@ -77,6 +78,7 @@ impl Default for Config {
                 period: Duration::from_secs(60),
             },
             json_limit: 64 * 1024,
+            import_limit: 256 * 1024 * 1024,
             inbound_limit: 256 * 1024,
             whatsapp: None,
             calcom: None,
@@ -156,6 +158,14 @@ impl Config {
     /// Inbound webhook requests per client IP (default 600 per minute).
     pub fn inbound_rate_limit(mut self, policy: Policy) -> Self {
         self.inbound_policy = policy;
+        self
+    }
+
+    /// Largest CSV file `POST /imports` takes (default 256 MiB, about a million
+    /// rows of a typical export). It is spooled to a temporary file, never held
+    /// in memory.
+    pub fn import_limit(mut self, bytes: usize) -> Self {
+        self.import_limit = bytes;
         self
     }
 

@@ -210,6 +210,7 @@ conformance!(
     mailed_links_open_pages_that_act_on_a_press,
     stats_need_leads_read_and_count_the_callers_workspace,
     duplicates_and_merge_over_http,
+    imports_and_exports_over_http,
 );
 
 async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
@@ -261,6 +262,9 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /api/v1/leads/{id}/restore",
         "GET /api/v1/leads/duplicates",
         "POST /api/v1/leads/{id}/merge",
+        "GET /api/v1/leads/export",
+        "POST /api/v1/imports",
+        "GET /api/v1/imports/{id}",
         "POST /api/v1/leads/parse",
         "GET /api/v1/stats",
         "GET /api/v1/me",
@@ -331,6 +335,9 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "POST /leads/{id}/restore",
         "GET /leads/duplicates",
         "POST /leads/{id}/merge",
+        "GET /leads/export",
+        "POST /imports",
+        "GET /imports/{id}",
         "POST /leads/parse",
         "GET /stats",
     ] {
@@ -2748,4 +2755,149 @@ async fn duplicates_and_merge_over_http(db: &TestDb) {
         .send(get(&format!("/api/v1/leads/{}", ids[1]), &reader))
         .await;
     gone.problem(404, "not_found");
+}
+
+async fn imports_and_exports_over_http(db: &TestDb) {
+    let app = App::with(db, |b| b, config().import_limit(4096)).await;
+    let reader = app.key(&["leads:read"]).await;
+    let writer = app.key(&["leads:read", "leads:write"]).await;
+    let csv_post = |path: &str, key: &str, csv: &str| {
+        bearer(req(Method::POST, path), key)
+            .header(header::CONTENT_TYPE, "text/csv")
+            .header("idempotency-key", "ignored-for-imports")
+            .body(Body::from(csv.to_owned()))
+            .expect("request")
+    };
+    let get = |path: &str, key: &str| {
+        bearer(req(Method::GET, path), key)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let csv =
+        "Nombre;Correo;Plan\nAna;ana@example.com;gold\nBad;not-an-email;\nBea;bea@example.com;\n";
+    let mapping = "%7B%22Nombre%22%3A%22name%22%2C%22Correo%22%3A%22email%22%2C%22Plan%22%3A%22custom.plan%22%7D";
+    app.send(csv_post(
+        &format!("/api/v1/imports?mapping={mapping}"),
+        &reader,
+        csv,
+    ))
+    .await
+    .problem(403, "forbidden");
+    app.send(csv_post("/api/v1/imports?mapping=nope", &writer, csv))
+        .await
+        .problem(422, "validation_failed");
+    app.send(csv_post("/api/v1/imports", &writer, &"x".repeat(5000)))
+        .await
+        .problem(413, "body_too_large");
+
+    let poll = |id: String| {
+        let app = &app;
+        let reader = reader.clone();
+        async move {
+            for _ in 0..400 {
+                let r = app
+                    .send(get(&format!("/api/v1/imports/{id}"), &reader))
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.text);
+                if r.body["status"] != "running" {
+                    return r.body;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("the import did not end");
+        }
+    };
+    let dry = app
+        .send(csv_post(
+            &format!("/api/v1/imports?dry_run=true&mapping={mapping}"),
+            &writer,
+            csv,
+        ))
+        .await;
+    assert_eq!(dry.status, 202, "{}", dry.text);
+    assert_eq!(dry.body["status"], "running");
+    let report = poll(dry.body["id"].as_str().expect("id").to_owned()).await;
+    assert_eq!(
+        (report["created"].as_u64(), report["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["total_rows"], 3);
+    assert_eq!(report["errors"][0]["row"], 2);
+    assert_eq!(report["errors"][0]["field"], "email");
+    let listed = app.send(get("/api/v1/leads", &reader)).await;
+    assert_eq!(
+        listed.body["items"].as_array().map(Vec::len),
+        Some(0),
+        "a dry run writes nothing"
+    );
+
+    let started = app
+        .send(csv_post(
+            &format!("/api/v1/imports?mapping={mapping}"),
+            &writer,
+            csv,
+        ))
+        .await;
+    assert_eq!(started.status, 202, "{}", started.text);
+    let id = started.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(started.header("x-import-id"), id);
+    let report = poll(id.clone()).await;
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["created"], 2);
+    // The admin twin reads it for a signed-in user of the workspace.
+    let cookie = app.admin().await;
+    let r = app
+        .send(
+            with_cookie(
+                req(Method::GET, &format!("/api/admin/imports/{id}")),
+                &cookie,
+            )
+            .body(Body::empty())
+            .expect("request"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A file without an email or phone column fails with the reason.
+    let bad = app
+        .send(csv_post("/api/v1/imports", &writer, "name,company\nA,B\n"))
+        .await;
+    assert_eq!(bad.status, 202);
+    let report = poll(bad.body["id"].as_str().expect("id").to_owned()).await;
+    assert_eq!(report["status"], "failed");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("email or a phone column")),
+        "{report}"
+    );
+    app.send(get(
+        &format!("/api/v1/imports/{}", uuid::Uuid::now_v7()),
+        &reader,
+    ))
+    .await
+    .problem(404, "not_found");
+
+    // Export: CSV, streamed, filtered, formula-safe.
+    let r = app.send(get("/api/v1/leads/export?q=ana", &reader)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("content-type"), "text/csv; charset=utf-8");
+    assert!(r.header("content-disposition").contains("leads.csv"));
+    let lines: Vec<&str> = r.text.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.text);
+    assert!(lines[0].starts_with("id,name,email,"));
+    assert!(lines[0].ends_with(",custom.plan"));
+    assert!(lines[1].contains("ana@example.com") && lines[1].ends_with(",gold"));
+    app.send(get("/api/v1/leads/export?status=nope", &reader))
+        .await
+        .problem(422, "validation_failed");
+    let nokey = app
+        .send(
+            req(Method::GET, "/api/v1/leads/export")
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await;
+    assert_eq!(nokey.status, 401);
 }

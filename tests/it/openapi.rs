@@ -447,6 +447,16 @@ impl Walker {
                 .expect("lead")
                 .id
                 .to_string()
+        } else if template.contains("/imports/{id}") {
+            let mut file = tempfile::tempfile().expect("temp file");
+            std::io::Write::write_all(&mut file, b"name,email\nImported,imported@example.com\n")
+                .expect("write");
+            ws.leads()
+                .start_import(file, Default::default())
+                .await
+                .expect("import")
+                .id
+                .to_string()
         } else if template.contains("/api-keys/{id}") {
             ws.api_keys()
                 .create(NewApiKey {

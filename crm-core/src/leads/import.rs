@@ -96,6 +96,21 @@ pub struct ImportOptions {
     pub lead_events: bool,
 }
 
+impl ImportOptions {
+    /// Checks what can be checked before the file is read: the delimiter, and the
+    /// size of the mapping.
+    pub(crate) fn check(&self) -> Result<()> {
+        let mut e = Errors::default();
+        if self.delimiter.is_some_and(|d| d != ',' && d != ';') {
+            e.add("delimiter", "must be , or ;");
+        }
+        if self.mapping.len() > COLUMNS_MAX {
+            e.add("mapping", format!("at most {COLUMNS_MAX} columns"));
+        }
+        e.finish()
+    }
+}
+
 /// Where an import stands.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -589,16 +604,10 @@ pub(crate) fn read_file<R: Read>(
         }));
     };
     let mut reader = BufReader::with_capacity(BUF, Guard::new(reader));
+    // `ImportOptions::check` has refused any other delimiter.
     let delimiter = match options.delimiter {
-        Some(',') => b',',
         Some(';') => b';',
-        Some(_) => {
-            send(Chunk::Header(Err(crate::Error::invalid(
-                "delimiter",
-                "must be , or ;",
-            ))));
-            return;
-        }
+        Some(_) => b',',
         None => match sniff(&mut reader) {
             Ok(d) => d,
             Err(e) => {

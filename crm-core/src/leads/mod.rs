@@ -544,12 +544,13 @@ impl Leads {
         options: ImportOptions,
         progress: impl FnMut(&import::Progress) + Send,
     ) -> Result<ImportReport> {
+        options.check()?;
         let report = ImportReport::new(options.dry_run, None, self.crm.now());
         self.run_import(reader, options, report, false, progress)
             .await
     }
 
-    /// Starts an import of `file` in the background and answers at once with its
+    /// Starts an import of `file` (read from its start) in the background and answers at once with its
     /// report (`running`); [`Leads::import_report`] reads how far it got, which is
     /// saved with every batch. The rows are counted first (`total_rows`). The task
     /// runs on this process's runtime: if the process stops, the import reads as
@@ -561,6 +562,7 @@ impl Leads {
         options: ImportOptions,
     ) -> Result<ImportReport> {
         self.ctx()?;
+        options.check()?;
         let report = ImportReport::new(options.dry_run, None, self.crm.now());
         store::imports::insert(self.crm.pool(), self.ws, &report).await?;
         let this = self.clone();
@@ -569,6 +571,7 @@ impl Leads {
             let counted = tokio::task::spawn_blocking(move || {
                 use std::io::Seek;
                 let mut file = file;
+                file.rewind()?;
                 let total = import::count_rows(&file).ok();
                 file.rewind().map(|()| (file, total))
             })

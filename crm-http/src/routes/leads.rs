@@ -28,6 +28,9 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_lead, update_lead, delete_lead))
         .routes(routes!(archive_lead))
         .routes(routes!(lead_duplicates))
+        .routes(routes!(export_leads))
+        .routes(routes!(super::imports::start_import))
+        .routes(routes!(super::imports::get_import))
         .routes(routes!(merge_leads))
         .routes(routes!(restore_lead))
         .routes(routes!(add_activity))
@@ -36,7 +39,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(lead_stats))
 }
 
-fn leads(s: &AppState, c: &Caller) -> Leads {
+pub(super) fn leads(s: &AppState, c: &Caller) -> Leads {
     s.crm
         .workspace(c.workspace_id())
         .leads()
@@ -90,6 +93,24 @@ pub(crate) struct ListParams {
     archived: Option<Archived>,
 }
 
+/// The listing query the parameters ask for.
+fn lead_query(p: ListParams) -> LeadQuery {
+    LeadQuery {
+        status: list_of(p.status),
+        source: p.source,
+        tags: list_of(p.tags),
+        created_after: p.created_after,
+        created_before: p.created_before,
+        q: p.q,
+        sort: p.sort.unwrap_or_default(),
+        order: p.order.unwrap_or_default(),
+        limit: p.limit,
+        cursor: p.cursor,
+        include_total: p.include_total.unwrap_or(false),
+        archived: p.archived.unwrap_or_default(),
+    }
+}
+
 fn list_of(v: Option<String>) -> Vec<String> {
     v.map(|v| {
         v.split(',')
@@ -99,6 +120,100 @@ fn list_of(v: Option<String>) -> Vec<String> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// Query of `GET /leads/export`: the filters of `GET /leads` (see there), without
+/// its paging.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ExportParams {
+    /// Statuses, any of them (`new,contacted`).
+    #[param(
+        pattern = r"^\s*$|^(new|contacted|qualified|proposal|won|lost)(,(new|contacted|qualified|proposal|won|lost))*$",
+        example = "new,contacted"
+    )]
+    status: Option<String>,
+    /// One source.
+    #[param(max_length = 64, example = "website")]
+    source: Option<String>,
+    /// Tags, all of them (`vip,2026`).
+    #[param(
+        max_length = 1020,
+        pattern = "^[^,]{0,50}(,[^,]{0,50}){0,19}$",
+        example = "vip"
+    )]
+    tags: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[param(example = "2026-01-01T00:00:00Z")]
+    created_after: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    #[param(example = "2099-01-01T00:00:00Z")]
+    created_before: Option<DateTime<Utc>>,
+    /// Free text, as for `GET /leads`.
+    #[param(max_length = 200, pattern = r"^\s*$|[0-9A-Za-z]", example = "ana")]
+    q: Option<String>,
+    /// Sort field (default `created_at`).
+    sort: Option<SortField>,
+    /// Sort direction (default `desc`).
+    order: Option<SortOrder>,
+    /// Archived leads: `false` leaves them out (the default), `true` only them,
+    /// `any` both.
+    archived: Option<Archived>,
+}
+
+/// Export the leads a listing selects (the filters, search, sort and `archived`
+/// of `GET /leads`) as CSV,
+/// streamed: every field, then a `custom.KEY` column per custom-field key; cells a
+/// spreadsheet would run as formulas start with `'`.
+#[utoipa::path(get, path = "/leads/export", tag = "leads", params(ExportParams),
+    responses((status = 200, description = "The leads as CSV", content_type = "text/csv", body = String)))]
+pub(crate) async fn export_leads(
+    State(s): State<AppState>,
+    c: Caller,
+    Query(p): Query<ExportParams>,
+) -> ApiResult<axum::response::Response> {
+    c.require("leads:read")?;
+    let q = lead_query(ListParams {
+        status: p.status,
+        source: p.source,
+        tags: p.tags,
+        created_after: p.created_after,
+        created_before: p.created_before,
+        q: p.q,
+        sort: p.sort,
+        order: p.order,
+        archived: p.archived,
+        ..ListParams::default()
+    });
+    let export = leads(&s, &c).export(&q).await?;
+    // A failure after the first bytes cannot change the status any more: the body
+    // ends with an error (the client sees a cut-off transfer) and it is logged.
+    let chunks = futures_util::stream::unfold(Some(export), |state| async move {
+        let mut export = state?;
+        match export.next_chunk().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(export))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %crm_core::error::Chain(&e), "an export stopped");
+                Some((Err(std::io::Error::other("the export stopped")), None))
+            }
+        }
+    });
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    headers.insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        axum::http::HeaderValue::from_static("attachment; filename=\"leads.csv\""),
+    );
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok((headers, axum::body::Body::from_stream(chunks)).into_response())
 }
 
 /// Query of `GET /stats`.
@@ -146,21 +261,7 @@ pub(crate) async fn list_leads(
     Query(p): Query<ListParams>,
 ) -> ApiResult<axum::Json<LeadPage>> {
     c.require("leads:read")?;
-    let q = LeadQuery {
-        status: list_of(p.status),
-        source: p.source,
-        tags: list_of(p.tags),
-        created_after: p.created_after,
-        created_before: p.created_before,
-        q: p.q,
-        sort: p.sort.unwrap_or_default(),
-        order: p.order.unwrap_or_default(),
-        limit: p.limit,
-        cursor: p.cursor,
-        include_total: p.include_total.unwrap_or(false),
-        archived: p.archived.unwrap_or_default(),
-    };
-    Ok(axum::Json(leads(&s, &c).list(&q).await?))
+    Ok(axum::Json(leads(&s, &c).list(&lead_query(p)).await?))
 }
 
 /// Create a lead (409 with the existing id when the email or phone is taken).

@@ -17,6 +17,7 @@ use crate::{guard, pages, AppState};
 
 pub(crate) mod admin;
 pub(crate) mod auth;
+pub(crate) mod imports;
 #[cfg(any(feature = "whatsapp", feature = "calcom"))]
 pub(crate) mod inbound;
 pub(crate) mod leads;
