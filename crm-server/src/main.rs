@@ -19,6 +19,7 @@ macro_rules! say {
 mod config;
 mod serve;
 mod setup;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -62,6 +63,9 @@ enum Command {
     /// API keys of the default workspace.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Leads of the default workspace: CSV import and export.
+    #[command(subcommand)]
+    Leads(LeadsCommand),
     /// Print the OpenAPI document of the API.
     Openapi,
     /// The configuration.
@@ -113,6 +117,56 @@ enum ApiKeyCommand {
     Revoke {
         /// The key's id.
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LeadsCommand {
+    /// Import leads from a CSV file: a new lead per row, or the lead with the row's
+    /// email (else phone) updated with its non-empty cells. Shows a progress bar on
+    /// a terminal and a progress line a second otherwise; prints the report.
+    /// Exit code 0 when every row went in, 1 when a row failed or the file stopped.
+    Import {
+        /// The CSV file; its first line is a header naming the fields.
+        file: std::path::PathBuf,
+        /// Check and count every row, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A header and the field its column goes to (repeat): "E-mail=email",
+        /// "Plan=custom.plan", "Notes 2=" (ignore the column).
+        #[arg(long = "map", value_name = "HEADER=FIELD")]
+        map: Vec<String>,
+        /// `,` or `;` (default: found from the header line).
+        #[arg(long)]
+        delimiter: Option<char>,
+        /// Data rows to pass over first: the rows_done of an interrupted import.
+        #[arg(long, default_value_t = 0)]
+        skip_rows: u64,
+        /// Also emit lead.created / lead.updated per lead (leads.imported is always sent).
+        #[arg(long)]
+        lead_events: bool,
+    },
+    /// Export leads as CSV (every field, custom fields as custom.KEY columns), to
+    /// standard output or a file.
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        /// Only leads in this status (repeat for any of several).
+        #[arg(long)]
+        status: Vec<String>,
+        /// Only leads from this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only leads with this tag (repeat: all of them).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Only leads matching this text.
+        #[arg(long)]
+        q: Option<String>,
+        /// Archived leads: false (left out, the default), true (only them) or any.
+        #[arg(long, value_parser = ["false", "true", "any"])]
+        archived: Option<String>,
     },
 }
 
@@ -240,6 +294,19 @@ async fn run(command: Command, settings: Settings) -> Result<ExitCode, Failure> 
         Command::ApiKey(cmd) => {
             let crm = setup::open(&cfg, true).await?;
             let r = api_key(&crm, cmd).await;
+            crm.close().await;
+            r
+        }
+        Command::Leads(cmd) => {
+            let crm = setup::open(&cfg, true).await?;
+            let leads = crm
+                .workspace(WorkspaceId::DEFAULT)
+                .leads()
+                .with_actor("cli");
+            let r = match cmd {
+                LeadsCommand::Export { .. } => transfer::export(&leads, cmd).await,
+                LeadsCommand::Import { .. } => transfer::import(&leads, cmd).await,
+            };
             crm.close().await;
             r
         }

@@ -13,7 +13,11 @@ const PW: &str = "Correct-Horse-9-Battery";
 
 /// `crm` with a clean environment (no CRM_* or DATABASE_URL from the caller's shell).
 fn crm(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crm"));
+    clean(Command::new(env!("CARGO_BIN_EXE_crm")), dir)
+}
+
+/// `c` without the caller's CRM_*, DATABASE_URL and RUST_LOG, on data directory `dir`.
+fn clean(mut c: Command, dir: &Path) -> Command {
     for (k, _) in std::env::vars() {
         if k.starts_with("CRM_") || k == "DATABASE_URL" || k == "RUST_LOG" {
             c.env_remove(k);
@@ -503,4 +507,93 @@ async fn serve_answers_probes_counts_requests_and_drains_on_sigterm() {
         .iter()
         .all(|v| v["request_id"].as_str().is_some() && v["latency_ms"].is_number()));
     assert!(logs.contains("stopping: draining"), "{logs}");
+}
+
+/// `crm leads import` and `crm leads export`: progress lines when standard error is
+/// not a terminal, a bar when it is, the report, the exit code, and the CSV out.
+#[test]
+fn leads_import_and_export_commands() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    let file = dir.path().join("leads.csv");
+    let mut csv = String::from("Full name;E-mail;Plan\n");
+    for i in 0..2_500 {
+        csv.push_str(&format!("Person {i};p{i}@example.com;gold\n"));
+    }
+    csv.push_str("Broken;not-an-email;\n");
+    std::fs::write(&file, &csv).expect("write");
+    let file = file.to_str().expect("path");
+    let maps = ["--map", "Full name=name", "--map", "Plan=custom.plan"];
+
+    // Not a terminal: plain progress lines on stderr, the report on stdout, exit 1
+    // because a row failed.
+    let (code, out, err) = run(crm(&data).args(["leads", "import", file]).args(maps));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("2501 rows: 2500 created, 0 updated, 0 skipped, 1 failed"),
+        "{out}"
+    );
+    assert!(out.contains("row 2501 (line 2502) email:"), "{out}");
+    assert!(err.contains("crm: 2501/2501 rows, 2500 created"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no terminal codes off a terminal: {err}"
+    );
+
+    // A dry run of the same file: nothing new.
+    let (code, out, _) = run(crm(&data)
+        .args(["leads", "import", "--dry-run", file])
+        .args(maps));
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("dry run: 2501 rows: 0 created, 0 updated, 2500 skipped, 1 failed"),
+        "{out}"
+    );
+    // A mapping to no field stops before anything is read.
+    let (code, _, err) = run(crm(&data).args(["leads", "import", file, "--map", "Plan=plan"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("mapping.Plan"), "{err}");
+
+    // On a terminal (a pseudo-terminal through util-linux `script`): a bar.
+    let cmd = format!(
+        "{} leads import --map 'Full name=name' --map Plan=custom.plan {file}",
+        env!("CARGO_BIN_EXE_crm")
+    );
+    let (code, tty, _) = run(clean(Command::new("script"), &data)
+        .env("TERM", "xterm")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"]));
+    assert_eq!(code, 1, "{tty}");
+    assert!(
+        tty.contains('\u{1b}'),
+        "a bar is drawn on a terminal: {tty:?}"
+    );
+    assert!(
+        tty.contains("2501 rows: 0 created, 0 updated, 2500 skipped, 1 failed"),
+        "{tty}"
+    );
+
+    // Export: every lead as CSV to stdout, or filtered to a file.
+    let (code, out, _) = run(crm(&data).args(["leads", "export"]));
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2_501);
+    assert!(lines[0].starts_with("id,name,email,phone,"), "{}", lines[0]);
+    assert!(lines[0].ends_with(",custom.plan"));
+    let csv_out = dir.path().join("out.csv");
+    let (code, _, err) = run(crm(&data).args([
+        "leads",
+        "export",
+        "--q",
+        "p1234",
+        "-o",
+        csv_out.to_str().expect("path"),
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("exported 1 leads"), "{err}");
+    let written = std::fs::read_to_string(&csv_out).expect("read");
+    assert!(
+        written.contains("Person 1234,p1234@example.com"),
+        "{written}"
+    );
 }
