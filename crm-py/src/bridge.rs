@@ -204,3 +204,26 @@ pub(crate) fn quiesce(py: Python<'_>) {
 pub(crate) fn pid() -> u32 {
     std::process::id()
 }
+
+/// Calls the Python callable `cb` with `arg` (as Python objects) on a blocking
+/// thread, as results are handed over: never on a worker. An exception it raises is
+/// reported as unraisable (`sys.unraisablehook`) and the caller's work goes on.
+pub(crate) async fn call_back<T: serde::Serialize + Send + 'static>(
+    cb: std::sync::Arc<Py<PyAny>>,
+    arg: T,
+) {
+    let _ = tokio::task::spawn_blocking(move || {
+        let Some(_handing_over) = HandOver::start() else {
+            return;
+        };
+        Python::attach(|py| {
+            let called = pythonize::pythonize(py, &arg)
+                .map_err(PyErr::from)
+                .and_then(|a| cb.bind(py).call1((a,)));
+            if let Err(e) = called {
+                e.write_unraisable(py, Some(cb.bind(py)));
+            }
+        });
+    })
+    .await;
+}

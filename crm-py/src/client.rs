@@ -270,6 +270,25 @@ struct ListArgs {
     archived: Archived,
 }
 
+impl ListArgs {
+    fn query(self) -> LeadQuery {
+        LeadQuery {
+            status: self.status,
+            source: self.source,
+            tags: self.tags,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            q: self.q,
+            sort: self.sort.unwrap_or_default(),
+            order: self.order.unwrap_or_default(),
+            limit: self.limit,
+            cursor: self.cursor,
+            include_total: self.include_total,
+            archived: self.archived,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DuplicatesArgs {
@@ -682,6 +701,10 @@ pub(crate) fn model_schemas() -> PyResult<String> {
         Some("Point") => crm_core::leads::stats::Point,
         Some("DuplicateGroup") => crm_core::leads::merge::DuplicateGroup,
         Some("Merged") => crm_core::leads::merge::Merged,
+        Some("ImportReport") => crm_core::leads::ImportReport,
+        Some("RowError") => crm_core::leads::RowError,
+        None => crm_core::leads::ImportStatus,
+        Some("ImportProgress") => crm_core::leads::Progress,
         Some("LoggedIn") => LoggedIn,
         Some("SessionUser") => SessionUser,
         Some("CreatedApiKey") => CreatedApiKey,
@@ -1316,21 +1339,7 @@ impl Client {
         workspace: &str,
         input: Input<ListArgs>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let a = input.0;
-        let q = LeadQuery {
-            status: a.status,
-            source: a.source,
-            tags: a.tags,
-            created_after: a.created_after,
-            created_before: a.created_before,
-            q: a.q,
-            sort: a.sort.unwrap_or_default(),
-            order: a.order.unwrap_or_default(),
-            limit: a.limit,
-            cursor: a.cursor,
-            include_total: a.include_total,
-            archived: a.archived,
-        };
+        let q = input.0.query();
         self.run(
             py,
             workspace,
@@ -1406,6 +1415,61 @@ impl Client {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.run(py, workspace, |_, w| async move {
             w.leads().restore(id.0).await
+        })
+    }
+
+    #[pyo3(signature = (workspace, path, data, options, on_progress))]
+    fn leads_import<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        path: Option<std::path::PathBuf>,
+        data: Option<pyo3::pybacked::PyBackedBytes>,
+        options: Input<crm_core::leads::ImportOptions>,
+        on_progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let source = crate::transfer::source(path, data)?;
+        self.run(py, workspace, move |_, w| {
+            crate::transfer::import(w, source, options.0, on_progress)
+        })
+    }
+
+    fn leads_start_import<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        path: Option<std::path::PathBuf>,
+        data: Option<pyo3::pybacked::PyBackedBytes>,
+        options: Input<crm_core::leads::ImportOptions>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let file = crate::transfer::file(path, data)?;
+        self.run(py, workspace, move |_, w| async move {
+            w.leads().start_import(file, options.0).await
+        })
+    }
+
+    fn leads_import_report<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<crm_core::ImportId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, move |_, w| async move {
+            w.leads().import_report(id.0).await
+        })
+    }
+
+    fn leads_export<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<ListArgs>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let q = input.0.query();
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        spawn(py, async move {
+            let export = crm.workspace(ws).leads().export(&q).await?;
+            Ok(crate::transfer::ExportStream::new(export))
         })
     }
 

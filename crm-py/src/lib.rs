@@ -12,12 +12,14 @@ mod bridge;
 mod client;
 mod errors;
 mod sync;
+mod transfer;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<client::Client>()?;
     m.add_class::<sync::Webhook>()?;
+    m.add_class::<transfer::ExportStream>()?;
     m.add_function(wrap_pyfunction!(sync::whatsapp_verify_signature, m)?)?;
     m.add_function(wrap_pyfunction!(sync::whatsapp_handshake, m)?)?;
     m.add_function(wrap_pyfunction!(sync::calcom_verify_signature, m)?)?;

@@ -44,6 +44,9 @@ RENAMED = {
     ("Notifications", "delete"): "delete_channel",
     ("Notifications", "test"): "test_channel",
     ("Notifications", "config"): "channel_config",
+    # `import` is a Python keyword; the export writes a file (`Export` streams).
+    ("Leads", "import"): "import_csv",
+    ("Leads", "export"): "export_csv",
     # `Workspace::leads()` … are attributes in Python.
 }
 

@@ -182,6 +182,7 @@ pub struct ImportReport {
 }
 
 /// Progress, reported after each batch.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Progress {
     /// Data rows done so far.

@@ -5,9 +5,10 @@ Every method is a coroutine (``async def``), so it can be awaited, passed to
 own tokio runtime, off the event loop; awaiting never blocks the loop.
 """
 
+import os
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
 from .errors import ValidationError
@@ -21,6 +22,8 @@ from .models import (
     Captured,
     DuplicateGroup,
     Merged,
+    ImportProgress,
+    ImportReport,
     Channel,
     CreatedApiKey,
     CreatedEndpoint,
@@ -154,6 +157,56 @@ def _policies(given: Mapping[str, Tuple[int, float]]) -> Dict[str, Tuple[int, fl
         out[name] = (limit, float(period))
     return out
 
+def _list_payload(
+    *,
+    status: Union[str, Sequence[str], None],
+    source: Optional[str],
+    tags: Optional[Sequence[str]],
+    created_after: Optional[datetime],
+    created_before: Optional[datetime],
+    q: Optional[str],
+    sort: str,
+    order: str,
+    archived: Union[bool, Literal["any"], None],
+) -> Dict[str, Any]:
+    """The filters and sort of a listing (``list``, ``export_csv``)."""
+    if archived is None or archived is False:
+        archived_text = "false"
+    elif archived is True:
+        archived_text = "true"
+    elif archived == "any":
+        archived_text = "any"
+    else:
+        message = "must be True, False or 'any'"
+        raise ValidationError(f"invalid input: archived: {message}", [("archived", message)])
+    statuses = [status] if isinstance(status, str) else _strings(status or [], "status")
+    return _given(
+        status=statuses, source=source, tags=_strings(tags or [], "tags"),
+        created_after=_when(created_after, "created_after"),
+        created_before=_when(created_before, "created_before"),
+        q=q, sort=sort, order=order, archived=archived_text,
+    )
+
+
+def _source(source: Union[str, "os.PathLike[str]", bytes]) -> Tuple[Optional[str], Optional[bytes]]:
+    """A file to import: its path, or its bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return None, bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source), None
+    message = "must be a path or bytes"
+    raise ValidationError(f"invalid input: source: {message}", [("source", message)])
+
+
+def _import_options(
+    dry_run: bool, mapping: Optional[Mapping[str, str]], delimiter: Optional[str], skip_rows: int,
+    lead_events: bool,
+) -> Dict[str, Any]:
+    return _given(
+        dry_run=dry_run, mapping=None if mapping is None else _object(mapping), delimiter=delimiter,
+        skip_rows=skip_rows, lead_events=lead_events,
+    )
+
 
 class _Service:
     __slots__ = ("_native", "_ws")
@@ -248,23 +301,12 @@ class Leads(_Service):
         prefix-matching; sorted by ``created_at``, ``updated_at``, ``name`` or
         ``status``. Archived leads are left out unless ``archived`` is ``True`` (only
         them) or ``"any"``. The cursor is bound to the filters and sort it came from."""
-        if archived is None or archived is False:
-            archived_text = "false"
-        elif archived is True:
-            archived_text = "true"
-        elif archived == "any":
-            archived_text = "any"
-        else:
-            message = "must be True, False or 'any'"
-            raise ValidationError(f"invalid input: archived: {message}", [("archived", message)])
-        statuses = [status] if isinstance(status, str) else _strings(status or [], "status")
-        payload = _given(
-            status=statuses, source=source, tags=_strings(tags or [], "tags"),
-            created_after=_when(created_after, "created_after"),
-            created_before=_when(created_before, "created_before"),
-            q=q, sort=sort, order=order, limit=limit, cursor=cursor, include_total=include_total,
-            archived=archived_text,
+        payload = _list_payload(
+            status=status, source=source, tags=tags, created_after=created_after,
+            created_before=created_before, q=q, sort=sort, order=order, archived=archived,
         )
+        payload.update(_given(limit=limit, cursor=cursor))
+        payload["include_total"] = include_total
         return LeadPage.from_dict(await self._native.leads_list(self._ws, payload))
 
     async def update(
@@ -337,6 +379,94 @@ class Leads(_Service):
     async def restore(self, id: Id) -> Lead:
         """Restores an archived lead to the listings (``lead.restored``)."""
         return Lead.from_dict(await self._native.leads_restore(self._ws, str(id)))
+
+    async def import_csv(
+        self,
+        source: Union[str, "os.PathLike[str]", bytes],
+        *,
+        dry_run: bool = False,
+        mapping: Optional[Mapping[str, str]] = None,
+        delimiter: Optional[str] = None,
+        skip_rows: int = 0,
+        lead_events: bool = False,
+        on_progress: Optional[Callable[[ImportProgress], None]] = None,
+    ) -> ImportReport:
+        """Imports leads from a CSV file (a path, read as it goes, or bytes): its
+        header names the fields (``mapping`` maps the others: ``{"E-mail": "email",
+        "Plan": "custom.plan", "Notes 2": ""}``), a row is a new lead or the lead with
+        its email (else phone) updated with its non-empty cells. One transaction per
+        1,000 rows; a bad row is reported in ``errors`` and the rest goes in.
+        ``on_progress`` is called after each batch (in order, on a worker thread,
+        all before this returns; its exceptions are reported as unraisable).
+        ``skip_rows`` resumes an interrupted import at its ``rows_done``. One
+        ``leads.imported`` event; per-lead events with ``lead_events``. A header that
+        cannot be used raises ``ValidationError`` and writes nothing."""
+        path, data = _source(source)
+        options = _import_options(dry_run, mapping, delimiter, skip_rows, lead_events)
+        callback: Optional[Callable[[Any], None]] = None
+        if on_progress is not None:
+            report_to = on_progress
+
+            def callback(d: Any) -> None:
+                report_to(ImportProgress.from_dict(d))
+
+        return ImportReport.from_dict(
+            await self._native.leads_import(self._ws, path, data, options, callback)
+        )
+
+    async def start_import(
+        self,
+        source: Union[str, "os.PathLike[str]", bytes],
+        *,
+        dry_run: bool = False,
+        mapping: Optional[Mapping[str, str]] = None,
+        delimiter: Optional[str] = None,
+        skip_rows: int = 0,
+        lead_events: bool = False,
+    ) -> ImportReport:
+        """Starts :meth:`import_csv` in the background and answers at once with the
+        running import; :meth:`import_report` reads how far it got (saved with every
+        batch). The rows are counted first (``total_rows``)."""
+        path, data = _source(source)
+        options = _import_options(dry_run, mapping, delimiter, skip_rows, lead_events)
+        return ImportReport.from_dict(
+            await self._native.leads_start_import(self._ws, path, data, options)
+        )
+
+    async def import_report(self, id: Id) -> ImportReport:
+        """A tracked import (:meth:`start_import`) as it stands: ``interrupted`` when
+        its process stopped before the end."""
+        return ImportReport.from_dict(await self._native.leads_import_report(self._ws, str(id)))
+
+    async def export_csv(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        status: Union[str, Sequence[str], None] = None,
+        source: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+        q: Optional[str] = None,
+        sort: str = "created_at",
+        order: str = "desc",
+        archived: Union[bool, Literal["any"], None] = False,
+    ) -> int:
+        """Writes the leads a listing selects (the filters of :meth:`list`) to the CSV
+        file ``path``, a page at a time, and returns how many: every field, then a
+        ``custom.KEY`` column per custom-field key; a cell a spreadsheet would run as
+        a formula (``= + - @``) starts with ``'`` (an import takes it off)."""
+        payload = _list_payload(
+            status=status, source=source, tags=tags, created_after=created_after,
+            created_before=created_before, q=q, sort=sort, order=order, archived=archived,
+        )
+        stream = await self._native.leads_export(self._ws, payload)
+        with open(path, "wb") as out:
+            while True:
+                chunk = await stream.next_chunk()
+                if chunk is None:
+                    return stream.rows()
+                out.write(chunk)
 
     async def add_activity(self, id: Id, kind: str, description: Optional[str] = None) -> Activity:
         """Adds an activity (``note``, ``call``, ``email``, ``meeting``, ``message``, …)."""

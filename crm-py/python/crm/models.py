@@ -24,6 +24,9 @@ __all__ = [
     "Captured",
     "DuplicateGroup",
     "Merged",
+    "RowError",
+    "ImportReport",
+    "ImportProgress",
     "ParsedLead",
     "User",
     "Session",
@@ -565,6 +568,55 @@ class Merged(Model):
     absorbed: List[str]
     moved_activities: int
     dry_run: bool
+
+
+@dataclass(frozen=True)
+class RowError(Model):
+    """A row an import did not take (``row`` 1 is the row after the header; ``line``
+    the file's line it starts on), or what stopped the file (``error``)."""
+
+    row: int
+    line: int
+    field: Optional[str]
+    message: str
+
+
+@dataclass(frozen=True)
+class ImportReport(Model):
+    """What a CSV import did (or, when ``dry_run``, would do): rows ``created``,
+    ``updated``, ``skipped`` (nothing new) and ``failed`` (the first 100 in
+    ``errors``). ``status`` is ``running``, ``completed``, ``failed`` (``error`` says
+    where the file could not be read on) or ``interrupted``; ``rows_done`` is what is
+    committed, the ``skip_rows`` that resumes it."""
+
+    id: str
+    status: str
+    dry_run: bool
+    total_rows: Optional[int]
+    rows_done: int
+    created: int
+    updated: int
+    skipped: int
+    failed: int
+    errors: List[RowError]
+    ignored_columns: List[str]
+    error: Optional[RowError]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: Optional[datetime]
+
+
+@dataclass(frozen=True)
+class ImportProgress(Model):
+    """How far an import is, after each batch of rows."""
+
+    rows_done: int
+    total_rows: Optional[int]
+    created: int
+    updated: int
+    skipped: int
+    failed: int
+    rows_per_sec: float
 
 
 @dataclass(frozen=True)
