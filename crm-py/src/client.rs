@@ -1442,7 +1442,7 @@ impl Client {
         data: Option<pyo3::pybacked::PyBackedBytes>,
         options: Input<crm_core::leads::ImportOptions>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let file = crate::transfer::file(path, data)?;
+        let file = crate::transfer::file(py, path, data)?;
         self.run(py, workspace, move |_, w| async move {
             w.leads().start_import(file, options.0).await
         })

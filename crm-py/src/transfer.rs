@@ -29,14 +29,18 @@ pub(crate) fn source(
 
 /// The file to import as a file of its own (a tracked import reads it in the
 /// background): the path's file, or the bytes written to a temporary one.
-pub(crate) fn file(path: Option<PathBuf>, data: Option<PyBackedBytes>) -> PyResult<std::fs::File> {
+pub(crate) fn file(
+    py: Python<'_>,
+    path: Option<PathBuf>,
+    data: Option<PyBackedBytes>,
+) -> PyResult<std::fs::File> {
     match (path, data) {
         (Some(path), None) => Ok(std::fs::File::open(path)?),
-        (None, Some(data)) => {
+        (None, Some(data)) => py.detach(|| {
             let mut file = tempfile::tempfile()?;
             std::io::Write::write_all(&mut file, &data)?;
             Ok(file)
-        }
+        }),
         _ => Err(pyo3::exceptions::PyTypeError::new_err(
             "give the file's path or its bytes",
         )),

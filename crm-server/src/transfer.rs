@@ -61,7 +61,9 @@ pub(crate) async fn import(leads: &Leads, cmd: LeadsCommand) -> Result<ExitCode,
         bar
     });
     let mut last_line = Instant::now();
+    let mut done = skip_rows;
     let show = |p: &Progress| {
+        done = p.rows_done;
         let counts = format!(
             "{} created, {} updated, {} skipped, {} failed",
             p.created, p.updated, p.skipped, p.failed
@@ -88,7 +90,11 @@ pub(crate) async fn import(leads: &Leads, cmd: LeadsCommand) -> Result<ExitCode,
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let report = report?;
+    let report = report.map_err(|e| {
+        Failure::Other(format!(
+            "{e} (the first {done} rows are imported: resume with --skip-rows {done})"
+        ))
+    })?;
     say!(
         "{}{} rows: {} created, {} updated, {} skipped, {} failed",
         if report.dry_run { "dry run: " } else { "" },
@@ -167,7 +173,7 @@ pub(crate) async fn export(leads: &Leads, cmd: LeadsCommand) -> Result<ExitCode,
             std::fs::File::create(path)
                 .map_err(|e| Failure::Other(format!("cannot create {}: {e}", path.display())))?,
         )),
-        None => Box::new(std::io::stdout().lock()),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     while let Some(chunk) = export.next_chunk().await? {
         match out.write_all(&chunk) {

@@ -578,8 +578,12 @@ fn leads_import_and_export_commands() {
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2_501);
-    assert!(lines[0].starts_with("id,name,email,phone,"), "{}", lines[0]);
-    assert!(lines[0].ends_with(",custom.plan"));
+    assert!(
+        lines[0].starts_with(r#""id","name","email","phone","#),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].ends_with(r#","custom.plan""#));
     let csv_out = dir.path().join("out.csv");
     let (code, _, err) = run(crm(&data).args([
         "leads",
@@ -593,7 +597,7 @@ fn leads_import_and_export_commands() {
     assert!(err.contains("exported 1 leads"), "{err}");
     let written = std::fs::read_to_string(&csv_out).expect("read");
     assert!(
-        written.contains("Person 1234,p1234@example.com"),
+        written.contains(r#""Person 1234","p1234@example.com""#),
         "{written}"
     );
 }

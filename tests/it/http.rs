@@ -2886,9 +2886,13 @@ async fn imports_and_exports_over_http(db: &TestDb) {
     assert!(r.header("content-disposition").contains("leads.csv"));
     let lines: Vec<&str> = r.text.lines().collect();
     assert_eq!(lines.len(), 2, "{}", r.text);
-    assert!(lines[0].starts_with("id,name,email,"));
-    assert!(lines[0].ends_with(",custom.plan"));
-    assert!(lines[1].contains("ana@example.com") && lines[1].ends_with(",gold"));
+    assert!(
+        lines[0].starts_with(r#""id","name","email","#),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].ends_with(r#","custom.plan""#));
+    assert!(lines[1].contains("ana@example.com") && lines[1].ends_with(r#","gold""#));
     app.send(get("/api/v1/leads/export?status=nope", &reader))
         .await
         .problem(422, "validation_failed");

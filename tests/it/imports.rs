@@ -295,9 +295,10 @@ async fn events_are_one_per_import_unless_asked(db: &TestDb) {
     assert_eq!(
         events[before..],
         [
-            EventType::LeadCreated,
+            // Changed leads are written before new ones.
             EventType::LeadStatusChanged,
             EventType::LeadUpdated,
+            EventType::LeadCreated,
             EventType::LeadsImported
         ]
     );
@@ -361,8 +362,17 @@ async fn bad_files_fail_with_positions_and_nothing_unbounded(db: &TestDb) {
     .await
     .expect_err("delimiter");
     assert_eq!(err.field_errors()[0].field, "delimiter");
-    let err = import(&crm, "na\u{0}me,email\n", ImportOptions::default()).await;
-    assert!(err.is_ok(), "a NUL in an ignored header is only ignored");
+    // A header cell with a control character, or longer than 200 characters.
+    for header in [
+        "na\u{0}me,email\n".to_string(),
+        format!("{},email\n", "n-".repeat(200)),
+    ] {
+        let err = import(&crm, &header, ImportOptions::default())
+            .await
+            .expect_err("a bad header cell");
+        assert_eq!(err.field_errors()[0].field, "file", "{err}");
+        assert!(err.to_string().contains("header cell 1"), "{err}");
+    }
     let mut bad_header = b"name,em".to_vec();
     bad_header.extend([0xff, 0xfe]);
     bad_header.extend(b"ail\nA,a@example.com\n");
@@ -388,6 +398,28 @@ async fn bad_files_fail_with_positions_and_nothing_unbounded(db: &TestDb) {
     assert_eq!(report.errors[0].field.as_deref(), Some("email"));
     assert!(report.errors[0].message.contains("UTF-8"));
     assert_eq!((report.errors[1].row, report.errors[1].line), (3, 4));
+
+    // CRLF line ends and blank lines: rows keep their file lines; a repeated header
+    // reads its first column only.
+    let report = import(
+        &crm,
+        "name,email,email\r\nCr Lf,crlf@example.com,x\r\n\r\nBad,nope,crlf2@example.com\r\n",
+        ImportOptions::default(),
+    )
+    .await
+    .expect("import");
+    assert_eq!(report.ignored_columns, ["email"]);
+    assert_eq!((report.created, report.failed), (1, 1), "{report:#?}");
+    assert_eq!((report.errors[0].row, report.errors[0].line), (2, 4));
+    assert_eq!(
+        all(&crm, Archived::Include)
+            .await
+            .iter()
+            .filter(|l| l.name == "Cr Lf")
+            .count(),
+        1,
+        "the \\r is not part of a cell"
+    );
 
     // A 10 MB cell stops the file at its row, after what came before is imported;
     // an unclosed quote runs into the same limit, or ends as a short last row.
@@ -415,7 +447,7 @@ async fn bad_files_fail_with_positions_and_nothing_unbounded(db: &TestDb) {
     .await
     .expect("import");
     assert_eq!((report.created, report.failed), (0, 1), "{report:#?}");
-    assert_eq!(count(&crm).await, 3);
+    assert_eq!(count(&crm).await, 4);
 }
 
 async fn an_import_resumes_and_a_tracked_one_is_polled(db: &TestDb) {
@@ -489,6 +521,7 @@ async fn an_export_streams_every_field_safely_and_imports_back(db: &TestDb) {
     let tricky = leads
         .create(NewLead {
             name: "=HYPERLINK(\"http://x\")".into(),
+            message: Some("'quoted; =1+1".into()),
             email: Some("tricky@example.com".into()),
             phone: Some("+34600000009".into()),
             company: Some("@Corp, \"Quoted\"".into()),
@@ -563,6 +596,18 @@ async fn an_export_streams_every_field_safely_and_imports_back(db: &TestDb) {
     assert_eq!(&row[col("company")], "'@Corp, \"Quoted\"");
     assert_eq!(&row[col("notes")], "line one\nline two");
     assert_eq!(&row[col("tags")], "a, b");
+    assert_eq!(
+        &row[col("message")],
+        "''quoted; =1+1",
+        "a leading ' is escaped too"
+    );
+    assert!(
+        all_csv
+            .lines()
+            .next()
+            .is_some_and(|h| h.starts_with(r#""id","name""#)),
+        "every cell is quoted"
+    );
     assert_eq!(&row[col("custom.plan")], "gold");
     assert_eq!(&row[col("custom.seats")], "3");
     assert_eq!(&row[col("status")], "won");

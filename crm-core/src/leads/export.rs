@@ -7,7 +7,8 @@
 //! itself. Tags are joined with `, `; times are RFC 3339 UTC; custom values that are
 //! not text are written as JSON. A cell that a spreadsheet would run as a formula
 //! (starting with `=`, `+`, `-`, `@`, a tab or a carriage return: a phone in E.164
-//! is one) gets a `'` in front, as OWASP advises; the import takes it off again.
+//! is one) gets a `'` in front, as OWASP advises, and so does one starting with `'`;
+//! every cell is quoted. The import takes one `'` off again.
 
 use chrono::SecondsFormat;
 use serde_json::Value;
@@ -109,7 +110,11 @@ impl Export {
         } else {
             self.done = true;
         }
-        let mut w = ::csv::Writer::from_writer(Vec::with_capacity(256 * (page.len() + 1)));
+        // Every cell quoted: a spreadsheet that splits on `;` cannot start a cell
+        // inside one.
+        let mut w = ::csv::WriterBuilder::new()
+            .quote_style(::csv::QuoteStyle::Always)
+            .from_writer(Vec::with_capacity(256 * (page.len() + 1)));
         if !self.started {
             self.started = true;
             let custom = self.custom_keys.iter().map(|k| format!("custom.{k}"));
@@ -149,9 +154,14 @@ fn write_error(e: ::csv::Error) -> Error {
     Error::Config(format!("a CSV row could not be written: {e}"))
 }
 
-/// A cell as written: `'` before what a spreadsheet would take for a formula.
+/// What a cell may not start with as written: a spreadsheet would take it for a
+/// formula (or, `'`, for the escape itself).
+pub(crate) const ESCAPED: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
+
+/// A cell as written: `'` before what a spreadsheet would take for a formula, and
+/// before a `'` (so the import takes off exactly one).
 pub(crate) fn escape(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if cell.starts_with(ESCAPED) {
         format!("'{cell}").into()
     } else {
         cell.into()

@@ -14,9 +14,10 @@
 //!   A file needs an email or a phone column.
 //! - **Cells.** UTF-8, with or without a BOM; `,` or `;` (found from the header
 //!   line when not given), quoted cells as RFC 4180. An empty cell is no value.
-//!   `tags` are split on `,` and `;`. A cell that an export escaped against formula
-//!   injection (`'` before `= + - @`, tab or carriage return) is read back without
-//!   the `'`.
+//!   `tags` are split on `,` and `;` (a tag holding one does not come back whole).
+//!   A cell that an export escaped (`'` before `= + - @`, tab, carriage return or
+//!   `'`) is read back without that `'`. `\r\n` and `\n` line ends both work; blank
+//!   lines are not rows. A header repeated is read in its first column only.
 //! - **Upsert.** A row is the lead with its email (first) or else its phone: that
 //!   lead gets the row's non-empty cells (tags and custom fields are added to),
 //!   a row that changes nothing is `skipped`. A row whose email and phone are two
@@ -24,7 +25,12 @@
 //!   it first). A new lead needs a name. A status that changes writes the
 //!   `status_change` entry on the timeline.
 //! - **Events.** One `leads.imported` event per import that wrote anything, with
-//!   its counts; `lead.created`/`lead.updated` per lead only with `lead_events`.
+//!   its counts (`rows` is `rows_done`, passed-over rows included), also for one
+//!   that stopped on an error; `lead.created`/`lead.updated` per lead only with
+//!   `lead_events`.
+//! - **Dry run.** Each batch is written and rolled back, so a dry run checks what
+//!   the database would (and holds no more memory than an import). A row repeating
+//!   a key that an earlier batch would have created counts as `created` again.
 //! - **Resuming.** Rows are committed a batch at a time and
 //!   [`ImportReport::rows_done`] counts the rows committed: importing the same file
 //!   again with `skip_rows` set to it carries on where an interrupted import
@@ -33,7 +39,8 @@
 //! - **Bad files.** A bad row is a [`RowError`] (row, line, field, message) and the
 //!   import goes on. What makes the rest unreadable stops it, with the position:
 //!   a row over [`ROW_BYTES_MAX`] (an unclosed quote ends in one), a header of more
-//!   than [`COLUMNS_MAX`] columns or not UTF-8, an I/O error. The rows before stay
+//!   than [`COLUMNS_MAX`] columns, not UTF-8, or with a cell over [`HEADER_MAX`]
+//!   characters or holding control characters, an I/O error. The rows before stay
 //!   imported (see resuming).
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,17 +57,21 @@ use super::parse::{self, Fields, LeadRules};
 use super::rules;
 use super::values::Email;
 use crate::error::Errors;
-use crate::ids::{ImportId, WorkspaceId};
+use crate::ids::{ImportId, LeadId, WorkspaceId};
 use crate::Result;
 
 /// Rows read, checked and written together (one transaction each).
 pub const BATCH_ROWS: usize = 1000;
 /// The most columns a file may have.
 pub const COLUMNS_MAX: usize = 256;
-/// The longest row (header included), in bytes.
+/// The longest row (header included), in bytes (give or take the 128 KiB the
+/// readers buffer).
 pub const ROW_BYTES_MAX: u64 = 1 << 20;
-/// The row errors a report keeps (the first ones); `failed` counts them all.
+/// The row errors a report keeps (the first ones; `failed` counts every row that
+/// failed, which may have several errors).
 pub const ERRORS_MAX: usize = 100;
+/// The longest header cell, in characters.
+pub const HEADER_MAX: usize = 200;
 
 /// The lead fields a column can be mapped to (besides `custom.KEY`).
 pub const FIELDS: &[&str] = &[
@@ -98,8 +109,8 @@ pub struct ImportOptions {
 
 impl ImportOptions {
     /// Checks what can be checked before the file is read: the delimiter, and the
-    /// size of the mapping.
-    pub(crate) fn check(&self) -> Result<()> {
+    /// size of the mapping (an HTTP upload is checked before its body is read).
+    pub fn check(&self) -> Result<()> {
         let mut e = Errors::default();
         if self.delimiter.is_some_and(|d| d != ',' && d != ';') {
             e.add("delimiter", "must be , or ;");
@@ -154,7 +165,7 @@ pub struct ImportReport {
     pub status: ImportStatus,
     /// Whether it wrote nothing.
     pub dry_run: bool,
-    /// The data rows of the file, when counted first (tracked imports and the CLI).
+    /// The data rows of the file, when counted first (tracked imports).
     pub total_rows: Option<u64>,
     /// Data rows read and committed (passed-over `skip_rows` included): the
     /// `skip_rows` that resumes it.
@@ -275,12 +286,15 @@ pub fn count_rows(reader: impl Read) -> Result<u64> {
     let mut n: u64 = 0;
     loop {
         match csv.read_byte_record(&mut record) {
+            Ok(true) if blank(&record) => {
+                csv.get_ref().get_ref().allow(csv.position().byte());
+            }
             Ok(true) => {
                 n += 1;
                 csv.get_ref().get_ref().allow(csv.position().byte());
             }
             Ok(false) => return Ok(n.saturating_sub(1)),
-            Err(e) => return Err(crate::Error::invalid("file", read_error(&e, n))),
+            Err(e) => return Err(crate::Error::invalid("file", read_error(&e, n, 0))),
         }
     }
 }
@@ -370,11 +384,20 @@ impl<R: Read> Read for Guard<R> {
 
 const TOO_LONG: &str = "a row longer than 1 MiB (an unclosed quote?)";
 
+/// A blank line (the csv crate skips empty ones; one holding only a `\r` or spaces
+/// is read as one blank cell).
+fn blank(record: &::csv::ByteRecord) -> bool {
+    record.len() == 1 && record[0].trim_ascii().is_empty()
+}
+
 fn csv_reader<R: Read>(reader: R, delimiter: u8) -> ::csv::Reader<R> {
     ::csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(delimiter)
+        // A record ends at `\n` (a `\r` before it is trimmed with the cell), so
+        // `\r\n` files number their lines as `\n` files do.
+        .terminator(::csv::Terminator::Any(b'\n'))
         .buffer_capacity(BUF)
         .from_reader(reader)
 }
@@ -393,8 +416,8 @@ fn sniff<R: Read>(reader: &mut BufReader<R>) -> Result<u8> {
     })
 }
 
-fn read_error(e: &::csv::Error, row: u64) -> String {
-    let line = e.position().map_or(0, |p| p.line());
+fn read_error(e: &::csv::Error, row: u64, line: u64) -> String {
+    let line = e.position().map_or(line, ::csv::Position::line);
     match e.kind() {
         ::csv::ErrorKind::Io(io) if io.to_string() == TOO_LONG => {
             format!("row {row} (from line {line}): {TOO_LONG}")
@@ -424,9 +447,26 @@ fn columns(
             e.add(format!("mapping.{h}"), "no column has this header");
         }
     }
+    for (i, h) in header.iter().enumerate() {
+        if h.chars().count() > HEADER_MAX || h.chars().any(char::is_control) {
+            return Err(crate::Error::invalid(
+                "file",
+                format!(
+                    "header cell {} must be at most {HEADER_MAX} characters without control characters",
+                    i + 1
+                ),
+            ));
+        }
+    }
     let mut out = Vec::with_capacity(header.len());
     let mut ignored = Vec::new();
-    for h in header {
+    for (i, h) in header.iter().enumerate() {
+        if header[..i].contains(h) {
+            // A header repeated: its first column is the one read.
+            ignored.push(h.clone());
+            out.push(Column::Ignore);
+            continue;
+        }
         let col = match mapping.get(h) {
             Some(target) => match target_of(target.trim()) {
                 Some(c) => c,
@@ -487,10 +527,11 @@ fn target_of(t: &str) -> Option<Column> {
     FIELDS.iter().find(|f| **f == t).map(|f| Column::Field(f))
 }
 
-/// A cell as text: the `'` an export put before a formula character is taken off.
+/// A cell as text: the `'` an export put before a formula character (or before a
+/// `'`) is taken off.
 fn cell_text(cell: &str) -> &str {
     match cell.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        Some(rest) if rest.starts_with(super::export::ESCAPED) => rest,
         _ => cell,
     }
 }
@@ -644,7 +685,7 @@ pub(crate) fn read_file<R: Read>(
         Err(e) => {
             send(Chunk::Header(Err(crate::Error::invalid(
                 "file",
-                read_error(&e, 0),
+                read_error(&e, 0, 1),
             ))));
             return;
         }
@@ -666,10 +707,15 @@ pub(crate) fn read_file<R: Read>(
     let mut rows = Vec::with_capacity(BATCH_ROWS);
     let mut read = 0;
     loop {
-        let line = csv.position().line();
+        let before = csv.position().line();
         match csv.read_byte_record(&mut record) {
+            Ok(true) if blank(&record) => {
+                csv.get_ref().get_ref().allow(csv.position().byte());
+            }
             Ok(true) => {
                 row += 1;
+                // Where the record starts (past any blank lines before it).
+                let line = record.position().map_or(before, ::csv::Position::line);
                 csv.get_ref().get_ref().allow(csv.position().byte());
                 if row <= options.skip_rows {
                     continue;
@@ -697,7 +743,7 @@ pub(crate) fn read_file<R: Read>(
                 if read > 0 && !send(Chunk::Rows { rows, read }) {
                     return;
                 }
-                stop(read_error(&e, row + 1), row + 1, line);
+                stop(read_error(&e, row + 1, before), row + 1, before);
                 return;
             }
         }
@@ -709,8 +755,11 @@ pub(crate) fn read_file<R: Read>(
 #[derive(Default)]
 pub(crate) struct Resolver {
     leads: Vec<Known>,
+    ids: HashMap<LeadId, usize>,
     by_email: HashMap<String, usize>,
     by_phone: HashMap<String, usize>,
+    /// Rows applied so far (the index of the next one in its batch).
+    applied: usize,
 }
 
 struct Known {
@@ -718,14 +767,19 @@ struct Known {
     /// The stored state; `None` for a lead this import creates.
     stored: Option<Lead>,
     /// The rows that went into a lead this import creates.
-    rows: Vec<(u64, u64)>,
+    rows: MadeBy,
+    /// When a row first changed it (the index of that row), for the write order.
+    first_change: Option<usize>,
 }
+
+/// The rows that made a new lead: (index in the batch, row, line).
+pub(crate) type MadeBy = Vec<(usize, u64, u64)>;
 
 /// What a batch writes.
 pub(crate) struct Writes {
     /// New leads, with the rows that made them.
-    pub(crate) creates: Vec<(Lead, Vec<(u64, u64)>)>,
-    /// Changed leads: (as stored, as now).
+    pub(crate) creates: Vec<(Lead, MadeBy)>,
+    /// Changed leads, (as stored, as now), in the order rows first changed them.
     pub(crate) updates: Vec<(Lead, Lead)>,
 }
 
@@ -749,14 +803,16 @@ impl Resolver {
 
     /// Adds a stored lead (one already known is kept as it is).
     pub(crate) fn stored(&mut self, lead: Lead) {
-        if self.leads.iter().any(|k| k.lead.id == lead.id) {
+        if self.ids.contains_key(&lead.id) {
             return;
         }
+        self.ids.insert(lead.id, self.leads.len());
         self.index(self.leads.len(), &lead);
         self.leads.push(Known {
             stored: Some(lead.clone()),
             lead,
             rows: Vec::new(),
+            first_change: None,
         });
     }
 
@@ -780,6 +836,8 @@ impl Resolver {
 
     /// Applies one row (one that did not check out is only reported).
     pub(crate) fn apply(&mut self, row: Checked, ws: WorkspaceId, now: DateTime<Utc>) -> Outcome {
+        let at = self.applied;
+        self.applied += 1;
         let row = match row {
             Ok(row) => row,
             Err(errors) => return Outcome::Invalid(errors),
@@ -821,11 +879,13 @@ impl Resolver {
                 return fail("name", "must not be empty for a new lead".into());
             }
             let lead = row.fields.into_lead(ws, now);
+            self.ids.insert(lead.id, self.leads.len());
             self.index(self.leads.len(), &lead);
             self.leads.push(Known {
                 lead,
                 stored: None,
-                rows: vec![(row.row, row.line)],
+                rows: vec![(at, row.row, row.line)],
+                first_change: None,
             });
             return Outcome::Created;
         };
@@ -861,8 +921,9 @@ impl Resolver {
             ..new
         };
         if known.stored.is_none() {
-            known.rows.push((row.row, row.line));
+            known.rows.push((at, row.row, row.line));
         }
+        known.first_change.get_or_insert(at);
         Outcome::Updated
     }
 
@@ -870,17 +931,26 @@ impl Resolver {
     pub(crate) fn take(&mut self) -> Writes {
         self.by_email.clear();
         self.by_phone.clear();
-        let mut w = Writes {
-            creates: Vec::new(),
-            updates: Vec::new(),
-        };
+        self.ids.clear();
+        self.applied = 0;
+        let mut creates = Vec::new();
+        let mut updates = Vec::new();
         for k in self.leads.drain(..) {
             match k.stored {
-                None => w.creates.push((k.lead, k.rows)),
-                Some(old) if old != k.lead => w.updates.push((old, k.lead)),
+                None => creates.push((k.lead, k.rows)),
+                Some(old) if old != k.lead => {
+                    updates.push((k.first_change.unwrap_or(usize::MAX), old, k.lead))
+                }
                 Some(_) => {}
             }
         }
-        w
+        updates.sort_by_key(|(first, _, _)| *first);
+        Writes {
+            creates,
+            updates: updates
+                .into_iter()
+                .map(|(_, old, new)| (old, new))
+                .collect(),
+        }
     }
 }

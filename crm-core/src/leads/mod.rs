@@ -563,7 +563,8 @@ impl Leads {
     ) -> Result<ImportReport> {
         self.ctx()?;
         options.check()?;
-        let report = ImportReport::new(options.dry_run, None, self.crm.now());
+        let mut report = ImportReport::new(options.dry_run, None, self.crm.now());
+        report.rows_done = options.skip_rows;
         store::imports::insert(self.crm.pool(), self.ws, &report).await?;
         let this = self.clone();
         let mut running = report.clone();
@@ -578,8 +579,14 @@ impl Leads {
             .await;
             let (file, total) = match counted {
                 Ok(Ok(f)) => f,
-                Ok(Err(e)) => return this.import_failed(running, e.to_string()).await,
-                Err(e) => return this.import_failed(running, e.to_string()).await,
+                Ok(Err(e)) => {
+                    let message = format!("the file could not be read: {e}");
+                    return this.import_failed(running, message, true).await;
+                }
+                Err(_) => {
+                    let message = "the file could not be read".to_owned();
+                    return this.import_failed(running, message, true).await;
+                }
             };
             running.total_rows = total;
             // The outcome is in the saved report; an error was logged there.
@@ -594,19 +601,23 @@ impl Leads {
         Ok(report.seen_at(self.crm.now()))
     }
 
-    /// Marks a tracked import failed with `message` (best effort: it is logged too).
-    async fn import_failed(&self, mut report: ImportReport, message: String) {
+    /// Ends an import that stopped on an error: failed with `message`, its
+    /// `leads.imported` event when it had committed anything, its report saved when
+    /// it is `tracked` (best effort: a failure here is logged).
+    async fn import_failed(&self, mut report: ImportReport, message: String, tracked: bool) {
         tracing::warn!(import_id = %report.id, error = %message, "an import failed");
         report.status = import::ImportStatus::Failed;
         report.error = Some(import::RowError {
-            row: report.rows_done,
+            row: report.rows_done + 1,
             line: 0,
             field: None,
             message,
         });
         report.finished_at = Some(self.crm.now());
         report.updated_at = self.crm.now();
-        if let Err(e) = store::leads::import_finish(self.crm.pool(), self.ws, &report, true).await {
+        if let Err(e) =
+            store::leads::import_finish(self.crm.pool(), self.ws, &report, tracked).await
+        {
             tracing::warn!(import_id = %report.id, error = %crate::error::Chain(&e), "an import's report could not be saved");
         }
     }
@@ -622,9 +633,7 @@ impl Leads {
         let actor = match self.ctx() {
             Ok(ctx) => ctx.actor.map(str::to_owned),
             Err(e) => {
-                if tracked {
-                    self.import_failed(report, e.to_string()).await;
-                }
+                self.import_failed(report, e.to_string(), tracked).await;
                 return Err(e);
             }
         };
@@ -636,7 +645,6 @@ impl Leads {
             import::read_file(reader, &opts, &rules, |c| send.blocking_send(c).is_ok());
         });
         let started = std::time::Instant::now();
-        let mut resolver = import::Resolver::default();
         let result: Result<()> = async {
             match chunks.recv().await {
                 Some(import::Chunk::Header(Ok(ignored))) => report.ignored_columns = ignored,
@@ -656,40 +664,24 @@ impl Leads {
                     }
                     import::Chunk::Header(_) => continue,
                 };
-                let now = self.crm.now();
-                if options.dry_run {
-                    let outcomes = store::leads::import_plan(
-                        self.crm.pool(),
-                        self.ws,
-                        now,
-                        rows,
-                        &mut resolver,
-                    )
-                    .await?;
-                    for o in outcomes {
-                        report.count(o);
-                    }
-                    report.rows_done += read;
-                    report.updated_at = now;
-                } else {
-                    let ctx = Ctx {
-                        ws: self.ws,
-                        now,
-                        actor: actor.as_deref(),
-                    };
-                    store::leads::import_batch(
-                        self.crm.pool(),
-                        &ctx,
-                        rows,
-                        read,
-                        options.lead_events,
-                        &mut report,
-                        tracked,
-                    )
-                    .await?;
-                    if options.lead_events {
-                        self.crm.wake_dispatchers();
-                    }
+                let ctx = Ctx {
+                    ws: self.ws,
+                    now: self.crm.now(),
+                    actor: actor.as_deref(),
+                };
+                store::leads::import_batch(
+                    self.crm.pool(),
+                    &ctx,
+                    rows,
+                    read,
+                    options.lead_events,
+                    options.dry_run,
+                    &mut report,
+                    tracked,
+                )
+                .await?;
+                if options.lead_events && !options.dry_run {
+                    self.crm.wake_dispatchers();
                 }
                 let secs = started.elapsed().as_secs_f64();
                 let done = report.rows_done.saturating_sub(options.skip_rows);
@@ -701,13 +693,11 @@ impl Leads {
         drop(chunks);
         let _ = reading.await;
         if let Err(e) = result {
-            if tracked {
-                let message = match &e {
-                    crate::Error::Validation { .. } => e.to_string(),
-                    _ => "the import stopped on a database error; import the file again with skip_rows = rows_done".into(),
-                };
-                self.import_failed(report, message).await;
-            }
+            let message = match &e {
+                crate::Error::Validation { .. } => e.to_string(),
+                _ => "the import stopped on a database error; import the file again with skip_rows = rows_done".into(),
+            };
+            self.import_failed(report, message, tracked).await;
             return Err(e);
         }
         report.status = match report.error {

@@ -47,6 +47,13 @@ pub(crate) async fn save(tx: &mut Tx, ws: WorkspaceId, report: &ImportReport) ->
     Ok(())
 }
 
+/// Saves an import's report in a transaction of its own.
+pub(crate) async fn update(pool: &Pool, ws: WorkspaceId, report: &ImportReport) -> Result<()> {
+    let mut tx = pool.begin_write().await?;
+    save(&mut tx, ws, report).await?;
+    tx.commit().await
+}
+
 /// An import of the workspace.
 pub(crate) async fn get(pool: &Pool, ws: WorkspaceId, id: ImportId) -> Result<ImportReport> {
     let (report,) = query_as::<(Json<Value>,)>(

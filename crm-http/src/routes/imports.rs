@@ -5,7 +5,8 @@
 //! options are query parameters, as with Stripe's file uploads it is not
 //! multipart. The body is streamed to an anonymous temporary file (in the system's
 //! temporary directory, gone when the import ends) up to [`crate::Config::import_limit`]
-//! and must arrive within the server's body timeout; the import then runs in the
+//! and must arrive within the server's body timeout (`Limits::body_timeout`, 30 s by
+//! default: a large file over a slow link needs a longer one); the import then runs in the
 //! background of the process that took it. An `Idempotency-Key` is not replayed
 //! for an import (the body is too large to fingerprint); sending the file again is
 //! safe, as rows already imported are `skipped`.
@@ -73,6 +74,7 @@ pub(crate) async fn start_import(
         skip_rows: p.skip_rows.unwrap_or(0),
         lead_events: p.lead_events.unwrap_or(false),
     };
+    options.check()?;
     let file = spool(body, s.cfg.import_limit).await?;
     let report = leads(&s, &c).start_import(file, options).await?;
     let mut res = (StatusCode::ACCEPTED, axum::Json(&report)).into_response();
