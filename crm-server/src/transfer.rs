@@ -90,10 +90,12 @@ pub(crate) async fn import(leads: &Leads, cmd: LeadsCommand) -> Result<ExitCode,
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let report = report.map_err(|e| {
-        Failure::Other(format!(
+    let report = report.map_err(|e| match e {
+        crm::Error::Validation { .. } => Failure::from(e),
+        _ if dry_run => Failure::from(e),
+        _ => Failure::Other(format!(
             "{e} (the first {done} rows are imported: resume with --skip-rows {done})"
-        ))
+        )),
     })?;
     say!(
         "{}{} rows: {} created, {} updated, {} skipped, {} failed",

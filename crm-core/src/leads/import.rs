@@ -39,9 +39,9 @@
 //! - **Bad files.** A bad row is a [`RowError`] (row, line, field, message) and the
 //!   import goes on. What makes the rest unreadable stops it, with the position:
 //!   a row over [`ROW_BYTES_MAX`] (an unclosed quote ends in one), a header of more
-//!   than [`COLUMNS_MAX`] columns, not UTF-8, or with a cell over [`HEADER_MAX`]
-//!   characters or holding control characters, an I/O error. The rows before stay
-//!   imported (see resuming).
+//!   than [`COLUMNS_MAX`] columns or not UTF-8, an I/O error. The rows before stay
+//!   imported (see resuming). A header cell over [`HEADER_MAX`] characters or
+//!   holding control characters is an ignored column.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
@@ -167,8 +167,8 @@ pub struct ImportReport {
     pub dry_run: bool,
     /// The data rows of the file, when counted first (tracked imports).
     pub total_rows: Option<u64>,
-    /// Data rows read and committed (passed-over `skip_rows` included): the
-    /// `skip_rows` that resumes it.
+    /// Data rows read and committed (for a dry run: checked; passed-over
+    /// `skip_rows` included): the `skip_rows` that resumes it.
     pub rows_done: u64,
     /// Rows that created a lead.
     pub created: u64,
@@ -279,7 +279,7 @@ impl ImportReport {
 /// Counts the data rows of a file (the header not counted), reading it once with
 /// the same limits as an import; blocking.
 pub fn count_rows(reader: impl Read) -> Result<u64> {
-    let mut reader = BufReader::with_capacity(BUF, Guard::new(reader));
+    let mut reader = BufReader::with_capacity(BUF, Guard::new(ended(reader)));
     let delimiter = sniff(&mut reader)?;
     let mut csv = csv_reader(reader, delimiter);
     let mut record = ::csv::ByteRecord::new();
@@ -384,6 +384,20 @@ impl<R: Read> Read for Guard<R> {
 
 const TOO_LONG: &str = "a row longer than 1 MiB (an unclosed quote?)";
 
+/// The file with a line break after it, so every record ends in one (an empty
+/// last line is skipped) and [`start_line`] holds for the last record too.
+fn ended(reader: impl Read) -> impl Read {
+    reader.chain(&b"\n"[..])
+}
+
+/// The line a record starts on, from where the reader is after it (the line after
+/// its final line break) and the line breaks inside its cells. The position the
+/// csv crate stamps on a record is taken before it skips the empty lines ahead.
+fn start_line(after: u64, record: &::csv::ByteRecord) -> u64 {
+    let inside = record.as_slice().iter().filter(|b| **b == b'\n').count() as u64;
+    after.saturating_sub(1 + inside).max(1)
+}
+
 /// A blank line (the csv crate skips empty ones; one holding only a `\r` or spaces
 /// is read as one blank cell).
 fn blank(record: &::csv::ByteRecord) -> bool {
@@ -447,24 +461,29 @@ fn columns(
             e.add(format!("mapping.{h}"), "no column has this header");
         }
     }
-    for (i, h) in header.iter().enumerate() {
-        if h.chars().count() > HEADER_MAX || h.chars().any(char::is_control) {
-            return Err(crate::Error::invalid(
-                "file",
-                format!(
-                    "header cell {} must be at most {HEADER_MAX} characters without control characters",
-                    i + 1
-                ),
-            ));
-        }
-    }
     let mut out = Vec::with_capacity(header.len());
-    let mut ignored = Vec::new();
+    let mut ignored: Vec<String> = Vec::new();
+    let mut ignore = |h: &str, out: &mut Vec<Column>| {
+        // Shown as its first characters, control characters replaced (a report is
+        // JSON that Postgres stores, and jsonb refuses NUL).
+        let shown: String = h
+            .chars()
+            .take(HEADER_MAX)
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
+        if !ignored.contains(&shown) {
+            ignored.push(shown);
+        }
+        out.push(Column::Ignore);
+    };
     for (i, h) in header.iter().enumerate() {
-        if header[..i].contains(h) {
-            // A header repeated: its first column is the one read.
-            ignored.push(h.clone());
-            out.push(Column::Ignore);
+        // A header cell no field can have (too long, control characters: an export
+        // of an odd custom key), or one repeated (its first column is the one read).
+        if h.chars().count() > HEADER_MAX
+            || h.chars().any(char::is_control)
+            || header[..i].contains(h)
+        {
+            ignore(h, &mut out);
             continue;
         }
         let col = match mapping.get(h) {
@@ -494,8 +513,8 @@ fn columns(
                 match field.map(|f| Some(Column::Field(f))).or(custom).flatten() {
                     Some(c) => c,
                     None => {
-                        ignored.push(h.clone());
-                        Column::Ignore
+                        ignore(h, &mut out);
+                        continue;
                     }
                 }
             }
@@ -645,7 +664,7 @@ pub(crate) fn read_file<R: Read>(
             message,
         }));
     };
-    let mut reader = BufReader::with_capacity(BUF, Guard::new(reader));
+    let mut reader = BufReader::with_capacity(BUF, Guard::new(ended(reader)));
     // `ImportOptions::check` has refused any other delimiter.
     let delimiter = match options.delimiter {
         Some(';') => b';',
@@ -660,7 +679,11 @@ pub(crate) fn read_file<R: Read>(
     };
     let mut csv = csv_reader(reader, delimiter);
     let mut record = ::csv::ByteRecord::new();
-    let header: Vec<String> = match csv.read_byte_record(&mut record) {
+    let mut read_header = csv.read_byte_record(&mut record);
+    while matches!(read_header, Ok(true)) && blank(&record) {
+        read_header = csv.read_byte_record(&mut record);
+    }
+    let header: Vec<String> = match read_header {
         Ok(true) => match record
             .iter()
             .map(|c| std::str::from_utf8(c).map(|c| c.trim().to_owned()))
@@ -714,8 +737,7 @@ pub(crate) fn read_file<R: Read>(
             }
             Ok(true) => {
                 row += 1;
-                // Where the record starts (past any blank lines before it).
-                let line = record.position().map_or(before, ::csv::Position::line);
+                let line = start_line(csv.position().line(), &record);
                 csv.get_ref().get_ref().allow(csv.position().byte());
                 if row <= options.skip_rows {
                     continue;

@@ -608,7 +608,11 @@ impl Leads {
         tracing::warn!(import_id = %report.id, error = %message, "an import failed");
         report.status = import::ImportStatus::Failed;
         report.error = Some(import::RowError {
-            row: report.rows_done + 1,
+            // Before any row: the header (0); else the row after those committed.
+            row: match report.rows_done {
+                0 => 0,
+                n => n + 1,
+            },
             line: 0,
             field: None,
             message,

@@ -997,7 +997,8 @@ async fn by_contacts(
     phones: &[String],
 ) -> Result<Vec<Lead>> {
     let mut out = Vec::new();
-    let per_query = per_statement(tx.dialect(), 1);
+    // A power of two, so that padding never passes it.
+    let per_query = 1 << per_statement(tx.dialect(), 1).ilog2();
     for (col, all) in [("l.email_key", emails), ("l.phone", phones)] {
         for keys in all.chunks(per_query) {
             let Some(last) = keys.last() else {
@@ -1104,14 +1105,16 @@ async fn insert_leads<'l>(
 
 /// Writes one batch of an import in one transaction: the rows are resolved against
 /// the leads holding their emails and phones (locked), changed leads are written
-/// (in the order rows first changed them, so a key one frees is free when another
-/// takes it), then new leads inserted many per statement; a status change is
+/// (those giving up a key first park it on a placeholder, so a key moving between
+/// leads, even a swap, never meets the unique indexes), then new leads inserted
+/// many per statement; a status change is
 /// recorded on the timeline; per-lead events only with `lead_events`. On Postgres
 /// the workspace row is locked first (`FOR NO KEY UPDATE`), so two imports into one
 /// workspace take turns batch by batch instead of deadlocking on each other's new
 /// keys. A dry run does the same and rolls it back. `report` counts the rows (`read`
 /// of them were read) once the batch is committed and, for a tracked import, is
-/// saved in the same transaction, so its `rows_done` is always what is committed.
+/// saved in the same transaction (a dry run's after the rollback), so its
+/// `rows_done` is always what is committed (for a dry run: checked).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn import_batch(
     pool: &Pool,
@@ -1150,6 +1153,29 @@ pub(crate) async fn import_batch(
         true => Some(outbox::subscribers(&mut tx, ctx.ws).await?),
         false => None,
     };
+    // Keys that move between leads of this batch: the leads giving one up first
+    // take a placeholder no real key can be (no `@`, no `+`), so the final writes
+    // below can go in any order (a swap included) without meeting the unique indexes.
+    for (old, new) in &writes.updates {
+        let email_moves = old.email.as_ref().map(Email::key) != new.email.as_ref().map(Email::key);
+        let phone_moves = old.phone != new.phone;
+        if (email_moves && old.email.is_some()) || (phone_moves && old.phone.is_some()) {
+            let placeholder = format!("moving:{}", old.id);
+            query("UPDATE crm_leads SET email_key = $3, phone = $4 WHERE workspace_id = $1 AND id = $2")
+                .bind(ctx.ws)
+                .bind(old.id)
+                .bind(match email_moves {
+                    true => old.email.as_ref().map(|_| placeholder.clone()),
+                    false => old.email.as_ref().map(Email::key),
+                })
+                .bind(match phone_moves {
+                    true => old.phone.as_ref().map(|_| placeholder.clone()),
+                    false => old.phone.as_ref().map(|p| p.as_str().to_owned()),
+                })
+                .execute(&mut tx)
+                .await?;
+        }
+    }
     for (old, new) in &writes.updates {
         write_lead(&mut tx, new).await?;
         if old.status != new.status {
@@ -1244,11 +1270,14 @@ pub(crate) async fn import_finish(
         super::imports::save(&mut tx, ws, report).await?;
     }
     tx.commit().await?;
-    if pool.dialect() == Dialect::Postgres && report.created >= ANALYZE_AFTER {
+    if pool.dialect() == Dialect::Postgres && !report.dry_run && report.created >= ANALYZE_AFTER {
         // A bulk load leaves the planner's statistics behind until autovacuum gets
         // to them: the next listing pages were planned as a scan and a sort (120 ms
-        // a page at 100,000 new leads instead of 0.6 ms).
-        query("ANALYZE crm_leads").execute(pool).await?;
+        // a page at 100,000 new leads instead of 0.6 ms). The import is done either
+        // way: a failure here is only logged.
+        if let Err(e) = query("ANALYZE crm_leads").execute(pool).await {
+            tracing::warn!(error = %crate::error::Chain(&e), "ANALYZE after an import failed");
+        }
     }
     Ok(())
 }
