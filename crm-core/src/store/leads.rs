@@ -985,11 +985,12 @@ pub(crate) async fn stats(
     })
 }
 
-/// The leads of `ws` holding any of these email keys or phones, locked. One query per column, each an `IN` list on its
-/// unique index (an `OR` of the two lists was planned as a scan of the workspace's
-/// leads, filtered: seconds per batch at 100,000 leads on Postgres). A lead holding
-/// both keys comes back twice. The lists are padded to a power of two (with their
-/// last key) so that the statements' texts, and their prepared plans, are few.
+/// The leads of `ws` holding any of these email keys or phones, locked. One query
+/// per column, each an `IN` list on its unique index (an `OR` of the two lists was
+/// planned as a scan of the workspace's leads, filtered: seconds per batch at
+/// 100,000 leads on Postgres). A lead holding both keys comes back twice. The lists
+/// are chunked and padded to a power of two (with their last key) so that the
+/// statements' texts, and their prepared plans, are few.
 async fn by_contacts(
     tx: &mut Tx,
     ws: WorkspaceId,
