@@ -2896,6 +2896,14 @@ async fn imports_and_exports_over_http(db: &TestDb) {
     app.send(get("/api/v1/leads/export?status=nope", &reader))
         .await
         .problem(422, "validation_failed");
+    // Reading an import or exporting needs leads:read; a write-only key gets neither.
+    let write_only = app.key(&["leads:write"]).await;
+    app.send(get("/api/v1/leads/export", &write_only))
+        .await
+        .problem(403, "forbidden");
+    app.send(get(&format!("/api/v1/imports/{id}"), &write_only))
+        .await
+        .problem(403, "forbidden");
     let nokey = app
         .send(
             req(Method::GET, "/api/v1/leads/export")

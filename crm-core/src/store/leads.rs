@@ -213,35 +213,7 @@ async fn check_unique(conn: &mut Tx, lead: &Lead, except: Option<LeadId>) -> Res
 /// waiting for a concurrent insert of the same to commit or roll back): whether it
 /// was inserted.
 async fn insert_lead(conn: &mut Tx, l: &Lead) -> Result<bool> {
-    let inserted = query(
-        "INSERT INTO crm_leads (id, workspace_id, name, email, email_key, phone, company, budget, \
-         project_type, message, source, status, notes, tags, custom, raw_input, ai_parsed, \
-         created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(l.id)
-    .bind(l.workspace_id)
-    .bind(l.name.as_str())
-    .bind(l.email.as_ref().map(Email::as_str))
-    .bind(l.email.as_ref().map(Email::key))
-    .bind(l.phone.as_ref().map(Phone::as_str))
-    .bind(l.company.as_deref())
-    .bind(l.budget.as_deref())
-    .bind(l.project_type.as_deref())
-    .bind(l.message.as_deref())
-    .bind(l.source.as_deref())
-    .bind(l.status.as_str())
-    .bind(l.notes.as_deref())
-    .bind(Json(json!(l.tags)))
-    .bind(Json(Value::Object(l.custom.clone())))
-    .bind(l.raw_input.as_deref())
-    .bind(l.ai_parsed)
-    .bind(Ts(l.created_at))
-    .bind(Ts(l.updated_at))
-    .execute(&mut *conn)
-    .await?;
-    Ok(inserted == 1)
+    Ok(!insert_leads(conn, std::iter::once(l)).await?.is_empty())
 }
 
 async fn write_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
