@@ -296,6 +296,16 @@ impl Workspace {
         Leads::new(self.crm.clone(), self.id)
     }
 
+    /// Its contact service (people).
+    pub fn contacts(&self) -> crate::Contacts {
+        crate::Contacts::new(self.crm.clone(), self.id)
+    }
+
+    /// Its organization service (the companies contacts belong to).
+    pub fn organizations(&self) -> crate::Organizations {
+        crate::Organizations::new(self.crm.clone(), self.id)
+    }
+
     /// Its auth service.
     pub fn auth(&self) -> Auth {
         Auth::new(self.crm.clone(), self.id)

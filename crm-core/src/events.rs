@@ -39,6 +39,23 @@ string_enum!(
         /// `skipped`, `failed`). A workspace event: `lead.*` does not cover it,
         /// `leads.*` and `*` do.
         LeadsImported => "leads.imported",
+        /// A lead was converted into a contact ([`crate::Leads::convert`]):
+        /// `data.lead` as it is now (linked), `data.contact`, `data.organization`
+        /// (or `null`), `data.contact_created` and `data.organization_created`.
+        LeadConverted => "lead.converted",
+        /// A contact was created; `data.contact`.
+        ContactCreated => "contact.created",
+        /// Fields of a contact changed; `data.contact`, `data.changed` names them.
+        ContactUpdated => "contact.updated",
+        /// A contact was deleted; `data.contact` is its last state.
+        ContactDeleted => "contact.deleted",
+        /// An organization was created; `data.organization`.
+        OrganizationCreated => "organization.created",
+        /// Fields of an organization changed; `data.organization`, `data.changed`.
+        OrganizationUpdated => "organization.updated",
+        /// An organization was deleted (its contacts stay, unlinked);
+        /// `data.organization` is its last state.
+        OrganizationDeleted => "organization.deleted",
         /// A sample event sent by a webhook test-send; never fanned out.
         WebhookTest => "webhook.test",
     }

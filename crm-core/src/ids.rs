@@ -110,6 +110,14 @@ id_type!(
     /// A CSV import of leads ([`crate::Leads::import`]).
     ImportId
 );
+id_type!(
+    /// A contact: a person ([`crate::Contacts`]).
+    ContactId
+);
+id_type!(
+    /// An organization: a company contacts belong to ([`crate::Organizations`]).
+    OrganizationId
+);
 
 impl WorkspaceId {
     /// The workspace that exists from the first migration on, for single-tenant apps.

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 mod clock;
+pub mod contacts;
 mod crm;
 pub mod error;
 pub mod events;
@@ -27,11 +28,12 @@ mod store;
 pub mod webhooks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use contacts::{Contacts, Organizations};
 pub use crm::{Crm, CrmBuilder, Quotas, Workspace, WorkspaceInfo};
 pub use error::{AuthFailure, Error, FieldError, Result};
 pub use ids::{
-    ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, ImportId, LeadId, SessionId,
-    UserId, WorkspaceId,
+    ActivityId, ApiKeyId, AuditId, ChannelId, ContactId, EndpointId, EventId, ImportId, LeadId,
+    OrganizationId, SessionId, UserId, WorkspaceId,
 };
 pub use leads::Leads;
 pub use seal::{MasterKey, Sealer};

@@ -9,6 +9,7 @@ mod common;
 
 mod api_keys;
 mod auth;
+mod contacts;
 #[cfg(feature = "webhooks")]
 mod delivery;
 mod embedding;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Resources a scope can name.
 pub const RESOURCES: &[&str] = &[
     "leads",
+    "contacts",
     "messages",
     "webhooks",
     "notifications",

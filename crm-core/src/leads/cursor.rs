@@ -1,4 +1,5 @@
-//! Keyset cursors. A cursor holds the sort key and id of the last lead of a page, the
+//! Keyset cursors (of leads, contacts and organizations). A cursor holds the sort key
+//! and id of the last row of a page, the
 //! sort it belongs to and a digest of the filters, as base64url JSON followed by a
 //! 16-byte HMAC-SHA256 tag under a key derived from the master key, so a client can
 //! neither forge nor edit one (without a master key the tag's key is a public
@@ -15,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::model::{Lead, SortField, SortOrder};
-use crate::ids::LeadId;
 use crate::{Error, Result};
 
 const CHECK_LEN: usize = 16;
@@ -51,7 +51,7 @@ pub(crate) struct Cursor {
     #[serde(rename = "k")]
     pub key: Key,
     #[serde(rename = "i")]
-    pub id: LeadId,
+    pub id: uuid::Uuid,
     #[serde(rename = "f")]
     pub filters: String,
 }
@@ -69,11 +69,22 @@ impl Cursor {
             SortField::Name => Key::Text(last.name.clone()),
             SortField::Status => Key::Text(last.status.as_str().to_owned()),
         };
+        Self::new(sort, order, key, last.id.0, fingerprint)
+    }
+
+    /// The cursor after the row with this sort key and id.
+    pub(crate) fn new(
+        sort: SortField,
+        order: SortOrder,
+        key: Key,
+        id: uuid::Uuid,
+        fingerprint: &str,
+    ) -> Self {
         Self {
             sort,
             order,
             key,
-            id: last.id,
+            id,
             filters: filters_digest(fingerprint),
         }
     }
@@ -140,7 +151,7 @@ mod tests {
             sort: SortField::Name,
             order: SortOrder::Asc,
             key: Key::Text("Ana".into()),
-            id: LeadId::new(),
+            id: uuid::Uuid::now_v7(),
             filters: filters_digest("f"),
         }
     }

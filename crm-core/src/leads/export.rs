@@ -1,7 +1,8 @@
 //! CSV export of a lead listing ([`crate::Leads::export`]), streamed a page at a
 //! time.
 //!
-//! The columns are every field of a lead (`id`, …, `archived_at`) and then one
+//! The columns are every field of a lead (`id`, …, `archived_at`, `owner_id`,
+//! `contact_id`; the import ignores those two) and then one
 //! `custom.KEY` column per custom-field key the workspace's leads use (sorted; at
 //! most [`CUSTOM_COLUMNS_MAX`]), so a file exported and imported again maps by
 //! itself. Tags are joined with `, `; times are RFC 3339 UTC; custom values that are
@@ -43,6 +44,8 @@ const COLUMNS: &[&str] = &[
     "created_at",
     "updated_at",
     "archived_at",
+    "owner_id",
+    "contact_id",
 ];
 
 /// An export in progress: call [`Export::next_chunk`] until it answers `None`.
@@ -195,6 +198,8 @@ fn cells(l: &Lead, custom_keys: &[String]) -> Vec<String> {
         time(l.created_at),
         time(l.updated_at),
         l.archived_at.map(time).unwrap_or_default(),
+        l.owner_id.map(|u| u.to_string()).unwrap_or_default(),
+        l.contact_id.map(|c| c.to_string()).unwrap_or_default(),
     ];
     out.extend(custom_keys.iter().map(|k| match l.custom.get(k) {
         None | Some(Value::Null) => String::new(),

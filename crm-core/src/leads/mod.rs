@@ -114,6 +114,9 @@ impl Leads {
     pub async fn create(&self, input: NewLead) -> Result<Lead> {
         let fields = parse::new_lead(input, self.crm.rules())?;
         let ctx = self.ctx()?;
+        // A user is never deleted into another workspace, and a deleted one
+        // fails the insert's foreign key: checking before the write is enough.
+        store::contacts::check_owner(self.crm.pool(), self.ws, fields.owner_id).await?;
         let row = store::leads::NewRow {
             ws: ctx.ws,
             now: ctx.now,
@@ -201,6 +204,7 @@ impl Leads {
         message: Option<messages::MessageInfo>,
     ) -> Result<Option<Captured>> {
         let fields = parse::new_lead(input, self.crm.rules())?;
+        store::contacts::check_owner(self.crm.pool(), self.ws, fields.owner_id).await?;
         let (_, description) = parse::activity(NewActivity {
             kind: kind.as_str().into(),
             description,
@@ -382,7 +386,36 @@ impl Leads {
     pub async fn update(&self, id: LeadId, patch: LeadPatch) -> Result<Lead> {
         let patch = parse::patch(patch, self.crm.rules())?;
         let ctx = self.ctx()?;
+        if let Some(owner) = patch.owner_id {
+            store::contacts::check_owner(self.crm.pool(), self.ws, owner).await?;
+        }
         let r = store::leads::update(self.crm.pool(), &ctx, id, patch).await;
+        self.written(r)
+    }
+
+    /// Converts the lead into a contact, in one transaction: the contact that
+    /// already has the lead's email (first) or phone is reused, otherwise one is
+    /// made from the lead (its name split into first and last, its email, phone,
+    /// notes, tags, custom fields and owner). Unless `input.organization` is
+    /// `false`, the contact (when it has none) gets the organization with the
+    /// domain of the lead's company email (not a free-mail provider's), else the
+    /// one named like the lead's company, else a new one named after the company
+    /// (no company and no known domain: no organization). The lead keeps its
+    /// timeline, gets a `converted` entry and a link (`contact_id`);
+    /// `lead.converted`, with `contact.created` and `organization.created` for what
+    /// was made. Converting a converted lead again answers its contact and writes
+    /// nothing. An archived lead is refused (`InvalidState` `lead_archived`).
+    #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
+    pub async fn convert(
+        &self,
+        id: LeadId,
+        input: crate::contacts::ConvertInput,
+    ) -> Result<crate::contacts::Converted> {
+        let ctx = self.ctx()?;
+        let with_organization = input.organization.unwrap_or(true);
+        let r =
+            retry_race(|| store::contacts::convert(self.crm.pool(), &ctx, id, with_organization))
+                .await;
         self.written(r)
     }
 
@@ -753,7 +786,7 @@ fn submission(message: Option<&str>, f: &parse::Fields) -> String {
 /// no lead with an email and both inserted one end with a unique violation in the
 /// second, which carries no lead id. The retry sees the committed lead, so `create`
 /// reports it in its `Conflict` and `capture` records on it.
-async fn retry_race<T, F, Fut>(mut attempt: F) -> Result<T>
+pub(crate) async fn retry_race<T, F, Fut>(mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,

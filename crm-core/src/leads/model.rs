@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::values::{ActivityKind, Email, LeadStatus, Phone};
-use crate::ids::{ActivityId, LeadId, WorkspaceId};
+use crate::ids::{ActivityId, ContactId, LeadId, UserId, WorkspaceId};
 
 /// A lead as stored.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -53,6 +53,12 @@ pub struct Lead {
     /// asked for, its timeline kept. `None` when it is not archived.
     #[serde(default)]
     pub archived_at: Option<DateTime<Utc>>,
+    /// The user of the workspace the lead is assigned to.
+    #[serde(default)]
+    pub owner_id: Option<UserId>,
+    /// The contact the lead was converted into ([`crate::Leads::convert`]).
+    #[serde(default)]
+    pub contact_id: Option<ContactId>,
 }
 
 /// An entry on a lead's timeline.
@@ -161,6 +167,8 @@ pub struct NewLead {
     pub raw_input: Option<String>,
     /// Whether an AI parser produced the fields.
     pub ai_parsed: bool,
+    /// The user of the workspace to assign the lead to.
+    pub owner_id: Option<UserId>,
 }
 
 /// A partial update. A field left `None` is unchanged; for clearable fields,
@@ -219,6 +227,9 @@ pub struct LeadPatch {
     /// Replace the custom fields.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub custom: Option<Map<String, Value>>,
+    /// Assign the lead to a user of the workspace, or (`null`) to nobody.
+    #[serde(deserialize_with = "nullable")]
+    pub owner_id: Option<Option<UserId>>,
 }
 
 /// Missing field → `None` (through `#[serde(default)]`), `null` → `Some(None)`.
@@ -339,6 +350,8 @@ pub struct LeadQuery {
     pub include_total: bool,
     /// Archived leads: hidden (the default), only them, or both.
     pub archived: Archived,
+    /// Only leads assigned to this user.
+    pub owner_id: Option<UserId>,
 }
 
 /// One page of leads.

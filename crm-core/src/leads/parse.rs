@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::model::{Lead, LeadPatch, LeadQuery, NewActivity, NewLead};
 use super::values::{ActivityKind, Email, LeadStatus, Phone};
 use crate::error::Errors;
-use crate::ids::{LeadId, WorkspaceId};
+use crate::ids::{LeadId, UserId, WorkspaceId};
 use crate::Result;
 
 /// Longest name or company, in characters.
@@ -107,6 +107,7 @@ pub(crate) struct Fields {
     pub custom: Map<String, Value>,
     pub raw_input: Option<String>,
     pub ai_parsed: bool,
+    pub owner_id: Option<UserId>,
 }
 
 impl Fields {
@@ -131,13 +132,15 @@ impl Fields {
             created_at: now,
             updated_at: now,
             archived_at: None,
+            owner_id: self.owner_id,
+            contact_id: None,
         }
     }
 }
 
 /// Optional text: trimmed; empty means absent; no NUL (Postgres cannot store it);
 /// at most `max` characters.
-fn text(errs: &mut Errors, field: &str, v: Option<&str>, max: usize) -> Option<String> {
+pub(crate) fn text(errs: &mut Errors, field: &str, v: Option<&str>, max: usize) -> Option<String> {
     let v = v?.trim();
     if v.is_empty() {
         return None;
@@ -153,7 +156,7 @@ fn text(errs: &mut Errors, field: &str, v: Option<&str>, max: usize) -> Option<S
     Some(v.to_owned())
 }
 
-fn required_text(errs: &mut Errors, field: &str, v: &str, max: usize) -> Option<String> {
+pub(crate) fn required_text(errs: &mut Errors, field: &str, v: &str, max: usize) -> Option<String> {
     let t = text(errs, field, Some(v), max);
     if t.is_none() && !errs_has(errs, field) {
         errs.add(field, "must not be empty");
@@ -182,7 +185,7 @@ fn status(errs: &mut Errors, field: &str, v: &str) -> Option<LeadStatus> {
     errs.take(field, LeadStatus::from_str(v.trim()))
 }
 
-fn tags(errs: &mut Errors, field: &str, input: &[String]) -> Vec<String> {
+pub(crate) fn tags(errs: &mut Errors, field: &str, input: &[String]) -> Vec<String> {
     if input.len() > TAGS_MAX {
         errs.add(field, format!("at most {TAGS_MAX} tags"));
         return Vec::new();
@@ -200,7 +203,7 @@ fn tags(errs: &mut Errors, field: &str, input: &[String]) -> Vec<String> {
     out
 }
 
-fn custom(errs: &mut Errors, v: Option<Map<String, Value>>) -> Map<String, Value> {
+pub(crate) fn custom(errs: &mut Errors, v: Option<Map<String, Value>>) -> Map<String, Value> {
     let v = v.unwrap_or_default();
     match serde_json::to_string(&v) {
         Ok(json) if json.len() > CUSTOM_MAX_BYTES => {
@@ -263,6 +266,7 @@ pub(crate) fn new_lead(input: NewLead, rules: &LeadRules) -> Result<Fields> {
             RAW_INPUT_MAX,
         ),
         ai_parsed: input.ai_parsed,
+        owner_id: input.owner_id,
     };
     let contact_given = [&input.email, &input.phone]
         .iter()
@@ -289,6 +293,7 @@ pub(crate) struct Patch {
     notes: Option<Option<String>>,
     tags: Option<Vec<String>>,
     custom: Option<Map<String, Value>>,
+    pub(crate) owner_id: Option<Option<UserId>>,
 }
 
 pub(crate) fn patch(input: LeadPatch, rules: &LeadRules) -> Result<Patch> {
@@ -321,6 +326,7 @@ pub(crate) fn patch(input: LeadPatch, rules: &LeadRules) -> Result<Patch> {
             .map(|v| text(&mut e, "notes", v.as_deref(), NOTES_MAX)),
         tags: input.tags.map(|t| tags(&mut e, "tags", &t)),
         custom: input.custom.map(|c| custom(&mut e, Some(c))),
+        owner_id: input.owner_id,
     };
     e.finish()?;
     Ok(p)
@@ -345,7 +351,8 @@ impl Patch {
             status,
             notes,
             tags,
-            custom
+            custom,
+            owner_id
         );
         new
     }
@@ -362,6 +369,12 @@ pub(crate) fn activity(input: NewActivity) -> Result<(ActivityKind, Option<Strin
     }
     if kind == Some(ActivityKind::Merged) {
         e.add("kind", "merged is recorded by crm when leads are merged");
+    }
+    if kind == Some(ActivityKind::Converted) {
+        e.add(
+            "kind",
+            "converted is recorded by crm when a lead is converted",
+        );
     }
     let description = text(
         &mut e,
@@ -391,6 +404,7 @@ pub(crate) struct Query {
     pub terms: Vec<String>,
     pub limit: u32,
     pub archived: super::model::Archived,
+    pub owner_id: Option<UserId>,
 }
 
 impl Query {
@@ -411,6 +425,9 @@ impl Query {
             super::model::Archived::Hide => {}
             super::model::Archived::Only => f.push_str("|archived=true"),
             super::model::Archived::Include => f.push_str("|archived=any"),
+        }
+        if let Some(owner) = self.owner_id {
+            f.push_str(&format!("|owner={owner}"));
         }
         f
     }
@@ -458,12 +475,13 @@ pub(crate) fn query(input: &LeadQuery) -> Result<Query> {
         terms,
         limit,
         archived: input.archived,
+        owner_id: input.owner_id,
     })
 }
 
 /// Splits `q` into lower-cased runs of letters and digits, the tokens both backends
 /// index; at most [`SEARCH_TERMS_MAX`] distinct ones.
-fn search_terms(q: &str) -> Vec<String> {
+pub(crate) fn search_terms(q: &str) -> Vec<String> {
     let mut terms: Vec<String> = Vec::new();
     for t in q
         .split(|c: char| !c.is_alphanumeric())

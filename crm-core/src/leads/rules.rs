@@ -44,7 +44,9 @@ pub(crate) fn diff(old: &Lead, new: &Lead) -> Vec<&'static str> {
         notes,
         tags,
         custom,
-        raw_input
+        raw_input,
+        owner_id,
+        contact_id
     );
     changed
 }

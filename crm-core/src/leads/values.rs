@@ -225,6 +225,8 @@ string_enum!(
         Message => "message",
         /// Other leads were merged into this one (written by crm on a merge).
         Merged => "merged",
+        /// The lead was converted into a contact (written by crm on a conversion).
+        Converted => "converted",
     }
 );
 

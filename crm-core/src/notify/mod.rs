@@ -83,6 +83,28 @@ impl Notification {
                 data["created"].as_u64().unwrap_or(0),
                 data["updated"].as_u64().unwrap_or(0)
             ),
+            EventType::LeadConverted => format!("Lead converted into a contact: {name}"),
+            EventType::ContactCreated | EventType::ContactUpdated | EventType::ContactDeleted => {
+                let name = text(&data["contact"]["name"]).unwrap_or_else(|| "a contact".into());
+                let what = match event.event_type {
+                    EventType::ContactCreated => "New contact",
+                    EventType::ContactUpdated => "Contact updated",
+                    _ => "Contact deleted",
+                };
+                format!("{what}: {name}")
+            }
+            EventType::OrganizationCreated
+            | EventType::OrganizationUpdated
+            | EventType::OrganizationDeleted => {
+                let name =
+                    text(&data["organization"]["name"]).unwrap_or_else(|| "an organization".into());
+                let what = match event.event_type {
+                    EventType::OrganizationCreated => "New organization",
+                    EventType::OrganizationUpdated => "Organization updated",
+                    _ => "Organization deleted",
+                };
+                format!("{what}: {name}")
+            }
             EventType::WebhookTest => "Test notification from crm".into(),
         };
         let mut fields = Vec::new();

@@ -11,7 +11,7 @@ use sqlx::FromRow;
 use super::sql::{pow2_runs, query, query_as, Dialect, Exec, Sql, Tx};
 use super::{corrupt, outbox, Ctx, Pool, Ts};
 use crate::events::EventType;
-use crate::ids::{ActivityId, LeadId, WorkspaceId};
+use crate::ids::{ActivityId, ContactId, LeadId, UserId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
 use crate::leads::import::{Checked, ImportReport, Outcome, Resolver, RowError};
 use crate::leads::merge::Merged;
@@ -23,7 +23,7 @@ use crate::{Error, Result};
 
 const LEAD_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.email, l.phone, l.company, l.budget, \
     l.project_type, l.message, l.source, l.status, l.notes, l.tags, l.custom, l.raw_input, \
-    l.ai_parsed, l.created_at, l.updated_at, l.archived_at";
+    l.ai_parsed, l.created_at, l.updated_at, l.archived_at, l.owner_id, l.contact_id";
 
 const ACTIVITY_COLUMNS: &str =
     "id, lead_id, kind, description, old_status, new_status, actor, message, created_at";
@@ -49,6 +49,8 @@ pub(crate) struct LeadRow {
     created_at: Ts,
     updated_at: Ts,
     archived_at: Option<Ts>,
+    owner_id: Option<UserId>,
+    contact_id: Option<ContactId>,
 }
 
 #[derive(FromRow)]
@@ -102,6 +104,8 @@ impl LeadRow {
             created_at: self.created_at.0,
             updated_at: self.updated_at.0,
             archived_at: self.archived_at.map(|t| t.0),
+            owner_id: self.owner_id,
+            contact_id: self.contact_id,
         })
     }
 }
@@ -151,7 +155,12 @@ fn no_contact() -> Error {
     Error::invalid("email", "a lead needs an email or a phone")
 }
 
-async fn fetch_lead(conn: impl Exec<'_>, ws: WorkspaceId, id: LeadId, lock: bool) -> Result<Lead> {
+pub(super) async fn fetch_lead(
+    conn: impl Exec<'_>,
+    ws: WorkspaceId,
+    id: LeadId,
+    lock: bool,
+) -> Result<Lead> {
     let on = conn.on();
     let sql = format!(
         "SELECT {LEAD_COLUMNS} FROM crm_leads l WHERE l.workspace_id = $1 AND l.id = $2{}",
@@ -216,12 +225,12 @@ async fn insert_lead(conn: &mut Tx, l: &Lead) -> Result<bool> {
     Ok(!insert_leads(conn, std::iter::once(l)).await?.is_empty())
 }
 
-async fn write_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
+pub(super) async fn write_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
     query(
         "UPDATE crm_leads SET name = $3, email = $4, email_key = $5, phone = $6, company = $7, \
          budget = $8, project_type = $9, message = $10, source = $11, status = $12, notes = $13, \
-         tags = $14, custom = $15, raw_input = $16, updated_at = $17 \
-         WHERE workspace_id = $1 AND id = $2",
+         tags = $14, custom = $15, raw_input = $16, updated_at = $17, owner_id = $18, \
+         contact_id = $19 WHERE workspace_id = $1 AND id = $2",
     )
     .bind(l.workspace_id)
     .bind(l.id)
@@ -240,12 +249,14 @@ async fn write_lead(conn: &mut Tx, l: &Lead) -> Result<()> {
     .bind(Json(Value::Object(l.custom.clone())))
     .bind(l.raw_input.as_deref())
     .bind(Ts(l.updated_at))
+    .bind(l.owner_id)
+    .bind(l.contact_id)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-async fn insert_activity(conn: &mut Tx, ws: WorkspaceId, a: &Activity) -> Result<()> {
+pub(super) async fn insert_activity(conn: &mut Tx, ws: WorkspaceId, a: &Activity) -> Result<()> {
     let message = a.message.as_ref().map(|m| json!(m).to_string());
     let message_id = a.message.as_ref().and_then(|m| {
         m.provider_message_id
@@ -798,9 +809,12 @@ fn push_filters(d: Dialect, sql: &mut Sql<'_>, ws: WorkspaceId, q: &LeadQuery) {
     if let Some(source) = &q.source {
         sql.push(" AND l.source = ").push_bind(source.clone());
     }
+    if let Some(owner) = q.owner_id {
+        sql.push(" AND l.owner_id = ").push_bind(owner);
+    }
     for tag in &q.tags {
         sql.push(" AND ");
-        d.push_has_tag(sql, tag.clone());
+        d.push_has_tag(sql, "l", tag.clone());
     }
     if let Some(t) = q.created_after {
         sql.push(" AND l.created_at >= ").push_bind(Ts(t));
@@ -810,7 +824,7 @@ fn push_filters(d: Dialect, sql: &mut Sql<'_>, ws: WorkspaceId, q: &LeadQuery) {
     }
     if !q.terms.is_empty() {
         sql.push(" AND ");
-        d.push_search(sql, &q.terms);
+        d.push_search(sql, "l", "crm_leads", &q.terms);
     }
 }
 
@@ -825,30 +839,9 @@ pub(crate) async fn list(
     after: Option<Cursor>,
     include_total: bool,
 ) -> Result<(Vec<Lead>, Option<u64>)> {
-    let col = sort.column();
-    let (dir, op) = match order {
-        SortOrder::Asc => ("ASC", ">"),
-        SortOrder::Desc => ("DESC", "<"),
-    };
     let mut sql = query(format!("SELECT {LEAD_COLUMNS} FROM crm_leads l"));
     push_filters(pool.dialect(), &mut sql, ws, q);
-    if let Some(c) = after {
-        let key = match c.key {
-            Key::Time(micros) => chrono::DateTime::from_timestamp_micros(micros)
-                .map(|t| super::sql::Arg::from(Ts(t)))
-                .ok_or_else(|| Error::invalid("cursor", "is not a cursor of this listing"))?,
-            Key::Text(s) => super::sql::Arg::from(s),
-        };
-        sql.push(&format!(" AND (l.{col}, l.id) {op} ("))
-            .push_bind(key)
-            .push(", ")
-            .push_bind(c.id.0)
-            .push(")");
-    }
-    sql.push(&format!(
-        " ORDER BY l.{col} {dir}, l.id {dir} LIMIT {}",
-        q.limit + 1
-    ));
+    push_page(&mut sql, "l", sort, order, after, q.limit)?;
     let rows: Vec<LeadRow> = sql.fetch_all(pool).await?;
     let leads = rows
         .into_iter()
@@ -867,6 +860,42 @@ pub(crate) async fn list(
         None
     };
     Ok((leads, total))
+}
+
+/// Appends the keyset condition after cursor `after` and the `ORDER BY … LIMIT` of
+/// one page (`limit + 1` rows) of a listing of `alias` sorted by `sort`, the id
+/// breaking ties.
+pub(super) fn push_page(
+    sql: &mut Sql<'_>,
+    alias: &str,
+    sort: SortField,
+    order: SortOrder,
+    after: Option<Cursor>,
+    limit: u32,
+) -> Result<()> {
+    let col = sort.column();
+    let (dir, op) = match order {
+        SortOrder::Asc => ("ASC", ">"),
+        SortOrder::Desc => ("DESC", "<"),
+    };
+    if let Some(c) = after {
+        let key = match c.key {
+            Key::Time(micros) => chrono::DateTime::from_timestamp_micros(micros)
+                .map(|t| super::sql::Arg::from(Ts(t)))
+                .ok_or_else(|| Error::invalid("cursor", "is not a cursor of this listing"))?,
+            Key::Text(s) => super::sql::Arg::from(s),
+        };
+        sql.push(&format!(" AND ({alias}.{col}, {alias}.id) {op} ("))
+            .push_bind(key)
+            .push(", ")
+            .push_bind(c.id)
+            .push(")");
+    }
+    sql.push(&format!(
+        " ORDER BY {alias}.{col} {dir}, {alias}.id {dir} LIMIT {}",
+        limit + 1
+    ));
+    Ok(())
 }
 
 /// What the lead statistics are made of, read on one connection.
@@ -1022,11 +1051,11 @@ async fn insert_leads<'l>(
 ) -> Result<std::collections::HashSet<LeadId>> {
     let leads: Vec<&Lead> = leads.collect();
     let mut inserted = std::collections::HashSet::with_capacity(leads.len());
-    for run in pow2_runs(&leads, per_statement(tx.dialect(), 19).max(1)) {
+    for run in pow2_runs(&leads, per_statement(tx.dialect(), 21).max(1)) {
         let mut sql = query(
             "INSERT INTO crm_leads (id, workspace_id, name, email, email_key, phone, company, \
              budget, project_type, message, source, status, notes, tags, custom, raw_input, \
-             ai_parsed, created_at, updated_at) VALUES ",
+             ai_parsed, created_at, updated_at, owner_id, contact_id) VALUES ",
         );
         for (i, l) in run.iter().enumerate() {
             sql.push(if i == 0 { "(" } else { ", (" })
@@ -1067,6 +1096,10 @@ async fn insert_leads<'l>(
                 .push_bind(Ts(l.created_at))
                 .push(", ")
                 .push_bind(Ts(l.updated_at))
+                .push(", ")
+                .push_bind(l.owner_id)
+                .push(", ")
+                .push_bind(l.contact_id)
                 .push(")");
         }
         sql.push(" ON CONFLICT DO NOTHING RETURNING id");

@@ -32,6 +32,7 @@ pub(crate) mod audit;
 pub(crate) mod channels;
 #[cfg(test)]
 mod conformance;
+pub(crate) mod contacts;
 pub(crate) mod endpoints;
 pub(crate) mod housekeeping;
 pub(crate) mod idempotency;

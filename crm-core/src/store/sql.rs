@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::pool::{Pool, Ts};
 use crate::ids::{
-    ActivityId, ApiKeyId, AuditId, ChannelId, EndpointId, EventId, ImportId, LeadId, SessionId,
-    UserId, WorkspaceId,
+    ActivityId, ApiKeyId, AuditId, ChannelId, ContactId, EndpointId, EventId, ImportId, LeadId,
+    OrganizationId, SessionId, UserId, WorkspaceId,
 };
 use crate::Result;
 
@@ -62,21 +62,24 @@ impl Dialect {
         }
     }
 
-    /// Pushes a condition: lead `l` matches every search term (prefix match). Terms
+    /// Pushes a condition: row `alias` of `table` (`crm_leads`, `crm_contacts`,
+    /// `crm_organizations`) matches every search term (prefix match). Terms
     /// hold letters and digits only (the `search` column and the query are tokenised
     /// the same way), so they cannot carry FTS5 or tsquery syntax.
-    pub(crate) fn push_search(self, q: &mut Sql<'_>, terms: &[String]) {
+    pub(crate) fn push_search(self, q: &mut Sql<'_>, alias: &str, table: &str, terms: &[String]) {
         match self {
             Dialect::Sqlite => {
                 // Every term as a quoted prefix ("term"*), implicitly ANDed.
                 let fts: Vec<String> = terms.iter().map(|t| format!("\"{t}\"*")).collect();
-                q.push("l.seq IN (SELECT rowid FROM crm_leads_fts WHERE crm_leads_fts MATCH ")
-                    .push_bind(fts.join(" "))
-                    .push(")");
+                q.push(&format!(
+                    "{alias}.seq IN (SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH "
+                ))
+                .push_bind(fts.join(" "))
+                .push(")");
             }
             Dialect::Postgres => {
                 let ts: Vec<String> = terms.iter().map(|t| format!("{t}:*")).collect();
-                q.push("l.search @@ to_tsquery('simple', ")
+                q.push(&format!("{alias}.search @@ to_tsquery('simple', "))
                     .push_bind(ts.join(" & "))
                     .push(")");
             }
@@ -92,16 +95,18 @@ impl Dialect {
         }
     }
 
-    /// Pushes a condition: lead `l` carries `tag`.
-    pub(crate) fn push_has_tag(self, q: &mut Sql<'_>, tag: String) {
+    /// Pushes a condition: row `alias` (a lead or contact) carries `tag`.
+    pub(crate) fn push_has_tag(self, q: &mut Sql<'_>, alias: &str, tag: String) {
         match self {
             Dialect::Sqlite => {
-                q.push("EXISTS (SELECT 1 FROM json_each(l.tags) WHERE json_each.value = ")
-                    .push_bind(tag)
-                    .push(")");
+                q.push(&format!(
+                    "EXISTS (SELECT 1 FROM json_each({alias}.tags) WHERE json_each.value = "
+                ))
+                .push_bind(tag)
+                .push(")");
             }
             Dialect::Postgres => {
-                q.push("l.tags ? ").push_bind(tag);
+                q.push(&format!("{alias}.tags ? ")).push_bind(tag);
             }
         }
     }
@@ -152,10 +157,12 @@ id_args!(
     ApiKeyId,
     AuditId,
     ChannelId,
+    ContactId,
     EndpointId,
     EventId,
     ImportId,
     LeadId,
+    OrganizationId,
     SessionId,
     UserId,
     WorkspaceId

@@ -11,7 +11,7 @@ use crm_core::leads::{
     Activity, Archived, Bucket, Lead, LeadDetail, LeadPage, LeadPatch, LeadQuery, LeadStats,
     NewActivity, NewLead, Parsed, SortField, SortOrder, StatsQuery,
 };
-use crm_core::{LeadId, Leads};
+use crm_core::{LeadId, Leads, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -91,6 +91,8 @@ pub(crate) struct ListParams {
     /// Archived leads: `false` hides them (the default), `true` lists only them,
     /// `any` both.
     archived: Option<Archived>,
+    /// Only leads assigned to this user.
+    owner_id: Option<UserId>,
 }
 
 /// The listing query the parameters ask for.
@@ -108,6 +110,7 @@ fn lead_query(p: ListParams) -> LeadQuery {
         cursor: p.cursor,
         include_total: p.include_total.unwrap_or(false),
         archived: p.archived.unwrap_or_default(),
+        owner_id: p.owner_id,
     }
 }
 
@@ -160,6 +163,8 @@ pub(crate) struct ExportParams {
     /// Archived leads: `false` leaves them out (the default), `true` only them,
     /// `any` both.
     archived: Option<Archived>,
+    /// Only leads assigned to this user.
+    owner_id: Option<UserId>,
 }
 
 /// Export the leads a listing selects (the filters, search, sort and `archived`
@@ -184,6 +189,7 @@ pub(crate) async fn export_leads(
         sort: p.sort,
         order: p.order,
         archived: p.archived,
+        owner_id: p.owner_id,
         ..ListParams::default()
     });
     let export = leads(&s, &c).export(&q).await?;

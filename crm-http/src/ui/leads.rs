@@ -676,6 +676,7 @@ pub(crate) async fn create(State(s): State<AppState>, ctx: Ctx, form: FormData) 
         custom,
         raw_input: opt(&v.raw_input),
         ai_parsed: v.ai_parsed,
+        owner_id: None,
     };
     match leads(&s, &ctx).create(input).await {
         Ok(lead) => Ok(redirect(
@@ -908,6 +909,7 @@ pub(crate) async fn edit(
         notes: changed("notes", &v.notes, false).then(|| opt(&v.notes)),
         tags: changed("tags", &v.tags, true).then(|| v.tags()),
         custom,
+        owner_id: None,
     };
     match leads(&s, &ctx).update(id, patch).await {
         Ok(_) => Ok(redirect(
