@@ -87,13 +87,51 @@ pub(crate) fn tags_patch() -> RefOr<Schema> {
     tag_list(true)
 }
 
-/// The activity kinds a caller may add (`status_change` and `merged` are crm's own).
+fn contact_points(nullable: bool, format: SchemaFormat, max_length: usize) -> RefOr<Schema> {
+    array(nullable)
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(format))
+                .max_length(Some(max_length)),
+        )
+        .max_items(Some(crate::contacts::CONTACT_POINTS_MAX))
+        .into()
+}
+
+/// A contact's emails: up to 10 addresses.
+pub(crate) fn emails() -> RefOr<Schema> {
+    contact_points(false, SchemaFormat::KnownFormat(KnownFormat::Email), 254)
+}
+
+/// A contact's emails in a patch: as [`emails`], or `null` for "unchanged".
+pub(crate) fn emails_patch() -> RefOr<Schema> {
+    contact_points(true, SchemaFormat::KnownFormat(KnownFormat::Email), 254)
+}
+
+/// A contact's phones: up to 10 numbers with country code.
+pub(crate) fn phones() -> RefOr<Schema> {
+    contact_points(false, SchemaFormat::Custom("phone".into()), 32)
+}
+
+/// A contact's phones in a patch: as [`phones`], or `null` for "unchanged".
+pub(crate) fn phones_patch() -> RefOr<Schema> {
+    contact_points(true, SchemaFormat::Custom("phone".into()), 32)
+}
+
+/// The activity kinds a caller may add (`status_change`, `merged` and `converted`
+/// are crm's own).
 pub(crate) fn activity_kind() -> RefOr<Schema> {
     use crate::leads::ActivityKind;
     one_of(
         ActivityKind::ALL
             .iter()
-            .filter(|k| !matches!(**k, ActivityKind::StatusChange | ActivityKind::Merged))
+            .filter(|k| {
+                !matches!(
+                    **k,
+                    ActivityKind::StatusChange | ActivityKind::Merged | ActivityKind::Converted
+                )
+            })
             .map(|k| k.as_str()),
     )
     .into()

@@ -152,6 +152,35 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// A JSON body as [`Json`] reads it, or, when the body is empty (a `POST` with
+/// nothing to say), the default value.
+#[derive(Debug, Clone)]
+pub struct JsonOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for JsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = content_type(&req).is_some_and(is_json);
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        if bytes.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        if !json {
+            return Err(Problem::field(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Content-Type",
+                "must be application/json",
+            )
+            .into());
+        }
+        Ok(Self(parse_json(&bytes)?))
+    }
+}
+
 /// The raw body bytes (an inbound webhook's, whose signature covers them exactly).
 #[derive(Debug, Clone)]
 pub struct RawBody(pub Bytes);

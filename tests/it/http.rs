@@ -211,6 +211,7 @@ conformance!(
     stats_need_leads_read_and_count_the_callers_workspace,
     duplicates_and_merge_over_http,
     imports_and_exports_over_http,
+    contacts_organizations_and_conversion_over_http,
 );
 
 async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
@@ -267,6 +268,17 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "GET /api/v1/imports/{id}",
         "POST /api/v1/leads/parse",
         "GET /api/v1/stats",
+        "POST /api/v1/leads/{id}/convert",
+        "GET /api/v1/contacts",
+        "POST /api/v1/contacts",
+        "GET /api/v1/contacts/{id}",
+        "PATCH /api/v1/contacts/{id}",
+        "DELETE /api/v1/contacts/{id}",
+        "GET /api/v1/organizations",
+        "POST /api/v1/organizations",
+        "GET /api/v1/organizations/{id}",
+        "PATCH /api/v1/organizations/{id}",
+        "DELETE /api/v1/organizations/{id}",
         "GET /api/v1/me",
         "POST /api/auth/login",
         "POST /api/auth/logout",
@@ -340,6 +352,17 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         "GET /imports/{id}",
         "POST /leads/parse",
         "GET /stats",
+        "POST /leads/{id}/convert",
+        "GET /contacts",
+        "POST /contacts",
+        "GET /contacts/{id}",
+        "PATCH /contacts/{id}",
+        "DELETE /contacts/{id}",
+        "GET /organizations",
+        "POST /organizations",
+        "GET /organizations/{id}",
+        "PATCH /organizations/{id}",
+        "DELETE /organizations/{id}",
     ] {
         let (m, p) = lead_route.split_once(' ').expect("route");
         expected.insert(format!("{m} /api/admin{p}"));
@@ -2912,4 +2935,228 @@ async fn imports_and_exports_over_http(db: &TestDb) {
         )
         .await;
     assert_eq!(nokey.status, 401);
+}
+
+async fn contacts_organizations_and_conversion_over_http(db: &TestDb) {
+    let app = App::new(db).await;
+    let reader = app.key(&["contacts:read"]).await;
+    let writer = app.key(&["contacts:read", "contacts:write"]).await;
+    let leads_only = app.key(&["leads:read", "leads:write"]).await;
+    let both = app
+        .key(&["leads:write", "contacts:write", "contacts:read"])
+        .await;
+    let send = |m: Method, path: &str, key: &str, body: Option<Value>| {
+        let b = bearer(req(m, path), key);
+        match body {
+            Some(v) => json_body(b, v),
+            None => b.body(Body::empty()).expect("request"),
+        }
+    };
+
+    // Scopes: reading is not writing, leads are not contacts.
+    let ana = json!({"first_name": "Ana", "last_name": "López", "emails": ["ana@acme.example"]});
+    app.send(send(
+        Method::POST,
+        "/api/v1/contacts",
+        &reader,
+        Some(ana.clone()),
+    ))
+    .await
+    .problem(403, "forbidden");
+    app.send(send(Method::GET, "/api/v1/contacts", &leads_only, None))
+        .await
+        .problem(403, "forbidden");
+    app.send(send(Method::GET, "/api/v1/contacts", "", None))
+        .await
+        .problem(401, "unauthorized");
+    let r = app
+        .send(send(
+            Method::POST,
+            "/api/v1/contacts",
+            &writer,
+            Some(ana.clone()),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["name"], "Ana López");
+    let ana_id = r.body["id"].as_str().expect("id").to_owned();
+    let r = app
+        .send(send(Method::POST, "/api/v1/contacts", &writer, Some(ana)))
+        .await;
+    r.problem(409, "conflict");
+    assert_eq!(r.body["existing_id"], ana_id.as_str());
+    app.send(send(
+        Method::POST,
+        "/api/v1/contacts",
+        &writer,
+        Some(json!({"first_name": "Bo", "owner_id": uuid::Uuid::now_v7()})),
+    ))
+    .await
+    .problem(422, "validation_failed");
+    app.send(send(
+        Method::DELETE,
+        &format!("/api/v1/contacts/{ana_id}"),
+        &writer,
+        None,
+    ))
+    .await
+    .problem(403, "forbidden");
+    let r = app
+        .send(send(
+            Method::PATCH,
+            &format!("/api/v1/contacts/{ana_id}"),
+            &writer,
+            Some(json!({"title": "CTO", "last_name": null})),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["name"], "Ana");
+    let r = app
+        .send(send(
+            Method::GET,
+            "/api/v1/contacts?q=cto&include_total=true",
+            &reader,
+            None,
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["total"], 1);
+    app.send(send(
+        Method::GET,
+        "/api/v1/contacts?sort=status",
+        &reader,
+        None,
+    ))
+    .await
+    .problem(422, "validation_failed");
+
+    let r = app
+        .send(send(
+            Method::POST,
+            "/api/v1/organizations",
+            &writer,
+            Some(json!({"name": "Acme SL", "domain": "acme.example"})),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let org_id = r.body["id"].as_str().expect("id").to_owned();
+    let r = app
+        .send(send(
+            Method::GET,
+            "/api/v1/organizations?q=acme",
+            &reader,
+            None,
+        ))
+        .await;
+    assert_eq!(r.body["items"][0]["id"], org_id.as_str());
+
+    // Convert: both scopes needed; an empty body converts with an organization.
+    let lead = app
+        .crm
+        .leads()
+        .create(NewLead {
+            name: "Bo Ruiz".into(),
+            email: Some("bo@acme.example".into()),
+            company: Some("Acme SL".into()),
+            ..NewLead::default()
+        })
+        .await
+        .expect("lead");
+    let path = format!("/api/v1/leads/{}/convert", lead.id);
+    app.send(send(Method::POST, &path, &leads_only, None))
+        .await
+        .problem(403, "forbidden");
+    app.send(send(Method::POST, &path, &writer, None))
+        .await
+        .problem(403, "forbidden");
+    let r = app.send(send(Method::POST, &path, &both, None)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["contact_created"], true);
+    assert_eq!(r.body["organization_created"], false);
+    assert_eq!(r.body["organization"]["id"], org_id.as_str());
+    assert_eq!(r.body["lead"]["contact_id"], r.body["contact"]["id"]);
+    let contact_id = r.body["contact"]["id"].clone();
+    let again = app
+        .send(send(Method::POST, &path, &both, Some(json!({}))))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["contact"]["id"], contact_id);
+    assert_eq!(again.body["contact_created"], false);
+    app.send(send(
+        Method::POST,
+        &path,
+        &both,
+        Some(json!({"organization": "yes"})),
+    ))
+    .await
+    .problem(422, "invalid_body");
+    let r = app
+        .send(send(
+            Method::GET,
+            &format!("/api/v1/contacts?organization_id={org_id}"),
+            &reader,
+            None,
+        ))
+        .await;
+    assert_eq!(r.body["items"][0]["id"], contact_id);
+
+    // Another workspace's contact, organization and lead are not found.
+    let other = app.crm.create_workspace("Other").await.expect("workspace");
+    let theirs = app
+        .crm
+        .workspace(other)
+        .contacts()
+        .create(crm::contacts::NewContact {
+            first_name: "Eve".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("contact");
+    for (m, p) in [
+        (Method::GET, format!("/api/v1/contacts/{}", theirs.id)),
+        (Method::PATCH, format!("/api/v1/contacts/{}", theirs.id)),
+    ] {
+        let body = (m == Method::PATCH).then(|| json!({"title": "x"}));
+        app.send(send(m, &p, &writer, body))
+            .await
+            .problem(404, "not_found");
+    }
+    let their_lead = app
+        .crm
+        .workspace(other)
+        .leads()
+        .create(NewLead {
+            name: "Eve".into(),
+            email: Some("eve@x.example".into()),
+            ..NewLead::default()
+        })
+        .await
+        .expect("lead");
+    app.send(send(
+        Method::POST,
+        &format!("/api/v1/leads/{}/convert", their_lead.id),
+        &both,
+        None,
+    ))
+    .await
+    .problem(404, "not_found");
+
+    // The admin routes serve the same to a signed-in user.
+    let cookie = app.admin().await;
+    let r = app
+        .send(
+            with_cookie(req(Method::GET, "/api/admin/contacts"), &cookie)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(2));
+    let r = app
+        .send(json_body(
+            with_cookie(req(Method::POST, "/api/admin/organizations"), &cookie),
+            json!({"name": "Globex"}),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
 }

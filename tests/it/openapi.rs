@@ -188,6 +188,7 @@ fn violations(doc: &Value, s: &Value) -> Vec<(String, Value)> {
             Some("date-time") => out.push(("format".into(), json!("not-a-date"))),
             Some("uuid") => out.push(("format".into(), json!("not-a-uuid"))),
             Some("uri") => out.push(("format".into(), json!("not a url"))),
+            Some("hostname") => out.push(("format".into(), json!("not a domain"))),
             Some("phone") => out.push(("format".into(), json!("12"))),
             _ => {}
         }
@@ -447,6 +448,28 @@ impl Walker {
                 .expect("lead")
                 .id
                 .to_string()
+        } else if template.contains("/contacts/{id}") {
+            ws.contacts()
+                .create(crm::contacts::NewContact {
+                    first_name: "Fixture".into(),
+                    emails: vec![format!("contact{n}@example.com")],
+                    ..Default::default()
+                })
+                .await
+                .expect("contact")
+                .id
+                .to_string()
+        } else if template.contains("/organizations/{id}") {
+            ws.organizations()
+                .create(crm::contacts::NewOrganization {
+                    name: "Fixture".into(),
+                    domain: Some(format!("fixture{n}.example")),
+                    ..Default::default()
+                })
+                .await
+                .expect("organization")
+                .id
+                .to_string()
         } else if template.contains("/imports/{id}") {
             let mut file = tempfile::tempfile().expect("temp file");
             std::io::Write::write_all(&mut file, b"name,email\nImported,imported@example.com\n")
@@ -562,7 +585,23 @@ impl Walker {
                     *v = Value::from(format!("+34 6{:08}", n));
                 }
                 Some("uri") => *v = Value::from(HOOK),
+                Some("hostname") => {
+                    let n = self.next();
+                    *v = Value::from(format!("walker{n}.example"));
+                }
                 _ => {}
+            }
+            // A contact's emails and phones: each item its own.
+            if let Value::Array(items) = v {
+                let item = non_null(&self.doc, &prop["items"]).clone();
+                for it in items.iter_mut() {
+                    let n = self.next();
+                    match item["format"].as_str() {
+                        Some("email") => *it = Value::from(format!("walker{n}@example.com")),
+                        Some("phone") => *it = Value::from(format!("+34 6{:08}", n)),
+                        _ => {}
+                    }
+                }
             }
         }
     }

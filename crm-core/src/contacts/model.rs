@@ -76,10 +76,10 @@ pub struct NewContact {
     #[cfg_attr(feature = "openapi", schema(max_length = 100))]
     pub last_name: Option<String>,
     /// Up to 10 email addresses.
-    #[cfg_attr(feature = "openapi", schema(max_items = 10))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::emails))]
     pub emails: Vec<String>,
     /// Up to 10 phones with country code (or national, when the `Crm` has a default).
-    #[cfg_attr(feature = "openapi", schema(max_items = 10))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::phones))]
     pub phones: Vec<String>,
     /// Up to 200 characters.
     #[cfg_attr(feature = "openapi", schema(max_length = 200))]
@@ -124,10 +124,10 @@ pub struct ContactPatch {
     #[cfg_attr(feature = "openapi", schema(max_length = 100))]
     pub last_name: Option<Option<String>>,
     /// Replace the emails.
-    #[cfg_attr(feature = "openapi", schema(max_items = 10))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::emails_patch))]
     pub emails: Option<Vec<String>>,
     /// Replace the phones.
-    #[cfg_attr(feature = "openapi", schema(max_items = 10))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::phones_patch))]
     pub phones: Option<Vec<String>>,
     /// Set or clear the title.
     #[serde(deserialize_with = "nullable")]
@@ -238,7 +238,7 @@ pub struct NewOrganization {
     pub name: String,
     /// A domain name (`acme.example`; a URL is cut to its host, `www.` dropped);
     /// ASCII (punycode for international names), unique in the workspace.
-    #[cfg_attr(feature = "openapi", schema(max_length = 253))]
+    #[cfg_attr(feature = "openapi", schema(format = Hostname, max_length = 253))]
     pub domain: Option<String>,
     /// Up to 100 characters.
     #[cfg_attr(feature = "openapi", schema(max_length = 100))]
@@ -266,7 +266,7 @@ pub struct OrganizationPatch {
     pub name: Option<String>,
     /// Set or clear the domain.
     #[serde(deserialize_with = "nullable")]
-    #[cfg_attr(feature = "openapi", schema(max_length = 253))]
+    #[cfg_attr(feature = "openapi", schema(format = Hostname, max_length = 253))]
     pub domain: Option<Option<String>>,
     /// Set or clear the industry.
     #[serde(deserialize_with = "nullable")]

@@ -114,7 +114,7 @@ fn lead_query(p: ListParams) -> LeadQuery {
     }
 }
 
-fn list_of(v: Option<String>) -> Vec<String> {
+pub(super) fn list_of(v: Option<String>) -> Vec<String> {
     v.map(|v| {
         v.split(',')
             .map(str::trim)

@@ -17,6 +17,7 @@ use crate::{guard, pages, AppState};
 
 pub(crate) mod admin;
 pub(crate) mod auth;
+pub(crate) mod contacts;
 pub(crate) mod imports;
 #[cfg(any(feature = "whatsapp", feature = "calcom"))]
 pub(crate) mod inbound;
@@ -47,10 +48,15 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
     }
     let public_auth = public_auth.route_layer(from_fn_with_state(s.clone(), guard::public_auth));
     let api = OpenApiRouter::new()
-        .nest("/api/v1", leads::router().routes(routes!(me)))
+        .nest(
+            "/api/v1",
+            leads::router()
+                .merge(contacts::router())
+                .routes(routes!(me)),
+        )
         .route_layer(from_fn_with_state(s.clone(), guard::api_key));
     // The lead routes are served twice: their operation ids must stay unique.
-    let session_leads = openapi::prefix_ids(leads::router(), "session_");
+    let session_leads = openapi::prefix_ids(leads::router().merge(contacts::router()), "session_");
     let session = OpenApiRouter::new()
         .routes(routes!(auth::me))
         .routes(routes!(auth::change_password))
