@@ -268,6 +268,7 @@ struct ListArgs {
     cursor: Option<String>,
     include_total: bool,
     archived: Archived,
+    owner_id: Option<crm_core::UserId>,
 }
 
 impl ListArgs {
@@ -285,6 +286,50 @@ impl ListArgs {
             cursor: self.cursor,
             include_total: self.include_total,
             archived: self.archived,
+            owner_id: self.owner_id,
+        }
+    }
+}
+
+/// The arguments of `contacts.list` and `organizations.list`.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PeopleListArgs {
+    q: Option<String>,
+    owner_id: Option<crm_core::UserId>,
+    organization_id: Option<crm_core::OrganizationId>,
+    tags: Vec<String>,
+    sort: Option<SortField>,
+    order: Option<SortOrder>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+    include_total: bool,
+}
+
+impl PeopleListArgs {
+    fn contacts(self) -> crm_core::contacts::ContactQuery {
+        crm_core::contacts::ContactQuery {
+            q: self.q,
+            owner_id: self.owner_id,
+            organization_id: self.organization_id,
+            tags: self.tags,
+            sort: self.sort.unwrap_or_default(),
+            order: self.order.unwrap_or_default(),
+            limit: self.limit,
+            cursor: self.cursor,
+            include_total: self.include_total,
+        }
+    }
+
+    fn organizations(self) -> crm_core::contacts::OrganizationQuery {
+        crm_core::contacts::OrganizationQuery {
+            q: self.q,
+            owner_id: self.owner_id,
+            sort: self.sort.unwrap_or_default(),
+            order: self.order.unwrap_or_default(),
+            limit: self.limit,
+            cursor: self.cursor,
+            include_total: self.include_total,
         }
     }
 }
@@ -701,6 +746,11 @@ pub(crate) fn model_schemas() -> PyResult<String> {
         Some("Point") => crm_core::leads::stats::Point,
         Some("DuplicateGroup") => crm_core::leads::merge::DuplicateGroup,
         Some("Merged") => crm_core::leads::merge::Merged,
+        Some("Contact") => crm_core::contacts::Contact,
+        Some("ContactPage") => crm_core::contacts::ContactPage,
+        Some("Organization") => crm_core::contacts::Organization,
+        Some("OrganizationPage") => crm_core::contacts::OrganizationPage,
+        Some("Converted") => crm_core::contacts::Converted,
         Some("ImportReport") => crm_core::leads::ImportReport,
         Some("RowError") => crm_core::leads::RowError,
         None => crm_core::leads::ImportStatus,
@@ -1404,6 +1454,138 @@ impl Client {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.run(py, workspace, |_, w| async move {
             w.leads().archive(id.0).await
+        })
+    }
+
+    fn leads_convert<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<LeadId>,
+        input: Input<crm_core::contacts::ConvertInput>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.leads().convert(id.0, input.0).await
+        })
+    }
+
+    // Contacts and organizations.
+
+    fn contacts_create<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<crm_core::contacts::NewContact>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.contacts().create(input.0).await
+        })
+    }
+
+    fn contacts_get<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<crm_core::ContactId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.contacts().get(id.0).await },
+        )
+    }
+
+    fn contacts_list<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<PeopleListArgs>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let q = input.0.contacts();
+        self.run(
+            py,
+            workspace,
+            |_, w| async move { w.contacts().list(&q).await },
+        )
+    }
+
+    fn contacts_update<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<crm_core::ContactId>,
+        input: Input<crm_core::contacts::ContactPatch>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.contacts().update(id.0, input.0).await
+        })
+    }
+
+    fn contacts_delete<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<crm_core::ContactId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.contacts().delete(id.0).await
+        })
+    }
+
+    fn organizations_create<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<crm_core::contacts::NewOrganization>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.organizations().create(input.0).await
+        })
+    }
+
+    fn organizations_get<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<crm_core::OrganizationId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.organizations().get(id.0).await
+        })
+    }
+
+    fn organizations_list<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        input: Input<PeopleListArgs>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let q = input.0.organizations();
+        self.run(py, workspace, |_, w| async move {
+            w.organizations().list(&q).await
+        })
+    }
+
+    fn organizations_update<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<crm_core::OrganizationId>,
+        input: Input<crm_core::contacts::OrganizationPatch>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.organizations().update(id.0, input.0).await
+        })
+    }
+
+    fn organizations_delete<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        id: Id<crm_core::OrganizationId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.organizations().delete(id.0).await
         })
     }
 

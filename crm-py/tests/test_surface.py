@@ -19,6 +19,8 @@ SERVICES = {
     "Crm": py.Crm,
     "Workspace": py.Workspace,
     "Leads": py.Leads,
+    "Contacts": py.Contacts,
+    "Organizations": py.Organizations,
     "Auth": py.Auth,
     "ApiKeys": py.ApiKeys,
     "Webhooks": py.Webhooks,
@@ -132,6 +134,6 @@ def test_the_lists_name_only_what_rust_has() -> None:
 
 
 def test_the_workspace_services_are_attributes() -> None:
-    for attr in ["leads", "auth", "api_keys", "webhooks", "notifications", "integrations", "idempotency"]:
+    for attr in ["leads", "contacts", "organizations", "auth", "api_keys", "webhooks", "notifications", "integrations", "idempotency"]:
         assert (("Workspace", attr) in RUST) and attr in py.Workspace.__slots__
     assert isinstance(crm.Crm.workspace, object)

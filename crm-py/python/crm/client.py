@@ -25,6 +25,9 @@ from .models import (
     ImportProgress,
     ImportReport,
     Channel,
+    Contact,
+    ContactPage,
+    Converted,
     CreatedApiKey,
     CreatedEndpoint,
     Endpoint,
@@ -34,6 +37,8 @@ from .models import (
     LeadPage,
     LeadStats,
     LoggedIn,
+    Organization,
+    OrganizationPage,
     ParsedLead,
     RateLimitDecision,
     Session,
@@ -50,6 +55,8 @@ __all__ = [
     "Crm",
     "Workspace",
     "Leads",
+    "Contacts",
+    "Organizations",
     "Auth",
     "ApiKeys",
     "Webhooks",
@@ -208,6 +215,31 @@ def _import_options(
     )
 
 
+def _id_or_none(value: Any) -> Any:
+    """An id argument of an update: ``UNSET`` and ``None`` as they are, else a string."""
+    return value if value is UNSET or value is None else str(value)
+
+
+def _people_list(
+    *,
+    q: Optional[str],
+    owner_id: Optional[Id],
+    sort: str,
+    order: str,
+    limit: Optional[int],
+    cursor: Optional[str],
+    include_total: bool,
+    **more: Any,
+) -> Dict[str, Any]:
+    """The filters, sort and page of a contact or organization listing."""
+    payload = _given(
+        q=q, owner_id=None if owner_id is None else str(owner_id), sort=sort, order=order,
+        limit=limit, cursor=cursor, **more,
+    )
+    payload["include_total"] = include_total
+    return payload
+
+
 class _Service:
     __slots__ = ("_native", "_ws")
 
@@ -238,14 +270,17 @@ class Leads(_Service):
         custom: Optional[Mapping[str, Any]] = None,
         raw_input: Optional[str] = None,
         ai_parsed: bool = False,
+        owner_id: Optional[Id] = None,
     ) -> Lead:
         """Creates a lead (``ConflictError`` with ``existing_id`` when the email or
-        phone is taken). Email and phone are normalised; status defaults to ``new``."""
+        phone is taken). Email and phone are normalised; status defaults to ``new``;
+        ``owner_id`` must be a user of the workspace."""
         payload = _given(
             name=name, email=email, phone=phone, company=company, budget=budget,
             project_type=project_type, message=message, source=source, status=status,
             notes=notes, tags=None if tags is None else _strings(tags, "tags"),
             custom=None if custom is None else _object(custom), raw_input=raw_input,
+            owner_id=None if owner_id is None else str(owner_id),
         )
         payload["ai_parsed"] = ai_parsed
         return Lead.from_dict(await self._native.leads_create(self._ws, payload))
@@ -295,17 +330,21 @@ class Leads(_Service):
         cursor: Optional[str] = None,
         include_total: bool = False,
         archived: Union[bool, Literal["any"], None] = False,
+        owner_id: Optional[Id] = None,
     ) -> LeadPage:
         """One page (``limit`` 1–100, default 20): any of ``status``, that ``source``,
         all ``tags``, created in ``[created_after, created_before)``, every word of ``q``
-        prefix-matching; sorted by ``created_at``, ``updated_at``, ``name`` or
+        prefix-matching, assigned to ``owner_id``; sorted by ``created_at``,
+        ``updated_at``, ``name`` or
         ``status``. Archived leads are left out unless ``archived`` is ``True`` (only
         them) or ``"any"``. The cursor is bound to the filters and sort it came from."""
         payload = _list_payload(
             status=status, source=source, tags=tags, created_after=created_after,
             created_before=created_before, q=q, sort=sort, order=order, archived=archived,
         )
-        payload.update(_given(limit=limit, cursor=cursor))
+        payload.update(
+            _given(limit=limit, cursor=cursor, owner_id=None if owner_id is None else str(owner_id))
+        )
         payload["include_total"] = include_total
         return LeadPage.from_dict(await self._native.leads_list(self._ws, payload))
 
@@ -325,14 +364,17 @@ class Leads(_Service):
         notes: Any = UNSET,
         tags: Any = UNSET,
         custom: Any = UNSET,
+        owner_id: Any = UNSET,
     ) -> Lead:
         """Changes the given fields only; ``None`` clears an optional one. A status
-        change records a ``status_change`` activity."""
+        change records a ``status_change`` activity. ``owner_id`` must be a user of
+        the workspace (``None``: nobody)."""
         payload = _changed(
             name=name, email=email, phone=phone, company=company, budget=budget,
             project_type=project_type, message=message, source=source, status=status,
             notes=notes, tags=tags if tags is UNSET or tags is None else _strings(tags, "tags"),
             custom=custom if custom is UNSET or custom is None else _object(custom),
+            owner_id=_id_or_none(owner_id),
         )
         return Lead.from_dict(await self._native.leads_update(self._ws, str(id), payload))
 
@@ -379,6 +421,18 @@ class Leads(_Service):
     async def restore(self, id: Id) -> Lead:
         """Restores an archived lead to the listings (``lead.restored``)."""
         return Lead.from_dict(await self._native.leads_restore(self._ws, str(id)))
+
+    async def convert(self, id: Id, *, organization: bool = True) -> Converted:
+        """Converts the lead into a contact, in one transaction: the contact with its
+        email (first) or phone is reused, else one is made from the lead (its name
+        split at the first space). With ``organization`` the contact (when it has
+        none) gets the organization with the lead's company-mail domain, else the
+        one named like its company, else a new one. The lead keeps its timeline,
+        gets a ``converted`` entry and ``contact_id`` (``lead.converted``).
+        Converting it again answers its contact and writes nothing; an archived lead
+        raises ``InvalidStateError`` (``lead_archived``)."""
+        payload = {"organization": organization}
+        return Converted.from_dict(await self._native.leads_convert(self._ws, str(id), payload))
 
     async def import_csv(
         self,
@@ -920,12 +974,194 @@ class RateLimiter:
         return await self._decide(True, policy, key)
 
 
+class Contacts(_Service):
+    """Contacts (people) of one workspace: names, emails, phones, organization, owner."""
+
+    __slots__ = ()
+
+    async def create(
+        self,
+        first_name: str,
+        *,
+        last_name: Optional[str] = None,
+        emails: Optional[Sequence[str]] = None,
+        phones: Optional[Sequence[str]] = None,
+        title: Optional[str] = None,
+        address: Optional[str] = None,
+        social: Optional[Mapping[str, str]] = None,
+        organization_id: Optional[Id] = None,
+        owner_id: Optional[Id] = None,
+        notes: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        custom: Optional[Mapping[str, Any]] = None,
+        last_contacted_at: Optional[datetime] = None,
+    ) -> Contact:
+        """Creates a contact (``ConflictError`` naming the contact that has one of
+        its emails or phones). ``organization_id`` and ``owner_id`` must be of the
+        workspace; ``social`` maps a network (``linkedin``) to an ``https`` URL."""
+        payload = _given(
+            first_name=first_name, last_name=last_name,
+            emails=None if emails is None else _strings(emails, "emails"),
+            phones=None if phones is None else _strings(phones, "phones"),
+            title=title, address=address, social=None if social is None else _object(social),
+            organization_id=None if organization_id is None else str(organization_id),
+            owner_id=None if owner_id is None else str(owner_id), notes=notes,
+            tags=None if tags is None else _strings(tags, "tags"),
+            custom=None if custom is None else _object(custom),
+            last_contacted_at=_when(last_contacted_at, "last_contacted_at"),
+        )
+        return Contact.from_dict(await self._native.contacts_create(self._ws, payload))
+
+    async def get(self, id: Id) -> Contact:
+        """A contact (``NotFoundError`` when the workspace has none with this id)."""
+        return Contact.from_dict(await self._native.contacts_get(self._ws, str(id)))
+
+    async def list(
+        self,
+        *,
+        q: Optional[str] = None,
+        owner_id: Optional[Id] = None,
+        organization_id: Optional[Id] = None,
+        tags: Optional[Sequence[str]] = None,
+        sort: str = "created_at",
+        order: str = "desc",
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+        include_total: bool = False,
+    ) -> ContactPage:
+        """One page (``limit`` 1–100, default 20): every word of ``q`` prefix-matching
+        the name, emails, title or notes, assigned to ``owner_id``, of
+        ``organization_id``, with all ``tags``; sorted by ``created_at``,
+        ``updated_at`` or ``name``."""
+        payload = _people_list(
+            q=q, owner_id=owner_id, sort=sort, order=order, limit=limit, cursor=cursor,
+            include_total=include_total,
+            organization_id=None if organization_id is None else str(organization_id),
+            tags=None if tags is None else _strings(tags, "tags"),
+        )
+        return ContactPage.from_dict(await self._native.contacts_list(self._ws, payload))
+
+    async def update(
+        self,
+        id: Id,
+        *,
+        first_name: Any = UNSET,
+        last_name: Any = UNSET,
+        emails: Any = UNSET,
+        phones: Any = UNSET,
+        title: Any = UNSET,
+        address: Any = UNSET,
+        social: Any = UNSET,
+        organization_id: Any = UNSET,
+        owner_id: Any = UNSET,
+        notes: Any = UNSET,
+        tags: Any = UNSET,
+        custom: Any = UNSET,
+        last_contacted_at: Any = UNSET,
+    ) -> Contact:
+        """Changes the given fields only (lists and ``social`` replaced whole);
+        ``None`` clears an optional one (``contact.updated``)."""
+        def many(value: Any, field: str) -> Any:
+            return value if value is UNSET or value is None else _strings(value, field)
+
+        payload = _changed(
+            first_name=first_name, last_name=last_name, emails=many(emails, "emails"),
+            phones=many(phones, "phones"), title=title, address=address,
+            social=social if social is UNSET or social is None else _object(social),
+            organization_id=_id_or_none(organization_id), owner_id=_id_or_none(owner_id),
+            notes=notes, tags=many(tags, "tags"),
+            custom=custom if custom is UNSET or custom is None else _object(custom),
+            last_contacted_at=(
+                last_contacted_at if last_contacted_at is UNSET
+                else _when(last_contacted_at, "last_contacted_at")
+            ),
+        )
+        return Contact.from_dict(await self._native.contacts_update(self._ws, str(id), payload))
+
+    async def delete(self, id: Id) -> None:
+        """Deletes the contact (``contact.deleted``); leads converted into it keep
+        their timeline and lose the link."""
+        await self._native.contacts_delete(self._ws, str(id))
+
+
+class Organizations(_Service):
+    """Organizations (companies) of one workspace: name, domain, industry, size, owner."""
+
+    __slots__ = ()
+
+    async def create(
+        self,
+        name: str,
+        *,
+        domain: Optional[str] = None,
+        industry: Optional[str] = None,
+        size: Optional[str] = None,
+        address: Optional[str] = None,
+        owner_id: Optional[Id] = None,
+    ) -> Organization:
+        """Creates an organization (``ConflictError`` naming the one that has its
+        domain). A URL as ``domain`` is cut to its host, ``www.`` dropped."""
+        payload = _given(
+            name=name, domain=domain, industry=industry, size=size, address=address,
+            owner_id=None if owner_id is None else str(owner_id),
+        )
+        return Organization.from_dict(await self._native.organizations_create(self._ws, payload))
+
+    async def get(self, id: Id) -> Organization:
+        """An organization (``NotFoundError`` when the workspace has none with this id)."""
+        return Organization.from_dict(await self._native.organizations_get(self._ws, str(id)))
+
+    async def list(
+        self,
+        *,
+        q: Optional[str] = None,
+        owner_id: Optional[Id] = None,
+        sort: str = "created_at",
+        order: str = "desc",
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+        include_total: bool = False,
+    ) -> OrganizationPage:
+        """One page (``limit`` 1–100, default 20): every word of ``q`` prefix-matching
+        the name, domain or industry, assigned to ``owner_id``; sorted by
+        ``created_at``, ``updated_at`` or ``name``."""
+        payload = _people_list(
+            q=q, owner_id=owner_id, sort=sort, order=order, limit=limit, cursor=cursor,
+            include_total=include_total,
+        )
+        return OrganizationPage.from_dict(await self._native.organizations_list(self._ws, payload))
+
+    async def update(
+        self,
+        id: Id,
+        *,
+        name: Any = UNSET,
+        domain: Any = UNSET,
+        industry: Any = UNSET,
+        size: Any = UNSET,
+        address: Any = UNSET,
+        owner_id: Any = UNSET,
+    ) -> Organization:
+        """Changes the given fields only; ``None`` clears an optional one."""
+        payload = _changed(
+            name=name, domain=domain, industry=industry, size=size, address=address,
+            owner_id=_id_or_none(owner_id),
+        )
+        return Organization.from_dict(
+            await self._native.organizations_update(self._ws, str(id), payload)
+        )
+
+    async def delete(self, id: Id) -> None:
+        """Deletes the organization (``organization.deleted``); its contacts stay, unlinked."""
+        await self._native.organizations_delete(self._ws, str(id))
+
+
 class Workspace:
     """One tenant's services. Cheap to make; holds no connection of its own."""
 
     __slots__ = (
-        "_native", "id", "leads", "auth", "api_keys", "webhooks", "notifications", "integrations",
-        "idempotency",
+        "_native", "id", "leads", "contacts", "organizations", "auth", "api_keys", "webhooks",
+        "notifications", "integrations", "idempotency",
     )
 
     def __init__(self, native: "_native.Client", id: Id) -> None:
@@ -939,6 +1175,8 @@ class Workspace:
         self._native = native
         self.id = ws
         self.leads = Leads(native, ws)
+        self.contacts = Contacts(native, ws)
+        self.organizations = Organizations(native, ws)
         self.auth = Auth(native, ws)
         self.api_keys = ApiKeys(native, ws)
         self.webhooks = Webhooks(native, ws)

@@ -24,6 +24,11 @@ __all__ = [
     "Captured",
     "DuplicateGroup",
     "Merged",
+    "Contact",
+    "ContactPage",
+    "Organization",
+    "OrganizationPage",
+    "Converted",
     "RowError",
     "ImportReport",
     "ImportProgress",
@@ -176,6 +181,10 @@ class Lead(Model):
     updated_at: datetime
     #: When it was archived (hidden from listings unless asked for); ``None`` when not.
     archived_at: Optional[datetime]
+    #: The user of the workspace it is assigned to.
+    owner_id: Optional[str]
+    #: The contact it was converted into (``leads.convert``).
+    contact_id: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -568,6 +577,80 @@ class Merged(Model):
     absorbed: List[str]
     moved_activities: int
     dry_run: bool
+
+
+@dataclass(frozen=True)
+class Contact(Model):
+    """A contact (a person): ``first_name`` and ``last_name``, ``name`` the two
+    joined; up to ten ``emails`` and ``phones`` (E.164), each belonging to one
+    contact of the workspace; ``social`` links by network; the ``organization_id``
+    it belongs to and the ``owner_id`` it is assigned to."""
+
+    id: str
+    workspace_id: str
+    first_name: str
+    last_name: Optional[str]
+    name: str
+    emails: List[str]
+    phones: List[str]
+    title: Optional[str]
+    address: Optional[str]
+    social: Dict[str, str]
+    organization_id: Optional[str]
+    owner_id: Optional[str]
+    notes: Optional[str]
+    tags: List[str]
+    custom: Dict[str, Any]
+    last_contacted_at: Optional[datetime]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ContactPage(Model):
+    """One page of contacts; pass ``next_cursor`` back for the next."""
+
+    items: List[Contact]
+    next_cursor: Optional[str]
+    total: Optional[int]
+
+
+@dataclass(frozen=True)
+class Organization(Model):
+    """An organization (a company contacts belong to); ``domain`` is a lower-case
+    host, unique in the workspace."""
+
+    id: str
+    workspace_id: str
+    name: str
+    domain: Optional[str]
+    industry: Optional[str]
+    size: Optional[str]
+    address: Optional[str]
+    owner_id: Optional[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class OrganizationPage(Model):
+    """One page of organizations; pass ``next_cursor`` back for the next."""
+
+    items: List[Organization]
+    next_cursor: Optional[str]
+    total: Optional[int]
+
+
+@dataclass(frozen=True)
+class Converted(Model):
+    """What ``leads.convert`` did: the ``lead`` (linked by ``contact_id``), its
+    ``contact`` and ``organization``, and whether this conversion made them."""
+
+    lead: Lead
+    contact: Contact
+    organization: Optional[Organization]
+    contact_created: bool
+    organization_created: bool
 
 
 @dataclass(frozen=True)

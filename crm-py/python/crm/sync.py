@@ -27,7 +27,7 @@ from typing import Any, Coroutine, Optional, TypeVar
 from . import client as _client
 
 __all__ = [
-    "Crm", "Workspace", "Leads", "Auth", "ApiKeys", "Webhooks", "Notifications", "Integrations",
+    "Crm", "Workspace", "Leads", "Contacts", "Organizations", "Auth", "ApiKeys", "Webhooks", "Notifications", "Integrations",
     "Idempotency", "RateLimiter",
 ]
 
@@ -142,6 +142,18 @@ class Leads(_Blocking):
     __slots__ = ()
 
 
+class Contacts(_Blocking):
+    """Contacts, blocking (see :class:`crm.Contacts`)."""
+
+    __slots__ = ()
+
+
+class Organizations(_Blocking):
+    """Organizations, blocking (see :class:`crm.Organizations`)."""
+
+    __slots__ = ()
+
+
 class Auth(_Blocking):
     """Users and sessions, blocking (see :class:`crm.Auth`)."""
 
@@ -186,7 +198,7 @@ class RateLimiter(_Blocking):
 
 _SERVICES = {
     c.__name__: c
-    for c in (Leads, Auth, ApiKeys, Webhooks, Notifications, Integrations, Idempotency, RateLimiter)
+    for c in (Leads, Contacts, Organizations, Auth, ApiKeys, Webhooks, Notifications, Integrations, Idempotency, RateLimiter)
 }
 
 
