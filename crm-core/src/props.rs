@@ -68,8 +68,34 @@ proptest! {
             custom: Some(custom),
             raw_input: Some(note.clone()),
             ai_parsed: false,
+            owner_id: None,
         };
         let _ = parse::new_lead(input, &rules);
+        // Contacts and organizations: the same text anywhere, never a panic.
+        let mut social = std::collections::BTreeMap::new();
+        social.insert(note.clone(), note.clone());
+        social.insert("x".into(), note.clone());
+        let contact = crate::contacts::NewContact {
+            first_name: name.clone(),
+            last_name: Some(note.clone()),
+            emails: vec![note.clone(), name.clone()],
+            phones: vec![note.clone()],
+            title: Some(note.clone()),
+            address: Some(note.clone()),
+            social,
+            notes: Some(note.clone()),
+            ..Default::default()
+        };
+        let now = chrono::Utc::now();
+        let _ = crate::contacts::parse::new_contact(contact, crate::WorkspaceId::DEFAULT, now, &rules);
+        let org = crate::contacts::NewOrganization {
+            name: name.clone(),
+            domain: Some(note.clone()),
+            industry: Some(note.clone()),
+            ..Default::default()
+        };
+        let _ = crate::contacts::parse::new_organization(org, crate::WorkspaceId::DEFAULT, now);
+        let _ = crate::contacts::parse::split_name(&name);
         let _ = parse::activity(NewActivity { kind: name, description: Some(note) });
     }
 

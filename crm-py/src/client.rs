@@ -291,10 +291,10 @@ impl ListArgs {
     }
 }
 
-/// The arguments of `contacts.list` and `organizations.list`.
+/// The arguments of `contacts.list`.
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct PeopleListArgs {
+struct ContactListArgs {
     q: Option<String>,
     owner_id: Option<crm_core::UserId>,
     organization_id: Option<crm_core::OrganizationId>,
@@ -306,8 +306,8 @@ struct PeopleListArgs {
     include_total: bool,
 }
 
-impl PeopleListArgs {
-    fn contacts(self) -> crm_core::contacts::ContactQuery {
+impl ContactListArgs {
+    fn query(self) -> crm_core::contacts::ContactQuery {
         crm_core::contacts::ContactQuery {
             q: self.q,
             owner_id: self.owner_id,
@@ -320,8 +320,23 @@ impl PeopleListArgs {
             include_total: self.include_total,
         }
     }
+}
 
-    fn organizations(self) -> crm_core::contacts::OrganizationQuery {
+/// The arguments of `organizations.list`.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct OrganizationListArgs {
+    q: Option<String>,
+    owner_id: Option<crm_core::UserId>,
+    sort: Option<SortField>,
+    order: Option<SortOrder>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+    include_total: bool,
+}
+
+impl OrganizationListArgs {
+    fn query(self) -> crm_core::contacts::OrganizationQuery {
         crm_core::contacts::OrganizationQuery {
             q: self.q,
             owner_id: self.owner_id,
@@ -1499,9 +1514,9 @@ impl Client {
         &self,
         py: Python<'py>,
         workspace: &str,
-        input: Input<PeopleListArgs>,
+        input: Input<ContactListArgs>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let q = input.0.contacts();
+        let q = input.0.query();
         self.run(
             py,
             workspace,
@@ -1558,9 +1573,9 @@ impl Client {
         &self,
         py: Python<'py>,
         workspace: &str,
-        input: Input<PeopleListArgs>,
+        input: Input<OrganizationListArgs>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let q = input.0.organizations();
+        let q = input.0.query();
         self.run(py, workspace, |_, w| async move {
             w.organizations().list(&q).await
         })

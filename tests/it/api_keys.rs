@@ -144,7 +144,7 @@ async fn bad_input_is_refused_and_writes_nothing(db: &TestDb) {
                 "Leads:read".into(),
                 "leads: read".into(),
                 "".into(),
-                "contacts:*".into(),
+                "invoices:*".into(),
             ],
             expires_at: Some(past),
         })

@@ -181,7 +181,7 @@ async fn bad_endpoints_are_refused_and_write_nothing(db: &TestDb) {
             event_types: vec![
                 "lead.created".into(),
                 "lead.exploded".into(),
-                "contact.*".into(),
+                "invoice.*".into(),
             ],
             rate_limit_per_minute: Some(0),
             secret: Some("whsec_tooshort".into()),

@@ -31,8 +31,8 @@ CREATE INDEX crm_organizations_name_key ON crm_organizations (workspace_id, name
 CREATE INDEX crm_organizations_created ON crm_organizations (workspace_id, created_at, id);
 CREATE INDEX crm_organizations_updated ON crm_organizations (workspace_id, updated_at, id);
 CREATE INDEX crm_organizations_name ON crm_organizations (workspace_id, name, id);
-CREATE INDEX crm_organizations_owner ON crm_organizations (workspace_id, owner_id)
-    WHERE owner_id IS NOT NULL;
+-- By owner alone: the listing filter, and what deleting a user sets to NULL.
+CREATE INDEX crm_organizations_owner ON crm_organizations (owner_id) WHERE owner_id IS NOT NULL;
 CREATE INDEX crm_organizations_search ON crm_organizations USING gin (search);
 
 CREATE TABLE crm_contacts (
@@ -66,8 +66,8 @@ CREATE TABLE crm_contacts (
 CREATE INDEX crm_contacts_created ON crm_contacts (workspace_id, created_at, id);
 CREATE INDEX crm_contacts_updated ON crm_contacts (workspace_id, updated_at, id);
 CREATE INDEX crm_contacts_name ON crm_contacts (workspace_id, name, id);
-CREATE INDEX crm_contacts_owner ON crm_contacts (workspace_id, owner_id)
-    WHERE owner_id IS NOT NULL;
+-- By owner alone: the listing filter, and what deleting a user sets to NULL.
+CREATE INDEX crm_contacts_owner ON crm_contacts (owner_id) WHERE owner_id IS NOT NULL;
 CREATE INDEX crm_contacts_organization ON crm_contacts (organization_id)
     WHERE organization_id IS NOT NULL;
 CREATE INDEX crm_contacts_search ON crm_contacts USING gin (search);
@@ -87,5 +87,5 @@ CREATE INDEX crm_contact_keys_contact ON crm_contact_keys (contact_id);
 
 ALTER TABLE crm_leads ADD COLUMN owner_id uuid REFERENCES crm_users (id) ON DELETE SET NULL;
 ALTER TABLE crm_leads ADD COLUMN contact_id uuid REFERENCES crm_contacts (id) ON DELETE SET NULL;
-CREATE INDEX crm_leads_owner ON crm_leads (workspace_id, owner_id) WHERE owner_id IS NOT NULL;
+CREATE INDEX crm_leads_owner ON crm_leads (owner_id) WHERE owner_id IS NOT NULL;
 CREATE INDEX crm_leads_contact ON crm_leads (contact_id) WHERE contact_id IS NOT NULL;

@@ -106,13 +106,6 @@ impl Contacts {
         Self { crm, ws }
     }
 
-    fn written<T>(&self, r: Result<T>) -> Result<T> {
-        if r.is_ok() {
-            self.crm.wake_dispatchers();
-        }
-        r
-    }
-
     /// Creates a contact; `contact.created`. Fails with `Validation` listing every
     /// bad field (an `owner_id` or `organization_id` not of this workspace among
     /// them), or `Conflict` naming the contact that has one of its emails or phones.
@@ -124,7 +117,7 @@ impl Contacts {
             store::contacts::create_contact(self.crm.pool(), &ctx, contact.clone())
         })
         .await;
-        self.written(r)
+        self.crm.written(r)
     }
 
     /// A contact. `NotFound` when the workspace has none with this id.
@@ -143,7 +136,7 @@ impl Contacts {
             store::contacts::update_contact(self.crm.pool(), &ctx, id, change.clone())
         })
         .await;
-        self.written(r)
+        self.crm.written(r)
     }
 
     /// Deletes the contact; `contact.deleted` carries its last state. Leads converted
@@ -152,7 +145,7 @@ impl Contacts {
     pub async fn delete(&self, id: ContactId) -> Result<()> {
         let ctx = ctx(&self.crm, self.ws);
         let r = store::contacts::delete_contact(self.crm.pool(), &ctx, id).await;
-        self.written(r)
+        self.crm.written(r)
     }
 
     /// One page of contacts matching `query`, keyset-paged as leads are.
@@ -198,13 +191,6 @@ impl Organizations {
         Self { crm, ws }
     }
 
-    fn written<T>(&self, r: Result<T>) -> Result<T> {
-        if r.is_ok() {
-            self.crm.wake_dispatchers();
-        }
-        r
-    }
-
     /// Creates an organization; `organization.created`. Fails with `Validation`
     /// (an `owner_id` not of this workspace among the fields) or `Conflict` naming
     /// the organization that has its domain.
@@ -216,7 +202,7 @@ impl Organizations {
             store::contacts::create_organization(self.crm.pool(), &ctx, o.clone())
         })
         .await;
-        self.written(r)
+        self.crm.written(r)
     }
 
     /// An organization. `NotFound` when the workspace has none with this id.
@@ -238,7 +224,7 @@ impl Organizations {
             store::contacts::update_organization(self.crm.pool(), &ctx, id, change.clone())
         })
         .await;
-        self.written(r)
+        self.crm.written(r)
     }
 
     /// Deletes the organization; its contacts stay, unlinked.
@@ -247,7 +233,7 @@ impl Organizations {
     pub async fn delete(&self, id: OrganizationId) -> Result<()> {
         let ctx = ctx(&self.crm, self.ws);
         let r = store::contacts::delete_organization(self.crm.pool(), &ctx, id).await;
-        self.written(r)
+        self.crm.written(r)
     }
 
     /// One page of organizations matching `query`, keyset-paged as leads are.

@@ -321,8 +321,10 @@ pub struct OrganizationPage {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConvertInput {
-    /// `false` converts the person only; otherwise (the default) the lead's
-    /// company (or its email's domain) is found or made an organization too.
+    /// `false` converts the person only. Otherwise (the default) the contact, when
+    /// it has no organization, gets the one with the lead's company-mail domain,
+    /// else the one named like the lead's company, else a new one named after the
+    /// company; a lead with neither a company nor a known domain gets none.
     pub organization: Option<bool>,
 }
 

@@ -471,23 +471,25 @@ const FREE_MAIL: &[&str] = &[
 pub(crate) fn company_domain(email: &Email) -> Option<String> {
     let key = email.key();
     let (_, host) = key.rsplit_once('@')?;
-    let host = host.strip_prefix("www.").unwrap_or(host);
-    let free = FREE_MAIL.contains(&host)
+    // A domain an organization could store (ASCII labels): a Unicode one is left
+    // out rather than stored in a form `domain` refuses.
+    let host = domain(&mut Errors::default(), Some(host))?;
+    let free = FREE_MAIL.contains(&host.as_str())
         || host.starts_with("yahoo.")
         || host.starts_with("hotmail.")
         || host.starts_with("outlook.")
         || host.starts_with("live.");
-    (!free).then(|| host.to_owned())
+    (!free).then_some(host)
 }
 
-/// First and last name from a lead's one name: the first word, and the rest.
+/// First and last name from a lead's one name: the first word, and the rest, each
+/// cut to [`PERSON_NAME_MAX`] characters (a lead's name may be longer).
 pub(crate) fn split_name(name: &str) -> (String, Option<String>) {
+    let cut = |s: &str| s.chars().take(PERSON_NAME_MAX).collect::<String>();
     let name = name.trim();
     match name.split_once(char::is_whitespace) {
-        Some((first, rest)) if !rest.trim().is_empty() => {
-            (first.to_owned(), Some(rest.trim().to_owned()))
-        }
-        _ => (name.to_owned(), None),
+        Some((first, rest)) if !rest.trim().is_empty() => (cut(first), Some(cut(rest.trim()))),
+        _ => (cut(name), None),
     }
 }
 
@@ -529,6 +531,7 @@ mod tests {
         );
         assert_eq!(company_domain(&e("ana@gmail.com")), None);
         assert_eq!(company_domain(&e("ana@yahoo.es")), None);
+        assert_eq!(company_domain(&e("ana@ácme.example")), None, "not ASCII");
     }
 
     #[test]
@@ -538,6 +541,10 @@ mod tests {
             ("Ana".into(), Some("López García".into()))
         );
         assert_eq!(split_name("Ana"), ("Ana".into(), None));
+        let long = format!("{} {}", "á".repeat(150), "b".repeat(150));
+        let (first, last) = split_name(&long);
+        assert_eq!(first.chars().count(), PERSON_NAME_MAX);
+        assert_eq!(last.map(|l| l.chars().count()), Some(PERSON_NAME_MAX));
         assert_eq!(name_key("  Acme   SL "), "acme sl");
     }
 

@@ -66,6 +66,7 @@ pub const PREFERABLE: &[&str] = &[
     "source",
     "status",
     "notes",
+    "owner_id",
 ];
 
 /// Input of [`crate::Leads::merge`].
@@ -196,7 +197,9 @@ pub(crate) fn combine(
             message,
             source,
             notes,
-            raw_input
+            raw_input,
+            owner_id,
+            contact_id
         );
         for t in &l.tags {
             if out.tags.len() < TAGS_MAX && !out.tags.contains(t) {
@@ -231,6 +234,13 @@ pub(crate) fn combine(
             "phone" => {
                 if let Some(v) = &from.phone {
                     out.phone = Some(v.clone());
+                } else {
+                    take(None, &mut None);
+                }
+            }
+            "owner_id" => {
+                if let Some(v) = from.owner_id {
+                    out.owner_id = Some(v);
                 } else {
                     take(None, &mut None);
                 }

@@ -91,10 +91,7 @@ impl Leads {
 
     /// Wakes the dispatchers after a write (its events may have queued deliveries).
     fn written<T>(&self, r: Result<T>) -> Result<T> {
-        if r.is_ok() {
-            self.crm.wake_dispatchers();
-        }
-        r
+        self.crm.written(r)
     }
 
     fn ctx(&self) -> Result<Ctx<'_>> {

@@ -76,7 +76,8 @@ pub(crate) fn merge(old: &Lead, input: Fields, matches: &[Lead]) -> Lead {
         message,
         source,
         notes,
-        raw_input
+        raw_input,
+        owner_id
     );
     for tag in input.tags {
         if new.tags.len() < TAGS_MAX && !new.tags.contains(&tag) {
@@ -160,6 +161,7 @@ mod tests {
             custom: Map::new(),
             raw_input: None,
             ai_parsed: false,
+            owner_id: None,
         }
     }
 

@@ -164,15 +164,19 @@ async fn check_organization(
     }
 }
 
+/// The `crm_contact_keys` key of an email (case-insensitive).
+fn email_key(e: &Email) -> String {
+    format!("email:{}", e.key())
+}
+
+/// The `crm_contact_keys` key of a phone.
+fn phone_key(p: &Phone) -> String {
+    format!("phone:{}", p.as_str())
+}
+
 fn contact_keys(c: &Contact) -> Vec<(String, &'static str)> {
-    let emails = c
-        .emails
-        .iter()
-        .map(|e| (format!("email:{}", e.key()), "emails"));
-    let phones = c
-        .phones
-        .iter()
-        .map(|p| (format!("phone:{}", p.as_str()), "phones"));
+    let emails = c.emails.iter().map(|e| (email_key(e), "emails"));
+    let phones = c.phones.iter().map(|p| (phone_key(p), "phones"));
     emails.chain(phones).collect()
 }
 
@@ -201,7 +205,10 @@ async fn key_holders(
 /// holds is a `Conflict` naming that contact; keys it no longer has are let go.
 async fn claim_keys(tx: &mut Tx, c: &Contact) -> Result<()> {
     let keys = contact_keys(c);
-    let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+    // Inserted in one order whatever order the caller gave: two writers taking
+    // the same keys in opposite orders would otherwise deadlock on Postgres.
+    let mut names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+    names.sort_unstable();
     let holders = key_holders(tx, c.workspace_id, &names).await?;
     for (key, field) in &keys {
         if let Some((_, other)) = holders.iter().find(|(k, id)| k == key && *id != c.id) {
@@ -215,8 +222,10 @@ async fn claim_keys(tx: &mut Tx, c: &Contact) -> Result<()> {
             });
         }
     }
-    let mut sql = query("DELETE FROM crm_contact_keys WHERE contact_id = ");
-    sql.push_bind(c.id);
+    let mut sql = query("DELETE FROM crm_contact_keys WHERE workspace_id = ");
+    sql.push_bind(c.workspace_id)
+        .push(" AND contact_id = ")
+        .push_bind(c.id);
     for k in &names {
         sql.push(" AND key <> ").push_bind(k.clone());
     }
@@ -428,15 +437,6 @@ fn push_organization_filters(d: Dialect, sql: &mut Sql<'_>, ws: WorkspaceId, q: 
     }
 }
 
-async fn count(pool: &Pool, mut sql: Sql<'_>) -> Result<u64> {
-    let rows: Vec<(i64,)> = std::mem::replace(&mut sql, query(""))
-        .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .first()
-        .map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)))
-}
-
 /// One page of contacts (`limit + 1` read) and, when asked, the total.
 pub(crate) async fn list_contacts(
     pool: &Pool,
@@ -457,7 +457,7 @@ pub(crate) async fn list_contacts(
     let total = if include_total {
         let mut sql = query("SELECT COUNT(*) FROM crm_contacts c");
         push_contact_filters(pool.dialect(), &mut sql, ws, q);
-        Some(count(pool, sql).await?)
+        Some(super::count(pool, sql).await?)
     } else {
         None
     };
@@ -486,7 +486,7 @@ pub(crate) async fn list_organizations(
     let total = if include_total {
         let mut sql = query("SELECT COUNT(*) FROM crm_organizations o");
         push_organization_filters(pool.dialect(), &mut sql, ws, q);
-        Some(count(pool, sql).await?)
+        Some(super::count(pool, sql).await?)
     } else {
         None
     };
@@ -701,27 +701,25 @@ pub(crate) async fn convert(
     }
     // Converted before: the same contact, nothing written.
     if let Some(contact_id) = lead.contact_id {
-        if let Ok(contact) = fetch_contact(&mut tx, ctx.ws, contact_id, false).await {
-            let organization = match contact.organization_id {
-                Some(o) => Some(fetch_organization(&mut tx, ctx.ws, o, false).await?),
-                None => None,
-            };
-            return Ok(Converted {
-                lead,
-                contact,
-                organization,
-                contact_created: false,
-                organization_created: false,
-            });
-        }
+        let contact = fetch_contact(&mut tx, ctx.ws, contact_id, false).await?;
+        let organization = match contact.organization_id {
+            Some(o) => Some(fetch_organization(&mut tx, ctx.ws, o, false).await?),
+            None => None,
+        };
+        return Ok(Converted {
+            lead,
+            contact,
+            organization,
+            contact_created: false,
+            organization_created: false,
+        });
     }
-    let mut keys = Vec::new();
-    if let Some(e) = &lead.email {
-        keys.push(format!("email:{}", e.key()));
-    }
-    if let Some(p) = &lead.phone {
-        keys.push(format!("phone:{}", p.as_str()));
-    }
+    let keys: Vec<String> = lead
+        .email
+        .iter()
+        .map(email_key)
+        .chain(lead.phone.iter().map(phone_key))
+        .collect();
     // The contact with the lead's email first, else with its phone.
     let holders = key_holders(&mut tx, ctx.ws, &keys).await?;
     let existing = keys

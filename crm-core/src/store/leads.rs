@@ -851,11 +851,7 @@ pub(crate) async fn list(
     let total = if include_total {
         let mut sql = query("SELECT COUNT(*) FROM crm_leads l");
         push_filters(pool.dialect(), &mut sql, ws, q);
-        let rows: Vec<(i64,)> = sql.fetch_all(pool).await?;
-        Some(
-            rows.first()
-                .map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)),
-        )
+        Some(super::count(pool, sql).await?)
     } else {
         None
     };
@@ -867,7 +863,7 @@ pub(crate) async fn list(
 /// breaking ties.
 pub(super) fn push_page(
     sql: &mut Sql<'_>,
-    alias: &str,
+    alias: &'static str,
     sort: SortField,
     order: SortOrder,
     after: Option<Cursor>,

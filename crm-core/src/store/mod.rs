@@ -101,6 +101,14 @@ impl Ctx<'_> {
     }
 }
 
+/// The number a `SELECT COUNT(*) …` answers.
+async fn count(pool: &Pool, sql: sql::Sql<'_>) -> Result<u64> {
+    let rows: Vec<(i64,)> = sql.fetch_all(pool).await?;
+    Ok(rows
+        .first()
+        .map_or(0, |(n,)| u64::try_from(*n).unwrap_or(0)))
+}
+
 /// Rows of a workspace-owned `table` (`id` narrows to one), oldest first.
 async fn owned_rows<R>(
     pool: &Pool,

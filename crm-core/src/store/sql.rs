@@ -66,7 +66,13 @@ impl Dialect {
     /// `crm_organizations`) matches every search term (prefix match). Terms
     /// hold letters and digits only (the `search` column and the query are tokenised
     /// the same way), so they cannot carry FTS5 or tsquery syntax.
-    pub(crate) fn push_search(self, q: &mut Sql<'_>, alias: &str, table: &str, terms: &[String]) {
+    pub(crate) fn push_search(
+        self,
+        q: &mut Sql<'_>,
+        alias: &'static str,
+        table: &'static str,
+        terms: &[String],
+    ) {
         match self {
             Dialect::Sqlite => {
                 // Every term as a quoted prefix ("term"*), implicitly ANDed.
@@ -96,7 +102,7 @@ impl Dialect {
     }
 
     /// Pushes a condition: row `alias` (a lead or contact) carries `tag`.
-    pub(crate) fn push_has_tag(self, q: &mut Sql<'_>, alias: &str, tag: String) {
+    pub(crate) fn push_has_tag(self, q: &mut Sql<'_>, alias: &'static str, tag: String) {
         match self {
             Dialect::Sqlite => {
                 q.push(&format!(

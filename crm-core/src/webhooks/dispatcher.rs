@@ -444,6 +444,15 @@ impl Crm {
     pub fn wake_dispatchers(&self) {
         self.dispatch_wake().notify_waiters();
     }
+
+    /// `r`, after waking the dispatchers when it is a success: the services call it
+    /// on every write (its events may have queued deliveries).
+    pub(crate) fn written<T>(&self, r: crate::Result<T>) -> crate::Result<T> {
+        if r.is_ok() {
+            self.wake_dispatchers();
+        }
+        r
+    }
 }
 
 async fn run(w: Arc<Worker>, shutdown: CancellationToken, mut finished: mpsc::Receiver<Done>) {

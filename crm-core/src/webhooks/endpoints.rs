@@ -44,7 +44,7 @@ pub(crate) fn check_filter(e: &mut Errors, types: &[String]) -> Vec<String> {
             e.add(
                 format!("event_types[{i}]"),
                 format!(
-                    "unknown event type; expected *, lead.* or one of {}",
+                    "unknown event type; expected *, a prefix such as lead.* or one of {}",
                     names.join(", ")
                 ),
             );

@@ -61,7 +61,8 @@ pub(crate) struct ContactParams {
         example = "vip"
     )]
     tags: Option<String>,
-    /// Sort field: `created_at` (the default), `updated_at` or `name`.
+    /// Sort field: `created_at` (the default), `updated_at` or `name` (`status`
+    /// is refused with 422).
     sort: Option<SortField>,
     /// Sort direction (default `desc`).
     order: Option<SortOrder>,
@@ -164,7 +165,8 @@ pub(crate) struct OrganizationParams {
     q: Option<String>,
     /// Only organizations assigned to this user.
     owner_id: Option<UserId>,
-    /// Sort field: `created_at` (the default), `updated_at` or `name`.
+    /// Sort field: `created_at` (the default), `updated_at` or `name` (`status`
+    /// is refused with 422).
     sort: Option<SortField>,
     /// Sort direction (default `desc`).
     order: Option<SortOrder>,
@@ -258,7 +260,8 @@ pub(crate) async fn delete_organization(
 /// the contact or organization that already has its email, phone or domain. A
 /// converted lead converted again answers its contact and writes nothing. The body
 /// may be empty. Needs `leads:write` and `contacts:write`.
-#[utoipa::path(post, path = "/leads/{id}/convert", tag = "leads", request_body = ConvertInput,
+#[utoipa::path(post, path = "/leads/{id}/convert", tag = "leads",
+    request_body(content = Option<ConvertInput>, description = "Optional: an empty body converts with an organization"),
     params(("id" = LeadId, Path, description = "The lead id")),
     responses((status = 200, description = "The lead, its contact and organization", body = Converted),
               (status = 409, description = "`lead_archived`: restore the lead first", body = crate::Problem)))]

@@ -1059,8 +1059,9 @@ class Contacts(_Service):
         custom: Any = UNSET,
         last_contacted_at: Any = UNSET,
     ) -> Contact:
-        """Changes the given fields only (lists and ``social`` replaced whole);
-        ``None`` clears an optional one (``contact.updated``)."""
+        """Changes the given fields only (``contact.updated``); ``None`` clears an
+        optional text, id or time. Lists, ``social`` and ``custom`` are replaced
+        whole: pass ``[]`` or ``{}`` to empty them (``None`` leaves them)."""
         def many(value: Any, field: str) -> Any:
             return value if value is UNSET or value is None else _strings(value, field)
 
