@@ -91,6 +91,16 @@ impl Crm {
         self.workspace(WorkspaceId::DEFAULT).leads()
     }
 
+    /// The contact service of the default workspace.
+    pub fn contacts(&self) -> crate::Contacts {
+        self.workspace(WorkspaceId::DEFAULT).contacts()
+    }
+
+    /// The organization service of the default workspace.
+    pub fn organizations(&self) -> crate::Organizations {
+        self.workspace(WorkspaceId::DEFAULT).organizations()
+    }
+
     /// Creates a workspace (tenant) named `name` (1–200 characters).
     pub async fn create_workspace(&self, name: &str) -> Result<WorkspaceId> {
         let name = workspace_name(name)?;
