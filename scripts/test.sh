@@ -15,7 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step is announced with the minutes and seconds the run has taken so far, so
+# a slow run shows which step grew.
+step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 step "toolchain components"
 for c in rustfmt clippy; do
@@ -95,4 +97,4 @@ step "Python: the stubs match the module (mypy.stubtest), and type-check"
 .venv/bin/python -m mypy --strict crm-py/python/crm examples/fastapi/app.py
 
 echo
-echo "all checks passed"
+echo "all checks passed in $((SECONDS / 60))m$((SECONDS % 60))s"

@@ -17,6 +17,7 @@ conformance!(
     an_import_resumes_and_a_tracked_one_is_polled,
     an_export_streams_every_field_safely_and_imports_back,
     keys_move_between_leads_in_one_batch,
+    a_batch_of_long_rows_goes_in_whole,
 );
 
 async fn import(crm: &Crm, csv: &str, options: ImportOptions) -> Result<ImportReport, Error> {
@@ -725,4 +726,32 @@ async fn an_export_streams_every_field_safely_and_imports_back(db: &TestDb) {
     );
     assert_eq!(c.custom["plan"], "gold");
     assert_eq!(c.custom["seats"], "3", "a number comes back as text");
+}
+
+/// A batch whose leads carry long notes passes the size of one insert (on SQLite a
+/// JSON parameter of a few MiB) and goes in as several: every lead, whole.
+async fn a_batch_of_long_rows_goes_in_whole(db: &TestDb) {
+    let crm = db.crm().await;
+    let mut csv = String::from("name,email,notes\n");
+    for i in 0..700 {
+        let notes = format!("{i} {}", "n".repeat(9_000));
+        csv.push_str(&format!("Long {i},long{i}@example.com,{notes}\n"));
+    }
+    let report = import(&crm, &csv, ImportOptions::default())
+        .await
+        .expect("import");
+    assert_eq!((report.created, report.failed), (700, 0));
+    let leads = all(&crm, Archived::Hide).await;
+    assert_eq!(leads.len(), 700);
+    for l in &leads {
+        let i: usize = l.name["Long ".len()..].parse().expect("number");
+        assert_eq!(
+            l.notes.as_deref().map(str::len),
+            Some(9_001 + i.to_string().len())
+        );
+        assert_eq!(
+            l.email.as_ref().map(|e| e.as_str().to_owned()),
+            Some(format!("long{i}@example.com"))
+        );
+    }
 }

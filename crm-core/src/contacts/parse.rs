@@ -485,7 +485,10 @@ pub(crate) fn company_domain(email: &Email) -> Option<String> {
 /// First and last name from a lead's one name: the first word, and the rest, each
 /// cut to [`PERSON_NAME_MAX`] characters (a lead's name may be longer).
 pub(crate) fn split_name(name: &str) -> (String, Option<String>) {
-    let cut = |s: &str| s.chars().take(PERSON_NAME_MAX).collect::<String>();
+    let cut = |s: &str| {
+        let s: String = s.chars().take(PERSON_NAME_MAX).collect();
+        s.trim_end().to_owned()
+    };
     let name = name.trim();
     match name.split_once(char::is_whitespace) {
         Some((first, rest)) if !rest.trim().is_empty() => (cut(first), Some(cut(rest.trim()))),

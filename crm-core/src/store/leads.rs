@@ -1120,56 +1120,74 @@ async fn insert_leads_json(
     tx: &mut Tx,
     leads: &[&Lead],
 ) -> Result<std::collections::HashSet<LeadId>> {
-    if leads.is_empty() {
-        return Ok(std::collections::HashSet::new());
-    }
     let hex = |id: uuid::Uuid| id.simple().to_string();
-    let rows: Vec<Value> = leads
-        .iter()
-        .map(|l| {
-            json!([
-                hex(l.id.0),
-                hex(l.workspace_id.0),
-                l.name,
-                l.email.as_ref().map(Email::as_str),
-                l.email.as_ref().map(Email::key),
-                l.phone.as_ref().map(Phone::as_str),
-                l.company,
-                l.budget,
-                l.project_type,
-                l.message,
-                l.source,
-                l.status.as_str(),
-                l.notes,
-                json!(l.tags).to_string(),
-                Value::Object(l.custom.clone()).to_string(),
-                l.raw_input,
-                i64::from(l.ai_parsed),
-                l.created_at.timestamp_micros(),
-                l.updated_at.timestamp_micros(),
-                l.owner_id.map(|u| hex(u.0)),
-                l.contact_id.map(|c| hex(c.0)),
-            ])
-        })
-        .collect();
-    // `WHERE true`: SQLite's grammar needs it between a SELECT and ON CONFLICT.
-    let ids: Vec<(LeadId,)> = query(
-        "INSERT INTO crm_leads (id, workspace_id, name, email, email_key, phone, company, \
-         budget, project_type, message, source, status, notes, tags, custom, raw_input, \
-         ai_parsed, created_at, updated_at, owner_id, contact_id) \
-         SELECT unhex(r.value ->> 0), unhex(r.value ->> 1), r.value ->> 2, r.value ->> 3, \
-         r.value ->> 4, r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8, \
-         r.value ->> 9, r.value ->> 10, r.value ->> 11, r.value ->> 12, r.value ->> 13, \
-         r.value ->> 14, r.value ->> 15, r.value ->> 16, r.value ->> 17, r.value ->> 18, \
-         unhex(r.value ->> 19), unhex(r.value ->> 20) \
-         FROM json_each($1) AS r WHERE true \
-         ON CONFLICT DO NOTHING RETURNING id",
-    )
-    .bind(Json(Value::Array(rows)))
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(ids.into_iter().map(|(id,)| id).collect())
+    let mut inserted = std::collections::HashSet::with_capacity(leads.len());
+    let mut rows: Vec<Value> = Vec::new();
+    let mut bytes = 0;
+    for (i, l) in leads.iter().enumerate() {
+        let tags = json!(l.tags).to_string();
+        let custom = Value::Object(l.custom.clone()).to_string();
+        let text = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+        bytes += 200
+            + l.name.len()
+            + tags.len()
+            + custom.len()
+            + [&l.company, &l.message, &l.notes, &l.raw_input]
+                .into_iter()
+                .map(text)
+                .sum::<usize>();
+        rows.push(json!([
+            hex(l.id.0),
+            hex(l.workspace_id.0),
+            l.name,
+            l.email.as_ref().map(Email::as_str),
+            l.email.as_ref().map(Email::key),
+            l.phone.as_ref().map(Phone::as_str),
+            l.company,
+            l.budget,
+            l.project_type,
+            l.message,
+            l.source,
+            l.status.as_str(),
+            l.notes,
+            tags,
+            custom,
+            l.raw_input,
+            i64::from(l.ai_parsed),
+            l.created_at.timestamp_micros(),
+            l.updated_at.timestamp_micros(),
+            l.owner_id.map(|u| hex(u.0)),
+            l.contact_id.map(|c| hex(c.0)),
+        ]));
+        // A parameter of at most a few MiB: a batch of long leads (notes and raw
+        // input near their limits) goes in as several statements.
+        if bytes < JSON_PARAM_BYTES && i + 1 < leads.len() {
+            continue;
+        }
+        // `WHERE true`: SQLite's grammar needs it between a SELECT and ON CONFLICT.
+        let ids: Vec<(LeadId,)> = query(
+            "INSERT INTO crm_leads (id, workspace_id, name, email, email_key, phone, company, \
+             budget, project_type, message, source, status, notes, tags, custom, raw_input, \
+             ai_parsed, created_at, updated_at, owner_id, contact_id) \
+             SELECT unhex(r.value ->> 0), unhex(r.value ->> 1), r.value ->> 2, r.value ->> 3, \
+             r.value ->> 4, r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8, \
+             r.value ->> 9, r.value ->> 10, r.value ->> 11, r.value ->> 12, r.value ->> 13, \
+             r.value ->> 14, r.value ->> 15, r.value ->> 16, r.value ->> 17, r.value ->> 18, \
+             unhex(r.value ->> 19), unhex(r.value ->> 20) \
+             FROM json_each($1) AS r WHERE true \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(Json(Value::Array(std::mem::take(&mut rows))))
+        .fetch_all(&mut *tx)
+        .await?;
+        inserted.extend(ids.into_iter().map(|(id,)| id));
+        bytes = 0;
+    }
+    Ok(inserted)
 }
+
+/// About the most text one JSON parameter of [`insert_leads_json`] carries.
+const JSON_PARAM_BYTES: usize = 4 << 20;
 
 /// Writes one batch of an import in one transaction: the rows are resolved against
 /// the leads holding their emails and phones (locked), changed leads are written

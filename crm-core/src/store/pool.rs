@@ -161,8 +161,24 @@ async fn connect_sqlite(url: &str, max_connections: u32) -> Result<Pool> {
         })
     });
     let pool = pool_opts.connect_with(opts).await?;
+    // The `sqlite` feature bundles SQLite 3.46; a build linked to the system's
+    // library instead (LIBSQLITE3_SYS_USE_PKG_CONFIG) needs `unhex` and `->>`.
+    let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(&pool)
+        .await?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < SQLITE_MIN {
+        return Err(Error::Config(format!(
+            "SQLite {version} is too old: crm needs 3.41 or later (the `sqlite` feature bundles one)"
+        )));
+    }
     Ok(Pool::Sqlite(pool, WriteLock::default()))
 }
+
+/// The oldest SQLite crm runs on (3.41: `unhex`), as (major, minor).
+#[cfg(feature = "sqlite")]
+const SQLITE_MIN: (u32, u32) = (3, 41);
 
 #[cfg(feature = "postgres")]
 async fn connect_postgres(url: &str, max_connections: u32, schema: Option<&str>) -> Result<Pool> {
