@@ -16,7 +16,8 @@ use crate::contacts::parse::{self, ContactChange, Listing, OrganizationChange};
 use crate::events::{Event, EventType};
 use crate::ids::{ContactId, LeadId, OrganizationId, UserId, WorkspaceId};
 use crate::leads::cursor::Cursor;
-use crate::leads::{ActivityKind, Email, Phone, SortField, SortOrder};
+use crate::leads::model::{SortField, SortOrder};
+use crate::leads::values::{ActivityKind, Email, Phone};
 use crate::{Error, Result};
 
 const CONTACT_COLUMNS: &str = "c.id, c.workspace_id, c.first_name, c.last_name, c.name, \
