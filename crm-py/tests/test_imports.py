@@ -5,7 +5,7 @@ import csv
 import io
 import sys
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pytest
 
@@ -95,3 +95,38 @@ async def test_a_tracked_import_is_polled(client: crm.Crm) -> None:
     with pytest.raises(crm.NotFoundError):
         other = await client.create_workspace("Other")
         await other.leads.import_report(started.id)
+
+
+async def test_an_export_writes_its_file_off_the_event_loop(
+    client: crm.Crm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import crm.client
+
+    await client.leads.import_csv(
+        ("name,email\n" + "".join(f"P{i},p{i}@example.com\n" for i in range(1_200))).encode()
+    )
+
+    class SlowDisk(io.BytesIO):
+        def write(self, data: Any) -> int:
+            time.sleep(0.2)  # a disk that blocks its caller
+            return super().write(data)
+
+    monkeypatch.setattr(crm.client, "_open_for_writing", lambda path: SlowDisk())
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        written = await client.leads.export_csv(tmp_path / "out.csv")
+    finally:
+        task.cancel()
+    assert written == 1_200
+    # Three chunks of 500 leads, 0.6 s of blocked writes: the loop kept ticking.
+    assert ticks >= 30, ticks

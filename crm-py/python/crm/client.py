@@ -5,10 +5,11 @@ Every method is a coroutine (``async def``), so it can be awaited, passed to
 own tokio runtime, off the event loop; awaiting never blocks the loop.
 """
 
+import asyncio
 import os
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
 from .errors import ValidationError
@@ -203,6 +204,11 @@ def _source(source: Union[str, "os.PathLike[str]", bytes]) -> Tuple[Optional[str
         return os.fspath(source), None
     message = "must be a path or bytes"
     raise ValidationError(f"invalid input: source: {message}", [("source", message)])
+
+
+def _open_for_writing(path: Union[str, "os.PathLike[str]"]) -> BinaryIO:
+    """``path`` opened for writing bytes (for a worker thread)."""
+    return open(path, "wb")
 
 
 def _import_options(
@@ -515,12 +521,17 @@ class Leads(_Service):
             created_before=created_before, q=q, sort=sort, order=order, archived=archived,
         )
         stream = await self._native.leads_export(self._ws, payload)
-        with open(path, "wb") as out:
+        # The file is opened, written and closed on a worker thread: a slow disk
+        # never holds up the event loop.
+        out = await asyncio.to_thread(_open_for_writing, path)
+        try:
             while True:
                 chunk = await stream.next_chunk()
                 if chunk is None:
                     return stream.rows()
-                out.write(chunk)
+                await asyncio.to_thread(out.write, chunk)
+        finally:
+            await asyncio.to_thread(out.close)
 
     async def add_activity(self, id: Id, kind: str, description: Optional[str] = None) -> Activity:
         """Adds an activity (``note``, ``call``, ``email``, ``meeting``, ``message``, …)."""
