@@ -142,7 +142,7 @@ mod tests {
             "users:*:*",
             "**",
             "leads:list",
-            "contacts:read",
+            "invoices:read",
         ] {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
         }
