@@ -247,60 +247,52 @@ async fn claim_keys(tx: &mut Tx, c: &Contact) -> Result<()> {
     Ok(())
 }
 
+/// A contact's row as both writes bind it: `$1` workspace, `$2` id, `$3`…`$17`
+/// its fields (first name … last contacted, then `updated_at`). The insert adds
+/// `created_at` as `$18`.
+fn contact_row<'a>(sql: &'static str, c: &'a Contact) -> super::sql::Sql<'a> {
+    query(sql)
+        .bind(c.workspace_id)
+        .bind(c.id)
+        .bind(c.first_name.as_str())
+        .bind(c.last_name.as_deref())
+        .bind(c.name.as_str())
+        .bind(Json(json!(c.emails)))
+        .bind(Json(json!(c.phones)))
+        .bind(c.title.as_deref())
+        .bind(c.address.as_deref())
+        .bind(Json(json!(c.social)))
+        .bind(c.organization_id)
+        .bind(c.owner_id)
+        .bind(c.notes.as_deref())
+        .bind(Json(json!(c.tags)))
+        .bind(Json(Value::Object(c.custom.clone())))
+        .bind(c.last_contacted_at.map(Ts))
+        .bind(Ts(c.updated_at))
+}
+
 async fn insert_contact(tx: &mut Tx, c: &Contact) -> Result<()> {
-    query(
-        "INSERT INTO crm_contacts (id, workspace_id, first_name, last_name, name, emails, \
+    contact_row(
+        "INSERT INTO crm_contacts (workspace_id, id, first_name, last_name, name, emails, \
          phones, title, address, social, organization_id, owner_id, notes, tags, custom, \
-         last_contacted_at, created_at, updated_at) \
+         last_contacted_at, updated_at, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        c,
     )
-    .bind(c.id)
-    .bind(c.workspace_id)
-    .bind(c.first_name.as_str())
-    .bind(c.last_name.as_deref())
-    .bind(c.name.as_str())
-    .bind(Json(json!(c.emails)))
-    .bind(Json(json!(c.phones)))
-    .bind(c.title.as_deref())
-    .bind(c.address.as_deref())
-    .bind(Json(json!(c.social)))
-    .bind(c.organization_id)
-    .bind(c.owner_id)
-    .bind(c.notes.as_deref())
-    .bind(Json(json!(c.tags)))
-    .bind(Json(Value::Object(c.custom.clone())))
-    .bind(c.last_contacted_at.map(Ts))
     .bind(Ts(c.created_at))
-    .bind(Ts(c.updated_at))
     .execute(&mut *tx)
     .await?;
     claim_keys(tx, c).await
 }
 
 async fn write_contact(tx: &mut Tx, c: &Contact) -> Result<()> {
-    query(
+    contact_row(
         "UPDATE crm_contacts SET first_name = $3, last_name = $4, name = $5, emails = $6, \
          phones = $7, title = $8, address = $9, social = $10, organization_id = $11, \
          owner_id = $12, notes = $13, tags = $14, custom = $15, last_contacted_at = $16, \
          updated_at = $17 WHERE workspace_id = $1 AND id = $2",
+        c,
     )
-    .bind(c.workspace_id)
-    .bind(c.id)
-    .bind(c.first_name.as_str())
-    .bind(c.last_name.as_deref())
-    .bind(c.name.as_str())
-    .bind(Json(json!(c.emails)))
-    .bind(Json(json!(c.phones)))
-    .bind(c.title.as_deref())
-    .bind(c.address.as_deref())
-    .bind(Json(json!(c.social)))
-    .bind(c.organization_id)
-    .bind(c.owner_id)
-    .bind(c.notes.as_deref())
-    .bind(Json(json!(c.tags)))
-    .bind(Json(Value::Object(c.custom.clone())))
-    .bind(c.last_contacted_at.map(Ts))
-    .bind(Ts(c.updated_at))
     .execute(&mut *tx)
     .await?;
     Ok(())
