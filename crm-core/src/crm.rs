@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::api_keys::{format::valid_prefix, ApiKeys, KeyCache};
+use crate::attachments::{AttachmentRules, Attachments};
 use crate::audit::AuditEntry;
 use crate::auth::password::Passwords;
 use crate::auth::{Auth, AuthConfig, Mailer};
@@ -21,6 +22,7 @@ use crate::notify::{Notifications, Notifier};
 use crate::providers::Provider;
 use crate::ratelimit::{Policy, RateLimiter};
 use crate::seal::{MasterKey, Sealer};
+use crate::storage::Storage;
 use crate::store::{self, Pool, Ts};
 use crate::webhooks::ssrf::IpNet;
 use crate::webhooks::Webhooks;
@@ -55,6 +57,10 @@ struct Inner {
     lead_parser: Arc<dyn LeadParser>,
     providers: Vec<Arc<dyn Provider>>,
     quotas: Quotas,
+    storage: Option<Arc<dyn Storage>>,
+    attachment_rules: AttachmentRules,
+    /// The key crm's download links are signed with (derived from the master key).
+    link_key: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Crm {
@@ -237,6 +243,27 @@ impl Crm {
         &self.inner.quotas
     }
 
+    /// What files are taken ([`CrmBuilder::attachment_rules`]).
+    pub fn attachment_rules(&self) -> &AttachmentRules {
+        &self.inner.attachment_rules
+    }
+
+    /// The file storage; `Config` error when none was given
+    /// ([`CrmBuilder::storage`]).
+    pub fn storage(&self) -> Result<&Arc<dyn Storage>> {
+        self.inner
+            .storage
+            .as_ref()
+            .ok_or_else(|| Error::Config("no file storage was given to the Crm builder".into()))
+    }
+
+    /// The key download links are signed with; `Config` error without a master key.
+    pub(crate) fn link_key(&self) -> Result<&[u8; 32]> {
+        self.inner.link_key.as_ref().ok_or_else(|| {
+            Error::Config("download links need a master key given to the Crm builder".into())
+        })
+    }
+
     /// The kinds of the registered notification plugins (`email`, `discord`, …): the
     /// kinds a channel can have.
     pub fn notifier_kinds(&self) -> Vec<&'static str> {
@@ -314,6 +341,11 @@ impl Workspace {
     /// Its organization service (the companies contacts belong to).
     pub fn organizations(&self) -> crate::Organizations {
         crate::Organizations::new(self.crm.clone(), self.id)
+    }
+
+    /// Its attachment service (files on leads and contacts).
+    pub fn attachments(&self) -> Attachments {
+        Attachments::new(self.crm.clone(), self.id)
     }
 
     /// Its auth service.
@@ -434,6 +466,9 @@ pub struct Quotas {
     pub notification_channels: u32,
     /// Email addresses one notification channel sends to (default 10).
     pub email_recipients: u32,
+    /// Bytes of attached files (default 1 GiB). A file that would pass it is
+    /// `InvalidState` with code `storage_quota_exceeded`.
+    pub attachment_bytes: u64,
 }
 
 impl Default for Quotas {
@@ -444,6 +479,7 @@ impl Default for Quotas {
             webhook_endpoints: 20,
             notification_channels: 20,
             email_recipients: 10,
+            attachment_bytes: 1 << 30,
         }
     }
 }
@@ -469,6 +505,8 @@ pub struct CrmBuilder {
     lead_parser: Arc<dyn LeadParser>,
     providers: Vec<Arc<dyn Provider>>,
     quotas: Quotas,
+    storage: Option<Arc<dyn Storage>>,
+    attachment_rules: AttachmentRules,
 }
 
 impl Default for CrmBuilder {
@@ -493,6 +531,8 @@ impl Default for CrmBuilder {
             lead_parser: Arc::new(BuiltinParser),
             providers: Vec::new(),
             quotas: Quotas::default(),
+            storage: None,
+            attachment_rules: AttachmentRules::default(),
         }
     }
 }
@@ -624,6 +664,21 @@ impl CrmBuilder {
         self
     }
 
+    /// Where attached files' bytes are kept: [`crate::storage::FsStorage`] (a
+    /// directory), an S3 bucket (`crm-integrations`, feature `s3`), or a plugin of
+    /// the app's. Without it the attachment service answers `Config` errors.
+    pub fn storage(mut self, storage: impl Storage) -> Self {
+        self.storage = Some(Arc::new(storage));
+        self
+    }
+
+    /// The size limit and the allowed types of attached files, and the base of
+    /// download links (see [`AttachmentRules`]).
+    pub fn attachment_rules(mut self, rules: AttachmentRules) -> Self {
+        self.attachment_rules = rules;
+        self
+    }
+
     /// Lifetimes, lockouts and Argon2 parameters of the auth service.
     pub fn auth_config(mut self, config: AuthConfig) -> Self {
         self.auth = config;
@@ -714,6 +769,13 @@ impl CrmBuilder {
                 return Err(Error::Config("default country code must be 1-999".into()));
             }
         }
+        if self.attachment_rules.max_file_size == 0
+            || self.attachment_rules.allowed_types.is_empty()
+        {
+            return Err(Error::Config(
+                "attachment rules need a size limit above 0 and at least one allowed type".into(),
+            ));
+        }
         if self.max_connections == 0 {
             return Err(Error::Config("max_connections must be at least 1".into()));
         }
@@ -761,6 +823,10 @@ impl CrmBuilder {
             .map_or(crate::idempotency::PUBLIC_FINGERPRINT_KEY, |k| {
                 k.derive("crm idempotency fingerprint")
             });
+        let link_key = self
+            .master_key
+            .as_ref()
+            .map(|k| k.derive("crm attachment link"));
         let sealer = self.master_key.map(|k| Sealer::new(k, self.retired_keys));
         let limiter = RateLimiter::new(&pool, self.clock.clone(), self.policies)?;
         Ok(Crm {
@@ -785,6 +851,9 @@ impl CrmBuilder {
                 lead_parser: self.lead_parser,
                 providers: self.providers,
                 quotas: self.quotas,
+                storage: self.storage,
+                attachment_rules: self.attachment_rules,
+                link_key,
             }),
         })
     }

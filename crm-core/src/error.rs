@@ -69,7 +69,9 @@ pub enum Error {
     /// as its [`crate::Quotas`] allow), `email_taken` (a registration with an email
     /// that has an account, see [`crate::auth::AuthConfig::one_account_per_email`]),
     /// `confirmation_required` (a lead with a timeline deleted without confirming,
-    /// see [`crate::Leads::delete_confirmed`]). Nothing was written.
+    /// see [`crate::Leads::delete_confirmed`]), `storage_quota_exceeded` (a file
+    /// would take the workspace past [`crate::Quotas::attachment_bytes`]). Nothing
+    /// was written.
     #[error("{message}")]
     InvalidState {
         /// A stable machine-readable code, e.g. `key_revoked`.
@@ -102,6 +104,25 @@ pub enum Error {
     /// fault: sending it again unchanged fails again.
     #[error("the provider refused: {0}")]
     Provider(String),
+    /// A file is larger than the per-file limit
+    /// ([`crate::attachments::AttachmentRules::max_file_size`]); nothing was stored.
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// A file's type, as sniffed from its bytes (never as named or declared), is not
+    /// on the allow-list ([`crate::attachments::AttachmentRules::allowed_types`]);
+    /// nothing was stored.
+    #[error("files of type {content_type} are not accepted")]
+    UnsupportedType {
+        /// The type the bytes are (`application/x-executable`, …).
+        content_type: String,
+    },
+    /// The file storage ([`crate::storage::Storage`]) failed or cannot be reached;
+    /// nothing was written to the database. The text says what failed, never where.
+    #[error("file storage unavailable: {0}")]
+    Storage(String),
     /// The `Crm` was built or connected with an unusable configuration.
     #[error("configuration error: {0}")]
     Config(String),
@@ -159,6 +180,10 @@ pub enum AuthFailure {
     /// not yet: open the link in the verification mail, or ask for another one.
     #[error("email not verified")]
     EmailNotVerified,
+    /// A signed download link that is malformed, was not made by this server, or
+    /// has expired.
+    #[error("invalid or expired link")]
+    InvalidLink,
 }
 
 impl Error {
@@ -205,6 +230,9 @@ impl Error {
             Self::Provider(_) => "provider_error",
             Self::WebhookVerification(_) => "webhook_verification_failed",
             Self::Config(_) => "configuration_error",
+            Self::TooLarge { .. } => "file_too_large",
+            Self::UnsupportedType { .. } => "unsupported_media_type",
+            Self::Storage(_) => "storage_unavailable",
             Self::Database(_) | Self::Migration { .. } | Self::Unseal => "internal_error",
         }
     }

@@ -56,6 +56,12 @@ string_enum!(
         /// An organization was deleted (its contacts stay, unlinked);
         /// `data.organization` is its last state.
         OrganizationDeleted => "organization.deleted",
+        /// A file was attached to a lead or a contact; `data.attachment` (its
+        /// metadata: `lead_id` or `contact_id`, name, size, type, SHA-256).
+        AttachmentAdded => "attachment.added",
+        /// A file was removed from a lead or a contact; `data.attachment` as it was.
+        /// Deleting the lead or contact removes its files without this event.
+        AttachmentRemoved => "attachment.removed",
         /// A sample event sent by a webhook test-send; never fanned out.
         WebhookTest => "webhook.test",
     }

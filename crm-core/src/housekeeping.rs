@@ -14,7 +14,10 @@
 //!   on SQLite the limiter's state is in memory and bounded);
 //! - with a retention period: events older than it whose deliveries are all finished
 //!   (a job still pending keeps its event), with their jobs, delivery attempts
-//!   older than it, and the reports of tracked imports not updated within it.
+//!   older than it, and the reports of tracked imports not updated within it;
+//!
+//! - stored files no attachment names, an hour after they were written (see
+//!   [`crate::storage`]); a warning in the log counts them.
 //!
 //! Rows go in batches of 500, each its own short transaction, so writers never wait
 //! for a whole pass. Leads, activities, users, keys, endpoints and the audit log are
@@ -66,6 +69,10 @@ pub struct Purged {
     pub attempts: u64,
     /// Tracked import reports not updated within the retention period.
     pub imports: u64,
+    /// Stored files no attachment names, older than
+    /// [`crate::attachments::ORPHAN_GRACE`] (bytes left by a crash between a file's
+    /// bytes and its row, or by a deleted workspace): found and deleted.
+    pub orphaned_files: u64,
 }
 
 impl Purged {
@@ -79,6 +86,7 @@ impl Purged {
             + self.events
             + self.attempts
             + self.imports
+            + self.orphaned_files
     }
 }
 
@@ -109,6 +117,7 @@ impl Crm {
             purged.attempts = store::housekeeping::attempts(pool, before).await?;
             purged.imports = store::housekeeping::imports(pool, before).await?;
         }
+        purged.orphaned_files = self.sweep_orphans().await?;
         Ok(purged)
     }
 }

@@ -119,6 +119,11 @@ id_type!(
     OrganizationId
 );
 
+id_type!(
+    /// A file attached to a lead or a contact ([`crate::Attachments`]).
+    AttachmentId
+);
+
 impl WorkspaceId {
     /// The workspace that exists from the first migration on, for single-tenant apps.
     /// It is the nil UUID, so it is the same in every database.

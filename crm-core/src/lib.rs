@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api_keys;
+pub mod attachments;
 pub mod audit;
 pub mod auth;
 mod clock;
@@ -24,15 +25,17 @@ pub mod providers;
 pub mod ratelimit;
 pub mod seal;
 mod secret;
+pub mod storage;
 mod store;
 pub mod webhooks;
 
+pub use attachments::Attachments;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contacts::{Contacts, Organizations};
 pub use crm::{Crm, CrmBuilder, Quotas, Workspace, WorkspaceInfo};
 pub use error::{AuthFailure, Error, FieldError, Result};
 pub use ids::{
-    ActivityId, ApiKeyId, AuditId, ChannelId, ContactId, EndpointId, EventId, ImportId, LeadId,
+    ActivityId, ApiKeyId, AttachmentId, AuditId, ChannelId, ContactId, EndpointId, EventId, ImportId, LeadId,
     OrganizationId, SessionId, UserId, WorkspaceId,
 };
 pub use leads::Leads;

@@ -145,7 +145,9 @@ impl Contacts {
     pub async fn delete(&self, id: ContactId) -> Result<()> {
         let ctx = ctx(&self.crm, self.ws);
         let r = store::contacts::delete_contact(self.crm.pool(), &ctx, id).await;
-        self.crm.written(r)
+        let files = self.crm.written(r)?;
+        self.crm.delete_bytes(files).await;
+        Ok(())
     }
 
     /// One page of contacts matching `query`, keyset-paged as leads are.

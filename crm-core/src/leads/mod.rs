@@ -416,13 +416,15 @@ impl Leads {
         self.written(r)
     }
 
-    /// Deletes the lead and its activities for good (a `lead.deleted` event keeps its
-    /// last state for subscribers).
+    /// Deletes the lead, its activities and its files for good (a `lead.deleted`
+    /// event keeps its last state for subscribers).
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, lead_id = %id))]
     pub async fn delete(&self, id: LeadId) -> Result<()> {
         let ctx = self.ctx()?;
         let r = store::leads::delete(self.crm.pool(), &ctx, id, false).await;
-        self.written(r)
+        let files = self.written(r)?;
+        self.crm.delete_bytes(files).await;
+        Ok(())
     }
 
     /// [`Leads::delete`], unless the lead has a timeline and `confirm` is false:
@@ -433,7 +435,9 @@ impl Leads {
     pub async fn delete_confirmed(&self, id: LeadId, confirm: bool) -> Result<()> {
         let ctx = self.ctx()?;
         let r = store::leads::delete(self.crm.pool(), &ctx, id, !confirm).await;
-        self.written(r)
+        let files = self.written(r)?;
+        self.crm.delete_bytes(files).await;
+        Ok(())
     }
 
     /// Groups of leads that look like one person (see [`merge`]): the same mailbox,

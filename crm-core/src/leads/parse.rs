@@ -376,6 +376,12 @@ pub(crate) fn activity(input: NewActivity) -> Result<(ActivityKind, Option<Strin
             "converted is recorded by crm when a lead is converted",
         );
     }
+    if kind == Some(ActivityKind::Attachment) {
+        e.add(
+            "kind",
+            "attachment is recorded by crm when a file is attached or removed",
+        );
+    }
     let description = text(
         &mut e,
         "description",

@@ -227,6 +227,8 @@ string_enum!(
         Merged => "merged",
         /// The lead was converted into a contact (written by crm on a conversion).
         Converted => "converted",
+        /// A file was attached or removed (written by crm; the description names it).
+        Attachment => "attachment",
     }
 );
 

@@ -105,6 +105,14 @@ impl Notification {
                 };
                 format!("{what}: {name}")
             }
+            EventType::AttachmentAdded | EventType::AttachmentRemoved => {
+                let file = text(&data["attachment"]["name"]).unwrap_or_else(|| "a file".into());
+                let what = match event.event_type {
+                    EventType::AttachmentAdded => "File attached",
+                    _ => "File removed",
+                };
+                format!("{what}: {file}")
+            }
             EventType::WebhookTest => "Test notification from crm".into(),
         };
         let mut fields = Vec::new();

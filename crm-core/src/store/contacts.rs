@@ -11,6 +11,7 @@ use sqlx::FromRow;
 use super::leads::push_page;
 use super::sql::{query, query_as, Dialect, Exec, Sql, Tx};
 use super::{corrupt, outbox, Ctx, Pool, Ts};
+use crate::attachments::Parent;
 use crate::contacts::model::{Contact, Converted, Organization};
 use crate::contacts::parse::{self, ContactChange, Listing, OrganizationChange};
 use crate::events::{Event, EventType};
@@ -298,7 +299,7 @@ async fn write_contact(tx: &mut Tx, c: &Contact) -> Result<()> {
     Ok(())
 }
 
-async fn fetch_contact(
+pub(super) async fn fetch_contact(
     conn: impl Exec<'_>,
     ws: WorkspaceId,
     id: ContactId,
@@ -386,11 +387,17 @@ pub(crate) async fn update_contact(
     Ok(new)
 }
 
-/// Deletes the contact (its keys with it); leads converted into it keep their
-/// timeline and lose the link.
-pub(crate) async fn delete_contact(pool: &Pool, ctx: &Ctx<'_>, id: ContactId) -> Result<()> {
+/// Deletes the contact (its keys and its files' rows with it); leads converted
+/// into it keep their timeline and lose the link. The storage keys of its files,
+/// for the caller to delete once this commits.
+pub(crate) async fn delete_contact(
+    pool: &Pool,
+    ctx: &Ctx<'_>,
+    id: ContactId,
+) -> Result<Vec<String>> {
     let mut tx = pool.begin_write().await?;
     let old = fetch_contact(&mut tx, ctx.ws, id, true).await?;
+    let files = super::attachments::keys_of(&mut tx, ctx.ws, Parent::Contact(id)).await?;
     query("DELETE FROM crm_contacts WHERE workspace_id = $1 AND id = $2")
         .bind(ctx.ws)
         .bind(id)
@@ -398,7 +405,8 @@ pub(crate) async fn delete_contact(pool: &Pool, ctx: &Ctx<'_>, id: ContactId) ->
         .await?;
     let data = json!({ "contact": old });
     outbox::insert_event(&mut tx, &event(ctx, EventType::ContactDeleted, data)).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(files)
 }
 
 fn push_contact_filters(d: Dialect, sql: &mut Sql<'_>, ws: WorkspaceId, q: &Listing) {

@@ -12,6 +12,7 @@ use super::sql::{pow2_runs, query, query_as, Dialect, Exec, Sql, Tx};
 use super::{corrupt, outbox, Ctx, Pool, Ts};
 use crate::events::EventType;
 use crate::ids::{ActivityId, ContactId, LeadId, UserId, WorkspaceId};
+use crate::attachments::Parent;
 use crate::leads::cursor::{Cursor, Key};
 use crate::leads::import::{Checked, ImportReport, Outcome, Resolver, RowError};
 use crate::leads::merge::Merged;
@@ -641,6 +642,7 @@ pub(crate) async fn merge(
         .bind(target)
         .execute(&mut tx)
         .await?;
+        super::attachments::move_to(&mut tx, ctx.ws, *id, target).await?;
         query("DELETE FROM crm_leads WHERE workspace_id = $1 AND id = $2")
             .bind(ctx.ws)
             .bind(*id)
@@ -716,14 +718,15 @@ pub(crate) async fn set_archived(
     Ok(lead)
 }
 
-/// Deletes the lead and its timeline. With `unless_active`, a lead that has
+/// Deletes the lead, its timeline and its files' rows; the storage keys of the
+/// files, for the caller to delete once this commits. With `unless_active`, a lead that has
 /// activities is refused (`confirmation_required`) and kept.
 pub(crate) async fn delete(
     pool: &Pool,
     ctx: &Ctx<'_>,
     id: LeadId,
     unless_active: bool,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let mut tx = pool.begin_write().await?;
     let old = fetch_lead(&mut tx, ctx.ws, id, true).await?;
     if unless_active {
@@ -744,6 +747,7 @@ pub(crate) async fn delete(
             });
         }
     }
+    let files = super::attachments::keys_of(&mut tx, ctx.ws, Parent::Lead(id)).await?;
     query("DELETE FROM crm_leads WHERE workspace_id = $1 AND id = $2")
         .bind(ctx.ws)
         .bind(id)
@@ -755,7 +759,7 @@ pub(crate) async fn delete(
     )
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(files)
 }
 
 pub(crate) async fn add_activity(

@@ -28,6 +28,7 @@
 //! job queue, housekeeping).
 
 pub(crate) mod api_keys;
+pub(crate) mod attachments;
 pub(crate) mod audit;
 pub(crate) mod channels;
 #[cfg(test)]

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::pool::{Pool, Ts};
 use crate::ids::{
-    ActivityId, ApiKeyId, AuditId, ChannelId, ContactId, EndpointId, EventId, ImportId, LeadId,
+    ActivityId, ApiKeyId, AttachmentId, AuditId, ChannelId, ContactId, EndpointId, EventId, ImportId, LeadId,
     OrganizationId, SessionId, UserId, WorkspaceId,
 };
 use crate::Result;
@@ -161,6 +161,7 @@ macro_rules! id_args {
 id_args!(
     ActivityId,
     ApiKeyId,
+    AttachmentId,
     AuditId,
     ChannelId,
     ContactId,

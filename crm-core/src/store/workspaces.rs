@@ -39,10 +39,10 @@ impl Quota {
     }
 }
 
-/// Refuses an insert that would take workspace `ws` past `quota` rows of
-/// `table` (those matching `filter`, an SQL condition). The workspace row is
-/// locked first, so two creates cannot both see room for one.
-pub(super) async fn check_quota(conn: &mut Tx, ws: WorkspaceId, quota: Quota) -> Result<()> {
+/// Locks the workspace row for the rest of the transaction (on SQLite the write
+/// transaction holds the lock already): writers that count what the workspace
+/// holds take turns.
+pub(super) async fn lock_workspace(conn: &mut Tx, ws: WorkspaceId) -> Result<()> {
     let lock = format!(
         "SELECT id FROM crm_workspaces WHERE id = $1{}",
         conn.dialect().for_no_key_update()
@@ -51,6 +51,14 @@ pub(super) async fn check_quota(conn: &mut Tx, ws: WorkspaceId, quota: Quota) ->
         .bind(ws)
         .fetch_optional(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Refuses an insert that would take workspace `ws` past `quota` rows of
+/// `table` (those matching `filter`, an SQL condition). The workspace row is
+/// locked first, so two creates cannot both see room for one.
+pub(super) async fn check_quota(conn: &mut Tx, ws: WorkspaceId, quota: Quota) -> Result<()> {
+    lock_workspace(conn, ws).await?;
     let (table, filter, what) = match quota.kind {
         QuotaKind::Users => ("crm_users", "", "users"),
         // Live keys: neither revoked nor expired (a rotated key counts until its
