@@ -35,8 +35,8 @@ pub use contacts::{Contacts, Organizations};
 pub use crm::{Crm, CrmBuilder, Quotas, Workspace, WorkspaceInfo};
 pub use error::{AuthFailure, Error, FieldError, Result};
 pub use ids::{
-    ActivityId, ApiKeyId, AttachmentId, AuditId, ChannelId, ContactId, EndpointId, EventId, ImportId, LeadId,
-    OrganizationId, SessionId, UserId, WorkspaceId,
+    ActivityId, ApiKeyId, AttachmentId, AuditId, ChannelId, ContactId, EndpointId, EventId,
+    ImportId, LeadId, OrganizationId, SessionId, UserId, WorkspaceId,
 };
 pub use leads::Leads;
 pub use seal::{MasterKey, Sealer};

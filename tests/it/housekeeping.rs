@@ -169,6 +169,7 @@ async fn a_pass_deletes_what_expired_and_keeps_the_rest(db: &TestDb) {
             events: 0,
             attempts: 0,
             imports: 0,
+            orphaned_files: 0,
         }
     );
     assert_eq!(db.count("crm_sessions").await, 0);

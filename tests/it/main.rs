@@ -8,6 +8,7 @@
 mod common;
 
 mod api_keys;
+mod attachments;
 mod auth;
 mod contacts;
 #[cfg(feature = "webhooks")]

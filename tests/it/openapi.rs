@@ -238,6 +238,7 @@ impl Walker {
                 webhook_endpoints: 10_000,
                 notification_channels: 10_000,
                 email_recipients: 10,
+                attachment_bytes: 1 << 30,
             });
         for name in [
             "api_key",

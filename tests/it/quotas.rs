@@ -54,6 +54,7 @@ const SMALL: Quotas = Quotas {
     webhook_endpoints: 2,
     notification_channels: 2,
     email_recipients: 2,
+    attachment_bytes: 1 << 30,
 };
 
 async fn crm(db: &TestDb) -> Crm {

@@ -234,10 +234,12 @@ impl Attachments {
                 format!("must be 1 to {} seconds", LINK_TTL_MAX.as_secs()),
             ));
         }
-        let (a, key) = store::attachments::get(self.crm.pool(), self.ws, Some(of.into()), id).await?;
+        let (a, key) =
+            store::attachments::get(self.crm.pool(), self.ws, Some(of.into()), id).await?;
         let storage = self.crm.storage()?;
         let expires_at = self.crm.now()
-            + chrono::Duration::from_std(ttl).map_err(|_| Error::invalid("expires_in", "too long"))?;
+            + chrono::Duration::from_std(ttl)
+                .map_err(|_| Error::invalid("expires_in", "too long"))?;
         if let Some(url) = storage
             .signed_url(&key, &a.name, &a.content_type, ttl)
             .await?
@@ -246,7 +248,12 @@ impl Attachments {
         }
         let link_key = self.crm.link_key()?;
         let token = sign_link(link_key, self.ws, id, expires_at.timestamp());
-        let base = self.crm.attachment_rules().link_base.as_deref().unwrap_or("");
+        let base = self
+            .crm
+            .attachment_rules()
+            .link_base
+            .as_deref()
+            .unwrap_or("");
         Ok(SignedLink {
             url: format!("{}/api/files/{token}", base.trim_end_matches('/')),
             expires_at,
@@ -312,7 +319,10 @@ impl Crm {
         let orphans: Vec<String> = old.into_iter().filter(|k| !known.contains(k)).collect();
         let n = orphans.len() as u64;
         if n > 0 {
-            tracing::warn!(files = n, "housekeeping: deleting stored files no attachment names");
+            tracing::warn!(
+                files = n,
+                "housekeeping: deleting stored files no attachment names"
+            );
             for key in &orphans {
                 storage.delete(key).await?;
             }
@@ -365,8 +375,10 @@ pub(crate) fn sniff(bytes: &[u8], name: &str) -> String {
     if let Some(t) = infer::get(bytes) {
         return t.mime_type().to_owned();
     }
-    let text = std::str::from_utf8(bytes)
-        .is_ok_and(|s| s.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\x0c')));
+    let text = std::str::from_utf8(bytes).is_ok_and(|s| {
+        s.chars()
+            .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\x0c'))
+    });
     if !text {
         "application/octet-stream".into()
     } else if name.to_ascii_lowercase().ends_with(".csv") {
@@ -428,8 +440,14 @@ mod tests {
     #[test]
     fn names_lose_their_directories_and_control_characters() {
         assert_eq!(clean_name("../../etc/passwd").unwrap_or_default(), "passwd");
-        assert_eq!(clean_name("C:\\Users\\ana\\id.pdf").unwrap_or_default(), "id.pdf");
-        assert_eq!(clean_name(" con\u{7}trato.pdf ").unwrap_or_default(), "contrato.pdf");
+        assert_eq!(
+            clean_name("C:\\Users\\ana\\id.pdf").unwrap_or_default(),
+            "id.pdf"
+        );
+        assert_eq!(
+            clean_name(" con\u{7}trato.pdf ").unwrap_or_default(),
+            "contrato.pdf"
+        );
         for bad in ["", "..", "a/..", "dir/", " \u{0} ", "."] {
             assert!(clean_name(bad).is_err(), "{bad:?}");
         }
@@ -440,11 +458,22 @@ mod tests {
     #[test]
     fn types_come_from_the_bytes() {
         assert_eq!(sniff(b"%PDF-1.7\n...", "x.pdf"), "application/pdf");
-        assert_eq!(sniff(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0", "x.pdf"), "application/x-executable");
-        assert_eq!(sniff(b"MZ\x90\0\x03\0\0\0", "x.pdf"), "application/vnd.microsoft.portable-executable");
-        assert_eq!(sniff("name,email\nAna,a@x.com\n".as_bytes(), "L.CSV"), "text/csv");
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(64, 0);
+        assert_eq!(sniff(&elf, "x.pdf"), "application/x-executable");
+        assert_eq!(
+            sniff(b"MZ\x90\0\x03\0\0\0", "x.pdf"),
+            "application/vnd.microsoft.portable-executable"
+        );
+        assert_eq!(
+            sniff("name,email\nAna,a@x.com\n".as_bytes(), "L.CSV"),
+            "text/csv"
+        );
         assert_eq!(sniff("hola, qué tal".as_bytes(), "nota.pdf"), "text/plain");
-        assert_eq!(sniff(b"\0\x01\x02binary", "x.txt"), "application/octet-stream");
+        assert_eq!(
+            sniff(b"\0\x01\x02binary", "x.txt"),
+            "application/octet-stream"
+        );
     }
 
     #[test]

@@ -72,7 +72,7 @@ async fn check_parent(
 /// The bytes the workspace's files take.
 pub(crate) async fn usage(conn: impl Exec<'_>, ws: WorkspaceId) -> Result<u64> {
     let rows: Vec<(Option<i64>,)> =
-        query_as("SELECT SUM(size) FROM crm_attachments WHERE workspace_id = $1")
+        query_as("SELECT CAST(SUM(size) AS BIGINT) FROM crm_attachments WHERE workspace_id = $1")
             .bind(ws)
             .fetch_all(conn)
             .await?;
@@ -85,7 +85,9 @@ pub(crate) async fn usage(conn: impl Exec<'_>, ws: WorkspaceId) -> Result<u64> {
 fn over_quota(quota: u64) -> Error {
     Error::InvalidState {
         code: "storage_quota_exceeded",
-        message: format!("the file would take the workspace past its storage quota of {quota} bytes"),
+        message: format!(
+            "the file would take the workspace past its storage quota of {quota} bytes"
+        ),
     }
 }
 
@@ -172,7 +174,11 @@ pub(crate) async fn list(pool: &Pool, ws: WorkspaceId, parent: Parent) -> Result
         "SELECT {COLUMNS} FROM crm_attachments WHERE workspace_id = $1 AND {column} = $2 \
          ORDER BY created_at, id"
     );
-    let rows: Vec<AttachmentRow> = query_as(&sql).bind(ws).bind(id).fetch_all(&mut conn).await?;
+    let rows: Vec<AttachmentRow> = query_as(&sql)
+        .bind(ws)
+        .bind(id)
+        .fetch_all(&mut conn)
+        .await?;
     Ok(rows.into_iter().map(|r| r.split().0).collect())
 }
 
@@ -184,7 +190,8 @@ pub(crate) async fn get(
     parent: Option<Parent>,
     id: AttachmentId,
 ) -> Result<(Attachment, String)> {
-    let mut sql = format!("SELECT {COLUMNS} FROM crm_attachments WHERE workspace_id = $1 AND id = $2");
+    let mut sql =
+        format!("SELECT {COLUMNS} FROM crm_attachments WHERE workspace_id = $1 AND id = $2");
     let by = parent.map(parent_filter);
     if let Some((column, _)) = by {
         sql.push_str(&format!(" AND {column} = $3"));

@@ -10,9 +10,9 @@ use sqlx::FromRow;
 
 use super::sql::{pow2_runs, query, query_as, Dialect, Exec, Sql, Tx};
 use super::{corrupt, outbox, Ctx, Pool, Ts};
+use crate::attachments::Parent;
 use crate::events::EventType;
 use crate::ids::{ActivityId, ContactId, LeadId, UserId, WorkspaceId};
-use crate::attachments::Parent;
 use crate::leads::cursor::{Cursor, Key};
 use crate::leads::import::{Checked, ImportReport, Outcome, Resolver, RowError};
 use crate::leads::merge::Merged;

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::pool::{Pool, Ts};
 use crate::ids::{
-    ActivityId, ApiKeyId, AttachmentId, AuditId, ChannelId, ContactId, EndpointId, EventId, ImportId, LeadId,
-    OrganizationId, SessionId, UserId, WorkspaceId,
+    ActivityId, ApiKeyId, AttachmentId, AuditId, ChannelId, ContactId, EndpointId, EventId,
+    ImportId, LeadId, OrganizationId, SessionId, UserId, WorkspaceId,
 };
 use crate::Result;
 
