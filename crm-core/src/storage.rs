@@ -103,7 +103,8 @@ fn checked(key: &str) -> Result<&str> {
 /// whole); one a crash left behind is an orphan like any other.
 const PARTIAL: &str = ".part-";
 
-/// Objects as files under one directory (created when first written to): the key
+/// Objects as files under one directory (created when first written to, as its
+/// subdirectories, with mode 0700 on Unix): the key
 /// is the path below it. Writes go to a temporary file in the same directory,
 /// flushed to disk and then renamed into place, so an object is whole or absent.
 /// No signed URLs: crm serves the bytes itself.
@@ -146,7 +147,12 @@ impl Storage for FsStorage {
             let path = self.path(key)?;
             let failed = io_failed("stored");
             if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir).await.map_err(&failed)?;
+                let mut builder = tokio::fs::DirBuilder::new();
+                builder.recursive(true);
+                // Only the server's user may list or read the files.
+                #[cfg(unix)]
+                builder.mode(0o700);
+                builder.create(dir).await.map_err(&failed)?;
             }
             let mut partial = path.clone().into_os_string();
             partial.push(format!("{PARTIAL}{}", uuid::Uuid::now_v7().simple()));

@@ -169,6 +169,18 @@ pub fn problem_of(e: &Error) -> Problem {
             tracing::warn!(error = %e, "integration failed");
             Problem::new(S::BAD_GATEWAY, code, "a third-party provider failed")
         }
+        Error::TooLarge { .. } => Problem::new(S::PAYLOAD_TOO_LARGE, code, e.to_string()),
+        Error::UnsupportedType { .. } => {
+            Problem::new(S::UNSUPPORTED_MEDIA_TYPE, code, e.to_string())
+        }
+        Error::Storage(_) => {
+            tracing::error!(error = %e, "file storage failed");
+            Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                code,
+                "the file storage is unavailable; nothing was written",
+            )
+        }
         Error::Config(_) => {
             tracing::error!(error = %e, "configuration error");
             Problem::new(

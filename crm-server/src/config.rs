@@ -85,7 +85,10 @@ settings! {
     metrics_addr, "CRM_METRICS_ADDR", false, "the main address", "Serve GET /metrics on this separate address instead of the main one";
     log_format, "CRM_LOG_FORMAT", false, "auto", "Log format: auto (text on a terminal, JSON otherwise), text or json. The filter is CRM_LOG or RUST_LOG (default info)";
     registration, "CRM_REGISTRATION", false, "false", "Whether anyone may register a new workspace: true or false. Default false";
-    public_url, "CRM_PUBLIC_URL", false, "none (mails carry the bare token)", "The address people reach this server at, e.g. https://crm.example.com: reset and verification mails link to its /auth pages";
+    public_url, "CRM_PUBLIC_URL", false, "none (mails carry the bare token)", "The address people reach this server at, e.g. https://crm.example.com: reset and verification mails link to its /auth pages, and file download links to its /api/files";
+    files_dir, "CRM_FILES_DIR", false, "files in the data directory", "Directory attached files are stored in (created 0700 on first upload). Default: files in the data directory";
+    max_file_bytes, "CRM_MAX_FILE_BYTES", false, "26214400", "Largest attached file, in bytes (1 to 1073741824). Default 26214400 (25 MiB)";
+    storage_quota_bytes, "CRM_STORAGE_QUOTA_BYTES", false, "1073741824", "Bytes of attached files one workspace may hold. Default 1073741824 (1 GiB)";
     require_verified_email, "CRM_REQUIRE_VERIFIED_EMAIL", false, "false", "Refuse sign-in until the account's email is verified: true or false. Default false";
     insecure_cookie, "CRM_INSECURE_COOKIE", false, "false", "Plain-HTTP development: session cookie crm_session without Secure: true or false. Default false";
     allowed_origins, "CRM_ALLOWED_ORIGINS", false, "none", "Browser origins allowed by CORS, comma-separated, each scheme://host[:port]";
@@ -134,6 +137,9 @@ pub(crate) struct Config {
     pub(crate) log_format: LogFormat,
     pub(crate) registration: bool,
     pub(crate) public_url: Option<String>,
+    pub(crate) files_dir: Option<PathBuf>,
+    pub(crate) max_file_bytes: Option<u64>,
+    pub(crate) storage_quota_bytes: Option<u64>,
     pub(crate) require_verified_email: bool,
     pub(crate) insecure_cookie: bool,
     pub(crate) allowed_origins: Vec<String>,
@@ -472,6 +478,19 @@ impl Settings {
             log_format,
             registration: boolean("CRM_REGISTRATION", s.registration.as_deref())?,
             public_url: public_url(s.public_url.as_deref())?,
+            files_dir: s.files_dir.clone().map(PathBuf::from),
+            max_file_bytes: number::<u64>(
+                "CRM_MAX_FILE_BYTES",
+                s.max_file_bytes.as_deref(),
+                (1, 1 << 30),
+                " of bytes",
+            )?,
+            storage_quota_bytes: number::<u64>(
+                "CRM_STORAGE_QUOTA_BYTES",
+                s.storage_quota_bytes.as_deref(),
+                (0, u64::MAX >> 1),
+                " of bytes",
+            )?,
             require_verified_email,
             insecure_cookie: boolean("CRM_INSECURE_COOKIE", s.insecure_cookie.as_deref())?,
             allowed_origins: origins(s.allowed_origins.as_deref())?,

@@ -78,6 +78,24 @@ fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder
             require_verified_email: cfg.require_verified_email,
             ..crm::auth::AuthConfig::default()
         });
+    let files = cfg
+        .files_dir
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("files"));
+    let defaults = crm::attachments::AttachmentRules::default();
+    b = b
+        .storage(crm::storage::FsStorage::new(files))
+        .attachment_rules(crm::attachments::AttachmentRules {
+            max_file_size: cfg.max_file_bytes.unwrap_or(defaults.max_file_size),
+            link_base: cfg.public_url.clone(),
+            ..defaults
+        })
+        .quotas(crm::Quotas {
+            attachment_bytes: cfg
+                .storage_quota_bytes
+                .unwrap_or(crm::Quotas::default().attachment_bytes),
+            ..crm::Quotas::default()
+        });
     if let Some(p) = cfg.api_key_policy {
         b = b.rate_limit_policy("api_key", p);
     }

@@ -16,6 +16,7 @@ use crate::problem::ApiResult;
 use crate::{guard, pages, AppState};
 
 pub(crate) mod admin;
+pub(crate) mod attachments;
 pub(crate) mod auth;
 pub(crate) mod contacts;
 pub(crate) mod imports;
@@ -52,11 +53,17 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
             "/api/v1",
             leads::router()
                 .merge(contacts::router())
+                .merge(attachments::router(s))
                 .routes(routes!(me)),
         )
         .route_layer(from_fn_with_state(s.clone(), guard::api_key));
     // The lead routes are served twice: their operation ids must stay unique.
-    let session_leads = openapi::prefix_ids(leads::router().merge(contacts::router()), "session_");
+    let session_leads = openapi::prefix_ids(
+        leads::router()
+            .merge(contacts::router())
+            .merge(attachments::router(s)),
+        "session_",
+    );
     let session = OpenApiRouter::new()
         .routes(routes!(auth::me))
         .routes(routes!(auth::change_password))
@@ -69,7 +76,8 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
         .merge(mark(
             OpenApiRouter::new()
                 .routes(routes!(health))
-                .routes(routes!(ready)),
+                .routes(routes!(ready))
+                .merge(attachments::public_router()),
             Family::Open,
         ))
         .merge(mark(public, Family::Public))
