@@ -18,6 +18,8 @@ mod embedding;
 mod housekeeping;
 #[cfg(all(feature = "http", feature = "whatsapp", feature = "calcom"))]
 mod http;
+#[cfg(all(feature = "http", feature = "whatsapp", feature = "calcom"))]
+mod http_files;
 mod imports;
 #[cfg(all(
     feature = "http",
