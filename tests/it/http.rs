@@ -367,6 +367,22 @@ async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
         let (m, p) = lead_route.split_once(' ').expect("route");
         expected.insert(format!("{m} /api/admin{p}"));
     }
+    for parent in ["leads", "contacts"] {
+        for route in [
+            "GET /{parent}/{id}/attachments",
+            "POST /{parent}/{id}/attachments",
+            "GET /{parent}/{id}/attachments/{attachment_id}",
+            "DELETE /{parent}/{id}/attachments/{attachment_id}",
+            "GET /{parent}/{id}/attachments/{attachment_id}/content",
+            "POST /{parent}/{id}/attachments/{attachment_id}/link",
+        ] {
+            let (m, p) = route.split_once(' ').expect("route");
+            let p = p.replace("{parent}", parent);
+            expected.insert(format!("{m} /api/v1{p}"));
+            expected.insert(format!("{m} /api/admin{p}"));
+        }
+    }
+    expected.insert("GET /api/files/{token}".into());
     assert_eq!(listed, expected);
 
     // Every documented operation is served (not the router's 404/405), and a path

@@ -41,6 +41,10 @@ const PASSWORD: &str = "Correct-Horse-9-Battery";
 const NEW_PASSWORD: &str = "Amber-Lantern-7-Quay";
 /// Where webhook URLs of the walker point (allowed for this `Crm`; nothing listens).
 const HOOK: &str = "http://127.0.0.1:9/hook";
+/// The file of the walker's uploads and attachment fixtures.
+const PDF: &[u8] = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n";
+/// The boundary of the walker's multipart bodies.
+const BOUNDARY: &str = "walker-boundary-51c0";
 
 conformance!(every_operation_does_what_the_document_says);
 
@@ -54,6 +58,10 @@ struct Walker {
     password: String,
     unique: u64,
     checked: usize,
+    /// Whether the operation being walked takes a multipart upload.
+    multipart: bool,
+    /// Where the walker's `Crm` keeps attached files.
+    _files: tempfile::TempDir,
 }
 
 struct Answer {
@@ -260,7 +268,9 @@ impl Walker {
             ),
         )
         .await;
+        let files = tempfile::tempdir().expect("files dir");
         let crm = b
+            .storage(crm::storage::FsStorage::new(files.path()))
             .provider(crm::integrations::whatsapp::WhatsApp::new().with_base_url(graph.url))
             .provider(crm::integrations::calcom::CalcomIntegration)
             .connect()
@@ -321,6 +331,8 @@ impl Walker {
             password: PASSWORD.into(),
             unique: 0,
             checked: 0,
+            multipart: false,
+            _files: files,
         };
         w.sign_in().await;
         let doc = w.raw(Method::GET, "/api/openapi.json", &[], None).await;
@@ -364,6 +376,20 @@ impl Walker {
             Some(text) => b
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Body::from(text)),
+            None if self.multipart => {
+                let mut form = format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; \
+                     filename=\"walker.pdf\"\r\nContent-Type: application/pdf\r\n\r\n"
+                )
+                .into_bytes();
+                form.extend_from_slice(PDF);
+                form.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+                b.header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={BOUNDARY}"),
+                )
+                .body(Body::from(form))
+            }
             None => b.body(Body::empty()),
         }
         .expect("request");
@@ -562,6 +588,40 @@ impl Walker {
             let event = ws.events(None, 1000).await.expect("events");
             let last = event.last().expect("an event exists");
             path = path.replace("{msg}", &last.id.to_string());
+        }
+        if path.contains("{attachment_id}") || path.contains("{token}") {
+            // A file on the lead or contact of the path, or on a new lead.
+            let parent: crm::attachments::Parent = if template.contains("/contacts/") {
+                crm::ContactId(id.parse().expect("contact id")).into()
+            } else if template.contains("/leads/") {
+                crm::LeadId(id.parse().expect("lead id")).into()
+            } else {
+                ws.leads()
+                    .create(NewLead {
+                        name: "Fixture".into(),
+                        email: Some(format!("file{n}@example.com")),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("lead")
+                    .id
+                    .into()
+            };
+            let file = ws
+                .attachments()
+                .add(parent, "fixture.pdf", PDF)
+                .await
+                .expect("attachment");
+            path = path.replace("{attachment_id}", &file.id.to_string());
+            if path.contains("{token}") {
+                let link = ws
+                    .attachments()
+                    .link(parent, file.id, None)
+                    .await
+                    .expect("link");
+                let token = link.url.rsplit('/').next().expect("token").to_owned();
+                path = path.replace("{token}", &token);
+            }
         }
         path
     }
@@ -801,6 +861,7 @@ async fn every_operation_does_what_the_document_says(db: &TestDb) {
             params.push((key, p["schema"].clone(), p["required"] == true));
         }
 
+        w.multipart = !op["requestBody"]["content"]["multipart/form-data"].is_null();
         // The body: the schema's example.
         let body_schema = op["requestBody"]["content"]["application/json"]["schema"].clone();
         let has_body = !body_schema.is_null();
