@@ -213,16 +213,16 @@ async fn bad_files_are_refused_and_write_nothing(db: &TestDb) {
     let e = files
         .add(lead_id, "empty.pdf", Vec::new())
         .await
-        .unwrap_err();
+        .expect_err("refused");
     assert_eq!(e.field_errors()[0].field, "file");
     for name in ["", "..", "a/", "\u{0}"] {
-        let e = files.add(lead_id, name, PDF).await.unwrap_err();
+        let e = files.add(lead_id, name, PDF).await.expect_err("refused");
         assert_eq!(e.field_errors()[0].field, "name", "{name:?}");
     }
     let e = files
         .add_file(lead_id, dir.path().join("missing.pdf"), None)
         .await
-        .unwrap_err();
+        .expect_err("refused");
     assert_eq!(e.field_errors()[0].field, "path");
 
     // Another workspace's lead, and a lead that does not exist.
@@ -337,7 +337,10 @@ async fn links_work_until_the_clock_passes_their_expiry(db: &TestDb) {
     assert!(invalid(crm.open_link(token).await), "expired");
 
     for bad in [Duration::ZERO, Duration::from_secs(8 * 24 * 3600)] {
-        let e = files.link(lead_id, a.id, Some(bad)).await.unwrap_err();
+        let e = files
+            .link(lead_id, a.id, Some(bad))
+            .await
+            .expect_err("refused");
         assert_eq!(e.field_errors()[0].field, "expires_in");
     }
     // A link to a file that was deleted finds nothing.

@@ -119,7 +119,7 @@ impl Attachments {
         let size = bytes.len() as u64;
         check_size(size, rules.max_file_size)?;
         let content_type = sniff(&bytes, &name);
-        if !rules.allowed_types.iter().any(|t| *t == content_type) {
+        if !rules.allowed_types.contains(&content_type) {
             return Err(Error::UnsupportedType { content_type });
         }
         let quota = self.crm.quotas().attachment_bytes;

@@ -11,7 +11,7 @@ use sqlx::FromRow;
 use super::leads::push_page;
 use super::sql::{query, query_as, Dialect, Exec, Sql, Tx};
 use super::{corrupt, outbox, Ctx, Pool, Ts};
-use crate::attachments::Parent;
+use crate::attachments::model::Parent;
 use crate::contacts::model::{Contact, Converted, Organization};
 use crate::contacts::parse::{self, ContactChange, Listing, OrganizationChange};
 use crate::events::{Event, EventType};

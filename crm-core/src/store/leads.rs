@@ -10,7 +10,7 @@ use sqlx::FromRow;
 
 use super::sql::{pow2_runs, query, query_as, Dialect, Exec, Sql, Tx};
 use super::{corrupt, outbox, Ctx, Pool, Ts};
-use crate::attachments::Parent;
+use crate::attachments::model::Parent;
 use crate::events::EventType;
 use crate::ids::{ActivityId, ContactId, LeadId, UserId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
