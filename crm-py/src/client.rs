@@ -70,6 +70,58 @@ impl Client {
     }
 }
 
+/// `files=` of `connect`: where attached files go and what is taken.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesArgs {
+    dir: std::path::PathBuf,
+    max_file_size: Option<u64>,
+    quota: Option<u64>,
+    link_base: Option<String>,
+}
+
+impl FilesArgs {
+    fn install(self, b: crm_core::CrmBuilder) -> crm_core::CrmBuilder {
+        let rules = crm_core::attachments::AttachmentRules::default();
+        b.storage(crm_core::storage::FsStorage::new(self.dir))
+            .attachment_rules(crm_core::attachments::AttachmentRules {
+                max_file_size: self.max_file_size.unwrap_or(rules.max_file_size),
+                link_base: self.link_base,
+                ..rules
+            })
+            .quotas(crm_core::Quotas {
+                attachment_bytes: self
+                    .quota
+                    .unwrap_or(crm_core::Quotas::default().attachment_bytes),
+                ..crm_core::Quotas::default()
+            })
+    }
+}
+
+/// The attachment service, recording `actor` (when given) as the uploader.
+fn files(w: &Workspace, actor: Option<String>) -> crm_core::Attachments {
+    let files = w.attachments();
+    match actor {
+        Some(a) => files.with_actor(a),
+        None => files,
+    }
+}
+
+/// A file's parent from Python: (`lead` or `contact`, its id).
+fn attachment_parent(
+    py: Python<'_>,
+    kind: &str,
+    id: &str,
+) -> PyResult<crm_core::attachments::Parent> {
+    use crm_core::attachments::Parent;
+    let r = match kind {
+        "lead" => parse_id::<LeadId>(id, "lead_id").map(Parent::Lead),
+        "contact" => parse_id::<crm_core::ContactId>(id, "contact_id").map(Parent::Contact),
+        _ => Err(Error::invalid("parent", "must be lead or contact")),
+    };
+    r.map_err(|e| errors::to_py(py, &e))
+}
+
 fn parse_id<T: From<Uuid>>(s: &str, field: &str) -> Result<T> {
     Uuid::parse_str(s)
         .map(T::from)
@@ -766,6 +818,8 @@ pub(crate) fn model_schemas() -> PyResult<String> {
         Some("Organization") => crm_core::contacts::Organization,
         Some("OrganizationPage") => crm_core::contacts::OrganizationPage,
         Some("Converted") => crm_core::contacts::Converted,
+        Some("Attachment") => crm_core::attachments::Attachment,
+        Some("SignedLink") => crm_core::attachments::SignedLink,
         Some("ImportReport") => crm_core::leads::ImportReport,
         Some("RowError") => crm_core::leads::RowError,
         None => crm_core::leads::ImportStatus,
@@ -829,7 +883,7 @@ fn secret(s: crm_core::SecretString) -> String {
 impl Client {
     /// Connects (and migrates) the database at `url`; an awaitable of a `Client`.
     #[staticmethod]
-    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None, mailer = None, parser = None, allowed_values = None, default_country_code = None))]
+    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None, mailer = None, parser = None, allowed_values = None, default_country_code = None, files = None))]
     #[allow(clippy::too_many_arguments)]
     fn connect<'py>(
         py: Python<'py>,
@@ -843,6 +897,7 @@ impl Client {
         parser: Option<Bound<'py, PyAny>>,
         allowed_values: Option<Bound<'py, PyAny>>,
         default_country_code: Option<u16>,
+        files: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut b = Crm::builder()
             .database_url(url)
@@ -927,6 +982,9 @@ impl Client {
         }
         if let Some(code) = default_country_code {
             b = b.default_country_code(code);
+        }
+        if let Some(f) = files {
+            b = read::<FilesArgs>(&f, "files")?.install(b);
         }
         spawn(py, async move {
             let crm = b.connect().await?;
@@ -1544,6 +1602,150 @@ impl Client {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.run(py, workspace, |_, w| async move {
             w.contacts().delete(id.0).await
+        })
+    }
+
+    // Attachments: the parent is (`lead` or `contact`, its id).
+
+    #[pyo3(signature = (workspace, parent, parent_id, name, data, actor = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn attachments_add<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        parent: &str,
+        parent_id: &str,
+        name: String,
+        data: pyo3::pybacked::PyBackedBytes,
+        actor: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let to = attachment_parent(py, parent, parent_id)?;
+        // One copy, into the bytes crm stores; the Python object is let go at once.
+        let bytes = bytes::Bytes::copy_from_slice(&data);
+        self.run(py, workspace, move |_, w| async move {
+            files(&w, actor).add(to, &name, bytes).await
+        })
+    }
+
+    #[pyo3(signature = (workspace, parent, parent_id, path, name = None, actor = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn attachments_add_file<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        parent: &str,
+        parent_id: &str,
+        path: std::path::PathBuf,
+        name: Option<String>,
+        actor: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let to = attachment_parent(py, parent, parent_id)?;
+        self.run(py, workspace, move |_, w| async move {
+            files(&w, actor).add_file(to, &path, name.as_deref()).await
+        })
+    }
+
+    fn attachments_list<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        parent: &str,
+        parent_id: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let of = attachment_parent(py, parent, parent_id)?;
+        self.run(py, workspace, move |_, w| async move {
+            w.attachments().list(of).await
+        })
+    }
+
+    fn attachments_get<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        parent: &str,
+        parent_id: &str,
+        id: Id<crm_core::AttachmentId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let of = attachment_parent(py, parent, parent_id)?;
+        self.run(py, workspace, move |_, w| async move {
+            w.attachments().get(of, id.0).await
+        })
+    }
+
+    /// An awaitable of the file's bytes (`bytes`).
+    fn attachments_read<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        parent: &str,
+        parent_id: &str,
+        id: Id<crm_core::AttachmentId>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let of = attachment_parent(py, parent, parent_id)?;
+        let (crm, ws) = self.in_workspace(py, workspace)?;
+        spawn(py, async move {
+            let bytes = crm.workspace(ws).attachments().read(of, id.0).await?;
+            Ok(bytes.to_vec())
+        })
+    }
+
+    #[pyo3(signature = (workspace, parent, parent_id, id, actor = None))]
+    fn attachments_delete<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        parent: &str,
+        parent_id: &str,
+        id: Id<crm_core::AttachmentId>,
+        actor: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let of = attachment_parent(py, parent, parent_id)?;
+        self.run(py, workspace, move |_, w| async move {
+            files(&w, actor).delete(of, id.0).await
+        })
+    }
+
+    #[pyo3(signature = (workspace, parent, parent_id, id, expires_in = None))]
+    fn attachments_link<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        parent: &str,
+        parent_id: &str,
+        id: Id<crm_core::AttachmentId>,
+        expires_in: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let of = attachment_parent(py, parent, parent_id)?;
+        let ttl = expires_in.map(std::time::Duration::from_secs);
+        self.run(py, workspace, move |_, w| async move {
+            w.attachments().link(of, id.0, ttl).await
+        })
+    }
+
+    fn attachments_usage<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, workspace, |_, w| async move {
+            w.attachments().usage().await
+        })
+    }
+
+    /// An awaitable of the bytes a signed link's file holds, with its metadata:
+    /// `(attachment, bytes)`; `AuthError` when the link is not valid.
+    fn attachments_open_link<'py>(
+        &self,
+        py: Python<'py>,
+        token: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.open(py)?;
+        let crm = self.crm.clone();
+        spawn(py, async move {
+            let download = crm.open_link(&token).await?;
+            let attachment = download.attachment.clone();
+            let bytes = download.bytes().await?;
+            Ok((Out(attachment), bytes.to_vec()))
         })
     }
 

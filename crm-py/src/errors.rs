@@ -87,6 +87,7 @@ fn reason_code(r: crm_core::AuthFailure) -> &'static str {
         A::InvalidToken => "invalid_token",
         A::InvalidCredentials => "invalid_credentials",
         A::EmailNotVerified => "email_not_verified",
+        A::InvalidLink => "invalid_link",
         _ => "unauthorized",
     }
 }
@@ -150,6 +151,11 @@ pub(crate) fn sample_error(py: Python<'_>, code: PyBackedStr) -> PyResult<()> {
         "provider_error" => Error::Provider("132001: template name does not exist".into()),
         "webhook_verification_failed" => Error::WebhookVerification(VerifyError::InvalidTimestamp),
         "configuration_error" => Error::Config("no master key".into()),
+        "file_too_large" => Error::TooLarge { limit: 1024 },
+        "unsupported_media_type" => Error::UnsupportedType {
+            content_type: "application/x-executable".into(),
+        },
+        "storage_unavailable" => Error::Storage("the file could not be stored".into()),
         "internal_error" => Error::Unseal,
         _ => return Err(invalid(py, "code", "unknown error code")),
     };

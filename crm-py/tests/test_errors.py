@@ -19,6 +19,9 @@ KINDS = {
     "integration_failed": crm.IntegrationError,
     "webhook_verification_failed": crm.WebhookVerificationError,
     "configuration_error": crm.CrmError,
+    "file_too_large": crm.CrmError,
+    "unsupported_media_type": crm.CrmError,
+    "storage_unavailable": crm.CrmError,
     "internal_error": crm.CrmError,
 }
 
@@ -59,3 +62,17 @@ def test_attributes() -> None:
     assert "sealed" in str(i.value) and i.value.code == "internal_error"
     with pytest.raises(crm.ValidationError):
         _native.sample_error("nope")
+
+
+def test_file_errors_render_as_the_router_does() -> None:
+    for code, status in [("file_too_large", 413), ("unsupported_media_type", 415), ("storage_unavailable", 503)]:
+        with pytest.raises(crm.CrmError) as e:
+            _native.sample_error(code)
+        problem = e.value.to_problem()
+        assert (e.value.status, problem["status"], problem["code"]) == (status, status, code)
+    with pytest.raises(crm.CrmError) as e:
+        _native.sample_error("unsupported_media_type")
+    assert "application/x-executable" in e.value.to_problem()["detail"]
+    with pytest.raises(crm.CrmError) as e:
+        _native.sample_error("storage_unavailable")
+    assert e.value.to_problem()["detail"] == "the file storage is unavailable; nothing was written"

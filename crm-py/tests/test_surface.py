@@ -21,6 +21,7 @@ SERVICES = {
     "Leads": py.Leads,
     "Contacts": py.Contacts,
     "Organizations": py.Organizations,
+    "Attachments": py.Attachments,
     "Auth": py.Auth,
     "ApiKeys": py.ApiKeys,
     "Webhooks": py.Webhooks,
@@ -90,6 +91,11 @@ RUST_ONLY: Dict[Tuple[str, str], str] = {
     ("RateLimiter", "with_store"): "the limiter's storage is chosen by the backend",
     ("RateLimiter", "policy"): "policies are given to Crm.connect(rate_limits=…)",
     ("RateLimiter", "check_with"): "an ad-hoc policy; Python names its policies at connect",
+    ("Crm", "attachment_rules"): "given to Crm.connect(files=…)",
+    ("Crm", "storage"): "the storage plugin is chosen at connect (files=…)",
+    ("Attachments", "with_actor"): "Python passes actor= to add and delete",
+    ("Attachments", "open"): "a byte stream for the router; Python reads a file whole with read",
+    ("Attachments", "add_file"): "attachments.add(path=…)",
 }
 
 
@@ -134,6 +140,6 @@ def test_the_lists_name_only_what_rust_has() -> None:
 
 
 def test_the_workspace_services_are_attributes() -> None:
-    for attr in ["leads", "contacts", "organizations", "auth", "api_keys", "webhooks", "notifications", "integrations", "idempotency"]:
+    for attr in ["leads", "contacts", "organizations", "attachments", "auth", "api_keys", "webhooks", "notifications", "integrations", "idempotency"]:
         assert (("Workspace", attr) in RUST) and attr in py.Workspace.__slots__
     assert isinstance(crm.Crm.workspace, object)

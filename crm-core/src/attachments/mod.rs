@@ -194,17 +194,7 @@ impl Attachments {
 
     /// One file's bytes, whole (at most the size limit).
     pub async fn read(&self, of: impl Into<Parent>, id: AttachmentId) -> Result<Bytes> {
-        use futures_util::TryStreamExt;
-        let download = self.open(of, id).await?;
-        let mut out = Vec::with_capacity(usize::try_from(download.attachment.size).unwrap_or(0));
-        let mut body = download.body;
-        while let Some(chunk) = body.try_next().await.map_err(|e| {
-            tracing::error!(error = %e, "file storage: a read failed midway");
-            Error::Storage("the file could not be read".into())
-        })? {
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out.into())
+        self.open(of, id).await?.bytes().await
     }
 
     /// Deletes a file: the row (with `attachment.removed` and, on a lead, a
@@ -264,6 +254,22 @@ impl Attachments {
     /// [`crate::Quotas::attachment_bytes`]).
     pub async fn usage(&self) -> Result<u64> {
         store::attachments::usage(self.crm.pool(), self.ws).await
+    }
+}
+
+impl Download {
+    /// The whole file (a `Storage` error when the storage fails midway).
+    pub async fn bytes(self) -> Result<Bytes> {
+        use futures_util::TryStreamExt;
+        let mut out = Vec::with_capacity(usize::try_from(self.attachment.size).unwrap_or(0));
+        let mut body = self.body;
+        while let Some(chunk) = body.try_next().await.map_err(|e| {
+            tracing::error!(error = %e, "file storage: a read failed midway");
+            Error::Storage("the file could not be read".into())
+        })? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.into())
     }
 }
 

@@ -16,6 +16,7 @@ from .errors import ValidationError
 from .models import (
     Activity,
     ApiKey,
+    Attachment,
     Attempt,
     AuditEntry,
     IdempotencyClaim,
@@ -44,6 +45,7 @@ from .models import (
     RateLimitDecision,
     Session,
     SessionUser,
+    SignedLink,
     User,
     VerifiedKey,
     WorkspaceChoice,
@@ -58,6 +60,7 @@ __all__ = [
     "Leads",
     "Contacts",
     "Organizations",
+    "Attachments",
     "Auth",
     "ApiKeys",
     "Webhooks",
@@ -1168,12 +1171,114 @@ class Organizations(_Service):
         await self._native.organizations_delete(self._ws, str(id))
 
 
+def _parent(lead_id: Optional[Id], contact_id: Optional[Id]) -> Tuple[str, str]:
+    """The (kind, id) a file belongs to: exactly one of a lead and a contact."""
+    if (lead_id is None) == (contact_id is None):
+        raise ValidationError(
+            "invalid input: lead_id: give exactly one of lead_id and contact_id",
+            [("lead_id", "give exactly one of lead_id and contact_id")],
+        )
+    return ("lead", str(lead_id)) if lead_id is not None else ("contact", str(contact_id))
+
+
+class Attachments(_Service):
+    """Files on leads and contacts (IDs, contracts, photos, voice notes): each call
+    names the file's lead (``lead_id=``) or contact (``contact_id=``). A file's
+    type is sniffed from its bytes and must be allowed (``CrmError``
+    ``unsupported_media_type`` naming it); over the size limit is ``CrmError``
+    ``file_too_large``; past the workspace's quota ``ConflictError``-like
+    ``CrmError`` ``storage_quota_exceeded``; a storage that fails ``CrmError``
+    ``storage_unavailable``. Each writes nothing."""
+
+    __slots__ = ()
+
+    async def add(
+        self,
+        *,
+        lead_id: Optional[Id] = None,
+        contact_id: Optional[Id] = None,
+        data: Optional[bytes] = None,
+        path: Union[str, "os.PathLike[str]", None] = None,
+        name: Optional[str] = None,
+        actor: Optional[str] = None,
+    ) -> Attachment:
+        """Attaches ``data`` (bytes, named ``name``) or the file at ``path`` (named
+        ``name`` or as the file is); ``attachment.added``, and on a lead a timeline
+        entry. ``actor`` (``whatsapp``, ``user:…``) is recorded as the uploader."""
+        kind, parent = _parent(lead_id, contact_id)
+        if (data is None) == (path is None):
+            raise ValidationError(
+                "invalid input: data: give exactly one of data and path",
+                [("data", "give exactly one of data and path")],
+            )
+        if data is not None:
+            if name is None:
+                raise ValidationError("invalid input: name: is required with data", [("name", "is required with data")])
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise ValidationError("invalid input: data: must be bytes", [("data", "must be bytes")])
+            raw = await self._native.attachments_add(self._ws, kind, parent, name, bytes(data), actor)
+        else:
+            raw = await self._native.attachments_add_file(
+                self._ws, kind, parent, os.fspath(path), name, actor  # type: ignore[arg-type]
+            )
+        return Attachment.from_dict(raw)
+
+    async def list(self, *, lead_id: Optional[Id] = None, contact_id: Optional[Id] = None) -> List[Attachment]:
+        """The files of a lead or contact, oldest first."""
+        kind, parent = _parent(lead_id, contact_id)
+        return [Attachment.from_dict(a) for a in await self._native.attachments_list(self._ws, kind, parent)]
+
+    async def get(self, id: Id, *, lead_id: Optional[Id] = None, contact_id: Optional[Id] = None) -> Attachment:
+        """One file's metadata (``NotFoundError`` unless it is the lead's or contact's)."""
+        kind, parent = _parent(lead_id, contact_id)
+        return Attachment.from_dict(await self._native.attachments_get(self._ws, kind, parent, str(id)))
+
+    async def read(self, id: Id, *, lead_id: Optional[Id] = None, contact_id: Optional[Id] = None) -> bytes:
+        """One file's bytes."""
+        kind, parent = _parent(lead_id, contact_id)
+        data: bytes = await self._native.attachments_read(self._ws, kind, parent, str(id))
+        return data
+
+    async def delete(
+        self,
+        id: Id,
+        *,
+        lead_id: Optional[Id] = None,
+        contact_id: Optional[Id] = None,
+        actor: Optional[str] = None,
+    ) -> None:
+        """Deletes a file and its bytes (``attachment.removed``)."""
+        kind, parent = _parent(lead_id, contact_id)
+        await self._native.attachments_delete(self._ws, kind, parent, str(id), actor)
+
+    async def link(
+        self,
+        id: Id,
+        *,
+        lead_id: Optional[Id] = None,
+        contact_id: Optional[Id] = None,
+        expires_in: Optional[int] = None,
+    ) -> SignedLink:
+        """A download link that works for ``expires_in`` seconds (1 to 604800;
+        default 900). Needs the master key."""
+        kind, parent = _parent(lead_id, contact_id)
+        if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in < 0):
+            raise ValidationError("invalid input: expires_in: must be a whole number of seconds", [("expires_in", "must be a whole number of seconds")])
+        raw = await self._native.attachments_link(self._ws, kind, parent, str(id), expires_in)
+        return SignedLink.from_dict(raw)
+
+    async def usage(self) -> int:
+        """The bytes the workspace's files take (what counts against its quota)."""
+        n: int = await self._native.attachments_usage(self._ws)
+        return n
+
+
 class Workspace:
     """One tenant's services. Cheap to make; holds no connection of its own."""
 
     __slots__ = (
-        "_native", "id", "leads", "contacts", "organizations", "auth", "api_keys", "webhooks",
-        "notifications", "integrations", "idempotency",
+        "_native", "id", "leads", "contacts", "organizations", "attachments", "auth", "api_keys",
+        "webhooks", "notifications", "integrations", "idempotency",
     )
 
     def __init__(self, native: "_native.Client", id: Id) -> None:
@@ -1189,6 +1294,7 @@ class Workspace:
         self.leads = Leads(native, ws)
         self.contacts = Contacts(native, ws)
         self.organizations = Organizations(native, ws)
+        self.attachments = Attachments(native, ws)
         self.auth = Auth(native, ws)
         self.api_keys = ApiKeys(native, ws)
         self.webhooks = Webhooks(native, ws)
@@ -1248,6 +1354,7 @@ class Crm(Workspace):
         parser: Optional[Mapping[str, str]] = None,
         allowed_values: Optional[Mapping[str, Sequence[str]]] = None,
         default_country_code: Optional[int] = None,
+        files: Optional[Mapping[str, Any]] = None,
     ) -> "Crm":
         """Opens (and migrates) the database: ``sqlite://path?mode=rwc`` (SQLite, the
         default) or ``postgres://…``. ``master_key`` (base64 of 32 bytes) seals
@@ -1274,6 +1381,10 @@ class Crm(Workspace):
         ``project_type`` and ``source`` may take (``{"sources": ["web", "whatsapp"]}``;
         a list not given keeps its default). ``default_country_code`` (e.g. 34) reads
         phone numbers written without ``+`` as national numbers of that country.
+        ``files`` turns on attachments, stored in a directory: ``{"dir":
+        "./crm-files"}``, with optional ``max_file_size`` (bytes, default 25 MiB),
+        ``quota`` (bytes per workspace, default 1 GiB) and ``link_base`` (the
+        address download links start with, e.g. ``https://crm.example.com``).
         A malformed option raises ``ValidationError`` naming it (``mailer.kind``),
         or ``CrmError`` (``configuration_error``) when the value is refused."""
         for name, option in (("mailer", mailer), ("parser", parser)):
@@ -1295,6 +1406,9 @@ class Crm(Workspace):
                 k: _strings(v, f"allowed_values.{k}") for k, v in allowed_values.items()
             },
             default_country_code=default_country_code,
+            files=None if files is None else {
+                k: os.fspath(v) if k == "dir" else v for k, v in files.items()
+            },
         )
         return cls(native, DEFAULT_WORKSPACE)
 
@@ -1309,6 +1423,14 @@ class Crm(Workspace):
         not one."""
         found = await self._native.crm_inbound_integration({"kind": kind, "inbound_id": inbound_id})
         return self.workspace(found["workspace_id"]), found["settings"]
+
+    async def open_link(self, token: str) -> Tuple[Attachment, bytes]:
+        """The file a signed link names (the ``token``, the last part of a
+        :class:`SignedLink` ``url``) and its bytes, for an app that serves links
+        itself; ``UnauthorizedError`` (``invalid_link``) when the link is malformed,
+        forged or expired."""
+        raw, data = await self._native.attachments_open_link(token)
+        return Attachment.from_dict(raw), data
 
     async def create_workspace(self, name: str) -> Workspace:
         """A new, empty workspace."""

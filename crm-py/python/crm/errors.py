@@ -38,6 +38,7 @@ _TITLES = {
     404: "Not Found",
     409: "Conflict",
     413: "Payload Too Large",
+    415: "Unsupported Media Type",
     422: "Unprocessable Entity",
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -50,12 +51,16 @@ _CODE_STATUS = {
     "provider_error": 422,
     "configuration_error": 503,
     "body_too_large": 413,
+    "file_too_large": 413,
+    "unsupported_media_type": 415,
+    "storage_unavailable": 503,
 }
 
 #: What a 5xx problem says, by code: never the error's own text, which is for logs.
 _SERVER_DETAIL = {
     "configuration_error": "this server is not configured for this request",
     "integration_failed": "a third-party provider failed",
+    "storage_unavailable": "the file storage is unavailable; nothing was written",
 }
 
 
@@ -80,7 +85,9 @@ class CrmError(Exception):
 
     ``status`` is the HTTP status crm-http answers the error with: fixed per
     subclass; for a plain ``CrmError`` by its code (``provider_error`` 422, the
-    provider refused the request; ``configuration_error`` 503; anything else 500).
+    provider refused the request; ``file_too_large`` 413; ``unsupported_media_type``
+    415, the file's sniffed type is not allowed; ``configuration_error`` and
+    ``storage_unavailable`` 503; anything else 500).
     """
 
     code: str
@@ -126,6 +133,7 @@ _REASON_DETAIL = {
     "invalid_token": "invalid or expired token",
     "invalid_credentials": "invalid credentials",
     "email_not_verified": "email not verified",
+    "invalid_link": "invalid or expired link",
 }
 
 

@@ -29,6 +29,8 @@ __all__ = [
     "Organization",
     "OrganizationPage",
     "Converted",
+    "Attachment",
+    "SignedLink",
     "RowError",
     "ImportReport",
     "ImportProgress",
@@ -499,13 +501,15 @@ class Purged(Model):
     attempts: int
     #: Tracked import reports past the retention period.
     imports: int
+    #: Stored files no attachment names, an hour old or more: found and deleted.
+    orphaned_files: int
 
     @property
     def total(self) -> int:
         """All rows deleted."""
         return (
             self.sessions + self.auth_tokens + self.login_throttles + self.idempotency_keys
-            + self.rate_limit_rows + self.events + self.attempts + self.imports
+            + self.rate_limit_rows + self.events + self.attempts + self.imports + self.orphaned_files
         )
 
 
@@ -651,6 +655,33 @@ class Converted(Model):
     organization: Optional[Organization]
     contact_created: bool
     organization_created: bool
+
+
+@dataclass(frozen=True)
+class Attachment(Model):
+    """A file attached to a lead (``lead_id``) or a contact (``contact_id``): its
+    ``name`` (no directory part), ``size`` in bytes, ``content_type`` as sniffed
+    from its bytes, ``sha256`` (hex) and who uploaded it."""
+
+    id: str
+    lead_id: Optional[str]
+    contact_id: Optional[str]
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    uploaded_by: Optional[str]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SignedLink(Model):
+    """A download link anyone holding it may use until ``expires_at``: crm's own
+    ``/api/files/{token}`` (relative to where the router is mounted, unless a
+    ``link_base`` was given), or the storage's presigned URL."""
+
+    url: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True)

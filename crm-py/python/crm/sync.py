@@ -27,7 +27,7 @@ from typing import Any, Coroutine, Optional, TypeVar
 from . import client as _client
 
 __all__ = [
-    "Crm", "Workspace", "Leads", "Contacts", "Organizations", "Auth", "ApiKeys", "Webhooks", "Notifications", "Integrations",
+    "Crm", "Workspace", "Leads", "Contacts", "Organizations", "Attachments", "Auth", "ApiKeys", "Webhooks", "Notifications", "Integrations",
     "Idempotency", "RateLimiter",
 ]
 
@@ -148,6 +148,12 @@ class Contacts(_Blocking):
     __slots__ = ()
 
 
+class Attachments(_Blocking):
+    """Files on leads and contacts, blocking (see :class:`crm.Attachments`)."""
+
+    __slots__ = ()
+
+
 class Organizations(_Blocking):
     """Organizations, blocking (see :class:`crm.Organizations`)."""
 
@@ -198,7 +204,7 @@ class RateLimiter(_Blocking):
 
 _SERVICES = {
     c.__name__: c
-    for c in (Leads, Contacts, Organizations, Auth, ApiKeys, Webhooks, Notifications, Integrations, Idempotency, RateLimiter)
+    for c in (Leads, Contacts, Organizations, Attachments, Auth, ApiKeys, Webhooks, Notifications, Integrations, Idempotency, RateLimiter)
 }
 
 
