@@ -40,6 +40,16 @@ pub struct StoredObject {
     pub modified: DateTime<Utc>,
 }
 
+/// What an object is, for a backend that keeps it with the bytes (S3 then serves
+/// presigned downloads with the right type and file name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo<'a> {
+    /// The type its bytes were sniffed as (`application/pdf`).
+    pub content_type: &'a str,
+    /// The name a download should be saved as.
+    pub file_name: &'a str,
+}
+
 /// A place to keep attachment bytes. Every method takes a key crm made
 /// ([`valid_key`]). A backend that cannot be reached (a full disk, S3 down) answers
 /// [`Error::Storage`] (503 over HTTP): the caller's database write is then not made
@@ -49,8 +59,10 @@ pub trait Storage: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Writes the object whole, replacing one with the same key. A reader never
-    /// sees a half-written object.
-    fn put<'a>(&'a self, key: &'a str, bytes: Bytes) -> StorageFuture<'a, ()>;
+    /// sees a half-written object. `info` is the object's type and download name,
+    /// for a backend that keeps them.
+    fn put<'a>(&'a self, key: &'a str, bytes: Bytes, info: ObjectInfo<'a>)
+        -> StorageFuture<'a, ()>;
 
     /// The object's bytes as a stream; `NotFound { entity: "file" }` when there is
     /// no such object.
@@ -63,17 +75,15 @@ pub trait Storage: Send + Sync + 'static {
     fn list<'a>(&'a self, prefix: &'a str) -> StorageFuture<'a, Vec<StoredObject>>;
 
     /// A URL anyone holding it can download the object from until `expires_in`
-    /// passes, served with `content_type` as a download named `file_name`, for a
-    /// backend that has such links (S3's presigned URLs); `None` (the default):
-    /// crm signs its own links, served through the router.
+    /// passes (served with the [`ObjectInfo`] it was put with), for a backend that
+    /// has such links (S3's presigned URLs); `None` (the default): crm signs its
+    /// own links, served through the router.
     fn signed_url<'a>(
         &'a self,
         key: &'a str,
-        file_name: &'a str,
-        content_type: &'a str,
         expires_in: Duration,
     ) -> StorageFuture<'a, Option<String>> {
-        let _ = (key, file_name, content_type, expires_in);
+        let _ = (key, expires_in);
         Box::pin(async { Ok(None) })
     }
 }
@@ -141,7 +151,12 @@ impl Storage for FsStorage {
         "filesystem"
     }
 
-    fn put<'a>(&'a self, key: &'a str, bytes: Bytes) -> StorageFuture<'a, ()> {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        bytes: Bytes,
+        _info: ObjectInfo<'a>,
+    ) -> StorageFuture<'a, ()> {
         Box::pin(async move {
             use tokio::io::AsyncWriteExt;
             let path = self.path(key)?;

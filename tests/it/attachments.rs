@@ -450,7 +450,11 @@ async fn files_go_with_their_lead_or_contact_and_merges_move_them(db: &TestDb) {
     let kept = files.add(kept_lead, "kept.pdf", PDF).await.expect("add");
     let storage = FsStorage::new(dir.path().join("files"));
     let orphan = format!("{ws}/{}", uuid::Uuid::now_v7());
-    storage.put(&orphan, PDF.into()).await.expect("put");
+    let info = crm::storage::ObjectInfo {
+        content_type: "application/pdf",
+        file_name: "orphan.pdf",
+    };
+    storage.put(&orphan, PDF.into(), info).await.expect("put");
     let purged = crm.housekeep(Housekeeping::default()).await.expect("pass");
     assert_eq!(
         purged.orphaned_files, 0,

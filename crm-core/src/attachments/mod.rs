@@ -142,7 +142,11 @@ impl Attachments {
             created_at: ctx.now,
         };
         let key = storage_key(self.ws, id);
-        storage.put(&key, bytes).await?;
+        let info = crate::storage::ObjectInfo {
+            content_type: &attachment.content_type,
+            file_name: &attachment.name,
+        };
+        storage.put(&key, bytes, info).await?;
         let r = store::attachments::insert(pool, &ctx, &attachment, parent, &key, quota).await;
         if r.is_err() {
             delete_bytes(storage.as_ref(), vec![key]).await;
@@ -224,16 +228,13 @@ impl Attachments {
                 format!("must be 1 to {} seconds", LINK_TTL_MAX.as_secs()),
             ));
         }
-        let (a, key) =
+        let (_, key) =
             store::attachments::get(self.crm.pool(), self.ws, Some(of.into()), id).await?;
         let storage = self.crm.storage()?;
         let expires_at = self.crm.now()
             + chrono::Duration::from_std(ttl)
                 .map_err(|_| Error::invalid("expires_in", "too long"))?;
-        if let Some(url) = storage
-            .signed_url(&key, &a.name, &a.content_type, ttl)
-            .await?
-        {
+        if let Some(url) = storage.signed_url(&key, ttl).await? {
             return Ok(SignedLink { url, expires_at });
         }
         let link_key = self.crm.link_key()?;
