@@ -6,6 +6,7 @@
 #   cargo deny (licenses, bans, sources; built from crates.io into cargo's bin
 #   directory once, like any cargo tool),
 #   the tests on SQLite and on Postgres (CRM_TEST_PG_URL, or a throwaway cluster),
+#   the S3 storage against a local S3 server (CRM_TEST_S3_URL, or moto from PyPI),
 #   and the admin web app in headless chromium (installed from Debian when missing;
 #   screenshots in target/test-artifacts/browser),
 #   then the Python module: its abi3 wheel built by `maturin build --release` and
@@ -56,6 +57,12 @@ if [ -z "${CRM_TEST_PG_URL:-}" ]; then
     step "throwaway Postgres"
     # shellcheck source=scripts/pg-throwaway.sh
     source scripts/pg-throwaway.sh
+fi
+
+if [ -z "${CRM_TEST_S3_URL:-}" ]; then
+    step "local S3 (moto server, for the S3 storage tests)"
+    # shellcheck source=scripts/s3-throwaway.sh
+    source scripts/s3-throwaway.sh
 fi
 
 step "browser: Debian's chromium and chromedriver (tests/browser.rs drives them headless)"

@@ -101,6 +101,20 @@ pub fn valid_key(key: &str) -> bool {
             .all(|p| !p.is_empty() && p != "." && p != "..")
 }
 
+/// A whole object from its stream (`size`, when known, saves reallocations); a
+/// `Storage` error when the stream fails midway.
+pub async fn collect(mut body: ByteStream, size: usize) -> Result<Bytes> {
+    use futures_util::TryStreamExt;
+    let mut out = Vec::with_capacity(size);
+    while let Some(chunk) = body.try_next().await.map_err(|e| {
+        tracing::error!(error = %e, "file storage: a read failed midway");
+        Error::Storage("the file could not be read".into())
+    })? {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.into())
+}
+
 fn checked(key: &str) -> Result<&str> {
     if valid_key(key) {
         Ok(key)

@@ -1,5 +1,5 @@
 //! crm-integrations: provider plugins for crm, one cargo feature each (`discord`,
-//! `telegram`, `email` (Resend), `smtp`, `whatsapp`, `calcom`, `openai`, `full`). Each implements a
+//! `telegram`, `email` (Resend), `smtp`, `whatsapp`, `calcom`, `openai`, `s3`, `full`). Each implements a
 //! trait that crm-core defines and is registered on the `Crm` builder, e.g.
 //! `Crm::builder().notifier(crm_integrations::discord::Discord::new())`, or is a plain
 //! function over (headers, raw body) for inbound sources (WhatsApp, Cal.com), so the
@@ -164,3 +164,7 @@ pub mod calcom;
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub mod openai;
+
+#[cfg(feature = "s3")]
+#[cfg_attr(docsrs, doc(cfg(feature = "s3")))]
+pub mod s3;

@@ -42,6 +42,7 @@ mod notifications;
 mod openapi;
 #[cfg(feature = "webhooks")]
 mod quotas;
+mod storage;
 #[cfg(all(
     feature = "ui",
     feature = "http",

@@ -261,16 +261,8 @@ impl Attachments {
 impl Download {
     /// The whole file (a `Storage` error when the storage fails midway).
     pub async fn bytes(self) -> Result<Bytes> {
-        use futures_util::TryStreamExt;
-        let mut out = Vec::with_capacity(usize::try_from(self.attachment.size).unwrap_or(0));
-        let mut body = self.body;
-        while let Some(chunk) = body.try_next().await.map_err(|e| {
-            tracing::error!(error = %e, "file storage: a read failed midway");
-            Error::Storage("the file could not be read".into())
-        })? {
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out.into())
+        let size = usize::try_from(self.attachment.size).unwrap_or(0);
+        crate::storage::collect(self.body, size).await
     }
 }
 
@@ -395,6 +387,32 @@ pub(crate) fn sniff(bytes: &[u8], name: &str) -> String {
     }
 }
 
+/// The `Content-Disposition` of a download of a file named `name` (RFC 6266):
+/// `attachment; filename="…"; filename*=UTF-8''…`, an ASCII fallback with anything
+/// unsafe replaced by `_`, and the exact name percent-encoded. Never renders inline.
+pub fn content_disposition(name: &str) -> String {
+    use std::fmt::Write;
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c == ' ' || (c.is_ascii_graphic() && c != '"' && c != '\\') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            let _ = write!(encoded, "%{b:02X}");
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(64), |mut s, b| {
@@ -480,6 +498,18 @@ mod tests {
         assert_eq!(
             sniff(b"\0\x01\x02binary", "x.txt"),
             "application/octet-stream"
+        );
+    }
+
+    #[test]
+    fn downloads_are_attachments_with_a_safe_name() {
+        assert_eq!(
+            content_disposition("contrato.pdf"),
+            "attachment; filename=\"contrato.pdf\"; filename*=UTF-8''contrato.pdf"
+        );
+        assert_eq!(
+            content_disposition("año \"1\";\\x.pdf"),
+            "attachment; filename=\"a_o _1_;_x.pdf\"; filename*=UTF-8''a%C3%B1o%20%221%22%3B%5Cx.pdf"
         );
     }
 

@@ -15,7 +15,9 @@ use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use crm_core::attachments::{Attachment, Attachments, Download, Parent, SignedLink};
+use crm_core::attachments::{
+    content_disposition, Attachment, Attachments, Download, Parent, SignedLink,
+};
 use crm_core::{AttachmentId, ContactId, Error, LeadId};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -218,7 +220,7 @@ fn serve(d: Download) -> Response {
         h.insert(header::CONTENT_TYPE, v);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(a.size));
-    if let Ok(v) = HeaderValue::from_str(&disposition(&a.name)) {
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(&a.name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", a.sha256)) {
@@ -237,30 +239,6 @@ fn serve(d: Download) -> Response {
         HeaderValue::from_static("private, no-store"),
     );
     res
-}
-
-/// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266): an ASCII fallback
-/// with anything unsafe replaced, and the exact name percent-encoded.
-fn disposition(name: &str) -> String {
-    let ascii: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut encoded = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            encoded.push(char::from(b));
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 /// List a lead's files, oldest first.
