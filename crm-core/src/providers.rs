@@ -63,6 +63,19 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>
 /// A boxed future of a sent message's provider id.
 pub type MessageFuture<'a> = Pin<Box<dyn Future<Output = Result<String>> + Send + 'a>>;
 
+/// A media file a provider holds for a message (an image or a voice note a lead
+/// sent), downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedMedia {
+    /// Its bytes.
+    pub bytes: bytes::Bytes,
+    /// The type the provider gave (crm sniffs the bytes anyway).
+    pub mime_type: Option<String>,
+}
+
+/// A boxed future of a downloaded media file.
+pub type MediaFuture<'a> = Pin<Box<dyn Future<Output = Result<FetchedMedia>> + Send + 'a>>;
+
 /// One setting a provider takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -156,6 +169,27 @@ pub trait Provider: Send + Sync + 'static {
     ) -> MessageFuture<'a> {
         let _ = (settings, to, message);
         Box::pin(async { Err(Error::Config("this provider sends no messages".into())) })
+    }
+
+    /// Whether [`fetch_media`](Self::fetch_media) downloads the media of messages
+    /// received (crm then stores them as attachments of the lead).
+    fn fetches_media(&self) -> bool {
+        false
+    }
+
+    /// Downloads the media `media_id` of a message received, with these settings,
+    /// reading at most `max_size` bytes: [`Error::TooLarge`] past it. Media the
+    /// provider no longer has, or refuses for good, is [`Error::Provider`] (crm
+    /// gives up); a provider that failed or could not be reached
+    /// [`Error::Integration`] (crm tries again later, through the job queue).
+    fn fetch_media<'a>(
+        &'a self,
+        settings: &'a Settings,
+        media_id: &'a str,
+        max_size: u64,
+    ) -> MediaFuture<'a> {
+        let _ = (settings, media_id, max_size);
+        Box::pin(async { Err(Error::Config("this provider fetches no media".into())) })
     }
 
     /// The settings a notification channel of the same kind may leave out and

@@ -530,6 +530,101 @@ impl crm_core::providers::Provider for WhatsApp {
         })
     }
 
+    fn fetches_media(&self) -> bool {
+        true
+    }
+
+    /// `GET /{media_id}` with the access token gives the file's URL (Meta keeps
+    /// media for 30 days), then the file is read from it with the same token, at
+    /// most `max_size` bytes.
+    fn fetch_media<'a>(
+        &'a self,
+        settings: &'a crm_core::providers::Settings,
+        media_id: &'a str,
+        max_size: u64,
+    ) -> crm_core::providers::MediaFuture<'a> {
+        Box::pin(async move {
+            let token = crm_core::providers::setting(settings, "access_token");
+            let valid_id = !media_id.is_empty()
+                && media_id.len() <= 128
+                && media_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_id {
+                return Err(Error::Provider(
+                    "WhatsApp media id is not one Meta gives".into(),
+                ));
+            }
+            let unreachable = |e: reqwest::Error| {
+                Error::Integration(if e.is_timeout() {
+                    "WhatsApp timed out".into()
+                } else {
+                    "WhatsApp could not be reached".into()
+                })
+            };
+            let refused = |status: u16, what: &str| {
+                if status == 401 || status == 403 || status == 429 || status >= 500 {
+                    Error::Integration(format!("WhatsApp answered {status} for the {what}"))
+                } else {
+                    Error::Provider(format!("WhatsApp answered {status} for the {what}"))
+                }
+            };
+            let resp = self
+                .client
+                .get(format!("{}/{media_id}", self.base_url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let status = resp.status().as_u16();
+            if !(200..300).contains(&status) {
+                return Err(refused(status, "media"));
+            }
+            let answer: Value = resp
+                .json()
+                .await
+                .map_err(|_| Error::Integration("WhatsApp answered without JSON".into()))?;
+            let size = answer["file_size"]
+                .as_u64()
+                .or_else(|| answer["file_size"].as_str().and_then(|s| s.parse().ok()));
+            if size.is_some_and(|n| n > max_size) {
+                return Err(Error::TooLarge { limit: max_size });
+            }
+            let url = answer["url"]
+                .as_str()
+                .filter(|u| {
+                    u.starts_with("https://")
+                        || (u.starts_with("http://") && self.base_url.starts_with("http://"))
+                })
+                .ok_or_else(|| Error::Integration("WhatsApp gave no media URL".into()))?;
+            let mut resp = self
+                .client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let status = resp.status().as_u16();
+            if !(200..300).contains(&status) {
+                return Err(refused(status, "media file"));
+            }
+            if resp.content_length().is_some_and(|n| n > max_size) {
+                return Err(Error::TooLarge { limit: max_size });
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+                if (bytes.len() + chunk.len()) as u64 > max_size {
+                    return Err(Error::TooLarge { limit: max_size });
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(crm_core::providers::FetchedMedia {
+                bytes: bytes.into(),
+                mime_type: answer["mime_type"].as_str().map(str::to_owned),
+            })
+        })
+    }
+
     fn check<'a>(
         &'a self,
         settings: &'a crm_core::providers::Settings,

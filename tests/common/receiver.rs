@@ -97,6 +97,12 @@ impl Receiver {
         r
     }
 
+    /// Adds `reply` at the end of the script (for a reply that names the
+    /// receiver's own URL).
+    pub(crate) fn then(&self, reply: Reply) {
+        self.script.lock().expect("lock").insert(0, reply);
+    }
+
     pub(crate) async fn ok() -> Self {
         Self::start(vec![], Reply::Status(200, vec![], "ok".into())).await
     }

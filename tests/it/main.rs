@@ -53,3 +53,5 @@ mod ui;
 mod webhook_signing;
 #[cfg(feature = "webhooks")]
 mod webhooks;
+#[cfg(all(feature = "whatsapp", feature = "webhooks"))]
+mod whatsapp_media;

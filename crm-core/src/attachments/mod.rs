@@ -28,8 +28,10 @@
 //!   the master key (no master key, no links) over the workspace, the file and the
 //!   expiry, checked against the configured clock.
 
+mod media;
 pub mod model;
 
+pub(crate) use media::retry_media;
 pub use model::{AttachmentRules, Download, Parent, SignedLink, DEFAULT_TYPES};
 
 use std::path::Path;
@@ -110,8 +112,20 @@ impl Attachments {
         name: &str,
         bytes: impl Into<Bytes>,
     ) -> Result<Attachment> {
-        let parent = to.into();
-        let bytes = bytes.into();
+        self.add_as(to.into(), AttachmentId::new(), name, bytes.into())
+            .await
+    }
+
+    /// [`Attachments::add`] with the file's id chosen by the caller (a fetched
+    /// message's media takes its activity's id, so a second try finds the first's
+    /// file: `Conflict`).
+    pub(crate) async fn add_as(
+        &self,
+        parent: Parent,
+        id: AttachmentId,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<Attachment> {
         let ctx = self.ctx()?;
         let storage = self.crm.storage()?;
         let rules = self.crm.attachment_rules();
@@ -125,7 +139,6 @@ impl Attachments {
         let quota = self.crm.quotas().attachment_bytes;
         let pool = self.crm.pool();
         store::attachments::check_room(pool, self.ws, parent, size, quota).await?;
-        let id = AttachmentId::new();
         let (lead_id, contact_id) = match parent {
             Parent::Lead(id) => (Some(id), None),
             Parent::Contact(id) => (None, Some(id)),
@@ -148,7 +161,8 @@ impl Attachments {
         };
         storage.put(&key, bytes, info).await?;
         let r = store::attachments::insert(pool, &ctx, &attachment, parent, &key, quota).await;
-        if r.is_err() {
+        // A conflict is a file of this id stored before: the bytes are its own.
+        if r.is_err() && !matches!(r, Err(Error::Conflict { .. })) {
             delete_bytes(storage.as_ref(), vec![key]).await;
         }
         self.crm.written(r).map(|()| attachment)

@@ -212,6 +212,15 @@ impl Leads {
             OnKnown::Record(Some(submission(description.as_deref(), &fields)))
         };
         let ctx = self.ctx()?;
+        // Media is fetched where there is somewhere to keep it and a provider that
+        // can fetch it.
+        let fetch_media = message.as_ref().is_some_and(|m| {
+            self.crm.storage().is_ok()
+                && self
+                    .crm
+                    .provider(&m.channel)
+                    .is_some_and(|p| p.fetches_media())
+        });
         let r = retry_race(|| async {
             store::leads::capture(
                 self.crm.pool(),
@@ -220,6 +229,7 @@ impl Leads {
                 (kind, description.clone(), message.clone()),
                 on_known.clone(),
                 receipt,
+                fetch_media,
             )
             .await
         })

@@ -440,6 +440,21 @@ pub struct MessageInfo {
     pub status_at: Option<DateTime<Utc>>,
     /// Why it failed, in the provider's words.
     pub error: Option<String>,
+    /// The file of a media message received, once crm fetched it from the provider
+    /// and stored it as an attachment of the lead (see [`crate::attachments`]).
+    pub attachment_id: Option<crate::ids::AttachmentId>,
+}
+
+impl MessageInfo {
+    /// Whether this is a message received with a file crm fetches and stores as an
+    /// attachment: an image, a document, audio or a video, with a media id, not yet
+    /// fetched. Stickers are left alone.
+    pub(crate) fn has_media_to_fetch(&self) -> bool {
+        self.direction == Some(MessageDirection::Inbound)
+            && self.media_id.as_deref().is_some_and(|m| !m.is_empty())
+            && self.attachment_id.is_none()
+            && matches!(self.kind.as_str(), "image" | "document" | "audio" | "video")
+    }
 }
 
 /// A template message: a name the provider approved, its language, and the values

@@ -481,6 +481,21 @@ pub(crate) async fn enqueue(
     if let Some(e) = test_event {
         outbox::insert_event_row(&mut tx, e).await?;
     }
+    insert_job(&mut tx, ws, kind, target, event, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Queues one job in the caller's transaction, due now, and tells the other
+/// processes' dispatchers when it commits.
+pub(super) async fn insert_job(
+    tx: &mut Tx,
+    ws: WorkspaceId,
+    kind: JobKind,
+    target: Uuid,
+    event: EventId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
     query(
         "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, run_at, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
@@ -491,11 +506,9 @@ pub(crate) async fn enqueue(
     .bind(target)
     .bind(event.0)
     .bind(Ts(now))
-    .execute(&mut tx)
+    .execute(&mut *tx)
     .await?;
-    announce(&mut tx).await?;
-    tx.commit().await?;
-    Ok(())
+    announce(tx).await
 }
 
 /// The Postgres channel on which a commit that wrote jobs wakes the dispatchers of

@@ -12,7 +12,7 @@ use super::sql::{pow2_runs, query, query_as, Dialect, Exec, Sql, Tx};
 use super::{corrupt, outbox, Ctx, Pool, Ts};
 use crate::attachments::model::Parent;
 use crate::events::EventType;
-use crate::ids::{ActivityId, ContactId, LeadId, UserId, WorkspaceId};
+use crate::ids::{ActivityId, AttachmentId, ContactId, EventId, LeadId, UserId, WorkspaceId};
 use crate::leads::cursor::{Cursor, Key};
 use crate::leads::import::{Checked, ImportReport, Outcome, Resolver, RowError};
 use crate::leads::merge::Merged;
@@ -20,6 +20,7 @@ use crate::leads::model::{Activity, Archived, Lead, MessageInfo, SortField, Sort
 use crate::leads::parse::{Fields, Patch, Query as LeadQuery};
 use crate::leads::rules;
 use crate::leads::values::{ActivityKind, Email, LeadStatus, Phone};
+use crate::webhooks::model::JobKind;
 use crate::{Error, Result};
 
 const LEAD_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.email, l.phone, l.company, l.budget, \
@@ -348,15 +349,75 @@ pub(crate) async fn message_status(
     Ok(Some(activity))
 }
 
-/// Adds an activity and its `lead.activity_added` event.
-async fn record_activity(conn: &mut Tx, ctx: &Ctx<'_>, a: &Activity) -> Result<()> {
+/// The lead and the message of `message` activity `id`, when the workspace has it.
+pub(crate) async fn message_of(
+    pool: &Pool,
+    ws: WorkspaceId,
+    id: ActivityId,
+) -> Result<Option<(LeadId, MessageInfo)>> {
+    let sql = format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM crm_activities WHERE workspace_id = $1 AND id = $2"
+    );
+    let Some(row) = query_as::<ActivityRow>(&sql)
+        .bind(ws)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let a = row.into_activity()?;
+    Ok(a.message.map(|m| (a.lead_id, m)))
+}
+
+/// Links the file fetched for `message` activity `id` (row locked; a link already
+/// there stays).
+pub(crate) async fn link_message_file(
+    pool: &Pool,
+    ws: WorkspaceId,
+    id: ActivityId,
+    file: AttachmentId,
+) -> Result<()> {
+    let mut tx = pool.begin_write().await?;
+    let sql = format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM crm_activities WHERE workspace_id = $1 AND id = $2{}",
+        tx.dialect().for_update()
+    );
+    let row = query_as::<ActivityRow>(&sql)
+        .bind(ws)
+        .bind(id)
+        .fetch_optional(&mut tx)
+        .await?;
+    let Some(mut message) = row
+        .map(ActivityRow::into_activity)
+        .transpose()?
+        .and_then(|a| a.message)
+    else {
+        return Ok(());
+    };
+    if message.attachment_id.is_some() {
+        return Ok(());
+    }
+    message.attachment_id = Some(file);
+    query("UPDATE crm_activities SET message = $3 WHERE workspace_id = $1 AND id = $2")
+        .bind(ws)
+        .bind(id)
+        .bind(json!(message).to_string())
+        .execute(&mut tx)
+        .await?;
+    tx.commit().await
+}
+
+/// Adds an activity and its `lead.activity_added` event; the event's id.
+async fn record_activity(conn: &mut Tx, ctx: &Ctx<'_>, a: &Activity) -> Result<EventId> {
     insert_activity(conn, ctx.ws, a).await?;
     let event = ctx.event(
         EventType::LeadActivityAdded,
         a.lead_id,
         json!({ "lead_id": a.lead_id, "activity": a }),
     );
-    outbox::insert_event(conn, &event).await
+    outbox::insert_event(conn, &event).await?;
+    Ok(event.id)
 }
 
 /// Creates one lead: a batch of one ([`create_batch`]).
@@ -422,7 +483,9 @@ pub(crate) async fn create_batch(pool: &Pool, rows: &[NewRow]) -> Result<Vec<Res
 
 /// Creates the lead, or finds the lead that already has its email (first) or phone
 /// and, as `on_known` says, fills its blanks or leaves it as it is; either way
-/// records the activity (and the inbound receipt, when there is one).
+/// records the activity (and the inbound receipt, when there is one). With
+/// `fetch_media`, a message received with a media file queues the job that fetches
+/// it.
 pub(crate) async fn capture(
     pool: &Pool,
     ctx: &Ctx<'_>,
@@ -430,6 +493,7 @@ pub(crate) async fn capture(
     activity: (ActivityKind, Option<String>, Option<MessageInfo>),
     on_known: OnKnown,
     receipt: Option<(&str, &str)>,
+    fetch_media: bool,
 ) -> Result<Option<(Lead, bool)>> {
     let mut activity = activity;
     let mut tx = pool.begin_write().await?;
@@ -490,7 +554,26 @@ pub(crate) async fn capture(
         message: activity.2,
         ..ctx.activity(lead.id, activity.0, activity.1)
     };
-    record_activity(&mut tx, ctx, &activity).await?;
+    let event = record_activity(&mut tx, ctx, &activity).await?;
+    if fetch_media
+        && activity
+            .message
+            .as_ref()
+            .is_some_and(MessageInfo::has_media_to_fetch)
+    {
+        // The file is fetched from the provider and stored by a job (retried with
+        // the delivery schedule), so a slow or failing provider never holds up
+        // the capture.
+        super::jobs::insert_job(
+            &mut tx,
+            ctx.ws,
+            JobKind::Media,
+            activity.id.0,
+            event,
+            ctx.now,
+        )
+        .await?;
+    }
     if let Some((source, external_id)) = receipt {
         query(
             "INSERT INTO crm_inbound_receipts (workspace_id, source, external_id, lead_id, created_at) \

@@ -274,6 +274,7 @@ impl Worker {
             #[cfg(feature = "webhooks")]
             Ok(JobKind::Webhook) => self.deliver_webhook(job, ahead, slot).await,
             Ok(JobKind::Notification) => self.notify(job, ahead, slot).await,
+            Ok(JobKind::Media) => self.media(job, slot).await,
             // Left to a process built with the `webhooks` feature (never claimed here).
             #[cfg(not(feature = "webhooks"))]
             Ok(JobKind::Webhook) => Ok(()),
@@ -336,6 +337,63 @@ impl Worker {
                 }
             }
         };
+        self.record(
+            job,
+            JobKind::Notification,
+            event.id,
+            outcome,
+            started,
+            now,
+            slot,
+        )
+        .await
+    }
+
+    /// Fetches the media of a message received and stores it as an attachment
+    /// (see [`Crm::store_message_media`]); the job's target is the message's
+    /// activity. A message that is gone (its lead was deleted) cancels the job.
+    async fn media(&self, job: ClaimedJob, slot: Slot) -> Result<()> {
+        let now = self.crm.now();
+        let started = Instant::now();
+        let id = crate::ids::ActivityId(job.target_id);
+        let outcome = match tokio::time::timeout(
+            self.cfg.lease.saturating_sub(Duration::from_secs(1)),
+            self.crm.store_message_media(job.workspace_id, id),
+        )
+        .await
+        {
+            Ok(Ok(true)) => Outcome::Sent,
+            Ok(Ok(false)) => {
+                return store::jobs::cancel_job(self.crm.pool(), job.id, job.lease_token).await
+            }
+            Ok(Err(e)) if crate::attachments::retry_media(&e) => Outcome::Retry {
+                after: None,
+                reason: e.to_string(),
+            },
+            Ok(Err(e)) => Outcome::Permanent(e.to_string()),
+            Err(_) => Outcome::Retry {
+                after: None,
+                reason: "timeout".into(),
+            },
+        };
+        let event = EventId(job.event_id);
+        self.record(job, JobKind::Media, event, outcome, started, now, slot)
+            .await
+    }
+
+    /// Writes the attempt of a job that is not a webhook (a notification, a media
+    /// fetch) as its outcome says: done, tried again on the schedule, or failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        job: ClaimedJob,
+        kind: JobKind,
+        event_id: EventId,
+        outcome: Outcome,
+        started: Instant,
+        now: DateTime<Utc>,
+        slot: Slot,
+    ) -> Result<()> {
         let (status, next, error) = match outcome {
             Outcome::Sent => (JobStatus::Delivered, None, None),
             Outcome::Permanent(why) => (JobStatus::Failed, None, Some(why)),
@@ -351,9 +409,9 @@ impl Worker {
         let attempt = Attempt {
             id: Uuid::now_v7(),
             job_id: job.id.0,
-            kind: JobKind::Notification.as_str().into(),
+            kind: kind.as_str().into(),
             target_id: job.target_id,
-            event_id: event.id,
+            event_id,
             attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),
             status_code: None,
             response_body: None,

@@ -9,11 +9,13 @@ use crate::ids::{EndpointId, EventId, WorkspaceId};
 use crate::secret::SecretString;
 
 crate::macros::string_enum!(
-    /// What a job delivers: a webhook message to an endpoint, or a notification
-    /// through a channel.
+    /// What a job does: deliver a webhook message to an endpoint or a notification
+    /// through a channel, or fetch the media of a message received (its target the
+    /// `message` activity) and store it as an attachment.
     pub(crate) JobKind, "job kind" {
         Webhook => "webhook",
         Notification => "notification",
+        Media => "media",
     }
 );
 
