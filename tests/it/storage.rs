@@ -51,7 +51,7 @@ async fn storage_conformance(s: &dyn Storage) {
         .into_iter()
         .map(|o| o.key)
         .collect();
-    assert_eq!(partial, [a.clone()]);
+    assert_eq!(partial, std::slice::from_ref(&a));
     assert!(s.list("").await.expect("list").len() >= 2);
 
     s.delete(&a).await.expect("delete");
