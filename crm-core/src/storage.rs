@@ -190,7 +190,14 @@ impl Storage for FsStorage {
                 let mut file = tokio::fs::File::create(&partial).await?;
                 file.write_all(&bytes).await?;
                 file.sync_all().await?;
-                tokio::fs::rename(&partial, &path).await
+                tokio::fs::rename(&partial, &path).await?;
+                // The rename is durable once its directory is: the row written next
+                // must never outlive the bytes in a power cut.
+                #[cfg(unix)]
+                if let Some(dir) = path.parent() {
+                    tokio::fs::File::open(dir).await?.sync_all().await?;
+                }
+                Ok::<(), std::io::Error>(())
             }
             .await;
             if let Err(e) = written {

@@ -157,7 +157,8 @@ pub(crate) async fn api_key(State(s): State<AppState>, mut req: Request, next: N
 
 /// The idempotency key of a mutation (`POST`, `PUT`, `PATCH`, `DELETE`):
 /// `Idempotency-Key`, or its alias `X-Idempotency-Key`. `None` for reads, for
-/// requests without one, and for `POST …/imports` (see `routes::imports`).
+/// requests without one, and for `POST …/imports` and `POST …/attachments` (see
+/// `routes::imports`, `routes::attachments`).
 fn idempotency_key(req: &Request) -> Option<String> {
     if !matches!(
         *req.method(),
@@ -165,8 +166,10 @@ fn idempotency_key(req: &Request) -> Option<String> {
     ) {
         return None;
     }
-    // An import's body is a file too large to fingerprint; sending it again is safe.
-    if req.uri().path().ends_with("/imports") {
+    // An import's or an upload's body is a file too large to fingerprint; sending
+    // an import again is safe, an upload again stores a second file.
+    let path = req.uri().path();
+    if path.ends_with("/imports") || path.ends_with("/attachments") {
         return None;
     }
     let h = req.headers();

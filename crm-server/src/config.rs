@@ -87,6 +87,8 @@ settings! {
     registration, "CRM_REGISTRATION", false, "false", "Whether anyone may register a new workspace: true or false. Default false";
     public_url, "CRM_PUBLIC_URL", false, "none (mails carry the bare token)", "The address people reach this server at, e.g. https://crm.example.com: reset and verification mails link to its /auth pages, and file download links to its /api/files";
     files_dir, "CRM_FILES_DIR", false, "files in the data directory", "Directory attached files are stored in (created 0700 on first upload). Default: files in the data directory";
+    s3_bucket, "CRM_S3_BUCKET", false, "none (files in CRM_FILES_DIR)", "S3 bucket attached files are stored in instead of a directory (presigned download links); credentials, region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT (AWS_ALLOW_HTTP=true for an http endpoint)";
+    s3_prefix, "CRM_S3_PREFIX", false, "none", "Key prefix in that bucket, ending in / (e.g. prod/), for a bucket shared by deployments";
     max_file_bytes, "CRM_MAX_FILE_BYTES", false, "26214400", "Largest attached file, in bytes (1 to 1073741824). Default 26214400 (25 MiB)";
     storage_quota_bytes, "CRM_STORAGE_QUOTA_BYTES", false, "1073741824", "Bytes of attached files one workspace may hold. Default 1073741824 (1 GiB)";
     require_verified_email, "CRM_REQUIRE_VERIFIED_EMAIL", false, "false", "Refuse sign-in until the account's email is verified: true or false. Default false";
@@ -138,6 +140,8 @@ pub(crate) struct Config {
     pub(crate) registration: bool,
     pub(crate) public_url: Option<String>,
     pub(crate) files_dir: Option<PathBuf>,
+    pub(crate) s3_bucket: Option<String>,
+    pub(crate) s3_prefix: Option<String>,
     pub(crate) max_file_bytes: Option<u64>,
     pub(crate) storage_quota_bytes: Option<u64>,
     pub(crate) require_verified_email: bool,
@@ -479,6 +483,8 @@ impl Settings {
             registration: boolean("CRM_REGISTRATION", s.registration.as_deref())?,
             public_url: public_url(s.public_url.as_deref())?,
             files_dir: s.files_dir.clone().map(PathBuf::from),
+            s3_bucket: s.s3_bucket.clone().filter(|b| !b.trim().is_empty()),
+            s3_prefix: s.s3_prefix.clone(),
             max_file_bytes: number::<u64>(
                 "CRM_MAX_FILE_BYTES",
                 s.max_file_bytes.as_deref(),

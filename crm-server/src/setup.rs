@@ -29,7 +29,7 @@ pub(crate) async fn open(cfg: &Config, migrate: bool) -> Result<Crm, Failure> {
         }
     };
     let (key, made) = master_key(cfg)?;
-    let crm = builder(cfg, &url, key, migrate)
+    let crm = builder(cfg, &url, key, migrate)?
         .connect()
         .await
         .map_err(|e| Failure::from(e).context("opening the database"))?;
@@ -51,7 +51,9 @@ pub(crate) async fn open(cfg: &Config, migrate: bool) -> Result<Crm, Failure> {
 /// (`crm openapi`): nothing is read or written.
 pub(crate) async fn in_memory(cfg: &Config) -> Result<Crm, Failure> {
     let key = MasterKey::generate("k1")?;
-    Ok(builder(cfg, "sqlite::memory:", key, true).connect().await?)
+    Ok(builder(cfg, "sqlite::memory:", key, true)?
+        .connect()
+        .await?)
 }
 
 /// The links of reset and verification mails: the router's pages under the public
@@ -68,7 +70,7 @@ pub(crate) fn default_db(cfg: &Config) -> std::path::PathBuf {
     cfg.data_dir.join("crm.db")
 }
 
-fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder {
+fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> Result<CrmBuilder, Failure> {
     let mut b = Crm::builder()
         .database_url(url)
         .migrate(migrate)
@@ -78,13 +80,24 @@ fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder
             require_verified_email: cfg.require_verified_email,
             ..crm::auth::AuthConfig::default()
         });
-    let files = cfg
-        .files_dir
-        .clone()
-        .unwrap_or_else(|| cfg.data_dir.join("files"));
+    b = match &cfg.s3_bucket {
+        Some(bucket) => b.storage(
+            crm::integrations::s3::S3Storage::builder(bucket)
+                .from_env()
+                .prefix(cfg.s3_prefix.clone().unwrap_or_default())
+                .build()
+                .map_err(|e| {
+                    Failure::Config(ConfigError(format!("CRM_S3_BUCKET, CRM_S3_PREFIX: {e}")))
+                })?,
+        ),
+        None => b.storage(crm::storage::FsStorage::new(
+            cfg.files_dir
+                .clone()
+                .unwrap_or_else(|| cfg.data_dir.join("files")),
+        )),
+    };
     let defaults = crm::attachments::AttachmentRules::default();
     b = b
-        .storage(crm::storage::FsStorage::new(files))
         .attachment_rules(crm::attachments::AttachmentRules {
             max_file_size: cfg.max_file_bytes.unwrap_or(defaults.max_file_size),
             link_base: cfg.public_url.clone(),
@@ -151,7 +164,7 @@ fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> CrmBuilder
             key.expose().to_owned(),
         ));
     }
-    b
+    Ok(b)
 }
 
 /// The router's settings of this configuration.

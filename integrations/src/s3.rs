@@ -36,8 +36,8 @@ pub struct S3Storage {
     prefix: String,
 }
 
-/// Settings of an [`S3Storage`]; from [`S3Storage::builder`].
-#[derive(Debug)]
+/// Settings of an [`S3Storage`]; from [`S3Storage::builder`]. Its `Debug` shows
+/// the bucket and the prefix, never the credentials.
 pub struct S3StorageBuilder {
     inner: AmazonS3Builder,
     prefix: String,
@@ -48,19 +48,8 @@ impl S3Storage {
     /// [`S3StorageBuilder::credentials`] (or the `AWS_*` environment variables with
     /// [`S3StorageBuilder::from_env`]).
     pub fn builder(bucket: impl Into<String>) -> S3StorageBuilder {
-        let options = ClientOptions::new()
-            .with_timeout(Duration::from_secs(30))
-            .with_connect_timeout(Duration::from_secs(5));
-        let retry = RetryConfig {
-            max_retries: 3,
-            retry_timeout: Duration::from_secs(10),
-            ..RetryConfig::default()
-        };
         S3StorageBuilder {
-            inner: AmazonS3Builder::new()
-                .with_bucket_name(bucket)
-                .with_client_options(options)
-                .with_retry(retry),
+            inner: limits(AmazonS3Builder::new()).with_bucket_name(bucket),
             prefix: String::new(),
         }
     }
@@ -73,12 +62,26 @@ impl S3Storage {
     }
 }
 
+impl std::fmt::Debug for S3StorageBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3StorageBuilder")
+            .field(
+                "bucket",
+                &self
+                    .inner
+                    .get_config_value(&object_store::aws::AmazonS3ConfigKey::Bucket),
+            )
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 impl S3StorageBuilder {
     /// Reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
     /// `AWS_ENDPOINT` and the other variables `object_store` knows; settings made
     /// after this call win.
     pub fn from_env(mut self) -> Self {
-        let mut env = AmazonS3Builder::from_env();
+        let mut env = limits(AmazonS3Builder::from_env());
         if let Some(bucket) = self
             .inner
             .get_config_value(&object_store::aws::AmazonS3ConfigKey::Bucket)
@@ -128,8 +131,10 @@ impl S3StorageBuilder {
     /// prefix. Nothing is asked of the bucket until the first file.
     pub fn build(self) -> Result<S3Storage> {
         let prefix_ok = self.prefix.is_empty()
-            || (self.prefix.ends_with('/')
-                && crm_core::storage::valid_key(self.prefix.trim_end_matches('/')));
+            || self
+                .prefix
+                .strip_suffix('/')
+                .is_some_and(crm_core::storage::valid_key);
         if !prefix_ok {
             return Err(Error::Config(
                 "the S3 prefix must be parts of lower-case letters, digits, - _ . ending in /"
@@ -145,6 +150,19 @@ impl S3StorageBuilder {
             prefix: self.prefix,
         })
     }
+}
+
+/// The timeouts and retries of every request (see the module docs).
+fn limits(b: AmazonS3Builder) -> AmazonS3Builder {
+    let options = ClientOptions::new()
+        .with_timeout(Duration::from_secs(30))
+        .with_connect_timeout(Duration::from_secs(5));
+    let retry = RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(10),
+        ..RetryConfig::default()
+    };
+    b.with_client_options(options).with_retry(retry)
 }
 
 /// What a failed request becomes: `NotFound` for a missing object, else a

@@ -277,3 +277,79 @@ async fn a_batch_is_all_or_nothing_per_message() {
         2
     );
 }
+
+#[tokio::test]
+async fn media_is_fetched_with_the_token_only_from_meta_and_within_the_limit() {
+    use crm_core::providers::Provider;
+    let rx = Receiver::start(vec![], Reply::Status(404, vec![], String::new())).await;
+    let base = rx.url.replace("/hook", "");
+    let plugin = WhatsApp::new().with_base_url(base.clone());
+    let settings: crm_core::providers::Settings = [("access_token", "EAAG-token")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let media = |url: &str, size: u64| {
+        Reply::Status(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            json!({"url": url, "mime_type": "application/pdf", "file_size": size}).to_string(),
+        )
+    };
+    // Meta's answer names its own host: the file is read with the token.
+    rx.then(media(&format!("{base}/file/7"), 8));
+    rx.then(Reply::Status(200, vec![], "%PDF-1.7".into()));
+    let got = plugin
+        .fetch_media(&settings, "7", 100)
+        .await
+        .expect("fetched");
+    assert_eq!(
+        (&got.bytes[..], got.mime_type.as_deref()),
+        (&b"%PDF-1.7"[..], Some("application/pdf"))
+    );
+    let asked: Vec<(String, String)> = rx
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.headers["authorization"].clone()))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            ("/7".to_owned(), "Bearer EAAG-token".to_owned()),
+            ("/file/7".to_owned(), "Bearer EAAG-token".to_owned()),
+        ]
+    );
+    // Another host never sees the token: refused for good.
+    rx.then(media("https://collector.example/steal", 8));
+    let r = plugin.fetch_media(&settings, "8", 100).await;
+    assert!(matches!(r, Err(Error::Provider(_))), "{r:?}");
+    // Over the limit, by Meta's word or by the bytes.
+    rx.then(media(&format!("{base}/file/9"), 1_000));
+    assert!(matches!(
+        plugin.fetch_media(&settings, "9", 100).await,
+        Err(Error::TooLarge { limit: 100 })
+    ));
+    rx.then(media(&format!("{base}/file/10"), 8));
+    rx.then(Reply::Status(200, vec![], "x".repeat(101)));
+    assert!(matches!(
+        plugin.fetch_media(&settings, "10", 100).await,
+        Err(Error::TooLarge { limit: 100 })
+    ));
+    // Gone (404) is final; Graph failing is worth another try; a bad id never leaves.
+    assert!(matches!(
+        plugin.fetch_media(&settings, "11", 100).await,
+        Err(Error::Provider(_))
+    ));
+    rx.then(Reply::Status(503, vec![], String::new()));
+    assert!(matches!(
+        plugin.fetch_media(&settings, "12", 100).await,
+        Err(Error::Integration(_))
+    ));
+    let before = rx.requests().len();
+    for bad in ["", "../me", "a/b", "x?y=1"] {
+        assert!(matches!(
+            plugin.fetch_media(&settings, bad, 100).await,
+            Err(Error::Provider(_))
+        ));
+    }
+    assert_eq!(rx.requests().len(), before);
+}

@@ -103,7 +103,11 @@ async fn files_are_added_listed_read_and_removed(db: &TestDb) {
     };
     assert_eq!(a.sha256, sha);
     assert_eq!(&files.read(lead_id, a.id).await.expect("read")[..], PDF);
-    assert_eq!(stored(dir.path()).await, [format!("{ws}/{}", a.id)]);
+    let keys = stored(dir.path()).await;
+    assert!(
+        keys.len() == 1 && keys[0].starts_with(&format!("{ws}/")),
+        "one object, under the workspace's prefix: {keys:?}"
+    );
 
     // A file from a path, named as the file is; a CSV by its bytes and name.
     let csv = dir.path().join("leads.csv");
@@ -300,7 +304,7 @@ async fn links_work_until_the_clock_passes_their_expiry(db: &TestDb) {
     );
     let token = link
         .url
-        .strip_prefix("/api/files/")
+        .strip_prefix("/api/files?token=")
         .expect("crm's own link");
     let download = crm.open_link(token).await.expect("open");
     assert_eq!(download.attachment, a);
@@ -348,7 +352,7 @@ async fn links_work_until_the_clock_passes_their_expiry(db: &TestDb) {
     files.delete(lead_id, a.id).await.expect("delete");
     let token = link
         .url
-        .strip_prefix("/api/files/")
+        .strip_prefix("/api/files?token=")
         .expect("crm's own link");
     assert!(matches!(
         crm.open_link(token).await,
@@ -379,7 +383,7 @@ async fn links_work_until_the_clock_passes_their_expiry(db: &TestDb) {
         .expect("link")
         .url;
     assert!(
-        url.starts_with("https://crm.example.com/crm/api/files/"),
+        url.starts_with("https://crm.example.com/crm/api/files?token="),
         "{url}"
     );
     for c in [other_key, based, crm] {
@@ -455,6 +459,9 @@ async fn files_go_with_their_lead_or_contact_and_merges_move_them(db: &TestDb) {
         file_name: "orphan.pdf",
     };
     storage.put(&orphan, PDF.into(), info).await.expect("put");
+    // Files crm did not make are someone else's: never touched.
+    std::fs::write(dir.path().join("files").join("readme.txt"), "not crm's").expect("write");
+    let kept_key = stored(dir.path()).await;
     let purged = crm.housekeep(Housekeeping::default()).await.expect("pass");
     assert_eq!(
         purged.orphaned_files, 0,
@@ -465,7 +472,13 @@ async fn files_go_with_their_lead_or_contact_and_merges_move_them(db: &TestDb) {
         .set(chrono::Utc::now() + chrono::Duration::hours(2));
     let purged = crm.housekeep(Housekeeping::default()).await.expect("pass");
     assert_eq!(purged.orphaned_files, 1);
-    assert_eq!(stored(dir.path()).await, [format!("{ws}/{}", kept.id)]);
+    let expected: Vec<String> = kept_key.into_iter().filter(|k| *k != orphan).collect();
+    assert_eq!(stored(dir.path()).await, expected);
+    assert!(expected.contains(&"readme.txt".to_owned()) && expected.len() == 2);
+    assert_eq!(
+        &files.read(kept_lead, kept.id).await.expect("read")[..],
+        PDF
+    );
     crm.close().await;
 }
 

@@ -239,12 +239,12 @@ async fn files_over_http(db: &TestDb) {
         .await;
     assert_eq!(res.status, 200, "{}", res.text);
     let url = res.body["url"].as_str().expect("url").to_owned();
-    assert!(url.starts_with("/api/files/"), "{url}");
+    assert!(url.starts_with("/api/files?token="), "{url}");
     let res = app.send(get(&url)).await;
     assert_eq!((res.status.as_u16(), res.text.as_bytes()), (200, PDF));
     db.clock.advance(chrono::Duration::seconds(61));
     app.send(get(&url)).await.problem(401, "unauthorized");
-    app.send(get("/api/files/not-a-token"))
+    app.send(get("/api/files?token=not-a-token"))
         .await
         .problem(401, "unauthorized");
 

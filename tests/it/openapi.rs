@@ -589,23 +589,12 @@ impl Walker {
             let last = event.last().expect("an event exists");
             path = path.replace("{msg}", &last.id.to_string());
         }
-        if path.contains("{attachment_id}") || path.contains("{token}") {
-            // A file on the lead or contact of the path, or on a new lead.
+        if path.contains("{attachment_id}") {
+            // A file on the lead or contact of the path.
             let parent: crm::attachments::Parent = if template.contains("/contacts/") {
                 crm::ContactId(id.parse().expect("contact id")).into()
-            } else if template.contains("/leads/") {
-                crm::LeadId(id.parse().expect("lead id")).into()
             } else {
-                ws.leads()
-                    .create(NewLead {
-                        name: "Fixture".into(),
-                        email: Some(format!("file{n}@example.com")),
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("lead")
-                    .id
-                    .into()
+                crm::LeadId(id.parse().expect("lead id")).into()
             };
             let file = ws
                 .attachments()
@@ -613,17 +602,35 @@ impl Walker {
                 .await
                 .expect("attachment");
             path = path.replace("{attachment_id}", &file.id.to_string());
-            if path.contains("{token}") {
-                let link = ws
-                    .attachments()
-                    .link(parent, file.id, None)
-                    .await
-                    .expect("link");
-                let token = link.url.rsplit('/').next().expect("token").to_owned();
-                path = path.replace("{token}", &token);
-            }
         }
         path
+    }
+
+    /// The token of a fresh download link to a file on a new lead.
+    async fn file_token(&mut self) -> String {
+        let n = self.next();
+        let ws = self.crm.workspace(WorkspaceId::DEFAULT);
+        let lead = ws
+            .leads()
+            .create(NewLead {
+                name: "Fixture".into(),
+                email: Some(format!("file{n}@example.com")),
+                ..Default::default()
+            })
+            .await
+            .expect("lead")
+            .id;
+        let files = ws.attachments();
+        let file = files
+            .add(lead, "fixture.pdf", PDF)
+            .await
+            .expect("attachment");
+        let link = files.link(lead, file.id, None).await.expect("link");
+        link.url
+            .split_once("token=")
+            .expect("crm's own link")
+            .1
+            .to_owned()
     }
 
     /// Gives every email and phone in a body a value of its own (creates must not
@@ -847,6 +854,8 @@ async fn every_operation_does_what_the_document_says(db: &TestDb) {
             let example = p["example"].clone();
             let example = if key == "hub.verify_token" {
                 Value::from(WA_TOKEN)
+            } else if key == "token" && path == "/api/files" {
+                Value::from(w.file_token().await)
             } else {
                 example
             };

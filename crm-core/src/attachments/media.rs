@@ -5,7 +5,9 @@
 //! the delivery schedule while the provider or the storage fails; media the
 //! provider no longer has, a file over the limit or of a type not allowed fails it
 //! for good (its attempt says why). The file takes the activity's id, so a try
-//! that runs twice stores one file.
+//! that runs twice stores one file. Deleting the file later leaves the message's
+//! `attachment_id` naming it (reads of it answer `NotFound`), as a deleted file's
+//! timeline entries stay.
 
 use crate::attachments::model::Parent;
 use crate::ids::{ActivityId, AttachmentId, WorkspaceId};
@@ -102,6 +104,8 @@ impl Crm {
         {
             // A concurrent try stored it first.
             Ok(_) | Err(Error::Conflict { .. }) => {}
+            // The lead was deleted meanwhile.
+            Err(Error::NotFound { entity: "lead" }) => return Ok(false),
             Err(e) => return Err(e),
         }
         store::leads::link_message_file(pool, ws, id, file_id).await?;

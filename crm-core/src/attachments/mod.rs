@@ -24,7 +24,7 @@
 //! - **Merges** move the absorbed leads' files to the lead that stays.
 //! - **Links.** [`Attachments::link`] makes a download link that expires (15
 //!   minutes by default, at most 7 days): the storage's own where it has them (S3
-//!   presigned), else crm's `/api/files/{token}`, an HMAC under a key derived from
+//!   presigned), else crm's `/api/files?token=…`, an HMAC under a key derived from
 //!   the master key (no master key, no links) over the workspace, the file and the
 //!   expiry, checked against the configured clock.
 
@@ -154,15 +154,14 @@ impl Attachments {
             uploaded_by: self.actor.clone(),
             created_at: ctx.now,
         };
-        let key = storage_key(self.ws, id);
+        let key = storage_key(self.ws);
         let info = crate::storage::ObjectInfo {
             content_type: &attachment.content_type,
             file_name: &attachment.name,
         };
         storage.put(&key, bytes, info).await?;
         let r = store::attachments::insert(pool, &ctx, &attachment, parent, &key, quota).await;
-        // A conflict is a file of this id stored before: the bytes are its own.
-        if r.is_err() && !matches!(r, Err(Error::Conflict { .. })) {
+        if r.is_err() {
             delete_bytes(storage.as_ref(), vec![key]).await;
         }
         self.crm.written(r).map(|()| attachment)
@@ -260,7 +259,7 @@ impl Attachments {
             .as_deref()
             .unwrap_or("");
         Ok(SignedLink {
-            url: format!("{}/api/files/{token}", base.trim_end_matches('/')),
+            url: format!("{}/api/files?token={token}", base.trim_end_matches('/')),
             expires_at,
         })
     }
@@ -310,6 +309,9 @@ impl Crm {
     /// Housekeeping: deletes stored objects no attachment names that are older
     /// than [`ORPHAN_GRACE`] (a crash between storing bytes and writing their row,
     /// or between deleting a row and its bytes, or a deleted workspace); how many.
+    /// Only keys crm makes (`{uuid}/{uuid}`) are considered: anything else in the
+    /// storage is someone else's. One storage (or prefix) per database: another
+    /// deployment's files look like orphans here.
     pub(crate) async fn sweep_orphans(&self) -> Result<u64> {
         let Ok(storage) = self.storage() else {
             return Ok(0);
@@ -320,7 +322,7 @@ impl Crm {
             .list("")
             .await?
             .into_iter()
-            .filter(|o| o.modified < before)
+            .filter(|o| o.modified < before && made_by_crm(&o.key))
             .map(|o| o.key)
             .collect();
         let refs: Vec<&str> = old.iter().map(String::as_str).collect();
@@ -336,9 +338,8 @@ impl Crm {
                 files = n,
                 "housekeeping: deleting stored files no attachment names"
             );
-            for key in &orphans {
-                storage.delete(key).await?;
-            }
+            // A failed delete is logged and left to the next pass.
+            delete_bytes(storage.as_ref(), orphans).await;
         }
         Ok(n)
     }
@@ -352,8 +353,25 @@ async fn delete_bytes(storage: &dyn Storage, keys: Vec<String>) {
     }
 }
 
-fn storage_key(ws: WorkspaceId, id: AttachmentId) -> String {
-    format!("{ws}/{id}")
+/// Where a file's bytes go: under its workspace's prefix, a key of their own (not
+/// the file's id: a try that loses a race for an id deletes only its own bytes).
+fn storage_key(ws: WorkspaceId) -> String {
+    format!("{ws}/{}", uuid::Uuid::now_v7())
+}
+
+/// Whether `key` is one [`storage_key`] makes (or [`crate::storage::FsStorage`]'s
+/// temporary file of one): the only objects housekeeping may delete, so a storage
+/// shared with other files (a data directory, a bucket without a prefix) keeps them.
+fn made_by_crm(key: &str) -> bool {
+    let (key, partial) = match key.split_once(".part-") {
+        Some((k, tail)) => (k, Some(tail)),
+        None => (key, None),
+    };
+    let uuid = |s: &str| s.len() == 36 && uuid::Uuid::try_parse(s).is_ok();
+    let hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    key.split_once('/')
+        .is_some_and(|(ws, id)| uuid(ws) && uuid(id))
+        && partial.is_none_or(hex32)
 }
 
 fn check_size(size: u64, limit: u64) -> Result<()> {
@@ -513,6 +531,28 @@ mod tests {
             sniff(b"\0\x01\x02binary", "x.txt"),
             "application/octet-stream"
         );
+    }
+
+    #[test]
+    fn housekeeping_touches_only_keys_crm_makes() {
+        let ws = WorkspaceId::new();
+        let key = storage_key(ws);
+        assert!(made_by_crm(&key));
+        assert!(made_by_crm(&format!(
+            "{key}.part-{}",
+            uuid::Uuid::now_v7().simple()
+        )));
+        for other in [
+            "crm.db".to_owned(),
+            "master.key".to_owned(),
+            format!("{ws}"),
+            format!("{ws}/notes.txt"),
+            format!("staging/{key}"),
+            format!("{key}.part-xyz"),
+            format!("{key}/x"),
+        ] {
+            assert!(!made_by_crm(&other), "{other}");
+        }
     }
 
     #[test]

@@ -75,8 +75,9 @@ impl fmt::Debug for Download {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignedLink {
     /// The link: the storage's own (an S3 presigned URL), or crm's
-    /// `/api/files/{token}` under [`AttachmentRules::link_base`] (relative to
-    /// where the router is mounted when no base is set).
+    /// `/api/files?token=…` under [`AttachmentRules::link_base`] (without a base,
+    /// a path from the router's root: put the mount path in front when the router
+    /// is nested).
     pub url: String,
     /// When it stops working (UTC).
     pub expires_at: DateTime<Utc>,
@@ -96,7 +97,7 @@ pub struct AttachmentRules {
     pub allowed_types: Vec<String>,
     /// Where crm's own signed links point: the address the router is reached at,
     /// with its mount path (`https://crm.example.com`, `https://app.example.com/crm`).
-    /// `None`: links are paths (`/api/files/…`), relative to that address.
+    /// `None`: links are paths from the router's root (`/api/files?token=…`).
     pub link_base: Option<String>,
 }
 

@@ -1,12 +1,14 @@
 //! Files on leads and contacts, served with the lead routes under `/api/v1` and
 //! `/api/admin` (a lead's files need `leads:read|write`, a contact's
-//! `contacts:read|write`), and `GET /api/files/{token}`, the signed download link
+//! `contacts:read|write`), and `GET /api/files?token=…`, the signed download link
 //! anyone holding it may use until it expires.
 //!
 //! Decided: an upload is `multipart/form-data` with one part, `file` (its file
 //! name is the attachment's name), as with Twenty's and most upload APIs. A body
 //! whose `Content-Length` is over the limit is refused with 413 before a byte is
-//! read; a chunked one as soon as the file passes the limit. Downloads are served
+//! read; a chunked one as soon as the file passes the limit. An upload is not
+//! replayed under an `Idempotency-Key` (the body is a file too large to
+//! fingerprint, as with imports): sending it again stores a second file. Downloads are served
 //! as attachments (`Content-Disposition: attachment`), with `nosniff` and a
 //! sandboxing CSP, so a file never runs as a page of this origin.
 
@@ -24,7 +26,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{Caller, JsonOrEmpty, Path};
+use crate::extract::{Caller, JsonOrEmpty, Path, Query};
 use crate::problem::{ApiResult, Problem};
 use crate::AppState;
 
@@ -34,7 +36,11 @@ const MULTIPART_OVERHEAD: u64 = 16 * 1024;
 /// The attachment routes, relative to `/api/v1` or `/api/admin`. The body limit of
 /// the upload routes is the file limit plus the multipart framing.
 pub(crate) fn router(s: &AppState) -> OpenApiRouter<AppState> {
-    let limit = s.crm.attachment_rules().max_file_size + MULTIPART_OVERHEAD;
+    let limit = s
+        .crm
+        .attachment_rules()
+        .max_file_size
+        .saturating_add(MULTIPART_OVERHEAD);
     let uploads = OpenApiRouter::new()
         .routes(routes!(list_lead_files, add_lead_file))
         .routes(routes!(list_contact_files, add_contact_file))
@@ -51,7 +57,7 @@ pub(crate) fn router(s: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(contact_file_link))
 }
 
-/// The public download route (`/api/files/{token}`), relative to the root.
+/// The public download route (`/api/files?token=…`), relative to the root.
 pub(crate) fn public_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(open_link))
 }
@@ -109,7 +115,7 @@ async fn add(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit + MULTIPART_OVERHEAD) {
+    if declared.is_some_and(|n| n > limit.saturating_add(MULTIPART_OVERHEAD)) {
         return Err(Error::TooLarge { limit }.into());
     }
     let mut form = form.map_err(|_| {
@@ -413,15 +419,25 @@ pub(crate) async fn contact_file_link(
     link(&s, &c, Parent::Contact(id), file, body).await
 }
 
+/// Query of `GET /api/files`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LinkParams {
+    /// The link's token. In the query, not the path: request logs show paths.
+    #[param(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]+$")]
+    token: String,
+}
+
 /// Download a file through a signed link (from `…/attachments/{attachment_id}/link`):
-/// no credentials; 401 `unauthorized` when the link is malformed, forged or expired.
-#[utoipa::path(get, path = "/api/files/{token}", tag = "attachments",
-    params(("token" = String, Path, description = "The link's token", max_length = 128, pattern = "^[A-Za-z0-9_-]+$")),
+/// no credentials; 401 `unauthorized` ("invalid or expired link") when the link is
+/// malformed, forged or expired.
+#[utoipa::path(get, path = "/api/files", tag = "attachments", params(LinkParams),
     responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 401, description = "Invalid or expired link", body = crate::Problem)))]
 pub(crate) async fn open_link(
     State(s): State<AppState>,
-    Path(token): Path<String>,
+    Query(p): Query<LinkParams>,
 ) -> ApiResult<Response> {
-    Ok(serve(s.crm.open_link(&token).await?))
+    Ok(serve(s.crm.open_link(&p.token).await?))
 }

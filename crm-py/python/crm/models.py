@@ -677,7 +677,7 @@ class Attachment(Model):
 @dataclass(frozen=True)
 class SignedLink(Model):
     """A download link anyone holding it may use until ``expires_at``: crm's own
-    ``/api/files/{token}`` (relative to where the router is mounted, unless a
+    ``/api/files?token=…`` (a path from the router's root, unless a
     ``link_base`` was given), or the storage's presigned URL."""
 
     url: str
