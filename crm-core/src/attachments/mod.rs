@@ -132,7 +132,15 @@ impl Attachments {
         let name = clean_name(name)?;
         let size = bytes.len() as u64;
         check_size(size, rules.max_file_size)?;
-        let content_type = sniff(&bytes, &name);
+        // Tens of milliseconds for a large file: off the async workers.
+        let (content_type, sha256) = {
+            let (bytes, name) = (bytes.clone(), name.clone());
+            tokio::task::spawn_blocking(move || {
+                (sniff(&bytes, &name), hex(&Sha256::digest(&bytes)))
+            })
+            .await
+            .map_err(|_| Error::Storage("the file could not be read".into()))?
+        };
         if !rules.allowed_types.contains(&content_type) {
             return Err(Error::UnsupportedType { content_type });
         }
@@ -150,7 +158,7 @@ impl Attachments {
             name,
             size,
             content_type,
-            sha256: hex(&Sha256::digest(&bytes)),
+            sha256,
             uploaded_by: self.actor.clone(),
             created_at: ctx.now,
         };
