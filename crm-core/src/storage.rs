@@ -2,8 +2,9 @@
 //! the embedded default (a directory, typically under the app's data directory).
 //! An S3-compatible backend is in `crm-integrations` (feature `s3`).
 //!
-//! crm names every object itself: a key is `{workspace_id}/{attachment_id}` (the
-//! workspace's prefix), never a caller's file name, so a name like
+//! crm names every object itself: a key is `{workspace_id}/{uuid}` (under the
+//! workspace's prefix; a key of its own for every upload), never a caller's file
+//! name, so a name like
 //! `../../etc/passwd` is only ever metadata. A backend still refuses any key that
 //! is not [`valid_key`], as a second wall.
 //!
@@ -259,7 +260,12 @@ fn walk(root: &Path, prefix: &str) -> std::io::Result<Vec<StoredObject>> {
         };
         for entry in entries {
             let entry = entry?;
-            let meta = entry.metadata()?;
+            // A file renamed or deleted while the walk goes by is no longer there.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let path = entry.path();
             if meta.is_dir() {
                 dirs.push(path);

@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Objects are kept under `{prefix}{workspace_id}/{attachment_id}` with their
+//! Objects are kept under `{prefix}{workspace_id}/{uuid}` with their
 //! `Content-Type` and `Content-Disposition: attachment` set, so a presigned download
 //! ([`Storage::signed_url`]) is served as crm's own downloads are. Requests time out
 //! after 30 s (connecting after 5 s) and are retried by `object_store` for at most

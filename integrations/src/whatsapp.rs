@@ -621,8 +621,9 @@ impl crm_core::providers::Provider for WhatsApp {
                 .client
                 .get(url)
                 .bearer_auth(token)
-                // A file of up to the limit over a slow link: longer than the API's 10 s.
-                .timeout(std::time::Duration::from_secs(120))
+                // A file of up to the limit over a slow link: longer than the API's
+                // 10 s, and within the dispatcher's default 60 s lease of the job.
+                .timeout(std::time::Duration::from_secs(45))
                 .send()
                 .await
                 .map_err(unreachable)?;

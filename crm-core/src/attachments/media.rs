@@ -104,8 +104,16 @@ impl Crm {
         {
             // A concurrent try stored it first.
             Ok(_) | Err(Error::Conflict { .. }) => {}
-            // The lead was deleted meanwhile.
-            Err(Error::NotFound { entity: "lead" }) => return Ok(false),
+            // The lead was deleted meanwhile, or merged into another (which took
+            // the message): gone, or try again with the lead that has it now.
+            Err(Error::NotFound { entity: "lead" }) => {
+                return match store::leads::message_of(pool, ws, id).await? {
+                    None => Ok(false),
+                    Some(_) => Err(Error::Integration(
+                        "the message moved to another lead; trying again".into(),
+                    )),
+                };
+            }
             Err(e) => return Err(e),
         }
         store::leads::link_message_file(pool, ws, id, file_id).await?;

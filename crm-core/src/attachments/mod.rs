@@ -306,7 +306,9 @@ impl Crm {
             return;
         }
         match self.storage() {
-            Ok(storage) => delete_bytes(storage.as_ref(), keys).await,
+            Ok(storage) => {
+                delete_bytes(storage.as_ref(), keys).await;
+            }
             Err(_) => tracing::warn!(
                 files = keys.len(),
                 "files were deleted with no storage configured; their bytes stay"
@@ -316,7 +318,8 @@ impl Crm {
 
     /// Housekeeping: deletes stored objects no attachment names that are older
     /// than [`ORPHAN_GRACE`] (a crash between storing bytes and writing their row,
-    /// or between deleting a row and its bytes, or a deleted workspace); how many.
+    /// or between deleting a row and its bytes, or a deleted workspace); how many
+    /// went (a storage that cannot be listed is logged and counts none).
     /// Only keys crm makes (`{uuid}/{uuid}`) are considered: anything else in the
     /// storage is someone else's. One storage (or prefix) per database: another
     /// deployment's files look like orphans here.
@@ -326,9 +329,16 @@ impl Crm {
         };
         let grace = chrono::Duration::from_std(ORPHAN_GRACE).unwrap_or_default();
         let before = self.now() - grace;
-        let old: Vec<String> = storage
-            .list("")
-            .await?
+        // A storage that cannot be listed leaves its orphans to a later pass; the
+        // rest of housekeeping goes on.
+        let listed = match storage.list("").await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(error = %e, "housekeeping: the file storage could not be listed");
+                return Ok(0);
+            }
+        };
+        let old: Vec<String> = listed
             .into_iter()
             .filter(|o| o.modified < before && made_by_crm(&o.key))
             .map(|o| o.key)
@@ -340,25 +350,29 @@ impl Crm {
                 .into_iter()
                 .collect();
         let orphans: Vec<String> = old.into_iter().filter(|k| !known.contains(k)).collect();
-        let n = orphans.len() as u64;
-        if n > 0 {
-            tracing::warn!(
-                files = n,
-                "housekeeping: deleting stored files no attachment names"
-            );
-            // A failed delete is logged and left to the next pass.
-            delete_bytes(storage.as_ref(), orphans).await;
+        if orphans.is_empty() {
+            return Ok(0);
         }
-        Ok(n)
+        tracing::warn!(
+            files = orphans.len(),
+            "housekeeping: deleting stored files no attachment names"
+        );
+        // A failed delete is logged and left to the next pass.
+        Ok(delete_bytes(storage.as_ref(), orphans).await)
     }
 }
 
-async fn delete_bytes(storage: &dyn Storage, keys: Vec<String>) {
+/// Deletes the objects, logging a failure (housekeeping tries again); how many
+/// went.
+async fn delete_bytes(storage: &dyn Storage, keys: Vec<String>) -> u64 {
+    let mut deleted = 0;
     for key in keys {
-        if let Err(e) = storage.delete(&key).await {
-            tracing::warn!(error = %e, "a deleted file's bytes stay until housekeeping");
+        match storage.delete(&key).await {
+            Ok(()) => deleted += 1,
+            Err(e) => tracing::warn!(error = %e, "a deleted file's bytes stay until housekeeping"),
         }
     }
+    deleted
 }
 
 /// Where a file's bytes go: under its workspace's prefix, a key of their own (not

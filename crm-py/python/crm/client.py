@@ -1425,8 +1425,8 @@ class Crm(Workspace):
         return self.workspace(found["workspace_id"]), found["settings"]
 
     async def open_link(self, token: str) -> Tuple[Attachment, bytes]:
-        """The file a signed link names (the ``token``, the last part of a
-        :class:`SignedLink` ``url``) and its bytes, for an app that serves links
+        """The file a signed link names (the ``token``, the value of the ``token``
+        query parameter of a :class:`SignedLink` ``url``) and its bytes, for an app that serves links
         itself; ``UnauthorizedError`` (``invalid_link``) when the link is malformed,
         forged or expired."""
         raw, data = await self._native.attachments_open_link(token)
