@@ -61,6 +61,8 @@ struct Inner {
     attachment_rules: AttachmentRules,
     /// The key crm's download links are signed with (derived from the master key).
     link_key: Option<[u8; 32]>,
+    #[cfg(feature = "jwt")]
+    jwt: Option<crate::jwt::Verifier>,
 }
 
 impl fmt::Debug for Crm {
@@ -255,6 +257,14 @@ impl Crm {
             .storage
             .as_ref()
             .ok_or_else(|| Error::Config("no file storage was given to the Crm builder".into()))
+    }
+
+    /// The JWT verifier; `Config` error when no JWT configuration was given.
+    #[cfg(feature = "jwt")]
+    pub(crate) fn jwt_verifier(&self) -> Result<&crate::jwt::Verifier> {
+        self.inner.jwt.as_ref().ok_or_else(|| {
+            Error::Config("no JWT configuration was given to the Crm builder".into())
+        })
     }
 
     /// The key download links are signed with; `Config` error without a master key.
@@ -507,6 +517,8 @@ pub struct CrmBuilder {
     quotas: Quotas,
     storage: Option<Arc<dyn Storage>>,
     attachment_rules: AttachmentRules,
+    #[cfg(feature = "jwt")]
+    jwt: Option<crate::jwt::JwtConfig>,
 }
 
 impl Default for CrmBuilder {
@@ -533,6 +545,8 @@ impl Default for CrmBuilder {
             quotas: Quotas::default(),
             storage: None,
             attachment_rules: AttachmentRules::default(),
+            #[cfg(feature = "jwt")]
+            jwt: None,
         }
     }
 }
@@ -676,6 +690,15 @@ impl CrmBuilder {
     /// download links (see [`AttachmentRules`]).
     pub fn attachment_rules(mut self, rules: AttachmentRules) -> Self {
         self.attachment_rules = rules;
+        self
+    }
+
+    /// Trusts JWTs of an outside sign-in service (see [`crate::jwt`]); checked at
+    /// [`connect`](Self::connect) (a `Config` error for an unusable one).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn jwt(mut self, config: crate::jwt::JwtConfig) -> Self {
+        self.jwt = Some(config);
         self
     }
 
@@ -829,6 +852,8 @@ impl CrmBuilder {
             .map(|k| k.derive("crm attachment link"));
         let sealer = self.master_key.map(|k| Sealer::new(k, self.retired_keys));
         let limiter = RateLimiter::new(&pool, self.clock.clone(), self.policies)?;
+        #[cfg(feature = "jwt")]
+        let jwt = self.jwt.map(crate::jwt::Verifier::new).transpose()?;
         Ok(Crm {
             inner: Arc::new(Inner {
                 pool,
@@ -854,6 +879,8 @@ impl CrmBuilder {
                 storage: self.storage,
                 attachment_rules: self.attachment_rules,
                 link_key,
+                #[cfg(feature = "jwt")]
+                jwt,
             }),
         })
     }

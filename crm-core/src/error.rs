@@ -184,6 +184,36 @@ pub enum AuthFailure {
     /// has expired.
     #[error("invalid or expired link")]
     InvalidLink,
+    /// An external JWT ([`crate::Crm::verify_jwt`]) that is not a JWT.
+    #[error("malformed JWT")]
+    JwtMalformed,
+    /// An external JWT signed with an algorithm the configured key does not take
+    /// (`none`, or HS256 where the key is a JWKS: key confusion).
+    #[error("JWT algorithm not accepted")]
+    JwtAlgorithm,
+    /// An external JWT whose signature does not verify.
+    #[error("JWT signature does not verify")]
+    JwtSignature,
+    /// An external JWT past its `exp` (and the leeway).
+    #[error("expired JWT")]
+    JwtExpired,
+    /// An external JWT before its `nbf` (less the leeway).
+    #[error("JWT not valid yet")]
+    JwtNotYetValid,
+    /// An external JWT from another issuer (`iss`).
+    #[error("JWT from another issuer")]
+    JwtIssuer,
+    /// An external JWT for another audience (`aud`).
+    #[error("JWT for another audience")]
+    JwtAudience,
+    /// An external JWT signed with a key the JWKS does not have (or the JWKS could
+    /// not be fetched and no key was known).
+    #[error("JWT signed with an unknown key")]
+    JwtUnknownKey,
+    /// An external JWT without `exp` or `sub`, or whose workspace claim is not a
+    /// workspace id.
+    #[error("JWT claims missing or invalid")]
+    JwtClaims,
 }
 
 impl Error {

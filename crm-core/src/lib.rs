@@ -13,6 +13,9 @@ pub mod events;
 pub mod housekeeping;
 pub mod idempotency;
 mod ids;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
 pub mod leads;
 mod macros;
 mod migrate;

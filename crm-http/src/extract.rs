@@ -656,3 +656,44 @@ mod tests {
         }
     }
 }
+
+/// Who a request's `Authorization: Bearer <JWT>` names, the token issued by the
+/// outside sign-in service configured with `CrmBuilder::jwt` (Supabase, Auth0, …)
+/// and verified by [`crm_core::Crm::verify_jwt`]: for a host's own routes,
+/// `async fn me(ExternalUser(who): ExternalUser) -> …` (feature `jwt`). The
+/// state must give the `Crm` (`Crm: FromRef<S>`; crm's own state does). A missing
+/// header is 401 naming `Authorization`; a refused token 401 saying why (expired,
+/// another audience, …). Nothing is written.
+#[cfg(feature = "jwt")]
+#[derive(Debug, Clone)]
+pub struct ExternalUser(pub crm_core::jwt::ExternalIdentity);
+
+#[cfg(feature = "jwt")]
+impl<S> FromRequestParts<S> for ExternalUser
+where
+    S: Send + Sync,
+    crm_core::Crm: axum::extract::FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::FromRef;
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::from(Problem::field(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Authorization",
+                    "must be `Bearer <JWT>`",
+                ))
+            })?;
+        let crm = crm_core::Crm::from_ref(state);
+        Ok(Self(crm.verify_jwt(token).await?))
+    }
+}

@@ -26,6 +26,8 @@ mod serve;
 mod ui;
 
 pub use crm_core::webhooks::ssrf::IpNet;
+#[cfg(feature = "jwt")]
+pub use extract::ExternalUser;
 pub use extract::{Admin, ApiKey, Caller, ClientIp, SessionUser};
 pub use problem::{ApiError, Problem};
 pub use serve::{serve, Limits};
@@ -209,6 +211,12 @@ pub struct AppState {
     /// The crm handle.
     pub crm: Crm,
     pub(crate) cfg: Arc<Config>,
+}
+
+impl axum::extract::FromRef<AppState> for Crm {
+    fn from_ref(s: &AppState) -> Self {
+        s.crm.clone()
+    }
 }
 
 /// The whole CRM API as a router to mount: `.nest("/crm", crm_http::router(crm))`.

@@ -98,6 +98,58 @@ impl FilesArgs {
     }
 }
 
+/// `jwt=` of `connect`: how tokens of an outside sign-in service are verified.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtArgs {
+    secret: Option<String>,
+    jwks_url: Option<String>,
+    issuer: String,
+    audience: Audience,
+    leeway: Option<u64>,
+    workspace_claim: Option<String>,
+    default_workspace: Option<Uuid>,
+    role_claim: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl JwtArgs {
+    fn config(self, py: Python<'_>) -> PyResult<crm_core::jwt::JwtConfig> {
+        use crm_core::jwt::{JwtConfig, JwtKey};
+        let key = match (self.secret, self.jwks_url) {
+            (Some(s), None) => JwtKey::Hs256(crm_core::SecretString::from(s)),
+            (None, Some(url)) => JwtKey::Jwks(url),
+            _ => {
+                return Err(errors::invalid(
+                    py,
+                    "jwt.secret",
+                    "give exactly one of secret (HS256) and jwks_url (RS256/ES256)",
+                ))
+            }
+        };
+        let mut c = JwtConfig::new(key, self.issuer, String::new());
+        c.audience = match self.audience {
+            Audience::One(a) => vec![a],
+            Audience::Many(a) => a,
+        };
+        if let Some(s) = self.leeway {
+            c.leeway = std::time::Duration::from_secs(s);
+        }
+        c.workspace_claim = self.workspace_claim;
+        if self.default_workspace.is_some() || c.workspace_claim.is_some() {
+            c.default_workspace = self.default_workspace.map(WorkspaceId);
+        }
+        c.role_claim = self.role_claim;
+        Ok(c)
+    }
+}
+
 /// The attachment service, recording `actor` (when given) as the uploader.
 fn files(w: &Workspace, actor: Option<String>) -> crm_core::Attachments {
     let files = w.attachments();
@@ -820,6 +872,7 @@ pub(crate) fn model_schemas() -> PyResult<String> {
         Some("Converted") => crm_core::contacts::Converted,
         Some("Attachment") => crm_core::attachments::Attachment,
         Some("SignedLink") => crm_core::attachments::SignedLink,
+        Some("ExternalIdentity") => crm_core::jwt::ExternalIdentity,
         Some("ImportReport") => crm_core::leads::ImportReport,
         Some("RowError") => crm_core::leads::RowError,
         None => crm_core::leads::ImportStatus,
@@ -883,7 +936,7 @@ fn secret(s: crm_core::SecretString) -> String {
 impl Client {
     /// Connects (and migrates) the database at `url`; an awaitable of a `Client`.
     #[staticmethod]
-    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None, mailer = None, parser = None, allowed_values = None, default_country_code = None, files = None))]
+    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None, mailer = None, parser = None, allowed_values = None, default_country_code = None, files = None, jwt = None))]
     #[allow(clippy::too_many_arguments)]
     fn connect<'py>(
         py: Python<'py>,
@@ -898,6 +951,7 @@ impl Client {
         allowed_values: Option<Bound<'py, PyAny>>,
         default_country_code: Option<u16>,
         files: Option<Bound<'py, PyAny>>,
+        jwt: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut b = Crm::builder()
             .database_url(url)
@@ -985,6 +1039,9 @@ impl Client {
         }
         if let Some(f) = files {
             b = read::<FilesArgs>(&f, "files")?.install(b);
+        }
+        if let Some(j) = jwt {
+            b = b.jwt(read::<JwtArgs>(&j, "jwt")?.config(py)?);
         }
         spawn(py, async move {
             let crm = b.connect().await?;
@@ -1730,6 +1787,12 @@ impl Client {
         self.run(py, workspace, |_, w| async move {
             w.attachments().usage().await
         })
+    }
+
+    /// An awaitable of who an outside sign-in service's token names (see
+    /// `crm_core::jwt`); `UnauthorizedError` with the reason when it is refused.
+    fn verify_jwt<'py>(&self, py: Python<'py>, token: String) -> PyResult<Bound<'py, PyAny>> {
+        self.run_crm(py, move |crm| async move { crm.verify_jwt(&token).await })
     }
 
     /// An awaitable of the bytes a signed link's file holds, with its metadata:

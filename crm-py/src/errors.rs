@@ -88,6 +88,15 @@ fn reason_code(r: crm_core::AuthFailure) -> &'static str {
         A::InvalidCredentials => "invalid_credentials",
         A::EmailNotVerified => "email_not_verified",
         A::InvalidLink => "invalid_link",
+        A::JwtMalformed => "jwt_malformed",
+        A::JwtAlgorithm => "jwt_algorithm",
+        A::JwtSignature => "jwt_signature",
+        A::JwtExpired => "jwt_expired",
+        A::JwtNotYetValid => "jwt_not_yet_valid",
+        A::JwtIssuer => "jwt_issuer",
+        A::JwtAudience => "jwt_audience",
+        A::JwtUnknownKey => "jwt_unknown_key",
+        A::JwtClaims => "jwt_claims",
         _ => "unauthorized",
     }
 }

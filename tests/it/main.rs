@@ -31,6 +31,8 @@ mod imports;
     feature = "webhooks"
 ))]
 mod integrations;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod leads;
 mod notifications;
 #[cfg(all(

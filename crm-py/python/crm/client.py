@@ -46,6 +46,7 @@ from .models import (
     Session,
     SessionUser,
     SignedLink,
+    ExternalIdentity,
     User,
     VerifiedKey,
     WorkspaceChoice,
@@ -1355,6 +1356,7 @@ class Crm(Workspace):
         allowed_values: Optional[Mapping[str, Sequence[str]]] = None,
         default_country_code: Optional[int] = None,
         files: Optional[Mapping[str, Any]] = None,
+        jwt: Optional[Mapping[str, Any]] = None,
     ) -> "Crm":
         """Opens (and migrates) the database: ``sqlite://path?mode=rwc`` (SQLite, the
         default) or ``postgres://…``. ``master_key`` (base64 of 32 bytes) seals
@@ -1385,6 +1387,12 @@ class Crm(Workspace):
         "./crm-files"}``, with optional ``max_file_size`` (bytes, default 25 MiB),
         ``quota`` (bytes per workspace, default 1 GiB) and ``link_base`` (the
         address download links start with, e.g. ``https://crm.example.com``).
+        ``jwt`` trusts the tokens of an outside sign-in service (Supabase, Auth0):
+        ``{"secret": …}`` (HS256) or ``{"jwks_url": …}`` (RS256/ES256), with
+        ``issuer``, ``audience`` (one or a list), optional ``leeway`` (seconds, at
+        most 300; default 60), ``workspace_claim`` (a dotted path such as
+        ``app_metadata.crm_workspace``), ``default_workspace`` and ``role_claim``;
+        see :meth:`verify_jwt`.
         A malformed option raises ``ValidationError`` naming it (``mailer.kind``),
         or ``CrmError`` (``configuration_error``) when the value is refused."""
         for name, option in (("mailer", mailer), ("parser", parser)):
@@ -1409,6 +1417,7 @@ class Crm(Workspace):
             files=None if files is None else {
                 k: os.fspath(v) if k == "dir" else v for k, v in files.items()
             },
+            jwt=jwt,
         )
         return cls(native, DEFAULT_WORKSPACE)
 
@@ -1423,6 +1432,15 @@ class Crm(Workspace):
         not one."""
         found = await self._native.crm_inbound_integration({"kind": kind, "inbound_id": inbound_id})
         return self.workspace(found["workspace_id"]), found["settings"]
+
+    async def verify_jwt(self, token: str) -> ExternalIdentity:
+        """Who a token of the outside sign-in service given to :meth:`connect`
+        (``jwt=``) names: its subject, email, workspace and role, checked
+        (signature, ``iss``, ``aud``, ``exp``/``nbf`` with the leeway). A token
+        refused raises ``UnauthorizedError`` whose ``reason`` says why
+        (``jwt_expired``, ``jwt_audience``, ``jwt_algorithm`` for ``alg: none`` or a
+        key-confusion attempt, …); nothing is written."""
+        return ExternalIdentity.from_dict(await self._native.verify_jwt(token))
 
     async def open_link(self, token: str) -> Tuple[Attachment, bytes]:
         """The file a signed link names (the ``token``, the value of the ``token``

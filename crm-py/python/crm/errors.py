@@ -134,6 +134,15 @@ _REASON_DETAIL = {
     "invalid_credentials": "invalid credentials",
     "email_not_verified": "email not verified",
     "invalid_link": "invalid or expired link",
+    "jwt_malformed": "malformed JWT",
+    "jwt_algorithm": "JWT algorithm not accepted",
+    "jwt_signature": "JWT signature does not verify",
+    "jwt_expired": "expired JWT",
+    "jwt_not_yet_valid": "JWT not valid yet",
+    "jwt_issuer": "JWT from another issuer",
+    "jwt_audience": "JWT for another audience",
+    "jwt_unknown_key": "JWT signed with an unknown key",
+    "jwt_claims": "JWT claims missing or invalid",
 }
 
 
@@ -211,10 +220,14 @@ class ConflictError(CrmError):
 class UnauthorizedError(CrmError):
     """Missing or bad credentials. ``reason``: ``malformed_key``, ``unknown_key``,
     ``revoked_key``, ``expired_key``, ``malformed_token``, ``invalid_token``,
-    ``invalid_credentials`` (a login never says more than that) or
+    ``invalid_credentials`` (a login never says more than that),
     ``email_not_verified`` (the password was right; the app requires a verified
-    email); from :mod:`crm.fastapi` also ``missing_credentials`` (the request
-    carried no key or token where ``field`` names it).
+    email), ``invalid_link`` (a download link malformed, forged or expired), or for
+    an external JWT ``jwt_malformed``, ``jwt_algorithm``, ``jwt_signature``,
+    ``jwt_expired``, ``jwt_not_yet_valid``, ``jwt_issuer``, ``jwt_audience``,
+    ``jwt_unknown_key``, ``jwt_claims``; from :mod:`crm.fastapi` also
+    ``missing_credentials`` (the request carried no key or token where ``field``
+    names it).
 
     HTTP 401. The problem's ``detail`` says what was wrong with a key or token (a
     login only "invalid credentials") and never the reason code itself.

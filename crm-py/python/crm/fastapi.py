@@ -72,7 +72,7 @@ from . import calcom as _calcom
 from . import whatsapp as _whatsapp
 from .client import Crm, Workspace
 from .errors import CrmError, ForbiddenError, RateLimitedError, UnauthorizedError
-from .models import RateLimitDecision, SessionUser, VerifiedKey
+from .models import ExternalIdentity, RateLimitDecision, SessionUser, VerifiedKey
 
 __all__ = [
     "PROBLEM_JSON",
@@ -83,6 +83,7 @@ __all__ = [
     "client_ip",
     "crm_api_key",
     "crm_session",
+    "crm_jwt",
     "crm_rate_limit",
     "install",
     "crm_error_handler",
@@ -264,6 +265,28 @@ def crm_api_key(
         return verified
 
     return api_key
+
+
+def crm_jwt(*, crm: Optional[Crm] = None) -> Callable[[Request], Awaitable[ExternalIdentity]]:
+    """A dependency: who the request's ``Authorization: Bearer <JWT>`` names, a
+    token of the outside sign-in service given to :meth:`crm.Crm.connect`
+    (``jwt=``), verified by :meth:`crm.Crm.verify_jwt`. No token, or one refused:
+    ``UnauthorizedError`` (401 with ``WWW-Authenticate: Bearer``; ``reason`` says
+    why). Nothing is written."""
+
+    async def jwt_user(request: Request) -> ExternalIdentity:
+        token = _bearer(request)
+        try:
+            if token is None:
+                raise UnauthorizedError("must be `Bearer <JWT>`", "missing_credentials", field="Authorization")
+            identity = await _client(request, crm).verify_jwt(token)
+        except UnauthorizedError as refused:
+            refused.challenge = "Bearer"
+            raise
+        request.state.crm_jwt = identity
+        return identity
+
+    return jwt_user
 
 
 # -------------------------------------------------------------------- sessions

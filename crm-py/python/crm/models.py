@@ -31,6 +31,7 @@ __all__ = [
     "Converted",
     "Attachment",
     "SignedLink",
+    "ExternalIdentity",
     "RowError",
     "ImportReport",
     "ImportProgress",
@@ -681,6 +682,19 @@ class SignedLink(Model):
     ``link_base`` was given), or the storage's presigned URL."""
 
     url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ExternalIdentity(Model):
+    """Who a token of an outside sign-in service names, verified
+    (:meth:`crm.Crm.verify_jwt`): its ``subject`` (``sub``), ``email``, the
+    ``workspace_id`` and ``role`` it maps to, and when it expires."""
+
+    subject: str
+    email: Optional[str]
+    workspace_id: str
+    role: str
     expires_at: datetime
 
 
