@@ -248,8 +248,9 @@ impl Verifier {
         if !res.status().is_success() {
             return Err(failed(&format!("answered {}", res.status().as_u16())));
         }
+        let body = res.bytes().await.map_err(|_| failed("could not be read"))?;
         let set: jsonwebtoken::jwk::JwkSet =
-            res.json().await.map_err(|_| failed("is not a key set"))?;
+            serde_json::from_slice(&body).map_err(|_| failed("is not a key set"))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             use jsonwebtoken::jwk::AlgorithmParameters as P;
