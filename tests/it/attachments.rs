@@ -490,10 +490,14 @@ async fn two_uploads_cannot_both_take_the_last_of_the_quota(db: &TestDb) {
     let files = crm.workspace(ws).attachments();
     let lead_id = lead(&crm, ws, "ana@example.com").await;
     files.add(lead_id, "one.pdf", PDF).await.expect("add");
-    // Room for one more: four at once, one wins.
-    let names: Vec<String> = (0..4).map(|i| format!("more{i}.pdf")).collect();
+    // Room for one more: four at once, each on a lead of its own (so no lead row
+    // lock orders them: the workspace's does), one wins.
+    let mut others = Vec::new();
+    for i in 0..4 {
+        others.push(lead(&crm, ws, &format!("other{i}@example.com")).await);
+    }
     let results =
-        futures_util::future::join_all(names.iter().map(|n| files.add(lead_id, n, PDF))).await;
+        futures_util::future::join_all(others.iter().map(|l| files.add(*l, "more.pdf", PDF))).await;
     let won = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(won, 1, "{results:?}");
     for r in results.iter().filter(|r| r.is_err()) {
