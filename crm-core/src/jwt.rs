@@ -9,19 +9,24 @@
 //!   `alg: none`, and an HS256 token under a JWKS configuration (the key-confusion
 //!   attack: HMAC "signed" with the RSA public key) are refused before any
 //!   signature is checked.
-//! - **JWKS.** Fetched on first use with a 3 s timeout, kept for 10 minutes, and
-//!   fetched again at once for a `kid` it does not know (at most every 30 s, so a
-//!   flood of made-up `kid`s cannot hammer the issuer). When the issuer cannot be
-//!   reached the keys already fetched stay in use.
+//! - **JWKS.** `https` (plain `http` only to a loopback address). Fetched on first
+//!   use with a 3 s timeout (at most 1 MiB; keys of another use or algorithm are
+//!   skipped), kept for 10 minutes, and fetched again at once for a `kid` it does
+//!   not know; at most one fetch every 30 s, whatever the reason, so neither a flood
+//!   of made-up `kid`s nor an issuer that is down makes every request ask again.
+//!   When the issuer cannot be reached the keys already fetched stay in use.
+//!   A header with `crit` is refused; `jwk`, `jku`, `x5u` and `x5c` are never read.
 //! - **Claims.** `iss` must be [`JwtConfig::issuer`]; `aud` (a string or a list)
 //!   must hold one of [`JwtConfig::audience`]; `exp` is required and `nbf`
 //!   honoured, against crm's clock, with [`JwtConfig::leeway`] (at most 5 minutes)
 //!   either way; `sub` is required.
 //! - **Mapping.** The workspace is the UUID at [`JwtConfig::workspace_claim`] (a
 //!   dotted path such as `app_metadata.crm_workspace`), else
-//!   [`JwtConfig::default_workspace`]; the role is `owner`, `admin` or `member` at
-//!   [`JwtConfig::role_claim`], else `member`. Verifying creates nothing: the
-//!   identity is what the token says, checked.
+//!   [`JwtConfig::default_workspace`] (one of the two must be configured); the role
+//!   is `owner`, `admin` or `member` at [`JwtConfig::role_claim`] when the token
+//!   names its workspace, else `member` (a role is granted for a workspace, never
+//!   for the default one). Verifying creates nothing: the identity is what the
+//!   token says, checked.
 //!
 //! Every refusal is [`Error::Unauthorized`] with a [`AuthFailure`] naming why
 //! (`JwtMalformed`, `JwtAlgorithm`, `JwtSignature`, `JwtExpired`,
@@ -88,8 +93,10 @@ pub struct JwtConfig {
 }
 
 impl JwtConfig {
-    /// A configuration for `key`, `issuer` and `audience`, with the defaults: 60 s
-    /// leeway, every token in the default workspace as a `member`.
+    /// A configuration for `key`, `issuer` and `audience` with a 60 s leeway; set
+    /// [`workspace_claim`](Self::workspace_claim) or
+    /// [`default_workspace`](Self::default_workspace) (one is required: an open
+    /// sign-up at the issuer must not put everyone in a workspace unasked).
     pub fn new(key: JwtKey, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         Self {
             key,
@@ -97,7 +104,7 @@ impl JwtConfig {
             audience: vec![audience.into()],
             leeway: Duration::from_secs(60),
             workspace_claim: None,
-            default_workspace: Some(WorkspaceId::DEFAULT),
+            default_workspace: None,
             role_claim: None,
         }
     }
@@ -108,8 +115,8 @@ impl JwtConfig {
             JwtKey::Hs256(s) if s.expose().len() < 32 => {
                 return bad("an HS256 secret must be at least 32 bytes")
             }
-            JwtKey::Jwks(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
-                return bad("the JWKS URL must be http(s)")
+            JwtKey::Jwks(url) if !trusted_jwks_url(url) => {
+                return bad("the JWKS URL must be https (http only on this machine's loopback)")
             }
             _ => {}
         }
@@ -211,7 +218,10 @@ impl Verifier {
                 let mut jwks = self.jwks.lock().await;
                 let stale = since(jwks.fetched, JWKS_TTL);
                 let unknown = !jwks.keys.contains_key(kid);
-                if stale || (unknown && since(jwks.tried, JWKS_REFETCH_MIN)) {
+                // At most one fetch every 30 s, whatever the reason: an issuer that
+                // is down is not asked again by every request, and requests arriving
+                // during a fetch wait for it (at most its 3 s timeout).
+                if (stale || unknown) && since(jwks.tried, JWKS_REFETCH_MIN) {
                     jwks.tried = Some(now);
                     match self.fetch(url).await {
                         Ok(keys) => {
@@ -235,10 +245,13 @@ impl Verifier {
         }
     }
 
-    /// The RS256 and ES256 (P-256) keys of the JWKS at `url`, by `kid`.
+    /// The RS256 and ES256 (P-256) signing keys of the JWKS at `url`, by `kid`
+    /// (at most 1 MiB; a key of another use or algorithm, or one that cannot be
+    /// read, is skipped, not the whole set).
     async fn fetch(&self, url: &str) -> Result<HashMap<String, (Algorithm, DecodingKey)>> {
+        const MAX: usize = 1 << 20;
         let failed = |what: &str| Error::Integration(format!("JWKS {what}"));
-        let res = self.client.get(url).send().await.map_err(|e| {
+        let mut res = self.client.get(url).send().await.map_err(|e| {
             failed(if e.is_timeout() {
                 "timed out"
             } else {
@@ -248,11 +261,26 @@ impl Verifier {
         if !res.status().is_success() {
             return Err(failed(&format!("answered {}", res.status().as_u16())));
         }
-        let body = res.bytes().await.map_err(|_| failed("could not be read"))?;
-        let set: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_slice(&body).map_err(|_| failed("is not a key set"))?;
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(|_| failed("could not be read"))? {
+            if body.len() + chunk.len() > MAX {
+                return Err(failed("is larger than 1 MiB"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set: Value = serde_json::from_slice(&body).map_err(|_| failed("is not a key set"))?;
         let mut keys = HashMap::new();
-        for jwk in &set.keys {
+        for raw in set["keys"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if raw["use"].as_str().is_some_and(|u| u != "sig") {
+                continue;
+            }
+            let Ok(jwk) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(raw.clone()) else {
+                continue;
+            };
             use jsonwebtoken::jwk::AlgorithmParameters as P;
             let alg = match &jwk.algorithm {
                 P::RSA(_) => Algorithm::RS256,
@@ -261,7 +289,16 @@ impl Verifier {
                 }
                 _ => continue,
             };
-            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
+            // A key published for another algorithm (RS512, PS256) is not used.
+            if raw["alg"].as_str().is_some_and(|a| {
+                a != match alg {
+                    Algorithm::RS256 => "RS256",
+                    _ => "ES256",
+                }
+            }) {
+                continue;
+            }
+            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(&jwk))
             else {
                 continue;
             };
@@ -274,9 +311,14 @@ impl Verifier {
         if token.is_empty() || token.len() > 8192 {
             return Err(refuse(AuthFailure::JwtMalformed));
         }
+        let raw_header = raw_header(token);
+        // Critical extensions crm does not implement must not be ignored (RFC 7515).
+        if raw_header.as_ref().is_some_and(|h| h.get("crit").is_some()) {
+            return Err(refuse(AuthFailure::JwtMalformed));
+        }
         // `alg: none` (and any name jsonwebtoken does not know) fails here.
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
-            if named_alg(token).is_some() {
+            if raw_header.as_ref().is_some_and(|h| h["alg"].is_string()) {
                 refuse(AuthFailure::JwtAlgorithm)
             } else {
                 refuse(AuthFailure::JwtMalformed)
@@ -332,22 +374,28 @@ impl Verifier {
             .filter(|s| !s.is_empty() && s.len() <= 255)
             .ok_or_else(|| refuse(AuthFailure::JwtClaims))?
             .to_owned();
-        let workspace_id = match c.workspace_claim.as_deref().map(|p| at(claims, p)) {
-            Some(Some(v)) => v
-                .as_str()
-                .and_then(|s| uuid::Uuid::parse_str(s).ok())
-                .map(WorkspaceId)
-                .ok_or_else(|| refuse(AuthFailure::JwtClaims))?,
-            _ => c
-                .default_workspace
-                .ok_or_else(|| refuse(AuthFailure::JwtClaims))?,
+        let (workspace_id, claimed) = match c.workspace_claim.as_deref().map(|p| at(claims, p)) {
+            Some(Some(v)) => (
+                v.as_str()
+                    .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                    .map(WorkspaceId)
+                    .ok_or_else(|| refuse(AuthFailure::JwtClaims))?,
+                true,
+            ),
+            _ => (
+                c.default_workspace
+                    .ok_or_else(|| refuse(AuthFailure::JwtClaims))?,
+                false,
+            ),
         };
+        // A role is granted for the workspace the token names; in the default
+        // workspace every token is a member.
         let role = match c.role_claim.as_deref().and_then(|p| at(claims, p)) {
-            Some(v) => v
+            Some(v) if claimed => v
                 .as_str()
                 .and_then(|r| r.parse::<Role>().ok())
                 .unwrap_or(Role::Member),
-            None => Role::Member,
+            _ => Role::Member,
         };
         let email = claims["email"]
             .as_str()
@@ -363,16 +411,36 @@ impl Verifier {
     }
 }
 
-/// The `alg` a token's header names, when the header is JSON with one (to tell
-/// `alg: none` from a token that is not a JWT at all).
-fn named_alg(token: &str) -> Option<String> {
+/// Whether keys may be fetched from `url`: `https`, or `http` to a loopback
+/// address (a local issuer); anything else could be answered by someone on the
+/// path, with keys of their own.
+fn trusted_jwks_url(url: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    match u.scheme() {
+        "https" => u.host().is_some(),
+        "http" => match u.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// A token's header as JSON, when it is (to tell `alg: none` from a token that is
+/// not a JWT at all, and to see `crit`).
+fn raw_header(token: &str) -> Option<Value> {
     use base64::Engine;
     let head = token.split('.').next()?;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(head.trim_end_matches('='))
         .ok()?;
-    let v: Value = serde_json::from_slice(&raw).ok()?;
-    v["alg"].as_str().map(str::to_owned)
+    serde_json::from_slice::<Value>(&raw)
+        .ok()
+        .filter(Value::is_object)
 }
 
 /// The value at a dotted path (`app_metadata.crm_workspace`).

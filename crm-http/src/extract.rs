@@ -663,7 +663,7 @@ mod tests {
 /// `async fn me(ExternalUser(who): ExternalUser) -> …` (feature `jwt`). The
 /// state must give the `Crm` (`Crm: FromRef<S>`; crm's own state does). A missing
 /// header is 401 naming `Authorization`; a refused token 401 saying why (expired,
-/// another audience, …). Nothing is written.
+/// another audience, …); both with `WWW-Authenticate: Bearer`. Nothing is written.
 #[cfg(feature = "jwt")]
 #[derive(Debug, Clone)]
 pub struct ExternalUser(pub crm_core::jwt::ExternalIdentity);
@@ -674,26 +674,43 @@ where
     S: Send + Sync,
     crm_core::Crm: axum::extract::FromRef<S>,
 {
-    type Rejection = ApiError;
+    type Rejection = axum::response::Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Self, axum::response::Response> {
         use axum::extract::FromRef;
+        use axum::response::IntoResponse;
+        // 401 with the `Bearer` challenge.
+        let refused = |e: ApiError| {
+            let mut res = e.into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            res
+        };
         let token = parts
             .headers
-            .get(axum::http::header::AUTHORIZATION)
+            .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                ApiError::from(Problem::field(
-                    axum::http::StatusCode::UNAUTHORIZED,
+                refused(ApiError::from(Problem::field(
+                    StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "Authorization",
                     "must be `Bearer <JWT>`",
-                ))
+                )))
             })?;
         let crm = crm_core::Crm::from_ref(state);
-        Ok(Self(crm.verify_jwt(token).await?))
+        match crm.verify_jwt(token).await {
+            Ok(who) => Ok(Self(who)),
+            Err(e) => Err(refused(e.into())),
+        }
     }
 }

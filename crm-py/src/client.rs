@@ -142,9 +142,7 @@ impl JwtArgs {
             c.leeway = std::time::Duration::from_secs(s);
         }
         c.workspace_claim = self.workspace_claim;
-        if self.default_workspace.is_some() || c.workspace_claim.is_some() {
-            c.default_workspace = self.default_workspace.map(WorkspaceId);
-        }
+        c.default_workspace = self.default_workspace.map(WorkspaceId);
         c.role_claim = self.role_claim;
         Ok(c)
     }

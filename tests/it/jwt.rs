@@ -199,6 +199,56 @@ async fn hs256_tokens_map_to_a_workspace_and_a_role() {
     );
     let rs = signed(Algorithm::RS256, "rsa-1", RSA, &claims(&c, ws));
     assert_eq!(reason(crm.verify_jwt(&rs).await), AuthFailure::JwtAlgorithm);
+    // A critical extension crm does not know.
+    let crit = {
+        use base64::Engine;
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let head = b64(&json!({"alg": "HS256", "crit": ["exp"], "exp": 1}));
+        let body = b64(&claims(&c, ws));
+        let mac = {
+            use hmac::Mac;
+            let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+            m.update(format!("{head}.{body}").as_bytes());
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+        };
+        format!("{head}.{body}.{mac}")
+    };
+    assert_eq!(
+        reason(crm.verify_jwt(&crit).await),
+        AuthFailure::JwtMalformed
+    );
+    crm.close().await;
+}
+
+#[tokio::test]
+async fn a_role_counts_only_in_the_workspace_the_token_names() {
+    let c = clock();
+    let mut config = JwtConfig::new(
+        JwtKey::Hs256(SecretString::from(SECRET.to_owned())),
+        ISSUER,
+        "authenticated",
+    );
+    config.workspace_claim = Some("app_metadata.crm_workspace".into());
+    config.default_workspace = Some(WorkspaceId::DEFAULT);
+    config.role_claim = Some("app_metadata.crm_role".into());
+    let crm = Crm::builder()
+        .database_url("sqlite::memory:")
+        .clock(c.clone())
+        .jwt(config)
+        .connect()
+        .await
+        .expect("connect");
+    let ws = WorkspaceId::new();
+    let named = crm.verify_jwt(&hs(&claims(&c, ws))).await.expect("ok");
+    assert_eq!((named.workspace_id, named.role), (ws, Role::Admin));
+    let mut v = claims(&c, ws);
+    v["app_metadata"] = json!({"crm_role": "owner"});
+    let fallback = crm.verify_jwt(&hs(&v)).await.expect("ok");
+    assert_eq!(
+        (fallback.workspace_id, fallback.role),
+        (WorkspaceId::DEFAULT, Role::Member)
+    );
     crm.close().await;
 }
 
@@ -281,6 +331,11 @@ async fn jwks_keys_verify_rs256_and_es256_and_refuse_key_confusion() {
     let fresh = signed(Algorithm::RS256, "rsa-1", RSA, &claims(&c, ws));
     assert!(crm.verify_jwt(&fresh).await.is_ok());
     assert_eq!(jwks.requests().len(), 3);
+    // While it stays down, the next requests do not ask it again (30 s apart).
+    for _ in 0..5 {
+        assert!(crm.verify_jwt(&fresh).await.is_ok());
+    }
+    assert_eq!(jwks.requests().len(), 3);
     crm.close().await;
 }
 
@@ -307,22 +362,41 @@ async fn a_slow_jwks_is_given_up_within_its_timeout() {
 
 #[tokio::test]
 async fn configurations_that_cannot_work_are_refused_at_connect() {
-    let weak = JwtConfig::new(
+    let mut weak = JwtConfig::new(
         JwtKey::Hs256(SecretString::from("short".to_owned())),
         ISSUER,
         "a",
     );
+    weak.default_workspace = Some(WorkspaceId::DEFAULT);
     let mut no_workspace = JwtConfig::new(JwtKey::Jwks("https://x/jwks".into()), ISSUER, "a");
     no_workspace.default_workspace = None;
     let mut loose = JwtConfig::new(JwtKey::Jwks("https://x/jwks".into()), ISSUER, "a");
     loose.leeway = Duration::from_secs(3600);
-    for config in [weak, no_workspace, loose] {
+    loose.default_workspace = Some(WorkspaceId::DEFAULT);
+    let mut plain = JwtConfig::new(
+        JwtKey::Jwks("http://issuer.example/jwks".into()),
+        ISSUER,
+        "a",
+    );
+    plain.default_workspace = Some(WorkspaceId::DEFAULT);
+    for config in [weak, no_workspace, loose, plain] {
         let r = Crm::builder()
             .database_url("sqlite::memory:")
             .jwt(config)
             .connect()
             .await;
         assert!(matches!(r, Err(Error::Config(_))));
+    }
+    // A local issuer over plain http is fine.
+    let mut local = JwtConfig::new(JwtKey::Jwks("http://127.0.0.1:9/jwks".into()), ISSUER, "a");
+    local.default_workspace = Some(WorkspaceId::DEFAULT);
+    {
+        let r = Crm::builder()
+            .database_url("sqlite::memory:")
+            .jwt(local)
+            .connect()
+            .await;
+        assert!(r.is_ok());
     }
     let crm = Crm::connect("sqlite::memory:").await.expect("connect");
     assert!(matches!(crm.verify_jwt("x").await, Err(Error::Config(_))));
@@ -356,6 +430,10 @@ async fn the_axum_extractor_answers_who_or_401() {
         .await
         .expect("body");
     assert_eq!(&body[..], b"3f6c1a52-user");
+    let lower = call(Some(format!("bearer {}", hs(&claims(&c, ws)))))
+        .await
+        .expect("infallible");
+    assert_eq!(lower.status(), 200, "the scheme is case-insensitive");
     for auth in [
         None,
         Some("Basic x".to_owned()),
@@ -363,5 +441,6 @@ async fn the_axum_extractor_answers_who_or_401() {
     ] {
         let res = call(auth).await.expect("infallible");
         assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
     }
 }
