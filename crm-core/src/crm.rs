@@ -259,6 +259,23 @@ impl Crm {
             .ok_or_else(|| Error::Config("no file storage was given to the Crm builder".into()))
     }
 
+    /// Who and when for one call of a service in workspace `ws`, on behalf of
+    /// `actor` (checked: 1–200 characters, no control characters).
+    pub(crate) fn ctx<'a>(
+        &self,
+        ws: WorkspaceId,
+        actor: Option<&'a str>,
+    ) -> Result<store::Ctx<'a>> {
+        if actor.is_some() {
+            crate::leads::parse::actor(actor)?;
+        }
+        Ok(store::Ctx {
+            ws,
+            now: self.now(),
+            actor,
+        })
+    }
+
     /// The JWT verifier; `Config` error when no JWT configuration was given.
     #[cfg(feature = "jwt")]
     pub(crate) fn jwt_verifier(&self) -> Result<&crate::jwt::Verifier> {

@@ -484,7 +484,16 @@ impl Settings {
             public_url: public_url(s.public_url.as_deref())?,
             files_dir: s.files_dir.clone().map(PathBuf::from),
             s3_bucket: s.s3_bucket.clone().filter(|b| !b.trim().is_empty()),
-            s3_prefix: s.s3_prefix.clone(),
+            s3_prefix: match (&s.s3_bucket, &s.s3_prefix) {
+                (None, Some(p)) => {
+                    return Err(bad(
+                        "CRM_S3_PREFIX",
+                        p,
+                        "needs CRM_S3_BUCKET (files go to a directory without one)",
+                    ))
+                }
+                (_, p) => p.clone(),
+            },
             max_file_bytes: number::<u64>(
                 "CRM_MAX_FILE_BYTES",
                 s.max_file_bytes.as_deref(),

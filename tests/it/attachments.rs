@@ -281,6 +281,20 @@ async fn bad_files_are_refused_and_write_nothing(db: &TestDb) {
         events_before + 1,
         "only the file at the limit wrote an event"
     );
+    // A process without a storage can still delete a file's row; its bytes are
+    // left for housekeeping where a storage is.
+    let limit = files.list(lead_id).await.expect("list").remove(0);
+    none.workspace(ws)
+        .attachments()
+        .delete(lead_id, limit.id)
+        .await
+        .expect("delete without a storage");
+    assert!(files.list(lead_id).await.expect("list").is_empty());
+    assert_eq!(
+        stored(dir.path()).await.len(),
+        1,
+        "the bytes wait for the sweep"
+    );
     for c in [broken, none, crm] {
         c.close().await;
     }

@@ -89,14 +89,7 @@ impl Attachments {
     }
 
     fn ctx(&self) -> Result<Ctx<'_>> {
-        if let Some(a) = &self.actor {
-            crate::leads::parse::actor(Some(a))?;
-        }
-        Ok(Ctx {
-            ws: self.ws,
-            now: self.crm.now(),
-            actor: self.actor.as_deref(),
-        })
+        self.crm.ctx(self.ws, self.actor.as_deref())
     }
 
     /// Attaches `bytes`, named `name`, to a lead or contact of the workspace;
@@ -223,14 +216,15 @@ impl Attachments {
     }
 
     /// Deletes a file: the row (with `attachment.removed` and, on a lead, a
-    /// timeline entry), then its bytes. `NotFound` unless it is attached to `of`.
+    /// timeline entry), then its bytes (in a `Crm` without a storage, as one of a
+    /// process that only reads, the bytes are left to housekeeping where there is
+    /// one). `NotFound` unless it is attached to `of`.
     #[tracing::instrument(skip_all, fields(workspace = %self.ws, attachment_id = %id))]
     pub async fn delete(&self, of: impl Into<Parent>, id: AttachmentId) -> Result<()> {
         let ctx = self.ctx()?;
-        let storage = self.crm.storage()?;
         let r = store::attachments::delete(self.crm.pool(), &ctx, of.into(), id).await;
         let (_, key) = self.crm.written(r)?;
-        delete_bytes(storage.as_ref(), vec![key]).await;
+        self.crm.delete_bytes(vec![key]).await;
         Ok(())
     }
 
@@ -334,7 +328,11 @@ impl Crm {
         let listed = match storage.list("").await {
             Ok(listed) => listed,
             Err(e) => {
-                tracing::warn!(error = %e, "housekeeping: the file storage could not be listed");
+                tracing::warn!(
+                    error = %e,
+                    storage = storage.kind(),
+                    "housekeeping: the file storage could not be listed"
+                );
                 return Ok(0);
             }
         };
@@ -355,6 +353,7 @@ impl Crm {
         }
         tracing::warn!(
             files = orphans.len(),
+            storage = storage.kind(),
             "housekeeping: deleting stored files no attachment names"
         );
         // A failed delete is logged and left to the next pass.
@@ -369,7 +368,11 @@ async fn delete_bytes(storage: &dyn Storage, keys: Vec<String>) -> u64 {
     for key in keys {
         match storage.delete(&key).await {
             Ok(()) => deleted += 1,
-            Err(e) => tracing::warn!(error = %e, "a deleted file's bytes stay until housekeeping"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                storage = storage.kind(),
+                "a deleted file's bytes stay until housekeeping"
+            ),
         }
     }
     deleted

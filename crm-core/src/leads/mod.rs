@@ -95,14 +95,7 @@ impl Leads {
     }
 
     fn ctx(&self) -> Result<Ctx<'_>> {
-        if let Some(a) = &self.actor {
-            parse::actor(Some(a))?;
-        }
-        Ok(Ctx {
-            ws: self.ws,
-            now: self.crm.now(),
-            actor: self.actor.as_deref(),
-        })
+        self.crm.ctx(self.ws, self.actor.as_deref())
     }
 
     /// Creates a lead. Fails with `Validation` listing every bad field, or with
