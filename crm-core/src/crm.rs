@@ -63,6 +63,8 @@ struct Inner {
     link_key: Option<[u8; 32]>,
     #[cfg(feature = "jwt")]
     jwt: Option<crate::jwt::Verifier>,
+    #[cfg(feature = "oidc")]
+    oidc: crate::oidc::Cache,
 }
 
 impl fmt::Debug for Crm {
@@ -285,6 +287,12 @@ impl Crm {
     }
 
     /// The key download links are signed with; `Config` error without a master key.
+    /// The OpenID Connect discovery documents and ID-token verifiers.
+    #[cfg(feature = "oidc")]
+    pub(crate) fn oidc_cache(&self) -> &crate::oidc::Cache {
+        &self.inner.oidc
+    }
+
     pub(crate) fn link_key(&self) -> Result<&[u8; 32]> {
         self.inner.link_key.as_ref().ok_or_else(|| {
             Error::Config("download links need a master key given to the Crm builder".into())
@@ -378,6 +386,13 @@ impl Workspace {
     /// Its auth service.
     pub fn auth(&self) -> Auth {
         Auth::new(self.crm.clone(), self.id)
+    }
+
+    /// Its sign-in providers (OpenID Connect: Google, Microsoft, any issuer).
+    #[cfg(feature = "oidc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
+    pub fn oidc(&self) -> crate::oidc::Oidc {
+        crate::oidc::Oidc::new(self.crm.clone(), self.id)
     }
 
     /// Its notification service.
@@ -898,6 +913,8 @@ impl CrmBuilder {
                 link_key,
                 #[cfg(feature = "jwt")]
                 jwt,
+                #[cfg(feature = "oidc")]
+                oidc: crate::oidc::Cache::new()?,
             }),
         })
     }

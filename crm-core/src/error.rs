@@ -214,6 +214,26 @@ pub enum AuthFailure {
     /// workspace id.
     #[error("JWT claims missing or invalid")]
     JwtClaims,
+    /// An OpenID Connect callback whose `state` is unknown, already used or
+    /// expired (or whose provider was removed meanwhile).
+    #[error("unknown, used or expired sign-in state")]
+    OidcState,
+    /// The OpenID Connect provider answered an error, or refused the code (used,
+    /// expired, or not this sign-in's).
+    #[error("the identity provider refused the sign-in")]
+    OidcDenied,
+    /// An ID token whose `nonce` is not this sign-in's.
+    #[error("ID token for another sign-in")]
+    OidcNonce,
+    /// The provider did not say the email is verified (or gave none).
+    #[error("email not verified by the identity provider")]
+    OidcEmailUnverified,
+    /// The email's domain is not one the provider allows.
+    #[error("email domain not allowed")]
+    OidcDomain,
+    /// No user has this email, and the provider does not create one.
+    #[error("no account for this email")]
+    OidcNoAccount,
 }
 
 impl Error {

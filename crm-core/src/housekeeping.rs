@@ -55,7 +55,8 @@ impl Default for Housekeeping {
 pub struct Purged {
     /// Expired sessions.
     pub sessions: u64,
-    /// Used or expired password-reset and verification tokens.
+    /// Used or expired password-reset and verification tokens, and expired
+    /// sign-ins with an OpenID Connect provider that were never finished.
     pub auth_tokens: u64,
     /// Login-throttle rows of emails quiet for [`THROTTLE_MEMORY`].
     pub login_throttles: u64,
@@ -99,7 +100,8 @@ impl Crm {
         let now = self.now();
         let mut purged = Purged {
             sessions: store::housekeeping::sessions(pool, Ts(now)).await?,
-            auth_tokens: store::housekeeping::auth_tokens(pool, Ts(now)).await?,
+            auth_tokens: store::housekeeping::auth_tokens(pool, Ts(now)).await?
+                + store::housekeeping::oidc_logins(pool, Ts(now)).await?,
             login_throttles: store::housekeeping::login_throttles(pool, Ts(now - THROTTLE_MEMORY))
                 .await?,
             idempotency_keys: store::housekeeping::idempotency_keys(pool, Ts(now - REPLAY_FOR))

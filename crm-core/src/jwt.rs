@@ -115,7 +115,7 @@ impl JwtConfig {
             JwtKey::Hs256(s) if s.expose().len() < 32 => {
                 return bad("an HS256 secret must be at least 32 bytes")
             }
-            JwtKey::Jwks(url) if !trusted_jwks_url(url) => {
+            JwtKey::Jwks(url) if !trusted_url(url) => {
                 return bad("the JWKS URL must be https (http only on this machine's loopback)")
             }
             _ => {}
@@ -308,6 +308,13 @@ impl Verifier {
     }
 
     pub(crate) async fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<ExternalIdentity> {
+        let claims = self.claims(token, now).await?;
+        self.identity(&claims)
+    }
+
+    /// A token's claims once its header, signature, `exp`, `nbf`, `iss`, `aud` and
+    /// `sub` passed (each refusal with its reason); what they name is the caller's.
+    pub(crate) async fn claims(&self, token: &str, now: DateTime<Utc>) -> Result<Value> {
         if token.is_empty() || token.len() > 8192 {
             return Err(refuse(AuthFailure::JwtMalformed));
         }
@@ -339,10 +346,12 @@ impl Verifier {
                 _ => refuse(AuthFailure::JwtMalformed),
             }
         })?;
-        self.identity(&data.claims, now)
+        self.standard_claims(&data.claims, now)?;
+        Ok(data.claims)
     }
 
-    fn identity(&self, claims: &Value, now: DateTime<Utc>) -> Result<ExternalIdentity> {
+    /// The registered claims every token must pass.
+    fn standard_claims(&self, claims: &Value, now: DateTime<Utc>) -> Result<()> {
         let c = &self.config;
         let leeway = i64::try_from(c.leeway.as_secs()).unwrap_or(0);
         let now = now.timestamp();
@@ -369,11 +378,15 @@ impl Verifier {
         if !audiences.iter().any(|a| c.audience.iter().any(|w| w == a)) {
             return Err(refuse(AuthFailure::JwtAudience));
         }
-        let subject = claims["sub"]
-            .as_str()
-            .filter(|s| !s.is_empty() && s.len() <= 255)
-            .ok_or_else(|| refuse(AuthFailure::JwtClaims))?
-            .to_owned();
+        subject(claims)?;
+        Ok(())
+    }
+
+    /// Who the claims (already checked by [`Verifier::claims`]) name.
+    fn identity(&self, claims: &Value) -> Result<ExternalIdentity> {
+        let c = &self.config;
+        let subject = subject(claims)?.to_owned();
+        let exp = claims["exp"].as_i64().unwrap_or_default();
         let (workspace_id, claimed) = match c.workspace_claim.as_deref().map(|p| at(claims, p)) {
             Some(Some(v)) => (
                 v.as_str()
@@ -411,10 +424,18 @@ impl Verifier {
     }
 }
 
+/// The token's `sub`: 1-255 bytes.
+pub(crate) fn subject(claims: &Value) -> Result<&str> {
+    claims["sub"]
+        .as_str()
+        .filter(|s| !s.is_empty() && s.len() <= 255)
+        .ok_or_else(|| refuse(AuthFailure::JwtClaims))
+}
+
 /// Whether keys may be fetched from `url`: `https`, or `http` to a loopback
 /// address (a local issuer); anything else could be answered by someone on the
 /// path, with keys of their own.
-fn trusted_jwks_url(url: &str) -> bool {
+pub(crate) fn trusted_url(url: &str) -> bool {
     let Ok(u) = url::Url::parse(url) else {
         return false;
     };

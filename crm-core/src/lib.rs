@@ -20,6 +20,9 @@ pub mod leads;
 mod macros;
 mod migrate;
 pub mod notify;
+#[cfg(feature = "oidc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
+pub mod oidc;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 #[cfg(test)]

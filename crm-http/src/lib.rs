@@ -59,6 +59,8 @@ pub struct Config {
     pub(crate) inbound_limit: usize,
     pub(crate) whatsapp: Option<(SecretString, SecretString)>,
     pub(crate) calcom: Option<SecretString>,
+    #[cfg_attr(not(feature = "oidc"), allow(dead_code))]
+    pub(crate) oidc_callback: Option<String>,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             inbound_limit: 256 * 1024,
             whatsapp: None,
             calcom: None,
+            oidc_callback: None,
         }
     }
 }
@@ -192,6 +195,17 @@ impl Config {
     #[cfg_attr(docsrs, doc(cfg(feature = "calcom")))]
     pub fn calcom(mut self, secret: SecretString) -> Self {
         self.calcom = Some(secret);
+        self
+    }
+
+    /// OpenID Connect sign-in: the full URL of this router's
+    /// `/api/auth/oidc/callback` as browsers reach it
+    /// (`https://crm.example.com/api/auth/oidc/callback`), which is the redirect
+    /// URI to register at each provider. Without it the sign-in routes answer 503.
+    #[cfg(feature = "oidc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
+    pub fn oidc_callback_url(mut self, url: &str) -> Self {
+        self.oidc_callback = Some(url.trim().to_owned());
         self
     }
 

@@ -64,6 +64,18 @@ pub trait Mailer: Send + Sync + 'static {
     fn send(&self, mail: AuthMail) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
 }
 
+/// How a session opened by [`Auth::open_session`] starts.
+pub(crate) struct SessionStart<'a> {
+    /// A remember-me session.
+    pub(crate) remember_me: bool,
+    /// The client's IP address.
+    pub(crate) ip: Option<&'a str>,
+    /// The client's `User-Agent`.
+    pub(crate) user_agent: Option<&'a str>,
+    /// What the `login.succeeded` audit entry says besides.
+    pub(crate) details: serde_json::Value,
+}
+
 /// 32 random bytes, base64url without padding (43 characters).
 fn new_token() -> (SecretString, String) {
     let mut bytes = [0u8; 32];
@@ -186,6 +198,27 @@ impl Auth {
         )
         .await?;
         self.welcome(&user).await;
+        Ok(user)
+    }
+
+    /// Creates a member whose email an OpenID Connect provider has verified (so
+    /// no verification mail), audited as `user.created` by `via`; the users quota
+    /// holds.
+    #[cfg(feature = "oidc")]
+    pub(crate) async fn create_verified_member(&self, input: NewUser, via: &str) -> Result<User> {
+        let (mut user, hash) = self.prepare(input, Some(Role::Member)).await?;
+        user.email_verified_at = Some(user.created_at);
+        let audit = self.audit(Some(via), "user.created", Some(&user), None);
+        store::users::create_user_by(
+            self.crm.pool(),
+            &user,
+            &hash,
+            &audit,
+            None,
+            |_| Ok(()),
+            self.crm.quotas().users,
+        )
+        .await?;
         Ok(user)
     }
 
@@ -550,41 +583,62 @@ impl Auth {
         } else {
             None
         };
+        let start = SessionStart {
+            remember_me: login.remember_me,
+            ip: login.ip.as_deref(),
+            user_agent: login.user_agent.as_deref(),
+            details: json!({}),
+        };
+        self.open_session(user, Some((hash, rehash.as_deref())), start)
+            .await
+    }
+
+    /// Opens a session for `user` (of this workspace) who has just proved who they
+    /// are: with the password whose `(hash, rehash)` is given (the hash must still
+    /// be the user's when the session is written), or another way (`None`). The
+    /// user must not be disabled by then; clears the email's counted attempts and
+    /// audits `login.succeeded` with `start.details`.
+    pub(crate) async fn open_session(
+        &self,
+        user: User,
+        password: Option<(&str, Option<&str>)>,
+        start: SessionStart<'_>,
+    ) -> Result<LoggedIn> {
         let cfg = self.crm.auth_config();
-        let (ttl, cap) = if login.remember_me {
+        let (ttl, cap) = if start.remember_me {
             (cfg.remember_ttl, cfg.remember_cap)
         } else {
             (cfg.session_ttl, cfg.session_cap)
         };
         let now = self.crm.now();
-        let ip = login.ip.as_deref();
+        let ip = start.ip;
         let (token, token_hash) = new_token();
         let session = Session {
             id: SessionId::new(),
             workspace_id: self.ws,
             user_id: user.id,
-            remember: login.remember_me,
+            remember: start.remember_me,
             ip: ip.map(str::to_owned),
-            user_agent: login
+            user_agent: start
                 .user_agent
-                .as_deref()
                 .map(|ua| ua.chars().filter(|c| !c.is_control()).take(512).collect()),
             created_at: now,
             last_seen_at: now,
             expires_at: now + ttl.min(cap),
             absolute_expires_at: now + cap,
         };
-        let audit = self.audit(
+        let mut audit = self.audit(
             Some(&user.id.to_string()),
             "login.succeeded",
             Some(&user),
             ip,
         );
+        audit.details = start.details;
         store::sessions::login_succeeded(
             self.crm.pool(),
             &user,
             &user.email.key(),
-            (hash, rehash.as_deref()),
+            password,
             &session,
             &token_hash,
             &audit,

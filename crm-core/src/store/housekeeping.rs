@@ -49,6 +49,13 @@ pub(crate) async fn auth_tokens(pool: &Pool, now: Ts) -> Result<u64> {
     purge(pool, "crm_auth_tokens", "id", cond, now.into()).await
 }
 
+/// Sign-ins with an OpenID Connect provider that were started and never finished,
+/// past their expiry.
+pub(crate) async fn oidc_logins(pool: &Pool, now: Ts) -> Result<u64> {
+    let cond = "expires_at <= $1";
+    purge(pool, "crm_oidc_logins", "state_hash", cond, now.into()).await
+}
+
 /// Login-throttle rows with no failure since `before` and no lockout running then.
 pub(crate) async fn login_throttles(pool: &Pool, before: Ts) -> Result<u64> {
     let key = "workspace_id, email_key";

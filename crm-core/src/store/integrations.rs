@@ -80,7 +80,7 @@ pub(crate) async fn by_inbound_id(
 
 /// Checks `check` against the acting user (read and locked in the transaction;
 /// `None`: the app) after locking the workspace row (`NotFound` when there is none).
-async fn authorize(
+pub(super) async fn authorize(
     tx: &mut super::sql::Tx,
     ws: WorkspaceId,
     by: Option<UserId>,

@@ -41,6 +41,8 @@ pub(crate) mod imports;
 pub(crate) mod integrations;
 pub(crate) mod jobs;
 pub(crate) mod leads;
+#[cfg(feature = "oidc")]
+pub(crate) mod oidc;
 pub(crate) mod outbox;
 mod pool;
 #[cfg(feature = "postgres")]
@@ -64,7 +66,7 @@ use crate::leads::values::ActivityKind;
 use crate::{Error, Result};
 
 /// A stored value that no longer parses: the database was changed behind crm's back.
-fn corrupt(what: &str) -> Error {
+pub(crate) fn corrupt(what: &str) -> Error {
     Error::Database(crate::error::DatabaseError::new(sqlx::Error::Decode(
         format!("stored {what} is not valid").into(),
     )))

@@ -251,7 +251,7 @@ pub(crate) async fn login_succeeded(
     pool: &Pool,
     u: &User,
     email_key: &str,
-    (verified_hash, rehash): (&str, Option<&str>),
+    password: Option<(&str, Option<&str>)>,
     s: &Session,
     token_hash: &str,
     audit: &AuditEntry,
@@ -261,11 +261,12 @@ pub(crate) async fn login_succeeded(
     // be the user's: a change or reset meanwhile ended every session, and a login
     // with the old password must not start a new one.
     let (now_user, current) = users::fetch_user(&mut tx, u.workspace_id, u.id).await?;
-    if current != verified_hash || now_user.disabled_at.is_some() {
+    let changed = password.is_some_and(|(verified, _)| verified != current);
+    if changed || now_user.disabled_at.is_some() {
         return Err(Error::unauthorized(crate::AuthFailure::InvalidCredentials));
     }
     clear_throttle(&mut tx, u.workspace_id, email_key).await?;
-    if let Some(hash) = rehash {
+    if let Some(hash) = password.and_then(|(_, rehash)| rehash) {
         query("UPDATE crm_users SET password_hash = $3 WHERE workspace_id = $1 AND id = $2")
             .bind(u.workspace_id)
             .bind(u.id.0)

@@ -23,6 +23,8 @@ pub(crate) mod imports;
 #[cfg(any(feature = "whatsapp", feature = "calcom"))]
 pub(crate) mod inbound;
 pub(crate) mod leads;
+#[cfg(feature = "oidc")]
+pub(crate) mod oidc;
 
 /// Every route, each family behind its guard.
 pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<AppState> {
@@ -46,6 +48,12 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
         );
     if s.cfg.registration {
         public_auth = public_auth.routes(routes!(auth::register));
+    }
+    #[cfg(feature = "oidc")]
+    {
+        public_auth = public_auth
+            .routes(routes!(oidc::start))
+            .routes(routes!(oidc::callback));
     }
     let public_auth = public_auth.route_layer(from_fn_with_state(s.clone(), guard::public_auth));
     let api = OpenApiRouter::new()
