@@ -35,6 +35,8 @@ mod integrations;
 mod jwt;
 mod leads;
 mod notifications;
+#[cfg(all(feature = "oidc", feature = "http"))]
+mod oidc;
 #[cfg(all(
     feature = "http",
     feature = "whatsapp",
