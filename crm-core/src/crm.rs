@@ -32,6 +32,9 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub struct Crm {
     inner: Arc<Inner>,
+    /// Under row-level security, the pool scoped to one workspace's tenant (the
+    /// services of [`Crm::workspace`]); `None`: the shared pool.
+    scoped: Option<Pool>,
 }
 
 struct Inner {
@@ -91,8 +94,17 @@ impl Crm {
     /// nothing; writes fail with `NotFound { entity: "workspace" }`.
     pub fn workspace(&self, id: WorkspaceId) -> Workspace {
         Workspace {
-            crm: self.clone(),
+            crm: self.scoped(id),
             id,
+        }
+    }
+
+    /// This `Crm` with its statements scoped to workspace `id` under row-level
+    /// security (the same `Crm` without it).
+    pub(crate) fn scoped(&self, id: WorkspaceId) -> Crm {
+        Crm {
+            inner: self.inner.clone(),
+            scoped: self.inner.pool.scoped(id),
         }
     }
 
@@ -191,7 +203,7 @@ impl Crm {
     }
 
     pub(crate) fn pool(&self) -> &Pool {
-        &self.inner.pool
+        self.scoped.as_ref().unwrap_or(&self.inner.pool)
     }
 
     /// The key lead cursors are signed with (derived from the master key).
@@ -551,6 +563,7 @@ pub struct CrmBuilder {
     attachment_rules: AttachmentRules,
     #[cfg(feature = "jwt")]
     jwt: Option<crate::jwt::JwtConfig>,
+    row_level_security: bool,
 }
 
 impl Default for CrmBuilder {
@@ -579,6 +592,7 @@ impl Default for CrmBuilder {
             attachment_rules: AttachmentRules::default(),
             #[cfg(feature = "jwt")]
             jwt: None,
+            row_level_security: false,
         }
     }
 }
@@ -725,6 +739,22 @@ impl CrmBuilder {
         self
     }
 
+    /// Postgres row-level security as a second wall between tenants: crm sets `crm.workspace_id` in every transaction and before
+    /// every statement (one more round trip each), so that the policies of
+    /// migration `0022` let a workspace's services see that workspace's rows only,
+    /// even from a query that forgot its filter. Connect as a role that is not the
+    /// tables' owner and has no `BYPASSRLS` (checked at connect: `Config` error
+    /// otherwise, and also when RLS applies to the role but this is off). Run the
+    /// migrations as the owner (`crm migrate`, or a `Crm` connected as the owner)
+    /// and grant the app role `SELECT, INSERT, UPDATE, DELETE` on crm's tables.
+    /// The services of [`Crm::workspace`] see their workspace only; crm's own
+    /// cross-workspace work (sign-in, sessions, API keys, jobs, housekeeping, the
+    /// lead writer) runs with every workspace in reach. Postgres only.
+    pub fn row_level_security(mut self, on: bool) -> Self {
+        self.row_level_security = on;
+        self
+    }
+
     /// Trusts JWTs of an outside sign-in service (see [`crate::jwt`]); checked at
     /// [`connect`](Self::connect) (a `Config` error for an unusable one).
     #[cfg(feature = "jwt")]
@@ -866,6 +896,7 @@ impl CrmBuilder {
         if self.migrate {
             crate::migrate::run(&pool, self.schema.as_deref(), false).await?;
         }
+        let pool = crate::store::rls::check(pool, self.row_level_security).await?;
         let cursor_key = self
             .master_key
             .as_ref()
@@ -887,6 +918,7 @@ impl CrmBuilder {
         #[cfg(feature = "jwt")]
         let jwt = self.jwt.map(crate::jwt::Verifier::new).transpose()?;
         Ok(Crm {
+            scoped: None,
             inner: Arc::new(Inner {
                 pool,
                 schema: self.schema,

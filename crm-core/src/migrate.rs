@@ -41,7 +41,7 @@ fn migrations(pool: &Pool) -> &'static [Migration] {
         #[cfg(feature = "sqlite")]
         Pool::Sqlite(..) => &SQLITE.migrations,
         #[cfg(feature = "postgres")]
-        Pool::Postgres(_) => &POSTGRES.migrations,
+        Pool::Postgres(..) => &POSTGRES.migrations,
     }
 }
 
@@ -57,7 +57,7 @@ pub(crate) async fn is_current(pool: &Pool) -> Result<bool> {
         #[cfg(feature = "sqlite")]
         Pool::Sqlite(p, _) => sqlx::query_scalar(&sql).fetch_one(p).await,
         #[cfg(feature = "postgres")]
-        Pool::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await,
+        Pool::Postgres(p, _) => sqlx::query_scalar(&sql).fetch_one(p).await,
     };
     match applied {
         Ok(v) => Ok(v == Some(last_version(migrations(pool)))),
@@ -224,7 +224,7 @@ pub(crate) async fn run(pool: &Pool, schema: Option<&str>, check: bool) -> Resul
             Ok(done)
         }
         #[cfg(feature = "postgres")]
-        Pool::Postgres(p) => run_postgres(p, embedded, schema, check).await,
+        Pool::Postgres(p, _) => run_postgres(p, embedded, schema, check).await,
     };
     // A failure to lock or to read the history is a migration failure too.
     ran.map_err(|e| match e {

@@ -349,7 +349,7 @@ impl PostgresStore {
     /// batches; returns how many. [`crate::Crm::housekeep`] does this for the
     /// limiter of a `Crm` on Postgres.
     pub async fn purge_idle(&self, now: DateTime<Utc>) -> Result<u64> {
-        let pool = crate::store::Pool::Postgres(self.pool.clone());
+        let pool = crate::store::Pool::Postgres(self.pool.clone(), None);
         crate::store::housekeeping::rate_limits(&pool, now.timestamp_micros()).await
     }
 
@@ -485,7 +485,7 @@ impl RateLimiter {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(..) => Arc::new(MemoryStore::default()),
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => Arc::new(PostgresStore::new(p.clone())),
+            Pool::Postgres(p, _) => Arc::new(PostgresStore::new(p.clone())),
         };
         Self::with_store(store, clock, overrides)
     }

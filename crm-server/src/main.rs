@@ -256,6 +256,12 @@ async fn run(command: Command, settings: Settings) -> Result<ExitCode, Failure> 
                 );
                 return Ok(ExitCode::from(1));
             }
+            // Migrations run as the tables' owner, whom row-level security does not
+            // bind: `crm migrate` ignores CRM_ROW_LEVEL_SECURITY.
+            let cfg = config::Config {
+                row_level_security: false,
+                ..cfg
+            };
             let crm = setup::open(&cfg, false).await?;
             if check {
                 let pending = crm.pending_migrations().await?;

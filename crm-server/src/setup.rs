@@ -73,7 +73,10 @@ pub(crate) fn default_db(cfg: &Config) -> std::path::PathBuf {
 fn builder(cfg: &Config, url: &str, key: MasterKey, migrate: bool) -> Result<CrmBuilder, Failure> {
     let mut b = Crm::builder()
         .database_url(url)
-        .migrate(migrate)
+        // Under row-level security the app role cannot change the schema: the
+        // owner runs `crm migrate`.
+        .migrate(migrate && !cfg.row_level_security)
+        .row_level_security(cfg.row_level_security)
         .master_key(key)
         .webhook_allow_networks(cfg.webhook_allow_networks.iter().map(String::as_str))
         .auth_config(crm::auth::AuthConfig {

@@ -114,6 +114,9 @@ pub(crate) struct TestDb {
     pub clock: ManualClock,
     _dir: Option<tempfile::TempDir>,
     admin: Option<(String, String)>,
+    /// Under row-level security: the owner's URL (raw SQL and migrations run
+    /// there; `url` is the app role's) and the app role, dropped at cleanup.
+    rls: Option<(String, String)>,
 }
 
 impl TestDb {
@@ -127,6 +130,7 @@ impl TestDb {
             clock: clock(),
             _dir: Some(dir),
             admin: None,
+            rls: None,
         }
     }
 
@@ -158,15 +162,57 @@ impl TestDb {
             clock: clock(),
             _dir: None,
             admin: Some((base, name)),
+            rls: None,
         }
     }
 
-    /// A builder on this database with the test clock and a master key.
+    /// A Postgres database migrated by its owner, which crm then reaches as an app
+    /// role that owns nothing and has no `BYPASSRLS`, with row-level security on:
+    /// the tenant wall of the policies binds every statement crm runs (`url` and
+    /// [`TestDb::builder`] are the app role's; raw SQL is the owner's).
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn postgres_rls() -> Self {
+        let mut db = Self::postgres().await;
+        db.crm().await.close().await;
+        let role = format!(
+            "crm_app_{}",
+            &uuid::Uuid::now_v7().simple().to_string()[20..]
+        );
+        let name = db.admin.as_ref().map(|a| a.1.clone()).unwrap_or_default();
+        db.execute(&format!(
+            "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; \
+             GRANT CONNECT ON DATABASE {name} TO {role}; \
+             GRANT USAGE ON SCHEMA public TO {role}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};"
+        ))
+        .await;
+        let mut app = reqwest::Url::parse(&db.url).expect("url");
+        app.set_username(&role).expect("user");
+        app.set_password(None).expect("password");
+        let owner = std::mem::replace(&mut db.url, app.to_string());
+        db.rls = Some((owner, role));
+        db
+    }
+
+    /// Where raw SQL runs: the owner's URL (under row-level security the app
+    /// role would see nothing without a tenant).
+    fn raw_url(&self) -> &str {
+        self.rls.as_ref().map_or(&self.url, |(owner, _)| owner)
+    }
+
+    /// A builder on this database with the test clock and a master key (under
+    /// row-level security: as the app role, with it on, migrations left to the owner).
     pub(crate) fn builder(&self) -> CrmBuilder {
-        Crm::builder()
+        let b = Crm::builder()
             .database_url(&self.url)
             .clock(self.clock.clone())
-            .master_key(self.key.clone())
+            .master_key(self.key.clone());
+        if self.rls.is_some() {
+            b.row_level_security(true).migrate(false)
+        } else {
+            b
+        }
     }
 
     pub(crate) async fn crm(&self) -> Crm {
@@ -192,7 +238,7 @@ impl TestDb {
             }
             #[cfg(feature = "postgres")]
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url)
+                let mut c = sqlx::PgConnection::connect(self.raw_url())
                     .await
                     .expect("connect");
                 sqlx::raw_sql("BEGIN").execute(&mut c).await.expect("begin");
@@ -213,7 +259,7 @@ impl TestDb {
             }
             #[cfg(feature = "postgres")]
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url)
+                let mut c = sqlx::PgConnection::connect(self.raw_url())
                     .await
                     .expect("connect");
                 sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
@@ -250,7 +296,7 @@ impl TestDb {
             }
             #[cfg(feature = "postgres")]
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url)
+                let mut c = sqlx::PgConnection::connect(self.raw_url())
                     .await
                     .expect("connect");
                 sqlx::query_scalar(sql)
@@ -273,6 +319,11 @@ impl TestDb {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut admin)
                     .await;
+                if let Some((_, role)) = &self.rls {
+                    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+                        .execute(&mut admin)
+                        .await;
+                }
             }
         }
     }
@@ -327,6 +378,26 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let db = $crate::common::TestDb::postgres().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )+
+        }
+    };
+}
+
+/// Generates, for every listed `async fn name(db: &TestDb)`, a test on Postgres
+/// with row-level security on ([`TestDb::postgres_rls`]): the tenant tests run
+/// behind the second wall too.
+#[macro_export]
+macro_rules! with_rls {
+    ($($name:ident),+ $(,)?) => {
+        #[cfg(feature = "postgres")]
+        mod postgres_rls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = $crate::common::TestDb::postgres_rls().await;
                     super::$name(&db).await;
                     db.cleanup().await;
                 }

@@ -20,6 +20,9 @@ conformance!(
     the_rate_limiter_admits_the_policy,
 );
 
+// The tenant tests again, behind row-level security.
+with_rls!(keys_belong_to_one_workspace,);
+
 fn new_key(name: &str, scopes: &[&str]) -> NewApiKey {
     NewApiKey {
         name: name.into(),

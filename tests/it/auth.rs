@@ -43,6 +43,12 @@ conformance!(
     secrets_stay_out_of_debug_and_the_audit_log,
 );
 
+// The tenant tests again, behind row-level security.
+with_rls!(
+    sign_in_finds_the_email_in_any_workspace,
+    an_admin_cannot_take_over_the_workspace,
+);
+
 const PW: &str = "Correct-Horse-9-Battery";
 const PW2: &str = "Another-Strong-7-Phrase";
 

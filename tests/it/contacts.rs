@@ -21,6 +21,9 @@ conformance!(
     concurrent_writers_take_turns_without_database_errors,
 );
 
+// The tenant tests again, behind row-level security.
+with_rls!(owners_and_links_stay_inside_the_workspace,);
+
 async fn user(crm: &Crm, ws: WorkspaceId, email: &str) -> UserId {
     crm.workspace(ws)
         .auth()

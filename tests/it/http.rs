@@ -214,6 +214,12 @@ conformance!(
     contacts_organizations_and_conversion_over_http,
 );
 
+// The tenant tests again, behind row-level security.
+with_rls!(
+    an_admin_cannot_seize_the_workspace_over_http,
+    stats_need_leads_read_and_count_the_callers_workspace,
+);
+
 async fn health_and_the_openapi_document_list_every_route(db: &TestDb) {
     let app = App::new(db).await;
     let r = app.send(get("/api/v1/health")).await;

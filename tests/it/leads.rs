@@ -35,6 +35,9 @@ conformance!(
     merges_keep_the_rules_and_cross_merges_do_not_deadlock,
 );
 
+// The tenant tests again, behind row-level security.
+with_rls!(workspaces_are_isolated, stats_count_only_their_workspace,);
+
 fn lead(name: &str, email: &str) -> NewLead {
     NewLead {
         name: name.into(),

@@ -46,6 +46,8 @@ mod oidc;
 mod openapi;
 #[cfg(feature = "webhooks")]
 mod quotas;
+#[cfg(feature = "postgres")]
+mod rls;
 mod storage;
 #[cfg(all(
     feature = "ui",

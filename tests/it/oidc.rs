@@ -37,6 +37,16 @@ conformance!(
     the_browser_routes_check_the_state_cookie,
 );
 
+// The tenant tests again, behind row-level security.
+with_rls!(
+    signing_in_links_a_verified_email_and_keeps_the_link,
+    a_first_sign_in_creates_a_member_only_when_allowed,
+    refused_callbacks_create_nothing_and_say_why,
+    only_owners_configure_sign_in_providers,
+    disabled_users_do_not_sign_in,
+    the_browser_routes_check_the_state_cookie,
+);
+
 const RSA: &[u8] = include_bytes!("../vectors/jwt/rsa-private.pem");
 const JWKS: &str = include_str!("../vectors/jwt/jwks.json");
 const CLIENT_ID: &str = "crm-test-client";

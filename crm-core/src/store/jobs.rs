@@ -540,7 +540,7 @@ pub(crate) async fn listen(
 ) {
     // Irrefutable in a build with Postgres only.
     #[allow(irrefutable_let_patterns)]
-    let Pool::Postgres(pool) = pool
+    let Pool::Postgres(pool, _) = pool
     else {
         return;
     };

@@ -47,6 +47,7 @@ pub(crate) mod outbox;
 mod pool;
 #[cfg(feature = "postgres")]
 pub(crate) mod rate_limits;
+pub(crate) mod rls;
 pub(crate) mod sessions;
 mod sql;
 pub(crate) mod users;

@@ -21,8 +21,12 @@ pub(crate) enum Pool {
     /// With the lock this process's write transactions queue on (see [`WriteLock`]).
     #[cfg(feature = "sqlite")]
     Sqlite(sqlx::SqlitePool, WriteLock),
+    /// With the tenant its statements are scoped to under row-level security
+    /// (`None`: RLS is off; `"*"`: every workspace, for crm's own cross-workspace
+    /// work; else a workspace id): set as `crm.workspace_id` in every transaction,
+    /// and on the connection before every statement run on the pool.
     #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
+    Postgres(sqlx::PgPool, Option<std::sync::Arc<str>>),
 }
 
 /// SQLite has one writer at a time. Writers of this process wait their turn on this
@@ -40,7 +44,7 @@ impl Pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, _) => (p.size(), p.num_idle()),
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => (p.size(), p.num_idle()),
+            Pool::Postgres(p, _) => (p.size(), p.num_idle()),
         }
     }
 
@@ -50,10 +54,45 @@ impl Pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, _) => p.close().await,
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => p.close().await,
+            Pool::Postgres(p, _) => p.close().await,
+        }
+    }
+
+    /// This pool under row-level security with every workspace in reach (crm's own
+    /// cross-workspace work: sessions, keys, jobs, housekeeping); `Config` on SQLite.
+    pub(crate) fn with_rls(self) -> Result<Pool> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p, _) => Ok(Pool::Postgres(p, Some(ALL_WORKSPACES.into()))),
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(..) => Err(Error::Config(
+                "row-level security is a Postgres feature; SQLite has one tenant wall, the \
+                 workspace filter"
+                    .into(),
+            )),
+        }
+    }
+
+    /// This pool with its statements scoped to `ws` under row-level security;
+    /// `None` when RLS is off (nothing to scope).
+    pub(crate) fn scoped(&self, ws: crate::ids::WorkspaceId) -> Option<Pool> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p, Some(_)) => {
+                Some(Pool::Postgres(p.clone(), Some(ws.to_string().into())))
+            }
+            _ => {
+                let _ = ws;
+                None
+            }
         }
     }
 }
+
+/// The `crm.workspace_id` of crm's own cross-workspace work under row-level
+/// security (the policies let it see every workspace).
+#[cfg(feature = "postgres")]
+pub(crate) const ALL_WORKSPACES: &str = "*";
 
 /// Connects to the backend the URL names (no migrations: see [`crate::migrate`]).
 /// `schema` (Postgres only) becomes the connections' `search_path`, so crm's tables
@@ -100,7 +139,7 @@ pub(crate) fn from_host<DB: Database>(pool: sqlx::Pool<DB>) -> Result<Pool> {
     #[cfg(feature = "postgres")]
     {
         any = match any.downcast::<sqlx::PgPool>() {
-            Ok(p) => return Ok(Pool::Postgres(*p)),
+            Ok(p) => return Ok(Pool::Postgres(*p, None)),
             Err(other) => other,
         };
     }
@@ -210,7 +249,7 @@ async fn connect_postgres(url: &str, max_connections: u32, schema: Option<&str>)
             )));
         }
     }
-    Ok(Pool::Postgres(pool))
+    Ok(Pool::Postgres(pool, None))
 }
 
 /// A UTC timestamp as stored: `timestamptz` on Postgres, integer microseconds since

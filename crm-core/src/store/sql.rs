@@ -304,8 +304,9 @@ pub(crate) enum On<'c> {
     SqlitePool(&'c sqlx::SqlitePool),
     #[cfg(feature = "sqlite")]
     Sqlite(&'c mut sqlx::SqliteConnection),
+    /// The pool, and the tenant to set on the connection first (row-level security).
     #[cfg(feature = "postgres")]
-    PgPool(&'c sqlx::PgPool),
+    PgPool(&'c sqlx::PgPool, Option<&'c str>),
     #[cfg(feature = "postgres")]
     Postgres(&'c mut sqlx::PgConnection),
 }
@@ -316,7 +317,7 @@ impl On<'_> {
             #[cfg(feature = "sqlite")]
             On::SqlitePool(_) | On::Sqlite(_) => Dialect::Sqlite,
             #[cfg(feature = "postgres")]
-            On::PgPool(_) | On::Postgres(_) => Dialect::Postgres,
+            On::PgPool(..) | On::Postgres(_) => Dialect::Postgres,
         }
     }
 }
@@ -339,7 +340,7 @@ impl<'c> Exec<'c> for &'c Pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, _) => On::SqlitePool(p),
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => On::PgPool(p),
+            Pool::Postgres(p, tenant) => On::PgPool(p, tenant.as_deref()),
         }
     }
 }
@@ -414,7 +415,7 @@ impl Pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(..) => Dialect::Sqlite,
             #[cfg(feature = "postgres")]
-            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::Postgres(..) => Dialect::Postgres,
         }
     }
 
@@ -429,7 +430,13 @@ impl Pool {
                 Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
             }
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Pool::Postgres(p, tenant) => {
+                let mut tx = p.begin().await?;
+                if let Some(tenant) = tenant {
+                    set_tenant(&mut tx, tenant, true).await?;
+                }
+                Tx::Postgres(tx)
+            }
         })
     }
 
@@ -439,9 +446,35 @@ impl Pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p, _) => Conn::Sqlite(p.acquire().await?),
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => Conn::Postgres(p.acquire().await?),
+            Pool::Postgres(p, None) => Conn::Postgres(p.acquire().await?),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p, Some(tenant)) => Conn::Postgres(tenant_conn(p, tenant).await?),
         })
     }
+}
+
+/// Sets the tenant row-level security sees (`crm.workspace_id`): for the
+/// transaction (`local`), or for the connection until the next statement sets it
+/// again (every statement crm runs on a pool under RLS does).
+#[cfg(feature = "postgres")]
+async fn set_tenant(c: &mut sqlx::PgConnection, tenant: &str, local: bool) -> Result<()> {
+    sqlx::query("SELECT set_config('crm.workspace_id', $1, $2)")
+        .bind(tenant)
+        .bind(local)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// A connection of the pool with the tenant set on it.
+#[cfg(feature = "postgres")]
+async fn tenant_conn(
+    p: &sqlx::PgPool,
+    tenant: &str,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    let mut c = p.acquire().await?;
+    set_tenant(&mut c, tenant, false).await?;
+    Ok(c)
 }
 
 /// SQL text with `$n` placeholders (both drivers accept them) and its arguments.
@@ -554,7 +587,15 @@ impl<'a> Sql<'a> {
             #[cfg(feature = "sqlite")]
             On::Sqlite(c) => sqlite(&text, &args)?.execute(c).await?.rows_affected(),
             #[cfg(feature = "postgres")]
-            On::PgPool(p) => postgres(&text, &args)?.execute(p).await?.rows_affected(),
+            On::PgPool(p, None) => postgres(&text, &args)?.execute(p).await?.rows_affected(),
+            #[cfg(feature = "postgres")]
+            On::PgPool(p, Some(tenant)) => {
+                let mut c = tenant_conn(p, tenant).await?;
+                postgres(&text, &args)?
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected()
+            }
             #[cfg(feature = "postgres")]
             On::Postgres(c) => postgres(&text, &args)?.execute(c).await?.rows_affected(),
         })
@@ -569,7 +610,12 @@ impl<'a> Sql<'a> {
             #[cfg(feature = "sqlite")]
             On::Sqlite(c) => sqlite_as(&text, &args)?.fetch_all(c).await?,
             #[cfg(feature = "postgres")]
-            On::PgPool(p) => postgres_as(&text, &args)?.fetch_all(p).await?,
+            On::PgPool(p, None) => postgres_as(&text, &args)?.fetch_all(p).await?,
+            #[cfg(feature = "postgres")]
+            On::PgPool(p, Some(tenant)) => {
+                let mut c = tenant_conn(p, tenant).await?;
+                postgres_as(&text, &args)?.fetch_all(&mut *c).await?
+            }
             #[cfg(feature = "postgres")]
             On::Postgres(c) => postgres_as(&text, &args)?.fetch_all(c).await?,
         })
@@ -584,7 +630,12 @@ impl<'a> Sql<'a> {
             #[cfg(feature = "sqlite")]
             On::Sqlite(c) => sqlite_as(&text, &args)?.fetch_optional(c).await?,
             #[cfg(feature = "postgres")]
-            On::PgPool(p) => postgres_as(&text, &args)?.fetch_optional(p).await?,
+            On::PgPool(p, None) => postgres_as(&text, &args)?.fetch_optional(p).await?,
+            #[cfg(feature = "postgres")]
+            On::PgPool(p, Some(tenant)) => {
+                let mut c = tenant_conn(p, tenant).await?;
+                postgres_as(&text, &args)?.fetch_optional(&mut *c).await?
+            }
             #[cfg(feature = "postgres")]
             On::Postgres(c) => postgres_as(&text, &args)?.fetch_optional(c).await?,
         })
