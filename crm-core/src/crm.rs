@@ -776,8 +776,9 @@ impl CrmBuilder {
         self
     }
 
-    /// Networks webhooks may reach although they are not public (`127.0.0.1`,
-    /// `10.0.0.0/8`, …): for tests and internal deployments. The SSRF guard refuses
+    /// Networks webhooks (and the OpenID Connect providers workspaces configure)
+    /// may reach although they are not public (`127.0.0.1`, `10.0.0.0/8`, …): for
+    /// tests and internal deployments. The SSRF guard refuses
     /// every other non-public address.
     pub fn webhook_allow_networks<I, S>(mut self, networks: I) -> Self
     where
@@ -917,6 +918,8 @@ impl CrmBuilder {
         let limiter = RateLimiter::new(&pool, self.clock.clone(), self.policies)?;
         #[cfg(feature = "jwt")]
         let jwt = self.jwt.map(crate::jwt::Verifier::new).transpose()?;
+        #[cfg(feature = "oidc")]
+        let oidc = crate::oidc::Cache::new(&webhook_allow)?;
         Ok(Crm {
             scoped: None,
             inner: Arc::new(Inner {
@@ -946,7 +949,7 @@ impl CrmBuilder {
                 #[cfg(feature = "jwt")]
                 jwt,
                 #[cfg(feature = "oidc")]
-                oidc: crate::oidc::Cache::new()?,
+                oidc,
             }),
         })
     }

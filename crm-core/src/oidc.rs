@@ -5,44 +5,60 @@
 //! 1. [`Oidc::start`] makes a `state`, a `nonce` and a PKCE verifier (32 random
 //!    bytes each), keeps them for [`LOGIN_TTL`] (the state only as its hash) and
 //!    answers the provider's authorization URL to send the browser to.
-//! 2. The provider sends the browser back to the `redirect_uri` with `code` and
-//!    `state`; [`Crm::oidc_finish`] takes the sign-in by its state (**once**: a
-//!    replayed callback finds nothing), exchanges the code with the PKCE verifier
-//!    (and the client secret, when the client has one) at the token endpoint, and
+//! 2. The provider sends the browser back to the `redirect_uri`, **this
+//!    provider's own** callback URL, with `code` and `state`;
+//!    [`Crm::oidc_finish`] takes the sign-in by its state (**once**: a replayed
+//!    callback finds nothing), refuses it unless the callback's workspace and
+//!    provider are the sign-in's (a code is never sent to another provider's token
+//!    endpoint: the mix-up attack), exchanges the code with the PKCE verifier (and
+//!    the client secret, when the client has one) at the token endpoint, and
 //!    verifies the ID token: signature by the issuer's JWKS (RS256/ES256, the
 //!    rules of [`crate::jwt`]), `iss`, `aud` = the client id (and `azp` when `aud`
 //!    lists others), `exp`/`nbf` with 60 s leeway, and the `nonce` of this sign-in.
 //! 3. Who signs in: the user this issuer's subject was linked to; else the user
-//!    with the token's email, once the provider says the email is verified
-//!    (`email_verified: true`; Microsoft: `xms_edov: true`), which links the
-//!    subject; else, when the provider allows sign-up, a new **member** (with an
-//!    unusable random password, so a password reset is how they add one). The
+//!    with the token's email (ASCII only), once the provider says the email is
+//!    verified (`email_verified: true`; Microsoft: `xms_edov: true`), which links
+//!    the subject; else, when the provider allows sign-up, a new **member** (with
+//!    an unusable random password, so a password reset is how they add one). The
 //!    email's domain must be one of the provider's allowed domains, when it lists
-//!    any. A disabled user signs in no more than with a password.
+//!    any, and so must the hosted domain (`hd`) for Google and for any token that
+//!    names one. Linking to an account whose email was never verified replaces
+//!    its password with one nobody knows and ends its sessions (whoever made the
+//!    account may know the old one). A disabled user signs in no more than with a
+//!    password, and is not linked.
 //! 4. A session as for a password sign-in (`remember_me` as asked at the start),
-//!    and the audit entries `oidc.linked`, `user.created` (`via: oidc`),
-//!    `login.succeeded` (`method: oidc`) or `oidc.failed` with the reason.
+//!    and the audit entries `oidc.linked`, `user.created` (by `oidc:{provider}`),
+//!    `login.succeeded` (`method: oidc`); a callback refused after its sign-in was
+//!    taken is audited `oidc.failed` with the reason.
 //!
 //! **Configuration** ([`Oidc::set_provider`]) is a rule of the service: only an
 //! owner (or the app) may add, change or remove a sign-in provider, since a
 //! provider that vouches for an email signs in as that email's user, owners
-//! included. The client secret is sealed with crm's master key.
+//! included. The client secret is sealed with crm's master key. Links to an
+//! issuer no provider of the workspace names any more are deleted.
 //!
-//! **Network.** Discovery (`{issuer}/.well-known/openid-configuration`, whose
-//! `issuer` must be the configured one, exactly), the token endpoint and the JWKS
-//! must be `https` (plain `http` only on a loopback address); [`HTTP_TIMEOUT`],
-//! at most 1 MiB per answer, no redirects. Discovery is kept for an hour.
+//! **Network.** The issuer is a workspace owner's choice, so every request goes
+//! through the webhooks' SSRF guard: public addresses only, unless the operator
+//! allows a network ([`crate::CrmBuilder::webhook_allow_networks`]). Discovery
+//! (`{issuer}/.well-known/openid-configuration`, whose `issuer` must be the
+//! configured one, exactly), the token endpoint and the JWKS must be `https`
+//! (plain `http` only on a loopback address); [`HTTP_TIMEOUT`], at most 1 MiB per
+//! answer, no redirects. Discovery is kept for an hour. The client authenticates
+//! with `client_secret_post` when the provider lists it, else
+//! `client_secret_basic`.
 //!
 //! **Refusals** are [`Error::Unauthorized`] with the reason: `OidcState` (unknown,
-//! used or expired state), `OidcDenied` (the provider answered an error, or
-//! refused the code), the `Jwt*` reasons for the ID token, `OidcNonce`,
-//! `OidcEmailUnverified`, `OidcDomain`, `OidcNoAccount`; a provider that cannot be
-//! reached is [`Error::Integration`]. A refused callback creates nothing.
+//! used or expired state, or another provider's callback), `OidcDenied` (the
+//! provider answered an error, or refused the code), the `Jwt*` reasons for the
+//! ID token, `OidcNonce`, `OidcEmailUnverified`, `OidcDomain`, `OidcNoAccount`; a
+//! provider that cannot be reached is [`Error::Integration`]. A refused ID token
+//! creates nothing (no user, link or session).
 //!
 //! Decisions where the issue was silent: Microsoft's preset is per tenant
-//! (`https://login.microsoftonline.com/{tenant}/v2.0`), since the multi-tenant
+//! (`https://login.microsoftonline.com/{tenant id}/v2.0`), since the multi-tenant
 //! endpoints have no single issuer to check; the scopes asked are
-//! `openid email profile`; saving a provider replaces its whole configuration.
+//! `openid email profile`; saving a provider replaces its whole configuration
+//! and does not contact the issuer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,6 +80,7 @@ use crate::jwt::{trusted_url, JwtConfig, JwtKey, Verifier};
 use crate::leads::Email;
 use crate::store::oidc::ProviderRow;
 use crate::store::{self, Ts};
+use crate::webhooks::ssrf::{self, IpNet};
 use crate::{Crm, Error, Result, SecretString};
 
 /// How long a started sign-in waits for its callback.
@@ -118,8 +135,10 @@ impl OidcProviderInput {
         Self::issuer("google", GOOGLE, client_id).client_secret(client_secret)
     }
 
-    /// Microsoft Entra ID (`microsoft`) for one tenant (its id or its
-    /// `contoso.onmicrosoft.com` domain), with the app registration's id and secret.
+    /// Microsoft Entra ID (`microsoft`) for one tenant, by its directory (tenant)
+    /// id, a UUID: the issuer Microsoft's discovery names is the id's, so a
+    /// `contoso.onmicrosoft.com` domain (or `common`) would never match. With the
+    /// app registration's id and secret.
     pub fn microsoft(
         tenant: &str,
         client_id: impl Into<String>,
@@ -184,7 +203,10 @@ pub struct OidcProvider {
 #[derive(Debug, Clone)]
 pub struct OidcStartInput {
     /// Where the provider sends the browser back (registered at the provider):
-    /// `https`, or `http` on a loopback address.
+    /// `https`, or `http` on a loopback address. It must be this workspace and
+    /// provider's own URL (crm's router uses
+    /// `/api/auth/oidc/{workspace_id}/{provider}/callback`), whose handler passes
+    /// both to [`Crm::oidc_finish`].
     pub redirect_uri: String,
     /// Where to send the browser once signed in: a path on this site (`/leads`),
     /// never another site.
@@ -195,7 +217,8 @@ pub struct OidcStartInput {
 
 /// A started sign-in: send the browser to `url`, and keep `state` (e.g. in a
 /// cookie) to check the callback came back to the browser that started it.
-#[derive(Debug, Clone)]
+/// `Debug` shows neither (the URL carries the state).
+#[derive(Clone)]
 pub struct OidcStart {
     /// The provider's authorization URL.
     pub url: String,
@@ -205,9 +228,25 @@ pub struct OidcStart {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The provider's callback, for [`Crm::oidc_finish`].
-#[derive(Debug, Clone, Default)]
+impl std::fmt::Debug for OidcStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcStart")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The provider's callback, for [`Crm::oidc_finish`]. `Debug` shows neither the
+/// state nor the code.
+#[derive(Clone, Default)]
 pub struct OidcCallback {
+    /// The workspace of the callback URL the provider sent the browser to.
+    pub workspace_id: WorkspaceId,
+    /// The provider named by that URL: each (workspace, provider) has its own
+    /// callback URL, and a sign-in is finished only by its own provider's (a code
+    /// one provider issued never goes to another's token endpoint: the mix-up
+    /// attack).
+    pub provider: String,
     /// The `state` parameter.
     pub state: String,
     /// The `code` parameter.
@@ -218,6 +257,17 @@ pub struct OidcCallback {
     pub ip: Option<String>,
     /// The client's `User-Agent`, for the session.
     pub user_agent: Option<String>,
+}
+
+impl std::fmt::Debug for OidcCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcCallback")
+            .field("workspace_id", &self.workspace_id)
+            .field("provider", &self.provider)
+            .field("error", &self.error)
+            .field("ip", &self.ip)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A finished sign-in.
@@ -245,7 +295,8 @@ struct Discovery {
 /// The discovery documents and ID-token verifiers a `Crm` keeps, by issuer.
 pub(crate) struct Cache {
     client: reqwest::Client,
-    discovery: tokio::sync::Mutex<HashMap<String, (Discovery, DateTime<Utc>)>>,
+    allow: Vec<IpNet>,
+    discovery: std::sync::Mutex<HashMap<String, (Discovery, DateTime<Utc>)>>,
     verifiers: std::sync::Mutex<HashMap<(String, String), Arc<Verifier>>>,
 }
 
@@ -255,18 +306,40 @@ impl std::fmt::Debug for Cache {
     }
 }
 
+/// How many discovery documents and verifiers a `Crm` keeps (all are dropped
+/// when one more is needed: they are fetched again on use).
+const CACHE_MAX: usize = 256;
+
 impl Cache {
-    pub(crate) fn new() -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|_| Error::Config("OIDC: the HTTP client could not be built".into()))?;
+    /// Provider URLs are chosen by workspace owners: names resolve through the SSRF
+    /// guard, with the operator's allow-list (`webhook_allow_networks`).
+    pub(crate) fn new(allow: &[IpNet]) -> Result<Self> {
+        let client = ssrf::guarded_client(
+            HTTP_TIMEOUT,
+            allow,
+            concat!("crm-oidc/", env!("CARGO_PKG_VERSION")),
+        )?;
         Ok(Self {
             client,
-            discovery: tokio::sync::Mutex::default(),
+            allow: allow.to_vec(),
+            discovery: std::sync::Mutex::default(),
             verifiers: std::sync::Mutex::default(),
         })
+    }
+
+    /// Whether crm may send a request to `url`: `https` (or `http` on loopback),
+    /// and a host that is a literal address only if the guard allows it (names
+    /// are checked by the client's resolver when it connects).
+    fn reachable(&self, url: &str) -> bool {
+        let Ok(u) = url::Url::parse(url) else {
+            return false;
+        };
+        let literal = match u.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        trusted_url(url) && literal.is_none_or(|ip| ssrf::allowed(ip, &self.allow))
     }
 }
 
@@ -279,6 +352,11 @@ fn random() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A password nobody knows (it meets the password policy).
+fn unusable_password() -> String {
+    format!("Oidc-{}-1a", random())
 }
 
 fn aad(ws: WorkspaceId, name: &str) -> Vec<u8> {
@@ -363,7 +441,8 @@ impl Oidc {
         {
             e.add("name", "must be 1-32 of a-z, 0-9 and -");
         }
-        let issuer = input.issuer.trim().trim_end_matches('/').to_owned();
+        // Exactly as the provider writes it (Auth0's ends in `/`): `iss` must equal it.
+        let issuer = input.issuer.trim().to_owned();
         let issuer_ok = issuer.len() <= 512
             && trusted_url(&issuer)
             && url::Url::parse(&issuer)
@@ -548,17 +627,32 @@ fn unreachable(what: &str, e: &reqwest::Error) -> Error {
 }
 
 impl Crm {
-    /// The issuer's discovery document (kept for [`DISCOVERY_TTL`]).
+    /// The issuer's discovery document (kept for [`DISCOVERY_TTL`]; the cache is
+    /// not held while a document is fetched, so one slow issuer delays only its
+    /// own sign-ins).
     async fn oidc_discovery(&self, issuer: &str) -> Result<Discovery> {
         let cache = self.oidc_cache();
         let now = self.now();
-        let mut docs = cache.discovery.lock().await;
-        if let Some((doc, at)) = docs.get(issuer) {
+        let lock = || {
+            cache
+                .discovery
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((doc, at)) = lock().get(issuer) {
             if (now - *at).to_std().unwrap_or_default() < DISCOVERY_TTL {
                 return Ok(doc.clone());
             }
         }
-        let url = format!("{issuer}/.well-known/openid-configuration");
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        if !cache.reachable(&url) {
+            return Err(Error::Integration(
+                "OIDC discovery: the issuer is not an address crm may reach".into(),
+            ));
+        }
         let res = cache
             .client
             .get(&url)
@@ -578,11 +672,15 @@ impl Crm {
             &doc.token_endpoint,
             &doc.jwks_uri,
         ];
-        if doc.issuer != issuer || !endpoints.iter().all(|u| trusted_url(u)) {
+        if doc.issuer != issuer || !endpoints.iter().all(|u| cache.reachable(u)) {
             return Err(Error::Integration(
-                "OIDC discovery: the document names another issuer, or an endpoint that is not https"
+                "OIDC discovery: the document names another issuer, or an endpoint crm may not reach"
                     .into(),
             ));
+        }
+        let mut docs = lock();
+        if docs.len() >= CACHE_MAX {
+            docs.clear();
         }
         docs.insert(issuer.to_owned(), (doc.clone(), now));
         Ok(doc)
@@ -604,13 +702,19 @@ impl Crm {
         if let Some(v) = verifiers.get(&key) {
             return Ok(v.clone());
         }
+        if verifiers.len() >= CACHE_MAX {
+            verifiers.clear();
+        }
         let mut config = JwtConfig::new(
             JwtKey::Jwks(doc.jwks_uri.clone()),
             doc.issuer.clone(),
             client_id,
         );
         config.default_workspace = Some(ws);
-        let v = Arc::new(Verifier::new(config)?);
+        let v = Arc::new(Verifier::with_client(
+            config,
+            self.oidc_cache().client.clone(),
+        )?);
         verifiers.insert(key, v.clone());
         Ok(v)
     }
@@ -619,6 +723,11 @@ impl Crm {
     /// docs](crate::oidc)): a session, or `Unauthorized` with the reason and
     /// nothing created. The state works once, whatever the outcome.
     pub async fn oidc_finish(&self, callback: OidcCallback) -> Result<OidcSignedIn> {
+        if let Some(ip) = callback.ip.as_deref() {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::invalid("ip", "must be an IP address"));
+            }
+        }
         let state_ok = callback.state.len() == 43
             && URL_SAFE_NO_PAD
                 .decode(&callback.state)
@@ -660,6 +769,11 @@ impl Crm {
         callback: &OidcCallback,
     ) -> Result<OidcSignedIn> {
         let ws = login.workspace_id;
+        // The sign-in came back to another provider's callback: its code is not
+        // this provider's to redeem (the mix-up attack), and nothing is sent.
+        if ws != callback.workspace_id || login.provider != callback.provider {
+            return Err(refuse(AuthFailure::OidcState));
+        }
         if callback.error.is_some() {
             return Err(refuse(AuthFailure::OidcDenied));
         }
@@ -668,11 +782,6 @@ impl Crm {
             .as_deref()
             .filter(|c| !c.is_empty() && c.len() <= 4096)
             .ok_or_else(|| refuse(AuthFailure::OidcDenied))?;
-        if let Some(ip) = callback.ip.as_deref() {
-            if ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(Error::invalid("ip", "must be an IP address"));
-            }
-        }
         // The provider may have been removed or changed since the start.
         let provider = store::oidc::provider(self.pool(), ws, &login.provider)
             .await?
@@ -707,6 +816,8 @@ impl Crm {
         let email = claims["email"]
             .as_str()
             .filter(|_| verified)
+            // ASCII only: Unicode case folding could match another address.
+            .filter(|e| e.is_ascii())
             .and_then(|e| Email::parse(e).ok())
             .ok_or_else(|| refuse(AuthFailure::OidcEmailUnverified))?;
         let domains: Vec<String> = serde_json::from_str(&provider.allowed_domains)
@@ -717,6 +828,18 @@ impl Crm {
             .map(|(_, d)| d.to_ascii_lowercase())
             .unwrap_or_default();
         if !domains.is_empty() && !domains.contains(&domain) {
+            return Err(refuse(AuthFailure::OidcDomain));
+        }
+        // Google: an address of the domain is not enough (a personal account made
+        // with a work address keeps it after the mailbox is gone); the account
+        // must be the domain's own (`hd`, its Workspace domain). Any provider that
+        // names a hosted domain is held to it too.
+        if (doc.issuer == GOOGLE || !claims["hd"].is_null())
+            && !domains.is_empty()
+            && !claims["hd"]
+                .as_str()
+                .is_some_and(|hd| domains.iter().any(|d| d.eq_ignore_ascii_case(hd)))
+        {
             return Err(refuse(AuthFailure::OidcDomain));
         }
         let name = claims["name"]
@@ -755,14 +878,12 @@ impl Crm {
         code: &str,
         login: &store::oidc::LoginRow,
     ) -> Result<String> {
-        // client_secret_post unless the provider names only client_secret_basic.
+        // client_secret_post when the provider lists it, else client_secret_basic
+        // (the default of OpenID Connect Discovery when it lists nothing).
         let basic = secret.filter(|_| {
-            doc.token_endpoint_auth_methods_supported
+            !doc.token_endpoint_auth_methods_supported
                 .as_ref()
-                .is_some_and(|m| {
-                    m.iter().any(|x| x == "client_secret_basic")
-                        && !m.iter().any(|x| x == "client_secret_post")
-                })
+                .is_some_and(|m| m.iter().any(|x| x == "client_secret_post"))
         });
         let body = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -853,8 +974,9 @@ impl Crm {
                 let input = NewUser {
                     email: email.as_str().to_owned(),
                     display_name: name.map_or_else(|| email.as_str().to_owned(), str::to_owned),
-                    // Unusable: nobody knows it; a password reset sets one.
-                    password: format!("{}-{}", random(), random()),
+                    // Unusable: nobody knows it; a password reset sets one. (The
+                    // fixed part meets the policy whatever the random part is.)
+                    password: unusable_password(),
                     role: None,
                 };
                 match auth
@@ -886,12 +1008,23 @@ impl Crm {
             return Err(refuse(AuthFailure::InvalidCredentials));
         }
         let now = self.now();
+        // An account whose email was never verified was made by someone else
+        // (an admin, a sign-up that never opened its mail), who may know its
+        // password: it is replaced by one nobody knows, and its sessions end.
+        let replace = if user.email_verified_at.is_none() && !created {
+            Some(self.passwords().hash(&unusable_password()).await?)
+        } else {
+            None
+        };
+        let mut audit = link(&user, "oidc.linked");
+        audit.details["password_replaced"] = json!(replace.is_some());
         store::oidc::link(
             pool,
             &user,
             (issuer, subject),
             Ts(now),
-            &link(&user, "oidc.linked"),
+            replace.as_deref(),
+            &audit,
         )
         .await?;
         let user = User {

@@ -60,7 +60,7 @@ pub struct Config {
     pub(crate) whatsapp: Option<(SecretString, SecretString)>,
     pub(crate) calcom: Option<SecretString>,
     #[cfg_attr(not(feature = "oidc"), allow(dead_code))]
-    pub(crate) oidc_callback: Option<String>,
+    pub(crate) oidc_base: Option<String>,
 }
 
 impl Default for Config {
@@ -86,7 +86,7 @@ impl Default for Config {
             inbound_limit: 256 * 1024,
             whatsapp: None,
             calcom: None,
-            oidc_callback: None,
+            oidc_base: None,
         }
     }
 }
@@ -198,14 +198,15 @@ impl Config {
         self
     }
 
-    /// OpenID Connect sign-in: the full URL of this router's
-    /// `/api/auth/oidc/callback` as browsers reach it
-    /// (`https://crm.example.com/api/auth/oidc/callback`), which is the redirect
-    /// URI to register at each provider. Without it the sign-in routes answer 503.
+    /// OpenID Connect sign-in: the URL browsers reach this router at
+    /// (`https://crm.example.com`, or `https://example.com/crm` when it is nested
+    /// there). Each workspace's provider sends browsers back to
+    /// `{base}/api/auth/oidc/{workspace_id}/{provider}/callback`, the redirect URI to
+    /// register at that provider. Without it the sign-in routes answer 503.
     #[cfg(feature = "oidc")]
     #[cfg_attr(docsrs, doc(cfg(feature = "oidc")))]
-    pub fn oidc_callback_url(mut self, url: &str) -> Self {
-        self.oidc_callback = Some(url.trim().to_owned());
+    pub fn oidc_base_url(mut self, url: &str) -> Self {
+        self.oidc_base = Some(url.trim().trim_end_matches('/').to_owned());
         self
     }
 

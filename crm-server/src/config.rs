@@ -85,7 +85,7 @@ settings! {
     metrics_addr, "CRM_METRICS_ADDR", false, "the main address", "Serve GET /metrics on this separate address instead of the main one";
     log_format, "CRM_LOG_FORMAT", false, "auto", "Log format: auto (text on a terminal, JSON otherwise), text or json. The filter is CRM_LOG or RUST_LOG (default info)";
     registration, "CRM_REGISTRATION", false, "false", "Whether anyone may register a new workspace: true or false. Default false";
-    public_url, "CRM_PUBLIC_URL", false, "none (mails carry the bare token)", "The address people reach this server at, e.g. https://crm.example.com: reset and verification mails link to its /auth pages, file download links to its /api/files, and OpenID Connect providers send browsers back to its /api/auth/oidc/callback";
+    public_url, "CRM_PUBLIC_URL", false, "none (mails carry the bare token)", "The address people reach this server at, e.g. https://crm.example.com: reset and verification mails link to its /auth pages, file download links to its /api/files, and OpenID Connect providers send browsers back to its /api/auth/oidc/{workspace}/{provider}/callback";
     files_dir, "CRM_FILES_DIR", false, "files in the data directory", "Directory attached files are stored in (created 0700 on first upload). Default: files in the data directory";
     s3_bucket, "CRM_S3_BUCKET", false, "none (files in CRM_FILES_DIR)", "S3 bucket attached files are stored in instead of a directory (presigned download links); credentials, region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT (AWS_ALLOW_HTTP=true for an http endpoint)";
     s3_prefix, "CRM_S3_PREFIX", false, "none", "Key prefix in that bucket, ending in / (e.g. prod/), for a bucket shared by deployments";

@@ -187,9 +187,9 @@ pub(crate) fn router_config(cfg: &Config) -> RouterConfig {
     if let Some(secret) = &cfg.calcom_webhook_secret {
         r = r.calcom(secret.clone());
     }
-    // The providers' redirect URI (the server serves the router at its root).
+    // The providers' redirect URIs (the server serves the router at its root).
     if let Some(url) = &cfg.public_url {
-        r = r.oidc_callback_url(&format!("{url}/api/auth/oidc/callback"));
+        r = r.oidc_base_url(url);
     }
     r
 }

@@ -35,6 +35,8 @@ conformance!(
     only_owners_configure_sign_in_providers,
     disabled_users_do_not_sign_in,
     the_browser_routes_check_the_state_cookie,
+    a_code_goes_only_to_the_provider_that_issued_it,
+    providers_on_private_addresses_need_the_operators_allow_list,
 );
 
 // The tenant tests again, behind row-level security.
@@ -45,6 +47,7 @@ with_rls!(
     only_owners_configure_sign_in_providers,
     disabled_users_do_not_sign_in,
     the_browser_routes_check_the_state_cookie,
+    a_code_goes_only_to_the_provider_that_issued_it,
 );
 
 const RSA: &[u8] = include_bytes!("../vectors/jwt/rsa-private.pem");
@@ -72,6 +75,9 @@ struct IdpState {
     next: Option<Value>,
     codes: HashMap<String, Grant>,
     token_requests: Vec<HashMap<String, String>>,
+    /// What discovery lists as `token_endpoint_auth_methods_supported` (`None`:
+    /// the key is left out, and clients must use `client_secret_basic`).
+    auth_methods: Option<Vec<&'static str>>,
 }
 
 #[derive(Clone)]
@@ -90,7 +96,8 @@ fn pairs(q: &str) -> HashMap<String, String> {
 
 async fn discovery(State(idp): State<Idp>) -> Response {
     let i = &idp.issuer;
-    axum::Json(json!({
+    let methods = idp.state.lock().expect("lock").auth_methods.clone();
+    let mut doc = json!({
         "issuer": i,
         "authorization_endpoint": format!("{i}/authorize"),
         "token_endpoint": format!("{i}/token"),
@@ -99,9 +106,11 @@ async fn discovery(State(idp): State<Idp>) -> Response {
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
-    }))
-    .into_response()
+    });
+    if let Some(m) = methods {
+        doc["token_endpoint_auth_methods_supported"] = json!(m);
+    }
+    axum::Json(doc).into_response()
 }
 
 async fn jwks() -> Response {
@@ -161,8 +170,24 @@ async fn authorize(State(idp): State<Idp>, RawQuery(q): RawQuery) -> Response {
 }
 
 /// Checks everything a real provider checks, and uses the code up.
-async fn token(State(idp): State<Idp>, body: String) -> Response {
-    let f = pairs(&body);
+async fn token(State(idp): State<Idp>, headers: axum::http::HeaderMap, body: String) -> Response {
+    let mut f = pairs(&body);
+    // client_secret_basic: the credentials from the header, form-encoded.
+    if let Some(basic) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .expect("base64");
+        let raw = String::from_utf8(raw).expect("utf-8");
+        let (id, secret) = raw.split_once(':').expect("id:secret");
+        let dec = |v: &str| pairs(&format!("v={v}"))["v"].clone();
+        f.insert("basic_client_id".into(), dec(id));
+        f.insert("client_secret".into(), dec(secret));
+        f.entry("client_id".into()).or_insert_with(|| dec(id));
+    }
     let mut st = idp.state.lock().expect("lock");
     st.token_requests.push(f.clone());
     let refuse = || {
@@ -205,6 +230,7 @@ impl Idp {
             state: Arc::new(Mutex::new(IdpState {
                 issuer,
                 now: db.clock.now().timestamp(),
+                auth_methods: Some(vec!["client_secret_post", "client_secret_basic"]),
                 ..IdpState::default()
             })),
         };
@@ -245,7 +271,6 @@ impl Idp {
             .to_str()
             .expect("location")
             .to_owned();
-        assert!(back.starts_with(REDIRECT), "{back}");
         let q = pairs(back.split_once('?').map_or("", |(_, q)| q));
         (q["code"].clone(), q["state"].clone())
     }
@@ -265,8 +290,10 @@ fn start_input() -> OidcStartInput {
     }
 }
 
-fn callback(code: &str, state: &str) -> OidcCallback {
+fn callback(ws: WorkspaceId, code: &str, state: &str) -> OidcCallback {
     OidcCallback {
+        workspace_id: ws,
+        provider: "acme".into(),
         state: state.into(),
         code: Some(code.into()),
         ip: Some("203.0.113.9".into()),
@@ -277,7 +304,14 @@ fn callback(code: &str, state: &str) -> OidcCallback {
 
 /// A workspace with its owner `ana@example.com` (a password account), and a `Crm`.
 async fn setup(db: &TestDb) -> (Crm, WorkspaceId, Idp) {
-    let crm = db.crm().await;
+    // The stand-in provider listens on 127.0.0.1, which the SSRF guard refuses
+    // unless the operator allows it.
+    let crm = db
+        .builder()
+        .webhook_allow_networks(["127.0.0.0/8"])
+        .connect()
+        .await
+        .expect("connect");
     let owner = crm
         .register(
             "Acme",
@@ -304,7 +338,17 @@ async fn sign_in(crm: &Crm, ws: WorkspaceId, idp: &Idp) -> Result<crm::oidc::Oid
         .expect("start");
     let (code, state) = idp.authorize(&started.url).await;
     assert_eq!(state, started.state.expose());
-    crm.oidc_finish(callback(&code, &state)).await
+    crm.oidc_finish(callback(ws, &code, &state)).await
+}
+
+fn login(email: &str) -> crm::auth::Login {
+    crm::auth::Login {
+        email: email.into(),
+        password: PASSWORD.into(),
+        remember_me: false,
+        ip: None,
+        user_agent: None,
+    }
 }
 
 fn reason<T: std::fmt::Debug>(r: Result<T, Error>) -> AuthFailure {
@@ -358,9 +402,16 @@ async fn signing_in_links_a_verified_email_and_keeps_the_link(db: &TestDb) {
         .await;
     assert_ne!(stored, q["state"]);
 
+    // The owner has a password session; their email was never verified.
+    let by_password = crm
+        .workspace(ws)
+        .auth()
+        .login(login("ana@example.com"))
+        .await
+        .expect("password");
     let (code, state) = idp.authorize(&started.url).await;
     let done = crm
-        .oidc_finish(callback(&code, &state))
+        .oidc_finish(callback(ws, &code, &state))
         .await
         .expect("signed in");
     assert_eq!(done.logged_in.user.email.as_str(), "ana@example.com");
@@ -373,18 +424,35 @@ async fn signing_in_links_a_verified_email_and_keeps_the_link(db: &TestDb) {
         .await
         .expect("session");
     assert_eq!(who.user.id, done.logged_in.user.id);
+    assert_eq!(
+        db.count("crm_users WHERE email_verified_at IS NOT NULL")
+            .await,
+        1
+    );
+    // An account whose email was never verified was made by someone who may know
+    // its password: linking replaced it and ended its other sessions.
+    let old = crm.authenticate_session(by_password.token.expose()).await;
+    assert!(matches!(old, Err(Error::Unauthorized { .. })), "{old:?}");
+    let pw = crm
+        .workspace(ws)
+        .auth()
+        .login(login("ana@example.com"))
+        .await;
+    assert_eq!(reason(pw), AuthFailure::InvalidCredentials);
     // The provider saw the secret and the PKCE verifier (it checked both).
     let sent = idp.token_requests();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["client_secret"], CLIENT_SECRET);
     assert_eq!(sent[0]["code_verifier"].len(), 43);
     assert_eq!(audits(db, "oidc.linked").await, 1);
-    let details = db
-        .scalar_text(
-            "SELECT CAST(details AS TEXT) FROM crm_audit_log WHERE action = 'login.succeeded'",
+    // Audited as a sign-in with the provider (the password one before says nothing).
+    let by_oidc = db
+        .count(
+            "crm_audit_log WHERE action = 'login.succeeded' \
+             AND CAST(details AS TEXT) LIKE '%oidc%acme%'",
         )
         .await;
-    assert!(details.contains("\"oidc\""), "{details}");
+    assert_eq!(by_oidc, 1);
 
     // The link holds when the provider's email changes: the subject signs in.
     idp.next(json!({"email": "ana.lima@example.com"}));
@@ -395,6 +463,74 @@ async fn signing_in_links_a_verified_email_and_keeps_the_link(db: &TestDb) {
     assert_eq!(db.count("crm_users").await, 1);
     // Each callback used its sign-in up.
     assert_eq!(db.count("crm_oidc_logins").await, 0);
+
+    // A user whose email was verified keeps their password and sessions.
+    let carla = crm
+        .workspace(ws)
+        .auth()
+        .create_user(
+            NewUser {
+                email: "carla@example.com".into(),
+                display_name: "Carla".into(),
+                role: None,
+                password: PASSWORD.into(),
+            },
+            Actor::App(None),
+        )
+        .await
+        .expect("carla");
+    db.execute(
+        "UPDATE crm_users SET email_verified_at = created_at WHERE email_key = 'carla@example.com'",
+    )
+    .await;
+    let session = crm
+        .workspace(ws)
+        .auth()
+        .login(login("carla@example.com"))
+        .await
+        .expect("password");
+    // A provider that lists no client authentication gets client_secret_basic
+    // (once crm reads its discovery again, an hour on).
+    {
+        let mut st = idp.state.lock().expect("lock");
+        st.auth_methods = None;
+        db.clock.advance(Duration::minutes(61));
+        st.now = db.clock.now().timestamp();
+    }
+    idp.next(json!({"sub": "carla-sub", "email": "carla@example.com"}));
+    let linked = sign_in(&crm, ws, &idp).await.expect("carla links");
+    assert_eq!(linked.logged_in.user.id, carla.id);
+    let sent = idp.token_requests();
+    let last = sent.last().expect("request");
+    assert_eq!(
+        last.get("basic_client_id").map(String::as_str),
+        Some(CLIENT_ID)
+    );
+    assert!(!sent[0].contains_key("basic_client_id"));
+    crm.authenticate_session(session.token.expose())
+        .await
+        .expect("still signed in");
+    crm.workspace(ws)
+        .auth()
+        .login(login("carla@example.com"))
+        .await
+        .expect("password kept");
+    assert_eq!(db.count("crm_oidc_identities").await, 2);
+    // A Workspace account of another domain (`hd`) is not one of the allowed
+    // domains, whatever its address says.
+    idp.next(json!({"sub": "carla-sub", "email": "carla@example.com", "hd": "other.example"}));
+    assert_eq!(
+        reason(sign_in(&crm, ws, &idp).await),
+        AuthFailure::OidcDomain
+    );
+    // Removing the provider forgets its links: should its issuer come back, its
+    // subjects are strangers again.
+    crm.workspace(ws)
+        .oidc()
+        .delete_provider("acme", Actor::App(None))
+        .await
+        .expect("delete");
+    assert_eq!(db.count("crm_oidc_identities").await, 0);
 }
 
 async fn a_first_sign_in_creates_a_member_only_when_allowed(db: &TestDb) {
@@ -462,21 +598,21 @@ async fn refused_callbacks_create_nothing_and_say_why(db: &TestDb) {
     let (code, _) = idp.authorize(&s.url).await;
     let forged = URL_SAFE_NO_PAD.encode([7u8; 32]);
     assert_eq!(
-        reason(crm.oidc_finish(callback(&code, &forged)).await),
+        reason(crm.oidc_finish(callback(ws, &code, &forged)).await),
         AuthFailure::OidcState
     );
     assert_eq!(
-        reason(crm.oidc_finish(callback(&code, "../x")).await),
+        reason(crm.oidc_finish(callback(ws, &code, "../x")).await),
         AuthFailure::OidcState
     );
 
     // A callback replayed: the state works once.
     let (code, state) = idp.authorize(&s.url).await;
-    crm.oidc_finish(callback(&code, &state))
+    crm.oidc_finish(callback(ws, &code, &state))
         .await
         .expect("first use");
     assert_eq!(
-        reason(crm.oidc_finish(callback(&code, &state)).await),
+        reason(crm.oidc_finish(callback(ws, &code, &state)).await),
         AuthFailure::OidcState
     );
     let sessions = db.count("crm_sessions").await;
@@ -486,7 +622,7 @@ async fn refused_callbacks_create_nothing_and_say_why(db: &TestDb) {
     let s2 = start().await;
     let (_, state2) = idp.authorize(&s2.url).await;
     assert_eq!(
-        reason(crm.oidc_finish(callback(&code, &state2)).await),
+        reason(crm.oidc_finish(callback(ws, &code, &state2)).await),
         AuthFailure::OidcDenied
     );
 
@@ -495,7 +631,7 @@ async fn refused_callbacks_create_nothing_and_say_why(db: &TestDb) {
     let declined = OidcCallback {
         state: s3.state.expose().to_owned(),
         error: Some("access_denied".into()),
-        ..OidcCallback::default()
+        ..callback(ws, "", "")
     };
     assert_eq!(
         reason(crm.oidc_finish(declined).await),
@@ -559,7 +695,7 @@ async fn refused_callbacks_create_nothing_and_say_why(db: &TestDb) {
     let (code4, state4) = idp.authorize(&s4.url).await;
     db.clock.advance(Duration::minutes(11));
     assert_eq!(
-        reason(crm.oidc_finish(callback(&code4, &state4)).await),
+        reason(crm.oidc_finish(callback(ws, &code4, &state4)).await),
         AuthFailure::OidcState
     );
 
@@ -695,13 +831,13 @@ async fn only_owners_configure_sign_in_providers(db: &TestDb) {
         ("google", "https://accounts.google.com")
     );
     let m = OidcProviderInput::microsoft(
-        "contoso.onmicrosoft.com",
+        "9188040d-6c67-4c5b-b112-36a304b66dad",
         "m-id",
         SecretString::from("m".to_owned()),
     );
     assert_eq!(
         m.issuer,
-        "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+        "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
     );
     oidc.delete_provider("acme", Actor::User(owner.id))
         .await
@@ -756,9 +892,22 @@ async fn disabled_users_do_not_sign_in(db: &TestDb) {
 }
 
 async fn send(router: &axum::Router, uri: &str, cookie: Option<&str>) -> Response {
+    send_from(router, uri, cookie, None).await
+}
+
+/// A GET as a browser sends it, with `Sec-Fetch-Site` when given.
+async fn send_from(
+    router: &axum::Router,
+    uri: &str,
+    cookie: Option<&str>,
+    site: Option<&str>,
+) -> Response {
     let mut req = Request::get(uri);
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, c);
+    }
+    if let Some(s) = site {
+        req = req.header("sec-fetch-site", s);
     }
     router
         .clone()
@@ -789,26 +938,36 @@ async fn the_browser_routes_check_the_state_cookie(db: &TestDb) {
 
     let router = crm::http::Config::new()
         .insecure_cookie("crm_session")
-        .oidc_callback_url(REDIRECT)
+        .oidc_base_url("http://127.0.0.1:9/")
         .router(crm.clone());
-    let res = send(
-        &router,
-        &format!("/api/auth/oidc/{ws}/acme?return_to=%2Fleads"),
-        None,
-    )
-    .await;
+    // Another site cannot start a sign-in (it would choose whose account the
+    // visitor ends up in); this site's pages and a typed address can.
+    let start = format!("/api/auth/oidc/{ws}/acme?return_to=%2Fleads");
+    for site in ["cross-site", "same-site"] {
+        let res = send_from(&router, &start, None, Some(site)).await;
+        assert_eq!(res.status(), 403, "{site}");
+    }
+    assert_eq!(db.count("crm_oidc_logins").await, 0);
+    let res = send_from(&router, &start, None, Some("none")).await;
+    assert_eq!(res.status(), 303);
+    let res = send_from(&router, &start, None, Some("same-origin")).await;
     assert_eq!(res.status(), 303);
     let to_idp = res.headers()["location"]
         .to_str()
         .expect("location")
         .to_owned();
     assert!(to_idp.starts_with(&format!("{}/authorize?", idp.issuer)));
+    let q = pairs(to_idp.split_once('?').map_or("", |(_, q)| q));
+    assert_eq!(
+        q["redirect_uri"],
+        format!("http://127.0.0.1:9/api/auth/oidc/{ws}/acme/callback")
+    );
     let set = cookies(&res);
     let state_cookie = set[0].split(';').next().expect("cookie").to_owned();
     assert!(state_cookie.starts_with("crm_session_oidc="), "{set:?}");
     assert!(set[0].contains("HttpOnly") && set[0].contains("SameSite=Lax"));
     let (code, state) = idp.authorize(&to_idp).await;
-    let back = format!("/api/auth/oidc/callback?code={code}&state={state}");
+    let back = format!("/api/auth/oidc/{ws}/acme/callback?code={code}&state={state}");
 
     // Another browser (no cookie, or another sign-in's) is refused, and the state
     // is not used up by it.
@@ -846,7 +1005,7 @@ async fn the_browser_routes_check_the_state_cookie(db: &TestDb) {
     let state = state_cookie.split_once('=').expect("value").1.to_owned();
     let res = send(
         &router,
-        &format!("/api/auth/oidc/callback?error=access_denied&state={state}"),
+        &format!("/api/auth/oidc/{ws}/acme/callback?error=access_denied&state={state}"),
         Some(&state_cookie),
     )
     .await;
@@ -856,7 +1015,115 @@ async fn the_browser_routes_check_the_state_cookie(db: &TestDb) {
         .expect("body");
     let body: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(body["detail"], "the identity provider refused the sign-in");
-    // An unknown provider is a 404.
+    // An unknown provider is a 404, and so is a name no provider can have (a
+    // minute on: the sign-in routes have a budget per client address).
+    db.clock.advance(Duration::minutes(1));
     let res = send(&router, &format!("/api/auth/oidc/{ws}/nope"), None).await;
     assert_eq!(res.status(), 404);
+    let res = send(&router, &format!("/api/auth/oidc/{ws}/N%C3%B6pe"), None).await;
+    assert_eq!(res.status(), 404);
+}
+
+/// Two workspaces, each with its provider; B's owner runs a provider of their
+/// own. A sign-in started for B's provider must never have its code redeemed by
+/// A's, nor a code meant for A's provider sent to B's (the mix-up attack): each
+/// callback URL finishes only the sign-ins of its own provider.
+async fn a_code_goes_only_to_the_provider_that_issued_it(db: &TestDb) {
+    let (crm, a, idp_a) = setup(db).await;
+    crm.workspace(a)
+        .oidc()
+        .set_provider(provider(&idp_a), Actor::App(None))
+        .await
+        .expect("provider a");
+    let owner_b = crm
+        .register(
+            "B",
+            NewUser {
+                email: "mallory@example.com".into(),
+                display_name: "Mallory".into(),
+                role: None,
+                password: PASSWORD.into(),
+            },
+        )
+        .await
+        .expect("b");
+    let b = owner_b.workspace_id;
+    let idp_b = Idp::start(db).await;
+    crm.workspace(b)
+        .oidc()
+        .set_provider(
+            OidcProviderInput::issuer("evil", idp_b.issuer.as_str(), CLIENT_ID)
+                .client_secret(SecretString::from(CLIENT_SECRET.to_owned())),
+            Actor::User(owner_b.id),
+        )
+        .await
+        .expect("provider b");
+    // B's sign-in comes back (state S_B) to A's callback, carrying a code that
+    // A's provider issued: refused, and nothing goes to B's token endpoint.
+    let s_b = crm
+        .workspace(b)
+        .oidc()
+        .start("evil", start_input())
+        .await
+        .expect("start b");
+    let s_a = crm
+        .workspace(a)
+        .oidc()
+        .start("acme", start_input())
+        .await
+        .expect("start a");
+    let (code_a, _) = idp_a.authorize(&s_a.url).await;
+    let mixed = OidcCallback {
+        workspace_id: a,
+        provider: "acme".into(),
+        ..callback(a, &code_a, s_b.state.expose())
+    };
+    assert_eq!(reason(crm.oidc_finish(mixed).await), AuthFailure::OidcState);
+    assert!(idp_b.token_requests().is_empty());
+    assert!(idp_a.token_requests().is_empty());
+    // The same the other way round: A's state at B's callback.
+    let wrong_way = OidcCallback {
+        workspace_id: b,
+        provider: "evil".into(),
+        ..callback(a, &code_a, s_a.state.expose())
+    };
+    assert_eq!(
+        reason(crm.oidc_finish(wrong_way).await),
+        AuthFailure::OidcState
+    );
+    assert!(idp_b.token_requests().is_empty() && idp_a.token_requests().is_empty());
+    assert_eq!(db.count("crm_sessions").await, 0);
+    // B's owner is no owner in A, and configures nothing there.
+    let r = crm
+        .workspace(a)
+        .oidc()
+        .set_provider(provider(&idp_b), Actor::User(owner_b.id))
+        .await;
+    assert!(matches!(r, Err(Error::Forbidden)), "{r:?}");
+}
+
+/// The issuer is a workspace owner's choice: crm reaches a provider on a
+/// loopback or private address only when the operator allows that network
+/// (the webhooks' allow-list), so a provider cannot be a way into the host's
+/// own network.
+async fn providers_on_private_addresses_need_the_operators_allow_list(db: &TestDb) {
+    let crm = db.crm().await;
+    let idp = Idp::start(db).await;
+    let oidc = crm.workspace(WorkspaceId::DEFAULT).oidc();
+    oidc.set_provider(provider(&idp), Actor::App(None))
+        .await
+        .expect("saved");
+    let r = oidc.start("acme", start_input()).await;
+    assert!(matches!(r, Err(Error::Integration(_))), "{r:?}");
+    // A name that resolves to loopback is refused by the guarded resolver.
+    let port = idp.issuer.rsplit(':').next().expect("port");
+    oidc.set_provider(
+        OidcProviderInput::issuer("local", format!("http://localhost:{port}"), CLIENT_ID),
+        Actor::App(None),
+    )
+    .await
+    .expect("saved");
+    let r = oidc.start("local", start_input()).await;
+    assert!(matches!(r, Err(Error::Integration(_))), "{r:?}");
+    assert_eq!(db.count("crm_oidc_logins").await, 0);
 }

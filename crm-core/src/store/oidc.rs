@@ -96,6 +96,16 @@ pub(crate) async fn save_provider(
     .bind(row.updated_at)
     .execute(&mut tx)
     .await?;
+    // Links to an issuer no provider of the workspace names any more go: should
+    // the issuer come back (its domain in other hands), its old subjects are
+    // strangers again.
+    query(
+        "DELETE FROM crm_oidc_identities WHERE workspace_id = $1 AND issuer NOT IN \
+         (SELECT issuer FROM crm_oidc_providers WHERE workspace_id = $1)",
+    )
+    .bind(row.workspace_id)
+    .execute(&mut tx)
+    .await?;
     audit::insert_audit(&mut tx, audit).await?;
     let sql = format!(
         "SELECT {PROVIDER_COLUMNS} FROM crm_oidc_providers WHERE workspace_id = $1 AND name = $2"
@@ -138,6 +148,16 @@ pub(crate) async fn delete_provider(
         .bind(name)
         .execute(&mut tx)
         .await?;
+    // Links to an issuer no provider of the workspace names any more go: should
+    // the issuer come back (its domain in other hands), its old subjects are
+    // strangers again.
+    query(
+        "DELETE FROM crm_oidc_identities WHERE workspace_id = $1 AND issuer NOT IN \
+         (SELECT issuer FROM crm_oidc_providers WHERE workspace_id = $1)",
+    )
+    .bind(ws)
+    .execute(&mut tx)
+    .await?;
     audit::insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(())
@@ -234,12 +254,15 @@ pub(crate) async fn user_by_email(
 
 /// Links an issuer's subject to a user (whose email the issuer verified: the
 /// user's email counts as verified from now on), with its audit entry. A subject
-/// linked meanwhile keeps its first link.
+/// linked meanwhile keeps its first link. When the user's email was not verified
+/// until now and `replace_password` is given, the password hash becomes that one
+/// and the user's sessions end.
 pub(crate) async fn link(
     pool: &Pool,
     u: &User,
     (issuer, subject): (&str, &str),
     now: Ts,
+    replace_password: Option<&str>,
     audit: &AuditEntry,
 ) -> Result<()> {
     let mut tx = pool.begin_write().await?;
@@ -255,15 +278,23 @@ pub(crate) async fn link(
     .bind(now)
     .execute(&mut tx)
     .await?;
-    query(
-        "UPDATE crm_users SET email_verified_at = $3 \
+    let verified_now = query(
+        "UPDATE crm_users SET email_verified_at = $3, password_hash = COALESCE($4, password_hash) \
          WHERE workspace_id = $1 AND id = $2 AND email_verified_at IS NULL",
     )
     .bind(u.workspace_id)
     .bind(u.id.0)
     .bind(now)
+    .bind(replace_password)
     .execute(&mut tx)
     .await?;
+    if verified_now > 0 && replace_password.is_some() {
+        query("DELETE FROM crm_sessions WHERE workspace_id = $1 AND user_id = $2")
+            .bind(u.workspace_id)
+            .bind(u.id.0)
+            .execute(&mut tx)
+            .await?;
+    }
     audit::insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(())

@@ -3,7 +3,6 @@
 //! of one response. Without the feature crm-core does not compile reqwest, and its
 //! dispatchers leave webhook jobs to a process built with it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,50 +24,11 @@ use crate::{Error, Result};
 /// The HTTP client of one dispatcher: `timeout` per delivery, names resolved through
 /// the SSRF guard (with `allow` as its allow-list).
 pub(super) fn client(timeout: Duration, allow: &[IpNet]) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .no_proxy()
-        .dns_resolver(Arc::new(GuardedResolver {
-            allow: Arc::new(allow.to_vec()),
-        }))
-        .user_agent(concat!("crm-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|_| Error::Config("could not build the HTTP client".into()))
-}
-
-/// The resolver's refusal, recognised in the error chain as `ssrf_refused`.
-#[derive(Debug)]
-struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} resolves to a refused address", self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-/// A DNS resolver that refuses names resolving to non-public addresses, so the
-/// connection goes to the checked address and no second lookup can differ.
-struct GuardedResolver {
-    allow: Arc<Vec<IpNet>>,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow = self.allow.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if addrs.is_empty() || addrs.iter().any(|a| !ssrf::allowed(a.ip(), &allow)) {
-                return Err(Box::new(Refused(host)) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            let iter: reqwest::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(iter)
-        })
-    }
+    ssrf::guarded_client(
+        timeout,
+        allow,
+        concat!("crm-webhooks/", env!("CARGO_PKG_VERSION")),
+    )
 }
 
 pub(super) struct Sent {
@@ -137,7 +97,7 @@ pub(super) async fn send(
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
             let mut refused = false;
             while let Some(err) = source {
-                refused |= err.downcast_ref::<Refused>().is_some();
+                refused |= err.downcast_ref::<ssrf::Refused>().is_some();
                 source = err.source();
             }
             let kind = if refused {

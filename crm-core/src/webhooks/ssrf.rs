@@ -165,6 +165,68 @@ pub async fn resolve_checked(
     Ok(addrs)
 }
 
+/// The guard's refusal of a name, in a client's error chain (`ssrf_refused`).
+#[cfg(any(feature = "webhooks", feature = "jwt"))]
+#[derive(Debug)]
+pub(crate) struct Refused(String);
+
+#[cfg(any(feature = "webhooks", feature = "jwt"))]
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} resolves to a refused address", self.0)
+    }
+}
+
+#[cfg(any(feature = "webhooks", feature = "jwt"))]
+impl std::error::Error for Refused {}
+
+/// A DNS resolver that refuses names resolving to non-public addresses, so the
+/// connection goes to the checked address and no second lookup can differ.
+#[cfg(any(feature = "webhooks", feature = "jwt"))]
+struct GuardedResolver {
+    allow: std::sync::Arc<Vec<IpNet>>,
+}
+
+#[cfg(any(feature = "webhooks", feature = "jwt"))]
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow = self.allow.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if addrs.is_empty() || addrs.iter().any(|a| !allowed(a.ip(), &allow)) {
+                return Err(Box::new(Refused(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let iter: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(iter)
+        })
+    }
+}
+
+/// An HTTP client for URLs someone other than the operator chose (webhook
+/// endpoints, a workspace's sign-in provider): `timeout` per request, no proxy, no
+/// redirects, and every name resolved through the guard (`allow` as its
+/// allow-list). A literal IP address in a URL is not resolved: check the URL with
+/// [`check_url_shape`] / [`resolve_checked`] first, as its callers do.
+#[cfg(any(feature = "webhooks", feature = "jwt"))]
+pub(crate) fn guarded_client(
+    timeout: std::time::Duration,
+    allow: &[IpNet],
+    user_agent: &'static str,
+) -> crate::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .no_proxy()
+        .dns_resolver(std::sync::Arc::new(GuardedResolver {
+            allow: std::sync::Arc::new(allow.to_vec()),
+        }))
+        .user_agent(user_agent)
+        .build()
+        .map_err(|_| crate::Error::Config("could not build the HTTP client".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

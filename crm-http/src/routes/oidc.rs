@@ -1,15 +1,19 @@
 //! Sign-in with an OpenID Connect provider (feature `oidc`), two browser routes
-//! under `/api/auth/oidc`:
-//! - `GET /api/auth/oidc/{workspace_id}/{provider}` starts a sign-in: a 303 to the
-//!   provider, and a short-lived cookie holding the sign-in's `state`, so that the
-//!   callback is only taken from the browser that started it (a link to the
-//!   callback with someone else's code signs nobody in: no login CSRF).
-//! - `GET /api/auth/oidc/callback` finishes it: the session cookie and a 303 to the
-//!   `return_to` path asked at the start (`/` without one), or a problem (401 with
-//!   the reason) and no session.
+//! under `/api/auth/oidc/{workspace_id}/{provider}`:
+//! - `GET …` starts a sign-in: a 303 to the provider, and a short-lived cookie
+//!   holding the sign-in's `state`, so that the callback is only taken from the
+//!   browser that started it (a link to the callback with someone else's code
+//!   signs nobody in). Only from this site's own pages or a typed address
+//!   (`Sec-Fetch-Site` `same-origin` or `none`, when the browser sends it): another
+//!   site cannot sign a visitor in to an account of its choosing.
+//! - `GET …/callback` finishes it: the session cookie and a 303 to the `return_to`
+//!   path asked at the start (`/` without one), or a problem (401 with the reason)
+//!   and no session. Each provider has its own callback URL, and a sign-in is only
+//!   finished by its own (a code one provider issued is never sent to another).
 //!
-//! The callback URL the provider is given is [`crate::Config::oidc_callback_url`]
-//! (register that URL at the provider); without it both routes answer 503.
+//! The callback URLs start with [`crate::Config::oidc_base_url`] (register
+//! `{base}/api/auth/oidc/{workspace_id}/{provider}/callback` at the provider);
+//! without it both routes answer 503.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -21,7 +25,7 @@ use utoipa::IntoParams;
 
 use super::auth::{session_cookie, user_agent};
 use crate::extract::{ClientIp, Query};
-use crate::problem::ApiResult;
+use crate::problem::{ApiResult, Problem};
 use crate::AppState;
 
 /// How long the state cookie lives: the sign-in's own lifetime.
@@ -69,10 +73,23 @@ fn state_cookie(s: &AppState, value: &str, max_age: u64) -> HeaderValue {
     HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn callback_url(s: &AppState) -> Result<String, Error> {
-    s.cfg.oidc_callback.clone().ok_or_else(|| {
-        Error::Config("OIDC sign-in needs Config::oidc_callback_url (CRM_PUBLIC_URL)".into())
-    })
+/// The provider's callback URL, registered at the provider.
+fn callback_url(s: &AppState, ws: WorkspaceId, provider: &str) -> Result<String, Error> {
+    let base = s.cfg.oidc_base.as_deref().ok_or_else(|| {
+        Error::Config("OIDC sign-in needs Config::oidc_base_url (CRM_PUBLIC_URL)".into())
+    })?;
+    // Provider names are 1-32 of a-z, 0-9 and -: anything else names none.
+    let named = !provider.is_empty()
+        && provider.len() <= 32
+        && provider
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !named {
+        return Err(Error::NotFound {
+            entity: "sign-in provider",
+        });
+    }
+    Ok(format!("{base}/api/auth/oidc/{ws}/{provider}/callback"))
 }
 
 fn see_other(location: &str) -> Response {
@@ -90,15 +107,28 @@ fn see_other(location: &str) -> Response {
            ("provider" = String, Path, description = "The provider's name in the workspace"),
            StartParams),
     responses((status = 303, description = "To the provider's sign-in page"),
+              (status = 403, description = "Started from another site"),
               (status = 404, description = "No such provider in the workspace"),
               (status = 502, description = "The provider's discovery document could not be read"),
               (status = 503, description = "OIDC sign-in is not configured on this server")))]
 pub(crate) async fn start(
     State(s): State<AppState>,
     Path((ws, provider)): Path<(WorkspaceId, String)>,
+    headers: HeaderMap,
     Query(q): Query<StartParams>,
 ) -> ApiResult<Response> {
-    let redirect_uri = callback_url(&s)?;
+    let redirect_uri = callback_url(&s, ws, &provider)?;
+    // A sign-in another site starts would sign the visitor in to whatever
+    // account that site chose at a provider it runs (login CSRF).
+    let site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
+    if site.is_some_and(|v| v != b"same-origin" && v != b"none") {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "a sign-in starts from this site's own pages",
+        )
+        .into());
+    }
     let started = s
         .crm
         .workspace(ws)
@@ -123,18 +153,22 @@ pub(crate) async fn start(
 /// The provider's callback: checks the state against the browser's cookie,
 /// signs in (the session cookie is set) and answers a 303 to the `return_to`
 /// path of the start (`/` without one); 401 with the reason otherwise.
-#[utoipa::path(get, path = "/api/auth/oidc/callback", tag = "auth", params(CallbackParams),
+#[utoipa::path(get, path = "/api/auth/oidc/{workspace_id}/{provider}/callback", tag = "auth",
+    params(("workspace_id" = WorkspaceId, Path, description = "The workspace"),
+           ("provider" = String, Path, description = "The provider's name in the workspace"),
+           CallbackParams),
     responses((status = 303, description = "Signed in; the session cookie is set"),
               (status = 401, description = "Refused (the state, the code, the ID token, the email or its domain), nothing created"),
               (status = 502, description = "The provider could not be reached"),
               (status = 503, description = "OIDC sign-in is not configured on this server")))]
 pub(crate) async fn callback(
     State(s): State<AppState>,
+    Path((ws, provider)): Path<(WorkspaceId, String)>,
     ip: ClientIp,
     headers: HeaderMap,
     Query(q): Query<CallbackParams>,
 ) -> ApiResult<Response> {
-    callback_url(&s)?;
+    callback_url(&s, ws, &provider)?;
     let name = state_cookie_name(&s);
     let from_cookie = headers
         .get_all(header::COOKIE)
@@ -155,6 +189,8 @@ pub(crate) async fn callback(
     let done = s
         .crm
         .oidc_finish(OidcCallback {
+            workspace_id: ws,
+            provider,
             state: q.state,
             code: q.code,
             error: q.error,
