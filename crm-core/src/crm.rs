@@ -206,6 +206,22 @@ impl Crm {
         self.scoped.as_ref().unwrap_or(&self.inner.pool)
     }
 
+    /// The pool of crm's own cross-workspace work (under row-level security, every
+    /// workspace in reach), even from a workspace's services.
+    pub(crate) fn root_pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Turns Postgres row-level security on or off for crm's tables (the policies
+    /// of migration `0022` then bind, or stop binding, every role that neither owns
+    /// the tables nor has `BYPASSRLS`). Run it connected as the tables' owner, once
+    /// per database, before the app connects with
+    /// [`CrmBuilder::row_level_security`]; `Config` on SQLite. Turning it off
+    /// makes an app that connects with RLS on fail at connect, never see nothing.
+    pub async fn set_row_level_security(&self, on: bool) -> Result<()> {
+        store::rls::set_enabled(self.root_pool(), on).await
+    }
+
     /// The key lead cursors are signed with (derived from the master key).
     pub(crate) fn cursor_key(&self) -> &[u8; 32] {
         &self.inner.cursor_key

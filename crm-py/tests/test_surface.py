@@ -96,6 +96,8 @@ RUST_ONLY: Dict[Tuple[str, str], str] = {
     ("Attachments", "with_actor"): "Python passes actor= to add and delete",
     ("Attachments", "open"): "a byte stream for the router; Python reads a file whole with read",
     ("Attachments", "add_file"): "attachments.add(path=…)",
+    ("Workspace", "oidc"): "OIDC sign-in is browser redirects, served by the Rust router; a Python backend whose users sign in elsewhere verifies their tokens with verify_jwt",
+    ("Crm", "oidc_finish"): "as Workspace.oidc: the router's callback route",
 }
 
 

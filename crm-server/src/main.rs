@@ -56,6 +56,11 @@ enum Command {
         /// Only say which migrations are pending; exit 1 when any are.
         #[arg(long)]
         check: bool,
+        /// Then turn Postgres row-level security on or off for crm's tables (run as
+        /// their owner; the app then connects with CRM_ROW_LEVEL_SECURITY=true as a
+        /// role that owns nothing).
+        #[arg(long, value_parser = ["on", "off"])]
+        row_level_security: Option<String>,
     },
     /// Users of the default workspace.
     #[command(subcommand)]
@@ -248,7 +253,10 @@ async fn run(command: Command, settings: Settings) -> Result<ExitCode, Failure> 
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => serve::serve(cfg).await,
-        Command::Migrate { check } => {
+        Command::Migrate {
+            check,
+            row_level_security,
+        } => {
             if check && cfg.database_url.is_none() && !setup::default_db(&cfg).exists() {
                 say!(
                     "no database at {} yet: every migration is pending",
@@ -274,11 +282,19 @@ async fn run(command: Command, settings: Settings) -> Result<ExitCode, Failure> 
                 return Ok(ExitCode::from(1));
             }
             let applied = crm.migrate().await?;
-            crm.close().await;
             if applied.is_empty() {
                 say!("the schema is current; nothing to do");
             } else {
                 say!("applied migrations: {applied:?}");
+            }
+            if let Some(rls) = row_level_security {
+                let on = rls == "on";
+                let done = crm.set_row_level_security(on).await;
+                crm.close().await;
+                done?;
+                say!("row-level security is {rls} for crm's tables");
+            } else {
+                crm.close().await;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -173,7 +173,12 @@ impl TestDb {
     #[cfg(feature = "postgres")]
     pub(crate) async fn postgres_rls() -> Self {
         let mut db = Self::postgres().await;
-        db.crm().await.close().await;
+        let owner = db.crm().await;
+        owner
+            .set_row_level_security(true)
+            .await
+            .expect("row-level security on");
+        owner.close().await;
         let role = format!(
             "crm_app_{}",
             &uuid::Uuid::now_v7().simple().to_string()[20..]

@@ -73,6 +73,32 @@ async fn connecting_checks_that_the_wall_is_there_exactly_when_asked_for() {
         matches!(r, Err(Error::Config(ref m)) if m.contains("bypasses")),
         "{r:?}"
     );
+    // With RLS off on the tables, the app role is not bound: it connects without
+    // it, and with it it is told to turn it on.
+    let owner_crm = Crm::builder()
+        .database_url(&owner)
+        .connect()
+        .await
+        .expect("owner");
+    owner_crm.set_row_level_security(false).await.expect("off");
+    let r = Crm::builder()
+        .database_url(&db.url)
+        .migrate(false)
+        .row_level_security(true)
+        .connect()
+        .await;
+    assert!(
+        matches!(r, Err(Error::Config(ref m)) if m.contains("row-level security off")),
+        "{r:?}"
+    );
+    Crm::builder()
+        .database_url(&db.url)
+        .migrate(false)
+        .connect()
+        .await
+        .expect("not bound");
+    owner_crm.set_row_level_security(true).await.expect("on");
+    db.crm().await;
     // SQLite has no RLS.
     let r = Crm::builder()
         .database_url("sqlite::memory:")
@@ -164,5 +190,39 @@ async fn a_query_that_forgot_its_workspace_filter_sees_only_its_workspace() {
     assert_eq!((la.items.len(), lb.items.len()), (2, 3));
     let r = crm.workspace(a).leads().get(lb.items[0].id).await;
     assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+    db.cleanup().await;
+}
+
+/// Lifting a lockout in a workspace also lifts the count of the email's sign-ins
+/// without a workspace, a row of the default workspace: crm's own write, which
+/// a workspace's statements could not reach behind RLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifting_a_lockout_reaches_the_sign_in_count_of_every_workspace() {
+    let db = TestDb::postgres_rls().await;
+    let crm = db.crm().await;
+    let (a, _) = two_workspaces(&crm).await;
+    let login = |password: &str| crm::auth::Login {
+        email: "a@example.com".into(),
+        password: password.into(),
+        remember_me: false,
+        ip: None,
+        user_agent: None,
+    };
+    for _ in 0..5 {
+        let _ = crm.sign_in(login("Wrong-Password-1!")).await;
+    }
+    let locked = crm.sign_in(login("Correct-Horse-42!")).await;
+    assert!(
+        matches!(locked, Err(Error::RateLimited { .. })),
+        "{locked:?}"
+    );
+    let auth = crm.workspace(a).auth();
+    let owner = auth.users().await.expect("users")[0].clone();
+    auth.lift_lockout(owner.id, crm::auth::Actor::App(None))
+        .await
+        .expect("lift");
+    crm.sign_in(login("Correct-Horse-42!"))
+        .await
+        .expect("signed in again");
     db.cleanup().await;
 }

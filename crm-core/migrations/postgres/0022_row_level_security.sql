@@ -1,12 +1,14 @@
--- Row-level security, a second wall between tenants (opt-in: it binds only roles
--- that neither own these tables nor have BYPASSRLS; crm connected as the owner is
--- unchanged). Every table with a workspace_id, and crm_workspaces, gets the policy
--- crm_tenant: a statement sees and writes the rows of the workspace named by the
--- setting crm.workspace_id, every row when it is '*' (crm's own cross-workspace
--- work), and nothing when it is unset. crm sets it in every transaction and before
--- every statement when built with row_level_security(true).
--- A later migration that adds a workspace-owned table adds its policy the same way
--- (a test checks that every such table has one).
+-- Row-level security, a second wall between tenants. This migration only creates
+-- the policies; they bind nobody until the tables' owner turns row-level security
+-- on (`crm migrate --row-level-security on`, Crm::set_row_level_security), and then
+-- only roles that neither own the tables nor have BYPASSRLS. Every table with a
+-- workspace_id, and crm_workspaces, gets the policy crm_tenant: a statement sees
+-- and writes the rows of the workspace named by the setting crm.workspace_id,
+-- every row when it is '*' (crm's own cross-workspace work), and nothing when it
+-- is unset. crm sets it in every transaction when built with
+-- row_level_security(true).
+-- A later migration that adds a workspace-owned table adds its policy the same way,
+-- and enables RLS on it when crm_leads has it on (a test checks every such table).
 DO $$
 DECLARE
     t text;
@@ -26,7 +28,6 @@ BEGIN
             'WITH CHECK (current_setting(''crm.workspace_id'', true) = ''*'' '
             'OR workspace_id::text = current_setting(''crm.workspace_id'', true))',
             t);
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
     END LOOP;
 END
 $$;
@@ -36,4 +37,3 @@ CREATE POLICY crm_tenant ON crm_workspaces
            OR id::text = current_setting('crm.workspace_id', true))
     WITH CHECK (current_setting('crm.workspace_id', true) = '*'
                 OR id::text = current_setting('crm.workspace_id', true));
-ALTER TABLE crm_workspaces ENABLE ROW LEVEL SECURITY;

@@ -310,7 +310,12 @@ impl Auth {
             Some(&user),
             None,
         );
-        store::sessions::lift_lockout(self.crm.pool(), &user, by, may_lift_lockout, &audit).await
+        store::sessions::lift_lockout(self.crm.pool(), &user, by, may_lift_lockout, &audit).await?;
+        // The email's sign-ins without a workspace count apart, on the default
+        // workspace's row: lifted too, as crm's own (under row-level security a
+        // workspace's statements cannot reach that row).
+        let any = store::sessions::any_workspace_key(&user.email.key());
+        store::sessions::forget_attempts(self.crm.root_pool(), WorkspaceId::DEFAULT, &any).await
     }
 
     /// Applies an access change to user `id` on behalf of `actor`, checked by

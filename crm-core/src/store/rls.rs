@@ -18,27 +18,61 @@ pub(crate) async fn check(pool: Pool, on: bool) -> Result<Pool> {
     if pool.dialect() != super::Dialect::Postgres {
         return if on { pool.with_rls() } else { Ok(pool) };
     }
-    // Without crm's tables (not migrated yet) nothing binds.
-    let (active,) = query_as::<(bool,)>(
-        "SELECT COALESCE((SELECT row_security_active(t) FROM to_regclass('crm_leads') AS t \
-         WHERE t IS NOT NULL), false)",
+    // (whether crm_leads has RLS on, whether it binds this role); none without
+    // crm's tables (not migrated yet).
+    let found = query_as::<(bool, bool)>(
+        "SELECT c.relrowsecurity, row_security_active(c.oid) FROM pg_class c \
+         WHERE c.oid = to_regclass('crm_leads')",
     )
-    .fetch_one(&pool)
+    .fetch_optional(&pool)
     .await?;
-    match (on, active) {
-        (true, true) => pool.with_rls(),
-        (false, false) => Ok(pool),
-        (true, false) => Err(Error::Config(
+    let active = found.is_some_and(|(_, active)| active);
+    match (on, active, found) {
+        (true, true, _) => pool.with_rls(),
+        (false, false, _) => Ok(pool),
+        (true, false, None) => Err(Error::Config(
+            "row_level_security is on, but crm's tables are not there: run `crm migrate` as \
+             the tables' owner first"
+                .into(),
+        )),
+        (true, false, Some((false, _))) => Err(Error::Config(
+            "row_level_security is on, but crm's tables have row-level security off: run \
+             `crm migrate --row-level-security on` (Crm::set_row_level_security) as their owner"
+                .into(),
+        )),
+        (true, false, Some((true, _))) => Err(Error::Config(
             "row_level_security is on, but this database role bypasses row-level security \
              (it owns crm's tables, is a superuser or has BYPASSRLS): connect as the app role"
                 .into(),
         )),
-        (false, true) => Err(Error::Config(
+        (false, true, _) => Err(Error::Config(
             "row-level security binds this database role: turn on row_level_security \
              (CRM_ROW_LEVEL_SECURITY=true), or connect as the tables' owner"
                 .into(),
         )),
     }
+}
+
+/// Turns row-level security on or off for every crm table that has the tenant
+/// policy (run by the tables' owner); `Config` on SQLite.
+pub(crate) async fn set_enabled(pool: &Pool, on: bool) -> Result<()> {
+    if pool.dialect() != super::Dialect::Postgres {
+        return Err(Error::Config(
+            "row-level security is a Postgres feature".into(),
+        ));
+    }
+    let action = if on { "ENABLE" } else { "DISABLE" };
+    let sql = format!(
+        "DO $$ DECLARE t text; BEGIN \
+         FOR t IN SELECT c.relname FROM pg_class c JOIN pg_policy p ON p.polrelid = c.oid \
+         WHERE p.polname = 'crm_tenant' AND c.relnamespace = current_schema()::regnamespace \
+         LOOP EXECUTE format('ALTER TABLE %I {action} ROW LEVEL SECURITY', t); END LOOP; \
+         END $$"
+    );
+    let mut tx = pool.begin_write().await?;
+    super::sql::query(sql).execute(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(all(test, feature = "postgres"))]
@@ -72,6 +106,7 @@ mod tests {
             .connect()
             .await
             .expect("owner");
+        owner.set_row_level_security(true).await.expect("enable");
         let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
         for ws in [a, b] {
             query("INSERT INTO crm_workspaces (id, name, created_at) VALUES ($1, 'w', $2)")

@@ -240,8 +240,6 @@ pub(crate) async fn lift_lockout(
     check(actor.as_ref(), &target)?;
     let key = u.email.key();
     clear_throttle(&mut tx, u.workspace_id, &key).await?;
-    // The email's sign-ins without a workspace count apart; lifted too.
-    clear_throttle(&mut tx, WorkspaceId::DEFAULT, &any_workspace_key(&key)).await?;
     audit::insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(())

@@ -346,11 +346,15 @@ impl<'c> Exec<'c> for &'c Pool {
 }
 
 /// One connection held for several reads that must see the same connection.
+/// Reads only: under row-level security it is a transaction with the tenant set
+/// for it alone, rolled back when dropped.
 pub(crate) enum Conn {
     #[cfg(feature = "sqlite")]
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
     #[cfg(feature = "postgres")]
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    #[cfg(feature = "postgres")]
+    PostgresTenant(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
 impl<'c> Exec<'c> for &'c mut Conn {
@@ -360,6 +364,8 @@ impl<'c> Exec<'c> for &'c mut Conn {
             Conn::Sqlite(c) => On::Sqlite(c),
             #[cfg(feature = "postgres")]
             Conn::Postgres(c) => On::Postgres(c),
+            #[cfg(feature = "postgres")]
+            Conn::PostgresTenant(t) => On::Postgres(t),
         }
     }
 }
@@ -430,13 +436,9 @@ impl Pool {
                 Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
             }
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p, tenant) => {
-                let mut tx = p.begin().await?;
-                if let Some(tenant) = tenant {
-                    set_tenant(&mut tx, tenant, true).await?;
-                }
-                Tx::Postgres(tx)
-            }
+            Pool::Postgres(p, None) => Tx::Postgres(p.begin().await?),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p, Some(tenant)) => Tx::Postgres(tenant_tx(p, tenant).await?),
         })
     }
 
@@ -448,33 +450,27 @@ impl Pool {
             #[cfg(feature = "postgres")]
             Pool::Postgres(p, None) => Conn::Postgres(p.acquire().await?),
             #[cfg(feature = "postgres")]
-            Pool::Postgres(p, Some(tenant)) => Conn::Postgres(tenant_conn(p, tenant).await?),
+            Pool::Postgres(p, Some(tenant)) => Conn::PostgresTenant(tenant_tx(p, tenant).await?),
         })
     }
 }
 
-/// Sets the tenant row-level security sees (`crm.workspace_id`): for the
-/// transaction (`local`), or for the connection until the next statement sets it
-/// again (every statement crm runs on a pool under RLS does).
+/// A transaction with the tenant row-level security sees (`crm.workspace_id`)
+/// set for it alone (`set_config(…, true)`): nothing is left on the connection
+/// for its next user (a host sharing the pool, or another client of a
+/// transaction-mode pooler), so every statement crm runs under RLS runs in one,
+/// its own or its caller's.
 #[cfg(feature = "postgres")]
-async fn set_tenant(c: &mut sqlx::PgConnection, tenant: &str, local: bool) -> Result<()> {
-    sqlx::query("SELECT set_config('crm.workspace_id', $1, $2)")
-        .bind(tenant)
-        .bind(local)
-        .execute(c)
-        .await?;
-    Ok(())
-}
-
-/// A connection of the pool with the tenant set on it.
-#[cfg(feature = "postgres")]
-async fn tenant_conn(
+async fn tenant_tx(
     p: &sqlx::PgPool,
     tenant: &str,
-) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-    let mut c = p.acquire().await?;
-    set_tenant(&mut c, tenant, false).await?;
-    Ok(c)
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = p.begin().await?;
+    sqlx::query("SELECT set_config('crm.workspace_id', $1, true)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// SQL text with `$n` placeholders (both drivers accept them) and its arguments.
@@ -590,11 +586,13 @@ impl<'a> Sql<'a> {
             On::PgPool(p, None) => postgres(&text, &args)?.execute(p).await?.rows_affected(),
             #[cfg(feature = "postgres")]
             On::PgPool(p, Some(tenant)) => {
-                let mut c = tenant_conn(p, tenant).await?;
-                postgres(&text, &args)?
-                    .execute(&mut *c)
+                let mut tx = tenant_tx(p, tenant).await?;
+                let r = postgres(&text, &args)?
+                    .execute(&mut *tx)
                     .await?
-                    .rows_affected()
+                    .rows_affected();
+                tx.commit().await?;
+                r
             }
             #[cfg(feature = "postgres")]
             On::Postgres(c) => postgres(&text, &args)?.execute(c).await?.rows_affected(),
@@ -613,8 +611,10 @@ impl<'a> Sql<'a> {
             On::PgPool(p, None) => postgres_as(&text, &args)?.fetch_all(p).await?,
             #[cfg(feature = "postgres")]
             On::PgPool(p, Some(tenant)) => {
-                let mut c = tenant_conn(p, tenant).await?;
-                postgres_as(&text, &args)?.fetch_all(&mut *c).await?
+                let mut tx = tenant_tx(p, tenant).await?;
+                let r = postgres_as(&text, &args)?.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                r
             }
             #[cfg(feature = "postgres")]
             On::Postgres(c) => postgres_as(&text, &args)?.fetch_all(c).await?,
@@ -633,8 +633,10 @@ impl<'a> Sql<'a> {
             On::PgPool(p, None) => postgres_as(&text, &args)?.fetch_optional(p).await?,
             #[cfg(feature = "postgres")]
             On::PgPool(p, Some(tenant)) => {
-                let mut c = tenant_conn(p, tenant).await?;
-                postgres_as(&text, &args)?.fetch_optional(&mut *c).await?
+                let mut tx = tenant_tx(p, tenant).await?;
+                let r = postgres_as(&text, &args)?.fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                r
             }
             #[cfg(feature = "postgres")]
             On::Postgres(c) => postgres_as(&text, &args)?.fetch_optional(c).await?,
