@@ -453,6 +453,14 @@ impl Oidc {
                 "must be an https URL without query (http only on a loopback address)",
             );
         }
+        // Microsoft's discovery names the tenant's id: a domain or `common` as the
+        // tenant would never match the issuer.
+        if let Some(rest) = issuer.strip_prefix("https://login.microsoftonline.com/") {
+            let tenant = rest.split('/').next().unwrap_or_default();
+            if uuid::Uuid::parse_str(tenant).is_err() {
+                e.add("issuer", "a Microsoft tenant is given by its id (a UUID)");
+            }
+        }
         let client_id = input.client_id.trim().to_owned();
         if client_id.is_empty() || client_id.len() > 255 || client_id.chars().any(char::is_control)
         {
@@ -558,6 +566,17 @@ impl Oidc {
                 "must be an https URL (http only on a loopback address)",
             );
         }
+        // This provider's own callback: a URL shared by several providers would
+        // let one provider's code be sent to another (the mix-up attack).
+        let own = format!("/{}/{name}/callback", self.ws);
+        let own_path = url::Url::parse(&input.redirect_uri)
+            .is_ok_and(|u| u.path().ends_with(&own) && u.query().is_none());
+        if !own_path {
+            e.add(
+                "redirect_uri",
+                format!("must be this provider's own callback URL, ending in {own}"),
+            );
+        }
         if input.return_to.as_deref().is_some_and(|p| !local_path(p)) {
             e.add("return_to", "must be a path on this site, starting with /");
         }
@@ -576,7 +595,7 @@ impl Oidc {
             self.crm.pool(),
             &hex(&sha256(&state)),
             self.ws,
-            &provider.name,
+            (&provider.name, &provider.issuer),
             (&nonce, &verifier),
             (&input.redirect_uri, input.return_to.as_deref()),
             input.remember_me,
@@ -783,8 +802,11 @@ impl Crm {
             .filter(|c| !c.is_empty() && c.len() <= 4096)
             .ok_or_else(|| refuse(AuthFailure::OidcDenied))?;
         // The provider may have been removed or changed since the start.
+        // …and must still be the issuer the sign-in started with: the code, the
+        // verifier and the secret go to no other.
         let provider = store::oidc::provider(self.pool(), ws, &login.provider)
             .await?
+            .filter(|p| p.issuer == login.issuer)
             .ok_or_else(|| refuse(AuthFailure::OidcState))?;
         let doc = self.oidc_discovery(&provider.issuer).await?;
         let secret = match &provider.client_secret {
@@ -1016,8 +1038,7 @@ impl Crm {
         } else {
             None
         };
-        let mut audit = link(&user, "oidc.linked");
-        audit.details["password_replaced"] = json!(replace.is_some());
+        let audit = link(&user, "oidc.linked");
         store::oidc::link(
             pool,
             &user,

@@ -98,6 +98,7 @@ RUST_ONLY: Dict[Tuple[str, str], str] = {
     ("Attachments", "add_file"): "attachments.add(path=…)",
     ("Workspace", "oidc"): "OIDC sign-in is browser redirects, served by the Rust router; a Python backend whose users sign in elsewhere verifies their tokens with verify_jwt",
     ("Crm", "oidc_finish"): "as Workspace.oidc: the router's callback route",
+    ("Crm", "set_row_level_security"): "an owner's one-time step of the database (`crm migrate --row-level-security on`); a Python app connects as the app role",
 }
 
 

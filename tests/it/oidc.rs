@@ -54,7 +54,10 @@ const RSA: &[u8] = include_bytes!("../vectors/jwt/rsa-private.pem");
 const JWKS: &str = include_str!("../vectors/jwt/jwks.json");
 const CLIENT_ID: &str = "crm-test-client";
 const CLIENT_SECRET: &str = "idp-client-secret-for-tests";
-const REDIRECT: &str = "http://127.0.0.1:9/api/auth/oidc/callback";
+/// The callback URL of a workspace's provider (each has its own).
+fn redirect(ws: WorkspaceId, name: &str) -> String {
+    format!("http://127.0.0.1:9/api/auth/oidc/{ws}/{name}/callback")
+}
 const PASSWORD: &str = "Correct-Horse-42!";
 
 /// A code the provider handed out, and what it checks and issues for it.
@@ -282,9 +285,9 @@ fn provider(idp: &Idp) -> OidcProviderInput {
         .allowed_domains(["example.com"])
 }
 
-fn start_input() -> OidcStartInput {
+fn start_input(ws: WorkspaceId, name: &str) -> OidcStartInput {
     OidcStartInput {
-        redirect_uri: REDIRECT.into(),
+        redirect_uri: redirect(ws, name),
         return_to: Some("/leads?view=mine".into()),
         remember_me: false,
     }
@@ -333,7 +336,7 @@ async fn sign_in(crm: &Crm, ws: WorkspaceId, idp: &Idp) -> Result<crm::oidc::Oid
     let started = crm
         .workspace(ws)
         .oidc()
-        .start("acme", start_input())
+        .start("acme", start_input(ws, "acme"))
         .await
         .expect("start");
     let (code, state) = idp.authorize(&started.url).await;
@@ -384,13 +387,13 @@ async fn signing_in_links_a_verified_email_and_keeps_the_link(db: &TestDb) {
     let started = crm
         .workspace(ws)
         .oidc()
-        .start("acme", start_input())
+        .start("acme", start_input(ws, "acme"))
         .await
         .expect("start");
     let url = reqwest::Url::parse(&started.url).expect("url");
     let q: HashMap<String, String> = url.query_pairs().into_owned().collect();
     assert_eq!(q["client_id"], CLIENT_ID);
-    assert_eq!(q["redirect_uri"], REDIRECT);
+    assert_eq!(q["redirect_uri"], redirect(ws, "acme"));
     assert_eq!(q["scope"], "openid email profile");
     assert_eq!(q["code_challenge_method"], "S256");
     assert_eq!(q["state"].len(), 43);
@@ -591,7 +594,11 @@ async fn refused_callbacks_create_nothing_and_say_why(db: &TestDb) {
     oidc.set_provider(provider(&idp).allow_signup(true), Actor::App(None))
         .await
         .expect("provider");
-    let start = || async { oidc.start("acme", start_input()).await.expect("start") };
+    let start = || async {
+        oidc.start("acme", start_input(ws, "acme"))
+            .await
+            .expect("start")
+    };
 
     // A state this server never made, and one that is not a state at all.
     let s = start().await;
@@ -690,6 +697,31 @@ async fn refused_callbacks_create_nothing_and_say_why(db: &TestDb) {
         AuthFailure::OidcEmailUnverified
     );
 
+    // The provider moved to another issuer between the start and the callback:
+    // the code, the verifier and the secret go to neither.
+    let moved = start().await;
+    let (code_m, state_m) = idp.authorize(&moved.url).await;
+    let other = Idp::start(db).await;
+    oidc.set_provider(
+        OidcProviderInput::issuer("acme", other.issuer.as_str(), CLIENT_ID)
+            .client_secret(SecretString::from(CLIENT_SECRET.to_owned()))
+            .allowed_domains(["example.com"])
+            .allow_signup(true),
+        Actor::App(None),
+    )
+    .await
+    .expect("moved");
+    let before = idp.token_requests().len();
+    assert_eq!(
+        reason(crm.oidc_finish(callback(ws, &code_m, &state_m)).await),
+        AuthFailure::OidcState
+    );
+    assert!(other.token_requests().is_empty());
+    assert_eq!(idp.token_requests().len(), before);
+    oidc.set_provider(provider(&idp).allow_signup(true), Actor::App(None))
+        .await
+        .expect("back");
+
     // A sign-in that waited too long.
     let s4 = start().await;
     let (code4, state4) = idp.authorize(&s4.url).await;
@@ -699,10 +731,11 @@ async fn refused_callbacks_create_nothing_and_say_why(db: &TestDb) {
         AuthFailure::OidcState
     );
 
-    // Nothing was created by any of them: the one user, the one link and session
-    // of the sign-in that worked; each refusal is audited.
+    // Nothing was created by any of them: the one user and session of the
+    // sign-in that worked (its link went when the provider moved to another
+    // issuer); each refusal is audited.
     assert_eq!(db.count("crm_users").await, 1);
-    assert_eq!(db.count("crm_oidc_identities").await, 1);
+    assert_eq!(db.count("crm_oidc_identities").await, 0);
     assert_eq!(db.count("crm_sessions").await, sessions);
     assert!(audits(db, "oidc.failed").await >= 12);
     // Sign-ins started and never finished go with housekeeping.
@@ -817,13 +850,45 @@ async fn only_owners_configure_sign_in_providers(db: &TestDb) {
             "acme",
             OidcStartInput {
                 return_to: Some("//evil.example/x".into()),
-                ..start_input()
+                ..start_input(ws, "acme")
             },
         )
         .await;
     assert!(matches!(r, Err(Error::Validation { .. })), "{r:?}");
-    let r = oidc.start("nope", start_input()).await;
+    let r = oidc.start("nope", start_input(ws, "nope")).await;
     assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
+    // One callback URL for several providers (the mix-up attack's way in), or
+    // another provider's: refused before anything is stored.
+    for shared in [
+        "http://127.0.0.1:9/api/auth/oidc/callback".to_owned(),
+        redirect(ws, "other"),
+        format!("{}?provider=acme", redirect(ws, "acme")),
+    ] {
+        let r = oidc
+            .start(
+                "acme",
+                OidcStartInput {
+                    redirect_uri: shared.clone(),
+                    ..start_input(ws, "acme")
+                },
+            )
+            .await;
+        match r {
+            Err(Error::Validation { errors }) => assert_eq!(errors[0].field, "redirect_uri"),
+            other => panic!("{shared}: {other:?}"),
+        }
+    }
+    assert_eq!(db.count("crm_oidc_logins").await, 0);
+    // A Microsoft tenant by its domain would never match Microsoft's issuer.
+    let by_domain = OidcProviderInput::microsoft(
+        "contoso.onmicrosoft.com",
+        "m-id",
+        SecretString::from("m".to_owned()),
+    );
+    match oidc.set_provider(by_domain, Actor::App(None)).await {
+        Err(Error::Validation { errors }) => assert_eq!(errors[0].field, "issuer"),
+        other => panic!("{other:?}"),
+    }
     // The presets.
     let g = OidcProviderInput::google("g-id", SecretString::from("g".to_owned()));
     assert_eq!(
@@ -1063,13 +1128,13 @@ async fn a_code_goes_only_to_the_provider_that_issued_it(db: &TestDb) {
     let s_b = crm
         .workspace(b)
         .oidc()
-        .start("evil", start_input())
+        .start("evil", start_input(b, "evil"))
         .await
         .expect("start b");
     let s_a = crm
         .workspace(a)
         .oidc()
-        .start("acme", start_input())
+        .start("acme", start_input(a, "acme"))
         .await
         .expect("start a");
     let (code_a, _) = idp_a.authorize(&s_a.url).await;
@@ -1113,7 +1178,9 @@ async fn providers_on_private_addresses_need_the_operators_allow_list(db: &TestD
     oidc.set_provider(provider(&idp), Actor::App(None))
         .await
         .expect("saved");
-    let r = oidc.start("acme", start_input()).await;
+    let r = oidc
+        .start("acme", start_input(WorkspaceId::DEFAULT, "acme"))
+        .await;
     assert!(matches!(r, Err(Error::Integration(_))), "{r:?}");
     // A name that resolves to loopback is refused by the guarded resolver.
     let port = idp.issuer.rsplit(':').next().expect("port");
@@ -1123,7 +1190,9 @@ async fn providers_on_private_addresses_need_the_operators_allow_list(db: &TestD
     )
     .await
     .expect("saved");
-    let r = oidc.start("local", start_input()).await;
+    let r = oidc
+        .start("local", start_input(WorkspaceId::DEFAULT, "local"))
+        .await;
     assert!(matches!(r, Err(Error::Integration(_))), "{r:?}");
     assert_eq!(db.count("crm_oidc_logins").await, 0);
 }

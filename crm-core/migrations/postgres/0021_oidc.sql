@@ -22,6 +22,7 @@ CREATE TABLE crm_oidc_logins (
     state_hash     text PRIMARY KEY,
     workspace_id   uuid NOT NULL REFERENCES crm_workspaces (id) ON DELETE CASCADE,
     provider       text NOT NULL,
+    issuer         text NOT NULL,
     nonce          text NOT NULL,
     code_verifier  text NOT NULL,
     redirect_uri   text NOT NULL,

@@ -22,6 +22,7 @@ CREATE TABLE crm_oidc_logins (
     state_hash     TEXT PRIMARY KEY NOT NULL,
     workspace_id   BLOB NOT NULL REFERENCES crm_workspaces (id) ON DELETE CASCADE,
     provider       TEXT NOT NULL,
+    issuer         TEXT NOT NULL,
     nonce          TEXT NOT NULL,
     code_verifier  TEXT NOT NULL,
     redirect_uri   TEXT NOT NULL,

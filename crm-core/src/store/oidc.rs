@@ -34,6 +34,7 @@ pub(crate) struct ProviderRow {
 pub(crate) struct LoginRow {
     pub(crate) workspace_id: WorkspaceId,
     pub(crate) provider: String,
+    pub(crate) issuer: String,
     pub(crate) nonce: String,
     pub(crate) code_verifier: String,
     pub(crate) redirect_uri: String,
@@ -169,7 +170,7 @@ pub(crate) async fn insert_login(
     pool: &Pool,
     state_hash: &str,
     ws: WorkspaceId,
-    provider: &str,
+    (provider, issuer): (&str, &str),
     (nonce, code_verifier): (&str, &str),
     (redirect_uri, return_to): (&str, Option<&str>),
     remember: bool,
@@ -177,13 +178,14 @@ pub(crate) async fn insert_login(
 ) -> Result<()> {
     let mut tx = pool.begin_write().await?;
     query(
-        "INSERT INTO crm_oidc_logins (state_hash, workspace_id, provider, nonce, code_verifier, \
-         redirect_uri, return_to, remember, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO crm_oidc_logins (state_hash, workspace_id, provider, issuer, nonce, \
+         code_verifier, redirect_uri, return_to, remember, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(state_hash)
     .bind(ws)
     .bind(provider)
+    .bind(issuer)
     .bind(nonce)
     .bind(code_verifier)
     .bind(redirect_uri)
@@ -203,7 +205,7 @@ pub(crate) async fn take_login(pool: &Pool, state_hash: &str) -> Result<Option<L
     let mut tx = pool.begin_write().await?;
     let row = query_as::<LoginRow>(
         "DELETE FROM crm_oidc_logins WHERE state_hash = $1 RETURNING workspace_id, provider, \
-         nonce, code_verifier, redirect_uri, return_to, remember, expires_at",
+         issuer, nonce, code_verifier, redirect_uri, return_to, remember, expires_at",
     )
     .bind(state_hash)
     .fetch_optional(&mut tx)
@@ -264,7 +266,7 @@ pub(crate) async fn link(
     now: Ts,
     replace_password: Option<&str>,
     audit: &AuditEntry,
-) -> Result<()> {
+) -> Result<bool> {
     let mut tx = pool.begin_write().await?;
     query(
         "INSERT INTO crm_oidc_identities (workspace_id, issuer, subject, user_id, email, created_at) \
@@ -288,14 +290,17 @@ pub(crate) async fn link(
     .bind(replace_password)
     .execute(&mut tx)
     .await?;
-    if verified_now > 0 && replace_password.is_some() {
+    let replaced = verified_now > 0 && replace_password.is_some();
+    if replaced {
         query("DELETE FROM crm_sessions WHERE workspace_id = $1 AND user_id = $2")
             .bind(u.workspace_id)
             .bind(u.id.0)
             .execute(&mut tx)
             .await?;
     }
-    audit::insert_audit(&mut tx, audit).await?;
+    let mut audit = audit.clone();
+    audit.details["password_replaced"] = serde_json::json!(replaced);
+    audit::insert_audit(&mut tx, &audit).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(replaced)
 }
