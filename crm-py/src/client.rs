@@ -934,7 +934,7 @@ fn secret(s: crm_core::SecretString) -> String {
 impl Client {
     /// Connects (and migrates) the database at `url`; an awaitable of a `Client`.
     #[staticmethod]
-    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None, mailer = None, parser = None, allowed_values = None, default_country_code = None, files = None, jwt = None))]
+    #[pyo3(signature = (url, *, master_key = None, master_key_id = None, max_connections = None, rate_limits = None, webhook_allow_networks = None, mailer = None, parser = None, allowed_values = None, default_country_code = None, files = None, jwt = None, row_level_security = false))]
     #[allow(clippy::too_many_arguments)]
     fn connect<'py>(
         py: Python<'py>,
@@ -950,6 +950,7 @@ impl Client {
         default_country_code: Option<u16>,
         files: Option<Bound<'py, PyAny>>,
         jwt: Option<Bound<'py, PyAny>>,
+        row_level_security: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut b = Crm::builder()
             .database_url(url)
@@ -1037,6 +1038,10 @@ impl Client {
         }
         if let Some(f) = files {
             b = read::<FilesArgs>(&f, "files")?.install(b);
+        }
+        if row_level_security {
+            // The app role cannot change the schema: the owner migrates.
+            b = b.row_level_security(true).migrate(false);
         }
         if let Some(j) = jwt {
             b = b.jwt(read::<JwtArgs>(&j, "jwt")?.config(py)?);

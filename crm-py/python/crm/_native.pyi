@@ -40,6 +40,7 @@ class Client:
         default_country_code: Optional[int] = None,
         files: Optional[Mapping[str, Any]] = None,
         jwt: Optional[Mapping[str, Any]] = None,
+        row_level_security: bool = False,
     ) -> Awaitable[Client]: ...
     def whatsapp_receive(
         self,

@@ -1357,6 +1357,7 @@ class Crm(Workspace):
         default_country_code: Optional[int] = None,
         files: Optional[Mapping[str, Any]] = None,
         jwt: Optional[Mapping[str, Any]] = None,
+        row_level_security: bool = False,
     ) -> "Crm":
         """Opens (and migrates) the database: ``sqlite://path?mode=rwc`` (SQLite, the
         default) or ``postgres://…``. ``master_key`` (base64 of 32 bytes) seals
@@ -1393,6 +1394,12 @@ class Crm(Workspace):
         most 300; default 60), ``workspace_claim`` (a dotted path such as
         ``app_metadata.crm_workspace``), ``default_workspace`` and ``role_claim``;
         see :meth:`verify_jwt`.
+        ``row_level_security=True`` (Postgres) connects behind row-level security
+        as an app role that neither owns crm's tables nor has ``BYPASSRLS``: each
+        workspace's calls then see that workspace's rows only, whatever a query
+        forgets. The tables' owner migrates and turns it on first (``crm migrate
+        --row-level-security on``); this connection migrates nothing. Without it,
+        a role that row-level security binds is refused (``configuration_error``).
         A malformed option raises ``ValidationError`` naming it (``mailer.kind``),
         or ``CrmError`` (``configuration_error``) when the value is refused."""
         for name, option in (("mailer", mailer), ("parser", parser)):
@@ -1418,6 +1425,7 @@ class Crm(Workspace):
                 k: os.fspath(v) if k == "dir" else v for k, v in files.items()
             },
             jwt=jwt,
+            row_level_security=row_level_security,
         )
         return cls(native, DEFAULT_WORKSPACE)
 
