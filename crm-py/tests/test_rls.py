@@ -60,8 +60,11 @@ async def test_each_workspace_sees_its_own_rows_behind_row_level_security(owner_
         finally:
             await app.close()
     finally:
+        # Each -c runs alone (DROP DATABASE cannot run in a transaction); the role
+        # goes once the database that holds its grants is gone.
         subprocess.run(
-            [_psql(), os.environ["CRM_TEST_PG_URL"], "-qc",
-             f"DROP DATABASE IF EXISTS {name} WITH (FORCE); DROP ROLE IF EXISTS {role}"],
+            [_psql(), os.environ["CRM_TEST_PG_URL"], "-q",
+             "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+             "-c", f"DROP ROLE IF EXISTS {role}"],
             check=True, capture_output=True,
         )

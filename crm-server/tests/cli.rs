@@ -270,6 +270,12 @@ fn administration_commands() {
     assert!(out.starts_with("applied migrations:"), "{out}");
     let (code, out, _) = run(crm(&data).args(["migrate", "--check"]));
     assert_eq!((code, out.as_str()), (0, "the schema is current\n"));
+    // Row-level security is Postgres's: on SQLite the step is refused.
+    let (code, out, err) = run(crm(&data).args(["migrate", "--row-level-security", "on"]));
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("row-level security is a Postgres feature"), "{err}");
+    let (code, _, err) = run(crm(&data).args(["migrate", "--row-level-security", "maybe"]));
+    assert_eq!(code, 2, "{err}");
 
     // Users: created with the password from the environment, listed, disabled.
     let (code, out, err) = run(crm(&data).env("CRM_USER_PASSWORD", PW).args([
