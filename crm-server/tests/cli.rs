@@ -273,7 +273,10 @@ fn administration_commands() {
     // Row-level security is Postgres's: on SQLite the step is refused.
     let (code, out, err) = run(crm(&data).args(["migrate", "--row-level-security", "on"]));
     assert_ne!(code, 0, "{out}");
-    assert!(err.contains("row-level security is a Postgres feature"), "{err}");
+    assert!(
+        err.contains("row-level security is a Postgres feature"),
+        "{err}"
+    );
     let (code, _, err) = run(crm(&data).args(["migrate", "--row-level-security", "maybe"]));
     assert_eq!(code, 2, "{err}");
 

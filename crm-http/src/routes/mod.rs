@@ -51,9 +51,17 @@ pub(crate) fn all(root: OpenApiRouter<AppState>, s: &AppState) -> OpenApiRouter<
     }
     #[cfg(feature = "oidc")]
     {
+        // Browser routes (redirects and cookies), not JSON API operations: like the
+        // sign-in pages, they stay out of the OpenAPI document.
         public_auth = public_auth
-            .routes(routes!(oidc::start))
-            .routes(routes!(oidc::callback));
+            .route(
+                "/api/auth/oidc/{workspace_id}/{provider}",
+                axum::routing::get(oidc::start),
+            )
+            .route(
+                "/api/auth/oidc/{workspace_id}/{provider}/callback",
+                axum::routing::get(oidc::callback),
+            );
     }
     let public_auth = public_auth.route_layer(from_fn_with_state(s.clone(), guard::public_auth));
     let api = OpenApiRouter::new()

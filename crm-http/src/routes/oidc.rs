@@ -11,6 +11,9 @@
 //!   and no session. Each provider has its own callback URL, and a sign-in is only
 //!   finished by its own (a code one provider issued is never sent to another).
 //!
+//! They are browser routes (redirects and cookies), like the sign-in pages, so
+//! they are not operations of the JSON API's OpenAPI document.
+//!
 //! The callback URLs start with [`crate::Config::oidc_base_url`] (register
 //! `{base}/api/auth/oidc/{workspace_id}/{provider}/callback` at the provider);
 //! without it both routes answer 503.
@@ -21,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use crm_core::oidc::{OidcCallback, OidcStartInput};
 use crm_core::{AuthFailure, Error, WorkspaceId};
 use serde::Deserialize;
-use utoipa::IntoParams;
 
 use super::auth::{session_cookie, user_agent};
 use crate::extract::{ClientIp, Query};
@@ -32,7 +34,7 @@ use crate::AppState;
 const STATE_COOKIE_AGE: u64 = crm_core::oidc::LOGIN_TTL.as_secs();
 
 /// Query of the start route.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartParams {
     /// Where to go once signed in: a path on this site (`/leads`).
@@ -44,7 +46,7 @@ pub(crate) struct StartParams {
 }
 
 /// Query of the callback, as the provider sends it.
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize)]
 pub(crate) struct CallbackParams {
     /// The sign-in's state.
     #[serde(default)]
@@ -102,15 +104,6 @@ fn see_other(location: &str) -> Response {
 
 /// Start a sign-in with one of the workspace's OpenID Connect providers: a 303
 /// to the provider, with a cookie holding the sign-in's state (10 minutes).
-#[utoipa::path(get, path = "/api/auth/oidc/{workspace_id}/{provider}", tag = "auth",
-    params(("workspace_id" = WorkspaceId, Path, description = "The workspace"),
-           ("provider" = String, Path, description = "The provider's name in the workspace"),
-           StartParams),
-    responses((status = 303, description = "To the provider's sign-in page"),
-              (status = 403, description = "Started from another site"),
-              (status = 404, description = "No such provider in the workspace"),
-              (status = 502, description = "The provider's discovery document could not be read"),
-              (status = 503, description = "OIDC sign-in is not configured on this server")))]
 pub(crate) async fn start(
     State(s): State<AppState>,
     Path((ws, provider)): Path<(WorkspaceId, String)>,
@@ -153,14 +146,6 @@ pub(crate) async fn start(
 /// The provider's callback: checks the state against the browser's cookie,
 /// signs in (the session cookie is set) and answers a 303 to the `return_to`
 /// path of the start (`/` without one); 401 with the reason otherwise.
-#[utoipa::path(get, path = "/api/auth/oidc/{workspace_id}/{provider}/callback", tag = "auth",
-    params(("workspace_id" = WorkspaceId, Path, description = "The workspace"),
-           ("provider" = String, Path, description = "The provider's name in the workspace"),
-           CallbackParams),
-    responses((status = 303, description = "Signed in; the session cookie is set"),
-              (status = 401, description = "Refused (the state, the code, the ID token, the email or its domain), nothing created"),
-              (status = 502, description = "The provider could not be reached"),
-              (status = 503, description = "OIDC sign-in is not configured on this server")))]
 pub(crate) async fn callback(
     State(s): State<AppState>,
     Path((ws, provider)): Path<(WorkspaceId, String)>,
