@@ -801,9 +801,9 @@ impl Crm {
             .as_deref()
             .filter(|c| !c.is_empty() && c.len() <= 4096)
             .ok_or_else(|| refuse(AuthFailure::OidcDenied))?;
-        // The provider may have been removed or changed since the start.
-        // …and must still be the issuer the sign-in started with: the code, the
-        // verifier and the secret go to no other.
+        // The provider may have been removed or changed since the start: it must
+        // still be there with the issuer the sign-in started with (the code, the
+        // verifier and the secret go to no other).
         let provider = store::oidc::provider(self.pool(), ws, &login.provider)
             .await?
             .filter(|p| p.issuer == login.issuer)

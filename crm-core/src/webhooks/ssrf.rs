@@ -166,28 +166,28 @@ pub async fn resolve_checked(
 }
 
 /// The guard's refusal of a name, in a client's error chain (`ssrf_refused`).
-#[cfg(any(feature = "webhooks", feature = "jwt"))]
+#[cfg(any(feature = "webhooks", feature = "oidc"))]
 #[derive(Debug)]
 pub(crate) struct Refused(String);
 
-#[cfg(any(feature = "webhooks", feature = "jwt"))]
+#[cfg(any(feature = "webhooks", feature = "oidc"))]
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} resolves to a refused address", self.0)
     }
 }
 
-#[cfg(any(feature = "webhooks", feature = "jwt"))]
+#[cfg(any(feature = "webhooks", feature = "oidc"))]
 impl std::error::Error for Refused {}
 
 /// A DNS resolver that refuses names resolving to non-public addresses, so the
 /// connection goes to the checked address and no second lookup can differ.
-#[cfg(any(feature = "webhooks", feature = "jwt"))]
+#[cfg(any(feature = "webhooks", feature = "oidc"))]
 struct GuardedResolver {
     allow: std::sync::Arc<Vec<IpNet>>,
 }
 
-#[cfg(any(feature = "webhooks", feature = "jwt"))]
+#[cfg(any(feature = "webhooks", feature = "oidc"))]
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let allow = self.allow.clone();
@@ -209,7 +209,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// redirects, and every name resolved through the guard (`allow` as its
 /// allow-list). A literal IP address in a URL is not resolved: check the URL with
 /// [`check_url_shape`] / [`resolve_checked`] first, as its callers do.
-#[cfg(any(feature = "webhooks", feature = "jwt"))]
+#[cfg(any(feature = "webhooks", feature = "oidc"))]
 pub(crate) fn guarded_client(
     timeout: std::time::Duration,
     allow: &[IpNet],
