@@ -344,6 +344,16 @@ async fn sign_in(crm: &Crm, ws: WorkspaceId, idp: &Idp) -> Result<crm::oidc::Oid
     crm.oidc_finish(callback(ws, &code, &state)).await
 }
 
+/// A member with the test password.
+fn member(email: &str, name: &str) -> NewUser {
+    NewUser {
+        email: email.into(),
+        display_name: name.into(),
+        role: None,
+        password: PASSWORD.into(),
+    }
+}
+
 fn login(email: &str) -> crm::auth::Login {
     crm::auth::Login {
         email: email.into(),
@@ -914,15 +924,7 @@ async fn disabled_users_do_not_sign_in(db: &TestDb) {
     let (crm, ws, idp) = setup(db).await;
     let auth = crm.workspace(ws).auth();
     let u = auth
-        .create_user(
-            NewUser {
-                email: "carla@example.com".into(),
-                display_name: "Carla".into(),
-                role: None,
-                password: PASSWORD.into(),
-            },
-            Actor::App(None),
-        )
+        .create_user(member("carla@example.com", "Carla"), Actor::App(None))
         .await
         .expect("user");
     crm.workspace(ws)

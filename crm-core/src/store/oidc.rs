@@ -4,7 +4,7 @@
 
 use sqlx::FromRow;
 
-use super::sql::{query, query_as};
+use super::sql::{query, query_as, Tx};
 use super::users::{UserRow, USER_COLUMNS};
 use super::{audit, integrations, Pool, Ts};
 use crate::audit::AuditEntry;
@@ -97,16 +97,7 @@ pub(crate) async fn save_provider(
     .bind(row.updated_at)
     .execute(&mut tx)
     .await?;
-    // Links to an issuer no provider of the workspace names any more go: should
-    // the issuer come back (its domain in other hands), its old subjects are
-    // strangers again.
-    query(
-        "DELETE FROM crm_oidc_identities WHERE workspace_id = $1 AND issuer NOT IN \
-         (SELECT issuer FROM crm_oidc_providers WHERE workspace_id = $1)",
-    )
-    .bind(row.workspace_id)
-    .execute(&mut tx)
-    .await?;
+    forget_unnamed_issuers(&mut tx, row.workspace_id).await?;
     audit::insert_audit(&mut tx, audit).await?;
     let sql = format!(
         "SELECT {PROVIDER_COLUMNS} FROM crm_oidc_providers WHERE workspace_id = $1 AND name = $2"
@@ -120,10 +111,24 @@ pub(crate) async fn save_provider(
     Ok(saved)
 }
 
-/// Deletes a provider when `check` allows the actor, with its audit entry, and
-/// the sign-ins under way with it; `NotFound` when there is none of that name.
-/// The users it linked keep their accounts (and their links, should the provider
-/// come back).
+/// Links to an issuer no provider of the workspace names any more: deleted, so
+/// that should the issuer come back (its domain in other hands) its old subjects
+/// are strangers again.
+async fn forget_unnamed_issuers(tx: &mut Tx, ws: WorkspaceId) -> Result<()> {
+    query(
+        "DELETE FROM crm_oidc_identities WHERE workspace_id = $1 AND issuer NOT IN \
+         (SELECT issuer FROM crm_oidc_providers WHERE workspace_id = $1)",
+    )
+    .bind(ws)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a provider when `check` allows the actor, with its audit entry, the
+/// sign-ins under way with it and the links to its issuer (unless another
+/// provider of the workspace names it); `NotFound` when there is none of that
+/// name. The users it linked keep their accounts.
 pub(crate) async fn delete_provider(
     pool: &Pool,
     ws: WorkspaceId,
@@ -149,16 +154,7 @@ pub(crate) async fn delete_provider(
         .bind(name)
         .execute(&mut tx)
         .await?;
-    // Links to an issuer no provider of the workspace names any more go: should
-    // the issuer come back (its domain in other hands), its old subjects are
-    // strangers again.
-    query(
-        "DELETE FROM crm_oidc_identities WHERE workspace_id = $1 AND issuer NOT IN \
-         (SELECT issuer FROM crm_oidc_providers WHERE workspace_id = $1)",
-    )
-    .bind(ws)
-    .execute(&mut tx)
-    .await?;
+    forget_unnamed_issuers(&mut tx, ws).await?;
     audit::insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(())
