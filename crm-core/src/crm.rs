@@ -314,13 +314,13 @@ impl Crm {
         })
     }
 
-    /// The key download links are signed with; `Config` error without a master key.
     /// The OpenID Connect discovery documents and ID-token verifiers.
     #[cfg(feature = "oidc")]
     pub(crate) fn oidc_cache(&self) -> &crate::oidc::Cache {
         &self.inner.oidc
     }
 
+    /// The key download links are signed with; `Config` error without a master key.
     pub(crate) fn link_key(&self) -> Result<&[u8; 32]> {
         self.inner.link_key.as_ref().ok_or_else(|| {
             Error::Config("download links need a master key given to the Crm builder".into())
@@ -755,14 +755,19 @@ impl CrmBuilder {
         self
     }
 
-    /// Postgres row-level security as a second wall between tenants: crm sets `crm.workspace_id` in every transaction and before
-    /// every statement (one more round trip each), so that the policies of
-    /// migration `0022` let a workspace's services see that workspace's rows only,
-    /// even from a query that forgot its filter. Connect as a role that is not the
-    /// tables' owner and has no `BYPASSRLS` (checked at connect: `Config` error
-    /// otherwise, and also when RLS applies to the role but this is off). Run the
-    /// migrations as the owner (`crm migrate`, or a `Crm` connected as the owner)
-    /// and grant the app role `SELECT, INSERT, UPDATE, DELETE` on crm's tables.
+    /// Postgres row-level security as a second wall between tenants: the
+    /// policies of migration `0022` let a workspace's services see that
+    /// workspace's rows only, even from a query that forgot its filter. Every
+    /// statement then runs in a transaction that sets `crm.workspace_id` for it
+    /// alone (a statement outside a write transaction costs three more round
+    /// trips: `BEGIN`, the setting, `COMMIT`). The tables' owner first migrates and
+    /// turns RLS on (`crm migrate --row-level-security on`, or
+    /// [`Crm::set_row_level_security`] on a `Crm` connected as the owner); this
+    /// `Crm` connects as a role that is not the tables' owner and has no
+    /// `BYPASSRLS`, granted `SELECT, INSERT, UPDATE, DELETE` on crm's tables, and
+    /// **migrates nothing** (whatever [`CrmBuilder::migrate`] says: the app role
+    /// must not own tables). Checked at connect: a `Config` error names the
+    /// missing step, and a role RLS binds is refused when this is off.
     /// The services of [`Crm::workspace`] see their workspace only; crm's own
     /// cross-workspace work (sign-in, sessions, API keys, jobs, housekeeping, the
     /// lead writer) runs with every workspace in reach. Postgres only.
@@ -910,7 +915,9 @@ impl CrmBuilder {
             Some(pool) => pool?,
             None => store::connect(&self.url, self.max_connections, self.schema.as_deref()).await?,
         };
-        if self.migrate {
+        // Under row-level security the app role must not own tables: the owner
+        // migrates.
+        if self.migrate && !self.row_level_security {
             crate::migrate::run(&pool, self.schema.as_deref(), false).await?;
         }
         let pool = crate::store::rls::check(pool, self.row_level_security).await?;

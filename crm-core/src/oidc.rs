@@ -14,11 +14,13 @@
 //!    the client secret, when the client has one) at the token endpoint, and
 //!    verifies the ID token: signature by the issuer's JWKS (RS256/ES256, the
 //!    rules of [`crate::jwt`]), `iss`, `aud` = the client id (and `azp` when `aud`
-//!    lists others), `exp`/`nbf` with 60 s leeway, and the `nonce` of this sign-in.
-//! 3. Who signs in: the user this issuer's subject was linked to; else the user
-//!    with the token's email (ASCII only), once the provider says the email is
-//!    verified (`email_verified: true`; Microsoft: `xms_edov: true`), which links
-//!    the subject; else, when the provider allows sign-up, a new **member** (with
+//!    lists others, or whenever the token names one), `exp`/`nbf` with 60 s
+//!    leeway, and the `nonce` of this sign-in.
+//! 3. Every sign-in, linked or not, needs an email (ASCII only) the provider
+//!    says is verified (`email_verified: true`, or for Microsoft `xms_edov:
+//!    true`) and passes the domain rules below. Who signs in: the user this
+//!    issuer's subject was linked to; else the user with the token's email, which
+//!    links the subject; else, when the provider allows sign-up, a new **member** (with
 //!    an unusable random password, so a password reset is how they add one). The
 //!    email's domain must be one of the provider's allowed domains, when it lists
 //!    any, and so must the hosted domain (`hd`) for Google and for any token that
@@ -28,8 +30,9 @@
 //!    password, and is not linked.
 //! 4. A session as for a password sign-in (`remember_me` as asked at the start),
 //!    and the audit entries `oidc.linked`, `user.created` (by `oidc:{provider}`),
-//!    `login.succeeded` (`method: oidc`); a callback refused after its sign-in was
-//!    taken is audited `oidc.failed` with the reason.
+//!    `login.succeeded` (`method: oidc`); every callback that fails after its
+//!    sign-in was taken is audited `oidc.failed` with the reason (or the error's
+//!    code).
 //!
 //! **Configuration** ([`Oidc::set_provider`]) is a rule of the service: only an
 //! owner (or the app) may add, change or remove a sign-in provider, since a
@@ -51,7 +54,8 @@
 //! used or expired state, or another provider's callback), `OidcDenied` (the
 //! provider answered an error, or refused the code), the `Jwt*` reasons for the
 //! ID token, `OidcNonce`, `OidcEmailUnverified`, `OidcDomain`, `OidcNoAccount`; a
-//! provider that cannot be reached is [`Error::Integration`]. A refused ID token
+//! discovery or token endpoint that cannot be reached is [`Error::Integration`]
+//! (a JWKS that cannot be fetched leaves no key: `JwtUnknownKey`). A refused ID token
 //! creates nothing (no user, link or session).
 //!
 //! Decisions where the issue was silent: Microsoft's preset is per tenant
@@ -371,10 +375,12 @@ pub(crate) fn may_configure(actor: Option<&User>) -> Result<()> {
     }
 }
 
-/// A path on this site to go to after signing in: starts with one `/`, no
+/// A path on this site to go to after signing in: ASCII, starts with one `/`, no
 /// backslash, no control character, at most 2 KiB.
 fn local_path(p: &str) -> bool {
-    p.starts_with('/')
+    // ASCII: it becomes a `Location` header (percent-encode anything else).
+    p.is_ascii()
+        && p.starts_with('/')
         && !p.starts_with("//")
         && !p.contains('\\')
         && !p.chars().any(char::is_control)
@@ -535,7 +541,8 @@ impl Oidc {
 
     /// Removes a provider (`NotFound` when there is none of that name; `Forbidden`
     /// unless `actor` is an owner or the app). Sign-ins under way with it stop
-    /// working; its users keep their accounts.
+    /// working, and the links to its issuer go (unless another provider of the
+    /// workspace names it); its users keep their accounts.
     pub async fn delete_provider(&self, name: &str, actor: Actor<'_>) -> Result<()> {
         let audit = AuditEntry::new(
             self.ws,
@@ -706,12 +713,7 @@ impl Crm {
     }
 
     /// The ID-token verifier of a provider's client (it keeps the JWKS).
-    fn oidc_verifier(
-        &self,
-        ws: WorkspaceId,
-        doc: &Discovery,
-        client_id: &str,
-    ) -> Result<Arc<Verifier>> {
+    fn oidc_verifier(&self, doc: &Discovery, client_id: &str) -> Result<Arc<Verifier>> {
         let key = (doc.jwks_uri.clone(), format!("{}\n{client_id}", doc.issuer));
         let mut verifiers = self
             .oidc_cache()
@@ -729,7 +731,9 @@ impl Crm {
             doc.issuer.clone(),
             client_id,
         );
-        config.default_workspace = Some(ws);
+        // Never read (an ID token maps to no workspace through the verifier: the
+        // sign-in names it), but the configuration needs one.
+        config.default_workspace = Some(WorkspaceId::DEFAULT);
         let v = Arc::new(Verifier::with_client(
             config,
             self.oidc_cache().client.clone(),
@@ -756,26 +760,29 @@ impl Crm {
         }
         let login = store::oidc::take_login(self.pool(), &hex(&sha256(&callback.state)))
             .await?
-            .filter(|l| l.expires_at.0 > self.now())
             .ok_or_else(|| refuse(AuthFailure::OidcState))?;
         let ws = login.workspace_id;
         let provider = login.provider.clone();
         match self.oidc_finish_in(login, &callback).await {
             Ok(done) => Ok(done),
             Err(err) => {
-                if let Error::Unauthorized { reason } = &err {
-                    let mut audit = AuditEntry::new(
-                        ws,
-                        None,
-                        "oidc.failed",
-                        ("oidc_provider", provider),
-                        json!({ "reason": reason.to_string() }),
-                        self.now(),
-                    );
-                    audit.ip = callback.ip.clone();
-                    if let Err(e) = store::audit::insert_audits(self.pool(), &[audit]).await {
-                        tracing::warn!(error = %crate::error::Chain(&e), "OIDC: the failed sign-in was not audited");
-                    }
+                // Every failure after the sign-in was taken is audited: a refusal
+                // with its reason, anything else (a provider down) with its code.
+                let reason = match &err {
+                    Error::Unauthorized { reason } => reason.to_string(),
+                    other => other.code().to_owned(),
+                };
+                let mut audit = AuditEntry::new(
+                    ws,
+                    None,
+                    "oidc.failed",
+                    ("oidc_provider", provider),
+                    json!({ "reason": reason }),
+                    self.now(),
+                );
+                audit.ip = callback.ip.clone();
+                if let Err(e) = store::audit::insert_audits(self.pool(), &[audit]).await {
+                    tracing::warn!(error = %crate::error::Chain(&e), "OIDC: the failed sign-in was not audited");
                 }
                 Err(err)
             }
@@ -788,6 +795,9 @@ impl Crm {
         callback: &OidcCallback,
     ) -> Result<OidcSignedIn> {
         let ws = login.workspace_id;
+        if login.expires_at.0 <= self.now() {
+            return Err(refuse(AuthFailure::OidcState));
+        }
         // The sign-in came back to another provider's callback: its code is not
         // this provider's to redeem (the mix-up attack), and nothing is sent.
         if ws != callback.workspace_id || login.provider != callback.provider {
@@ -820,14 +830,18 @@ impl Crm {
             .oidc_exchange(&doc, &provider, secret.as_ref(), code, &login)
             .await?;
         let claims = self
-            .oidc_verifier(ws, &doc, &provider.client_id)?
+            .oidc_verifier(&doc, &provider.client_id)?
             .claims(&id_token, self.now())
             .await?;
         if claims["nonce"].as_str() != Some(login.nonce.as_str()) {
             return Err(refuse(AuthFailure::OidcNonce));
         }
-        // Several audiences: the token must have been issued to this client.
-        if claims["aud"].is_array() && claims["azp"].as_str() != Some(provider.client_id.as_str()) {
+        // Several audiences, or a named authorized party: the token must have been
+        // issued to this client.
+        let several = claims["aud"].as_array().is_some_and(|a| a.len() > 1);
+        if (several || !claims["azp"].is_null())
+            && claims["azp"].as_str() != Some(provider.client_id.as_str())
+        {
             return Err(refuse(AuthFailure::JwtAudience));
         }
         let subject = crate::jwt::subject(&claims)?.to_owned();

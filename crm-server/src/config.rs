@@ -92,7 +92,7 @@ settings! {
     max_file_bytes, "CRM_MAX_FILE_BYTES", false, "26214400", "Largest attached file, in bytes (1 to 1073741824). Default 26214400 (25 MiB)";
     storage_quota_bytes, "CRM_STORAGE_QUOTA_BYTES", false, "1073741824", "Bytes of attached files one workspace may hold. Default 1073741824 (1 GiB)";
     require_verified_email, "CRM_REQUIRE_VERIFIED_EMAIL", false, "false", "Refuse sign-in until the account's email is verified: true or false. Default false";
-    row_level_security, "CRM_ROW_LEVEL_SECURITY", false, "false", "Postgres row-level security as a second wall between workspaces: true when DATABASE_URL names an app role that neither owns crm's tables nor has BYPASSRLS (run crm migrate as the owner). Default false";
+    row_level_security, "CRM_ROW_LEVEL_SECURITY", false, "false", "Postgres row-level security as a second wall between workspaces: true when DATABASE_URL names an app role that neither owns crm's tables nor has BYPASSRLS (first, as the owner: crm migrate --row-level-security on); the server then migrates nothing. Default false";
     insecure_cookie, "CRM_INSECURE_COOKIE", false, "false", "Plain-HTTP development: session cookie crm_session without Secure: true or false. Default false";
     allowed_origins, "CRM_ALLOWED_ORIGINS", false, "none", "Browser origins allowed by CORS, comma-separated, each scheme://host[:port]";
     trust_proxy, "CRM_TRUST_PROXY", false, "none", "Networks of the reverse proxies whose X-Forwarded-For is believed, comma-separated CIDRs";

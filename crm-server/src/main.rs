@@ -59,7 +59,7 @@ enum Command {
         /// Then turn Postgres row-level security on or off for crm's tables (run as
         /// their owner; the app then connects with CRM_ROW_LEVEL_SECURITY=true as a
         /// role that owns nothing).
-        #[arg(long, value_parser = ["on", "off"])]
+        #[arg(long, value_parser = ["on", "off"], conflicts_with = "check")]
         row_level_security: Option<String>,
     },
     /// Users of the default workspace.

@@ -279,6 +279,9 @@ fn administration_commands() {
     );
     let (code, _, err) = run(crm(&data).args(["migrate", "--row-level-security", "maybe"]));
     assert_eq!(code, 2, "{err}");
+    // A check changes nothing, so it takes no row-level-security step.
+    let (code, _, err) = run(crm(&data).args(["migrate", "--check", "--row-level-security", "on"]));
+    assert_eq!(code, 2, "{err}");
 
     // Users: created with the password from the environment, listed, disabled.
     let (code, out, err) = run(crm(&data).env("CRM_USER_PASSWORD", PW).args([

@@ -471,6 +471,11 @@ async fn signing_in_links_a_verified_email_and_keeps_the_link(db: &TestDb) {
     idp.next(json!({"email": "ana.lima@example.com"}));
     let again = sign_in(&crm, ws, &idp).await.expect("again");
     assert_eq!(again.logged_in.user.id, done.logged_in.user.id);
+    // An audience list of this client alone needs no `azp`.
+    idp.next(json!({"aud": [CLIENT_ID]}));
+    sign_in(&crm, ws, &idp)
+        .await
+        .expect("one audience in a list");
     assert_eq!(audits(db, "oidc.linked").await, 1);
     assert_eq!(db.count("crm_oidc_identities").await, 1);
     assert_eq!(db.count("crm_users").await, 1);
@@ -669,6 +674,10 @@ async fn refused_callbacks_create_nothing_and_say_why(db: &TestDb) {
         ),
         (
             json!({"aud": ["someone-else", CLIENT_ID], "azp": "someone-else", "sub": "x3", "email": "x3@example.com"}),
+            AuthFailure::JwtAudience,
+        ),
+        (
+            json!({"azp": "someone-else", "sub": "x3b", "email": "x3b@example.com"}),
             AuthFailure::JwtAudience,
         ),
         (

@@ -23,8 +23,8 @@ pub(crate) enum Pool {
     Sqlite(sqlx::SqlitePool, WriteLock),
     /// With the tenant its statements are scoped to under row-level security
     /// (`None`: RLS is off; `"*"`: every workspace, for crm's own cross-workspace
-    /// work; else a workspace id): set as `crm.workspace_id` in every transaction,
-    /// and on the connection before every statement run on the pool.
+    /// work; else a workspace id): every statement runs in a transaction that sets
+    /// it as `crm.workspace_id` for that transaction alone.
     #[cfg(feature = "postgres")]
     Postgres(sqlx::PgPool, Option<std::sync::Arc<str>>),
 }

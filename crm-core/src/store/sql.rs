@@ -304,7 +304,8 @@ pub(crate) enum On<'c> {
     SqlitePool(&'c sqlx::SqlitePool),
     #[cfg(feature = "sqlite")]
     Sqlite(&'c mut sqlx::SqliteConnection),
-    /// The pool, and the tenant to set on the connection first (row-level security).
+    /// The pool, and the tenant a statement's own transaction sets first
+    /// (row-level security).
     #[cfg(feature = "postgres")]
     PgPool(&'c sqlx::PgPool, Option<&'c str>),
     #[cfg(feature = "postgres")]

@@ -207,8 +207,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// An HTTP client for URLs someone other than the operator chose (webhook
 /// endpoints, a workspace's sign-in provider): `timeout` per request, no proxy, no
 /// redirects, and every name resolved through the guard (`allow` as its
-/// allow-list). A literal IP address in a URL is not resolved: check the URL with
-/// [`check_url_shape`] / [`resolve_checked`] first, as its callers do.
+/// allow-list). A literal IP address in a URL is not resolved: its callers check
+/// it first (webhooks with [`resolve_checked`], OpenID Connect with [`allowed`]
+/// on the URL's literal host).
 #[cfg(any(feature = "webhooks", feature = "oidc"))]
 pub(crate) fn guarded_client(
     timeout: std::time::Duration,
