@@ -137,7 +137,21 @@ async fn media_received_is_fetched_stored_and_linked(db: &TestDb) {
     let mut stored = Vec::new();
     for _ in 0..500 {
         stored = files.list(lead).await.expect("list");
-        if !stored.is_empty() {
+        // Done when the file is stored and the message links it (the link is the
+        // job's last write, after the file's).
+        let linked = crm
+            .leads()
+            .get(lead)
+            .await
+            .expect("lead")
+            .activities
+            .iter()
+            .any(|a| {
+                a.message
+                    .as_ref()
+                    .is_some_and(|m| m.attachment_id.is_some())
+            });
+        if !stored.is_empty() && linked {
             break;
         }
         // The retry is due on crm's clock, which the test moves.
