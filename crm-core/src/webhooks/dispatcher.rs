@@ -557,7 +557,7 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken, mut finished: mpsc::Re
             match store::jobs::finish_and_claim(crm.pool(), &done, asked).await {
                 Ok(jobs) => {
                     answer(replies);
-                    start(&w, &slots, jobs).await;
+                    start(&w, &slots, jobs);
                 }
                 Err(err) => {
                     tracing::warn!(error = %crate::error::Chain(&err), "could not claim webhook jobs");
@@ -585,30 +585,47 @@ async fn run(w: Arc<Worker>, shutdown: CancellationToken, mut finished: mpsc::Re
     }
 }
 
-/// Reads what a claimed batch needs and starts a delivery for each job.
-async fn start(w: &Arc<Worker>, slots: &Arc<Semaphore>, jobs: Vec<ClaimedJob>) {
+/// Starts a delivery for each claimed job. Their slots are taken here, before the
+/// loop counts the free ones again; reading what the batch needs (its events and
+/// endpoints) and the deliveries go on in a task of their own, so the loop writes
+/// and claims again meanwhile instead of waiting for those reads.
+fn start(w: &Arc<Worker>, slots: &Arc<Semaphore>, jobs: Vec<ClaimedJob>) {
     if jobs.is_empty() {
         return;
     }
-    for job in &jobs {
-        metrics::counter!("crm_jobs_claimed_total", "kind" => job.kind.clone()).increment(1);
-    }
-    let ahead = Arc::new(w.prefetch(&jobs).await);
+    let mut taken = Vec::with_capacity(jobs.len());
+    let mut permits = Vec::with_capacity(jobs.len());
+    let mut spare = Vec::new();
     for job in jobs {
+        metrics::counter!("crm_jobs_claimed_total", "kind" => job.kind.clone()).increment(1);
         // Only the loop takes permits, and it claimed no more than were free.
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            release(w, &job).await;
-            continue;
-        };
-        let w2 = w.clone();
-        let ahead = ahead.clone();
-        tokio::spawn(async move {
-            if let Err(err) = w2.deliver(job, &ahead, permit).await {
-                tracing::warn!(error = %crate::error::Chain(&err), "webhook delivery could not be recorded");
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                taken.push(job);
+                permits.push(permit);
             }
-            w2.crm.wake_dispatchers();
-        });
+            Err(_) => spare.push(job),
+        }
     }
+    // The task holds the worker (and with it the loop's channel), so a stopping
+    // loop waits for these deliveries too.
+    let w = w.clone();
+    tokio::spawn(async move {
+        for job in &spare {
+            release(&w, job).await;
+        }
+        let ahead = Arc::new(w.prefetch(&taken).await);
+        for (job, permit) in taken.into_iter().zip(permits) {
+            let w2 = w.clone();
+            let ahead = ahead.clone();
+            tokio::spawn(async move {
+                if let Err(err) = w2.deliver(job, &ahead, permit).await {
+                    tracing::warn!(error = %crate::error::Chain(&err), "webhook delivery could not be recorded");
+                }
+                w2.crm.wake_dispatchers();
+            });
+        }
+    });
 }
 
 /// Gives a claimed job back untried, due now.
