@@ -4,7 +4,8 @@
 # stops it (and the throwaway Postgres, when scripts/pg-throwaway.sh started one).
 # Nothing leaves the machine: the tests make their own buckets in it.
 
-s3_venv=target/s3-venv
+# Under the repository's target/, wherever the script is sourced from.
+s3_venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/s3-venv"
 s3_moto=5.2.5
 if ! "$s3_venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$s3_moto')" 2>/dev/null; then
     rm -rf "$s3_venv"

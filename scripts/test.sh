@@ -9,7 +9,8 @@
 #   the S3 storage against a local S3 server (CRM_TEST_S3_URL, or moto from PyPI),
 #   and the admin web app in headless chromium (installed from Debian when missing;
 #   screenshots in target/test-artifacts/browser),
-#   then the Python module: its abi3 wheel built by `maturin build --release` and
+#   then the Python module: its abi3 wheel built by `maturin build` (the dev profile:
+#   about a minute where --release took over seven, with overflow checks on) and
 #   installed into a fresh virtualenv (.venv), its pytest suite (both backends, the
 #   FastAPI example) and mypy.stubtest; and the same wheel installed into a second
 #   virtualenv with no Rust toolchain on PATH, where a smoke test runs.
@@ -80,12 +81,12 @@ step "tests (SQLite and Postgres)"
 cargo test --workspace --all-features --locked
 echo "browser screenshots: $artifacts"
 
-step "Python: the abi3 wheel (maturin build --release), installed into a fresh virtualenv"
+step "Python: the abi3 wheel (maturin build, dev profile), installed into a fresh virtualenv"
 rm -rf .venv target/wheels
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r crm-py/requirements-test.txt
-.venv/bin/maturin build --release --locked -q -m crm-py/Cargo.toml -o target/wheels
+.venv/bin/maturin build --locked -q -m crm-py/Cargo.toml -o target/wheels
 wheel=$(ls target/wheels/crmkit-*-cp39-abi3-*.whl)
 .venv/bin/python -m pip install -q "$wheel"
 
