@@ -354,4 +354,16 @@ fn main() {
     if cfg!(not(feature = "http")) {
         println!("end-to-end: skipped (needs feature `http`)");
     }
+    // Linux only: the process's peak resident set (server, dispatchers, clients and
+    // receiver together, so an upper bound of the server's).
+    if let Some(kb) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+    {
+        println!("peak RSS of the bench process: {} MB", kb / 1024);
+    }
 }

@@ -107,6 +107,7 @@ conformance!(
     a_job_is_claimed_by_one_worker_until_its_lease_ends,
     concurrent_claims_keep_a_targets_share,
     an_idempotency_key_is_claimed_once_then_replayed,
+    a_batch_of_creates_gives_each_its_own_result,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -438,4 +439,103 @@ async fn an_idempotency_key_is_claimed_once_then_replayed(db: &Db) {
     .await
     .expect("claim");
     assert!(theirs.is_none(), "a new claim in the other workspace");
+}
+
+/// One batch of creates (the lead writer's group commit), written many rows per
+/// statement: each create gets its own result, in order. Of two creates of one new
+/// email the first wins; a create refused is told of the lead that held its email
+/// before it (not of one a later create of the batch inserted, even one sharing its
+/// phone); every lead inserted has its event and its job, and no refused one has.
+async fn a_batch_of_creates_gives_each_its_own_result(db: &Db) {
+    let ws = WorkspaceId::DEFAULT;
+    let rules = LeadRules::default();
+    let now = t0();
+    let fields = |name: &str, email: Option<&str>, phone: Option<&str>| {
+        parse::new_lead(
+            NewLead {
+                name: name.into(),
+                email: email.map(str::to_owned),
+                phone: phone.map(str::to_owned),
+                ..NewLead::default()
+            },
+            &rules,
+        )
+        .expect("valid lead")
+    };
+    let row = |f| leads::NewRow {
+        ws,
+        now,
+        actor: None,
+        fields: f,
+    };
+    let endpoint = Uuid::now_v7();
+    query(
+        "INSERT INTO crm_webhook_endpoints (id, workspace_id, url, description, event_types, \
+         secret, enabled, consecutive_failures, created_at, updated_at) \
+         VALUES ($1, $2, 'https://example.com/hook', '', $3, 'sealed', true, 0, $4, $4)",
+    )
+    .bind(endpoint)
+    .bind(ws)
+    .bind(Json(json!(["lead.created"])))
+    .bind(Ts(now))
+    .execute(db.pool())
+    .await
+    .expect("endpoint");
+    let first = leads::create_batch(
+        db.pool(),
+        &[
+            row(fields("Held", Some("held@example.com"), None)),
+            row(fields("F", None, Some("+4915199999999"))),
+        ],
+    )
+    .await
+    .expect("first batch");
+    let [Ok(held), Ok(f)] = &first[..] else {
+        panic!("the first batch creates both: {first:?}");
+    };
+    let batch = [
+        row(fields("A", Some("new@example.com"), None)),
+        row(fields("B", Some("new@example.com"), None)),
+        row(fields(
+            "C",
+            Some("held@example.com"),
+            Some("+4915112345678"),
+        )),
+        row(fields("D", None, Some("+4915112345678"))),
+        row(fields("E", Some("other@example.com"), None)),
+        // H is refused for F's phone; G then takes H's email: H is told of F.
+        row(fields("H", Some("h@example.com"), Some("+4915199999999"))),
+        row(fields("G", Some("h@example.com"), None)),
+    ];
+    let results = leads::create_batch(db.pool(), &batch).await.expect("batch");
+    assert_eq!(results.len(), 7);
+    let a = results[0].as_ref().expect("A is created");
+    let existing = |r: &crate::Result<Lead>| match r {
+        Err(crate::Error::Conflict {
+            field, existing_id, ..
+        }) => (*field, *existing_id),
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    assert_eq!(existing(&results[1]), (Some("email"), Some(a.id.0)));
+    assert_eq!(existing(&results[2]), (Some("email"), Some(held.id.0)));
+    let d = results[3].as_ref().expect("D takes the phone C could not");
+    let e = results[4].as_ref().expect("E is created");
+    assert_eq!(existing(&results[5]), (Some("phone"), Some(f.id.0)));
+    let g = results[6].as_ref().expect("G takes the email H could not");
+    let mut created: Vec<Uuid> = vec![held.id.0, f.id.0, a.id.0, d.id.0, e.id.0, g.id.0];
+    created.sort();
+    let mut with_events: Vec<(Uuid,)> = query_as::<(Uuid,)>(
+        "SELECT e.lead_id FROM crm_events e JOIN crm_jobs j ON j.event_id = e.id \
+         WHERE e.workspace_id = $1 AND e.event_type = 'lead.created' AND j.target_id = $2",
+    )
+    .bind(ws)
+    .bind(endpoint)
+    .fetch_all(db.pool())
+    .await
+    .expect("events");
+    with_events.sort();
+    assert_eq!(
+        with_events.into_iter().map(|(id,)| id).collect::<Vec<_>>(),
+        created
+    );
 }

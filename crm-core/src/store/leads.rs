@@ -201,8 +201,9 @@ async fn find_by_contact(
     rows.into_iter().map(LeadRow::into_lead).collect()
 }
 
-/// Fails with `Conflict` when another lead (not `except`) holds the lead's email or phone.
-async fn check_unique(conn: &mut Tx, lead: &Lead, except: Option<LeadId>) -> Result<()> {
+/// Fails with `Conflict` when another lead (not one `skip` names) holds the lead's
+/// email or phone; the holder of the email is named before the holder of the phone.
+async fn check_unique(conn: &mut Tx, lead: &Lead, skip: impl Fn(LeadId) -> bool) -> Result<()> {
     let others = find_by_contact(
         conn,
         lead.workspace_id,
@@ -210,13 +211,15 @@ async fn check_unique(conn: &mut Tx, lead: &Lead, except: Option<LeadId>) -> Res
         lead.phone.as_ref(),
     )
     .await?;
+    let others: Vec<&Lead> = others.iter().filter(|o| !skip(o.id)).collect();
     let key = lead.email.as_ref().map(Email::key);
-    match others.iter().find(|o| Some(o.id) != except) {
-        Some(o) if key.is_some() && o.email.as_ref().map(Email::key) == key => {
-            Err(conflict("email", o.id))
-        }
-        Some(o) => Err(conflict("phone", o.id)),
-        None => Ok(()),
+    let email = others
+        .iter()
+        .find(|o| key.is_some() && o.email.as_ref().map(Email::key) == key);
+    match (email, others.first()) {
+        (Some(o), _) => Err(conflict("email", o.id)),
+        (None, Some(o)) => Err(conflict("phone", o.id)),
+        (None, None) => Ok(()),
     }
 }
 
@@ -461,32 +464,42 @@ pub(crate) async fn create_batch(pool: &Pool, rows: &[NewRow]) -> Result<Vec<Res
     let mut subscribers: Vec<(WorkspaceId, outbox::Subscribers)> = Vec::new();
     let mut events = Vec::with_capacity(rows.len());
     let mut out = Vec::with_capacity(rows.len());
+    // The leads of the rows still to come: a create refused is told of the lead
+    // that held its email or phone before it, never of one a later row inserted.
+    let mut later = inserted;
     for (row, lead) in rows.iter().zip(leads) {
-        if !inserted.contains(&lead.id) {
-            out.push(match check_unique(&mut tx, &lead, None).await {
-                Ok(()) => Err(taken()),
-                Err(e @ Error::Conflict { .. }) => Err(e),
-                Err(e) => return Err(e),
-            });
+        if !later.remove(&lead.id) {
+            out.push(
+                match check_unique(&mut tx, &lead, |o| later.contains(&o)).await {
+                    Ok(()) => Err(taken()),
+                    Err(e @ Error::Conflict { .. }) => Err(e),
+                    Err(e) => return Err(e),
+                },
+            );
             continue;
-        }
-        if !subscribers.iter().any(|(ws, _)| *ws == row.ws) {
-            subscribers.push((row.ws, outbox::subscribers(&mut tx, row.ws).await?));
         }
         let ctx = Ctx {
             ws: row.ws,
             now: row.now,
             actor: row.actor.as_deref(),
         };
-        events.push(ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead })));
+        let at = subscribers.iter().position(|(ws, _)| *ws == row.ws);
+        let at = match at {
+            Some(at) => at,
+            None => {
+                subscribers.push((row.ws, outbox::subscribers(&mut tx, row.ws).await?));
+                subscribers.len() - 1
+            }
+        };
+        events.push((
+            ctx.event(EventType::LeadCreated, lead.id, json!({ "lead": lead })),
+            at,
+        ));
         out.push(Ok(lead));
     }
     let with: Vec<_> = events
         .iter()
-        .filter_map(|e| {
-            let (_, of) = subscribers.iter().find(|(ws, _)| *ws == e.workspace_id)?;
-            Some((e, of))
-        })
+        .map(|(e, at)| (e, &subscribers[*at].1))
         .collect();
     outbox::insert_events(&mut tx, &with).await?;
     tx.commit().await?;
@@ -622,7 +635,7 @@ pub(crate) async fn update(pool: &Pool, ctx: &Ctx<'_>, id: LeadId, patch: Patch)
         return Ok(old);
     }
     if changed.contains(&"email") || changed.contains(&"phone") {
-        check_unique(&mut tx, &new, Some(id)).await?;
+        check_unique(&mut tx, &new, |o| o == id).await?;
     }
     new.updated_at = ctx.now;
     write_lead(&mut tx, &new).await?;
@@ -744,7 +757,7 @@ pub(crate) async fn merge(
             .execute(&mut tx)
             .await?;
     }
-    check_unique(&mut tx, &new, Some(target)).await?;
+    check_unique(&mut tx, &new, |o| o == target).await?;
     write_lead(&mut tx, &new).await?;
     if old.status != new.status {
         let activity = Activity {

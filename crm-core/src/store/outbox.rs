@@ -115,7 +115,7 @@ pub(super) async fn insert_events(conn: &mut Tx, events: &[(&Event, &Subscribers
     if jobs.is_empty() {
         return Ok(());
     }
-    for run in pow2_runs(&jobs, per_statement(conn.dialect(), 7)) {
+    for run in pow2_runs(&jobs, per_statement(conn.dialect(), 8)) {
         let mut rows = query(
             "INSERT INTO crm_jobs (id, workspace_id, kind, target_id, event_id, status, attempts, \
              run_at, created_at, updated_at) VALUES ",
