@@ -2030,3 +2030,54 @@ async fn merges_keep_the_rules_and_cross_merges_do_not_deadlock(db: &TestDb) {
         }
     }
 }
+
+/// The lead writer refreshes Postgres's statistics as the leads grow (at 1,000, then
+/// at each doubling), so a listing right after many creates is not planned without
+/// them (a scan and a sort of the whole workspace per page) until autovacuum runs.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statistics_follow_many_creates() {
+    use sqlx::Connection;
+    let db = TestDb::postgres().await;
+    let crm = db.crm().await;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let analyzed = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'crm_leads'",
+        )
+    };
+    assert_eq!(analyzed().fetch_one(&mut c).await.expect("stats"), 0);
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let leads = crm.leads();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..1_000).step_by(8) {
+                leads
+                    .create(lead("Many", &format!("many{i}@example.com")))
+                    .await
+                    .expect("create");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    // The ANALYZE runs in a task of its own, and the statistics arrive within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while analyzed().fetch_one(&mut c).await.expect("stats") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "crm_leads was not analyzed after 1,000 creates"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rows: f32 =
+        sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'crm_leads'")
+            .fetch_one(&mut c)
+            .await
+            .expect("reltuples");
+    assert!(rows >= 1_000.0, "the planner sees {rows} leads");
+    drop(c);
+    crm.close().await;
+    db.cleanup().await;
+}

@@ -10,11 +10,18 @@
 //! emails in opposite order, a lost connection) every create in it is retried on
 //! its own.
 //!
+//! On Postgres the writers also refresh the planner's statistics of the leads
+//! ([`store::leads::analyze`], in a task of its own) each time the leads this
+//! process created double, from 1,000 on (1,000, 2,000, 4,000, …): at most a
+//! logarithm of the table's growth, where a listing planned without statistics
+//! sorted the whole workspace for every page until autovacuum caught up.
+//!
 //! What a caller should know: a create whose caller goes away (a dropped future)
 //! is still written if it was queued; the writer task lives on the runtime of the
 //! first create, and a create that finds it gone (that runtime shut down) writes
 //! alone.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +33,39 @@ use crate::{Error, Result};
 
 /// The most creates one transaction takes.
 pub(crate) const MAX_BATCH: usize = 128;
+
+/// The leads created after which the writers first refresh Postgres's statistics
+/// (then at twice as many each time).
+const ANALYZE_FIRST: u64 = 1_000;
+
+/// The leads this process's writers created, and the count at which they next
+/// refresh the statistics.
+struct Growth {
+    created: AtomicU64,
+    next: AtomicU64,
+}
+
+impl Growth {
+    /// Counts `n` more leads: whether the statistics are due now (true once per
+    /// doubling, for one writer).
+    fn add(&self, n: u64) -> bool {
+        let created = self
+            .created
+            .fetch_add(n, Ordering::Relaxed)
+            .saturating_add(n);
+        let next = self.next.load(Ordering::Relaxed);
+        created >= next
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    created.saturating_mul(2),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
 
 struct Pending {
     row: NewRow,
@@ -44,8 +84,12 @@ impl Batcher {
     pub(crate) fn start(pool: Pool, writers: usize) -> Self {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let growth = Arc::new(Growth {
+            created: AtomicU64::new(0),
+            next: AtomicU64::new(ANALYZE_FIRST),
+        });
         for _ in 0..writers.max(1) {
-            tokio::spawn(run(pool.clone(), rx.clone()));
+            tokio::spawn(run(pool.clone(), rx.clone(), growth.clone()));
         }
         Self { queue }
     }
@@ -65,7 +109,11 @@ impl Batcher {
     }
 }
 
-async fn run(pool: Pool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
+async fn run(
+    pool: Pool,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    growth: Arc<Growth>,
+) {
     let mut waiting = Vec::with_capacity(MAX_BATCH);
     loop {
         // One writer at a time takes what is waiting; the others write meanwhile.
@@ -76,6 +124,14 @@ async fn run(pool: Pool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
             waiting.drain(..).map(|p| (p.row, p.reply)).unzip();
         match store::leads::create_batch(&pool, &rows).await {
             Ok(results) => {
+                let created = results.iter().filter(|r| r.is_ok()).count();
+                // Nothing to refresh on SQLite (`analyze` returns at once there).
+                if growth.add(created as u64) {
+                    let pool = pool.clone();
+                    tokio::spawn(async move {
+                        store::leads::analyze(&pool, "lead creates").await;
+                    });
+                }
                 for (reply, r) in replies.into_iter().zip(results) {
                     let _ = reply.send(r);
                 }
