@@ -11,10 +11,12 @@
 //! its own.
 //!
 //! On Postgres the writers also refresh the planner's statistics of the leads
-//! ([`store::leads::analyze`], in a task of its own) each time the leads this
-//! process created double, from 1,000 on (1,000, 2,000, 4,000, …): at most a
-//! logarithm of the table's growth, where a listing planned without statistics
-//! sorted the whole workspace for every page until autovacuum caught up.
+//! ([`store::leads::analyze`], in a task of its own) each time the leads their
+//! batches created (per `Crm`) pass twice the count of the last refresh, from 1,000
+//! on: at most a logarithm of the table's growth, where a listing planned without
+//! statistics sorted the whole workspace for every page until autovacuum caught up.
+//! Creates written one by one (a failed batch's, or with the writer gone) are not
+//! counted.
 //!
 //! What a caller should know: a create whose caller goes away (a dropped future)
 //! is still written if it was queued; the writer task lives on the runtime of the
@@ -35,10 +37,10 @@ use crate::{Error, Result};
 pub(crate) const MAX_BATCH: usize = 128;
 
 /// The leads created after which the writers first refresh Postgres's statistics
-/// (then at twice as many each time).
+/// (then at twice the count of the last refresh).
 const ANALYZE_FIRST: u64 = 1_000;
 
-/// The leads this process's writers created, and the count at which they next
+/// The leads these writers' batches created, and the count at which they next
 /// refresh the statistics.
 struct Growth {
     created: AtomicU64,
