@@ -1003,7 +1003,7 @@ impl Crm {
             )
         };
         let mut created = false;
-        let user = match store::oidc::user_by_email(pool, ws, &email.key()).await? {
+        let user = match store::users::user_by_email(pool, ws, &email.key()).await? {
             Some((user, _)) => user,
             None if provider.allow_signup => {
                 let auth = self.workspace(ws).auth();
@@ -1025,7 +1025,7 @@ impl Crm {
                     }
                     // Signed up at the same moment by another callback.
                     Err(Error::Conflict { .. }) => {
-                        store::oidc::user_by_email(pool, ws, &email.key())
+                        store::users::user_by_email(pool, ws, &email.key())
                             .await?
                             .map(|(u, _)| u)
                             .ok_or(Error::Conflict {

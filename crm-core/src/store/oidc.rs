@@ -233,23 +233,6 @@ pub(crate) async fn linked_user(
         .transpose()
 }
 
-/// The workspace's user with this email key, with its password hash.
-pub(crate) async fn user_by_email(
-    pool: &Pool,
-    ws: WorkspaceId,
-    email_key: &str,
-) -> Result<Option<(User, String)>> {
-    let sql =
-        format!("SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = $1 AND email_key = $2");
-    query_as::<UserRow>(&sql)
-        .bind(ws)
-        .bind(email_key)
-        .fetch_optional(pool)
-        .await?
-        .map(UserRow::into_user)
-        .transpose()
-}
-
 /// Links an issuer's subject to a user (whose email the issuer verified: the
 /// user's email counts as verified from now on), with its audit entry. A subject
 /// linked meanwhile keeps its first link. When the user's email was not verified

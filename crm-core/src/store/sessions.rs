@@ -6,7 +6,6 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::sql::{query, query_as, Exec, Tx};
-use super::users::{UserRow, USER_COLUMNS};
 use super::{audit, users, Pool, Ts};
 use crate::audit::AuditEntry;
 use crate::auth::model::{Session, Throttle, User, RESET, VERIFY};
@@ -142,15 +141,7 @@ pub(crate) async fn login_lookup(
 ) -> Result<(Option<Throttle>, Option<(User, String)>)> {
     let mut conn = pool.acquire().await?;
     let t = fetch_throttle(&mut conn, ws, email_key, false).await?;
-    let sql =
-        format!("SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = $1 AND email_key = $2");
-    let user = query_as::<UserRow>(&sql)
-        .bind(ws)
-        .bind(email_key)
-        .fetch_optional(&mut conn)
-        .await?
-        .map(UserRow::into_user)
-        .transpose()?;
+    let user = users::user_by_email(&mut conn, ws, email_key).await?;
     Ok((t, user))
 }
 

@@ -355,6 +355,24 @@ pub(crate) async fn user_access(
     Ok((target, ended))
 }
 
+/// The workspace's user with this email key, with its password hash (a sign-in's
+/// lookup, by password or by an OIDC provider's verified email).
+pub(crate) async fn user_by_email(
+    conn: impl Exec<'_>,
+    ws: WorkspaceId,
+    email_key: &str,
+) -> Result<Option<(User, String)>> {
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM crm_users WHERE workspace_id = $1 AND email_key = $2");
+    query_as::<UserRow>(&sql)
+        .bind(ws)
+        .bind(email_key)
+        .fetch_optional(conn.on())
+        .await?
+        .map(UserRow::into_user)
+        .transpose()
+}
+
 pub(super) async fn fetch_user(
     conn: impl Exec<'_>,
     ws: WorkspaceId,
