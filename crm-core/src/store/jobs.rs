@@ -202,7 +202,10 @@ const LOCK_TARGETS_POSTGRES: &str = "WITH RECURSIVE targets(t) AS ( \
 /// (`MATERIALIZED`: inlined, the count ran once per candidate row), and each target
 /// contributes its earliest due jobs up to its free share (`LATERAL`, down its
 /// index), locked as they are read, skipping rows locked elsewhere. The cost follows
-/// the targets and the batch, not the backlog. The sizes are bound, not written
+/// the targets and the batch, not the backlog: the picked rows are updated through
+/// the primary key (`= ANY(ARRAY(…))`; joined to `picked`, a generic plan sometimes
+/// hashed them against a scan of the whole queue, 49 µs a claimed row instead of
+/// 36 in one profiled drain). The sizes are bound, not written
 /// into the text, so a connection prepares the statement once and Postgres can keep
 /// its plan.
 fn claim_postgres(by_kind: bool) -> String {
@@ -220,9 +223,8 @@ fn claim_postgres(by_kind: bool) -> String {
              FOR UPDATE SKIP LOCKED) j), \
          picked AS (SELECT id FROM ranked ORDER BY rn, run_at, id LIMIT $4) \
          UPDATE crm_jobs SET lease_until = $1, lease_token = $2, attempts = attempts + 1, updated_at = $3 \
-         FROM picked WHERE crm_jobs.id = picked.id \
-         RETURNING crm_jobs.id, crm_jobs.kind, crm_jobs.workspace_id, crm_jobs.target_id, \
-           crm_jobs.event_id, crm_jobs.attempts, crm_jobs.lease_token"
+         WHERE id = ANY(ARRAY(SELECT id FROM picked)) \
+         RETURNING id, kind, workspace_id, target_id, event_id, attempts, lease_token"
     )
 }
 
