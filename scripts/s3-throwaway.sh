@@ -1,12 +1,14 @@
 # Sourced by scripts/test.sh (and usable by hand: `source scripts/s3-throwaway.sh`).
-# Starts a local S3-compatible server (moto, from PyPI, in its own virtualenv under
-# target/) on a free port of 127.0.0.1 and exports CRM_TEST_S3_URL; an EXIT trap
-# stops it (and the throwaway Postgres, when scripts/pg-throwaway.sh started one).
-# Nothing leaves the machine: the tests make their own buckets in it.
+# Starts a local S3-compatible server (moto, from PyPI, in a virtualenv of its own) on
+# a free port of 127.0.0.1 and exports CRM_TEST_S3_URL; an EXIT trap stops it (and
+# the throwaway Postgres, when scripts/pg-throwaway.sh started one). Nothing leaves
+# the machine: the tests make their own buckets in it.
 
-# Under the repository's target/, wherever the script is sourced from.
-s3_venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/s3-venv"
+# The virtualenv is a tool, like cargo-deny in cargo's bin directory: kept in the
+# user's cache, one per moto version, so every clone on a machine shares one install
+# (about a minute on two cores) instead of making its own under target/.
 s3_moto=5.2.5
+s3_venv="${XDG_CACHE_HOME:-$HOME/.cache}/crm-test/moto-$s3_moto"
 if ! "$s3_venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$s3_moto')" 2>/dev/null; then
     rm -rf "$s3_venv"
     python3 -m venv "$s3_venv"
