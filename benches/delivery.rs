@@ -10,6 +10,10 @@
 //! (`CRM_BENCH_PER_ENDPOINT`). SQLite always,
 //! Postgres when `CRM_TEST_PG_URL` is set (`CRM_BENCH_BACKEND=sqlite|postgres` for one).
 //!
+//! Wake (Postgres): one `Crm` creates a lead every 50 ms, another (its own pool, its
+//! dispatcher polling once a minute) delivers it; the time from each create's commit
+//! to its webhook's arrival is printed (p50/p99/max of 100).
+//!
 //! End to end (with feature `http`): the router serves `POST /api/v1/leads` on a local
 //! port while 256 clients create leads over HTTP at a steady total rate
 //! (`CRM_BENCH_E2E_RATE`, default 4,000/s, for 10 s: more than the 3,600/s the rate
@@ -41,16 +45,20 @@ const EVENTS: usize = 20_000;
 struct Receiver {
     url: String,
     seen: Arc<AtomicUsize>,
+    /// Woken at every delivery (the wake figure times single deliveries).
+    arrived: Arc<tokio::sync::Notify>,
 }
 
 impl Receiver {
     async fn start() -> Self {
         let seen = Arc::new(AtomicUsize::new(0));
-        let counter = seen.clone();
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let (counter, ping) = (seen.clone(), arrived.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move || {
                 counter.fetch_add(1, Ordering::Relaxed);
+                ping.notify_waiters();
                 async { "ok" }
             }),
         );
@@ -59,7 +67,7 @@ impl Receiver {
             .expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, seen }
+        Self { url, seen, arrived }
     }
 
     async fn wait_for(&self, n: usize) {
@@ -157,6 +165,78 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
     let rate = EVENTS as f64 / secs;
     println!("delivery/{backend}/{dispatchers} dispatcher(s): {EVENTS} events in {secs:.2} s = {rate:.0} events/s");
     rate
+}
+
+/// The cross-process wake (Postgres): one `Crm` creates a lead every 50 ms and
+/// another, on a pool of its own as another process would be, delivers it; its
+/// dispatcher polls once a minute, so only the writer's `NOTIFY` can wake it in
+/// time. Printed: the time from the create's commit (its return) to the webhook's
+/// arrival, an upper bound of the time to the other dispatcher's claim.
+async fn wake(backend: &str, url: &str) {
+    const CREATES: usize = 100;
+    let key = MasterKey::generate("bench").expect("key");
+    let writer = connect(url, &key).await;
+    let ws = writer
+        .create_workspace("wake bench")
+        .await
+        .expect("workspace");
+    let rx = Receiver::start().await;
+    writer
+        .workspace(ws)
+        .webhooks()
+        .create(NewEndpoint {
+            url: rx.url.clone(),
+            event_types: vec!["lead.created".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("endpoint");
+    let sender = connect(url, &key).await;
+    let stop = CancellationToken::new();
+    let config = DispatcherConfig {
+        poll_interval: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let dispatcher = sender
+        .start_dispatcher(config, stop.clone())
+        .expect("start");
+    // The dispatcher's first (empty) claim and its LISTEN.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leads = writer.workspace(ws).leads();
+    let mut lat = Vec::with_capacity(CREATES);
+    for i in 0..CREATES {
+        let arrived = rx.arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let lead = NewLead {
+            name: "Wake".into(),
+            email: Some(format!("w{i}@bench.example")),
+            ..Default::default()
+        };
+        leads.create(lead).await.expect("lead");
+        let committed = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), arrived)
+            .await
+            .expect("delivered long before the next poll");
+        lat.push(committed.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lat.sort();
+    let ms = |p: f64| {
+        let i = ((lat.len() as f64 * p) as usize).min(lat.len() - 1);
+        lat[i].as_secs_f64() * 1000.0
+    };
+    println!(
+        "wake/{backend}: {CREATES} creates in one process, delivered by another's dispatcher; \
+         commit-to-delivery p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
+    );
+    stop.cancel();
+    dispatcher.await.expect("dispatcher");
+    sender.close().await;
+    writer.close().await;
 }
 
 /// One end-to-end run: leads created over HTTP at `rate`/s for `secs`, each delivered.
@@ -341,6 +421,9 @@ fn main() {
         }
         for n in [1, 2] {
             rt.block_on(run(backend, &url, n));
+        }
+        if backend == "postgres" {
+            rt.block_on(wake(backend, &url));
         }
         #[cfg(feature = "http")]
         {
