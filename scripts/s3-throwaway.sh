@@ -9,11 +9,16 @@
 # (about a minute on two cores) instead of making its own under target/.
 s3_moto=5.2.5
 s3_venv="${XDG_CACHE_HOME:-$HOME/.cache}/crm-test/moto-$s3_moto"
-if ! "$s3_venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$s3_moto')" 2>/dev/null; then
-    rm -rf "$s3_venv"
-    python3 -m venv "$s3_venv"
-    "$s3_venv/bin/python" -m pip install -q "moto[s3,server]==$s3_moto"
-fi
+mkdir -p "$(dirname "$s3_venv")"
+# Under a lock: two clones starting at once must not build one virtualenv together.
+(
+    flock 9
+    if ! "$s3_venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$s3_moto')" 2>/dev/null; then
+        rm -rf "$s3_venv"
+        python3 -m venv "$s3_venv"
+        "$s3_venv/bin/python" -m pip install -q "moto[s3,server]==$s3_moto"
+    fi
+) 9>"$s3_venv.lock"
 s3_dir=$(mktemp -d "${TMPDIR:-/tmp}/crm-s3.XXXXXX")
 s3_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$s3_venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$s3_dir/server.log" 2>&1 &

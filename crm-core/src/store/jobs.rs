@@ -205,9 +205,9 @@ const LOCK_TARGETS_POSTGRES: &str = "WITH RECURSIVE targets(t) AS ( \
 /// the targets and the batch, not the backlog: the picked rows are updated through
 /// the primary key (`= ANY(ARRAY(…))`): joined to `picked`, Postgres' generic plan
 /// (the one a prepared statement keeps) hashed them against a scan of the whole
-/// queue, 87 ms a claim of 256 at a backlog of 200,000 against 8 ms this way. The sizes are bound, not written
-/// into the text, so a connection prepares the statement once and Postgres can keep
-/// its plan.
+/// queue, 87 ms a claim of 256 at a backlog of 200,000 against 8 ms this way. The
+/// sizes are bound, not written into the text, so a connection prepares the
+/// statement once and Postgres can keep its plan.
 fn claim_postgres(by_kind: bool) -> String {
     let kind = if by_kind { " AND c.kind = $7" } else { "" };
     format!(
