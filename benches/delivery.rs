@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crm::leads::NewLead;
 use crm::webhooks::{DispatcherConfig, NewEndpoint};
-use crm::{Crm, MasterKey};
+use crm::{Crm, MasterKey, WorkspaceId};
 use tokio_util::sync::CancellationToken;
 
 /// The allocator the crm binary ships with (`crm-server`), since this bench stands
@@ -112,16 +112,12 @@ async fn connect(url: &str, key: &MasterKey) -> Crm {
         .expect("connect")
 }
 
-async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
-    let key = MasterKey::generate("bench").expect("key");
-    let first = connect(url, &key).await;
-    let ws = first
-        .create_workspace(&format!("delivery bench {dispatchers}"))
-        .await
-        .expect("workspace");
+/// A new workspace whose one endpoint, subscribed to `lead.created`, is a new
+/// receiver.
+async fn workspace_with_receiver(crm: &Crm, name: &str) -> (WorkspaceId, Receiver) {
+    let ws = crm.create_workspace(name).await.expect("workspace");
     let rx = Receiver::start().await;
-    first
-        .workspace(ws)
+    crm.workspace(ws)
         .webhooks()
         .create(NewEndpoint {
             url: rx.url.clone(),
@@ -130,6 +126,13 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
         })
         .await
         .expect("endpoint");
+    (ws, rx)
+}
+
+async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
+    let key = MasterKey::generate("bench").expect("key");
+    let first = connect(url, &key).await;
+    let (ws, rx) = workspace_with_receiver(&first, &format!("delivery bench {dispatchers}")).await;
     // The backlog, written by 32 concurrent writers (no dispatcher runs yet).
     let mut writers = Vec::new();
     for w in 0..32 {
@@ -190,21 +193,7 @@ async fn wake(backend: &str, url: &str) {
     const CREATES: usize = 100;
     let key = MasterKey::generate("bench").expect("key");
     let writer = connect(url, &key).await;
-    let ws = writer
-        .create_workspace("wake bench")
-        .await
-        .expect("workspace");
-    let rx = Receiver::start().await;
-    writer
-        .workspace(ws)
-        .webhooks()
-        .create(NewEndpoint {
-            url: rx.url.clone(),
-            event_types: vec!["lead.created".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("endpoint");
+    let (ws, rx) = workspace_with_receiver(&writer, "wake bench").await;
     let sender = connect(url, &key).await;
     let stop = CancellationToken::new();
     let config = DispatcherConfig {
