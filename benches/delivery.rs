@@ -39,6 +39,10 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(feature = "postgres")]
+#[path = "../tests/common/scratch_pg.rs"]
+mod scratch_pg;
+
 const EVENTS: usize = 20_000;
 
 /// A keep-alive receiver (axum) counting the deliveries it answered 200.
@@ -163,21 +167,30 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
         poll_interval: Duration::from_millis(50),
         ..Default::default()
     };
-    let started = Instant::now();
-    let mut handles = Vec::new();
+    // Connected (pools opened, schema checked) before the clock starts: the time of
+    // a connect is not delivery, and there is one more of it with two dispatchers.
+    let mut crms = Vec::new();
     for _ in 0..dispatchers {
-        let crm = connect(url, &key).await;
-        handles.push(
-            crm.start_dispatcher(config.clone(), stop.clone())
-                .expect("start"),
-        );
+        crms.push(connect(url, &key).await);
     }
+    let started = Instant::now();
+    let handles: Vec<_> = crms
+        .iter()
+        .map(|crm| {
+            crm.start_dispatcher(config.clone(), stop.clone())
+                .expect("start")
+        })
+        .collect();
     rx.wait_for(EVENTS).await;
     let secs = started.elapsed().as_secs_f64();
     stop.cancel();
     for h in handles {
         h.await.expect("stop");
     }
+    for crm in crms {
+        crm.close().await;
+    }
+    first.close().await;
     let rate = EVENTS as f64 / secs;
     println!("delivery/{backend}/{dispatchers} dispatcher(s): {EVENTS} events in {secs:.2} s = {rate:.0} events/s");
     rate
@@ -409,11 +422,31 @@ async fn end_to_end(backend: &str, url: &str, rate: u32, secs: u64) {
     crm.close().await;
 }
 
+/// Runs `f` on a database of its own, so that no run starts on the rows of another
+/// (or of an earlier bench): a new SQLite file in `dir`, or a new database in the
+/// Postgres server of `CRM_TEST_PG_URL` (`base`), dropped afterwards.
+async fn on_fresh_db<T, F: std::future::Future<Output = T>>(
+    backend: &str,
+    base: &str,
+    dir: &std::path::Path,
+    f: impl FnOnce(String) -> F,
+) -> T {
+    #[cfg(feature = "postgres")]
+    if backend == "postgres" {
+        let (url, name) = scratch_pg::create(base, "crm_bench").await;
+        let out = f(url).await;
+        scratch_pg::drop(base, &name).await;
+        return out;
+    }
+    let _ = (backend, base);
+    let file = dir.join(format!("{}.db", uuid::Uuid::now_v7().simple()));
+    f(format!("sqlite://{}", file.display())).await
+}
+
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = format!("sqlite://{}", dir.path().join("delivery.db").display());
-    let mut targets = vec![("sqlite", sqlite)];
+    let mut targets = vec![("sqlite", String::new())];
     if cfg!(feature = "postgres") {
         if let Ok(pg) = std::env::var("CRM_TEST_PG_URL") {
             targets.push(("postgres", pg));
@@ -421,15 +454,20 @@ fn main() {
     }
     // CRM_BENCH_BACKEND=sqlite|postgres runs one backend only (e.g. under a profiler).
     let only = std::env::var("CRM_BENCH_BACKEND").ok();
-    for (backend, url) in targets {
+    for (backend, base) in targets {
         if only.as_deref().is_some_and(|o| o != backend) {
             continue;
         }
+        let dir = dir.path();
         for n in [1, 2] {
-            rt.block_on(run(backend, &url, n));
+            rt.block_on(on_fresh_db(backend, &base, dir, |url| async move {
+                run(backend, &url, n).await
+            }));
         }
         if backend == "postgres" {
-            rt.block_on(wake(backend, &url));
+            rt.block_on(on_fresh_db(backend, &base, dir, |url| async move {
+                wake(backend, &url).await
+            }));
         }
         #[cfg(feature = "http")]
         {
@@ -440,7 +478,9 @@ fn main() {
             if rate == 0 {
                 println!("end-to-end/{backend}: skipped (CRM_BENCH_E2E_RATE=0)");
             } else {
-                rt.block_on(end_to_end(backend, &url, rate, 10));
+                rt.block_on(on_fresh_db(backend, &base, dir, |url| async move {
+                    end_to_end(backend, &url, rate, 10).await
+                }));
             }
         }
     }

@@ -24,8 +24,9 @@ fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/msrv-$toolchain
 export RUSTFLAGS="-D warnings"
 check() {
-    echo "  cargo +$toolchain check $*"
+    local start=$SECONDS
     cargo "+$toolchain" check --locked --quiet "$@"
+    echo "  $((SECONDS - start))s cargo +$toolchain check $*"
 }
 
 cargo metadata --format-version 1 --no-deps --locked | python3 -c '

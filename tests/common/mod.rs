@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub(crate) mod receiver;
+#[cfg(feature = "postgres")]
+pub(crate) mod scratch_pg;
 
 use chrono::{TimeZone, Utc};
 use crm::{Crm, CrmBuilder, ManualClock, MasterKey};
@@ -139,22 +141,7 @@ impl TestDb {
         let base = std::env::var("CRM_TEST_PG_URL").expect(
             "CRM_TEST_PG_URL is not set: run scripts/test.sh, which starts a throwaway Postgres",
         );
-        let name = format!("crm_test_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = sqlx::PgConnection::connect(&base)
-            .await
-            .expect("connect to CRM_TEST_PG_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        let (head, tail) = base
-            .split_once('?')
-            .map_or((base.as_str(), None), |(h, t)| (h, Some(t)));
-        let prefix = head.rsplit_once('/').map_or(head, |(p, _)| p);
-        let url = match tail {
-            Some(t) => format!("{prefix}/{name}?{t}"),
-            None => format!("{prefix}/{name}"),
-        };
+        let (url, name) = scratch_pg::create(&base, "crm_test").await;
         Self {
             key: MasterKey::generate("test").expect("key"),
             backend: Backend::Postgres,
@@ -320,11 +307,9 @@ impl TestDb {
     pub(crate) async fn cleanup(self) {
         #[cfg(feature = "postgres")]
         if let Some((base, name)) = &self.admin {
-            if let Ok(mut admin) = sqlx::PgConnection::connect(base).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await;
-                if let Some((_, role)) = &self.rls {
+            scratch_pg::drop(base, name).await;
+            if let Some((_, role)) = &self.rls {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(base).await {
                     let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
                         .execute(&mut admin)
                         .await;
