@@ -2,7 +2,8 @@
 # The one test command: everything CI runs, from a fresh clone.
 #   fmt, clippy (all features, -D warnings), the storage layering (scripts/check-layers.py),
 #   rustdoc (-D warnings),
-#   every crate and feature alone on the minimum Rust version (scripts/check-features.sh),
+#   every crate and feature alone on the minimum Rust version (scripts/check-features.sh,
+#   in the background from the start until after cargo deny),
 #   cargo deny (licenses, bans, sources; built from crates.io into cargo's bin
 #   directory once, like any cargo tool),
 #   the tests on SQLite and on Postgres (CRM_TEST_PG_URL, or a throwaway cluster),
@@ -26,6 +27,20 @@ for c in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done
 
+# The feature checks run in the background, beside clippy, the docs and cargo deny
+# (their own toolchain and target directory): most of their time is one crate at a
+# time on one core, which leaves the other to the foreground (on two cores they were
+# about a third of the run when they ran in turn). Their output is printed, and
+# their result taken, after cargo deny: before the throwaway servers (whose scripts
+# set their own EXIT trap) and the tests, which then have the machine to themselves.
+step "each crate and feature alone, on the minimum Rust version: started in the background"
+mkdir -p target
+features_log=target/check-features.log
+setsid -w scripts/check-features.sh > "$features_log" 2>&1 &
+features=$!
+trap 'kill -- -"$features" 2>/dev/null || true' EXIT
+echo "its output goes to $features_log"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -37,9 +52,6 @@ python3 scripts/check-layers.py > /dev/null
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
-
-step "each crate and feature alone, on the minimum Rust version"
-scripts/check-features.sh
 
 step "cargo deny check licenses bans sources"
 # Advisories are left out: their database is fetched from GitHub, which CI cannot reach.
@@ -53,6 +65,15 @@ if ! "$deny" --version 2>/dev/null | grep -q "$deny_version"; then
         cargo install --quiet --locked cargo-deny --version "$deny_version"
 fi
 "$deny" check --hide-inclusion-graph licenses bans sources
+
+step "each crate and feature alone, on the minimum Rust version (waiting for the background checks)"
+if ! wait "$features"; then
+    cat "$features_log"
+    echo "the feature checks failed (above)"
+    exit 1
+fi
+trap - EXIT
+cat "$features_log"
 
 if [ -z "${CRM_TEST_PG_URL:-}" ]; then
     step "throwaway Postgres"
