@@ -6,8 +6,11 @@
 //! receiver behind a load balancer does), then 1 or 2 dispatchers (separate `Crm`
 //! instances on separate pools, as separate processes would be) drain it; events/s
 //! from the start of the dispatchers to the last delivery is printed. Each dispatcher
-//! has 512 delivery slots (`CRM_BENCH_SLOTS` to change) and as many per endpoint
-//! (`CRM_BENCH_PER_ENDPOINT`). SQLite always,
+//! has 512 delivery slots (`CRM_BENCH_SLOTS` to change); the endpoint may have as
+//! many deliveries in flight as the dispatchers have slots together
+//! (`CRM_BENCH_PER_ENDPOINT` to change): that limit counts across every process, so
+//! at one dispatcher's slots it would let a second dispatcher add nothing in flight,
+//! and the run would measure the limit, not the scale-out. SQLite always,
 //! Postgres when `CRM_TEST_PG_URL` is set (`CRM_BENCH_BACKEND=sqlite|postgres` for one).
 //!
 //! Wake (Postgres): one `Crm` creates a lead every 50 ms, another (its own pool, its
@@ -163,7 +166,7 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
         per_endpoint: std::env::var("CRM_BENCH_PER_ENDPOINT")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(slots),
+            .unwrap_or(slots * dispatchers),
         poll_interval: Duration::from_millis(50),
         ..Default::default()
     };
