@@ -170,8 +170,8 @@ async fn run(backend: &str, url: &str, dispatchers: usize) -> f64 {
         poll_interval: Duration::from_millis(50),
         ..Default::default()
     };
-    // Connected (pools opened, schema checked) before the clock starts: the time of
-    // a connect is not delivery, and there is one more of it with two dispatchers.
+    // Connected (the schema checked on a first connection) before the clock starts:
+    // the time of a connect is not delivery, and two dispatchers connect twice.
     let mut crms = Vec::new();
     for _ in 0..dispatchers {
         crms.push(connect(url, &key).await);
@@ -427,7 +427,8 @@ async fn end_to_end(backend: &str, url: &str, rate: u32, secs: u64) {
 
 /// Runs `f` on a database of its own, so that no run starts on the rows of another
 /// (or of an earlier bench): a new SQLite file in `dir`, or a new database in the
-/// Postgres server of `CRM_TEST_PG_URL` (`base`), dropped afterwards.
+/// Postgres server of `CRM_TEST_PG_URL` (`base`), dropped after a run that ends
+/// (one that panics leaves its `crm_bench_*` database behind).
 async fn on_fresh_db<T, F: std::future::Future<Output = T>>(
     backend: &str,
     base: &str,

@@ -25,7 +25,10 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/msrv-$toolchain
 export RUSTFLAGS="-D warnings"
 check() {
     local start=$SECONDS
-    cargo "+$toolchain" check --locked --quiet "$@"
+    if ! cargo "+$toolchain" check --locked --quiet "$@"; then
+        echo "  FAILED after $((SECONDS - start))s: cargo +$toolchain check $*"
+        return 1
+    fi
     echo "  $((SECONDS - start))s cargo +$toolchain check $*"
 }
 

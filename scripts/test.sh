@@ -67,13 +67,14 @@ fi
 "$deny" check --hide-inclusion-graph licenses bans sources
 
 step "each crate and feature alone, on the minimum Rust version (waiting for the background checks)"
-if ! wait "$features"; then
-    cat "$features_log"
+features_status=0
+wait "$features" || features_status=$?
+trap - EXIT
+cat "$features_log"
+if [ "$features_status" != 0 ]; then
     echo "the feature checks failed (above)"
     exit 1
 fi
-trap - EXIT
-cat "$features_log"
 
 if [ -z "${CRM_TEST_PG_URL:-}" ]; then
     step "throwaway Postgres"
