@@ -79,7 +79,8 @@ pub(crate) struct Finish {
     /// Disable the endpoint, with this reason.
     pub disable: Option<String>,
     pub disable_after: u32,
-    /// Written when this attempt disables its endpoint.
+    /// Written when this attempt disables its endpoint (so none for a success,
+    /// which cannot).
     pub audit: Option<AuditEntry>,
 }
 

@@ -237,17 +237,21 @@ impl Worker {
             created_at: now,
         };
         let disable = gone.then(|| "the endpoint answered 410 Gone".to_string());
-        let reason = disable
-            .clone()
-            .unwrap_or_else(|| format!("{} consecutive failed attempts", self.cfg.disable_after));
-        let audit = AuditEntry::new(
-            job.workspace_id,
-            Some("dispatcher"),
-            "webhook_endpoint.disabled",
-            ("webhook_endpoint", ep.id.to_string()),
-            json!({ "reason": reason, "url": ep.url }),
-            now,
-        );
+        // Only a failed attempt can disable its endpoint, so only its audit entry (kept
+        // for that case) is built: not a JSON object and three strings per delivery.
+        let audit = (!success).then(|| {
+            let reason = disable.clone().unwrap_or_else(|| {
+                format!("{} consecutive failed attempts", self.cfg.disable_after)
+            });
+            AuditEntry::new(
+                job.workspace_id,
+                Some("dispatcher"),
+                "webhook_endpoint.disabled",
+                ("webhook_endpoint", ep.id.to_string()),
+                json!({ "reason": reason, "url": ep.url }),
+                now,
+            )
+        });
         self.finish(
             Finish {
                 job,
@@ -256,7 +260,7 @@ impl Worker {
                 success,
                 disable,
                 disable_after: self.cfg.disable_after,
-                audit: Some(audit),
+                audit,
             },
             slot,
         )
