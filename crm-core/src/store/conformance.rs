@@ -3,8 +3,8 @@
 //! each on a fresh database (a fresh schema on Postgres). What must hold on both:
 //! every argument type binds and reads back (nulls keep their type), the dialect's
 //! search and tag filters and the keyset paging give the same pages, a job is
-//! claimed by one worker until its lease ends, and an idempotency key is claimed
-//! once and then replayed.
+//! claimed by one worker until its lease ends (and a finish written after it moves
+//! nothing), and an idempotency key is claimed once and then replayed.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
@@ -18,7 +18,7 @@ use crate::ids::WorkspaceId;
 use crate::leads::cursor::Cursor;
 use crate::leads::model::{Lead, LeadQuery, NewLead, SortField, SortOrder};
 use crate::leads::parse::{self, LeadRules};
-use crate::webhooks::model::JobKind;
+use crate::webhooks::model::{Attempt, JobKind, JobStatus};
 use crate::Crm;
 
 /// One backend's fresh database, and how to drop it.
@@ -106,6 +106,7 @@ conformance!(
     search_tags_status_and_paging_give_the_same_pages,
     a_job_is_claimed_by_one_worker_until_its_lease_ends,
     concurrent_claims_keep_a_targets_share,
+    a_finish_moves_only_the_jobs_its_lease_still_holds,
     an_idempotency_key_is_claimed_once_then_replayed,
     a_batch_of_creates_gives_each_its_own_result,
 );
@@ -389,6 +390,105 @@ async fn concurrent_claims_keep_a_targets_share(db: &Db) {
             "round {round}: a target's share is 2 across claims"
         );
     }
+}
+
+/// Finished attempts written in one batch delete (delivered) or move (retried,
+/// failed) only the jobs whose lease their claim still holds: a finish written late,
+/// after the lease ran out and the job was claimed again, moves nothing, beside
+/// batch-mates whose claim is current.
+async fn a_finish_moves_only_the_jobs_its_lease_still_holds(db: &Db) {
+    let ws = WorkspaceId::DEFAULT;
+    let target = Uuid::now_v7();
+    for _ in 0..4 {
+        let event = Event::new(ws, EventType::LeadCreated, None, json!({}), t0());
+        jobs::enqueue(
+            db.pool(),
+            ws,
+            JobKind::Notification,
+            target,
+            event.id,
+            Some(&event),
+            t0(),
+        )
+        .await
+        .expect("enqueue");
+    }
+    let now = t0() + Duration::seconds(1);
+    let lease = now + Duration::seconds(30);
+    // The first claim takes two jobs; its lease runs out, and a second claim takes
+    // those two again with the other two.
+    let stale = jobs::claim_jobs(db.pool(), now, lease, (2, 10), None)
+        .await
+        .expect("claim");
+    assert_eq!(stale.len(), 2);
+    let later = lease + Duration::seconds(1);
+    let current = jobs::claim_jobs(
+        db.pool(),
+        later,
+        later + Duration::seconds(30),
+        (4, 10),
+        None,
+    )
+    .await
+    .expect("claim");
+    assert_eq!(current.len(), 4);
+    let fresh: Vec<_> = current
+        .iter()
+        .filter(|j| stale.iter().all(|s| s.id.0 != j.id.0))
+        .cloned()
+        .collect();
+    assert_eq!(fresh.len(), 2);
+    let finish = |job: &jobs::ClaimedJob, status: JobStatus| jobs::Finish {
+        job: job.clone(),
+        attempt: Attempt {
+            id: Uuid::now_v7(),
+            job_id: job.id.0,
+            kind: job.kind.clone(),
+            target_id: job.target_id,
+            event_id: job.event_id.into(),
+            attempt: 1,
+            status_code: None,
+            response_body: None,
+            duration_ms: 1,
+            error_kind: None,
+            next_attempt_at: (status == JobStatus::Pending).then(|| later + Duration::hours(1)),
+            created_at: later,
+        },
+        job_status: status,
+        success: status == JobStatus::Delivered,
+        disable: None,
+        disable_after: 5,
+        audit: None,
+    };
+    // Late: the first claim's delivered and retried attempts. Current: one delivered
+    // and one failed for good.
+    let done = [
+        finish(&stale[0], JobStatus::Delivered),
+        finish(&stale[1], JobStatus::Pending),
+        finish(&fresh[0], JobStatus::Delivered),
+        finish(&fresh[1], JobStatus::Failed),
+    ];
+    jobs::finish_jobs(db.pool(), &done).await.expect("finish");
+    let rows: Vec<(Uuid, String, Option<Uuid>, Ts)> =
+        query_as("SELECT id, status, lease_token, run_at FROM crm_jobs WHERE target_id = $1")
+            .bind(target)
+            .fetch_all(db.pool())
+            .await
+            .expect("jobs");
+    let row = |id: Uuid| rows.iter().find(|r| r.0 == id);
+    let token = current[0].lease_token;
+    for late in &stale {
+        let r = row(late.id.0).expect("a late finish deletes nothing");
+        assert_eq!(
+            (r.1.as_str(), r.2, r.3 .0),
+            ("pending", Some(token), t0()),
+            "a late finish leaves the current lease alone"
+        );
+    }
+    assert!(row(fresh[0].id.0).is_none(), "a delivered job is deleted");
+    let failed = row(fresh[1].id.0).expect("a failed job stays");
+    assert_eq!((failed.1.as_str(), failed.2), ("failed", None));
+    assert_eq!(rows.len(), 3);
 }
 
 async fn an_idempotency_key_is_claimed_once_then_replayed(db: &Db) {

@@ -360,11 +360,20 @@ async fn finish_in(tx: &mut Tx, done: &[Finish]) -> Result<()> {
     // A delivered job is done: its attempt is the record, so the row goes (a delete
     // writes no index entries; an update of the row wrote one to each of its
     // indexes). The others move on: retried later, or failed.
+    //
+    // Both statements find their rows through the primary key: joined to the list
+    // (`v`) alone, Postgres hashed the list against a scan of the whole queue and
+    // SQLite scanned the table for each row of it, a cost that grew with the
+    // backlog (Postgres: 7.5 of 9.9 ms to delete 128 jobs from a queue of 16,900).
+    let by_id = match tx.dialect() {
+        Dialect::Postgres => "= ANY(ARRAY(SELECT id FROM v))",
+        Dialect::Sqlite => "IN (SELECT id FROM v)",
+    };
     let (delivered, moved): (Vec<&Finish>, Vec<&Finish>) = done
         .iter()
         .partition(|f| f.job_status == JobStatus::Delivered);
     for run in pow2_runs(&delivered, max) {
-        let mut gone = query("DELETE FROM crm_jobs WHERE (id, lease_token) IN (VALUES ");
+        let mut gone = query("WITH v(id, token) AS (VALUES ");
         for (i, f) in run.iter().enumerate() {
             gone.push(if i == 0 { "(" } else { ", (" })
                 .push_bind(f.job.id.0)
@@ -372,7 +381,9 @@ async fn finish_in(tx: &mut Tx, done: &[Finish]) -> Result<()> {
                 .push_bind(f.job.lease_token)
                 .push(")");
         }
-        gone.push(")");
+        gone.push(") DELETE FROM crm_jobs WHERE id ")
+            .push(by_id)
+            .push(" AND (id, lease_token) IN (SELECT id, token FROM v)");
         gone.execute(&mut *tx).await?;
     }
     for run in pow2_runs(&moved, max) {
@@ -394,8 +405,9 @@ async fn finish_in(tx: &mut Tx, done: &[Finish]) -> Result<()> {
         jobs.push(
             ") UPDATE crm_jobs SET status = v.status, run_at = COALESCE(v.run_at, crm_jobs.run_at), \
              lease_until = NULL, lease_token = NULL, updated_at = v.now \
-             FROM v WHERE crm_jobs.id = v.id AND crm_jobs.lease_token = v.token",
-        );
+             FROM v WHERE crm_jobs.id = v.id AND crm_jobs.lease_token = v.token AND crm_jobs.id ",
+        )
+        .push(by_id);
         jobs.execute(&mut *tx).await?;
     }
     // Channels keep no delivery health; their attempts are in the log.
