@@ -489,6 +489,14 @@ async fn a_finish_moves_only_the_jobs_its_lease_still_holds(db: &Db) {
     let failed = row(fresh[1].id.0).expect("a failed job stays");
     assert_eq!((failed.1.as_str(), failed.2), ("failed", None));
     assert_eq!(rows.len(), 3);
+    // Every attempt is logged, the late ones too.
+    let (logged,): (i64,) =
+        query_as("SELECT COUNT(*) FROM crm_delivery_attempts WHERE target_id = $1")
+            .bind(target)
+            .fetch_one(db.pool())
+            .await
+            .expect("attempts");
+    assert_eq!(logged, 4);
 }
 
 async fn an_idempotency_key_is_claimed_once_then_replayed(db: &Db) {

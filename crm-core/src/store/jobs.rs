@@ -208,7 +208,12 @@ const LOCK_TARGETS_POSTGRES: &str = "WITH RECURSIVE targets(t) AS ( \
 /// stays where it is): joined to `picked`, Postgres' generic plan (the one a
 /// prepared statement keeps) hashed them against a scan of the whole queue, 87 ms a
 /// claim of 256 at a backlog of 200,000, and found through the primary key they
-/// cost an index descent each (the claim went from 37.7 to 30.5 us a job). The
+/// cost an index descent each (the claim went from 37.7 to 30.5 us a job). A row
+/// that a late release, cancel or finish of its expired lease changed after the
+/// statement's snapshot is locked in its new version, which the TID scan (reading
+/// with that snapshot) does not see: it stays pending for the next claim, leased
+/// by none. `crm_jobs` must stay unpartitioned: a ctid names a row within one
+/// table only. The
 /// sizes are bound, not written into the text, so a connection prepares the
 /// statement once and Postgres can keep its plan.
 fn claim_postgres(by_kind: bool) -> String {
