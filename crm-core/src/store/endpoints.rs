@@ -214,7 +214,7 @@ pub(crate) async fn delete_endpoint(
     audit: &AuditEntry,
 ) -> Result<()> {
     let mut tx = pool.begin_write().await?;
-    query("DELETE FROM crm_jobs WHERE workspace_id = $1 AND target_id = $2")
+    query("DELETE FROM crm_jobs WHERE workspace_id = $1 AND target_id = $2 AND status = 'pending'")
         .bind(ws)
         .bind(id.0)
         .execute(&mut tx)
