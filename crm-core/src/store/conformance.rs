@@ -284,21 +284,19 @@ async fn search_tags_status_and_paging_give_the_same_pages(db: &Db) {
     );
 }
 
-async fn a_job_is_claimed_by_one_worker_until_its_lease_ends(db: &Db) {
+/// Queues one job of `kind` for `target` in the default workspace, with an event of
+/// its own, due at [`t0`].
+async fn enqueue_one(db: &Db, kind: JobKind, target: Uuid) {
     let ws = WorkspaceId::DEFAULT;
     let event = Event::new(ws, EventType::LeadCreated, None, json!({}), t0());
+    jobs::enqueue(db.pool(), ws, kind, target, event.id, Some(&event), t0())
+        .await
+        .expect("enqueue");
+}
+
+async fn a_job_is_claimed_by_one_worker_until_its_lease_ends(db: &Db) {
     let target = Uuid::now_v7();
-    jobs::enqueue(
-        db.pool(),
-        ws,
-        JobKind::Webhook,
-        target,
-        event.id,
-        Some(&event),
-        t0(),
-    )
-    .await
-    .expect("enqueue");
+    enqueue_one(db, JobKind::Webhook, target).await;
     let now = t0() + Duration::seconds(1);
     let lease = now + Duration::seconds(30);
     let first = jobs::claim_jobs(db.pool(), now, lease, (10, 10), None)
@@ -355,24 +353,12 @@ async fn a_job_is_claimed_by_one_worker_until_its_lease_ends(db: &Db) {
 /// Claims made at the same moment (other processes) never together lease more than
 /// `per_target` jobs of one target: each claim counts the leases committed before it.
 async fn concurrent_claims_keep_a_targets_share(db: &Db) {
-    let ws = WorkspaceId::DEFAULT;
     let now = t0() + Duration::seconds(1);
     let lease = now + Duration::seconds(30);
     for round in 0..10 {
         let target = Uuid::now_v7();
         for _ in 0..8 {
-            let event = Event::new(ws, EventType::LeadCreated, None, json!({}), t0());
-            jobs::enqueue(
-                db.pool(),
-                ws,
-                JobKind::Webhook,
-                target,
-                event.id,
-                Some(&event),
-                t0(),
-            )
-            .await
-            .expect("enqueue");
+            enqueue_one(db, JobKind::Webhook, target).await;
         }
         let claim = || jobs::claim_jobs(db.pool(), now, lease, (8, 2), None);
         let (a, b, c, d) = tokio::join!(claim(), claim(), claim(), claim());
@@ -397,21 +383,9 @@ async fn concurrent_claims_keep_a_targets_share(db: &Db) {
 /// after the lease ran out and the job was claimed again, moves nothing, beside
 /// batch-mates whose claim is current.
 async fn a_finish_moves_only_the_jobs_its_lease_still_holds(db: &Db) {
-    let ws = WorkspaceId::DEFAULT;
     let target = Uuid::now_v7();
     for _ in 0..4 {
-        let event = Event::new(ws, EventType::LeadCreated, None, json!({}), t0());
-        jobs::enqueue(
-            db.pool(),
-            ws,
-            JobKind::Notification,
-            target,
-            event.id,
-            Some(&event),
-            t0(),
-        )
-        .await
-        .expect("enqueue");
+        enqueue_one(db, JobKind::Notification, target).await;
     }
     let now = t0() + Duration::seconds(1);
     let lease = now + Duration::seconds(30);
