@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::dispatcher::{message_id, Prefetched, Slot, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX};
+use super::dispatcher::{
+    message_id, Prefetched, Slot, Target, Worker, PAYLOAD_MAX, RESPONSE_BODY_MAX,
+};
 use super::model::{Attempt, JobKind, JobStatus};
 use super::ssrf::{self, IpNet};
 use crate::audit::AuditEntry;
@@ -51,7 +53,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 pub(super) async fn send(
     client: &reqwest::Client,
-    url: &str,
+    url: url::Url,
     headers: [(&'static str, String); 3],
     body: Vec<u8>,
 ) -> Sent {
@@ -120,6 +122,34 @@ pub(super) async fn send(
 }
 
 impl Worker {
+    /// The job's endpoint ready to send to, or `None` when it is gone.
+    pub(super) async fn target(&self, job: &ClaimedJob) -> Result<Option<Target>> {
+        let hooks = self.crm.workspace(job.workspace_id).webhooks();
+        let (endpoint, secrets) = match hooks.with_secrets(EndpointId(job.target_id)).await {
+            Ok(found) => found,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let url = match ssrf::check_url_shape(&endpoint.url) {
+            Err(m) => Err(m),
+            // Names are checked by the resolver as they are looked up; literal
+            // addresses never reach it, so they are checked here.
+            Ok(u) => match u.host() {
+                Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {
+                    ssrf::resolve_checked(&u, self.crm.webhook_allow())
+                        .await
+                        .map(|_| u)
+                }
+                _ => Ok(u),
+            },
+        };
+        Ok(Some(Target {
+            endpoint,
+            secrets,
+            url,
+        }))
+    }
+
     /// Delivers one webhook job: signs the event for the endpoint, sends it, and
     /// records the attempt (and the next try, or the endpoint's disabling).
     pub(super) async fn deliver_webhook(
@@ -130,19 +160,12 @@ impl Worker {
     ) -> Result<()> {
         let found = match ahead.endpoints.get(&job.target_id) {
             Some(found) => found.clone(),
-            None => {
-                let hooks = self.crm.workspace(job.workspace_id).webhooks();
-                match hooks.with_secrets(EndpointId(job.target_id)).await {
-                    Ok(found) => Some(Arc::new(found)),
-                    Err(Error::NotFound { .. }) => None,
-                    Err(e) => return Err(e),
-                }
-            }
+            None => self.target(&job).await?.map(Arc::new),
         };
-        let Some(found) = found.filter(|f| f.0.enabled) else {
+        let Some(found) = found.filter(|f| f.endpoint.enabled) else {
             return store::jobs::cancel_job(self.crm.pool(), job.id, job.lease_token).await;
         };
-        let (ep, secrets) = (&found.0, &found.1);
+        let (ep, secrets) = (&found.endpoint, &found.secrets);
         if let Some(limit) = ep.rate_limit_per_minute.and_then(Policy::per_minute) {
             let d = self
                 .crm
@@ -158,11 +181,10 @@ impl Worker {
         let Some(event) = ahead.event(&self.crm, job.event_id).await? else {
             return store::jobs::cancel_job(self.crm.pool(), job.id, job.lease_token).await;
         };
-        let body =
-            serde_json::to_vec(&event.payload).map_err(|_| Error::Config("payload".into()))?;
+        let body = event.payload().as_bytes().to_vec();
         let now = self.crm.now();
         let ts = now.timestamp();
-        let msg = message_id(event.id);
+        let msg = message_id(event.id());
         let signature = secrets
             .iter()
             .map(|s| s.signer().sign(&msg, ts, &body))
@@ -170,19 +192,6 @@ impl Worker {
             .join(" ");
 
         let started = Instant::now();
-        let refused = match ssrf::check_url_shape(&ep.url) {
-            Err(m) => Some(m),
-            // Names are checked by the resolver as they are looked up; literal
-            // addresses never reach it, so they are checked here.
-            Ok(u) => match u.host() {
-                Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {
-                    ssrf::resolve_checked(&u, self.crm.webhook_allow())
-                        .await
-                        .err()
-                }
-                _ => None,
-            },
-        };
         let sent = if body.len() > PAYLOAD_MAX {
             Sent {
                 status: None,
@@ -190,20 +199,23 @@ impl Worker {
                 error: Some("payload_too_large"),
                 retry_after: None,
             }
-        } else if let Some(why) = refused {
-            Sent {
-                status: None,
-                body: Some(why),
-                error: Some("ssrf_refused"),
-                retry_after: None,
-            }
         } else {
-            let headers = [
-                ("webhook-id", msg.clone()),
-                ("webhook-timestamp", ts.to_string()),
-                ("webhook-signature", signature),
-            ];
-            send(&self.client, &ep.url, headers, body).await
+            match &found.url {
+                Err(why) => Sent {
+                    status: None,
+                    body: Some(why.clone()),
+                    error: Some("ssrf_refused"),
+                    retry_after: None,
+                },
+                Ok(url) => {
+                    let headers = [
+                        ("webhook-id", msg.clone()),
+                        ("webhook-timestamp", ts.to_string()),
+                        ("webhook-signature", signature),
+                    ];
+                    send(&self.client, url.clone(), headers, body).await
+                }
+            }
         };
         let elapsed = started.elapsed();
 
@@ -227,7 +239,7 @@ impl Worker {
             job_id: job.id.0,
             kind: JobKind::Webhook.as_str().into(),
             target_id: ep.id.0,
-            event_id: event.id,
+            event_id: event.id(),
             attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),
             status_code: sent.status,
             response_body: sent.body,

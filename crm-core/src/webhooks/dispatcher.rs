@@ -34,14 +34,12 @@ use uuid::Uuid;
 use super::delivery;
 use super::model::{Endpoint, JobKind, JobStatus};
 use super::signing::WebhookSecret;
-use crate::events::Event;
-#[cfg(feature = "webhooks")]
-use crate::ids::EndpointId;
 use crate::ids::EventId;
 use crate::notify::Outcome;
 use crate::store::{
     self,
     jobs::{Claim, ClaimedJob, Finish},
+    outbox::QueuedEvent,
 };
 use crate::{Crm, Error, Result};
 
@@ -107,27 +105,32 @@ pub(super) struct Worker {
 /// from the claim until the attempt is handed back to the dispatcher's loop.
 pub(super) type Slot = OwnedSemaphorePermit;
 
-/// An endpoint with the secrets it signs with.
-pub(super) type Signing = Arc<(Endpoint, Vec<WebhookSecret>)>;
+/// An endpoint ready to send to, made once a batch (not once a delivery): its row,
+/// the secrets it signs with, and its URL parsed and checked, or why it is refused.
+#[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
+pub(super) struct Target {
+    pub(super) endpoint: Endpoint,
+    pub(super) secrets: Vec<WebhookSecret>,
+    pub(super) url: std::result::Result<url::Url, String>,
+}
 
 /// What [`Worker::prefetch`] read for a claimed batch.
 pub(super) struct Prefetched {
-    pub(super) events: HashMap<Uuid, Arc<Event>>,
+    pub(super) events: HashMap<Uuid, Arc<QueuedEvent>>,
     /// Per endpoint: found (with its secrets), or gone (`None`); absent when the
     /// read failed.
     #[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
-    pub(super) endpoints: HashMap<Uuid, Option<Signing>>,
+    pub(super) endpoints: HashMap<Uuid, Option<Arc<Target>>>,
 }
 
 impl Prefetched {
     /// The job's event, from the batch or read now.
-    pub(super) async fn event(&self, crm: &Crm, id: Uuid) -> Result<Option<Arc<Event>>> {
+    pub(super) async fn event(&self, crm: &Crm, id: Uuid) -> Result<Option<Arc<QueuedEvent>>> {
         if let Some(e) = self.events.get(&id) {
             return Ok(Some(e.clone()));
         }
-        Ok(store::outbox::event_by_id(crm.pool(), id)
-            .await?
-            .map(Arc::new))
+        let found = store::outbox::events_by_ids(crm.pool(), &[id]).await?;
+        Ok(found.into_iter().next().map(Arc::new))
     }
 }
 
@@ -242,7 +245,10 @@ impl Worker {
     async fn prefetch(&self, jobs: &[ClaimedJob]) -> Prefetched {
         let ids: Vec<Uuid> = jobs.iter().map(|j| j.event_id).collect();
         let events = match store::outbox::events_by_ids(self.crm.pool(), &ids).await {
-            Ok(events) => events.into_iter().map(|e| (e.id.0, Arc::new(e))).collect(),
+            Ok(events) => events
+                .into_iter()
+                .map(|e| (e.id().0, Arc::new(e)))
+                .collect(),
             Err(err) => {
                 tracing::warn!(error = %crate::error::Chain(&err), "could not read a batch of events");
                 HashMap::new()
@@ -255,15 +261,8 @@ impl Worker {
             if endpoints.contains_key(&j.target_id) {
                 continue;
             }
-            let hooks = self.crm.workspace(j.workspace_id).webhooks();
-            match hooks.with_secrets(EndpointId(j.target_id)).await {
-                Ok(found) => {
-                    endpoints.insert(j.target_id, Some(Arc::new(found)));
-                }
-                Err(Error::NotFound { .. }) => {
-                    endpoints.insert(j.target_id, None);
-                }
-                Err(_) => {}
+            if let Ok(found) = self.target(j).await {
+                endpoints.insert(j.target_id, found.map(Arc::new));
             }
         }
         Prefetched { events, endpoints }
@@ -307,6 +306,7 @@ impl Worker {
         let Some(event) = ahead.event(&self.crm, job.event_id).await? else {
             return cancel().await;
         };
+        let event = event.to_event()?;
         let config = service
             .with_defaults(&channel.kind, &service.config(id).await?)
             .await?;
