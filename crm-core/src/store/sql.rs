@@ -10,6 +10,7 @@
 //! filters are phrased; how a write transaction starts is [`Pool::begin_write`].
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::marker::PhantomData;
 
 use serde_json::Value;
@@ -580,10 +581,9 @@ impl<'a> Sql<'a> {
     /// Appends the next placeholder (`$n`) and binds it.
     pub(crate) fn push_bind(&mut self, v: impl Into<Arg<'a>>) -> &mut Self {
         self.args.push(v.into());
-        let n = self.args.len().to_string();
-        let text = self.text.to_mut();
-        text.push('$');
-        text.push_str(&n);
+        let n = self.args.len();
+        // Writing into a `String` cannot fail.
+        let _ = write!(self.text.to_mut(), "${n}");
         self
     }
 
