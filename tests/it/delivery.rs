@@ -143,7 +143,7 @@ async fn a_write_delivers_one_signed_message_per_matching_endpoint(db: &TestDb) 
         .await
         .expect("events");
     assert_eq!(req.headers["webhook-id"], message_id(events[0].id));
-    // The body is the stored payload's text, sent as read: the same JSON.
+    // The body is the event's payload (the JSON the outbox keeps).
     assert_eq!(payload, events[0].payload);
 
     let a = attempts(&crm, ep_all, 1).await;

@@ -47,11 +47,11 @@ impl EventRow {
     }
 }
 
-/// An event as a dispatcher reads it: the payload stays the JSON text read
-/// (Postgres writes a `jsonb` out with a space after each `:` and `,`), and a
-/// webhook sends those bytes as they are; parsing every payload into a `Value`
-/// only to write it out again was 13 % of a Postgres drain's CPU in the
-/// dispatcher's process. A notification parses it ([`QueuedEvent::to_event`]).
+/// An event as a dispatcher reads it: the payload stays the JSON text read (still
+/// checked to be JSON; Postgres writes a `jsonb` out with a space after each
+/// separator), and a webhook sends those bytes as they are. Parsing every payload
+/// into a `Value` only to write it out again was 13 % of the dispatcher's process's
+/// CPU in a Postgres drain. A notification parses it ([`QueuedEvent::to_event`]).
 pub(crate) type QueuedEvent = EventRow<Box<RawValue>>;
 
 impl QueuedEvent {

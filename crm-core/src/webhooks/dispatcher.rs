@@ -106,7 +106,9 @@ pub(super) struct Worker {
 pub(super) type Slot = OwnedSemaphorePermit;
 
 /// An endpoint ready to send to, made once a batch (not once a delivery): its row,
-/// the secrets it signs with, and its URL parsed and checked, or why it is refused.
+/// the secrets it signs with, and its URL parsed, its shape checked and, when its
+/// host is a literal address, that address checked against the allow-list (or why
+/// it is refused). A host name is checked by the client's resolver as it connects.
 #[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
 pub(super) struct Target {
     pub(super) endpoint: Endpoint,
@@ -117,8 +119,8 @@ pub(super) struct Target {
 /// What [`Worker::prefetch`] read for a claimed batch.
 pub(super) struct Prefetched {
     pub(super) events: HashMap<Uuid, Arc<QueuedEvent>>,
-    /// Per endpoint: found (with its secrets), or gone (`None`); absent when the
-    /// read failed.
+    /// Per endpoint: found (with its secrets and checked URL), or gone (`None`);
+    /// absent when the read failed (the job reads it again).
     #[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
     pub(super) endpoints: HashMap<Uuid, Option<Arc<Target>>>,
 }
